@@ -1,0 +1,410 @@
+/*
+ * The test guest on the host side: load castor-tg.bin, fill its parameter
+ * block, point every vCPU at its 64-bit entry, and talk to it through its
+ * state pages, the mailbox and the test device (guest/abi.h).
+ */
+#define LOG_TAG "tg"
+#include "hypervisor/hv_int.h"
+#include "hypervisor/guest/abi.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TG_IMAGE_MAX (TG_WORK_BASE - TG_LOAD_ADDR)
+
+void hv_tg_config_default(struct hv_tg_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->wss_bytes = 4ull << 20;
+	cfg->rate = 100;
+	cfg->out_rate = 10;
+	cfg->seed = 1;
+	cfg->window_words = 64;
+	cfg->serial_tick = true;
+}
+
+int hv_tg_config_set(struct hv_tg_config *cfg, const char *kv, char *why, size_t why_len)
+{
+	const char *eq = strchr(kv, '=');
+	char key[32];
+	const char *val;
+	uint64_t v;
+	int rc;
+
+	if (!eq || eq == kv || (size_t)(eq - kv) >= sizeof(key)) {
+		snprintf(why, why_len, "guest parameter '%s' is not key=value", kv);
+		return -EINVAL;
+	}
+	memcpy(key, kv, (size_t)(eq - kv));
+	key[eq - kv] = 0;
+	val = eq + 1;
+	if (!strcmp(key, "wss")) {
+		rc = util_parse_size(val, &v);
+		if (!rc && (v < TG_PAGE_SIZE || v % TG_PAGE_SIZE))
+			rc = -ERANGE;
+		if (!rc)
+			cfg->wss_bytes = v;
+	} else if (!strcmp(key, "rate")) {
+		rc = 0;
+		if (!strcmp(val, "max"))
+			cfg->rate = TG_RATE_MAX;
+		else if (!(rc = util_parse_u64(val, &v)))
+			cfg->rate = v;
+	} else if (!strcmp(key, "outrate")) {
+		rc = util_parse_u64(val, &v);
+		if (!rc && v > 1000000)
+			rc = -ERANGE;
+		if (!rc)
+			cfg->out_rate = v;
+	} else if (!strcmp(key, "seed")) {
+		rc = util_parse_u64(val, &v);
+		if (!rc)
+			cfg->seed = v;
+	} else if (!strcmp(key, "window")) {
+		rc = util_parse_u64(val, &v);
+		if (!rc && (v < 1 || v > TG_WINDOW_MAX))
+			rc = -ERANGE;
+		if (!rc)
+			cfg->window_words = (uint32_t)v;
+	} else if (!strcmp(key, "tick")) {
+		rc = util_parse_u64(val, &v);
+		if (!rc && v > 1)
+			rc = -ERANGE;
+		if (!rc)
+			cfg->serial_tick = v == 1;
+	} else {
+		snprintf(why, why_len,
+			 "unknown guest parameter '%s' (known: wss, rate, outrate, seed, window, tick)",
+			 key);
+		return -EINVAL;
+	}
+	if (rc < 0)
+		snprintf(why, why_len, "guest parameter %s: bad value '%s'%s", key, val,
+			 rc == -ERANGE ? " (out of range)" : "");
+	return rc;
+}
+
+static int read_image(const char *path, uint8_t **buf_out, size_t *len_out)
+{
+	struct stat st;
+	uint8_t *buf = NULL;
+	size_t done = 0;
+	int fd, rc = 0;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if (st.st_size < (off_t)(TG_IMAGE_HDR_OFFSET + sizeof(struct tg_image_header)) ||
+	    (uint64_t)st.st_size > TG_IMAGE_MAX) {
+		rc = -EFBIG;
+		goto out;
+	}
+	buf = malloc((size_t)st.st_size);
+	if (!buf) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	while (done < (size_t)st.st_size) {
+		ssize_t r = read(fd, buf + done, (size_t)st.st_size - done);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			rc = r < 0 ? -errno : -EIO;
+			goto out;
+		}
+		done += (size_t)r;
+	}
+	*buf_out = buf;
+	*len_out = done;
+	buf = NULL;
+out:
+	free(buf);
+	close(fd);
+	return rc;
+}
+
+static int check_header(const struct tg_image_header *h, size_t file_len, uint32_t ncpus,
+			const char *path)
+{
+	const char *bad = NULL;
+
+	if (h->magic != TG_IMAGE_MAGIC)
+		bad = "no Castor test-guest header (bad magic)";
+	else if (h->version != TG_IMAGE_VERSION)
+		bad = "unsupported header version";
+	else if (h->header_size < sizeof(*h))
+		bad = "header too short";
+	else if (h->load_addr != TG_LOAD_ADDR)
+		bad = "unexpected load address";
+	else if (h->load_end != h->load_addr + file_len)
+		bad = "load_end does not match the file size";
+	else if (h->entry64 < h->load_addr || h->entry64 >= h->load_end)
+		bad = "entry point outside the image";
+	else if (h->bss_end < h->load_end || h->bss_end > TG_WORK_BASE)
+		bad = "image (with bss) overlaps the work regions";
+	else if (h->rw_gpa < h->load_addr || h->rw_gpa + h->rw_bytes > h->bss_end)
+		bad = "rw area outside the image";
+	else if (h->state_gpa < h->rw_gpa ||
+		 h->state_gpa + (uint64_t)h->max_cpus * TG_PAGE_SIZE > h->rw_gpa + h->rw_bytes)
+		bad = "vCPU state pages outside the rw area";
+	else if (h->max_cpus < ncpus)
+		bad = "image supports fewer vCPUs than requested";
+	if (!bad)
+		return 0;
+	LOG_ERR("%s: %s", path, bad);
+	return -ENOEXEC;
+}
+
+int hv_tg_load(struct hv_vm *vm, const struct hv_tg_config *cfg)
+{
+	struct tg_image_header h;
+	struct tg_params p;
+	uint64_t low = vm->mem.size < HV_HOLE_START ? vm->mem.size : HV_HOLE_START;
+	uint64_t wss_pages = cfg->wss_bytes / TG_PAGE_SIZE;
+	uint8_t *img = NULL;
+	uint32_t khz = 0, i;
+	size_t len = 0;
+	int rc;
+
+	if (vm->tg_loaded || hv_vm_run_state(vm) != HV_S_CREATED)
+		return -EBUSY;
+	if (!wss_pages || cfg->window_words < 1 || cfg->window_words > TG_WINDOW_MAX) {
+		LOG_ERR("vm %s: bad test-guest parameters", vm->name);
+		return -EINVAL;
+	}
+	if (tg_scratch_base(vm->ncpus, wss_pages) > low) {
+		LOG_ERR("vm %s: %u work regions of %" PRIu64 " KiB do not fit in %" PRIu64
+			" MiB of low RAM",
+			vm->name, vm->ncpus, cfg->wss_bytes >> 10, low >> 20);
+		return -ERANGE;
+	}
+	rc = read_image(cfg->image_path, &img, &len);
+	if (rc < 0) {
+		LOG_ERRNO(rc, "vm %s: test-guest image %s", vm->name, cfg->image_path);
+		goto out;
+	}
+	memcpy(&h, img + TG_IMAGE_HDR_OFFSET, sizeof(h));
+	rc = check_header(&h, len, vm->ncpus, cfg->image_path);
+	if (rc < 0)
+		goto out;
+	rc = hv_mem_write(vm, TG_LOAD_ADDR, img, len);
+	if (rc < 0)
+		goto out;
+	rc = boot_vcpu_tsc_khz(&vm->vcpus[0], &khz);
+	if (rc < 0) {
+		LOG_WARN_ERRNO(rc, "vm %s: KVM_GET_TSC_KHZ; assuming 1 GHz", vm->name);
+		khz = 1000000;
+	}
+	memset(&p, 0, sizeof(p));
+	p.magic = TG_PARAMS_MAGIC;
+	p.version = TG_PARAMS_VERSION;
+	p.ncpus = vm->ncpus;
+	p.tsc_khz = khz;
+	p.seed = cfg->seed;
+	p.wss_pages = wss_pages;
+	p.rate = cfg->rate;
+	p.out_rate = cfg->out_rate;
+	p.window_words = cfg->window_words;
+	p.flags = cfg->serial_tick ? TG_F_SERIAL_TICK : 0;
+	p.ram_below_4g = low;
+	p.ram_above_4g = vm->mem.size - low;
+	rc = hv_mem_write(vm, TG_PARAMS_GPA, &p, sizeof(p));
+	if (!rc)
+		rc = boot_build_page_tables(vm);
+	for (i = 0; !rc && i < vm->ncpus; i++)
+		rc = boot_vcpu_entry64(&vm->vcpus[i], h.entry64, i, TG_BOOT_CASTOR, 0);
+	if (rc < 0) {
+		LOG_ERRNO(rc, "vm %s: setting up the test guest", vm->name);
+		goto out;
+	}
+	vm->testdev.state_gpa = h.state_gpa;
+	vm->tg_state_gpa = h.state_gpa;
+	vm->tg_rw_gpa = h.rw_gpa;
+	vm->tg_rw_bytes = h.rw_bytes;
+	vm->tg_loaded = true;
+	LOG_INFO("vm %s: test guest loaded: %zu bytes, entry 0x%" PRIx64 ", wss %" PRIu64
+		 " pages/vCPU, tsc %u kHz",
+		 vm->name, len, h.entry64, wss_pages, khz);
+out:
+	free(img);
+	return rc;
+}
+
+bool hv_tg_is_loaded(struct hv_vm *vm)
+{
+	return vm->tg_loaded;
+}
+
+static int read_params(struct hv_vm *vm, struct tg_params *p)
+{
+	if (!vm->tg_loaded)
+		return -EINVAL;
+	return hv_mem_read(vm, TG_PARAMS_GPA, p, sizeof(*p));
+}
+
+int hv_tg_vcpu(struct hv_vm *vm, uint32_t idx, struct hv_tg_vcpu *out)
+{
+	struct tg_vcpu_state st;
+	struct hv_testdev_vcpu *tv;
+	int rc;
+
+	if (!vm->tg_loaded || idx >= vm->ncpus)
+		return -EINVAL;
+	rc = hv_mem_read(vm, vm->tg_state_gpa + (uint64_t)idx * TG_PAGE_SIZE, &st, sizeof(st));
+	if (rc < 0)
+		return rc;
+	memset(out, 0, sizeof(*out));
+	out->counter = st.counter;
+	out->out_seq = st.out_seq;
+	pthread_mutex_lock(&vm->testdev.lock);
+	tv = &vm->testdev.vcpu[idx];
+	out->outputs_seen = tv->outputs;
+	out->order_errors = tv->order_errors;
+	out->ready = tv->ready;
+	out->faulted = tv->faulted;
+	out->fault = tv->fault;
+	pthread_mutex_unlock(&vm->testdev.lock);
+	return 0;
+}
+
+static void deadline_after(struct timespec *ts, uint64_t ns)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+	ns += (uint64_t)ts->tv_nsec;
+	ts->tv_sec += (time_t)(ns / 1000000000ull);
+	ts->tv_nsec = (long)(ns % 1000000000ull);
+}
+
+int hv_tg_wait_ready(struct hv_vm *vm, uint64_t timeout_ns)
+{
+	struct hv_testdev *t = &vm->testdev;
+	struct timespec dl;
+	int rc = 0;
+
+	deadline_after(&dl, timeout_ns);
+	pthread_mutex_lock(&t->lock);
+	for (;;) {
+		uint32_t i, ready = 0;
+		bool faulted = false;
+
+		for (i = 0; i < vm->ncpus; i++) {
+			ready += t->vcpu[i].ready;
+			faulted |= t->vcpu[i].faulted;
+		}
+		if (faulted) {
+			rc = -EIO;
+			break;
+		}
+		if (ready == vm->ncpus)
+			break;
+		if (pthread_cond_timedwait(&t->cond, &t->lock, &dl) == ETIMEDOUT) {
+			rc = -ETIMEDOUT;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	return rc;
+}
+
+int hv_tg_set_rates(struct hv_vm *vm, uint64_t rate, uint64_t out_rate)
+{
+	int rc;
+
+	if (!vm->tg_loaded)
+		return -EINVAL;
+	rc = hv_mem_write(vm, TG_PARAMS_GPA + offsetof(struct tg_params, rate), &rate,
+			  sizeof(rate));
+	if (!rc)
+		rc = hv_mem_write(vm, TG_PARAMS_GPA + offsetof(struct tg_params, out_rate),
+				  &out_rate, sizeof(out_rate));
+	return rc;
+}
+
+int hv_tg_scratch(struct hv_vm *vm, uint64_t *first_pfn_out, uint64_t *end_pfn_out)
+{
+	struct tg_params p;
+	int rc = read_params(vm, &p);
+
+	if (rc < 0)
+		return rc;
+	*first_pfn_out = tg_scratch_base(p.ncpus, p.wss_pages) / TG_PAGE_SIZE;
+	*end_pfn_out = p.ram_below_4g / TG_PAGE_SIZE;
+	return 0;
+}
+
+int hv_tg_dirty_range(struct hv_vm *vm, uint64_t first_pfn, uint64_t count, uint64_t stride,
+		      uint64_t value, uint64_t timeout_ns)
+{
+	struct hv_testdev *t = &vm->testdev;
+	struct tg_mailbox mb;
+	struct timespec dl;
+	uint64_t seq;
+	uint32_t status;
+	int rc;
+
+	if (!vm->tg_loaded)
+		return -EINVAL;
+	seq = ++vm->tg_mbox_seq;
+	memset(&mb, 0, sizeof(mb));
+	mb.cmd = TG_CMD_DIRTY_RANGE;
+	mb.first = first_pfn;
+	mb.count = count;
+	mb.stride = stride;
+	mb.value = value;
+	/* arguments first, seq last: the guest acts when seq changes */
+	rc = hv_mem_write(vm, TG_MAILBOX_GPA + 8, (uint8_t *)&mb + 8, sizeof(mb) - 8);
+	if (rc < 0)
+		return rc;
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	rc = hv_mem_write(vm, TG_MAILBOX_GPA, &seq, sizeof(seq));
+	if (rc < 0)
+		return rc;
+	deadline_after(&dl, timeout_ns);
+	pthread_mutex_lock(&t->lock);
+	while (t->mbox_done != (uint32_t)seq && rc == 0)
+		if (pthread_cond_timedwait(&t->cond, &t->lock, &dl) == ETIMEDOUT)
+			rc = -ETIMEDOUT;
+	pthread_mutex_unlock(&t->lock);
+	if (rc < 0) {
+		LOG_ERR("vm %s: mailbox command %" PRIu64 " not done in time", vm->name, seq);
+		return rc;
+	}
+	rc = hv_mem_read(vm, TG_MAILBOX_GPA + offsetof(struct tg_mailbox, status), &status,
+			 sizeof(status));
+	if (rc < 0)
+		return rc;
+	return status == TG_MBOX_OK ? 0 : -EINVAL;
+}
+
+int hv_tg_housekeeping(struct hv_vm *vm, struct util_bitmap *out)
+{
+	if (!vm->tg_loaded || out->nbits != vm->mem.pages)
+		return -EINVAL;
+	util_bitmap_clear_all(out);
+	/* parameter block, mailbox, boot GDT, boot stacks, page tables (A/D bits) */
+	util_bitmap_set_range(out, 0, TG_LOAD_ADDR / TG_PAGE_SIZE);
+	util_bitmap_set_range(out, vm->tg_rw_gpa / TG_PAGE_SIZE,
+			      (vm->tg_rw_bytes + TG_PAGE_SIZE - 1) / TG_PAGE_SIZE);
+	return 0;
+}
+
+void hv_tg_set_output_cb(struct hv_vm *vm, hv_tg_output_fn cb, void *arg)
+{
+	pthread_mutex_lock(&vm->testdev.lock);
+	vm->testdev.output_cb = cb;
+	vm->testdev.output_arg = arg;
+	pthread_mutex_unlock(&vm->testdev.lock);
+}

@@ -1,0 +1,139 @@
+/*
+ * A 16550 UART on COM1, output only: enough for a guest that polls the line
+ * status register and writes bytes. Output is written a line at a time.
+ */
+#define LOG_TAG "serial"
+#include "hypervisor/hv_int.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+enum {
+	UART_RBR_THR = 0, /* DLL with DLAB */
+	UART_IER = 1,     /* DLM with DLAB */
+	UART_IIR_FCR = 2,
+	UART_LCR = 3,
+	UART_MCR = 4,
+	UART_LSR = 5,
+	UART_MSR = 6,
+	UART_SCR = 7,
+};
+#define UART_LCR_DLAB 0x80
+#define UART_LSR_THRE 0x20
+#define UART_LSR_TEMT 0x40
+#define UART_IIR_NO_INT 0x01
+
+void serial_init(struct hv_serial *s, int out_fd)
+{
+	memset(s, 0, sizeof(*s));
+	pthread_mutex_init(&s->lock, NULL);
+	s->out_fd = out_fd;
+	s->dll = 12; /* 9600 baud, as firmware leaves it */
+}
+
+static void flush_line(struct hv_serial *s)
+{
+	size_t done = 0;
+
+	while (s->out_fd >= 0 && done < s->line_len) {
+		ssize_t r = write(s->out_fd, s->line + done, s->line_len - done);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break; /* a closed console must not stop the guest */
+		done += (size_t)r;
+	}
+	s->line_len = 0;
+}
+
+void serial_dispose(struct hv_serial *s)
+{
+	pthread_mutex_lock(&s->lock);
+	flush_line(s);
+	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_destroy(&s->lock);
+}
+
+static void put_byte(struct hv_serial *s, uint8_t c)
+{
+	s->line[s->line_len++] = (char)c;
+	if (c == '\n' || s->line_len == sizeof(s->line))
+		flush_line(s);
+}
+
+void serial_access(void *dev, struct hv_vcpu *vcpu, uint64_t offset, uint8_t *data, uint32_t len,
+		   bool is_write)
+{
+	struct hv_serial *s = dev;
+	bool dlab;
+
+	if (len != 1) {
+		if (!is_write)
+			memset(data, 0xff, len);
+		return;
+	}
+	pthread_mutex_lock(&s->lock);
+	dlab = s->lcr & UART_LCR_DLAB;
+	if (is_write) {
+		switch (offset) {
+		case UART_RBR_THR:
+			if (dlab)
+				s->dll = data[0];
+			else
+				put_byte(s, data[0]);
+			break;
+		case UART_IER:
+			if (dlab)
+				s->dlm = data[0];
+			else
+				s->ier = data[0] & 0x0f;
+			break;
+		case UART_IIR_FCR:
+			s->fcr = data[0];
+			break;
+		case UART_LCR:
+			s->lcr = data[0];
+			break;
+		case UART_MCR:
+			s->mcr = data[0] & 0x1f;
+			break;
+		case UART_SCR:
+			s->scr = data[0];
+			break;
+		default:
+			break;
+		}
+	} else {
+		switch (offset) {
+		case UART_RBR_THR:
+			data[0] = dlab ? s->dll : 0;
+			break;
+		case UART_IER:
+			data[0] = dlab ? s->dlm : s->ier;
+			break;
+		case UART_IIR_FCR:
+			data[0] = UART_IIR_NO_INT | (s->fcr & 1 ? 0xc0 : 0);
+			break;
+		case UART_LCR:
+			data[0] = s->lcr;
+			break;
+		case UART_MCR:
+			data[0] = s->mcr;
+			break;
+		case UART_LSR:
+			data[0] = UART_LSR_THRE | UART_LSR_TEMT;
+			break;
+		case UART_MSR:
+			data[0] = 0xb0; /* CTS, DSR, DCD */
+			break;
+		case UART_SCR:
+			data[0] = s->scr;
+			break;
+		default:
+			data[0] = 0xff;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+}

@@ -1,0 +1,164 @@
+/*
+ * Dirty tracking: KVM's dirty log in manual-protect, initially-all-set mode,
+ * merged with the VMM-side bitmap that hv_mem_write() fills.
+ */
+#define LOG_TAG "dirty"
+#include "hypervisor/hv_int.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+int hv_dirty_start(struct hv_vm *vm)
+{
+	int rc;
+
+	pthread_mutex_lock(&vm->dirty.lock);
+	if (atomic_load(&vm->mem.tracking)) {
+		rc = 0;
+		goto out;
+	}
+	memset(vm->mem.vmm_dirty, 0, UTIL_BITMAP_WORDS(vm->mem.pages) * sizeof(uint64_t));
+	rc = mem_slots_set_logging(vm, true);
+	if (rc < 0) {
+		LOG_ERRNO(rc, "vm %s: enabling the dirty log", vm->name);
+		mem_slots_set_logging(vm, false);
+		goto out;
+	}
+	atomic_store(&vm->mem.tracking, true);
+	LOG_DBG("vm %s: dirty tracking on", vm->name);
+out:
+	pthread_mutex_unlock(&vm->dirty.lock);
+	return rc;
+}
+
+int hv_dirty_stop(struct hv_vm *vm)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&vm->dirty.lock);
+	if (atomic_load(&vm->mem.tracking)) {
+		atomic_store(&vm->mem.tracking, false);
+		rc = mem_slots_set_logging(vm, false);
+		if (rc < 0)
+			LOG_ERRNO(rc, "vm %s: disabling the dirty log", vm->name);
+	}
+	pthread_mutex_unlock(&vm->dirty.lock);
+	return rc;
+}
+
+bool hv_dirty_is_tracking(struct hv_vm *vm)
+{
+	return atomic_load(&vm->mem.tracking);
+}
+
+/* GET then CLEAR one slot; `words` is the slot's part of a RAM-indexed bitmap. */
+static int slot_get_clear(struct hv_vm *vm, struct hv_slot *s, uint64_t *words, uint64_t *get_ns,
+			  uint64_t *clear_ns)
+{
+	struct kvm_dirty_log get = {.slot = s->id, .dirty_bitmap = words};
+	struct kvm_clear_dirty_log clr = {
+		.slot = s->id,
+		.num_pages = (uint32_t)(s->size / HV_PAGE_SIZE),
+		.first_page = 0,
+		.dirty_bitmap = words,
+	};
+	uint64_t t0, t1, t2;
+
+	t0 = util_now_ns();
+	if (ioctl(vm->fd, KVM_GET_DIRTY_LOG, &get) < 0)
+		return -errno;
+	t1 = util_now_ns();
+	if (ioctl(vm->fd, KVM_CLEAR_DIRTY_LOG, &clr) < 0)
+		return -errno;
+	t2 = util_now_ns();
+	*get_ns += t1 - t0;
+	*clear_ns += t2 - t1;
+	return 0;
+}
+
+int hv_dirty_harvest(struct hv_vm *vm, struct util_bitmap *out, struct hv_harvest_stats *stats)
+{
+	struct hv_harvest_stats st = {0};
+	uint64_t t0 = util_now_ns(), i, nwords;
+	unsigned s;
+	int rc = 0;
+
+	if (out->nbits != vm->mem.pages)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->dirty.lock);
+	if (!atomic_load(&vm->mem.tracking)) {
+		rc = -EINVAL;
+		goto out;
+	}
+	/* Slot boundaries (0 and 3 GiB) are multiples of 64 pages: each slot owns whole words. */
+	for (s = 0; s < vm->mem.nslots; s++) {
+		struct hv_slot *sl = &vm->mem.slots[s];
+
+		rc = slot_get_clear(vm, sl, out->words + sl->ram_off / HV_PAGE_SIZE / 64, &st.get_ns,
+				    &st.clear_ns);
+		if (rc < 0) {
+			LOG_ERRNO(rc, "vm %s: dirty log of slot %u", vm->name, sl->id);
+			goto out;
+		}
+	}
+	nwords = UTIL_BITMAP_WORDS(vm->mem.pages);
+	for (i = 0; i < nwords; i++) {
+		uint64_t w = __atomic_load_n(&vm->mem.vmm_dirty[i], __ATOMIC_RELAXED);
+
+		if (!w)
+			continue;
+		w = __atomic_exchange_n(&vm->mem.vmm_dirty[i], 0, __ATOMIC_ACQUIRE);
+		st.vmm_pages += (uint64_t)__builtin_popcountll(w);
+		out->words[i] |= w;
+	}
+	st.pages = util_bitmap_count(out);
+	st.total_ns = util_now_ns() - t0;
+	vm->dirty.totals.harvests++;
+	vm->dirty.totals.last_pages = st.pages;
+	vm->dirty.totals.last_ns = st.total_ns;
+	vm->dirty.totals.vmm_pages += st.vmm_pages;
+out:
+	pthread_mutex_unlock(&vm->dirty.lock);
+	if (stats)
+		*stats = st;
+	return rc;
+}
+
+void hv_dirty_totals(struct hv_vm *vm, struct hv_dirty_totals *out)
+{
+	pthread_mutex_lock(&vm->dirty.lock);
+	*out = vm->dirty.totals;
+	pthread_mutex_unlock(&vm->dirty.lock);
+}
+
+int hv_dirty_bare_ioctls(struct hv_vm *vm, uint64_t *ns_out)
+{
+	uint64_t get_ns = 0, clear_ns = 0, t0;
+	unsigned s;
+	int rc = 0;
+
+	pthread_mutex_lock(&vm->dirty.lock);
+	if (!atomic_load(&vm->mem.tracking)) {
+		rc = -EINVAL;
+		goto out;
+	}
+	if (!vm->dirty.scratch.words) {
+		rc = util_bitmap_init(&vm->dirty.scratch, vm->mem.pages);
+		if (rc < 0)
+			goto out;
+	}
+	t0 = util_now_ns();
+	for (s = 0; s < vm->mem.nslots; s++) {
+		struct hv_slot *sl = &vm->mem.slots[s];
+
+		rc = slot_get_clear(vm, sl, vm->dirty.scratch.words + sl->ram_off / HV_PAGE_SIZE / 64,
+				    &get_ns, &clear_ns);
+		if (rc < 0)
+			goto out;
+	}
+	*ns_out = util_now_ns() - t0;
+out:
+	pthread_mutex_unlock(&vm->dirty.lock);
+	return rc;
+}

@@ -1,0 +1,251 @@
+/*
+ * castor_hv: the KVM virtual machine monitor library.
+ *
+ * One struct hv_vm is one KVM guest: its RAM (a memfd mapped shared and
+ * registered in KVM memory slots, with a hole below 4 GiB), vCPU threads, a
+ * small PIO/MMIO bus with a 16550 serial port and the Castor test device, and
+ * an I/O thread for devices that work asynchronously.
+ *
+ * What replication and migration rely on (design.md §3) is here:
+ *   - hv_vm_pause()/hv_vm_resume(): every vCPU out of KVM_RUN and parked, the
+ *     I/O thread between two events; counted, so independent callers nest.
+ *   - hv_dirty_start()/hv_dirty_harvest()/hv_dirty_stop(): the pages written
+ *     since the last harvest, by the guest (KVM's dirty log, manual protect)
+ *     and by the VMM itself.
+ *   - hv_mem_write(): the one way the VMM writes guest RAM; it marks the pages
+ *     dirty. Writing guest RAM any other way is a bug that corrupts replicas.
+ *
+ * Typical use: hv_vm_create(), hv_tg_load() (the test guest), hv_vm_start(),
+ * then pause/harvest/resume at will, hv_vm_free() at the end.
+ *
+ * Threads: every function may be called from any thread that is not a vCPU
+ * thread, unless its comment says otherwise. Functions that read vCPU state
+ * need the VM paused.
+ */
+#ifndef CASTOR_HV_H
+#define CASTOR_HV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/util.h"
+
+#define HV_PAGE_SIZE 4096u
+#define HV_PAGE_SHIFT 12u
+#define HV_MAX_VCPUS 8u
+#define HV_MIN_MEM (16ull << 20)
+/* RAM above this guest-physical address moves to 4 GiB: the hole is for MMIO. */
+#define HV_HOLE_START (3ull << 30)
+#define HV_HOLE_END (4ull << 30)
+
+struct hv_vm;
+
+/* ---- /dev/kvm ------------------------------------------------------------------ */
+
+/*
+ * Open `path` (NULL = "/dev/kvm"), check the API version and every capability
+ * Castor needs. On failure `why` (if not NULL) names the missing piece.
+ */
+int hv_kvm_probe(const char *path, char *why, size_t why_len);
+
+/* ---- VM life cycle ---------------------------------------------------------------- */
+
+struct hv_vm_config {
+	const char *name;        /* for logs; "vm" when NULL */
+	const char *kvm_path;    /* NULL = "/dev/kvm" */
+	uint64_t mem_bytes;      /* HV_MIN_MEM .. host's available memory, page multiple */
+	uint32_t ncpus;          /* 1 .. HV_MAX_VCPUS */
+	int serial_fd;           /* COM1 output; -1 = discard. Not owned. */
+};
+
+/* Why a config is refused, for command lines: 0 or -EINVAL/-ERANGE with `why`. */
+int hv_vm_config_check(const struct hv_vm_config *cfg, char *why, size_t why_len);
+
+int hv_vm_create(const struct hv_vm_config *cfg, struct hv_vm **vm_out);
+/* Stops the vCPUs if they run, releases everything. NULL is fine. */
+void hv_vm_free(struct hv_vm *vm);
+
+const char *hv_vm_name(const struct hv_vm *vm);
+uint32_t hv_vm_ncpus(const struct hv_vm *vm);
+uint64_t hv_vm_mem_bytes(const struct hv_vm *vm);
+
+/* Starts one thread per vCPU (named "vcpuN") and the I/O thread ("hv-io"). */
+int hv_vm_start(struct hv_vm *vm);
+/* Stops every vCPU and joins the threads; the VM cannot be started again. */
+int hv_vm_stop(struct hv_vm *vm);
+
+/*
+ * Pause: returns once every vCPU is outside KVM_RUN and parked and the I/O
+ * thread is between two events. Counted: each pause needs one resume, and the
+ * VM runs again when the count drops to zero. A vCPU that failed (triple
+ * fault, internal error) counts as parked.
+ */
+int hv_vm_pause(struct hv_vm *vm);
+int hv_vm_resume(struct hv_vm *vm);
+bool hv_vm_is_paused(struct hv_vm *vm);
+
+enum hv_run_state { HV_S_CREATED = 0, HV_S_RUNNING, HV_S_PAUSED, HV_S_STOPPED };
+const char *hv_run_state_str(enum hv_run_state s);
+enum hv_run_state hv_vm_run_state(struct hv_vm *vm);
+
+enum hv_vcpu_state { HV_VCPU_S_IDLE = 0, HV_VCPU_S_RUNNING, HV_VCPU_S_PARKED,
+		     HV_VCPU_S_STOPPED, HV_VCPU_S_FAILED };
+const char *hv_vcpu_state_str(enum hv_vcpu_state s);
+
+struct hv_vcpu_stats {
+	enum hv_vcpu_state state;
+	uint64_t exits;      /* KVM_RUN returns, all reasons */
+	uint64_t io_exits;
+	uint64_t mmio_exits;
+	uint64_t kicks;      /* KVM_RUN returns caused by a pause kick */
+};
+int hv_vcpu_stats(struct hv_vm *vm, uint32_t idx, struct hv_vcpu_stats *out);
+
+struct hv_pause_stats {
+	uint64_t pauses;
+	uint64_t last_pause_ns; /* request to all parked, of the last pause */
+	uint64_t uptime_ns;     /* since hv_vm_start() */
+};
+void hv_vm_pause_stats(struct hv_vm *vm, struct hv_pause_stats *out);
+
+/* A vCPU's registers in brief. The VM must be paused (-EBUSY otherwise). */
+struct hv_vcpu_brief {
+	uint64_t rip, rsp, rflags, cr3;
+	uint8_t cpl; /* from CS.DPL */
+	bool long_mode;
+};
+int hv_vcpu_brief(struct hv_vm *vm, uint32_t idx, struct hv_vcpu_brief *out);
+
+/* ---- guest memory --------------------------------------------------------------------- */
+
+/*
+ * RAM offsets: guest RAM is one memfd; byte `off` of it is at guest-physical
+ * `off` below HV_HOLE_START and at `off + (HV_HOLE_END - HV_HOLE_START)` above.
+ * Dirty bitmaps and RAM images are indexed by RAM offset / HV_PAGE_SIZE.
+ */
+int hv_ram_gpa_to_offset(uint64_t mem_bytes, uint64_t gpa, uint64_t *off_out);
+uint64_t hv_ram_pages(const struct hv_vm *vm);
+/* The whole RAM as mapped by the VMM (read it; write only via hv_mem_write). */
+const uint8_t *hv_ram_base(const struct hv_vm *vm);
+int hv_ram_memfd(const struct hv_vm *vm);
+
+/* Copy out of guest RAM; -EFAULT when [gpa, gpa+len) is not all RAM. */
+int hv_mem_read(struct hv_vm *vm, uint64_t gpa, void *dst, size_t len);
+/*
+ * The VMM's one way to write guest RAM: copies, then marks every touched page
+ * in the VMM-side dirty bitmap (after the copy, so a harvest that sees the bit
+ * sees the data). -EFAULT when the range is not all RAM.
+ */
+int hv_mem_write(struct hv_vm *vm, uint64_t gpa, const void *src, size_t len);
+
+/* ---- dirty tracking ------------------------------------------------------------------ */
+
+/*
+ * Start: every page counts as dirty until the first harvest (KVM's
+ * initially-all-set mode), so harvest #1 returns all of RAM.
+ */
+int hv_dirty_start(struct hv_vm *vm);
+int hv_dirty_stop(struct hv_vm *vm);
+bool hv_dirty_is_tracking(struct hv_vm *vm);
+
+struct hv_harvest_stats {
+	uint64_t pages;    /* dirty pages returned */
+	uint64_t vmm_pages; /* of them, pages the VMM-side bitmap contributed (may overlap) */
+	uint64_t get_ns;   /* KVM_GET_DIRTY_LOG, all slots */
+	uint64_t clear_ns; /* KVM_CLEAR_DIRTY_LOG, all slots */
+	uint64_t total_ns;
+};
+/*
+ * Harvest: `out` (util_bitmap_init'ed with hv_ram_pages() bits) receives the
+ * pages written since the previous harvest, by the guest or through
+ * hv_mem_write(); both sources are reset. Safe while the guest runs (a page
+ * written during the harvest is reported now or next time, never lost).
+ * `stats` may be NULL.
+ */
+int hv_dirty_harvest(struct hv_vm *vm, struct util_bitmap *out, struct hv_harvest_stats *stats);
+
+struct hv_dirty_totals {
+	uint64_t harvests;
+	uint64_t last_pages;
+	uint64_t last_ns;
+	uint64_t vmm_pages; /* pages the VMM marked, over all harvests */
+};
+void hv_dirty_totals(struct hv_vm *vm, struct hv_dirty_totals *out);
+
+/*
+ * For benchmarks only: the bare KVM_GET_DIRTY_LOG + KVM_CLEAR_DIRTY_LOG over
+ * every slot into a scratch bitmap, with nothing else; the time it took. It
+ * consumes KVM's dirty bits (they are lost to the next harvest).
+ */
+int hv_dirty_bare_ioctls(struct hv_vm *vm, uint64_t *ns_out);
+
+/* ---- the test guest (hypervisor/guest/, docs/test-guest.md) ---------------------------- */
+
+struct hv_tg_config {
+	const char *image_path; /* castor-tg.bin */
+	uint64_t wss_bytes;     /* work region per vCPU */
+	uint64_t rate;          /* pages per ms per vCPU; TG_RATE_MAX = unthrottled */
+	uint64_t out_rate;      /* outputs per second per vCPU */
+	uint64_t seed;
+	uint32_t window_words;
+	bool serial_tick;
+};
+void hv_tg_config_default(struct hv_tg_config *cfg);
+/* `key=value` as on castor-vmm's command line (wss, rate, outrate, seed, window, tick). */
+int hv_tg_config_set(struct hv_tg_config *cfg, const char *kv, char *why, size_t why_len);
+
+/* Load the image, write the parameter block and set every vCPU's entry state. */
+int hv_tg_load(struct hv_vm *vm, const struct hv_tg_config *cfg);
+bool hv_tg_is_loaded(struct hv_vm *vm);
+
+struct hv_tg_vcpu {
+	uint64_t counter;      /* from guest memory */
+	uint64_t out_seq;      /* from guest memory */
+	uint64_t outputs_seen; /* outputs the test device received */
+	uint64_t order_errors; /* outputs whose number was not the next one */
+	bool ready;            /* reported TG_PORT_READY */
+	uint32_t fault;        /* vector | cpl << 8 reported on TG_PORT_FAULT, or 0 */
+	bool faulted;
+};
+int hv_tg_vcpu(struct hv_vm *vm, uint32_t idx, struct hv_tg_vcpu *out);
+/* Wait until every vCPU reported ready; -ETIMEDOUT, or -EIO when one faulted. */
+int hv_tg_wait_ready(struct hv_vm *vm, uint64_t timeout_ns);
+/* Change the dirty rate / output rate of a running guest (read every loop). */
+int hv_tg_set_rates(struct hv_vm *vm, uint64_t rate, uint64_t out_rate);
+/* The guest-physical range of the scratch area (for mailbox commands). */
+int hv_tg_scratch(struct hv_vm *vm, uint64_t *first_pfn_out, uint64_t *end_pfn_out);
+/*
+ * Ask vCPU 0 to write word 0 of pages first_pfn + k * stride, k < count, and
+ * wait for it (the VM must be running). -EINVAL when the guest rejected it.
+ */
+int hv_tg_dirty_range(struct hv_vm *vm, uint64_t first_pfn, uint64_t count, uint64_t stride,
+		      uint64_t value, uint64_t timeout_ns);
+/*
+ * Pages the guest may write besides its work regions and commanded scratch
+ * pages (stacks, vCPU state pages, the parameter block): a bitmap of RAM pages.
+ */
+int hv_tg_housekeeping(struct hv_vm *vm, struct util_bitmap *out);
+
+/* Called on the vCPU thread for every test-device output, in order per vCPU. */
+typedef void (*hv_tg_output_fn)(void *arg, uint32_t vcpu, uint64_t seq, uint64_t counter);
+void hv_tg_set_output_cb(struct hv_vm *vm, hv_tg_output_fn cb, void *arg);
+
+/*
+ * The checker: verify a copy of test-guest RAM (RAM-offset layout, as
+ * hv_ram_base() or a snapshot holds it) against the guest's own rule and the
+ * counters stored in that same copy. 0 when every work page is exact;
+ * -EBADMSG with `why` describing the first bad page; -EINVAL when the copy
+ * holds no test guest.
+ */
+struct hv_tg_check {
+	uint32_t ncpus;
+	uint64_t counters[HV_MAX_VCPUS];
+	uint64_t pages_checked;
+	uint64_t pages_bad;
+	uint64_t first_bad_gpa;
+	char why[200];
+};
+int hv_tg_check_ram(const uint8_t *ram, uint64_t mem_bytes, struct hv_tg_check *res);
+
+#endif

@@ -1,0 +1,222 @@
+/*
+ * castor_hv internals, shared by the files of hypervisor/ only.
+ *
+ * Ioctl seams: kvm.c (system fd, capabilities), vm.c (VM-wide), memory.c
+ * (memory slots), dirty.c (dirty log), vcpu.c (KVM_RUN and run-time vCPU
+ * queries), boot/entry64.c (initial vCPU state).
+ */
+#ifndef CASTOR_HV_INT_H
+#define CASTOR_HV_INT_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "hypervisor/hv.h"
+
+struct hv_vm;
+struct hv_vcpu;
+
+/* ---- kvm.c ------------------------------------------------------------------------ */
+
+struct hv_kvm {
+	int fd;              /* /dev/kvm */
+	int vcpu_mmap_size;
+	struct kvm_cpuid2 *cpuid; /* KVM_GET_SUPPORTED_CPUID */
+	uint32_t tsc_khz;
+};
+int kvm_open(const char *path, struct hv_kvm *kvm, char *why, size_t why_len);
+void kvm_close(struct hv_kvm *kvm);
+
+/* ---- bus.c: port and MMIO dispatch ------------------------------------------------------ */
+
+/*
+ * A device's access handler, called on the vCPU thread that exited. `data` is
+ * `len` bytes (1, 2, 4 or 8) in guest byte order; for reads the handler fills
+ * it. `offset` is relative to the range's base.
+ */
+typedef void (*hv_bus_access_fn)(void *dev, struct hv_vcpu *vcpu, uint64_t offset, uint8_t *data,
+				 uint32_t len, bool is_write);
+
+struct hv_bus_range {
+	uint64_t base, len;
+	hv_bus_access_fn access;
+	void *dev;
+};
+
+#define HV_BUS_MAX 32
+
+struct hv_bus {
+	struct hv_bus_range ranges[HV_BUS_MAX];
+	unsigned n;
+};
+int bus_add(struct hv_bus *bus, uint64_t base, uint64_t len, hv_bus_access_fn access, void *dev);
+/* false when nothing claims the address (reads return all ones). */
+bool bus_dispatch(struct hv_bus *bus, struct hv_vcpu *vcpu, uint64_t addr, uint8_t *data,
+		  uint32_t len, bool is_write);
+
+/* ---- devices -------------------------------------------------------------------------- */
+
+struct hv_serial {
+	pthread_mutex_t lock;
+	int out_fd;
+	uint8_t ier, lcr, mcr, scr, dll, dlm, fcr;
+	char line[256];
+	size_t line_len;
+};
+void serial_init(struct hv_serial *s, int out_fd);
+void serial_dispose(struct hv_serial *s);
+void serial_access(void *dev, struct hv_vcpu *vcpu, uint64_t offset, uint8_t *data, uint32_t len,
+		   bool is_write);
+
+struct hv_testdev_vcpu {
+	uint64_t next_seq;     /* number expected for the next output */
+	uint64_t outputs;
+	uint64_t order_errors;
+	bool ready;
+	bool faulted;
+	uint32_t fault;
+};
+
+struct hv_testdev {
+	struct hv_vm *vm;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	uint64_t state_gpa;    /* guest's struct tg_vcpu_state array */
+	uint64_t mbox_done;    /* low 32 bits of the last mailbox seq reported */
+	uint64_t mbox_reports;
+	struct hv_testdev_vcpu vcpu[HV_MAX_VCPUS];
+	hv_tg_output_fn output_cb;
+	void *output_arg;
+};
+void testdev_init(struct hv_testdev *t, struct hv_vm *vm);
+void testdev_dispose(struct hv_testdev *t);
+void testdev_access(void *dev, struct hv_vcpu *vcpu, uint64_t offset, uint8_t *data, uint32_t len,
+		    bool is_write);
+
+/* ---- memory.c / dirty.c -------------------------------------------------------------- */
+
+struct hv_slot {
+	uint32_t id;
+	uint64_t gpa;
+	uint64_t size;
+	uint64_t ram_off; /* offset in the memfd */
+	uint32_t flags;   /* KVM_MEM_* currently registered */
+};
+
+#define HV_MAX_SLOTS 2
+
+struct hv_mem {
+	int memfd;
+	uint8_t *base;     /* whole memfd, MAP_SHARED */
+	uint64_t size;
+	uint64_t pages;
+	struct hv_slot slots[HV_MAX_SLOTS];
+	unsigned nslots;
+	/* VMM-side dirty bitmap: set with atomic OR after the data is written */
+	uint64_t *vmm_dirty;
+	atomic_bool tracking;
+};
+int mem_init(struct hv_vm *vm, uint64_t size);
+void mem_dispose(struct hv_mem *mem);
+int mem_slots_set_logging(struct hv_vm *vm, bool on);
+
+struct hv_dirty {
+	pthread_mutex_t lock; /* one harvest at a time */
+	struct util_bitmap scratch;
+	struct hv_dirty_totals totals;
+};
+
+/* ---- vcpu.c -------------------------------------------------------------------------- */
+
+struct hv_vcpu {
+	struct hv_vm *vm;
+	uint32_t idx;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool thread_started;
+	_Atomic int state; /* enum hv_vcpu_state */
+	_Atomic uint64_t exits, io_exits, mmio_exits, kicks;
+};
+int vcpu_create(struct hv_vm *vm, uint32_t idx);
+void vcpu_dispose(struct hv_vcpu *vcpu);
+int vcpu_start_thread(struct hv_vcpu *vcpu);
+void vcpu_kick(struct hv_vcpu *vcpu);
+int vcpu_get_brief(struct hv_vcpu *vcpu, struct hv_vcpu_brief *out);
+int vcpu_signal_setup(void);
+
+/* ---- io thread (io.c) ------------------------------------------------------------------- */
+
+struct event_base;
+struct hv_io {
+	struct event_base *base;
+	pthread_t thread;
+	bool thread_started;
+	pthread_mutex_t gate_lock;
+	pthread_cond_t gate_cond;
+	bool gate_closed; /* paused: no device callback may start */
+	bool busy;        /* a device callback is running */
+	struct event *stop_ev;
+};
+int io_init(struct hv_io *io);
+int io_start(struct hv_io *io);
+void io_stop(struct hv_io *io);
+void io_dispose(struct hv_io *io);
+/* Wait for the running callback to finish and keep new ones from starting. */
+void io_gate_close(struct hv_io *io);
+void io_gate_open(struct hv_io *io);
+
+/* ---- boot/ ----------------------------------------------------------------------------- */
+
+/* Identity page tables, GDT, and a vCPU's 64-bit entry state (boot/entry64.c). */
+int boot_build_page_tables(struct hv_vm *vm);
+int boot_vcpu_entry64(struct hv_vcpu *vcpu, uint64_t rip, uint64_t rdi, uint64_t rsi,
+		      uint64_t rdx);
+int boot_vcpu_cpuid(struct hv_vcpu *vcpu);
+int boot_vcpu_tsc_khz(struct hv_vcpu *vcpu, uint32_t *khz_out);
+
+/* ---- the VM ---------------------------------------------------------------------------- */
+
+struct hv_vm {
+	char name[64];
+	struct hv_kvm kvm;
+	int fd;
+	uint32_t ncpus;
+	struct hv_mem mem;
+	struct hv_dirty dirty;
+	struct hv_bus pio;
+	struct hv_bus mmio;
+	struct hv_serial serial;
+	struct hv_testdev testdev;
+	struct hv_io io;
+	struct hv_vcpu vcpus[HV_MAX_VCPUS];
+
+	/* test guest */
+	bool tg_loaded;
+	uint64_t tg_state_gpa;
+	uint64_t tg_rw_gpa, tg_rw_bytes;
+	uint32_t tg_wss_pages_cache;
+	uint64_t tg_mbox_seq;
+
+	/* pause protocol: see vm.c */
+	pthread_mutex_t pause_lock; /* serialises pause/resume callers */
+	unsigned pause_depth;
+	pthread_mutex_t park_lock;
+	pthread_cond_t parked_cond;
+	pthread_cond_t resume_cond;
+	atomic_bool pause_req;
+	atomic_bool stop_req;
+	unsigned parked;      /* vCPUs parked (under park_lock) */
+	unsigned active;      /* vCPU threads in their run loop (under park_lock) */
+	_Atomic int run_state; /* enum hv_run_state */
+	uint64_t start_ns;
+	uint64_t pauses;
+	uint64_t last_pause_ns;
+};
+
+/* vcpu.c calls these from the vCPU thread. */
+void vm_vcpu_park(struct hv_vm *vm, struct hv_vcpu *vcpu);
+void vm_vcpu_exited(struct hv_vm *vm, struct hv_vcpu *vcpu);
+
+#endif

@@ -1,0 +1,93 @@
+/*
+ * The I/O thread: one libevent loop for devices that work asynchronously
+ * (virtio queues, tap fds). Pausing the VM closes a gate that every device
+ * callback passes through, so a pause never lands in the middle of one.
+ */
+#define LOG_TAG "io"
+#include "hypervisor/hv_int.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+
+static void *io_thread_main(void *arg)
+{
+	struct hv_io *io = arg;
+
+	pthread_setname_np(pthread_self(), "hv-io");
+	event_base_loop(io->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	return NULL;
+}
+
+static void stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct hv_io *io = arg;
+
+	event_base_loopbreak(io->base);
+}
+
+int io_init(struct hv_io *io)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, (void (*)(void))evthread_use_pthreads);
+	pthread_mutex_init(&io->gate_lock, NULL);
+	pthread_cond_init(&io->gate_cond, NULL);
+	io->base = event_base_new();
+	if (!io->base)
+		return -ENOMEM;
+	io->stop_ev = event_new(io->base, -1, 0, stop_cb, io);
+	if (!io->stop_ev)
+		return -ENOMEM;
+	return 0;
+}
+
+int io_start(struct hv_io *io)
+{
+	int r;
+
+	r = pthread_create(&io->thread, NULL, io_thread_main, io);
+	if (r)
+		return -r;
+	io->thread_started = true;
+	return 0;
+}
+
+void io_stop(struct hv_io *io)
+{
+	if (!io->thread_started)
+		return;
+	event_active(io->stop_ev, 0, 0);
+	pthread_join(io->thread, NULL);
+	io->thread_started = false;
+}
+
+void io_dispose(struct hv_io *io)
+{
+	io_stop(io);
+	if (io->stop_ev)
+		event_free(io->stop_ev);
+	io->stop_ev = NULL;
+	if (io->base)
+		event_base_free(io->base);
+	io->base = NULL;
+	pthread_cond_destroy(&io->gate_cond);
+	pthread_mutex_destroy(&io->gate_lock);
+}
+
+void io_gate_close(struct hv_io *io)
+{
+	pthread_mutex_lock(&io->gate_lock);
+	io->gate_closed = true;
+	while (io->busy)
+		pthread_cond_wait(&io->gate_cond, &io->gate_lock);
+	pthread_mutex_unlock(&io->gate_lock);
+}
+
+void io_gate_open(struct hv_io *io)
+{
+	pthread_mutex_lock(&io->gate_lock);
+	io->gate_closed = false;
+	pthread_cond_broadcast(&io->gate_cond);
+	pthread_mutex_unlock(&io->gate_lock);
+}

@@ -1,0 +1,51 @@
+/* Helpers shared by the KVM tests: run the test guest in-process. */
+#ifndef CASTOR_TESTS_KVM_COMMON_H
+#define CASTOR_TESTS_KVM_COMMON_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "hypervisor/guest/abi.h"
+#include "hypervisor/hv.h"
+
+/* Exit 77 (skipped) with a reason when /dev/kvm cannot be used. */
+static inline void kvm_test_require(void)
+{
+	char why[256];
+
+	if (hv_kvm_probe(NULL, why, sizeof(why)) < 0) {
+		fprintf(stderr, "skipped: %s\n", why);
+		exit(77);
+	}
+}
+
+/*
+ * A running test-guest VM. serial_fd may be -1. Returns NULL on failure (the
+ * caller asserts). Waits until every vCPU reported ready.
+ */
+static inline struct hv_vm *kvm_test_vm(uint32_t ncpus, uint64_t mem, const struct hv_tg_config *tg,
+					int serial_fd)
+{
+	struct hv_vm_config cfg = {
+		.name = "test", .mem_bytes = mem, .ncpus = ncpus, .serial_fd = serial_fd};
+	struct hv_vm *vm = NULL;
+
+	if (hv_vm_create(&cfg, &vm) < 0)
+		return NULL;
+	if (hv_tg_load(vm, tg) < 0 || hv_vm_start(vm) < 0 ||
+	    hv_tg_wait_ready(vm, 30ull * 1000000000ull) < 0) {
+		hv_vm_free(vm);
+		return NULL;
+	}
+	return vm;
+}
+
+static inline void kvm_test_tg_config(struct hv_tg_config *tg)
+{
+	hv_tg_config_default(tg);
+	tg->image_path = CASTOR_GUEST_BIN;
+	tg->serial_tick = false;
+}
+
+#endif

@@ -1,0 +1,197 @@
+/*
+ * Dirty tracking is exact: a harvest returns the pages the guest wrote and the
+ * pages the VMM wrote through hv_mem_write(), and every page whose contents
+ * changed between two harvests is in the second one.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <string.h>
+
+#include "tests/kvm/kvm_common.h"
+
+#define SEC 1000000000ull
+
+struct fixture {
+	struct hv_vm *vm;
+	struct util_bitmap h, hk, expect;
+	uint64_t scratch_first, scratch_end;
+};
+
+static int setup_idle(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct hv_tg_config tg;
+
+	kvm_test_tg_config(&tg);
+	tg.rate = 0; /* vCPUs only poll: they write nothing but their own housekeeping */
+	tg.out_rate = 0;
+	f->vm = kvm_test_vm(2, 128ull << 20, &tg, -1);
+	if (!f->vm)
+		return -1;
+	if (util_bitmap_init(&f->h, hv_ram_pages(f->vm)) < 0 ||
+	    util_bitmap_init(&f->hk, hv_ram_pages(f->vm)) < 0 ||
+	    util_bitmap_init(&f->expect, hv_ram_pages(f->vm)) < 0 ||
+	    hv_tg_housekeeping(f->vm, &f->hk) < 0 ||
+	    hv_tg_scratch(f->vm, &f->scratch_first, &f->scratch_end) < 0)
+		return -1;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	hv_vm_free(f->vm);
+	util_bitmap_dispose(&f->h);
+	util_bitmap_dispose(&f->hk);
+	util_bitmap_dispose(&f->expect);
+	free(f);
+	return 0;
+}
+
+/* Every bit of `h` is in `expect` or in `allowed`, and every bit of `expect` is in `h`. */
+static void assert_exact(const struct util_bitmap *h, const struct util_bitmap *expect,
+			 const struct util_bitmap *allowed)
+{
+	uint64_t p;
+
+	for (p = util_bitmap_next_set(expect, 0); p < expect->nbits;
+	     p = util_bitmap_next_set(expect, p + 1))
+		if (!util_bitmap_is_set(h, p))
+			fail_msg("page 0x%llx was written but not harvested", (unsigned long long)p);
+	for (p = util_bitmap_next_set(h, 0); p < h->nbits; p = util_bitmap_next_set(h, p + 1))
+		if (!util_bitmap_is_set(expect, p) && !util_bitmap_is_set(allowed, p))
+			fail_msg("page 0x%llx was harvested but nobody wrote it",
+				 (unsigned long long)p);
+}
+
+static void first_harvest_is_everything(void **state)
+{
+	struct fixture *f = *state;
+
+	assert_int_equal(hv_dirty_harvest(f->vm, &f->h, NULL), -EINVAL); /* not tracking */
+	assert_int_equal(hv_dirty_start(f->vm), 0);
+	assert_int_equal(hv_dirty_harvest(f->vm, &f->h, NULL), 0);
+	assert_int_equal(util_bitmap_count(&f->h), hv_ram_pages(f->vm));
+}
+
+/* The guest is told to write a known set of scratch pages; the harvest is exactly that. */
+static void guest_writes_known_set(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t first = f->scratch_first + 7, stride = 13, count = 300, k;
+
+	assert_int_equal(hv_dirty_start(f->vm), 0);
+	assert_int_equal(hv_dirty_harvest(f->vm, &f->h, NULL), 0); /* drain */
+	assert_int_equal(hv_tg_dirty_range(f->vm, first, count, stride, 0xabcd, 10 * SEC), 0);
+	assert_int_equal(hv_dirty_harvest(f->vm, &f->h, NULL), 0);
+	util_bitmap_clear_all(&f->expect);
+	for (k = 0; k < count; k++)
+		util_bitmap_set(&f->expect, first + k * stride);
+	assert_exact(&f->h, &f->expect, &f->hk);
+
+	/* nothing more is written while the guest idles */
+	util_sleep_ns(20 * 1000000ull);
+	assert_int_equal(hv_dirty_harvest(f->vm, &f->h, NULL), 0);
+	util_bitmap_clear_all(&f->expect);
+	assert_exact(&f->h, &f->expect, &f->hk);
+
+	/* a page outside the scratch area is refused, and nothing is written */
+	assert_int_equal(hv_tg_dirty_range(f->vm, 0x500, 1, 1, 1, 10 * SEC), -EINVAL);
+}
+
+/* Pages written by the VMM are harvested although KVM never saw those writes. */
+static void vmm_writes_are_harvested(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t k, v = 0x5a5a5a5a5a5a5a5aull;
+
+	assert_int_equal(hv_dirty_start(f->vm), 0);
+	assert_int_equal(hv_vm_pause(f->vm), 0);
+	assert_int_equal(hv_dirty_harvest(f->vm, &f->h, NULL), 0); /* drain */
+	util_bitmap_clear_all(&f->expect);
+	for (k = 0; k < 50; k++) {
+		uint64_t pfn = f->scratch_first + 100 + k * 17;
+
+		assert_int_equal(hv_mem_write(f->vm, pfn * HV_PAGE_SIZE + 8, &v, sizeof(v)), 0);
+		util_bitmap_set(&f->expect, pfn);
+	}
+	/* a write across a page boundary marks both pages */
+	assert_int_equal(hv_mem_write(f->vm, (f->scratch_first + 2000) * HV_PAGE_SIZE - 4, &v,
+				      sizeof(v)),
+			 0);
+	util_bitmap_set(&f->expect, f->scratch_first + 1999);
+	util_bitmap_set(&f->expect, f->scratch_first + 2000);
+	assert_int_equal(hv_dirty_harvest(f->vm, &f->h, NULL), 0);
+	/* paused: the guest wrote nothing, so the harvest is exactly the VMM's pages */
+	assert_true(util_bitmap_is_equal(&f->h, &f->expect));
+	assert_int_equal(hv_vm_resume(f->vm), 0);
+
+	/* writes outside RAM are refused */
+	assert_int_equal(hv_mem_write(f->vm, HV_HOLE_START + 4096, &v, sizeof(v)), -EFAULT);
+}
+
+/*
+ * With the guest dirtying at full speed: every page whose contents differ
+ * between two paused copies is in the harvest taken between them.
+ */
+static void changed_pages_are_harvested(void **state)
+{
+	struct hv_tg_config tg;
+	struct util_bitmap h;
+	struct hv_vm *vm;
+	uint64_t pages, p, changed = 0, round;
+	uint8_t *copy;
+
+	kvm_test_tg_config(&tg);
+	tg.rate = TG_RATE_MAX;
+	tg.out_rate = 1000;
+	tg.wss_bytes = 8ull << 20;
+	vm = kvm_test_vm(2, 64ull << 20, &tg, -1);
+	assert_non_null(vm);
+	pages = hv_ram_pages(vm);
+	copy = malloc(pages * HV_PAGE_SIZE);
+	assert_non_null(copy);
+	assert_int_equal(util_bitmap_init(&h, pages), 0);
+	assert_int_equal(hv_dirty_start(vm), 0);
+	for (round = 0; round < 20; round++) {
+		assert_int_equal(hv_vm_pause(vm), 0);
+		assert_int_equal(hv_dirty_harvest(vm, &h, NULL), 0);
+		memcpy(copy, hv_ram_base(vm), pages * HV_PAGE_SIZE);
+		assert_int_equal(hv_vm_resume(vm), 0);
+		util_sleep_ns(5 * 1000000ull);
+		assert_int_equal(hv_vm_pause(vm), 0);
+		assert_int_equal(hv_dirty_harvest(vm, &h, NULL), 0);
+		for (p = 0; p < pages; p++) {
+			if (!memcmp(copy + p * HV_PAGE_SIZE, hv_ram_base(vm) + p * HV_PAGE_SIZE,
+				    HV_PAGE_SIZE))
+				continue;
+			changed++;
+			if (!util_bitmap_is_set(&h, p))
+				fail_msg("round %llu: page 0x%llx changed but was not harvested",
+					 (unsigned long long)round, (unsigned long long)p);
+		}
+		assert_int_equal(hv_vm_resume(vm), 0);
+	}
+	assert_true(changed > 0);
+	util_bitmap_dispose(&h);
+	free(copy);
+	hv_vm_free(vm);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(first_harvest_is_everything, setup_idle, teardown),
+		cmocka_unit_test_setup_teardown(guest_writes_known_set, setup_idle, teardown),
+		cmocka_unit_test_setup_teardown(vmm_writes_are_harvested, setup_idle, teardown),
+		cmocka_unit_test(changed_pages_are_harvested),
+	};
+
+	kvm_test_require();
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

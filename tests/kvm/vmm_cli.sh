@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# castor-vmm and `castor vm` end to end: a real VM behind a real control socket.
+#   vmm_cli.sh CASTOR_VMM CASTOR
+# Checks status/pause/resume/dirty/quit in human and JSON form, bad command
+# lines (clear error, non-zero exit), and garbage on the control socket (the
+# VMM answers or drops the connection, and keeps serving).
+set -u
+VMM=$1
+CLI=$2
+[ -c /dev/kvm ] || { echo "skipped: /dev/kvm is absent"; exit 77; }
+
+dir=$(mktemp -d /tmp/castor-vmmcli.XXXXXX)
+pid=
+cleanup() {
+	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; wait "$pid" 2>/dev/null; fi
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+fails=0
+ok() { echo "ok: $*"; }
+bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
+
+# expect_usage_error "what" "message pattern" args...
+expect_error() {
+	local what=$1 pattern=$2 code
+	shift 2
+	"$VMM" "$@" >"$dir/out" 2>"$dir/err"
+	code=$?
+	if [ "$code" -ne 0 ] && grep -qiE -- "$pattern" "$dir/err"; then
+		ok "$what -> exit $code: $(head -1 "$dir/err")"
+	else
+		bad "$what: exit $code, stderr: $(cat "$dir/err")"
+	fi
+}
+
+sock=$dir/vm.sock
+base=(run --test-guest --control "$sock" --serial none)
+expect_error "--mem 0" "below the minimum" "${base[@]}" --mem 0 --cpus 1
+expect_error "--mem 1T" "exceeds the host" "${base[@]}" --mem 1T --cpus 1
+expect_error "--mem abc" "not a size" "${base[@]}" --mem abc --cpus 1
+expect_error "--cpus 0" "vCPU count 0" "${base[@]}" --mem 64M --cpus 0
+expect_error "--cpus 99" "vCPU count 99" "${base[@]}" --mem 64M --cpus 99
+expect_error "unknown flag" "unknown option '--frobnicate'" "${base[@]}" --mem 64M --cpus 1 --frobnicate
+expect_error "missing --mem" "--mem is required" "${base[@]}" --cpus 1
+expect_error "bad guest param" "unknown guest parameter" "${base[@]}" --mem 64M --cpus 1 --guest-param colour=red
+expect_error "no /dev/kvm" "cannot open /nonexistent/kvm" "${base[@]}" --mem 64M --cpus 1 --kvm /nonexistent/kvm
+expect_error "missing image" "No such file" "${base[@]}" --mem 64M --cpus 1 --guest-image /nonexistent.bin
+expect_error "unknown command" "unknown command 'fly'" fly
+[ ! -e "$sock" ] || bad "a failed start left the socket behind"
+
+"$VMM" run --mem 128M --cpus 2 --test-guest --guest-param rate=50 --guest-param outrate=100 \
+	--control "$sock" --serial "$dir/serial.log" --name clitest 2>"$dir/vmm.log" &
+pid=$!
+for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+[ -S "$sock" ] || { bad "control socket never appeared"; cat "$dir/vmm.log"; exit 1; }
+
+if "$CLI" vm status --socket "$sock" >"$dir/st" && grep -q "state: running" "$dir/st" &&
+	grep -q "vm: clitest" "$dir/st"; then ok "status (human)"; else bad "status: $(cat "$dir/st")"; fi
+
+json_field() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$@"; }
+"$CLI" vm status --socket "$sock" --json >"$dir/j1" || bad "status --json failed"
+sleep 0.3
+"$CLI" vm status --socket "$sock" --json >"$dir/j2" || bad "status --json failed"
+c1=$(json_field "$dir/j1" 'd["guest_counter"]')
+c2=$(json_field "$dir/j2" 'd["guest_counter"]')
+n=$(json_field "$dir/j2" 'len(d["vcpu"])')
+if [ "$n" = 2 ] && [ "$c2" -gt "$c1" ]; then ok "status --json: 2 vCPUs, counter $c1 -> $c2"; else bad "json status: n=$n c1=$c1 c2=$c2"; fi
+
+"$CLI" vm pause --socket "$sock" >/dev/null || bad "pause failed"
+"$CLI" vm pause --socket "$sock" >/dev/null || bad "second pause failed"
+"$CLI" vm status --socket "$sock" --json >"$dir/p1"
+sleep 0.1
+"$CLI" vm status --socket "$sock" --json >"$dir/p2"
+s=$(json_field "$dir/p1" 'd["run_state"]')
+p1=$(json_field "$dir/p1" 'd["guest_counter"]')
+p2=$(json_field "$dir/p2" 'd["guest_counter"]')
+if [ "$s" = paused ] && [ "$p1" = "$p2" ]; then ok "paused: counter stays $p1"; else bad "pause: state=$s $p1 -> $p2"; fi
+"$CLI" vm resume --socket "$sock" >/dev/null || bad "resume failed"
+if "$CLI" vm resume --socket "$sock" 2>"$dir/err"; then bad "resume of a running VM succeeded"; else ok "resume when running: $(cat "$dir/err")"; fi
+"$CLI" vm status --socket "$sock" --json >"$dir/r1"
+[ "$(json_field "$dir/r1" 'd["run_state"]')" = running ] && ok "resumed" || bad "not running after resume"
+
+"$CLI" vm dirty --socket "$sock" --harvest --json >"$dir/d1" || bad "dirty --harvest failed"
+"$CLI" vm dirty --socket "$sock" --harvest --json >"$dir/d2" || bad "dirty --harvest failed"
+h=$(json_field "$dir/d2" 'd["harvests"]')
+t=$(json_field "$dir/d2" 'd["tracking"]')
+[ "$h" = 2 ] && [ "$t" = True ] && ok "dirty: tracking, 2 harvests" || bad "dirty: harvests=$h tracking=$t"
+
+# garbage on the socket: an oversized length, then undecodable bytes, then a truncated frame
+python3 - "$sock" <<'PY' || bad "garbage test client failed"
+import socket, struct, sys
+def conn():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(5); s.connect(sys.argv[1]); return s
+s = conn(); s.sendall(struct.pack(">I", 0x7fffffff)); s.recv(100); s.close()
+s = conn(); s.sendall(struct.pack(">I", 6) + b"\xff\xff\xff\xff\xff\xff"); s.recv(100); s.close()
+s = conn(); s.sendall(struct.pack(">I", 100) + b"abc"); s.close()
+s = conn(); s.sendall(b"\x00"); s.close()
+PY
+kill -0 "$pid" 2>/dev/null && "$CLI" vm status --socket "$sock" >/dev/null && ok "survives garbage" || bad "VMM died on garbage"
+
+grep -q "castor-tg: boot=castor" "$dir/serial.log" && ok "serial banner" || bad "no serial banner"
+
+"$CLI" vm quit --socket "$sock" >/dev/null || bad "quit failed"
+for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$pid" 2>/dev/null; then bad "VMM still running after quit"; else
+	wait "$pid"; code=$?
+	[ "$code" = 0 ] && ok "quit: exit 0" || bad "quit: exit $code"
+fi
+pid=
+[ ! -e "$sock" ] && ok "socket removed" || bad "socket left behind"
+"$CLI" vm status --socket "$sock" 2>"$dir/err" && bad "status on a dead socket succeeded" || ok "dead socket: $(cat "$dir/err")"
+
+echo "$fails failure(s)"
+[ "$fails" = 0 ]

@@ -1,0 +1,166 @@
+/*
+ * A scripted stand-in for castor-vmm's control socket, for test_cli.sh: it
+ * answers every request with fixed data so that the CLI's output can be compared
+ * byte for byte. Not a model of the real server's behaviour.
+ *
+ *   cli_fake_vmm SOCKET [normal|weird|id0|silent]
+ *
+ * normal: status of a 2-vCPU VM "fake-vm", pause/quit succeed, resume fails with
+ *         -EALREADY "vm is not paused", dirty echoes --harvest as `tracking`;
+ *         exits after answering quit.
+ * weird:  like normal, but the VM name holds quotes, control bytes and invalid UTF-8.
+ * id0:    answers one request as castor-vmm answers one it cannot decode: id 0,
+ *         -EBADMSG "malformed request"; then exits.
+ * silent: accepts one connection, never answers, exits when the client leaves.
+ * Exits by itself after 30 s in any case.
+ */
+#include "proto/pb.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static int listen_on(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -1;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	unlink(path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Answer one request; *quit_out is set after a QuitRequest. */
+static int serve_one(int fd, const char *mode, bool *quit_out)
+{
+	Castor__Response resp = CASTOR__RESPONSE__INIT;
+	Castor__VmStatus st = CASTOR__VM_STATUS__INIT;
+	Castor__VcpuStatus v0 = CASTOR__VCPU_STATUS__INIT, v1 = CASTOR__VCPU_STATUS__INIT;
+	Castor__VcpuStatus *vs[2] = {&v0, &v1};
+	Castor__DirtyStats d = CASTOR__DIRTY_STATS__INIT;
+	ProtobufCMessage *msg = NULL;
+	Castor__Request *req;
+	int rc;
+
+	rc = pb_frame_recv(fd, &castor__request__descriptor, &msg, 5000);
+	if (rc < 0)
+		goto out;
+	req = (Castor__Request *)msg;
+	resp.id = req->id;
+	if (!strcmp(mode, "id0")) {
+		resp.id = 0;
+		resp.error = -EBADMSG;
+		resp.message = "malformed request";
+		*quit_out = true;
+		goto send;
+	}
+	switch (req->body_case) {
+	case CASTOR__REQUEST__BODY_STATUS:
+		st.name = !strcmp(mode, "weird") ? "we\"ird\\\n\x01\xff \xc3\xa9" : "fake-vm";
+		st.vcpus = 2;
+		st.mem_bytes = 1ull << 30;
+		st.run_state = "running";
+		st.guest_counter = 123456;
+		st.exits = 4567;
+		st.uptime_ns = 12300000000ull;
+		st.pauses = 3;
+		st.outputs = 789;
+		st.n_vcpu = 2;
+		st.vcpu = vs;
+		v0.index = 0;
+		v0.counter = 61728;
+		v0.out_seq = 394;
+		v0.exits = 2300;
+		v0.io_exits = 2000;
+		v0.mmio_exits = 12;
+		v0.state = "running";
+		v1.index = 1;
+		v1.counter = 61728;
+		v1.out_seq = 395;
+		v1.exits = 2267;
+		v1.io_exits = 1999;
+		v1.mmio_exits = 0;
+		v1.state = "parked";
+		resp.body_case = CASTOR__RESPONSE__BODY_STATUS;
+		resp.status = &st;
+		break;
+	case CASTOR__REQUEST__BODY_PAUSE:
+		break;
+	case CASTOR__REQUEST__BODY_RESUME:
+		resp.error = -EALREADY;
+		resp.message = "vm is not paused";
+		break;
+	case CASTOR__REQUEST__BODY_QUIT:
+		*quit_out = true;
+		break;
+	case CASTOR__REQUEST__BODY_DIRTY_STATS:
+		d.tracking = req->dirty_stats->harvest;
+		d.harvests = req->dirty_stats->harvest ? 1 : 0;
+		d.last_dirty_pages = req->dirty_stats->harvest ? 345 : 0;
+		d.last_harvest_ns = req->dirty_stats->harvest ? 1234567 : 0;
+		d.vmm_dirty_pages = req->dirty_stats->harvest ? 3 : 0;
+		d.ram_pages = 262144;
+		resp.body_case = CASTOR__RESPONSE__BODY_DIRTY_STATS;
+		resp.dirty_stats = &d;
+		break;
+	default:
+		resp.error = -EOPNOTSUPP;
+		resp.message = "unknown request";
+		break;
+	}
+send:
+	rc = pb_frame_send(fd, &resp.base);
+out:
+	if (msg)
+		protobuf_c_message_free_unpacked(msg, NULL);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	const char *mode = argc > 2 ? argv[2] : "normal";
+	bool quit = false;
+	char c;
+	int lfd, fd;
+
+	if (argc < 2) {
+		fprintf(stderr, "usage: cli_fake_vmm SOCKET [normal|weird|id0|silent]\n");
+		return 2;
+	}
+	alarm(30);
+	lfd = listen_on(argv[1]);
+	if (lfd < 0) {
+		perror("cli_fake_vmm: listen");
+		return 1;
+	}
+	while (!quit) {
+		fd = accept(lfd, NULL, NULL);
+		if (fd < 0)
+			continue;
+		if (!strcmp(mode, "silent")) {
+			while (read(fd, &c, 1) > 0)
+				;
+			quit = true;
+		} else {
+			serve_one(fd, mode, &quit);
+		}
+		close(fd);
+	}
+	close(lfd);
+	unlink(argv[1]);
+	return 0;
+}

@@ -1,0 +1,260 @@
+#!/bin/sh
+# The castor CLI as a user meets it.
+#   test_cli.sh args   CASTOR              argument errors: exit 2 + message; no socket: exit 1
+#   test_cli.sh output CASTOR FAKE_VMM     output against cli_fake_vmm (scripted replies)
+# Exit 0 when every check passes; each failure is printed.
+set -u
+
+mode=$1
+castor=$2
+fake=${3:-}
+tmp=$(mktemp -d /tmp/castor-test-cli.XXXXXX)
+fails=0
+fake_pid=
+
+cleanup() {
+	[ -n "$fake_pid" ] && kill "$fake_pid" 2>/dev/null
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# run ARGS...: runs castor, leaving $tmp/out, $tmp/err and $rc
+run() {
+	"$castor" "$@" >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	last="castor $*"
+}
+
+fail() {
+	echo "FAIL: $last: $*"
+	echo "  stdout: $(cat "$tmp/out")"
+	echo "  stderr: $(cat "$tmp/err")"
+	fails=$((fails + 1))
+}
+
+expect_rc() {
+	[ "$rc" = "$1" ] || fail "exit status $rc, expected $1"
+}
+
+# expect_in FILE(out|err) FIXED-STRING
+expect_in() {
+	grep -qF -- "$2" "$tmp/$1" || fail "$1 lacks '$2'"
+}
+
+expect_empty() {
+	[ ! -s "$tmp/$1" ] || fail "$1 is not empty"
+}
+
+# expect_usage_error ARGS... : exit 2, a "castor: " message on stderr, nothing on stdout
+expect_usage_error() {
+	run "$@"
+	expect_rc 2
+	expect_in err "castor: "
+	expect_empty out
+}
+
+json_check() {
+	# json_check PYTHON-EXPR over the parsed stdout (bound to j); skipped without python3
+	command -v python3 >/dev/null || return 0
+	python3 -c "import json,sys; j=json.load(open(sys.argv[1])); assert $1, j" "$tmp/out" \
+		2>"$tmp/pyerr" || { fail "json check '$1': $(cat "$tmp/pyerr")"; }
+}
+
+start_fake() {
+	sock=$1
+	"$fake" "$sock" "$2" &
+	fake_pid=$!
+	i=0
+	while [ ! -S "$sock" ] && [ $i -lt 100 ]; do
+		sleep 0.05
+		i=$((i + 1))
+	done
+	[ -S "$sock" ] || { echo "FAIL: cli_fake_vmm did not create $sock"; exit 1; }
+}
+
+stop_fake() {
+	wait "$fake_pid"
+	fake_pid=
+}
+
+case $mode in
+args)
+	run
+	expect_rc 2
+	expect_in err "castor: missing group"
+	expect_in err "usage: castor <group> <command>"
+
+	for h in --help -h help; do
+		run $h
+		expect_rc 0
+		expect_in out "usage: castor <group> <command>"
+		expect_in out "vm "
+		expect_empty err
+	done
+	run help vm
+	expect_rc 0
+	expect_in out "usage: castor vm <command>"
+	run vm --help
+	expect_rc 0
+	expect_in out "usage: castor vm <command>"
+	run vm status --help
+	expect_rc 0
+	expect_in out "--socket PATH"
+
+	expect_usage_error help nosuchgroup
+	expect_in err "unknown group 'nosuchgroup'"
+
+	expect_usage_error nosuchgroup status --socket "$tmp/s"
+	expect_in err "castor: unknown group 'nosuchgroup'"
+	expect_in err "usage: castor <group> <command>"
+
+	expect_usage_error --bogus
+	expect_in err "unknown option '--bogus'"
+
+	expect_usage_error vm
+	expect_in err "castor: vm: missing command"
+	expect_in err "usage: castor vm <command>"
+
+	expect_usage_error vm frobnicate --socket "$tmp/s"
+	expect_in err "castor: vm: unknown command 'frobnicate'"
+	expect_in err "usage: castor vm <command>"
+
+	for cmd in status pause resume quit dirty; do
+		expect_usage_error vm $cmd
+		expect_in err "castor: vm $cmd: missing --socket PATH"
+	done
+
+	expect_usage_error vm status --socket "$tmp/s" --bogus
+	expect_in err "castor: vm status: unknown option '--bogus'"
+	expect_usage_error vm pause -x --socket "$tmp/s"
+	expect_in err "castor: vm pause: unknown option '-x'"
+	expect_usage_error vm status --json=yes --socket "$tmp/s"
+	expect_in err "option '--json=yes' takes no argument"
+	expect_usage_error vm status --socket
+	expect_in err "option '--socket' needs an argument"
+	expect_usage_error vm status --socket ""
+	expect_in err "--socket wants a path"
+	expect_usage_error vm status --socket "$tmp/s" --harvest
+	expect_in err "--harvest applies to 'vm dirty' only"
+	for t in 0 -1 abc 1x nan; do
+		expect_usage_error vm status --socket "$tmp/s" --timeout "$t"
+		expect_in err "--timeout wants a positive number of seconds"
+	done
+	expect_usage_error vm status --socket "$tmp/s" extra
+	expect_in err "unexpected argument 'extra'"
+
+	# well-formed commands that cannot reach a VMM: exit 1, one clear line
+	run vm status --socket "$tmp/missing.sock"
+	expect_rc 1
+	expect_empty out
+	[ "$(cat "$tmp/err")" = "castor: cannot connect to $tmp/missing.sock: No such file or directory" ] ||
+		fail "wrong message"
+	run vm dirty --harvest --json --timeout 0.5 --socket "$tmp/missing.sock"
+	expect_rc 1
+	expect_in err "castor: cannot connect to $tmp/missing.sock: No such file or directory"
+	: >"$tmp/regular"
+	run vm pause --socket "$tmp/regular"
+	expect_rc 1
+	expect_in err "castor: cannot connect to $tmp/regular: Connection refused"
+	run vm pause --socket "/$(printf '%0200d' 0)"
+	expect_rc 1
+	expect_in err "File name too long"
+	;;
+
+output)
+	s="$tmp/vmm.sock"
+	start_fake "$s" normal
+
+	run vm status --socket "$s"
+	expect_rc 0
+	cat >"$tmp/want" <<'EOF'
+vm: fake-vm  state: running  vcpus: 2  memory: 1.0 GiB  uptime: 12.3 s
+guest counter: 123456  outputs: 789  exits: 4567  pauses: 3
+vcpu  state    counter  out_seq  exits  io    mmio
+0     running  61728    394      2300   2000  12
+1     parked   61728    395      2267   1999  0
+EOF
+	cmp -s "$tmp/out" "$tmp/want" || fail "status text differs: $(diff "$tmp/want" "$tmp/out")"
+	expect_empty err
+
+	run vm status --socket "$s" --json
+	expect_rc 0
+	[ "$(wc -l <"$tmp/out")" = 1 ] || fail "--json is not one line"
+	json_check 'j["name"] == "fake-vm" and j["vcpus"] == 2 and j["mem_bytes"] == 1 << 30'
+	json_check 'j["run_state"] == "running" and j["guest_counter"] == 123456'
+	json_check 'j["exits"] == 4567 and j["uptime_ns"] == 12300000000 and j["pauses"] == 3'
+	json_check 'j["outputs"] == 789 and len(j["vcpu"]) == 2'
+	json_check 'j["vcpu"][1] == {"index": 1, "state": "parked", "counter": 61728, "out_seq": 395, "exits": 2267, "io_exits": 1999, "mmio_exits": 0}'
+
+	run vm pause --socket "$s"
+	expect_rc 0
+	[ "$(cat "$tmp/out")" = ok ] || fail "pause did not print ok"
+	run vm pause --socket "$s" --json
+	expect_rc 0
+	[ "$(cat "$tmp/out")" = '{"ok":true}' ] || fail "pause --json"
+
+	# an error reply: its message and errno text, exit 1
+	run vm resume --socket "$s"
+	expect_rc 1
+	expect_empty out
+	[ "$(cat "$tmp/err")" = "castor: vm is not paused (Operation already in progress)" ] ||
+		fail "wrong error line"
+	run vm resume --socket "$s" --json
+	expect_rc 1
+	expect_empty out
+
+	run vm dirty --socket "$s"
+	expect_rc 0
+	expect_in out "dirty tracking: off  harvests: 0  guest RAM: 262144 pages (1.0 GiB)"
+	expect_in out "last harvest: none"
+	run vm dirty --harvest --socket "$s"
+	expect_rc 0
+	expect_in out "dirty tracking: on  harvests: 1"
+	expect_in out "last harvest: 345 dirty pages (3 from VMM writes) in 1.235 ms"
+	run vm dirty --harvest --json --socket "$s"
+	expect_rc 0
+	json_check 'j == {"tracking": True, "harvests": 1, "last_dirty_pages": 345, "last_harvest_ns": 1234567, "vmm_dirty_pages": 3, "ram_pages": 262144}'
+
+	run vm quit --socket "$s"
+	expect_rc 0
+	[ "$(cat "$tmp/out")" = ok ] || fail "quit did not print ok"
+	stop_fake
+
+	# server strings with quotes, control bytes and invalid UTF-8
+	start_fake "$s" weird
+	run vm status --socket "$s" --json
+	expect_rc 0
+	json_check 'j["name"] == "we\"ird\\\n\x01\ufffd \u00e9"'
+	run vm status --socket "$s"
+	expect_rc 0
+	head -n 1 "$tmp/out" | grep -q "$(printf '\001')" && fail "control byte reached the terminal"
+	expect_in out 'vm: we"ird\??'
+	run vm quit --socket "$s"
+	stop_fake
+
+	# a VMM that could not read the request answers with id 0 and an error
+	start_fake "$s" id0
+	run vm pause --socket "$s"
+	expect_rc 1
+	[ "$(cat "$tmp/err")" = "castor: malformed request (Bad message)" ] || fail "wrong error line"
+	stop_fake
+
+	# a VMM that never answers
+	start_fake "$s" silent
+	run vm status --socket "$s" --timeout 0.2
+	expect_rc 1
+	expect_in err "castor: no valid reply from $s: Connection timed out"
+	stop_fake
+	;;
+
+*)
+	echo "usage: test_cli.sh args|output CASTOR [FAKE_VMM]" >&2
+	exit 2
+	;;
+esac
+
+if [ "$fails" != 0 ]; then
+	echo "$fails check(s) failed"
+	exit 1
+fi
+echo "all checks passed"

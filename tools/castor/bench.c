@@ -1,0 +1,368 @@
+/*
+ * castor bench: Castor's performance measurements. Each command runs real
+ * VMs of the test guest in this process and prints a table (or --json, one
+ * object per line). Figures and the commands behind them: docs/benchmarks.md.
+ *
+ *   castor bench pause [--cpus 1,2,4] [--cycles N] [--gap-us N] [--mem SIZE]
+ *   castor bench dirty [--mem SIZE] [--reps N] [--cpus N]
+ */
+#include "tools/castor/cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hypervisor/guest/abi.h"
+#include "hypervisor/hv.h"
+#include "tools/castor/json.h"
+
+#ifndef CASTOR_GUEST_BIN
+#define CASTOR_GUEST_BIN "castor-tg.bin"
+#endif
+
+#define SEC 1000000000ull
+
+struct bench_opts {
+	const char *image;
+	const char *cpus_list;
+	uint64_t mem;
+	uint64_t cycles;
+	uint64_t gap_us;
+	uint64_t reps;
+	bool json;
+};
+
+void cli_bench_usage(FILE *f)
+{
+	fputs("usage: castor bench <command> [options]\n"
+	      "\n"
+	      "commands:\n"
+	      "  pause   pause+resume latency percentiles for several vCPU counts\n"
+	      "          --cpus LIST (1,2,4)  --cycles N (2000)  --gap-us N (500)  --mem SIZE (256M)\n"
+	      "  dirty   dirty-harvest time at 1%, 10%, 100% of pages dirty, beside the bare\n"
+	      "          KVM_GET_DIRTY_LOG + KVM_CLEAR_DIRTY_LOG ioctls\n"
+	      "          --mem SIZE (1G)  --reps N (20)  --cpus N (1)\n"
+	      "\n"
+	      "common options: --json (one JSON object per result), --guest-image FILE\n",
+	      f);
+}
+
+static struct hv_vm *bench_vm(const struct bench_opts *o, uint32_t ncpus, uint64_t rate,
+			      uint64_t wss)
+{
+	struct hv_vm_config cfg = {
+		.name = "bench", .mem_bytes = o->mem, .ncpus = ncpus, .serial_fd = -1};
+	struct hv_tg_config tg;
+	struct hv_vm *vm = NULL;
+	int rc;
+
+	hv_tg_config_default(&tg);
+	tg.image_path = o->image;
+	tg.rate = rate;
+	tg.out_rate = 0;
+	tg.serial_tick = false;
+	if (wss)
+		tg.wss_bytes = wss;
+	rc = hv_vm_create(&cfg, &vm);
+	if (rc < 0) {
+		cli_err("cannot create a %u-vCPU VM: %s", ncpus, strerror(-rc));
+		return NULL;
+	}
+	rc = hv_tg_load(vm, &tg);
+	if (!rc)
+		rc = hv_vm_start(vm);
+	if (!rc)
+		rc = hv_tg_wait_ready(vm, 30 * SEC);
+	if (rc < 0) {
+		cli_err("cannot start the test guest: %s", strerror(-rc));
+		hv_vm_free(vm);
+		return NULL;
+	}
+	return vm;
+}
+
+static int bench_pause_one(const struct bench_opts *o, uint32_t ncpus, struct cli_json *j)
+{
+	uint64_t *pause_ns = NULL, *resume_ns = NULL, *cycle_ns = NULL, k;
+	struct hv_vm *vm;
+	int rc = 0;
+
+	vm = bench_vm(o, ncpus, 100, 0);
+	if (!vm)
+		return -EIO;
+	pause_ns = calloc(o->cycles, sizeof(uint64_t));
+	resume_ns = calloc(o->cycles, sizeof(uint64_t));
+	cycle_ns = calloc(o->cycles, sizeof(uint64_t));
+	if (!pause_ns || !resume_ns || !cycle_ns) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (k = 0; k < o->cycles + 100; k++) {
+		uint64_t t0, t1, t2;
+
+		util_sleep_ns(o->gap_us * 1000); /* let the vCPUs get back into KVM_RUN */
+		t0 = util_now_ns();
+		rc = hv_vm_pause(vm);
+		t1 = util_now_ns();
+		if (!rc)
+			rc = hv_vm_resume(vm);
+		t2 = util_now_ns();
+		if (rc < 0)
+			goto out;
+		if (k < 100)
+			continue; /* warm-up */
+		pause_ns[k - 100] = t1 - t0;
+		resume_ns[k - 100] = t2 - t1;
+		cycle_ns[k - 100] = t2 - t0;
+	}
+	if (j) {
+		cli_json_object_begin(j, NULL);
+		cli_json_str(j, "bench", "pause");
+		cli_json_u64(j, "vcpus", ncpus);
+		cli_json_u64(j, "cycles", o->cycles);
+		cli_json_double(j, "pause_p50_us", util_percentile(pause_ns, o->cycles, 50) / 1e3);
+		cli_json_double(j, "pause_p99_us", util_percentile(pause_ns, o->cycles, 99) / 1e3);
+		cli_json_double(j, "resume_p50_us", util_percentile(resume_ns, o->cycles, 50) / 1e3);
+		cli_json_double(j, "resume_p99_us", util_percentile(resume_ns, o->cycles, 99) / 1e3);
+		cli_json_double(j, "cycle_p50_us", util_percentile(cycle_ns, o->cycles, 50) / 1e3);
+		cli_json_double(j, "cycle_p99_us", util_percentile(cycle_ns, o->cycles, 99) / 1e3);
+		cli_json_object_end(j);
+		rc = cli_json_finish(j);
+	} else {
+		printf("%-6u %13.1f %13.1f %14.1f %14.1f %13.1f %13.1f\n", ncpus,
+		       util_percentile(pause_ns, o->cycles, 50) / 1e3,
+		       util_percentile(pause_ns, o->cycles, 99) / 1e3,
+		       util_percentile(resume_ns, o->cycles, 50) / 1e3,
+		       util_percentile(resume_ns, o->cycles, 99) / 1e3,
+		       util_percentile(cycle_ns, o->cycles, 50) / 1e3,
+		       util_percentile(cycle_ns, o->cycles, 99) / 1e3);
+	}
+out:
+	if (rc < 0)
+		cli_err("pause benchmark with %u vCPUs: %s", ncpus, strerror(-rc));
+	free(pause_ns);
+	free(resume_ns);
+	free(cycle_ns);
+	hv_vm_free(vm);
+	return rc;
+}
+
+static int bench_pause(const struct bench_opts *o)
+{
+	char *list = strdup(o->cpus_list), *tok, *save = NULL;
+	struct cli_json j;
+	int rc = 0;
+
+	if (!list)
+		return CLI_EXIT_FAIL;
+	if (!o->json) {
+		printf("castor bench pause: %llu cycles after 100 warm-up, %llu MiB guest, "
+		       "%llu us between cycles\n",
+		       (unsigned long long)o->cycles, (unsigned long long)(o->mem >> 20),
+		       (unsigned long long)o->gap_us);
+		printf("%-6s %13s %13s %14s %14s %13s %13s\n", "vcpus", "pause_p50_us",
+		       "pause_p99_us", "resume_p50_us", "resume_p99_us", "cycle_p50_us",
+		       "cycle_p99_us");
+	}
+	for (tok = strtok_r(list, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save)) {
+		uint64_t n;
+
+		if (util_parse_u64(tok, &n) < 0 || n < 1 || n > HV_MAX_VCPUS) {
+			cli_err("bench pause: --cpus: '%s' is not a vCPU count (1 to %u)", tok,
+				HV_MAX_VCPUS);
+			free(list);
+			return CLI_EXIT_USAGE;
+		}
+		cli_json_init(&j, stdout);
+		rc = bench_pause_one(o, (uint32_t)n, o->json ? &j : NULL);
+	}
+	free(list);
+	return rc < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+}
+
+static int bench_dirty(const struct bench_opts *o, uint32_t ncpus)
+{
+	static const unsigned pcts[] = {1, 10, 100};
+	uint64_t *h_ns = NULL, *b_ns = NULL, first, end;
+	struct util_bitmap bm = {0};
+	struct hv_vm *vm;
+	unsigned pi;
+	int rc;
+
+	vm = bench_vm(o, ncpus, 0, TG_PAGE_SIZE);
+	if (!vm)
+		return CLI_EXIT_FAIL;
+	h_ns = calloc(o->reps, sizeof(uint64_t));
+	b_ns = calloc(o->reps, sizeof(uint64_t));
+	rc = (!h_ns || !b_ns) ? -ENOMEM : util_bitmap_init(&bm, hv_ram_pages(vm));
+	if (!rc)
+		rc = hv_tg_scratch(vm, &first, &end);
+	if (!rc)
+		rc = hv_dirty_start(vm);
+	if (!rc)
+		rc = hv_dirty_harvest(vm, &bm, NULL); /* the initial all-dirty round */
+	if (rc < 0)
+		goto out;
+	if (!o->json)
+		printf("castor bench dirty: %llu MiB guest (%llu pages), %llu reps; harvest = Castor's "
+		       "hv_dirty_harvest(), bare = KVM_GET_DIRTY_LOG + KVM_CLEAR_DIRTY_LOG alone\n"
+		       "%-6s %8s %15s %15s %14s %14s %7s\n",
+		       (unsigned long long)(o->mem >> 20), (unsigned long long)hv_ram_pages(vm),
+		       (unsigned long long)o->reps, "dirty", "pages", "harvest_p50_us",
+		       "harvest_p90_us", "bare_p50_us", "bare_p90_us", "ratio");
+	for (pi = 0; pi < 3; pi++) {
+		uint64_t stride = 100 / pcts[pi];
+		uint64_t count = (end - first) / stride, r, pages = 0;
+		double hp50, bp50;
+
+		for (r = 0; r < o->reps; r++) {
+			struct hv_harvest_stats st;
+
+			/* the guest writes the set, then the VM is paused for the timing */
+			rc = hv_tg_dirty_range(vm, first, count, stride, r + 1, 60 * SEC);
+			if (!rc)
+				rc = hv_vm_pause(vm);
+			if (!rc)
+				rc = hv_dirty_harvest(vm, &bm, &st);
+			if (!rc)
+				rc = hv_vm_resume(vm);
+			if (!rc)
+				rc = hv_tg_dirty_range(vm, first, count, stride, r + 1, 60 * SEC);
+			if (!rc)
+				rc = hv_vm_pause(vm);
+			if (!rc)
+				rc = hv_dirty_bare_ioctls(vm, &b_ns[r]);
+			if (!rc)
+				rc = hv_vm_resume(vm);
+			if (rc < 0)
+				goto out;
+			h_ns[r] = st.total_ns;
+			pages = st.pages;
+		}
+		hp50 = util_percentile(h_ns, o->reps, 50) / 1e3;
+		bp50 = util_percentile(b_ns, o->reps, 50) / 1e3;
+		if (o->json) {
+			struct cli_json j;
+
+			cli_json_init(&j, stdout);
+			cli_json_object_begin(&j, NULL);
+			cli_json_str(&j, "bench", "dirty");
+			cli_json_u64(&j, "mem_mib", o->mem >> 20);
+			cli_json_u64(&j, "dirty_pct", pcts[pi]);
+			cli_json_u64(&j, "pages", pages);
+			cli_json_double(&j, "harvest_p50_us", hp50);
+			cli_json_double(&j, "harvest_p90_us", util_percentile(h_ns, o->reps, 90) / 1e3);
+			cli_json_double(&j, "bare_p50_us", bp50);
+			cli_json_double(&j, "bare_p90_us", util_percentile(b_ns, o->reps, 90) / 1e3);
+			cli_json_double(&j, "ratio", bp50 > 0 ? hp50 / bp50 : 0);
+			cli_json_object_end(&j);
+			cli_json_finish(&j);
+		} else {
+			printf("%5u%% %8llu %15.1f %15.1f %14.1f %14.1f %7.2f\n", pcts[pi],
+			       (unsigned long long)pages, hp50,
+			       util_percentile(h_ns, o->reps, 90) / 1e3, bp50,
+			       util_percentile(b_ns, o->reps, 90) / 1e3, bp50 > 0 ? hp50 / bp50 : 0);
+		}
+	}
+out:
+	if (rc < 0)
+		cli_err("dirty benchmark: %s", strerror(-rc));
+	util_bitmap_dispose(&bm);
+	free(h_ns);
+	free(b_ns);
+	hv_vm_free(vm);
+	return rc < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+}
+
+int cli_bench_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"cpus", required_argument, NULL, 'c'},   {"cycles", required_argument, NULL, 'n'},
+		{"gap-us", required_argument, NULL, 'g'}, {"mem", required_argument, NULL, 'm'},
+		{"reps", required_argument, NULL, 'r'},   {"json", no_argument, NULL, 'j'},
+		{"guest-image", required_argument, NULL, 'i'}, {"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	struct bench_opts o = {.image = CASTOR_GUEST_BIN, .gap_us = 500};
+	const char *cmd;
+	bool have_mem = false;
+	uint64_t v;
+	int c;
+
+	if (argc < 2) {
+		cli_err("bench: missing command");
+		cli_bench_usage(stderr);
+		return CLI_EXIT_USAGE;
+	}
+	cmd = argv[1];
+	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+		cli_bench_usage(stdout);
+		return CLI_EXIT_OK;
+	}
+	if (strcmp(cmd, "pause") && strcmp(cmd, "dirty")) {
+		cli_err("bench: unknown command '%s'", cmd);
+		cli_bench_usage(stderr);
+		return CLI_EXIT_USAGE;
+	}
+	o.cpus_list = !strcmp(cmd, "pause") ? "1,2,4" : "1";
+	o.cycles = 2000;
+	o.reps = 20;
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc - 1, argv + 1, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			o.cpus_list = optarg;
+			break;
+		case 'n':
+		case 'g':
+		case 'r':
+			if (util_parse_u64(optarg, &v) < 0 || (c != 'g' && (v < 1 || v > 10000000))) {
+				cli_err("bench %s: bad number '%s'", cmd, optarg);
+				return CLI_EXIT_USAGE;
+			}
+			if (c == 'n')
+				o.cycles = v;
+			else if (c == 'g')
+				o.gap_us = v;
+			else
+				o.reps = v;
+			break;
+		case 'm':
+			if (util_parse_size(optarg, &v) < 0) {
+				cli_err("bench %s: --mem: '%s' is not a size", cmd, optarg);
+				return CLI_EXIT_USAGE;
+			}
+			o.mem = v;
+			have_mem = true;
+			break;
+		case 'j':
+			o.json = true;
+			break;
+		case 'i':
+			o.image = optarg;
+			break;
+		case 'h':
+			cli_bench_usage(stdout);
+			return CLI_EXIT_OK;
+		default:
+			cli_err("bench %s: unknown or incomplete option '%s'", cmd, argv[optind]);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (optind < argc - 1) {
+		cli_err("bench %s: unexpected argument '%s'", cmd, argv[optind + 1]);
+		return CLI_EXIT_USAGE;
+	}
+	if (!have_mem)
+		o.mem = !strcmp(cmd, "pause") ? 256ull << 20 : 1ull << 30;
+	if (!strcmp(cmd, "pause"))
+		return bench_pause(&o);
+	if (util_parse_u64(o.cpus_list, &v) < 0 || v < 1 || v > HV_MAX_VCPUS) {
+		cli_err("bench dirty: --cpus takes one vCPU count (1 to %u)", HV_MAX_VCPUS);
+		return CLI_EXIT_USAGE;
+	}
+	return bench_dirty(&o, (uint32_t)v);
+}

@@ -1,0 +1,47 @@
+/*
+ * The `castor` command line: `castor <group> <command> [options]`. main.c holds
+ * the const table of groups and dispatches argv to a group's main function; each
+ * group lives in its own file (vm.c, ...) with its own table of commands.
+ * To add a group: write GROUP.c defining cli_GROUP_main() and cli_GROUP_usage(),
+ * declare them below, add one row to the table in main.c and the file to
+ * CASTOR_CLI_SOURCES in CMakeLists.txt.
+ *
+ * Exit status, for every group: 0 success, 1 the operation failed (connection,
+ * error reply, ...), 2 usage error (unknown group, command or option, missing or
+ * bad argument). Messages go to stderr as "castor: ..."; only main() exits.
+ */
+#ifndef CASTOR_CLI_H
+#define CASTOR_CLI_H
+
+#include <stdio.h>
+
+enum cli_exit {
+	CLI_EXIT_OK = 0,
+	CLI_EXIT_FAIL = 1,
+	CLI_EXIT_USAGE = 2,
+};
+
+/* argv[0] is the group name, argv[1] (if any) the command; returns an enum cli_exit. */
+typedef int (*cli_main_fn)(int argc, char **argv);
+/* Print the group's commands and options to f. */
+typedef void (*cli_usage_fn)(FILE *f);
+
+struct cli_group {
+	const char *name;
+	const char *summary;
+	cli_main_fn main;
+	cli_usage_fn usage;
+};
+
+/* "castor: " + message + newline on stderr. */
+void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- groups ---------------------------------------------------------------------- */
+
+int cli_vm_main(int argc, char **argv);
+void cli_vm_usage(FILE *f);
+
+int cli_bench_main(int argc, char **argv);
+void cli_bench_usage(FILE *f);
+
+#endif

@@ -1,0 +1,398 @@
+/*
+ * castor-vmm's control socket: framed protobuf requests (proto/pb.h) on a unix
+ * socket, served on the main thread's event loop. Bad input -- truncated,
+ * oversized or undecodable frames -- gets an error reply or a closed
+ * connection; it never reaches the VM.
+ */
+#define LOG_TAG "control"
+#include "tools/vmm/vmm.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "proto/pb.h"
+
+#define CONTROL_MAX_CONNS 64
+
+struct vmm_control {
+	struct event_base *base;
+	struct hv_vm *vm;
+	struct evconnlistener *listener;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	bool user_paused; /* the control socket holds one pause */
+	struct util_bitmap dirty;
+	unsigned nconns;
+	struct conn *conns; /* open connections, freed with the server */
+};
+
+struct conn {
+	struct vmm_control *ctl;
+	struct conn *next, **pprev;
+	struct bufferevent *bev;
+	bool close_after_write;
+	bool quit_after_write;
+};
+
+static void conn_free(struct conn *c)
+{
+	c->ctl->nconns--;
+	*c->pprev = c->next;
+	if (c->next)
+		c->next->pprev = c->pprev;
+	bufferevent_free(c->bev);
+	free(c);
+}
+
+static int send_response(struct conn *c, Castor__Response *resp)
+{
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	int rc;
+
+	rc = pb_frame_pack(&resp->base, &buf, &len);
+	if (rc < 0)
+		return rc;
+	rc = bufferevent_write(c->bev, buf, len) < 0 ? -ENOMEM : 0;
+	free(buf);
+	return rc;
+}
+
+static void send_error(struct conn *c, uint64_t id, int err, const char *msg)
+{
+	Castor__Response resp = CASTOR__RESPONSE__INIT;
+
+	resp.id = id;
+	resp.error = err;
+	resp.message = (char *)msg;
+	send_response(c, &resp);
+}
+
+static int do_status(struct vmm_control *ctl, Castor__Response *resp, Castor__VmStatus *st,
+		     Castor__VcpuStatus *vs, Castor__VcpuStatus **vsp)
+{
+	struct hv_pause_stats ps;
+	uint32_t i, n = hv_vm_ncpus(ctl->vm);
+
+	hv_vm_pause_stats(ctl->vm, &ps);
+	st->name = (char *)hv_vm_name(ctl->vm);
+	st->vcpus = n;
+	st->mem_bytes = hv_vm_mem_bytes(ctl->vm);
+	st->run_state = (char *)hv_run_state_str(hv_vm_run_state(ctl->vm));
+	st->uptime_ns = ps.uptime_ns;
+	st->pauses = ps.pauses;
+	for (i = 0; i < n; i++) {
+		struct hv_vcpu_stats s;
+		struct hv_tg_vcpu t = {0};
+
+		hv_vcpu_stats(ctl->vm, i, &s);
+		if (hv_tg_is_loaded(ctl->vm))
+			hv_tg_vcpu(ctl->vm, i, &t);
+		castor__vcpu_status__init(&vs[i]);
+		vs[i].index = i;
+		vs[i].counter = t.counter;
+		vs[i].out_seq = t.out_seq;
+		vs[i].exits = s.exits;
+		vs[i].io_exits = s.io_exits;
+		vs[i].mmio_exits = s.mmio_exits;
+		vs[i].state = (char *)hv_vcpu_state_str(s.state);
+		vsp[i] = &vs[i];
+		st->guest_counter += t.counter;
+		st->outputs += t.outputs_seen;
+		st->exits += s.exits;
+	}
+	st->n_vcpu = n;
+	st->vcpu = vsp;
+	resp->body_case = CASTOR__RESPONSE__BODY_STATUS;
+	resp->status = st;
+	return 0;
+}
+
+static int do_dirty(struct vmm_control *ctl, bool harvest, Castor__Response *resp,
+		    Castor__DirtyStats *ds)
+{
+	struct hv_dirty_totals t;
+	int rc;
+
+	if (harvest) {
+		if (!hv_dirty_is_tracking(ctl->vm)) {
+			rc = hv_dirty_start(ctl->vm);
+			if (rc < 0)
+				return rc;
+		}
+		if (!ctl->dirty.words) {
+			rc = util_bitmap_init(&ctl->dirty, hv_ram_pages(ctl->vm));
+			if (rc < 0)
+				return rc;
+		}
+		rc = hv_dirty_harvest(ctl->vm, &ctl->dirty, NULL);
+		if (rc < 0)
+			return rc;
+	}
+	hv_dirty_totals(ctl->vm, &t);
+	ds->tracking = hv_dirty_is_tracking(ctl->vm);
+	ds->harvests = t.harvests;
+	ds->last_dirty_pages = t.last_pages;
+	ds->last_harvest_ns = t.last_ns;
+	ds->vmm_dirty_pages = t.vmm_pages;
+	ds->ram_pages = hv_ram_pages(ctl->vm);
+	resp->body_case = CASTOR__RESPONSE__BODY_DIRTY_STATS;
+	resp->dirty_stats = ds;
+	return 0;
+}
+
+static void handle_request(struct conn *c, const Castor__Request *req)
+{
+	struct vmm_control *ctl = c->ctl;
+	Castor__Response resp = CASTOR__RESPONSE__INIT;
+	Castor__VmStatus st = CASTOR__VM_STATUS__INIT;
+	Castor__VcpuStatus vs[HV_MAX_VCPUS];
+	Castor__VcpuStatus *vsp[HV_MAX_VCPUS];
+	Castor__DirtyStats ds = CASTOR__DIRTY_STATS__INIT;
+	const char *msg = NULL;
+	int rc = 0;
+
+	resp.id = req->id;
+	switch (req->body_case) {
+	case CASTOR__REQUEST__BODY_STATUS:
+		rc = do_status(ctl, &resp, &st, vs, vsp);
+		break;
+	case CASTOR__REQUEST__BODY_PAUSE:
+		if (!ctl->user_paused) {
+			rc = hv_vm_pause(ctl->vm);
+			ctl->user_paused = rc == 0;
+			if (!rc)
+				LOG_INFO("vm %s: paused by request", hv_vm_name(ctl->vm));
+		}
+		break;
+	case CASTOR__REQUEST__BODY_RESUME:
+		if (!ctl->user_paused) {
+			rc = -EINVAL;
+			msg = "the VM is not paused";
+			break;
+		}
+		rc = hv_vm_resume(ctl->vm);
+		if (!rc) {
+			ctl->user_paused = false;
+			LOG_INFO("vm %s: resumed by request", hv_vm_name(ctl->vm));
+		}
+		break;
+	case CASTOR__REQUEST__BODY_QUIT:
+		LOG_INFO("vm %s: quit requested", hv_vm_name(ctl->vm));
+		c->quit_after_write = true;
+		break;
+	case CASTOR__REQUEST__BODY_DIRTY_STATS:
+		rc = do_dirty(ctl, req->dirty_stats->harvest, &resp, &ds);
+		break;
+	default:
+		rc = -EOPNOTSUPP;
+		msg = "unknown or empty request";
+		break;
+	}
+	if (rc < 0) {
+		resp.body_case = CASTOR__RESPONSE__BODY__NOT_SET;
+		resp.error = rc;
+		resp.message = (char *)(msg ? msg : strerror(-rc));
+	}
+	if (send_response(c, &resp) < 0)
+		c->close_after_write = true;
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	while (!c->close_after_write && !c->quit_after_write) {
+		size_t len = evbuffer_get_length(in), flen = 0;
+		ProtobufCMessage *msg = NULL;
+		enum pb_frame_status fs;
+		uint8_t *data;
+		int rc;
+
+		if (!len)
+			break;
+		data = evbuffer_pullup(in, len < PB_FRAME_HDR_LEN ? -1 : (ssize_t)PB_FRAME_HDR_LEN);
+		fs = pb_frame_check(data, len, &flen);
+		if (fs == PB_FRAME_TOO_BIG) {
+			LOG_WARN("vm %s: control frame over %u bytes; closing the connection",
+				 hv_vm_name(c->ctl->vm), PB_FRAME_MAX);
+			send_error(c, 0, -EMSGSIZE, "frame too large");
+			c->close_after_write = true;
+			break;
+		}
+		if (fs == PB_FRAME_NEED_MORE || len < flen)
+			break;
+		data = evbuffer_pullup(in, (ssize_t)flen);
+		rc = pb_frame_decode(&castor__request__descriptor, data + PB_FRAME_HDR_LEN,
+				     flen - PB_FRAME_HDR_LEN, &msg);
+		evbuffer_drain(in, flen);
+		if (rc < 0) {
+			LOG_WARN("vm %s: undecodable control request (%zu bytes)",
+				 hv_vm_name(c->ctl->vm), flen);
+			send_error(c, 0, rc, "malformed request");
+			continue;
+		}
+		handle_request(c, (const Castor__Request *)msg);
+		protobuf_c_message_free_unpacked(msg, NULL);
+	}
+	if ((c->close_after_write || c->quit_after_write) &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+		bool quit = c->quit_after_write;
+		struct event_base *base = c->ctl->base;
+
+		conn_free(c);
+		if (quit)
+			event_base_loopexit(base, NULL);
+	}
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+
+	if (c->close_after_write || c->quit_after_write) {
+		bool quit = c->quit_after_write;
+		struct event_base *base = c->ctl->base;
+
+		conn_free(c);
+		if (quit)
+			event_base_loopexit(base, NULL);
+	}
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		bool quit = c->quit_after_write;
+		struct event_base *base = c->ctl->base;
+
+		conn_free(c);
+		if (quit)
+			event_base_loopexit(base, NULL);
+	}
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+		      void *arg)
+{
+	struct vmm_control *ctl = arg;
+	struct conn *c;
+
+	if (ctl->nconns >= CONTROL_MAX_CONNS) {
+		LOG_WARN("vm %s: too many control connections; refusing one", hv_vm_name(ctl->vm));
+		close(fd);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->ctl = ctl;
+	c->bev = bufferevent_socket_new(ctl->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (!c->bev) {
+		close(fd);
+		free(c);
+		return;
+	}
+	ctl->nconns++;
+	c->next = ctl->conns;
+	if (c->next)
+		c->next->pprev = &c->next;
+	c->pprev = &ctl->conns;
+	ctl->conns = c;
+	/* stop reading past one maximal frame until it is handled */
+	bufferevent_setwatermark(c->bev, EV_READ, 0, PB_FRAME_MAX + PB_FRAME_HDR_LEN);
+	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+/* A socket file nobody answers on is stale; one that answers is in use. */
+static int clear_stale_socket(const char *path)
+{
+	struct stat st;
+	int fd, rc;
+
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -EEXIST;
+	rc = pb_unix_connect(path, &fd);
+	if (rc == 0) {
+		close(fd);
+		return -EADDRINUSE;
+	}
+	if (unlink(path) < 0)
+		return -errno;
+	return 0;
+}
+
+int vmm_control_open(struct event_base *base, struct hv_vm *vm, const char *path,
+		     struct vmm_control **ctl_out)
+{
+	struct vmm_control *ctl = NULL;
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	int fd = -1, rc;
+
+	if (strlen(path) >= sizeof(sun.sun_path))
+		return -ENAMETOOLONG;
+	rc = clear_stale_socket(path);
+	if (rc < 0)
+		return rc;
+	ctl = calloc(1, sizeof(*ctl));
+	if (!ctl)
+		return -ENOMEM;
+	ctl->base = base;
+	ctl->vm = vm;
+	snprintf(ctl->path, sizeof(ctl->path), "%s", path);
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	ctl->listener = evconnlistener_new(base, accept_cb, ctl,
+					   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16, fd);
+	if (!ctl->listener) {
+		rc = -errno ? -errno : -ENOMEM;
+		unlink(path);
+		goto fail;
+	}
+	*ctl_out = ctl;
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	free(ctl);
+	return rc;
+}
+
+void vmm_control_free(struct vmm_control *ctl)
+{
+	if (!ctl)
+		return;
+	while (ctl->conns)
+		conn_free(ctl->conns);
+	if (ctl->listener) {
+		evconnlistener_free(ctl->listener);
+		unlink(ctl->path);
+	}
+	util_bitmap_dispose(&ctl->dirty);
+	free(ctl);
+}

@@ -1,0 +1,247 @@
+/*
+ * castor-vmm: runs one KVM guest and serves its control socket.
+ *
+ *   castor-vmm run --mem SIZE --cpus N --test-guest [--guest-param key=value ...]
+ *                  --control PATH [--serial FILE] [--name NAME]
+ *                  [--guest-image FILE] [--kvm DEVICE]
+ *
+ * Exit status: 0 after a quit request or SIGTERM/SIGINT, 1 when the VM could
+ * not be set up or run, 2 for a bad command line.
+ */
+#define LOG_TAG "castor-vmm"
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hypervisor/hv.h"
+#include "tools/vmm/vmm.h"
+
+#ifndef CASTOR_GUEST_BIN
+#define CASTOR_GUEST_BIN "castor-tg.bin"
+#endif
+
+#define MAX_GUEST_PARAMS 32
+
+struct run_opts {
+	struct hv_vm_config vm;
+	struct hv_tg_config tg;
+	const char *control;
+	const char *serial;
+	bool test_guest;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: castor-vmm run --mem SIZE --cpus N --test-guest --control PATH [options]\n"
+		"\n"
+		"  --mem SIZE            guest RAM: 16M up to the host's available memory (K/M/G/T)\n"
+		"  --cpus N              vCPUs, 1 to %u\n"
+		"  --test-guest          run Castor's test guest (the only guest so far)\n"
+		"  --guest-param K=V     test-guest parameter, repeatable: wss=SIZE rate=N|max\n"
+		"                        outrate=N seed=N window=N tick=0|1 (docs/test-guest.md)\n"
+		"  --guest-image FILE    test-guest image (default: the one built with castor-vmm)\n"
+		"  --control PATH        unix socket for `castor vm ...`\n"
+		"  --serial FILE         COM1 output (default: standard output; 'none' discards)\n"
+		"  --name NAME           VM name for logs and status (default: vm)\n"
+		"  --kvm DEVICE          KVM device (default: /dev/kvm)\n",
+		HV_MAX_VCPUS);
+}
+
+static int bad_usage(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "castor-vmm: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\nTry 'castor-vmm run --help'.\n");
+	return 2;
+}
+
+static int parse_run(int argc, char **argv, struct run_opts *o)
+{
+	static const struct option opts[] = {
+		{"mem", required_argument, NULL, 'm'},
+		{"cpus", required_argument, NULL, 'c'},
+		{"test-guest", no_argument, NULL, 't'},
+		{"guest-param", required_argument, NULL, 'p'},
+		{"guest-image", required_argument, NULL, 'i'},
+		{"control", required_argument, NULL, 'C'},
+		{"serial", required_argument, NULL, 's'},
+		{"name", required_argument, NULL, 'n'},
+		{"kvm", required_argument, NULL, 'k'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	bool have_mem = false, have_cpus = false;
+	char why[256];
+	uint64_t v;
+	int c;
+
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'm':
+			if (util_parse_size(optarg, &v) < 0)
+				return bad_usage("--mem: '%s' is not a size (e.g. 512M, 1G)", optarg);
+			o->vm.mem_bytes = v;
+			have_mem = true;
+			break;
+		case 'c':
+			if (util_parse_u64(optarg, &v) < 0 || v > UINT32_MAX)
+				return bad_usage("--cpus: '%s' is not a number", optarg);
+			o->vm.ncpus = (uint32_t)v;
+			have_cpus = true;
+			break;
+		case 't':
+			o->test_guest = true;
+			break;
+		case 'p':
+			if (hv_tg_config_set(&o->tg, optarg, why, sizeof(why)) < 0)
+				return bad_usage("--guest-param: %s", why);
+			break;
+		case 'i':
+			o->tg.image_path = optarg;
+			break;
+		case 'C':
+			o->control = optarg;
+			break;
+		case 's':
+			o->serial = optarg;
+			break;
+		case 'n':
+			o->vm.name = optarg;
+			break;
+		case 'k':
+			o->vm.kvm_path = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		case ':':
+			return bad_usage("option '%s' needs a value", argv[optind - 1]);
+		default:
+			return bad_usage("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return bad_usage("unexpected argument '%s'", argv[optind]);
+	if (!have_mem)
+		return bad_usage("%s", "--mem is required");
+	if (!have_cpus)
+		return bad_usage("%s", "--cpus is required");
+	if (!o->test_guest)
+		return bad_usage("%s", "--test-guest is required (no other guest is supported yet)");
+	if (!o->control)
+		return bad_usage("%s", "--control is required");
+	if (hv_vm_config_check(&o->vm, why, sizeof(why)) < 0)
+		return bad_usage("%s", why);
+	return 0;
+}
+
+static void stop_cb(evutil_socket_t sig, short what, void *arg)
+{
+	LOG_INFO("signal %d: shutting down", (int)sig);
+	event_base_loopexit(arg, NULL);
+}
+
+static int open_serial(const char *path)
+{
+	if (!path || !strcmp(path, "-"))
+		return dup(STDOUT_FILENO);
+	if (!strcmp(path, "none"))
+		return -1;
+	return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	struct run_opts o;
+	struct hv_vm *vm = NULL;
+	struct vmm_control *ctl = NULL;
+	struct event_base *base = NULL;
+	struct event *sigint_ev = NULL, *sigterm_ev = NULL;
+	int rc, status = 1, serial_fd = -1;
+
+	memset(&o, 0, sizeof(o));
+	hv_tg_config_default(&o.tg);
+	o.tg.image_path = CASTOR_GUEST_BIN;
+	o.vm.serial_fd = -1;
+	rc = parse_run(argc, argv, &o);
+	if (rc)
+		return rc;
+
+	signal(SIGPIPE, SIG_IGN);
+	serial_fd = open_serial(o.serial);
+	if (serial_fd < 0 && o.serial && strcmp(o.serial, "none")) {
+		fprintf(stderr, "castor-vmm: cannot open serial output %s: %s\n", o.serial,
+			strerror(errno));
+		goto out;
+	}
+	o.vm.serial_fd = serial_fd;
+	rc = hv_vm_create(&o.vm, &vm);
+	if (rc < 0) {
+		fprintf(stderr, "castor-vmm: cannot create the VM: %s\n", strerror(-rc));
+		goto out;
+	}
+	rc = hv_tg_load(vm, &o.tg);
+	if (rc < 0) {
+		fprintf(stderr, "castor-vmm: cannot load the test guest %s: %s\n", o.tg.image_path,
+			strerror(-rc));
+		goto out;
+	}
+	base = event_base_new();
+	if (!base)
+		goto out;
+	rc = vmm_control_open(base, vm, o.control, &ctl);
+	if (rc < 0) {
+		fprintf(stderr, "castor-vmm: control socket %s: %s\n", o.control, strerror(-rc));
+		goto out;
+	}
+	sigint_ev = evsignal_new(base, SIGINT, stop_cb, base);
+	sigterm_ev = evsignal_new(base, SIGTERM, stop_cb, base);
+	if (!sigint_ev || !sigterm_ev || evsignal_add(sigint_ev, NULL) < 0 ||
+	    evsignal_add(sigterm_ev, NULL) < 0)
+		goto out;
+	rc = hv_vm_start(vm);
+	if (rc < 0) {
+		fprintf(stderr, "castor-vmm: cannot start the VM: %s\n", strerror(-rc));
+		goto out;
+	}
+	LOG_INFO("vm %s: control socket %s", hv_vm_name(vm), o.control);
+	event_base_dispatch(base);
+	status = 0;
+out:
+	vmm_control_free(ctl);
+	hv_vm_free(vm);
+	if (sigint_ev)
+		event_free(sigint_ev);
+	if (sigterm_ev)
+		event_free(sigterm_ev);
+	if (base)
+		event_base_free(base);
+	if (serial_fd >= 0)
+		close(serial_fd);
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 2 && !strcmp(argv[1], "run"))
+		return cmd_run(argc - 1, argv + 1);
+	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "help"))) {
+		usage(stdout);
+		return 0;
+	}
+	if (argc < 2)
+		fprintf(stderr, "castor-vmm: missing command\n");
+	else
+		fprintf(stderr, "castor-vmm: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return 2;
+}

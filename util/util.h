@@ -1,0 +1,82 @@
+/*
+ * castor_util: the few helpers every Castor library shares -- logging with a
+ * per-file subsystem tag, monotonic time, strict number/size parsing, and the
+ * page bitmaps that dirty tracking, snapshots and replication pass around.
+ *
+ * Logging: define LOG_TAG ("hv", "vcpu", ...) before including this header,
+ * then LOG_ERR("vm %s: ...", ...). Messages go to stderr with a timestamp;
+ * util_log_set_level() and CASTOR_LOG=debug|info|warn|err choose the level.
+ * LOG_ERRNO(rc, fmt, ...) appends strerror(-rc) for a negative errno rc.
+ */
+#ifndef CASTOR_UTIL_H
+#define CASTOR_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- logging ------------------------------------------------------------------ */
+
+enum util_log_level { LOG_LVL_ERR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DBG };
+
+void util_log_set_level(enum util_log_level level);
+enum util_log_level util_log_get_level(void);
+void util_log(enum util_log_level level, const char *tag, int err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+#ifndef LOG_TAG
+#define LOG_TAG "castor"
+#endif
+#define LOG_ERR(...) util_log(LOG_LVL_ERR, LOG_TAG, 0, __VA_ARGS__)
+#define LOG_WARN(...) util_log(LOG_LVL_WARN, LOG_TAG, 0, __VA_ARGS__)
+#define LOG_INFO(...) util_log(LOG_LVL_INFO, LOG_TAG, 0, __VA_ARGS__)
+#define LOG_DBG(...)                                                                              \
+	do {                                                                                       \
+		if (util_log_get_level() >= LOG_LVL_DBG)                                           \
+			util_log(LOG_LVL_DBG, LOG_TAG, 0, __VA_ARGS__);                            \
+	} while (0)
+/* rc is a negative errno; its text is appended to the message. */
+#define LOG_ERRNO(rc, ...) util_log(LOG_LVL_ERR, LOG_TAG, (rc), __VA_ARGS__)
+#define LOG_WARN_ERRNO(rc, ...) util_log(LOG_LVL_WARN, LOG_TAG, (rc), __VA_ARGS__)
+
+/* ---- time ----------------------------------------------------------------------- */
+
+uint64_t util_now_ns(void); /* CLOCK_MONOTONIC */
+void util_sleep_ns(uint64_t ns);
+
+/* ---- parsing: whole-string, no silent truncation; 0 or -EINVAL/-ERANGE ------------ */
+
+int util_parse_u64(const char *s, uint64_t *out);
+/* "4096", "64K", "16M", "1G", "1T" (binary multiples, optional trailing 'B/iB') */
+int util_parse_size(const char *s, uint64_t *out);
+
+/* ---- statistics ----------------------------------------------------------------- */
+
+/* Percentile p (0..100) of n samples; sorts `v` in place. 0 when n == 0. */
+uint64_t util_percentile(uint64_t *v, size_t n, double p);
+
+/* ---- bitmaps (one bit per page, 64-bit words) ------------------------------------ */
+
+struct util_bitmap {
+	uint64_t *words;
+	uint64_t nbits;
+};
+
+#define UTIL_BITMAP_WORDS(n) (((n) + 63) / 64)
+
+int util_bitmap_init(struct util_bitmap *b, uint64_t nbits); /* all clear; -ENOMEM */
+void util_bitmap_dispose(struct util_bitmap *b);             /* idempotent */
+void util_bitmap_clear_all(struct util_bitmap *b);
+void util_bitmap_set_all(struct util_bitmap *b);
+void util_bitmap_set(struct util_bitmap *b, uint64_t bit);
+void util_bitmap_clear(struct util_bitmap *b, uint64_t bit);
+bool util_bitmap_is_set(const struct util_bitmap *b, uint64_t bit);
+void util_bitmap_set_range(struct util_bitmap *b, uint64_t first, uint64_t count);
+uint64_t util_bitmap_count(const struct util_bitmap *b);
+/* dst |= src over the first min(nbits) bits. */
+void util_bitmap_or(struct util_bitmap *dst, const struct util_bitmap *src);
+/* Next set bit at or after `from`, or b->nbits when there is none. */
+uint64_t util_bitmap_next_set(const struct util_bitmap *b, uint64_t from);
+bool util_bitmap_is_equal(const struct util_bitmap *a, const struct util_bitmap *b);
+
+#endif
