@@ -1,7 +1,7 @@
 # Castor: the two commands of the README.
 #   make demo   install missing Debian packages, build, run the demo
 #   make check  install missing Debian packages, build, run every test
-# Also: make build, make test-asan (unit tests under ASan+UBSan), make clean.
+# Also: make build, make test-asan (unit and kvm tests under ASan+UBSan), make clean.
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -27,7 +27,7 @@ check: build
 test-asan: deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCASTOR_SANITIZE=ON >/dev/null
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
-	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) -L unit
+	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) -L "unit|kvm"
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -204,8 +204,8 @@ struct hv_tg_vcpu {
 	uint64_t out_seq;      /* from guest memory */
 	uint64_t outputs_seen; /* outputs the test device received */
 	uint64_t order_errors; /* outputs whose number was not the next one */
-	bool ready;            /* reported TG_PORT_READY */
-	uint32_t fault;        /* vector | cpl << 8 reported on TG_PORT_FAULT, or 0 */
+	bool ready;            /* reported TG_REG_READY */
+	uint32_t fault;        /* vector | cpl << 8 reported on TG_REG_FAULT, or 0 */
 	bool faulted;
 };
 int hv_tg_vcpu(struct hv_vm *vm, uint32_t idx, struct hv_tg_vcpu *out);

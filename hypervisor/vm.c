@@ -157,7 +157,7 @@ int hv_vm_create(const struct hv_vm_config *cfg, struct hv_vm **vm_out)
 	}
 	rc = bus_add(&vm->pio, TG_COM1, 8, serial_access, &vm->serial);
 	if (!rc)
-		rc = bus_add(&vm->pio, TG_PORT_BASE, TG_PORT_COUNT, testdev_access, &vm->testdev);
+		rc = bus_add(&vm->mmio, TG_MMIO_BASE, TG_MMIO_SIZE, testdev_access, &vm->testdev);
 	if (rc < 0)
 		goto fail;
 	rc = io_init(&vm->io);

@@ -22,7 +22,12 @@
 #define PTE_P 0x1ull
 #define PTE_RW 0x2ull
 #define PTE_US 0x4ull
+#define PTE_A 0x20ull
+#define PTE_D 0x40ull
 #define PTE_PS 0x80ull
+/* A and D preset: the CPU never writes the tables, so they never show up dirty */
+#define PTE_TABLE (PTE_P | PTE_RW | PTE_US | PTE_A)
+#define PTE_LEAF_2M (PTE_TABLE | PTE_D | PTE_PS)
 
 #define CR0_PE 0x1ull
 #define CR0_MP 0x2ull
@@ -58,15 +63,15 @@ int boot_build_page_tables(struct hv_vm *vm)
 			vm->name, (unsigned long long)gib);
 		return -E2BIG;
 	}
-	e = pdpt | PTE_P | PTE_RW | PTE_US;
+	e = pdpt | PTE_TABLE;
 	rc = hv_mem_write(vm, BOOT_PML4_GPA, &e, sizeof(e));
 	for (i = 0; !rc && i < gib; i++) {
 		uint64_t pd[512], j;
 
-		e = (pd0 + i * HV_PAGE_SIZE) | PTE_P | PTE_RW | PTE_US;
+		e = (pd0 + i * HV_PAGE_SIZE) | PTE_TABLE;
 		rc = hv_mem_write(vm, pdpt + i * 8, &e, sizeof(e));
 		for (j = 0; j < 512; j++)
-			pd[j] = ((i << 30) + (j << 21)) | PTE_P | PTE_RW | PTE_US | PTE_PS;
+			pd[j] = ((i << 30) + (j << 21)) | PTE_LEAF_2M;
 		if (!rc)
 			rc = hv_mem_write(vm, pd0 + i * HV_PAGE_SIZE, pd, sizeof(pd));
 	}

@@ -1,5 +1,5 @@
 /*
- * The Castor test device: four 32-bit PIO registers through which the test
+ * The Castor test device: four 32-bit MMIO registers through which the test
  * guest reports outputs, mailbox completions, readiness and faults
  * (hypervisor/guest/abi.h). Outputs are checked for order per vCPU and handed
  * to the output callback, the seam where output commit (netbuffer) attaches.
@@ -68,26 +68,28 @@ void testdev_access(void *dev, struct hv_vcpu *vcpu, uint64_t offset, uint8_t *d
 		memset(data, 0xff, len);
 		return;
 	}
-	memcpy(&value, data, len < 4 ? len : 4);
-	switch (TG_PORT_BASE + (uint32_t)offset) {
-	case TG_PORT_OUTPUT:
+	if (len != 4)
+		return;
+	memcpy(&value, data, 4);
+	switch ((uint32_t)offset) {
+	case TG_REG_OUTPUT:
 		on_output(t, vcpu->idx, value);
 		break;
-	case TG_PORT_MBOX_DONE:
+	case TG_REG_MBOX_DONE:
 		pthread_mutex_lock(&t->lock);
 		t->mbox_done = value;
 		t->mbox_reports++;
 		pthread_cond_broadcast(&t->cond);
 		pthread_mutex_unlock(&t->lock);
 		break;
-	case TG_PORT_READY:
+	case TG_REG_READY:
 		pthread_mutex_lock(&t->lock);
 		t->vcpu[vcpu->idx].ready = true;
 		pthread_cond_broadcast(&t->cond);
 		pthread_mutex_unlock(&t->lock);
 		LOG_DBG("vm %s: vcpu %u ready", t->vm->name, vcpu->idx);
 		break;
-	case TG_PORT_FAULT:
+	case TG_REG_FAULT:
 		pthread_mutex_lock(&t->lock);
 		t->vcpu[vcpu->idx].faulted = true;
 		t->vcpu[vcpu->idx].fault = value;

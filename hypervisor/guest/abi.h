@@ -130,15 +130,19 @@ struct tg_mailbox {
 };
 _Static_assert(sizeof(struct tg_mailbox) == 48, "tg_mailbox layout");
 
-/* ---- the Castor test device (PIO, 32-bit writes; ignored elsewhere) ---------- */
-
-#define TG_PORT_BASE 0x510u
-#define TG_PORT_OUTPUT 0x510u    /* value: low 32 bits of the output's number; the
-				    vCPU's state page holds out_seq/out_counter */
-#define TG_PORT_MBOX_DONE 0x514u /* value: low 32 bits of the mailbox seq done */
-#define TG_PORT_READY 0x518u     /* value: vCPU index, once it runs in ring 3 */
-#define TG_PORT_FAULT 0x51cu     /* value: vector | cpl << 8; the vCPU then stops */
-#define TG_PORT_COUNT 16u
+/*
+ * ---- the Castor test device: 32-bit MMIO registers (writes; ignored elsewhere) --
+ * MMIO, not port I/O: a ring-3 store to an unbacked guest-physical address
+ * exits straight to the VMM, while under kvm_pvm a ring-3 in/out raises #GP
+ * (IOPL is not honoured) and has to be carried out by emulated ring-0 code.
+ */
+#define TG_MMIO_BASE 0xfe000000ull
+#define TG_MMIO_SIZE 0x1000u
+#define TG_REG_OUTPUT 0x0u    /* value: low 32 bits of the output's number; the
+				 vCPU's state page holds out_seq/out_counter */
+#define TG_REG_MBOX_DONE 0x4u /* value: low 32 bits of the mailbox seq done */
+#define TG_REG_READY 0x8u     /* value: vCPU index, once it runs in ring 3 */
+#define TG_REG_FAULT 0xcu     /* value: vector | cpl << 8; the vCPU then stops */
 
 #define TG_COM1 0x3f8u
 

@@ -90,8 +90,7 @@ tg_entry32:
 
 	.code32
 2:	mov $TGL_FAULT_BAD_BOOT, %eax
-	mov $TGL_PORT_FAULT, %edx
-	out %eax, %dx
+	movl %eax, TGL_MMIO_FAULT
 3:	hlt
 	jmp 3b
 
@@ -181,8 +180,8 @@ tg_entry64:
 
 .Lbad_cpu:
 	mov $TGL_FAULT_BAD_CPU, %eax
-	mov $TGL_PORT_FAULT, %edx
-	out %eax, %dx
+	mov $TGL_MMIO_FAULT, %edx
+	movl %eax, (%rdx)
 1:	cli
 	hlt
 	jmp 1b
@@ -258,8 +257,8 @@ isr_common:
 	and $3, %eax
 	shl $8, %eax
 	or (%rsp), %eax
-	mov $TGL_PORT_FAULT, %edx
-	out %eax, %dx
+	mov $TGL_MMIO_FAULT, %edx
+	movl %eax, (%rdx)
 
 	lea msg_exc(%rip), %rsi
 	mov (%rsp), %rax

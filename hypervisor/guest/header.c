@@ -10,7 +10,7 @@
 extern char tg_entry64[], __load_start[], __load_end[], __bss_end[], __rw_start[], __rw_bytes[];
 
 _Static_assert(TGL_MAX_CPUS == TG_MAX_CPUS, "layout.h and abi.h disagree");
-_Static_assert(TGL_PORT_FAULT == TG_PORT_FAULT, "layout.h and abi.h disagree");
+_Static_assert(TGL_MMIO_FAULT == TG_MMIO_BASE + TG_REG_FAULT, "layout.h and abi.h disagree");
 _Static_assert(TGL_BOOT_MULTIBOOT == TG_BOOT_MULTIBOOT, "layout.h and abi.h disagree");
 _Static_assert(TGL_PAGE_SIZE == TG_PAGE_SIZE, "layout.h and abi.h disagree");
 _Static_assert(TGL_STATE_BYTES >= TG_MAX_CPUS * sizeof(struct tg_vcpu_state), "state pages");

@@ -10,6 +10,8 @@
 
 #include <stdint.h>
 
+#include "hypervisor/guest/abi.h"
+
 /* Orders the compiler's memory accesses; x86 (TSO) keeps stores in order. */
 #define tg_barrier() __asm__ volatile("" ::: "memory")
 
@@ -29,6 +31,12 @@ static inline uint8_t tg_inb(uint16_t port)
 
 	__asm__ volatile("inb %1, %0" : "=a"(v) : "d"(port) : "memory");
 	return v;
+}
+
+/* A 32-bit register of the Castor test device (abi.h: TG_REG_*). */
+static inline void tg_mmio_write32(uint32_t reg, uint32_t v)
+{
+	*(volatile uint32_t *)(uintptr_t)(TG_MMIO_BASE + reg) = v;
 }
 
 static inline uint64_t tg_rdtsc(void)

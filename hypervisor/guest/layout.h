@@ -14,7 +14,7 @@
 
 /* Copies of abi.h values, for entry.S. */
 #define TGL_MAX_CPUS	   8
-#define TGL_PORT_FAULT	   0x51c
+#define TGL_MMIO_FAULT	   0xfe00000c /* TG_MMIO_BASE + TG_REG_FAULT */
 #define TGL_BOOT_MULTIBOOT 1
 #define TGL_PAGE_SIZE	   4096
 
@@ -40,7 +40,7 @@
 #define TGL_IDT_ENTRIES 32
 
 /*
- * Guest-detected errors reported on TG_PORT_FAULT. CPU exceptions report
+ * Guest-detected errors reported on TG_REG_FAULT. CPU exceptions report
  * vector | cpl << 8 (at most 0x3ff); these are 0xff00 | reason.
  */
 #define TGL_FAULT_BAD_PARAMS 0xff01 /* tg_params magic, version or values */

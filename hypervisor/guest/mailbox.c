@@ -2,7 +2,7 @@
  * The mailbox (abi.h, struct tg_mailbox at TG_MAILBOX_GPA): host-to-guest
  * commands, serviced by vCPU 0 once per workload loop. The host writes the
  * arguments, then seq; the guest carries the command out, writes status, then
- * state->mbox_done = seq, then reports seq on TG_PORT_MBOX_DONE.
+ * state->mbox_done = seq, then reports seq on TG_REG_MBOX_DONE.
  */
 #include "hypervisor/guest/tg.h"
 
@@ -48,5 +48,5 @@ void tg_mailbox_service(volatile struct tg_vcpu_state *st, uint64_t scratch_firs
 	tg_barrier();
 	st->mbox_done = seq;
 	tg_barrier();
-	tg_outl(TG_PORT_MBOX_DONE, (uint32_t)seq);
+	tg_mmio_write32(TG_REG_MBOX_DONE, (uint32_t)seq);
 }

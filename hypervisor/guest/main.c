@@ -10,7 +10,7 @@ __attribute__((noreturn, used)) void tg_main(uint64_t idx, uint64_t boot, uint64
 
 void tg_stop(uint32_t fault)
 {
-	tg_outl(TG_PORT_FAULT, fault);
+	tg_mmio_write32(TG_REG_FAULT, fault);
 	/* Where no Castor test device listens (QEMU): a ring-3 hlt faults, and
 	 * entry.S's #GP handler halts the vCPU in ring 0. */
 	for (;;)
@@ -74,7 +74,7 @@ void tg_main(uint64_t idx, uint64_t boot, uint64_t arg)
 	tg_barrier();
 	st->started = TG_READY_MAGIC;
 	tg_barrier();
-	tg_outl(TG_PORT_READY, (uint32_t)idx);
+	tg_mmio_write32(TG_REG_READY, (uint32_t)idx);
 	if (idx >= p->ncpus) {
 		/* A vCPU beyond params->ncpus has no work region: idle. */
 		for (;;)

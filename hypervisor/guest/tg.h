@@ -42,7 +42,7 @@ static inline uint64_t tg_tsc_per_ms(uint64_t tsc_khz)
 	return tsc_khz ? tsc_khz : 1000000u;
 }
 
-/* main.c: report `fault` on TG_PORT_FAULT and park this vCPU in ring 0. */
+/* main.c: report `fault` on TG_REG_FAULT and park this vCPU in ring 0. */
 __attribute__((noreturn)) void tg_stop(uint32_t fault);
 
 /* serial.c: COM1 output, polled. Only vCPU 0 prints. */

@@ -1,7 +1,7 @@
 /*
  * The per-vCPU workload loop: dirty the vCPU's work region at params->rate
  * pages per ms following the page rule, emit params->out_rate outputs per
- * second on TG_PORT_OUTPUT, and on vCPU 0 also service the mailbox and print
+ * second on TG_REG_OUTPUT, and on vCPU 0 also service the mailbox and print
  * the once-a-second tick line. rate, out_rate, window_words and flags are
  * re-read on every iteration, so the host may change them at run time.
  *
@@ -114,7 +114,7 @@ static void write_next_page(struct work *w, volatile struct tg_vcpu_state *st)
 		w->next_page = 0;
 }
 
-/* One output when its time has come: numbered out_seq, on TG_PORT_OUTPUT. */
+/* One output when its time has come: numbered out_seq, on TG_REG_OUTPUT. */
 static void output_service(struct work *w, volatile struct tg_vcpu_state *st, uint64_t out_rate,
 			   uint64_t now)
 {
@@ -140,7 +140,7 @@ static void output_service(struct work *w, volatile struct tg_vcpu_state *st, ui
 	tg_barrier();
 	st->out_seq = n + 1;
 	tg_barrier();
-	tg_outl(TG_PORT_OUTPUT, (uint32_t)n);
+	tg_mmio_write32(TG_REG_OUTPUT, (uint32_t)n);
 	w->out_next += w->out_period;
 	if (w->out_next <= now) /* fell behind: skip, never burst */
 		w->out_next = now + w->out_period;

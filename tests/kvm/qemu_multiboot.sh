@@ -26,6 +26,7 @@ fi
 
 tmp=$(mktemp -d /tmp/castor-qemu-mb.XXXXXX) || exit 1
 qemu_pid=
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
 	if [ -n "$qemu_pid" ]; then
 		kill "$qemu_pid" 2>/dev/null
