@@ -95,8 +95,8 @@ int hv_dirty_harvest(struct hv_vm *vm, struct util_bitmap *out, struct hv_harves
 	for (s = 0; s < vm->mem.nslots; s++) {
 		struct hv_slot *sl = &vm->mem.slots[s];
 
-		rc = slot_get_clear(vm, sl, out->words + sl->ram_off / HV_PAGE_SIZE / 64, &st.get_ns,
-				    &st.clear_ns);
+		rc = slot_get_clear(vm, sl, out->words + sl->ram_off / HV_PAGE_SIZE / 64,
+				    &st.get_ns, &st.clear_ns);
 		if (rc < 0) {
 			LOG_ERRNO(rc, "vm %s: dirty log of slot %u", vm->name, sl->id);
 			goto out;
@@ -152,7 +152,8 @@ int hv_dirty_bare_ioctls(struct hv_vm *vm, uint64_t *ns_out)
 	for (s = 0; s < vm->mem.nslots; s++) {
 		struct hv_slot *sl = &vm->mem.slots[s];
 
-		rc = slot_get_clear(vm, sl, vm->dirty.scratch.words + sl->ram_off / HV_PAGE_SIZE / 64,
+		rc = slot_get_clear(vm, sl,
+				    vm->dirty.scratch.words + sl->ram_off / HV_PAGE_SIZE / 64,
 				    &get_ns, &clear_ns);
 		if (rc < 0)
 			goto out;

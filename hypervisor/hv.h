@@ -31,13 +31,13 @@
 
 #include "util/util.h"
 
-#define HV_PAGE_SIZE 4096u
+#define HV_PAGE_SIZE  4096u
 #define HV_PAGE_SHIFT 12u
-#define HV_MAX_VCPUS 8u
-#define HV_MIN_MEM (16ull << 20)
+#define HV_MAX_VCPUS  8u
+#define HV_MIN_MEM    (16ull << 20)
 /* RAM above this guest-physical address moves to 4 GiB: the hole is for MMIO. */
 #define HV_HOLE_START (3ull << 30)
-#define HV_HOLE_END (4ull << 30)
+#define HV_HOLE_END   (4ull << 30)
 
 struct hv_vm;
 
@@ -52,11 +52,11 @@ int hv_kvm_probe(const char *path, char *why, size_t why_len);
 /* ---- VM life cycle ---------------------------------------------------------------- */
 
 struct hv_vm_config {
-	const char *name;        /* for logs; "vm" when NULL */
-	const char *kvm_path;    /* NULL = "/dev/kvm" */
-	uint64_t mem_bytes;      /* HV_MIN_MEM .. host's available memory, page multiple */
-	uint32_t ncpus;          /* 1 .. HV_MAX_VCPUS */
-	int serial_fd;           /* COM1 output; -1 = discard. Not owned. */
+	const char *name;     /* for logs; "vm" when NULL */
+	const char *kvm_path; /* NULL = "/dev/kvm" */
+	uint64_t mem_bytes;   /* HV_MIN_MEM .. host's available memory, page multiple */
+	uint32_t ncpus;	      /* 1 .. HV_MAX_VCPUS */
+	int serial_fd;	      /* COM1 output; -1 = discard. Not owned. */
 };
 
 /* Why a config is refused, for command lines: 0 or -EINVAL/-ERANGE with `why`. */
@@ -89,23 +89,28 @@ enum hv_run_state { HV_S_CREATED = 0, HV_S_RUNNING, HV_S_PAUSED, HV_S_STOPPED };
 const char *hv_run_state_str(enum hv_run_state s);
 enum hv_run_state hv_vm_run_state(struct hv_vm *vm);
 
-enum hv_vcpu_state { HV_VCPU_S_IDLE = 0, HV_VCPU_S_RUNNING, HV_VCPU_S_PARKED,
-		     HV_VCPU_S_STOPPED, HV_VCPU_S_FAILED };
+enum hv_vcpu_state {
+	HV_VCPU_S_IDLE = 0,
+	HV_VCPU_S_RUNNING,
+	HV_VCPU_S_PARKED,
+	HV_VCPU_S_STOPPED,
+	HV_VCPU_S_FAILED
+};
 const char *hv_vcpu_state_str(enum hv_vcpu_state s);
 
 struct hv_vcpu_stats {
 	enum hv_vcpu_state state;
-	uint64_t exits;      /* KVM_RUN returns, all reasons */
+	uint64_t exits; /* KVM_RUN returns, all reasons */
 	uint64_t io_exits;
 	uint64_t mmio_exits;
-	uint64_t kicks;      /* KVM_RUN returns caused by a pause kick */
+	uint64_t kicks; /* KVM_RUN returns caused by a pause kick */
 };
 int hv_vcpu_stats(struct hv_vm *vm, uint32_t idx, struct hv_vcpu_stats *out);
 
 struct hv_pause_stats {
 	uint64_t pauses;
 	uint64_t last_pause_ns; /* request to all parked, of the last pause */
-	uint64_t uptime_ns;     /* since hv_vm_start() */
+	uint64_t uptime_ns;	/* since hv_vm_start() */
 };
 void hv_vm_pause_stats(struct hv_vm *vm, struct hv_pause_stats *out);
 
@@ -150,10 +155,10 @@ int hv_dirty_stop(struct hv_vm *vm);
 bool hv_dirty_is_tracking(struct hv_vm *vm);
 
 struct hv_harvest_stats {
-	uint64_t pages;    /* dirty pages returned */
+	uint64_t pages;	    /* dirty pages returned */
 	uint64_t vmm_pages; /* of them, pages the VMM-side bitmap contributed (may overlap) */
-	uint64_t get_ns;   /* KVM_GET_DIRTY_LOG, all slots */
-	uint64_t clear_ns; /* KVM_CLEAR_DIRTY_LOG, all slots */
+	uint64_t get_ns;    /* KVM_GET_DIRTY_LOG, all slots */
+	uint64_t clear_ns;  /* KVM_CLEAR_DIRTY_LOG, all slots */
 	uint64_t total_ns;
 };
 /*
@@ -184,9 +189,9 @@ int hv_dirty_bare_ioctls(struct hv_vm *vm, uint64_t *ns_out);
 
 struct hv_tg_config {
 	const char *image_path; /* castor-tg.bin */
-	uint64_t wss_bytes;     /* work region per vCPU */
-	uint64_t rate;          /* pages per ms per vCPU; TG_RATE_MAX = unthrottled */
-	uint64_t out_rate;      /* outputs per second per vCPU */
+	uint64_t wss_bytes;	/* work region per vCPU */
+	uint64_t rate;		/* pages per ms per vCPU; TG_RATE_MAX = unthrottled */
+	uint64_t out_rate;	/* outputs per second per vCPU */
 	uint64_t seed;
 	uint32_t window_words;
 	bool serial_tick;
@@ -204,8 +209,8 @@ struct hv_tg_vcpu {
 	uint64_t out_seq;      /* from guest memory */
 	uint64_t outputs_seen; /* outputs the test device received */
 	uint64_t order_errors; /* outputs whose number was not the next one */
-	bool ready;            /* reported TG_REG_READY */
-	uint32_t fault;        /* vector | cpl << 8 reported on TG_REG_FAULT, or 0 */
+	bool ready;	       /* reported TG_REG_READY */
+	uint32_t fault;	       /* vector | cpl << 8 reported on TG_REG_FAULT, or 0 */
 	bool faulted;
 };
 int hv_tg_vcpu(struct hv_vm *vm, uint32_t idx, struct hv_tg_vcpu *out);

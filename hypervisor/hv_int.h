@@ -20,7 +20,7 @@ struct hv_vcpu;
 /* ---- kvm.c ------------------------------------------------------------------------ */
 
 struct hv_kvm {
-	int fd;              /* /dev/kvm */
+	int fd; /* /dev/kvm */
 	int vcpu_mmap_size;
 	struct kvm_cpuid2 *cpuid; /* KVM_GET_SUPPORTED_CPUID */
 	uint32_t tsc_khz;
@@ -70,7 +70,7 @@ void serial_access(void *dev, struct hv_vcpu *vcpu, uint64_t offset, uint8_t *da
 		   bool is_write);
 
 struct hv_testdev_vcpu {
-	uint64_t next_seq;     /* number expected for the next output */
+	uint64_t next_seq; /* number expected for the next output */
 	uint64_t outputs;
 	uint64_t order_errors;
 	bool ready;
@@ -82,8 +82,8 @@ struct hv_testdev {
 	struct hv_vm *vm;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	uint64_t state_gpa;    /* guest's struct tg_vcpu_state array */
-	uint64_t mbox_done;    /* low 32 bits of the last mailbox seq reported */
+	uint64_t state_gpa; /* guest's struct tg_vcpu_state array */
+	uint64_t mbox_done; /* low 32 bits of the last mailbox seq reported */
 	uint64_t mbox_reports;
 	struct hv_testdev_vcpu vcpu[HV_MAX_VCPUS];
 	hv_tg_output_fn output_cb;
@@ -101,14 +101,14 @@ struct hv_slot {
 	uint64_t gpa;
 	uint64_t size;
 	uint64_t ram_off; /* offset in the memfd */
-	uint32_t flags;   /* KVM_MEM_* currently registered */
+	uint32_t flags;	  /* KVM_MEM_* currently registered */
 };
 
 #define HV_MAX_SLOTS 2
 
 struct hv_mem {
 	int memfd;
-	uint8_t *base;     /* whole memfd, MAP_SHARED */
+	uint8_t *base; /* whole memfd, MAP_SHARED */
 	uint64_t size;
 	uint64_t pages;
 	struct hv_slot slots[HV_MAX_SLOTS];
@@ -156,7 +156,7 @@ struct hv_io {
 	pthread_mutex_t gate_lock;
 	pthread_cond_t gate_cond;
 	bool gate_closed; /* paused: no device callback may start */
-	bool busy;        /* a device callback is running */
+	bool busy;	  /* a device callback is running */
 	struct event *stop_ev;
 };
 int io_init(struct hv_io *io);
@@ -171,8 +171,7 @@ void io_gate_open(struct hv_io *io);
 
 /* Identity page tables, GDT, and a vCPU's 64-bit entry state (boot/entry64.c). */
 int boot_build_page_tables(struct hv_vm *vm);
-int boot_vcpu_entry64(struct hv_vcpu *vcpu, uint64_t rip, uint64_t rdi, uint64_t rsi,
-		      uint64_t rdx);
+int boot_vcpu_entry64(struct hv_vcpu *vcpu, uint64_t rip, uint64_t rdi, uint64_t rsi, uint64_t rdx);
 int boot_vcpu_cpuid(struct hv_vcpu *vcpu);
 int boot_vcpu_tsc_khz(struct hv_vcpu *vcpu, uint32_t *khz_out);
 
@@ -207,8 +206,8 @@ struct hv_vm {
 	pthread_cond_t resume_cond;
 	atomic_bool pause_req;
 	atomic_bool stop_req;
-	unsigned parked;      /* vCPUs parked (under park_lock) */
-	unsigned active;      /* vCPU threads in their run loop (under park_lock) */
+	unsigned parked;       /* vCPUs parked (under park_lock) */
+	unsigned active;       /* vCPU threads in their run loop (under park_lock) */
 	_Atomic int run_state; /* enum hv_run_state */
 	uint64_t start_ns;
 	uint64_t pauses;

@@ -72,7 +72,8 @@ int hv_tg_check_ram(const uint8_t *ram, uint64_t mem_bytes, struct hv_tg_check *
 	res->ncpus = p->ncpus;
 	for (i = 0; i < p->ncpus; i++) {
 		const struct tg_vcpu_state *st =
-			(const struct tg_vcpu_state *)(ram + h->state_gpa + (uint64_t)i * TG_PAGE_SIZE);
+			(const struct tg_vcpu_state *)(ram + h->state_gpa +
+						       (uint64_t)i * TG_PAGE_SIZE);
 		uint64_t c = st->counter, n = p->wss_pages, base = tg_region_base(i, n), k;
 
 		res->counters[i] = c;
@@ -87,7 +88,8 @@ int hv_tg_check_ram(const uint8_t *ram, uint64_t mem_bytes, struct hv_tg_check *
 			if (k >= c) {
 				if (!is_zero_page(page))
 					bad(res, gpa,
-					    "page 0x%" PRIx64 " should be untouched (counter %" PRIu64
+					    "page 0x%" PRIx64
+					    " should be untouched (counter %" PRIu64
 					    ") but holds counter %" PRIu64,
 					    c, ((const uint64_t *)page)[1]);
 				continue;

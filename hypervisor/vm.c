@@ -21,7 +21,7 @@
 
 #include "hypervisor/guest/abi.h"
 
-#define HV_TSS_ADDR 0xfffbd000ull
+#define HV_TSS_ADDR	     0xfffbd000ull
 #define HV_IDENTITY_MAP_ADDR 0xfffbc000ull
 
 static const char *const run_state_names[] = {"created", "running", "paused", "stopped"};
@@ -62,7 +62,8 @@ int hv_vm_config_check(const struct hv_vm_config *cfg, char *why, size_t why_len
 		return -ERANGE;
 	}
 	if (cfg->mem_bytes < HV_MIN_MEM) {
-		snprintf(why, why_len, "memory size %" PRIu64 " bytes is below the minimum of %llu MiB",
+		snprintf(why, why_len,
+			 "memory size %" PRIu64 " bytes is below the minimum of %llu MiB",
 			 cfg->mem_bytes, HV_MIN_MEM >> 20);
 		return -ERANGE;
 	}
@@ -152,7 +153,8 @@ int hv_vm_create(const struct hv_vm_config *cfg, struct hv_vm **vm_out)
 	}
 	rc = mem_init(vm, cfg->mem_bytes);
 	if (rc < 0) {
-		LOG_ERRNO(rc, "vm %s: guest RAM of %" PRIu64 " MiB", vm->name, cfg->mem_bytes >> 20);
+		LOG_ERRNO(rc, "vm %s: guest RAM of %" PRIu64 " MiB", vm->name,
+			  cfg->mem_bytes >> 20);
 		goto fail;
 	}
 	rc = bus_add(&vm->pio, TG_COM1, 8, serial_access, &vm->serial);

@@ -27,16 +27,16 @@ void util_log(enum util_log_level level, const char *tag, int err, const char *f
 #ifndef LOG_TAG
 #define LOG_TAG "castor"
 #endif
-#define LOG_ERR(...) util_log(LOG_LVL_ERR, LOG_TAG, 0, __VA_ARGS__)
+#define LOG_ERR(...)  util_log(LOG_LVL_ERR, LOG_TAG, 0, __VA_ARGS__)
 #define LOG_WARN(...) util_log(LOG_LVL_WARN, LOG_TAG, 0, __VA_ARGS__)
 #define LOG_INFO(...) util_log(LOG_LVL_INFO, LOG_TAG, 0, __VA_ARGS__)
-#define LOG_DBG(...)                                                                              \
+#define LOG_DBG(...)                                                                               \
 	do {                                                                                       \
 		if (util_log_get_level() >= LOG_LVL_DBG)                                           \
 			util_log(LOG_LVL_DBG, LOG_TAG, 0, __VA_ARGS__);                            \
 	} while (0)
 /* rc is a negative errno; its text is appended to the message. */
-#define LOG_ERRNO(rc, ...) util_log(LOG_LVL_ERR, LOG_TAG, (rc), __VA_ARGS__)
+#define LOG_ERRNO(rc, ...)	util_log(LOG_LVL_ERR, LOG_TAG, (rc), __VA_ARGS__)
 #define LOG_WARN_ERRNO(rc, ...) util_log(LOG_LVL_WARN, LOG_TAG, (rc), __VA_ARGS__)
 
 /* ---- time ----------------------------------------------------------------------- */
@@ -65,7 +65,7 @@ struct util_bitmap {
 #define UTIL_BITMAP_WORDS(n) (((n) + 63) / 64)
 
 int util_bitmap_init(struct util_bitmap *b, uint64_t nbits); /* all clear; -ENOMEM */
-void util_bitmap_dispose(struct util_bitmap *b);             /* idempotent */
+void util_bitmap_dispose(struct util_bitmap *b);	     /* idempotent */
 void util_bitmap_clear_all(struct util_bitmap *b);
 void util_bitmap_set_all(struct util_bitmap *b);
 void util_bitmap_set(struct util_bitmap *b, uint64_t bit);

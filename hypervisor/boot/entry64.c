@@ -14,32 +14,32 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
-#define BOOT_GDT_GPA 0x3000ull
+#define BOOT_GDT_GPA	0x3000ull
 #define BOOT_STACKS_TOP 0x10000ull
-#define BOOT_PML4_GPA 0x10000ull
-#define BOOT_PT_END 0xa0000ull
+#define BOOT_PML4_GPA	0x10000ull
+#define BOOT_PT_END	0xa0000ull
 
-#define PTE_P 0x1ull
+#define PTE_P  0x1ull
 #define PTE_RW 0x2ull
 #define PTE_US 0x4ull
-#define PTE_A 0x20ull
-#define PTE_D 0x40ull
+#define PTE_A  0x20ull
+#define PTE_D  0x40ull
 #define PTE_PS 0x80ull
 /* A and D preset: the CPU never writes the tables, so they never show up dirty */
-#define PTE_TABLE (PTE_P | PTE_RW | PTE_US | PTE_A)
+#define PTE_TABLE   (PTE_P | PTE_RW | PTE_US | PTE_A)
 #define PTE_LEAF_2M (PTE_TABLE | PTE_D | PTE_PS)
 
-#define CR0_PE 0x1ull
-#define CR0_MP 0x2ull
-#define CR0_ET 0x10ull
-#define CR0_NE 0x20ull
-#define CR0_WP 0x10000ull
-#define CR0_PG 0x80000000ull
-#define CR4_PAE 0x20ull
-#define CR4_OSFXSR 0x200ull
+#define CR0_PE	       0x1ull
+#define CR0_MP	       0x2ull
+#define CR0_ET	       0x10ull
+#define CR0_NE	       0x20ull
+#define CR0_WP	       0x10000ull
+#define CR0_PG	       0x80000000ull
+#define CR4_PAE	       0x20ull
+#define CR4_OSFXSR     0x200ull
 #define CR4_OSXMMEXCPT 0x400ull
-#define EFER_LME 0x100ull
-#define EFER_LMA 0x400ull
+#define EFER_LME       0x100ull
+#define EFER_LMA       0x400ull
 
 static uint64_t max_gpa(struct hv_vm *vm)
 {

@@ -82,7 +82,8 @@ int hv_tg_config_set(struct hv_tg_config *cfg, const char *kv, char *why, size_t
 			cfg->serial_tick = v == 1;
 	} else {
 		snprintf(why, why_len,
-			 "unknown guest parameter '%s' (known: wss, rate, outrate, seed, window, tick)",
+			 "unknown guest parameter '%s' (known: wss, rate, outrate, seed, window, "
+			 "tick)",
 			 key);
 		return -EINVAL;
 	}

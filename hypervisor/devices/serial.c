@@ -11,7 +11,7 @@
 
 enum {
 	UART_RBR_THR = 0, /* DLL with DLAB */
-	UART_IER = 1,     /* DLM with DLAB */
+	UART_IER = 1,	  /* DLM with DLAB */
 	UART_IIR_FCR = 2,
 	UART_LCR = 3,
 	UART_MCR = 4,
@@ -19,9 +19,9 @@ enum {
 	UART_MSR = 6,
 	UART_SCR = 7,
 };
-#define UART_LCR_DLAB 0x80
-#define UART_LSR_THRE 0x20
-#define UART_LSR_TEMT 0x40
+#define UART_LCR_DLAB	0x80
+#define UART_LSR_THRE	0x20
+#define UART_LSR_TEMT	0x40
 #define UART_IIR_NO_INT 0x01
 
 void serial_init(struct hv_serial *s, int out_fd)

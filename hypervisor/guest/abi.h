@@ -21,23 +21,23 @@
 
 #include <stdint.h>
 
-#define TG_PAGE_SIZE 4096u
+#define TG_PAGE_SIZE  4096u
 #define TG_PAGE_WORDS (TG_PAGE_SIZE / 8u)
-#define TG_MAX_CPUS 8u
+#define TG_MAX_CPUS   8u
 
-#define TG_PARAMS_GPA 0x1000ull
+#define TG_PARAMS_GPA  0x1000ull
 #define TG_MAILBOX_GPA 0x2000ull
-#define TG_LOAD_ADDR 0x100000ull
-#define TG_WORK_BASE 0x400000ull
+#define TG_LOAD_ADDR   0x100000ull
+#define TG_WORK_BASE   0x400000ull
 
 /* ---- the image header, at TG_LOAD_ADDR + TG_IMAGE_HDR_OFFSET ---------------- */
 
 #define TG_IMAGE_HDR_OFFSET 64u
-#define TG_IMAGE_MAGIC 0x31474d4952545343ull /* "CSTRIMG1" little-endian */
-#define TG_IMAGE_VERSION 1u
+#define TG_IMAGE_MAGIC	    0x31474d4952545343ull /* "CSTRIMG1" little-endian */
+#define TG_IMAGE_VERSION    1u
 
 struct tg_image_header {
-	uint64_t magic;       /* TG_IMAGE_MAGIC */
+	uint64_t magic;	      /* TG_IMAGE_MAGIC */
 	uint32_t version;     /* TG_IMAGE_VERSION */
 	uint32_t header_size; /* sizeof(struct tg_image_header) */
 	uint64_t load_addr;   /* where the flat file's first byte goes: TG_LOAD_ADDR */
@@ -63,28 +63,28 @@ _Static_assert(sizeof(struct tg_image_header) == 80, "tg_image_header layout");
  * entry64 loads the guest's own GDT/TSS/IDT and iretq's to ring 3 with IOPL 3;
  * everything else runs in ring 3.
  */
-#define TG_BOOT_CASTOR 0u
+#define TG_BOOT_CASTOR	  0u
 #define TG_BOOT_MULTIBOOT 1u
 
 /* ---- parameters, at TG_PARAMS_GPA ------------------------------------------- */
 
-#define TG_PARAMS_MAGIC 0x4754524f54534143ull /* "CASTORTG" */
+#define TG_PARAMS_MAGIC	  0x4754524f54534143ull /* "CASTORTG" */
 #define TG_PARAMS_VERSION 1u
-#define TG_RATE_MAX UINT64_MAX /* dirty as fast as possible */
-#define TG_READY_MAGIC 0x5944414552475443ull /* "CTGREADY" */
+#define TG_RATE_MAX	  UINT64_MAX		/* dirty as fast as possible */
+#define TG_READY_MAGIC	  0x5944414552475443ull /* "CTGREADY" */
 
 struct tg_params {
-	uint64_t magic;   /* TG_PARAMS_MAGIC */
-	uint32_t version; /* TG_PARAMS_VERSION */
-	uint32_t ncpus;   /* vCPUs running the workload, 1..TG_MAX_CPUS */
-	uint64_t tsc_khz; /* TSC frequency, for the guest's clock */
-	uint64_t seed;    /* seeds every page's contents */
+	uint64_t magic;	    /* TG_PARAMS_MAGIC */
+	uint32_t version;   /* TG_PARAMS_VERSION */
+	uint32_t ncpus;	    /* vCPUs running the workload, 1..TG_MAX_CPUS */
+	uint64_t tsc_khz;   /* TSC frequency, for the guest's clock */
+	uint64_t seed;	    /* seeds every page's contents */
 	uint64_t wss_pages; /* work region size per vCPU, pages (>= 1) */
 	/* read by the guest on every loop, so the host may change them at run time: */
-	uint64_t rate;      /* pages to write per ms per vCPU; 0 = none; TG_RATE_MAX */
-	uint64_t out_rate;  /* outputs per second per vCPU; 0 = none */
+	uint64_t rate;	       /* pages to write per ms per vCPU; 0 = none; TG_RATE_MAX */
+	uint64_t out_rate;     /* outputs per second per vCPU; 0 = none */
 	uint32_t window_words; /* words rewritten per page write, 1..TG_WINDOW_MAX */
-	uint32_t flags;        /* TG_F_* */
+	uint32_t flags;	       /* TG_F_* */
 	uint64_t ram_below_4g; /* bytes of RAM from guest-physical 0 */
 	uint64_t ram_above_4g; /* bytes of RAM from 4 GiB (not used by the guest) */
 	/* written by the guest: */
@@ -93,7 +93,7 @@ struct tg_params {
 };
 _Static_assert(sizeof(struct tg_params) == 120, "tg_params layout");
 
-#define TG_WINDOW_MAX 256u
+#define TG_WINDOW_MAX	 256u
 #define TG_F_SERIAL_TICK 0x1u /* vCPU 0 prints a status line on COM1 every second */
 
 /* ---- per-vCPU state, one page each at image_header.state_gpa ---------------- */
@@ -103,7 +103,7 @@ struct tg_vcpu_state {
 	uint64_t out_seq;     /* outputs emitted; the next output is numbered out_seq */
 	uint64_t out_counter; /* counter at the last output */
 	uint64_t started;     /* TG_READY_MAGIC once this vCPU runs in ring 3 */
-	uint64_t loops;       /* workload loop iterations, for diagnostics */
+	uint64_t loops;	      /* workload loop iterations, for diagnostics */
 	uint64_t mbox_done;   /* vCPU 0: seq of the last mailbox command done */
 	uint64_t reserved[2];
 };
@@ -111,22 +111,22 @@ _Static_assert(sizeof(struct tg_vcpu_state) == 64, "tg_vcpu_state layout");
 
 /* ---- the mailbox, at TG_MAILBOX_GPA ------------------------------------------ */
 
-#define TG_CMD_NONE 0u
+#define TG_CMD_NONE	   0u
 #define TG_CMD_DIRTY_RANGE 1u /* write word 0 of `count` scratch pages */
-#define TG_MBOX_OK 0u
-#define TG_MBOX_REJECTED 1u /* a page outside the scratch area, or an unknown cmd */
+#define TG_MBOX_OK	   0u
+#define TG_MBOX_REJECTED   1u /* a page outside the scratch area, or an unknown cmd */
 
 /* The scratch area: after every vCPU's work region, up to the end of low RAM. */
 static inline uint64_t tg_scratch_base(uint32_t ncpus, uint64_t wss_pages);
 
 struct tg_mailbox {
-	uint64_t seq;    /* the host writes the arguments, then seq + 1 (release) */
-	uint32_t cmd;    /* TG_CMD_* */
+	uint64_t seq;	 /* the host writes the arguments, then seq + 1 (release) */
+	uint32_t cmd;	 /* TG_CMD_* */
 	uint32_t status; /* written by the guest before it reports done: TG_MBOX_* */
-	uint64_t first;  /* guest-physical page number of the first page */
-	uint64_t count;  /* pages to write */
+	uint64_t first;	 /* guest-physical page number of the first page */
+	uint64_t count;	 /* pages to write */
 	uint64_t stride; /* page-number step between them (>= 1) */
-	uint64_t value;  /* value written to word 0 of each page */
+	uint64_t value;	 /* value written to word 0 of each page */
 };
 _Static_assert(sizeof(struct tg_mailbox) == 48, "tg_mailbox layout");
 
@@ -138,11 +138,12 @@ _Static_assert(sizeof(struct tg_mailbox) == 48, "tg_mailbox layout");
  */
 #define TG_MMIO_BASE 0xfe000000ull
 #define TG_MMIO_SIZE 0x1000u
-#define TG_REG_OUTPUT 0x0u    /* value: low 32 bits of the output's number; the
+#define TG_REG_OUTPUT                                                                              \
+	0x0u		      /* value: low 32 bits of the output's number; the                    \
 				 vCPU's state page holds out_seq/out_counter */
 #define TG_REG_MBOX_DONE 0x4u /* value: low 32 bits of the mailbox seq done */
-#define TG_REG_READY 0x8u     /* value: vCPU index, once it runs in ring 3 */
-#define TG_REG_FAULT 0xcu     /* value: vector | cpl << 8; the vCPU then stops */
+#define TG_REG_READY	 0x8u /* value: vCPU index, once it runs in ring 3 */
+#define TG_REG_FAULT	 0xcu /* value: vector | cpl << 8; the vCPU then stops */
 
 #define TG_COM1 0x3f8u
 

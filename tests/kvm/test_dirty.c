@@ -62,7 +62,8 @@ static void assert_exact(const struct util_bitmap *h, const struct util_bitmap *
 	for (p = util_bitmap_next_set(expect, 0); p < expect->nbits;
 	     p = util_bitmap_next_set(expect, p + 1))
 		if (!util_bitmap_is_set(h, p))
-			fail_msg("page 0x%llx was written but not harvested", (unsigned long long)p);
+			fail_msg("page 0x%llx was written but not harvested",
+				 (unsigned long long)p);
 	for (p = util_bitmap_next_set(h, 0); p < h->nbits; p = util_bitmap_next_set(h, p + 1))
 		if (!util_bitmap_is_set(expect, p) && !util_bitmap_is_set(allowed, p))
 			fail_msg("page 0x%llx was harvested but nobody wrote it",
@@ -121,9 +122,9 @@ static void vmm_writes_are_harvested(void **state)
 		util_bitmap_set(&f->expect, pfn);
 	}
 	/* a write across a page boundary marks both pages */
-	assert_int_equal(hv_mem_write(f->vm, (f->scratch_first + 2000) * HV_PAGE_SIZE - 4, &v,
-				      sizeof(v)),
-			 0);
+	assert_int_equal(
+		hv_mem_write(f->vm, (f->scratch_first + 2000) * HV_PAGE_SIZE - 4, &v, sizeof(v)),
+		0);
 	util_bitmap_set(&f->expect, f->scratch_first + 1999);
 	util_bitmap_set(&f->expect, f->scratch_first + 2000);
 	assert_int_equal(hv_dirty_harvest(f->vm, &f->h, NULL), 0);

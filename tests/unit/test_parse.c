@@ -136,9 +136,9 @@ static void page_rule(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(sizes),      cmocka_unit_test(numbers),
+		cmocka_unit_test(sizes),	cmocka_unit_test(numbers),
 		cmocka_unit_test(guest_params), cmocka_unit_test(vm_limits),
-		cmocka_unit_test(ram_layout), cmocka_unit_test(page_rule),
+		cmocka_unit_test(ram_layout),	cmocka_unit_test(page_rule),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -40,7 +40,8 @@ void cli_bench_usage(FILE *f)
 	      "\n"
 	      "commands:\n"
 	      "  pause   pause+resume latency percentiles for several vCPU counts\n"
-	      "          --cpus LIST (1,2,4)  --cycles N (2000)  --gap-us N (500)  --mem SIZE (256M)\n"
+	      "          --cpus LIST (1,2,4)  --cycles N (2000)  --gap-us N (500)  --mem SIZE "
+	      "(256M)\n"
 	      "  dirty   dirty-harvest time at 1%, 10%, 100% of pages dirty, beside the bare\n"
 	      "          KVM_GET_DIRTY_LOG + KVM_CLEAR_DIRTY_LOG ioctls\n"
 	      "          --mem SIZE (1G)  --reps N (20)  --cpus N (1)\n"
@@ -124,8 +125,10 @@ static int bench_pause_one(const struct bench_opts *o, uint32_t ncpus, struct cl
 		cli_json_u64(j, "cycles", o->cycles);
 		cli_json_double(j, "pause_p50_us", util_percentile(pause_ns, o->cycles, 50) / 1e3);
 		cli_json_double(j, "pause_p99_us", util_percentile(pause_ns, o->cycles, 99) / 1e3);
-		cli_json_double(j, "resume_p50_us", util_percentile(resume_ns, o->cycles, 50) / 1e3);
-		cli_json_double(j, "resume_p99_us", util_percentile(resume_ns, o->cycles, 99) / 1e3);
+		cli_json_double(j, "resume_p50_us",
+				util_percentile(resume_ns, o->cycles, 50) / 1e3);
+		cli_json_double(j, "resume_p99_us",
+				util_percentile(resume_ns, o->cycles, 99) / 1e3);
 		cli_json_double(j, "cycle_p50_us", util_percentile(cycle_ns, o->cycles, 50) / 1e3);
 		cli_json_double(j, "cycle_p99_us", util_percentile(cycle_ns, o->cycles, 99) / 1e3);
 		cli_json_object_end(j);
@@ -206,7 +209,8 @@ static int bench_dirty(const struct bench_opts *o, uint32_t ncpus)
 	if (rc < 0)
 		goto out;
 	if (!o->json)
-		printf("castor bench dirty: %llu MiB guest (%llu pages), %llu reps; harvest = Castor's "
+		printf("castor bench dirty: %llu MiB guest (%llu pages), %llu reps; harvest = "
+		       "Castor's "
 		       "hv_dirty_harvest(), bare = KVM_GET_DIRTY_LOG + KVM_CLEAR_DIRTY_LOG alone\n"
 		       "%-6s %8s %15s %15s %14s %14s %7s\n",
 		       (unsigned long long)(o->mem >> 20), (unsigned long long)hv_ram_pages(vm),
@@ -253,9 +257,11 @@ static int bench_dirty(const struct bench_opts *o, uint32_t ncpus)
 			cli_json_u64(&j, "dirty_pct", pcts[pi]);
 			cli_json_u64(&j, "pages", pages);
 			cli_json_double(&j, "harvest_p50_us", hp50);
-			cli_json_double(&j, "harvest_p90_us", util_percentile(h_ns, o->reps, 90) / 1e3);
+			cli_json_double(&j, "harvest_p90_us",
+					util_percentile(h_ns, o->reps, 90) / 1e3);
 			cli_json_double(&j, "bare_p50_us", bp50);
-			cli_json_double(&j, "bare_p90_us", util_percentile(b_ns, o->reps, 90) / 1e3);
+			cli_json_double(&j, "bare_p90_us",
+					util_percentile(b_ns, o->reps, 90) / 1e3);
 			cli_json_double(&j, "ratio", bp50 > 0 ? hp50 / bp50 : 0);
 			cli_json_object_end(&j);
 			cli_json_finish(&j);
@@ -263,7 +269,8 @@ static int bench_dirty(const struct bench_opts *o, uint32_t ncpus)
 			printf("%5u%% %8llu %15.1f %15.1f %14.1f %14.1f %7.2f\n", pcts[pi],
 			       (unsigned long long)pages, hp50,
 			       util_percentile(h_ns, o->reps, 90) / 1e3, bp50,
-			       util_percentile(b_ns, o->reps, 90) / 1e3, bp50 > 0 ? hp50 / bp50 : 0);
+			       util_percentile(b_ns, o->reps, 90) / 1e3,
+			       bp50 > 0 ? hp50 / bp50 : 0);
 		}
 	}
 out:
@@ -279,10 +286,14 @@ out:
 int cli_bench_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"cpus", required_argument, NULL, 'c'},   {"cycles", required_argument, NULL, 'n'},
-		{"gap-us", required_argument, NULL, 'g'}, {"mem", required_argument, NULL, 'm'},
-		{"reps", required_argument, NULL, 'r'},   {"json", no_argument, NULL, 'j'},
-		{"guest-image", required_argument, NULL, 'i'}, {"help", no_argument, NULL, 'h'},
+		{"cpus", required_argument, NULL, 'c'},
+		{"cycles", required_argument, NULL, 'n'},
+		{"gap-us", required_argument, NULL, 'g'},
+		{"mem", required_argument, NULL, 'm'},
+		{"reps", required_argument, NULL, 'r'},
+		{"json", no_argument, NULL, 'j'},
+		{"guest-image", required_argument, NULL, 'i'},
+		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
 	struct bench_opts o = {.image = CASTOR_GUEST_BIN, .gap_us = 500};
@@ -319,7 +330,8 @@ int cli_bench_main(int argc, char **argv)
 		case 'n':
 		case 'g':
 		case 'r':
-			if (util_parse_u64(optarg, &v) < 0 || (c != 'g' && (v < 1 || v > 10000000))) {
+			if (util_parse_u64(optarg, &v) < 0 ||
+			    (c != 'g' && (v < 1 || v > 10000000))) {
 				cli_err("bench %s: bad number '%s'", cmd, optarg);
 				return CLI_EXIT_USAGE;
 			}

@@ -41,12 +41,14 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: castor-vmm run --mem SIZE --cpus N --test-guest --control PATH [options]\n"
 		"\n"
-		"  --mem SIZE            guest RAM: 16M up to the host's available memory (K/M/G/T)\n"
+		"  --mem SIZE            guest RAM: 16M up to the host's available memory "
+		"(K/M/G/T)\n"
 		"  --cpus N              vCPUs, 1 to %u\n"
 		"  --test-guest          run Castor's test guest (the only guest so far)\n"
 		"  --guest-param K=V     test-guest parameter, repeatable: wss=SIZE rate=N|max\n"
 		"                        outrate=N seed=N window=N tick=0|1 (docs/test-guest.md)\n"
-		"  --guest-image FILE    test-guest image (default: the one built with castor-vmm)\n"
+		"  --guest-image FILE    test-guest image (default: the one built with "
+		"castor-vmm)\n"
 		"  --control PATH        unix socket for `castor vm ...`\n"
 		"  --serial FILE         COM1 output (default: standard output; 'none' discards)\n"
 		"  --name NAME           VM name for logs and status (default: vm)\n"
@@ -88,7 +90,8 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 		switch (c) {
 		case 'm':
 			if (util_parse_size(optarg, &v) < 0)
-				return bad_usage("--mem: '%s' is not a size (e.g. 512M, 1G)", optarg);
+				return bad_usage("--mem: '%s' is not a size (e.g. 512M, 1G)",
+						 optarg);
 			o->vm.mem_bytes = v;
 			have_mem = true;
 			break;
@@ -136,7 +139,8 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 	if (!have_cpus)
 		return bad_usage("%s", "--cpus is required");
 	if (!o->test_guest)
-		return bad_usage("%s", "--test-guest is required (no other guest is supported yet)");
+		return bad_usage("%s",
+				 "--test-guest is required (no other guest is supported yet)");
 	if (!o->control)
 		return bad_usage("%s", "--control is required");
 	if (hv_vm_config_check(&o->vm, why, sizeof(why)) < 0)
