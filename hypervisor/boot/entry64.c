@@ -2,7 +2,7 @@
  * 64-bit direct entry: identity page tables over all guest-physical space
  * (2 MiB pages, user-accessible so a ring-3 guest can use them), a flat GDT,
  * and each vCPU's registers, CPUID and run state. Boot-time layout:
- *   0x3000            GDT (null, 0x08 code64, 0x10 data)
+ *   0x4000            GDT (null, 0x08 code64, 0x10 data)
  *   0x8000..0x10000   boot stacks, one page per vCPU
  *   0x10000           PML4, then PDPT, then one PD per GiB
  */

@@ -8,6 +8,8 @@
  *   0x1000          struct tg_params   (filled by the VMM, or by the guest from
  *                                       the multiboot command line under QEMU)
  *   0x2000          struct tg_mailbox  (host -> guest commands)
+ *   0x3000          struct tg_io_state (written by the guest: network and disk
+ *                                       counters, for the host and tests)
  *   0x100000        the image: multiboot header at offset 0, struct
  *                   tg_image_header at offset TG_IMAGE_HDR_OFFSET, code, data,
  *                   bss (GDT/IDT/TSS, stacks, vCPU state pages)
@@ -27,6 +29,7 @@
 
 #define TG_PARAMS_GPA  0x1000ull
 #define TG_MAILBOX_GPA 0x2000ull
+#define TG_IO_STATE_GPA 0x3000ull
 #define TG_LOAD_ADDR   0x100000ull
 #define TG_WORK_BASE   0x400000ull
 
@@ -69,7 +72,7 @@ _Static_assert(sizeof(struct tg_image_header) == 80, "tg_image_header layout");
 /* ---- parameters, at TG_PARAMS_GPA ------------------------------------------- */
 
 #define TG_PARAMS_MAGIC	  0x4754524f54534143ull /* "CASTORTG" */
-#define TG_PARAMS_VERSION 1u
+#define TG_PARAMS_VERSION 2u
 #define TG_RATE_MAX	  UINT64_MAX		/* dirty as fast as possible */
 #define TG_READY_MAGIC	  0x5944414552475443ull /* "CTGREADY" */
 
@@ -90,8 +93,21 @@ struct tg_params {
 	/* written by the guest: */
 	uint64_t ready; /* TG_READY_MAGIC once vCPU 0 runs its workload */
 	uint64_t reserved[4];
+	/* ---- version 2: devices (virtio-mmio, modern), all 0 when absent ---- */
+	uint64_t net_mmio;  /* guest-physical base of the virtio-net transport */
+	uint64_t blk_mmio;  /* guest-physical base of the virtio-blk transport */
+	uint32_t ip;        /* guest IPv4 address, network byte order (0: no IP stack) */
+	uint32_t netmask;   /* network byte order */
+	uint32_t gateway;   /* network byte order; 0 = none (answer on-link peers only) */
+	uint32_t io_flags;  /* TG_IO_F_* */
+	uint64_t blk_first; /* disk workload: first sector of its area */
+	uint64_t blk_count; /* disk workload: blocks (TG_BLK_BLOCK bytes each); 0 = none */
+	uint64_t blk_rate;  /* disk workload: blocks written (and read back) per second */
+	uint64_t reserved2[4];
 };
-_Static_assert(sizeof(struct tg_params) == 120, "tg_params layout");
+_Static_assert(sizeof(struct tg_params) == 208, "tg_params layout");
+
+#define TG_IO_F_BLK_VERIFY_ONLY 0x1u /* disk workload: read and verify, never write */
 
 #define TG_WINDOW_MAX	 256u
 #define TG_F_SERIAL_TICK 0x1u /* vCPU 0 prints a status line on COM1 every second */
@@ -113,8 +129,11 @@ _Static_assert(sizeof(struct tg_vcpu_state) == 64, "tg_vcpu_state layout");
 
 #define TG_CMD_NONE	   0u
 #define TG_CMD_DIRTY_RANGE 1u /* write word 0 of `count` scratch pages */
+#define TG_CMD_NET_RESET   2u /* reset the virtio-net device and bring it up again */
+#define TG_CMD_BLK_RESET   3u /* reset the virtio-blk device and bring it up again */
 #define TG_MBOX_OK	   0u
 #define TG_MBOX_REJECTED   1u /* a page outside the scratch area, or an unknown cmd */
+#define TG_MBOX_FAILED     2u /* a device did not come back after its reset */
 
 /* The scratch area: after every vCPU's work region, up to the end of low RAM. */
 static inline uint64_t tg_scratch_base(uint32_t ncpus, uint64_t wss_pages);
@@ -201,6 +220,55 @@ static inline uint64_t tg_word(uint64_t pfn, uint64_t c, uint64_t seed, uint32_t
 	if (w < 256)
 		return tg_mix(seed ^ (pfn << 9) ^ w);
 	return 0;
+}
+
+/* ---- network and disk (version 2) ------------------------------------------------ */
+
+#define TG_TCP_PORT 7700u /* "<seq>\n" -> "<seq> <count>\n", count = TCP requests answered */
+#define TG_UDP_PORT 7701u /* "<seq>" -> "<seq> <count>", count = UDP requests answered */
+#define TG_BLK_BLOCK 4096u /* the disk workload's block size */
+
+/*
+ * Counters the guest keeps at TG_IO_STATE_GPA (vCPU 0 writes them; the host
+ * reads). `tcp_answered` and `udp_answered` are the counts the services send.
+ */
+struct tg_io_state {
+	uint64_t net_up;       /* TG_READY_MAGIC once the NIC is initialised */
+	uint64_t blk_up;       /* TG_READY_MAGIC once the disk is initialised */
+	uint64_t rx_frames, tx_frames, rx_dropped;
+	uint64_t arp_replies, icmp_replies;
+	uint64_t udp_answered;
+	uint64_t tcp_answered;
+	uint64_t tcp_conns;          /* connections accepted */
+	uint64_t tcp_retransmits;
+	uint64_t tcp_resets;         /* resets sent */
+	uint64_t blk_written;        /* blocks written and completed OK */
+	uint64_t blk_verified;       /* blocks read back and found exact */
+	uint64_t blk_bad;            /* blocks read back and found wrong */
+	uint64_t blk_io_errors;      /* requests completed with a non-OK status */
+	uint64_t blk_generation;     /* passes over the workload area begun (1 = first) */
+	uint64_t blk_next;           /* next block of the current pass */
+	uint64_t net_resets, blk_resets; /* device resets done on mailbox command */
+	uint64_t reserved[12];
+};
+_Static_assert(sizeof(struct tg_io_state) == 256, "tg_io_state layout");
+
+/*
+ * The disk rule: block b (0-based in the workload area) written in pass g holds,
+ * as 512 little-endian words w: w0 = b ^ seed, w1 = g, w2..511 = tg_mix(seed ^
+ * b << 24 ^ g << 8 ^ w). Pass g writes blocks 0..blk_count-1 in order, each
+ * followed by a read-back and verify; then pass g + 1 begins. So on disk every
+ * block before `blk_next` holds pass `blk_generation`, the rest pass
+ * `blk_generation - 1` (or zeros when that is 0), the block being written
+ * possibly either.
+ */
+static inline uint64_t tg_blk_word(uint64_t b, uint64_t g, uint64_t seed, uint32_t w)
+{
+	if (w == 0)
+		return b ^ seed;
+	if (w == 1)
+		return g;
+	return tg_mix(seed ^ (b << 24) ^ (g << 8) ^ w);
 }
 
 #endif
