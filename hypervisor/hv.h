@@ -29,6 +29,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/uio.h>
+
 #include "util/util.h"
 
 #define HV_PAGE_SIZE  4096u
@@ -185,6 +187,74 @@ void hv_dirty_totals(struct hv_vm *vm, struct hv_dirty_totals *out);
  */
 int hv_dirty_bare_ioctls(struct hv_vm *vm, uint64_t *ns_out);
 
+/* ---- the I/O thread ------------------------------------------------------------------ */
+
+/*
+ * Watch an fd on the I/O thread's event loop. Callbacks pass the pause gate:
+ * none runs while the VM is paused, and a pause waits for a running one.
+ * `events` is HV_IO_READ and/or HV_IO_WRITE; the watch starts enabled and
+ * persists. The fd stays the caller's.
+ */
+#define HV_IO_READ  0x02
+#define HV_IO_WRITE 0x04
+struct hv_io_watch;
+typedef void (*hv_io_fn)(void *arg, int fd, short events);
+int hv_io_watch_add(struct hv_vm *vm, int fd, short events, hv_io_fn cb, void *arg,
+		    struct hv_io_watch **out);
+int hv_io_watch_enable(struct hv_io_watch *w, bool on);
+void hv_io_watch_free(struct hv_io_watch *w); /* NULL is fine */
+/* Run fn(arg) once on the I/O thread, behind the gate (from any thread). */
+int hv_io_call(struct hv_vm *vm, void (*fn)(void *arg), void *arg);
+
+/* ---- devices: virtio-mmio net and block -------------------------------------------- */
+
+/*
+ * virtio-net. Frames cross the backend interface with their 12-byte
+ * struct virtio_net_hdr_v1 in front (the tap's IFF_VNET_HDR format).
+ */
+struct hv_net;
+struct hv_net_backend_ops {
+	/*
+	 * Send one frame the guest transmitted (I/O thread). The iov points into
+	 * guest memory and is valid only during the call: copy what must outlive
+	 * it. Returns 0 when taken (sent, queued or deliberately dropped).
+	 */
+	int (*tx)(void *be, const struct iovec *iov, int iovcnt, size_t len);
+	/* The guest posted receive buffers after hv_net_rx() said -ENOBUFS (may be NULL). */
+	void (*rx_ready)(void *be);
+};
+struct hv_net_config {
+	uint8_t mac[6];
+	const struct hv_net_backend_ops *ops;
+	void *be;
+};
+int hv_net_add(struct hv_vm *vm, const struct hv_net_config *cfg, struct hv_net **out);
+/*
+ * Deliver one received frame (I/O thread only). -ENOBUFS: the guest has no
+ * receive buffer now -- keep the frame, rx_ready() says when to retry;
+ * -EIO: the device is not running (reset, not initialised): drop it.
+ */
+int hv_net_rx(struct hv_net *net, const void *frame, size_t len);
+struct hv_net_stats {
+	uint64_t tx_frames, tx_bytes, rx_frames, rx_bytes, rx_no_buffer, rx_dropped;
+};
+void hv_net_stats(struct hv_net *net, struct hv_net_stats *out);
+uint64_t hv_net_mmio_base(const struct hv_net *net);
+void hv_net_mac(const struct hv_net *net, char out[18]); /* "52:54:00:12:34:56" */
+
+/* virtio-blk on a raw image file. */
+struct hv_blk;
+struct hv_blk_config {
+	const char *path;
+	bool read_only;
+};
+int hv_blk_add(struct hv_vm *vm, const struct hv_blk_config *cfg, struct hv_blk **out);
+struct hv_blk_stats {
+	uint64_t reads, writes, flushes, discards, errors, bytes_read, bytes_written;
+};
+void hv_blk_stats(struct hv_blk *blk, struct hv_blk_stats *out);
+uint64_t hv_blk_mmio_base(const struct hv_blk *blk);
+
 /* ---- the test guest (hypervisor/guest/, docs/test-guest.md) ---------------------------- */
 
 struct hv_tg_config {
@@ -195,12 +265,24 @@ struct hv_tg_config {
 	uint64_t seed;
 	uint32_t window_words;
 	bool serial_tick;
+	/* network (needs a NIC): addresses in network byte order; ip 0 = no stack */
+	uint32_t ip, netmask, gateway;
+	/* disk workload (needs a disk): area and rate; blk_count 0 = none */
+	uint64_t blk_first, blk_count, blk_rate;
+	bool blk_verify_only;
 };
 void hv_tg_config_default(struct hv_tg_config *cfg);
-/* `key=value` as on castor-vmm's command line (wss, rate, outrate, seed, window, tick). */
+/*
+ * `key=value` as on castor-vmm's command line: wss, rate, outrate, seed, window,
+ * tick, ip, mask, gw, blkfirst, blkcount, blkrate, blkverify.
+ */
 int hv_tg_config_set(struct hv_tg_config *cfg, const char *kv, char *why, size_t why_len);
 
-/* Load the image, write the parameter block and set every vCPU's entry state. */
+/*
+ * Load the image, write the parameter block and set every vCPU's entry state.
+ * Add the devices first: the guest learns the first NIC's and the first
+ * disk's addresses from the parameter block.
+ */
 int hv_tg_load(struct hv_vm *vm, const struct hv_tg_config *cfg);
 bool hv_tg_is_loaded(struct hv_vm *vm);
 
@@ -214,6 +296,9 @@ struct hv_tg_vcpu {
 	bool faulted;
 };
 int hv_tg_vcpu(struct hv_vm *vm, uint32_t idx, struct hv_tg_vcpu *out);
+/* The guest's network and disk counters (struct tg_io_state of guest/abi.h). */
+struct tg_io_state;
+int hv_tg_io_state(struct hv_vm *vm, struct tg_io_state *out);
 /* Wait until every vCPU reported ready; -ETIMEDOUT, or -EIO when one faulted. */
 int hv_tg_wait_ready(struct hv_vm *vm, uint64_t timeout_ns);
 /* Change the dirty rate / output rate of a running guest (read every loop). */

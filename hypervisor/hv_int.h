@@ -118,6 +118,8 @@ struct hv_mem {
 	atomic_bool tracking;
 };
 int mem_init(struct hv_vm *vm, uint64_t size);
+/* Read-only view of [gpa, gpa + len) when it is all RAM (and contiguous), else NULL. */
+const uint8_t *mem_ptr(struct hv_vm *vm, uint64_t gpa, uint64_t len);
 void mem_dispose(struct hv_mem *mem);
 int mem_slots_set_logging(struct hv_vm *vm, bool on);
 
@@ -175,6 +177,14 @@ int boot_vcpu_entry64(struct hv_vcpu *vcpu, uint64_t rip, uint64_t rdi, uint64_t
 int boot_vcpu_cpuid(struct hv_vcpu *vcpu);
 int boot_vcpu_tsc_khz(struct hv_vcpu *vcpu, uint32_t *khz_out);
 
+/* ---- virtio devices (virtio/) ------------------------------------------------------- */
+
+#define HV_MAX_VIRTIO  8
+#define HV_VIRTIO_BASE 0xd0000000ull /* one 4 KiB window per device */
+struct virtio_mmio;
+void net_free(struct hv_net *net);
+void blk_free(struct hv_blk *blk);
+
 /* ---- the VM ---------------------------------------------------------------------------- */
 
 struct hv_vm {
@@ -190,6 +200,12 @@ struct hv_vm {
 	struct hv_testdev testdev;
 	struct hv_io io;
 	struct hv_vcpu vcpus[HV_MAX_VCPUS];
+	struct virtio_mmio *virtio[HV_MAX_VIRTIO];
+	unsigned nvirtio;
+	struct hv_net *nets[HV_MAX_VIRTIO];
+	unsigned nnets;
+	struct hv_blk *blks[HV_MAX_VIRTIO];
+	unsigned nblks;
 
 	/* test guest */
 	bool tg_loaded;

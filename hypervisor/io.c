@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <stdlib.h>
 
 static void *io_thread_main(void *arg)
 {
@@ -90,4 +91,115 @@ void io_gate_open(struct hv_io *io)
 	io->gate_closed = false;
 	pthread_cond_broadcast(&io->gate_cond);
 	pthread_mutex_unlock(&io->gate_lock);
+}
+
+/* ---- watches: every callback passes the pause gate -------------------------------- */
+
+struct hv_io_watch {
+	struct hv_io *io;
+	struct event *ev;
+	hv_io_fn cb;
+	void *arg;
+	bool enabled;
+};
+
+static void gate_enter(struct hv_io *io)
+{
+	pthread_mutex_lock(&io->gate_lock);
+	while (io->gate_closed)
+		pthread_cond_wait(&io->gate_cond, &io->gate_lock);
+	io->busy = true;
+	pthread_mutex_unlock(&io->gate_lock);
+}
+
+static void gate_leave(struct hv_io *io)
+{
+	pthread_mutex_lock(&io->gate_lock);
+	io->busy = false;
+	pthread_cond_broadcast(&io->gate_cond);
+	pthread_mutex_unlock(&io->gate_lock);
+}
+
+static void watch_trampoline(evutil_socket_t fd, short what, void *arg)
+{
+	struct hv_io_watch *w = arg;
+
+	gate_enter(w->io);
+	w->cb(w->arg, fd, what);
+	gate_leave(w->io);
+}
+
+int hv_io_watch_add(struct hv_vm *vm, int fd, short events, hv_io_fn cb, void *arg,
+		    struct hv_io_watch **out)
+{
+	struct hv_io_watch *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return -ENOMEM;
+	w->io = &vm->io;
+	w->cb = cb;
+	w->arg = arg;
+	w->ev = event_new(vm->io.base, fd, (short)(events | EV_PERSIST), watch_trampoline, w);
+	if (!w->ev) {
+		free(w);
+		return -ENOMEM;
+	}
+	if (event_add(w->ev, NULL) < 0) {
+		event_free(w->ev);
+		free(w);
+		return -EIO;
+	}
+	w->enabled = true;
+	*out = w;
+	return 0;
+}
+
+int hv_io_watch_enable(struct hv_io_watch *w, bool on)
+{
+	if (on == w->enabled)
+		return 0;
+	if ((on ? event_add(w->ev, NULL) : event_del(w->ev)) < 0)
+		return -EIO;
+	w->enabled = on;
+	return 0;
+}
+
+void hv_io_watch_free(struct hv_io_watch *w)
+{
+	if (!w)
+		return;
+	event_free(w->ev); /* event_free deletes it first, waiting for a running callback */
+	free(w);
+}
+
+struct io_call {
+	struct hv_io *io;
+	void (*fn)(void *);
+	void *arg;
+};
+
+static void call_trampoline(evutil_socket_t fd, short what, void *arg)
+{
+	struct io_call *c = arg;
+
+	gate_enter(c->io);
+	c->fn(c->arg);
+	gate_leave(c->io);
+	free(c);
+}
+
+int hv_io_call(struct hv_vm *vm, void (*fn)(void *arg), void *arg)
+{
+	struct io_call *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return -ENOMEM;
+	c->io = &vm->io;
+	c->fn = fn;
+	c->arg = arg;
+	if (event_base_once(vm->io.base, -1, EV_TIMEOUT, call_trampoline, c, NULL) < 0) {
+		free(c);
+		return -EIO;
+	}
+	return 0;
 }

@@ -140,6 +140,15 @@ static int range_to_offset(struct hv_vm *vm, uint64_t gpa, size_t len, uint64_t 
 	return 0;
 }
 
+const uint8_t *mem_ptr(struct hv_vm *vm, uint64_t gpa, uint64_t len)
+{
+	uint64_t off;
+
+	if (len > SIZE_MAX || range_to_offset(vm, gpa, (size_t)len, &off) < 0)
+		return NULL;
+	return vm->mem.base + off;
+}
+
 int hv_mem_read(struct hv_vm *vm, uint64_t gpa, void *dst, size_t len)
 {
 	uint64_t off;

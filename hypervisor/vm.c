@@ -193,6 +193,10 @@ void hv_vm_free(struct hv_vm *vm)
 	if (!vm)
 		return;
 	hv_vm_stop(vm);
+	for (i = 0; i < vm->nnets; i++)
+		net_free(vm->nets[i]);
+	for (i = 0; i < vm->nblks; i++)
+		blk_free(vm->blks[i]);
 	for (i = 0; i < HV_MAX_VCPUS; i++)
 		if (vm->vcpus[i].vm)
 			vcpu_dispose(&vm->vcpus[i]);

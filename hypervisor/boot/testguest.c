@@ -7,6 +7,7 @@
 #include "hypervisor/hv_int.h"
 #include "hypervisor/guest/abi.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -29,6 +30,8 @@ void hv_tg_config_default(struct hv_tg_config *cfg)
 	cfg->seed = 1;
 	cfg->window_words = 64;
 	cfg->serial_tick = true;
+	cfg->netmask = htonl(0xffffff00u);
+	cfg->blk_rate = 100;
 }
 
 int hv_tg_config_set(struct hv_tg_config *cfg, const char *kv, char *why, size_t why_len)
@@ -80,10 +83,37 @@ int hv_tg_config_set(struct hv_tg_config *cfg, const char *kv, char *why, size_t
 			rc = -ERANGE;
 		if (!rc)
 			cfg->serial_tick = v == 1;
+	} else if (!strcmp(key, "ip") || !strcmp(key, "mask") || !strcmp(key, "gw")) {
+		struct in_addr a;
+
+		rc = inet_pton(AF_INET, val, &a) == 1 ? 0 : -EINVAL;
+		if (!rc && !strcmp(key, "ip"))
+			cfg->ip = a.s_addr;
+		else if (!rc && !strcmp(key, "mask"))
+			cfg->netmask = a.s_addr;
+		else if (!rc)
+			cfg->gateway = a.s_addr;
+	} else if (!strcmp(key, "blkfirst") || !strcmp(key, "blkcount") ||
+		   !strcmp(key, "blkrate")) {
+		rc = util_parse_u64(val, &v);
+		if (!rc && v > (1ull << 40))
+			rc = -ERANGE;
+		if (!rc && !strcmp(key, "blkfirst"))
+			cfg->blk_first = v;
+		else if (!rc && !strcmp(key, "blkcount"))
+			cfg->blk_count = v;
+		else if (!rc)
+			cfg->blk_rate = v;
+	} else if (!strcmp(key, "blkverify")) {
+		rc = util_parse_u64(val, &v);
+		if (!rc && v > 1)
+			rc = -ERANGE;
+		if (!rc)
+			cfg->blk_verify_only = v == 1;
 	} else {
 		snprintf(why, why_len,
 			 "unknown guest parameter '%s' (known: wss, rate, outrate, seed, window, "
-			 "tick)",
+			 "tick, ip, mask, gw, blkfirst, blkcount, blkrate, blkverify)",
 			 key);
 		return -EINVAL;
 	}
@@ -222,6 +252,15 @@ int hv_tg_load(struct hv_vm *vm, const struct hv_tg_config *cfg)
 	p.flags = cfg->serial_tick ? TG_F_SERIAL_TICK : 0;
 	p.ram_below_4g = low;
 	p.ram_above_4g = vm->mem.size - low;
+	p.net_mmio = vm->nnets ? hv_net_mmio_base(vm->nets[0]) : 0;
+	p.blk_mmio = vm->nblks ? hv_blk_mmio_base(vm->blks[0]) : 0;
+	p.ip = cfg->ip;
+	p.netmask = cfg->netmask;
+	p.gateway = cfg->gateway;
+	p.blk_first = cfg->blk_first;
+	p.blk_count = cfg->blk_count;
+	p.blk_rate = cfg->blk_rate;
+	p.io_flags = cfg->blk_verify_only ? TG_IO_F_BLK_VERIFY_ONLY : 0;
 	rc = hv_mem_write(vm, TG_PARAMS_GPA, &p, sizeof(p));
 	if (!rc)
 		rc = boot_build_page_tables(vm);
@@ -287,6 +326,13 @@ static void deadline_after(struct timespec *ts, uint64_t ns)
 	ns += (uint64_t)ts->tv_nsec;
 	ts->tv_sec += (time_t)(ns / 1000000000ull);
 	ts->tv_nsec = (long)(ns % 1000000000ull);
+}
+
+int hv_tg_io_state(struct hv_vm *vm, struct tg_io_state *out)
+{
+	if (!vm->tg_loaded)
+		return -EINVAL;
+	return hv_mem_read(vm, TG_IO_STATE_GPA, out, sizeof(*out));
 }
 
 int hv_tg_wait_ready(struct hv_vm *vm, uint64_t timeout_ns)

@@ -182,8 +182,105 @@ static int status_json(const Castor__VmStatus *st)
 		cli_json_object_end(&j);
 	}
 	cli_json_array_end(&j);
+	cli_json_array_begin(&j, "net");
+	for (i = 0; i < st->n_net; i++) {
+		const Castor__NetStatus *n = st->net[i];
+
+		cli_json_object_begin(&j, NULL);
+		cli_json_str(&j, "name", str_or_empty(n->name));
+		cli_json_str(&j, "mac", str_or_empty(n->mac));
+		cli_json_str(&j, "backend", str_or_empty(n->backend));
+		cli_json_u64(&j, "mmio_base", n->mmio_base);
+		cli_json_u64(&j, "tx_frames", n->tx_frames);
+		cli_json_u64(&j, "tx_bytes", n->tx_bytes);
+		cli_json_u64(&j, "tx_dropped", n->tx_dropped);
+		cli_json_u64(&j, "rx_frames", n->rx_frames);
+		cli_json_u64(&j, "rx_bytes", n->rx_bytes);
+		cli_json_u64(&j, "rx_dropped", n->rx_dropped);
+		cli_json_u64(&j, "rx_waits", n->rx_waits);
+		cli_json_bool(&j, "backend_gone", n->backend_gone);
+		cli_json_object_end(&j);
+	}
+	cli_json_array_end(&j);
+	cli_json_array_begin(&j, "disk");
+	for (i = 0; i < st->n_disk; i++) {
+		const Castor__DiskStatus *d = st->disk[i];
+
+		cli_json_object_begin(&j, NULL);
+		cli_json_str(&j, "name", str_or_empty(d->name));
+		cli_json_str(&j, "path", str_or_empty(d->path));
+		cli_json_bool(&j, "read_only", d->read_only);
+		cli_json_u64(&j, "mmio_base", d->mmio_base);
+		cli_json_u64(&j, "reads", d->reads);
+		cli_json_u64(&j, "writes", d->writes);
+		cli_json_u64(&j, "flushes", d->flushes);
+		cli_json_u64(&j, "discards", d->discards);
+		cli_json_u64(&j, "errors", d->errors);
+		cli_json_u64(&j, "bytes_read", d->bytes_read);
+		cli_json_u64(&j, "bytes_written", d->bytes_written);
+		cli_json_object_end(&j);
+	}
+	cli_json_array_end(&j);
+	if (st->guest_io) {
+		const Castor__TestGuestIo *g = st->guest_io;
+
+		cli_json_object_begin(&j, "guest_io");
+		cli_json_bool(&j, "net_up", g->net_up);
+		cli_json_bool(&j, "blk_up", g->blk_up);
+		cli_json_u64(&j, "udp_answered", g->udp_answered);
+		cli_json_u64(&j, "tcp_answered", g->tcp_answered);
+		cli_json_u64(&j, "tcp_conns", g->tcp_conns);
+		cli_json_u64(&j, "tcp_retransmits", g->tcp_retransmits);
+		cli_json_u64(&j, "icmp_replies", g->icmp_replies);
+		cli_json_u64(&j, "blk_written", g->blk_written);
+		cli_json_u64(&j, "blk_verified", g->blk_verified);
+		cli_json_u64(&j, "blk_bad", g->blk_bad);
+		cli_json_u64(&j, "blk_io_errors", g->blk_io_errors);
+		cli_json_u64(&j, "blk_generation", g->blk_generation);
+		cli_json_object_end(&j);
+	}
 	cli_json_object_end(&j);
 	return cli_json_finish(&j) < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+}
+
+/* NICs, disks and the test guest's own I/O counters, one line each. */
+static void status_devices(const Castor__VmStatus *st)
+{
+	size_t i;
+
+	for (i = 0; i < st->n_net; i++) {
+		const Castor__NetStatus *n = st->net[i];
+
+		put_safe(stdout, str_or_empty(n->name));
+		fputs("  ", stdout);
+		put_safe(stdout, str_or_empty(n->mac));
+		fputs("  ", stdout);
+		put_safe(stdout, str_or_empty(n->backend));
+		printf("%s  tx %" PRIu64 " frames (%" PRIu64 " dropped)  rx %" PRIu64
+		       " frames (%" PRIu64 " dropped)\n",
+		       n->backend_gone ? " (GONE)" : "", n->tx_frames, n->tx_dropped, n->rx_frames,
+		       n->rx_dropped);
+	}
+	for (i = 0; i < st->n_disk; i++) {
+		const Castor__DiskStatus *d = st->disk[i];
+
+		put_safe(stdout, str_or_empty(d->name));
+		fputs("  ", stdout);
+		put_safe(stdout, str_or_empty(d->path));
+		printf("%s  reads %" PRIu64 "  writes %" PRIu64 "  flushes %" PRIu64
+		       "  errors %" PRIu64 "\n",
+		       d->read_only ? " (ro)" : "", d->reads, d->writes, d->flushes, d->errors);
+	}
+	if (st->guest_io && (st->guest_io->net_up || st->guest_io->blk_up)) {
+		const Castor__TestGuestIo *g = st->guest_io;
+
+		printf("guest io: udp %" PRIu64 "  tcp %" PRIu64 " (%" PRIu64 " conns, %" PRIu64
+		       " retransmits)  ping %" PRIu64 "  disk: pass %" PRIu64 ", %" PRIu64
+		       " written, %" PRIu64 " verified, %" PRIu64 " bad, %" PRIu64 " io errors\n",
+		       g->udp_answered, g->tcp_answered, g->tcp_conns, g->tcp_retransmits,
+		       g->icmp_replies, g->blk_generation, g->blk_written, g->blk_verified,
+		       g->blk_bad, g->blk_io_errors);
+	}
 }
 
 enum { COL_VCPU, COL_STATE, COL_COUNTER, COL_OUT_SEQ, COL_EXITS, COL_IO, COL_MMIO, N_COLS };
@@ -264,6 +361,7 @@ static int print_status(const struct vm_cmd *cmd, const struct vm_opts *o,
 	printf("guest counter: %" PRIu64 "  outputs: %" PRIu64 "  exits: %" PRIu64
 	       "  pauses: %" PRIu64 "\n",
 	       st->guest_counter, st->outputs, st->exits, st->pauses);
+	status_devices(st);
 	return status_table(st);
 }
 

@@ -20,6 +20,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "hypervisor/guest/abi.h"
+#include "netbuffer/netbuf.h"
 #include "proto/pb.h"
 
 #define CONTROL_MAX_CONNS 64
@@ -27,6 +29,7 @@
 struct vmm_control {
 	struct event_base *base;
 	struct hv_vm *vm;
+	const struct vmm_devices *devs;
 	struct evconnlistener *listener;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	bool user_paused; /* the control socket holds one pause */
@@ -77,9 +80,98 @@ static void send_error(struct conn *c, uint64_t id, int err, const char *msg)
 	send_response(c, &resp);
 }
 
-static int do_status(struct vmm_control *ctl, Castor__Response *resp, Castor__VmStatus *st,
-		     Castor__VcpuStatus *vs, Castor__VcpuStatus **vsp)
+/* Everything a status reply points to lives here for the duration of the reply. */
+struct status_buf {
+	Castor__VmStatus st;
+	Castor__VcpuStatus vs[HV_MAX_VCPUS];
+	Castor__VcpuStatus *vsp[HV_MAX_VCPUS];
+	Castor__NetStatus ns[HV_MAX_DEVICES];
+	Castor__NetStatus *nsp[HV_MAX_DEVICES];
+	char macs[HV_MAX_DEVICES][18], nnames[HV_MAX_DEVICES][8], backends[HV_MAX_DEVICES][32];
+	Castor__DiskStatus ds[HV_MAX_DEVICES];
+	Castor__DiskStatus *dsp[HV_MAX_DEVICES];
+	char dnames[HV_MAX_DEVICES][8];
+	Castor__TestGuestIo io;
+};
+
+static void status_devices(struct vmm_control *ctl, struct status_buf *b)
 {
+	const struct vmm_devices *d = ctl->devs;
+	struct tg_io_state io;
+	unsigned i;
+
+	for (i = 0; d && i < d->ntaps; i++) {
+		Castor__NetStatus *n = &b->ns[i];
+		struct nb_tap_stats ts;
+		struct hv_net_stats hs;
+
+		castor__net_status__init(n);
+		nb_tap_stats(d->taps[i], &ts);
+		hv_net_stats(nb_tap_net(d->taps[i]), &hs);
+		snprintf(b->nnames[i], sizeof(b->nnames[i]), "net%u", i);
+		snprintf(b->backends[i], sizeof(b->backends[i]), "tap:%s", nb_tap_name(d->taps[i]));
+		n->name = b->nnames[i];
+		n->mac = b->macs[i];
+		n->backend = b->backends[i];
+		n->mmio_base = hv_net_mmio_base(nb_tap_net(d->taps[i]));
+		n->tx_frames = ts.tx_frames;
+		n->tx_bytes = ts.tx_bytes;
+		n->tx_dropped = ts.tx_dropped;
+		n->rx_frames = ts.rx_frames;
+		n->rx_bytes = ts.rx_bytes;
+		n->rx_dropped = ts.rx_dropped + hs.rx_dropped;
+		n->rx_waits = ts.rx_waits;
+		n->backend_gone = ts.dead;
+		hv_net_mac(nb_tap_net(d->taps[i]), b->macs[i]);
+		b->nsp[i] = n;
+	}
+	b->st.n_net = d ? d->ntaps : 0;
+	b->st.net = b->nsp;
+	for (i = 0; d && i < d->ndisks; i++) {
+		Castor__DiskStatus *x = &b->ds[i];
+		struct hv_blk_stats bs;
+
+		castor__disk_status__init(x);
+		hv_blk_stats(d->disks[i].blk, &bs);
+		snprintf(b->dnames[i], sizeof(b->dnames[i]), "blk%u", i);
+		x->name = b->dnames[i];
+		x->path = (char *)d->disks[i].path;
+		x->read_only = d->disks[i].read_only;
+		x->mmio_base = hv_blk_mmio_base(d->disks[i].blk);
+		x->reads = bs.reads;
+		x->writes = bs.writes;
+		x->flushes = bs.flushes;
+		x->discards = bs.discards;
+		x->errors = bs.errors;
+		x->bytes_read = bs.bytes_read;
+		x->bytes_written = bs.bytes_written;
+		b->dsp[i] = x;
+	}
+	b->st.n_disk = d ? d->ndisks : 0;
+	b->st.disk = b->dsp;
+	if (hv_tg_is_loaded(ctl->vm) && hv_tg_io_state(ctl->vm, &io) == 0) {
+		castor__test_guest_io__init(&b->io);
+		b->io.net_up = io.net_up == TG_READY_MAGIC;
+		b->io.blk_up = io.blk_up == TG_READY_MAGIC;
+		b->io.udp_answered = io.udp_answered;
+		b->io.tcp_answered = io.tcp_answered;
+		b->io.tcp_conns = io.tcp_conns;
+		b->io.tcp_retransmits = io.tcp_retransmits;
+		b->io.icmp_replies = io.icmp_replies;
+		b->io.blk_written = io.blk_written;
+		b->io.blk_verified = io.blk_verified;
+		b->io.blk_bad = io.blk_bad;
+		b->io.blk_io_errors = io.blk_io_errors;
+		b->io.blk_generation = io.blk_generation;
+		b->st.guest_io = &b->io;
+	}
+}
+
+static int do_status(struct vmm_control *ctl, Castor__Response *resp, struct status_buf *b)
+{
+	Castor__VmStatus *st = &b->st;
+	Castor__VcpuStatus *vs = b->vs, **vsp = b->vsp;
+
 	struct hv_pause_stats ps;
 	uint32_t i, n = hv_vm_ncpus(ctl->vm);
 
@@ -112,6 +204,7 @@ static int do_status(struct vmm_control *ctl, Castor__Response *resp, Castor__Vm
 	}
 	st->n_vcpu = n;
 	st->vcpu = vsp;
+	status_devices(ctl, b);
 	resp->body_case = CASTOR__RESPONSE__BODY_STATUS;
 	resp->status = st;
 	return 0;
@@ -154,9 +247,7 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 {
 	struct vmm_control *ctl = c->ctl;
 	Castor__Response resp = CASTOR__RESPONSE__INIT;
-	Castor__VmStatus st = CASTOR__VM_STATUS__INIT;
-	Castor__VcpuStatus vs[HV_MAX_VCPUS];
-	Castor__VcpuStatus *vsp[HV_MAX_VCPUS];
+	struct status_buf *sb = NULL;
 	Castor__DirtyStats ds = CASTOR__DIRTY_STATS__INIT;
 	const char *msg = NULL;
 	int rc = 0;
@@ -164,7 +255,13 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 	resp.id = req->id;
 	switch (req->body_case) {
 	case CASTOR__REQUEST__BODY_STATUS:
-		rc = do_status(ctl, &resp, &st, vs, vsp);
+		sb = calloc(1, sizeof(*sb));
+		if (!sb) {
+			rc = -ENOMEM;
+			break;
+		}
+		castor__vm_status__init(&sb->st);
+		rc = do_status(ctl, &resp, sb);
 		break;
 	case CASTOR__REQUEST__BODY_PAUSE:
 		if (!ctl->user_paused) {
@@ -205,6 +302,7 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 	}
 	if (send_response(c, &resp) < 0)
 		c->close_after_write = true;
+	free(sb);
 }
 
 static void read_cb(struct bufferevent *bev, void *arg)
@@ -339,8 +437,8 @@ static int clear_stale_socket(const char *path)
 	return 0;
 }
 
-int vmm_control_open(struct event_base *base, struct hv_vm *vm, const char *path,
-		     struct vmm_control **ctl_out)
+int vmm_control_open(struct event_base *base, struct hv_vm *vm, const struct vmm_devices *devs,
+		     const char *path, struct vmm_control **ctl_out)
 {
 	struct vmm_control *ctl = NULL;
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
@@ -356,6 +454,7 @@ int vmm_control_open(struct event_base *base, struct hv_vm *vm, const char *path
 		return -ENOMEM;
 	ctl->base = base;
 	ctl->vm = vm;
+	ctl->devs = devs;
 	snprintf(ctl->path, sizeof(ctl->path), "%s", path);
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);

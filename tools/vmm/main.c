@@ -3,6 +3,7 @@
  *
  *   castor-vmm run --mem SIZE --cpus N --test-guest [--guest-param key=value ...]
  *                  --control PATH [--serial FILE] [--name NAME]
+ *                  [--disk FILE[,ro] ...] [--net tap=NAME[,mac=MAC] ...]
  *                  [--guest-image FILE] [--kvm DEVICE]
  *
  * Exit status: 0 after a quit request or SIGTERM/SIGINT, 1 when the VM could
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "hypervisor/hv.h"
+#include "netbuffer/netbuf.h"
 #include "tools/vmm/vmm.h"
 
 #ifndef CASTOR_GUEST_BIN
@@ -28,12 +30,21 @@
 
 #define MAX_GUEST_PARAMS 32
 
+struct net_opt {
+	const char *tap;
+	uint8_t mac[6];
+};
+
 struct run_opts {
 	struct hv_vm_config vm;
 	struct hv_tg_config tg;
 	const char *control;
 	const char *serial;
 	bool test_guest;
+	struct net_opt nets[HV_MAX_DEVICES];
+	unsigned nnets;
+	struct vmm_disk disks[HV_MAX_DEVICES];
+	unsigned ndisks;
 };
 
 static void usage(FILE *f)
@@ -52,8 +63,12 @@ static void usage(FILE *f)
 		"  --control PATH        unix socket for `castor vm ...`\n"
 		"  --serial FILE         COM1 output (default: standard output; 'none' discards)\n"
 		"  --name NAME           VM name for logs and status (default: vm)\n"
+		"  --disk FILE[,ro]      a virtio-blk disk on a raw image, repeatable (%u at "
+		"most)\n"
+		"  --net tap=NAME[,mac=MAC]  a virtio-net NIC on an existing tap, repeatable\n"
+		"                        (%u at most; MAC default 52:54:00:12:34:5N)\n"
 		"  --kvm DEVICE          KVM device (default: /dev/kvm)\n",
-		HV_MAX_VCPUS);
+		HV_MAX_VCPUS, HV_MAX_DEVICES, HV_MAX_DEVICES);
 }
 
 static int bad_usage(const char *fmt, const char *arg)
@@ -62,6 +77,54 @@ static int bad_usage(const char *fmt, const char *arg)
 	fprintf(stderr, fmt, arg);
 	fprintf(stderr, "\nTry 'castor-vmm run --help'.\n");
 	return 2;
+}
+
+/* "FILE" or "FILE,ro" */
+static int parse_disk(char *arg, struct vmm_disk *d)
+{
+	char *comma = strrchr(arg, ',');
+
+	d->read_only = false;
+	if (comma && !strcmp(comma + 1, "ro")) {
+		*comma = 0;
+		d->read_only = true;
+	} else if (comma && !strcmp(comma + 1, "rw")) {
+		*comma = 0;
+	}
+	if (!*arg)
+		return -EINVAL;
+	d->path = arg;
+	return 0;
+}
+
+/* "tap=NAME" or "tap=NAME,mac=MAC" */
+static int parse_net(char *arg, struct net_opt *n, unsigned idx, const char **why)
+{
+	char *save = NULL, *tok;
+	const uint8_t dflt[6] = {0x52, 0x54, 0x00, 0x12, 0x34, (uint8_t)(0x56 + idx)};
+
+	memcpy(n->mac, dflt, 6);
+	n->tap = NULL;
+	for (tok = strtok_r(arg, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (!strncmp(tok, "tap=", 4) && tok[4]) {
+			n->tap = tok + 4;
+		} else if (!strncmp(tok, "mac=", 4)) {
+			if (nb_mac_parse(tok + 4, n->mac) < 0) {
+				*why = "the MAC does not parse (want six hex bytes like "
+				       "52:54:00:12:34:56, "
+				       "unicast)";
+				return -EINVAL;
+			}
+		} else {
+			*why = "expected tap=NAME[,mac=MAC]";
+			return -EINVAL;
+		}
+	}
+	if (!n->tap) {
+		*why = "tap=NAME is missing";
+		return -EINVAL;
+	}
+	return 0;
 }
 
 static int parse_run(int argc, char **argv, struct run_opts *o)
@@ -76,6 +139,8 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 		{"serial", required_argument, NULL, 's'},
 		{"name", required_argument, NULL, 'n'},
 		{"kvm", required_argument, NULL, 'k'},
+		{"disk", required_argument, NULL, 'd'},
+		{"net", required_argument, NULL, 'N'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -123,6 +188,23 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 		case 'k':
 			o->vm.kvm_path = optarg;
 			break;
+		case 'd':
+			if (o->ndisks == HV_MAX_DEVICES)
+				return bad_usage("--disk: at most %s disks", "4");
+			if (parse_disk(optarg, &o->disks[o->ndisks]) < 0)
+				return bad_usage("--disk: '%s' is not FILE[,ro]", optarg);
+			o->ndisks++;
+			break;
+		case 'N': {
+			const char *net_why = NULL;
+
+			if (o->nnets == HV_MAX_DEVICES)
+				return bad_usage("--net: at most %s NICs", "4");
+			if (parse_net(optarg, &o->nets[o->nnets], o->nnets, &net_why) < 0)
+				return bad_usage("--net: %s", net_why);
+			o->nnets++;
+			break;
+		}
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -163,9 +245,48 @@ static int open_serial(const char *path)
 	return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 }
 
+/* Disks and NICs, before the guest is loaded (it learns their addresses). */
+static int add_devices(struct run_opts *o, struct hv_vm *vm, struct vmm_devices *devs)
+{
+	char why[256];
+	unsigned i;
+	int rc;
+
+	for (i = 0; i < o->ndisks; i++) {
+		struct hv_blk_config bc = {.path = o->disks[i].path,
+					   .read_only = o->disks[i].read_only};
+
+		rc = hv_blk_add(vm, &bc, &o->disks[i].blk);
+		if (rc < 0) {
+			fprintf(stderr, "castor-vmm: disk %s: %s\n", o->disks[i].path,
+				strerror(-rc));
+			return rc;
+		}
+		devs->disks[devs->ndisks++] = o->disks[i];
+	}
+	for (i = 0; i < o->nnets; i++) {
+		struct nb_tap *tap = NULL;
+
+		rc = nb_tap_open(o->nets[i].tap, &tap, why, sizeof(why));
+		if (rc < 0) {
+			fprintf(stderr, "castor-vmm: --net: %s\n", why);
+			return rc;
+		}
+		devs->taps[devs->ntaps++] = tap;
+		rc = nb_tap_attach(tap, vm, o->nets[i].mac);
+		if (rc < 0) {
+			fprintf(stderr, "castor-vmm: NIC on tap %s: %s\n", o->nets[i].tap,
+				strerror(-rc));
+			return rc;
+		}
+	}
+	return 0;
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	struct run_opts o;
+	struct vmm_devices devs = {0};
 	struct hv_vm *vm = NULL;
 	struct vmm_control *ctl = NULL;
 	struct event_base *base = NULL;
@@ -193,6 +314,9 @@ static int cmd_run(int argc, char **argv)
 		fprintf(stderr, "castor-vmm: cannot create the VM: %s\n", strerror(-rc));
 		goto out;
 	}
+	rc = add_devices(&o, vm, &devs);
+	if (rc < 0)
+		goto out;
 	rc = hv_tg_load(vm, &o.tg);
 	if (rc < 0) {
 		fprintf(stderr, "castor-vmm: cannot load the test guest %s: %s\n", o.tg.image_path,
@@ -202,7 +326,7 @@ static int cmd_run(int argc, char **argv)
 	base = event_base_new();
 	if (!base)
 		goto out;
-	rc = vmm_control_open(base, vm, o.control, &ctl);
+	rc = vmm_control_open(base, vm, &devs, o.control, &ctl);
 	if (rc < 0) {
 		fprintf(stderr, "castor-vmm: control socket %s: %s\n", o.control, strerror(-rc));
 		goto out;
@@ -222,6 +346,10 @@ static int cmd_run(int argc, char **argv)
 	status = 0;
 out:
 	vmm_control_free(ctl);
+	if (vm)
+		hv_vm_stop(vm); /* the taps' watches live on the VM's I/O thread */
+	for (unsigned i = 0; i < devs.ntaps; i++)
+		nb_tap_free(devs.taps[i]);
 	hv_vm_free(vm);
 	if (sigint_ev)
 		event_free(sigint_ev);

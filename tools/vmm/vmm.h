@@ -6,6 +6,8 @@
 
 #include "hypervisor/hv.h"
 
+#define HV_MAX_DEVICES 4 /* NICs and disks, each, on castor-vmm's command line */
+
 struct event_base;
 struct vmm_control;
 
@@ -14,8 +16,22 @@ struct vmm_control;
  * `base`. A stale socket file is replaced; one a live process answers on is
  * refused with -EADDRINUSE. QuitRequest ends the loop after its reply.
  */
-int vmm_control_open(struct event_base *base, struct hv_vm *vm, const char *path,
-		     struct vmm_control **ctl_out);
+/* The VM's devices, for status (owned by main.c). */
+struct nb_tap;
+struct vmm_disk {
+	struct hv_blk *blk;
+	const char *path;
+	bool read_only;
+};
+struct vmm_devices {
+	struct nb_tap *taps[HV_MAX_DEVICES];
+	unsigned ntaps;
+	struct vmm_disk disks[HV_MAX_DEVICES];
+	unsigned ndisks;
+};
+
+int vmm_control_open(struct event_base *base, struct hv_vm *vm, const struct vmm_devices *devs,
+		     const char *path, struct vmm_control **ctl_out);
 /* Closes every connection and removes the socket file. NULL is fine. */
 void vmm_control_free(struct vmm_control *ctl);
 
