@@ -312,6 +312,11 @@ int hv_tg_scratch(struct hv_vm *vm, uint64_t *first_pfn_out, uint64_t *end_pfn_o
 int hv_tg_dirty_range(struct hv_vm *vm, uint64_t first_pfn, uint64_t count, uint64_t stride,
 		      uint64_t value, uint64_t timeout_ns);
 /*
+ * Post an argument-less mailbox command (TG_CMD_NET_RESET, TG_CMD_BLK_RESET)
+ * and wait for it: 0, -EINVAL (rejected), -EIO (the guest says it failed).
+ */
+int hv_tg_mailbox(struct hv_vm *vm, uint32_t cmd, uint64_t timeout_ns);
+/*
  * Pages the guest may write besides its work regions and commanded scratch
  * pages (stacks, vCPU state pages, the parameter block): a bitmap of RAM pages.
  */
@@ -337,5 +342,20 @@ struct hv_tg_check {
 	char why[200];
 };
 int hv_tg_check_ram(const uint8_t *ram, uint64_t mem_bytes, struct hv_tg_check *res);
+
+/*
+ * The disk checker: verify the test guest's disk workload area in an image
+ * (the disk rule of guest/abi.h). Blocks before `next` must hold pass
+ * `generation`, blocks after it pass `generation - 1` (all zeros for pass 0),
+ * block `next` either (it may be in flight). 0, or -EBADMSG with `why`
+ * naming the first bad block; -EINVAL when the area is not in the image.
+ */
+struct hv_tg_disk_check {
+	uint64_t blocks_checked, blocks_bad, first_bad;
+	char why[200];
+};
+int hv_tg_check_disk(const uint8_t *img, uint64_t img_bytes, uint64_t first_sector, uint64_t count,
+		     uint64_t seed, uint64_t generation, uint64_t next,
+		     struct hv_tg_disk_check *res);
 
 #endif

@@ -105,3 +105,44 @@ int hv_tg_check_ram(const uint8_t *ram, uint64_t mem_bytes, struct hv_tg_check *
 	}
 	return res->pages_bad ? -EBADMSG : 0;
 }
+
+/* Does the block hold pass g (all zeros for g == 0)? */
+static bool block_is_pass(const uint8_t *blk, uint64_t b, uint64_t g, uint64_t seed)
+{
+	const uint64_t *w = (const uint64_t *)blk;
+	uint32_t i;
+
+	for (i = 0; i < TG_BLK_BLOCK / 8; i++)
+		if (w[i] != (g ? tg_blk_word(b, g, seed, i) : 0))
+			return false;
+	return true;
+}
+
+int hv_tg_check_disk(const uint8_t *img, uint64_t img_bytes, uint64_t first_sector, uint64_t count,
+		     uint64_t seed, uint64_t generation, uint64_t next,
+		     struct hv_tg_disk_check *res)
+{
+	uint64_t b, start = first_sector * 512;
+
+	memset(res, 0, sizeof(*res));
+	if (start > img_bytes || count > (img_bytes - start) / TG_BLK_BLOCK) {
+		snprintf(res->why, sizeof(res->why), "workload area outside the image");
+		return -EINVAL;
+	}
+	for (b = 0; b < count; b++) {
+		const uint8_t *blk = img + start + b * TG_BLK_BLOCK;
+		uint64_t want = b < next ? generation : generation ? generation - 1 : 0;
+		bool ok = block_is_pass(blk, b, want, seed) ||
+			  (b == next && block_is_pass(blk, b, generation, seed));
+
+		res->blocks_checked++;
+		if (!ok && !res->blocks_bad++) {
+			res->first_bad = b;
+			snprintf(res->why, sizeof(res->why),
+				 "block %" PRIu64 " should hold pass %" PRIu64
+				 " but word 1 says %" PRIu64,
+				 b, want, ((const uint64_t *)blk)[1]);
+		}
+	}
+	return res->blocks_bad ? -EBADMSG : 0;
+}

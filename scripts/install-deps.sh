@@ -14,7 +14,7 @@ libzstd-dev
 libcpg-dev libquorum-dev libvotequorum-dev libcmap-dev libcorosync-common-dev libcfg-dev corosync
 libibverbs-dev librdmacm-dev
 qemu-system-x86
-iproute2 procps psmisc
+iproute2 procps psmisc iputils-ping
 python3
 gnuplot-nox
 "

@@ -392,11 +392,10 @@ int hv_tg_scratch(struct hv_vm *vm, uint64_t *first_pfn_out, uint64_t *end_pfn_o
 	return 0;
 }
 
-int hv_tg_dirty_range(struct hv_vm *vm, uint64_t first_pfn, uint64_t count, uint64_t stride,
-		      uint64_t value, uint64_t timeout_ns)
+/* Post one mailbox command and wait for vCPU 0 to report it done; its status. */
+static int mailbox_run(struct hv_vm *vm, struct tg_mailbox *mb, uint64_t timeout_ns)
 {
 	struct hv_testdev *t = &vm->testdev;
-	struct tg_mailbox mb;
 	struct timespec dl;
 	uint64_t seq;
 	uint32_t status;
@@ -405,14 +404,8 @@ int hv_tg_dirty_range(struct hv_vm *vm, uint64_t first_pfn, uint64_t count, uint
 	if (!vm->tg_loaded)
 		return -EINVAL;
 	seq = ++vm->tg_mbox_seq;
-	memset(&mb, 0, sizeof(mb));
-	mb.cmd = TG_CMD_DIRTY_RANGE;
-	mb.first = first_pfn;
-	mb.count = count;
-	mb.stride = stride;
-	mb.value = value;
 	/* arguments first, seq last: the guest acts when seq changes */
-	rc = hv_mem_write(vm, TG_MAILBOX_GPA + 8, (uint8_t *)&mb + 8, sizeof(mb) - 8);
+	rc = hv_mem_write(vm, TG_MAILBOX_GPA + 8, (uint8_t *)mb + 8, sizeof(*mb) - 8);
 	if (rc < 0)
 		return rc;
 	__atomic_thread_fence(__ATOMIC_RELEASE);
@@ -426,14 +419,34 @@ int hv_tg_dirty_range(struct hv_vm *vm, uint64_t first_pfn, uint64_t count, uint
 			rc = -ETIMEDOUT;
 	pthread_mutex_unlock(&t->lock);
 	if (rc < 0) {
-		LOG_ERR("vm %s: mailbox command %" PRIu64 " not done in time", vm->name, seq);
+		LOG_ERR("vm %s: mailbox command %u (seq %" PRIu64 ") not done in time", vm->name,
+			mb->cmd, seq);
 		return rc;
 	}
 	rc = hv_mem_read(vm, TG_MAILBOX_GPA + offsetof(struct tg_mailbox, status), &status,
 			 sizeof(status));
 	if (rc < 0)
 		return rc;
-	return status == TG_MBOX_OK ? 0 : -EINVAL;
+	return status == TG_MBOX_OK ? 0 : status == TG_MBOX_FAILED ? -EIO : -EINVAL;
+}
+
+int hv_tg_dirty_range(struct hv_vm *vm, uint64_t first_pfn, uint64_t count, uint64_t stride,
+		      uint64_t value, uint64_t timeout_ns)
+{
+	struct tg_mailbox mb = {.cmd = TG_CMD_DIRTY_RANGE,
+				.first = first_pfn,
+				.count = count,
+				.stride = stride,
+				.value = value};
+
+	return mailbox_run(vm, &mb, timeout_ns);
+}
+
+int hv_tg_mailbox(struct hv_vm *vm, uint32_t cmd, uint64_t timeout_ns)
+{
+	struct tg_mailbox mb = {.cmd = cmd};
+
+	return mailbox_run(vm, &mb, timeout_ns);
 }
 
 int hv_tg_housekeeping(struct hv_vm *vm, struct util_bitmap *out)

@@ -260,7 +260,9 @@ _Static_assert(sizeof(struct tg_io_state) == 256, "tg_io_state layout");
  * followed by a read-back and verify; then pass g + 1 begins. So on disk every
  * block before `blk_next` holds pass `blk_generation`, the rest pass
  * `blk_generation - 1` (or zeros when that is 0), the block being written
- * possibly either.
+ * possibly either. At a pass boundary the guest stores blk_next = 0 before
+ * blk_generation = g + 1: a reader that stops the guest between the two
+ * stores sees blk_next = 0 with every block already at pass blk_generation.
  */
 static inline uint64_t tg_blk_word(uint64_t b, uint64_t g, uint64_t seed, uint32_t w)
 {

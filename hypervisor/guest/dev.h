@@ -114,6 +114,7 @@ struct tg_tcp_conn {
 	uint32_t fin_rcvd;
 	uint32_t discard; /* a bad request: answer nothing more, close */
 	uint32_t retries; /* timeouts since the last progress */
+	uint32_t dupacks; /* duplicate ACKs in a row (fast retransmit at 3) */
 	uint64_t rto;	  /* current retransmission timeout, TSC ticks */
 	uint64_t rto_at;  /* TSC deadline; 0 = timer off */
 	uint64_t tw_until;
@@ -155,7 +156,7 @@ struct tg_blk {
 struct tg_dev {
 	/* Device-visible memory first: page-aligned rings and buffers. */
 	struct tg_vq_page net_rxq_page, net_txq_page, blk_q_page;
-	uint8_t blk_data[TG_BLK_BLOCK] __attribute__((aligned(4096)));
+	uint64_t blk_data[TG_BLK_BLOCK / 8] __attribute__((aligned(4096)));
 	uint8_t net_rx_buf[NET_RX_BUFS][NET_BUF_SIZE];
 	uint8_t net_tx_buf[NET_TX_BUFS][NET_BUF_SIZE];
 	struct tg_blk_req blk_req;
@@ -173,11 +174,6 @@ extern char tg_dev_area[];
 static inline struct tg_dev *tg_dev(void)
 {
 	return (struct tg_dev *)(uintptr_t)tg_dev_area;
-}
-
-static inline volatile struct tg_io_state *tg_io(void)
-{
-	return (volatile struct tg_io_state *)(uintptr_t)TG_IO_STATE_GPA;
 }
 
 /* ---- bytes ------------------------------------------------------------------- */
@@ -212,18 +208,6 @@ static inline void tg_copy(uint8_t *dst, const uint8_t *src, uint32_t n)
 	while (n--)
 		*dst++ = *src++;
 }
-
-/* ---- dev.c: what the rest of the guest calls (vCPU 0 only) --------------------- */
-
-/* At boot, after the params check: zero io_state, bring up the devices the
- * params name. 0, or TGL_FAULT_DEVICE with a reason. */
-uint32_t tg_dev_init(const volatile struct tg_params *p, const char **why_out);
-/* Once per workload iteration: NIC rings, TCP timers, the disk workload. */
-void tg_dev_poll(uint64_t now);
-/* Mailbox TG_CMD_NET_RESET / TG_CMD_BLK_RESET: a TG_MBOX_* status. */
-uint32_t tg_dev_command(uint32_t cmd);
-/* The device half of the serial tick line. */
-void tg_dev_print_tick(uint64_t secs);
 
 /* ---- net.c: the virtio-net driver ---------------------------------------------- */
 

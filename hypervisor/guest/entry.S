@@ -422,4 +422,10 @@ tg_tss:
 tg_stacks:
 	.skip TGL_STACK_STRIDE * TGL_MAX_CPUS
 
+	.section .tg_rw.dev, "aw", @nobits
+	.balign 4096
+	.globl tg_dev_area
+tg_dev_area:
+	.skip TGL_DEV_BYTES
+
 	.section .note.GNU-stack, "", @progbits

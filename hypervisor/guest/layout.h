@@ -8,6 +8,8 @@
  *   + TGL_STATE_BYTES          the system page: GDT, then one TSS per vCPU
  *   + TGL_STATE_BYTES + 4096   per vCPU i, TGL_STACK_STRIDE bytes at i * TGL_STACK_STRIDE:
  *                              ring-0 stack (TGL_R0_STACK), then ring-3 stack (TGL_R3_STACK)
+ *   + TGL_DEV_OFFSET           the device area, TGL_DEV_BYTES: struct tg_dev (dev.h),
+ *                              virtqueues, packet and disk buffers, driver and TCP state
  */
 #ifndef CASTOR_TG_LAYOUT_H
 #define CASTOR_TG_LAYOUT_H
@@ -22,6 +24,8 @@
 #define TGL_R0_STACK	 8192
 #define TGL_R3_STACK	 16384
 #define TGL_STACK_STRIDE (TGL_R0_STACK + TGL_R3_STACK)
+#define TGL_DEV_OFFSET	 (TGL_STATE_BYTES + TGL_PAGE_SIZE + TGL_MAX_CPUS * TGL_STACK_STRIDE)
+#define TGL_DEV_BYTES	 0x50000 /* >= sizeof(struct tg_dev), checked in dev.c */
 
 /* GDT selectors. */
 #define TGL_SEL_KCODE 0x08
@@ -46,5 +50,6 @@
 #define TGL_FAULT_BAD_PARAMS 0xff01 /* tg_params magic, version or values */
 #define TGL_FAULT_BAD_CPU    0xff02 /* vCPU index >= TG_MAX_CPUS */
 #define TGL_FAULT_BAD_BOOT   0xff03 /* bad multiboot magic or info, unknown boot kind */
+#define TGL_FAULT_DEVICE     0xff04 /* a virtio device named in the params did not come up */
 
 #endif

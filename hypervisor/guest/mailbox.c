@@ -2,7 +2,8 @@
  * The mailbox (abi.h, struct tg_mailbox at TG_MAILBOX_GPA): host-to-guest
  * commands, serviced by vCPU 0 once per workload loop. The host writes the
  * arguments, then seq; the guest carries the command out, writes status, then
- * state->mbox_done = seq, then reports seq on TG_REG_MBOX_DONE.
+ * state->mbox_done = seq, then reports seq on TG_REG_MBOX_DONE. Device resets
+ * (TG_CMD_NET_RESET, TG_CMD_BLK_RESET) are dev.c's.
  */
 #include "hypervisor/guest/tg.h"
 
@@ -43,6 +44,8 @@ void tg_mailbox_service(volatile struct tg_vcpu_state *st, uint64_t scratch_firs
 			*(volatile uint64_t *)(uintptr_t)((first + k * stride) * TG_PAGE_SIZE) =
 				value;
 		status = TG_MBOX_OK;
+	} else if (cmd == TG_CMD_NET_RESET || cmd == TG_CMD_BLK_RESET) {
+		status = tg_dev_command(cmd);
 	}
 	mb->status = status;
 	tg_barrier();

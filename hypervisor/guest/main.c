@@ -2,7 +2,7 @@
  * tg_main(): where every vCPU lands in ring 3 (entry.S's iretq passes
  * rdi/rsi/rdx through). Sets up the parameters (multiboot path) or checks
  * them (castor path), initialises this vCPU's state page, reports ready and
- * runs the workload. vCPU 0 prints the banner.
+ * runs the workload. vCPU 0 prints the banner and brings up the devices.
  */
 #include "hypervisor/guest/tg.h"
 
@@ -69,8 +69,14 @@ void tg_main(uint64_t idx, uint64_t boot, uint64_t arg)
 	}
 
 	state_init(st);
-	if (idx == 0)
+	if (idx == 0) {
 		print_banner(boot, p);
+		fault = tg_dev_init(p, &why);
+		if (fault) {
+			tg_serial_printf("castor-tg: stopped (fault 0x%x): %s\n", fault, why);
+			tg_stop(fault);
+		}
+	}
 	tg_barrier();
 	st->started = TG_READY_MAGIC;
 	tg_barrier();

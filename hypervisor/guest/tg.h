@@ -4,8 +4,9 @@
  * iretq'd to tg_main() with IOPL 3 and interrupts off.
  *
  * Rule for every file: no writable globals. Mutable data lives on the
- * vCPU's ring-3 stack or in its state page (both in the rw area), in the
- * shared params/mailbox pages, or in the pages the workload dirties.
+ * vCPU's ring-3 stack, in its state page or the device area (all in the rw
+ * area), in the shared params/mailbox/io_state pages, or in the pages the
+ * workload dirties.
  * Functions that can fail return 0 or a TGL_FAULT_* code.
  */
 #ifndef CASTOR_TG_H
@@ -29,6 +30,11 @@ static inline volatile struct tg_params *tg_params(void)
 static inline volatile struct tg_mailbox *tg_mailbox(void)
 {
 	return (volatile struct tg_mailbox *)(uintptr_t)TG_MAILBOX_GPA;
+}
+
+static inline volatile struct tg_io_state *tg_io(void)
+{
+	return (volatile struct tg_io_state *)(uintptr_t)TG_IO_STATE_GPA;
 }
 
 static inline volatile struct tg_vcpu_state *tg_state(uint32_t idx)
@@ -60,6 +66,20 @@ uint32_t tg_params_check(const volatile struct tg_params *p, const char **why_ou
 /* page.c: the page rule of abi.h, applied to one page. */
 void tg_page_write(volatile uint64_t *page, uint64_t pfn, uint64_t c, uint64_t seed,
 		   uint32_t window_words, int whole_page);
+
+/* dev.c: the virtio devices and the network stack, vCPU 0 only (dev.h has
+ * the internals). */
+/* At boot: zero io_state, bring up the devices the params name. 0, or
+ * TGL_FAULT_DEVICE with a reason (also printed). */
+uint32_t tg_dev_init(const volatile struct tg_params *p, const char **why_out);
+/* Once per workload iteration: NIC rings, TCP timers, the disk workload. */
+void tg_dev_poll(uint64_t now);
+/* TG_CMD_NET_RESET / TG_CMD_BLK_RESET: returns a TG_MBOX_* status. */
+uint32_t tg_dev_command(uint32_t cmd);
+/* The devices' counter lines that follow the tick line. */
+void tg_dev_print_tick(uint64_t secs);
+/* virtio.c: the first QEMU microvm transport holding `device_id`, or 0. */
+uint64_t tg_virtio_find_microvm(uint32_t device_id);
 
 /* mailbox.c: vCPU 0 carries out a pending mailbox command, if any. */
 void tg_mailbox_service(volatile struct tg_vcpu_state *st, uint64_t scratch_first_pfn,

@@ -151,7 +151,7 @@ int tg_vq_setup(struct tg_vq *vq, uint64_t base, uint32_t index, struct tg_vq_pa
 	vq->avail = (volatile uint16_t *)(uintptr_t)avail;
 	vq->used = (volatile uint16_t *)(uintptr_t)used;
 	/* We poll: without EVENT_IDX, ask for no interrupts (with it, used_event rules). */
-	vq->avail[0] = vq->event_idx ? 0 : VRING_AVAIL_F_NO_INTERRUPT;
+	vq->avail[0] = (uint16_t)(vq->event_idx ? 0 : VRING_AVAIL_F_NO_INTERRUPT);
 
 	vio_write32(base, VIO_QUEUE_NUM, size);
 	vio_write32(base, VIO_QUEUE_DESC_LOW, (uint32_t)desc);

@@ -138,8 +138,6 @@ int tg_virtio_driver_ok(uint64_t base, const char **why_out);
 int tg_virtio_reset(uint64_t base);
 /* Is there a modern virtio-mmio device of `device_id` at base? */
 int tg_virtio_is_device(uint64_t base, uint32_t device_id);
-/* The first microvm transport holding `device_id`, or 0. */
-uint64_t tg_virtio_find_microvm(uint32_t device_id);
 
 /*
  * Queue `index`: size = min(QueueNumMax, want) rounded down to a power of two
@@ -152,7 +150,7 @@ int tg_vq_setup(struct tg_vq *vq, uint64_t base, uint32_t index, struct tg_vq_pa
 void tg_vq_add(struct tg_vq *vq, uint16_t head);
 /* Publish what tg_vq_add() queued and notify the device if it wants it. */
 void tg_vq_kick(struct tg_vq *vq);
-/* One used entry, if any: 1 with *id_out/*len_out, else 0. One memory read
+/* One used entry, if any: 1 with *id_out and *len_out set, else 0. One read
  * of used->idx when there is nothing. */
 int tg_vq_get_used(struct tg_vq *vq, uint32_t *id_out, uint32_t *len_out);
 

@@ -1,9 +1,10 @@
 /*
  * The per-vCPU workload loop: dirty the vCPU's work region at params->rate
  * pages per ms following the page rule, emit params->out_rate outputs per
- * second on TG_REG_OUTPUT, and on vCPU 0 also service the mailbox and print
- * the once-a-second tick line. rate, out_rate, window_words and flags are
- * re-read on every iteration, so the host may change them at run time.
+ * second on TG_REG_OUTPUT, and on vCPU 0 also poll the devices (dev.c),
+ * service the mailbox and print the once-a-second tick line. rate, out_rate,
+ * window_words and flags are re-read on every iteration, so the host may
+ * change them at run time.
  *
  * The loop's own state (struct work) lives on the ring-3 stack; what the host
  * reads is mirrored into the vCPU's state page.
@@ -159,10 +160,13 @@ static void tick_service(struct work *w, volatile struct tg_vcpu_state *st, uint
 	w->tick_next += w->tsc_per_s;
 	if (w->tick_next <= now)
 		w->tick_next = now + w->tsc_per_s;
-	if (flags & TG_F_SERIAL_TICK)
-		tg_serial_printf("castor-tg: t=%lu c0=%lu o0=%lu\n",
-				 (unsigned long)((now - w->tick_start) / w->tsc_per_s),
+	if (flags & TG_F_SERIAL_TICK) {
+		uint64_t secs = (now - w->tick_start) / w->tsc_per_s;
+
+		tg_serial_printf("castor-tg: t=%lu c0=%lu o0=%lu\n", (unsigned long)secs,
 				 (unsigned long)w->counter, (unsigned long)st->out_seq);
+		tg_dev_print_tick(secs);
+	}
 }
 
 void tg_workload_run(uint32_t idx)
@@ -198,6 +202,7 @@ void tg_workload_run(uint32_t idx)
 			write_next_page(&w, st);
 		output_service(&w, st, p->out_rate, now);
 		if (idx == 0) {
+			tg_dev_poll(now);
 			tg_mailbox_service(st, w.scratch_first_pfn, w.scratch_end_pfn);
 			tick_service(&w, st, p->flags, now);
 		}

@@ -45,6 +45,9 @@ void cli_bench_usage(FILE *f)
 	      "  dirty   dirty-harvest time at 1%, 10%, 100% of pages dirty, beside the bare\n"
 	      "          KVM_GET_DIRTY_LOG + KVM_CLEAR_DIRTY_LOG ioctls\n"
 	      "          --mem SIZE (1G)  --reps N (20)  --cpus N (1)\n"
+	      "  net     UDP and TCP request/response latency and rate, TCP throughput, against\n"
+	      "          a running test guest: --target IP  --count N (2000)  --window N (32)\n"
+	      "          (run it where the guest is reachable, e.g. ip netns exec TAG-client ...)\n"
 	      "\n"
 	      "common options: --json (one JSON object per result), --guest-image FILE\n",
 	      f);
@@ -312,6 +315,8 @@ int cli_bench_main(int argc, char **argv)
 		cli_bench_usage(stdout);
 		return CLI_EXIT_OK;
 	}
+	if (!strcmp(cmd, "net"))
+		return cli_bench_net(argc - 1, argv + 1);
 	if (strcmp(cmd, "pause") && strcmp(cmd, "dirty")) {
 		cli_err("bench: unknown command '%s'", cmd);
 		cli_bench_usage(stderr);

@@ -43,5 +43,7 @@ void cli_vm_usage(FILE *f);
 
 int cli_bench_main(int argc, char **argv);
 void cli_bench_usage(FILE *f);
+/* bench_net.c: `castor bench net` (argv[0] is "net") */
+int cli_bench_net(int argc, char **argv);
 
 #endif
