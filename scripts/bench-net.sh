@@ -21,7 +21,7 @@ cleanup() {
 trap cleanup EXIT
 lan_up "$tag"
 ip netns exec "$tag-host" "$vmm" run --mem 256M --cpus 2 --test-guest --control "$dir/vm.sock" \
-	--serial none --net tap=tap0 --guest-param "ip=$LAN_GUEST_IP" --guest-param rate=100 \
+	--serial none --net tap=tap0 --guest-param "ip=$LAN_GUEST_IP" --guest-param rate=100 --guest-param tick=0 \
 	2>"$dir/vmm.log" &
 pid=$!
 for _ in $(seq 200); do

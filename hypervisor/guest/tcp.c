@@ -6,6 +6,10 @@
  *   LISTEN -SYN-> SYN-RCVD -ACK-> ESTABLISHED -FIN-> CLOSE-WAIT -(our FIN)-> LAST-ACK -> CLOSED
  *   ESTABLISHED -(bad request: our FIN)-> FIN-WAIT-1 -> FIN-WAIT-2 / CLOSING -> TIME-WAIT -> CLOSED
  *
+ * TIME-WAIT lasts TIME_WAIT_MS (its slot is reused first when all are busy,
+ * and a new SYN from the same port replaces it); FIN-WAIT-2 ends after
+ * FIN_WAIT_2_MS without the peer's FIN. A NIC reset leaves connections alone.
+ *
  * Rules kept here:
  * - In-order data only: a segment that starts beyond rcv_nxt, or lies wholly
  *   before it, is dropped and answered with a duplicate ACK; one that overlaps
