@@ -40,3 +40,10 @@ bool bus_dispatch(struct hv_bus *bus, struct hv_vcpu *vcpu, uint64_t addr, uint8
 		memset(data, 0xff, len);
 	return false;
 }
+
+int hv_mmio_access(struct hv_vm *vm, uint64_t gpa, void *data, uint32_t len, bool is_write)
+{
+	if (len == 0 || len > 8)
+		return -EINVAL;
+	return bus_dispatch(&vm->mmio, NULL, gpa, data, len, is_write) ? 0 : -EFAULT;
+}

@@ -242,6 +242,13 @@ void hv_net_stats(struct hv_net *net, struct hv_net_stats *out);
 uint64_t hv_net_mmio_base(const struct hv_net *net);
 void hv_net_mac(const struct hv_net *net, char out[18]); /* "52:54:00:12:34:56" */
 
+/*
+ * A guest-like MMIO access, as if a vCPU had made it (for tests and tools that
+ * drive a device directly, e.g. a virtio driver written in a test). `data` is
+ * len bytes in guest byte order. -EFAULT when no device claims the address.
+ */
+int hv_mmio_access(struct hv_vm *vm, uint64_t gpa, void *data, uint32_t len, bool is_write);
+
 /* virtio-blk on a raw image file. */
 struct hv_blk;
 struct hv_blk_config {

@@ -64,8 +64,9 @@ void testdev_access(void *dev, struct hv_vcpu *vcpu, uint64_t offset, uint8_t *d
 	struct hv_testdev *t = dev;
 	uint32_t value = 0;
 
-	if (!is_write) {
-		memset(data, 0xff, len);
+	if (!is_write || !vcpu) { /* outputs are per vCPU: ignore accesses from elsewhere */
+		if (!is_write)
+			memset(data, 0xff, len);
 		return;
 	}
 	if (len != 4)
