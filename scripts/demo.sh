@@ -1,48 +1,83 @@
 #!/usr/bin/env bash
-# `make demo`: run a 2-vCPU test-guest VM under castor-vmm and drive it with the
-# castor CLI -- status, pause, resume, a dirty-page harvest, quit.
+# `make demo`: Castor's test guest under castor-vmm on a LAN of network namespaces
+# (tests/net/lan.sh) with a NIC and a disk, driven by the castor CLI: status, a
+# client that pings it and sends UDP and TCP requests, pause (the guest stops
+# answering and its counters freeze), resume (the same TCP connection goes on),
+# a dirty-page harvest, quit.
 #   scripts/demo.sh BUILD_DIR
 set -euo pipefail
 build=${1:-build}
+here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/tests/net/lan.sh"
 vmm=$build/tools/vmm/castor-vmm
 cli=$build/tools/castor/castor
 [ -c /dev/kvm ] || { echo "demo: /dev/kvm is absent; Castor needs KVM" >&2; exit 1; }
 
+tag=cdemo$$
 dir=$(mktemp -d /tmp/castor-demo.XXXXXX)
 pid=
 cleanup() {
 	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill "$pid"; wait "$pid" 2>/dev/null || true; fi
+	lan_down "$tag"
 	rm -rf "$dir"
 }
 trap cleanup EXIT
 sock=$dir/vm.sock
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+client() { ip netns exec "$tag-client" "$@"; }
 
-echo "== castor demo: one VM of the test guest on /dev/kvm"
-echo "   castor-vmm run --mem 512M --cpus 2 --test-guest --guest-param rate=200 --control $sock"
-"$vmm" run --mem 512M --cpus 2 --test-guest --guest-param rate=200 --guest-param outrate=50 \
-	--control "$sock" --serial "$dir/serial.log" --name demo 2>"$dir/vmm.log" &
+echo "== castor demo: the test guest on /dev/kvm, on a LAN of namespaces"
+lan_up "$tag"
+truncate -s 16M "$dir/disk.img"
+echo "   namespaces $tag-client (10.66.0.1) and $tag-host (bridge + tap0); guest at $LAN_GUEST_IP"
+echo "   castor-vmm run --mem 512M --cpus 2 --test-guest --net tap=tap0 --disk disk.img ..."
+ip netns exec "$tag-host" "$vmm" run --mem 512M --cpus 2 --test-guest --name demo \
+	--control "$sock" --serial "$dir/serial.log" --net tap=tap0 --disk "$dir/disk.img" \
+	--guest-param "ip=$LAN_GUEST_IP" --guest-param rate=200 --guest-param outrate=50 \
+	--guest-param blkcount=512 --guest-param blkrate=500 2>"$dir/vmm.log" &
 pid=$!
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 [ -S "$sock" ] || { echo "demo: castor-vmm did not start:"; cat "$dir/vmm.log"; exit 1; }
-sleep 1.2
+sleep 1.5
 
 step "$cli" vm status --socket "$sock"
+step client ping -c 3 -i 0.2 "$LAN_GUEST_IP"
+step client python3 "$here/tests/net/tgclient.py" udp --host "$LAN_GUEST_IP" --count 1000
+step client python3 "$here/tests/net/tgclient.py" tcp --host "$LAN_GUEST_IP" --count 1000
+
+echo
+echo "== pause: one TCP connection keeps sending while the VM is paused for a second"
+client python3 - "$LAN_GUEST_IP" <<'PY' &
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], 7700), timeout=10)
+f = s.makefile("rb")
+worst = 0.0
+for seq in range(1, 301):
+    t = time.monotonic()
+    s.sendall(b"%d\n" % seq)
+    line = f.readline().split()
+    assert int(line[0]) == seq, line
+    worst = max(worst, time.monotonic() - t)
+    time.sleep(0.01)
+print("   tcp client: 300 requests on one connection, all answered in order; longest wait %.0f ms" % (worst * 1000))
+PY
+cpid=$!
+sleep 1
 step "$cli" vm pause --socket "$sock"
-step "$cli" vm status --socket "$sock"
-sleep 0.5
-echo "(half a second later, still paused: the counters have not moved)"
-step "$cli" vm status --socket "$sock"
+sleep 1
 step "$cli" vm resume --socket "$sock"
+wait "$cpid"
+
 step "$cli" vm dirty --socket "$sock" --harvest
 sleep 0.1
 echo "(100 ms of guest work later: the pages written since the last harvest)"
 step "$cli" vm dirty --socket "$sock" --harvest
+step "$cli" vm status --socket "$sock"
 echo
 echo "serial console of the guest:"
-sed 's/^/  | /' "$dir/serial.log"
+sed 's/^/  | /' "$dir/serial.log" | head -20
 step "$cli" vm quit --socket "$sock"
 wait "$pid"
 pid=
 echo
-echo "== demo done. Benchmarks: $cli bench pause; $cli bench dirty (docs/benchmarks.md)"
+echo "== demo done. Measurements: castor bench pause|dirty, scripts/bench-net.sh (docs/benchmarks.md)"
