@@ -6,45 +6,126 @@
 #include "hypervisor/hv_int.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 
-int hv_dirty_start(struct hv_vm *vm)
+/* Turn KVM logging on (lock held); every page starts dirty (initially-all-set). */
+static int tracking_on(struct hv_vm *vm)
 {
 	int rc;
 
-	pthread_mutex_lock(&vm->dirty.lock);
-	if (atomic_load(&vm->mem.tracking)) {
-		rc = 0;
-		goto out;
-	}
+	if (atomic_load(&vm->mem.tracking))
+		return 0;
 	memset(vm->mem.vmm_dirty, 0, UTIL_BITMAP_WORDS(vm->mem.pages) * sizeof(uint64_t));
+	if (!vm->dirty.scratch.words) {
+		rc = util_bitmap_init(&vm->dirty.scratch, vm->mem.pages);
+		if (rc < 0)
+			return rc;
+	}
 	rc = mem_slots_set_logging(vm, true);
 	if (rc < 0) {
 		LOG_ERRNO(rc, "vm %s: enabling the dirty log", vm->name);
 		mem_slots_set_logging(vm, false);
-		goto out;
+		return rc;
 	}
 	atomic_store(&vm->mem.tracking, true);
 	LOG_DBG("vm %s: dirty tracking on", vm->name);
-out:
+	return 0;
+}
+
+static void tracking_off(struct hv_vm *vm)
+{
+	int rc;
+
+	if (!atomic_load(&vm->mem.tracking) || vm->dirty.logs)
+		return;
+	atomic_store(&vm->mem.tracking, false);
+	rc = mem_slots_set_logging(vm, false);
+	if (rc < 0)
+		LOG_ERRNO(rc, "vm %s: disabling the dirty log", vm->name);
+}
+
+static int log_new_locked(struct hv_vm *vm, struct hv_dirty_log **out)
+{
+	struct hv_dirty_log *l = calloc(1, sizeof(*l));
+	int rc;
+
+	if (!l)
+		return -ENOMEM;
+	rc = util_bitmap_init(&l->acc, vm->mem.pages);
+	if (!rc)
+		rc = tracking_on(vm);
+	if (rc < 0) {
+		util_bitmap_dispose(&l->acc);
+		free(l);
+		return rc;
+	}
+	util_bitmap_set_all(&l->acc); /* nothing was seen yet: everything is news */
+	l->vm = vm;
+	l->next = vm->dirty.logs;
+	vm->dirty.logs = l;
+	*out = l;
+	return 0;
+}
+
+static void log_free_locked(struct hv_dirty_log *l)
+{
+	struct hv_dirty_log **pp;
+
+	for (pp = &l->vm->dirty.logs; *pp; pp = &(*pp)->next)
+		if (*pp == l) {
+			*pp = l->next;
+			break;
+		}
+	if (l->vm->dirty.default_log == l)
+		l->vm->dirty.default_log = NULL;
+	util_bitmap_dispose(&l->acc);
+	free(l);
+}
+
+int hv_dirty_log_new(struct hv_vm *vm, struct hv_dirty_log **out)
+{
+	int rc;
+
+	pthread_mutex_lock(&vm->dirty.lock);
+	rc = log_new_locked(vm, out);
+	pthread_mutex_unlock(&vm->dirty.lock);
+	return rc;
+}
+
+void hv_dirty_log_free(struct hv_dirty_log *l)
+{
+	struct hv_vm *vm;
+
+	if (!l)
+		return;
+	vm = l->vm;
+	pthread_mutex_lock(&vm->dirty.lock);
+	log_free_locked(l);
+	tracking_off(vm);
+	pthread_mutex_unlock(&vm->dirty.lock);
+}
+
+int hv_dirty_start(struct hv_vm *vm)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&vm->dirty.lock);
+	if (!vm->dirty.default_log)
+		rc = log_new_locked(vm, &vm->dirty.default_log);
 	pthread_mutex_unlock(&vm->dirty.lock);
 	return rc;
 }
 
 int hv_dirty_stop(struct hv_vm *vm)
 {
-	int rc = 0;
-
 	pthread_mutex_lock(&vm->dirty.lock);
-	if (atomic_load(&vm->mem.tracking)) {
-		atomic_store(&vm->mem.tracking, false);
-		rc = mem_slots_set_logging(vm, false);
-		if (rc < 0)
-			LOG_ERRNO(rc, "vm %s: disabling the dirty log", vm->name);
-	}
+	if (vm->dirty.default_log)
+		log_free_locked(vm->dirty.default_log);
+	tracking_off(vm);
 	pthread_mutex_unlock(&vm->dirty.lock);
-	return rc;
+	return 0;
 }
 
 bool hv_dirty_is_tracking(struct hv_vm *vm)
@@ -77,41 +158,59 @@ static int slot_get_clear(struct hv_vm *vm, struct hv_slot *s, uint64_t *words, 
 	return 0;
 }
 
-int hv_dirty_harvest(struct hv_vm *vm, struct util_bitmap *out, struct hv_harvest_stats *stats)
+/*
+ * Collect what KVM and the VMM saw since the last sync into every log (lock
+ * held). Slot boundaries (0 and 3 GiB) are multiples of 64 pages, so each slot
+ * owns whole bitmap words.
+ */
+static int sync_logs(struct hv_vm *vm, struct hv_harvest_stats *st)
 {
-	struct hv_harvest_stats st = {0};
-	uint64_t t0 = util_now_ns(), i, nwords;
+	struct util_bitmap *scr = &vm->dirty.scratch;
+	uint64_t i, nwords = UTIL_BITMAP_WORDS(vm->mem.pages);
+	struct hv_dirty_log *l;
 	unsigned s;
-	int rc = 0;
+	int rc;
 
-	if (out->nbits != vm->mem.pages)
-		return -EINVAL;
-	pthread_mutex_lock(&vm->dirty.lock);
-	if (!atomic_load(&vm->mem.tracking)) {
-		rc = -EINVAL;
-		goto out;
-	}
-	/* Slot boundaries (0 and 3 GiB) are multiples of 64 pages: each slot owns whole words. */
 	for (s = 0; s < vm->mem.nslots; s++) {
 		struct hv_slot *sl = &vm->mem.slots[s];
 
-		rc = slot_get_clear(vm, sl, out->words + sl->ram_off / HV_PAGE_SIZE / 64,
-				    &st.get_ns, &st.clear_ns);
+		rc = slot_get_clear(vm, sl, scr->words + sl->ram_off / HV_PAGE_SIZE / 64,
+				    &st->get_ns, &st->clear_ns);
 		if (rc < 0) {
 			LOG_ERRNO(rc, "vm %s: dirty log of slot %u", vm->name, sl->id);
-			goto out;
+			return rc;
 		}
 	}
-	nwords = UTIL_BITMAP_WORDS(vm->mem.pages);
 	for (i = 0; i < nwords; i++) {
 		uint64_t w = __atomic_load_n(&vm->mem.vmm_dirty[i], __ATOMIC_RELAXED);
 
 		if (!w)
 			continue;
 		w = __atomic_exchange_n(&vm->mem.vmm_dirty[i], 0, __ATOMIC_ACQUIRE);
-		st.vmm_pages += (uint64_t)__builtin_popcountll(w);
-		out->words[i] |= w;
+		st->vmm_pages += (uint64_t)__builtin_popcountll(w);
+		scr->words[i] |= w;
 	}
+	for (l = vm->dirty.logs; l; l = l->next)
+		util_bitmap_or(&l->acc, scr);
+	return 0;
+}
+
+int hv_dirty_log_take(struct hv_dirty_log *l, struct util_bitmap *out,
+		      struct hv_harvest_stats *stats)
+{
+	struct hv_vm *vm = l->vm;
+	struct hv_harvest_stats st = {0};
+	uint64_t t0 = util_now_ns();
+	int rc;
+
+	if (out->nbits != vm->mem.pages)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->dirty.lock);
+	rc = sync_logs(vm, &st);
+	if (rc < 0)
+		goto out;
+	memcpy(out->words, l->acc.words, UTIL_BITMAP_WORDS(out->nbits) * sizeof(uint64_t));
+	util_bitmap_clear_all(&l->acc);
 	st.pages = util_bitmap_count(out);
 	st.total_ns = util_now_ns() - t0;
 	vm->dirty.totals.harvests++;
@@ -123,6 +222,18 @@ out:
 	if (stats)
 		*stats = st;
 	return rc;
+}
+
+int hv_dirty_harvest(struct hv_vm *vm, struct util_bitmap *out, struct hv_harvest_stats *stats)
+{
+	struct hv_dirty_log *l;
+
+	pthread_mutex_lock(&vm->dirty.lock);
+	l = vm->dirty.default_log;
+	pthread_mutex_unlock(&vm->dirty.lock);
+	if (!l)
+		return -EINVAL;
+	return hv_dirty_log_take(l, out, stats);
 }
 
 void hv_dirty_totals(struct hv_vm *vm, struct hv_dirty_totals *out)
@@ -162,4 +273,13 @@ int hv_dirty_bare_ioctls(struct hv_vm *vm, uint64_t *ns_out)
 out:
 	pthread_mutex_unlock(&vm->dirty.lock);
 	return rc;
+}
+
+void dirty_dispose(struct hv_vm *vm)
+{
+	pthread_mutex_lock(&vm->dirty.lock);
+	while (vm->dirty.logs)
+		log_free_locked(vm->dirty.logs);
+	pthread_mutex_unlock(&vm->dirty.lock);
+	util_bitmap_dispose(&vm->dirty.scratch);
 }

@@ -172,6 +172,20 @@ struct hv_harvest_stats {
  */
 int hv_dirty_harvest(struct hv_vm *vm, struct util_bitmap *out, struct hv_harvest_stats *stats);
 
+/*
+ * Dirty logs: independent consumers of dirty tracking (snapshots, migration,
+ * replication, the control socket). Each sees every page written since its
+ * own previous take; one consumer's take never hides pages from another.
+ * A new log counts every page as dirty. Tracking runs while any log exists
+ * or hv_dirty_start() is in force.
+ */
+struct hv_dirty_log;
+int hv_dirty_log_new(struct hv_vm *vm, struct hv_dirty_log **out);
+/* Like hv_dirty_harvest(), for this log: `out` gets the pages since its last take. */
+int hv_dirty_log_take(struct hv_dirty_log *log, struct util_bitmap *out,
+		      struct hv_harvest_stats *stats);
+void hv_dirty_log_free(struct hv_dirty_log *log); /* NULL is fine */
+
 struct hv_dirty_totals {
 	uint64_t harvests;
 	uint64_t last_pages;

@@ -122,11 +122,20 @@ int mem_init(struct hv_vm *vm, uint64_t size);
 const uint8_t *mem_ptr(struct hv_vm *vm, uint64_t gpa, uint64_t len);
 void mem_dispose(struct hv_mem *mem);
 int mem_slots_set_logging(struct hv_vm *vm, bool on);
+void dirty_dispose(struct hv_vm *vm); /* frees every dirty log */
+
+struct hv_dirty_log {
+	struct hv_vm *vm;
+	struct util_bitmap acc; /* pages dirtied since this consumer's last take */
+	struct hv_dirty_log *next;
+};
 
 struct hv_dirty {
-	pthread_mutex_t lock; /* one harvest at a time */
+	pthread_mutex_t lock; /* one harvest at a time; guards the log list */
 	struct util_bitmap scratch;
 	struct hv_dirty_totals totals;
+	struct hv_dirty_log *logs;     /* every consumer */
+	struct hv_dirty_log *default_log; /* the one hv_dirty_harvest() takes */
 };
 
 /* ---- vcpu.c -------------------------------------------------------------------------- */

@@ -202,7 +202,7 @@ void hv_vm_free(struct hv_vm *vm)
 			vcpu_dispose(&vm->vcpus[i]);
 	io_dispose(&vm->io);
 	mem_dispose(&vm->mem);
-	util_bitmap_dispose(&vm->dirty.scratch);
+	dirty_dispose(vm);
 	if (vm->fd >= 0)
 		close(vm->fd);
 	kvm_close(&vm->kvm);

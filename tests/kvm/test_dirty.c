@@ -136,6 +136,34 @@ static void vmm_writes_are_harvested(void **state)
 	assert_int_equal(hv_mem_write(f->vm, HV_HOLE_START + 4096, &v, sizeof(v)), -EFAULT);
 }
 
+/* Two consumers: one's take never hides pages from the other. */
+static void logs_are_independent(void **state)
+{
+	struct fixture *f = *state;
+	struct hv_dirty_log *a = NULL, *b = NULL;
+	uint64_t v = 1, pa = f->scratch_first + 50, pb = f->scratch_first + 60;
+
+	assert_int_equal(hv_dirty_log_new(f->vm, &a), 0);
+	assert_int_equal(hv_dirty_log_take(a, &f->h, NULL), 0);
+	assert_int_equal(util_bitmap_count(&f->h), hv_ram_pages(f->vm)); /* a new log: all */
+	assert_int_equal(hv_dirty_log_new(f->vm, &b), 0);
+	assert_int_equal(hv_dirty_log_take(b, &f->h, NULL), 0); /* b drained */
+	assert_int_equal(hv_mem_write(f->vm, pa * HV_PAGE_SIZE, &v, sizeof(v)), 0);
+	assert_int_equal(hv_dirty_log_take(a, &f->h, NULL), 0);
+	assert_true(util_bitmap_is_set(&f->h, pa));
+	assert_int_equal(hv_mem_write(f->vm, pb * HV_PAGE_SIZE, &v, sizeof(v)), 0);
+	assert_int_equal(hv_dirty_log_take(b, &f->h, NULL), 0);
+	assert_true(util_bitmap_is_set(&f->h, pa)); /* a's take did not hide it from b */
+	assert_true(util_bitmap_is_set(&f->h, pb));
+	assert_int_equal(hv_dirty_log_take(a, &f->h, NULL), 0);
+	assert_true(util_bitmap_is_set(&f->h, pb));
+	assert_false(util_bitmap_is_set(&f->h, pa)); /* but a saw pa only once */
+	hv_dirty_log_free(a);
+	assert_true(hv_dirty_is_tracking(f->vm)); /* b still needs it */
+	hv_dirty_log_free(b);
+	assert_false(hv_dirty_is_tracking(f->vm));
+}
+
 /*
  * With the guest dirtying at full speed: every page whose contents differ
  * between two paused copies is in the harvest taken between them.
@@ -190,6 +218,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(first_harvest_is_everything, setup_idle, teardown),
 		cmocka_unit_test_setup_teardown(guest_writes_known_set, setup_idle, teardown),
 		cmocka_unit_test_setup_teardown(vmm_writes_are_harvested, setup_idle, teardown),
+		cmocka_unit_test_setup_teardown(logs_are_independent, setup_idle, teardown),
 		cmocka_unit_test(changed_pages_are_harvested),
 	};
 
