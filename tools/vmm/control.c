@@ -87,10 +87,10 @@ struct status_buf {
 	Castor__VcpuStatus *vsp[HV_MAX_VCPUS];
 	Castor__NetStatus ns[HV_MAX_DEVICES];
 	Castor__NetStatus *nsp[HV_MAX_DEVICES];
-	char macs[HV_MAX_DEVICES][18], nnames[HV_MAX_DEVICES][8], backends[HV_MAX_DEVICES][32];
+	char macs[HV_MAX_DEVICES][18], nnames[HV_MAX_DEVICES][16], backends[HV_MAX_DEVICES][32];
 	Castor__DiskStatus ds[HV_MAX_DEVICES];
 	Castor__DiskStatus *dsp[HV_MAX_DEVICES];
-	char dnames[HV_MAX_DEVICES][8];
+	char dnames[HV_MAX_DEVICES][16];
 	Castor__TestGuestIo io;
 };
 
