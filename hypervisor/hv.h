@@ -276,6 +276,134 @@ struct hv_blk_stats {
 void hv_blk_stats(struct hv_blk *blk, struct hv_blk_stats *out);
 uint64_t hv_blk_mmio_base(const struct hv_blk *blk);
 
+/* ---- the stream format (docs/stream-format.md) ---------------------------------------- */
+
+#define HV_STREAM_MAGIC	   0x4d52545352545343ull /* "CSTRSTRM" */
+#define HV_STREAM_REVISION 1u
+#define HV_REC_F_OPTIONAL  0x80000000u
+#define HV_REC_MAX_LEN	   ((16u << 20) + 4096u)
+#define HV_PAGES_MAX	   4096u /* entries in one PAGES record */
+
+enum hv_rec_type {
+	HV_REC_HEADER = 0x0001,
+	HV_REC_PAGES = 0x0002,
+	HV_REC_VCPU = 0x0010,
+	HV_REC_VCPU_MSRS = 0x0011,
+	HV_REC_IRQCHIP = 0x0020,
+	HV_REC_PIT = 0x0021,
+	HV_REC_CLOCK = 0x0022,
+	HV_REC_DEVICE = 0x0030,
+	HV_REC_END = 0x00ff,
+};
+const char *hv_rec_type_str(uint32_t type);
+
+enum hv_stream_kind { HV_STREAM_FULL = 1, HV_STREAM_INCREMENTAL = 2 };
+
+enum hv_page_enc { HV_PAGE_RAW = 0, HV_PAGE_ZERO = 1, HV_PAGE_XOR_ZSTD = 2, HV_PAGE_ZSTD = 3 };
+#define HV_PAGE_PFN_MASK  ((1ull << 52) - 1)
+#define HV_PAGE_ENC_SHIFT 60
+
+struct hv_stream_header {
+	uint64_t magic;
+	uint32_t version;
+	uint32_t kind;
+	uint32_t ncpus;
+	uint32_t page_size;
+	uint64_t mem_bytes;
+	uint64_t stream_id;
+	uint64_t parent_id;
+	uint64_t created_ns;
+	uint64_t reserved;
+};
+_Static_assert(sizeof(struct hv_stream_header) == 64, "HEADER layout");
+
+struct hv_stream_end {
+	uint64_t records;
+	uint32_t checksum;
+	uint32_t reserved;
+	uint64_t pages;
+};
+_Static_assert(sizeof(struct hv_stream_end) == 24, "END layout");
+
+/* Writer: to an fd (buffered) or to memory. Computes the END checksum as it goes. */
+struct hv_stream_writer;
+int hv_stream_writer_fd(int fd, struct hv_stream_writer **out);
+int hv_stream_writer_mem(struct hv_stream_writer **out);
+int hv_stream_write(struct hv_stream_writer *w, uint32_t type, const struct iovec *iov, int iovcnt);
+/* A PAGES record (or several) for `n` pages of `ram` (RAM-offset layout); zero pages as ZERO. */
+int hv_stream_write_pages(struct hv_stream_writer *w, const uint64_t *pfns, size_t n,
+			  const uint8_t *ram);
+/* Same, from a staging buffer holding page i of pfns[] at data + i * 4096. */
+int hv_stream_write_staged(struct hv_stream_writer *w, const uint64_t *pfns, size_t n,
+			   const uint8_t *data);
+/* Write out what is buffered (fd writers); nothing else is written until the next record. */
+int hv_stream_flush(struct hv_stream_writer *w);
+/* The END record, then a flush. */
+int hv_stream_finish(struct hv_stream_writer *w);
+const uint8_t *hv_stream_writer_data(const struct hv_stream_writer *w, size_t *len);
+uint64_t hv_stream_writer_bytes(const struct hv_stream_writer *w);
+void hv_stream_writer_free(struct hv_stream_writer *w);
+
+/*
+ * Reader over a whole stream in memory (a mapped file, a received epoch).
+ * hv_stream_check() validates everything the format says -- framing, lengths,
+ * padding, ordering, known mandatory types, HEADER, PAGES arithmetic, the END
+ * count and checksum -- before anything is applied. Then hv_stream_next()
+ * walks the records.
+ */
+struct hv_stream_record {
+	uint32_t type; /* without the optional flag */
+	bool optional;
+	const uint8_t *body;
+	uint32_t len;
+	uint64_t offset; /* of the record header in the stream */
+};
+int hv_stream_check(const uint8_t *buf, size_t len, struct hv_stream_header *hdr_out, char *why,
+		    size_t why_len);
+struct hv_stream_iter {
+	const uint8_t *buf;
+	size_t len, off;
+};
+void hv_stream_iter_init(struct hv_stream_iter *it, const uint8_t *buf, size_t len);
+/* 1 with *rec filled, 0 after END, -EBADMSG on malformed framing. */
+int hv_stream_next(struct hv_stream_iter *it, struct hv_stream_record *rec);
+
+/* ---- snapshots ----------------------------------------------------------------------- */
+
+/*
+ * Full or incremental snapshot of a running (or paused) VM into `fd`. The VM
+ * is paused only to harvest dirty pages, copy them to a staging buffer and
+ * save vCPU, VM and device state; everything is written after it resumes.
+ * A full snapshot first writes all RAM while the guest runs (the precopy pass),
+ * then re-sends what changed before the pause. Incrementals carry the pages
+ * written since the previous snapshot of this VM (hv_snapshot_save with
+ * HV_STREAM_FULL starts a new chain).
+ */
+struct hv_snapshot_stats {
+	uint64_t stream_id, parent_id;
+	uint64_t pause_ns; /* the VM was paused this long */
+	uint64_t harvest_ns, copy_ns, state_ns;
+	uint64_t precopy_pages; /* written while running (full only) */
+	uint64_t staged_pages;	/* copied during the pause */
+	uint64_t bytes;		/* the stream's size */
+	uint64_t total_ns;
+};
+int hv_snapshot_save(struct hv_vm *vm, int fd, enum hv_stream_kind kind,
+		     struct hv_snapshot_stats *stats);
+
+/*
+ * Restore: create a VM from a chain of snapshots (full first, then its
+ * incrementals in order; each stream is checked whole before anything is
+ * applied). `cfg` supplies what a snapshot cannot (name, serial, KVM path);
+ * its mem_bytes and ncpus must be 0 or match. `add_devices` (may be NULL) adds
+ * the NICs and disks in the snapshot's order before state is applied. The VM
+ * is left created, not started.
+ */
+typedef int (*hv_restore_devices_fn)(void *arg, struct hv_vm *vm);
+int hv_snapshot_restore(const struct hv_vm_config *cfg, const uint8_t *const *streams,
+			const size_t *lens, unsigned nstreams, hv_restore_devices_fn add_devices,
+			void *arg, struct hv_vm **vm_out, char *why, size_t why_len);
+
 /* ---- the test guest (hypervisor/guest/, docs/test-guest.md) ---------------------------- */
 
 struct hv_tg_config {

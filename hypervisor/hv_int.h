@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 
 #include "hypervisor/hv.h"
+#include "hypervisor/state.h"
 
 struct hv_vm;
 struct hv_vcpu;
@@ -134,7 +135,7 @@ struct hv_dirty {
 	pthread_mutex_t lock; /* one harvest at a time; guards the log list */
 	struct util_bitmap scratch;
 	struct hv_dirty_totals totals;
-	struct hv_dirty_log *logs;     /* every consumer */
+	struct hv_dirty_log *logs;	  /* every consumer */
 	struct hv_dirty_log *default_log; /* the one hv_dirty_harvest() takes */
 };
 
@@ -194,6 +195,26 @@ struct virtio_mmio;
 void net_free(struct hv_net *net);
 void blk_free(struct hv_blk *blk);
 
+/* ---- state.c ---------------------------------------------------------------------------- */
+
+struct hv_vcpu_rec;
+int state_probe_msrs(struct hv_vm *vm);
+int state_save_vcpu(struct hv_vcpu *v, struct hv_stream_writer *w);
+int state_load_vcpu(struct hv_vcpu *v, const struct hv_vcpu_rec *rec, const uint8_t *msr_body,
+		    uint32_t msr_len);
+int state_save_vm(struct hv_vm *vm, struct hv_stream_writer *w);
+int state_load_irqchip(struct hv_vm *vm, const uint8_t *body);
+int state_load_pit(struct hv_vm *vm, const uint8_t *body);
+int state_load_clock(struct hv_vm *vm, const uint8_t *body);
+
+/* ---- persist.c: device state as castor.DeviceState records --------------------------- */
+
+int persist_save_devices(struct hv_vm *vm, struct hv_stream_writer *w);
+void snapshot_dispose(struct hv_vm *vm);
+/* Apply one DEVICE record: 1 for a virtio device, 0 for another, or -errno with `why`. */
+int persist_load_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, char *why,
+			size_t why_len);
+
 /* ---- the VM ---------------------------------------------------------------------------- */
 
 struct hv_vm {
@@ -215,6 +236,18 @@ struct hv_vm {
 	unsigned nnets;
 	struct hv_blk *blks[HV_MAX_VIRTIO];
 	unsigned nblks;
+
+	/* MSRs saved with each vCPU (state_probe_msrs) */
+	uint32_t *msrs;
+	uint32_t nmsrs;
+	bool restored; /* state came from a snapshot: start without booting */
+
+	/* snapshots (snapshot.c) */
+	struct hv_dirty_log *snap_log; /* pages since the last snapshot of the chain */
+	uint64_t snap_last_id;	       /* stream_id of that snapshot; 0 = no chain */
+	uint8_t *snap_stage;	       /* staging buffer, kept mapped and faulted in */
+	uint64_t snap_stage_pages;
+	uint64_t *snap_pfns;
 
 	/* test guest */
 	bool tg_loaded;

@@ -177,6 +177,11 @@ int hv_vm_create(const struct hv_vm_config *cfg, struct hv_vm **vm_out)
 			goto fail;
 		}
 	}
+	rc = state_probe_msrs(vm);
+	if (rc < 0) {
+		LOG_ERRNO(rc, "vm %s: listing MSRs", vm->name);
+		goto fail;
+	}
 	LOG_INFO("vm %s: created: %u vCPUs, %" PRIu64 " MiB", vm->name, vm->ncpus,
 		 cfg->mem_bytes >> 20);
 	*vm_out = vm;
@@ -193,6 +198,7 @@ void hv_vm_free(struct hv_vm *vm)
 	if (!vm)
 		return;
 	hv_vm_stop(vm);
+	snapshot_dispose(vm);
 	for (i = 0; i < vm->nnets; i++)
 		net_free(vm->nets[i]);
 	for (i = 0; i < vm->nblks; i++)
@@ -203,6 +209,7 @@ void hv_vm_free(struct hv_vm *vm)
 	io_dispose(&vm->io);
 	mem_dispose(&vm->mem);
 	dirty_dispose(vm);
+	free(vm->msrs);
 	if (vm->fd >= 0)
 		close(vm->fd);
 	kvm_close(&vm->kvm);
@@ -246,7 +253,7 @@ int hv_vm_start(struct hv_vm *vm)
 		rc = -EINVAL;
 		goto out;
 	}
-	if (!vm->tg_loaded) {
+	if (!vm->tg_loaded && !vm->restored) {
 		LOG_ERR("vm %s: nothing to run: no guest loaded", vm->name);
 		rc = -EINVAL;
 		goto out;

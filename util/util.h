@@ -55,6 +55,20 @@ int util_parse_size(const char *s, uint64_t *out);
 /* Percentile p (0..100) of n samples; sorts `v` in place. 0 when n == 0. */
 uint64_t util_percentile(uint64_t *v, size_t n, double p);
 
+/* ---- CRC-32C ------------------------------------------------------------------------ */
+
+/*
+ * Running CRC-32C: start with UTIL_CRC32C_INIT, feed every chunk, finish with
+ * util_crc32c_final(). (The _sw variant is the table path, for tests.)
+ */
+#define UTIL_CRC32C_INIT 0xffffffffu
+uint32_t util_crc32c_update(uint32_t state, const void *buf, size_t len);
+uint32_t util_crc32c_sw_update(uint32_t state, const void *buf, size_t len);
+static inline uint32_t util_crc32c_final(uint32_t state)
+{
+	return state ^ 0xffffffffu;
+}
+
 /* ---- bitmaps (one bit per page, 64-bit words) ------------------------------------ */
 
 struct util_bitmap {

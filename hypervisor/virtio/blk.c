@@ -368,3 +368,18 @@ uint64_t hv_blk_mmio_base(const struct hv_blk *b)
 {
 	return b->m->base;
 }
+
+uint64_t blk_sectors(const struct hv_blk *b)
+{
+	return b->sectors;
+}
+
+bool blk_read_only(const struct hv_blk *b)
+{
+	return b->read_only;
+}
+
+struct virtio_mmio *blk_transport(struct hv_blk *b)
+{
+	return b->m;
+}

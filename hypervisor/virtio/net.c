@@ -264,3 +264,24 @@ void hv_net_mac(const struct hv_net *n, char out[18])
 	snprintf(out, 18, "%02x:%02x:%02x:%02x:%02x:%02x", n->mac[0], n->mac[1], n->mac[2],
 		 n->mac[3], n->mac[4], n->mac[5]);
 }
+
+void net_persist_save(struct hv_net *n, uint8_t mac_out[6], bool *rx_blocked_out)
+{
+	memcpy(mac_out, n->mac, 6);
+	*rx_blocked_out = n->rx_blocked;
+}
+
+void net_persist_load(struct hv_net *n, bool rx_blocked)
+{
+	n->rx_blocked = rx_blocked;
+}
+
+const uint8_t *net_mac(const struct hv_net *n)
+{
+	return n->mac;
+}
+
+struct virtio_mmio *net_transport(struct hv_net *n)
+{
+	return n->m;
+}

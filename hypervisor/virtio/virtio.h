@@ -172,4 +172,17 @@ void virtio_mmio_needs_reset(struct virtio_mmio *m, unsigned qidx);
 /* Process a notification as if the guest had written QueueNotify (lock NOT held). */
 void virtio_mmio_kick(struct virtio_mmio *m, unsigned qidx);
 
+/* ---- device state (persist.c, net.c, blk.c) ---------------------------------------- */
+
+struct hv_net;
+struct hv_blk;
+/* The device model's own state: what persist.c cannot see. */
+void net_persist_save(struct hv_net *n, uint8_t mac_out[6], bool *rx_blocked_out);
+void net_persist_load(struct hv_net *n, bool rx_blocked);
+const uint8_t *net_mac(const struct hv_net *n);
+struct virtio_mmio *net_transport(struct hv_net *n);
+uint64_t blk_sectors(const struct hv_blk *b);
+bool blk_read_only(const struct hv_blk *b);
+struct virtio_mmio *blk_transport(struct hv_blk *b);
+
 #endif

@@ -106,12 +106,33 @@ static void or_and_equal(void **state)
 	util_bitmap_dispose(&c);
 }
 
+/* CRC-32C: the standard check value, chunking, and the hardware path against the table. */
+static void crc32c(void **state)
+{
+	uint8_t buf[1000];
+	uint32_t c;
+	size_t i;
+
+	c = util_crc32c_final(util_crc32c_update(UTIL_CRC32C_INIT, "123456789", 9));
+	assert_int_equal(c, 0xe3069283u);
+	assert_int_equal(util_crc32c_final(util_crc32c_sw_update(UTIL_CRC32C_INIT, "123456789", 9)),
+			 0xe3069283u);
+	for (i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)(i * 31 + 7);
+	c = util_crc32c_update(UTIL_CRC32C_INIT, buf, 3);
+	c = util_crc32c_update(c, buf + 3, 500);
+	c = util_crc32c_update(c, buf + 503, sizeof(buf) - 503);
+	assert_int_equal(c, util_crc32c_update(UTIL_CRC32C_INIT, buf, sizeof(buf)));
+	assert_int_equal(c, util_crc32c_sw_update(UTIL_CRC32C_INIT, buf, sizeof(buf)));
+	assert_int_equal(util_crc32c_update(UTIL_CRC32C_INIT, buf + 1, 999),
+			 util_crc32c_sw_update(UTIL_CRC32C_INIT, buf + 1, 999)); /* unaligned */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(set_clear_count),
-		cmocka_unit_test(ranges),
-		cmocka_unit_test(next_set_walks_every_bit),
+		cmocka_unit_test(crc32c),	cmocka_unit_test(set_clear_count),
+		cmocka_unit_test(ranges),	cmocka_unit_test(next_set_walks_every_bit),
 		cmocka_unit_test(or_and_equal),
 	};
 

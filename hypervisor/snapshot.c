@@ -1,0 +1,388 @@
+/*
+ * Snapshots: a VM's RAM and state as one stream (docs/stream-format.md), and
+ * a new VM from a chain of them.
+ *
+ * Saving keeps the pause short. It holds only: a dirty-log take, a copy of
+ * the dirty pages into a staging buffer that stays mapped between snapshots,
+ * and the vCPU, VM and device state (into the writer's buffer, flushed
+ * beforehand so no write(2) happens while paused). Pages are written to the
+ * file after the VM resumes. A full snapshot first writes every page while
+ * the guest runs, then re-sends the pages dirtied before the pause; a reader
+ * applies records in order, so the later copy wins.
+ */
+#define LOG_TAG "snapshot"
+#include "hypervisor/hv_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <time.h>
+
+/* Keep the staging buffer mapped and faulted in at least this large. */
+#define STAGE_MIN_PAGES 1024u
+
+static int stage_reserve(struct hv_vm *vm, uint64_t pages)
+{
+	void *p;
+
+	if (pages <= vm->snap_stage_pages)
+		return 0;
+	if (vm->snap_stage)
+		munmap(vm->snap_stage, vm->snap_stage_pages * HV_PAGE_SIZE);
+	vm->snap_stage = NULL;
+	vm->snap_stage_pages = 0;
+	p = mmap(NULL, pages * HV_PAGE_SIZE, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	vm->snap_stage = p;
+	vm->snap_stage_pages = pages;
+	return 0;
+}
+
+void snapshot_dispose(struct hv_vm *vm)
+{
+	if (vm->snap_stage)
+		munmap(vm->snap_stage, vm->snap_stage_pages * HV_PAGE_SIZE);
+	vm->snap_stage = NULL;
+	vm->snap_stage_pages = 0;
+	hv_dirty_log_free(vm->snap_log);
+	vm->snap_log = NULL;
+	free(vm->snap_pfns);
+	vm->snap_pfns = NULL;
+}
+
+/* The set bits of `b` as a pfn list in vm->snap_pfns; their count. */
+static uint64_t collect(struct hv_vm *vm, const struct util_bitmap *b)
+{
+	uint64_t p, n = 0;
+
+	for (p = util_bitmap_next_set(b, 0); p < b->nbits; p = util_bitmap_next_set(b, p + 1))
+		vm->snap_pfns[n++] = p;
+	return n;
+}
+
+static uint64_t random_id(void)
+{
+	uint64_t id = 0;
+
+	while (!id)
+		if (getrandom(&id, sizeof(id), 0) != sizeof(id))
+			id = util_now_ns() ^ (uint64_t)(uintptr_t)&id;
+	return id;
+}
+
+int hv_snapshot_save(struct hv_vm *vm, int fd, enum hv_stream_kind kind,
+		     struct hv_snapshot_stats *stats)
+{
+	struct hv_snapshot_stats st = {0};
+	struct hv_stream_writer *w = NULL;
+	struct hv_stream_header h = {0};
+	struct util_bitmap dirty = {0};
+	struct iovec iov = {&h, sizeof(h)};
+	uint64_t t0 = util_now_ns(), tp, t1, n, i;
+	struct timespec now;
+	bool paused = false;
+	uint32_t c;
+	int rc;
+
+	if (hv_vm_run_state(vm) != HV_S_RUNNING && hv_vm_run_state(vm) != HV_S_PAUSED)
+		return -EINVAL;
+	if (kind == HV_STREAM_INCREMENTAL && (!vm->snap_log || !vm->snap_last_id)) {
+		LOG_ERR("vm %s: an incremental snapshot needs a full one to build on", vm->name);
+		return -ENOENT;
+	}
+	rc = util_bitmap_init(&dirty, vm->mem.pages);
+	if (!rc && !vm->snap_pfns) {
+		vm->snap_pfns = malloc(vm->mem.pages * sizeof(uint64_t));
+		if (!vm->snap_pfns)
+			rc = -ENOMEM;
+	}
+	if (!rc)
+		rc = stage_reserve(vm, STAGE_MIN_PAGES);
+	if (!rc)
+		rc = hv_stream_writer_fd(fd, &w);
+	if (rc < 0)
+		goto out;
+	if (kind == HV_STREAM_FULL) {
+		/* a new chain: a fresh log counts every page as dirty */
+		hv_dirty_log_free(vm->snap_log);
+		vm->snap_log = NULL;
+		vm->snap_last_id = 0;
+		rc = hv_dirty_log_new(vm, &vm->snap_log);
+		if (rc < 0)
+			goto out;
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	h.magic = HV_STREAM_MAGIC;
+	h.version = HV_STREAM_REVISION;
+	h.kind = kind;
+	h.ncpus = vm->ncpus;
+	h.page_size = HV_PAGE_SIZE;
+	h.mem_bytes = vm->mem.size;
+	h.stream_id = st.stream_id = random_id();
+	h.parent_id = st.parent_id = kind == HV_STREAM_INCREMENTAL ? vm->snap_last_id : 0;
+	h.created_ns = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+	rc = hv_stream_write(w, HV_REC_HEADER, &iov, 1);
+	if (rc < 0)
+		goto out;
+
+	if (kind == HV_STREAM_FULL) {
+		/* the precopy pass: every page, while the guest runs */
+		rc = hv_dirty_log_take(vm->snap_log, &dirty, NULL);
+		if (rc < 0)
+			goto out;
+		n = collect(vm, &dirty);
+		rc = hv_stream_write_pages(w, vm->snap_pfns, n, vm->mem.base);
+		if (rc < 0)
+			goto out;
+		st.precopy_pages = n;
+	}
+	rc = hv_stream_flush(w);
+	if (rc < 0)
+		goto out;
+
+	/* ---- paused from here ---- */
+	tp = util_now_ns();
+	rc = hv_vm_pause(vm);
+	if (rc < 0)
+		goto out;
+	paused = true;
+	rc = hv_dirty_log_take(vm->snap_log, &dirty, NULL);
+	if (rc < 0)
+		goto out;
+	t1 = util_now_ns();
+	st.harvest_ns = t1 - tp;
+	n = collect(vm, &dirty);
+	rc = stage_reserve(vm, n); /* slow path: a larger staging buffer, faulted in now */
+	if (rc < 0)
+		goto out;
+	for (i = 0; i < n; i++)
+		memcpy(vm->snap_stage + i * HV_PAGE_SIZE,
+		       vm->mem.base + vm->snap_pfns[i] * HV_PAGE_SIZE, HV_PAGE_SIZE);
+	st.copy_ns = util_now_ns() - t1;
+	t1 = util_now_ns();
+	for (c = 0; !rc && c < vm->ncpus; c++)
+		rc = state_save_vcpu(&vm->vcpus[c], w);
+	if (!rc)
+		rc = state_save_vm(vm, w);
+	if (!rc)
+		rc = persist_save_devices(vm, w);
+	st.state_ns = util_now_ns() - t1;
+	hv_vm_resume(vm);
+	paused = false;
+	st.pause_ns = util_now_ns() - tp;
+	/* ---- running again ---- */
+	if (rc < 0)
+		goto out;
+	st.staged_pages = n;
+	rc = hv_stream_write_staged(w, vm->snap_pfns, n, vm->snap_stage);
+	if (!rc)
+		rc = hv_stream_finish(w);
+	if (rc < 0)
+		goto out;
+	/* the next snapshot's pause should not have to grow the buffer */
+	stage_reserve(vm, n + n / 2);
+	vm->snap_last_id = h.stream_id;
+	st.bytes = hv_stream_writer_bytes(w);
+	st.total_ns = util_now_ns() - t0;
+	LOG_INFO("vm %s: %s snapshot %016" PRIx64 ": %" PRIu64 " + %" PRIu64
+		 " pages, %.1f MiB, paused %.3f ms",
+		 vm->name, kind == HV_STREAM_FULL ? "full" : "incremental", h.stream_id,
+		 st.precopy_pages, st.staged_pages, (double)st.bytes / (1 << 20),
+		 (double)st.pause_ns / 1e6);
+out:
+	if (paused)
+		hv_vm_resume(vm);
+	if (rc < 0) {
+		LOG_ERRNO(rc, "vm %s: snapshot", vm->name);
+		if (kind == HV_STREAM_FULL) {
+			/* no chain to build on after a failed full snapshot */
+			vm->snap_last_id = 0;
+		}
+	}
+	hv_stream_writer_free(w);
+	util_bitmap_dispose(&dirty);
+	if (stats)
+		*stats = st;
+	return rc;
+}
+
+/* ---- restore ------------------------------------------------------------------------- */
+
+static int apply_pages(struct hv_vm *vm, const struct hv_stream_record *r)
+{
+	uint32_t count, i;
+	const uint8_t *payload;
+
+	memcpy(&count, r->body, 4);
+	payload = r->body + 8 + 8ull * count;
+	for (i = 0; i < count; i++) {
+		uint64_t e, pfn, off;
+
+		memcpy(&e, r->body + 8 + 8ull * i, 8);
+		pfn = e & HV_PAGE_PFN_MASK;
+		off = pfn * HV_PAGE_SIZE;
+		/* RAM offsets map to guest-physical through the hole: write by offset */
+		if (e >> HV_PAGE_ENC_SHIFT == HV_PAGE_RAW) {
+			memcpy(vm->mem.base + off, payload, HV_PAGE_SIZE);
+			payload += HV_PAGE_SIZE;
+		} else {
+			memset(vm->mem.base + off, 0, HV_PAGE_SIZE);
+		}
+		__atomic_fetch_or(&vm->mem.vmm_dirty[pfn / 64], 1ull << (pfn % 64),
+				  __ATOMIC_RELEASE);
+	}
+	return 0;
+}
+
+#define BAD(...)                                                                                   \
+	do {                                                                                       \
+		snprintf(why, why_len, __VA_ARGS__);                                               \
+		rc = -EINVAL;                                                                      \
+		goto out;                                                                          \
+	} while (0)
+
+/* Apply one checked stream: pages, and the state it holds. */
+static int apply_stream(struct hv_vm *vm, const uint8_t *buf, size_t len, unsigned which, char *why,
+			size_t why_len)
+{
+	struct hv_stream_iter it;
+	struct hv_stream_record r;
+	const struct hv_vcpu_rec *vrec = NULL;
+	uint32_t seen_vcpus = 0, seen_virtio = 0;
+	int rc = 0, more;
+
+	hv_stream_iter_init(&it, buf, len);
+	while ((more = hv_stream_next(&it, &r)) > 0) {
+		switch (r.type) {
+		case HV_REC_PAGES:
+			rc = apply_pages(vm, &r);
+			break;
+		case HV_REC_VCPU:
+			vrec = (const struct hv_vcpu_rec *)r.body;
+			if (vrec->index >= vm->ncpus || (seen_vcpus >> vrec->index & 1) ||
+			    vrec->reserved || vrec->reserved2)
+				BAD("stream %u, offset %" PRIu64 ": bad or repeated VCPU record",
+				    which, r.offset);
+			break;
+		case HV_REC_VCPU_MSRS: {
+			uint32_t idx;
+
+			memcpy(&idx, r.body, 4);
+			if (!vrec || r.len < 8 || idx != vrec->index)
+				BAD("stream %u, offset %" PRIu64 ": VCPU_MSRS without its VCPU",
+				    which, r.offset);
+			rc = state_load_vcpu(&vm->vcpus[idx], vrec, r.body, r.len);
+			if (rc < 0)
+				BAD("stream %u: vCPU %u state refused by KVM (%s)", which, idx,
+				    strerror(-rc));
+			seen_vcpus |= 1u << idx;
+			vrec = NULL;
+			break;
+		}
+		case HV_REC_IRQCHIP:
+			rc = state_load_irqchip(vm, r.body);
+			break;
+		case HV_REC_PIT:
+			rc = state_load_pit(vm, r.body);
+			break;
+		case HV_REC_CLOCK:
+			rc = state_load_clock(vm, r.body);
+			break;
+		case HV_REC_DEVICE:
+			rc = persist_load_device(vm, r.body, r.len, why, why_len);
+			if (rc < 0)
+				goto out;
+			seen_virtio += (uint32_t)rc;
+			rc = 0;
+			break;
+		default:
+			break; /* HEADER; optional records of later revisions */
+		}
+		if (rc < 0)
+			BAD("stream %u, offset %" PRIu64 ": record %s could not be applied (%s)",
+			    which, r.offset, hv_rec_type_str(r.type), strerror(-rc));
+	}
+	if (more < 0)
+		BAD("stream %u: malformed framing", which);
+	if (seen_vcpus != (1u << vm->ncpus) - 1)
+		BAD("stream %u: state of some vCPUs is missing", which);
+	if (seen_virtio != vm->nvirtio)
+		BAD("stream %u: the snapshot has %u virtio devices, this VM %u (give the same "
+		    "--net "
+		    "and --disk options, in the same order)",
+		    which, seen_virtio, vm->nvirtio);
+out:
+	return rc;
+}
+
+int hv_snapshot_restore(const struct hv_vm_config *cfg, const uint8_t *const *streams,
+			const size_t *lens, unsigned nstreams, hv_restore_devices_fn add_devices,
+			void *arg, struct hv_vm **vm_out, char *why, size_t why_len)
+{
+	struct hv_stream_header h, first = {0};
+	struct hv_vm_config c = *cfg;
+	struct hv_vm *vm = NULL;
+	uint64_t prev_id = 0;
+	unsigned i;
+	int rc = 0;
+
+	*vm_out = NULL;
+	if (!nstreams)
+		BAD("no snapshot given");
+	/* every stream is checked whole before anything is applied */
+	for (i = 0; i < nstreams; i++) {
+		char what[200];
+
+		if (hv_stream_check(streams[i], lens[i], &h, what, sizeof(what)) < 0) {
+			snprintf(why, why_len, "snapshot %u: %s", i + 1, what);
+			return -EBADMSG;
+		}
+		if (i == 0 && h.kind != HV_STREAM_FULL)
+			BAD("snapshot 1 is incremental: a chain starts with a full snapshot");
+		if (i > 0 && (h.kind != HV_STREAM_INCREMENTAL || h.parent_id != prev_id))
+			BAD("snapshot %u does not follow snapshot %u (parent %016" PRIx64
+			    ", expected %016" PRIx64 ")",
+			    i + 1, i, h.parent_id, prev_id);
+		if (i > 0 && (h.mem_bytes != first.mem_bytes || h.ncpus != first.ncpus))
+			BAD("snapshot %u has another RAM size or vCPU count than snapshot 1",
+			    i + 1);
+		if (i == 0)
+			first = h;
+		prev_id = h.stream_id;
+	}
+	if (c.mem_bytes && c.mem_bytes != first.mem_bytes)
+		BAD("RAM size mismatch: the snapshot holds %" PRIu64 " MiB, %" PRIu64
+		    " MiB requested",
+		    first.mem_bytes >> 20, c.mem_bytes >> 20);
+	if (c.ncpus && c.ncpus != first.ncpus)
+		BAD("vCPU count mismatch: the snapshot has %u, %u requested", first.ncpus, c.ncpus);
+	c.mem_bytes = first.mem_bytes;
+	c.ncpus = first.ncpus;
+	rc = hv_vm_create(&c, &vm);
+	if (rc < 0)
+		BAD("cannot create a VM of %" PRIu64 " MiB and %u vCPUs (%s)", c.mem_bytes >> 20,
+		    c.ncpus, strerror(-rc));
+	if (add_devices) {
+		rc = add_devices(arg, vm);
+		if (rc < 0)
+			BAD("cannot add the devices (%s)", strerror(-rc));
+	}
+	for (i = 0; i < nstreams; i++) {
+		rc = apply_stream(vm, streams[i], lens[i], i + 1, why, why_len);
+		if (rc < 0)
+			goto out;
+	}
+	vm->restored = true;
+	vm->snap_last_id = 0; /* a restored VM starts a new chain */
+	*vm_out = vm;
+	vm = NULL;
+out:
+	hv_vm_free(vm);
+	return rc;
+}
