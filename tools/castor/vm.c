@@ -20,6 +20,8 @@ struct vm_opts {
 	const char *socket;
 	bool json;
 	bool harvest;
+	bool incremental;
+	const char *file;
 	int timeout_ms;
 };
 
@@ -43,6 +45,8 @@ static int print_status(const struct vm_cmd *cmd, const struct vm_opts *o,
 			const Castor__Response *resp);
 static int print_dirty(const struct vm_cmd *cmd, const struct vm_opts *o,
 		       const Castor__Response *resp);
+static int print_snapshot(const struct vm_cmd *cmd, const struct vm_opts *o,
+			  const Castor__Response *resp);
 
 static const struct vm_cmd vm_cmds[] = {
 	{"status", "run state, counters and per-vCPU statistics", CASTOR__REQUEST__BODY_STATUS,
@@ -53,6 +57,8 @@ static const struct vm_cmd vm_cmds[] = {
 	{"quit", "stop the VM; castor-vmm exits", CASTOR__REQUEST__BODY_QUIT, false, print_ok},
 	{"dirty", "dirty-tracking statistics (--harvest: enable tracking, harvest now)",
 	 CASTOR__REQUEST__BODY_DIRTY_STATS, true, print_dirty},
+	{"snapshot", "save a snapshot to --file F on the VM's host (--incremental: since the last)",
+	 CASTOR__REQUEST__BODY_SNAPSHOT, false, print_snapshot},
 };
 
 #define N_VM_CMDS (sizeof(vm_cmds) / sizeof(vm_cmds[0]))
@@ -74,6 +80,8 @@ void cli_vm_usage(FILE *f)
 		"  -j, --json          print the reply as one JSON object\n"
 		"  -t, --timeout SEC   wait at most SEC seconds for the reply (default %d)\n"
 		"      --harvest       (dirty only) enable dirty tracking and harvest now\n"
+		"  -f, --file PATH     (snapshot only) where castor-vmm writes the snapshot\n"
+		"      --incremental   (snapshot only) pages since the previous snapshot\n"
 		"  -h, --help          this text\n",
 		PB_CALL_TIMEOUT_MS / 1000);
 }
@@ -237,6 +245,7 @@ static int status_json(const Castor__VmStatus *st)
 		cli_json_u64(&j, "blk_bad", g->blk_bad);
 		cli_json_u64(&j, "blk_io_errors", g->blk_io_errors);
 		cli_json_u64(&j, "blk_generation", g->blk_generation);
+		cli_json_u64(&j, "blk_next", g->blk_next);
 		cli_json_object_end(&j);
 	}
 	cli_json_object_end(&j);
@@ -408,6 +417,43 @@ static const char *errstr(int err)
 }
 
 /* Send one request and print its reply; returns an enum cli_exit. */
+static int print_snapshot(const struct vm_cmd *cmd, const struct vm_opts *o,
+			  const Castor__Response *resp)
+{
+	const Castor__SnapshotResult *r = resp->snapshot;
+
+	if (resp->body_case != CASTOR__RESPONSE__BODY_SNAPSHOT || !r) {
+		cli_err("unexpected reply from %s: no snapshot result in it", o->socket);
+		return CLI_EXIT_FAIL;
+	}
+	if (o->json) {
+		struct cli_json j;
+		char id[17], parent[17];
+
+		snprintf(id, sizeof(id), "%016" PRIx64, r->stream_id);
+		snprintf(parent, sizeof(parent), "%016" PRIx64, r->parent_id);
+		cli_json_init(&j, stdout);
+		cli_json_object_begin(&j, NULL);
+		cli_json_str(&j, "path", str_or_empty(r->path));
+		cli_json_str(&j, "stream_id", id);
+		cli_json_str(&j, "parent_id", parent);
+		cli_json_u64(&j, "pause_ns", r->pause_ns);
+		cli_json_u64(&j, "precopy_pages", r->precopy_pages);
+		cli_json_u64(&j, "staged_pages", r->staged_pages);
+		cli_json_u64(&j, "bytes", r->bytes);
+		cli_json_u64(&j, "total_ns", r->total_ns);
+		cli_json_object_end(&j);
+		return cli_json_finish(&j) < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+	}
+	fputs("snapshot ", stdout);
+	put_safe(stdout, str_or_empty(r->path));
+	printf(": %s %016" PRIx64 ", %" PRIu64 " bytes, %" PRIu64 " + %" PRIu64
+	       " pages, paused %.3f ms, %.1f ms in all\n",
+	       r->parent_id ? "incremental" : "full", r->stream_id, r->bytes, r->precopy_pages,
+	       r->staged_pages, (double)r->pause_ns / 1e6, (double)r->total_ns / 1e6);
+	return CLI_EXIT_OK;
+}
+
 static int vm_run(const struct vm_cmd *cmd, const struct vm_opts *o)
 {
 	Castor__Request req = CASTOR__REQUEST__INIT;
@@ -416,6 +462,7 @@ static int vm_run(const struct vm_cmd *cmd, const struct vm_opts *o)
 	Castor__ResumeRequest resume = CASTOR__RESUME_REQUEST__INIT;
 	Castor__QuitRequest quit = CASTOR__QUIT_REQUEST__INIT;
 	Castor__DirtyStatsRequest dirty = CASTOR__DIRTY_STATS_REQUEST__INIT;
+	Castor__SnapshotRequest snap = CASTOR__SNAPSHOT_REQUEST__INIT;
 	ProtobufCMessage *msg = NULL;
 	Castor__Response *resp;
 	int fd = -1;
@@ -439,6 +486,11 @@ static int vm_run(const struct vm_cmd *cmd, const struct vm_opts *o)
 	case CASTOR__REQUEST__BODY_DIRTY_STATS:
 		dirty.harvest = o->harvest;
 		req.dirty_stats = &dirty;
+		break;
+	case CASTOR__REQUEST__BODY_SNAPSHOT:
+		snap.path = (char *)o->file;
+		snap.incremental = o->incremental;
+		req.snapshot = &snap;
 		break;
 	default:
 		cli_err("vm %s: no request body for this command", cmd->name);
@@ -494,7 +546,7 @@ out:
 
 /* ---- argument parsing --------------------------------------------------------- */
 
-enum { OPT_HARVEST = 0x100 };
+enum { OPT_HARVEST = 0x100, OPT_INCREMENTAL };
 
 /* After an option error the full usage would bury the message: point to it. */
 static int usage_error(void)
@@ -509,6 +561,8 @@ static const struct option vm_long_opts[] = {
 	{"json", no_argument, NULL, 'j'},
 	{"timeout", required_argument, NULL, 't'},
 	{"harvest", no_argument, NULL, OPT_HARVEST},
+	{"file", required_argument, NULL, 'f'},
+	{"incremental", no_argument, NULL, OPT_INCREMENTAL},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -544,8 +598,20 @@ int cli_vm_main(int argc, char **argv)
 	argv++;
 	opterr = 0;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, ":s:jt:h", vm_long_opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":s:jt:f:h", vm_long_opts, NULL)) != -1) {
 		switch (c) {
+		case 'f':
+		case OPT_INCREMENTAL:
+			if (cmd->body != CASTOR__REQUEST__BODY_SNAPSHOT) {
+				cli_err("vm %s: %s applies to 'vm snapshot' only", cmd->name,
+					c == 'f' ? "--file" : "--incremental");
+				return usage_error();
+			}
+			if (c == 'f')
+				o.file = optarg;
+			else
+				o.incremental = true;
+			break;
 		case 's':
 			o.socket = optarg;
 			break;
@@ -594,6 +660,12 @@ int cli_vm_main(int argc, char **argv)
 		cli_err("vm %s: missing --socket PATH", cmd->name);
 		return usage_error();
 	}
+	if (cmd->body == CASTOR__REQUEST__BODY_SNAPSHOT && (!o.file || !*o.file)) {
+		cli_err("vm snapshot: missing --file PATH");
+		return usage_error();
+	}
+	if (cmd->body == CASTOR__REQUEST__BODY_SNAPSHOT && o.timeout_ms == PB_CALL_TIMEOUT_MS)
+		o.timeout_ms = 600 * 1000; /* writing a large VM's RAM takes a while */
 	if (!*o.socket) {
 		cli_err("vm %s: --socket wants a path", cmd->name);
 		return usage_error();

@@ -8,6 +8,7 @@
 #include "tools/vmm/vmm.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -163,6 +164,7 @@ static void status_devices(struct vmm_control *ctl, struct status_buf *b)
 		b->io.blk_bad = io.blk_bad;
 		b->io.blk_io_errors = io.blk_io_errors;
 		b->io.blk_generation = io.blk_generation;
+		b->io.blk_next = io.blk_next;
 		b->st.guest_io = &b->io;
 	}
 }
@@ -243,12 +245,56 @@ static int do_dirty(struct vmm_control *ctl, bool harvest, Castor__Response *res
 	return 0;
 }
 
+/* Write to path.tmp, sync, rename: no half-written snapshot under the final name. */
+static int do_snapshot(struct vmm_control *ctl, const Castor__SnapshotRequest *sr,
+		       Castor__Response *resp, Castor__SnapshotResult *res, const char **msg)
+{
+	struct hv_snapshot_stats st;
+	char tmp[4096];
+	int fd, rc;
+
+	if (!sr->path || !*sr->path) {
+		*msg = "snapshot: a file path is required";
+		return -EINVAL;
+	}
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", sr->path) >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	rc = hv_snapshot_save(ctl->vm, fd, sr->incremental ? HV_STREAM_INCREMENTAL : HV_STREAM_FULL,
+			      &st);
+	if (!rc && fdatasync(fd) < 0)
+		rc = -errno;
+	close(fd);
+	if (!rc && rename(tmp, sr->path) < 0)
+		rc = -errno;
+	if (rc < 0) {
+		unlink(tmp);
+		if (rc == -ENOENT && sr->incremental)
+			*msg = "snapshot: no full snapshot of this VM to build an incremental on";
+		return rc;
+	}
+	res->path = (char *)sr->path;
+	res->stream_id = st.stream_id;
+	res->parent_id = st.parent_id;
+	res->pause_ns = st.pause_ns;
+	res->precopy_pages = st.precopy_pages;
+	res->staged_pages = st.staged_pages;
+	res->bytes = st.bytes;
+	res->total_ns = st.total_ns;
+	resp->body_case = CASTOR__RESPONSE__BODY_SNAPSHOT;
+	resp->snapshot = res;
+	return 0;
+}
+
 static void handle_request(struct conn *c, const Castor__Request *req)
 {
 	struct vmm_control *ctl = c->ctl;
 	Castor__Response resp = CASTOR__RESPONSE__INIT;
 	struct status_buf *sb = NULL;
 	Castor__DirtyStats ds = CASTOR__DIRTY_STATS__INIT;
+	Castor__SnapshotResult snap = CASTOR__SNAPSHOT_RESULT__INIT;
 	const char *msg = NULL;
 	int rc = 0;
 
@@ -286,6 +332,9 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 	case CASTOR__REQUEST__BODY_QUIT:
 		LOG_INFO("vm %s: quit requested", hv_vm_name(ctl->vm));
 		c->quit_after_write = true;
+		break;
+	case CASTOR__REQUEST__BODY_SNAPSHOT:
+		rc = do_snapshot(ctl, req->snapshot, &resp, &snap, &msg);
 		break;
 	case CASTOR__REQUEST__BODY_DIRTY_STATS:
 		rc = do_dirty(ctl, req->dirty_stats->harvest, &resp, &ds);
@@ -479,6 +528,17 @@ fail:
 	if (fd >= 0)
 		close(fd);
 	free(ctl);
+	return rc;
+}
+
+int vmm_control_hold_pause(struct vmm_control *ctl)
+{
+	int rc = 0;
+
+	if (!ctl->user_paused) {
+		rc = hv_vm_pause(ctl->vm);
+		ctl->user_paused = rc == 0;
+	}
 	return rc;
 }
 

@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "hypervisor/hv.h"
@@ -29,6 +31,7 @@
 #endif
 
 #define MAX_GUEST_PARAMS 32
+#define MAX_SNAPSHOTS	 64 /* a full snapshot and its incrementals */
 
 struct net_opt {
 	const char *tap;
@@ -45,12 +48,19 @@ struct run_opts {
 	unsigned nnets;
 	struct vmm_disk disks[HV_MAX_DEVICES];
 	unsigned ndisks;
+	bool restore;
+	const char *snapshots[MAX_SNAPSHOTS];
+	unsigned nsnapshots;
+	bool start_paused;
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: castor-vmm run --mem SIZE --cpus N --test-guest --control PATH [options]\n"
+		"       castor-vmm restore --snapshot FILE [--snapshot INCREMENTAL ...] --control "
+		"PATH\n"
+		"                          [--net ...] [--disk ...] [--paused] [--serial ...]\n"
 		"\n"
 		"  --mem SIZE            guest RAM: 16M up to the host's available memory "
 		"(K/M/G/T)\n"
@@ -67,7 +77,12 @@ static void usage(FILE *f)
 		"most)\n"
 		"  --net tap=NAME[,mac=MAC]  a virtio-net NIC on an existing tap, repeatable\n"
 		"                        (%u at most; MAC default 52:54:00:12:34:5N)\n"
-		"  --kvm DEVICE          KVM device (default: /dev/kvm)\n",
+		"  --kvm DEVICE          KVM device (default: /dev/kvm)\n"
+		"  --snapshot FILE       (restore) a full snapshot, then its incrementals in "
+		"order;\n"
+		"                        give the same --net and --disk options as the original "
+		"VM\n"
+		"  --paused              (restore) leave the restored VM paused\n",
 		HV_MAX_VCPUS, HV_MAX_DEVICES, HV_MAX_DEVICES);
 }
 
@@ -130,6 +145,8 @@ static int parse_net(char *arg, struct net_opt *n, unsigned idx, const char **wh
 static int parse_run(int argc, char **argv, struct run_opts *o)
 {
 	static const struct option opts[] = {
+		{"snapshot", required_argument, NULL, 'S'},
+		{"paused", no_argument, NULL, 'P'},
 		{"mem", required_argument, NULL, 'm'},
 		{"cpus", required_argument, NULL, 'c'},
 		{"test-guest", no_argument, NULL, 't'},
@@ -205,6 +222,17 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 			o->nnets++;
 			break;
 		}
+		case 'S':
+			if (!o->restore)
+				return bad_usage("%s",
+						 "--snapshot belongs to 'castor-vmm restore'");
+			if (o->nsnapshots == MAX_SNAPSHOTS)
+				return bad_usage("--snapshot: at most %s files", "64");
+			o->snapshots[o->nsnapshots++] = optarg;
+			break;
+		case 'P':
+			o->start_paused = true;
+			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -216,6 +244,17 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 	}
 	if (optind < argc)
 		return bad_usage("unexpected argument '%s'", argv[optind]);
+	if (o->restore) {
+		if (!o->nsnapshots)
+			return bad_usage("%s", "--snapshot FILE is required");
+		if (o->test_guest || have_mem || have_cpus)
+			return bad_usage("%s",
+					 "restore takes the guest, its RAM size and vCPU count "
+					 "from the snapshot: drop --test-guest, --mem, --cpus");
+		if (!o->control)
+			return bad_usage("%s", "--control is required");
+		return 0;
+	}
 	if (!have_mem)
 		return bad_usage("%s", "--mem is required");
 	if (!have_cpus)
@@ -283,7 +322,62 @@ static int add_devices(struct run_opts *o, struct hv_vm *vm, struct vmm_devices 
 	return 0;
 }
 
-static int cmd_run(int argc, char **argv)
+struct restore_ctx {
+	struct run_opts *o;
+	struct vmm_devices *devs;
+};
+
+static int restore_add_devices(void *arg, struct hv_vm *vm)
+{
+	struct restore_ctx *r = arg;
+
+	return add_devices(r->o, vm, r->devs);
+}
+
+/* Map every snapshot file and build the VM from the chain. */
+static int restore_vm(struct run_opts *o, struct vmm_devices *devs, struct hv_vm **vm_out)
+{
+	const uint8_t *maps[MAX_SNAPSHOTS];
+	size_t lens[MAX_SNAPSHOTS];
+	struct restore_ctx ctx = {o, devs};
+	char why[512];
+	unsigned i, n = 0;
+	int rc = 0;
+
+	for (i = 0; i < o->nsnapshots; i++) {
+		struct stat st;
+		int fd = open(o->snapshots[i], O_RDONLY | O_CLOEXEC);
+
+		if (fd < 0 || fstat(fd, &st) < 0 || st.st_size == 0) {
+			rc = fd < 0 || errno ? -errno : -EINVAL;
+			fprintf(stderr, "castor-vmm: snapshot %s: %s\n", o->snapshots[i],
+				fd >= 0 && st.st_size == 0 ? "empty file" : strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			rc = rc ? rc : -EINVAL;
+			goto out;
+		}
+		maps[n] = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+		close(fd);
+		if (maps[n] == MAP_FAILED) {
+			rc = -errno;
+			fprintf(stderr, "castor-vmm: snapshot %s: %s\n", o->snapshots[i],
+				strerror(errno));
+			goto out;
+		}
+		lens[n++] = (size_t)st.st_size;
+	}
+	rc = hv_snapshot_restore(&o->vm, maps, lens, n, restore_add_devices, &ctx, vm_out, why,
+				 sizeof(why));
+	if (rc < 0)
+		fprintf(stderr, "castor-vmm: cannot restore: %s\n", why);
+out:
+	for (i = 0; i < n; i++)
+		munmap((void *)maps[i], lens[i]);
+	return rc;
+}
+
+static int cmd_run(int argc, char **argv, bool restore)
 {
 	struct run_opts o;
 	struct vmm_devices devs = {0};
@@ -294,6 +388,7 @@ static int cmd_run(int argc, char **argv)
 	int rc, status = 1, serial_fd = -1;
 
 	memset(&o, 0, sizeof(o));
+	o.restore = restore;
 	hv_tg_config_default(&o.tg);
 	o.tg.image_path = CASTOR_GUEST_BIN;
 	o.vm.serial_fd = -1;
@@ -309,19 +404,25 @@ static int cmd_run(int argc, char **argv)
 		goto out;
 	}
 	o.vm.serial_fd = serial_fd;
-	rc = hv_vm_create(&o.vm, &vm);
-	if (rc < 0) {
-		fprintf(stderr, "castor-vmm: cannot create the VM: %s\n", strerror(-rc));
-		goto out;
-	}
-	rc = add_devices(&o, vm, &devs);
-	if (rc < 0)
-		goto out;
-	rc = hv_tg_load(vm, &o.tg);
-	if (rc < 0) {
-		fprintf(stderr, "castor-vmm: cannot load the test guest %s: %s\n", o.tg.image_path,
-			strerror(-rc));
-		goto out;
+	if (restore) {
+		rc = restore_vm(&o, &devs, &vm);
+		if (rc < 0)
+			goto out;
+	} else {
+		rc = hv_vm_create(&o.vm, &vm);
+		if (rc < 0) {
+			fprintf(stderr, "castor-vmm: cannot create the VM: %s\n", strerror(-rc));
+			goto out;
+		}
+		rc = add_devices(&o, vm, &devs);
+		if (rc < 0)
+			goto out;
+		rc = hv_tg_load(vm, &o.tg);
+		if (rc < 0) {
+			fprintf(stderr, "castor-vmm: cannot load the test guest %s: %s\n",
+				o.tg.image_path, strerror(-rc));
+			goto out;
+		}
 	}
 	base = event_base_new();
 	if (!base)
@@ -341,6 +442,8 @@ static int cmd_run(int argc, char **argv)
 		fprintf(stderr, "castor-vmm: cannot start the VM: %s\n", strerror(-rc));
 		goto out;
 	}
+	if (o.start_paused)
+		vmm_control_hold_pause(ctl);
 	LOG_INFO("vm %s: control socket %s", hv_vm_name(vm), o.control);
 	event_base_dispatch(base);
 	status = 0;
@@ -365,7 +468,9 @@ out:
 int main(int argc, char **argv)
 {
 	if (argc >= 2 && !strcmp(argv[1], "run"))
-		return cmd_run(argc - 1, argv + 1);
+		return cmd_run(argc - 1, argv + 1, false);
+	if (argc >= 2 && !strcmp(argv[1], "restore"))
+		return cmd_run(argc - 1, argv + 1, true);
 	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "help"))) {
 		usage(stdout);
 		return 0;

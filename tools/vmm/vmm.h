@@ -32,6 +32,8 @@ struct vmm_devices {
 
 int vmm_control_open(struct event_base *base, struct hv_vm *vm, const struct vmm_devices *devs,
 		     const char *path, struct vmm_control **ctl_out);
+/* Pause the VM on behalf of the control socket (as `castor vm pause` would). */
+int vmm_control_hold_pause(struct vmm_control *ctl);
 /* Closes every connection and removes the socket file. NULL is fine. */
 void vmm_control_free(struct vmm_control *ctl);
 
