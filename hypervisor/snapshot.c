@@ -173,9 +173,13 @@ int hv_snapshot_save(struct hv_vm *vm, int fd, enum hv_stream_kind kind,
 	if (!rc)
 		rc = persist_save_devices(vm, w);
 	st.state_ns = util_now_ns() - t1;
+	/*
+	 * The pause ends when resume is issued: the vCPUs run from there on,
+	 * and this thread may then wait for a core behind them.
+	 */
+	st.pause_ns = util_now_ns() - tp;
 	hv_vm_resume(vm);
 	paused = false;
-	st.pause_ns = util_now_ns() - tp;
 	/* ---- running again ---- */
 	if (rc < 0)
 		goto out;
@@ -214,7 +218,8 @@ out:
 
 /* ---- restore ------------------------------------------------------------------------- */
 
-static int apply_pages(struct hv_vm *vm, const struct hv_stream_record *r)
+/* `fresh`: RAM is still all zeros (the chain's first stream): ZERO pages need no write. */
+static int apply_pages(struct hv_vm *vm, const struct hv_stream_record *r, bool fresh)
 {
 	uint32_t count, i;
 	const uint8_t *payload;
@@ -231,6 +236,16 @@ static int apply_pages(struct hv_vm *vm, const struct hv_stream_record *r)
 		if (e >> HV_PAGE_ENC_SHIFT == HV_PAGE_RAW) {
 			memcpy(vm->mem.base + off, payload, HV_PAGE_SIZE);
 			payload += HV_PAGE_SIZE;
+		} else if (fresh && !(vm->mem.vmm_dirty[pfn / 64] >> (pfn % 64) & 1)) {
+			/*
+			 * Still the zero page of a new memfd, never written by this
+			 * restore (its bit is clear): leave it unallocated. A page
+			 * sent RAW earlier in the stream has its bit set and is
+			 * zeroed below like any other.
+			 */
+			__atomic_fetch_or(&vm->mem.vmm_dirty[pfn / 64], 1ull << (pfn % 64),
+					  __ATOMIC_RELEASE);
+			continue;
 		} else {
 			memset(vm->mem.base + off, 0, HV_PAGE_SIZE);
 		}
@@ -261,7 +276,7 @@ static int apply_stream(struct hv_vm *vm, const uint8_t *buf, size_t len, unsign
 	while ((more = hv_stream_next(&it, &r)) > 0) {
 		switch (r.type) {
 		case HV_REC_PAGES:
-			rc = apply_pages(vm, &r);
+			rc = apply_pages(vm, &r, which == 1);
 			break;
 		case HV_REC_VCPU:
 			vrec = (const struct hv_vcpu_rec *)r.body;

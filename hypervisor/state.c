@@ -88,7 +88,7 @@ int state_save_vcpu(struct hv_vcpu *v, struct hv_stream_writer *w)
 	rec->index = v->idx;
 	if (ioctl(v->fd, KVM_GET_REGS, &rec->regs) < 0 ||
 	    ioctl(v->fd, KVM_GET_SREGS, &rec->sregs) < 0 ||
-	    ioctl(v->fd, KVM_GET_XSAVE, &rec->xsave) < 0 ||
+	    ioctl(v->fd, KVM_GET_XSAVE, rec->xsave) < 0 ||
 	    ioctl(v->fd, KVM_GET_XCRS, &rec->xcrs) < 0 ||
 	    ioctl(v->fd, KVM_GET_DEBUGREGS, &rec->debugregs) < 0 ||
 	    ioctl(v->fd, KVM_GET_LAPIC, &rec->lapic) < 0 ||
@@ -141,7 +141,7 @@ int state_load_vcpu(struct hv_vcpu *v, const struct hv_vcpu_rec *rec, const uint
 	if (hdr[0] != v->idx || hdr[1] > HV_MSRS_MAX || msr_len != 8 + 16ull * hdr[1])
 		return -EBADMSG;
 	if (ioctl(v->fd, KVM_SET_REGS, &rec->regs) < 0 ||
-	    ioctl(v->fd, KVM_SET_XSAVE, &rec->xsave) < 0 ||
+	    ioctl(v->fd, KVM_SET_XSAVE, rec->xsave) < 0 ||
 	    ioctl(v->fd, KVM_SET_XCRS, &rec->xcrs) < 0 ||
 	    ioctl(v->fd, KVM_SET_SREGS, &rec->sregs) < 0) {
 		rc = -errno;

@@ -15,7 +15,7 @@ struct hv_vcpu_rec {
 	uint32_t reserved;
 	struct kvm_regs regs;
 	struct kvm_sregs sregs;
-	struct kvm_xsave xsave;
+	uint8_t xsave[4096]; /* struct kvm_xsave: it ends in a flexible array, so no member */
 	struct kvm_xcrs xcrs;
 	struct kvm_debugregs debugregs;
 	struct kvm_lapic_state lapic;
@@ -32,6 +32,7 @@ _Static_assert(offsetof(struct hv_vcpu_rec, lapic) == 5080, "VCPU layout");
 _Static_assert(offsetof(struct hv_vcpu_rec, events) == 6104, "VCPU layout");
 _Static_assert(offsetof(struct hv_vcpu_rec, mp) == 6168, "VCPU layout");
 _Static_assert(sizeof(struct hv_vcpu_rec) == 6176, "VCPU layout");
+_Static_assert(sizeof(struct kvm_xsave) == 4096, "VCPU layout: xsave");
 #define HV_VCPU_REC_LEN 6176u
 
 struct hv_msr_entry {

@@ -159,6 +159,12 @@ int hv_stream_write(struct hv_stream_writer *w, uint32_t type, const struct iove
 	rc = write_record(w, type, iov, iovcnt, true);
 	if (!rc)
 		w->records++;
+	if (!rc && (type & ~HV_REC_F_OPTIONAL) == HV_REC_PAGES && iovcnt && iov[0].iov_len >= 4) {
+		uint32_t count;
+
+		memcpy(&count, iov[0].iov_base, 4); /* END counts page entries */
+		w->pages += count;
+	}
 	return rc;
 }
 
@@ -210,7 +216,6 @@ static int write_pages(struct hv_stream_writer *w, const uint64_t *pfns, size_t 
 		w->iov[0] = (struct iovec){hdr, sizeof(hdr)};
 		w->iov[1] = (struct iovec){w->entries, count * sizeof(uint64_t)};
 		rc = hv_stream_write(w, HV_REC_PAGES, w->iov, niov);
-		w->pages += count;
 		done += count;
 	}
 	return rc;

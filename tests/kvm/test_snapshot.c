@@ -208,10 +208,27 @@ static void bad_input(void **state)
 	x.len = b.len - 1;
 	assert_int_equal(restore(&x, 1, 0, &r, why), -EBADMSG);
 
-	/* one flipped byte in the middle: the checksum */
+	/* one flipped byte inside a page's data: only the checksum can tell */
 	memcpy(x.data, b.data, b.len);
 	x.len = b.len;
-	x.data[b.len / 2] ^= 0x10;
+	{
+		struct hv_stream_iter it;
+		struct hv_stream_record rec;
+		size_t at = 0;
+
+		hv_stream_iter_init(&it, x.data, x.len);
+		while (!at && hv_stream_next(&it, &rec) > 0) {
+			uint32_t count;
+
+			if (rec.type != HV_REC_PAGES)
+				continue;
+			memcpy(&count, rec.body, 4);
+			if (rec.len > 8 + 8ull * count) /* it carries RAW payload */
+				at = (size_t)(rec.body - x.data) + 8 + 8ull * count + 100;
+		}
+		assert_true(at > 0);
+		x.data[at] ^= 0x10;
+	}
 	assert_int_equal(restore(&x, 1, 0, &r, why), -EBADMSG);
 	assert_non_null(strstr(why, "checksum"));
 
@@ -248,13 +265,65 @@ static void bad_input(void **state)
 	free(b.data);
 }
 
+/*
+ * A page may appear twice in a stream; the later copy wins. Splice a RAW copy
+ * of a scratch page (non-zero) ahead of the snapshot's own ZERO copy of it,
+ * and the restored page must be zero.
+ */
+static void later_copy_wins(void **state)
+{
+	struct hv_vm *vm = running_guest(), *r = NULL;
+	struct hv_stream_writer *w = NULL;
+	struct hv_stream_iter it;
+	struct hv_stream_record rec;
+	struct blob b, x;
+	uint64_t first, end, entry;
+	uint8_t page[4096];
+	uint32_t hdr[2] = {1, 0};
+	char why[256] = "";
+	int more;
+
+	assert_non_null(vm);
+	assert_int_equal(hv_tg_scratch(vm, &first, &end), 0);
+	assert_int_equal(hv_vm_pause(vm), 0);
+	b = snap(vm, HV_STREAM_FULL);
+	hv_vm_free(vm);
+
+	memset(page, 0xa5, sizeof(page));
+	entry = (first + 3) | (uint64_t)HV_PAGE_RAW << HV_PAGE_ENC_SHIFT;
+	assert_int_equal(hv_stream_writer_mem(&w), 0);
+	hv_stream_iter_init(&it, b.data, b.len);
+	while ((more = hv_stream_next(&it, &rec)) > 0) {
+		struct iovec iov = {(void *)rec.body, rec.len};
+
+		assert_int_equal(hv_stream_write(w, rec.type, &iov, 1), 0);
+		if (rec.type == HV_REC_HEADER) {
+			struct iovec extra[3] = {{hdr, 8}, {&entry, 8}, {page, sizeof(page)}};
+
+			assert_int_equal(hv_stream_write(w, HV_REC_PAGES, extra, 3), 0);
+		}
+	}
+	assert_int_equal(more, 0);
+	assert_int_equal(hv_stream_finish(w), 0);
+	x.data = (uint8_t *)hv_stream_writer_data(w, &x.len);
+	if (restore(&x, 1, 0, &r, why) < 0)
+		fail_msg("restore: %s", why);
+	assert_int_equal(hv_mem_read(r, (first + 3) * HV_PAGE_SIZE, page, sizeof(page)), 0);
+	for (size_t i = 0; i < sizeof(page); i++)
+		if (page[i])
+			fail_msg("byte %zu of the page is 0x%x: the earlier RAW copy won", i,
+				 page[i]);
+	hv_vm_free(r);
+	hv_stream_writer_free(w);
+	free(b.data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(exact_restore),
-		cmocka_unit_test(snapshot_while_running),
-		cmocka_unit_test(chain_equals_full),
-		cmocka_unit_test(bad_input),
+		cmocka_unit_test(exact_restore),     cmocka_unit_test(snapshot_while_running),
+		cmocka_unit_test(chain_equals_full), cmocka_unit_test(bad_input),
+		cmocka_unit_test(later_copy_wins),
 	};
 
 	kvm_test_require();

@@ -13,6 +13,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "hypervisor/guest/abi.h"
 #include "hypervisor/hv.h"
@@ -45,6 +47,8 @@ void cli_bench_usage(FILE *f)
 	      "  dirty   dirty-harvest time at 1%, 10%, 100% of pages dirty, beside the bare\n"
 	      "          KVM_GET_DIRTY_LOG + KVM_CLEAR_DIRTY_LOG ioctls\n"
 	      "          --mem SIZE (1G)  --reps N (20)  --cpus N (1)\n"
+	      "  snapshot  snapshot pause (full; incremental at 1% dirty) and restore-to-running\n"
+	      "          --mem SIZE (1G)  --reps N (20)\n"
 	      "  net     UDP and TCP request/response latency and rate, TCP throughput, against\n"
 	      "          a running test guest: --target IP  --count N (2000)  --window N (32)\n"
 	      "          (run it where the guest is reachable, e.g. ip netns exec TAG-client ...)\n"
@@ -286,6 +290,131 @@ out:
 	return rc < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
 
+/*
+ * Snapshot pause (full, incremental at 1 % of pages dirty) and restore-to-
+ * running, for a guest of o->mem. Snapshots go to a memfd (page cache speed:
+ * the pause does not depend on the disk, the total time does).
+ */
+/* Empty the snapshot file and rewind it (ftruncate leaves the offset alone). */
+static int rewind_fd(int fd)
+{
+	return ftruncate(fd, 0) < 0 || lseek(fd, 0, SEEK_SET) < 0 ? -errno : 0;
+}
+
+static int bench_snapshot(const struct bench_opts *o)
+{
+	uint64_t *full_p = calloc(o->reps, 8), *inc_p = calloc(o->reps, 8),
+		 *rst = calloc(o->reps, 8);
+	uint64_t first, end, count, r, full_bytes = 0, inc_bytes = 0, inc_pages = 0;
+	struct hv_vm *vm = bench_vm(o, 2, 0, TG_PAGE_SIZE);
+	int fd = memfd_create("bench-snapshot", 0), rc = 0;
+
+	if (!vm || fd < 0 || !full_p || !inc_p || !rst) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = hv_tg_scratch(vm, &first, &end);
+	count = (end - first) / 100; /* 1 % of the guest's pages */
+	for (r = 0; !rc && r < o->reps; r++) {
+		struct hv_snapshot_stats st;
+		const uint8_t *map;
+		size_t len;
+		struct hv_vm *rv = NULL;
+		struct hv_vm_config cfg = {.name = "restored", .serial_fd = -1};
+		char why[256];
+		uint64_t t0;
+
+		/* a full snapshot starts a chain */
+		if ((rc = rewind_fd(fd)) < 0 ||
+		    (rc = hv_snapshot_save(vm, fd, HV_STREAM_FULL, &st)) < 0)
+			break;
+		full_p[r] = st.pause_ns;
+		full_bytes = st.bytes;
+		/* the guest dirties 1 % of its pages, then an incremental */
+		rc = hv_tg_dirty_range(vm, first, count, 100, r + 1, 60 * SEC);
+		if (!rc)
+			rc = rewind_fd(fd);
+		if (!rc)
+			rc = hv_snapshot_save(vm, fd, HV_STREAM_INCREMENTAL, &st);
+		if (rc < 0)
+			break;
+		inc_p[r] = st.pause_ns;
+		inc_bytes = st.bytes;
+		inc_pages = st.staged_pages;
+		/* restore to running, from the full snapshot just taken */
+		if ((rc = rewind_fd(fd)) < 0 ||
+		    (rc = hv_snapshot_save(vm, fd, HV_STREAM_FULL, &st)) < 0)
+			break;
+		len = st.bytes;
+		map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+		if (map == MAP_FAILED) {
+			rc = -errno;
+			break;
+		}
+		t0 = util_now_ns();
+		rc = hv_snapshot_restore(&cfg, &map, &len, 1, NULL, NULL, &rv, why, sizeof(why));
+		if (!rc)
+			rc = hv_vm_start(rv);
+		rst[r] = util_now_ns() - t0;
+		if (rc < 0)
+			cli_err("bench snapshot: restore: %s", why);
+		hv_vm_free(rv);
+		munmap((void *)map, len);
+	}
+	if (rc < 0)
+		goto out;
+	if (o->json) {
+		struct cli_json j;
+
+		cli_json_init(&j, stdout);
+		cli_json_object_begin(&j, NULL);
+		cli_json_str(&j, "bench", "snapshot");
+		cli_json_u64(&j, "mem_mib", o->mem >> 20);
+		cli_json_double(&j, "full_pause_p50_ms",
+				util_percentile(full_p, o->reps, 50) / 1e6);
+		cli_json_double(&j, "full_pause_p99_ms",
+				util_percentile(full_p, o->reps, 99) / 1e6);
+		cli_json_u64(&j, "full_bytes", full_bytes);
+		cli_json_u64(&j, "incremental_pages", inc_pages);
+		cli_json_double(&j, "incremental_pause_p50_ms",
+				util_percentile(inc_p, o->reps, 50) / 1e6);
+		cli_json_double(&j, "incremental_pause_p99_ms",
+				util_percentile(inc_p, o->reps, 99) / 1e6);
+		cli_json_u64(&j, "incremental_bytes", inc_bytes);
+		cli_json_double(&j, "restore_to_running_p50_ms",
+				util_percentile(rst, o->reps, 50) / 1e6);
+		cli_json_double(&j, "restore_to_running_p99_ms",
+				util_percentile(rst, o->reps, 99) / 1e6);
+		cli_json_object_end(&j);
+		cli_json_finish(&j);
+	} else {
+		printf("castor bench snapshot: %llu MiB guest, 2 vCPUs, %llu reps, snapshots to a "
+		       "memfd\n",
+		       (unsigned long long)(o->mem >> 20), (unsigned long long)o->reps);
+		printf("  full snapshot:        pause p50 %8.3f ms  p99 %8.3f ms  (%.1f MiB)\n",
+		       util_percentile(full_p, o->reps, 50) / 1e6,
+		       util_percentile(full_p, o->reps, 99) / 1e6, (double)full_bytes / (1 << 20));
+		printf("  incremental, 1%% dirty: pause p50 %8.3f ms  p99 %8.3f ms  (%llu pages, "
+		       "%.1f MiB)\n",
+		       util_percentile(inc_p, o->reps, 50) / 1e6,
+		       util_percentile(inc_p, o->reps, 99) / 1e6, (unsigned long long)inc_pages,
+		       (double)inc_bytes / (1 << 20));
+		printf("  restore to running:   p50 %8.3f ms  p99 %8.3f ms\n",
+		       util_percentile(rst, o->reps, 50) / 1e6,
+		       util_percentile(rst, o->reps, 99) / 1e6);
+	}
+out:
+	if (rc < 0)
+		cli_err("bench snapshot: %s", strerror(-rc));
+	if (fd >= 0)
+		close(fd);
+	free(full_p);
+	free(inc_p);
+	free(rst);
+	hv_vm_free(vm);
+	return rc < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+}
+
 int cli_bench_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -317,7 +446,7 @@ int cli_bench_main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "net"))
 		return cli_bench_net(argc - 1, argv + 1);
-	if (strcmp(cmd, "pause") && strcmp(cmd, "dirty")) {
+	if (strcmp(cmd, "pause") && strcmp(cmd, "dirty") && strcmp(cmd, "snapshot")) {
 		cli_err("bench: unknown command '%s'", cmd);
 		cli_bench_usage(stderr);
 		return CLI_EXIT_USAGE;
@@ -377,6 +506,8 @@ int cli_bench_main(int argc, char **argv)
 		o.mem = !strcmp(cmd, "pause") ? 256ull << 20 : 1ull << 30;
 	if (!strcmp(cmd, "pause"))
 		return bench_pause(&o);
+	if (!strcmp(cmd, "snapshot"))
+		return bench_snapshot(&o);
 	if (util_parse_u64(o.cpus_list, &v) < 0 || v < 1 || v > HV_MAX_VCPUS) {
 		cli_err("bench dirty: --cpus takes one vCPU count (1 to %u)", HV_MAX_VCPUS);
 		return CLI_EXIT_USAGE;
