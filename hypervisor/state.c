@@ -16,15 +16,18 @@
 
 static int msr_one(int fd, unsigned long req, uint32_t index, uint64_t *value)
 {
-	struct {
-		struct kvm_msrs hdr;
-		struct kvm_msr_entry e;
-	} m = {.hdr.nmsrs = 1, .e.index = index, .e.data = *value};
-	int r = ioctl(fd, req, &m);
+	/* struct kvm_msrs ends in a flexible array: lay out header and one entry by hand */
+	uint64_t buf[(sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)) / 8 + 1] = {0};
+	struct kvm_msrs *m = (struct kvm_msrs *)buf;
+	int r;
 
+	m->nmsrs = 1;
+	m->entries[0].index = index;
+	m->entries[0].data = *value;
+	r = ioctl(fd, req, m);
 	if (r != 1)
 		return -EIO;
-	*value = m.e.data;
+	*value = m->entries[0].data;
 	return 0;
 }
 
