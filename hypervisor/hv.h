@@ -263,6 +263,16 @@ void hv_net_mac(const struct hv_net *net, char out[18]); /* "52:54:00:12:34:56" 
  */
 int hv_mmio_access(struct hv_vm *vm, uint64_t gpa, void *data, uint32_t len, bool is_write);
 
+/*
+ * The in-kernel IOAPIC's interrupt request register (a bit per pin that is
+ * asserted), for tests and diagnostics. The VM must be paused or not started.
+ */
+int hv_vm_ioapic_irr(struct hv_vm *vm, uint32_t *irr_out);
+/* The IRQ line (IOAPIC pin) of a device. */
+struct hv_blk;
+uint32_t hv_blk_irq(const struct hv_blk *blk);
+uint32_t hv_net_irq(const struct hv_net *net);
+
 /* virtio-blk on a raw image file. */
 struct hv_blk;
 struct hv_blk_config {

@@ -244,3 +244,15 @@ int state_load_clock(struct hv_vm *vm, const uint8_t *body)
 	set.clock = clock.clock; /* the guest's kvmclock continues from here */
 	return ioctl(vm->fd, KVM_SET_CLOCK, &set) < 0 ? -errno : 0;
 }
+
+int hv_vm_ioapic_irr(struct hv_vm *vm, uint32_t *irr_out)
+{
+	struct kvm_irqchip chip = {.chip_id = KVM_IRQCHIP_IOAPIC};
+
+	if (hv_vm_run_state(vm) == HV_S_RUNNING)
+		return -EBUSY;
+	if (ioctl(vm->fd, KVM_GET_IRQCHIP, &chip) < 0)
+		return -errno;
+	*irr_out = chip.chip.ioapic.irr;
+	return 0;
+}

@@ -383,3 +383,8 @@ struct virtio_mmio *blk_transport(struct hv_blk *b)
 {
 	return b->m;
 }
+
+uint32_t hv_blk_irq(const struct hv_blk *b)
+{
+	return b->m->gsi;
+}

@@ -285,3 +285,8 @@ struct virtio_mmio *net_transport(struct hv_net *n)
 {
 	return n->m;
 }
+
+uint32_t hv_net_irq(const struct hv_net *n)
+{
+	return n->m->gsi;
+}

@@ -34,6 +34,8 @@
 #define R_QNUM	       0x038
 #define R_QREADY       0x044
 #define R_QNOTIFY      0x050
+#define R_INT_STATUS   0x060
+#define R_INT_ACK      0x064
 #define R_STATUS       0x070
 #define R_QDESC	       0x080
 #define R_QDRIVER      0x090
@@ -55,6 +57,7 @@
 
 struct drv {
 	struct hv_vm *vm;
+	struct hv_blk *blk;
 	uint64_t base; /* MMIO window */
 	uint64_t mem;  /* our rings and buffers, in the guest's scratch area */
 	uint16_t avail_idx, used_seen;
@@ -212,6 +215,7 @@ static struct drv *setup_drv(bool ro)
 	assert_int_equal(hv_tg_wait_ready(d->vm, 30 * SEC), 0);
 	unlink(guest_img);
 	d->base = hv_blk_mmio_base(blk1);
+	d->blk = blk1;
 	assert_int_equal(hv_tg_scratch(d->vm, &first, &end), 0);
 	d->mem = (first + 16) * HV_PAGE_SIZE;
 	assert_int_equal(rd(d, R_MAGIC), 0x74726976);
@@ -350,6 +354,46 @@ static void read_only(void **state)
 	free_drv(d);
 }
 
+/*
+ * Interrupts: a completed request sets InterruptStatus and asserts the
+ * device's line at the in-kernel IOAPIC through its irqfd; the driver's
+ * InterruptACK clears the status. (The test guest polls; Linux guests rely
+ * on this path.)
+ */
+static void completion_interrupts(void **state)
+{
+	struct drv *d = setup_drv(false);
+	uint32_t irq = hv_blk_irq(d->blk), irr = 0;
+	uint64_t end;
+
+	init(d); /* without EVENT_IDX and with interrupts wanted: every completion */
+	assert_int_equal(rd(d, R_INT_STATUS), 0);
+	assert_int_equal(request(d, T_FLUSH, 0, 0, false), 0);
+	assert_int_equal(rd(d, R_INT_STATUS) & 1, 1);
+	/* the line reaches KVM's IOAPIC (read it paused; the irqfd is asynchronous) */
+	end = util_now_ns() + 5 * SEC;
+	do {
+		assert_int_equal(hv_vm_pause(d->vm), 0);
+		assert_int_equal(hv_vm_ioapic_irr(d->vm, &irr), 0);
+		assert_int_equal(hv_vm_resume(d->vm), 0);
+		if (irr >> irq & 1)
+			break;
+		util_sleep_ns(1000000);
+	} while (util_now_ns() < end);
+	assert_true(irr >> irq & 1);
+	wr(d, R_INT_ACK, 1);
+	assert_int_equal(rd(d, R_INT_STATUS), 0);
+	/* a driver that asks for no interrupts gets none */
+	{
+		uint16_t flags = 1; /* VIRTQ_AVAIL_F_NO_INTERRUPT */
+
+		put(d, AVAIL(d), &flags, 2);
+	}
+	assert_int_equal(request(d, T_FLUSH, 0, 0, false), 0);
+	assert_int_equal(rd(d, R_INT_STATUS), 0);
+	free_drv(d);
+}
+
 /* Features the device does not offer are refused: FEATURES_OK does not stick. */
 static void feature_negotiation(void **state)
 {
@@ -380,6 +424,7 @@ int main(void)
 		cmocka_unit_test(bad_requests),
 		cmocka_unit_test(read_only),
 		cmocka_unit_test(feature_negotiation),
+		cmocka_unit_test(completion_interrupts),
 	};
 
 	kvm_test_require();
