@@ -351,11 +351,14 @@ static int bench_snapshot(const struct bench_opts *o)
 			rc = -errno;
 			break;
 		}
+		/* the source VM's vCPUs must not compete for the cores while we time */
+		hv_vm_pause(vm);
 		t0 = util_now_ns();
 		rc = hv_snapshot_restore(&cfg, &map, &len, 1, NULL, NULL, &rv, why, sizeof(why));
 		if (!rc)
 			rc = hv_vm_start(rv);
 		rst[r] = util_now_ns() - t0;
+		hv_vm_resume(vm);
 		if (rc < 0)
 			cli_err("bench snapshot: restore: %s", why);
 		hv_vm_free(rv);
