@@ -291,8 +291,9 @@ uint64_t hv_blk_mmio_base(const struct hv_blk *blk);
 #define HV_STREAM_MAGIC	   0x4d52545352545343ull /* "CSTRSTRM" */
 #define HV_STREAM_REVISION 1u
 #define HV_REC_F_OPTIONAL  0x80000000u
-#define HV_REC_MAX_LEN	   ((16u << 20) + 4096u)
-#define HV_PAGES_MAX	   4096u /* entries in one PAGES record */
+/* holds the largest PAGES record: 8 + 8 * 4096 + 4096 * 4096 bytes */
+#define HV_REC_MAX_LEN ((16u << 20) + 65536u)
+#define HV_PAGES_MAX   4096u /* entries in one PAGES record */
 
 enum hv_rec_type {
 	HV_REC_HEADER = 0x0001,
@@ -326,6 +327,7 @@ struct hv_stream_header {
 	uint64_t reserved;
 };
 _Static_assert(sizeof(struct hv_stream_header) == 64, "HEADER layout");
+_Static_assert(HV_REC_MAX_LEN >= 8 + 8 * HV_PAGES_MAX + HV_PAGES_MAX * HV_PAGE_SIZE, "REC_MAX_LEN");
 
 struct hv_stream_end {
 	uint64_t records;

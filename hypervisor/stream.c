@@ -408,8 +408,9 @@ int hv_stream_check(const uint8_t *buf, size_t len, struct hv_stream_header *hdr
 		    HV_STREAM_REVISION);
 	if (h.version < 1 || (h.kind != HV_STREAM_FULL && h.kind != HV_STREAM_INCREMENTAL) ||
 	    h.ncpus < 1 || h.ncpus > HV_MAX_VCPUS || h.page_size != HV_PAGE_SIZE ||
-	    h.mem_bytes < HV_MIN_MEM || h.mem_bytes % HV_PAGE_SIZE || h.reserved ||
-	    (h.kind == HV_STREAM_INCREMENTAL && !h.parent_id))
+	    h.mem_bytes < HV_MIN_MEM || h.mem_bytes % HV_PAGE_SIZE || h.reserved || !h.stream_id ||
+	    (h.kind == HV_STREAM_INCREMENTAL && !h.parent_id) ||
+	    (h.kind == HV_STREAM_FULL && h.parent_id) || h.parent_id == h.stream_id)
 		BAD("offset 0: HEADER fields out of range");
 	npages = h.mem_bytes / HV_PAGE_SIZE;
 	it.off = 0;
@@ -431,6 +432,10 @@ int hv_stream_check(const uint8_t *buf, size_t len, struct hv_stream_header *hdr
 		records++;
 		if (r.type == HV_REC_HEADER && r.offset)
 			BAD("offset %" PRIu64 ": a second HEADER", r.offset);
+		if (is_known(r.type) && r.optional)
+			BAD("offset %" PRIu64
+			    ": the optional flag on %s, a type this revision defines",
+			    r.offset, hv_rec_type_str(r.type));
 		if (!is_known(r.type)) {
 			if (r.optional)
 				continue;

@@ -174,6 +174,7 @@ static void chain_equals_full(void **state)
 	hv_vm_free(c);
 
 	/* a chain with a link missing is refused */
+	free(chain[3].data);
 	chain[3] = chain[4];
 	assert_int_equal(restore(chain, 5, 0, &a, why), -EINVAL);
 	assert_non_null(strstr(why, "does not follow"));

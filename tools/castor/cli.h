@@ -46,4 +46,8 @@ void cli_bench_usage(FILE *f);
 /* bench_net.c: `castor bench net` (argv[0] is "net") */
 int cli_bench_net(int argc, char **argv);
 
+/* stream.c: `castor stream verify|dump FILE`, the independent stream verifier */
+int cli_stream_main(int argc, char **argv);
+void cli_stream_usage(FILE *f);
+
 #endif

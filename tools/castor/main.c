@@ -8,6 +8,8 @@
 static const struct cli_group groups[] = {
 	{"vm", "control one castor-vmm through its control socket", cli_vm_main, cli_vm_usage},
 	{"bench", "measure Castor (pause, dirty tracking, ...)", cli_bench_main, cli_bench_usage},
+	{"stream", "verify or dump a snapshot in the stream format", cli_stream_main,
+	 cli_stream_usage},
 };
 
 #define N_GROUPS (sizeof(groups) / sizeof(groups[0]))

@@ -260,8 +260,14 @@ static int do_snapshot(struct vmm_control *ctl, const Castor__SnapshotRequest *s
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", sr->path) >= sizeof(tmp))
 		return -ENAMETOOLONG;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -errno;
+	if (fd < 0) {
+		static char why[4200]; /* the event loop is single-threaded */
+
+		rc = -errno;
+		snprintf(why, sizeof(why), "snapshot: cannot create %s", tmp);
+		*msg = why;
+		return rc;
+	}
 	rc = hv_snapshot_save(ctl->vm, fd, sr->incremental ? HV_STREAM_INCREMENTAL : HV_STREAM_FULL,
 			      &st);
 	if (!rc && fdatasync(fd) < 0)

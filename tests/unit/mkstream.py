@@ -1,0 +1,396 @@
+#!/usr/bin/env python3
+"""Castor streams built by hand from docs/stream-format.md (revision 1), valid and
+broken, for test_stream_verify.sh. Nothing here comes from hypervisor/stream.c or
+from the verifier: the point is a third reading of the spec.
+
+usage: mkstream.py OUTDIR    write OUTDIR/NAME.cst for every case in CASES
+       mkstream.py --list    print the case names, valid ones first
+"""
+import os
+import struct
+import sys
+
+MAGIC = 0x4D52545352545343  # "CSTRSTRM" read as a little-endian u64
+REC_F_OPTIONAL = 0x80000000
+REC_MAX_LEN = 16 * 1024 * 1024 + 65536  # holds the largest PAGES record (revision 1, corrected)
+
+HEADER, PAGES, VCPU, VCPU_MSRS = 0x0001, 0x0002, 0x0010, 0x0011
+IRQCHIP, PIT, CLOCK, DEVICE, END = 0x0020, 0x0021, 0x0022, 0x0030, 0x00FF
+RAW, ZERO, XOR_ZSTD, ZSTD = 0, 1, 2, 3
+
+MEM = 16 << 20  # the standard test VM: 16 MiB, 4096 pages
+NPAGES = MEM // 4096
+SID = 0x5EED0000C0FFEE01
+PARENT = 0x5EED0000C0FFEE00
+
+# ---- CRC-32C (Castagnoli), reflected polynomial 0x82F63B78 -------------------------
+
+_CRC_TABLE = []
+for _i in range(256):
+    _c = _i
+    for _ in range(8):
+        _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1
+    _CRC_TABLE.append(_c)
+
+
+def crc32c(data, crc=0):
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ b) & 0xFF]
+    return crc ^ 0xFFFFFFFF
+
+
+assert crc32c(b"123456789") == 0xE3069283  # the standard check value
+
+
+# ---- records ----------------------------------------------------------------------
+
+
+class Rec:
+    """One record as bytes (header, body, padding) and the page entries it holds."""
+
+    def __init__(self, rtype, body, pages=0, dirty_pad=False):
+        padding = bytearray((8 - len(body) % 8) % 8)
+        if dirty_pad:  # the last padding byte not 0
+            padding[-1] = 1
+        self.data = struct.pack("<II", rtype, len(body)) + body + bytes(padding)
+        self.pages = pages
+
+
+def header(kind=1, ver=1, ncpus=2, pgsz=4096, mem=MEM, sid=SID, parent=0,
+           created=1795310000123456789, reserved=0, magic=MAGIC, extra=b""):
+    body = struct.pack("<QIIIIQQQQQ", magic, ver, kind, ncpus, pgsz, mem, sid,
+                       parent, created, reserved)
+    assert len(body) == 64
+    return Rec(HEADER, body + extra)
+
+
+def page_payload(pfn):
+    return bytes((pfn * 7 + i) & 0xFF for i in range(256)) * 16
+
+
+def pages(entries, count=None, reserved=0, extra=b"", cut=0):
+    """entries: (pfn, encoding[, reserved bits]); RAW pages get a 4096-byte payload."""
+    table = [struct.pack("<II", len(entries) if count is None else count, reserved)]
+    payload = []
+    for e in entries:
+        pfn, enc = e[0], e[1]
+        rsv = e[2] if len(e) > 2 else 0
+        table.append(struct.pack("<Q", pfn | rsv << 52 | enc << 60))
+        if enc == RAW:
+            payload.append(page_payload(pfn))
+    body = b"".join(table + payload) + extra
+    if cut:
+        body = body[:-cut]
+    return Rec(PAGES, body, pages=len(entries))
+
+
+def vcpu(index, length=6176, rsvd1=0, rsvd2=0):
+    b = bytearray(6176)
+    struct.pack_into("<II", b, 0, index, rsvd1)
+    regs, sregs = 8, 152
+    struct.pack_into("<QQ", b, regs + 128, 0x100000 + 0x10 * index, 0x2)  # rip, rflags
+    struct.pack_into("<Q", b, sregs + 224, 0x80000011)  # cr0: PG, ET, PE
+    struct.pack_into("<Q", b, sregs + 264, 0x500)  # efer: LMA, LME
+    struct.pack_into("<H", b, sregs + 0 + 12, 0x08)  # cs.selector
+    struct.pack_into("<H", b, sregs + 120 + 12, 0x10)  # ss.selector; ss.dpl (+16) stays 0
+    struct.pack_into("<I", b, 6168, 0)  # mp_state: RUNNABLE
+    struct.pack_into("<I", b, 6172, rsvd2)
+    if length < 6176:
+        b = b[:length]
+    else:
+        b += bytes(length - 6176)
+    return Rec(VCPU, bytes(b))
+
+
+STD_MSRS = [(0x10, 123456789), (0x174, 0x8), (0xC0000080, 0x500), (0xC0000081, 0),
+            (0xC0000082, 0xFFFFFFFF81000000)]
+
+
+def msrs(index, entries=None, count=None, rsvd=0, extra=b""):
+    entries = STD_MSRS if entries is None else entries
+    body = struct.pack("<II", index, len(entries) if count is None else count)
+    for i, (msr, val) in enumerate(entries):
+        body += struct.pack("<IIQ", msr, rsvd if i == 1 else 0, val)
+    return Rec(VCPU_MSRS, body + extra)
+
+
+def irqchip(ids=(0, 1, 2), length=1560):
+    b = bytearray(1560)
+    for i, cid in enumerate(ids):
+        struct.pack_into("<I", b, 520 * i, cid)
+    struct.pack_into("<Q", b, 1040 + 8, 0xFEC00000)  # IOAPIC base_address
+    return Rec(IRQCHIP, bytes(b[:length]) + bytes(max(0, length - 1560)))
+
+
+def pit(length=112):
+    b = bytearray(112)
+    struct.pack_into("<I", b, 0, 0x10000)  # channel 0 count
+    b[13] = 2  # channel 0 mode
+    return Rec(PIT, bytes(b[:length]) + bytes(max(0, length - 112)))
+
+
+def clock(length=48):
+    b = struct.pack("<QI", 987654321000, 0) + bytes(36)
+    return Rec(CLOCK, b[:length] + bytes(max(0, length - 48)))
+
+
+# ---- protobuf, by hand: just enough of castor.DeviceState ---------------------------
+
+
+def varint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def pb_varint(field, n):
+    return varint(field << 3 | 0) + varint(n)
+
+
+def pb_bytes(field, data):
+    return varint(field << 3 | 2) + varint(len(data)) + data
+
+
+def device_body(dev_id, kind="serial"):
+    body = pb_bytes(1, dev_id.encode()) if dev_id is not None else b""
+    if kind == "serial":  # SerialState: ier, lcr, mcr
+        body += pb_bytes(10, pb_varint(1, 1) + pb_varint(2, 3) + pb_varint(3, 0xB))
+    elif kind == "testdev":  # TestDevState: vcpu { next_seq, ready }, mbox_seq
+        body += pb_bytes(11, pb_bytes(1, pb_varint(1, 42) + pb_varint(4, 1)) + pb_varint(4, 7))
+    elif kind in ("net", "blk"):  # VirtioMmioState with a queue and its device model
+        queue = pb_bytes(10, pb_varint(1, 256) + pb_varint(2, 1) + pb_varint(5, 0x123000))
+        if kind == "net":
+            model = pb_bytes(20, pb_bytes(1, bytes.fromhex("525400123456")))
+            base = pb_varint(1, 1) + pb_varint(2, 0xD0000000)
+        else:
+            model = pb_bytes(21, pb_varint(1, 131072))
+            base = pb_varint(1, 2) + pb_varint(2, 0xD0001000)
+        body += pb_bytes(12, base + pb_varint(3, 0xF) + queue + model)
+    return body
+
+
+def device(dev_id, kind="serial", body=None, dirty_pad=False):
+    return Rec(DEVICE, device_body(dev_id, kind) if body is None else body,
+               dirty_pad=dirty_pad)
+
+
+# ---- streams ------------------------------------------------------------------------
+
+
+def end(records, crc, pages_, reserved=0, length=24):
+    body = struct.pack("<QIIQ", records, crc, reserved, pages_)
+    return Rec(END, body[:length] + bytes(max(0, length - 24)))
+
+
+def stream(recs, records=None, crc=None, pages_=None, reserved=0, end_length=24,
+           with_end=True):
+    """The records, then an END computed from them (or with the fields given)."""
+    data = b"".join(r.data for r in recs)
+    if not with_end:
+        return data
+    e = end(len(recs) if records is None else records,
+            crc32c(data) if crc is None else crc,
+            sum(r.pages for r in recs) if pages_ is None else pages_,
+            reserved, end_length)
+    return data + e.data
+
+
+def full_pages(skip=()):
+    """Every page of the 16 MiB VM in two batches; a few RAW, the rest ZERO."""
+    ents = [(p, RAW if p in (0, 1, 2, 4095) else ZERO) for p in range(NPAGES) if p not in skip]
+    half = len(ents) // 2
+    return [pages(ents[:half]), pages(ents[half:])]
+
+
+def state(ncpus=2, devices=None):
+    out = []
+    for i in range(ncpus):
+        out += [vcpu(i), msrs(i)]
+    out += [irqchip(), pit(), clock()]
+    if devices is None:
+        devices = [device("serial0", "serial"), device("testdev", "testdev"),
+                   device("net0", "net"), device("blk0", "blk")]
+    return out + devices
+
+
+def full(**hdr):
+    """HEADER, every page, the state, and two pages sent again after it (later copy wins)."""
+    ncpus = hdr.get("ncpus", 2)
+    return [header(**hdr)] + full_pages() + state(ncpus) + [pages([(1, RAW), (7, ZERO)])]
+
+
+def incremental(**hdr):
+    hdr.setdefault("kind", 2)
+    hdr.setdefault("parent", PARENT)
+    hdr.setdefault("ncpus", 1)
+    return ([header(**hdr)] + state(hdr["ncpus"], [device("serial0")]) +
+            [pages([(5, RAW), (9, RAW), (100, ZERO)])])
+
+
+def replace(recs, index, *new):
+    return recs[:index] + list(new) + recs[index + 1:]
+
+
+def insert(recs, index, *new):
+    return recs[:index] + list(new) + recs[index:]
+
+
+# Positions in full(): 0 HEADER, 1-2 PAGES, 3 VCPU0, 4 MSRS0, 5 VCPU1, 6 MSRS1,
+# 7 IRQCHIP, 8 PIT, 9 CLOCK, 10-13 DEVICE, 14 PAGES
+F = full()
+I_VCPU0, I_MSRS0, I_VCPU1, I_MSRS1, I_IRQ, I_PIT, I_CLOCK, I_DEV0, I_TAIL = \
+    3, 4, 5, 6, 7, 8, 9, 10, 14
+
+
+def opt_rec(body=b"future\x00"):
+    return Rec(REC_F_OPTIONAL | 0x0777, body)
+
+
+def flip_in_raw_payload():
+    data = bytearray(stream(F))
+    # the first RAW payload of the first PAGES record: after HEADER (72), its
+    # 8-byte record header, count/reserved and 2048 entries
+    pos = 72 + 8 + 8 + 8 * 2048 + 100
+    data[pos] ^= 0x01
+    return bytes(data)
+
+
+def raw_batch(n):
+    return stream([header(), pages([(p, RAW) for p in range(n)])], with_end=False)
+
+
+CASES = {
+    # ---- valid ----
+    "valid-full": lambda: stream(F),
+    "valid-incr": lambda: stream(incremental()),
+    "valid-optional": lambda: stream(
+        insert(insert(insert(insert(F, len(F), opt_rec(b"x" * 13)), I_CLOCK + 1, opt_rec()),
+                      I_MSRS0, opt_rec(b"")), 1, opt_rec())),
+    "valid-tiny": lambda: stream([header(ncpus=1, mem=4096), pages([(0, ZERO)])] +
+                                 state(1, [])),
+    "valid-8cpu": lambda: stream([header(ncpus=8, mem=8192), pages([(1, RAW), (0, ZERO)])] +
+                                 state(8)),
+    "valid-tail-only": lambda: stream([header()] + state() + full_pages()),
+    "valid-raw-max": lambda: stream([header(mem=4096 * 4096, ncpus=1)] +
+                                    [pages([(p, RAW) for p in range(4096)])] + state(1)),
+    # ---- HEADER ----
+    "empty": lambda: b"",
+    "not-a-stream": lambda: b"#!/bin/sh\necho this is no stream\n" * 3,
+    "bad-magic": lambda: stream(replace(F, 0, header(magic=MAGIC ^ 1 << 56))),
+    "rev-newer": lambda: stream(replace(F, 0, header(ver=2, extra=bytes(16)))),
+    "rev-zero": lambda: stream(replace(F, 0, header(ver=0))),
+    "bad-kind": lambda: stream(replace(F, 0, header(kind=3))),
+    "ncpus-0": lambda: stream(replace(F, 0, header(ncpus=0))),
+    "ncpus-9": lambda: stream(replace(F, 0, header(ncpus=9))),
+    "bad-pgsz": lambda: stream(replace(F, 0, header(pgsz=8192))),
+    "mem-zero": lambda: stream(replace(F, 0, header(mem=0))),
+    "mem-unaligned": lambda: stream(replace(F, 0, header(mem=MEM + 512))),
+    "sid-zero": lambda: stream(replace(F, 0, header(sid=0))),
+    "full-with-parent": lambda: stream(replace(F, 0, header(parent=PARENT))),
+    "incr-no-parent": lambda: stream(incremental(parent=0)),
+    "incr-own-parent": lambda: stream(incremental(parent=SID)),
+    "header-reserved": lambda: stream(replace(F, 0, header(reserved=1))),
+    "header-long": lambda: stream(replace(F, 0, header(extra=bytes(8)))),
+    "header-first-missing": lambda: stream(F[1:]),
+    "header-twice": lambda: stream(insert(F, 1, header())),
+    # ---- framing and types ----
+    "unknown-mandatory": lambda: stream(insert(F, 3, Rec(0x0777, b"new"))),
+    "optional-on-known": lambda: stream(insert(F, 3, Rec(REC_F_OPTIONAL | PAGES,
+                                                         pages([(3, ZERO)]).data[8:]))),
+    "bad-padding": lambda: stream(replace(F, I_DEV0, device("serial0", dirty_pad=True))),
+    "oversize-length": lambda: stream([header()], with_end=False) +
+    struct.pack("<II", PAGES, 0xFFFFFFFF) + bytes(64),
+    "oversize-by-one": lambda: stream([header()], with_end=False) +
+    struct.pack("<II", DEVICE, REC_MAX_LEN + 1) + bytes(64),
+    "max-length-truncated": lambda: stream([header()], with_end=False) +
+    struct.pack("<II", DEVICE, REC_MAX_LEN) + bytes(100),
+    # ---- PAGES ----
+    "pages-reserved": lambda: stream(insert(F, 3, pages([(3, ZERO)], reserved=1))),
+    "pages-entry-reserved": lambda: stream(insert(F, 3, pages([(3, ZERO), (4, ZERO, 0x80)]))),
+    "pages-count-0": lambda: stream(insert(F, 3, pages([]))),
+    "pages-count-4097": lambda: stream(insert(F, 3, pages([(p % NPAGES, ZERO)
+                                                            for p in range(4097)]))),
+    "pfn-out-of-range": lambda: stream(insert(F, 3, pages([(NPAGES, ZERO)]))),
+    "pfn-huge": lambda: stream(insert(F, 3, pages([((1 << 52) - 1, ZERO)]))),
+    "enc-xor-zstd": lambda: stream(insert(F, 3, pages([(3, XOR_ZSTD)]))),
+    "enc-zstd": lambda: stream(insert(F, 3, pages([(3, ZSTD)]))),
+    "enc-unknown": lambda: stream(insert(F, 3, pages([(3, 9)]))),
+    "pages-length-long": lambda: stream(insert(F, 3, pages([(3, ZERO)], extra=bytes(8)))),
+    "pages-length-short": lambda: stream(insert(F, 3, pages([(3, RAW)], cut=8))),
+    "pages-entries-short": lambda: stream(insert(F, 3, pages([(3, ZERO)], count=10))),
+    "pages-header-short": lambda: stream(insert(F, 3, Rec(PAGES, struct.pack("<I", 1)))),
+    "missing-page": lambda: stream([header()] + full_pages(skip=(17, 100, 101, 102)) +
+                                   state()),
+    "missing-many-pages": lambda: stream([header()] + full_pages(skip=range(9, 4000, 2)) +
+                                         state()),
+    "no-pages-in-full": lambda: stream([header()] + state()),
+    "pages-among-state": lambda: stream(insert(F, I_MSRS0, pages([(3, ZERO)]))),
+    "pages-before-device": lambda: stream(insert(F, I_DEV0, pages([(3, ZERO)]))),
+    # ---- VCPU, VCPU_MSRS ----
+    "vcpu-length": lambda: stream(replace(F, I_VCPU0, vcpu(0, length=6168))),
+    "vcpu-index-range": lambda: stream(replace(F, I_VCPU1, vcpu(2))),
+    "vcpu-reserved-4": lambda: stream(replace(F, I_VCPU0, vcpu(0, rsvd1=1))),
+    "vcpu-reserved-6172": lambda: stream(replace(F, I_VCPU0, vcpu(0, rsvd2=1))),
+    "vcpu-duplicate": lambda: stream(replace(replace(F, I_VCPU1, vcpu(0)), I_MSRS1, msrs(0))),
+    "vcpu-order": lambda: stream(F[:I_VCPU0] + F[I_VCPU1:I_MSRS1 + 1] +
+                                 F[I_VCPU0:I_MSRS0 + 1] + F[I_IRQ:]),
+    "vcpu-missing": lambda: stream(F[:I_VCPU1] + F[I_IRQ:]),
+    "msrs-missing": lambda: stream(F[:I_MSRS0] + F[I_VCPU1:]),
+    "msrs-count": lambda: stream(replace(F, I_MSRS0, msrs(0, [(i, 0) for i in range(1025)]))),
+    "msrs-length": lambda: stream(replace(F, I_MSRS0, msrs(0, extra=bytes(8)))),
+    "msrs-index": lambda: stream(replace(F, I_MSRS0, msrs(1))),
+    "msrs-reserved": lambda: stream(replace(F, I_MSRS0, msrs(0, rsvd=1))),
+    "msrs-duplicate": lambda: stream(replace(F, I_MSRS0, msrs(0, STD_MSRS + [(0x174, 9)]))),
+    # ---- IRQCHIP, PIT, CLOCK ----
+    "irqchip-ids": lambda: stream(replace(F, I_IRQ, irqchip(ids=(1, 0, 2)))),
+    "irqchip-length": lambda: stream(replace(F, I_IRQ, irqchip(length=1040))),
+    "irqchip-missing": lambda: stream(F[:I_IRQ] + F[I_PIT:]),
+    "irqchip-twice": lambda: stream(insert(F, I_DEV0, irqchip())),
+    "pit-length": lambda: stream(replace(F, I_PIT, pit(length=120))),
+    "clock-length": lambda: stream(replace(F, I_CLOCK, clock(length=40))),
+    "clock-missing": lambda: stream(F[:I_CLOCK] + F[I_DEV0:]),
+    # ---- DEVICE ----
+    "device-garbage": lambda: stream(replace(F, I_DEV0, device(None, body=b"\xff\xff\xff"))),
+    "device-empty-id": lambda: stream(replace(F, I_DEV0, device(None))),
+    "device-empty-body": lambda: stream(replace(F, I_DEV0, device(None, body=b""))),
+    "device-duplicate-id": lambda: stream(replace(F, I_DEV0 + 1, device("serial0", "testdev"))),
+    "device-before-clock": lambda: stream(insert(F, I_CLOCK, device("extra0"))),
+    "device-after-tail": lambda: stream(F + [device("late0")]),
+    # ---- END ----
+    "missing-end": lambda: stream(F, with_end=False),
+    "end-records": lambda: stream(F, records=len(F) + 1),
+    "end-pages": lambda: stream(F, pages_=NPAGES + 1),
+    "end-reserved": lambda: stream(F, reserved=1),
+    "end-length": lambda: stream(F, end_length=32),
+    "end-early": lambda: stream(F[:1]),
+    "end-before-devices-done": lambda: stream(F[:I_CLOCK]),
+    "end-crc": lambda: stream(F, crc=crc32c(b"".join(r.data for r in F)) ^ 1),
+    "crc-flip": flip_in_raw_payload,
+    "data-after-end": lambda: stream(F) + b"\0",
+    "record-after-end": lambda: stream(F) + device("ghost0").data,
+}
+
+
+def main():
+    if len(sys.argv) == 2 and sys.argv[1] == "--list":
+        print("\n".join(CASES))
+        return 0
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    for name, build in CASES.items():
+        with open(os.path.join(out, name + ".cst"), "wb") as f:
+            f.write(build())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,342 @@
+#!/bin/sh
+# castor stream verify|dump against streams built by hand from docs/stream-format.md
+# by mkstream.py -- never by hypervisor/stream.c. The valid streams must pass; each
+# broken one breaks one rule of the spec and must be refused with the right message
+# at the right place.
+#   test_stream_verify.sh CASTOR
+# Exit 0 when every check passes, 77 (skipped) without python3; each failure is printed.
+set -u
+
+castor=$1
+here=$(cd "$(dirname "$0")" && pwd)
+command -v python3 >/dev/null || { echo "SKIP: python3 is needed to build the streams"; exit 77; }
+tmp=$(mktemp -d /tmp/castor-test-stream.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+s=$tmp/streams
+python3 "$here/mkstream.py" "$s" || { echo "FAIL: mkstream.py"; exit 1; }
+fails=0
+checked=" "
+
+# run ARGS...: runs castor, leaving $tmp/out, $tmp/err and $rc
+run() {
+	"$castor" "$@" >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	last="castor $*"
+}
+
+fail() {
+	echo "FAIL: $last: $*"
+	echo "  stdout: $(head -c 600 "$tmp/out")"
+	echo "  stderr: $(head -c 600 "$tmp/err")"
+	fails=$((fails + 1))
+}
+
+expect_rc() {
+	[ "$rc" = "$1" ] || fail "exit status $rc, expected $1"
+}
+
+# expect_in out|err FIXED-STRING
+expect_in() {
+	grep -qF -- "$2" "$tmp/$1" || fail "$1 lacks '$2'"
+}
+
+expect_empty() {
+	[ ! -s "$tmp/$1" ] || fail "$1 is not empty"
+}
+
+json_check() {
+	python3 -c "import json,sys; j=json.load(open(sys.argv[1])); assert $1, j" "$tmp/out" \
+		2>"$tmp/pyerr" || fail "json check '$1': $(cat "$tmp/pyerr")"
+}
+
+size() {
+	wc -c <"$1" | tr -d ' '
+}
+
+# valid NAME: exit 0 and the summary line
+valid() {
+	checked="$checked$1 "
+	run stream verify "$s/$1.cst"
+	expect_rc 0
+	expect_in out "$s/$1.cst: valid, revision 1"
+	expect_empty err
+}
+
+# invalid NAME OFFSET MESSAGE: exit 1, nothing on stdout, one error line on stderr
+# saying where ("offset N: ", "-" to skip) and what (a fixed substring)
+invalid() {
+	checked="$checked$1 "
+	invalid_file "$s/$1.cst" "$2" "$3"
+}
+
+invalid_file() {
+	run stream verify "$1"
+	expect_rc 1
+	expect_empty out
+	[ "$(wc -l <"$tmp/err")" = 1 ] || fail "not one error line"
+	expect_in err "castor: $1: offset "
+	[ "$2" = - ] || expect_in err "castor: $1: offset $2: "
+	expect_in err "$3"
+}
+
+# ---- valid streams --------------------------------------------------------------
+valid valid-full
+expect_in out "ncpus 2, mem_bytes 16777216 (16.0 MiB), page entries 4098 (RAW 5, ZERO 4093), devices 4, records 16"
+valid valid-incr
+expect_in out "incremental snapshot, stream_id 0x5eed0000c0ffee01, parent_id 0x5eed0000c0ffee00"
+valid valid-optional # unknown optional records in four places are skipped
+expect_in out "records 20"
+valid valid-tiny
+valid valid-8cpu
+valid valid-tail-only
+valid valid-raw-max # the largest PAGES record: 4096 RAW pages, within REC_MAX_LEN
+
+# ---- HEADER ---------------------------------------------------------------------
+invalid empty 0 "empty input: no HEADER"
+invalid not-a-stream 0 "the first record is not HEADER: not a Castor stream"
+invalid header-first-missing 0 "record 0x0002(PAGES): the first record is not HEADER"
+invalid bad-magic 0 "record 0x0001(HEADER): bad magic 0x4c52545352545343"
+invalid rev-newer 0 "revision 2 is newer than this verifier's (1)"
+invalid rev-zero 0 "revision 0 does not exist"
+invalid bad-kind 0 "kind 3 unknown"
+invalid ncpus-0 0 "ncpus 0 out of range 1-8"
+invalid ncpus-9 0 "ncpus 9 out of range 1-8"
+invalid bad-pgsz 0 "page size 8192, must be 4096"
+invalid mem-zero 0 "mem_bytes 0 is not a non-zero multiple of 4096"
+invalid mem-unaligned 0 "mem_bytes 16777728 is not a non-zero multiple of 4096"
+invalid sid-zero 0 "stream_id is 0"
+invalid full-with-parent 0 "full snapshot with parent_id 0x5eed0000c0ffee00, must be 0"
+invalid incr-no-parent 0 "incremental snapshot with parent_id 0"
+invalid incr-own-parent 0 "incremental snapshot whose parent_id is its own stream_id"
+invalid header-reserved 0 "reserved field (offset 56) is 0x1, must be 0"
+invalid header-long 0 "record 0x0001(HEADER): length 72, expected 64"
+invalid header-twice 72 "record 0x0001(HEADER): a second HEADER"
+
+# ---- framing, types ---------------------------------------------------------------
+invalid unknown-mandatory 49256 "record 0x0777(unknown): unknown mandatory record type 0x0777"
+invalid optional-on-known 49256 "REC_F_OPTIONAL set on PAGES, a mandatory type"
+invalid bad-padding 63560 "record 0x0030(DEVICE): padding byte 6 is 0x01, must be 0"
+invalid oversize-length 72 "length 4294967295 exceeds REC_MAX_LEN (16842752)"
+invalid oversize-by-one 72 "length 16842753 exceeds REC_MAX_LEN (16842752)"
+invalid max-length-truncated 72 "truncated: body and padding need 16842752 bytes, 100 present"
+
+# ---- PAGES ------------------------------------------------------------------------
+invalid pages-reserved 49256 "record 0x0002(PAGES): reserved field is 0x1, must be 0"
+invalid pages-entry-reserved 49256 "entry 1 (pfn 4): reserved bits 52-59 are 0x80, must be 0"
+invalid pages-count-0 49256 "count 0 out of range 1-4096"
+invalid pages-count-4097 49256 "count 4097 out of range 1-4096"
+invalid pfn-out-of-range 49256 "entry 0: pfn 4096 out of range (the RAM has 4096 pages)"
+invalid pfn-huge 49256 "pfn 4503599627370495 out of range"
+invalid enc-xor-zstd 49256 "encoding 2 (XOR_ZSTD) is reserved for revision 2, refused in revision 1"
+invalid enc-zstd 49256 "encoding 3 (ZSTD) is reserved for revision 2, refused in revision 1"
+invalid enc-unknown 49256 "entry 0 (pfn 3): unknown encoding 9"
+invalid pages-length-long 49256 "length 24, but 1 entries and their payloads make 16"
+invalid pages-length-short 49256 "length 4104, but 1 entries and their payloads make 4112"
+invalid pages-entries-short 49256 "length 16 cannot hold 10 entries"
+invalid pages-header-short 49256 "length 4 cannot hold count and reserved"
+invalid missing-page - "record 0x00ff(END): full snapshot lacks 4 of 4096 pages: pfn 17, 100-102"
+invalid missing-many-pages - "lacks 1996 of 4096 pages: pfn 9, 11, 13, 15, ..."
+invalid no-pages-in-full - "lacks 4096 of 4096 pages: pfn 0-4095"
+invalid pages-among-state 55440 "PAGES among the state records: expected VCPU_MSRS of vCPU 0"
+invalid pages-before-device - "DEVICE after the PAGES that follow the state records"
+
+# ---- VCPU, VCPU_MSRS ----------------------------------------------------------------
+invalid vcpu-length 49256 "record 0x0010(VCPU): length 6168, expected 6176"
+invalid vcpu-index-range 55536 "vCPU index 2 >= ncpus 2"
+invalid vcpu-reserved-4 49256 "reserved field (offset 4) is 0x1, must be 0"
+invalid vcpu-reserved-6172 49256 "reserved field (offset 6172) is 0x1, must be 0"
+invalid vcpu-duplicate 55536 "record 0x0010(VCPU): vCPU 0 appears twice"
+invalid vcpu-order 49256 "VCPU 1 out of order: expected VCPU 0"
+invalid vcpu-missing 55536 "record 0x0020(IRQCHIP): IRQCHIP out of order: expected VCPU 1"
+invalid msrs-missing 55440 "record 0x0010(VCPU): VCPU out of order: expected VCPU_MSRS of vCPU 0"
+invalid msrs-count 55440 "record 0x0011(VCPU_MSRS): count 1025 over 1024"
+invalid msrs-length 55440 "length 96, expected 8 + 16 x 5 = 88"
+invalid msrs-index 55440 "VCPU_MSRS of vCPU 1 after VCPU 0"
+invalid msrs-reserved 55440 "MSR entry 1 (0x174): reserved field is 0x1, must be 0"
+invalid msrs-duplicate 55440 "MSR 0x174 listed twice"
+
+# ---- IRQCHIP, PIT, CLOCK --------------------------------------------------------------
+invalid irqchip-ids 61816 "chip 0 has chip_id 1, expected 0"
+invalid irqchip-length 61816 "record 0x0020(IRQCHIP): length 1040, expected 1560"
+invalid irqchip-missing 61816 "record 0x0021(PIT): PIT out of order: expected IRQCHIP"
+invalid irqchip-twice 63560 "IRQCHIP appears twice"
+invalid pit-length 63384 "record 0x0021(PIT): length 120, expected 112"
+invalid clock-length 63504 "record 0x0022(CLOCK): length 40, expected 48"
+invalid clock-missing 63504 "record 0x0030(DEVICE): DEVICE out of order: expected CLOCK"
+
+# ---- DEVICE ---------------------------------------------------------------------------
+invalid device-garbage 63560 "body does not decode as castor.DeviceState"
+invalid device-empty-id 63560 "DeviceState.id is empty"
+invalid device-empty-body 63560 "DeviceState.id is empty"
+invalid device-duplicate-id 63592 "device id \"serial0\" appears twice (first at offset 63560)"
+invalid device-before-clock 63504 "DEVICE out of order: expected CLOCK"
+invalid device-after-tail - "DEVICE after the PAGES that follow the state records"
+
+# ---- END --------------------------------------------------------------------------------
+full=$(size "$s/valid-full.cst")
+end=$((full - 32))
+invalid missing-end "$end" "the stream ends without END, after 15 records"
+invalid end-records "$end" "record 0x00ff(END): records 16, but 15 records precede END"
+invalid end-pages "$end" "pages 4097, but the stream has 4098 page entries"
+invalid end-reserved "$end" "reserved field (offset 12) is 0x1, must be 0"
+invalid end-length "$end" "length 32, expected 24"
+invalid end-early 72 "END too early: expected PAGES or VCPU 0"
+invalid end-before-devices-done - "END too early: expected CLOCK"
+invalid end-crc "$end" "checksum 0x"
+invalid crc-flip "$end" "but the records before END have CRC-32C"
+invalid data-after-end "$full" "data after END"
+invalid record-after-end "$full" "data after END"
+
+# every case mkstream.py writes has been checked above
+for name in $(python3 "$here/mkstream.py" --list); do
+	case $checked in
+	*" $name "*) ;;
+	*) echo "FAIL: $name.cst is built but never checked"; fails=$((fails + 1)) ;;
+	esac
+done
+
+# ---- any truncation and any flipped byte of a valid stream is refused -------------------
+for cut in 1 4 7 8 40 71 72 73 100 28000 $((end - 8)) $((end - 1)) $end $((end + 1)) $((full - 1)); do
+	head -c "$cut" "$s/valid-full.cst" >"$tmp/cut.cst"
+	last="truncated at $cut"
+	case $cut in
+	1 | 4 | 7) msg="truncated record header: $cut of 8 bytes" ;;
+	73 | $((end + 1))) msg="truncated record header: 1 of 8 bytes" ;;
+	72 | "$end") msg="the stream ends without END" ;;
+	*) msg="truncated: body and padding need" ;;
+	esac
+	invalid_file "$tmp/cut.cst" - "$msg"
+done
+cut=0
+while [ $cut -lt "$full" ]; do
+	head -c "$cut" "$s/valid-full.cst" >"$tmp/cut.cst"
+	run stream verify --quiet "$tmp/cut.cst"
+	expect_rc 1
+	cut=$((cut + 1999))
+done
+for pos in 9 20 30 40 60 90 200 20000 30000 50000 55000 58000 61900 63400 63520 63580 \
+	$((end - 3)) $((end + 3)) $((end + 9)) $((end + 13)) $((end + 20)) $((full - 1)); do
+	cp "$s/valid-full.cst" "$tmp/flip.cst"
+	printf '\252' | dd of="$tmp/flip.cst" bs=1 seek="$pos" conv=notrunc 2>/dev/null
+	cmp -s "$s/valid-full.cst" "$tmp/flip.cst" || {
+		run stream verify "$tmp/flip.cst"
+		last="byte $pos changed"
+		expect_rc 1
+	}
+done
+
+# ---- lengths are capped before anything is allocated --------------------------------------
+# A 12 MiB address-space limit leaves no room for a 16 MiB (let alone 4 GiB) buffer.
+# Skipped where the binary cannot run in it (sanitizer builds reserve terabytes).
+if (ulimit -v 12288 && "$castor" --help) >/dev/null 2>&1; then
+	for name in oversize-length max-length-truncated; do
+		last="$name under ulimit -v 12288"
+		(ulimit -v 12288 && exec "$castor" stream verify "$s/$name.cst") >"$tmp/out" 2>"$tmp/err"
+		rc=$?
+		expect_rc 1
+		expect_in err "offset 72: record "
+	done
+else
+	echo "note: address-space limit checks skipped (the binary does not start under ulimit -v)"
+fi
+
+# ---- --json, --quiet, standard input ------------------------------------------------------
+run stream verify --json "$s/valid-full.cst"
+expect_rc 0
+expect_empty err
+[ "$(wc -l <"$tmp/out")" = 1 ] || fail "--json is not one line"
+json_check 'j["valid"] is True and j["error"] is None and j["offset"] is None'
+json_check 'j["records"] == 16 and j["pages"] == 4098 and j["kind"] == 1 and j["ncpus"] == 2'
+json_check 'j["mem_bytes"] == 16 << 20 and j["stream_id"] == 0x5eed0000c0ffee01 and j["parent_id"] == 0'
+json_check 'j["devices"] == [{"id": "serial0", "kind": "serial"}, {"id": "testdev", "kind": "testdev"}, {"id": "net0", "kind": "virtio-net"}, {"id": "blk0", "kind": "virtio-blk"}]'
+run stream verify "$s/valid-incr.cst" --json
+expect_rc 0
+json_check 'j["kind"] == 2 and j["parent_id"] == 0x5eed0000c0ffee00 and j["records"] == 9'
+run stream verify --json "$s/msrs-index.cst"
+expect_rc 1
+expect_in err "castor: $s/msrs-index.cst: offset 55440: record 0x0011(VCPU_MSRS): "
+json_check 'j["valid"] is False and j["offset"] == 55440 and "after VCPU 0" in j["error"]'
+json_check 'j["kind"] == 1 and j["ncpus"] == 2 and j["records"] == 4 and j["devices"] == []'
+run stream verify --json --quiet "$s/bad-magic.cst"
+expect_rc 1
+expect_empty err
+json_check 'j["valid"] is False and j["offset"] == 0 and j["kind"] is None and j["records"] == 0'
+run stream verify -q "$s/valid-full.cst"
+expect_rc 0
+expect_empty out
+expect_empty err
+run stream verify --quiet "$s/end-crc.cst"
+expect_rc 1
+expect_empty out
+expect_empty err
+
+last="castor stream verify - <valid-full.cst"
+"$castor" stream verify - <"$s/valid-full.cst" >"$tmp/out" 2>"$tmp/err"
+rc=$?
+expect_rc 0
+expect_in out "-: valid"
+last="cat valid-full.cst | castor stream verify -"
+cat "$s/valid-full.cst" | "$castor" stream verify - >"$tmp/out" 2>"$tmp/err"
+rc=$?
+expect_rc 0
+last="cat crc-flip.cst | castor stream verify -"
+cat "$s/crc-flip.cst" | "$castor" stream verify - >"$tmp/out" 2>"$tmp/err"
+rc=$?
+expect_rc 1
+expect_in err "castor: -: offset $end: record 0x00ff(END): checksum"
+
+# ---- dump ----------------------------------------------------------------------------------
+run stream dump "$s/valid-full.cst"
+expect_rc 0
+expect_empty err
+[ "$(wc -l <"$tmp/out")" = 16 ] || fail "dump: not one line per record"
+expect_in out "0x0001(HEADER)"
+expect_in out "revision 1, kind 1 (full), ncpus 2, pgsz 4096, mem_bytes 16777216 (16.0 MiB), stream_id 0x5eed0000c0ffee01"
+expect_in out "count 2048: RAW 3 ZERO 2045"
+expect_in out "vcpu 1, rip 0x100010, cpl 0, long mode"
+expect_in out "vcpu 0, 5 MSRs"
+expect_in out "id net0, kind virtio-net"
+expect_in out "kvmclock 987654321000 ns"
+expect_in out "records 15, checksum 0x"
+grep -q "^ *49256  0x0010(VCPU) *6176  vcpu 0, rip 0x100000" "$tmp/out" || fail "dump: VCPU line"
+run stream dump "$s/valid-optional.cst"
+expect_rc 0
+expect_in out "0x80000777(unknown, optional)"
+run stream dump "$s/msrs-index.cst"
+expect_rc 1
+[ "$(wc -l <"$tmp/out")" = 4 ] || fail "dump: the records before the error"
+expect_in err "offset 55440: record 0x0011(VCPU_MSRS): VCPU_MSRS of vCPU 1 after VCPU 0"
+
+# ---- the command line ------------------------------------------------------------------------
+run stream
+expect_rc 2
+expect_in err "castor: stream: missing command"
+run stream verify
+expect_rc 2
+expect_in err "castor: stream verify: missing FILE"
+run stream verify a b
+expect_rc 2
+expect_in err "unexpected argument 'b'"
+run stream verify --bogus "$s/valid-full.cst"
+expect_rc 2
+expect_in err "unknown option '--bogus'"
+run stream frob "$s/valid-full.cst"
+expect_rc 2
+expect_in err "castor: stream: unknown command 'frob'"
+run stream dump --json "$s/valid-full.cst"
+expect_rc 2
+expect_in err "--json applies to 'stream verify' only"
+run stream verify "$tmp/nonexistent"
+expect_rc 1
+expect_in err "castor: cannot open $tmp/nonexistent: No such file or directory"
+run stream --help
+expect_rc 0
+expect_in out "usage: castor stream <command> FILE"
+run --help
+expect_in out "stream "
+
+if [ "$fails" != 0 ]; then
+	echo "$fails check(s) failed"
+	exit 1
+fi
+echo "all checks passed"

@@ -1,0 +1,1158 @@
+/*
+ * The stream verifier (see stream_verify.h). Every rule here is one that
+ * docs/stream-format.md states; the § numbers point there. Where the spec leaves a
+ * question open, the strictest reasonable reading is taken and marked "strict:".
+ */
+#include "tools/castor/stream_verify.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "state.pb-c.h"
+
+/* ---- little-endian loads (the format is little-endian whatever the host) ------ */
+
+static uint32_t le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t le64(const uint8_t *p)
+{
+	return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
+}
+
+/* ---- CRC-32C, table-driven, eight bytes per step ------------------------------- */
+
+#define CRC32C_POLY 0x82f63b78u /* reflected Castagnoli polynomial */
+
+static uint32_t crc_table[8][256];
+
+__attribute__((constructor)) static void crc_table_init(void)
+{
+	uint32_t c;
+	unsigned i, k;
+
+	for (i = 0; i < 256; i++) {
+		c = i;
+		for (k = 0; k < 8; k++)
+			c = c & 1 ? (c >> 1) ^ CRC32C_POLY : c >> 1;
+		crc_table[0][i] = c;
+	}
+	for (i = 0; i < 256; i++)
+		for (k = 1; k < 8; k++)
+			crc_table[k][i] = (crc_table[k - 1][i] >> 8) ^
+					  crc_table[0][crc_table[k - 1][i] & 0xff];
+}
+
+uint32_t stream_verify_crc32c(uint32_t crc, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	uint32_t lo, hi;
+
+	crc = ~crc;
+	for (; len >= 8; p += 8, len -= 8) {
+		lo = crc ^ le32(p);
+		hi = le32(p + 4);
+		crc = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^
+		      crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^
+		      crc_table[3][hi & 0xff] ^ crc_table[2][(hi >> 8) & 0xff] ^
+		      crc_table[1][(hi >> 16) & 0xff] ^ crc_table[0][hi >> 24];
+	}
+	for (; len; p++, len--)
+		crc = (crc >> 8) ^ crc_table[0][(crc ^ *p) & 0xff];
+	return ~crc;
+}
+
+/* ---- names --------------------------------------------------------------------- */
+
+static bool is_known_type(uint32_t base)
+{
+	switch (base) {
+	case SV_REC_HEADER:
+	case SV_REC_PAGES:
+	case SV_REC_VCPU:
+	case SV_REC_VCPU_MSRS:
+	case SV_REC_IRQCHIP:
+	case SV_REC_PIT:
+	case SV_REC_CLOCK:
+	case SV_REC_DEVICE:
+	case SV_REC_END:
+		return true;
+	}
+	return false;
+}
+
+const char *stream_verify_type_name(uint32_t type)
+{
+	switch (type & ~SV_REC_F_OPTIONAL) {
+	case SV_REC_HEADER:
+		return "HEADER";
+	case SV_REC_PAGES:
+		return "PAGES";
+	case SV_REC_VCPU:
+		return "VCPU";
+	case SV_REC_VCPU_MSRS:
+		return "VCPU_MSRS";
+	case SV_REC_IRQCHIP:
+		return "IRQCHIP";
+	case SV_REC_PIT:
+		return "PIT";
+	case SV_REC_CLOCK:
+		return "CLOCK";
+	case SV_REC_DEVICE:
+		return "DEVICE";
+	case SV_REC_END:
+		return "END";
+	}
+	return "unknown";
+}
+
+const char *stream_verify_encoding_name(unsigned enc)
+{
+	static const char *const names[] = {"RAW", "ZERO", "XOR_ZSTD", "ZSTD"};
+
+	return enc < sizeof(names) / sizeof(names[0]) ? names[enc] : "unknown";
+}
+
+/* ---- the set of page numbers a full snapshot has covered ------------------------ */
+
+/*
+ * A hash table of 512-page leaves, keyed by pfn / 512 + 1 (0 marks a free slot):
+ * memory follows the pages actually present, never mem_bytes, which is only a
+ * number in a header.
+ */
+#define LEAF_PAGES 512u
+
+struct pfn_leaf {
+	uint64_t key;
+	uint64_t bits[LEAF_PAGES / 64];
+};
+
+struct pfn_set {
+	struct pfn_leaf *slot;
+	size_t cap; /* a power of two, or 0 */
+	size_t used;
+	uint64_t distinct; /* pages present */
+};
+
+static size_t leaf_hash(uint64_t key, size_t cap)
+{
+	key *= 0x9e3779b97f4a7c15ull;
+	return (size_t)(key ^ (key >> 32)) & (cap - 1);
+}
+
+static struct pfn_leaf *pfn_set_slot(struct pfn_leaf *slot, size_t cap, uint64_t key)
+{
+	size_t i = leaf_hash(key, cap);
+
+	while (slot[i].key && slot[i].key != key)
+		i = (i + 1) & (cap - 1);
+	return &slot[i];
+}
+
+static int pfn_set_grow(struct pfn_set *s)
+{
+	size_t ncap = s->cap ? 2 * s->cap : 64, i;
+	struct pfn_leaf *nslot;
+
+	nslot = calloc(ncap, sizeof(*nslot));
+	if (!nslot)
+		return -ENOMEM;
+	for (i = 0; i < s->cap; i++)
+		if (s->slot[i].key)
+			*pfn_set_slot(nslot, ncap, s->slot[i].key) = s->slot[i];
+	free(s->slot);
+	s->slot = nslot;
+	s->cap = ncap;
+	return 0;
+}
+
+static int pfn_set_add(struct pfn_set *s, uint64_t pfn)
+{
+	uint64_t key = pfn / LEAF_PAGES + 1, mask;
+	struct pfn_leaf *leaf;
+	unsigned bit;
+	int rc;
+
+	if (2 * (s->used + 1) > s->cap) {
+		rc = pfn_set_grow(s);
+		if (rc < 0)
+			return rc;
+	}
+	leaf = pfn_set_slot(s->slot, s->cap, key);
+	if (!leaf->key) {
+		leaf->key = key;
+		s->used++;
+	}
+	bit = (unsigned)(pfn % LEAF_PAGES);
+	mask = 1ull << (bit % 64);
+	if (!(leaf->bits[bit / 64] & mask)) {
+		leaf->bits[bit / 64] |= mask;
+		s->distinct++;
+	}
+	return 0;
+}
+
+static void pfn_set_dispose(struct pfn_set *s)
+{
+	free(s->slot);
+	s->slot = NULL;
+	s->cap = s->used = 0;
+	s->distinct = 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+#define MISSING_RANGES_SHOWN 4
+
+struct range_list {
+	char *out;
+	size_t size, len;
+	unsigned n;
+	bool more;
+};
+
+/* Append "a" or "a-b"; returns false once enough ranges have been listed. */
+static bool range_add(struct range_list *r, uint64_t first, uint64_t last)
+{
+	int k;
+
+	if (r->n == MISSING_RANGES_SHOWN) {
+		r->more = true;
+		return false;
+	}
+	if (first == last)
+		k = snprintf(r->out + r->len, r->size - r->len, "%s%" PRIu64, r->n ? ", " : "",
+			     first);
+	else
+		k = snprintf(r->out + r->len, r->size - r->len, "%s%" PRIu64 "-%" PRIu64,
+			     r->n ? ", " : "", first, last);
+	if (k > 0 && (size_t)k < r->size - r->len)
+		r->len += (size_t)k;
+	r->n++;
+	return true;
+}
+
+/* The first few ranges of pfns in [0, npages) that the set lacks, as "3, 5-6, ...". */
+static void pfn_set_describe_missing(const struct pfn_set *s, uint64_t npages, char *out,
+				     size_t size)
+{
+	struct range_list r = {.out = out, .size = size};
+	uint64_t *keys, next = 0, base, pfn, open = 0;
+	bool is_open = false, go = true;
+	size_t n = 0, i;
+	unsigned b;
+
+	out[0] = '\0';
+	keys = malloc((s->used ? s->used : 1) * sizeof(*keys));
+	if (!keys)
+		return;
+	for (i = 0; i < s->cap; i++)
+		if (s->slot[i].key)
+			keys[n++] = s->slot[i].key;
+	qsort(keys, n, sizeof(*keys), cmp_u64);
+	for (i = 0; i < n && go; i++) {
+		const struct pfn_leaf *leaf = pfn_set_slot(s->slot, s->cap, keys[i]);
+
+		base = (keys[i] - 1) * LEAF_PAGES;
+		if (base > next && !is_open) {
+			open = next;
+			is_open = true;
+		}
+		for (b = 0; b < LEAF_PAGES && go; b++) {
+			pfn = base + b;
+			if (pfn >= npages)
+				break;
+			if (!is_open && b % 64 == 0 && leaf->bits[b / 64] == ~0ull) {
+				b += 63;
+				continue;
+			}
+			if (leaf->bits[b / 64] & (1ull << (b % 64))) {
+				if (is_open)
+					go = range_add(&r, open, pfn - 1);
+				is_open = false;
+			} else if (!is_open) {
+				open = pfn;
+				is_open = true;
+			}
+		}
+		next = base + LEAF_PAGES;
+	}
+	if (go) {
+		if (next < npages && !is_open) {
+			open = next;
+			is_open = true;
+		}
+		if (is_open)
+			range_add(&r, open, npages - 1);
+	}
+	if (r.more && r.len + 6 < r.size)
+		strcat(out, ", ...");
+	free(keys);
+}
+
+/* ---- the verifier ---------------------------------------------------------------- */
+
+/* Where the stream is in the §3 grammar: what may come next. */
+enum sv_phase {
+	PH_START,   /* HEADER is due */
+	PH_PAGES,   /* after HEADER: PAGES, or VCPU 0 */
+	PH_VCPU,    /* VCPU of vCPU vcpus_done is due */
+	PH_MSRS,    /* VCPU_MSRS of vCPU vcpus_done is due */
+	PH_IRQCHIP, /* then PIT, then CLOCK */
+	PH_PIT,
+	PH_CLOCK,
+	PH_DEVICES, /* after CLOCK: DEVICE, PAGES or END */
+	PH_TAIL,    /* PAGES after the state: PAGES or END */
+	PH_DONE,    /* END has been read */
+};
+
+struct verifier {
+	stream_verify_read_fn read_cb;
+	void *read_ctx;
+	stream_verify_record_fn record_cb;
+	void *record_ctx;
+	struct stream_verify_result *res;
+
+	uint8_t *buf; /* the current record's body and padding */
+	size_t cap;
+	const uint8_t *body; /* buf, or a static empty array before the first allocation */
+
+	uint64_t off; /* of the current record */
+	bool in_rec;  /* its header has been read */
+	uint32_t type, length;
+	uint8_t hdr[SV_REC_HDR_LEN];
+
+	uint32_t crc; /* over every record before END */
+	enum sv_phase phase;
+	uint32_t vcpus_done; /* vCPUs with both VCPU and VCPU_MSRS read */
+	uint64_t mem_pages;
+	struct pfn_set pfns; /* full snapshots only */
+
+	size_t *id_slot; /* hash set of device ids: index into res->devices + 1 */
+	size_t id_cap;
+};
+
+__attribute__((format(printf, 2, 3))) static int fail(struct verifier *v, const char *fmt, ...)
+{
+	struct stream_verify_result *res = v->res;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(res->error, sizeof(res->error), fmt, ap);
+	va_end(ap);
+	res->offset = v->off;
+	res->has_type = v->in_rec;
+	res->type = v->type;
+	return -EBADMSG;
+}
+
+/* Text of an untrusted string for a message: printable ASCII, cut at 48 bytes. */
+static const char *safe_str(const char *s, char *buf, size_t size)
+{
+	size_t i, n = 0;
+
+	for (i = 0; s[i] && n + 4 < size; i++) {
+		if (i == 48) {
+			memcpy(buf + n, "...", 3);
+			n += 3;
+			break;
+		}
+		buf[n++] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+	}
+	buf[n] = '\0';
+	return buf;
+}
+
+/* Read exactly len bytes unless the input ends; *got_out says how many came. */
+static int read_exact(struct verifier *v, uint8_t *dst, size_t len, size_t *got_out)
+{
+	size_t got = 0;
+	ssize_t r;
+
+	*got_out = 0;
+	while (got < len) {
+		r = v->read_cb(v->read_ctx, dst + got, len - got);
+		if (r < 0)
+			return (int)r;
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	*got_out = got;
+	return 0;
+}
+
+/*
+ * Read need bytes of body and padding into v->buf, growing it only as data comes
+ * in, so a length field alone never makes it big.
+ */
+#define BUF_STEP (64u * 1024)
+
+static int read_body(struct verifier *v, size_t need, size_t *got_out)
+{
+	size_t got = 0, ncap, want;
+	uint8_t *nbuf;
+	ssize_t r;
+
+	*got_out = 0;
+	while (got < need) {
+		if (got == v->cap) {
+			ncap = v->cap ? 2 * v->cap : BUF_STEP;
+			if (ncap < BUF_STEP)
+				ncap = BUF_STEP;
+			if (ncap > need)
+				ncap = need;
+			nbuf = realloc(v->buf, ncap);
+			if (!nbuf)
+				return -ENOMEM;
+			v->buf = nbuf;
+			v->cap = ncap;
+		}
+		want = (need < v->cap ? need : v->cap) - got;
+		r = v->read_cb(v->read_ctx, v->buf + got, want);
+		if (r < 0)
+			return (int)r;
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	*got_out = got;
+	return 0;
+}
+
+static uint8_t empty_body[SV_REC_ALIGN];
+
+static uint32_t pad_len(uint32_t length)
+{
+	return (SV_REC_ALIGN - length % SV_REC_ALIGN) % SV_REC_ALIGN;
+}
+
+/* What the §3 grammar wants next, for messages. */
+static const char *expected(const struct verifier *v, char *buf, size_t size)
+{
+	switch (v->phase) {
+	case PH_START:
+		return "HEADER";
+	case PH_PAGES:
+		return "PAGES or VCPU 0";
+	case PH_VCPU:
+		snprintf(buf, size, "VCPU %" PRIu32, v->vcpus_done);
+		return buf;
+	case PH_MSRS:
+		snprintf(buf, size, "VCPU_MSRS of vCPU %" PRIu32, v->vcpus_done);
+		return buf;
+	case PH_IRQCHIP:
+		return "IRQCHIP";
+	case PH_PIT:
+		return "PIT";
+	case PH_CLOCK:
+		return "CLOCK";
+	case PH_DEVICES:
+		return "DEVICE, PAGES or END";
+	case PH_TAIL:
+		return "PAGES or END";
+	case PH_DONE:
+		break;
+	}
+	return "nothing";
+}
+
+/* ---- record bodies ---------------------------------------------------------------- */
+
+static int check_length(struct verifier *v, uint32_t want)
+{
+	if (v->length != want)
+		return fail(v, "length %" PRIu32 ", expected %" PRIu32, v->length, want);
+	return 0;
+}
+
+/* §2.1; the first record of every stream. */
+static int check_header(struct verifier *v)
+{
+	struct stream_verify_result *res = v->res;
+	const uint8_t *b = v->body;
+	uint64_t magic, mem, sid, parent;
+	uint32_t ver, kind, ncpus, pgsz;
+
+	/* magic and revision first: a newer revision may well have another length */
+	if (v->length < 8)
+		return fail(v, "length %" PRIu32 ", expected %u", v->length, SV_HEADER_LEN);
+	magic = le64(b);
+	if (magic != SV_MAGIC)
+		return fail(v, "bad magic 0x%016" PRIx64 ", expected 0x%016llx (\"CSTRSTRM\")",
+			    magic, SV_MAGIC);
+	if (v->length >= 12) {
+		ver = le32(b + 8);
+		if (ver > SV_REVISION)
+			return fail(v, "revision %" PRIu32 " is newer than this verifier's (%u)",
+				    ver, SV_REVISION);
+		if (ver == 0)
+			return fail(v, "revision 0 does not exist");
+	}
+	if (v->length != SV_HEADER_LEN)
+		return fail(v, "length %" PRIu32 ", expected %u", v->length, SV_HEADER_LEN);
+	ver = le32(b + 8);
+	kind = le32(b + 12);
+	ncpus = le32(b + 16);
+	pgsz = le32(b + 20);
+	mem = le64(b + 24);
+	sid = le64(b + 32);
+	parent = le64(b + 40);
+	if (le64(b + 56))
+		return fail(v, "reserved field (offset 56) is 0x%" PRIx64 ", must be 0",
+			    le64(b + 56));
+	if (kind != SV_KIND_FULL && kind != SV_KIND_INCREMENTAL)
+		return fail(v,
+			    "kind %" PRIu32 " unknown: revision 1 knows 1 (full) and "
+			    "2 (incremental)",
+			    kind);
+	if (ncpus < 1 || ncpus > SV_MAX_NCPUS)
+		return fail(v, "ncpus %" PRIu32 " out of range 1-%u", ncpus, SV_MAX_NCPUS);
+	if (pgsz != SV_PAGE_SIZE)
+		return fail(v, "page size %" PRIu32 ", must be %u", pgsz, SV_PAGE_SIZE);
+	/* strict: RAM is whole pages, so mem_bytes is a non-zero multiple of 4096 */
+	if (mem == 0 || mem % SV_PAGE_SIZE)
+		return fail(v, "mem_bytes %" PRIu64 " is not a non-zero multiple of %u", mem,
+			    SV_PAGE_SIZE);
+	/* strict: 0 is "no parent" in parent_id, so no stream may be called 0 */
+	if (sid == 0)
+		return fail(v, "stream_id is 0");
+	if (kind == SV_KIND_FULL && parent != 0)
+		return fail(v, "full snapshot with parent_id 0x%016" PRIx64 ", must be 0", parent);
+	if (kind == SV_KIND_INCREMENTAL && parent == 0)
+		return fail(v, "incremental snapshot with parent_id 0");
+	if (kind == SV_KIND_INCREMENTAL && parent == sid)
+		return fail(v, "incremental snapshot whose parent_id is its own stream_id");
+
+	res->has_header = true;
+	res->version = ver;
+	res->kind = kind;
+	res->ncpus = ncpus;
+	res->mem_bytes = mem;
+	res->stream_id = sid;
+	res->parent_id = parent;
+	res->created_ns = le64(b + 48);
+	v->mem_pages = mem / SV_PAGE_SIZE;
+	v->phase = PH_PAGES;
+	return 0;
+}
+
+/* §2.2 */
+static int check_pages(struct verifier *v, struct stream_verify_record *rec)
+{
+	struct stream_verify_result *res = v->res;
+	const uint8_t *b = v->body;
+	uint64_t e, pfn, want, payload = 0;
+	uint32_t count, i;
+	unsigned enc;
+	int rc;
+
+	if (v->length < 8)
+		return fail(v, "length %" PRIu32 " cannot hold count and reserved (8 bytes)",
+			    v->length);
+	count = le32(b);
+	if (le32(b + 4))
+		return fail(v, "reserved field is 0x%" PRIx32 ", must be 0", le32(b + 4));
+	if (count < 1 || count > SV_PAGES_MAX)
+		return fail(v, "count %" PRIu32 " out of range 1-%u", count, SV_PAGES_MAX);
+	if (v->length < 8 + 8 * (uint64_t)count)
+		return fail(v, "length %" PRIu32 " cannot hold %" PRIu32 " entries", v->length,
+			    count);
+	for (i = 0; i < count; i++) {
+		e = le64(b + 8 + 8 * (size_t)i);
+		pfn = e & SV_PFN_MASK;
+		enc = SV_ENTRY_ENC(e);
+		if (SV_ENTRY_RSVD(e))
+			return fail(v,
+				    "entry %" PRIu32 " (pfn %" PRIu64 "): reserved bits 52-59 "
+				    "are 0x%02x, must be 0",
+				    i, pfn, SV_ENTRY_RSVD(e));
+		switch (enc) {
+		case SV_ENC_RAW:
+			payload += SV_PAGE_SIZE;
+			break;
+		case SV_ENC_ZERO:
+			break;
+		case SV_ENC_XOR_ZSTD:
+		case SV_ENC_ZSTD:
+			return fail(v,
+				    "entry %" PRIu32 " (pfn %" PRIu64 "): encoding %u (%s) is "
+				    "reserved for revision 2, refused in revision 1",
+				    i, pfn, enc, stream_verify_encoding_name(enc));
+		default:
+			return fail(v, "entry %" PRIu32 " (pfn %" PRIu64 "): unknown encoding %u",
+				    i, pfn, enc);
+		}
+		if (pfn >= v->mem_pages)
+			return fail(v,
+				    "entry %" PRIu32 ": pfn %" PRIu64 " out of range (the "
+				    "RAM has %" PRIu64 " pages)",
+				    i, pfn, v->mem_pages);
+		rec->page_enc[enc]++;
+	}
+	want = 8 + 8 * (uint64_t)count + payload;
+	if (v->length != want)
+		return fail(v,
+			    "length %" PRIu32 ", but %" PRIu32 " entries and their payloads "
+			    "make %" PRIu64,
+			    v->length, count, want);
+	if (res->kind == SV_KIND_FULL) {
+		for (i = 0; i < count; i++) {
+			rc = pfn_set_add(&v->pfns, le64(b + 8 + 8 * (size_t)i) & SV_PFN_MASK);
+			if (rc < 0)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+/* §2.3: the body alone; the order of vCPUs is check_order()'s. */
+static int check_vcpu(struct verifier *v, uint32_t *index_out)
+{
+	const uint8_t *b = v->body;
+	int rc;
+
+	rc = check_length(v, SV_VCPU_LEN);
+	if (rc < 0)
+		return rc;
+	*index_out = le32(b);
+	if (*index_out >= v->res->ncpus)
+		return fail(v, "vCPU index %" PRIu32 " >= ncpus %" PRIu32, *index_out,
+			    v->res->ncpus);
+	if (le32(b + 4))
+		return fail(v, "reserved field (offset 4) is 0x%" PRIx32 ", must be 0",
+			    le32(b + 4));
+	if (le32(b + SV_VCPU_RSVD2_OFF))
+		return fail(v, "reserved field (offset %u) is 0x%" PRIx32 ", must be 0",
+			    SV_VCPU_RSVD2_OFF, le32(b + SV_VCPU_RSVD2_OFF));
+	return 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* §2.4 */
+static int check_msrs(struct verifier *v, uint32_t *index_out)
+{
+	uint32_t msr[SV_MSRS_MAX];
+	const uint8_t *b = v->body, *e;
+	uint32_t count, i;
+
+	if (v->length < 8)
+		return fail(v, "length %" PRIu32 " cannot hold index and count (8 bytes)",
+			    v->length);
+	*index_out = le32(b);
+	count = le32(b + 4);
+	if (*index_out >= v->res->ncpus)
+		return fail(v, "vCPU index %" PRIu32 " >= ncpus %" PRIu32, *index_out,
+			    v->res->ncpus);
+	if (count > SV_MSRS_MAX)
+		return fail(v, "count %" PRIu32 " over %u", count, SV_MSRS_MAX);
+	if (v->length != 8 + 16 * count)
+		return fail(v, "length %" PRIu32 ", expected 8 + 16 x %" PRIu32 " = %" PRIu32,
+			    v->length, count, 8 + 16 * count);
+	for (i = 0; i < count; i++) {
+		e = b + 8 + 16 * (size_t)i;
+		msr[i] = le32(e);
+		if (le32(e + 4))
+			return fail(v,
+				    "MSR entry %" PRIu32 " (0x%" PRIx32 "): reserved field is "
+				    "0x%" PRIx32 ", must be 0",
+				    i, msr[i], le32(e + 4));
+	}
+	/* strict: KVM_SET_MSRS would take a repeated MSR, but a list of "every MSR" has none */
+	qsort(msr, count, sizeof(msr[0]), cmp_u32);
+	for (i = 1; i < count; i++)
+		if (msr[i] == msr[i - 1])
+			return fail(v, "MSR 0x%" PRIx32 " listed twice", msr[i]);
+	return 0;
+}
+
+/* §2.5 */
+static int check_irqchip(struct verifier *v)
+{
+	uint32_t i, id;
+	int rc;
+
+	rc = check_length(v, SV_IRQCHIP_LEN);
+	if (rc < 0)
+		return rc;
+	for (i = 0; i < 3; i++) {
+		id = le32(v->body + SV_IRQCHIP_ONE * i);
+		if (id != i)
+			return fail(v,
+				    "chip %" PRIu32 " has chip_id %" PRIu32 ", expected %" PRIu32
+				    " (PIC master, PIC slave, IOAPIC in this order)",
+				    i, id, i);
+	}
+	return 0;
+}
+
+static const char *device_kind(const Castor__DeviceState *ds)
+{
+	switch (ds->state_case) {
+	case CASTOR__DEVICE_STATE__STATE_SERIAL:
+		return "serial";
+	case CASTOR__DEVICE_STATE__STATE_TESTDEV:
+		return "testdev";
+	case CASTOR__DEVICE_STATE__STATE_VIRTIO:
+		if (ds->virtio && ds->virtio->device_case == CASTOR__VIRTIO_MMIO_STATE__DEVICE_NET)
+			return "virtio-net";
+		if (ds->virtio && ds->virtio->device_case == CASTOR__VIRTIO_MMIO_STATE__DEVICE_BLK)
+			return "virtio-blk";
+		return "virtio";
+	default: /* none, or a member this side does not know (§2.6: ignored) */
+		return "none";
+	}
+}
+
+static size_t id_hash(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+
+	for (; *s; s++)
+		h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
+	return (size_t)(h ^ (h >> 32));
+}
+
+/* The slot for id: the device holding it, or the free slot where it would go. */
+static size_t *id_slot(size_t *slot, size_t cap, const struct stream_verify_device *devs,
+		       const char *id)
+{
+	size_t i = id_hash(id) & (cap - 1);
+
+	while (slot[i] && strcmp(devs[slot[i] - 1].id, id))
+		i = (i + 1) & (cap - 1);
+	return &slot[i];
+}
+
+/* Make room for one more device in the result and the id set. */
+static int devices_reserve(struct verifier *v)
+{
+	struct stream_verify_result *res = v->res;
+	struct stream_verify_device *ndev;
+	size_t ncap, i, *nslot;
+
+	if (res->n_devices == res->devices_cap) {
+		ncap = res->devices_cap ? 2 * res->devices_cap : 8;
+		ndev = realloc(res->devices, ncap * sizeof(*ndev));
+		if (!ndev)
+			return -ENOMEM;
+		res->devices = ndev;
+		res->devices_cap = ncap;
+	}
+	if (2 * (res->n_devices + 1) > v->id_cap) {
+		ncap = v->id_cap ? 2 * v->id_cap : 16;
+		nslot = calloc(ncap, sizeof(*nslot));
+		if (!nslot)
+			return -ENOMEM;
+		for (i = 0; i < res->n_devices; i++)
+			*id_slot(nslot, ncap, res->devices, res->devices[i].id) = i + 1;
+		free(v->id_slot);
+		v->id_slot = nslot;
+		v->id_cap = ncap;
+	}
+	return 0;
+}
+
+/* §2.6 */
+static int check_device(struct verifier *v, struct stream_verify_record *rec)
+{
+	struct stream_verify_result *res = v->res;
+	Castor__DeviceState *ds;
+	struct stream_verify_device *d;
+	char safe[64];
+	size_t *slot;
+	int rc;
+
+	ds = castor__device_state__unpack(NULL, v->length, v->body);
+	if (!ds)
+		return fail(v, "body does not decode as castor.DeviceState");
+	if (!ds->id || !ds->id[0]) {
+		rc = fail(v, "DeviceState.id is empty");
+		goto out;
+	}
+	rc = devices_reserve(v);
+	if (rc < 0)
+		goto out;
+	slot = id_slot(v->id_slot, v->id_cap, res->devices, ds->id);
+	if (*slot) {
+		rc = fail(v, "device id \"%s\" appears twice (first at offset %" PRIu64 ")",
+			  safe_str(ds->id, safe, sizeof(safe)), res->devices[*slot - 1].offset);
+		goto out;
+	}
+	d = &res->devices[res->n_devices];
+	d->id = strdup(ds->id);
+	if (!d->id) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	d->kind = device_kind(ds);
+	d->offset = v->off;
+	res->n_devices++;
+	*slot = res->n_devices;
+	rec->device = d;
+	rc = 0;
+out:
+	castor__device_state__free_unpacked(ds, NULL);
+	return rc;
+}
+
+/* §2.7, and what only the end can tell: the checksum, the counts, the coverage. */
+static int check_end(struct verifier *v)
+{
+	struct stream_verify_result *res = v->res;
+	const uint8_t *b = v->body;
+	uint64_t records, pages;
+	uint32_t crc;
+	char ranges[160];
+	int rc;
+
+	rc = check_length(v, SV_END_LEN);
+	if (rc < 0)
+		return rc;
+	records = le64(b);
+	crc = le32(b + 8);
+	pages = le64(b + 16);
+	if (le32(b + 12))
+		return fail(v, "reserved field (offset 12) is 0x%" PRIx32 ", must be 0",
+			    le32(b + 12));
+	if (records != res->records)
+		return fail(v, "records %" PRIu64 ", but %" PRIu64 " records precede END", records,
+			    res->records);
+	if (pages != res->pages)
+		return fail(v, "pages %" PRIu64 ", but the stream has %" PRIu64 " page entries",
+			    pages, res->pages);
+	if (crc != v->crc)
+		return fail(v,
+			    "checksum 0x%08" PRIx32 ", but the records before END have "
+			    "CRC-32C 0x%08" PRIx32,
+			    crc, v->crc);
+	if (res->kind == SV_KIND_FULL && v->pfns.distinct != v->mem_pages) {
+		res->missing_pages = v->mem_pages - v->pfns.distinct;
+		pfn_set_describe_missing(&v->pfns, v->mem_pages, ranges, sizeof(ranges));
+		return fail(v, "full snapshot lacks %" PRIu64 " of %" PRIu64 " pages: pfn %s",
+			    res->missing_pages, v->mem_pages, ranges);
+	}
+	return 0;
+}
+
+/* ---- order (§3) --------------------------------------------------------------------- */
+
+static int order_error(struct verifier *v, const char *what)
+{
+	char buf[48];
+
+	return fail(v, "%s out of order: expected %s", what, expected(v, buf, sizeof(buf)));
+}
+
+/* index: the vCPU of a VCPU or VCPU_MSRS record. */
+static int check_order(struct verifier *v, uint32_t base, uint32_t index)
+{
+	char buf[48];
+
+	switch (base) {
+	case SV_REC_PAGES:
+		if (v->phase == PH_PAGES || v->phase == PH_TAIL)
+			return 0;
+		if (v->phase == PH_DEVICES) {
+			v->phase = PH_TAIL;
+			return 0;
+		}
+		return fail(v, "PAGES among the state records: expected %s",
+			    expected(v, buf, sizeof(buf)));
+	case SV_REC_VCPU:
+		if (index < v->vcpus_done || (v->phase == PH_MSRS && index == v->vcpus_done) ||
+		    v->phase > PH_MSRS)
+			return fail(v, "vCPU %" PRIu32 " appears twice", index);
+		if (v->phase != PH_PAGES && v->phase != PH_VCPU)
+			return order_error(v, "VCPU");
+		if (index != v->vcpus_done)
+			return fail(v,
+				    "VCPU %" PRIu32 " out of order: expected VCPU %" PRIu32
+				    " (vCPUs come in index order)",
+				    index, v->vcpus_done);
+		v->phase = PH_MSRS;
+		return 0;
+	case SV_REC_VCPU_MSRS:
+		if (v->phase == PH_MSRS && index == v->vcpus_done) {
+			v->vcpus_done++;
+			v->phase = v->vcpus_done == v->res->ncpus ? PH_IRQCHIP : PH_VCPU;
+			return 0;
+		}
+		if (index < v->vcpus_done)
+			return fail(v, "VCPU_MSRS of vCPU %" PRIu32 " appears twice", index);
+		if (v->phase == PH_MSRS)
+			return fail(v, "VCPU_MSRS of vCPU %" PRIu32 " after VCPU %" PRIu32, index,
+				    v->vcpus_done);
+		return fail(v,
+			    "VCPU_MSRS of vCPU %" PRIu32 " without its VCPU before it: "
+			    "expected %s",
+			    index, expected(v, buf, sizeof(buf)));
+	case SV_REC_IRQCHIP:
+	case SV_REC_PIT:
+	case SV_REC_CLOCK: {
+		enum sv_phase want = base == SV_REC_IRQCHIP ? PH_IRQCHIP
+				     : base == SV_REC_PIT   ? PH_PIT
+							    : PH_CLOCK;
+
+		if (v->phase == want) {
+			v->phase++;
+			return 0;
+		}
+		if (v->phase > want)
+			return fail(v, "%s appears twice", stream_verify_type_name(base));
+		return order_error(v, stream_verify_type_name(base));
+	}
+	case SV_REC_DEVICE:
+		if (v->phase == PH_DEVICES)
+			return 0;
+		if (v->phase == PH_TAIL)
+			return fail(v, "DEVICE after the PAGES that follow the state records");
+		return order_error(v, "DEVICE");
+	case SV_REC_END:
+		if (v->phase == PH_DEVICES || v->phase == PH_TAIL) {
+			v->phase = PH_DONE;
+			return 0;
+		}
+		return fail(v, "END too early: expected %s", expected(v, buf, sizeof(buf)));
+	}
+	return 0;
+}
+
+/* ---- the loop ---------------------------------------------------------------------- */
+
+/* Check the record just read (header in v->hdr, body and padding at v->body). */
+static int check_record(struct verifier *v, struct stream_verify_record *rec)
+{
+	uint32_t base = v->type & ~SV_REC_F_OPTIONAL, index = 0;
+	int rc;
+
+	if (v->phase == PH_START)
+		return check_header(v);
+	if (!is_known_type(base)) {
+		if (v->type & SV_REC_F_OPTIONAL)
+			return 0; /* §1: skipped, but counted and checksummed */
+		return fail(v, "unknown mandatory record type 0x%04" PRIx32, v->type);
+	}
+	/* strict: the flag is for types a reader may not know; revision 1's are all mandatory */
+	if (v->type & SV_REC_F_OPTIONAL)
+		return fail(v, "REC_F_OPTIONAL set on %s, a mandatory type",
+			    stream_verify_type_name(base));
+	switch (base) {
+	case SV_REC_HEADER:
+		return fail(v, "a second HEADER");
+	case SV_REC_PAGES:
+		rc = check_pages(v, rec);
+		break;
+	case SV_REC_VCPU:
+		rc = check_vcpu(v, &index);
+		break;
+	case SV_REC_VCPU_MSRS:
+		rc = check_msrs(v, &index);
+		break;
+	case SV_REC_IRQCHIP:
+		rc = check_irqchip(v);
+		break;
+	case SV_REC_PIT:
+		rc = check_length(v, SV_PIT_LEN);
+		break;
+	case SV_REC_CLOCK:
+		rc = check_length(v, SV_CLOCK_LEN);
+		break;
+	case SV_REC_DEVICE:
+		/* the order first: a refused record must not join res->devices */
+		rc = check_order(v, base, 0);
+		return rc < 0 ? rc : check_device(v, rec);
+	default: /* SV_REC_END: the order first, so that a missing record is named */
+		rc = check_order(v, base, 0);
+		return rc < 0 ? rc : check_end(v);
+	}
+	return rc < 0 ? rc : check_order(v, base, index);
+}
+
+/*
+ * Read and check one record at v->off. *eof_out is set, and nothing else done,
+ * when the input ends exactly there.
+ */
+static int next_record(struct verifier *v, bool *eof_out)
+{
+	struct stream_verify_record rec;
+	size_t got, need;
+	uint32_t pad, i;
+	int rc;
+
+	*eof_out = false;
+	v->in_rec = false;
+	rc = read_exact(v, v->hdr, SV_REC_HDR_LEN, &got);
+	if (rc < 0)
+		return rc;
+	if (got == 0) {
+		*eof_out = true;
+		return 0;
+	}
+	if (got < SV_REC_HDR_LEN)
+		return fail(v, "truncated record header: %zu of %u bytes", got, SV_REC_HDR_LEN);
+	v->in_rec = true;
+	v->type = le32(v->hdr);
+	v->length = le32(v->hdr + 4);
+	if (v->phase == PH_START && v->type != SV_REC_HEADER)
+		return fail(v, "the first record is not HEADER: not a Castor stream");
+	if (v->length > SV_REC_MAX_LEN) /* §1: before anything is allocated */
+		return fail(v, "length %" PRIu32 " exceeds REC_MAX_LEN (%u)", v->length,
+			    SV_REC_MAX_LEN);
+	pad = pad_len(v->length);
+	need = (size_t)v->length + pad;
+	rc = read_body(v, need, &got);
+	if (rc < 0)
+		return rc;
+	v->body = v->buf ? v->buf : empty_body; /* never NULL, even for length 0 */
+	if (got < need)
+		return fail(v, "truncated: body and padding need %zu bytes, %zu present", need,
+			    got);
+	for (i = 0; i < pad; i++)
+		if (v->body[v->length + i])
+			return fail(v, "padding byte %" PRIu32 " is 0x%02x, must be 0", i,
+				    v->body[v->length + i]);
+
+	memset(&rec, 0, sizeof(rec));
+	rec.offset = v->off;
+	rec.type = v->type;
+	rec.length = v->length;
+	rec.body = v->body;
+	rc = check_record(v, &rec);
+	if (rc < 0)
+		return rc;
+
+	if (v->phase != PH_DONE) {
+		v->crc = stream_verify_crc32c(v->crc, v->hdr, SV_REC_HDR_LEN);
+		v->crc = stream_verify_crc32c(v->crc, v->body, need);
+	}
+	for (i = 0; i < SV_N_ENCODINGS; i++) {
+		v->res->enc_pages[i] += rec.page_enc[i];
+		v->res->pages += rec.page_enc[i];
+	}
+	v->res->records++;
+	if (v->record_cb)
+		v->record_cb(v->record_ctx, &rec);
+	v->off += SV_REC_HDR_LEN + need;
+	return 0;
+}
+
+static void verifier_dispose(struct verifier *v)
+{
+	free(v->buf);
+	v->buf = NULL;
+	v->cap = 0;
+	pfn_set_dispose(&v->pfns);
+	free(v->id_slot);
+	v->id_slot = NULL;
+	v->id_cap = 0;
+}
+
+int stream_verify_read(stream_verify_read_fn read_cb, void *read_ctx,
+		       stream_verify_record_fn record_cb, void *record_ctx,
+		       struct stream_verify_result *res)
+{
+	struct verifier v = {
+		.read_cb = read_cb,
+		.read_ctx = read_ctx,
+		.record_cb = record_cb,
+		.record_ctx = record_ctx,
+		.res = res,
+		.phase = PH_START,
+	};
+	uint8_t extra;
+	size_t got;
+	bool eof;
+	int rc;
+
+	memset(res, 0, sizeof(*res));
+	while (v.phase != PH_DONE) {
+		rc = next_record(&v, &eof);
+		if (rc < 0)
+			goto out;
+		if (eof) {
+			v.in_rec = false;
+			if (v.off == 0)
+				rc = fail(&v, "empty input: no HEADER");
+			else
+				rc = fail(&v,
+					  "the stream ends without END, after %" PRIu64 " records",
+					  res->records);
+			goto out;
+		}
+	}
+	v.in_rec = false;
+	rc = read_exact(&v, &extra, 1, &got);
+	if (rc < 0)
+		goto out;
+	if (got) {
+		rc = fail(&v, "data after END");
+		goto out;
+	}
+	res->valid = true;
+	rc = 0;
+out:
+	if (rc < 0 && rc != -EBADMSG) {
+		/* the input could not be read to a verdict */
+		v.in_rec = false;
+		if (rc == -ENOMEM)
+			fail(&v, "out of memory");
+		else
+			fail(&v, "read error: %s", strerror(-rc));
+	}
+	verifier_dispose(&v);
+	return rc;
+}
+
+struct mem_reader {
+	const uint8_t *p;
+	size_t left;
+};
+
+static ssize_t mem_read(void *ctx, uint8_t *buf, size_t len)
+{
+	struct mem_reader *m = ctx;
+	size_t n = len < m->left ? len : m->left;
+
+	if (n) {
+		memcpy(buf, m->p, n);
+		m->p += n;
+		m->left -= n;
+	}
+	return (ssize_t)n;
+}
+
+int stream_verify_buf(const uint8_t *buf, size_t len, struct stream_verify_result *res)
+{
+	struct mem_reader m = {.p = buf, .left = len};
+
+	return stream_verify_read(mem_read, &m, NULL, NULL, res);
+}
+
+void stream_verify_result_dispose(struct stream_verify_result *res)
+{
+	size_t i;
+
+	for (i = 0; i < res->n_devices; i++)
+		free(res->devices[i].id);
+	free(res->devices);
+	res->devices = NULL;
+	res->n_devices = res->devices_cap = 0;
+}
