@@ -410,11 +410,18 @@ int hv_snapshot_save(struct hv_vm *vm, int fd, enum hv_stream_kind kind,
  * its mem_bytes and ncpus must be 0 or match. `add_devices` (may be NULL) adds
  * the NICs and disks in the snapshot's order before state is applied. The VM
  * is left created, not started.
+ * HV_RESTORE_LAZY: RAM is not copied up front; pages are loaded when first
+ * touched (userfaultfd) and in the background (lazy.c). The stream buffers
+ * must then stay mapped until hv_snapshot_lazy_done() or hv_vm_free().
  */
+#define HV_RESTORE_LAZY 0x1u
 typedef int (*hv_restore_devices_fn)(void *arg, struct hv_vm *vm);
 int hv_snapshot_restore(const struct hv_vm_config *cfg, const uint8_t *const *streams,
-			const size_t *lens, unsigned nstreams, hv_restore_devices_fn add_devices,
-			void *arg, struct hv_vm **vm_out, char *why, size_t why_len);
+			const size_t *lens, unsigned nstreams, unsigned flags,
+			hv_restore_devices_fn add_devices, void *arg, struct hv_vm **vm_out,
+			char *why, size_t why_len);
+/* A lazy restore: true once every page is loaded (or the restore was not lazy). */
+bool hv_snapshot_lazy_done(struct hv_vm *vm, uint64_t *loaded_out, uint64_t *faults_out);
 
 /* ---- the test guest (hypervisor/guest/, docs/test-guest.md) ---------------------------- */
 

@@ -211,6 +211,14 @@ int state_load_clock(struct hv_vm *vm, const uint8_t *body);
 
 int persist_save_devices(struct hv_vm *vm, struct hv_stream_writer *w);
 void snapshot_dispose(struct hv_vm *vm);
+
+/* ---- lazy.c ------------------------------------------------------------------------- */
+
+struct hv_lazy;
+int lazy_init(struct hv_vm *vm); /* before anything touches RAM */
+void lazy_set_page(struct hv_vm *vm, uint64_t pfn, const uint8_t *data); /* NULL: zeros */
+int lazy_start(struct hv_vm *vm);
+void lazy_dispose(struct hv_vm *vm);
 /* Apply one DEVICE record: 1 for a virtio device, 0 for another, or -errno with `why`. */
 int persist_load_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, char *why,
 			size_t why_len);
@@ -248,6 +256,7 @@ struct hv_vm {
 	uint8_t *snap_stage;	       /* staging buffer, kept mapped and faulted in */
 	uint64_t snap_stage_pages;
 	uint64_t *snap_pfns;
+	struct hv_lazy *lazy; /* a lazy restore still loading pages */
 
 	/* test guest */
 	bool tg_loaded;

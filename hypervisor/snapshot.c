@@ -218,7 +218,10 @@ out:
 
 /* ---- restore ------------------------------------------------------------------------- */
 
-/* `fresh`: RAM is still all zeros (the chain's first stream): ZERO pages need no write. */
+/*
+ * `fresh`: RAM is still all zeros (the chain's first stream): ZERO pages need no
+ * write. With a lazy restore, only remember where each page's latest copy is.
+ */
 static int apply_pages(struct hv_vm *vm, const struct hv_stream_record *r, bool fresh)
 {
 	uint32_t count, i;
@@ -232,6 +235,13 @@ static int apply_pages(struct hv_vm *vm, const struct hv_stream_record *r, bool 
 		memcpy(&e, r->body + 8 + 8ull * i, 8);
 		pfn = e & HV_PAGE_PFN_MASK;
 		off = pfn * HV_PAGE_SIZE;
+		if (vm->lazy) {
+			bool raw = e >> HV_PAGE_ENC_SHIFT == HV_PAGE_RAW;
+
+			lazy_set_page(vm, pfn, raw ? payload : NULL);
+			payload += raw ? HV_PAGE_SIZE : 0;
+			continue;
+		}
 		/* RAM offsets map to guest-physical through the hole: write by offset */
 		if (e >> HV_PAGE_ENC_SHIFT == HV_PAGE_RAW) {
 			memcpy(vm->mem.base + off, payload, HV_PAGE_SIZE);
@@ -337,8 +347,9 @@ out:
 }
 
 int hv_snapshot_restore(const struct hv_vm_config *cfg, const uint8_t *const *streams,
-			const size_t *lens, unsigned nstreams, hv_restore_devices_fn add_devices,
-			void *arg, struct hv_vm **vm_out, char *why, size_t why_len)
+			const size_t *lens, unsigned nstreams, unsigned flags,
+			hv_restore_devices_fn add_devices, void *arg, struct hv_vm **vm_out,
+			char *why, size_t why_len)
 {
 	struct hv_stream_header h, first = {0};
 	struct hv_vm_config c = *cfg;
@@ -383,6 +394,11 @@ int hv_snapshot_restore(const struct hv_vm_config *cfg, const uint8_t *const *st
 	if (rc < 0)
 		BAD("cannot create a VM of %" PRIu64 " MiB and %u vCPUs (%s)", c.mem_bytes >> 20,
 		    c.ncpus, strerror(-rc));
+	if (flags & HV_RESTORE_LAZY) {
+		rc = lazy_init(vm);
+		if (rc < 0)
+			BAD("lazy restore: no userfaultfd (%s)", strerror(-rc));
+	}
 	if (add_devices) {
 		rc = add_devices(arg, vm);
 		if (rc < 0)
@@ -392,6 +408,11 @@ int hv_snapshot_restore(const struct hv_vm_config *cfg, const uint8_t *const *st
 		rc = apply_stream(vm, streams[i], lens[i], i + 1, why, why_len);
 		if (rc < 0)
 			goto out;
+	}
+	if (vm->lazy) {
+		rc = lazy_start(vm);
+		if (rc < 0)
+			BAD("lazy restore: cannot start the loader (%s)", strerror(-rc));
 	}
 	vm->restored = true;
 	vm->snap_last_id = 0; /* a restored VM starts a new chain */

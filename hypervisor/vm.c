@@ -199,6 +199,7 @@ void hv_vm_free(struct hv_vm *vm)
 		return;
 	hv_vm_stop(vm);
 	snapshot_dispose(vm);
+	lazy_dispose(vm); /* the vCPUs are stopped: nobody waits on a page any more */
 	for (i = 0; i < vm->nnets; i++)
 		net_free(vm->nets[i]);
 	for (i = 0; i < vm->nblks; i++)

@@ -62,7 +62,16 @@ static struct hv_vm *running_guest(void)
 	return kvm_test_vm(2, MEM, &tg, -1);
 }
 
+static int restore_flags(const struct blob *b, unsigned n, uint64_t mem, unsigned flags,
+			 struct hv_vm **out, char *why);
+
 static int restore(const struct blob *b, unsigned n, uint64_t mem, struct hv_vm **out, char *why)
+{
+	return restore_flags(b, n, mem, 0, out, why);
+}
+
+static int restore_flags(const struct blob *b, unsigned n, uint64_t mem, unsigned flags,
+			 struct hv_vm **out, char *why)
 {
 	struct hv_vm_config cfg = {.name = "restored", .mem_bytes = mem, .serial_fd = -1};
 	const uint8_t *s[8];
@@ -73,7 +82,7 @@ static int restore(const struct blob *b, unsigned n, uint64_t mem, struct hv_vm 
 		s[i] = b[i].data;
 		l[i] = b[i].len;
 	}
-	return hv_snapshot_restore(&cfg, s, l, n, NULL, NULL, out, why, 256);
+	return hv_snapshot_restore(&cfg, s, l, n, flags, NULL, NULL, out, why, 256);
 }
 
 static void exact_restore(void **state)
@@ -319,12 +328,64 @@ static void later_copy_wins(void **state)
 	free(b.data);
 }
 
+/*
+ * Lazy restore: the guest runs at once; pages it touches first are loaded on
+ * demand (through KVM's faults), the rest in the background. The result is
+ * the same guest: it continues from the snapshot and its RAM verifies.
+ */
+static void lazy_restore(void **state)
+{
+	struct hv_vm *vm = running_guest(), *r = NULL;
+	struct hv_tg_check chk;
+	struct hv_tg_vcpu t0[2], t1;
+	uint64_t loaded = 0, faults = 0, end;
+	struct blob b;
+	char why[256] = "";
+	uint32_t h0, i;
+
+	assert_non_null(vm);
+	util_sleep_ns(50 * 1000000ull);
+	assert_int_equal(hv_vm_pause(vm), 0);
+	b = snap(vm, HV_STREAM_FULL);
+	h0 = ram_hash(vm);
+	for (i = 0; i < 2; i++)
+		assert_int_equal(hv_tg_vcpu(vm, i, &t0[i]), 0);
+	hv_vm_free(vm);
+
+	if (restore_flags(&b, 1, 0, HV_RESTORE_LAZY, &r, why) < 0)
+		fail_msg("lazy restore: %s", why);
+	assert_int_equal(hv_vm_start(r), 0); /* before its RAM is loaded */
+	end = util_now_ns() + 30 * SEC;
+	while (!hv_snapshot_lazy_done(r, &loaded, &faults) && util_now_ns() < end)
+		util_sleep_ns(1000000);
+	assert_true(hv_snapshot_lazy_done(r, &loaded, &faults));
+	assert_true(loaded > 0);
+	util_sleep_ns(50 * 1000000ull);
+	assert_int_equal(hv_vm_pause(r), 0);
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(hv_tg_vcpu(r, i, &t1), 0);
+		assert_true(t1.counter > t0[i].counter); /* it ran on from the snapshot */
+		assert_int_equal(t1.order_errors, 0);
+		assert_false(t1.faulted);
+	}
+	if (hv_tg_check_ram(hv_ram_base(r), MEM, &chk) < 0)
+		fail_msg("lazily restored RAM: %s", chk.why);
+	hv_vm_free(r);
+
+	/* and before it runs, the lazily restored RAM is the snapshot's, byte for byte */
+	if (restore_flags(&b, 1, 0, HV_RESTORE_LAZY, &r, why) < 0)
+		fail_msg("lazy restore: %s", why);
+	assert_int_equal(ram_hash(r), h0); /* reading faults the pages in */
+	hv_vm_free(r);
+	free(b.data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(exact_restore),     cmocka_unit_test(snapshot_while_running),
 		cmocka_unit_test(chain_equals_full), cmocka_unit_test(bad_input),
-		cmocka_unit_test(later_copy_wins),
+		cmocka_unit_test(later_copy_wins),   cmocka_unit_test(lazy_restore),
 	};
 
 	kvm_test_require();

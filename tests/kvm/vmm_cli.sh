@@ -142,6 +142,19 @@ else
 fi
 "$CLI" vm quit --socket "$rsock" >/dev/null 2>&1
 wait "$pid"; pid=
+"$VMM" restore --lazy --snapshot "$dir/full.snap" --snapshot "$dir/inc.snap" --control "$rsock" --serial none 2>"$dir/r.log" &
+pid=$!
+for _ in $(seq 100); do [ -S "$rsock" ] && break; sleep 0.1; done
+sleep 0.5
+if "$CLI" vm status --socket "$rsock" --json >"$dir/rst" 2>/dev/null &&
+	python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["run_state"] == "running" and d["guest_counter"] > 0' "$dir/rst" &&
+	grep -q "lazy restore done" "$dir/r.log"; then
+	ok "lazy restore of the chain: running, all pages loaded"
+else
+	bad "lazy restore: $(tail -3 "$dir/r.log")"
+fi
+"$CLI" vm quit --socket "$rsock" >/dev/null 2>&1
+wait "$pid"; pid=
 
 # a guest that dirties every page of a large working set: full 4096-page batches
 "$VMM" run --mem 64M --cpus 1 --test-guest --guest-param wss=24M --guest-param rate=max \

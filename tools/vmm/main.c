@@ -52,6 +52,7 @@ struct run_opts {
 	const char *snapshots[MAX_SNAPSHOTS];
 	unsigned nsnapshots;
 	bool start_paused;
+	bool lazy;
 };
 
 static void usage(FILE *f)
@@ -82,7 +83,10 @@ static void usage(FILE *f)
 		"order;\n"
 		"                        give the same --net and --disk options as the original "
 		"VM\n"
-		"  --paused              (restore) leave the restored VM paused\n",
+		"  --paused              (restore) leave the restored VM paused\n"
+		"  --lazy                (restore) run before RAM is loaded: pages come in on "
+		"first\n"
+		"                        touch (userfaultfd) and in the background\n",
 		HV_MAX_VCPUS, HV_MAX_DEVICES, HV_MAX_DEVICES);
 }
 
@@ -147,6 +151,7 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 	static const struct option opts[] = {
 		{"snapshot", required_argument, NULL, 'S'},
 		{"paused", no_argument, NULL, 'P'},
+		{"lazy", no_argument, NULL, 'L'},
 		{"mem", required_argument, NULL, 'm'},
 		{"cpus", required_argument, NULL, 'c'},
 		{"test-guest", no_argument, NULL, 't'},
@@ -232,6 +237,9 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 			break;
 		case 'P':
 			o->start_paused = true;
+			break;
+		case 'L':
+			o->lazy = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -367,8 +375,10 @@ static int restore_vm(struct run_opts *o, struct vmm_devices *devs, struct hv_vm
 		}
 		lens[n++] = (size_t)st.st_size;
 	}
-	rc = hv_snapshot_restore(&o->vm, maps, lens, n, restore_add_devices, &ctx, vm_out, why,
-				 sizeof(why));
+	rc = hv_snapshot_restore(&o->vm, maps, lens, n, o->lazy ? HV_RESTORE_LAZY : 0,
+				 restore_add_devices, &ctx, vm_out, why, sizeof(why));
+	if (!rc && o->lazy)
+		n = 0; /* the VM loads its pages from these mappings: they live with the process */
 	if (rc < 0)
 		fprintf(stderr, "castor-vmm: cannot restore: %s\n", why);
 out:
