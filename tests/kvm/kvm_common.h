@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "hypervisor/guest/abi.h"
@@ -39,6 +40,28 @@ static inline struct hv_vm *kvm_test_vm(uint32_t ncpus, uint64_t mem, const stru
 		return NULL;
 	}
 	return vm;
+}
+
+/*
+ * Pages whose contents differ between `copy` (an earlier copy of the VM's RAM)
+ * and its RAM now: how many; *missed_out is the first of them not set in the
+ * harvest `h` (UINT64_MAX when every changed page was harvested).
+ */
+static inline uint64_t kvm_changed_pages(struct hv_vm *vm, const uint8_t *copy,
+					 const struct util_bitmap *h, uint64_t *missed_out)
+{
+	uint64_t p, changed = 0;
+
+	*missed_out = UINT64_MAX;
+	for (p = 0; p < hv_ram_pages(vm); p++) {
+		if (!memcmp(copy + p * HV_PAGE_SIZE, hv_ram_base(vm) + p * HV_PAGE_SIZE,
+			    HV_PAGE_SIZE))
+			continue;
+		changed++;
+		if (!util_bitmap_is_set(h, p) && *missed_out == UINT64_MAX)
+			*missed_out = p;
+	}
+	return changed;
 }
 
 static inline void kvm_test_tg_config(struct hv_tg_config *tg)

@@ -322,7 +322,7 @@ static void rx_pages_are_harvested(void **state)
 	struct hv_tg_config tg;
 	struct util_bitmap h;
 	struct hv_vm *vm;
-	uint64_t pages, p, changed, seq, count, k, round;
+	uint64_t pages, changed, seq, count, k, round, missed;
 	uint8_t *copy, f[1600];
 	struct hv_net_stats ns0, ns1;
 
@@ -348,17 +348,10 @@ static void rx_pages_are_harvested(void **state)
 		assert_int_equal(hv_dirty_harvest(vm, &h, NULL), 0);
 		hv_net_stats(w->net, &ns1);
 		assert_int_equal(ns1.rx_frames - ns0.rx_frames, 40);
-		changed = 0;
-		for (p = 0; p < pages; p++) {
-			if (!memcmp(copy + p * HV_PAGE_SIZE, hv_ram_base(vm) + p * HV_PAGE_SIZE,
-				    HV_PAGE_SIZE))
-				continue;
-			changed++;
-			if (!util_bitmap_is_set(&h, p))
-				fail_msg(
-					"page 0x%llx changed while receiving but was not harvested",
-					(unsigned long long)p);
-		}
+		changed = kvm_changed_pages(vm, copy, &h, &missed);
+		if (missed != UINT64_MAX)
+			fail_msg("page 0x%llx changed while receiving but was not harvested",
+				 (unsigned long long)missed);
 		assert_true(changed > 0);
 		assert_int_equal(hv_vm_resume(vm), 0);
 	}
@@ -584,7 +577,7 @@ static void disk_read_pages_are_harvested(void **state)
 	struct hv_blk *b;
 	struct hv_blk_stats bs0, bs1;
 	struct hv_vm *vm;
-	uint64_t pages, p, round, changed;
+	uint64_t pages, round, changed, missed;
 	uint8_t *copy;
 	char *img;
 
@@ -609,17 +602,10 @@ static void disk_read_pages_are_harvested(void **state)
 		assert_int_equal(hv_dirty_harvest(vm, &h, NULL), 0);
 		hv_blk_stats(b, &bs1);
 		assert_true(bs1.reads > bs0.reads);
-		changed = 0;
-		for (p = 0; p < pages; p++) {
-			if (!memcmp(copy + p * HV_PAGE_SIZE, hv_ram_base(vm) + p * HV_PAGE_SIZE,
-				    HV_PAGE_SIZE))
-				continue;
-			changed++;
-			if (!util_bitmap_is_set(&h, p))
-				fail_msg("page 0x%llx changed during disk reads but was not "
-					 "harvested",
-					 (unsigned long long)p);
-		}
+		changed = kvm_changed_pages(vm, copy, &h, &missed);
+		if (missed != UINT64_MAX)
+			fail_msg("page 0x%llx changed during disk reads but was not harvested",
+				 (unsigned long long)missed);
 		assert_true(changed > 0);
 		assert_int_equal(hv_vm_resume(vm), 0);
 	}
