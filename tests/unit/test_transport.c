@@ -1,0 +1,200 @@
+/*
+ * The TCP transport on loopback: whole vectored sends and exact receives,
+ * a silent peer reported within the timeout, a vanished peer reported (no
+ * SIGPIPE), the cut-after-K-bytes hook delivering exactly K bytes, and bad
+ * addresses refused.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "replication/repl.h"
+
+static const struct repl_transport_ops *T = &repl_tcp_ops;
+
+struct pair {
+	struct repl_listener *l;
+	struct repl_conn *a, *b; /* a: connected side, b: accepted side */
+};
+
+static void make_pair(struct pair *p, const struct repl_conn_opts *o)
+{
+	char addr[64];
+
+	assert_int_equal(T->listen("127.0.0.1:0", o, &p->l), 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", T->local_port(p->l));
+	assert_int_equal(T->connect(addr, o, &p->a), 0);
+	assert_int_equal(T->accept(p->l, 2000, &p->b), 0);
+}
+
+static void free_pair(struct pair *p)
+{
+	T->close(p->a);
+	T->close(p->b);
+	T->close_listener(p->l);
+}
+
+struct big {
+	struct repl_conn *c;
+	uint8_t *buf;
+	size_t len;
+	int rc;
+};
+
+static void *receiver(void *arg)
+{
+	struct big *b = arg;
+
+	b->rc = T->recv(b->c, b->buf, b->len);
+	return NULL;
+}
+
+static void round_trip(void **state)
+{
+	struct repl_conn_opts o = {.timeout_ms = 2000};
+	struct pair p;
+	static uint8_t data[3 << 20], got[3 << 20];
+	struct iovec iov[3] = {{data, 1000}, {data + 1000, 0}, {data + 1000, sizeof(data) - 1000}};
+	struct big b = {.buf = got, .len = sizeof(got)};
+	pthread_t th;
+	size_t i;
+
+	for (i = 0; i < sizeof(data); i++)
+		data[i] = (uint8_t)(i * 131 + 7);
+	make_pair(&p, &o);
+	b.c = p.b;
+	/* 3 MiB: more than the socket buffers, so both sides loop */
+	assert_int_equal(pthread_create(&th, NULL, receiver, &b), 0);
+	assert_int_equal(T->send_iov(p.a, iov, 3), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(b.rc, 0);
+	assert_memory_equal(got, data, sizeof(data));
+	free_pair(&p);
+}
+
+static void silent_peer_times_out(void **state)
+{
+	struct repl_conn_opts o = {.timeout_ms = 200};
+	struct pair p;
+	uint8_t x;
+
+	make_pair(&p, &o);
+	assert_int_equal(T->recv(p.b, &x, 1), -ETIMEDOUT);
+	free_pair(&p);
+}
+
+static void vanished_peer(void **state)
+{
+	struct repl_conn_opts o = {.timeout_ms = 2000};
+	struct pair p;
+	uint8_t x[16] = {0};
+	struct iovec iov = {x, sizeof(x)};
+	int k, rc = 0;
+
+	make_pair(&p, &o);
+	T->close(p.b);
+	p.b = NULL;
+	assert_int_equal(T->recv(p.a, x, 1), -ECONNRESET);
+	/* sending into a closed connection fails, and never raises SIGPIPE */
+	for (k = 0; k < 10 && !rc; k++)
+		rc = T->send_iov(p.a, &iov, 1);
+	assert_int_equal(rc, -ECONNRESET);
+	free_pair(&p);
+}
+
+static void peer_dies_mid_message(void **state)
+{
+	struct repl_conn_opts o = {.timeout_ms = 2000};
+	struct pair p;
+	uint8_t half[100] = {1}, buf[200];
+	struct iovec iov = {half, sizeof(half)};
+
+	make_pair(&p, &o);
+	assert_int_equal(T->send_iov(p.a, &iov, 1), 0);
+	T->close(p.a);
+	p.a = NULL;
+	assert_int_equal(T->recv(p.b, buf, sizeof(buf)), -ECONNRESET);
+	free_pair(&p);
+}
+
+/* The test hook: exactly K bytes reach the peer, then the connection is gone. */
+static void cut_after_bytes(void **state)
+{
+	struct repl_conn_opts o = {.timeout_ms = 2000, .cut_after_bytes = 4000};
+	struct repl_conn_opts plain = {.timeout_ms = 2000};
+	struct repl_listener *l;
+	struct repl_conn *a, *b;
+	static uint8_t data[10000], got[10000];
+	struct iovec iov[2] = {{data, 3000}, {data + 3000, 7000}};
+	char addr[64];
+	size_t i;
+
+	for (i = 0; i < sizeof(data); i++)
+		data[i] = (uint8_t)i;
+	assert_int_equal(T->listen("127.0.0.1:0", &plain, &l), 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", T->local_port(l));
+	assert_int_equal(T->connect(addr, &o, &a), 0);
+	assert_int_equal(T->accept(l, 2000, &b), 0);
+	assert_int_equal(T->send_iov(a, iov, 2), -ECONNRESET);
+	assert_int_equal(T->send_iov(a, iov, 1), -ECONNRESET); /* stays cut */
+	assert_int_equal(T->recv(b, got, 4000), 0);
+	assert_memory_equal(got, data, 4000);
+	assert_int_equal(T->recv(b, got, 1), -ECONNRESET);
+	T->close(a);
+	T->close(b);
+	T->close_listener(l);
+}
+
+static void bad_addresses(void **state)
+{
+	struct repl_listener *l = NULL;
+	struct repl_conn *c = NULL;
+	struct repl_conn_opts o = {.timeout_ms = 500};
+	static const char *const bad[] = {
+		"",	  "127.0.0.1", "127.0.0.1:", ":80",	    "127.0.0.1:99999",
+		"::1:80", "host:80",   "[::1:80",    "127.0.0.1:8x"};
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(T->connect(bad[i], &o, &c), -EINVAL);
+		assert_int_equal(T->listen(bad[i], &o, &l), -EINVAL);
+	}
+	/* a well-formed address nobody listens on */
+	assert_int_equal(T->listen("127.0.0.1:0", &o, &l), 0);
+	{
+		char addr[64];
+		uint16_t port = T->local_port(l);
+
+		T->close_listener(l);
+		snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
+		assert_int_equal(T->connect(addr, &o, &c), -ECONNREFUSED);
+	}
+	/* IPv6 loopback works */
+	assert_int_equal(T->listen("[::1]:0", &o, &l), 0);
+	T->close_listener(l);
+	/* accept gives up after its timeout */
+	assert_int_equal(T->listen("127.0.0.1:0", &o, &l), 0);
+	assert_int_equal(T->accept(l, 50, &c), -ETIMEDOUT);
+	T->close_listener(l);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(round_trip),	   cmocka_unit_test(silent_peer_times_out),
+		cmocka_unit_test(vanished_peer),   cmocka_unit_test(peer_dies_mid_message),
+		cmocka_unit_test(cut_after_bytes), cmocka_unit_test(bad_addresses),
+	};
+
+	signal(SIGPIPE,
+	       SIG_DFL); /* a SIGPIPE would kill the test: the transport must not raise one */
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
