@@ -420,6 +420,14 @@ int hv_snapshot_restore(const struct hv_vm_config *cfg, const uint8_t *const *st
 			const size_t *lens, unsigned nstreams, unsigned flags,
 			hv_restore_devices_fn add_devices, void *arg, struct hv_vm **vm_out,
 			char *why, size_t why_len);
+/*
+ * Keep a twin in step: apply the next incremental stream (an epoch) to a VM
+ * made by hv_snapshot_restore() that has not started. The stream is checked
+ * whole first and must follow the last one applied (parent id); a refused
+ * stream leaves the twin exactly as it was. -EIO means KVM refused state
+ * after the check passed: the twin is no longer usable.
+ */
+int hv_snapshot_apply(struct hv_vm *vm, const uint8_t *buf, size_t len, char *why, size_t why_len);
 /* A lazy restore: true once every page is loaded (or the restore was not lazy). */
 bool hv_snapshot_lazy_done(struct hv_vm *vm, uint64_t *loaded_out, uint64_t *faults_out);
 

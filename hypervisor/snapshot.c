@@ -273,8 +273,8 @@ static int apply_pages(struct hv_vm *vm, const struct hv_stream_record *r, bool 
 	} while (0)
 
 /* Apply one checked stream: pages, and the state it holds. */
-static int apply_stream(struct hv_vm *vm, const uint8_t *buf, size_t len, unsigned which, char *why,
-			size_t why_len)
+static int apply_stream(struct hv_vm *vm, const uint8_t *buf, size_t len, unsigned which,
+			bool fresh, char *why, size_t why_len)
 {
 	struct hv_stream_iter it;
 	struct hv_stream_record r;
@@ -286,7 +286,7 @@ static int apply_stream(struct hv_vm *vm, const uint8_t *buf, size_t len, unsign
 	while ((more = hv_stream_next(&it, &r)) > 0) {
 		switch (r.type) {
 		case HV_REC_PAGES:
-			rc = apply_pages(vm, &r, which == 1);
+			rc = apply_pages(vm, &r, fresh);
 			break;
 		case HV_REC_VCPU:
 			vrec = (const struct hv_vcpu_rec *)r.body;
@@ -405,7 +405,7 @@ int hv_snapshot_restore(const struct hv_vm_config *cfg, const uint8_t *const *st
 			BAD("cannot add the devices (%s)", strerror(-rc));
 	}
 	for (i = 0; i < nstreams; i++) {
-		rc = apply_stream(vm, streams[i], lens[i], i + 1, why, why_len);
+		rc = apply_stream(vm, streams[i], lens[i], i + 1, i == 0, why, why_len);
 		if (rc < 0)
 			goto out;
 	}
@@ -415,10 +415,42 @@ int hv_snapshot_restore(const struct hv_vm_config *cfg, const uint8_t *const *st
 			BAD("lazy restore: cannot start the loader (%s)", strerror(-rc));
 	}
 	vm->restored = true;
-	vm->snap_last_id = 0; /* a restored VM starts a new chain */
+	vm->snap_last_id = 0;	  /* a restored VM starts a new chain */
+	vm->applied_id = prev_id; /* the twin's position, for hv_snapshot_apply() */
 	*vm_out = vm;
 	vm = NULL;
 out:
 	hv_vm_free(vm);
+	return rc;
+}
+
+int hv_snapshot_apply(struct hv_vm *vm, const uint8_t *buf, size_t len, char *why, size_t why_len)
+{
+	struct hv_stream_header h;
+	char what[200];
+	int rc = 0;
+
+	if (hv_vm_run_state(vm) != HV_S_CREATED || vm->lazy || !vm->restored)
+		BAD("the VM must be a restored twin that has not started");
+	/* validated whole before anything changes: a partial or corrupt epoch leaves the twin as is
+	 */
+	if (hv_stream_check(buf, len, &h, what, sizeof(what)) < 0) {
+		snprintf(why, why_len, "%s", what);
+		return -EBADMSG;
+	}
+	if (h.mem_bytes != vm->mem.size || h.ncpus != vm->ncpus)
+		BAD("the stream is for another VM (%" PRIu64 " MiB, %u vCPUs)", h.mem_bytes >> 20,
+		    h.ncpus);
+	if (h.kind != HV_STREAM_INCREMENTAL || h.parent_id != vm->applied_id)
+		BAD("stream %016" PRIx64 " does not follow %016" PRIx64 " (parent %016" PRIx64 ")",
+		    h.stream_id, vm->applied_id, h.parent_id);
+	rc = apply_stream(vm, buf, len, 1, false, why, why_len);
+	if (rc < 0) {
+		/* checked, yet refused while applying (KVM said no): the twin is now mixed */
+		vm->applied_id = 0;
+		return -EIO;
+	}
+	vm->applied_id = h.stream_id;
+out:
 	return rc;
 }
