@@ -55,6 +55,31 @@ struct repl_transport_ops {
 
 extern const struct repl_transport_ops repl_tcp_ops;
 
+/*
+ * ---- epochs on a transport (docs/stream-format.md §8) ----------------------------
+ * An epoch is one stream (hypervisor/stream.c: HEADER ... END), sent as
+ * { u64 magic "CSTREPCH", u64 length } then the stream's bytes. The receiver
+ * answers each with an ack { u64 magic "CSTRACK1", u64 stream_id, s32 status,
+ * u32 reserved = 0 }: status 0 = applied, else a negative errno.
+ */
+#define REPL_EPOCH_MAGIC 0x4843504552545343ull /* "CSTREPCH" */
+#define REPL_ACK_MAGIC	 0x314b434152545343ull /* "CSTRACK1" */
+
+int repl_epoch_send(const struct repl_transport_ops *t, struct repl_conn *c, const uint8_t *buf,
+		    size_t len);
+/*
+ * Receive one epoch into a new buffer (the caller frees it). The length is
+ * checked against max_len before anything is allocated: -EMSGSIZE. A wrong
+ * magic is -EBADMSG; transport errors pass through (-ECONNRESET, -ETIMEDOUT):
+ * whatever part of an epoch arrived is then discarded.
+ */
+int repl_epoch_recv(const struct repl_transport_ops *t, struct repl_conn *c, uint64_t max_len,
+		    uint8_t **buf_out, size_t *len_out);
+int repl_ack_send(const struct repl_transport_ops *t, struct repl_conn *c, uint64_t stream_id,
+		  int32_t status);
+int repl_ack_recv(const struct repl_transport_ops *t, struct repl_conn *c, uint64_t *stream_id_out,
+		  int32_t *status_out);
+
 /* "HOST:PORT" -> a socket address; -EINVAL with `why` for anything else. */
 struct sockaddr_storage;
 int repl_parse_addr(const char *addr, struct sockaddr_storage *ss, unsigned *len_out, char *why,
