@@ -253,7 +253,7 @@ struct hv_vm {
 	/* snapshots (snapshot.c) */
 	struct hv_dirty_log *snap_log; /* pages since the last snapshot of the chain */
 	uint64_t snap_last_id;	       /* stream_id of that snapshot; 0 = no chain */
-	uint64_t applied_id; /* a twin: the last stream applied to it */
+	uint64_t applied_id;	       /* a twin: the last stream applied to it */
 	uint8_t *snap_stage;	       /* staging buffer, kept mapped and faulted in */
 	uint64_t snap_stage_pages;
 	uint64_t *snap_pfns;

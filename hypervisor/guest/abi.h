@@ -27,11 +27,11 @@
 #define TG_PAGE_WORDS (TG_PAGE_SIZE / 8u)
 #define TG_MAX_CPUS   8u
 
-#define TG_PARAMS_GPA  0x1000ull
-#define TG_MAILBOX_GPA 0x2000ull
+#define TG_PARAMS_GPA	0x1000ull
+#define TG_MAILBOX_GPA	0x2000ull
 #define TG_IO_STATE_GPA 0x3000ull
-#define TG_LOAD_ADDR   0x100000ull
-#define TG_WORK_BASE   0x400000ull
+#define TG_LOAD_ADDR	0x100000ull
+#define TG_WORK_BASE	0x400000ull
 
 /* ---- the image header, at TG_LOAD_ADDR + TG_IMAGE_HDR_OFFSET ---------------- */
 
@@ -96,7 +96,7 @@ struct tg_params {
 	/* ---- version 2: devices (virtio-mmio, modern), all 0 when absent ---- */
 	uint64_t net_mmio;  /* guest-physical base of the virtio-net transport */
 	uint64_t blk_mmio;  /* guest-physical base of the virtio-blk transport */
-	uint32_t ip;        /* guest IPv4 address, network byte order (0: no IP stack) */
+	uint32_t ip;	    /* guest IPv4 address, network byte order (0: no IP stack) */
 	uint32_t netmask;   /* network byte order */
 	uint32_t gateway;   /* network byte order; 0 = none (answer on-link peers only) */
 	uint32_t io_flags;  /* TG_IO_F_* */
@@ -133,7 +133,7 @@ _Static_assert(sizeof(struct tg_vcpu_state) == 64, "tg_vcpu_state layout");
 #define TG_CMD_BLK_RESET   3u /* reset the virtio-blk device and bring it up again */
 #define TG_MBOX_OK	   0u
 #define TG_MBOX_REJECTED   1u /* a page outside the scratch area, or an unknown cmd */
-#define TG_MBOX_FAILED     2u /* a device did not come back after its reset */
+#define TG_MBOX_FAILED	   2u /* a device did not come back after its reset */
 
 /* The scratch area: after every vCPU's work region, up to the end of low RAM. */
 static inline uint64_t tg_scratch_base(uint32_t ncpus, uint64_t wss_pages);
@@ -224,8 +224,8 @@ static inline uint64_t tg_word(uint64_t pfn, uint64_t c, uint64_t seed, uint32_t
 
 /* ---- network and disk (version 2) ------------------------------------------------ */
 
-#define TG_TCP_PORT 7700u /* "<seq>\n" -> "<seq> <count>\n", count = TCP requests answered */
-#define TG_UDP_PORT 7701u /* "<seq>" -> "<seq> <count>", count = UDP requests answered */
+#define TG_TCP_PORT  7700u /* "<seq>\n" -> "<seq> <count>\n", count = TCP requests answered */
+#define TG_UDP_PORT  7701u /* "<seq>" -> "<seq> <count>", count = UDP requests answered */
 #define TG_BLK_BLOCK 4096u /* the disk workload's block size */
 
 /*
@@ -233,21 +233,21 @@ static inline uint64_t tg_word(uint64_t pfn, uint64_t c, uint64_t seed, uint32_t
  * reads). `tcp_answered` and `udp_answered` are the counts the services send.
  */
 struct tg_io_state {
-	uint64_t net_up;       /* TG_READY_MAGIC once the NIC is initialised */
-	uint64_t blk_up;       /* TG_READY_MAGIC once the disk is initialised */
+	uint64_t net_up; /* TG_READY_MAGIC once the NIC is initialised */
+	uint64_t blk_up; /* TG_READY_MAGIC once the disk is initialised */
 	uint64_t rx_frames, tx_frames, rx_dropped;
 	uint64_t arp_replies, icmp_replies;
 	uint64_t udp_answered;
 	uint64_t tcp_answered;
-	uint64_t tcp_conns;          /* connections accepted */
+	uint64_t tcp_conns; /* connections accepted */
 	uint64_t tcp_retransmits;
-	uint64_t tcp_resets;         /* resets sent */
-	uint64_t blk_written;        /* blocks written and completed OK */
-	uint64_t blk_verified;       /* blocks read back and found exact */
-	uint64_t blk_bad;            /* blocks read back and found wrong */
-	uint64_t blk_io_errors;      /* requests completed with a non-OK status */
-	uint64_t blk_generation;     /* passes over the workload area begun (1 = first) */
-	uint64_t blk_next;           /* next block of the current pass */
+	uint64_t tcp_resets;		 /* resets sent */
+	uint64_t blk_written;		 /* blocks written and completed OK */
+	uint64_t blk_verified;		 /* blocks read back and found exact */
+	uint64_t blk_bad;		 /* blocks read back and found wrong */
+	uint64_t blk_io_errors;		 /* requests completed with a non-OK status */
+	uint64_t blk_generation;	 /* passes over the workload area begun (1 = first) */
+	uint64_t blk_next;		 /* next block of the current pass */
 	uint64_t net_resets, blk_resets; /* device resets done on mailbox command */
 	uint64_t reserved[12];
 };

@@ -4,6 +4,8 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -62,6 +64,33 @@ static inline uint64_t kvm_changed_pages(struct hv_vm *vm, const uint8_t *copy,
 			*missed_out = p;
 	}
 	return changed;
+}
+
+/* A snapshot (or an epoch) of `vm` in memory. Needs cmocka.h included first. */
+struct kvm_blob {
+	uint8_t *data;
+	size_t len;
+};
+
+static inline struct kvm_blob kvm_snapshot(struct hv_vm *vm, enum hv_stream_kind kind)
+{
+	struct kvm_blob b = {0};
+	struct stat st;
+	int fd = memfd_create("snapshot", 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(hv_snapshot_save(vm, fd, kind, NULL), 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	b.len = (size_t)st.st_size;
+	b.data = malloc(b.len);
+	assert_int_equal(pread(fd, b.data, b.len, 0), (ssize_t)b.len);
+	close(fd);
+	return b;
+}
+
+static inline uint32_t kvm_ram_hash(struct hv_vm *vm)
+{
+	return util_crc32c_update(UTIL_CRC32C_INIT, hv_ram_base(vm), hv_vm_mem_bytes(vm));
 }
 
 static inline void kvm_test_tg_config(struct hv_tg_config *tg)

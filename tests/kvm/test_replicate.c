@@ -81,11 +81,6 @@ static void *secondary_main(void *arg)
 	return NULL;
 }
 
-static uint32_t ram_hash(struct hv_vm *vm)
-{
-	return util_crc32c_update(UTIL_CRC32C_INIT, hv_ram_base(vm), hv_vm_mem_bytes(vm));
-}
-
 /* The primary's side of one epoch: snapshot while paused, remember the state, send. */
 static uint8_t *take(struct hv_vm *vm, enum hv_stream_kind kind, size_t *len, uint32_t *hash,
 		     struct hv_tg_vcpu *counters, uint64_t *id)
@@ -98,7 +93,7 @@ static uint8_t *take(struct hv_vm *vm, enum hv_stream_kind kind, size_t *len, ui
 
 	assert_int_equal(hv_vm_pause(vm), 0);
 	assert_int_equal(hv_snapshot_save(vm, fd, kind, &st), 0);
-	*hash = ram_hash(vm);
+	*hash = kvm_ram_hash(vm);
 	for (i = 0; i < 2; i++)
 		assert_int_equal(hv_tg_vcpu(vm, i, &counters[i]), 0);
 	assert_int_equal(hv_vm_resume(vm), 0);
@@ -174,7 +169,7 @@ static void replicate_then_die_mid_epoch(void **state)
 	assert_int_equal(s.end_rc, -ECONNRESET); /* it saw the connection die mid-epoch */
 	assert_non_null(s.twin);
 	/* the twin holds exactly the last acked epoch: the partial one left no trace */
-	assert_int_equal(ram_hash(s.twin), committed_hash);
+	assert_int_equal(kvm_ram_hash(s.twin), committed_hash);
 	assert_int_equal(hv_tg_check_ram(hv_ram_base(s.twin), MEM, &chk), 0);
 	/* failover */
 	assert_int_equal(hv_vm_start(s.twin), 0);

@@ -25,32 +25,6 @@
 #define SEC 1000000000ull
 #define MEM (64ull << 20)
 
-struct blob {
-	uint8_t *data;
-	size_t len;
-};
-
-static struct blob snap(struct hv_vm *vm, enum hv_stream_kind kind)
-{
-	struct blob b = {0};
-	struct stat st;
-	int fd = memfd_create("snap", 0);
-
-	assert_true(fd >= 0);
-	assert_int_equal(hv_snapshot_save(vm, fd, kind, NULL), 0);
-	assert_int_equal(fstat(fd, &st), 0);
-	b.len = (size_t)st.st_size;
-	b.data = malloc(b.len);
-	assert_int_equal(pread(fd, b.data, b.len, 0), (ssize_t)b.len);
-	close(fd);
-	return b;
-}
-
-static uint32_t ram_hash(struct hv_vm *vm)
-{
-	return util_crc32c_update(UTIL_CRC32C_INIT, hv_ram_base(vm), hv_vm_mem_bytes(vm));
-}
-
 static struct hv_vm *running_guest(void)
 {
 	struct hv_tg_config tg;
@@ -62,15 +36,16 @@ static struct hv_vm *running_guest(void)
 	return kvm_test_vm(2, MEM, &tg, -1);
 }
 
-static int restore_flags(const struct blob *b, unsigned n, uint64_t mem, unsigned flags,
+static int restore_flags(const struct kvm_blob *b, unsigned n, uint64_t mem, unsigned flags,
 			 struct hv_vm **out, char *why);
 
-static int restore(const struct blob *b, unsigned n, uint64_t mem, struct hv_vm **out, char *why)
+static int restore(const struct kvm_blob *b, unsigned n, uint64_t mem, struct hv_vm **out,
+		   char *why)
 {
 	return restore_flags(b, n, mem, 0, out, why);
 }
 
-static int restore_flags(const struct blob *b, unsigned n, uint64_t mem, unsigned flags,
+static int restore_flags(const struct kvm_blob *b, unsigned n, uint64_t mem, unsigned flags,
 			 struct hv_vm **out, char *why)
 {
 	struct hv_vm_config cfg = {.name = "restored", .mem_bytes = mem, .serial_fd = -1};
@@ -90,15 +65,15 @@ static void exact_restore(void **state)
 	struct hv_vm *vm = running_guest(), *r = NULL;
 	struct hv_tg_check chk;
 	struct hv_tg_vcpu t0[2], t1;
-	struct blob b;
+	struct kvm_blob b;
 	char why[256] = "";
 	uint32_t h0, i;
 
 	assert_non_null(vm);
 	util_sleep_ns(100 * 1000000ull);
 	assert_int_equal(hv_vm_pause(vm), 0);
-	b = snap(vm, HV_STREAM_FULL); /* while paused: the snapshot is this exact moment */
-	h0 = ram_hash(vm);
+	b = kvm_snapshot(vm, HV_STREAM_FULL); /* while paused: the snapshot is this exact moment */
+	h0 = kvm_ram_hash(vm);
 	for (i = 0; i < 2; i++)
 		assert_int_equal(hv_tg_vcpu(vm, i, &t0[i]), 0);
 	assert_int_equal(hv_vm_resume(vm), 0);
@@ -107,7 +82,7 @@ static void exact_restore(void **state)
 	if (restore(&b, 1, 0, &r, why) < 0)
 		fail_msg("restore: %s", why);
 	assert_int_equal(hv_vm_ncpus(r), 2);
-	assert_int_equal(ram_hash(r), h0);
+	assert_int_equal(kvm_ram_hash(r), h0);
 	assert_int_equal(hv_tg_check_ram(hv_ram_base(r), MEM, &chk), 0);
 	for (i = 0; i < 2; i++) {
 		assert_int_equal(hv_tg_vcpu(r, i, &t1), 0);
@@ -133,12 +108,12 @@ static void snapshot_while_running(void **state)
 {
 	struct hv_vm *vm = running_guest(), *r = NULL;
 	struct hv_tg_check chk;
-	struct blob b;
+	struct kvm_blob b;
 	char why[256] = "";
 
 	assert_non_null(vm);
 	util_sleep_ns(50 * 1000000ull);
-	b = snap(vm, HV_STREAM_FULL);
+	b = kvm_snapshot(vm, HV_STREAM_FULL);
 	hv_vm_free(vm);
 	if (restore(&b, 1, 0, &r, why) < 0)
 		fail_msg("restore: %s", why);
@@ -155,30 +130,30 @@ static void snapshot_while_running(void **state)
 static void chain_equals_full(void **state)
 {
 	struct hv_vm *vm = running_guest(), *a = NULL, *c = NULL;
-	struct blob chain[6], full;
+	struct kvm_blob chain[6], full;
 	char why[256] = "";
 	uint32_t live;
 	int i;
 
 	assert_non_null(vm);
-	chain[0] = snap(vm, HV_STREAM_FULL);
+	chain[0] = kvm_snapshot(vm, HV_STREAM_FULL);
 	for (i = 1; i < 6; i++) {
 		util_sleep_ns(20 * 1000000ull);
 		if (i == 5)
 			assert_int_equal(hv_vm_pause(vm), 0);
-		chain[i] = snap(vm, HV_STREAM_INCREMENTAL);
+		chain[i] = kvm_snapshot(vm, HV_STREAM_INCREMENTAL);
 		assert_true(chain[i].len < chain[0].len); /* only what changed */
 	}
-	full = snap(vm, HV_STREAM_FULL);
-	live = ram_hash(vm);
+	full = kvm_snapshot(vm, HV_STREAM_FULL);
+	live = kvm_ram_hash(vm);
 	hv_vm_free(vm);
 
 	if (restore(chain, 6, 0, &a, why) < 0)
 		fail_msg("chain: %s", why);
 	if (restore(&full, 1, 0, &c, why) < 0)
 		fail_msg("full: %s", why);
-	assert_int_equal(ram_hash(a), live);
-	assert_int_equal(ram_hash(c), live);
+	assert_int_equal(kvm_ram_hash(a), live);
+	assert_int_equal(kvm_ram_hash(c), live);
 	hv_vm_free(a);
 	hv_vm_free(c);
 
@@ -199,12 +174,12 @@ static void chain_equals_full(void **state)
 static void bad_input(void **state)
 {
 	struct hv_vm *vm = running_guest(), *r = NULL;
-	struct blob b, x;
+	struct kvm_blob b, x;
 	char why[256];
 	size_t cut;
 
 	assert_non_null(vm);
-	b = snap(vm, HV_STREAM_FULL);
+	b = kvm_snapshot(vm, HV_STREAM_FULL);
 	hv_vm_free(vm);
 	x.data = malloc(b.len + 64);
 
@@ -286,7 +261,7 @@ static void later_copy_wins(void **state)
 	struct hv_stream_writer *w = NULL;
 	struct hv_stream_iter it;
 	struct hv_stream_record rec;
-	struct blob b, x;
+	struct kvm_blob b, x;
 	uint64_t first, end, entry;
 	uint8_t page[4096];
 	uint32_t hdr[2] = {1, 0};
@@ -296,7 +271,7 @@ static void later_copy_wins(void **state)
 	assert_non_null(vm);
 	assert_int_equal(hv_tg_scratch(vm, &first, &end), 0);
 	assert_int_equal(hv_vm_pause(vm), 0);
-	b = snap(vm, HV_STREAM_FULL);
+	b = kvm_snapshot(vm, HV_STREAM_FULL);
 	hv_vm_free(vm);
 
 	memset(page, 0xa5, sizeof(page));
@@ -339,15 +314,15 @@ static void lazy_restore(void **state)
 	struct hv_tg_check chk;
 	struct hv_tg_vcpu t0[2], t1;
 	uint64_t loaded = 0, faults = 0, end;
-	struct blob b;
+	struct kvm_blob b;
 	char why[256] = "";
 	uint32_t h0, i;
 
 	assert_non_null(vm);
 	util_sleep_ns(50 * 1000000ull);
 	assert_int_equal(hv_vm_pause(vm), 0);
-	b = snap(vm, HV_STREAM_FULL);
-	h0 = ram_hash(vm);
+	b = kvm_snapshot(vm, HV_STREAM_FULL);
+	h0 = kvm_ram_hash(vm);
 	for (i = 0; i < 2; i++)
 		assert_int_equal(hv_tg_vcpu(vm, i, &t0[i]), 0);
 	hv_vm_free(vm);
@@ -375,7 +350,7 @@ static void lazy_restore(void **state)
 	/* and before it runs, the lazily restored RAM is the snapshot's, byte for byte */
 	if (restore_flags(&b, 1, 0, HV_RESTORE_LAZY, &r, why) < 0)
 		fail_msg("lazy restore: %s", why);
-	assert_int_equal(ram_hash(r), h0); /* reading faults the pages in */
+	assert_int_equal(kvm_ram_hash(r), h0); /* reading faults the pages in */
 	hv_vm_free(r);
 	free(b.data);
 }

@@ -25,32 +25,6 @@
 #define MEM    (64ull << 20)
 #define EPOCHS 100
 
-struct blob {
-	uint8_t *data;
-	size_t len;
-};
-
-static struct blob epoch(struct hv_vm *vm, enum hv_stream_kind kind)
-{
-	struct blob b = {0};
-	struct stat st;
-	int fd = memfd_create("epoch", 0);
-
-	assert_true(fd >= 0);
-	assert_int_equal(hv_snapshot_save(vm, fd, kind, NULL), 0);
-	assert_int_equal(fstat(fd, &st), 0);
-	b.len = (size_t)st.st_size;
-	b.data = malloc(b.len);
-	assert_int_equal(pread(fd, b.data, b.len, 0), (ssize_t)b.len);
-	close(fd);
-	return b;
-}
-
-static uint32_t ram_hash(struct hv_vm *vm)
-{
-	return util_crc32c_update(UTIL_CRC32C_INIT, hv_ram_base(vm), hv_vm_mem_bytes(vm));
-}
-
 static void twin_stays_exact(void **state)
 {
 	struct hv_vm_config cfg = {.name = "twin", .serial_fd = -1};
@@ -58,7 +32,7 @@ static void twin_stays_exact(void **state)
 	struct hv_vm *primary, *twin = NULL;
 	struct hv_tg_vcpu committed[2], t;
 	struct hv_tg_check chk;
-	struct blob b;
+	struct kvm_blob b;
 	const uint8_t *s;
 	char why[256] = "";
 	uint32_t h, i;
@@ -72,7 +46,7 @@ static void twin_stays_exact(void **state)
 	assert_non_null(primary);
 
 	/* initial synchronisation: a full stream, applied to a new VM that does not run */
-	b = epoch(primary, HV_STREAM_FULL);
+	b = kvm_snapshot(primary, HV_STREAM_FULL);
 	s = b.data;
 	if (hv_snapshot_restore(&cfg, &s, &b.len, 1, 0, NULL, NULL, &twin, why, sizeof(why)) < 0)
 		fail_msg("initial sync: %s", why);
@@ -81,8 +55,8 @@ static void twin_stays_exact(void **state)
 	for (e = 1; e <= EPOCHS; e++) {
 		util_sleep_ns(2 * 1000000ull);
 		assert_int_equal(hv_vm_pause(primary), 0);
-		b = epoch(primary, HV_STREAM_INCREMENTAL);
-		h = ram_hash(primary); /* the primary at this epoch's pause */
+		b = kvm_snapshot(primary, HV_STREAM_INCREMENTAL);
+		h = kvm_ram_hash(primary); /* the primary at this epoch's pause */
 		for (i = 0; i < 2; i++)
 			assert_int_equal(hv_tg_vcpu(primary, i, &committed[i]), 0);
 		assert_int_equal(hv_vm_resume(primary), 0);
@@ -90,22 +64,22 @@ static void twin_stays_exact(void **state)
 		if (e % 10 == 0) {
 			/* the primary died mid-epoch: the part that arrived is refused whole */
 			size_t cut = (size_t)((e * 7919) % b.len);
-			uint32_t before = ram_hash(twin);
+			uint32_t before = kvm_ram_hash(twin);
 
 			assert_int_equal(hv_snapshot_apply(twin, b.data, cut, why, sizeof(why)),
 					 -EBADMSG);
-			assert_int_equal(ram_hash(twin), before);
+			assert_int_equal(kvm_ram_hash(twin), before);
 			/* and so is a corrupt one */
 			b.data[b.len / 2] ^= 1;
 			assert_int_equal(hv_snapshot_apply(twin, b.data, b.len, why, sizeof(why)),
 					 -EBADMSG);
 			b.data[b.len / 2] ^= 1;
-			assert_int_equal(ram_hash(twin), before);
+			assert_int_equal(kvm_ram_hash(twin), before);
 			refused++;
 		}
 		if (hv_snapshot_apply(twin, b.data, b.len, why, sizeof(why)) < 0)
 			fail_msg("epoch %u: %s", e, why);
-		if (ram_hash(twin) != h)
+		if (kvm_ram_hash(twin) != h)
 			fail_msg("epoch %u: the twin's RAM differs from the primary's", e);
 		if (e == EPOCHS / 2) {
 			/* applying the same epoch again: it does not follow the twin's position */
