@@ -159,28 +159,38 @@ static int slot_get_clear(struct hv_vm *vm, struct hv_slot *s, uint64_t *words, 
 }
 
 /*
- * Collect what KVM and the VMM saw since the last sync into every log (lock
- * held). Slot boundaries (0 and 3 GiB) are multiples of 64 pages, so each slot
- * owns whole bitmap words.
+ * KVM's dirty log of every slot into `words` (RAM-indexed), reset in KVM. Slot
+ * boundaries (0 and 3 GiB) are multiples of 64 pages: each slot owns whole words.
  */
-static int sync_logs(struct hv_vm *vm, struct hv_harvest_stats *st)
+static int get_clear_slots(struct hv_vm *vm, struct util_bitmap *b, struct hv_harvest_stats *st)
 {
-	struct util_bitmap *scr = &vm->dirty.scratch;
-	uint64_t i, nwords = UTIL_BITMAP_WORDS(vm->mem.pages);
-	struct hv_dirty_log *l;
 	unsigned s;
 	int rc;
 
 	for (s = 0; s < vm->mem.nslots; s++) {
 		struct hv_slot *sl = &vm->mem.slots[s];
 
-		rc = slot_get_clear(vm, sl, scr->words + sl->ram_off / HV_PAGE_SIZE / 64,
-				    &st->get_ns, &st->clear_ns);
+		rc = slot_get_clear(vm, sl, b->words + sl->ram_off / HV_PAGE_SIZE / 64, &st->get_ns,
+				    &st->clear_ns);
 		if (rc < 0) {
 			LOG_ERRNO(rc, "vm %s: dirty log of slot %u", vm->name, sl->id);
 			return rc;
 		}
 	}
+	return 0;
+}
+
+/* Collect what KVM and the VMM saw since the last sync into every log (lock held). */
+static int sync_logs(struct hv_vm *vm, struct hv_harvest_stats *st)
+{
+	struct util_bitmap *scr = &vm->dirty.scratch;
+	uint64_t i, nwords = UTIL_BITMAP_WORDS(vm->mem.pages);
+	struct hv_dirty_log *l;
+	int rc;
+
+	rc = get_clear_slots(vm, scr, st);
+	if (rc < 0)
+		return rc;
 	for (i = 0; i < nwords; i++) {
 		uint64_t w = __atomic_load_n(&vm->mem.vmm_dirty[i], __ATOMIC_RELAXED);
 
@@ -245,30 +255,17 @@ void hv_dirty_totals(struct hv_vm *vm, struct hv_dirty_totals *out)
 
 int hv_dirty_bare_ioctls(struct hv_vm *vm, uint64_t *ns_out)
 {
-	uint64_t get_ns = 0, clear_ns = 0, t0;
-	unsigned s;
+	struct hv_harvest_stats st = {0};
+	uint64_t t0;
 	int rc = 0;
 
 	pthread_mutex_lock(&vm->dirty.lock);
-	if (!atomic_load(&vm->mem.tracking)) {
+	if (!atomic_load(&vm->mem.tracking)) { /* tracking on means the scratch bitmap exists */
 		rc = -EINVAL;
 		goto out;
 	}
-	if (!vm->dirty.scratch.words) {
-		rc = util_bitmap_init(&vm->dirty.scratch, vm->mem.pages);
-		if (rc < 0)
-			goto out;
-	}
 	t0 = util_now_ns();
-	for (s = 0; s < vm->mem.nslots; s++) {
-		struct hv_slot *sl = &vm->mem.slots[s];
-
-		rc = slot_get_clear(vm, sl,
-				    vm->dirty.scratch.words + sl->ram_off / HV_PAGE_SIZE / 64,
-				    &get_ns, &clear_ns);
-		if (rc < 0)
-			goto out;
-	}
+	rc = get_clear_slots(vm, &vm->dirty.scratch, &st);
 	*ns_out = util_now_ns() - t0;
 out:
 	pthread_mutex_unlock(&vm->dirty.lock);

@@ -15,6 +15,17 @@
 #include "hypervisor/hv.h"
 #include "hypervisor/state.h"
 
+/*
+ * In a function with `rc`, `why`, `why_len` and an `out:` label: describe the
+ * failure in `why`, set rc to -EINVAL and leave.
+ */
+#define FAIL_WHY(...)                                                                              \
+	do {                                                                                       \
+		snprintf(why, why_len, __VA_ARGS__);                                               \
+		rc = -EINVAL;                                                                      \
+		goto out;                                                                          \
+	} while (0)
+
 struct hv_vm;
 struct hv_vcpu;
 

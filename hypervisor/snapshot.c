@@ -265,13 +265,6 @@ static int apply_pages(struct hv_vm *vm, const struct hv_stream_record *r, bool 
 	return 0;
 }
 
-#define BAD(...)                                                                                   \
-	do {                                                                                       \
-		snprintf(why, why_len, __VA_ARGS__);                                               \
-		rc = -EINVAL;                                                                      \
-		goto out;                                                                          \
-	} while (0)
-
 /* Apply one checked stream: pages, and the state it holds. */
 static int apply_stream(struct hv_vm *vm, const uint8_t *buf, size_t len, unsigned which,
 			bool fresh, char *why, size_t why_len)
@@ -292,20 +285,22 @@ static int apply_stream(struct hv_vm *vm, const uint8_t *buf, size_t len, unsign
 			vrec = (const struct hv_vcpu_rec *)r.body;
 			if (vrec->index >= vm->ncpus || (seen_vcpus >> vrec->index & 1) ||
 			    vrec->reserved || vrec->reserved2)
-				BAD("stream %u, offset %" PRIu64 ": bad or repeated VCPU record",
-				    which, r.offset);
+				FAIL_WHY("stream %u, offset %" PRIu64
+					 ": bad or repeated VCPU record",
+					 which, r.offset);
 			break;
 		case HV_REC_VCPU_MSRS: {
 			uint32_t idx;
 
 			memcpy(&idx, r.body, 4);
 			if (!vrec || r.len < 8 || idx != vrec->index)
-				BAD("stream %u, offset %" PRIu64 ": VCPU_MSRS without its VCPU",
-				    which, r.offset);
+				FAIL_WHY("stream %u, offset %" PRIu64
+					 ": VCPU_MSRS without its VCPU",
+					 which, r.offset);
 			rc = state_load_vcpu(&vm->vcpus[idx], vrec, r.body, r.len);
 			if (rc < 0)
-				BAD("stream %u: vCPU %u state refused by KVM (%s)", which, idx,
-				    strerror(-rc));
+				FAIL_WHY("stream %u: vCPU %u state refused by KVM (%s)", which, idx,
+					 strerror(-rc));
 			seen_vcpus |= 1u << idx;
 			vrec = NULL;
 			break;
@@ -330,18 +325,19 @@ static int apply_stream(struct hv_vm *vm, const uint8_t *buf, size_t len, unsign
 			break; /* HEADER; optional records of later revisions */
 		}
 		if (rc < 0)
-			BAD("stream %u, offset %" PRIu64 ": record %s could not be applied (%s)",
-			    which, r.offset, hv_rec_type_str(r.type), strerror(-rc));
+			FAIL_WHY("stream %u, offset %" PRIu64
+				 ": record %s could not be applied (%s)",
+				 which, r.offset, hv_rec_type_str(r.type), strerror(-rc));
 	}
 	if (more < 0)
-		BAD("stream %u: malformed framing", which);
+		FAIL_WHY("stream %u: malformed framing", which);
 	if (seen_vcpus != (1u << vm->ncpus) - 1)
-		BAD("stream %u: state of some vCPUs is missing", which);
+		FAIL_WHY("stream %u: state of some vCPUs is missing", which);
 	if (seen_virtio != vm->nvirtio)
-		BAD("stream %u: the snapshot has %u virtio devices, this VM %u (give the same "
-		    "--net "
-		    "and --disk options, in the same order)",
-		    which, seen_virtio, vm->nvirtio);
+		FAIL_WHY("stream %u: the snapshot has %u virtio devices, this VM %u (give the same "
+			 "--net "
+			 "and --disk options, in the same order)",
+			 which, seen_virtio, vm->nvirtio);
 out:
 	return rc;
 }
@@ -360,7 +356,7 @@ int hv_snapshot_restore(const struct hv_vm_config *cfg, const uint8_t *const *st
 
 	*vm_out = NULL;
 	if (!nstreams)
-		BAD("no snapshot given");
+		FAIL_WHY("no snapshot given");
 	/* every stream is checked whole before anything is applied */
 	for (i = 0; i < nstreams; i++) {
 		char what[200];
@@ -370,39 +366,40 @@ int hv_snapshot_restore(const struct hv_vm_config *cfg, const uint8_t *const *st
 			return -EBADMSG;
 		}
 		if (i == 0 && h.kind != HV_STREAM_FULL)
-			BAD("snapshot 1 is incremental: a chain starts with a full snapshot");
+			FAIL_WHY("snapshot 1 is incremental: a chain starts with a full snapshot");
 		if (i > 0 && (h.kind != HV_STREAM_INCREMENTAL || h.parent_id != prev_id))
-			BAD("snapshot %u does not follow snapshot %u (parent %016" PRIx64
-			    ", expected %016" PRIx64 ")",
-			    i + 1, i, h.parent_id, prev_id);
+			FAIL_WHY("snapshot %u does not follow snapshot %u (parent %016" PRIx64
+				 ", expected %016" PRIx64 ")",
+				 i + 1, i, h.parent_id, prev_id);
 		if (i > 0 && (h.mem_bytes != first.mem_bytes || h.ncpus != first.ncpus))
-			BAD("snapshot %u has another RAM size or vCPU count than snapshot 1",
-			    i + 1);
+			FAIL_WHY("snapshot %u has another RAM size or vCPU count than snapshot 1",
+				 i + 1);
 		if (i == 0)
 			first = h;
 		prev_id = h.stream_id;
 	}
 	if (c.mem_bytes && c.mem_bytes != first.mem_bytes)
-		BAD("RAM size mismatch: the snapshot holds %" PRIu64 " MiB, %" PRIu64
-		    " MiB requested",
-		    first.mem_bytes >> 20, c.mem_bytes >> 20);
+		FAIL_WHY("RAM size mismatch: the snapshot holds %" PRIu64 " MiB, %" PRIu64
+			 " MiB requested",
+			 first.mem_bytes >> 20, c.mem_bytes >> 20);
 	if (c.ncpus && c.ncpus != first.ncpus)
-		BAD("vCPU count mismatch: the snapshot has %u, %u requested", first.ncpus, c.ncpus);
+		FAIL_WHY("vCPU count mismatch: the snapshot has %u, %u requested", first.ncpus,
+			 c.ncpus);
 	c.mem_bytes = first.mem_bytes;
 	c.ncpus = first.ncpus;
 	rc = hv_vm_create(&c, &vm);
 	if (rc < 0)
-		BAD("cannot create a VM of %" PRIu64 " MiB and %u vCPUs (%s)", c.mem_bytes >> 20,
-		    c.ncpus, strerror(-rc));
+		FAIL_WHY("cannot create a VM of %" PRIu64 " MiB and %u vCPUs (%s)",
+			 c.mem_bytes >> 20, c.ncpus, strerror(-rc));
 	if (flags & HV_RESTORE_LAZY) {
 		rc = lazy_init(vm);
 		if (rc < 0)
-			BAD("lazy restore: no userfaultfd (%s)", strerror(-rc));
+			FAIL_WHY("lazy restore: no userfaultfd (%s)", strerror(-rc));
 	}
 	if (add_devices) {
 		rc = add_devices(arg, vm);
 		if (rc < 0)
-			BAD("cannot add the devices (%s)", strerror(-rc));
+			FAIL_WHY("cannot add the devices (%s)", strerror(-rc));
 	}
 	for (i = 0; i < nstreams; i++) {
 		rc = apply_stream(vm, streams[i], lens[i], i + 1, i == 0, why, why_len);
@@ -412,7 +409,7 @@ int hv_snapshot_restore(const struct hv_vm_config *cfg, const uint8_t *const *st
 	if (vm->lazy) {
 		rc = lazy_start(vm);
 		if (rc < 0)
-			BAD("lazy restore: cannot start the loader (%s)", strerror(-rc));
+			FAIL_WHY("lazy restore: cannot start the loader (%s)", strerror(-rc));
 	}
 	vm->restored = true;
 	vm->snap_last_id = 0;	  /* a restored VM starts a new chain */
@@ -431,7 +428,7 @@ int hv_snapshot_apply(struct hv_vm *vm, const uint8_t *buf, size_t len, char *wh
 	int rc = 0;
 
 	if (hv_vm_run_state(vm) != HV_S_CREATED || vm->lazy || !vm->restored)
-		BAD("the VM must be a restored twin that has not started");
+		FAIL_WHY("the VM must be a restored twin that has not started");
 	/* validated whole before anything changes: a partial or corrupt epoch leaves the twin as is
 	 */
 	if (hv_stream_check(buf, len, &h, what, sizeof(what)) < 0) {
@@ -439,11 +436,12 @@ int hv_snapshot_apply(struct hv_vm *vm, const uint8_t *buf, size_t len, char *wh
 		return -EBADMSG;
 	}
 	if (h.mem_bytes != vm->mem.size || h.ncpus != vm->ncpus)
-		BAD("the stream is for another VM (%" PRIu64 " MiB, %u vCPUs)", h.mem_bytes >> 20,
-		    h.ncpus);
+		FAIL_WHY("the stream is for another VM (%" PRIu64 " MiB, %u vCPUs)",
+			 h.mem_bytes >> 20, h.ncpus);
 	if (h.kind != HV_STREAM_INCREMENTAL || h.parent_id != vm->applied_id)
-		BAD("stream %016" PRIx64 " does not follow %016" PRIx64 " (parent %016" PRIx64 ")",
-		    h.stream_id, vm->applied_id, h.parent_id);
+		FAIL_WHY("stream %016" PRIx64 " does not follow %016" PRIx64 " (parent %016" PRIx64
+			 ")",
+			 h.stream_id, vm->applied_id, h.parent_id);
 	rc = apply_stream(vm, buf, len, 1, false, why, why_len);
 	if (rc < 0) {
 		/* checked, yet refused while applying (KVM said no): the twin is now mixed */

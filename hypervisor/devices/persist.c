@@ -167,13 +167,6 @@ int persist_save_devices(struct hv_vm *vm, struct hv_stream_writer *w)
 	return rc;
 }
 
-#define BAD(...)                                                                                   \
-	do {                                                                                       \
-		snprintf(why, why_len, __VA_ARGS__);                                               \
-		rc = -EINVAL;                                                                      \
-		goto out;                                                                          \
-	} while (0)
-
 static int load_virtio(struct hv_vm *vm, const Castor__DeviceState *d, char *why, size_t why_len)
 {
 	const Castor__VirtioMmioState *s = d->virtio;
@@ -189,17 +182,18 @@ static int load_virtio(struct hv_vm *vm, const Castor__DeviceState *d, char *why
 		if (!strcmp(blk_transport(vm->blks[i])->name, d->id))
 			m = blk_transport(vm->blks[i]);
 	if (!m)
-		BAD("the snapshot has device %s, this VM has none by that name (add it with --net "
-		    "or "
-		    "--disk, in the same order)",
-		    d->id);
+		FAIL_WHY("the snapshot has device %s, this VM has none by that name (add it with "
+			 "--net "
+			 "or "
+			 "--disk, in the same order)",
+			 d->id);
 	if (s->device_id != m->ops->device_id || s->mmio_base != m->base ||
 	    s->n_queue != m->ops->nqueues)
-		BAD("device %s differs from the snapshot's (type %u at 0x%" PRIx64 ")", d->id,
-		    s->device_id, s->mmio_base);
+		FAIL_WHY("device %s differs from the snapshot's (type %u at 0x%" PRIx64 ")", d->id,
+			 s->device_id, s->mmio_base);
 	if (net &&
 	    (s->device_case != CASTOR__VIRTIO_MMIO_STATE__DEVICE_NET || s->net->mac.len != 6))
-		BAD("device %s: no NIC state in the snapshot", d->id);
+		FAIL_WHY("device %s: no NIC state in the snapshot", d->id);
 	if (!net) {
 		struct hv_blk *b = NULL;
 
@@ -207,13 +201,13 @@ static int load_virtio(struct hv_vm *vm, const Castor__DeviceState *d, char *why
 			if (blk_transport(vm->blks[i]) == m)
 				b = vm->blks[i];
 		if (s->device_case != CASTOR__VIRTIO_MMIO_STATE__DEVICE_BLK)
-			BAD("device %s: no disk state in the snapshot", d->id);
+			FAIL_WHY("device %s: no disk state in the snapshot", d->id);
 		if (s->blk->sectors != blk_sectors(b))
-			BAD("device %s: the disk has %" PRIu64
-			    " sectors, the snapshot's had %" PRIu64,
-			    d->id, blk_sectors(b), s->blk->sectors);
+			FAIL_WHY("device %s: the disk has %" PRIu64
+				 " sectors, the snapshot's had %" PRIu64,
+				 d->id, blk_sectors(b), s->blk->sectors);
 		if (s->blk->read_only != blk_read_only(b))
-			BAD("device %s: read-only in one and writable in the other", d->id);
+			FAIL_WHY("device %s: read-only in one and writable in the other", d->id);
 	}
 	if (net && memcmp(s->net->mac.data, net_mac(net), 6))
 		LOG_WARN("vm %s: %s: the snapshot's MAC differs from --net's; the guest keeps its "
@@ -260,7 +254,7 @@ int persist_load_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, cha
 	int rc = 0;
 
 	if (!d || !d->id)
-		BAD("a DEVICE record does not decode");
+		FAIL_WHY("a DEVICE record does not decode");
 	switch (d->state_case) {
 	case CASTOR__DEVICE_STATE__STATE_SERIAL:
 		pthread_mutex_lock(&vm->serial.lock);
@@ -277,8 +271,8 @@ int persist_load_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, cha
 		const Castor__TestDevState *t = d->testdev;
 
 		if (t->n_vcpu != vm->ncpus)
-			BAD("testdev: %zu vCPUs in the snapshot, %u in the VM", t->n_vcpu,
-			    vm->ncpus);
+			FAIL_WHY("testdev: %zu vCPUs in the snapshot, %u in the VM", t->n_vcpu,
+				 vm->ncpus);
 		pthread_mutex_lock(&vm->testdev.lock);
 		for (i = 0; i < vm->ncpus; i++) {
 			vm->testdev.vcpu[i].next_seq = t->vcpu[i]->next_seq;
@@ -305,7 +299,7 @@ int persist_load_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, cha
 			rc = 1;
 		break;
 	default:
-		BAD("device %s: unknown kind of state", d->id);
+		FAIL_WHY("device %s: unknown kind of state", d->id);
 	}
 out:
 	if (d)

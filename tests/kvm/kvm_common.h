@@ -72,20 +72,27 @@ struct kvm_blob {
 	size_t len;
 };
 
-static inline struct kvm_blob kvm_snapshot(struct hv_vm *vm, enum hv_stream_kind kind)
+/* `stats` may be NULL. */
+static inline struct kvm_blob kvm_snapshot_stats(struct hv_vm *vm, enum hv_stream_kind kind,
+						 struct hv_snapshot_stats *stats)
 {
 	struct kvm_blob b = {0};
 	struct stat st;
 	int fd = memfd_create("snapshot", 0);
 
 	assert_true(fd >= 0);
-	assert_int_equal(hv_snapshot_save(vm, fd, kind, NULL), 0);
+	assert_int_equal(hv_snapshot_save(vm, fd, kind, stats), 0);
 	assert_int_equal(fstat(fd, &st), 0);
 	b.len = (size_t)st.st_size;
 	b.data = malloc(b.len);
 	assert_int_equal(pread(fd, b.data, b.len, 0), (ssize_t)b.len);
 	close(fd);
 	return b;
+}
+
+static inline struct kvm_blob kvm_snapshot(struct hv_vm *vm, enum hv_stream_kind kind)
+{
+	return kvm_snapshot_stats(vm, kind, NULL);
 }
 
 static inline uint32_t kvm_ram_hash(struct hv_vm *vm)

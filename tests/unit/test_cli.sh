@@ -18,32 +18,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# run ARGS...: runs castor, leaving $tmp/out, $tmp/err and $rc
-run() {
-	"$castor" "$@" >"$tmp/out" 2>"$tmp/err"
-	rc=$?
-	last="castor $*"
-}
-
-fail() {
-	echo "FAIL: $last: $*"
-	echo "  stdout: $(cat "$tmp/out")"
-	echo "  stderr: $(cat "$tmp/err")"
-	fails=$((fails + 1))
-}
-
-expect_rc() {
-	[ "$rc" = "$1" ] || fail "exit status $rc, expected $1"
-}
-
-# expect_in FILE(out|err) FIXED-STRING
-expect_in() {
-	grep -qF -- "$2" "$tmp/$1" || fail "$1 lacks '$2'"
-}
-
-expect_empty() {
-	[ ! -s "$tmp/$1" ] || fail "$1 is not empty"
-}
+. "$(dirname "$0")/clitest.sh"
 
 # expect_usage_error ARGS... : exit 2, a "castor: " message on stderr, nothing on stdout
 expect_usage_error() {
@@ -51,13 +26,6 @@ expect_usage_error() {
 	expect_rc 2
 	expect_in err "castor: "
 	expect_empty out
-}
-
-json_check() {
-	# json_check PYTHON-EXPR over the parsed stdout (bound to j); skipped without python3
-	command -v python3 >/dev/null || return 0
-	python3 -c "import json,sys; j=json.load(open(sys.argv[1])); assert $1, j" "$tmp/out" \
-		2>"$tmp/pyerr" || { fail "json check '$1': $(cat "$tmp/pyerr")"; }
 }
 
 start_fake() {

@@ -17,37 +17,7 @@ python3 "$here/mkstream.py" "$s" || { echo "FAIL: mkstream.py"; exit 1; }
 fails=0
 checked=" "
 
-# run ARGS...: runs castor, leaving $tmp/out, $tmp/err and $rc
-run() {
-	"$castor" "$@" >"$tmp/out" 2>"$tmp/err"
-	rc=$?
-	last="castor $*"
-}
-
-fail() {
-	echo "FAIL: $last: $*"
-	echo "  stdout: $(head -c 600 "$tmp/out")"
-	echo "  stderr: $(head -c 600 "$tmp/err")"
-	fails=$((fails + 1))
-}
-
-expect_rc() {
-	[ "$rc" = "$1" ] || fail "exit status $rc, expected $1"
-}
-
-# expect_in out|err FIXED-STRING
-expect_in() {
-	grep -qF -- "$2" "$tmp/$1" || fail "$1 lacks '$2'"
-}
-
-expect_empty() {
-	[ ! -s "$tmp/$1" ] || fail "$1 is not empty"
-}
-
-json_check() {
-	python3 -c "import json,sys; j=json.load(open(sys.argv[1])); assert $1, j" "$tmp/out" \
-		2>"$tmp/pyerr" || fail "json check '$1': $(cat "$tmp/pyerr")"
-}
+. "$(dirname "$0")/clitest.sh"
 
 size() {
 	wc -c <"$1" | tr -d ' '
