@@ -386,8 +386,9 @@ int hv_stream_next(struct hv_stream_iter *it, struct hv_stream_record *rec);
  * Full or incremental snapshot of a running (or paused) VM into `fd`. The VM
  * is paused only to harvest dirty pages, copy them to a staging buffer and
  * save vCPU, VM and device state; everything is written after it resumes.
- * A full snapshot first writes all RAM while the guest runs (the precopy pass),
- * then re-sends what changed before the pause. Incrementals carry the pages
+ * A live pass first writes, while the guest runs, all RAM (full) or the pages
+ * written since the previous snapshot (incremental); the pause then re-sends
+ * only what changed during that pass. Incrementals carry the pages
  * written since the previous snapshot of this VM (hv_snapshot_save with
  * HV_STREAM_FULL starts a new chain).
  */
@@ -395,13 +396,21 @@ struct hv_snapshot_stats {
 	uint64_t stream_id, parent_id;
 	uint64_t pause_ns; /* the VM was paused this long */
 	uint64_t harvest_ns, copy_ns, state_ns;
-	uint64_t precopy_pages; /* written while running (full only) */
+	uint64_t precopy_pages; /* written by the live pass, while running */
 	uint64_t staged_pages;	/* copied during the pause */
 	uint64_t bytes;		/* the stream's size */
 	uint64_t total_ns;
 };
 int hv_snapshot_save(struct hv_vm *vm, int fd, enum hv_stream_kind kind,
 		     struct hv_snapshot_stats *stats);
+/*
+ * Test seam: `fn` runs in hv_snapshot_save() after the live pass, before the
+ * pause (`paused` false), and again with the VM paused once the snapshot's
+ * content is fixed (`paused` true). NULL removes it. A test uses it to make
+ * the guest write in between and to see the RAM the snapshot must hold.
+ */
+typedef void (*hv_snapshot_hook_fn)(void *arg, struct hv_vm *vm, bool paused);
+void hv_snapshot_set_hook(struct hv_vm *vm, hv_snapshot_hook_fn fn, void *arg);
 
 /*
  * Restore: create a VM from a chain of snapshots (full first, then its

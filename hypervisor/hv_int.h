@@ -128,8 +128,18 @@ struct hv_mem {
 	/* VMM-side dirty bitmap: set with atomic OR after the data is written */
 	uint64_t *vmm_dirty;
 	atomic_bool tracking;
+	/*
+	 * KVM_SET_USER_MEMORY_REGION waits for an SRCU grace period: ~7 ms per
+	 * slot under kvm_pvm, mostly asleep. A thread registers the slots while
+	 * the VM is built and loaded; mem_slots_wait() joins it before anything
+	 * needs them (KVM_RUN, dirty logging, teardown).
+	 */
+	pthread_t slot_thread;
+	bool slot_thread_live;
+	int slot_rc;
 };
 int mem_init(struct hv_vm *vm, uint64_t size);
+int mem_slots_wait(struct hv_vm *vm); /* 0, or why the slots could not be registered */
 /* Read-only view of [gpa, gpa + len) when it is all RAM (and contiguous), else NULL. */
 const uint8_t *mem_ptr(struct hv_vm *vm, uint64_t gpa, uint64_t len);
 void mem_dispose(struct hv_mem *mem);
@@ -264,8 +274,10 @@ struct hv_vm {
 	/* snapshots (snapshot.c) */
 	struct hv_dirty_log *snap_log; /* pages since the last snapshot of the chain */
 	uint64_t snap_last_id;	       /* stream_id of that snapshot; 0 = no chain */
-	uint64_t applied_id;	       /* a twin: the last stream applied to it */
-	uint8_t *snap_stage;	       /* staging buffer, kept mapped and faulted in */
+	hv_snapshot_hook_fn snap_hook; /* test seam: after the live pass, before the pause */
+	void *snap_hook_arg;
+	uint64_t applied_id; /* a twin: the last stream applied to it */
+	uint8_t *snap_stage; /* staging buffer, kept mapped and faulted in */
 	uint64_t snap_stage_pages;
 	uint64_t *snap_pfns;
 	struct hv_lazy *lazy; /* a lazy restore still loading pages */

@@ -7,6 +7,7 @@
 #include "hypervisor/hv_int.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -44,13 +45,26 @@ static int slot_register(struct hv_vm *vm, struct hv_slot *s, uint32_t flags)
 	return 0;
 }
 
+static void *slots_thread(void *arg)
+{
+	struct hv_vm *vm = arg;
+	unsigned i;
+	int rc = 0;
+
+	pthread_setname_np(pthread_self(), "castor-slots");
+	for (i = 0; !rc && i < vm->mem.nslots; i++) {
+		rc = slot_register(vm, &vm->mem.slots[i], 0);
+		if (rc < 0)
+			LOG_ERRNO(rc, "vm %s: KVM_SET_USER_MEMORY_REGION slot %u", vm->name, i);
+	}
+	vm->mem.slot_rc = rc;
+	return NULL;
+}
+
 int mem_init(struct hv_vm *vm, uint64_t size)
 {
 	struct hv_mem *m = &vm->mem;
 	uint64_t low = size < HV_HOLE_START ? size : HV_HOLE_START;
-	unsigned i;
-	int rc;
-
 	m->memfd = memfd_create("castor-ram", MFD_CLOEXEC);
 	if (m->memfd < 0)
 		return -errno;
@@ -74,14 +88,21 @@ int mem_init(struct hv_vm *vm, uint64_t size)
 			.id = 1, .gpa = HV_HOLE_END, .size = size - low, .ram_off = low};
 		m->nslots = 2;
 	}
-	for (i = 0; i < m->nslots; i++) {
-		rc = slot_register(vm, &m->slots[i], 0);
-		if (rc < 0) {
-			LOG_ERRNO(rc, "vm %s: KVM_SET_USER_MEMORY_REGION slot %u", vm->name, i);
-			return rc;
-		}
+	if (!pthread_create(&m->slot_thread, NULL, slots_thread, vm)) {
+		m->slot_thread_live = true;
+		return 0;
 	}
-	return 0;
+	slots_thread(vm); /* no thread: register them here */
+	return m->slot_rc;
+}
+
+int mem_slots_wait(struct hv_vm *vm)
+{
+	if (vm->mem.slot_thread_live) {
+		pthread_join(vm->mem.slot_thread, NULL);
+		vm->mem.slot_thread_live = false;
+	}
+	return vm->mem.slot_rc;
 }
 
 void mem_dispose(struct hv_mem *m)
@@ -101,6 +122,9 @@ int mem_slots_set_logging(struct hv_vm *vm, bool on)
 	unsigned i;
 	int rc;
 
+	rc = mem_slots_wait(vm);
+	if (rc < 0)
+		return rc;
 	for (i = 0; i < vm->mem.nslots; i++) {
 		rc = slot_register(vm, &vm->mem.slots[i], on ? KVM_MEM_LOG_DIRTY_PAGES : 0);
 		if (rc < 0)

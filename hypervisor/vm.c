@@ -198,6 +198,7 @@ void hv_vm_free(struct hv_vm *vm)
 	if (!vm)
 		return;
 	hv_vm_stop(vm);
+	mem_slots_wait(vm); /* the slot thread uses vm->fd and the mapping */
 	snapshot_dispose(vm);
 	lazy_dispose(vm); /* the vCPUs are stopped: nobody waits on a page any more */
 	for (i = 0; i < vm->nnets; i++)
@@ -257,6 +258,11 @@ int hv_vm_start(struct hv_vm *vm)
 	if (!vm->tg_loaded && !vm->restored) {
 		LOG_ERR("vm %s: nothing to run: no guest loaded", vm->name);
 		rc = -EINVAL;
+		goto out;
+	}
+	rc = mem_slots_wait(vm);
+	if (rc < 0) {
+		LOG_ERRNO(rc, "vm %s: guest RAM could not be given to KVM", vm->name);
 		goto out;
 	}
 	rc = io_start(&vm->io);
