@@ -234,6 +234,19 @@ out:
 	return rc;
 }
 
+int hv_dirty_log_count(struct hv_dirty_log *l, uint64_t *pages_out)
+{
+	struct hv_vm *vm = l->vm;
+	struct hv_harvest_stats st = {0};
+	int rc;
+
+	pthread_mutex_lock(&vm->dirty.lock);
+	rc = sync_logs(vm, &st);
+	*pages_out = rc < 0 ? 0 : util_bitmap_count(&l->acc);
+	pthread_mutex_unlock(&vm->dirty.lock);
+	return rc;
+}
+
 int hv_dirty_harvest(struct hv_vm *vm, struct util_bitmap *out, struct hv_harvest_stats *stats)
 {
 	struct hv_dirty_log *l;

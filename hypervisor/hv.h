@@ -185,6 +185,8 @@ int hv_dirty_log_new(struct hv_vm *vm, struct hv_dirty_log **out);
 int hv_dirty_log_take(struct hv_dirty_log *log, struct util_bitmap *out,
 		      struct hv_harvest_stats *stats);
 void hv_dirty_log_free(struct hv_dirty_log *log); /* NULL is fine */
+/* Pages this log would return now, without taking them (costs a sync with KVM). */
+int hv_dirty_log_count(struct hv_dirty_log *log, uint64_t *pages_out);
 
 struct hv_dirty_totals {
 	uint64_t harvests;
@@ -353,6 +355,8 @@ int hv_stream_flush(struct hv_stream_writer *w);
 /* The END record, then a flush. */
 int hv_stream_finish(struct hv_stream_writer *w);
 const uint8_t *hv_stream_writer_data(const struct hv_stream_writer *w, size_t *len);
+/* A memory writer made empty for the next stream, keeping its buffer (-EINVAL for fd writers). */
+int hv_stream_writer_reset(struct hv_stream_writer *w);
 uint64_t hv_stream_writer_bytes(const struct hv_stream_writer *w);
 void hv_stream_writer_free(struct hv_stream_writer *w);
 
@@ -396,13 +400,34 @@ struct hv_snapshot_stats {
 	uint64_t stream_id, parent_id;
 	uint64_t pause_ns; /* the VM was paused this long */
 	uint64_t harvest_ns, copy_ns, state_ns;
-	uint64_t precopy_pages; /* written by the live pass, while running */
-	uint64_t staged_pages;	/* copied during the pause */
-	uint64_t bytes;		/* the stream's size */
+	uint64_t precopy_pages; /* written by the live passes, while running */
+	uint32_t live_passes;
+	uint64_t staged_pages; /* copied during the pause */
+	uint64_t bytes;	       /* the stream's size */
 	uint64_t total_ns;
 };
 int hv_snapshot_save(struct hv_vm *vm, int fd, enum hv_stream_kind kind,
 		     struct hv_snapshot_stats *stats);
+/*
+ * The same into any writer (a memory writer for replication epochs), with
+ * the live passes chosen: up to `live_passes` passes while the guest runs,
+ * stopping early once a pass sends at most `live_stop_pages` pages (0 live
+ * passes: every page is copied in the pause). `pause_cb` (may be NULL) runs
+ * while the VM is paused, after the pages and state are fixed and before
+ * END: it may write optional records into `w` and seal other things that
+ * belong to this point (the output queue); an error from it fails the save.
+ */
+typedef int (*hv_snapshot_pause_fn)(void *arg, struct hv_vm *vm, struct hv_stream_writer *w);
+struct hv_snapshot_opts {
+	uint32_t live_passes;
+	uint64_t live_stop_pages;
+	hv_snapshot_pause_fn pause_cb;
+	void *pause_arg;
+};
+int hv_snapshot_save_opts(struct hv_vm *vm, struct hv_stream_writer *w, enum hv_stream_kind kind,
+			  const struct hv_snapshot_opts *o, struct hv_snapshot_stats *stats);
+/* Pages the next incremental would carry so far (-ENOENT before a full snapshot). */
+int hv_snapshot_pending(struct hv_vm *vm, uint64_t *pages_out);
 /*
  * Test seam: `fn` runs in hv_snapshot_save() after the live pass, before the
  * pause (`paused` false), and again with the VM paused once the snapshot's

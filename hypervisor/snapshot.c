@@ -87,15 +87,38 @@ void hv_snapshot_set_hook(struct hv_vm *vm, hv_snapshot_hook_fn fn, void *arg)
 int hv_snapshot_save(struct hv_vm *vm, int fd, enum hv_stream_kind kind,
 		     struct hv_snapshot_stats *stats)
 {
-	struct hv_snapshot_stats st = {0};
+	struct hv_snapshot_opts o = {.live_passes = 1};
 	struct hv_stream_writer *w = NULL;
+	int rc;
+
+	rc = hv_stream_writer_fd(fd, &w);
+	if (!rc)
+		rc = hv_snapshot_save_opts(vm, w, kind, &o, stats);
+	else if (stats)
+		memset(stats, 0, sizeof(*stats));
+	hv_stream_writer_free(w);
+	return rc;
+}
+
+int hv_snapshot_pending(struct hv_vm *vm, uint64_t *pages_out)
+{
+	*pages_out = 0;
+	if (!vm->snap_log)
+		return -ENOENT;
+	return hv_dirty_log_count(vm->snap_log, pages_out);
+}
+
+int hv_snapshot_save_opts(struct hv_vm *vm, struct hv_stream_writer *w, enum hv_stream_kind kind,
+			  const struct hv_snapshot_opts *o, struct hv_snapshot_stats *stats)
+{
+	struct hv_snapshot_stats st = {0};
 	struct hv_stream_header h = {0};
 	struct util_bitmap dirty = {0};
 	struct iovec iov = {&h, sizeof(h)};
 	uint64_t t0 = util_now_ns(), tp, t1, n, i;
 	struct timespec now;
 	bool paused = false;
-	uint32_t c;
+	uint32_t c, pass;
 	int rc;
 
 	if (hv_vm_run_state(vm) != HV_S_RUNNING && hv_vm_run_state(vm) != HV_S_PAUSED)
@@ -112,8 +135,6 @@ int hv_snapshot_save(struct hv_vm *vm, int fd, enum hv_stream_kind kind,
 	}
 	if (!rc)
 		rc = stage_reserve(vm, STAGE_MIN_PAGES);
-	if (!rc)
-		rc = hv_stream_writer_fd(fd, &w);
 	if (rc < 0)
 		goto out;
 	if (kind == HV_STREAM_FULL) {
@@ -139,12 +160,14 @@ int hv_snapshot_save(struct hv_vm *vm, int fd, enum hv_stream_kind kind,
 	if (rc < 0)
 		goto out;
 
-	{
-		/*
-		 * The live pass, while the guest runs: every page (full) or every
-		 * page written since the last snapshot (incremental) goes out now;
-		 * the pause then re-sends only what was written during this pass.
-		 */
+	/*
+	 * Live passes, while the guest runs: every page (full) or every page
+	 * written since the last snapshot (incremental) goes out now, then what
+	 * was written during that pass, and so on; the pause re-sends only what
+	 * was written during the last pass. With no live pass everything is
+	 * copied in the pause (replication epochs: one copy of each page).
+	 */
+	for (pass = 0; pass < o->live_passes; pass++) {
 		rc = hv_dirty_log_take(vm->snap_log, &dirty, NULL);
 		if (rc < 0)
 			goto out;
@@ -152,7 +175,10 @@ int hv_snapshot_save(struct hv_vm *vm, int fd, enum hv_stream_kind kind,
 		rc = hv_stream_write_pages(w, vm->snap_pfns, n, vm->mem.base);
 		if (rc < 0)
 			goto out;
-		st.precopy_pages = n;
+		st.precopy_pages += n;
+		st.live_passes++;
+		if (n <= o->live_stop_pages)
+			break;
 	}
 	rc = hv_stream_flush(w);
 	if (rc < 0)
@@ -187,6 +213,8 @@ int hv_snapshot_save(struct hv_vm *vm, int fd, enum hv_stream_kind kind,
 	if (!rc)
 		rc = persist_save_devices(vm, w);
 	st.state_ns = util_now_ns() - t1;
+	if (!rc && o->pause_cb)
+		rc = o->pause_cb(o->pause_arg, vm, w);
 	if (vm->snap_hook)
 		vm->snap_hook(vm->snap_hook_arg, vm, true);
 	/*
@@ -225,7 +253,6 @@ out:
 			vm->snap_last_id = 0;
 		}
 	}
-	hv_stream_writer_free(w);
 	util_bitmap_dispose(&dirty);
 	if (stats)
 		*stats = st;

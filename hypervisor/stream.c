@@ -254,6 +254,20 @@ int hv_stream_finish(struct hv_stream_writer *w)
 	return rc;
 }
 
+int hv_stream_writer_reset(struct hv_stream_writer *w)
+{
+	if (w->fd >= 0)
+		return -EINVAL;
+	w->len = 0;
+	w->bytes = 0;
+	w->records = 0;
+	w->pages = 0;
+	w->crc = UTIL_CRC32C_INIT;
+	w->finished = false;
+	w->error = 0;
+	return 0;
+}
+
 const uint8_t *hv_stream_writer_data(const struct hv_stream_writer *w, size_t *len)
 {
 	*len = w->fd < 0 ? w->len : 0;

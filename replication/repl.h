@@ -1,7 +1,8 @@
 /*
- * castor_repl: checkpoint replication (design.md §4). Built so far: the
- * transport interface and its TCP implementation. Epochs, the primary loop,
- * the secondary and failover come with issue 5.
+ * castor_repl: checkpoint replication (design.md §4): the transport
+ * interface and its TCP implementation, epochs on a connection, page
+ * encoding (codec.h, private), the primary's epoch loop (primary.c) and the
+ * secondary with failover (secondary.c).
  *
  * A transport moves a replication stream between two hosts. It is a const
  * ops table (style.md) so TCP and RDMA are interchangeable: listen/accept on
@@ -13,6 +14,7 @@
 #ifndef CASTOR_REPL_H
 #define CASTOR_REPL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -46,6 +48,12 @@ struct repl_transport_ops {
 	/* Receive exactly len bytes, or fail: -ECONNRESET (peer gone), -ETIMEDOUT. */
 	int (*recv)(struct repl_conn *c, void *buf, size_t len);
 	void (*close)(struct repl_conn *c); /* NULL is fine */
+	/*
+	 * From another thread: make every blocked and later send/recv on `c`
+	 * fail at once (the connection is being given up). `c` stays valid
+	 * until close. NULL is fine.
+	 */
+	void (*abort)(struct repl_conn *c);
 	/*
 	 * Zero-copy transports (RDMA) make a memory region reachable by the peer.
 	 * May be NULL: TCP copies.
@@ -84,5 +92,122 @@ int repl_ack_recv(const struct repl_transport_ops *t, struct repl_conn *c, uint6
 struct sockaddr_storage;
 int repl_parse_addr(const char *addr, struct sockaddr_storage *ss, unsigned *len_out, char *why,
 		    size_t why_len);
+
+/* ---- the checkpoint engine (primary.c, secondary.c) ----------------------------- */
+
+#include "hypervisor/hv.h"
+
+struct nb_queue;
+
+enum repl_mode {
+	REPL_MODE_INTERVAL = 0, /* Remus: an epoch every interval_ms */
+	REPL_MODE_OUTPUT = 1,	/* Kemari: end the epoch when the guest emits output */
+};
+const char *repl_mode_str(enum repl_mode m);
+int repl_mode_parse(const char *s, enum repl_mode *out);
+
+/* Replication states of both ends; every change is logged "vm: a -(why)-> b". */
+enum repl_state {
+	REPL_S_IDLE = 0,
+	REPL_S_SYNCING,	     /* primary: initial full copy / secondary: waiting for it */
+	REPL_S_PROTECTED,    /* epochs flow and are acked */
+	REPL_S_DEGRADED,     /* primary: the secondary is gone; output is held */
+	REPL_S_PRIMARY_LOST, /* secondary: the stream stopped; the twin waits at its last epoch */
+	REPL_S_FAILED_OVER,  /* secondary: the twin runs */
+	REPL_S_STOPPED,
+};
+const char *repl_state_str(enum repl_state s);
+
+/* An optional record of an epoch stream: the RAM digest of verify mode. */
+#define REPL_REC_DIGEST (0x0040u | HV_REC_F_OPTIONAL)
+struct repl_digest_rec {
+	uint64_t epoch;
+	uint32_t crc32c; /* CRC-32C of all guest RAM, in RAM-offset order, at the pause */
+	uint32_t reserved;
+};
+_Static_assert(sizeof(struct repl_digest_rec) == 16, "DIGEST layout");
+
+/* One line of the engine's event log (ack and release order, for tests and operators). */
+typedef void (*repl_log_fn)(void *arg, const char *line);
+
+struct repl_primary_opts {
+	const struct repl_transport_ops *transport; /* NULL: TCP */
+	const char *peer;			    /* the secondary's HOST:PORT */
+	struct repl_conn_opts conn;
+	enum repl_mode mode;
+	uint32_t interval_ms;	  /* interval: epoch length; output: the longest epoch */
+	uint32_t min_spacing_ms;  /* output: the shortest epoch */
+	uint64_t max_dirty_pages; /* end an epoch early past this many dirty pages; 0: no cap */
+	bool verify;		  /* digest all RAM in every pause (costly: tests, audits) */
+	int zstd_level;		  /* 0: -1 (fast) */
+	uint64_t cache_pages;	  /* XOR cache; 0: 16384 (64 MiB) */
+	struct nb_queue *outq;	  /* the VM's outputs (may be NULL); protected while we run */
+	repl_log_fn log_cb;	  /* may be NULL */
+	void *log_arg;
+};
+
+/* Status of either end, for `castor ha status`. Times in ns. */
+struct repl_status {
+	enum repl_state state;
+	bool is_primary;
+	enum repl_mode mode;
+	uint32_t interval_ms;
+	uint64_t epoch;	      /* primary: last epoch sent; secondary: last applied */
+	uint64_t acked_epoch; /* primary: last acknowledged */
+	uint64_t epochs;      /* epochs completed (acked / applied) */
+	uint64_t last_pause_ns, pause_p50_ns, pause_p99_ns;
+	/* the pause's parts, p50: vCPU kick + dirty-log take, page copy, state */
+	uint64_t harvest_p50_ns, copy_p50_ns, state_p50_ns;
+	uint64_t last_raw_bytes, last_wire_bytes; /* last epoch before / after encoding */
+	uint64_t total_raw_bytes, total_wire_bytes;
+	uint64_t last_pages;
+	uint64_t ack_rtt_last_ns, ack_rtt_p50_ns;
+	uint64_t lag_ns;     /* primary: since the pause of the oldest epoch not yet acked */
+	uint64_t early_ends; /* epochs ended early: output, queue full, dirty cap */
+	uint64_t verify_ok, verify_bad; /* digests compared (secondary) / acks that said so */
+	char last_error[160];
+};
+
+struct repl_primary;
+/*
+ * Protect a running VM: connect to the secondary, send the initial full copy
+ * (live passes while the guest runs), then run the epoch loop on its own
+ * thread. The VM must own no other snapshot chain meanwhile. `why` gets a
+ * sentence on failure.
+ */
+int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
+		       struct repl_primary **out, char *why, size_t why_len);
+/* End the current epoch as soon as allowed (output mode, queue full). Any thread. */
+void repl_primary_kick(struct repl_primary *p);
+void repl_primary_status(struct repl_primary *p, struct repl_status *out);
+/* Stop the loop and close the connection; the guest keeps running. NULL is fine. */
+void repl_primary_free(struct repl_primary *p);
+
+struct repl_secondary_opts {
+	const struct repl_transport_ops *transport; /* NULL: TCP */
+	const char *listen;			    /* HOST:PORT */
+	struct repl_conn_opts conn;
+	struct hv_vm_config vm;		   /* name, serial, kvm path of the twin */
+	hv_restore_devices_fn add_devices; /* the twin's devices (same as the primary's) */
+	void *add_devices_arg;
+	repl_log_fn log_cb;
+	void *log_arg;
+};
+
+struct repl_secondary;
+/* Bind the listener (errors now) and receive on a thread of its own. */
+int repl_secondary_start(const struct repl_secondary_opts *o, struct repl_secondary **out,
+			 char *why, size_t why_len);
+uint16_t repl_secondary_port(const struct repl_secondary *s);
+/*
+ * Failover: stop receiving (a partial epoch is discarded), and start the
+ * twin from its last applied epoch. The running VM passes to the caller.
+ * -ENOENT when no full copy ever arrived; -EALREADY after a failover.
+ */
+int repl_secondary_failover(struct repl_secondary *s, struct hv_vm **vm_out, char *why,
+			    size_t why_len);
+void repl_secondary_status(struct repl_secondary *s, struct repl_status *out);
+/* Stops the thread; frees the twin unless failover handed it out. NULL is fine. */
+void repl_secondary_free(struct repl_secondary *s);
 
 #endif

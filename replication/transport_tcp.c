@@ -368,6 +368,12 @@ static int tcp_recv(struct repl_conn *c, void *buf, size_t len)
 	return 0;
 }
 
+static void tcp_abort(struct repl_conn *c)
+{
+	if (c)
+		shutdown(c->fd, SHUT_RDWR);
+}
+
 static void tcp_close(struct repl_conn *c)
 {
 	if (!c)
@@ -386,5 +392,6 @@ const struct repl_transport_ops repl_tcp_ops = {
 	.send_iov = tcp_send_iov,
 	.recv = tcp_recv,
 	.close = tcp_close,
+	.abort = tcp_abort,
 	.register_region = NULL,
 };

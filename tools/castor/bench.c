@@ -49,6 +49,10 @@ void cli_bench_usage(FILE *f)
 	      "          --mem SIZE (1G)  --reps N (20)  --cpus N (1)\n"
 	      "  snapshot  snapshot pause (full; incremental at 1% dirty) and restore-to-running\n"
 	      "          --mem SIZE (1G)  --reps N (20)\n"
+	      "  checkpoint  replication over loopback swept over epoch intervals and guest\n"
+	      "          dirty rates: pause and its parts beside their bare cost, epochs/s,\n"
+	      "          bytes per epoch raw and encoded, guest throughput (castor bench\n"
+	      "          checkpoint --help)\n"
 	      "  net     UDP and TCP request/response latency and rate, TCP throughput, against\n"
 	      "          a running test guest: --target IP  --count N (2000)  --window N (32)\n"
 	      "          (run it where the guest is reachable, e.g. ip netns exec TAG-client ...)\n"
@@ -512,6 +516,8 @@ int cli_bench_main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "net"))
 		return cli_bench_net(argc - 1, argv + 1);
+	if (!strcmp(cmd, "checkpoint"))
+		return cli_bench_checkpoint(argc - 1, argv + 1);
 	if (strcmp(cmd, "pause") && strcmp(cmd, "dirty") && strcmp(cmd, "snapshot")) {
 		cli_err("bench: unknown command '%s'", cmd);
 		cli_bench_usage(stderr);

@@ -45,6 +45,12 @@ int cli_bench_main(int argc, char **argv);
 void cli_bench_usage(FILE *f);
 /* bench_net.c: `castor bench net` (argv[0] is "net") */
 int cli_bench_net(int argc, char **argv);
+/* bench_checkpoint.c: `castor bench checkpoint` (argv[0] is "checkpoint") */
+int cli_bench_checkpoint(int argc, char **argv);
+
+/* ha.c: `castor ha status|failover` (replication of one castor-vmm) */
+int cli_ha_main(int argc, char **argv);
+void cli_ha_usage(FILE *f);
 
 /* stream.c: `castor stream verify|dump FILE`, the independent stream verifier */
 int cli_stream_main(int argc, char **argv);

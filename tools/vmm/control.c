@@ -24,13 +24,15 @@
 #include "hypervisor/guest/abi.h"
 #include "netbuffer/netbuf.h"
 #include "proto/pb.h"
+#include "replication/repl.h"
 
 #define CONTROL_MAX_CONNS 64
 
 struct vmm_control {
 	struct event_base *base;
-	struct hv_vm *vm;
+	struct hv_vm *vm; /* NULL on a replica until failover */
 	const struct vmm_devices *devs;
+	struct vmm_ha *ha;
 	struct evconnlistener *listener;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	bool user_paused; /* the control socket holds one pause */
@@ -294,6 +296,74 @@ static int do_snapshot(struct vmm_control *ctl, const Castor__SnapshotRequest *s
 	return 0;
 }
 
+static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
+{
+	struct vmm_ha *ha = ctl->ha;
+	struct repl_status st = {0};
+	static char err[sizeof(st.last_error)];
+
+	h->role = ha && ha->primary ? "primary" : ha && ha->secondary ? "replica" : "none";
+	if (ha && ha->primary)
+		repl_primary_status(ha->primary, &st);
+	else if (ha && ha->secondary)
+		repl_secondary_status(ha->secondary, &st);
+	h->state = (char *)repl_state_str(st.state);
+	h->mode = (char *)repl_mode_str(st.mode);
+	h->interval_ms = st.interval_ms;
+	h->epoch = st.epoch;
+	h->acked_epoch = st.acked_epoch;
+	h->epochs = st.epochs;
+	h->last_pause_ns = st.last_pause_ns;
+	h->pause_p50_ns = st.pause_p50_ns;
+	h->pause_p99_ns = st.pause_p99_ns;
+	h->last_raw_bytes = st.last_raw_bytes;
+	h->last_wire_bytes = st.last_wire_bytes;
+	h->total_raw_bytes = st.total_raw_bytes;
+	h->total_wire_bytes = st.total_wire_bytes;
+	h->last_pages = st.last_pages;
+	h->ack_rtt_last_ns = st.ack_rtt_last_ns;
+	h->ack_rtt_p50_ns = st.ack_rtt_p50_ns;
+	h->lag_ns = st.lag_ns;
+	h->early_ends = st.early_ends;
+	h->verify_ok = st.verify_ok;
+	h->verify_bad = st.verify_bad;
+	snprintf(err, sizeof(err), "%s", st.last_error);
+	h->last_error = err;
+	if (ha && ha->outq) {
+		struct nb_queue_stats q;
+
+		nb_queue_stats(ha->outq, &q);
+		h->outputs_held = q.pending_outputs;
+		h->outputs_released = q.released_outputs + q.passed_outputs;
+		h->outputs_discarded = q.discarded_outputs;
+		h->output_delay_p50_ns = q.delay_p50_ns;
+		h->output_delay_p99_ns = q.delay_p99_ns;
+		h->outputs_dropped = __atomic_load_n(&ha->outputs_dropped, __ATOMIC_RELAXED);
+	}
+	if (ha && ha->secondary)
+		h->port = repl_secondary_port(ha->secondary);
+}
+
+static int do_failover(struct vmm_control *ctl, const char **msg)
+{
+	static char why[256];
+	struct hv_vm *vm = NULL;
+	int rc;
+
+	if (!ctl->ha || !ctl->ha->secondary) {
+		*msg = "this castor-vmm is not a replica";
+		return -EOPNOTSUPP;
+	}
+	rc = repl_secondary_failover(ctl->ha->secondary, &vm, why, sizeof(why));
+	if (rc < 0) {
+		*msg = why;
+		return rc;
+	}
+	ctl->ha->failed_over = vm;
+	ctl->vm = vm;
+	return 0;
+}
+
 static void handle_request(struct conn *c, const Castor__Request *req)
 {
 	struct vmm_control *ctl = c->ctl;
@@ -301,11 +371,32 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 	struct status_buf *sb = NULL;
 	Castor__DirtyStats ds = CASTOR__DIRTY_STATS__INIT;
 	Castor__SnapshotResult snap = CASTOR__SNAPSHOT_RESULT__INIT;
+	Castor__HaStatus ha = CASTOR__HA_STATUS__INIT;
 	const char *msg = NULL;
 	int rc = 0;
 
 	resp.id = req->id;
-	switch (req->body_case) {
+	if (!ctl->vm && req->body_case != CASTOR__REQUEST__BODY_HA_STATUS &&
+	    req->body_case != CASTOR__REQUEST__BODY_FAILOVER &&
+	    req->body_case != CASTOR__REQUEST__BODY_QUIT) {
+		rc = -ENODEV;
+		msg = "no VM runs here yet: this is a replica waiting for a failover";
+		req = NULL;
+	}
+	switch (req ? req->body_case : CASTOR__REQUEST__BODY__NOT_SET) {
+	case CASTOR__REQUEST__BODY_HA_STATUS:
+		ha_fill(ctl, &ha);
+		resp.body_case = CASTOR__RESPONSE__BODY_HA_STATUS;
+		resp.ha_status = &ha;
+		break;
+	case CASTOR__REQUEST__BODY_FAILOVER:
+		rc = do_failover(ctl, &msg);
+		if (!rc) {
+			ha_fill(ctl, &ha);
+			resp.body_case = CASTOR__RESPONSE__BODY_FAILOVER;
+			resp.failover = &ha;
+		}
+		break;
 	case CASTOR__REQUEST__BODY_STATUS:
 		sb = calloc(1, sizeof(*sb));
 		if (!sb) {
@@ -336,18 +427,25 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 		}
 		break;
 	case CASTOR__REQUEST__BODY_QUIT:
-		LOG_INFO("vm %s: quit requested", hv_vm_name(ctl->vm));
+		LOG_INFO("vm %s: quit requested", ctl->vm ? hv_vm_name(ctl->vm) : "(replica)");
 		c->quit_after_write = true;
 		break;
 	case CASTOR__REQUEST__BODY_SNAPSHOT:
+		if (ctl->ha && ctl->ha->primary) {
+			rc = -EBUSY;
+			msg = "the VM is protected: its snapshot chain belongs to replication";
+			break;
+		}
 		rc = do_snapshot(ctl, req->snapshot, &resp, &snap, &msg);
 		break;
 	case CASTOR__REQUEST__BODY_DIRTY_STATS:
 		rc = do_dirty(ctl, req->dirty_stats->harvest, &resp, &ds);
 		break;
 	default:
-		rc = -EOPNOTSUPP;
-		msg = "unknown or empty request";
+		if (!rc) {
+			rc = -EOPNOTSUPP;
+			msg = "unknown or empty request";
+		}
 		break;
 	}
 	if (rc < 0) {
@@ -493,7 +591,7 @@ static int clear_stale_socket(const char *path)
 }
 
 int vmm_control_open(struct event_base *base, struct hv_vm *vm, const struct vmm_devices *devs,
-		     const char *path, struct vmm_control **ctl_out)
+		     struct vmm_ha *ha, const char *path, struct vmm_control **ctl_out)
 {
 	struct vmm_control *ctl = NULL;
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
@@ -510,6 +608,7 @@ int vmm_control_open(struct event_base *base, struct hv_vm *vm, const struct vmm
 	ctl->base = base;
 	ctl->vm = vm;
 	ctl->devs = devs;
+	ctl->ha = ha;
 	snprintf(ctl->path, sizeof(ctl->path), "%s", path);
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);

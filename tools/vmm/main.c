@@ -5,6 +5,9 @@
  *                  --control PATH [--serial FILE] [--name NAME]
  *                  [--disk FILE[,ro] ...] [--net tap=NAME[,mac=MAC] ...]
  *                  [--guest-image FILE] [--kvm DEVICE]
+ *                  [--protect HOST:PORT [replication options]]
+ *   castor-vmm restore --snapshot FILE ... --control PATH [...]
+ *   castor-vmm replica --listen HOST:PORT --control PATH [--net/--disk as the primary]
  *
  * Exit status: 0 after a quit request or SIGTERM/SIGINT, 1 when the VM could
  * not be set up or run, 2 for a bad command line.
@@ -24,6 +27,7 @@
 
 #include "hypervisor/hv.h"
 #include "netbuffer/netbuf.h"
+#include "replication/repl.h"
 #include "tools/vmm/vmm.h"
 
 #ifndef CASTOR_GUEST_BIN
@@ -53,6 +57,12 @@ struct run_opts {
 	unsigned nsnapshots;
 	bool start_paused;
 	bool lazy;
+	/* replication */
+	bool replica;
+	const char *listen;  /* replica */
+	const char *protect; /* primary: the replica's HOST:PORT */
+	struct repl_primary_opts ro;
+	const char *event_log;
 };
 
 static void usage(FILE *f)
@@ -86,7 +96,19 @@ static void usage(FILE *f)
 		"  --paused              (restore) leave the restored VM paused\n"
 		"  --lazy                (restore) run before RAM is loaded: pages come in on "
 		"first\n"
-		"                        touch (userfaultfd) and in the background\n",
+		"                        touch (userfaultfd) and in the background\n"
+		"\n"
+		"replication (docs/operations.md):\n"
+		"  --protect HOST:PORT   (run) replicate to the replica listening there\n"
+		"  --mode interval|output  Remus epochs every --interval, or Kemari: end the\n"
+		"                        epoch at the guest's output (default interval)\n"
+		"  --interval MS         epoch length; in output mode the longest (default 25)\n"
+		"  --min-spacing MS      output mode: the shortest epoch (default 1)\n"
+		"  --max-dirty PAGES     end an epoch early past this many dirty pages\n"
+		"  --verify              compare a digest of all RAM at every epoch (costly)\n"
+		"  --repl-timeout MS     a silent peer is dead after this long (default 2000)\n"
+		"  --event-log FILE      append 'ack E', 'out V SEQ', ... lines (tests, audits)\n"
+		"  --listen HOST:PORT    (replica) where the primary connects\n",
 		HV_MAX_VCPUS, HV_MAX_DEVICES, HV_MAX_DEVICES);
 }
 
@@ -163,6 +185,16 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 		{"kvm", required_argument, NULL, 'k'},
 		{"disk", required_argument, NULL, 'd'},
 		{"net", required_argument, NULL, 'N'},
+		{"protect", required_argument, NULL, 0x100},
+		{"mode", required_argument, NULL, 0x101},
+		{"interval", required_argument, NULL, 0x102},
+		{"min-spacing", required_argument, NULL, 0x103},
+		{"max-dirty", required_argument, NULL, 0x104},
+		{"verify", no_argument, NULL, 0x105},
+		{"repl-timeout", required_argument, NULL, 0x106},
+		{"event-log", required_argument, NULL, 0x107},
+		{"listen", required_argument, NULL, 0x108},
+		{"test-cut-after", required_argument, NULL, 0x109},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -238,6 +270,46 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 		case 'P':
 			o->start_paused = true;
 			break;
+		case 0x100:
+			o->protect = optarg;
+			break;
+		case 0x101:
+			if (repl_mode_parse(optarg, &o->ro.mode) < 0)
+				return bad_usage("--mode: '%s' is not interval or output", optarg);
+			break;
+		case 0x102:
+		case 0x103:
+		case 0x106:
+			if (util_parse_u64(optarg, &v) < 0 || v == 0 || v > 60000)
+				return bad_usage("'%s' is not a number of milliseconds (1-60000)",
+						 optarg);
+			if (c == 0x102)
+				o->ro.interval_ms = (uint32_t)v;
+			else if (c == 0x103)
+				o->ro.min_spacing_ms = (uint32_t)v;
+			else
+				o->ro.conn.timeout_ms = (uint32_t)v;
+			break;
+		case 0x104:
+			if (util_parse_u64(optarg, &v) < 0 || v == 0)
+				return bad_usage("--max-dirty: '%s' is not a page count", optarg);
+			o->ro.max_dirty_pages = v;
+			break;
+		case 0x105:
+			o->ro.verify = true;
+			break;
+		case 0x107:
+			o->event_log = optarg;
+			break;
+		case 0x108:
+			o->listen = optarg;
+			break;
+		case 0x109: /* test hook: the connection dies after this many bytes */
+			if (util_parse_u64(optarg, &v) < 0)
+				return bad_usage("--test-cut-after: '%s' is not a byte count",
+						 optarg);
+			o->ro.conn.cut_after_bytes = v;
+			break;
 		case 'L':
 			o->lazy = true;
 			break;
@@ -252,6 +324,35 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 	}
 	if (optind < argc)
 		return bad_usage("unexpected argument '%s'", argv[optind]);
+	if (o->replica) {
+		if (!o->listen)
+			return bad_usage("%s", "--listen HOST:PORT is required");
+		if (!o->control)
+			return bad_usage("%s", "--control is required");
+		if (o->test_guest || have_mem || have_cpus || o->protect || o->nsnapshots)
+			return bad_usage("%s", "a replica takes its guest from the primary: drop "
+					       "--test-guest, --mem, --cpus, --protect");
+		return 0;
+	}
+	if (o->listen)
+		return bad_usage("%s", "--listen belongs to 'castor-vmm replica'");
+	if (o->protect) {
+		unsigned i;
+
+		for (i = 0; i < o->ndisks; i++)
+			if (!o->disks[i].read_only)
+				return bad_usage(
+					"--protect: disk %s is writable; a protected VM may "
+					"have read-only disks only until disk replication "
+					"exists (add ,ro)",
+					o->disks[i].path);
+		if (o->ro.mode == REPL_MODE_OUTPUT && o->ro.interval_ms &&
+		    o->ro.min_spacing_ms > o->ro.interval_ms)
+			return bad_usage("%s", "--min-spacing is longer than --interval");
+	} else if (o->ro.verify || o->ro.max_dirty_pages || o->ro.interval_ms ||
+		   o->ro.min_spacing_ms) {
+		return bad_usage("%s", "replication options need --protect HOST:PORT");
+	}
 	if (o->restore) {
 		if (!o->nsnapshots)
 			return bad_usage("%s", "--snapshot FILE is required");
@@ -330,24 +431,95 @@ static int add_devices(struct run_opts *o, struct hv_vm *vm, struct vmm_devices 
 	return 0;
 }
 
+/* ---- outputs and the event log --------------------------------------------------- */
+
+static int event_fd = -1; /* --event-log: one line per event, appended with one write(2) */
+
+static void event_line(void *arg, const char *line)
+{
+	char buf[300];
+	int n;
+
+	(void)arg;
+	if (event_fd < 0)
+		return;
+	n = snprintf(buf, sizeof(buf), "%s\n", line);
+	if (n > 0 && write(event_fd, buf, (size_t)n) < 0)
+		LOG_WARN("event log: %s", strerror(errno));
+}
+
+struct tg_output {
+	uint32_t vcpu;
+	uint32_t reserved;
+	uint64_t seq;
+	uint64_t counter; /* the vCPU's page-write counter when it emitted the output */
+};
+
+/* An output reaches the outside world: here, the event log. */
+static void release_cb(void *arg, uint32_t kind, const void *data, size_t len)
+{
+	struct tg_output out;
+	char line[64];
+
+	(void)arg;
+	if (kind != NB_KIND_TESTDEV || len != sizeof(out) || event_fd < 0)
+		return;
+	memcpy(&out, data, sizeof(out));
+	snprintf(line, sizeof(line), "out %u %llu %llu", out.vcpu, (unsigned long long)out.seq,
+		 (unsigned long long)out.counter);
+	event_line(NULL, line);
+}
+
+static void kick(struct vmm_ha *ha)
+{
+	struct repl_primary *p = __atomic_load_n(&ha->primary, __ATOMIC_ACQUIRE);
+
+	if (p)
+		repl_primary_kick(p);
+}
+
+static void full_cb(void *arg)
+{
+	kick(arg);
+}
+
+/* On the vCPU thread: every test-device output goes through the output queue. */
+static void output_cb(void *arg, uint32_t vcpu, uint64_t seq, uint64_t counter)
+{
+	struct vmm_ha *ha = arg;
+	struct tg_output out = {.vcpu = vcpu, .seq = seq, .counter = counter};
+	int rc;
+
+	rc = nb_output(ha->outq, NB_KIND_TESTDEV, &out, sizeof(out));
+	if (rc == -ENOBUFS)
+		__atomic_fetch_add(&ha->outputs_dropped, 1, __ATOMIC_RELAXED);
+	if (ha->kick_on_output)
+		kick(ha);
+}
+
+/* ---- run, restore, replica ------------------------------------------------------- */
+
 struct restore_ctx {
 	struct run_opts *o;
 	struct vmm_devices *devs;
+	struct vmm_ha *ha;
 };
 
 static int restore_add_devices(void *arg, struct hv_vm *vm)
 {
 	struct restore_ctx *r = arg;
 
+	hv_tg_set_output_cb(vm, output_cb, r->ha);
 	return add_devices(r->o, vm, r->devs);
 }
 
 /* Map every snapshot file and build the VM from the chain. */
-static int restore_vm(struct run_opts *o, struct vmm_devices *devs, struct hv_vm **vm_out)
+static int restore_vm(struct run_opts *o, struct vmm_devices *devs, struct vmm_ha *ha,
+		      struct hv_vm **vm_out)
 {
 	const uint8_t *maps[MAX_SNAPSHOTS];
 	size_t lens[MAX_SNAPSHOTS];
-	struct restore_ctx ctx = {o, devs};
+	struct restore_ctx ctx = {o, devs, ha};
 	char why[512];
 	unsigned i, n = 0;
 	int rc = 0;
@@ -387,18 +559,49 @@ out:
 	return rc;
 }
 
-static int cmd_run(int argc, char **argv, bool restore)
+/* The VM of `run` or `restore`, built and loaded but not started. */
+static int build_vm(struct run_opts *o, struct vmm_devices *devs, struct vmm_ha *ha,
+		    struct hv_vm **vm_out)
+{
+	struct hv_vm *vm = NULL;
+	int rc;
+
+	if (o->restore)
+		return restore_vm(o, devs, ha, vm_out);
+	rc = hv_vm_create(&o->vm, &vm);
+	if (rc < 0) {
+		fprintf(stderr, "castor-vmm: cannot create the VM: %s\n", strerror(-rc));
+		return rc;
+	}
+	*vm_out = vm;
+	hv_tg_set_output_cb(vm, output_cb, ha);
+	rc = add_devices(o, vm, devs);
+	if (rc < 0)
+		return rc;
+	rc = hv_tg_load(vm, &o->tg);
+	if (rc < 0)
+		fprintf(stderr, "castor-vmm: cannot load the test guest %s: %s\n", o->tg.image_path,
+			strerror(-rc));
+	return rc;
+}
+
+static int cmd_run(int argc, char **argv, bool restore, bool replica)
 {
 	struct run_opts o;
 	struct vmm_devices devs = {0};
+	struct vmm_ha ha = {0};
+	struct nb_queue_opts qo = {0};
+	struct restore_ctx rctx = {&o, &devs, &ha};
 	struct hv_vm *vm = NULL;
 	struct vmm_control *ctl = NULL;
 	struct event_base *base = NULL;
 	struct event *sigint_ev = NULL, *sigterm_ev = NULL;
+	char why[512];
 	int rc, status = 1, serial_fd = -1;
 
 	memset(&o, 0, sizeof(o));
 	o.restore = restore;
+	o.replica = replica;
 	hv_tg_config_default(&o.tg);
 	o.tg.image_path = CASTOR_GUEST_BIN;
 	o.vm.serial_fd = -1;
@@ -414,30 +617,43 @@ static int cmd_run(int argc, char **argv, bool restore)
 		goto out;
 	}
 	o.vm.serial_fd = serial_fd;
-	if (restore) {
-		rc = restore_vm(&o, &devs, &vm);
-		if (rc < 0)
+	if (o.event_log) {
+		event_fd = open(o.event_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+		if (event_fd < 0) {
+			fprintf(stderr, "castor-vmm: --event-log %s: %s\n", o.event_log,
+				strerror(errno));
 			goto out;
+		}
+	}
+	qo.name = o.vm.name;
+	rc = nb_queue_new(&qo, release_cb, full_cb, &ha, &ha.outq);
+	if (rc < 0)
+		goto out;
+	ha.kick_on_output = o.protect && o.ro.mode == REPL_MODE_OUTPUT;
+	if (replica) {
+		struct repl_secondary_opts so = {
+			.listen = o.listen,
+			.conn = o.ro.conn,
+			.vm = o.vm,
+			.add_devices = restore_add_devices,
+			.add_devices_arg = &rctx,
+			.log_cb = event_line,
+		};
+
+		rc = repl_secondary_start(&so, &ha.secondary, why, sizeof(why));
+		if (rc < 0) {
+			fprintf(stderr, "castor-vmm: replica: %s\n", why);
+			goto out;
+		}
 	} else {
-		rc = hv_vm_create(&o.vm, &vm);
-		if (rc < 0) {
-			fprintf(stderr, "castor-vmm: cannot create the VM: %s\n", strerror(-rc));
-			goto out;
-		}
-		rc = add_devices(&o, vm, &devs);
+		rc = build_vm(&o, &devs, &ha, &vm);
 		if (rc < 0)
 			goto out;
-		rc = hv_tg_load(vm, &o.tg);
-		if (rc < 0) {
-			fprintf(stderr, "castor-vmm: cannot load the test guest %s: %s\n",
-				o.tg.image_path, strerror(-rc));
-			goto out;
-		}
 	}
 	base = event_base_new();
 	if (!base)
 		goto out;
-	rc = vmm_control_open(base, vm, &devs, o.control, &ctl);
+	rc = vmm_control_open(base, vm, &devs, &ha, o.control, &ctl);
 	if (rc < 0) {
 		fprintf(stderr, "castor-vmm: control socket %s: %s\n", o.control, strerror(-rc));
 		goto out;
@@ -447,23 +663,43 @@ static int cmd_run(int argc, char **argv, bool restore)
 	if (!sigint_ev || !sigterm_ev || evsignal_add(sigint_ev, NULL) < 0 ||
 	    evsignal_add(sigterm_ev, NULL) < 0)
 		goto out;
-	rc = hv_vm_start(vm);
-	if (rc < 0) {
-		fprintf(stderr, "castor-vmm: cannot start the VM: %s\n", strerror(-rc));
-		goto out;
+	if (vm) {
+		rc = hv_vm_start(vm);
+		if (rc < 0) {
+			fprintf(stderr, "castor-vmm: cannot start the VM: %s\n", strerror(-rc));
+			goto out;
+		}
 	}
-	if (o.start_paused)
+	if (vm && o.protect) {
+		struct repl_primary *p = NULL;
+
+		o.ro.peer = o.protect;
+		o.ro.outq = ha.outq;
+		o.ro.log_cb = event_line;
+		rc = repl_primary_start(vm, &o.ro, &p, why, sizeof(why));
+		if (rc < 0) {
+			fprintf(stderr, "castor-vmm: --protect: %s\n", why);
+			goto out;
+		}
+		__atomic_store_n(&ha.primary, p, __ATOMIC_RELEASE);
+	}
+	if (vm && o.start_paused)
 		vmm_control_hold_pause(ctl);
-	LOG_INFO("vm %s: control socket %s", hv_vm_name(vm), o.control);
+	LOG_INFO("vm %s: control socket %s", vm ? hv_vm_name(vm) : "(replica)", o.control);
 	event_base_dispatch(base);
 	status = 0;
 out:
 	vmm_control_free(ctl);
+	repl_primary_free(ha.primary); /* before the VM stops: its thread pauses the VM */
+	repl_secondary_free(ha.secondary);
+	if (!vm)
+		vm = ha.failed_over;
 	if (vm)
 		hv_vm_stop(vm); /* the taps' watches live on the VM's I/O thread */
 	for (unsigned i = 0; i < devs.ntaps; i++)
 		nb_tap_free(devs.taps[i]);
 	hv_vm_free(vm);
+	nb_queue_free(ha.outq);
 	if (sigint_ev)
 		event_free(sigint_ev);
 	if (sigterm_ev)
@@ -472,15 +708,19 @@ out:
 		event_base_free(base);
 	if (serial_fd >= 0)
 		close(serial_fd);
+	if (event_fd >= 0)
+		close(event_fd);
 	return status;
 }
 
 int main(int argc, char **argv)
 {
 	if (argc >= 2 && !strcmp(argv[1], "run"))
-		return cmd_run(argc - 1, argv + 1, false);
+		return cmd_run(argc - 1, argv + 1, false, false);
 	if (argc >= 2 && !strcmp(argv[1], "restore"))
-		return cmd_run(argc - 1, argv + 1, true);
+		return cmd_run(argc - 1, argv + 1, true, false);
+	if (argc >= 2 && !strcmp(argv[1], "replica"))
+		return cmd_run(argc - 1, argv + 1, false, true);
 	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "help"))) {
 		usage(stdout);
 		return 0;

@@ -30,8 +30,25 @@ struct vmm_devices {
 	unsigned ndisks;
 };
 
+/*
+ * Replication of this VMM (main.c owns it): a primary protecting its VM, or
+ * a replica whose twin starts on failover. Absent: NULL.
+ */
+struct repl_primary;
+struct repl_secondary;
+struct nb_queue;
+struct vmm_ha {
+	struct repl_primary *primary;
+	struct repl_secondary *secondary;
+	struct nb_queue *outq;	   /* the test device's outputs */
+	uint64_t outputs_dropped;  /* refused by a full queue (atomic) */
+	bool kick_on_output;	   /* output mode: an output ends the epoch */
+	struct hv_vm *failed_over; /* replica: the twin, running, after failover */
+};
+
+/* `vm` may be NULL on a replica until failover; `ha` may be NULL. */
 int vmm_control_open(struct event_base *base, struct hv_vm *vm, const struct vmm_devices *devs,
-		     const char *path, struct vmm_control **ctl_out);
+		     struct vmm_ha *ha, const char *path, struct vmm_control **ctl_out);
 /* Pause the VM on behalf of the control socket (as `castor vm pause` would). */
 int vmm_control_hold_pause(struct vmm_control *ctl);
 /* Closes every connection and removes the socket file. NULL is fine. */

@@ -1,0 +1,113 @@
+/*
+ * What both ends of the checkpoint engine share: modes and states with their
+ * names, the table of legal state changes, sample windows and the RAM digest.
+ */
+#define LOG_TAG "repl"
+#include "replication/engine.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/util.h"
+
+const char *repl_mode_str(enum repl_mode m)
+{
+	return m == REPL_MODE_OUTPUT ? "output" : "interval";
+}
+
+int repl_mode_parse(const char *s, enum repl_mode *out)
+{
+	if (!strcmp(s, "interval"))
+		*out = REPL_MODE_INTERVAL;
+	else if (!strcmp(s, "output"))
+		*out = REPL_MODE_OUTPUT;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+const char *repl_state_str(enum repl_state s)
+{
+	switch (s) {
+	case REPL_S_IDLE:
+		return "idle";
+	case REPL_S_SYNCING:
+		return "syncing";
+	case REPL_S_PROTECTED:
+		return "protected";
+	case REPL_S_DEGRADED:
+		return "degraded";
+	case REPL_S_PRIMARY_LOST:
+		return "primary-lost";
+	case REPL_S_FAILED_OVER:
+		return "failed-over";
+	case REPL_S_STOPPED:
+		return "stopped";
+	}
+	return "?";
+}
+
+/* from -> to, one bit per allowed target state */
+#define TO(s) (1u << (s))
+static const unsigned allowed[] = {
+	[REPL_S_IDLE] = TO(REPL_S_SYNCING) | TO(REPL_S_STOPPED),
+	[REPL_S_SYNCING] = TO(REPL_S_PROTECTED) | TO(REPL_S_DEGRADED) | TO(REPL_S_PRIMARY_LOST) |
+			   TO(REPL_S_STOPPED),
+	[REPL_S_PROTECTED] = TO(REPL_S_DEGRADED) | TO(REPL_S_PRIMARY_LOST) |
+			     TO(REPL_S_FAILED_OVER) | TO(REPL_S_STOPPED),
+	[REPL_S_DEGRADED] = TO(REPL_S_STOPPED),
+	[REPL_S_PRIMARY_LOST] = TO(REPL_S_FAILED_OVER) | TO(REPL_S_STOPPED),
+	[REPL_S_FAILED_OVER] = TO(REPL_S_STOPPED),
+	[REPL_S_STOPPED] = 0,
+};
+
+int repl_state_change(const char *vm, enum repl_state *state, enum repl_state to, const char *why)
+{
+	if (*state == to)
+		return 0;
+	if (!(allowed[*state] & TO(to))) {
+		LOG_ERR("vm %s: refused state change %s -(%s)-> %s", vm, repl_state_str(*state),
+			why, repl_state_str(to));
+		return -EINVAL;
+	}
+	LOG_INFO("vm %s: %s -(%s)-> %s", vm, repl_state_str(*state), why, repl_state_str(to));
+	*state = to;
+	return 0;
+}
+
+void repl_window_add(struct repl_window *w, uint64_t x)
+{
+	w->v[w->n++ % REPL_WINDOW] = x;
+}
+
+uint64_t repl_window_pct(const struct repl_window *w, double pct)
+{
+	uint64_t tmp[REPL_WINDOW];
+	size_t n = w->n < REPL_WINDOW ? (size_t)w->n : REPL_WINDOW;
+
+	if (!n)
+		return 0;
+	memcpy(tmp, w->v, n * sizeof(tmp[0]));
+	return util_percentile(tmp, n, pct);
+}
+
+uint32_t repl_ram_digest(const struct hv_vm *vm)
+{
+	return util_crc32c_final(util_crc32c_update(UTIL_CRC32C_INIT, hv_ram_base(vm),
+						    (size_t)hv_ram_pages(vm) * HV_PAGE_SIZE));
+}
+
+void repl_log_event(repl_log_fn cb, void *arg, const char *fmt, ...)
+{
+	char line[256];
+	va_list ap;
+
+	if (!cb)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	cb(arg, line);
+}

@@ -1,0 +1,37 @@
+/* Pieces the primary and the secondary share (private to replication/). */
+#ifndef CASTOR_REPL_ENGINE_H
+#define CASTOR_REPL_ENGINE_H
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdint.h>
+
+#include "replication/repl.h"
+
+/* Fill `why` (a char * with why_len in scope) and return -EINVAL. */
+#define FAIL_WHY_R(...)                                                                            \
+	do {                                                                                       \
+		snprintf(why, why_len, __VA_ARGS__);                                               \
+		return -EINVAL;                                                                    \
+	} while (0)
+
+/* A window of recent samples for p50/p99 (pause times, ack round trips). */
+#define REPL_WINDOW 1024u
+struct repl_window {
+	uint64_t v[REPL_WINDOW];
+	uint64_t n; /* samples ever added */
+};
+void repl_window_add(struct repl_window *w, uint64_t x);
+uint64_t repl_window_pct(const struct repl_window *w, double pct);
+
+/* CRC-32C of all of the VM's RAM (verify mode). */
+uint32_t repl_ram_digest(const struct hv_vm *vm);
+
+/* Format one event-log line and hand it to the log callback (if any). */
+void repl_log_event(repl_log_fn cb, void *arg, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* The legal state changes of either end; -EINVAL (logged) for any other. */
+int repl_state_change(const char *vm, enum repl_state *state, enum repl_state to, const char *why);
+
+#endif

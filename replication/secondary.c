@@ -1,0 +1,424 @@
+/*
+ * The secondary: keep a twin of the primary's VM, one epoch at a time, and
+ * start it on failover (design.md §4).
+ *
+ * A thread ("castor-twin") accepts one primary. Its first epoch is a full
+ * stream: the twin is restored from it (not started). Every later epoch is
+ * received whole into memory, decoded against the twin's RAM, checked, and
+ * only then applied (hv_snapshot_apply refuses anything partial or
+ * corrupt, so a primary dying at any byte leaves the twin at its last
+ * epoch); then it is acked. In verify mode the twin's RAM digest after the
+ * apply must equal the one the primary took in its pause, or the ack says
+ * -EILSEQ.
+ *
+ * When the stream stops (the primary died, or went silent for the
+ * connection's timeout) the twin waits in "primary-lost" for a failover,
+ * which starts its vCPUs from the last applied epoch. A failover while
+ * epochs still arrive cuts the connection first; the apply lock makes it
+ * wait for an epoch being applied to finish.
+ */
+#define LOG_TAG "secondary"
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "replication/codec.h"
+#include "replication/engine.h"
+#include "util/util.h"
+
+#define ACCEPT_POLL_MS 200
+
+struct repl_secondary {
+	struct repl_secondary_opts o;
+	char *listen_addr;
+	const struct repl_transport_ops *t;
+	struct repl_listener *listener;
+	pthread_t thread;
+	bool thread_live;
+	struct repl_buf decoded;
+
+	pthread_mutex_t lock; /* guards the fields below */
+	bool stop;
+	struct repl_conn *conn;
+	struct hv_vm *twin; /* NULL until the full copy is applied; handed out on failover */
+	bool twin_broken;   /* an apply failed half-way: the twin is not any epoch */
+	struct repl_status st;
+	/* held while an epoch is applied, and by failover: never both at once */
+	pthread_mutex_t apply_lock;
+};
+
+static const char *name_of(struct repl_secondary *s)
+{
+	return s->o.vm.name ? s->o.vm.name : "twin";
+}
+
+static void set_state(struct repl_secondary *s, enum repl_state to, const char *why)
+{
+	pthread_mutex_lock(&s->lock);
+	repl_state_change(name_of(s), &s->st.state, to, why);
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void note_error(struct repl_secondary *s, const char *fmt, const char *what)
+{
+	pthread_mutex_lock(&s->lock);
+	snprintf(s->st.last_error, sizeof(s->st.last_error), fmt, what);
+	pthread_mutex_unlock(&s->lock);
+	LOG_ERR("vm %s: %s", name_of(s), s->st.last_error);
+}
+
+/* What the host has free: the cap on a twin's RAM and on the first epoch. */
+static uint64_t host_memory(void)
+{
+	long pages = sysconf(_SC_AVPHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+
+	return pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size : 0;
+}
+
+/* The DIGEST record of a decoded epoch, if it has one. */
+static bool find_digest(const uint8_t *buf, size_t len, struct repl_digest_rec *d)
+{
+	struct hv_stream_iter it;
+	struct hv_stream_record r;
+
+	hv_stream_iter_init(&it, buf, len);
+	while (hv_stream_next(&it, &r) > 0)
+		if (r.optional && r.type == (REPL_REC_DIGEST & ~HV_REC_F_OPTIONAL) &&
+		    r.len == sizeof(*d)) {
+			memcpy(d, r.body, sizeof(*d));
+			return true;
+		}
+	return false;
+}
+
+static int verify(struct repl_secondary *s, uint64_t epoch)
+{
+	struct repl_digest_rec d;
+	uint32_t mine;
+
+	if (!find_digest(s->decoded.data, s->decoded.len, &d))
+		return 0;
+	mine = repl_ram_digest(s->twin);
+	pthread_mutex_lock(&s->lock);
+	if (mine == d.crc32c)
+		s->st.verify_ok++;
+	else
+		s->st.verify_bad++;
+	pthread_mutex_unlock(&s->lock);
+	if (mine != d.crc32c) {
+		char what[96];
+
+		snprintf(what, sizeof(what),
+			 "epoch %" PRIu64 ": RAM digest %08x, the primary's %08x", epoch, mine,
+			 d.crc32c);
+		note_error(s, "verify: %s", what);
+		return -EILSEQ;
+	}
+	return 0;
+}
+
+/* The twin from the first (full) epoch. */
+static int first_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len, uint64_t *id_out)
+{
+	const uint8_t *streams[1];
+	struct hv_stream_header h;
+	struct hv_vm *twin = NULL;
+	char why[256];
+	size_t lens[1];
+	int rc;
+
+	if (len < 8 + sizeof(h)) {
+		note_error(s, "the first epoch is %s", "too short");
+		return -EBADMSG;
+	}
+	memcpy(&h, buf + 8, sizeof(h));
+	/* the peer names the RAM size: hold it to what this host could give a twin */
+	if (!h.mem_bytes || h.mem_bytes % HV_PAGE_SIZE || h.mem_bytes > host_memory()) {
+		note_error(s, "initial copy refused: %s",
+			   "its RAM size is zero, unaligned or more than this host has free");
+		return -EBADMSG;
+	}
+	rc = repl_decode(buf, len, NULL, h.mem_bytes, &s->decoded, why, sizeof(why));
+	if (rc < 0) {
+		note_error(s, "initial copy refused: %s", why);
+		return rc;
+	}
+	memcpy(&h, s->decoded.data + 8, sizeof(h));
+	if (h.kind != HV_STREAM_FULL) {
+		note_error(s, "initial copy refused: %s", "not a full stream");
+		return -EBADMSG;
+	}
+	streams[0] = s->decoded.data;
+	lens[0] = s->decoded.len;
+	rc = hv_snapshot_restore(&s->o.vm, streams, lens, 1, 0, s->o.add_devices,
+				 s->o.add_devices_arg, &twin, why, sizeof(why));
+	if (rc < 0) {
+		note_error(s, "initial copy refused: %s", why);
+		return rc;
+	}
+	pthread_mutex_lock(&s->lock);
+	s->twin = twin;
+	s->st.epoch = 0;
+	s->st.epochs = 1;
+	s->st.last_raw_bytes = s->decoded.len;
+	s->st.last_wire_bytes = len;
+	pthread_mutex_unlock(&s->lock);
+	*id_out = h.stream_id;
+	return verify(s, 0);
+}
+
+static int next_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len, uint64_t epoch,
+		      uint64_t *id_out)
+{
+	struct hv_stream_header h;
+	char why[256];
+	int rc;
+
+	rc = repl_decode(buf, len, hv_ram_base(s->twin), hv_ram_pages(s->twin) * HV_PAGE_SIZE,
+			 &s->decoded, why, sizeof(why));
+	if (rc < 0) {
+		note_error(s, "epoch refused: %s", why);
+		return rc;
+	}
+	memcpy(&h, s->decoded.data + 8, sizeof(h));
+	*id_out = h.stream_id;
+	rc = hv_snapshot_apply(s->twin, s->decoded.data, s->decoded.len, why, sizeof(why));
+	if (rc == -EIO) {
+		pthread_mutex_lock(&s->lock);
+		s->twin_broken = true;
+		pthread_mutex_unlock(&s->lock);
+	}
+	if (rc < 0) {
+		note_error(s, "epoch not applied: %s", why);
+		return rc;
+	}
+	pthread_mutex_lock(&s->lock);
+	s->st.epoch = epoch;
+	s->st.epochs++;
+	s->st.last_raw_bytes = s->decoded.len;
+	s->st.last_wire_bytes = len;
+	s->st.total_raw_bytes += s->decoded.len;
+	s->st.total_wire_bytes += len;
+	pthread_mutex_unlock(&s->lock);
+	return verify(s, epoch);
+}
+
+/* Serve one primary until its stream stops. */
+static void serve(struct repl_secondary *s, struct repl_conn *c)
+{
+	uint64_t epoch = 0, max_len = host_memory();
+	bool refused = false;
+	int rc;
+
+	set_state(s, REPL_S_SYNCING, "primary connected");
+	for (;;) {
+		uint8_t *buf = NULL;
+		uint64_t id = 0;
+		size_t len = 0;
+
+		rc = repl_epoch_recv(s->t, c, max_len, &buf, &len);
+		if (rc < 0)
+			break;
+		pthread_mutex_lock(&s->apply_lock);
+		pthread_mutex_lock(&s->lock);
+		rc = s->stop ? -ECANCELED : 0;
+		pthread_mutex_unlock(&s->lock);
+		if (!rc)
+			rc = s->twin ? next_epoch(s, buf, len, epoch, &id)
+				     : first_epoch(s, buf, len, &id);
+		pthread_mutex_unlock(&s->apply_lock);
+		free(buf);
+		if (rc == -ECANCELED)
+			break;
+		if (rc < 0) {
+			refused = true; /* last_error already says why */
+			repl_ack_send(s->t, c, id, rc);
+			break;
+		}
+		if (repl_ack_send(s->t, c, id, 0) < 0)
+			break;
+		repl_log_event(s->o.log_cb, s->o.log_arg, "applied %" PRIu64, epoch);
+		if (epoch == 0) {
+			set_state(s, REPL_S_PROTECTED, "synced");
+			max_len = 2 * hv_ram_pages(s->twin) * HV_PAGE_SIZE + (64u << 20);
+		}
+		epoch++;
+	}
+	pthread_mutex_lock(&s->lock);
+	if (!s->stop && rc != -ECANCELED && !refused) {
+		snprintf(s->st.last_error, sizeof(s->st.last_error),
+			 "the primary's stream stopped after epoch %" PRIu64 " (%s)", s->st.epoch,
+			 strerror(-rc));
+		LOG_WARN("vm %s: %s; the twin waits at epoch %" PRIu64 " for a failover",
+			 name_of(s), s->st.last_error, s->st.epoch);
+	}
+	pthread_mutex_unlock(&s->lock);
+	set_state(s, REPL_S_PRIMARY_LOST, "stream stopped");
+}
+
+static void *receiver(void *arg)
+{
+	struct repl_secondary *s = arg;
+
+	pthread_setname_np(pthread_self(), "castor-twin");
+	for (;;) {
+		struct repl_conn *c = NULL;
+		bool stop;
+		int rc;
+
+		pthread_mutex_lock(&s->lock);
+		stop = s->stop;
+		pthread_mutex_unlock(&s->lock);
+		if (stop)
+			break;
+		rc = s->t->accept(s->listener, ACCEPT_POLL_MS, &c);
+		if (rc == -ETIMEDOUT)
+			continue;
+		if (rc < 0) {
+			LOG_ERRNO(rc, "vm %s: accept", name_of(s));
+			break;
+		}
+		pthread_mutex_lock(&s->lock);
+		s->conn = c;
+		pthread_mutex_unlock(&s->lock);
+		serve(s, c);
+		pthread_mutex_lock(&s->lock);
+		s->conn = NULL;
+		pthread_mutex_unlock(&s->lock);
+		s->t->close(c);
+		break; /* one primary per twin: a new one needs a new secondary */
+	}
+	return NULL;
+}
+
+int repl_secondary_start(const struct repl_secondary_opts *o, struct repl_secondary **out,
+			 char *why, size_t why_len)
+{
+	struct repl_secondary *s;
+	int rc;
+
+	*out = NULL;
+	if (!o->listen)
+		FAIL_WHY_R("no address to listen on");
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->o = *o;
+	s->t = o->transport ? o->transport : &repl_tcp_ops;
+	s->listen_addr = strdup(o->listen);
+	s->o.listen = s->listen_addr;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->apply_lock, NULL);
+	repl_buf_init(&s->decoded);
+	if (!s->listen_addr) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = s->t->listen(s->listen_addr, &s->o.conn, &s->listener);
+	if (rc < 0) {
+		snprintf(why, why_len, "cannot listen on %s (%s)", s->listen_addr, strerror(-rc));
+		goto fail;
+	}
+	rc = -pthread_create(&s->thread, NULL, receiver, s);
+	if (rc < 0) {
+		snprintf(why, why_len, "cannot start the receiver (%s)", strerror(-rc));
+		goto fail;
+	}
+	s->thread_live = true;
+	LOG_INFO("vm %s: waiting for a primary on %s (port %u)", name_of(s), s->listen_addr,
+		 repl_secondary_port(s));
+	*out = s;
+	return 0;
+fail:
+	repl_secondary_free(s);
+	return rc;
+}
+
+uint16_t repl_secondary_port(const struct repl_secondary *s)
+{
+	return s->t->local_port(s->listener);
+}
+
+/* Stop the receiver: cut the connection, wait for the thread. */
+static void stop_receiver(struct repl_secondary *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->stop = true;
+	if (s->conn && s->t->abort)
+		s->t->abort(s->conn);
+	pthread_mutex_unlock(&s->lock);
+	if (s->thread_live)
+		pthread_join(s->thread, NULL);
+	s->thread_live = false;
+}
+
+int repl_secondary_failover(struct repl_secondary *s, struct hv_vm **vm_out, char *why,
+			    size_t why_len)
+{
+	uint64_t t0 = util_now_ns();
+	struct hv_vm *twin;
+	int rc;
+
+	*vm_out = NULL;
+	pthread_mutex_lock(&s->lock);
+	if (s->st.state == REPL_S_FAILED_OVER) {
+		pthread_mutex_unlock(&s->lock);
+		snprintf(why, why_len, "failover already done");
+		return -EALREADY;
+	}
+	pthread_mutex_unlock(&s->lock);
+	stop_receiver(s);
+	pthread_mutex_lock(&s->apply_lock);
+	pthread_mutex_lock(&s->lock);
+	twin = s->twin;
+	rc = !twin ? -ENOENT : s->twin_broken ? -EIO : 0;
+	pthread_mutex_unlock(&s->lock);
+	if (rc == -ENOENT)
+		snprintf(why, why_len, "no twin: the initial copy never arrived");
+	else if (rc == -EIO)
+		snprintf(why, why_len, "the twin is unusable: an epoch failed half-applied");
+	if (!rc) {
+		rc = hv_vm_start(twin);
+		if (rc < 0)
+			snprintf(why, why_len, "the twin would not start (%s)", strerror(-rc));
+	}
+	if (!rc) {
+		pthread_mutex_lock(&s->lock);
+		s->twin = NULL;
+		repl_state_change(name_of(s), &s->st.state, REPL_S_FAILED_OVER, "failover");
+		pthread_mutex_unlock(&s->lock);
+		LOG_INFO("vm %s: failed over at epoch %" PRIu64 " in %.3f ms", name_of(s),
+			 s->st.epoch, (double)(util_now_ns() - t0) / 1e6);
+		repl_log_event(s->o.log_cb, s->o.log_arg, "failover %" PRIu64, s->st.epoch);
+		*vm_out = twin;
+	}
+	pthread_mutex_unlock(&s->apply_lock);
+	return rc;
+}
+
+void repl_secondary_status(struct repl_secondary *s, struct repl_status *out)
+{
+	pthread_mutex_lock(&s->lock);
+	*out = s->st;
+	out->is_primary = false;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void repl_secondary_free(struct repl_secondary *s)
+{
+	if (!s)
+		return;
+	stop_receiver(s);
+	if (s->listener && s->t->close_listener)
+		s->t->close_listener(s->listener);
+	hv_vm_free(s->twin);
+	repl_buf_dispose(&s->decoded);
+	pthread_mutex_destroy(&s->apply_lock);
+	pthread_mutex_destroy(&s->lock);
+	free(s->listen_addr);
+	free(s);
+}

@@ -1,0 +1,79 @@
+/*
+ * tgcheck_snap SNAPSHOT [INCREMENTAL...]: restore a snapshot chain of the
+ * test guest into a VM that never runs, check its RAM against the guest's own
+ * rule (hv_tg_check_ram), and print one JSON line:
+ *   {"ok": true|false, "why": "...", "counter": [..], "out_seq": [..]}
+ * Exit 0 when the RAM verifies, 1 when it does not, 2 on a usage or restore
+ * error. Used by tests that can only reach a VM through its process
+ * (test_replication.py: the twin after a failover).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "hypervisor/hv.h"
+
+#define MAX_FILES 16
+
+int main(int argc, char **argv)
+{
+	const uint8_t *maps[MAX_FILES];
+	size_t lens[MAX_FILES];
+	struct hv_vm_config cfg = {.name = "check", .serial_fd = -1};
+	struct hv_tg_check chk;
+	struct hv_vm *vm = NULL;
+	char why[256] = "";
+	int i, n = argc - 1, rc;
+	uint32_t c;
+
+	if (n < 1 || n > MAX_FILES) {
+		fprintf(stderr, "usage: tgcheck_snap SNAPSHOT [INCREMENTAL...]\n");
+		return 2;
+	}
+	for (i = 0; i < n; i++) {
+		struct stat st;
+		int fd = open(argv[i + 1], O_RDONLY);
+
+		if (fd < 0 || fstat(fd, &st) < 0 || !st.st_size) {
+			fprintf(stderr, "tgcheck_snap: %s: cannot read it\n", argv[i + 1]);
+			return 2;
+		}
+		maps[i] = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+		lens[i] = (size_t)st.st_size;
+		close(fd);
+		if (maps[i] == MAP_FAILED) {
+			fprintf(stderr, "tgcheck_snap: %s: %s\n", argv[i + 1], strerror(errno));
+			return 2;
+		}
+	}
+	rc = hv_snapshot_restore(&cfg, maps, lens, (unsigned)n, 0, NULL, NULL, &vm, why,
+				 sizeof(why));
+	if (rc < 0) {
+		fprintf(stderr, "tgcheck_snap: restore: %s\n", why);
+		return 2;
+	}
+	rc = hv_tg_check_ram(hv_ram_base(vm), hv_vm_mem_bytes(vm), &chk);
+	printf("{\"ok\": %s, \"why\": \"%s\", \"counter\": [", rc ? "false" : "true",
+	       rc ? chk.why : "");
+	for (c = 0; c < hv_vm_ncpus(vm); c++) {
+		struct hv_tg_vcpu t = {0};
+
+		hv_tg_vcpu(vm, c, &t);
+		printf("%s%" PRIu64, c ? ", " : "", t.counter);
+	}
+	printf("], \"out_seq\": [");
+	for (c = 0; c < hv_vm_ncpus(vm); c++) {
+		struct hv_tg_vcpu t = {0};
+
+		hv_tg_vcpu(vm, c, &t);
+		printf("%s%" PRIu64, c ? ", " : "", t.out_seq);
+	}
+	printf("]}\n");
+	hv_vm_free(vm);
+	return rc ? 1 : 0;
+}
