@@ -10,6 +10,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+/* Hot pages: every this many harvests, protect everything again so cold pages drop out. */
+#define HOT_FULL_CLEAR_EVERY 16u
+
 /* Turn KVM logging on (lock held); every page starts dirty (initially-all-set). */
 static int tracking_on(struct hv_vm *vm)
 {
@@ -150,6 +153,19 @@ static int slot_get_clear(struct hv_vm *vm, struct hv_slot *s, uint64_t *words, 
 	if (ioctl(vm->fd, KVM_GET_DIRTY_LOG, &get) < 0)
 		return -errno;
 	t1 = util_now_ns();
+	if (vm->dirty.hot && vm->dirty.mask) {
+		uint64_t first = s->ram_off / HV_PAGE_SIZE / 64,
+			 n = UTIL_BITMAP_WORDS(clr.num_pages);
+		uint64_t *prev = vm->dirty.prev + first, *mask = vm->dirty.mask + first, i;
+		bool full = vm->dirty.harvest_no % HOT_FULL_CLEAR_EVERY == 0;
+
+		/* keep writable what was dirty last time too; the rest is protected again */
+		for (i = 0; i < n; i++) {
+			mask[i] = full ? words[i] : words[i] & ~prev[i];
+			prev[i] = words[i];
+		}
+		clr.dirty_bitmap = mask;
+	}
 	if (ioctl(vm->fd, KVM_CLEAR_DIRTY_LOG, &clr) < 0)
 		return -errno;
 	t2 = util_now_ns();
@@ -167,6 +183,7 @@ static int get_clear_slots(struct hv_vm *vm, struct util_bitmap *b, struct hv_ha
 	unsigned s;
 	int rc;
 
+	vm->dirty.harvest_no++;
 	for (s = 0; s < vm->mem.nslots; s++) {
 		struct hv_slot *sl = &vm->mem.slots[s];
 
@@ -234,6 +251,31 @@ out:
 	return rc;
 }
 
+int hv_dirty_set_hot(struct hv_vm *vm, bool on)
+{
+	size_t words = UTIL_BITMAP_WORDS(vm->mem.pages);
+	int rc = 0;
+
+	pthread_mutex_lock(&vm->dirty.lock);
+	if (on && !vm->dirty.prev) {
+		vm->dirty.prev = calloc(words, sizeof(uint64_t));
+		vm->dirty.mask = calloc(words, sizeof(uint64_t));
+		if (!vm->dirty.prev || !vm->dirty.mask) {
+			free(vm->dirty.prev);
+			free(vm->dirty.mask);
+			vm->dirty.prev = vm->dirty.mask = NULL;
+			rc = -ENOMEM;
+		}
+	}
+	if (!rc) {
+		if (on && !vm->dirty.hot)
+			memset(vm->dirty.prev, 0, words * sizeof(uint64_t));
+		vm->dirty.hot = on; /* off: the next harvest protects every page it reports */
+	}
+	pthread_mutex_unlock(&vm->dirty.lock);
+	return rc;
+}
+
 int hv_dirty_log_count(struct hv_dirty_log *l, uint64_t *pages_out)
 {
 	struct hv_vm *vm = l->vm;
@@ -292,4 +334,7 @@ void dirty_dispose(struct hv_vm *vm)
 		log_free_locked(vm->dirty.logs);
 	pthread_mutex_unlock(&vm->dirty.lock);
 	util_bitmap_dispose(&vm->dirty.scratch);
+	free(vm->dirty.prev);
+	free(vm->dirty.mask);
+	vm->dirty.prev = vm->dirty.mask = NULL;
 }

@@ -185,6 +185,16 @@ int hv_dirty_log_new(struct hv_vm *vm, struct hv_dirty_log **out);
 int hv_dirty_log_take(struct hv_dirty_log *log, struct util_bitmap *out,
 		      struct hv_harvest_stats *stats);
 void hv_dirty_log_free(struct hv_dirty_log *log); /* NULL is fine */
+/*
+ * Hot pages: a page found dirty in two harvests in a row is left writable in
+ * KVM (not write-protected again), so the guest takes no fault on it; it is
+ * then reported dirty by every harvest, written or not, until a full clear
+ * every 16 harvests lets cold pages drop out. Harvests stay a superset of the
+ * pages written -- what replication needs -- for far fewer write faults on a
+ * guest that rewrites the same pages epoch after epoch. Off by default (exact
+ * harvests). -ENOMEM.
+ */
+int hv_dirty_set_hot(struct hv_vm *vm, bool on);
 /* Pages this log would return now, without taking them (costs a sync with KVM). */
 int hv_dirty_log_count(struct hv_dirty_log *log, uint64_t *pages_out);
 
@@ -513,6 +523,8 @@ int hv_tg_io_state(struct hv_vm *vm, struct tg_io_state *out);
 int hv_tg_wait_ready(struct hv_vm *vm, uint64_t timeout_ns);
 /* Change the dirty rate / output rate of a running guest (read every loop). */
 int hv_tg_set_rates(struct hv_vm *vm, uint64_t rate, uint64_t out_rate);
+/* The test guest's IPv4 address (network order) from its parameters; 0 = none. */
+uint32_t hv_tg_guest_ip(struct hv_vm *vm);
 /* The guest-physical range of the scratch area (for mailbox commands). */
 int hv_tg_scratch(struct hv_vm *vm, uint64_t *first_pfn_out, uint64_t *end_pfn_out);
 /*

@@ -158,6 +158,15 @@ struct hv_dirty {
 	struct hv_dirty_totals totals;
 	struct hv_dirty_log *logs;	  /* every consumer */
 	struct hv_dirty_log *default_log; /* the one hv_dirty_harvest() takes */
+	/*
+	 * Hot pages (hv_dirty_set_hot): a page dirty in this harvest and the one
+	 * before is not write-protected again; it is reported dirty every time
+	 * until a periodic full clear. `prev` is the last harvest's KVM bits,
+	 * `mask` the pages to clear.
+	 */
+	bool hot;
+	uint64_t *prev, *mask;
+	uint64_t harvest_no;
 };
 
 /* ---- vcpu.c -------------------------------------------------------------------------- */
@@ -179,7 +188,8 @@ void vcpu_kick(struct hv_vcpu *vcpu);
 int vcpu_get_brief(struct hv_vcpu *vcpu, struct hv_vcpu_brief *out);
 int vcpu_signal_setup(void);
 
-/* ---- io thread (io.c) ------------------------------------------------------------------- */
+/* ---- io thread (io.c) -------------------------------------------------------------------
+ */
 
 struct event_base;
 struct hv_io {
@@ -200,7 +210,8 @@ void io_dispose(struct hv_io *io);
 void io_gate_close(struct hv_io *io);
 void io_gate_open(struct hv_io *io);
 
-/* ---- boot/ ----------------------------------------------------------------------------- */
+/* ---- boot/ -----------------------------------------------------------------------------
+ */
 
 /* Identity page tables, GDT, and a vCPU's 64-bit entry state (boot/entry64.c). */
 int boot_build_page_tables(struct hv_vm *vm);
@@ -216,7 +227,8 @@ struct virtio_mmio;
 void net_free(struct hv_net *net);
 void blk_free(struct hv_blk *blk);
 
-/* ---- state.c ---------------------------------------------------------------------------- */
+/* ---- state.c ----------------------------------------------------------------------------
+ */
 
 struct hv_vcpu_rec;
 int state_probe_msrs(struct hv_vm *vm);
@@ -244,7 +256,8 @@ void lazy_dispose(struct hv_vm *vm);
 int persist_load_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, char *why,
 			size_t why_len);
 
-/* ---- the VM ---------------------------------------------------------------------------- */
+/* ---- the VM ----------------------------------------------------------------------------
+ */
 
 struct hv_vm {
 	char name[64];

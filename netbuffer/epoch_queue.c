@@ -437,6 +437,16 @@ void nb_epoch_discard(struct nb_queue *q)
 			 (unsigned long long)n, (unsigned long long)epoch);
 }
 
+bool nb_queue_is_protected(struct nb_queue *q)
+{
+	bool on;
+
+	pthread_mutex_lock(&q->lock);
+	on = q->is_protected;
+	pthread_mutex_unlock(&q->lock);
+	return on;
+}
+
 void nb_queue_stats(struct nb_queue *q, struct nb_queue_stats *out)
 {
 	uint64_t d[NBQ_DELAY_WINDOW];

@@ -39,6 +39,8 @@ void nb_tap_free(struct nb_tap *tap); /* NULL is fine */
 
 struct nb_tap_stats {
 	uint64_t tx_frames, tx_bytes, tx_dropped; /* guest -> tap */
+	uint64_t tx_queued, tx_queue_full;	  /* held for an ack / refused by a full queue */
+	uint64_t announces;			  /* frames sent by nb_tap_announce */
 	uint64_t rx_frames, rx_bytes, rx_dropped; /* tap -> guest */
 	uint64_t rx_waits;			  /* times the guest had no buffer */
 	bool dead;				  /* the interface went away */
@@ -188,5 +190,32 @@ struct nb_queue_stats {
 	uint64_t delay_last_ns, delay_max_ns, delay_p50_ns, delay_p99_ns;
 };
 void nb_queue_stats(struct nb_queue *q, struct nb_queue_stats *out);
+bool nb_queue_is_protected(struct nb_queue *q);
+
+/* ---- the tap under output commit -------------------------------------------------- */
+
+/*
+ * Route this tap's TX (guest -> tap) through `q` as outputs of kind
+ * NB_KIND_NET_FRAME | index << 8 while `q` is protected; unprotected, frames
+ * still go straight to the tap with no copy. The owner's release callback
+ * hands released frames back with nb_tap_release(). Call before the VM runs.
+ */
+#define NB_KIND_MASK	    0xffu
+#define NB_KIND_INDEX(kind) ((kind) >> 8)
+/* Called on the I/O thread after a frame was queued (output mode ends the epoch); may be NULL. */
+typedef void (*nb_queued_fn)(void *arg);
+void nb_tap_set_queue(struct nb_tap *tap, struct nb_queue *q, uint32_t index,
+		      nb_queued_fn queued_cb, void *arg);
+/* A released frame (virtio-net header included) to the tap; any thread. */
+void nb_tap_release(struct nb_tap *tap, const void *frame, size_t len);
+
+/*
+ * Announce the guest's MAC from this tap (after a failover, so that bridges and
+ * peers learn its new port): a RARP, and a gratuitous ARP when `ipv4` (network
+ * order) is not 0, sent `rounds` times at 50, 100, 150, ... ms spacing, as QEMU's
+ * announce does, on a thread of its own (joined by nb_tap_free, or by the
+ * next announce).
+ */
+int nb_tap_announce(struct nb_tap *tap, const uint8_t mac[6], uint32_t ipv4, unsigned rounds);
 
 #endif

@@ -20,6 +20,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "util/util.h"
+
 #define TAP_VNET_HDR_LEN 12
 #define TAP_FRAME_MAX	 (TAP_VNET_HDR_LEN + 65535)
 #define TAP_READ_BATCH	 64
@@ -34,6 +36,18 @@ struct nb_tap {
 	struct nb_tap_stats stats;
 	size_t pending_len; /* a read frame waiting for guest buffers */
 	uint8_t buf[TAP_FRAME_MAX];
+	/* output commit: TX goes through the queue while it is protected */
+	struct nb_queue *q;
+	uint32_t q_index;
+	nb_queued_fn queued_cb;
+	void *queued_arg;
+	uint8_t txbuf[TAP_FRAME_MAX]; /* a TX frame made flat for the queue (I/O thread) */
+	/* the announce thread */
+	pthread_t announce_thread;
+	bool announcing;
+	uint8_t announce_mac[6];
+	uint32_t announce_ip;
+	unsigned announce_rounds;
 };
 
 int nb_mac_parse(const char *s, uint8_t mac[6])
@@ -129,16 +143,40 @@ static bool is_gone(int err)
 	return err == EBADFD || err == EIO || err == ENXIO || err == ENODEV;
 }
 
-static int tap_tx(void *be, const struct iovec *iov, int iovcnt, size_t len)
+/* A frame is held for its epoch's ack: flat copy into the queue. */
+static int queue_tx(struct nb_tap *t, const struct iovec *iov, int iovcnt, size_t len)
 {
-	struct nb_tap *t = be;
+	size_t off = 0;
+	int i, rc;
+
+	if (len > sizeof(t->txbuf))
+		return -EMSGSIZE;
+	for (i = 0; i < iovcnt; i++) {
+		memcpy(t->txbuf + off, iov[i].iov_base, iov[i].iov_len);
+		off += iov[i].iov_len;
+	}
+	rc = nb_output(t->q, NB_KIND_NET_FRAME | t->q_index << 8, t->txbuf, len);
+	pthread_mutex_lock(&t->lock);
+	if (!rc)
+		t->stats.tx_queued++;
+	else
+		t->stats.tx_queue_full++; /* dropped, as a congested wire would: TCP resends */
+	pthread_mutex_unlock(&t->lock);
+	if (!rc && t->queued_cb)
+		t->queued_cb(t->queued_arg);
+	return 0;
+}
+
+/* Frame to the tap, counted (the unprotected path, and released frames). */
+static void write_frame(struct nb_tap *t, const struct iovec *iov, int iovcnt, size_t len)
+{
 	ssize_t r;
 
 	if (t->stats.dead) {
 		pthread_mutex_lock(&t->lock);
 		t->stats.tx_dropped++;
 		pthread_mutex_unlock(&t->lock);
-		return 0;
+		return;
 	}
 	do
 		r = writev(t->fd, iov, iovcnt);
@@ -153,6 +191,15 @@ static int tap_tx(void *be, const struct iovec *iov, int iovcnt, size_t len)
 		t->stats.tx_dropped++; /* a full tap queue drops, as a wire would */
 	}
 	pthread_mutex_unlock(&t->lock);
+}
+
+static int tap_tx(void *be, const struct iovec *iov, int iovcnt, size_t len)
+{
+	struct nb_tap *t = be;
+
+	if (t->q && nb_queue_is_protected(t->q))
+		return queue_tx(t, iov, iovcnt, len);
+	write_frame(t, iov, iovcnt, len);
 	return 0;
 }
 
@@ -236,10 +283,111 @@ int nb_tap_attach(struct nb_tap *t, struct hv_vm *vm, const uint8_t mac[6])
 	return hv_io_watch_add(vm, t->fd, HV_IO_READ, tap_read_cb, t, &t->watch);
 }
 
+void nb_tap_set_queue(struct nb_tap *t, struct nb_queue *q, uint32_t index, nb_queued_fn queued_cb,
+		      void *arg)
+{
+	t->q = q;
+	t->q_index = index;
+	t->queued_cb = queued_cb;
+	t->queued_arg = arg;
+}
+
+void nb_tap_release(struct nb_tap *t, const void *frame, size_t len)
+{
+	struct iovec iov = {(void *)frame, len};
+
+	write_frame(t, &iov, 1, len);
+}
+
+/* ---- announce ------------------------------------------------------------------ */
+
+/* One frame out of the tap, with an all-zero virtio-net header. */
+static void send_raw(struct nb_tap *t, const uint8_t *eth, size_t len)
+{
+	uint8_t frame[TAP_VNET_HDR_LEN + 64] = {0};
+
+	memcpy(frame + TAP_VNET_HDR_LEN, eth, len);
+	nb_tap_release(t, frame, TAP_VNET_HDR_LEN + (len < 60 ? 60 : len));
+	pthread_mutex_lock(&t->lock);
+	t->stats.announces++;
+	pthread_mutex_unlock(&t->lock);
+}
+
+/*
+ * ARP-format body: htype 1, ptype 0x0800, hlen 6, plen 4, op, sender MAC/IP,
+ * target MAC/IP. RARP "request reverse" (op 3) names the MAC as both sender
+ * and target, as QEMU's announce does; a gratuitous ARP is a request (op 1)
+ * for the sender's own IP.
+ */
+static size_t announce_frame(uint8_t *f, const uint8_t mac[6], uint16_t ethertype, uint16_t op,
+			     uint32_t ip)
+{
+	static const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+	uint8_t *a = f + 14;
+
+	memset(f, 0, 60);
+	memcpy(f, bcast, 6);
+	memcpy(f + 6, mac, 6);
+	f[12] = (uint8_t)(ethertype >> 8);
+	f[13] = (uint8_t)ethertype;
+	a[1] = 1;				  /* htype: Ethernet */
+	a[2] = 0x08;				  /* ptype: IPv4 */
+	a[4] = 6;				  /* hlen */
+	a[5] = 4;				  /* plen */
+	a[7] = (uint8_t)op;			  /* op (high byte 0) */
+	memcpy(a + 8, mac, 6);			  /* sender MAC */
+	memcpy(a + 14, &ip, 4);			  /* sender IP */
+	memcpy(a + 18, op == 3 ? mac : bcast, 6); /* target MAC */
+	memcpy(a + 24, &ip, 4);			  /* target IP */
+	if (op == 1)
+		memset(a + 18, 0, 6); /* gratuitous ARP request: target MAC unknown */
+	return 60;
+}
+
+static void *announce_main(void *arg)
+{
+	struct nb_tap *t = arg;
+	uint8_t f[64];
+	unsigned i;
+
+	pthread_setname_np(pthread_self(), "castor-announce");
+	for (i = 0; i < t->announce_rounds; i++) {
+		if (i)
+			util_sleep_ns((uint64_t)(50 * i) * 1000000ull); /* 50, 100, 150 ms ... */
+		send_raw(t, f, announce_frame(f, t->announce_mac, 0x8035, 3, 0));
+		if (t->announce_ip)
+			send_raw(t, f,
+				 announce_frame(f, t->announce_mac, 0x0806, 1, t->announce_ip));
+	}
+	LOG_INFO("tap %s: announced %02x:%02x:%02x:%02x:%02x:%02x %u times", t->name,
+		 t->announce_mac[0], t->announce_mac[1], t->announce_mac[2], t->announce_mac[3],
+		 t->announce_mac[4], t->announce_mac[5], t->announce_rounds);
+	return NULL;
+}
+
+int nb_tap_announce(struct nb_tap *t, const uint8_t mac[6], uint32_t ipv4, unsigned rounds)
+{
+	int rc;
+
+	if (t->announcing) {
+		pthread_join(t->announce_thread, NULL);
+		t->announcing = false;
+	}
+	memcpy(t->announce_mac, mac, 6);
+	t->announce_ip = ipv4;
+	t->announce_rounds = rounds ? rounds : 1;
+	rc = -pthread_create(&t->announce_thread, NULL, announce_main, t);
+	if (!rc)
+		t->announcing = true;
+	return rc;
+}
+
 void nb_tap_free(struct nb_tap *t)
 {
 	if (!t)
 		return;
+	if (t->announcing)
+		pthread_join(t->announce_thread, NULL);
 	hv_io_watch_free(t->watch);
 	if (t->fd >= 0)
 		close(t->fd);

@@ -358,6 +358,13 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 			 strerror(-rc));
 		goto fail;
 	}
+	if (!p->o.exact_dirty) {
+		rc = hv_dirty_set_hot(vm, true);
+		if (rc < 0) {
+			snprintf(why, why_len, "cannot track hot pages (%s)", strerror(-rc));
+			goto fail;
+		}
+	}
 	if (p->o.outq) {
 		rc = nb_queue_set_protected(p->o.outq, true, 0);
 		if (rc < 0) {
@@ -420,6 +427,7 @@ void repl_primary_free(struct repl_primary *p)
 		pthread_join(p->thread, NULL);
 	if (p->st.state != REPL_S_IDLE)
 		set_state(p, REPL_S_STOPPED, "stop");
+	hv_dirty_set_hot(p->vm, false);
 	if (p->conn)
 		p->t->close(p->conn);
 	repl_encoder_free(p->enc);

@@ -139,6 +139,7 @@ struct repl_primary_opts {
 	uint32_t min_spacing_ms;  /* output: the shortest epoch */
 	uint64_t max_dirty_pages; /* end an epoch early past this many dirty pages; 0: no cap */
 	bool verify;		  /* digest all RAM in every pause (costly: tests, audits) */
+	bool exact_dirty;	  /* no hot-page retention (hv_dirty_set_hot): more faults */
 	int zstd_level;		  /* 0: -1 (fast) */
 	uint64_t cache_pages;	  /* XOR cache; 0: 16384 (64 MiB) */
 	struct nb_queue *outq;	  /* the VM's outputs (may be NULL); protected while we run */

@@ -4,7 +4,9 @@
 # client that pings it and sends UDP and TCP requests, then a live move -- pause,
 # snapshot, quit, restore in a new castor-vmm -- under a TCP connection that
 # carries on, the snapshot checked by the independent verifier, a dirty-page
-# harvest, quit.
+# harvest, quit. Then fault tolerance on two hosts of namespaces: the guest
+# protected from host A to host B, kill -9 of the primary under a TCP
+# connection, failover, the connection goes on.
 #   scripts/demo.sh BUILD_DIR
 set -euo pipefail
 build=${1:-build}
@@ -17,9 +19,12 @@ cli=$build/tools/castor/castor
 tag=cdemo$$
 dir=$(mktemp -d /tmp/castor-demo.XXXXXX)
 pid=
+rpid=
 cleanup() {
 	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill "$pid"; wait "$pid" 2>/dev/null || true; fi
+	if [ -n "$rpid" ] && kill -0 "$rpid" 2>/dev/null; then kill "$rpid"; wait "$rpid" 2>/dev/null || true; fi
 	lan_down "$tag"
+	if declare -f th_down >/dev/null; then th_down castor; fi
 	rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -90,5 +95,42 @@ sed 's/^/  | /' "$dir/serial.log" | head -20
 step "$cli" vm quit --socket "$sock"
 wait "$pid"
 pid=
+lan_down "$tag"
+
 echo
-echo "== demo done. Measurements: castor bench pause|dirty, scripts/bench-net.sh (docs/benchmarks.md)"
+echo "== fault tolerance: the guest on host A (castor-a), its twin on host B (castor-b),"
+echo "   a client in castor-client, all on one LAN bridge (tests/net/twohost.sh)"
+. "$here/tests/net/twohost.sh"
+th_up castor
+rsock=$dir/twin.sock psock=$dir/prim.sock
+ip netns exec castor-b "$vmm" replica --listen "$TH_B_IP:7800" --control "$rsock" --name demo \
+	--serial none --net tap=tap0 2>"$dir/replica.log" &
+rpid=$!
+for _ in $(seq 100); do [ -S "$rsock" ] && break; sleep 0.05; done
+echo "   castor-vmm run ... --net tap=tap0 --protect $TH_B_IP:7800 --interval 20   (on castor-a)"
+ip netns exec castor-a "$vmm" run --mem 256M --cpus 1 --test-guest --name demo --control "$psock" \
+	--serial none --net tap=tap0 --guest-param "ip=$TH_GUEST_IP" --guest-param rate=50 \
+	--protect "$TH_B_IP:7800" --interval 20 2>"$dir/primary.log" &
+pid=$!
+for _ in $(seq 100); do "$cli" ha status --socket "$psock" 2>/dev/null | grep -q protected && break; sleep 0.1; done
+sleep 1
+step "$cli" ha status --socket "$psock"
+echo
+echo "   a client sends 3000 numbered requests over one TCP connection; after 1 s the"
+echo "   primary's castor-vmm is killed (kill -9) and the replica is told to take over"
+ip netns exec castor-client python3 "$here/tests/net/tgclient.py" tcp --host "$TH_GUEST_IP" \
+	--count 3000 --rate 1000 --window 1 --timeout 15 &
+cpid=$!
+sleep 1
+step kill -9 "$pid"
+wait "$pid" 2>/dev/null || true
+pid=
+step "$cli" ha failover --socket "$rsock"
+wait "$cpid" && echo "   the same TCP connection went on: every request answered once, in order"
+step "$cli" ha status --socket "$rsock"
+step "$cli" vm quit --socket "$rsock"
+wait "$rpid" 2>/dev/null || true
+th_down castor
+echo
+echo "== demo done. Measurements: castor bench pause|dirty|snapshot|checkpoint,"
+echo "   scripts/bench-net.sh, scripts/bench-colo.sh (docs/benchmarks.md)"

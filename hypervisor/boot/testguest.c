@@ -380,6 +380,13 @@ int hv_tg_set_rates(struct hv_vm *vm, uint64_t rate, uint64_t out_rate)
 	return rc;
 }
 
+uint32_t hv_tg_guest_ip(struct hv_vm *vm)
+{
+	struct tg_params p;
+
+	return read_params(vm, &p) < 0 ? 0 : p.ip;
+}
+
 int hv_tg_scratch(struct hv_vm *vm, uint64_t *first_pfn_out, uint64_t *end_pfn_out)
 {
 	struct tg_params p;

@@ -37,10 +37,11 @@
 struct ck_opts {
 	const char *image;
 	uint64_t mem, wss, secs_ns;
+	uint32_t cpus;
 	uint64_t intervals[MAX_LIST], rates[MAX_LIST];
 	unsigned nintervals, nrates;
 	const char *csv;
-	bool json;
+	bool json, exact_dirty;
 };
 
 struct ck_cell {
@@ -185,7 +186,8 @@ static int run_cell(const struct ck_opts *o, struct hv_vm *vm, struct ck_cell *c
 {
 	struct repl_secondary_opts so = {.listen = "127.0.0.1:0",
 					 .vm = {.name = "bench-twin", .serial_fd = -1}};
-	struct repl_primary_opts po = {.interval_ms = (uint32_t)c->interval_ms};
+	struct repl_primary_opts po = {.interval_ms = (uint32_t)c->interval_ms,
+				       .exact_dirty = o->exact_dirty};
 	struct repl_secondary *sec = NULL;
 	struct repl_primary *pri = NULL;
 	uint64_t e0, t0, deadline;
@@ -297,9 +299,11 @@ void cli_bench_checkpoint_usage(FILE *f);
 void cli_bench_checkpoint_usage(FILE *f)
 {
 	fputs("usage: castor bench checkpoint [--intervals 5,10,25,50,100] [--rates max,100,10]\n"
-	      "                               [--secs N] [--mem SIZE] [--wss SIZE] [--csv FILE]\n"
+	      "                               [--secs N] [--mem SIZE] [--wss SIZE] [--cpus N]\n"
+	      "                               [--csv FILE] [--exact-dirty]\n"
 	      "                               [--json] [--guest-image FILE]\n"
-	      "  rates are the guest's pages per ms per vCPU (2 vCPUs), 'max' unthrottled;\n"
+	      "  rates are the guest's pages per ms per vCPU (--cpus, default 2), 'max'\n"
+	      "  unthrottled;\n"
 	      "  --wss is each vCPU's work region (default 8M: a 16 MiB hot set)\n",
 	      f);
 }
@@ -312,6 +316,8 @@ int cli_bench_checkpoint(int argc, char **argv)
 		{"secs", required_argument, NULL, 's'},
 		{"mem", required_argument, NULL, 'm'},
 		{"wss", required_argument, NULL, 'w'},
+		{"cpus", required_argument, NULL, 'C'},
+		{"exact-dirty", no_argument, NULL, 'E'},
 		{"csv", required_argument, NULL, 'c'},
 		{"json", no_argument, NULL, 'j'},
 		{"guest-image", required_argument, NULL, 'i'},
@@ -321,7 +327,8 @@ int cli_bench_checkpoint(int argc, char **argv)
 	struct ck_opts o = {.image = CASTOR_GUEST_BIN,
 			    .mem = 1ull << 30,
 			    .wss = 8ull << 20,
-			    .secs_ns = 3 * SEC};
+			    .secs_ns = 3 * SEC,
+			    .cpus = 2};
 	struct hv_vm_config cfg = {.name = "bench", .ncpus = 2, .serial_fd = -1};
 	struct hv_tg_config tg;
 	struct hv_vm *vm = NULL;
@@ -365,6 +372,17 @@ int cli_bench_checkpoint(int argc, char **argv)
 		case 'c':
 			o.csv = optarg;
 			break;
+		case 'E':
+			o.exact_dirty = true;
+			break;
+		case 'C':
+			if (util_parse_u64(optarg, &v) < 0 || !v || v > HV_MAX_VCPUS) {
+				cli_err("bench checkpoint: --cpus wants 1-%u, not '%s'",
+					HV_MAX_VCPUS, optarg);
+				return CLI_EXIT_USAGE;
+			}
+			o.cpus = (uint32_t)v;
+			break;
 		case 'j':
 			o.json = true;
 			break;
@@ -389,6 +407,7 @@ int cli_bench_checkpoint(int argc, char **argv)
 		csv_header(csv);
 	}
 	cfg.mem_bytes = o.mem;
+	cfg.ncpus = o.cpus;
 	hv_tg_config_default(&tg);
 	tg.image_path = o.image;
 	tg.wss_bytes = o.wss;
@@ -407,10 +426,10 @@ int cli_bench_checkpoint(int argc, char **argv)
 		goto out;
 	}
 	if (!o.json) {
-		printf("castor bench checkpoint: %" PRIu64 " MiB guest, 2 vCPUs, %" PRIu64
+		printf("castor bench checkpoint: %" PRIu64 " MiB guest, %u vCPUs, %" PRIu64
 		       " KiB work region each, %" PRIu64 " s per run; loopback TCP, both ends in "
 		       "this process\n",
-		       o.mem >> 20, o.wss >> 10, (uint64_t)(o.secs_ns / SEC));
+		       o.mem >> 20, o.cpus, o.wss >> 10, (uint64_t)(o.secs_ns / SEC));
 		csv_header(stdout);
 	}
 	for (i = 0; i < o.nrates; i++) {

@@ -27,6 +27,7 @@
 #include "replication/repl.h"
 
 #define CONTROL_MAX_CONNS 64
+#define ANNOUNCE_ROUNDS	  5 /* RARP (+ gratuitous ARP) at 0, 50, 150, 300, 500 ms */
 
 struct vmm_control {
 	struct event_base *base;
@@ -338,7 +339,7 @@ static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
 		h->outputs_discarded = q.discarded_outputs;
 		h->output_delay_p50_ns = q.delay_p50_ns;
 		h->output_delay_p99_ns = q.delay_p99_ns;
-		h->outputs_dropped = __atomic_load_n(&ha->outputs_dropped, __ATOMIC_RELAXED);
+		h->outputs_dropped = q.refused_outputs; /* frames and test-device outputs */
 	}
 	if (ha && ha->secondary)
 		h->port = repl_secondary_port(ha->secondary);
@@ -361,6 +362,10 @@ static int do_failover(struct vmm_control *ctl, const char **msg)
 	}
 	ctl->ha->failed_over = vm;
 	ctl->vm = vm;
+	/* the guest's MAC now lives behind this host's taps: tell the LAN */
+	for (unsigned i = 0; ctl->devs && i < ctl->devs->ntaps; i++)
+		nb_tap_announce(ctl->devs->taps[i], ctl->devs->macs[i], hv_tg_guest_ip(vm),
+				ANNOUNCE_ROUNDS);
 	return 0;
 }
 

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hypervisor/hv.h"
@@ -36,6 +37,7 @@
 
 #define MAX_GUEST_PARAMS 32
 #define MAX_SNAPSHOTS	 64 /* a full snapshot and its incrementals */
+#define NET_HDR_LEN	 12 /* the virtio-net header before every frame */
 
 struct net_opt {
 	const char *tap;
@@ -63,6 +65,7 @@ struct run_opts {
 	const char *protect; /* primary: the replica's HOST:PORT */
 	struct repl_primary_opts ro;
 	const char *event_log;
+	uint64_t outq_bytes; /* bound of the output queue (0: the default) */
 };
 
 static void usage(FILE *f)
@@ -108,6 +111,8 @@ static void usage(FILE *f)
 		"  --verify              compare a digest of all RAM at every epoch (costly)\n"
 		"  --repl-timeout MS     a silent peer is dead after this long (default 2000)\n"
 		"  --event-log FILE      append 'ack E', 'out V SEQ', ... lines (tests, audits)\n"
+		"  --output-queue SIZE   bound of the outputs held for acks (default 16M)\n"
+		"  --exact-dirty         re-protect every page each epoch (no hot pages)\n"
 		"  --listen HOST:PORT    (replica) where the primary connects\n",
 		HV_MAX_VCPUS, HV_MAX_DEVICES, HV_MAX_DEVICES);
 }
@@ -195,6 +200,8 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 		{"event-log", required_argument, NULL, 0x107},
 		{"listen", required_argument, NULL, 0x108},
 		{"test-cut-after", required_argument, NULL, 0x109},
+		{"output-queue", required_argument, NULL, 0x10a},
+		{"exact-dirty", no_argument, NULL, 0x10b},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -304,6 +311,15 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 		case 0x108:
 			o->listen = optarg;
 			break;
+		case 0x10a:
+			if (util_parse_size(optarg, &v) < 0 || v < 2048)
+				return bad_usage("--output-queue: '%s' is not a size of 2K or more",
+						 optarg);
+			o->outq_bytes = v;
+			break;
+		case 0x10b:
+			o->ro.exact_dirty = true;
+			break;
 		case 0x109: /* test hook: the connection dies after this many bytes */
 			if (util_parse_u64(optarg, &v) < 0)
 				return bad_usage("--test-cut-after: '%s' is not a byte count",
@@ -349,8 +365,8 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 		if (o->ro.mode == REPL_MODE_OUTPUT && o->ro.interval_ms &&
 		    o->ro.min_spacing_ms > o->ro.interval_ms)
 			return bad_usage("%s", "--min-spacing is longer than --interval");
-	} else if (o->ro.verify || o->ro.max_dirty_pages || o->ro.interval_ms ||
-		   o->ro.min_spacing_ms) {
+	} else if (o->ro.verify || o->ro.exact_dirty || o->ro.max_dirty_pages ||
+		   o->ro.interval_ms || o->ro.min_spacing_ms) {
 		return bad_usage("%s", "replication options need --protect HOST:PORT");
 	}
 	if (o->restore) {
@@ -420,6 +436,7 @@ static int add_devices(struct run_opts *o, struct hv_vm *vm, struct vmm_devices 
 			fprintf(stderr, "castor-vmm: --net: %s\n", why);
 			return rc;
 		}
+		memcpy(devs->macs[devs->ntaps], o->nets[i].mac, 6);
 		devs->taps[devs->ntaps++] = tap;
 		rc = nb_tap_attach(tap, vm, o->nets[i].mac);
 		if (rc < 0) {
@@ -435,15 +452,24 @@ static int add_devices(struct run_opts *o, struct hv_vm *vm, struct vmm_devices 
 
 static int event_fd = -1; /* --event-log: one line per event, appended with one write(2) */
 
-static void event_line(void *arg, const char *line)
+/*
+ * "LINE t=NS": NS is CLOCK_REALTIME when the event happened (`ts`, or now),
+ * comparable with packet capture timestamps.
+ */
+static void event_line_at(const struct timespec *at, const char *line)
 {
+	struct timespec ts;
 	char buf[300];
 	int n;
 
-	(void)arg;
 	if (event_fd < 0)
 		return;
-	n = snprintf(buf, sizeof(buf), "%s\n", line);
+	if (at)
+		ts = *at;
+	else
+		clock_gettime(CLOCK_REALTIME, &ts);
+	n = snprintf(buf, sizeof(buf), "%s t=%lld%09ld\n", line, (long long)ts.tv_sec,
+		     (long)ts.tv_nsec);
 	if (n > 0 && write(event_fd, buf, (size_t)n) < 0)
 		LOG_WARN("event log: %s", strerror(errno));
 }
@@ -455,13 +481,57 @@ struct tg_output {
 	uint64_t counter; /* the vCPU's page-write counter when it emitted the output */
 };
 
-/* An output reaches the outside world: here, the event log. */
+static void event_line(void *arg, const char *line)
+{
+	(void)arg;
+	event_line_at(NULL, line);
+}
+
+/*
+ * A frame's length without Ethernet padding (an IPv4 frame ends with its
+ * datagram): bridges may trim padding, so the event log's digest, like the
+ * one tests/net/wirecap.py takes on the wire, covers only this much.
+ */
+static size_t frame_len(const uint8_t *f, size_t len)
+{
+	size_t ip;
+
+	if (len < 14 + 20 || f[12] != 0x08 || f[13] != 0x00)
+		return len;
+	ip = (size_t)f[16] << 8 | f[17];
+	return 14 + ip < len ? 14 + ip : len;
+}
+
+/*
+ * An output reaches the outside world: a frame goes to its tap, a test-device
+ * output to the event log (which also records each frame: length and CRC-32C,
+ * so a capture can be matched against it).
+ */
 static void release_cb(void *arg, uint32_t kind, const void *data, size_t len)
 {
+	struct vmm_ha *ha = arg;
 	struct tg_output out;
 	char line[64];
 
-	(void)arg;
+	if ((kind & NB_KIND_MASK) == NB_KIND_NET_FRAME) {
+		uint32_t idx = NB_KIND_INDEX(kind);
+
+		struct timespec at;
+
+		if (!ha->devs || idx >= ha->devs->ntaps)
+			return;
+		clock_gettime(CLOCK_REALTIME, &at); /* the release time: before the write */
+		nb_tap_release(ha->devs->taps[idx], data, len);
+		if (event_fd >= 0 && len > NET_HDR_LEN) {
+			const uint8_t *f = (const uint8_t *)data + NET_HDR_LEN;
+			size_t n = frame_len(f, len - NET_HDR_LEN);
+
+			snprintf(line, sizeof(line), "net %u %zu %08x", idx, n,
+				 util_crc32c_final(util_crc32c_update(UTIL_CRC32C_INIT, f, n)));
+			event_line_at(&at, line);
+		}
+		return;
+	}
 	if (kind != NB_KIND_TESTDEV || len != sizeof(out) || event_fd < 0)
 		return;
 	memcpy(&out, data, sizeof(out));
@@ -481,6 +551,24 @@ static void kick(struct vmm_ha *ha)
 static void full_cb(void *arg)
 {
 	kick(arg);
+}
+
+/* A frame was queued: in output mode it ends the epoch. */
+static void frame_queued_cb(void *arg)
+{
+	struct vmm_ha *ha = arg;
+
+	if (ha->kick_on_output)
+		kick(ha);
+}
+
+/* Route the NICs' TX through the output queue (used once it is protected). */
+static void taps_to_queue(struct vmm_devices *devs, struct vmm_ha *ha)
+{
+	unsigned i;
+
+	for (i = 0; i < devs->ntaps; i++)
+		nb_tap_set_queue(devs->taps[i], ha->outq, i, frame_queued_cb, ha);
 }
 
 /* On the vCPU thread: every test-device output goes through the output queue. */
@@ -509,8 +597,13 @@ static int restore_add_devices(void *arg, struct hv_vm *vm)
 {
 	struct restore_ctx *r = arg;
 
+	int rc;
+
 	hv_tg_set_output_cb(vm, output_cb, r->ha);
-	return add_devices(r->o, vm, r->devs);
+	rc = add_devices(r->o, vm, r->devs);
+	if (!rc)
+		taps_to_queue(r->devs, r->ha);
+	return rc;
 }
 
 /* Map every snapshot file and build the VM from the chain. */
@@ -578,6 +671,7 @@ static int build_vm(struct run_opts *o, struct vmm_devices *devs, struct vmm_ha 
 	rc = add_devices(o, vm, devs);
 	if (rc < 0)
 		return rc;
+	taps_to_queue(devs, ha);
 	rc = hv_tg_load(vm, &o->tg);
 	if (rc < 0)
 		fprintf(stderr, "castor-vmm: cannot load the test guest %s: %s\n", o->tg.image_path,
@@ -626,6 +720,8 @@ static int cmd_run(int argc, char **argv, bool restore, bool replica)
 		}
 	}
 	qo.name = o.vm.name;
+	qo.max_bytes = o.outq_bytes;
+	ha.devs = &devs;
 	rc = nb_queue_new(&qo, release_cb, full_cb, &ha, &ha.outq);
 	if (rc < 0)
 		goto out;

@@ -25,6 +25,7 @@ struct vmm_disk {
 };
 struct vmm_devices {
 	struct nb_tap *taps[HV_MAX_DEVICES];
+	uint8_t macs[HV_MAX_DEVICES][6];
 	unsigned ntaps;
 	struct vmm_disk disks[HV_MAX_DEVICES];
 	unsigned ndisks;
@@ -44,6 +45,7 @@ struct vmm_ha {
 	uint64_t outputs_dropped;  /* refused by a full queue (atomic) */
 	bool kick_on_output;	   /* output mode: an output ends the epoch */
 	struct hv_vm *failed_over; /* replica: the twin, running, after failover */
+	struct vmm_devices *devs;  /* where released frames go */
 };
 
 /* `vm` may be NULL on a replica until failover; `ha` may be NULL. */

@@ -1,0 +1,318 @@
+#!/usr/bin/env python3
+"""Failover on a two-host network (tests/net/twohost.sh): the test guest runs on
+host A protected to host B; a client in its own namespace talks TCP to it.
+
+usage: test_failover.py VMM CASTOR CASE
+  tcp        10 trials (interval and output mode alternately): one TCP connection
+             with numbered requests going on; kill -9 the primary; failover on the
+             replica; the same connection goes on: no reset, every request
+             answered once and in order, the guest's count continuous. Reports
+             the longest stall.
+  wire       the output-commit invariant on the wire: every frame the client's
+             NIC receives from the guest was released by the primary (matched by
+             length and CRC-32C in its event log) before the client got it, and
+             its epoch's ack was logged before that
+  degraded   the replica stops acking (SIGSTOP): the primary becomes degraded,
+             keeps the guest running and releases nothing more
+  badnet     the guest's tap disappears while protected (reported, protection
+             goes on); a tiny output queue overflows (frames refused and
+             counted, epochs end early, TCP still gets through)
+Exit 0 pass, 1 fail, 77 skip (not root, no netns/tap, no /dev/kvm).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VMM, CASTOR, CASE = sys.argv[1:4]
+P = os.environ.get("CASTOR_NETNS_PREFIX", "castor")
+GUEST_IP, A_IP, B_IP = "10.77.0.2", "10.77.0.11", "10.77.0.12"
+MAC = "52:54:00:12:34:56"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+import castortest as ct  # noqa: E402
+from castortest import Fail, castor, ha, vm_status, wait_for  # noqa: E402,F401
+ct.CASTOR = CASTOR
+
+
+def sh(*args, check=True, **kw):
+    r = subprocess.run(list(args), capture_output=True, text=True, **kw)
+    if check and r.returncode:
+        raise Fail(f"{' '.join(args)}: {r.stderr.strip() or r.stdout.strip()}")
+    return r
+
+
+def ns(name):
+    return ["ip", "netns", "exec", f"{P}-{name}"]
+
+
+class Pair:
+    def __init__(self, d, repl=(), extra_primary=(), timeout_ms=1000):
+        self.d, self.procs = d, []
+        self.rsock, self.psock = f"{d}/r.sock", f"{d}/p.sock"
+        self.rlog, self.plog = f"{d}/r.log", f"{d}/p.log"
+        for f in (self.rlog, self.plog, self.rsock, self.psock):
+            if os.path.exists(f):
+                os.unlink(f)
+        self.replica = self.spawn(ns("b") + [
+            VMM, "replica", "--listen", f"{B_IP}:7800", "--control", self.rsock,
+            "--serial", "none", "--name", "twin", "--event-log", self.rlog,
+            "--net", f"tap=tap0,mac={MAC}", "--repl-timeout", str(timeout_ms)], "replica")
+        wait_for("the replica", lambda: os.path.exists(self.rsock))
+        wait_for("the replica's listener", lambda: ha(self.rsock)["port"])
+        self.primary = self.spawn(ns("a") + [
+            VMM, "run", "--mem", "64M", "--cpus", "1", "--test-guest",
+            "--guest-param", f"ip={GUEST_IP}", "--guest-param", "rate=10",
+            "--guest-param", "wss=1M", "--control", self.psock, "--serial", "none",
+            "--name", "guest", "--net", f"tap=tap0,mac={MAC}",
+            "--protect", f"{B_IP}:7800", "--event-log", self.plog,
+            "--repl-timeout", str(timeout_ms), *repl, *extra_primary], "primary")
+        wait_for("the primary", lambda: os.path.exists(self.psock))
+        wait_for("protection", lambda: ha(self.psock)["state"] in ("protected", "degraded")
+                 or self.primary.poll() is not None)
+        if self.primary.poll() is not None or ha(self.psock)["state"] != "protected":
+            raise Fail("protection did not start: " + self.tail("primary"))
+        # the guest's stack is up once it answers
+        wait_for("the guest's network", lambda: vm_status(self.psock)
+                 .get("guest_io", {}).get("net_up"))
+
+    def spawn(self, argv, name):
+        p = subprocess.Popen(argv, stdout=open(f"{self.d}/{name}.out", "w"),
+                             stderr=subprocess.STDOUT)
+        self.procs.append(p)
+        return p
+
+    def tail(self, name):
+        try:
+            return f"\n--- {name}.out\n" + open(f"{self.d}/{name}.out").read()[-2500:]
+        except FileNotFoundError:
+            return ""
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def client(d, args, name="client"):
+    return subprocess.Popen(ns("client") + [sys.executable, f"{HERE}/tgclient.py", *args],
+                            stdout=open(f"{d}/{name}.out", "w"), stderr=subprocess.STDOUT)
+
+
+def read(path):
+    try:
+        return open(path).read()
+    except FileNotFoundError:
+        return ""
+
+
+def events(path):
+    out = []
+    for line in read(path).splitlines():
+        f = line.split()
+        t = int(f[-1][2:]) if f and f[-1].startswith("t=") else 0
+        out.append((f[0] if f else "", f[1:-1], t))
+    return out
+
+
+def case_tcp(d):
+    worst = 0.0
+    for n in range(int(os.environ.get("CASTOR_TRIALS", 10))):
+        mode = ["--mode", "output", "--min-spacing", "2", "--interval", "50"] if n % 2 \
+            else ["--interval", "20"]
+        pair = Pair(d, mode)
+        try:
+            start = 1 + n * 100000
+            c = client(d, ["tcp", "--host", GUEST_IP, "--count", "2500", "--rate", "1000",
+                           "--window", "1", "--timeout", "15", "--start", str(start)])
+            time.sleep(1.0)
+            if c.poll() is not None:
+                raise Fail("the client stopped early: " + read(f"{d}/client.out"))
+            pair.primary.send_signal(signal.SIGKILL)
+            pair.primary.wait(10)
+            t_kill = time.time()
+            wait_for("the replica to notice", lambda: ha(pair.rsock)["state"] == "primary-lost")
+            r = json.loads(castor("ha", "failover", "--socket", pair.rsock, "--json").stdout)
+            t_fo = time.time()
+            if r["state"] != "failed-over":
+                raise Fail(f"failover: {r}")
+            rc = c.wait(60)
+            out = read(f"{d}/client.out").strip()
+            if rc:
+                raise Fail(f"trial {n}: the TCP client saw a violation: {out}")
+            # "latency ... max X ms": the longest wait for one answer = the stall
+            stall = float(out.split(" max ")[1].split()[0]) if " max " in out else 0.0
+            worst = max(worst, stall)
+            st = vm_status(pair.rsock)
+            if "announced 52:54:00:12:34:56" not in read(f"{d}/replica.out"):
+                raise Fail("the new primary did not announce the guest's MAC")
+            print(f"trial {n} ({'output' if n % 2 else 'interval'} mode): failover "
+                  f"{(t_fo - t_kill) * 1000:.0f} ms after the kill, twin at epoch {r['epoch']}; "
+                  f"client: {out}; guest tcp_answered={st['guest_io']['tcp_answered']}")
+        finally:
+            pair.close()
+    print(f"longest stall over the trials: {worst:.0f} ms")
+
+
+def case_wire(d):
+    pair = Pair(d, ["--interval", "10"])
+    cap_out = f"{d}/wire.txt"
+    cap = subprocess.Popen(ns("client") + [sys.executable, f"{HERE}/wirecap.py", "eth0", MAC,
+                                           cap_out], stdout=subprocess.PIPE, text=True)
+    try:
+        if cap.stdout.readline().strip() != "ready":
+            raise Fail("the capture did not start")
+        c = client(d, ["tcp", "--host", GUEST_IP, "--count", "2000", "--window", "8"])
+        if c.wait(60):
+            raise Fail("client: " + read(f"{d}/client.out"))
+        c = client(d, ["udp", "--host", GUEST_IP, "--count", "500"], "udp")
+        if c.wait(60):
+            raise Fail("udp client: " + read(f"{d}/udp.out"))
+        time.sleep(0.5)
+    finally:
+        cap.send_signal(signal.SIGTERM)
+        cap.wait(30)
+        castor("vm", "quit", "--socket", pair.psock, check=False)
+        pair.close()
+    # the primary's releases: (len, crc) -> release times; each frame's epoch acked before
+    releases, acked, pending = {}, -1, []
+    for kind, f, t in events(pair.plog):
+        if kind == "ack":
+            acked = int(f[0])
+        elif kind == "epoch":
+            pending.append([int(f[0]), int(f[2])])
+        elif kind in ("net", "out"):
+            while pending and pending[0][1] == 0:
+                pending.pop(0)
+            if not pending or pending[0][0] > acked:
+                raise Fail(f"{kind} {f} released before the ack of its epoch")
+            pending[0][1] -= 1
+            if kind == "net":
+                releases.setdefault((int(f[1]), f[2]), []).append(t)
+    frames = [l.split() for l in read(cap_out).splitlines()]
+    if len(frames) < 2000:
+        raise Fail(f"only {len(frames)} frames from the guest captured")
+    for t, ln, crc, etype, head in frames:
+        key = (int(ln), crc)
+        times = releases.get(key)
+        if not times:
+            near = sorted((abs(x - int(t)), k) for k, v in releases.items() for x in v
+                          if k[0] == int(ln))[:3]
+            raise Fail(f"a frame of {ln} bytes (crc {crc}, type {etype}) reached the client "
+                       f"at {t} but the primary never released it: {head}; releases of that "
+                       f"length nearest in time: {near}")
+        # the earliest release of this content that precedes the capture
+        ok = [x for x in times if x <= int(t)]
+        if not ok:
+            raise Fail(f"a frame of {ln} bytes (crc {crc}) reached the client at {t}, before "
+                       f"the primary released it ({times[0]})")
+        times.remove(ok[0])
+    print(f"{len(frames)} frames on the client's wire, each released by the primary after "
+          f"its epoch's ack, before it arrived")
+
+
+def case_degraded(d):
+    pair = Pair(d, ["--interval", "10"])
+    try:
+        c = client(d, ["tcp", "--host", GUEST_IP, "--count", "200", "--window", "1"])
+        if c.wait(60):
+            raise Fail("client before: " + read(f"{d}/client.out"))
+        pair.replica.send_signal(signal.SIGSTOP)
+        wait_for("degraded", lambda: ha(pair.psock)["state"] == "degraded", timeout=20)
+        p = ha(pair.psock)
+        t_deg = time.time_ns()
+        c0 = vm_status(pair.psock)["guest_counter"]
+        udp = client(d, ["udp", "--host", GUEST_IP, "--count", "5", "--timeout", "1"], "udp")
+        udp_rc = udp.wait(30)
+        time.sleep(0.5)
+        c1 = vm_status(pair.psock)["guest_counter"]
+        if c1 <= c0:
+            raise Fail("the guest stopped running when the replica went silent")
+        if udp_rc == 0:
+            raise Fail("the client got answers from a degraded primary (unacked output)")
+        late = [e for e in events(pair.plog) if e[0] in ("net", "out") and e[2] > t_deg]
+        if late:
+            raise Fail(f"{len(late)} outputs released after the primary became degraded")
+        held = ha(pair.psock)["outputs_held"]
+        print(f"degraded after the replica stopped: '{p['last_error']}'; guest counter "
+              f"{c0} -> {c1}; the UDP client got no answer; {held} outputs held")
+    finally:
+        pair.close()
+
+
+def case_badnet(d):
+    pair = Pair(d, ["--interval", "10"])
+    try:
+        sh(*ns("a"), "ip", "link", "del", "tap0")
+        e0 = ha(pair.psock)["epochs"]
+        wait_for("epochs after the tap vanished", lambda: ha(pair.psock)["epochs"] > e0 + 20)
+        st, h = vm_status(pair.psock), ha(pair.psock)
+        if h["state"] != "protected" or not st["net"][0]["backend_gone"]:
+            raise Fail(f"after the tap vanished: ha {h['state']}, net {st['net'][0]}")
+        print(f"tap deleted under a protected VM: backend reported gone, still {h['state']}")
+    finally:
+        pair.close()
+    sh(*ns("a"), "ip", "tuntap", "add", "dev", "tap0", "mode", "tap")
+    sh(*ns("a"), "ip", "link", "set", "tap0", "master", "br0")
+    sh(*ns("a"), "ip", "link", "set", "tap0", "up")
+    # a queue of 2 KiB: a burst of answers overflows it
+    pair = Pair(d, ["--interval", "20"], ["--output-queue", "2K"])
+    try:
+        c = client(d, ["tcp", "--host", GUEST_IP, "--count", "3000", "--window", "32",
+                       "--timeout", "20"])
+        rc = c.wait(120)
+        h = ha(pair.psock)
+        st = vm_status(pair.psock)
+        if rc:
+            raise Fail("TCP over a tiny output queue: " + read(f"{d}/client.out"))
+        if h["outputs_dropped"] == 0 and h["early_ends"] == 0:
+            raise Fail(f"the queue never overflowed: {h}")
+        print(f"tiny output queue: {h['outputs_dropped']} frames refused, {h['early_ends']} "
+              f"epochs ended early, TCP complete: {read(f'{d}/client.out').strip()}")
+    finally:
+        pair.close()
+
+
+def main():
+    if os.geteuid() != 0:
+        print("skip: needs root (network namespaces, taps)")
+        return 77
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        print("skip: /dev/kvm is not usable here")
+        return 77
+    r = subprocess.run(["bash", "-c", f". {HERE}/twohost.sh && th_check && th_up {P}"],
+                       capture_output=True, text=True)
+    if r.returncode:
+        print(f"skip: cannot build the two-host network: {r.stdout.strip()} {r.stderr.strip()}")
+        return 77
+    try:
+        with tempfile.TemporaryDirectory(prefix="castor-fo-") as d:
+            try:
+                {"tcp": case_tcp, "wire": case_wire, "degraded": case_degraded,
+                 "badnet": case_badnet}[CASE](d)
+            except Fail as e:
+                print(f"FAIL: {e}")
+                for name in ("primary", "replica", "client"):
+                    try:
+                        print(f"--- {name}.out\n" + open(f"{d}/{name}.out").read()[-2500:])
+                    except FileNotFoundError:
+                        pass
+                return 1
+    finally:
+        subprocess.run(["bash", f"{HERE}/twohost.sh", "down", P])
+    print("PASS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

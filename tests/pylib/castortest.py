@@ -1,0 +1,40 @@
+"""Helpers the Python end-to-end tests share: the castor CLI as JSON, and waiting.
+
+    import castortest as ct
+    ct.CASTOR = "/path/to/castor"
+    ct.wait_for("protection", lambda: ct.ha(sock)["state"] == "protected")
+"""
+import json
+import subprocess
+import time
+
+CASTOR = "castor"
+
+
+class Fail(Exception):
+    """A test's verdict: the message says what broke."""
+
+
+def castor(*args, check=True):
+    r = subprocess.run([CASTOR, *args], capture_output=True, text=True, timeout=30)
+    if check and r.returncode:
+        raise Fail(f"castor {' '.join(args)}: {r.stderr.strip()}")
+    return r
+
+
+def ha(sock):
+    return json.loads(castor("ha", "status", "--socket", sock, "--json").stdout)
+
+
+def vm_status(sock):
+    return json.loads(castor("vm", "status", "--socket", sock, "--json").stdout)
+
+
+def wait_for(what, pred, timeout=60.0, step=0.05):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise Fail(f"timed out waiting for {what}")
