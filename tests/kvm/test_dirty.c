@@ -105,6 +105,50 @@ static void guest_writes_known_set(void **state)
 	assert_int_equal(hv_tg_dirty_range(f->vm, 0x500, 1, 1, 1, 10 * SEC), -EINVAL);
 }
 
+/*
+ * Hot pages: a page written in two harvests in a row is left writable and
+ * reported by every later harvest, written or not, until the full
+ * re-protection (every 16 harvests); with hot pages off it is reported only
+ * when written. The harvest stays a superset of what was written.
+ */
+static void hot_pages_stay_reported(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t first = f->scratch_first + 3, stride = 5, count = 40, k;
+	int i, seen;
+
+	assert_int_equal(hv_dirty_start(f->vm), 0);
+	assert_int_equal(hv_dirty_set_hot(f->vm, true), 0);
+	assert_int_equal(hv_dirty_harvest(f->vm, &f->h, NULL), 0); /* drain */
+	for (i = 0; i < 2; i++) { /* written in two harvests in a row: hot */
+		assert_int_equal(hv_tg_dirty_range(f->vm, first, count, stride, 0x10 + i, 10 * SEC),
+				 0);
+		assert_int_equal(hv_dirty_harvest(f->vm, &f->h, NULL), 0);
+		for (k = 0; k < count; k++)
+			assert_true(util_bitmap_is_set(&f->h, first + k * stride));
+	}
+	/* not written any more, still reported, until the full re-protection */
+	for (i = 0, seen = 0; i < 20; i++) {
+		assert_int_equal(hv_dirty_harvest(f->vm, &f->h, NULL), 0);
+		if (!util_bitmap_is_set(&f->h, first))
+			break;
+		seen++;
+	}
+	assert_true(seen >= 1);	 /* kept at least once beyond the writes */
+	assert_true(seen <= 16); /* and dropped out by the full re-protection */
+
+	/* off: exact again; a written page is reported once */
+	assert_int_equal(hv_dirty_set_hot(f->vm, false), 0);
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(hv_tg_dirty_range(f->vm, first, count, stride, 0x20 + i, 10 * SEC),
+				 0);
+		assert_int_equal(hv_dirty_harvest(f->vm, &f->h, NULL), 0);
+	}
+	assert_int_equal(hv_dirty_harvest(f->vm, &f->h, NULL), 0);
+	util_bitmap_clear_all(&f->expect);
+	assert_exact(&f->h, &f->expect, &f->hk);
+}
+
 /* Pages written by the VMM are harvested although KVM never saw those writes. */
 static void vmm_writes_are_harvested(void **state)
 {
@@ -214,6 +258,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(guest_writes_known_set, setup_idle, teardown),
 		cmocka_unit_test_setup_teardown(vmm_writes_are_harvested, setup_idle, teardown),
 		cmocka_unit_test_setup_teardown(logs_are_independent, setup_idle, teardown),
+		cmocka_unit_test_setup_teardown(hot_pages_stay_reported, setup_idle, teardown),
 		cmocka_unit_test(changed_pages_are_harvested),
 	};
 
