@@ -284,8 +284,13 @@ static void *loop(void *arg)
 		 " in the pause (%.3f ms), %.1f MiB",
 		 hv_vm_name(p->vm), sst.precopy_pages, sst.live_passes, sst.staged_pages,
 		 (double)sst.pause_ns / 1e6, (double)sst.bytes / (1 << 20));
+	if (p->t->set_timeout) /* the replica restores the whole copy before its ack */
+		p->t->set_timeout(p->conn, REPL_SYNC_TIMEOUT_MS);
 	if (ship(p, &sst, start) < 0)
 		return NULL;
+	if (p->t->set_timeout)
+		p->t->set_timeout(p->conn, p->o.conn.timeout_ms ? p->o.conn.timeout_ms
+								: REPL_DEFAULT_TIMEOUT_MS);
 	pthread_mutex_lock(&p->lock);
 	set_state(p, REPL_S_PROTECTED, "synced");
 	pthread_mutex_unlock(&p->lock);

@@ -33,6 +33,8 @@ struct repl_conn_opts {
 };
 
 #define REPL_DEFAULT_TIMEOUT_MS 2000u
+/* While the initial copy is built, sent and restored, both ends wait this long. */
+#define REPL_SYNC_TIMEOUT_MS 120000u
 
 struct repl_transport_ops {
 	const char *name;
@@ -54,6 +56,11 @@ struct repl_transport_ops {
 	 * until close. NULL is fine.
 	 */
 	void (*abort)(struct repl_conn *c);
+	/*
+	 * Change how long a silent peer is waited for (the initial copy takes
+	 * longer to build than an epoch). NULL: the timeout stays as opened.
+	 */
+	void (*set_timeout)(struct repl_conn *c, uint32_t timeout_ms);
 	/*
 	 * Zero-copy transports (RDMA) make a memory region reachable by the peer.
 	 * May be NULL: TCP copies.

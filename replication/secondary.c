@@ -215,6 +215,8 @@ static void serve(struct repl_secondary *s, struct repl_conn *c)
 	int rc;
 
 	set_state(s, REPL_S_SYNCING, "primary connected");
+	if (s->t->set_timeout) /* the primary builds the initial copy first: be patient */
+		s->t->set_timeout(c, REPL_SYNC_TIMEOUT_MS);
 	for (;;) {
 		uint8_t *buf = NULL;
 		uint64_t id = 0;
@@ -243,6 +245,10 @@ static void serve(struct repl_secondary *s, struct repl_conn *c)
 			break;
 		repl_log_event(s->o.log_cb, s->o.log_arg, "applied %" PRIu64, epoch);
 		if (epoch == 0) {
+			if (s->t->set_timeout)
+				s->t->set_timeout(c, s->o.conn.timeout_ms
+							     ? s->o.conn.timeout_ms
+							     : REPL_DEFAULT_TIMEOUT_MS);
 			set_state(s, REPL_S_PROTECTED, "synced");
 			max_len = 2 * hv_ram_pages(s->twin) * HV_PAGE_SIZE + (64u << 20);
 		}

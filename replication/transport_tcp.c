@@ -374,6 +374,13 @@ static void tcp_abort(struct repl_conn *c)
 		shutdown(c->fd, SHUT_RDWR);
 }
 
+static void tcp_set_timeout(struct repl_conn *c, uint32_t timeout_ms)
+{
+	/* the poll waits; a dead peer is still found by keepalive and TCP_USER_TIMEOUT */
+	if (c && timeout_ms)
+		c->opts.timeout_ms = timeout_ms;
+}
+
 static void tcp_close(struct repl_conn *c)
 {
 	if (!c)
@@ -393,5 +400,6 @@ const struct repl_transport_ops repl_tcp_ops = {
 	.recv = tcp_recv,
 	.close = tcp_close,
 	.abort = tcp_abort,
+	.set_timeout = tcp_set_timeout,
 	.register_region = NULL,
 };

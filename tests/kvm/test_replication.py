@@ -9,6 +9,8 @@ usage: test_replication.py VMM CASTOR TGCHECK_SNAP CASE
   disk     the guest reads a read-only disk while protected (pages the VMM
            writes): digests still match
   output   output (Kemari) mode: outputs end epochs early; digests match
+  cap      the dirty-page cap ends long epochs early; bad command lines and an
+           unreachable replica are refused with clear errors
   kill     20 trials: kill -9 the primary at a random moment (every other
            trial after cutting its connection mid-epoch with the test hook),
            failover, and check the twin against what the outside saw
@@ -188,6 +190,50 @@ def case_output(d):
         raise Fail(f"output mode: only {p['early_ends']} epochs ended by output")
 
 
+def case_cap(d):
+    guest = ["rate=max", "wss=2M", "outrate=10"]
+    p, _, _ = case_verify(d, guest, ["--interval", "500", "--max-dirty", "64", "--verify"], 20)
+    if p["early_ends"] < 10:
+        raise Fail(f"the dirty cap ended only {p['early_ends']} epochs early")
+    img = f"{d}/rw.img"
+    with open(img, "wb") as f:
+        f.truncate(1 << 20)
+    base = [VMM, "run", "--mem", "32M", "--cpus", "1", "--test-guest", "--control",
+            f"{d}/x.sock", "--serial", "none"]
+    bad = [
+        (base + ["--protect", "127.0.0.1:1", "--disk", img], 2, "writable"),
+        (base + ["--protect", "127.0.0.1:1", "--mode", "sideways"], 2, "interval or output"),
+        (base + ["--protect", "127.0.0.1:1", "--interval", "0"], 2, "milliseconds"),
+        (base + ["--verify"], 2, "need --protect"),
+        (base + ["--protect", "127.0.0.1:1"], 1, "cannot reach the secondary"),
+        ([VMM, "replica", "--control", f"{d}/y.sock"], 2, "--listen"),
+        ([VMM, "replica", "--listen", "127.0.0.1:0", "--control", f"{d}/y.sock", "--mem",
+          "32M"], 2, "takes its guest from the primary"),
+        ([VMM, "replica", "--listen", "256.0.0.1:1", "--control", f"{d}/y.sock"], 1,
+         "cannot listen"),
+    ]
+    for argv, want_rc, want in bad:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        if r.returncode != want_rc or want not in r.stderr:
+            raise Fail(f"{' '.join(argv[1:])}: exit {r.returncode}, {r.stderr.strip()!r}; "
+                       f"want exit {want_rc} and '{want}'")
+    # a replica refuses VM requests until failover, and failover before any copy
+    r = subprocess.Popen([VMM, "replica", "--listen", "127.0.0.1:0", "--control",
+                          f"{d}/z.sock", "--serial", "none"], stderr=subprocess.DEVNULL)
+    try:
+        wait_for("the replica", lambda: os.path.exists(f"{d}/z.sock"))
+        st = castor("vm", "status", "--socket", f"{d}/z.sock", check=False)
+        fo = castor("ha", "failover", "--socket", f"{d}/z.sock", check=False)
+        if st.returncode == 0 or "replica waiting for a failover" not in st.stderr:
+            raise Fail(f"vm status on a replica: {st.stderr.strip()}")
+        if fo.returncode == 0 or "initial copy never arrived" not in fo.stderr:
+            raise Fail(f"failover without a twin: {fo.stderr.strip()}")
+    finally:
+        r.terminate()
+        r.wait(10)
+    print(f"dirty cap: {p['early_ends']} early epochs; {len(bad)} bad command lines refused")
+
+
 def trial(d, n, rng):
     cut = None
     if n % 2:
@@ -264,6 +310,8 @@ def main():
                 case_disk(d)
             elif CASE == "output":
                 case_output(d)
+            elif CASE == "cap":
+                case_cap(d)
             elif CASE == "kill":
                 rng = random.Random(int(os.environ.get("CASTOR_SEED", time.time())))
                 for n in range(int(os.environ.get("CASTOR_TRIALS", 20))):

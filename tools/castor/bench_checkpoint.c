@@ -8,8 +8,9 @@
  * Reported: pause p50/p99 and its parts, epochs/s, pages, raw and wire bytes
  * per epoch, ack round trip, and the guest's throughput against its
  * unprotected run. Beside them, the unavoidable parts of a pause measured
- * bare in the same run: a pause/resume cycle (the vCPU kick), the bare dirty
- * log ioctls, a memcpy of the pages one interval dirties, and
+ * bare in the same run, after replication stopped: a pause/resume cycle (the
+ * vCPU kick), the bare dirty log ioctls and a memcpy of the pages the guest
+ * dirties in one epoch's real length (which may exceed its interval), and
  * the state save as the pause does it.
  */
 #include "tools/castor/cli.h"
@@ -200,7 +201,6 @@ static int run_cell(const struct ck_opts *o, struct hv_vm *vm, struct ck_cell *c
 	util_sleep_ns(200000000ull);
 	c->base_rate = guest_rate(vm, o->secs_ns);
 	c->kick_ns = bare_kick(vm);
-	bare_dirty(vm, c->interval_ms, &c->dirty_bare_ns, &c->memcpy_ns, &c->bare_pages);
 
 	rc = repl_secondary_start(&so, &sec, why, sizeof(why));
 	if (rc < 0) {
@@ -248,6 +248,13 @@ static int run_cell(const struct ck_opts *o, struct hv_vm *vm, struct ck_cell *c
 out:
 	repl_primary_free(pri);
 	repl_secondary_free(sec);
+	if (!rc) {
+		/* the bare parts over what an epoch really lasted (it may outlast its interval) */
+		uint64_t epoch_ms = c->epochs_per_s > 0 ? (uint64_t)(1000.0 / c->epochs_per_s) : 0;
+
+		bare_dirty(vm, epoch_ms > c->interval_ms ? epoch_ms : c->interval_ms,
+			   &c->dirty_bare_ns, &c->memcpy_ns, &c->bare_pages);
+	}
 	return rc;
 }
 

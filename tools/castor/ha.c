@@ -64,6 +64,12 @@ static void ha_json(const Castor__HaStatus *h)
 	cli_json_u64(&j, "outputs_dropped", h->outputs_dropped);
 	cli_json_u64(&j, "output_delay_p50_ns", h->output_delay_p50_ns);
 	cli_json_u64(&j, "output_delay_p99_ns", h->output_delay_p99_ns);
+	cli_json_u64(&j, "output_delay_max_ns", h->output_delay_max_ns);
+	cli_json_u64(&j, "outputs_queued", h->outputs_queued);
+	cli_json_u64(&j, "bytes_queued", h->bytes_queued);
+	cli_json_u64(&j, "bytes_released", h->bytes_released);
+	cli_json_u64(&j, "bytes_discarded", h->bytes_discarded);
+	cli_json_u64(&j, "queue_high_water_bytes", h->queue_high_water_bytes);
 	cli_json_u64(&j, "port", h->port);
 	cli_json_str(&j, "last_error", h->last_error ? h->last_error : "");
 	cli_json_object_end(&j);
@@ -93,6 +99,12 @@ static void ha_table(const Castor__HaStatus *h)
 	       " dropped; delay p50 %.3f ms, p99 %.3f ms\n",
 	       h->outputs_held, h->outputs_released, h->outputs_discarded, h->outputs_dropped,
 	       (double)h->output_delay_p50_ns / 1e6, (double)h->output_delay_p99_ns / 1e6);
+	if (h->outputs_queued)
+		printf("output queue: %" PRIu64 " outputs / %" PRIu64 " bytes queued, %" PRIu64
+		       " bytes released, %" PRIu64 " discarded; high water %" PRIu64
+		       " bytes; delay max %.3f ms\n",
+		       h->outputs_queued, h->bytes_queued, h->bytes_released, h->bytes_discarded,
+		       h->queue_high_water_bytes, (double)h->output_delay_max_ns / 1e6);
 	if (h->verify_ok || h->verify_bad)
 		printf("verify: %" PRIu64 " digests matched, %" PRIu64 " differed\n", h->verify_ok,
 		       h->verify_bad);

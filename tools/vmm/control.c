@@ -339,6 +339,12 @@ static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
 		h->outputs_discarded = q.discarded_outputs;
 		h->output_delay_p50_ns = q.delay_p50_ns;
 		h->output_delay_p99_ns = q.delay_p99_ns;
+		h->output_delay_max_ns = q.delay_max_ns;
+		h->outputs_queued = q.queued_outputs;
+		h->bytes_queued = q.queued_bytes;
+		h->bytes_released = q.released_bytes;
+		h->bytes_discarded = q.discarded_bytes;
+		h->queue_high_water_bytes = q.high_water_bytes;
 		h->outputs_dropped = q.refused_outputs; /* frames and test-device outputs */
 	}
 	if (ha && ha->secondary)
