@@ -370,10 +370,12 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 			goto fail;
 		}
 	}
-	if (p->o.outq) {
+	/* the owner may have protected it before the VM ran: then nothing ever left unheld */
+	if (p->o.outq && !nb_queue_is_protected(p->o.outq)) {
 		rc = nb_queue_set_protected(p->o.outq, true, 0);
 		if (rc < 0) {
-			snprintf(why, why_len, "the output queue is already protected");
+			snprintf(why, why_len, "cannot protect the output queue (%s)",
+				 strerror(-rc));
 			goto fail;
 		}
 	}

@@ -149,7 +149,8 @@ struct repl_primary_opts {
 	bool exact_dirty;	  /* no hot-page retention (hv_dirty_set_hot): more faults */
 	int zstd_level;		  /* 0: -1 (fast) */
 	uint64_t cache_pages;	  /* XOR cache; 0: 16384 (64 MiB) */
-	struct nb_queue *outq;	  /* the VM's outputs (may be NULL); protected while we run */
+	struct nb_queue *outq;	  /* the VM's outputs (may be NULL); protected from epoch 0 on
+				   * (the owner may protect it before starting the VM) */
 	repl_log_fn log_cb;	  /* may be NULL */
 	void *log_arg;
 };

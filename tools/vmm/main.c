@@ -759,6 +759,12 @@ static int cmd_run(int argc, char **argv, bool restore, bool replica)
 	if (!sigint_ev || !sigterm_ev || evsignal_add(sigint_ev, NULL) < 0 ||
 	    evsignal_add(sigterm_ev, NULL) < 0)
 		goto out;
+	if (vm && o.protect) {
+		/* a protected VM never emits unheld output, not even before the first epoch */
+		rc = nb_queue_set_protected(ha.outq, true, 0);
+		if (rc < 0)
+			goto out;
+	}
 	if (vm) {
 		rc = hv_vm_start(vm);
 		if (rc < 0) {
