@@ -28,10 +28,12 @@ th_down() {
 	return 0
 }
 
-# one host: bridge br0 with the LAN veth and tap0, address $2
+# one host: bridge br0 with the LAN veth and tap0, address $2. The bridge gets
+# a fixed MAC ($3): by default it takes the lowest port's, and would change
+# (leaving peers' ARP caches stale) when the guest's tap goes away.
 th_host() {
-	local ns=$1 ip=$2
-	ip -n "$ns" link add br0 type bridge &&
+	local ns=$1 ip=$2 mac=$3
+	ip -n "$ns" link add br0 address "$mac" type bridge &&
 		ip -n "$ns" link set eth0 master br0 &&
 		ip -n "$ns" tuntap add dev tap0 mode tap &&
 		ip -n "$ns" link set tap0 master br0 &&
@@ -58,7 +60,7 @@ th_up() {
 			ip -n "$lan" link set "l$n" up ||
 			{ echo "twohost.sh: could not wire $p-$n" >&2; th_down "$p"; return 1; }
 	done
-	th_host "$p-a" "$TH_A_IP" && th_host "$p-b" "$TH_B_IP" &&
+	th_host "$p-a" "$TH_A_IP" 02:00:0a:4d:00:0b && th_host "$p-b" "$TH_B_IP" 02:00:0a:4d:00:0c &&
 		ip -n "$p-client" addr add "$TH_CLIENT_IP/24" dev eth0 &&
 		ip -n "$p-client" link set lo up && ip -n "$p-client" link set eth0 up ||
 		{ echo "twohost.sh: could not set up the hosts" >&2; th_down "$p"; return 1; }

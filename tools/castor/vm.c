@@ -207,6 +207,9 @@ static int status_json(const Castor__VmStatus *st)
 		cli_json_u64(&j, "rx_dropped", n->rx_dropped);
 		cli_json_u64(&j, "rx_waits", n->rx_waits);
 		cli_json_bool(&j, "backend_gone", n->backend_gone);
+		cli_json_u64(&j, "tx_held", n->tx_held);
+		cli_json_u64(&j, "tx_queue_full", n->tx_queue_full);
+		cli_json_u64(&j, "announces", n->announces);
 		cli_json_object_end(&j);
 	}
 	cli_json_array_end(&j);

@@ -126,6 +126,9 @@ static void status_devices(struct vmm_control *ctl, struct status_buf *b)
 		n->rx_dropped = ts.rx_dropped + hs.rx_dropped;
 		n->rx_waits = ts.rx_waits;
 		n->backend_gone = ts.dead;
+		n->tx_held = ts.tx_queued;
+		n->tx_queue_full = ts.tx_queue_full;
+		n->announces = ts.announces;
 		hv_net_mac(nb_tap_net(d->taps[i]), b->macs[i]);
 		b->nsp[i] = n;
 	}
