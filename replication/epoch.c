@@ -35,13 +35,13 @@ int repl_epoch_send(const struct repl_transport_ops *t, struct repl_conn *c, con
 	return t->send_iov(c, iov, 2);
 }
 
-int repl_epoch_recv(const struct repl_transport_ops *t, struct repl_conn *c, uint64_t max_len,
-		    uint8_t **buf_out, size_t *len_out)
+int repl_epoch_recv_into(const struct repl_transport_ops *t, struct repl_conn *c, uint64_t max_len,
+			 uint8_t **buf_io, size_t *cap_io, size_t *len_out)
 {
 	struct epoch_hdr h;
-	uint8_t *buf;
 	int rc;
 
+	*len_out = 0;
 	rc = t->recv(c, &h, sizeof(h));
 	if (rc < 0)
 		return rc;
@@ -54,16 +54,34 @@ int repl_epoch_recv(const struct repl_transport_ops *t, struct repl_conn *c, uin
 			(unsigned long long)max_len);
 		return -EMSGSIZE;
 	}
-	buf = malloc((size_t)h.len);
-	if (!buf)
-		return -ENOMEM;
-	rc = t->recv(c, buf, (size_t)h.len);
+	if (h.len > *cap_io) {
+		uint8_t *nb = realloc(*buf_io, (size_t)h.len);
+
+		if (!nb)
+			return -ENOMEM;
+		*buf_io = nb;
+		*cap_io = (size_t)h.len;
+	}
+	rc = t->recv(c, *buf_io, (size_t)h.len);
+	if (rc < 0)
+		return rc; /* whatever arrived is not an epoch: *len_out stays 0 */
+	*len_out = (size_t)h.len;
+	return 0;
+}
+
+int repl_epoch_recv(const struct repl_transport_ops *t, struct repl_conn *c, uint64_t max_len,
+		    uint8_t **buf_out, size_t *len_out)
+{
+	uint8_t *buf = NULL;
+	size_t cap = 0;
+	int rc;
+
+	rc = repl_epoch_recv_into(t, c, max_len, &buf, &cap, len_out);
 	if (rc < 0) {
 		free(buf); /* a partial epoch is never kept */
 		return rc;
 	}
 	*buf_out = buf;
-	*len_out = (size_t)h.len;
 	return 0;
 }
 

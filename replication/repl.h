@@ -90,6 +90,14 @@ int repl_epoch_send(const struct repl_transport_ops *t, struct repl_conn *c, con
  */
 int repl_epoch_recv(const struct repl_transport_ops *t, struct repl_conn *c, uint64_t max_len,
 		    uint8_t **buf_out, size_t *len_out);
+/*
+ * The same into a buffer kept across epochs (no allocation per epoch once it
+ * is large enough): *buf_io (malloc'd by us, may start NULL with *cap_io 0)
+ * grows to the epoch's length and stays the caller's to free. On failure
+ * *len_out is 0 and the buffer holds nothing usable.
+ */
+int repl_epoch_recv_into(const struct repl_transport_ops *t, struct repl_conn *c, uint64_t max_len,
+			 uint8_t **buf_io, size_t *cap_io, size_t *len_out);
 int repl_ack_send(const struct repl_transport_ops *t, struct repl_conn *c, uint64_t stream_id,
 		  int32_t status);
 int repl_ack_recv(const struct repl_transport_ops *t, struct repl_conn *c, uint64_t *stream_id_out,

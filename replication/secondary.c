@@ -40,6 +40,8 @@ struct repl_secondary {
 	pthread_t thread;
 	bool thread_live;
 	struct repl_buf decoded;
+	uint8_t *rx; /* the epoch being received, kept across epochs */
+	size_t rx_cap;
 
 	pthread_mutex_t lock; /* guards the fields below */
 	bool stop;
@@ -218,13 +220,14 @@ static void serve(struct repl_secondary *s, struct repl_conn *c)
 	if (s->t->set_timeout) /* the primary builds the initial copy first: be patient */
 		s->t->set_timeout(c, REPL_SYNC_TIMEOUT_MS);
 	for (;;) {
-		uint8_t *buf = NULL;
 		uint64_t id = 0;
 		size_t len = 0;
+		uint8_t *buf;
 
-		rc = repl_epoch_recv(s->t, c, max_len, &buf, &len);
+		rc = repl_epoch_recv_into(s->t, c, max_len, &s->rx, &s->rx_cap, &len);
 		if (rc < 0)
 			break;
+		buf = s->rx;
 		pthread_mutex_lock(&s->apply_lock);
 		pthread_mutex_lock(&s->lock);
 		rc = s->stop ? -ECANCELED : 0;
@@ -233,7 +236,6 @@ static void serve(struct repl_secondary *s, struct repl_conn *c)
 			rc = s->twin ? next_epoch(s, buf, len, epoch, &id)
 				     : first_epoch(s, buf, len, &id);
 		pthread_mutex_unlock(&s->apply_lock);
-		free(buf);
 		if (rc == -ECANCELED)
 			break;
 		if (rc < 0) {
@@ -245,6 +247,13 @@ static void serve(struct repl_secondary *s, struct repl_conn *c)
 			break;
 		repl_log_event(s->o.log_cb, s->o.log_arg, "applied %" PRIu64, epoch);
 		if (epoch == 0) {
+			/* the initial copy's buffers are far larger than an epoch's: give them back
+			 */
+			free(s->rx);
+			s->rx = NULL;
+			s->rx_cap = 0;
+			repl_buf_dispose(&s->decoded);
+			repl_buf_init(&s->decoded);
 			if (s->t->set_timeout)
 				s->t->set_timeout(c, s->o.conn.timeout_ms
 							     ? s->o.conn.timeout_ms
@@ -423,6 +432,7 @@ void repl_secondary_free(struct repl_secondary *s)
 		s->t->close_listener(s->listener);
 	hv_vm_free(s->twin);
 	repl_buf_dispose(&s->decoded);
+	free(s->rx);
 	pthread_mutex_destroy(&s->apply_lock);
 	pthread_mutex_destroy(&s->lock);
 	free(s->listen_addr);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "replication/repl.h"
 
@@ -153,6 +154,65 @@ static void cut_after_bytes(void **state)
 	T->close_listener(l);
 }
 
+/*
+ * Epochs into a kept buffer: it grows once and is reused; a peer that dies
+ * inside an epoch leaves no length; a set_timeout makes a silent peer wait
+ * longer; abort wakes a blocked receive at once.
+ */
+static void epochs_into_a_kept_buffer(void **state)
+{
+	struct repl_conn_opts o = {.timeout_ms = 300};
+	static uint8_t e1[50000], e2[1000];
+	uint8_t *buf = NULL, *first;
+	size_t cap = 0, len = 99;
+	struct pair p;
+	uint64_t t0;
+
+	memset(e1, 0x11, sizeof(e1));
+	memset(e2, 0x22, sizeof(e2));
+	make_pair(&p, &o);
+	assert_int_equal(repl_epoch_send(T, p.a, e1, sizeof(e1)), 0);
+	assert_int_equal(repl_epoch_recv_into(T, p.b, 1 << 20, &buf, &cap, &len), 0);
+	assert_int_equal(len, sizeof(e1));
+	assert_memory_equal(buf, e1, sizeof(e1));
+	first = buf;
+	assert_int_equal(repl_epoch_send(T, p.a, e2, sizeof(e2)), 0);
+	assert_int_equal(repl_epoch_recv_into(T, p.b, 1 << 20, &buf, &cap, &len), 0);
+	assert_int_equal(len, sizeof(e2));
+	assert_ptr_equal(buf, first); /* no new allocation for a smaller epoch */
+	assert_memory_equal(buf, e2, sizeof(e2));
+	/* over the limit: refused before anything is read into the buffer */
+	assert_int_equal(repl_epoch_send(T, p.a, e1, sizeof(e1)), 0);
+	assert_int_equal(repl_epoch_recv_into(T, p.b, 1000, &buf, &cap, &len), -EMSGSIZE);
+	assert_int_equal(len, 0);
+	free_pair(&p);
+
+	/* a longer timeout is honoured, and abort ends the wait at once */
+	make_pair(&p, &o);
+	T->set_timeout(p.b, 5000);
+	t0 = (uint64_t)time(NULL);
+	T->abort(p.b);
+	assert_int_not_equal(repl_epoch_recv_into(T, p.b, 1 << 20, &buf, &cap, &len), 0);
+	assert_true((uint64_t)time(NULL) - t0 < 3);
+	assert_int_equal(len, 0);
+	free_pair(&p);
+
+	/* the peer dies in the middle of an epoch: no length, an error */
+	make_pair(&p, &o);
+	{
+		uint64_t hdr[2] = {REPL_EPOCH_MAGIC, 4096};
+		struct iovec iov = {hdr, sizeof(hdr)};
+
+		assert_int_equal(T->send_iov(p.a, &iov, 1), 0);
+		T->close(p.a);
+		p.a = NULL;
+	}
+	assert_int_equal(repl_epoch_recv_into(T, p.b, 1 << 20, &buf, &cap, &len), -ECONNRESET);
+	assert_int_equal(len, 0);
+	free_pair(&p);
+	free(buf);
+}
+
 static void bad_addresses(void **state)
 {
 	struct repl_listener *l = NULL;
@@ -189,9 +249,13 @@ static void bad_addresses(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(round_trip),	   cmocka_unit_test(silent_peer_times_out),
-		cmocka_unit_test(vanished_peer),   cmocka_unit_test(peer_dies_mid_message),
-		cmocka_unit_test(cut_after_bytes), cmocka_unit_test(bad_addresses),
+		cmocka_unit_test(round_trip),
+		cmocka_unit_test(silent_peer_times_out),
+		cmocka_unit_test(vanished_peer),
+		cmocka_unit_test(peer_dies_mid_message),
+		cmocka_unit_test(cut_after_bytes),
+		cmocka_unit_test(bad_addresses),
+		cmocka_unit_test(epochs_into_a_kept_buffer),
 	};
 
 	signal(SIGPIPE,
