@@ -41,7 +41,8 @@ struct nb_tap {
 	uint32_t q_index;
 	nb_queued_fn queued_cb;
 	void *queued_arg;
-	uint8_t txbuf[TAP_FRAME_MAX]; /* a TX frame made flat for the queue (I/O thread) */
+	pthread_mutex_t tx_lock;      /* txbuf: TX may come from more than one thread */
+	uint8_t txbuf[TAP_FRAME_MAX]; /* a TX frame made flat for the queue */
 	/* the announce thread */
 	pthread_t announce_thread;
 	bool announcing;
@@ -97,6 +98,7 @@ int nb_tap_open(const char *ifname, struct nb_tap **out, char *why, size_t why_l
 	if (!t)
 		return -ENOMEM;
 	pthread_mutex_init(&t->lock, NULL);
+	pthread_mutex_init(&t->tx_lock, NULL);
 	snprintf(t->name, sizeof(t->name), "%s", ifname);
 	t->fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
 	if (t->fd < 0) {
@@ -151,11 +153,13 @@ static int queue_tx(struct nb_tap *t, const struct iovec *iov, int iovcnt, size_
 
 	if (len > sizeof(t->txbuf))
 		return -EMSGSIZE;
+	pthread_mutex_lock(&t->tx_lock);
 	for (i = 0; i < iovcnt; i++) {
 		memcpy(t->txbuf + off, iov[i].iov_base, iov[i].iov_len);
 		off += iov[i].iov_len;
 	}
 	rc = nb_output(t->q, NB_KIND_NET_FRAME | t->q_index << 8, t->txbuf, len);
+	pthread_mutex_unlock(&t->tx_lock);
 	pthread_mutex_lock(&t->lock);
 	if (!rc)
 		t->stats.tx_queued++;
@@ -392,6 +396,7 @@ void nb_tap_free(struct nb_tap *t)
 	if (t->fd >= 0)
 		close(t->fd);
 	pthread_mutex_destroy(&t->lock);
+	pthread_mutex_destroy(&t->tx_lock);
 	free(t);
 }
 
