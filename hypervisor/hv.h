@@ -62,6 +62,8 @@ struct hv_vm_config {
 };
 
 /* Why a config is refused, for command lines: 0 or -EINVAL/-ERANGE with `why`. */
+/* MemAvailable of /proc/meminfo in bytes (0 when unknown): the cap on a guest's RAM. */
+uint64_t hv_host_available_bytes(void);
 int hv_vm_config_check(const struct hv_vm_config *cfg, char *why, size_t why_len);
 
 int hv_vm_create(const struct hv_vm_config *cfg, struct hv_vm **vm_out);

@@ -140,6 +140,8 @@ struct hv_mem {
 };
 int mem_init(struct hv_vm *vm, uint64_t size);
 int mem_slots_wait(struct hv_vm *vm); /* 0, or why the slots could not be registered */
+/* Pages the VMM wrote (after the data is in place): the one way to set VMM dirty bits. */
+void mem_mark_dirty(struct hv_vm *vm, uint64_t first_pfn, uint64_t npages);
 /* Read-only view of [gpa, gpa + len) when it is all RAM (and contiguous), else NULL. */
 const uint8_t *mem_ptr(struct hv_vm *vm, uint64_t gpa, uint64_t len);
 void mem_dispose(struct hv_mem *mem);

@@ -187,7 +187,7 @@ int hv_mem_read(struct hv_vm *vm, uint64_t gpa, void *dst, size_t len)
 
 int hv_mem_write(struct hv_vm *vm, uint64_t gpa, const void *src, size_t len)
 {
-	uint64_t off, p, first, last;
+	uint64_t off, first, last;
 	int rc;
 
 	rc = range_to_offset(vm, gpa, len, &off);
@@ -199,7 +199,14 @@ int hv_mem_write(struct hv_vm *vm, uint64_t gpa, const void *src, size_t len)
 	/* data first, then the bit: a harvest that takes the bit sees the data */
 	first = off / HV_PAGE_SIZE;
 	last = (off + len - 1) / HV_PAGE_SIZE;
-	for (p = first; p <= last; p++)
-		__atomic_fetch_or(&vm->mem.vmm_dirty[p / 64], 1ull << (p % 64), __ATOMIC_RELEASE);
+	mem_mark_dirty(vm, first, last - first + 1);
 	return 0;
+}
+
+void mem_mark_dirty(struct hv_vm *vm, uint64_t first_pfn, uint64_t npages)
+{
+	uint64_t p;
+
+	for (p = first_pfn; p < first_pfn + npages; p++)
+		__atomic_fetch_or(&vm->mem.vmm_dirty[p / 64], 1ull << (p % 64), __ATOMIC_RELEASE);
 }

@@ -286,7 +286,6 @@ static uint32_t raw_run(const uint8_t *ent, uint32_t left)
 static int fresh_write(struct hv_vm *vm, const uint8_t *src, uint32_t npages, uint64_t off)
 {
 	size_t len = (size_t)npages * HV_PAGE_SIZE, done = 0;
-	uint64_t p;
 
 	while (done < len) {
 		ssize_t r = pwrite(vm->mem.memfd, src + done, len - done, (off_t)(off + done));
@@ -297,8 +296,7 @@ static int fresh_write(struct hv_vm *vm, const uint8_t *src, uint32_t npages, ui
 			return r < 0 ? -errno : -EIO;
 		done += (size_t)r;
 	}
-	for (p = off / HV_PAGE_SIZE; p < off / HV_PAGE_SIZE + npages; p++)
-		__atomic_fetch_or(&vm->mem.vmm_dirty[p / 64], 1ull << (p % 64), __ATOMIC_RELEASE);
+	mem_mark_dirty(vm, off / HV_PAGE_SIZE, npages);
 	return 0;
 }
 
@@ -346,14 +344,12 @@ static int apply_pages(struct hv_vm *vm, const struct hv_stream_record *r, bool 
 			 * sent RAW earlier in the stream has its bit set and is
 			 * zeroed below like any other.
 			 */
-			__atomic_fetch_or(&vm->mem.vmm_dirty[pfn / 64], 1ull << (pfn % 64),
-					  __ATOMIC_RELEASE);
+			mem_mark_dirty(vm, pfn, 1);
 			continue;
 		} else {
 			memset(vm->mem.base + off, 0, HV_PAGE_SIZE);
 		}
-		__atomic_fetch_or(&vm->mem.vmm_dirty[pfn / 64], 1ull << (pfn % 64),
-				  __ATOMIC_RELEASE);
+		mem_mark_dirty(vm, pfn, 1);
 	}
 	return 0;
 }

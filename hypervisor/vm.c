@@ -37,7 +37,7 @@ const char *hv_vcpu_state_str(enum hv_vcpu_state s)
 	return (unsigned)s < 5 ? vcpu_state_names[s] : "?";
 }
 
-static uint64_t host_available_bytes(void)
+uint64_t hv_host_available_bytes(void)
 {
 	unsigned long long kb = 0;
 	char line[128];
@@ -72,7 +72,7 @@ int hv_vm_config_check(const struct hv_vm_config *cfg, char *why, size_t why_len
 			 cfg->mem_bytes);
 		return -EINVAL;
 	}
-	avail = host_available_bytes();
+	avail = hv_host_available_bytes();
 	if (avail && cfg->mem_bytes > avail) {
 		snprintf(why, why_len,
 			 "memory size %" PRIu64 " MiB exceeds the host's available memory (%" PRIu64

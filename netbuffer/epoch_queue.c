@@ -47,7 +47,7 @@ struct nb_queue {
 	pthread_cond_t room;	      /* pending shrank, or a discard, or closing */
 	pthread_cond_t gone;	      /* the last waiter left (for nb_queue_free) */
 
-	bool is_protected;
+	bool is_protected;    /* written under lock, read without by nb_queue_is_protected */
 	bool full_fired;      /* full_cb already called in the open epoch */
 	bool closing;	      /* nb_queue_free() has started */
 	uint64_t open_epoch;  /* outputs queued now get this tag */
@@ -158,13 +158,13 @@ int nb_queue_set_protected(struct nb_queue *q, bool on, uint64_t first_epoch)
 	if (on && q->is_protected) {
 		rc = -EALREADY;
 	} else if (on) {
-		q->is_protected = true;
+		__atomic_store_n(&q->is_protected, true, __ATOMIC_RELEASE);
 		q->open_epoch = first_epoch;
 		q->open_count = 0;
 		q->full_fired = false;
 		q->st.last_released_epoch = 0;
 	} else if (q->is_protected) {
-		q->is_protected = false;
+		__atomic_store_n(&q->is_protected, false, __ATOMIC_RELEASE);
 		n = drop_all(q);
 	}
 	pthread_mutex_unlock(&q->lock);
@@ -437,14 +437,13 @@ void nb_epoch_discard(struct nb_queue *q)
 			 (unsigned long long)n, (unsigned long long)epoch);
 }
 
+/*
+ * Lock-free: the tap asks on every TX frame, and nb_output() takes the lock
+ * anyway. A frame racing the switch lands on either side of it.
+ */
 bool nb_queue_is_protected(struct nb_queue *q)
 {
-	bool on;
-
-	pthread_mutex_lock(&q->lock);
-	on = q->is_protected;
-	pthread_mutex_unlock(&q->lock);
-	return on;
+	return __atomic_load_n(&q->is_protected, __ATOMIC_ACQUIRE);
 }
 
 void nb_queue_stats(struct nb_queue *q, struct nb_queue_stats *out)

@@ -125,7 +125,7 @@ static int capture(struct repl_primary *p, enum hv_stream_kind kind, struct hv_s
 }
 
 /* Encode, send and wait for the ack of the epoch in p->w; then release its outputs. */
-static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst, uint64_t pause_at)
+static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 {
 	struct repl_codec_stats cst = {0};
 	uint64_t acked_id, t0, rtt;
@@ -182,7 +182,6 @@ static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst, uin
 	if (p->o.verify)
 		p->st.verify_ok++;
 	p->unacked_ns = 0;
-	(void)pause_at;
 	pthread_mutex_unlock(&p->lock);
 	return 0;
 }
@@ -286,7 +285,7 @@ static void *loop(void *arg)
 		 (double)sst.pause_ns / 1e6, (double)sst.bytes / (1 << 20));
 	if (p->t->set_timeout) /* the replica restores the whole copy before its ack */
 		p->t->set_timeout(p->conn, REPL_SYNC_TIMEOUT_MS);
-	if (ship(p, &sst, start) < 0)
+	if (ship(p, &sst) < 0)
 		return NULL;
 	if (p->t->set_timeout)
 		p->t->set_timeout(p->conn, p->o.conn.timeout_ms ? p->o.conn.timeout_ms
@@ -307,7 +306,7 @@ static void *loop(void *arg)
 			break;
 		}
 		note_pause(p, &sst, start);
-		if (ship(p, &sst, start) < 0)
+		if (ship(p, &sst) < 0)
 			break;
 	}
 	return NULL;

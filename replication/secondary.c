@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "replication/codec.h"
 #include "replication/engine.h"
@@ -71,14 +70,6 @@ static void note_error(struct repl_secondary *s, const char *fmt, const char *wh
 	snprintf(s->st.last_error, sizeof(s->st.last_error), fmt, what);
 	pthread_mutex_unlock(&s->lock);
 	LOG_ERR("vm %s: %s", name_of(s), s->st.last_error);
-}
-
-/* What the host has free: the cap on a twin's RAM and on the first epoch. */
-static uint64_t host_memory(void)
-{
-	long pages = sysconf(_SC_AVPHYS_PAGES), size = sysconf(_SC_PAGESIZE);
-
-	return pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size : 0;
 }
 
 /* The DIGEST record of a decoded epoch, if it has one. */
@@ -138,11 +129,14 @@ static int first_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len,
 		return -EBADMSG;
 	}
 	memcpy(&h, buf + 8, sizeof(h));
-	/* the peer names the RAM size: hold it to what this host could give a twin */
-	if (!h.mem_bytes || h.mem_bytes % HV_PAGE_SIZE || h.mem_bytes > host_memory()) {
-		note_error(s, "initial copy refused: %s",
-			   "its RAM size is zero, unaligned or more than this host has free");
-		return -EBADMSG;
+	/* the peer names the RAM size: hold it to what a VM on this host may have */
+	{
+		struct hv_vm_config c = {.mem_bytes = h.mem_bytes, .ncpus = h.ncpus};
+
+		if (hv_vm_config_check(&c, why, sizeof(why)) < 0) {
+			note_error(s, "initial copy refused: %s", why);
+			return -EBADMSG;
+		}
 	}
 	rc = repl_decode(buf, len, NULL, h.mem_bytes, &s->decoded, why, sizeof(why));
 	if (rc < 0) {
@@ -212,9 +206,12 @@ static int next_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len, 
 /* Serve one primary until its stream stops. */
 static void serve(struct repl_secondary *s, struct repl_conn *c)
 {
-	uint64_t epoch = 0, max_len = host_memory();
+	uint64_t epoch = 0, max_len = hv_host_available_bytes();
 	bool refused = false;
 	int rc;
+
+	if (!max_len) /* unknown: the initial copy is only limited by what arrives */
+		max_len = UINT64_MAX;
 
 	set_state(s, REPL_S_SYNCING, "primary connected");
 	if (s->t->set_timeout) /* the primary builds the initial copy first: be patient */

@@ -64,14 +64,20 @@ void cli_bench_usage(FILE *f)
 static struct hv_vm *bench_vm(const struct bench_opts *o, uint32_t ncpus, uint64_t rate,
 			      uint64_t wss)
 {
+	return cli_bench_vm(o->image, o->mem, ncpus, rate, wss);
+}
+
+struct hv_vm *cli_bench_vm(const char *image, uint64_t mem, uint32_t ncpus, uint64_t rate,
+			   uint64_t wss)
+{
 	struct hv_vm_config cfg = {
-		.name = "bench", .mem_bytes = o->mem, .ncpus = ncpus, .serial_fd = -1};
+		.name = "bench", .mem_bytes = mem, .ncpus = ncpus, .serial_fd = -1};
 	struct hv_tg_config tg;
 	struct hv_vm *vm = NULL;
 	int rc;
 
 	hv_tg_config_default(&tg);
-	tg.image_path = o->image;
+	tg.image_path = image;
 	tg.rate = rate;
 	tg.out_rate = 0;
 	tg.serial_tick = false;

@@ -336,8 +336,6 @@ int cli_bench_checkpoint(int argc, char **argv)
 			    .wss = 8ull << 20,
 			    .secs_ns = 3 * SEC,
 			    .cpus = 2};
-	struct hv_vm_config cfg = {.name = "bench", .ncpus = 2, .serial_fd = -1};
-	struct hv_tg_config tg;
 	struct hv_vm *vm = NULL;
 	FILE *csv = NULL;
 	unsigned i, j;
@@ -413,25 +411,9 @@ int cli_bench_checkpoint(int argc, char **argv)
 		}
 		csv_header(csv);
 	}
-	cfg.mem_bytes = o.mem;
-	cfg.ncpus = o.cpus;
-	hv_tg_config_default(&tg);
-	tg.image_path = o.image;
-	tg.wss_bytes = o.wss;
-	tg.rate = 0;
-	tg.out_rate = 0;
-	tg.serial_tick = false;
-	rc = hv_vm_create(&cfg, &vm);
-	if (!rc)
-		rc = hv_tg_load(vm, &tg);
-	if (!rc)
-		rc = hv_vm_start(vm);
-	if (!rc)
-		rc = hv_tg_wait_ready(vm, 30 * SEC);
-	if (rc < 0) {
-		cli_err("bench checkpoint: cannot run the test guest: %s", strerror(-rc));
+	vm = cli_bench_vm(o.image, o.mem, o.cpus, 0, o.wss);
+	if (!vm)
 		goto out;
-	}
 	if (!o.json) {
 		printf("castor bench checkpoint: %" PRIu64 " MiB guest, %u vCPUs, %" PRIu64
 		       " KiB work region each, %" PRIu64 " s per run; loopback TCP, both ends in "

@@ -13,6 +13,7 @@
 #ifndef CASTOR_CLI_H
 #define CASTOR_CLI_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 enum cli_exit {
@@ -45,6 +46,13 @@ int cli_bench_main(int argc, char **argv);
 void cli_bench_usage(FILE *f);
 /* bench_net.c: `castor bench net` (argv[0] is "net") */
 int cli_bench_net(int argc, char **argv);
+/*
+ * bench.c: a running test-guest VM for a benchmark (2 vCPUs or more as asked;
+ * rate in pages/ms per vCPU, wss 0 = the default); NULL after an error message.
+ */
+struct hv_vm;
+struct hv_vm *cli_bench_vm(const char *image, uint64_t mem, uint32_t ncpus, uint64_t rate,
+			   uint64_t wss);
 /* bench_checkpoint.c: `castor bench checkpoint` (argv[0] is "checkpoint") */
 int cli_bench_checkpoint(int argc, char **argv);
 
