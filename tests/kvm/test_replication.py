@@ -48,7 +48,8 @@ class Pair:
         disk_args = ["--disk", f"{disk},ro"] if disk else []
         self.replica = self.spawn(
             [VMM, "replica", "--listen", "127.0.0.1:0", "--control", self.rsock,
-             "--serial", "none", "--name", "twin", "--event-log", self.rlog, *disk_args],
+             "--serial", "none", "--name", "twin", "--event-log", self.rlog,
+             "--repl-timeout", "10000", *disk_args],
             "replica")
         wait_for("the replica's control socket", lambda: os.path.exists(self.rsock))
         port = wait_for("the replica's port", lambda: ha(self.rsock)["port"])
@@ -59,7 +60,11 @@ class Pair:
         self.primary = self.spawn(
             [VMM, "run", "--mem", "32M", "--cpus", "2", "--test-guest", *gp,
              "--control", self.psock, "--serial", "none", "--name", "prim",
-             "--protect", f"127.0.0.1:{port}", "--event-log", self.plog, *repl,
+             "--protect", f"127.0.0.1:{port}", "--event-log", self.plog,
+             # a silent peer is dead after 10 s, not 2: sanitizer builds on shared cores
+             # have shown single epochs taking over a second (the kill trials see the
+             # peer's reset at once, whatever the timeout)
+             "--repl-timeout", "10000", *repl,
              *disk_args, *cut], "primary")
 
     def spawn(self, argv, name):
