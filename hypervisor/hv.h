@@ -467,6 +467,25 @@ int hv_snapshot_restore(const struct hv_vm_config *cfg, const uint8_t *const *st
 			hv_restore_devices_fn add_devices, void *arg, struct hv_vm **vm_out,
 			char *why, size_t why_len);
 /*
+ * A warm restore: the same into a VM made ahead of time by hv_vm_create()
+ * with the snapshot's RAM size and vCPU count, never loaded, restored or
+ * started (a standby). Its KVM slots are long registered, so restore-to-
+ * running skips that wait. Its devices may be added beforehand (then pass
+ * add_devices NULL): they must match the snapshot's, in order. A failed
+ * restore leaves the VM blank again (RAM wiped; state is all rewritten by
+ * the next restore), so it can take another chain.
+ */
+int hv_snapshot_restore_into(struct hv_vm *vm, const uint8_t *const *streams, const size_t *lens,
+			     unsigned nstreams, unsigned flags, hv_restore_devices_fn add_devices,
+			     void *arg, char *why, size_t why_len);
+/*
+ * Make a created VM ready to be a standby: wait until its memory slots are
+ * registered and, with `prealloc`, allocate all its RAM now (zeroed), so a
+ * restore writes into resident pages. A preallocated VM cannot restore lazily.
+ * -EBUSY: the VM has been loaded, restored or started.
+ */
+int hv_vm_prepare(struct hv_vm *vm, bool prealloc);
+/*
  * Keep a twin in step: apply the next incremental stream (an epoch) to a VM
  * made by hv_snapshot_restore() that has not started. The stream is checked
  * whole first and must follow the last one applied (parent id); a refused

@@ -137,9 +137,12 @@ struct hv_mem {
 	pthread_t slot_thread;
 	bool slot_thread_live;
 	int slot_rc;
+	bool prealloc; /* hv_vm_prepare() allocated every page up front */
 };
 int mem_init(struct hv_vm *vm, uint64_t size);
 int mem_slots_wait(struct hv_vm *vm); /* 0, or why the slots could not be registered */
+int mem_prealloc(struct hv_vm *vm);   /* allocate every page of the memfd now */
+int mem_wipe(struct hv_vm *vm);	      /* all RAM zero and unwritten again */
 /* Pages the VMM wrote (after the data is in place): the one way to set VMM dirty bits. */
 void mem_mark_dirty(struct hv_vm *vm, uint64_t first_pfn, uint64_t npages);
 /* Read-only view of [gpa, gpa + len) when it is all RAM (and contiguous), else NULL. */

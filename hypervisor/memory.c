@@ -7,6 +7,7 @@
 #include "hypervisor/hv_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,29 @@ int mem_slots_wait(struct hv_vm *vm)
 		vm->mem.slot_thread_live = false;
 	}
 	return vm->mem.slot_rc;
+}
+
+int mem_prealloc(struct hv_vm *vm)
+{
+	/*
+	 * Fault every page in, writable: shmem allocates and zeroes it now and
+	 * our page tables map it, so a restore only copies. (fallocate would
+	 * allocate without zeroing: the zeroing would still come on first write.)
+	 */
+	if (madvise(vm->mem.base, vm->mem.size, MADV_POPULATE_WRITE) < 0)
+		return -errno;
+	vm->mem.prealloc = true;
+	return 0;
+}
+
+int mem_wipe(struct hv_vm *vm)
+{
+	struct hv_mem *m = &vm->mem;
+
+	if (fallocate(m->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)m->size) < 0)
+		return -errno;
+	memset(m->vmm_dirty, 0, UTIL_BITMAP_WORDS(m->pages) * sizeof(uint64_t));
+	return m->prealloc ? mem_prealloc(vm) : 0;
 }
 
 void mem_dispose(struct hv_mem *m)
@@ -205,8 +229,14 @@ int hv_mem_write(struct hv_vm *vm, uint64_t gpa, const void *src, size_t len)
 
 void mem_mark_dirty(struct hv_vm *vm, uint64_t first_pfn, uint64_t npages)
 {
-	uint64_t p;
+	uint64_t p = first_pfn, end = first_pfn + npages;
 
-	for (p = first_pfn; p < first_pfn + npages; p++)
-		__atomic_fetch_or(&vm->mem.vmm_dirty[p / 64], 1ull << (p % 64), __ATOMIC_RELEASE);
+	/* one atomic OR per bitmap word of the run */
+	while (p < end) {
+		uint64_t bit = p % 64, n = 64 - bit < end - p ? 64 - bit : end - p;
+		uint64_t mask = (n == 64 ? ~0ull : ((1ull << n) - 1)) << bit;
+
+		__atomic_fetch_or(&vm->mem.vmm_dirty[p / 64], mask, __ATOMIC_RELEASE);
+		p += n;
+	}
 }

@@ -300,6 +300,12 @@ static int fresh_write(struct hv_vm *vm, const uint8_t *src, uint32_t npages, ui
 	return 0;
 }
 
+/* Has this restore (or the VMM) written the page? */
+static bool page_written(const struct hv_vm *vm, uint64_t pfn)
+{
+	return vm->mem.vmm_dirty[pfn / 64] >> (pfn % 64) & 1;
+}
+
 /*
  * `fresh`: RAM is still all zeros (the chain's first stream): ZERO pages need no
  * write. With a lazy restore, only remember where each page's latest copy is.
@@ -324,8 +330,12 @@ static int apply_pages(struct hv_vm *vm, const struct hv_stream_record *r, bool 
 			payload += raw ? HV_PAGE_SIZE : 0;
 			continue;
 		}
-		/* RAM offsets map to guest-physical through the hole: write by offset */
-		if (e >> HV_PAGE_ENC_SHIFT == HV_PAGE_RAW && fresh) {
+		/*
+		 * RAM offsets map to guest-physical through the hole: write by
+		 * offset. Pages not yet allocated: pwrite (no page-table faults);
+		 * a standby's pre-faulted RAM: memcpy, twice as fast.
+		 */
+		if (e >> HV_PAGE_ENC_SHIFT == HV_PAGE_RAW && fresh && !vm->mem.prealloc) {
 			uint32_t run = raw_run(r->body + 8 + 8ull * i, count - i);
 			int rc = fresh_write(vm, payload, run, off);
 
@@ -337,14 +347,28 @@ static int apply_pages(struct hv_vm *vm, const struct hv_stream_record *r, bool 
 		} else if (e >> HV_PAGE_ENC_SHIFT == HV_PAGE_RAW) {
 			memcpy(vm->mem.base + off, payload, HV_PAGE_SIZE);
 			payload += HV_PAGE_SIZE;
-		} else if (fresh && !(vm->mem.vmm_dirty[pfn / 64] >> (pfn % 64) & 1)) {
+		} else if (fresh && !page_written(vm, pfn)) {
 			/*
 			 * Still the zero page of a new memfd, never written by this
 			 * restore (its bit is clear): leave it unallocated. A page
 			 * sent RAW earlier in the stream has its bit set and is
-			 * zeroed below like any other.
+			 * zeroed below like any other. A full snapshot is mostly
+			 * such pages: take them a run at a time.
 			 */
-			mem_mark_dirty(vm, pfn, 1);
+			uint32_t run = 1;
+
+			while (i + run < count) {
+				uint64_t n;
+
+				memcpy(&n, r->body + 8 + 8ull * (i + run), 8);
+				if (n >> HV_PAGE_ENC_SHIFT != HV_PAGE_ZERO ||
+				    (n & HV_PAGE_PFN_MASK) != pfn + run ||
+				    page_written(vm, pfn + run))
+					break;
+				run++;
+			}
+			mem_mark_dirty(vm, pfn, run);
+			i += run - 1;
 			continue;
 		} else {
 			memset(vm->mem.base + off, 0, HV_PAGE_SIZE);
@@ -454,91 +478,191 @@ static int peek_header(const uint8_t *buf, size_t len, struct hv_stream_header *
 	return 0;
 }
 
-int hv_snapshot_restore(const struct hv_vm_config *cfg, const uint8_t *const *streams,
-			const size_t *lens, unsigned nstreams, unsigned flags,
-			hv_restore_devices_fn add_devices, void *arg, struct hv_vm **vm_out,
-			char *why, size_t why_len)
+/* Check every stream of the chain (whole) against the first one's HEADER `first`. */
+static int check_chain(const uint8_t *const *streams, const size_t *lens, unsigned nstreams,
+		       const struct hv_stream_header *first, uint64_t *last_id, char *why,
+		       size_t why_len)
 {
-	struct hv_stream_header h, first = {0};
-	struct hv_vm_config c = *cfg;
-	struct hv_vm *vm = NULL;
+	struct hv_stream_header h;
 	uint64_t prev_id = 0;
 	unsigned i;
-	int rc = 0;
 
-	*vm_out = NULL;
-	if (!nstreams)
-		FAIL_WHY("no snapshot given");
-	/* a header that does not even parse: say what the full check says */
-	if (peek_header(streams[0], lens[0], &first) < 0) {
-		char what[200];
-
-		if (hv_stream_check(streams[0], lens[0], &h, what, sizeof(what)) < 0)
-			snprintf(why, why_len, "snapshot 1: %s", what);
-		else
-			snprintf(why, why_len, "snapshot 1: unusable HEADER");
-		return -EBADMSG;
-	}
-	if (c.mem_bytes && c.mem_bytes != first.mem_bytes)
-		FAIL_WHY("RAM size mismatch: the snapshot holds %" PRIu64 " MiB, %" PRIu64
-			 " MiB requested",
-			 first.mem_bytes >> 20, c.mem_bytes >> 20);
-	if (c.ncpus && c.ncpus != first.ncpus)
-		FAIL_WHY("vCPU count mismatch: the snapshot has %u, %u requested", first.ncpus,
-			 c.ncpus);
-	c.mem_bytes = first.mem_bytes;
-	c.ncpus = first.ncpus;
-	rc = hv_vm_create(&c, &vm);
-	if (rc < 0)
-		FAIL_WHY("cannot create a VM of %" PRIu64 " MiB and %u vCPUs (%s)",
-			 c.mem_bytes >> 20, c.ncpus, strerror(-rc));
-	/* every stream is checked whole before anything is applied */
 	for (i = 0; i < nstreams; i++) {
 		char what[200];
 
 		if (hv_stream_check(streams[i], lens[i], &h, what, sizeof(what)) < 0) {
 			snprintf(why, why_len, "snapshot %u: %s", i + 1, what);
-			rc = -EBADMSG;
-			goto out;
+			return -EBADMSG;
 		}
 		if (i == 0 && h.kind != HV_STREAM_FULL)
-			FAIL_WHY("snapshot 1 is incremental: a chain starts with a full snapshot");
+			FAIL_WHY_R(
+				"snapshot 1 is incremental: a chain starts with a full snapshot");
 		if (i > 0 && (h.kind != HV_STREAM_INCREMENTAL || h.parent_id != prev_id))
-			FAIL_WHY("snapshot %u does not follow snapshot %u (parent %016" PRIx64
-				 ", expected %016" PRIx64 ")",
-				 i + 1, i, h.parent_id, prev_id);
-		if (i > 0 && (h.mem_bytes != first.mem_bytes || h.ncpus != first.ncpus))
-			FAIL_WHY("snapshot %u has another RAM size or vCPU count than snapshot 1",
-				 i + 1);
+			FAIL_WHY_R("snapshot %u does not follow snapshot %u (parent %016" PRIx64
+				   ", expected %016" PRIx64 ")",
+				   i + 1, i, h.parent_id, prev_id);
+		if (i > 0 && (h.mem_bytes != first->mem_bytes || h.ncpus != first->ncpus))
+			FAIL_WHY_R("snapshot %u has another RAM size or vCPU count than snapshot 1",
+				   i + 1);
 		prev_id = h.stream_id;
 	}
+	*last_id = prev_id;
+	return 0;
+}
+
+/* The first stream's HEADER, or why it is unusable. */
+static int first_header(const uint8_t *const *streams, const size_t *lens, unsigned nstreams,
+			struct hv_stream_header *first, char *why, size_t why_len)
+{
+	struct hv_stream_header h;
+	char what[200];
+
+	if (!nstreams)
+		FAIL_WHY_R("no snapshot given");
+	if (peek_header(streams[0], lens[0], first) == 0)
+		return 0;
+	/* a header that does not even parse: say what the full check says */
+	if (hv_stream_check(streams[0], lens[0], &h, what, sizeof(what)) < 0)
+		snprintf(why, why_len, "snapshot 1: %s", what);
+	else
+		snprintf(why, why_len, "snapshot 1: unusable HEADER");
+	return -EBADMSG;
+}
+
+/* Restore the chain into `vm` (created, blank, not started). */
+static int restore_chain(struct hv_vm *vm, const uint8_t *const *streams, const size_t *lens,
+			 unsigned nstreams, const struct hv_stream_header *first, unsigned flags,
+			 hv_restore_devices_fn add_devices, void *arg, char *why, size_t why_len)
+{
+	uint64_t last_id = 0;
+	unsigned i;
+	int rc;
+
+	/* every stream is checked whole before anything is applied */
+	rc = check_chain(streams, lens, nstreams, first, &last_id, why, why_len);
+	if (rc < 0)
+		return rc;
 	if (flags & HV_RESTORE_LAZY) {
 		rc = lazy_init(vm);
 		if (rc < 0)
-			FAIL_WHY("lazy restore: no userfaultfd (%s)", strerror(-rc));
+			FAIL_WHY_R("lazy restore: no userfaultfd (%s)", strerror(-rc));
 	}
 	if (add_devices) {
 		rc = add_devices(arg, vm);
 		if (rc < 0)
-			FAIL_WHY("cannot add the devices (%s)", strerror(-rc));
+			FAIL_WHY_R("cannot add the devices (%s)", strerror(-rc));
 	}
 	for (i = 0; i < nstreams; i++) {
 		rc = apply_stream(vm, streams[i], lens[i], i + 1, i == 0, why, why_len);
 		if (rc < 0)
-			goto out;
+			return rc;
 	}
 	if (vm->lazy) {
 		rc = lazy_start(vm);
 		if (rc < 0)
-			FAIL_WHY("lazy restore: cannot start the loader (%s)", strerror(-rc));
+			FAIL_WHY_R("lazy restore: cannot start the loader (%s)", strerror(-rc));
 	}
 	vm->restored = true;
 	vm->snap_last_id = 0;	  /* a restored VM starts a new chain */
-	vm->applied_id = prev_id; /* the twin's position, for hv_snapshot_apply() */
+	vm->applied_id = last_id; /* the twin's position, for hv_snapshot_apply() */
+	return 0;
+}
+
+int hv_snapshot_restore(const struct hv_vm_config *cfg, const uint8_t *const *streams,
+			const size_t *lens, unsigned nstreams, unsigned flags,
+			hv_restore_devices_fn add_devices, void *arg, struct hv_vm **vm_out,
+			char *why, size_t why_len)
+{
+	struct hv_stream_header first = {0};
+	struct hv_vm_config c = *cfg;
+	struct hv_vm *vm = NULL;
+	int rc;
+
+	*vm_out = NULL;
+	rc = first_header(streams, lens, nstreams, &first, why, why_len);
+	if (rc < 0)
+		return rc;
+	if (c.mem_bytes && c.mem_bytes != first.mem_bytes)
+		FAIL_WHY_R("RAM size mismatch: the snapshot holds %" PRIu64 " MiB, %" PRIu64
+			   " MiB requested",
+			   first.mem_bytes >> 20, c.mem_bytes >> 20);
+	if (c.ncpus && c.ncpus != first.ncpus)
+		FAIL_WHY_R("vCPU count mismatch: the snapshot has %u, %u requested", first.ncpus,
+			   c.ncpus);
+	c.mem_bytes = first.mem_bytes;
+	c.ncpus = first.ncpus;
+	rc = hv_vm_create(&c, &vm);
+	if (rc < 0)
+		FAIL_WHY_R("cannot create a VM of %" PRIu64 " MiB and %u vCPUs (%s)",
+			   c.mem_bytes >> 20, c.ncpus, strerror(-rc));
+	rc = restore_chain(vm, streams, lens, nstreams, &first, flags, add_devices, arg, why,
+			   why_len);
+	if (rc < 0) {
+		hv_vm_free(vm);
+		return rc;
+	}
 	*vm_out = vm;
-	vm = NULL;
-out:
-	hv_vm_free(vm);
+	return 0;
+}
+
+/* Has anything been written into RAM (a VMM dirty bit set)? */
+static bool mem_written(struct hv_vm *vm)
+{
+	for (uint64_t i = 0; i < UTIL_BITMAP_WORDS(vm->mem.pages); i++)
+		if (vm->mem.vmm_dirty[i])
+			return true;
+	return false;
+}
+
+int hv_vm_prepare(struct hv_vm *vm, bool prealloc)
+{
+	int rc;
+
+	if (atomic_load(&vm->run_state) != HV_S_CREATED || vm->restored || vm->tg_loaded)
+		return -EBUSY;
+	rc = mem_slots_wait(vm);
+	if (!rc && prealloc && !vm->mem.prealloc)
+		rc = mem_prealloc(vm);
+	return rc;
+}
+
+int hv_snapshot_restore_into(struct hv_vm *vm, const uint8_t *const *streams, const size_t *lens,
+			     unsigned nstreams, unsigned flags, hv_restore_devices_fn add_devices,
+			     void *arg, char *why, size_t why_len)
+{
+	struct hv_stream_header first = {0};
+	int rc;
+
+	if (atomic_load(&vm->run_state) != HV_S_CREATED || vm->restored || vm->tg_loaded ||
+	    vm->snap_last_id || vm->lazy || mem_written(vm))
+		FAIL_WHY_R("the VM is not blank: it has run, been loaded or restored");
+	rc = first_header(streams, lens, nstreams, &first, why, why_len);
+	if (rc < 0)
+		return rc;
+	if (first.mem_bytes != vm->mem.size)
+		FAIL_WHY_R("RAM size mismatch: the snapshot holds %" PRIu64
+			   " MiB, the waiting VM has %" PRIu64 " MiB",
+			   first.mem_bytes >> 20, vm->mem.size >> 20);
+	if (first.ncpus != vm->ncpus)
+		FAIL_WHY_R("vCPU count mismatch: the snapshot has %u, the waiting VM %u",
+			   first.ncpus, vm->ncpus);
+	if ((flags & HV_RESTORE_LAZY) && vm->mem.prealloc)
+		FAIL_WHY_R("a lazy restore needs RAM that is not allocated yet; this VM's was "
+			   "allocated up front");
+	rc = restore_chain(vm, streams, lens, nstreams, &first, flags, add_devices, arg, why,
+			   why_len);
+	if (rc < 0) {
+		/*
+		 * Refused, perhaps half-way (KVM refused state, the devices do not
+		 * match): blank the VM again. vCPU, chip and device state need no
+		 * undo: every restore sets all of it.
+		 */
+		lazy_dispose(vm);
+		vm->restored = false;
+		vm->tg_loaded = false;
+		if (mem_written(vm) && mem_wipe(vm) < 0)
+			LOG_WARN("vm %s: cannot wipe RAM after a failed restore", vm->name);
+	}
 	return rc;
 }
 

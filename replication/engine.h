@@ -8,13 +8,6 @@
 
 #include "replication/repl.h"
 
-/* Fill `why` (a char * with why_len in scope) and return -EINVAL. */
-#define FAIL_WHY_R(...)                                                                            \
-	do {                                                                                       \
-		snprintf(why, why_len, __VA_ARGS__);                                               \
-		return -EINVAL;                                                                    \
-	} while (0)
-
 /* A window of recent samples for p50/p99 (pause times, ack round trips). */
 #define REPL_WINDOW 1024u
 struct repl_window {

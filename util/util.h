@@ -39,6 +39,13 @@ void util_log(enum util_log_level level, const char *tag, int err, const char *f
 #define LOG_ERRNO(rc, ...)	util_log(LOG_LVL_ERR, LOG_TAG, (rc), __VA_ARGS__)
 #define LOG_WARN_ERRNO(rc, ...) util_log(LOG_LVL_WARN, LOG_TAG, (rc), __VA_ARGS__)
 
+/* Fill `why` (a char * with why_len in scope) and return -EINVAL. */
+#define FAIL_WHY_R(...)                                                                            \
+	do {                                                                                       \
+		snprintf(why, why_len, __VA_ARGS__);                                               \
+		return -EINVAL;                                                                    \
+	} while (0)
+
 /* ---- time ----------------------------------------------------------------------- */
 
 uint64_t util_now_ns(void); /* CLOCK_MONOTONIC */

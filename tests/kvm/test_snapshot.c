@@ -7,7 +7,9 @@
  *   - a snapshot taken while the guest runs restores to a consistent guest;
  *   - bad input is refused with a clear error: truncation, a flipped byte,
  *     a newer revision, an unknown mandatory record, a RAM size mismatch,
- *     a broken chain.
+ *     a broken chain;
+ *   - a warm restore into a VM made ahead of time (a standby) gives the same
+ *     VM, eagerly or lazily, and refuses VMs that do not fit or are not blank.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +21,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "tests/kvm/kvm_common.h"
 
@@ -422,13 +425,145 @@ static void lazy_restore(void **state)
 	free(b.data);
 }
 
+/* A blank 2-vCPU VM of MEM, made ready as a standby. */
+static struct hv_vm *standby(uint32_t ncpus, bool prealloc)
+{
+	struct hv_vm_config cfg = {
+		.name = "standby", .mem_bytes = MEM, .ncpus = ncpus, .serial_fd = -1};
+	struct hv_vm *vm = NULL;
+
+	assert_int_equal(hv_vm_create(&cfg, &vm), 0);
+	assert_int_equal(hv_vm_prepare(vm, prealloc), 0);
+	return vm;
+}
+
+static int restore_into(struct hv_vm *vm, const struct kvm_blob *b, unsigned n, unsigned flags,
+			char *why)
+{
+	const uint8_t *s[8];
+	size_t l[8];
+
+	for (unsigned i = 0; i < n; i++) {
+		s[i] = b[i].data;
+		l[i] = b[i].len;
+	}
+	return hv_snapshot_restore_into(vm, s, l, n, flags, NULL, NULL, why, 256);
+}
+
+static void warm_restore(void **state)
+{
+	struct hv_vm *vm = running_guest(), *w;
+	struct hv_tg_check chk;
+	struct hv_tg_vcpu t0[2], t1;
+	struct kvm_blob b[2], bad;
+	char why[256] = "";
+	uint32_t h0, i;
+
+	assert_non_null(vm);
+	util_sleep_ns(50 * 1000000ull);
+	b[0] = kvm_snapshot(vm, HV_STREAM_FULL);
+	util_sleep_ns(20 * 1000000ull);
+	assert_int_equal(hv_vm_pause(vm), 0);
+	b[1] = kvm_snapshot(vm, HV_STREAM_INCREMENTAL);
+	h0 = kvm_ram_hash(vm);
+	for (i = 0; i < 2; i++)
+		assert_int_equal(hv_tg_vcpu(vm, i, &t0[i]), 0);
+	hv_vm_free(vm);
+
+	/* a VM that does not fit is refused, by name */
+	w = standby(1, true);
+	assert_int_equal(restore_into(w, b, 2, 0, why), -EINVAL);
+	assert_non_null(strstr(why, "vCPU count mismatch"));
+	hv_vm_free(w);
+
+	/* a refused chain leaves the standby blank: the good chain then restores into it */
+	w = standby(2, true);
+	bad.len = b[1].len;
+	bad.data = malloc(bad.len);
+	assert_non_null(bad.data);
+	memcpy(bad.data, b[1].data, bad.len);
+	bad.data[bad.len / 2] ^= 0x5a;
+	{
+		struct kvm_blob chain[2] = {b[0], bad};
+
+		assert_true(restore_into(w, chain, 2, 0, why) < 0);
+		assert_non_null(strstr(why, "snapshot 2"));
+	}
+	assert_int_equal(restore_into(w, b, 2, HV_RESTORE_LAZY, why), -EINVAL);
+	assert_non_null(strstr(why, "lazy restore needs RAM"));
+	if (restore_into(w, b, 2, 0, why) < 0)
+		fail_msg("warm restore: %s", why);
+	assert_int_equal(kvm_ram_hash(w), h0);
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(hv_tg_vcpu(w, i, &t1), 0);
+		assert_int_equal(t1.counter, t0[i].counter);
+	}
+	/* it is no longer blank */
+	assert_int_equal(restore_into(w, b, 2, 0, why), -EINVAL);
+	assert_non_null(strstr(why, "not blank"));
+	assert_int_equal(hv_vm_prepare(w, true), -EBUSY);
+	assert_int_equal(hv_vm_start(w), 0);
+	util_sleep_ns(50 * 1000000ull);
+	assert_int_equal(hv_vm_pause(w), 0);
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(hv_tg_vcpu(w, i, &t1), 0);
+		assert_true(t1.counter > t0[i].counter); /* it runs on from the snapshot */
+		assert_int_equal(t1.order_errors, 0);
+		assert_false(t1.faulted);
+	}
+	assert_int_equal(hv_tg_check_ram(hv_ram_base(w), MEM, &chk), 0);
+	hv_vm_free(w);
+
+	/* refused after pages were written (its devices differ): blank again, RAM all zero */
+	{
+		char path[] = "/tmp/castor-warm-XXXXXX";
+		int fd = mkstemp(path);
+		struct hv_blk_config bc = {.path = path};
+		struct hv_blk *blk;
+		const uint8_t *ram;
+		uint64_t nz = 0;
+
+		assert_true(fd >= 0);
+		assert_int_equal(ftruncate(fd, 1 << 20), 0);
+		w = standby(2, false);
+		assert_int_equal(hv_blk_add(w, &bc, &blk), 0);
+		for (int k = 0; k < 2; k++) { /* the second time proves it was blank again */
+			assert_true(restore_into(w, b, 2, 0, why) < 0);
+			if (!strstr(why, "virtio devices"))
+				fail_msg("%s", why);
+		}
+		ram = hv_ram_base(w);
+		for (uint64_t off = 0; off < MEM; off += 8)
+			nz |= *(const uint64_t *)(ram + off);
+		assert_true(nz == 0);
+		hv_vm_free(w);
+		close(fd);
+		unlink(path);
+	}
+
+	/* lazily, into a standby whose RAM is not allocated */
+	w = standby(2, false);
+	if (restore_into(w, b, 2, HV_RESTORE_LAZY, why) < 0)
+		fail_msg("warm lazy restore: %s", why);
+	assert_int_equal(kvm_ram_hash(w), h0); /* reading faults the pages in */
+	assert_int_equal(hv_vm_start(w), 0);
+	util_sleep_ns(50 * 1000000ull);
+	assert_int_equal(hv_vm_pause(w), 0);
+	if (hv_tg_check_ram(hv_ram_base(w), MEM, &chk) < 0)
+		fail_msg("warm lazy restore: %s", chk.why);
+	hv_vm_free(w);
+	free(bad.data);
+	free(b[0].data);
+	free(b[1].data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(exact_restore),     cmocka_unit_test(snapshot_while_running),
 		cmocka_unit_test(chain_equals_full), cmocka_unit_test(chain_while_running),
 		cmocka_unit_test(bad_input),	     cmocka_unit_test(later_copy_wins),
-		cmocka_unit_test(lazy_restore),
+		cmocka_unit_test(lazy_restore),	     cmocka_unit_test(warm_restore),
 	};
 
 	kvm_test_require();

@@ -167,5 +167,47 @@ sleep 0.5
 "$CLI" vm quit --socket "$sock" >/dev/null 2>&1
 wait "$pid"; pid=
 
+# standby: bad command lines, then refusals that leave it ready, then the chain
+ssock=$dir/s.sock
+expect_error "standby: no --mem" "needs --mem and --cpus" standby --cpus 2 --control "$ssock"
+expect_error "standby: --test-guest" "drop --test-guest" standby --mem 128M --cpus 2 --test-guest --control "$ssock"
+expect_error "standby: --paused" "give --paused to 'castor vm restore'" standby --mem 128M --cpus 2 --paused --control "$ssock"
+expect_error "standby: --snapshot" "belongs to 'castor-vmm restore'" standby --mem 128M --cpus 2 --snapshot "$dir/full.snap" --control "$ssock"
+expect_error "run: --lazy" "--lazy belongs to" run --test-guest --mem 64M --cpus 1 --lazy --control "$ssock"
+# expect_cli_error "what" "pattern" cli-args...: castor fails, naming the problem
+expect_cli_error() {
+	local what=$1 pattern=$2
+	shift 2
+	if "$CLI" "$@" >"$dir/out" 2>"$dir/err"; then
+		bad "$what succeeded: $(cat "$dir/out")"
+	elif grep -qiE -- "$pattern" "$dir/err"; then
+		ok "$what: $(head -1 "$dir/err")"
+	else
+		bad "$what: $(cat "$dir/err")"
+	fi
+}
+for lazy in "" --lazy; do
+	"$VMM" standby --mem 128M --cpus 2 $lazy --control "$ssock" --serial none 2>"$dir/s.log" &
+	pid=$!
+	for _ in $(seq 100); do [ -S "$ssock" ] && break; sleep 0.1; done
+	expect_cli_error "standby$lazy: status before a restore" "standby waiting" vm status --socket "$ssock"
+	expect_cli_error "standby$lazy: restore without --snapshot" "missing --snapshot" vm restore --socket "$ssock"
+	expect_cli_error "standby$lazy: flipped byte" "checksum|malformed|bad" vm restore --socket "$ssock" --snapshot "$dir/flip.snap"
+	expect_cli_error "standby$lazy: incremental alone" "starts with a full snapshot" vm restore --socket "$ssock" --snapshot "$dir/inc.snap"
+	expect_cli_error "standby$lazy: missing file" "No such file" vm restore --socket "$ssock" --snapshot "$dir/none.snap"
+	expect_cli_error "standby$lazy: big.snap's RAM size" "RAM size mismatch" vm restore --socket "$ssock" --snapshot "$dir/big.snap"
+	if (cd "$dir" && "$CLI" vm restore --socket "$ssock" --snapshot full.snap --snapshot inc.snap --json) >"$dir/out" 2>"$dir/err" &&
+		python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["snapshots"] == 2 and d["restore_ns"] > 0 and d["lazy"] == (sys.argv[2] == "--lazy")' "$dir/out" "$lazy" &&
+		"$CLI" vm status --socket "$ssock" --json >"$dir/rst" &&
+		python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["run_state"] == "running" and d["vcpus"] == 2 and d["guest_counter"] > 0' "$dir/rst"; then
+		ok "standby$lazy: restored full + incremental (relative paths), running: $(cat "$dir/out")"
+	else
+		bad "standby$lazy restore: $(cat "$dir/err") $(tail -3 "$dir/s.log")"
+	fi
+	expect_cli_error "standby$lazy: a second restore" "already runs a restored VM" vm restore --socket "$ssock" --snapshot "$dir/full.snap"
+	"$CLI" vm quit --socket "$ssock" >/dev/null 2>&1
+	wait "$pid"; pid=
+done
+
 echo "$fails failure(s)"
 [ "$fails" = 0 ]

@@ -128,11 +128,34 @@ static void crc32c(void **state)
 			 util_crc32c_sw_update(UTIL_CRC32C_INIT, buf + 1, 999)); /* unaligned */
 }
 
+/* Long buffers take the three-block path: every length and offset agrees with the table. */
+static void crc32c_long(void **state)
+{
+	size_t size = 5 * 3 * 4096 + 777,
+	       lens[] = {3 * 4096 - 1, 3 * 4096, 3 * 4096 + 1, 2 * 3 * 4096 + 8, size - 3};
+	uint8_t *buf = malloc(size);
+	uint32_t seed = 12345;
+
+	assert_non_null(buf);
+	for (size_t i = 0; i < size; i++) {
+		seed = seed * 1103515245u + 12345u;
+		buf[i] = (uint8_t)(seed >> 16);
+	}
+	for (size_t off = 0; off < 3; off++)
+		for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++)
+			assert_int_equal(util_crc32c_update(0x12345678u, buf + off, lens[k]),
+					 util_crc32c_sw_update(0x12345678u, buf + off, lens[k]));
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(crc32c),	cmocka_unit_test(set_clear_count),
-		cmocka_unit_test(ranges),	cmocka_unit_test(next_set_walks_every_bit),
+		cmocka_unit_test(crc32c),
+		cmocka_unit_test(crc32c_long),
+		cmocka_unit_test(set_clear_count),
+		cmocka_unit_test(ranges),
+		cmocka_unit_test(next_set_walks_every_bit),
 		cmocka_unit_test(or_and_equal),
 	};
 

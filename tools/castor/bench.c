@@ -349,13 +349,15 @@ static int bench_snapshot(const struct bench_opts *o)
 {
 	uint64_t *full_p = calloc(o->reps, 8), *inc_p = calloc(o->reps, 8),
 		 *rst = calloc(o->reps, 8), *rst_lazy = calloc(o->reps, 8),
-		 *busy_p = calloc(o->reps, 8);
+		 *busy_p = calloc(o->reps, 8), *warm = calloc(o->reps, 8),
+		 *warm_lazy = calloc(o->reps, 8);
 	uint64_t first, end, count, r, full_bytes = 0, inc_bytes = 0, inc_pages = 0;
 	uint64_t busy_pages = 0, busy_staged = 0;
 	struct hv_vm *vm = bench_vm(o, 2, 0, TG_PAGE_SIZE);
 	int fd = memfd_create("bench-snapshot", 0), rc = 0;
 
-	if (!vm || fd < 0 || !full_p || !inc_p || !rst || !rst_lazy || !busy_p) {
+	if (!vm || fd < 0 || !full_p || !inc_p || !rst || !rst_lazy || !busy_p || !warm ||
+	    !warm_lazy) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -411,6 +413,32 @@ static int bench_snapshot(const struct bench_opts *o)
 			hv_vm_free(rv);
 			rv = NULL;
 		}
+		/* warm: into a standby made beforehand (slots registered; RAM allocated if eager)
+		 */
+		for (int lazy = 0; !rc && lazy < 2; lazy++) {
+			struct hv_vm_config wc = {.name = "standby",
+						  .mem_bytes = o->mem,
+						  .ncpus = hv_vm_ncpus(vm),
+						  .serial_fd = -1};
+
+			rc = hv_vm_create(&wc, &rv);
+			if (!rc)
+				rc = hv_vm_prepare(rv, !lazy);
+			if (rc < 0) {
+				cli_err("bench snapshot: standby: %s", strerror(-rc));
+				break;
+			}
+			t0 = util_now_ns();
+			rc = hv_snapshot_restore_into(rv, &map, &len, 1, lazy ? HV_RESTORE_LAZY : 0,
+						      NULL, NULL, why, sizeof(why));
+			if (!rc)
+				rc = hv_vm_start(rv);
+			(lazy ? warm_lazy : warm)[r] = util_now_ns() - t0;
+			if (rc < 0)
+				cli_err("bench snapshot: warm restore: %s", why);
+			hv_vm_free(rv);
+			rv = NULL;
+		}
 		hv_vm_resume(vm);
 		munmap((void *)map, len);
 	}
@@ -450,6 +478,14 @@ static int bench_snapshot(const struct bench_opts *o)
 				util_percentile(rst_lazy, o->reps, 50) / 1e6);
 		cli_json_double(&j, "lazy_restore_to_running_p99_ms",
 				util_percentile(rst_lazy, o->reps, 99) / 1e6);
+		cli_json_double(&j, "warm_restore_to_running_p50_ms",
+				util_percentile(warm, o->reps, 50) / 1e6);
+		cli_json_double(&j, "warm_restore_to_running_p99_ms",
+				util_percentile(warm, o->reps, 99) / 1e6);
+		cli_json_double(&j, "warm_lazy_restore_to_running_p50_ms",
+				util_percentile(warm_lazy, o->reps, 50) / 1e6);
+		cli_json_double(&j, "warm_lazy_restore_to_running_p99_ms",
+				util_percentile(warm_lazy, o->reps, 99) / 1e6);
 		cli_json_object_end(&j);
 		cli_json_finish(&j);
 	} else {
@@ -476,6 +512,12 @@ static int bench_snapshot(const struct bench_opts *o)
 		printf("  lazy restore:         p50 %8.3f ms  p99 %8.3f ms\n",
 		       util_percentile(rst_lazy, o->reps, 50) / 1e6,
 		       util_percentile(rst_lazy, o->reps, 99) / 1e6);
+		printf("  warm restore (into a standby):      p50 %8.3f ms  p99 %8.3f ms\n",
+		       util_percentile(warm, o->reps, 50) / 1e6,
+		       util_percentile(warm, o->reps, 99) / 1e6);
+		printf("  warm lazy restore (into a standby): p50 %8.3f ms  p99 %8.3f ms\n",
+		       util_percentile(warm_lazy, o->reps, 50) / 1e6,
+		       util_percentile(warm_lazy, o->reps, 99) / 1e6);
 	}
 out:
 	if (rc < 0)
@@ -487,6 +529,8 @@ out:
 	free(rst);
 	free(rst_lazy);
 	free(busy_p);
+	free(warm);
+	free(warm_lazy);
 	hv_vm_free(vm);
 	return rc < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }

@@ -16,6 +16,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#define VM_MAX_SNAPSHOTS 64u /* as castor-vmm takes */
+
 struct vm_opts {
 	const char *socket;
 	bool json;
@@ -23,6 +25,9 @@ struct vm_opts {
 	bool incremental;
 	const char *file;
 	int timeout_ms;
+	char *snapshots[VM_MAX_SNAPSHOTS]; /* restore: absolute when they resolve here */
+	unsigned nsnapshots;
+	bool paused;
 };
 
 struct vm_cmd;
@@ -47,6 +52,8 @@ static int print_dirty(const struct vm_cmd *cmd, const struct vm_opts *o,
 		       const Castor__Response *resp);
 static int print_snapshot(const struct vm_cmd *cmd, const struct vm_opts *o,
 			  const Castor__Response *resp);
+static int print_restore(const struct vm_cmd *cmd, const struct vm_opts *o,
+			 const Castor__Response *resp);
 
 static const struct vm_cmd vm_cmds[] = {
 	{"status", "run state, counters and per-vCPU statistics", CASTOR__REQUEST__BODY_STATUS,
@@ -59,6 +66,8 @@ static const struct vm_cmd vm_cmds[] = {
 	 CASTOR__REQUEST__BODY_DIRTY_STATS, true, print_dirty},
 	{"snapshot", "save a snapshot to --file F on the VM's host (--incremental: since the last)",
 	 CASTOR__REQUEST__BODY_SNAPSHOT, false, print_snapshot},
+	{"restore", "restore --snapshot F [--snapshot INC ...] into a castor-vmm standby, start it",
+	 CASTOR__REQUEST__BODY_RESTORE, false, print_restore},
 };
 
 #define N_VM_CMDS (sizeof(vm_cmds) / sizeof(vm_cmds[0]))
@@ -82,6 +91,9 @@ void cli_vm_usage(FILE *f)
 		"      --harvest       (dirty only) enable dirty tracking and harvest now\n"
 		"  -f, --file PATH     (snapshot only) where castor-vmm writes the snapshot\n"
 		"      --incremental   (snapshot only) pages since the previous snapshot\n"
+		"      --snapshot PATH (restore only) a full snapshot, then its incrementals in\n"
+		"                      order (repeat it); files on the standby's host\n"
+		"      --paused        (restore only) leave the restored VM paused\n"
 		"  -h, --help          this text\n",
 		PB_CALL_TIMEOUT_MS / 1000);
 }
@@ -457,6 +469,35 @@ static int print_snapshot(const struct vm_cmd *cmd, const struct vm_opts *o,
 	return CLI_EXIT_OK;
 }
 
+static int print_restore(const struct vm_cmd *cmd, const struct vm_opts *o,
+			 const Castor__Response *resp)
+{
+	const Castor__RestoreResult *r = resp->restore;
+
+	if (resp->body_case != CASTOR__RESPONSE__BODY_RESTORE || !r) {
+		cli_err("unexpected reply from %s: no restore result in it", o->socket);
+		return CLI_EXIT_FAIL;
+	}
+	if (o->json) {
+		struct cli_json j;
+
+		cli_json_init(&j, stdout);
+		cli_json_object_begin(&j, NULL);
+		cli_json_u64(&j, "snapshots", r->snapshots);
+		cli_json_u64(&j, "bytes", r->bytes);
+		cli_json_bool(&j, "lazy", r->lazy);
+		cli_json_bool(&j, "paused", o->paused);
+		cli_json_u64(&j, "restore_ns", r->restore_ns);
+		cli_json_object_end(&j);
+		return cli_json_finish(&j) < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+	}
+	printf("restored %u snapshot%s (%.1f MiB)%s: %s after %.3f ms\n", r->snapshots,
+	       r->snapshots == 1 ? "" : "s", (double)r->bytes / (1 << 20),
+	       r->lazy ? ", RAM loading on first touch" : "", o->paused ? "paused" : "running",
+	       (double)r->restore_ns / 1e6);
+	return CLI_EXIT_OK;
+}
+
 static int vm_run(const struct vm_cmd *cmd, const struct vm_opts *o)
 {
 	Castor__Request req = CASTOR__REQUEST__INIT;
@@ -466,6 +507,7 @@ static int vm_run(const struct vm_cmd *cmd, const struct vm_opts *o)
 	Castor__QuitRequest quit = CASTOR__QUIT_REQUEST__INIT;
 	Castor__DirtyStatsRequest dirty = CASTOR__DIRTY_STATS_REQUEST__INIT;
 	Castor__SnapshotRequest snap = CASTOR__SNAPSHOT_REQUEST__INIT;
+	Castor__RestoreRequest restore = CASTOR__RESTORE_REQUEST__INIT;
 	ProtobufCMessage *msg = NULL;
 	Castor__Response *resp;
 	int fd = -1;
@@ -494,6 +536,12 @@ static int vm_run(const struct vm_cmd *cmd, const struct vm_opts *o)
 		snap.path = (char *)o->file;
 		snap.incremental = o->incremental;
 		req.snapshot = &snap;
+		break;
+	case CASTOR__REQUEST__BODY_RESTORE:
+		restore.n_snapshot = o->nsnapshots;
+		restore.snapshot = (char **)o->snapshots;
+		restore.paused = o->paused;
+		req.restore = &restore;
 		break;
 	default:
 		cli_err("vm %s: no request body for this command", cmd->name);
@@ -549,7 +597,7 @@ out:
 
 /* ---- argument parsing --------------------------------------------------------- */
 
-enum { OPT_HARVEST = 0x100, OPT_INCREMENTAL };
+enum { OPT_HARVEST = 0x100, OPT_INCREMENTAL, OPT_SNAPSHOT, OPT_PAUSED };
 
 /* After an option error the full usage would bury the message: point to it. */
 static int usage_error(void)
@@ -566,6 +614,8 @@ static const struct option vm_long_opts[] = {
 	{"harvest", no_argument, NULL, OPT_HARVEST},
 	{"file", required_argument, NULL, 'f'},
 	{"incremental", no_argument, NULL, OPT_INCREMENTAL},
+	{"snapshot", required_argument, NULL, OPT_SNAPSHOT},
+	{"paused", no_argument, NULL, OPT_PAUSED},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -573,6 +623,7 @@ static const struct option vm_long_opts[] = {
 
 int cli_vm_main(int argc, char **argv)
 {
+	static char resolved[VM_MAX_SNAPSHOTS][PATH_MAX];
 	struct vm_opts o = {.timeout_ms = PB_CALL_TIMEOUT_MS};
 	const struct vm_cmd *cmd;
 	int c;
@@ -614,6 +665,32 @@ int cli_vm_main(int argc, char **argv)
 				o.file = optarg;
 			else
 				o.incremental = true;
+			break;
+		case OPT_SNAPSHOT:
+		case OPT_PAUSED:
+			if (cmd->body != CASTOR__REQUEST__BODY_RESTORE) {
+				cli_err("vm %s: %s applies to 'vm restore' only", cmd->name,
+					c == OPT_PAUSED ? "--paused" : "--snapshot");
+				return usage_error();
+			}
+			if (c == OPT_PAUSED) {
+				o.paused = true;
+				break;
+			}
+			if (o.nsnapshots == VM_MAX_SNAPSHOTS) {
+				cli_err("vm restore: at most %u snapshots in a chain",
+					VM_MAX_SNAPSHOTS);
+				return usage_error();
+			}
+			if (!*optarg) {
+				cli_err("vm restore: --snapshot wants a path");
+				return usage_error();
+			}
+			/* castor-vmm has its own working directory: send a full path */
+			o.snapshots[o.nsnapshots] = realpath(optarg, resolved[o.nsnapshots]);
+			if (!o.snapshots[o.nsnapshots])
+				o.snapshots[o.nsnapshots] = optarg;
+			o.nsnapshots++;
 			break;
 		case 's':
 			o.socket = optarg;
@@ -665,6 +742,10 @@ int cli_vm_main(int argc, char **argv)
 	}
 	if (cmd->body == CASTOR__REQUEST__BODY_SNAPSHOT && (!o.file || !*o.file)) {
 		cli_err("vm snapshot: missing --file PATH");
+		return usage_error();
+	}
+	if (cmd->body == CASTOR__REQUEST__BODY_RESTORE && !o.nsnapshots) {
+		cli_err("vm restore: missing --snapshot PATH");
 		return usage_error();
 	}
 	if (cmd->body == CASTOR__REQUEST__BODY_SNAPSHOT && o.timeout_ms == PB_CALL_TIMEOUT_MS)

@@ -300,6 +300,44 @@ static int do_snapshot(struct vmm_control *ctl, const Castor__SnapshotRequest *s
 	return 0;
 }
 
+static int do_restore(struct vmm_control *ctl, const Castor__RestoreRequest *rr,
+		      Castor__Response *resp, Castor__RestoreResult *res, const char **msg)
+{
+	static char why[1024]; /* the event loop is single-threaded */
+	struct vmm_standby *sb = ctl->ha ? ctl->ha->standby : NULL;
+	uint64_t t0 = util_now_ns(), bytes = 0;
+	int rc;
+
+	if (!sb) {
+		*msg = "this castor-vmm is not a standby (start one with 'castor-vmm standby')";
+		return -EOPNOTSUPP;
+	}
+	if (sb->used) {
+		*msg = "this standby already runs a restored VM";
+		return -EBUSY;
+	}
+	if (!rr->n_snapshot) {
+		*msg = "restore: no snapshot given";
+		return -EINVAL;
+	}
+	rc = vmm_standby_restore(sb, rr->snapshot, (unsigned)rr->n_snapshot, &bytes, why,
+				 sizeof(why));
+	if (rc < 0) {
+		*msg = why;
+		return rc;
+	}
+	ctl->vm = sb->vm;
+	if (rr->paused)
+		vmm_control_hold_pause(ctl);
+	res->restore_ns = util_now_ns() - t0;
+	res->bytes = bytes;
+	res->snapshots = (uint32_t)rr->n_snapshot;
+	res->lazy = sb->lazy;
+	resp->body_case = CASTOR__RESPONSE__BODY_RESTORE;
+	resp->restore = res;
+	return 0;
+}
+
 static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
 {
 	struct vmm_ha *ha = ctl->ha;
@@ -385,6 +423,7 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 	struct status_buf *sb = NULL;
 	Castor__DirtyStats ds = CASTOR__DIRTY_STATS__INIT;
 	Castor__SnapshotResult snap = CASTOR__SNAPSHOT_RESULT__INIT;
+	Castor__RestoreResult rres = CASTOR__RESTORE_RESULT__INIT;
 	Castor__HaStatus ha = CASTOR__HA_STATUS__INIT;
 	const char *msg = NULL;
 	int rc = 0;
@@ -392,9 +431,13 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 	resp.id = req->id;
 	if (!ctl->vm && req->body_case != CASTOR__REQUEST__BODY_HA_STATUS &&
 	    req->body_case != CASTOR__REQUEST__BODY_FAILOVER &&
+	    req->body_case != CASTOR__REQUEST__BODY_RESTORE &&
 	    req->body_case != CASTOR__REQUEST__BODY_QUIT) {
 		rc = -ENODEV;
-		msg = "no VM runs here yet: this is a replica waiting for a failover";
+		msg = ctl->ha && ctl->ha->standby
+			      ? "no VM runs here yet: this is a standby waiting for 'castor vm "
+				"restore'"
+			      : "no VM runs here yet: this is a replica waiting for a failover";
 		req = NULL;
 	}
 	switch (req ? req->body_case : CASTOR__REQUEST__BODY__NOT_SET) {
@@ -441,7 +484,7 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 		}
 		break;
 	case CASTOR__REQUEST__BODY_QUIT:
-		LOG_INFO("vm %s: quit requested", ctl->vm ? hv_vm_name(ctl->vm) : "(replica)");
+		LOG_INFO("vm %s: quit requested", ctl->vm ? hv_vm_name(ctl->vm) : "(none yet)");
 		c->quit_after_write = true;
 		break;
 	case CASTOR__REQUEST__BODY_SNAPSHOT:
@@ -451,6 +494,9 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 			break;
 		}
 		rc = do_snapshot(ctl, req->snapshot, &resp, &snap, &msg);
+		break;
+	case CASTOR__REQUEST__BODY_RESTORE:
+		rc = do_restore(ctl, req->restore, &resp, &rres, &msg);
 		break;
 	case CASTOR__REQUEST__BODY_DIRTY_STATS:
 		rc = do_dirty(ctl, req->dirty_stats->harvest, &resp, &ds);

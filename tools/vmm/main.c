@@ -8,12 +8,14 @@
  *                  [--protect HOST:PORT [replication options]]
  *   castor-vmm restore --snapshot FILE ... --control PATH [...]
  *   castor-vmm replica --listen HOST:PORT --control PATH [--net/--disk as the primary]
+ *   castor-vmm standby --mem SIZE --cpus N --control PATH [--lazy] [--net/--disk as the original]
  *
  * Exit status: 0 after a quit request or SIGTERM/SIGINT, 1 when the VM could
  * not be set up or run, 2 for a bad command line.
  */
 #define LOG_TAG "castor-vmm"
 #include <errno.h>
+#include <inttypes.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -55,6 +57,7 @@ struct run_opts {
 	struct vmm_disk disks[HV_MAX_DEVICES];
 	unsigned ndisks;
 	bool restore;
+	bool standby;
 	const char *snapshots[MAX_SNAPSHOTS];
 	unsigned nsnapshots;
 	bool start_paused;
@@ -75,6 +78,10 @@ static void usage(FILE *f)
 		"       castor-vmm restore --snapshot FILE [--snapshot INCREMENTAL ...] --control "
 		"PATH\n"
 		"                          [--net ...] [--disk ...] [--paused] [--serial ...]\n"
+		"       castor-vmm standby --mem SIZE --cpus N --control PATH [--lazy] [--net ...] "
+		"[--disk ...]\n"
+		"       castor-vmm replica --listen HOST:PORT --control PATH [--net ...] [--disk "
+		"...]\n"
 		"\n"
 		"  --mem SIZE            guest RAM: 16M up to the host's available memory "
 		"(K/M/G/T)\n"
@@ -97,9 +104,14 @@ static void usage(FILE *f)
 		"                        give the same --net and --disk options as the original "
 		"VM\n"
 		"  --paused              (restore) leave the restored VM paused\n"
-		"  --lazy                (restore) run before RAM is loaded: pages come in on "
-		"first\n"
-		"                        touch (userfaultfd) and in the background\n"
+		"  --lazy                (restore, standby) run before RAM is loaded: pages "
+		"come in\n"
+		"                        on first touch (userfaultfd) and in the background\n"
+		"standby (docs/operations.md): a VM made ready ahead of time; `castor vm "
+		"restore`\n"
+		"  fills it from a snapshot chain and starts it. --mem and --cpus must match the\n"
+		"  snapshot's, --net and --disk the original VM's. Its RAM is allocated up front\n"
+		"  unless --lazy.\n"
 		"\n"
 		"replication (docs/operations.md):\n"
 		"  --protect HOST:PORT   (run) replicate to the replica listening there\n"
@@ -352,6 +364,28 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 	}
 	if (o->listen)
 		return bad_usage("%s", "--listen belongs to 'castor-vmm replica'");
+	if (o->lazy && !o->restore && !o->standby)
+		return bad_usage("%s", "--lazy belongs to 'castor-vmm restore' and 'standby'");
+	if (o->start_paused && !o->restore)
+		return bad_usage("%s", o->standby ? "a standby is not running anything: give "
+						    "--paused to 'castor vm restore'"
+						  : "--paused belongs to 'castor-vmm restore'");
+	if (o->standby) {
+		if (o->test_guest || o->protect)
+			return bad_usage("%s", "a standby takes its guest from a snapshot: drop "
+					       "--test-guest and --protect");
+		if (!have_mem || !have_cpus)
+			return bad_usage("%s", "a standby needs --mem and --cpus (those of the "
+					       "snapshots it will restore)");
+		if (!o->control)
+			return bad_usage("%s", "--control is required");
+		if (hv_vm_config_check(&o->vm, why, sizeof(why)) < 0)
+			return bad_usage("%s", why);
+		if (o->ro.verify || o->ro.exact_dirty || o->ro.max_dirty_pages ||
+		    o->ro.interval_ms || o->ro.min_spacing_ms)
+			return bad_usage("%s", "replication options need --protect HOST:PORT");
+		return 0;
+	}
 	if (o->protect) {
 		unsigned i;
 
@@ -606,6 +640,53 @@ static int restore_add_devices(void *arg, struct hv_vm *vm)
 	return rc;
 }
 
+static void unmap_snapshots(const uint8_t **maps, const size_t *lens, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		munmap((void *)maps[i], lens[i]);
+}
+
+/* Map the snapshot files read-only; on failure none stays mapped and `why` says which. */
+static int map_snapshots(const char *const *paths, unsigned n, const uint8_t **maps, size_t *lens,
+			 char *why, size_t why_len)
+{
+	unsigned i;
+	int rc = 0;
+
+	if (n > MAX_SNAPSHOTS) {
+		snprintf(why, why_len, "at most %u snapshots in a chain", MAX_SNAPSHOTS);
+		return -E2BIG;
+	}
+	for (i = 0; i < n; i++) {
+		struct stat st;
+		int fd = open(paths[i], O_RDONLY | O_CLOEXEC);
+
+		if (fd < 0 || fstat(fd, &st) < 0 || st.st_size == 0 || !S_ISREG(st.st_mode)) {
+			rc = fd < 0 || errno ? -errno : -EINVAL;
+			snprintf(why, why_len, "snapshot %s: %s", paths[i],
+				 fd < 0			? strerror(errno)
+				 : !S_ISREG(st.st_mode) ? "not a regular file"
+				 : st.st_size == 0	? "empty file"
+							: strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			rc = rc ? rc : -EINVAL;
+			break;
+		}
+		maps[i] = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+		close(fd);
+		if (maps[i] == MAP_FAILED) {
+			rc = -errno;
+			snprintf(why, why_len, "snapshot %s: %s", paths[i], strerror(errno));
+			break;
+		}
+		lens[i] = (size_t)st.st_size;
+	}
+	if (rc < 0)
+		unmap_snapshots(maps, lens, i);
+	return rc;
+}
+
 /* Map every snapshot file and build the VM from the chain. */
 static int restore_vm(struct run_opts *o, struct vmm_devices *devs, struct vmm_ha *ha,
 		      struct hv_vm **vm_out)
@@ -614,42 +695,79 @@ static int restore_vm(struct run_opts *o, struct vmm_devices *devs, struct vmm_h
 	size_t lens[MAX_SNAPSHOTS];
 	struct restore_ctx ctx = {o, devs, ha};
 	char why[512];
-	unsigned i, n = 0;
-	int rc = 0;
+	int rc;
 
-	for (i = 0; i < o->nsnapshots; i++) {
-		struct stat st;
-		int fd = open(o->snapshots[i], O_RDONLY | O_CLOEXEC);
-
-		if (fd < 0 || fstat(fd, &st) < 0 || st.st_size == 0) {
-			rc = fd < 0 || errno ? -errno : -EINVAL;
-			fprintf(stderr, "castor-vmm: snapshot %s: %s\n", o->snapshots[i],
-				fd >= 0 && st.st_size == 0 ? "empty file" : strerror(errno));
-			if (fd >= 0)
-				close(fd);
-			rc = rc ? rc : -EINVAL;
-			goto out;
-		}
-		maps[n] = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-		close(fd);
-		if (maps[n] == MAP_FAILED) {
-			rc = -errno;
-			fprintf(stderr, "castor-vmm: snapshot %s: %s\n", o->snapshots[i],
-				strerror(errno));
-			goto out;
-		}
-		lens[n++] = (size_t)st.st_size;
+	rc = map_snapshots(o->snapshots, o->nsnapshots, maps, lens, why, sizeof(why));
+	if (!rc) {
+		rc = hv_snapshot_restore(&o->vm, maps, lens, o->nsnapshots,
+					 o->lazy ? HV_RESTORE_LAZY : 0, restore_add_devices, &ctx,
+					 vm_out, why, sizeof(why));
+		/* a lazy VM loads its pages from these mappings: they live with the process */
+		if (rc < 0 || !o->lazy)
+			unmap_snapshots(maps, lens, o->nsnapshots);
 	}
-	rc = hv_snapshot_restore(&o->vm, maps, lens, n, o->lazy ? HV_RESTORE_LAZY : 0,
-				 restore_add_devices, &ctx, vm_out, why, sizeof(why));
-	if (!rc && o->lazy)
-		n = 0; /* the VM loads its pages from these mappings: they live with the process */
 	if (rc < 0)
 		fprintf(stderr, "castor-vmm: cannot restore: %s\n", why);
-out:
-	for (i = 0; i < n; i++)
-		munmap((void *)maps[i], lens[i]);
 	return rc;
+}
+
+int vmm_standby_restore(struct vmm_standby *sb, char *const *paths, unsigned n, uint64_t *bytes,
+			char *why, size_t why_len)
+{
+	const uint8_t *maps[MAX_SNAPSHOTS];
+	size_t lens[MAX_SNAPSHOTS];
+	int rc;
+
+	rc = map_snapshots((const char *const *)paths, n, maps, lens, why, why_len);
+	if (rc < 0)
+		return rc;
+	rc = hv_snapshot_restore_into(sb->vm, maps, lens, n, sb->lazy ? HV_RESTORE_LAZY : 0, NULL,
+				      NULL, why, why_len);
+	if (!rc) {
+		rc = hv_vm_start(sb->vm);
+		if (rc < 0)
+			snprintf(why, why_len, "cannot start the restored VM: %s", strerror(-rc));
+		sb->used = true; /* started or not, it is no longer blank */
+	}
+	*bytes = 0;
+	for (unsigned i = 0; i < n; i++)
+		*bytes += lens[i];
+	if (rc < 0 || !sb->lazy)
+		unmap_snapshots(maps, lens, n);
+	if (!rc)
+		LOG_INFO("vm %s: standby restored %u snapshot(s), %.1f MiB%s", hv_vm_name(sb->vm),
+			 n, (double)*bytes / (1 << 20), sb->lazy ? ", lazily" : "");
+	return rc;
+}
+
+/* The standby's VM: created, devices attached, slots registered, RAM allocated unless lazy. */
+static int build_standby(struct run_opts *o, struct vmm_devices *devs, struct vmm_ha *ha,
+			 struct vmm_standby *sb)
+{
+	uint64_t t0 = util_now_ns();
+	int rc;
+
+	rc = hv_vm_create(&o->vm, &sb->vm);
+	if (rc < 0) {
+		fprintf(stderr, "castor-vmm: cannot create the VM: %s\n", strerror(-rc));
+		return rc;
+	}
+	sb->lazy = o->lazy;
+	hv_tg_set_output_cb(sb->vm, output_cb, ha);
+	rc = add_devices(o, sb->vm, devs);
+	if (rc < 0)
+		return rc;
+	taps_to_queue(devs, ha);
+	rc = hv_vm_prepare(sb->vm, !o->lazy);
+	if (rc < 0) {
+		fprintf(stderr, "castor-vmm: cannot make the standby ready: %s\n", strerror(-rc));
+		return rc;
+	}
+	LOG_INFO("vm %s: standby ready in %.1f ms: %u vCPUs, %" PRIu64 " MiB%s", hv_vm_name(sb->vm),
+		 (double)(util_now_ns() - t0) / 1e6, hv_vm_ncpus(sb->vm),
+		 hv_vm_mem_bytes(sb->vm) >> 20,
+		 o->lazy ? ", RAM loads on first touch" : ", RAM allocated");
+	return 0;
 }
 
 /* The VM of `run` or `restore`, built and loaded but not started. */
@@ -679,8 +797,12 @@ static int build_vm(struct run_opts *o, struct vmm_devices *devs, struct vmm_ha 
 	return rc;
 }
 
-static int cmd_run(int argc, char **argv, bool restore, bool replica)
+enum vmm_cmd { CMD_RUN, CMD_RESTORE, CMD_REPLICA, CMD_STANDBY };
+
+static int cmd_run(int argc, char **argv, enum vmm_cmd cmd)
 {
+	bool replica = cmd == CMD_REPLICA;
+	struct vmm_standby standby = {0};
 	struct run_opts o;
 	struct vmm_devices devs = {0};
 	struct vmm_ha ha = {0};
@@ -694,8 +816,9 @@ static int cmd_run(int argc, char **argv, bool restore, bool replica)
 	int rc, status = 1, serial_fd = -1;
 
 	memset(&o, 0, sizeof(o));
-	o.restore = restore;
+	o.restore = cmd == CMD_RESTORE;
 	o.replica = replica;
+	o.standby = cmd == CMD_STANDBY;
 	hv_tg_config_default(&o.tg);
 	o.tg.image_path = CASTOR_GUEST_BIN;
 	o.vm.serial_fd = -1;
@@ -741,6 +864,11 @@ static int cmd_run(int argc, char **argv, bool restore, bool replica)
 			fprintf(stderr, "castor-vmm: replica: %s\n", why);
 			goto out;
 		}
+	} else if (o.standby) {
+		ha.standby = &standby;
+		rc = build_standby(&o, &devs, &ha, &standby);
+		if (rc < 0)
+			goto out;
 	} else {
 		rc = build_vm(&o, &devs, &ha, &vm);
 		if (rc < 0)
@@ -787,7 +915,11 @@ static int cmd_run(int argc, char **argv, bool restore, bool replica)
 	}
 	if (vm && o.start_paused)
 		vmm_control_hold_pause(ctl);
-	LOG_INFO("vm %s: control socket %s", vm ? hv_vm_name(vm) : "(replica)", o.control);
+	LOG_INFO("vm %s: control socket %s",
+		 vm	     ? hv_vm_name(vm)
+		 : o.standby ? "(standby)"
+			     : "(replica)",
+		 o.control);
 	event_base_dispatch(base);
 	status = 0;
 out:
@@ -795,7 +927,7 @@ out:
 	repl_primary_free(ha.primary); /* before the VM stops: its thread pauses the VM */
 	repl_secondary_free(ha.secondary);
 	if (!vm)
-		vm = ha.failed_over;
+		vm = ha.failed_over ? ha.failed_over : standby.vm;
 	if (vm)
 		hv_vm_stop(vm); /* the taps' watches live on the VM's I/O thread */
 	for (unsigned i = 0; i < devs.ntaps; i++)
@@ -818,11 +950,13 @@ out:
 int main(int argc, char **argv)
 {
 	if (argc >= 2 && !strcmp(argv[1], "run"))
-		return cmd_run(argc - 1, argv + 1, false, false);
+		return cmd_run(argc - 1, argv + 1, CMD_RUN);
 	if (argc >= 2 && !strcmp(argv[1], "restore"))
-		return cmd_run(argc - 1, argv + 1, true, false);
+		return cmd_run(argc - 1, argv + 1, CMD_RESTORE);
 	if (argc >= 2 && !strcmp(argv[1], "replica"))
-		return cmd_run(argc - 1, argv + 1, false, true);
+		return cmd_run(argc - 1, argv + 1, CMD_REPLICA);
+	if (argc >= 2 && !strcmp(argv[1], "standby"))
+		return cmd_run(argc - 1, argv + 1, CMD_STANDBY);
 	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "help"))) {
 		usage(stdout);
 		return 0;

@@ -38,14 +38,32 @@ struct vmm_devices {
 struct repl_primary;
 struct repl_secondary;
 struct nb_queue;
+/*
+ * castor-vmm standby (main.c owns it): a VM created and made ready ahead of
+ * time -- KVM slots registered, devices attached, RAM allocated unless lazy --
+ * that a RestoreRequest fills from a snapshot chain and starts.
+ */
+struct vmm_standby {
+	struct hv_vm *vm; /* blank until a restore succeeds, then the running VM */
+	bool lazy;	  /* restores load RAM on first touch */
+	bool used;	  /* a chain was restored into it */
+};
+/*
+ * Restore the chain of snapshot files `paths` into the standby's VM and start
+ * it. On failure `why` says why and the VM stays blank, ready for another try.
+ */
+int vmm_standby_restore(struct vmm_standby *sb, char *const *paths, unsigned n, uint64_t *bytes,
+			char *why, size_t why_len);
+
 struct vmm_ha {
 	struct repl_primary *primary;
 	struct repl_secondary *secondary;
-	struct nb_queue *outq;	   /* the test device's outputs */
-	uint64_t outputs_dropped;  /* refused by a full queue (atomic) */
-	bool kick_on_output;	   /* output mode: an output ends the epoch */
-	struct hv_vm *failed_over; /* replica: the twin, running, after failover */
-	struct vmm_devices *devs;  /* where released frames go */
+	struct nb_queue *outq;	     /* the test device's outputs */
+	uint64_t outputs_dropped;    /* refused by a full queue (atomic) */
+	bool kick_on_output;	     /* output mode: an output ends the epoch */
+	struct hv_vm *failed_over;   /* replica: the twin, running, after failover */
+	struct vmm_standby *standby; /* castor-vmm standby */
+	struct vmm_devices *devs;    /* where released frames go */
 };
 
 /* `vm` may be NULL on a replica until failover; `ha` may be NULL. */
