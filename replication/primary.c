@@ -339,7 +339,15 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 	p->peer = strdup(o->peer);
 	p->o.peer = p->peer;
 	pthread_mutex_init(&p->lock, NULL);
-	pthread_cond_init(&p->cond, NULL);
+	{
+		/* wait_epoch_end() sleeps until a CLOCK_MONOTONIC deadline */
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&p->cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	repl_buf_init(&p->wire);
 	p->st.is_primary = true;
 	p->st.mode = p->o.mode;

@@ -195,7 +195,42 @@ def case_output(d):
         raise Fail(f"output mode: only {p['early_ends']} epochs ended by output")
 
 
+def thread_cpu_ticks(pid, comm):
+    """utime + stime (clock ticks) of the threads of `pid` named `comm`."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except FileNotFoundError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        if name == comm:
+            total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def check_idle_wait(d):
+    """Between epochs the replication thread sleeps: it does not spin on the clock."""
+    pair = Pair(d, ["rate=1", "wss=64K", "outrate=1"], ["--interval", "200"])
+    try:
+        pair.wait_protected()
+        hz = os.sysconf("SC_CLK_TCK")
+        c0, t0 = thread_cpu_ticks(pair.primary.pid, "castor-repl"), time.monotonic()
+        time.sleep(2)
+        c1, t1 = thread_cpu_ticks(pair.primary.pid, "castor-repl"), time.monotonic()
+        busy = (c1 - c0) / hz / (t1 - t0)
+        if busy > 0.10:
+            raise Fail(f"the replication thread was busy {busy:.0%} of 2 s of 200 ms epochs "
+                       f"of an idle guest: it spins between epochs")
+        print(f"replication thread busy {busy:.1%} between 200 ms epochs")
+    finally:
+        pair.close()
+
+
 def case_cap(d):
+    check_idle_wait(d)
     guest = ["rate=max", "wss=2M", "outrate=10"]
     p, _, _ = case_verify(d, guest, ["--interval", "500", "--max-dirty", "64", "--verify"], 20)
     if p["early_ends"] < 10:
