@@ -157,12 +157,17 @@ static int slot_get_clear(struct hv_vm *vm, struct hv_slot *s, uint64_t *words, 
 		uint64_t first = s->ram_off / HV_PAGE_SIZE / 64,
 			 n = UTIL_BITMAP_WORDS(clr.num_pages);
 		uint64_t *prev = vm->dirty.prev + first, *mask = vm->dirty.mask + first, i;
+		uint64_t *cool = vm->dirty.cool + first;
 		bool full = vm->dirty.harvest_no % HOT_FULL_CLEAR_EVERY == 0;
 
-		/* keep writable what was dirty last time too; the rest is protected again */
+		/*
+		 * Keep writable what was dirty last time too; the rest is protected
+		 * again, and so are pages found unchanged (they start over as cold).
+		 */
 		for (i = 0; i < n; i++) {
-			mask[i] = full ? words[i] : words[i] & ~prev[i];
-			prev[i] = words[i];
+			mask[i] = full ? words[i] : (words[i] & ~prev[i]) | (words[i] & cool[i]);
+			prev[i] = words[i] & ~cool[i];
+			cool[i] = 0;
 		}
 		clr.dirty_bitmap = mask;
 	}
@@ -251,6 +256,20 @@ out:
 	return rc;
 }
 
+int hv_dirty_cool(struct hv_vm *vm, const struct util_bitmap *unchanged)
+{
+	size_t i, words = UTIL_BITMAP_WORDS(vm->mem.pages);
+
+	if (unchanged->nbits != vm->mem.pages)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->dirty.lock);
+	if (vm->dirty.hot)
+		for (i = 0; i < words; i++)
+			vm->dirty.cool[i] |= unchanged->words[i];
+	pthread_mutex_unlock(&vm->dirty.lock);
+	return 0;
+}
+
 int hv_dirty_set_hot(struct hv_vm *vm, bool on)
 {
 	size_t words = UTIL_BITMAP_WORDS(vm->mem.pages);
@@ -260,16 +279,20 @@ int hv_dirty_set_hot(struct hv_vm *vm, bool on)
 	if (on && !vm->dirty.prev) {
 		vm->dirty.prev = calloc(words, sizeof(uint64_t));
 		vm->dirty.mask = calloc(words, sizeof(uint64_t));
-		if (!vm->dirty.prev || !vm->dirty.mask) {
+		vm->dirty.cool = calloc(words, sizeof(uint64_t));
+		if (!vm->dirty.prev || !vm->dirty.mask || !vm->dirty.cool) {
 			free(vm->dirty.prev);
 			free(vm->dirty.mask);
-			vm->dirty.prev = vm->dirty.mask = NULL;
+			free(vm->dirty.cool);
+			vm->dirty.prev = vm->dirty.mask = vm->dirty.cool = NULL;
 			rc = -ENOMEM;
 		}
 	}
 	if (!rc) {
-		if (on && !vm->dirty.hot)
+		if (on && !vm->dirty.hot) {
 			memset(vm->dirty.prev, 0, words * sizeof(uint64_t));
+			memset(vm->dirty.cool, 0, words * sizeof(uint64_t));
+		}
 		vm->dirty.hot = on; /* off: the next harvest protects every page it reports */
 	}
 	pthread_mutex_unlock(&vm->dirty.lock);
@@ -336,5 +359,6 @@ void dirty_dispose(struct hv_vm *vm)
 	util_bitmap_dispose(&vm->dirty.scratch);
 	free(vm->dirty.prev);
 	free(vm->dirty.mask);
+	free(vm->dirty.cool);
 	vm->dirty.prev = vm->dirty.mask = NULL;
 }

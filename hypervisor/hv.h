@@ -197,6 +197,13 @@ void hv_dirty_log_free(struct hv_dirty_log *log); /* NULL is fine */
  * harvests). -ENOMEM.
  */
 int hv_dirty_set_hot(struct hv_vm *vm, bool on);
+/*
+ * Hot pages a consumer found unchanged since it last saw them (the replication
+ * encoder compares every page it sends): the next harvest still reports them,
+ * then write-protects them again, so they stop being reported until written.
+ * Without hot pages this does nothing. -EINVAL: a bitmap of another size.
+ */
+int hv_dirty_cool(struct hv_vm *vm, const struct util_bitmap *unchanged);
 /* Pages this log would return now, without taking them (costs a sync with KVM). */
 int hv_dirty_log_count(struct hv_dirty_log *log, uint64_t *pages_out);
 

@@ -167,10 +167,11 @@ struct hv_dirty {
 	 * Hot pages (hv_dirty_set_hot): a page dirty in this harvest and the one
 	 * before is not write-protected again; it is reported dirty every time
 	 * until a periodic full clear. `prev` is the last harvest's KVM bits,
-	 * `mask` the pages to clear.
+	 * `mask` the pages to clear, `cool` the hot pages a consumer found
+	 * unchanged (hv_dirty_cool): protected again at the next harvest.
 	 */
 	bool hot;
-	uint64_t *prev, *mask;
+	uint64_t *prev, *mask, *cool;
 	uint64_t harvest_no;
 };
 

@@ -131,7 +131,8 @@ struct repl_encoder {
 	uint64_t clock, epoch;
 	bool full; /* the stream being encoded is a full one: no XOR */
 	ZSTD_CCtx *cctx;
-	struct repl_buf payload; /* the payload run of the PAGES record being encoded */
+	struct repl_buf payload;       /* the payload run of the PAGES record being encoded */
+	struct util_bitmap *unchanged; /* repl_encoder_note_unchanged(); may be NULL */
 };
 
 int repl_encoder_new(uint64_t mem_bytes, uint64_t cache_pages, int zstd_level,
@@ -206,6 +207,11 @@ void repl_encoder_free(struct repl_encoder *e)
 	free(e->slots);
 	free(e->pages);
 	free(e);
+}
+
+void repl_encoder_note_unchanged(struct repl_encoder *e, struct util_bitmap *bm)
+{
+	e->unchanged = bm && bm->nbits == e->npages ? bm : NULL;
 }
 
 void repl_encoder_reset(struct repl_encoder *e)
@@ -343,6 +349,13 @@ static unsigned encode_page(struct repl_encoder *e, uint64_t pfn, const uint8_t 
 		s->raw_pages++;
 	}
 	s->pages++;
+	/* the receiver's copy is this page already: the guest did not write it */
+	if (hit && !e->full && slot->epoch != e->epoch &&
+	    (can_xor ? nz_page && !nz_delta : slot->zero && !nz_page)) {
+		s->unchanged_pages++;
+		if (e->unchanged)
+			util_bitmap_set(e->unchanged, pfn);
+	}
 	if (!slot)
 		return enc;
 	if (!slot->tag)

@@ -416,8 +416,12 @@ static void encoder_choices(void **state)
 	struct repl_encoder *e = NULL;
 	unsigned enc[64];
 
+	struct util_bitmap same;
+
 	assert_true(twin && st);
 	assert_int_equal(repl_encoder_new(MEM, 1024, 1, &e), 0);
+	assert_int_equal(util_bitmap_init(&same, MEM / PG), 0);
+	repl_encoder_note_unchanged(e, &same);
 
 	/* epoch 1: 10 tg-like, 11 zero, 12 random, 13 tg-like */
 	tg_page(st, 10, 1, 64);
@@ -449,13 +453,25 @@ static void encoder_choices(void **state)
 	assert_int_equal(enc[4], HV_PAGE_RAW);
 	assert_int_equal(enc[5], HV_PAGE_RAW);
 	assert_int_equal(enc[6], HV_PAGE_ZERO);
+	/* only 13's first entry equalled the receiver's copy: an unwritten (hot) page */
+	assert_int_equal(util_bitmap_count(&same), 1);
+	assert_true(util_bitmap_is_set(&same, 13));
+	util_bitmap_clear_all(&same);
 
 	/* epoch 3: what was sent last -- 10's second copy, 13 as zero -- is the base */
 	tg_page(st, 10, 4, 64);
 	tg_page(st + PG, 13, 5, 64);
-	encode_pages(e, 3, (uint64_t[]){10, 13}, 2, st, twin, enc);
+	memset(st + 2 * PG, 0, PG);
+	encode_pages(e, 3, (uint64_t[]){10, 13, 11}, 3, st, twin, enc);
 	assert_int_equal(enc[0], REPL_PAGE_XOR);
 	assert_int_equal(enc[1], HV_PAGE_RAW);
+	assert_int_equal(enc[2], HV_PAGE_ZERO);
+	assert_int_equal(util_bitmap_count(&same), 0);
+	/* a zero page sent as zero before is unchanged too */
+	encode_pages(e, 30, (uint64_t[]){11}, 1, st + 2 * PG, twin, enc);
+	assert_int_equal(enc[0], HV_PAGE_ZERO);
+	assert_true(util_bitmap_is_set(&same, 11));
+	util_bitmap_clear_all(&same);
 
 	/* a full stream stands alone: no XOR, though 10 is cached; it refills the cache */
 	tg_page(st, 10, 5, 64);
@@ -471,7 +487,9 @@ static void encoder_choices(void **state)
 	encode_pages(e, 5, (uint64_t[]){10}, 1, st, twin, enc);
 	assert_int_equal(enc[0], HV_PAGE_RAW);
 
+	repl_encoder_note_unchanged(e, NULL);
 	repl_encoder_free(e);
+	util_bitmap_dispose(&same);
 	free(twin);
 	free(st);
 }
