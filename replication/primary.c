@@ -296,6 +296,14 @@ static void *loop(void *arg)
 	if (p->t->set_timeout)
 		p->t->set_timeout(p->conn, p->o.conn.timeout_ms ? p->o.conn.timeout_ms
 								: REPL_DEFAULT_TIMEOUT_MS);
+	/*
+	 * Hot pages from the epochs on: in the initial copy's long live passes
+	 * half the guest's pages would look hot and be resent for many epochs.
+	 */
+	if (!p->o.exact_dirty && hv_dirty_set_hot(p->vm, true) < 0)
+		LOG_WARN("vm %s: no hot pages (out of memory): every dirty page is "
+			 "write-protected again",
+			 hv_vm_name(p->vm));
 	pthread_mutex_lock(&p->lock);
 	set_state(p, REPL_S_PROTECTED, "synced");
 	pthread_mutex_unlock(&p->lock);
@@ -377,9 +385,7 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 		goto fail;
 	}
 	if (!p->o.exact_dirty) {
-		rc = hv_dirty_set_hot(vm, true);
-		if (!rc)
-			rc = util_bitmap_init(&p->unchanged, hv_ram_pages(vm));
+		rc = util_bitmap_init(&p->unchanged, hv_ram_pages(vm));
 		if (rc < 0) {
 			snprintf(why, why_len, "cannot track hot pages (%s)", strerror(-rc));
 			goto fail;
@@ -419,6 +425,13 @@ void repl_primary_kick(struct repl_primary *p)
 		p->kicked = true;
 		pthread_cond_signal(&p->cond);
 	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+void repl_primary_reset_samples(struct repl_primary *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->pauses.n = p->rtts.n = p->harvests.n = p->copies.n = p->states.n = 0;
 	pthread_mutex_unlock(&p->lock);
 }
 

@@ -197,6 +197,11 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 /* End the current epoch as soon as allowed (output mode, queue full). Any thread. */
 void repl_primary_kick(struct repl_primary *p);
 void repl_primary_status(struct repl_primary *p, struct repl_status *out);
+/*
+ * Start the sample windows (pause and its parts, ack RTT) afresh, so the next
+ * percentiles describe only what comes after; counters and totals go on.
+ */
+void repl_primary_reset_samples(struct repl_primary *p);
 /* Stop the loop and close the connection; the guest keeps running. NULL is fine. */
 void repl_primary_free(struct repl_primary *p);
 

@@ -7,7 +7,9 @@
  * measure its own speed (its page-write counter), then protected for --secs.
  * Reported: pause p50/p99 and its parts, epochs/s, pages, raw and wire bytes
  * per epoch, ack round trip, and the guest's throughput against its
- * unprotected run. Beside them, the unavoidable parts of a pause measured
+ * unprotected run. The protected samples start half a second after the
+ * initial copy (WARMUP_NS): the steady state, not the first epochs that carry
+ * what the guest wrote during that copy. Beside them, the unavoidable parts of a pause measured
  * bare in the same run, after replication stopped: a pause/resume cycle (the
  * vCPU kick), the bare dirty log ioctls and a memcpy of the pages the guest
  * dirties in one epoch's real length (which may exceed its interval), and
@@ -32,8 +34,9 @@
 #define CASTOR_GUEST_BIN "castor-tg.bin"
 #endif
 
-#define SEC	 ((uint64_t)1000000000)
-#define MAX_LIST 16
+#define SEC	  ((uint64_t)1000000000)
+#define MAX_LIST  16
+#define WARMUP_NS (SEC / 2) /* protected, before the samples start */
 
 struct ck_opts {
 	const char *image;
@@ -53,8 +56,33 @@ struct ck_cell {
 	uint64_t kick_ns, dirty_bare_ns, memcpy_ns; /* bare parts */
 	uint64_t bare_pages;			    /* pages the bare memcpy copied */
 	double pages_per_epoch, raw_per_epoch, wire_per_epoch;
+	double steal; /* share of this machine's CPU time its host took during the protected run */
 	const char *error;
 };
+
+/*
+ * Ticks of CPU time the host stole from this (virtual) machine, and all ticks,
+ * from the cpu line of /proc/stat; false when it cannot be read.
+ */
+static bool host_ticks(uint64_t *steal, uint64_t *total)
+{
+	unsigned long long v[8] = {0};
+	FILE *f = fopen("/proc/stat", "r");
+	int n;
+
+	if (!f)
+		return false;
+	n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+		   &v[4], &v[5], &v[6], &v[7]);
+	fclose(f);
+	if (n != 8)
+		return false;
+	*steal = v[7];
+	*total = 0;
+	for (int i = 0; i < 8; i++)
+		*total += v[i];
+	return true;
+}
 
 static int parse_list(const char *s, uint64_t *out, unsigned *n, bool allow_max)
 {
@@ -224,15 +252,23 @@ static int run_cell(const struct ck_opts *o, struct hv_vm *vm, struct ck_cell *c
 		rc = -EIO;
 		goto out;
 	}
-	util_sleep_ns(300000000ull); /* past the first epochs */
+	/* past the first epochs (the pages written during the initial copy): steady state */
+	util_sleep_ns(WARMUP_NS);
+	repl_primary_reset_samples(pri);
 	repl_primary_status(pri, &c->st);
 	e0 = c->st.epochs;
 	t0 = util_now_ns();
 	{
 		uint64_t raw0 = c->st.total_raw_bytes, wire0 = c->st.total_wire_bytes, ep;
 
+		uint64_t st0 = 0, tot0 = 0, st1, tot1;
+		bool have = host_ticks(&st0, &tot0);
+
 		c->prot_rate = guest_rate(vm, o->secs_ns);
 		repl_primary_status(pri, &c->st);
+		c->steal = -1;
+		if (have && host_ticks(&st1, &tot1) && tot1 > tot0)
+			c->steal = (double)(st1 - st0) / (double)(tot1 - tot0);
 		ep = c->st.epochs - e0;
 		c->epochs_per_s = (double)ep * 1e9 / (double)(util_now_ns() - t0);
 		c->raw_per_epoch = ep ? (double)(c->st.total_raw_bytes - raw0) / (double)ep : 0;
@@ -270,7 +306,7 @@ static void csv_header(FILE *f)
 	      "bare_sum_ms,"
 	      "pause_over_bare,epochs_per_s,pages_per_epoch,raw_bytes_per_epoch,"
 	      "wire_bytes_per_epoch,wire_over_raw,guest_rate_unprotected,guest_rate_protected,"
-	      "guest_throughput,ack_rtt_p50_ms,status\n",
+	      "guest_throughput,ack_rtt_p50_ms,host_steal,status\n",
 	      f);
 }
 
@@ -291,7 +327,7 @@ static void csv_row(FILE *f, const struct ck_cell *c)
 	fprintf(f,
 		"%s,%" PRIu64 ",%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%" PRIu64
 		",%.3f,%.2f,%.1f,%.0f,%.0f,"
-		"%.0f,%.3f,%.0f,%.0f,%.3f,%.3f,%s\n",
+		"%.0f,%.3f,%.0f,%.0f,%.3f,%.3f,%.3f,%s\n",
 		rate, c->interval_ms, ms(c->st.pause_p50_ns), ms(c->st.pause_p99_ns),
 		ms(c->st.harvest_p50_ns), ms(c->st.copy_p50_ns), ms(c->st.state_p50_ns),
 		ms(c->kick_ns), ms(c->dirty_bare_ns), ms(c->memcpy_ns), c->bare_pages, sum,
@@ -299,7 +335,7 @@ static void csv_row(FILE *f, const struct ck_cell *c)
 		c->raw_per_epoch, c->wire_per_epoch,
 		c->raw_per_epoch > 0 ? c->wire_per_epoch / c->raw_per_epoch : 0, c->base_rate,
 		c->prot_rate, c->base_rate > 0 ? c->prot_rate / c->base_rate : 0,
-		ms(c->st.ack_rtt_p50_ns), c->error ? c->error : "ok");
+		ms(c->st.ack_rtt_p50_ns), c->steal, c->error ? c->error : "ok");
 }
 
 void cli_bench_checkpoint_usage(FILE *f);
@@ -440,6 +476,7 @@ int cli_bench_checkpoint(int argc, char **argv)
 				cli_json_double(&js, "pause_p99_ms", ms(cell.st.pause_p99_ns));
 				cli_json_double(&js, "bare_sum_ms", bare_sum(&cell));
 				cli_json_double(&js, "epochs_per_s", cell.epochs_per_s);
+				cli_json_double(&js, "host_steal", cell.steal);
 				cli_json_double(&js, "raw_bytes_per_epoch", cell.raw_per_epoch);
 				cli_json_double(&js, "wire_bytes_per_epoch", cell.wire_per_epoch);
 				cli_json_double(&js, "guest_throughput",

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# castor bench, small: every benchmark of docs/benchmarks.md runs to the end
+# on a small guest and reports figures that make sense together (never a
+# speed: tests do not assert on time).
+#   bench_smoke.sh CASTOR
+set -u
+CLI=$1
+[ -c /dev/kvm ] || { echo "skipped: /dev/kvm is absent"; exit 77; }
+dir=$(mktemp -d /tmp/castor-bench.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+fails=0
+ok() { echo "ok: $*"; }
+bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
+
+# check NAME PYTHON-EXPR FILE: the JSON object in FILE as `d` satisfies EXPR
+check() {
+	if python3 -c 'import json,sys; d=json.load(open(sys.argv[2])); assert eval("(" + sys.argv[1] + ")"), sys.argv[1]' "$2" "$3" 2>"$dir/err"; then
+		ok "$1"
+	else
+		bad "$1: $(tail -1 "$dir/err"): $(head -c 600 "$3")"
+	fi
+}
+
+if "$CLI" bench snapshot --mem 64M --reps 2 --json >"$dir/snap.json" 2>"$dir/snap.log"; then
+	check "bench snapshot" 'all(d[k] > 0 for k in ("full_pause_p50_ms", "incremental_pause_p50_ms",
+		"restore_to_running_p50_ms", "lazy_restore_to_running_p50_ms",
+		"warm_restore_to_running_p50_ms", "warm_lazy_restore_to_running_p50_ms"))
+		and d["full_bytes"] > d["incremental_bytes"] > 0' "$dir/snap.json"
+else
+	bad "bench snapshot: $(tail -3 "$dir/snap.log")"
+fi
+
+if "$CLI" bench checkpoint --mem 64M --wss 1M --rates 10 --intervals 10 --secs 1 \
+	--csv "$dir/ck.csv" >"$dir/ck.out" 2>"$dir/ck.log"; then
+	python3 - "$dir/ck.csv" >"$dir/ck.json" <<'EOF'
+import csv, json, sys
+print(json.dumps(next(csv.DictReader(open(sys.argv[1])))))
+EOF
+	check "bench checkpoint" 'd["status"] == "ok" and float(d["epochs_per_s"]) > 0
+		and 0 < float(d["pause_p50_ms"]) <= float(d["pause_p99_ms"])
+		and 0 < float(d["wire_over_raw"]) < 1 and float(d["pages_per_epoch"]) > 0
+		and float(d["guest_throughput"]) > 0' "$dir/ck.json"
+else
+	bad "bench checkpoint: $(tail -3 "$dir/ck.log")"
+fi
+
+echo "$fails failure(s)"
+[ "$fails" = 0 ]
