@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# castor bench, small: every benchmark of docs/benchmarks.md runs to the end
-# on a small guest and reports figures that make sense together (never a
-# speed: tests do not assert on time).
+# castor bench, small: pause, dirty, snapshot and checkpoint each run to the
+# end on a small guest and report figures that make sense together (never a
+# speed: tests do not assert on time). bench net runs in tests/net/vm_net.sh.
 #   bench_smoke.sh CASTOR
 set -u
 CLI=$1
@@ -20,6 +20,27 @@ check() {
 		bad "$1: $(tail -1 "$dir/err"): $(head -c 600 "$3")"
 	fi
 }
+
+# bench pause and bench dirty print one JSON object a line: check each
+lines() {
+	local what=$1 expr=$2 file=$3 n=0
+	while IFS= read -r line; do
+		printf '%s' "$line" >"$dir/line.json"
+		check "$what: $(head -c 60 "$dir/line.json")" "$expr" "$dir/line.json"
+		n=$((n + 1))
+	done <"$file"
+	[ "$n" -gt 0 ] || bad "$what: no output"
+}
+if "$CLI" bench pause --cpus 1,2 --cycles 50 --mem 64M --json >"$dir/pause.json" 2>"$dir/pause.log"; then
+	lines "bench pause" '0 < d["pause_p50_us"] <= d["pause_p99_us"] and d["cycles"] == 50' "$dir/pause.json"
+else
+	bad "bench pause: $(tail -3 "$dir/pause.log")"
+fi
+if "$CLI" bench dirty --mem 64M --reps 2 --json >"$dir/dirty.json" 2>"$dir/dirty.log"; then
+	lines "bench dirty" 'd["pages"] >= d["dirty_pct"] * 16384 // 100 * 9 // 10 and d["harvest_p50_us"] > 0 and d["bare_p50_us"] > 0' "$dir/dirty.json"
+else
+	bad "bench dirty: $(tail -3 "$dir/dirty.log")"
+fi
 
 if "$CLI" bench snapshot --mem 64M --reps 2 --json >"$dir/snap.json" 2>"$dir/snap.log"; then
 	check "bench snapshot" 'all(d[k] > 0 for k in ("full_pause_p50_ms", "incremental_pause_p50_ms",

@@ -72,6 +72,20 @@ C python3 "$here/tgclient.py" udp --host "$LAN_GUEST_IP" --count "$COUNT" >"$dir
 C python3 "$here/tgclient.py" tcp --host "$LAN_GUEST_IP" --count "$COUNT" >"$dir/tcp" 2>&1 &&
 	ok "tcp: $(tail -1 "$dir/tcp")" || bad "tcp: $(tail -3 "$dir/tcp")"
 
+# castor bench net, small: it runs and its figures hang together (no speed asserted)
+if C "$CLI" bench net --target "$LAN_GUEST_IP" --count 200 --json >"$dir/bnet" 2>&1 &&
+	python3 -c '
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+assert rows, "no output"
+for d in rows:
+    assert all(v >= 0 for v in d.values() if isinstance(v, (int, float))), d
+' "$dir/bnet" 2>"$dir/bnet.err"; then
+	ok "bench net: $(wc -l <"$dir/bnet") result line(s)"
+else
+	bad "bench net: $(tail -3 "$dir/bnet") $(tail -1 "$dir/bnet.err")"
+fi
+
 "$CLI" vm status --socket "$sock" --json >"$dir/st"
 udp=$(json 'd["guest_io"]["udp_answered"]' <"$dir/st")
 tcp=$(json 'd["guest_io"]["tcp_answered"]' <"$dir/st")
