@@ -196,11 +196,16 @@ for lazy in "" --lazy; do
 	expect_cli_error "standby$lazy: incremental alone" "starts with a full snapshot" vm restore --socket "$ssock" --snapshot "$dir/inc.snap"
 	expect_cli_error "standby$lazy: missing file" "No such file" vm restore --socket "$ssock" --snapshot "$dir/none.snap"
 	expect_cli_error "standby$lazy: big.snap's RAM size" "RAM size mismatch" vm restore --socket "$ssock" --snapshot "$dir/big.snap"
-	if (cd "$dir" && "$CLI" vm restore --socket "$ssock" --snapshot full.snap --snapshot inc.snap --json) >"$dir/out" 2>"$dir/err" &&
+	# the eager standby comes back paused (--paused), the lazy one running
+	paused=; want=running
+	[ -z "$lazy" ] && paused=--paused && want=paused
+	if (cd "$dir" && "$CLI" vm restore --socket "$ssock" --snapshot full.snap --snapshot inc.snap $paused --json) >"$dir/out" 2>"$dir/err" &&
 		python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["snapshots"] == 2 and d["restore_ns"] > 0 and d["lazy"] == (sys.argv[2] == "--lazy")' "$dir/out" "$lazy" &&
 		"$CLI" vm status --socket "$ssock" --json >"$dir/rst" &&
-		python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["run_state"] == "running" and d["vcpus"] == 2 and d["guest_counter"] > 0' "$dir/rst"; then
-		ok "standby$lazy: restored full + incremental (relative paths), running: $(cat "$dir/out")"
+		python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["run_state"] == sys.argv[2] and d["vcpus"] == 2 and d["guest_counter"] > 0' "$dir/rst" "$want" &&
+		{ [ -z "$paused" ] || { "$CLI" vm resume --socket "$ssock" >/dev/null &&
+			"$CLI" vm status --socket "$ssock" --json | python3 -c 'import json,sys; assert json.load(sys.stdin)["run_state"] == "running"'; }; }; then
+		ok "standby$lazy: restored full + incremental (relative paths), $want${paused:+, then resumed}: $(cat "$dir/out")"
 	else
 		bad "standby$lazy restore: $(cat "$dir/err") $(tail -3 "$dir/s.log")"
 	fi
