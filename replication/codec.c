@@ -254,19 +254,24 @@ static u64x2 load2(const uint8_t *p)
 	return v;
 }
 
-/* Non-zero 64-bit words of the page, and of page ^ copy. */
-static void count_nonzero(const uint8_t *restrict page, const uint8_t *restrict copy,
-			  unsigned *nz_page, unsigned *nz_delta)
+/*
+ * dst = page ^ copy and copy = page in one pass, counting the non-zero 64-bit
+ * words of the page and of the delta. The delta is
+ * written whatever encoding is then chosen; the caller ignores it unless XOR.
+ */
+static void count_xor_keep(uint8_t *restrict dst, const uint8_t *restrict page,
+			   uint8_t *restrict copy, unsigned *nz_page, unsigned *nz_delta)
 {
 	u64x2 np = {0, 0}, nd = {0, 0};
 	unsigned i;
 
 	for (i = 0; i < PAGE_WORDS; i += 2) {
-		u64x2 p = load2(page + 8 * i);
+		u64x2 p = load2(page + 8 * i), x = p ^ load2(copy + 8 * i);
 
-		/* a vector comparison gives -1 per true lane */
 		np -= (u64x2)(p != 0);
-		nd -= (u64x2)((p ^ load2(copy + 8 * i)) != 0);
+		nd -= (u64x2)(x != 0);
+		memcpy(dst + 8 * i, &x, sizeof(x));
+		memcpy(copy + 8 * i, &p, sizeof(p));
 	}
 	*nz_page = (unsigned)(np[0] + np[1]);
 	*nz_delta = (unsigned)(nd[0] + nd[1]);
@@ -290,20 +295,6 @@ static void xor_page(uint8_t *restrict dst, const uint8_t *restrict src)
 
 	for (i = 0; i < PAGE_WORDS; i++)
 		put64(dst + 8 * i, get64(dst + 8 * i) ^ get64(src + 8 * i));
-}
-
-/* dst = page ^ copy, then copy = page. */
-static void xor_and_keep(uint8_t *restrict dst, const uint8_t *restrict page,
-			 uint8_t *restrict copy)
-{
-	unsigned i;
-
-	for (i = 0; i < PAGE_WORDS; i++) {
-		uint64_t p = get64(page + 8 * i);
-
-		put64(dst + 8 * i, p ^ get64(copy + 8 * i));
-		put64(copy + 8 * i, p);
-	}
 }
 
 /*
@@ -331,15 +322,15 @@ static unsigned encode_page(struct repl_encoder *e, uint64_t pfn, const uint8_t 
 	 */
 	can_xor = hit && !e->full && !slot->zero && slot->epoch != e->epoch;
 	if (page && can_xor)
-		count_nonzero(page, copy, &nz_page, &nz_delta);
+		/* one pass: the delta into the payload, the page into the cache, both counts */
+		count_xor_keep(dst, page, copy, &nz_page, &nz_delta);
 	else if (page)
 		nz_page = !is_zero_page(page); /* nothing to weigh it against: zero or not */
 	if (!nz_page) {
 		enc = HV_PAGE_ZERO;
 		s->zero_pages++;
 	} else if (can_xor && nz_delta < nz_page) {
-		enc = REPL_PAGE_XOR;
-		xor_and_keep(dst, page, copy);
+		enc = REPL_PAGE_XOR; /* the delta is in place */
 		e->payload.len += HV_PAGE_SIZE;
 		s->xor_pages++;
 	} else {
@@ -360,7 +351,7 @@ static unsigned encode_page(struct repl_encoder *e, uint64_t pfn, const uint8_t 
 		return enc;
 	if (!slot->tag)
 		e->cached++;
-	if (enc == HV_PAGE_RAW)
+	if (enc == HV_PAGE_RAW && !can_xor) /* with can_xor the pass above kept it */
 		memcpy(copy, page, HV_PAGE_SIZE);
 	slot->tag = pfn + 1;
 	slot->used = ++e->clock;
