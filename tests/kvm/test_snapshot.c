@@ -63,6 +63,21 @@ static int restore_flags(const struct kvm_blob *b, unsigned n, uint64_t mem, uns
 	return hv_snapshot_restore(&cfg, s, l, n, flags, NULL, NULL, out, why, 256);
 }
 
+/* 50 ms after it started, `r` is paused with both vCPUs past t0, in order, unfaulted. */
+static void assert_runs_on(struct hv_vm *r, const struct hv_tg_vcpu *t0)
+{
+	struct hv_tg_vcpu t1;
+
+	util_sleep_ns(50 * 1000000ull);
+	assert_int_equal(hv_vm_pause(r), 0);
+	for (uint32_t i = 0; i < 2; i++) {
+		assert_int_equal(hv_tg_vcpu(r, i, &t1), 0);
+		assert_true(t1.counter > t0[i].counter); /* it runs on from the snapshot */
+		assert_int_equal(t1.order_errors, 0);
+		assert_false(t1.faulted);
+	}
+}
+
 static void exact_restore(void **state)
 {
 	struct hv_vm *vm = running_guest(), *r = NULL;
@@ -382,7 +397,7 @@ static void lazy_restore(void **state)
 {
 	struct hv_vm *vm = running_guest(), *r = NULL;
 	struct hv_tg_check chk;
-	struct hv_tg_vcpu t0[2], t1;
+	struct hv_tg_vcpu t0[2];
 	uint64_t loaded = 0, faults = 0, end;
 	struct kvm_blob b;
 	char why[256] = "";
@@ -405,14 +420,7 @@ static void lazy_restore(void **state)
 		util_sleep_ns(1000000);
 	assert_true(hv_snapshot_lazy_done(r, &loaded, &faults));
 	assert_true(loaded > 0);
-	util_sleep_ns(50 * 1000000ull);
-	assert_int_equal(hv_vm_pause(r), 0);
-	for (i = 0; i < 2; i++) {
-		assert_int_equal(hv_tg_vcpu(r, i, &t1), 0);
-		assert_true(t1.counter > t0[i].counter); /* it ran on from the snapshot */
-		assert_int_equal(t1.order_errors, 0);
-		assert_false(t1.faulted);
-	}
+	assert_runs_on(r, t0);
 	if (hv_tg_check_ram(hv_ram_base(r), MEM, &chk) < 0)
 		fail_msg("lazily restored RAM: %s", chk.why);
 	hv_vm_free(r);
@@ -503,14 +511,7 @@ static void warm_restore(void **state)
 	assert_non_null(strstr(why, "not blank"));
 	assert_int_equal(hv_vm_prepare(w, true), -EBUSY);
 	assert_int_equal(hv_vm_start(w), 0);
-	util_sleep_ns(50 * 1000000ull);
-	assert_int_equal(hv_vm_pause(w), 0);
-	for (i = 0; i < 2; i++) {
-		assert_int_equal(hv_tg_vcpu(w, i, &t1), 0);
-		assert_true(t1.counter > t0[i].counter); /* it runs on from the snapshot */
-		assert_int_equal(t1.order_errors, 0);
-		assert_false(t1.faulted);
-	}
+	assert_runs_on(w, t0);
 	assert_int_equal(hv_tg_check_ram(hv_ram_base(w), MEM, &chk), 0);
 	hv_vm_free(w);
 

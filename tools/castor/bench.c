@@ -345,6 +345,68 @@ static int bench_snapshot_busy(const struct bench_opts *o, int fd, uint64_t *pau
 	return rc;
 }
 
+/*
+ * Restore the full snapshot `map` and start it, timed from the call to the
+ * vCPU threads started: into a new VM, or (warm) into a standby made first
+ * (slots registered; RAM faulted in unless lazy), untimed.
+ */
+static int time_restore(const struct bench_opts *o, uint32_t ncpus, const uint8_t *map, size_t len,
+			bool warm, bool lazy, uint64_t *ns)
+{
+	struct hv_vm_config cfg = {.name = warm ? "standby" : "restored",
+				   .mem_bytes = warm ? o->mem : 0,
+				   .ncpus = warm ? ncpus : 0,
+				   .serial_fd = -1};
+	unsigned flags = lazy ? HV_RESTORE_LAZY : 0;
+	struct hv_vm *rv = NULL;
+	char why[256] = "";
+	uint64_t t0;
+	int rc = 0;
+
+	if (warm) {
+		rc = hv_vm_create(&cfg, &rv);
+		if (!rc)
+			rc = hv_vm_prepare(rv, !lazy);
+		if (rc < 0) {
+			cli_err("bench snapshot: standby: %s", strerror(-rc));
+			hv_vm_free(rv);
+			return rc;
+		}
+	}
+	t0 = util_now_ns();
+	if (warm)
+		rc = hv_snapshot_restore_into(rv, &map, &len, 1, flags, NULL, NULL, why,
+					      sizeof(why));
+	else
+		rc = hv_snapshot_restore(&cfg, &map, &len, 1, flags, NULL, NULL, &rv, why,
+					 sizeof(why));
+	if (!rc)
+		rc = hv_vm_start(rv);
+	*ns = util_now_ns() - t0;
+	if (rc < 0)
+		cli_err("bench snapshot: %srestore: %s", warm ? "warm " : "",
+			why[0] ? why : strerror(-rc));
+	hv_vm_free(rv);
+	return rc;
+}
+
+/* "NAME_p50_ms" and "NAME_p99_ms" of `n` samples in ns. */
+static void json_p50_p99(struct cli_json *j, const char *name, uint64_t *v, uint64_t n)
+{
+	char key[96];
+
+	snprintf(key, sizeof(key), "%s_p50_ms", name);
+	cli_json_double(j, key, util_percentile(v, n, 50) / 1e6);
+	snprintf(key, sizeof(key), "%s_p99_ms", name);
+	cli_json_double(j, key, util_percentile(v, n, 99) / 1e6);
+}
+
+static void print_p50_p99(const char *what, uint64_t *v, uint64_t n)
+{
+	printf("  %s p50 %8.3f ms  p99 %8.3f ms\n", what, util_percentile(v, n, 50) / 1e6,
+	       util_percentile(v, n, 99) / 1e6);
+}
+
 static int bench_snapshot(const struct bench_opts *o)
 {
 	uint64_t *full_p = calloc(o->reps, 8), *inc_p = calloc(o->reps, 8),
@@ -367,10 +429,6 @@ static int bench_snapshot(const struct bench_opts *o)
 		struct hv_snapshot_stats st;
 		const uint8_t *map;
 		size_t len;
-		struct hv_vm *rv = NULL;
-		struct hv_vm_config cfg = {.name = "restored", .serial_fd = -1};
-		char why[256];
-		uint64_t t0;
 
 		/* a full snapshot starts a chain */
 		if ((rc = rewind_fd(fd)) < 0 ||
@@ -401,44 +459,13 @@ static int bench_snapshot(const struct bench_opts *o)
 		}
 		/* the source VM's vCPUs must not compete for the cores while we time */
 		hv_vm_pause(vm);
-		for (int lazy = 0; !rc && lazy < 2; lazy++) {
-			t0 = util_now_ns();
-			rc = hv_snapshot_restore(&cfg, &map, &len, 1, lazy ? HV_RESTORE_LAZY : 0,
-						 NULL, NULL, &rv, why, sizeof(why));
-			if (!rc)
-				rc = hv_vm_start(rv);
-			(lazy ? rst_lazy : rst)[r] = util_now_ns() - t0;
-			if (rc < 0)
-				cli_err("bench snapshot: restore: %s", why);
-			hv_vm_free(rv);
-			rv = NULL;
-		}
-		/* warm: into a standby made beforehand (slots registered; RAM allocated if eager)
-		 */
-		for (int lazy = 0; !rc && lazy < 2; lazy++) {
-			struct hv_vm_config wc = {.name = "standby",
-						  .mem_bytes = o->mem,
-						  .ncpus = hv_vm_ncpus(vm),
-						  .serial_fd = -1};
-
-			rc = hv_vm_create(&wc, &rv);
-			if (!rc)
-				rc = hv_vm_prepare(rv, !lazy);
-			if (rc < 0) {
-				cli_err("bench snapshot: standby: %s", strerror(-rc));
-				break;
-			}
-			t0 = util_now_ns();
-			rc = hv_snapshot_restore_into(rv, &map, &len, 1, lazy ? HV_RESTORE_LAZY : 0,
-						      NULL, NULL, why, sizeof(why));
-			if (!rc)
-				rc = hv_vm_start(rv);
-			(lazy ? warm_lazy : warm)[r] = util_now_ns() - t0;
-			if (rc < 0)
-				cli_err("bench snapshot: warm restore: %s", why);
-			hv_vm_free(rv);
-			rv = NULL;
-		}
+		for (int k = 0; !rc && k < 4;
+		     k++) /* new VM, new VM lazily, standby, lazy standby */
+			rc = time_restore(o, hv_vm_ncpus(vm), map, len, k >= 2, k % 2,
+					  &(k == 0   ? rst
+					    : k == 1 ? rst_lazy
+					    : k == 2 ? warm
+						     : warm_lazy)[r]);
 		hv_vm_resume(vm);
 		munmap((void *)map, len);
 	}
@@ -453,39 +480,18 @@ static int bench_snapshot(const struct bench_opts *o)
 		cli_json_object_begin(&j, NULL);
 		cli_json_str(&j, "bench", "snapshot");
 		cli_json_u64(&j, "mem_mib", o->mem >> 20);
-		cli_json_double(&j, "full_pause_p50_ms",
-				util_percentile(full_p, o->reps, 50) / 1e6);
-		cli_json_double(&j, "full_pause_p99_ms",
-				util_percentile(full_p, o->reps, 99) / 1e6);
+		json_p50_p99(&j, "full_pause", full_p, o->reps);
 		cli_json_u64(&j, "full_bytes", full_bytes);
 		cli_json_u64(&j, "incremental_pages", inc_pages);
-		cli_json_double(&j, "incremental_pause_p50_ms",
-				util_percentile(inc_p, o->reps, 50) / 1e6);
-		cli_json_double(&j, "incremental_pause_p99_ms",
-				util_percentile(inc_p, o->reps, 99) / 1e6);
+		json_p50_p99(&j, "incremental_pause", inc_p, o->reps);
 		cli_json_u64(&j, "incremental_bytes", inc_bytes);
 		cli_json_u64(&j, "busy_incremental_pages", busy_pages);
 		cli_json_u64(&j, "busy_incremental_staged_pages", busy_staged);
-		cli_json_double(&j, "busy_incremental_pause_p50_ms",
-				util_percentile(busy_p, o->reps, 50) / 1e6);
-		cli_json_double(&j, "busy_incremental_pause_p99_ms",
-				util_percentile(busy_p, o->reps, 99) / 1e6);
-		cli_json_double(&j, "restore_to_running_p50_ms",
-				util_percentile(rst, o->reps, 50) / 1e6);
-		cli_json_double(&j, "restore_to_running_p99_ms",
-				util_percentile(rst, o->reps, 99) / 1e6);
-		cli_json_double(&j, "lazy_restore_to_running_p50_ms",
-				util_percentile(rst_lazy, o->reps, 50) / 1e6);
-		cli_json_double(&j, "lazy_restore_to_running_p99_ms",
-				util_percentile(rst_lazy, o->reps, 99) / 1e6);
-		cli_json_double(&j, "warm_restore_to_running_p50_ms",
-				util_percentile(warm, o->reps, 50) / 1e6);
-		cli_json_double(&j, "warm_restore_to_running_p99_ms",
-				util_percentile(warm, o->reps, 99) / 1e6);
-		cli_json_double(&j, "warm_lazy_restore_to_running_p50_ms",
-				util_percentile(warm_lazy, o->reps, 50) / 1e6);
-		cli_json_double(&j, "warm_lazy_restore_to_running_p99_ms",
-				util_percentile(warm_lazy, o->reps, 99) / 1e6);
+		json_p50_p99(&j, "busy_incremental_pause", busy_p, o->reps);
+		json_p50_p99(&j, "restore_to_running", rst, o->reps);
+		json_p50_p99(&j, "lazy_restore_to_running", rst_lazy, o->reps);
+		json_p50_p99(&j, "warm_restore_to_running", warm, o->reps);
+		json_p50_p99(&j, "warm_lazy_restore_to_running", warm_lazy, o->reps);
 		cli_json_object_end(&j);
 		cli_json_finish(&j);
 	} else {
@@ -506,18 +512,10 @@ static int bench_snapshot(const struct bench_opts *o)
 		       2 * BUSY_RATE, util_percentile(busy_p, o->reps, 50) / 1e6,
 		       util_percentile(busy_p, o->reps, 99) / 1e6, (unsigned long long)busy_pages,
 		       (unsigned long long)busy_staged);
-		printf("  restore to running:   p50 %8.3f ms  p99 %8.3f ms\n",
-		       util_percentile(rst, o->reps, 50) / 1e6,
-		       util_percentile(rst, o->reps, 99) / 1e6);
-		printf("  lazy restore:         p50 %8.3f ms  p99 %8.3f ms\n",
-		       util_percentile(rst_lazy, o->reps, 50) / 1e6,
-		       util_percentile(rst_lazy, o->reps, 99) / 1e6);
-		printf("  warm restore (into a standby):      p50 %8.3f ms  p99 %8.3f ms\n",
-		       util_percentile(warm, o->reps, 50) / 1e6,
-		       util_percentile(warm, o->reps, 99) / 1e6);
-		printf("  warm lazy restore (into a standby): p50 %8.3f ms  p99 %8.3f ms\n",
-		       util_percentile(warm_lazy, o->reps, 50) / 1e6,
-		       util_percentile(warm_lazy, o->reps, 99) / 1e6);
+		print_p50_p99("restore to running:  ", rst, o->reps);
+		print_p50_p99("lazy restore:        ", rst_lazy, o->reps);
+		print_p50_p99("warm restore (into a standby):     ", warm, o->reps);
+		print_p50_p99("warm lazy restore (into a standby):", warm_lazy, o->reps);
 	}
 out:
 	if (rc < 0)
