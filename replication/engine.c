@@ -9,6 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "util/util.h"
 
@@ -110,4 +113,14 @@ void repl_log_event(repl_log_fn cb, void *arg, const char *fmt, ...)
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
 	cb(arg, line);
+}
+
+void repl_thread_nice(const char *vm_name, int nice)
+{
+	if (!nice)
+		return;
+	/* on Linux a nice value belongs to a thread: PRIO_PROCESS with its tid */
+	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice) < 0)
+		LOG_WARN("vm %s: cannot set the replication thread's nice value to %d (%s)",
+			 vm_name, nice, strerror(errno));
 }

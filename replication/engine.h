@@ -27,4 +27,10 @@ void repl_log_event(repl_log_fn cb, void *arg, const char *fmt, ...)
 /* The legal state changes of either end; -EINVAL (logged) for any other. */
 int repl_state_change(const char *vm, enum repl_state *state, enum repl_state to, const char *why);
 
+/*
+ * Give the calling thread nice value `nice` (0: leave it): the replication
+ * threads compete with the guest's vCPUs for cores. A failure is logged, not fatal.
+ */
+void repl_thread_nice(const char *vm_name, int nice);
+
 #endif

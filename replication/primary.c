@@ -277,6 +277,7 @@ static void *loop(void *arg)
 	int rc;
 
 	pthread_setname_np(pthread_self(), "castor-repl");
+	repl_thread_nice(hv_vm_name(p->vm), p->o.thread_nice);
 	/* epoch 0: the initial full copy */
 	start = util_now_ns();
 	rc = capture(p, HV_STREAM_FULL, &sst);
@@ -335,6 +336,8 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 	*out = NULL;
 	if (!o->peer)
 		FAIL_WHY_R("no secondary address given");
+	if (o->thread_nice < -20 || o->thread_nice > 19)
+		FAIL_WHY_R("nice value %d is not in -20..19", o->thread_nice);
 	if (o->mode == REPL_MODE_OUTPUT && o->min_spacing_ms > o->interval_ms && o->interval_ms)
 		FAIL_WHY_R("the minimum spacing (%u ms) is longer than the interval (%u ms)",
 			   o->min_spacing_ms, o->interval_ms);

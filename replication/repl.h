@@ -159,6 +159,7 @@ struct repl_primary_opts {
 	uint64_t cache_pages;	  /* XOR cache; 0: 16384 (64 MiB) */
 	struct nb_queue *outq;	  /* the VM's outputs (may be NULL); protected from epoch 0 on
 				   * (the owner may protect it before starting the VM) */
+	int thread_nice;	  /* nice value of the replication thread (-20..19); 0: inherit */
 	repl_log_fn log_cb;	  /* may be NULL */
 	void *log_arg;
 };
@@ -212,6 +213,7 @@ struct repl_secondary_opts {
 	struct hv_vm_config vm;		   /* name, serial, kvm path of the twin */
 	hv_restore_devices_fn add_devices; /* the twin's devices (same as the primary's) */
 	void *add_devices_arg;
+	int thread_nice; /* nice value of the receiving thread (-20..19); 0: inherit */
 	repl_log_fn log_cb;
 	void *log_arg;
 };

@@ -277,6 +277,7 @@ static void *receiver(void *arg)
 	struct repl_secondary *s = arg;
 
 	pthread_setname_np(pthread_self(), "castor-twin");
+	repl_thread_nice(s->o.vm.name ? s->o.vm.name : "twin", s->o.thread_nice);
 	for (;;) {
 		struct repl_conn *c = NULL;
 		bool stop;
@@ -316,6 +317,8 @@ int repl_secondary_start(const struct repl_secondary_opts *o, struct repl_second
 	*out = NULL;
 	if (!o->listen)
 		FAIL_WHY_R("no address to listen on");
+	if (o->thread_nice < -20 || o->thread_nice > 19)
+		FAIL_WHY_R("nice value %d is not in -20..19", o->thread_nice);
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;

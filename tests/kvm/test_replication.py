@@ -37,7 +37,7 @@ ct.CASTOR = CASTOR
 class Pair:
     """A replica and a protected primary in `d`; stopped by PID in close()."""
 
-    def __init__(self, d, guest, repl, disk=None, cut_after=None):
+    def __init__(self, d, guest, repl, disk=None, cut_after=None, replica_args=()):
         self.d = d
         self.procs = []
         self.rsock, self.psock = f"{d}/r.sock", f"{d}/p.sock"
@@ -49,7 +49,7 @@ class Pair:
         self.replica = self.spawn(
             [VMM, "replica", "--listen", "127.0.0.1:0", "--control", self.rsock,
              "--serial", "none", "--name", "twin", "--event-log", self.rlog,
-             "--repl-timeout", "10000", *disk_args],
+             "--repl-timeout", "10000", *disk_args, *replica_args],
             "replica")
         wait_for("the replica's control socket", lambda: os.path.exists(self.rsock))
         port = wait_for("the replica's port", lambda: ha(self.rsock)["port"])
@@ -211,11 +211,28 @@ def thread_cpu_ticks(pid, comm):
     return total
 
 
+def thread_nice(pid, comm):
+    """The nice values of the threads of `pid` named `comm`."""
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            stat = f.read()
+        if stat[stat.index("(") + 1:stat.rindex(")")] == comm:
+            out.append(int(stat[stat.rindex(")") + 2:].split()[16]))
+    return out
+
+
 def check_idle_wait(d):
-    """Between epochs the replication thread sleeps: it does not spin on the clock."""
-    pair = Pair(d, ["rate=1", "wss=64K", "outrate=1"], ["--interval", "200"])
+    """Between epochs the replication thread sleeps: it does not spin on the clock.
+    And --repl-nice gives both replication threads their nice value."""
+    pair = Pair(d, ["rate=1", "wss=64K", "outrate=1"], ["--interval", "200", "--repl-nice", "-3"],
+                replica_args=["--repl-nice", "4"])
     try:
         pair.wait_protected()
+        if thread_nice(pair.primary.pid, "castor-repl") != [-3] or \
+                thread_nice(pair.replica.pid, "castor-twin") != [4]:
+            raise Fail(f"--repl-nice: castor-repl {thread_nice(pair.primary.pid, 'castor-repl')}, "
+                       f"castor-twin {thread_nice(pair.replica.pid, 'castor-twin')}")
         hz = os.sysconf("SC_CLK_TCK")
         c0, t0 = thread_cpu_ticks(pair.primary.pid, "castor-repl"), time.monotonic()
         time.sleep(2)
@@ -245,6 +262,8 @@ def case_cap(d):
         (base + ["--protect", "127.0.0.1:1", "--mode", "sideways"], 2, "interval or output"),
         (base + ["--protect", "127.0.0.1:1", "--interval", "0"], 2, "milliseconds"),
         (base + ["--verify"], 2, "need --protect"),
+        (base + ["--repl-nice", "-3"], 2, "need --protect"),
+        (base + ["--protect", "127.0.0.1:1", "--repl-nice", "40"], 2, "not a nice value"),
         (base + ["--protect", "127.0.0.1:1"], 1, "cannot reach the secondary"),
         ([VMM, "replica", "--control", f"{d}/y.sock"], 2, "--listen"),
         ([VMM, "replica", "--listen", "127.0.0.1:0", "--control", f"{d}/y.sock", "--mem",

@@ -46,6 +46,7 @@ struct ck_opts {
 	unsigned nintervals, nrates;
 	const char *csv;
 	bool json, exact_dirty;
+	int nice; /* of both replication threads */
 };
 
 struct ck_cell {
@@ -214,9 +215,11 @@ out:
 static int run_cell(const struct ck_opts *o, struct hv_vm *vm, struct ck_cell *c)
 {
 	struct repl_secondary_opts so = {.listen = "127.0.0.1:0",
-					 .vm = {.name = "bench-twin", .serial_fd = -1}};
+					 .vm = {.name = "bench-twin", .serial_fd = -1},
+					 .thread_nice = o->nice};
 	struct repl_primary_opts po = {.interval_ms = (uint32_t)c->interval_ms,
-				       .exact_dirty = o->exact_dirty};
+				       .exact_dirty = o->exact_dirty,
+				       .thread_nice = o->nice};
 	struct repl_secondary *sec = NULL;
 	struct repl_primary *pri = NULL;
 	uint64_t e0, t0, deadline;
@@ -343,7 +346,7 @@ void cli_bench_checkpoint_usage(FILE *f)
 {
 	fputs("usage: castor bench checkpoint [--intervals 5,10,25,50,100] [--rates max,100,10]\n"
 	      "                               [--secs N] [--mem SIZE] [--wss SIZE] [--cpus N]\n"
-	      "                               [--csv FILE] [--exact-dirty]\n"
+	      "                               [--csv FILE] [--exact-dirty] [--repl-nice N]\n"
 	      "                               [--json] [--guest-image FILE]\n"
 	      "  rates are the guest's pages per ms per vCPU (--cpus, default 2), 'max'\n"
 	      "  unthrottled;\n"
@@ -361,6 +364,7 @@ int cli_bench_checkpoint(int argc, char **argv)
 		{"wss", required_argument, NULL, 'w'},
 		{"cpus", required_argument, NULL, 'C'},
 		{"exact-dirty", no_argument, NULL, 'E'},
+		{"repl-nice", required_argument, NULL, 'N'},
 		{"csv", required_argument, NULL, 'c'},
 		{"json", no_argument, NULL, 'j'},
 		{"guest-image", required_argument, NULL, 'i'},
@@ -416,6 +420,20 @@ int cli_bench_checkpoint(int argc, char **argv)
 		case 'E':
 			o.exact_dirty = true;
 			break;
+		case 'N': {
+			char *end;
+			long n;
+
+			errno = 0;
+			n = strtol(optarg, &end, 10);
+			if (errno || end == optarg || *end || n < -20 || n > 19) {
+				cli_err("bench checkpoint: --repl-nice wants -20..19, not '%s'",
+					optarg);
+				return CLI_EXIT_USAGE;
+			}
+			o.nice = (int)n;
+			break;
+		}
 		case 'C':
 			if (util_parse_u64(optarg, &v) < 0 || !v || v > HV_MAX_VCPUS) {
 				cli_err("bench checkpoint: --cpus wants 1-%u, not '%s'",

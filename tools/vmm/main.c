@@ -125,6 +125,9 @@ static void usage(FILE *f)
 		"  --event-log FILE      append 'ack E', 'out V SEQ', ... lines (tests, audits)\n"
 		"  --output-queue SIZE   bound of the outputs held for acks (default 16M)\n"
 		"  --exact-dirty         re-protect every page each epoch (no hot pages)\n"
+		"  --repl-nice N         nice value of the replication thread, -20..19 (run and\n"
+		"                        replica; default 0): lower gets more CPU beside the "
+		"vCPUs\n"
 		"  --listen HOST:PORT    (replica) where the primary connects\n",
 		HV_MAX_VCPUS, HV_MAX_DEVICES, HV_MAX_DEVICES);
 }
@@ -214,6 +217,7 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 		{"test-cut-after", required_argument, NULL, 0x109},
 		{"output-queue", required_argument, NULL, 0x10a},
 		{"exact-dirty", no_argument, NULL, 0x10b},
+		{"repl-nice", required_argument, NULL, 0x10c},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -332,6 +336,18 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 		case 0x10b:
 			o->ro.exact_dirty = true;
 			break;
+		case 0x10c: {
+			char *end;
+			long n;
+
+			errno = 0;
+			n = strtol(optarg, &end, 10);
+			if (errno || end == optarg || *end || n < -20 || n > 19)
+				return bad_usage("--repl-nice: '%s' is not a nice value (-20..19)",
+						 optarg);
+			o->ro.thread_nice = (int)n;
+			break;
+		}
 		case 0x109: /* test hook: the connection dies after this many bytes */
 			if (util_parse_u64(optarg, &v) < 0)
 				return bad_usage("--test-cut-after: '%s' is not a byte count",
@@ -382,7 +398,7 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 		if (hv_vm_config_check(&o->vm, why, sizeof(why)) < 0)
 			return bad_usage("%s", why);
 		if (o->ro.verify || o->ro.exact_dirty || o->ro.max_dirty_pages ||
-		    o->ro.interval_ms || o->ro.min_spacing_ms)
+		    o->ro.interval_ms || o->ro.min_spacing_ms || o->ro.thread_nice)
 			return bad_usage("%s", "replication options need --protect HOST:PORT");
 		return 0;
 	}
@@ -400,7 +416,7 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 		    o->ro.min_spacing_ms > o->ro.interval_ms)
 			return bad_usage("%s", "--min-spacing is longer than --interval");
 	} else if (o->ro.verify || o->ro.exact_dirty || o->ro.max_dirty_pages ||
-		   o->ro.interval_ms || o->ro.min_spacing_ms) {
+		   o->ro.interval_ms || o->ro.min_spacing_ms || o->ro.thread_nice) {
 		return bad_usage("%s", "replication options need --protect HOST:PORT");
 	}
 	if (o->restore) {
@@ -856,6 +872,7 @@ static int cmd_run(int argc, char **argv, enum vmm_cmd cmd)
 			.vm = o.vm,
 			.add_devices = restore_add_devices,
 			.add_devices_arg = &rctx,
+			.thread_nice = o.ro.thread_nice,
 			.log_cb = event_line,
 		};
 
