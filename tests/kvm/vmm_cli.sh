@@ -209,7 +209,7 @@ for lazy in "" --lazy; do
 	else
 		bad "standby$lazy restore: $(cat "$dir/err") $(tail -3 "$dir/s.log")"
 	fi
-	expect_cli_error "standby$lazy: a second restore" "already runs a restored VM" vm restore --socket "$ssock" --snapshot "$dir/full.snap"
+	expect_cli_error "standby$lazy: a second restore" "has taken a snapshot chain already" vm restore --socket "$ssock" --snapshot "$dir/full.snap"
 	"$CLI" vm quit --socket "$ssock" >/dev/null 2>&1
 	wait "$pid"; pid=
 done

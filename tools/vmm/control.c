@@ -313,7 +313,8 @@ static int do_restore(struct vmm_control *ctl, const Castor__RestoreRequest *rr,
 		return -EOPNOTSUPP;
 	}
 	if (sb->used) {
-		*msg = "this standby already runs a restored VM";
+		*msg = "this standby has taken a snapshot chain already: start a new standby for "
+		       "another";
 		return -EBUSY;
 	}
 	if (!rr->n_snapshot) {
