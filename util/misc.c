@@ -40,6 +40,23 @@ int util_parse_u64(const char *s, uint64_t *out)
 	return 0;
 }
 
+int util_parse_i64(const char *s, int64_t *out)
+{
+	long long v;
+	char *end;
+
+	if (!s || !*s || !(isdigit((unsigned char)s[0]) || s[0] == '-'))
+		return -EINVAL;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno == ERANGE)
+		return -ERANGE;
+	if (end == s || *end)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
 int util_parse_size(const char *s, uint64_t *out)
 {
 	unsigned long long v;

@@ -90,15 +90,7 @@ class Pair:
         return p.poll() is not None
 
     def close(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        ct.stop_procs(self.procs)
 
 
 def read_log(path):

@@ -92,16 +92,7 @@ class Pair:
             return ""
 
     def close(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGCONT)
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        ct.stop_procs(self.procs)
 
 
 def client(d, args, name="client"):

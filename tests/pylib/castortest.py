@@ -5,6 +5,7 @@
     ct.wait_for("protection", lambda: ct.ha(sock)["state"] == "protected")
 """
 import json
+import signal
 import subprocess
 import time
 
@@ -38,3 +39,18 @@ def wait_for(what, pred, timeout=60.0, step=0.05):
             return v
         time.sleep(step)
     raise Fail(f"timed out waiting for {what}")
+
+
+def stop_procs(procs):
+    """SIGTERM every process still running (SIGCONT first, in case a test stopped it),
+    then reap them all, killing any that does not exit within 10 s."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGCONT)
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -50,6 +50,21 @@ static void numbers(void **state)
 	assert_int_equal(util_parse_u64(NULL, &v), -EINVAL);
 }
 
+static void signed_numbers(void **state)
+{
+	int64_t v;
+
+	assert_int_equal(util_parse_i64("-10", &v), 0);
+	assert_int_equal(v, -10);
+	assert_int_equal(util_parse_i64("19", &v), 0);
+	assert_int_equal(v, 19);
+	assert_int_equal(util_parse_i64("-9223372036854775809", &v), -ERANGE);
+	assert_int_equal(util_parse_i64("-", &v), -EINVAL);
+	assert_int_equal(util_parse_i64("5x", &v), -EINVAL);
+	assert_int_equal(util_parse_i64(" 5", &v), -EINVAL);
+	assert_int_equal(util_parse_i64("", &v), -EINVAL);
+}
+
 static void guest_params(void **state)
 {
 	struct hv_tg_config c;
@@ -136,9 +151,10 @@ static void page_rule(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(sizes),	cmocka_unit_test(numbers),
-		cmocka_unit_test(guest_params), cmocka_unit_test(vm_limits),
-		cmocka_unit_test(ram_layout),	cmocka_unit_test(page_rule),
+		cmocka_unit_test(sizes),	  cmocka_unit_test(numbers),
+		cmocka_unit_test(signed_numbers), cmocka_unit_test(guest_params),
+		cmocka_unit_test(vm_limits),	  cmocka_unit_test(ram_layout),
+		cmocka_unit_test(page_rule),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

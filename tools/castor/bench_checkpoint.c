@@ -421,12 +421,9 @@ int cli_bench_checkpoint(int argc, char **argv)
 			o.exact_dirty = true;
 			break;
 		case 'N': {
-			char *end;
-			long n;
+			int64_t n;
 
-			errno = 0;
-			n = strtol(optarg, &end, 10);
-			if (errno || end == optarg || *end || n < -20 || n > 19) {
+			if (util_parse_i64(optarg, &n) < 0 || n < -20 || n > 19) {
 				cli_err("bench checkpoint: --repl-nice wants -20..19, not '%s'",
 					optarg);
 				return CLI_EXIT_USAGE;

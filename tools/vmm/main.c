@@ -337,12 +337,9 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 			o->ro.exact_dirty = true;
 			break;
 		case 0x10c: {
-			char *end;
-			long n;
+			int64_t n;
 
-			errno = 0;
-			n = strtol(optarg, &end, 10);
-			if (errno || end == optarg || *end || n < -20 || n > 19)
+			if (util_parse_i64(optarg, &n) < 0 || n < -20 || n > 19)
 				return bad_usage("--repl-nice: '%s' is not a nice value (-20..19)",
 						 optarg);
 			o->ro.thread_nice = (int)n;
