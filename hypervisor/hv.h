@@ -500,6 +500,17 @@ int hv_vm_prepare(struct hv_vm *vm, bool prealloc);
  * after the check passed: the twin is no longer usable.
  */
 int hv_snapshot_apply(struct hv_vm *vm, const uint8_t *buf, size_t len, char *why, size_t why_len);
+/*
+ * hv_snapshot_apply() for an epoch that also came as something other than a
+ * stream (replication's word patches, docs/stream-format.md §9.2): once every
+ * check has passed and before any record is applied, patch(arg, ram) writes
+ * into the twin's RAM (RAM-offset layout, hv_ram_pages() * 4096 bytes). It
+ * cannot fail: the caller validated what it writes. Pages of the stream are
+ * applied after it, so a later copy of a patched page wins.
+ */
+typedef void hv_ram_patch_fn(void *arg, uint8_t *ram);
+int hv_snapshot_apply_patched(struct hv_vm *vm, const uint8_t *buf, size_t len,
+			      hv_ram_patch_fn *patch, void *arg, char *why, size_t why_len);
 /* A lazy restore: true once every page is loaded (or the restore was not lazy). */
 bool hv_snapshot_lazy_done(struct hv_vm *vm, uint64_t *loaded_out, uint64_t *faults_out);
 

@@ -668,6 +668,12 @@ int hv_snapshot_restore_into(struct hv_vm *vm, const uint8_t *const *streams, co
 
 int hv_snapshot_apply(struct hv_vm *vm, const uint8_t *buf, size_t len, char *why, size_t why_len)
 {
+	return hv_snapshot_apply_patched(vm, buf, len, NULL, NULL, why, why_len);
+}
+
+int hv_snapshot_apply_patched(struct hv_vm *vm, const uint8_t *buf, size_t len,
+			      hv_ram_patch_fn *patch, void *arg, char *why, size_t why_len)
+{
 	struct hv_stream_header h;
 	char what[200];
 	int rc = 0;
@@ -687,6 +693,8 @@ int hv_snapshot_apply(struct hv_vm *vm, const uint8_t *buf, size_t len, char *wh
 		FAIL_WHY("stream %016" PRIx64 " does not follow %016" PRIx64 " (parent %016" PRIx64
 			 ")",
 			 h.stream_id, vm->applied_id, h.parent_id);
+	if (patch)
+		patch(arg, vm->mem.base);
 	rc = apply_stream(vm, buf, len, 1, false, why, why_len);
 	if (rc < 0) {
 		/* checked, yet refused while applying (KVM said no): the twin is now mixed */

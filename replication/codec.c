@@ -1,6 +1,6 @@
 /*
  * The epoch codec (codec.h, docs/stream-format.md §9): revision-1 streams to
- * revision-2 wire streams with ZERO, XOR-delta and zstd-compressed page
+ * revision-2 wire streams with ZERO, PATCH (changed words), XOR-delta and zstd-compressed page
  * batches, and back. The encoder runs on the primary's sender thread for
  * every epoch, so its steady state allocates nothing and touches each page a
  * bounded number of times; the decoder treats its input as hostile.
@@ -129,9 +129,12 @@ struct repl_encoder {
 	uint8_t *pages;		  /* nsets * ways * 4096: the copy of slot i at i * 4096 */
 	uint64_t cached;	  /* slots in use */
 	uint64_t clock, epoch;
-	bool full; /* the stream being encoded is a full one: no XOR */
+	bool full;	  /* the stream being encoded is a full one: no XOR */
+	size_t patch_max; /* repl_encoder_set_patch_max() */
 	ZSTD_CCtx *cctx;
 	struct repl_buf payload;       /* the payload run of the PAGES record being encoded */
+	struct repl_buf patch;	       /* its PATCH payloads */
+	uint64_t *pents, *oents;       /* its PATCH entries and the others, HV_PAGES_MAX each */
 	struct util_bitmap *unchanged; /* repl_encoder_note_unchanged(); may be NULL */
 };
 
@@ -154,6 +157,14 @@ int repl_encoder_new(uint64_t mem_bytes, uint64_t cache_pages, int zstd_level,
 		goto out;
 	}
 	repl_buf_init(&e->payload);
+	repl_buf_init(&e->patch);
+	e->patch_max = REPL_PATCH_DEFAULT;
+	e->pents = malloc(HV_PAGES_MAX * sizeof(*e->pents));
+	e->oents = malloc(HV_PAGES_MAX * sizeof(*e->oents));
+	if (!e->pents || !e->oents) {
+		rc = -ENOMEM;
+		goto out;
+	}
 	e->mem_bytes = mem_bytes;
 	e->npages = mem_bytes / HV_PAGE_SIZE;
 	if (cache_pages >= e->npages) {
@@ -204,6 +215,9 @@ void repl_encoder_free(struct repl_encoder *e)
 		return;
 	ZSTD_freeCCtx(e->cctx);
 	repl_buf_dispose(&e->payload);
+	repl_buf_dispose(&e->patch);
+	free(e->pents);
+	free(e->oents);
 	free(e->slots);
 	free(e->pages);
 	free(e);
@@ -212,6 +226,14 @@ void repl_encoder_free(struct repl_encoder *e)
 void repl_encoder_note_unchanged(struct repl_encoder *e, struct util_bitmap *bm)
 {
 	e->unchanged = bm && bm->nbits == e->npages ? bm : NULL;
+}
+
+int repl_encoder_set_patch_max(struct repl_encoder *e, size_t bytes)
+{
+	if (bytes > REPL_PATCH_MAX)
+		return -EINVAL;
+	e->patch_max = bytes;
+	return 0;
 }
 
 void repl_encoder_reset(struct repl_encoder *e)
@@ -277,6 +299,67 @@ static void count_xor_keep(uint8_t *restrict dst, const uint8_t *restrict page,
 	*nz_delta = (unsigned)(nd[0] + nd[1]);
 }
 
+/*
+ * The PATCH payload (§9.2) that turns `copy` into `page`, written at dst when
+ * it takes at most `max` bytes, and the copy updated to the page. Returns the
+ * payload's size, or 0 when it would be larger (then nothing is written and
+ * the copy is as it was). *page_nz: the page has a non-zero word; *words: how
+ * many words differ. A block of eight words (a cache line) is compared at
+ * once: the guest changes a few runs of a page, so most blocks pass whole.
+ */
+static size_t make_patch(uint8_t *restrict dst, const uint8_t *restrict page,
+			 uint8_t *restrict copy, size_t max, bool *page_nz, unsigned *words_out)
+{
+	uint16_t first[PAGE_WORDS / 2], len[PAGE_WORDS / 2]; /* runs alternate at worst */
+	u64x2 nz = {0, 0};
+	unsigned runs = 0, words = 0, b, w, k, r;
+	uint8_t *v;
+
+	for (b = 0; b < PAGE_WORDS; b += 8) {
+		u64x2 d = {0, 0};
+
+		for (k = 0; k < 8; k += 2) {
+			u64x2 p = load2(page + 8 * (b + k));
+
+			nz |= p;
+			d |= p ^ load2(copy + 8 * (b + k));
+		}
+		if (!(d[0] | d[1]))
+			continue;
+		for (w = b; w < b + 8; w++) {
+			if (get64(page + 8 * w) == get64(copy + 8 * w))
+				continue;
+			if (runs && first[runs - 1] + len[runs - 1] == w) {
+				len[runs - 1]++;
+			} else {
+				first[runs] = (uint16_t)w;
+				len[runs] = 1;
+				runs++;
+			}
+			words++;
+		}
+		if (8 + pad8(4 * (size_t)runs) + 8 * (size_t)words > max)
+			return 0;
+	}
+	*page_nz = nz[0] | nz[1];
+	*words_out = words;
+	put32(dst, runs);
+	put32(dst + 4, words);
+	for (r = 0; r < runs; r++) {
+		memcpy(dst + 8 + 4 * r, &first[r], 2);
+		memcpy(dst + 10 + 4 * r, &len[r], 2);
+	}
+	if (runs & 1)
+		memset(dst + 8 + 4 * runs, 0, 4);
+	v = dst + 8 + pad8(4 * (size_t)runs);
+	for (r = 0; r < runs; r++) {
+		memcpy(v, page + 8 * first[r], 8 * (size_t)len[r]);
+		memcpy(copy + 8 * first[r], v, 8 * (size_t)len[r]);
+		v += 8 * (size_t)len[r];
+	}
+	return (size_t)(v - dst);
+}
+
 /* Whether a page is all zeros. */
 static bool is_zero_page(const uint8_t *page)
 {
@@ -299,8 +382,8 @@ static void xor_page(uint8_t *restrict dst, const uint8_t *restrict src)
 
 /*
  * Choose the encoding of one page (NULL: a ZERO entry of the input), append
- * its payload to e->payload (room reserved by the caller) and remember what
- * was sent. Returns the encoding.
+ * its payload to e->payload or, for PATCH, e->patch (room reserved by the
+ * caller) and remember what was sent. Returns the encoding.
  */
 static unsigned encode_page(struct repl_encoder *e, uint64_t pfn, const uint8_t *page,
 			    struct repl_codec_stats *s)
@@ -308,27 +391,38 @@ static unsigned encode_page(struct repl_encoder *e, uint64_t pfn, const uint8_t 
 	struct cache_slot *slot = NULL;
 	uint8_t *copy = NULL, *dst = e->payload.data + e->payload.len;
 	unsigned enc, nz_page = 0, nz_delta = 0;
-	bool hit = false, can_xor;
+	bool hit = false, can_xor, pnz = false;
+	size_t patch = 0;
 
 	if (e->nsets) {
 		slot = cache_slot(e, pfn, &hit);
 		copy = e->pages + (size_t)(slot - e->slots) * HV_PAGE_SIZE;
 	}
 	/*
-	 * XOR only against the copy the receiver held when the epoch began: once
-	 * a pfn was emitted in this stream, the receiver's base for it would be
-	 * ambiguous (§9 forbids it). A full stream stands alone, without a base.
-	 * A copy known to be zero gains nothing.
+	 * XOR and PATCH only against the copy the receiver held when the epoch
+	 * began: once a pfn was emitted in this stream, the receiver's base for
+	 * it would be ambiguous (§9 forbids it). A full stream stands alone,
+	 * without a base. A copy known to be zero gains nothing.
 	 */
 	can_xor = hit && !e->full && !slot->zero && slot->epoch != e->epoch;
-	if (page && can_xor)
+	if (page && can_xor && e->patch_max)
+		patch = make_patch(e->patch.data + e->patch.len, page, copy, e->patch_max, &pnz,
+				   &nz_delta);
+	if (patch) {
+		nz_page = pnz; /* the copy is the page now */
+	} else if (page && can_xor) {
 		/* one pass: the delta into the payload, the page into the cache, both counts */
 		count_xor_keep(dst, page, copy, &nz_page, &nz_delta);
-	else if (page)
+	} else if (page) {
 		nz_page = !is_zero_page(page); /* nothing to weigh it against: zero or not */
+	}
 	if (!nz_page) {
 		enc = HV_PAGE_ZERO;
 		s->zero_pages++;
+	} else if (patch) {
+		enc = REPL_PAGE_PATCH;
+		e->patch.len += patch;
+		s->patch_pages++;
 	} else if (can_xor && nz_delta < nz_page) {
 		enc = REPL_PAGE_XOR; /* the delta is in place */
 		e->payload.len += HV_PAGE_SIZE;
@@ -351,7 +445,7 @@ static unsigned encode_page(struct repl_encoder *e, uint64_t pfn, const uint8_t 
 		return enc;
 	if (!slot->tag)
 		e->cached++;
-	if (enc == HV_PAGE_RAW && !can_xor) /* with can_xor the pass above kept it */
+	if (enc == HV_PAGE_RAW && !can_xor) /* with can_xor the passes above kept it */
 		memcpy(copy, page, HV_PAGE_SIZE);
 	slot->tag = pfn + 1;
 	slot->used = ++e->clock;
@@ -360,13 +454,31 @@ static unsigned encode_page(struct repl_encoder *e, uint64_t pfn, const uint8_t 
 	return enc;
 }
 
-/* One input PAGES record -> one PAGES_ZSTD, or one PAGES when compression does not pay. */
+/* A plain PAGES record of `count` entries and their payloads, appended (room reserved). */
+static void put_pages(struct repl_buf *out, const uint64_t *ents, uint32_t count,
+		      const uint8_t *payload, size_t payload_len)
+{
+	size_t start = out->len;
+
+	put32(out->data + start + 8, count);
+	put32(out->data + start + 12, 0);
+	memcpy(out->data + start + 16, ents, 8 * (size_t)count);
+	memcpy(out->data + start + 16 + 8 * (size_t)count, payload, payload_len);
+	close_record(out, start, HV_REC_PAGES, 8 + 8 * (size_t)count + payload_len);
+}
+
+/*
+ * One input PAGES record -> a PAGES record of its PATCH pages, if any, then
+ * one PAGES_ZSTD of the others, or PAGES when compression does not pay. A
+ * PATCH page never follows a copy of itself in the stream (can_xor), so the
+ * order stays right for "the later copy wins". *nrec: records written.
+ */
 static int encode_pages(struct repl_encoder *e, const struct hv_stream_record *r,
-			struct repl_buf *out, struct repl_codec_stats *s)
+			struct repl_buf *out, struct repl_codec_stats *s, uint64_t *nrec)
 {
 	const uint8_t *src, *end = r->body + r->len;
-	size_t start = out->len, ents, run, bound, z;
-	uint32_t count, i;
+	size_t start, run, bound, z;
+	uint32_t count, i, np = 0, no = 0;
 	int rc = 0;
 
 	count = r->len >= 8 ? get32(r->body) : 0;
@@ -374,14 +486,13 @@ static int encode_pages(struct repl_encoder *e, const struct hv_stream_record *r
 		rc = -EINVAL;
 		goto out;
 	}
-	bound = ZSTD_compressBound((size_t)count * HV_PAGE_SIZE);
-	rc = buf_reserve(out, start + 8 + 8 + 8 * (size_t)count + 8 + bound + 8);
-	if (!rc)
-		rc = buf_reserve(&e->payload, (size_t)count * HV_PAGE_SIZE);
+	rc = buf_reserve(&e->payload, (size_t)count * HV_PAGE_SIZE);
+	if (!rc && e->patch_max)
+		rc = buf_reserve(&e->patch, (size_t)count * e->patch_max);
 	if (rc)
 		goto out;
 	e->payload.len = 0;
-	ents = start + 16; /* record header, count, reserved */
+	e->patch.len = 0;
 	src = r->body + 8 + 8 * (size_t)count;
 	for (i = 0; i < count; i++) {
 		uint64_t ent = get64(r->body + 8 + 8 * (size_t)i), pfn = ent & HV_PAGE_PFN_MASK;
@@ -399,15 +510,29 @@ static int encode_pages(struct repl_encoder *e, const struct hv_stream_record *r
 			src += HV_PAGE_SIZE;
 		}
 		enc = encode_page(e, pfn, page, s);
-		put64(out->data + ents + 8 * (size_t)i, pfn | (uint64_t)enc << HV_PAGE_ENC_SHIFT);
+		if (enc == REPL_PAGE_PATCH)
+			e->pents[np++] = pfn | (uint64_t)enc << HV_PAGE_ENC_SHIFT;
+		else
+			e->oents[no++] = pfn | (uint64_t)enc << HV_PAGE_ENC_SHIFT;
 	}
 	if (src != end) {
 		rc = -EINVAL;
 		goto out;
 	}
-	put32(out->data + start + 8, count);
-	put32(out->data + start + 12, 0);
-	run = ents + 8 * (size_t)count; /* PAGES: payloads; PAGES_ZSTD: raw_len, frame */
+	bound = no ? ZSTD_compressBound(e->payload.len) : 0;
+	rc = buf_reserve(out, out->len + 16 + 8 * (size_t)np + e->patch.len + 8 + 16 +
+				      8 * (size_t)no + 8 + bound + e->payload.len + 8);
+	if (rc)
+		goto out;
+	if (np) {
+		put_pages(out, e->pents, np, e->patch.data, e->patch.len);
+		++*nrec;
+	}
+	if (!no)
+		goto out;
+	++*nrec;
+	start = out->len;
+	run = start + 16 + 8 * (size_t)no; /* PAGES: payloads; PAGES_ZSTD: raw_len, frame */
 	if (e->payload.len) {
 		z = ZSTD_compress2(e->cctx, out->data + run + 8, bound, e->payload.data,
 				   e->payload.len);
@@ -415,16 +540,17 @@ static int encode_pages(struct repl_encoder *e, const struct hv_stream_record *r
 		if (ZSTD_isError(z))
 			LOG_WARN("zstd: %s; the batch goes uncompressed", ZSTD_getErrorName(z));
 		if (!ZSTD_isError(z) && zstd_pays(z, e->payload.len) &&
-		    8 + 8ull * count + 8 + z <= HV_REC_MAX_LEN) {
+		    8 + 8ull * no + 8 + z <= HV_REC_MAX_LEN) {
+			put32(out->data + start + 8, no);
+			put32(out->data + start + 12, 0);
+			memcpy(out->data + start + 16, e->oents, 8 * (size_t)no);
 			put64(out->data + run, e->payload.len);
-			close_record(out, start, REPL_REC_PAGES_ZSTD,
-				     8 + 8 * (size_t)count + 8 + z);
+			close_record(out, start, REPL_REC_PAGES_ZSTD, 8 + 8 * (size_t)no + 8 + z);
 			s->zstd_records++;
 			goto out;
 		}
 	}
-	memcpy(out->data + run, e->payload.data, e->payload.len);
-	close_record(out, start, HV_REC_PAGES, 8 + 8 * (size_t)count + e->payload.len);
+	put_pages(out, e->oents, no, e->payload.data, e->payload.len);
 	s->plain_records++;
 out:
 	return rc;
@@ -492,17 +618,18 @@ static int encode_stream(struct repl_encoder *e, const uint8_t *in, size_t in_le
 			e->full = h.kind != HV_STREAM_INCREMENTAL;
 			h.version = REPL_WIRE_REVISION;
 			rc = copy_record(out, type, (const uint8_t *)&h, sizeof(h));
+			records++;
 		} else if (type == HV_REC_PAGES) {
-			rc = encode_pages(e, &r, out, s);
+			rc = encode_pages(e, &r, out, s, &records);
 		} else {
 			rc = copy_record(out, type, r.body, r.len);
+			records++;
 		}
 		if (rc) {
 			LOG_ERRNO(rc, "encode: offset %" PRIu64 ": record 0x%04x(%s)", r.offset,
 				  r.type, rec_name(r.type));
 			return rc;
 		}
-		records++;
 	}
 	if (more < 0 || !records || r.len != sizeof(struct hv_stream_end) || it.off != in_len) {
 		LOG_ERR("encode: offset %zu: the input stream does not end with END", it.off);
@@ -527,6 +654,8 @@ int repl_encode(struct repl_encoder *e, const uint8_t *in, size_t in_len, struct
 		st->pages += s.pages;
 		st->zero_pages += s.zero_pages;
 		st->xor_pages += s.xor_pages;
+		st->patch_pages += s.patch_pages;
+		st->unchanged_pages += s.unchanged_pages;
 		st->raw_pages += s.raw_pages;
 		st->in_bytes += in_len;
 		st->out_bytes += out->len;
@@ -547,8 +676,10 @@ struct dec {
 	bool full; /* a full stream: no XOR */
 	struct repl_buf *out;
 	uint64_t out_max;
-	struct util_bitmap seen; /* pfns met so far in the stream (incremental only) */
-	ZSTD_DCtx *dctx;	 /* created at the first PAGES_ZSTD */
+	struct util_bitmap seen;      /* pfns met so far in the stream (incremental only) */
+	ZSTD_DCtx *dctx;	      /* created at the first PAGES_ZSTD */
+	struct repl_patches *patches; /* NULL: PATCH refused */
+	uint64_t records, pages;      /* of the revision-1 stream so far */
 	char *why;
 	size_t why_len;
 };
@@ -638,15 +769,70 @@ static int check_wire(struct dec *d)
 }
 
 /*
+ * A PATCH payload at p, `avail` bytes to the end of the record: its size into
+ * *size, or a reason into msg.
+ */
+static bool patch_ok(const uint8_t *p, size_t avail, size_t *size, char *msg, size_t msg_len)
+{
+	uint32_t runs, words, r, sum = 0, next = 0;
+	size_t need;
+
+	if (avail < 8) {
+		snprintf(msg, msg_len, "its PATCH payload is cut off");
+		return false;
+	}
+	runs = get32(p);
+	words = get32(p + 4);
+	if (runs > PAGE_WORDS / 2 || words >= PAGE_WORDS || !runs != !words) {
+		snprintf(msg, msg_len, "a PATCH of %u runs and %u words", runs, words);
+		return false;
+	}
+	need = 8 + pad8(4 * (size_t)runs) + 8 * (size_t)words;
+	if (need > REPL_PATCH_MAX || need > avail) {
+		snprintf(msg, msg_len, "a PATCH of %zu bytes, %zu left in the record (at most %u)",
+			 need, avail, REPL_PATCH_MAX);
+		return false;
+	}
+	for (r = 0; r < runs; r++) {
+		uint16_t first, len;
+
+		memcpy(&first, p + 8 + 4 * r, 2);
+		memcpy(&len, p + 10 + 4 * r, 2);
+		if (!len || first < next || first + len > PAGE_WORDS) {
+			snprintf(msg, msg_len,
+				 "PATCH run %u (words %u..%u) is empty, out of order or past the "
+				 "page",
+				 r, first, first + len);
+			return false;
+		}
+		next = first + len;
+		sum += len;
+	}
+	if (runs & 1 && get32(p + 8 + 4 * runs)) {
+		snprintf(msg, msg_len, "non-zero padding after the PATCH runs");
+		return false;
+	}
+	if (sum != words) {
+		snprintf(msg, msg_len, "PATCH runs of %u words, its header says %u", sum, words);
+		return false;
+	}
+	*size = need;
+	return true;
+}
+
+/*
  * The count/reserved prefix and the entries of a PAGES or PAGES_ZSTD body
  * (`tail`: bytes that must follow the entries at least); marks the pfns seen
- * and sums the payload sizes the entries announce.
+ * and sums the payload sizes the entries announce, walking the payloads of a
+ * PAGES record (`zstd` false) to size and check its PATCH entries.
  */
-static int check_entries(struct dec *d, const struct hv_stream_record *r, size_t tail,
-			 uint32_t *count_out, uint64_t *payload_out)
+static int check_entries(struct dec *d, const struct hv_stream_record *r, size_t tail, bool zstd,
+			 uint32_t *count_out, uint64_t *payload_out, uint32_t *npatch_out)
 {
 	uint64_t payload = 0;
-	uint32_t count, i;
+	uint32_t count, i, npatch = 0;
+	char msg[160];
+	size_t size;
 
 	count = get32(r->body); /* check_wire saw len >= 8 */
 	if (get32(r->body + 4))
@@ -658,33 +844,51 @@ static int check_entries(struct dec *d, const struct hv_stream_record *r, size_t
 	for (i = 0; i < count; i++) {
 		uint64_t ent = get64(r->body + 8 + 8 * (size_t)i), pfn = ent & HV_PAGE_PFN_MASK;
 		unsigned enc = ent >> HV_PAGE_ENC_SHIFT;
+		const char *name = enc == REPL_PAGE_XOR ? "XOR" : "PATCH";
 
 		if (ent >> 52 & 0xff)
 			return BAD(d, r, "entry %u: reserved bits set", i);
 		if (pfn >= d->npages)
 			return BAD(d, r, "entry %u: pfn %" PRIu64 " beyond RAM (%" PRIu64 " pages)",
 				   i, pfn, d->npages);
+		if (enc == REPL_PAGE_XOR || enc == REPL_PAGE_PATCH) {
+			if (d->full)
+				return BAD(d, r,
+					   "entry %u: %s for pfn %" PRIu64 " in a full stream", i,
+					   name, pfn);
+			if (!d->base || (enc == REPL_PAGE_PATCH && !d->patches))
+				return BAD(d, r,
+					   "entry %u: %s for pfn %" PRIu64 " with no base RAM", i,
+					   name, pfn);
+			if (util_bitmap_is_set(&d->seen, pfn))
+				return BAD(d, r,
+					   "entry %u: %s for pfn %" PRIu64
+					   ", which appeared earlier in the stream",
+					   i, name, pfn);
+		}
 		switch (enc) {
 		case HV_PAGE_RAW:
+		case REPL_PAGE_XOR:
 			payload += HV_PAGE_SIZE;
 			break;
 		case HV_PAGE_ZERO:
 			break;
-		case REPL_PAGE_XOR:
-			if (d->full)
+		case REPL_PAGE_PATCH:
+			if (zstd)
 				return BAD(d, r,
-					   "entry %u: XOR for pfn %" PRIu64 " in a full stream", i,
+					   "entry %u: PATCH for pfn %" PRIu64 " in PAGES_ZSTD", i,
 					   pfn);
-			if (!d->base)
-				return BAD(d, r,
-					   "entry %u: XOR for pfn %" PRIu64 " with no base RAM", i,
-					   pfn);
-			if (util_bitmap_is_set(&d->seen, pfn))
-				return BAD(d, r,
-					   "entry %u: XOR for pfn %" PRIu64
-					   ", which appeared earlier in the stream",
-					   i, pfn);
-			payload += HV_PAGE_SIZE;
+			/* payloads so far fit: the record is at least this long */
+			if (payload > r->len - 8 - 8ull * count ||
+			    !patch_ok(r->body + 8 + 8ull * count + payload,
+				      r->len - 8 - 8 * (size_t)count - (size_t)payload, &size, msg,
+				      sizeof(msg)))
+				return BAD(d, r, "entry %u (pfn %" PRIu64 "): %s", i, pfn,
+					   payload > r->len - 8 - 8ull * count
+						   ? "its payload starts past the record's end"
+						   : msg);
+			payload += size;
+			npatch++;
 			break;
 		default:
 			return BAD(d, r, "entry %u: unknown page encoding %u", i, enc);
@@ -693,6 +897,7 @@ static int check_entries(struct dec *d, const struct hv_stream_record *r, size_t
 	}
 	*count_out = count;
 	*payload_out = payload;
+	*npatch_out = npatch;
 	return 0;
 }
 
@@ -719,25 +924,98 @@ static void resolve_entries(struct dec *d, const uint8_t *ents, uint32_t count)
 	}
 }
 
+/* Room for one more patch. */
+static int patches_reserve(struct dec *d)
+{
+	struct repl_patches *p = d->patches;
+	struct repl_patch *v;
+	size_t cap;
+
+	if (p->n < p->cap)
+		return 0;
+	cap = p->cap ? p->cap * 2 : 1024;
+	v = realloc(p->v, cap * sizeof(*v));
+	if (!v)
+		return fail(d, -ENOMEM, "out of memory for %zu page patches", cap);
+	p->v = v;
+	p->cap = cap;
+	return 0;
+}
+
+/*
+ * A PAGES record with PATCH entries: those go to d->patches, the others to a
+ * revision-1 PAGES record of their own (none when all are PATCH).
+ */
+static int split_pages(struct dec *d, const struct hv_stream_record *r, uint32_t count,
+		       uint32_t npatch, uint64_t payload)
+{
+	const uint8_t *src = r->body + 8 + 8 * (size_t)count;
+	size_t start = d->out->len, len;
+	uint32_t i, n = 0;
+	uint8_t *o, *pl;
+	int rc;
+
+	len = 8 + 8 * (size_t)(count - npatch) + (size_t)payload; /* an upper bound */
+	rc = out_reserve(d, r, 8 + pad8(len));
+	if (rc)
+		return rc;
+	o = d->out->data + start + 16;
+	pl = o + 8 * (size_t)(count - npatch);
+	for (i = 0; i < count; i++) {
+		uint64_t ent = get64(r->body + 8 + 8 * (size_t)i), pfn = ent & HV_PAGE_PFN_MASK;
+		unsigned enc = ent >> HV_PAGE_ENC_SHIFT;
+
+		if (enc == REPL_PAGE_PATCH) {
+			rc = patches_reserve(d);
+			if (rc)
+				return rc;
+			d->patches->v[d->patches->n++] = (struct repl_patch){pfn, src};
+			src += 8 + pad8(4 * (size_t)get32(src)) + 8 * (size_t)get32(src + 4);
+			continue;
+		}
+		if (enc != HV_PAGE_ZERO) {
+			memcpy(pl, src, HV_PAGE_SIZE);
+			if (enc == REPL_PAGE_XOR)
+				xor_page(pl, d->base + pfn * HV_PAGE_SIZE);
+			src += HV_PAGE_SIZE;
+			pl += HV_PAGE_SIZE;
+			ent = pfn | (uint64_t)HV_PAGE_RAW << HV_PAGE_ENC_SHIFT;
+		}
+		put64(o + 8 * (size_t)n++, ent);
+	}
+	if (!n)
+		return 0;
+	put32(d->out->data + start + 8, n);
+	put32(d->out->data + start + 12, 0);
+	close_record(d->out, start, HV_REC_PAGES, (size_t)(pl - d->out->data) - start - 8);
+	d->records++;
+	d->pages += n;
+	return 0;
+}
+
 static int decode_pages(struct dec *d, const struct hv_stream_record *r)
 {
 	uint64_t payload;
-	uint32_t count;
+	uint32_t count, npatch;
 	size_t start = d->out->len;
 	int rc;
 
-	rc = check_entries(d, r, 0, &count, &payload);
+	rc = check_entries(d, r, 0, false, &count, &payload, &npatch);
 	if (rc)
 		return rc;
 	if (r->len != 8 + 8ull * count + payload)
 		return BAD(d, r, "length %u, its entries make %" PRIu64, r->len,
 			   (uint64_t)8 + 8 * (uint64_t)count + payload);
+	if (npatch)
+		return split_pages(d, r, count, npatch, payload);
 	rc = out_reserve(d, r, 8 + pad8(r->len));
 	if (rc)
 		return rc;
 	memcpy(d->out->data + start + 8, r->body, r->len);
 	resolve_entries(d, r->body + 8, count);
 	close_record(d->out, start, HV_REC_PAGES, r->len);
+	d->records++;
+	d->pages += count;
 	return 0;
 }
 
@@ -746,10 +1024,10 @@ static int decode_pages_zstd(struct dec *d, const struct hv_stream_record *r)
 	const uint8_t *frame;
 	uint64_t payload, raw_len, fcs;
 	size_t start = d->out->len, flen, z, len;
-	uint32_t count;
+	uint32_t count, npatch;
 	int rc;
 
-	rc = check_entries(d, r, 8, &count, &payload);
+	rc = check_entries(d, r, 8, true, &count, &payload, &npatch);
 	if (rc)
 		return rc;
 	raw_len = get64(r->body + 8 + 8 * (size_t)count);
@@ -795,6 +1073,8 @@ static int decode_pages_zstd(struct dec *d, const struct hv_stream_record *r)
 	put32(d->out->data + start + 12, 0);
 	resolve_entries(d, r->body + 8, count);
 	close_record(d->out, start, HV_REC_PAGES, len);
+	d->records++;
+	d->pages += count;
 	return 0;
 }
 
@@ -804,50 +1084,82 @@ static int decode_wire(struct dec *d)
 	struct hv_stream_iter it;
 	struct hv_stream_record r;
 	struct hv_stream_header h;
-	uint64_t records = 0, pages = 0;
 	int rc = 0;
 
 	hv_stream_iter_init(&it, d->in, d->in_len);
 	while (hv_stream_next(&it, &r) > 0) {
-		if (r.type == HV_REC_HEADER) {
-			memcpy(&h, r.body, sizeof(h)); /* length checked by the caller */
-			h.version = HV_STREAM_REVISION;
-			rc = out_reserve(d, &r, 8 + sizeof(h));
-			if (!rc)
-				rc = copy_record(d->out, HV_REC_HEADER, (const uint8_t *)&h,
-						 sizeof(h));
-		} else if (r.type == HV_REC_PAGES) {
+		const uint8_t *body = r.body;
+
+		if (r.type == HV_REC_PAGES) {
 			rc = decode_pages(d, &r);
 		} else if (r.type == REPL_REC_PAGES_ZSTD) {
 			rc = decode_pages_zstd(d, &r);
 		} else {
-			/* state and unknown records: hv_stream_check() judges them below */
+			/* HEADER, state and unknown records: hv_stream_check() judges them below */
+			if (r.type == HV_REC_HEADER) {
+				memcpy(&h, r.body, sizeof(h)); /* length checked by the caller */
+				h.version = HV_STREAM_REVISION;
+				body = (const uint8_t *)&h;
+			}
 			rc = out_reserve(d, &r, 8 + pad8(r.len));
 			if (!rc)
 				rc = copy_record(d->out,
 						 r.type | (r.optional ? HV_REC_F_OPTIONAL : 0),
-						 r.body, r.len);
+						 body, r.len);
+			d->records++;
 		}
 		if (rc)
 			return rc;
-		if (r.type == HV_REC_PAGES || r.type == REPL_REC_PAGES_ZSTD)
-			pages += get32(r.body);
-		records++;
 	}
 	rc = out_reserve(d, &r, 8 + sizeof(struct hv_stream_end));
 	if (!rc)
-		rc = finish_stream(d->out, records, pages);
+		rc = finish_stream(d->out, d->records, d->pages);
 	return rc;
 }
 
+void repl_patches_init(struct repl_patches *p)
+{
+	p->v = NULL;
+	p->n = 0;
+	p->cap = 0;
+}
+
+void repl_patches_dispose(struct repl_patches *p)
+{
+	free(p->v);
+	repl_patches_init(p);
+}
+
+void repl_patches_apply(const struct repl_patches *p, uint8_t *ram)
+{
+	size_t i;
+
+	for (i = 0; i < p->n; i++) {
+		const uint8_t *pl = p->v[i].payload, *v;
+		uint8_t *page = ram + p->v[i].pfn * HV_PAGE_SIZE;
+		uint32_t runs = get32(pl), r;
+
+		v = pl + 8 + pad8(4 * (size_t)runs);
+		for (r = 0; r < runs; r++) {
+			uint16_t first, len;
+
+			memcpy(&first, pl + 8 + 4 * r, 2);
+			memcpy(&len, pl + 10 + 4 * r, 2);
+			memcpy(page + 8 * (size_t)first, v, 8 * (size_t)len);
+			v += 8 * (size_t)len;
+		}
+	}
+}
+
 int repl_decode(const uint8_t *in, size_t in_len, const uint8_t *base, uint64_t mem_bytes,
-		struct repl_buf *out, char *why, size_t why_len)
+		struct repl_buf *out, struct repl_patches *patches, char *why, size_t why_len)
 {
 	struct dec d = {.in = in,
 			.in_len = in_len,
 			.base = base,
 			.npages = mem_bytes / HV_PAGE_SIZE,
 			.out = out,
+			.patches = patches,
 			.why = why,
 			.why_len = why_len};
 	struct hv_stream_header h;
@@ -857,6 +1169,8 @@ int repl_decode(const uint8_t *in, size_t in_len, const uint8_t *base, uint64_t 
 	int rc;
 
 	out->len = 0;
+	if (patches)
+		patches->n = 0;
 	if (why_len)
 		why[0] = 0;
 	/* a stream grows by its payloads; Castor sends a page at most twice (live pass, pause) */

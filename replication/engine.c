@@ -6,6 +6,8 @@
 #include "replication/engine.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,12 +117,20 @@ void repl_log_event(repl_log_fn cb, void *arg, const char *fmt, ...)
 	cb(arg, line);
 }
 
-void repl_thread_nice(const char *vm_name, int nice)
+void repl_thread_sched(const char *vm_name, int nice, int rt)
 {
-	if (!nice)
-		return;
+	struct sched_param sp = {.sched_priority = rt ? rt : REPL_DEFAULT_RT};
+	int rc;
+
 	/* on Linux a nice value belongs to a thread: PRIO_PROCESS with its tid */
-	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice) < 0)
+	if (nice && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice) < 0)
 		LOG_WARN("vm %s: cannot set the replication thread's nice value to %d (%s)",
 			 vm_name, nice, strerror(errno));
+	if (rt < 0)
+		return;
+	rc = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp);
+	if (rc)
+		LOG_WARN("vm %s: the replication thread stays in normal scheduling: SCHED_FIFO "
+			 "priority %d refused (%s); it shares the cores with the vCPUs",
+			 vm_name, sp.sched_priority, strerror(rc));
 }

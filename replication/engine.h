@@ -28,9 +28,11 @@ void repl_log_event(repl_log_fn cb, void *arg, const char *fmt, ...)
 int repl_state_change(const char *vm, enum repl_state *state, enum repl_state to, const char *why);
 
 /*
- * Give the calling thread nice value `nice` (0: leave it): the replication
- * threads compete with the guest's vCPUs for cores. A failure is logged, not fatal.
+ * Schedule the calling thread: nice value `nice` (0: leave it), and SCHED_FIFO
+ * at priority `rt` (0: REPL_DEFAULT_RT, -1: stay SCHED_OTHER). The replication
+ * threads compete with the guest's vCPUs for cores. A failure is logged, not
+ * fatal (no CAP_SYS_NICE: the thread runs as it is).
  */
-void repl_thread_nice(const char *vm_name, int nice);
+void repl_thread_sched(const char *vm_name, int nice, int rt);
 
 #endif

@@ -59,7 +59,7 @@ struct repl_primary {
 	int sealed;	       /* outputs sealed into it (set in the pause) */
 	uint64_t unacked_ns;   /* pause time of the oldest unacked epoch; 0: none */
 	struct repl_status st; /* st.state is the state machine's */
-	struct repl_window pauses, rtts, harvests, copies, states;
+	struct repl_window pauses, rtts, harvests, copies, states, encodes;
 };
 
 static void set_state(struct repl_primary *p, enum repl_state to, const char *why)
@@ -129,7 +129,7 @@ static int capture(struct repl_primary *p, enum hv_stream_kind kind, struct hv_s
 static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 {
 	struct repl_codec_stats cst = {0};
-	uint64_t acked_id, t0, rtt;
+	uint64_t acked_id, t0, rtt, enc_ns;
 	const uint8_t *data;
 	int32_t status;
 	size_t len;
@@ -139,7 +139,9 @@ static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 	repl_log_event(p->o.log_cb, p->o.log_arg, "epoch %" PRIu64 " outputs %d", p->epoch,
 		       p->sealed);
 	data = hv_stream_writer_data(p->w, &len);
+	t0 = util_now_ns();
 	rc = repl_encode(p->enc, data, len, &p->wire, &cst);
+	enc_ns = util_now_ns() - t0;
 	if (rc < 0) {
 		fail(p, rc, "encoding");
 		return rc;
@@ -185,6 +187,7 @@ static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 	p->st.last_pages = sst->precopy_pages + sst->staged_pages;
 	p->st.ack_rtt_last_ns = rtt;
 	repl_window_add(&p->rtts, rtt);
+	repl_window_add(&p->encodes, enc_ns);
 	if (p->o.verify)
 		p->st.verify_ok++;
 	p->unacked_ns = 0;
@@ -277,7 +280,7 @@ static void *loop(void *arg)
 	int rc;
 
 	pthread_setname_np(pthread_self(), "castor-repl");
-	repl_thread_nice(hv_vm_name(p->vm), p->o.thread_nice);
+	repl_thread_sched(hv_vm_name(p->vm), p->o.thread_nice, p->o.thread_rt);
 	/* epoch 0: the initial full copy */
 	start = util_now_ns();
 	rc = capture(p, HV_STREAM_FULL, &sst);
@@ -338,6 +341,9 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 		FAIL_WHY_R("no secondary address given");
 	if (o->thread_nice < -20 || o->thread_nice > 19)
 		FAIL_WHY_R("nice value %d is not in -20..19", o->thread_nice);
+	if (o->thread_rt < -1 || o->thread_rt > 99)
+		FAIL_WHY_R("real-time priority %d is not in 1..99 (0: default, -1: none)",
+			   o->thread_rt);
 	if (o->mode == REPL_MODE_OUTPUT && o->min_spacing_ms > o->interval_ms && o->interval_ms)
 		FAIL_WHY_R("the minimum spacing (%u ms) is longer than the interval (%u ms)",
 			   o->min_spacing_ms, o->interval_ms);
@@ -434,7 +440,7 @@ void repl_primary_kick(struct repl_primary *p)
 void repl_primary_reset_samples(struct repl_primary *p)
 {
 	pthread_mutex_lock(&p->lock);
-	p->pauses.n = p->rtts.n = p->harvests.n = p->copies.n = p->states.n = 0;
+	p->pauses.n = p->rtts.n = p->harvests.n = p->copies.n = p->states.n = p->encodes.n = 0;
 	pthread_mutex_unlock(&p->lock);
 }
 
@@ -445,6 +451,7 @@ void repl_primary_status(struct repl_primary *p, struct repl_status *out)
 	out->pause_p50_ns = repl_window_pct(&p->pauses, 50);
 	out->pause_p99_ns = repl_window_pct(&p->pauses, 99);
 	out->ack_rtt_p50_ns = repl_window_pct(&p->rtts, 50);
+	out->encode_p50_ns = repl_window_pct(&p->encodes, 50);
 	out->harvest_p50_ns = repl_window_pct(&p->harvests, 50);
 	out->copy_p50_ns = repl_window_pct(&p->copies, 50);
 	out->state_p50_ns = repl_window_pct(&p->states, 50);

@@ -33,6 +33,13 @@ struct repl_conn_opts {
 };
 
 #define REPL_DEFAULT_TIMEOUT_MS 2000u
+/*
+ * The replication threads run SCHED_FIFO at this priority by default, the
+ * lowest real-time one: the guest's vCPUs never sleep, and a thread that
+ * holds the guest's outputs until its ack must not wait for them to yield
+ * a core (docs/architecture.md, "Scheduling").
+ */
+#define REPL_DEFAULT_RT 1
 /* While the initial copy is built, sent and restored, both ends wait this long. */
 #define REPL_SYNC_TIMEOUT_MS 120000u
 
@@ -160,6 +167,7 @@ struct repl_primary_opts {
 	struct nb_queue *outq;	  /* the VM's outputs (may be NULL); protected from epoch 0 on
 				   * (the owner may protect it before starting the VM) */
 	int thread_nice;	  /* nice value of the replication thread (-20..19); 0: inherit */
+	int thread_rt;		  /* its SCHED_FIFO priority, 1..99; 0: REPL_DEFAULT_RT; -1: none */
 	repl_log_fn log_cb;	  /* may be NULL */
 	void *log_arg;
 };
@@ -180,8 +188,9 @@ struct repl_status {
 	uint64_t total_raw_bytes, total_wire_bytes;
 	uint64_t last_pages;
 	uint64_t ack_rtt_last_ns, ack_rtt_p50_ns;
-	uint64_t lag_ns;     /* primary: since the pause of the oldest epoch not yet acked */
-	uint64_t early_ends; /* epochs ended early: output, queue full, dirty cap */
+	uint64_t encode_p50_ns; /* the sender's encoding of an epoch, after the pause */
+	uint64_t lag_ns;	/* primary: since the pause of the oldest epoch not yet acked */
+	uint64_t early_ends;	/* epochs ended early: output, queue full, dirty cap */
 	uint64_t verify_ok, verify_bad; /* digests compared (secondary) / acks that said so */
 	char last_error[160];
 };
@@ -214,6 +223,7 @@ struct repl_secondary_opts {
 	hv_restore_devices_fn add_devices; /* the twin's devices (same as the primary's) */
 	void *add_devices_arg;
 	int thread_nice; /* nice value of the receiving thread (-20..19); 0: inherit */
+	int thread_rt;	 /* its SCHED_FIFO priority, 1..99; 0: REPL_DEFAULT_RT; -1: none */
 	repl_log_fn log_cb;
 	void *log_arg;
 };

@@ -39,7 +39,8 @@ struct repl_secondary {
 	pthread_t thread;
 	bool thread_live;
 	struct repl_buf decoded;
-	uint8_t *rx; /* the epoch being received, kept across epochs */
+	struct repl_patches patches; /* the decoded epoch's PATCH pages, into rx */
+	uint8_t *rx;		     /* the epoch being received, kept across epochs */
 	size_t rx_cap;
 
 	pthread_mutex_t lock; /* guards the fields below */
@@ -138,7 +139,7 @@ static int first_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len,
 			return -EBADMSG;
 		}
 	}
-	rc = repl_decode(buf, len, NULL, h.mem_bytes, &s->decoded, why, sizeof(why));
+	rc = repl_decode(buf, len, NULL, h.mem_bytes, &s->decoded, NULL, why, sizeof(why));
 	if (rc < 0) {
 		note_error(s, "initial copy refused: %s", why);
 		return rc;
@@ -167,22 +168,29 @@ static int first_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len,
 	return verify(s, 0);
 }
 
+static void apply_patches(void *arg, uint8_t *ram)
+{
+	repl_patches_apply(arg, ram);
+}
+
 static int next_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len, uint64_t epoch,
 		      uint64_t *id_out)
 {
 	struct hv_stream_header h;
 	char why[256];
+	uint64_t raw;
 	int rc;
 
 	rc = repl_decode(buf, len, hv_ram_base(s->twin), hv_ram_pages(s->twin) * HV_PAGE_SIZE,
-			 &s->decoded, why, sizeof(why));
+			 &s->decoded, &s->patches, why, sizeof(why));
 	if (rc < 0) {
 		note_error(s, "epoch refused: %s", why);
 		return rc;
 	}
 	memcpy(&h, s->decoded.data + 8, sizeof(h));
 	*id_out = h.stream_id;
-	rc = hv_snapshot_apply(s->twin, s->decoded.data, s->decoded.len, why, sizeof(why));
+	rc = hv_snapshot_apply_patched(s->twin, s->decoded.data, s->decoded.len, apply_patches,
+				       &s->patches, why, sizeof(why));
 	if (rc == -EIO) {
 		pthread_mutex_lock(&s->lock);
 		s->twin_broken = true;
@@ -195,9 +203,11 @@ static int next_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len, 
 	pthread_mutex_lock(&s->lock);
 	s->st.epoch = epoch;
 	s->st.epochs++;
-	s->st.last_raw_bytes = s->decoded.len;
+	/* raw: the revision-1 stream this epoch stands for, patched pages as RAW entries */
+	raw = s->decoded.len + s->patches.n * (8 + HV_PAGE_SIZE);
+	s->st.last_raw_bytes = raw;
 	s->st.last_wire_bytes = len;
-	s->st.total_raw_bytes += s->decoded.len;
+	s->st.total_raw_bytes += raw;
 	s->st.total_wire_bytes += len;
 	pthread_mutex_unlock(&s->lock);
 	return verify(s, epoch);
@@ -250,7 +260,6 @@ static void serve(struct repl_secondary *s, struct repl_conn *c)
 			s->rx = NULL;
 			s->rx_cap = 0;
 			repl_buf_dispose(&s->decoded);
-			repl_buf_init(&s->decoded);
 			if (s->t->set_timeout)
 				s->t->set_timeout(c, s->o.conn.timeout_ms
 							     ? s->o.conn.timeout_ms
@@ -277,7 +286,7 @@ static void *receiver(void *arg)
 	struct repl_secondary *s = arg;
 
 	pthread_setname_np(pthread_self(), "castor-twin");
-	repl_thread_nice(s->o.vm.name ? s->o.vm.name : "twin", s->o.thread_nice);
+	repl_thread_sched(s->o.vm.name ? s->o.vm.name : "twin", s->o.thread_nice, s->o.thread_rt);
 	for (;;) {
 		struct repl_conn *c = NULL;
 		bool stop;
@@ -319,6 +328,9 @@ int repl_secondary_start(const struct repl_secondary_opts *o, struct repl_second
 		FAIL_WHY_R("no address to listen on");
 	if (o->thread_nice < -20 || o->thread_nice > 19)
 		FAIL_WHY_R("nice value %d is not in -20..19", o->thread_nice);
+	if (o->thread_rt < -1 || o->thread_rt > 99)
+		FAIL_WHY_R("real-time priority %d is not in 1..99 (0: default, -1: none)",
+			   o->thread_rt);
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
@@ -329,6 +341,7 @@ int repl_secondary_start(const struct repl_secondary_opts *o, struct repl_second
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->apply_lock, NULL);
 	repl_buf_init(&s->decoded);
+	repl_patches_init(&s->patches);
 	if (!s->listen_addr) {
 		rc = -ENOMEM;
 		goto fail;
@@ -432,6 +445,7 @@ void repl_secondary_free(struct repl_secondary *s)
 		s->t->close_listener(s->listener);
 	hv_vm_free(s->twin);
 	repl_buf_dispose(&s->decoded);
+	repl_patches_dispose(&s->patches);
 	free(s->rx);
 	pthread_mutex_destroy(&s->apply_lock);
 	pthread_mutex_destroy(&s->lock);

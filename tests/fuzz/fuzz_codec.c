@@ -2,9 +2,10 @@
  * The epoch decoder (repl_decode, replication/codec.c) on arbitrary bytes.
  * Rules: never crash, leak or read out of bounds; a refusal is -EBADMSG with
  * a reason; what it accepts is a revision-1 stream hv_stream_check() accepts,
- * no larger than the documented bound; with no base RAM, no XOR is accepted
- * (the same input with a base then decodes to the same stream or is refused
- * only for lack of one).
+ * no larger than the documented bound, plus word patches that stay inside
+ * RAM when applied (ASan watches); with no base RAM, no XOR or PATCH is
+ * accepted (the same input with a base then decodes to the same stream, with
+ * no patches, or is refused only for lack of one).
  */
 #include <errno.h>
 #include <string.h>
@@ -28,14 +29,26 @@ static uint8_t *ram(void)
 	return base;
 }
 
+/* RAM for the patches to land in: exactly MEM bytes, so that ASan sees a write past it. */
+static uint8_t *scratch(void)
+{
+	static uint8_t *ram;
+
+	if (!ram) {
+		ram = calloc(1, MEM);
+		FUZZ_CHECK(ram != NULL);
+	}
+	return ram;
+}
+
 static void decode_one(const uint8_t *data, size_t size, const uint8_t *base, struct repl_buf *out,
-		       int *rc_out)
+		       struct repl_patches *patches, int *rc_out)
 {
 	char why[256];
 	int rc;
 
 	why[0] = 0;
-	rc = repl_decode(data, size, base, MEM, out, why, sizeof(why));
+	rc = repl_decode(data, size, base, MEM, out, patches, why, sizeof(why));
 	if (rc < 0) {
 		FUZZ_CHECK(rc == -EBADMSG || rc == -ENOMEM);
 		FUZZ_CHECK(why[0] != 0);
@@ -43,6 +56,8 @@ static void decode_one(const uint8_t *data, size_t size, const uint8_t *base, st
 		FUZZ_CHECK(rc == 0);
 		FUZZ_CHECK(out->len <= size + 2 * (uint64_t)MEM);
 		FUZZ_CHECK(hv_stream_check(out->data, out->len, NULL, why, sizeof(why)) == 0);
+		if (patches)
+			repl_patches_apply(patches, scratch());
 	}
 	*rc_out = rc;
 }
@@ -50,13 +65,14 @@ static void decode_one(const uint8_t *data, size_t size, const uint8_t *base, st
 static void decode_both(const uint8_t *data, size_t size)
 {
 	static struct repl_buf with, without; /* reused, as the receiver does */
+	static struct repl_patches patches;
 	int rc_with, rc_without;
 
-	decode_one(data, size, ram(), &with, &rc_with);
-	decode_one(data, size, NULL, &without, &rc_without);
-	/* a base only adds XOR entries to what decodes */
+	decode_one(data, size, ram(), &with, &patches, &rc_with);
+	decode_one(data, size, NULL, &without, NULL, &rc_without);
+	/* a base only adds XOR and PATCH entries to what decodes */
 	if (rc_without == 0) {
-		FUZZ_CHECK(rc_with == 0);
+		FUZZ_CHECK(rc_with == 0 && patches.n == 0);
 		FUZZ_CHECK(with.len == without.len && !memcmp(with.data, without.data, with.len));
 	}
 }
@@ -141,19 +157,21 @@ static void epoch(uint64_t id, const uint64_t *pfns, size_t n, const uint8_t *st
 
 /*
  * Wire streams the encoder makes against ram(): a first epoch (RAW, ZERO),
- * then one with XOR entries compressed (PAGES_ZSTD) and one with XOR entries
- * left plain (dense deltas that do not compress); and a revision-1 epoch.
+ * then one with PATCH entries, the same with XOR entries compressed
+ * (PAGES_ZSTD), one with XOR entries left plain (dense deltas that do not
+ * compress); and a revision-1 epoch.
  */
 void fuzz_seeds(fuzz_seed_fn add, void *ctx)
 {
 	uint8_t *base = ram(), *st = calloc(4, HV_PAGE_SIZE), *in = NULL;
-	struct repl_encoder *e = NULL;
+	struct repl_encoder *e = NULL, *ex = NULL; /* ex: no PATCH, so XOR */
 	struct repl_buf wire;
 	uint64_t pfns[4] = {1, 2, 3, 4}, x;
 	size_t len, i;
 
 	repl_buf_init(&wire);
-	if (!st || repl_encoder_new(MEM, 64, 1, &e) < 0)
+	if (!st || repl_encoder_new(MEM, 64, 1, &e) < 0 || repl_encoder_new(MEM, 64, 1, &ex) < 0 ||
+	    repl_encoder_set_patch_max(ex, 0) < 0)
 		goto out;
 	/* epoch 1: pages 1..3 as the base holds them, 4 zero */
 	memcpy(st, base + HV_PAGE_SIZE, 3 * HV_PAGE_SIZE);
@@ -162,12 +180,18 @@ void fuzz_seeds(fuzz_seed_fn add, void *ctx)
 		add(ctx, wire.data, wire.len);
 		add(ctx, in, len);
 	}
+	if (in && repl_encode(ex, in, len, &wire, NULL) < 0)
+		goto out;
 	free(in);
-	/* epoch 2: a few words changed (XOR, compressed), 4 still zero */
-	for (i = 0; i < 3; i++)
+	/* epoch 2: a few words changed (PATCH; XOR, compressed), 4 still zero */
+	for (i = 0; i < 3; i++) {
 		st[i * HV_PAGE_SIZE + 8 * i] ^= 0x77;
+		st[i * HV_PAGE_SIZE + 8 * i + 80] ^= 0x11;
+	}
 	epoch(2, pfns, 4, st, &in, &len);
 	if (in && !repl_encode(e, in, len, &wire, NULL))
+		add(ctx, wire.data, wire.len);
+	if (in && !repl_encode(ex, in, len, &wire, NULL))
 		add(ctx, wire.data, wire.len);
 	free(in);
 	/* epoch 3: page 1 rewritten but for its last words: XOR, dense and random (plain PAGES) */
@@ -176,11 +200,12 @@ void fuzz_seeds(fuzz_seed_fn add, void *ctx)
 		st[i] = (uint8_t)(x >> 56) | 1;
 	}
 	epoch(3, pfns, 1, st, &in, &len);
-	if (in && !repl_encode(e, in, len, &wire, NULL))
+	if (in && !repl_encode(ex, in, len, &wire, NULL))
 		add(ctx, wire.data, wire.len);
 	free(in);
 out:
 	repl_encoder_free(e);
+	repl_encoder_free(ex);
 	repl_buf_dispose(&wire);
 	free(st);
 }

@@ -203,28 +203,32 @@ def thread_cpu_ticks(pid, comm):
     return total
 
 
-def thread_nice(pid, comm):
-    """The nice values of the threads of `pid` named `comm`."""
+def thread_sched(pid, comm):
+    """(nice, real-time priority, policy) of each thread of `pid` named `comm`
+    (proc(5): fields 19, 40, 41; policy 0 is SCHED_OTHER, 1 SCHED_FIFO)."""
     out = []
     for tid in os.listdir(f"/proc/{pid}/task"):
         with open(f"/proc/{pid}/task/{tid}/stat") as f:
             stat = f.read()
         if stat[stat.index("(") + 1:stat.rindex(")")] == comm:
-            out.append(int(stat[stat.rindex(")") + 2:].split()[16]))
+            fields = stat[stat.rindex(")") + 2:].split()
+            out.append((int(fields[16]), int(fields[37]), int(fields[38])))
     return out
 
 
 def check_idle_wait(d):
     """Between epochs the replication thread sleeps: it does not spin on the clock.
-    And --repl-nice gives both replication threads their nice value."""
+    And --repl-nice and --repl-rt schedule both replication threads: SCHED_FIFO 1
+    unless told otherwise."""
     pair = Pair(d, ["rate=1", "wss=64K", "outrate=1"], ["--interval", "200", "--repl-nice", "-3"],
-                replica_args=["--repl-nice", "4"])
+                replica_args=["--repl-nice", "4", "--repl-rt", "0"])
     try:
         pair.wait_protected()
-        if thread_nice(pair.primary.pid, "castor-repl") != [-3] or \
-                thread_nice(pair.replica.pid, "castor-twin") != [4]:
-            raise Fail(f"--repl-nice: castor-repl {thread_nice(pair.primary.pid, 'castor-repl')}, "
-                       f"castor-twin {thread_nice(pair.replica.pid, 'castor-twin')}")
+        repl, twin = (thread_sched(pair.primary.pid, "castor-repl"),
+                      thread_sched(pair.replica.pid, "castor-twin"))
+        if repl != [(-3, 1, 1)] or twin != [(4, 0, 0)]:
+            raise Fail(f"--repl-nice/--repl-rt: castor-repl {repl}, castor-twin {twin} "
+                       f"(nice, rt priority, policy)")
         hz = os.sysconf("SC_CLK_TCK")
         c0, t0 = thread_cpu_ticks(pair.primary.pid, "castor-repl"), time.monotonic()
         time.sleep(2)
@@ -256,6 +260,8 @@ def case_cap(d):
         (base + ["--verify"], 2, "need --protect"),
         (base + ["--repl-nice", "-3"], 2, "need --protect"),
         (base + ["--protect", "127.0.0.1:1", "--repl-nice", "40"], 2, "not a nice value"),
+        (base + ["--repl-rt", "3"], 2, "need --protect"),
+        (base + ["--protect", "127.0.0.1:1", "--repl-rt", "100"], 2, "not a real-time priority"),
         (base + ["--protect", "127.0.0.1:1"], 1, "cannot reach the secondary"),
         ([VMM, "replica", "--control", f"{d}/y.sock"], 2, "--listen"),
         ([VMM, "replica", "--listen", "127.0.0.1:0", "--control", f"{d}/y.sock", "--mem",

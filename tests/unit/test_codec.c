@@ -254,26 +254,33 @@ static void write_epoch(uint64_t id, const uint64_t *pfns, size_t n, size_t spli
 }
 
 /*
- * One epoch end to end: encode `in`, decode against `twin`, check that the
- * decoded stream is byte for byte the input, apply it to `twin`.
+ * One epoch end to end: encode `in`, decode against `twin`, apply it to
+ * `twin` as the secondary does (the patches, then the stream). Without PATCH
+ * entries the decoded stream is byte for byte the input.
  */
 static void round_trip(struct repl_encoder *e, const uint8_t *in, size_t in_len, uint8_t *twin,
 		       bool have_base, struct repl_codec_stats *st, struct repl_buf *wire)
 {
+	struct repl_patches patches;
 	struct repl_buf dec;
 	char why[256] = "";
 	int rc;
 
 	repl_buf_init(&dec);
+	repl_patches_init(&patches);
 	assert_int_equal(repl_encode(e, in, in_len, wire, st), 0);
-	rc = repl_decode(wire->data, wire->len, have_base ? twin : NULL, MEM, &dec, why,
-			 sizeof(why));
+	rc = repl_decode(wire->data, wire->len, have_base ? twin : NULL, MEM, &dec,
+			 have_base ? &patches : NULL, why, sizeof(why));
 	if (rc)
 		fail_msg("decode: %d: %s", rc, why);
-	assert_int_equal(dec.len, in_len);
-	assert_memory_equal(dec.data, in, in_len);
+	if (!patches.n) {
+		assert_int_equal(dec.len, in_len);
+		assert_memory_equal(dec.data, in, in_len);
+	}
+	repl_patches_apply(&patches, twin);
 	apply(twin, dec.data, dec.len);
 	repl_buf_dispose(&dec);
+	repl_patches_dispose(&patches);
 }
 
 /* A page written the way the test guest writes it (docs/test-guest.md, the page rule). */
@@ -288,7 +295,7 @@ static void tg_page(uint8_t *p, uint64_t pfn, uint64_t c, uint32_t window)
 
 /* ---- round trips ---------------------------------------------------------------- */
 
-enum change { CH_RANDOM, CH_ZERO, CH_FEW_WORDS, CH_TG, CH_SAME, CH_N };
+enum change { CH_RANDOM, CH_ZERO, CH_FEW_WORDS, CH_TG, CH_HALF, CH_SAME, CH_N };
 
 static void change_page(uint8_t *p, uint64_t pfn, enum change ch, uint64_t epoch)
 {
@@ -311,6 +318,9 @@ static void change_page(uint8_t *p, uint64_t pfn, enum change ch, uint64_t epoch
 	case CH_TG:
 		tg_page(p, pfn, epoch * 1000 + pfn, 64);
 		break;
+	case CH_HALF: /* too much for the default PATCH, yet sparser than the page: XOR */
+		fill_random(p, PG / 2);
+		break;
 	default:
 		break; /* rewritten with the same content */
 	}
@@ -321,7 +331,7 @@ static void change_page(uint8_t *p, uint64_t pfn, enum change ch, uint64_t epoch
  * unchanged pages, some pfns twice in a stream (within a record and across
  * records) -- with the twin kept by applying each decoded stream.
  */
-static void random_epochs(void **state)
+static void random_epochs_with(size_t patch_max)
 {
 	struct repl_codec_stats st = {0};
 	struct repl_encoder *e = NULL;
@@ -335,6 +345,7 @@ static void random_epochs(void **state)
 	assert_non_null(staged);
 	repl_buf_init(&wire);
 	assert_int_equal(repl_encoder_new(MEM, NPAGES, 1, &e), 0);
+	assert_int_equal(repl_encoder_set_patch_max(e, patch_max), 0);
 
 	/* epoch 1: the initial synchronisation, every page, applied to nothing */
 	for (pfn = 0; pfn < NPAGES; pfn++) {
@@ -345,7 +356,7 @@ static void random_epochs(void **state)
 	round_trip(e, in, in_len, twin, false, &st, &wire);
 	free(in);
 	assert_memory_equal(twin, src, MEM);
-	assert_int_equal(st.xor_pages, 0); /* nothing cached before this stream */
+	assert_int_equal(st.xor_pages + st.patch_pages, 0); /* nothing cached before this stream */
 
 	for (epoch = 2; epoch <= 10; epoch++) {
 		struct repl_codec_stats es = {0};
@@ -371,9 +382,11 @@ static void random_epochs(void **state)
 		round_trip(e, in, in_len, twin, true, &es, &wire);
 		free(in);
 		assert_memory_equal(twin, src, MEM);
-		assert_true(es.xor_pages > 0);
+		assert_true(patch_max < REPL_PATCH_MAX ? es.xor_pages > 0 : es.xor_pages == 0);
+		assert_true(patch_max ? es.patch_pages > 0 : es.patch_pages == 0);
 		assert_int_equal(es.pages, n);
-		assert_int_equal(es.pages, es.zero_pages + es.xor_pages + es.raw_pages);
+		assert_int_equal(es.pages,
+				 es.zero_pages + es.xor_pages + es.patch_pages + es.raw_pages);
 		assert_true(es.out_bytes < es.in_bytes);
 		st.xor_pages += es.xor_pages;
 		st.zstd_records += es.zstd_records;
@@ -388,6 +401,13 @@ static void random_epochs(void **state)
 	free(twin);
 	free(staged);
 	free(pfns);
+}
+
+static void random_epochs(void **state)
+{
+	random_epochs_with(0);			/* ZERO, XOR, RAW */
+	random_epochs_with(REPL_PATCH_DEFAULT); /* and PATCH */
+	random_epochs_with(REPL_PATCH_MAX);
 }
 
 /* Encode one stream of `n` staged pages; the wire's encodings in order. */
@@ -420,6 +440,7 @@ static void encoder_choices(void **state)
 
 	assert_true(twin && st);
 	assert_int_equal(repl_encoder_new(MEM, 1024, 1, &e), 0);
+	assert_int_equal(repl_encoder_set_patch_max(e, 0), 0); /* PATCH: patch_choices */
 	assert_int_equal(util_bitmap_init(&same, MEM / PG), 0);
 	repl_encoder_note_unchanged(e, &same);
 
@@ -494,6 +515,149 @@ static void encoder_choices(void **state)
 	free(st);
 }
 
+/* The first record of `type` from `from` on: its body, or NULL. */
+static const uint8_t *rec_body(const uint8_t *s, size_t len, uint32_t type, size_t from,
+			       size_t *off_out)
+{
+	struct hv_stream_iter it;
+	struct hv_stream_record r;
+
+	hv_stream_iter_init(&it, s, len);
+	while (hv_stream_next(&it, &r) > 0) {
+		if (r.type == type && r.offset >= from) {
+			*off_out = r.offset;
+			return r.body;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * PATCH (§9.2): a test-guest write goes as two runs, the counter word and the
+ * window; an unchanged hot page as an empty patch; a delta over the limit as
+ * XOR; PATCH pages first, in a plain PAGES record of their own; never for a
+ * pfn repeated in the stream (its later copy wins) nor in a full stream.
+ */
+static void patch_choices(void **state)
+{
+	uint8_t *twin = calloc(1, MEM), *st = calloc(8, PG), want10[PG];
+	struct repl_codec_stats cs = {0};
+	struct repl_encoder *e = NULL;
+	struct util_bitmap same;
+	struct repl_buf wire;
+	uint64_t pfns[8], got[8], first_pfn;
+	unsigned enc[8];
+	const uint8_t *body;
+	uint32_t u32, ws = tg_window_start(10, 7, 64);
+	uint16_t u16;
+	size_t in_len, off;
+	uint8_t *in;
+
+	assert_true(twin && st);
+	repl_buf_init(&wire);
+	assert_int_equal(repl_encoder_new(MEM, 1024, 1, &e), 0);
+	assert_int_equal(repl_encoder_set_patch_max(e, REPL_PATCH_MAX + 1), -EINVAL);
+	assert_int_equal(util_bitmap_init(&same, MEM / PG), 0);
+	repl_encoder_note_unchanged(e, &same);
+
+	/* epoch 1 (full): 10, 13 tg-like; 11, 12, 15 random */
+	tg_page(st, 10, 1, 64);
+	fill_random(st + PG, 2 * PG);
+	tg_page(st + 3 * PG, 13, 1, 64);
+	fill_random(st + 4 * PG, PG);
+	write_epoch(1, (uint64_t[]){10, 11, 12, 13, 15}, 5, 5, st, &in, &in_len);
+	round_trip(e, in, in_len, twin, false, &cs, &wire);
+	free(in);
+	assert_int_equal(cs.patch_pages, 0); /* a full stream stands alone */
+
+	/*
+	 * epoch 2: 10 rewritten by the guest (PATCH), 11 half new (XOR), 12 all
+	 * new (RAW), 13 unchanged (an empty PATCH), 14 never sent (RAW), 15 now
+	 * zero (ZERO), then 10 again (RAW, and it wins).
+	 */
+	tg_page(st, 10, 2, 64);
+	fill_random(st + PG, PG / 2);
+	fill_random(st + 2 * PG, PG);
+	fill_random(st + 4 * PG, PG);
+	memset(st + 5 * PG, 0, PG);
+	tg_page(st + 6 * PG, 10, 3, 64);
+	memcpy(want10, st + 6 * PG, PG);
+	memcpy(pfns, (uint64_t[]){10, 11, 12, 13, 14, 15, 10}, 7 * 8);
+	memset(&cs, 0, sizeof(cs));
+	write_epoch(2, pfns, 7, 7, st, &in, &in_len);
+	round_trip(e, in, in_len, twin, true, &cs, &wire);
+	free(in);
+	assert_memory_equal(page(twin, 10), want10, PG);
+	assert_memory_equal(page(twin, 13), st + 3 * PG, PG);
+	assert_memory_equal(page(twin, 11), st + PG, PG);
+	assert_int_equal(wire_encodings(wire.data, wire.len, enc, got, 8), 7);
+	assert_int_equal(got[0], 10);
+	assert_int_equal(enc[0], REPL_PAGE_PATCH);
+	assert_int_equal(got[1], 13);
+	assert_int_equal(enc[1], REPL_PAGE_PATCH);
+	for (int i = 2; i < 7; i++) { /* the others, in their order */
+		static const uint64_t rest[] = {11, 12, 14, 15, 10};
+
+		assert_int_equal(got[i], rest[i - 2]);
+	}
+	assert_int_equal(enc[2], REPL_PAGE_XOR);
+	assert_int_equal(enc[3], HV_PAGE_RAW);
+	assert_int_equal(enc[4], HV_PAGE_RAW);
+	assert_int_equal(enc[5], HV_PAGE_ZERO);
+	assert_int_equal(enc[6], HV_PAGE_RAW);
+	assert_int_equal(cs.patch_pages, 2);
+	assert_int_equal(cs.unchanged_pages, 1);
+	assert_true(util_bitmap_is_set(&same, 13));
+	assert_int_equal(util_bitmap_count(&same), 1);
+
+	/* the PATCH record: plain PAGES, 10's payload as §9.2 lays it out, then 13's */
+	body = rec_body(wire.data, wire.len, HV_REC_PAGES, 0, &off);
+	assert_non_null(body);
+	memcpy(&u32, body, 4);
+	assert_int_equal(u32, 2);
+	memcpy(&first_pfn, body + 8, 8);
+	assert_int_equal(first_pfn, ent(10, REPL_PAGE_PATCH));
+	body += 8 + 16;
+	memcpy(&u32, body, 4);
+	assert_int_equal(u32, 2); /* runs: the counter word, the window */
+	memcpy(&u32, body + 4, 4);
+	assert_int_equal(u32, 65);
+	memcpy(&u16, body + 8, 2);
+	assert_int_equal(u16, 1);
+	memcpy(&u16, body + 10, 2);
+	assert_int_equal(u16, 1);
+	memcpy(&u16, body + 12, 2);
+	assert_int_equal(u16, ws);
+	memcpy(&u16, body + 14, 2);
+	assert_int_equal(u16, 64);
+	assert_memory_equal(body + 16, st + 8, 8);
+	assert_memory_equal(body + 24, st + 8 * ws, 64 * 8);
+	body += 16 + 65 * 8; /* 13: no runs, no words */
+	memcpy(&u32, body, 4);
+	assert_int_equal(u32, 0);
+	memcpy(&u32, body + 4, 4);
+	assert_int_equal(u32, 0);
+	assert_null(
+		rec_body(wire.data, wire.len, HV_REC_PAGES, off + 1, &off)); /* the rest: zstd */
+
+	/* with PATCH up to 4096 bytes the half-new page goes as PATCH too */
+	assert_int_equal(repl_encoder_set_patch_max(e, REPL_PATCH_MAX), 0);
+	fill_random(st + PG, PG / 2);
+	write_epoch(3, (uint64_t[]){11}, 1, 1, st + PG, &in, &in_len);
+	round_trip(e, in, in_len, twin, true, NULL, &wire);
+	free(in);
+	assert_int_equal(wire_encodings(wire.data, wire.len, enc, got, 8), 1);
+	assert_int_equal(enc[0], REPL_PAGE_PATCH);
+	assert_memory_equal(page(twin, 11), st + PG, PG);
+
+	repl_encoder_note_unchanged(e, NULL);
+	repl_encoder_free(e);
+	util_bitmap_dispose(&same);
+	repl_buf_dispose(&wire);
+	free(twin);
+	free(st);
+}
+
 /* A cache smaller than the working set: LRU per set, and never a wrong base. */
 static void cache_eviction(void **state)
 {
@@ -508,6 +672,7 @@ static void cache_eviction(void **state)
 
 	/* one set of 4 ways: 0..5 sent, 2..5 stay; then 5 and 4 hit, 0 misses */
 	assert_int_equal(repl_encoder_new(MEM, 4, 1, &e), 0);
+	assert_int_equal(repl_encoder_set_patch_max(e, 0), 0);
 	for (i = 0; i < 6; i++)
 		tg_page(staged + i * PG, i, 1, 64);
 	encode_pages(e, 1, (uint64_t[]){0, 1, 2, 3, 4, 5}, 6, staged, twin, enc);
@@ -526,6 +691,7 @@ static void cache_eviction(void **state)
 	 */
 	memset(twin, 0, MEM);
 	assert_int_equal(repl_encoder_new(MEM, 64, 1, &e), 0);
+	assert_int_equal(repl_encoder_set_patch_max(e, 0), 0);
 	for (epoch = 1; epoch <= 8; epoch++) {
 		struct repl_buf wire;
 		uint8_t *in;
@@ -564,7 +730,7 @@ static void cache_eviction(void **state)
 	for (epoch = 1; epoch <= 2; epoch++)
 		encode_pages(e, epoch, pfns, 32, staged, twin, enc);
 	for (i = 0; i < 32; i++)
-		assert_int_not_equal(enc[i], REPL_PAGE_XOR);
+		assert_true(enc[i] == HV_PAGE_RAW || enc[i] == HV_PAGE_ZERO);
 	repl_encoder_free(e);
 
 	free(twin);
@@ -577,7 +743,7 @@ static void cache_eviction(void **state)
  * rewritten per write): epochs of 2000 page writes over a 2048-page work
  * region encode to less than 40 % of the revision-1 stream.
  */
-static void test_guest_ratio(void **state)
+static void test_guest_ratio_with(size_t patch_max)
 {
 	const uint64_t wss = 2048, base = TG_WORK_BASE / PG;
 	struct repl_codec_stats first = {0}, steady = {0};
@@ -590,6 +756,7 @@ static void test_guest_ratio(void **state)
 	assert_true(twin && staged);
 	repl_buf_init(&wire);
 	assert_int_equal(repl_encoder_new(MEM, NPAGES, 1, &e), 0);
+	assert_int_equal(repl_encoder_set_patch_max(e, patch_max), 0);
 	for (epoch = 1; epoch <= 6; epoch++) {
 		/* epoch 1 writes every page once; later ones 2000 writes each */
 		uint64_t writes = epoch == 1 ? wss : 2000;
@@ -604,17 +771,25 @@ static void test_guest_ratio(void **state)
 		round_trip(e, in, in_len, twin, epoch > 1, epoch == 1 ? &first : &steady, &wire);
 		free(in);
 	}
-	print_message("test-guest pattern: first epoch %.1f %% of raw, then %.1f %% "
-		      "(%" PRIu64 " XOR of %" PRIu64 " pages, %" PRIu64 " zstd records)\n",
-		      100.0 * first.out_bytes / first.in_bytes,
-		      100.0 * steady.out_bytes / steady.in_bytes, steady.xor_pages, steady.pages,
-		      steady.zstd_records);
+	print_message("test-guest pattern, PATCH up to %zu bytes: first epoch %.1f %% of raw, "
+		      "then %.1f %% (%" PRIu64 " PATCH, %" PRIu64 " XOR of %" PRIu64
+		      " pages, %" PRIu64 " zstd records)\n",
+		      patch_max, 100.0 * first.out_bytes / first.in_bytes,
+		      100.0 * steady.out_bytes / steady.in_bytes, steady.patch_pages,
+		      steady.xor_pages, steady.pages, steady.zstd_records);
 	assert_true(steady.out_bytes * 100 < steady.in_bytes * 40);
-	assert_int_equal(steady.xor_pages, steady.pages);
+	/* a write changes the window's 64 words and the counter: 8 + 8 + 65 * 8 bytes */
+	assert_int_equal(patch_max ? steady.patch_pages : steady.xor_pages, steady.pages);
 	repl_encoder_free(e);
 	repl_buf_dispose(&wire);
 	free(twin);
 	free(staged);
+}
+
+static void test_guest_ratio(void **state)
+{
+	test_guest_ratio_with(0);
+	test_guest_ratio_with(REPL_PATCH_DEFAULT);
 }
 
 /* A revision-1 epoch is checked and copied through unchanged. */
@@ -629,12 +804,13 @@ static void revision1_passes(void **state)
 	fill_random(st, PG);
 	write_epoch(5, (uint64_t[]){3, 4}, 2, 1, st, &in, &in_len);
 	repl_buf_init(&dec);
-	assert_int_equal(repl_decode(in, in_len, NULL, MEM, &dec, why, sizeof(why)), 0);
+	assert_int_equal(repl_decode(in, in_len, NULL, MEM, &dec, NULL, why, sizeof(why)), 0);
 	assert_int_equal(dec.len, in_len);
 	assert_memory_equal(dec.data, in, in_len);
 	/* and a broken one is refused with hv_stream_check's reason */
 	in[72 + 8 + 8 + 8 + 10] ^= 1; /* a payload byte of the first PAGES record */
-	assert_int_equal(repl_decode(in, in_len, NULL, MEM, &dec, why, sizeof(why)), -EBADMSG);
+	assert_int_equal(repl_decode(in, in_len, NULL, MEM, &dec, NULL, why, sizeof(why)),
+			 -EBADMSG);
 	assert_non_null(strstr(why, "checksum"));
 	repl_buf_dispose(&dec);
 	free(in);
@@ -657,7 +833,7 @@ static void bad_arguments(void **state)
 	assert_int_equal(repl_encode(e, junk, sizeof(junk), &out, NULL), -EINVAL);
 	assert_int_equal(repl_encode(e, junk, 0, &out, NULL), -EINVAL);
 	repl_encoder_free(e);
-	assert_int_equal(repl_decode(junk, sizeof(junk), NULL, 1000, &out, why, sizeof(why)),
+	assert_int_equal(repl_decode(junk, sizeof(junk), NULL, 1000, &out, NULL, why, sizeof(why)),
 			 -EINVAL);
 	repl_buf_dispose(&out);
 	repl_buf_dispose(&out);
@@ -669,6 +845,7 @@ struct bad {
 	uint8_t *base; /* the twin's RAM */
 	uint8_t *body; /* scratch for a record body */
 	struct repl_buf dec;
+	struct repl_patches patches;
 	char why[256];
 };
 
@@ -682,6 +859,7 @@ static int setup_bad(void **state)
 	assert_true(b->base && b->body);
 	fill_random(b->base, 64 * PG);
 	repl_buf_init(&b->dec);
+	repl_patches_init(&b->patches);
 	*state = b;
 	return 0;
 }
@@ -691,6 +869,7 @@ static int teardown_bad(void **state)
 	struct bad *b = *state;
 
 	repl_buf_dispose(&b->dec);
+	repl_patches_dispose(&b->patches);
 	free(b->base);
 	free(b->body);
 	free(b);
@@ -703,14 +882,14 @@ static void refused(struct bad *b, const uint8_t *s, size_t len, const char *wha
 	int rc;
 
 	b->why[0] = 0;
-	rc = repl_decode(s, len, b->base, MEM, &b->dec, b->why, sizeof(b->why));
+	rc = repl_decode(s, len, b->base, MEM, &b->dec, &b->patches, b->why, sizeof(b->why));
 	if (rc != -EBADMSG || !strstr(b->why, what))
 		fail_msg("expected -EBADMSG with \"%s\", got %d: \"%s\"", what, rc, b->why);
 }
 
 static void accepted(struct bad *b, const uint8_t *s, size_t len)
 {
-	int rc = repl_decode(s, len, b->base, MEM, &b->dec, b->why, sizeof(b->why));
+	int rc = repl_decode(s, len, b->base, MEM, &b->dec, &b->patches, b->why, sizeof(b->why));
 
 	if (rc)
 		fail_msg("expected success, got %d: %s", rc, b->why);
@@ -726,6 +905,7 @@ static void good_wire(struct bad *b, struct repl_buf *wire)
 
 	assert_non_null(st8);
 	assert_int_equal(repl_encoder_new(MEM, 64, 1, &e), 0);
+	assert_int_equal(repl_encoder_set_patch_max(e, 0), 0);
 	/* epoch 1 (not decoded here) fills the cache with the base's pages 1..3 */
 	for (int i = 0; i < 3; i++)
 		memcpy(st8 + i * PG, page(b->base, 1 + i), PG);
@@ -867,6 +1047,19 @@ static void one_record(struct bad *b, uint32_t type, size_t len, const char *wha
 	free(s.buf);
 }
 
+/* The PAGES record of `len` bytes in b->body, in a full stream: refused. */
+static void refused_in_full(struct bad *b, size_t len, const char *what)
+{
+	struct hv_stream_header h = mkheader(2, HV_STREAM_FULL, 100);
+	struct sb s = {0};
+
+	sb_rec(&s, HV_REC_HEADER, &h, sizeof(h));
+	sb_rec(&s, HV_REC_PAGES, b->body, len);
+	sb_end(&s);
+	refused(b, s.buf, s.len, what);
+	free(s.buf);
+}
+
 static void bad_pages(void **state)
 {
 	struct bad *b = *state;
@@ -892,9 +1085,9 @@ static void bad_pages(void **state)
 	/* pfn out of range */
 	e[0] = ent(NPAGES, HV_PAGE_ZERO);
 	one_record(b, HV_REC_PAGES, pages_body(b->body, e, 1, pl, 0), "beyond RAM");
-	/* unknown encodings: 3 stays reserved, 15 never was */
-	e[0] = ent(1, 3);
-	one_record(b, HV_REC_PAGES, pages_body(b->body, e, 1, pl, PG), "unknown page encoding 3");
+	/* unknown encodings: 4 is reserved, 15 never was */
+	e[0] = ent(1, 4);
+	one_record(b, HV_REC_PAGES, pages_body(b->body, e, 1, pl, PG), "unknown page encoding 4");
 	e[0] = ent(1, 15);
 	one_record(b, HV_REC_PAGES, pages_body(b->body, e, 1, pl, PG), "unknown page encoding");
 	/* reserved bits of an entry, reserved field of the batch */
@@ -947,23 +1140,15 @@ static void bad_pages(void **state)
 	sb_rec(&s, HV_REC_PAGES, b->body, len);
 	sb_end(&s);
 	b->why[0] = 0;
-	assert_int_equal(repl_decode(s.buf, s.len, NULL, MEM, &b->dec, b->why, sizeof(b->why)),
-			 -EBADMSG);
+	assert_int_equal(
+		repl_decode(s.buf, s.len, NULL, MEM, &b->dec, NULL, b->why, sizeof(b->why)),
+		-EBADMSG);
 	assert_non_null(strstr(b->why, "no base RAM"));
 	free(s.buf);
 	memset(&s, 0, sizeof(s));
 
 	/* XOR in a full stream, even with a base */
-	{
-		struct hv_stream_header h = mkheader(2, HV_STREAM_FULL, 100);
-
-		sb_rec(&s, HV_REC_HEADER, &h, sizeof(h));
-		sb_rec(&s, HV_REC_PAGES, b->body, len);
-		sb_end(&s);
-		refused(b, s.buf, s.len, "XOR for pfn 5 in a full stream");
-		free(s.buf);
-		memset(&s, 0, sizeof(s));
-	}
+	refused_in_full(b, len, "XOR for pfn 5 in a full stream");
 
 	/* XOR in a revision-1 stream */
 	sb_header(&s, 1);
@@ -989,6 +1174,133 @@ static void bad_pages(void **state)
 	/* an unknown mandatory record; a state record of the wrong length */
 	one_record(b, 0x0004, 8, "unknown mandatory record type 0x4");
 	one_record(b, HV_REC_CLOCK, 40, "length 40, expected 48");
+}
+
+/* A PATCH payload at p: `runs` {first, count} pairs, `words` values 0x1000 + i; its size. */
+static size_t mkpatch(uint8_t *p, uint32_t runs, uint32_t words, const uint16_t *pairs)
+{
+	size_t table = 8 + ((4 * (size_t)runs + 7) & ~(size_t)7);
+
+	memcpy(p, &runs, 4);
+	memcpy(p + 4, &words, 4);
+	memset(p + 8, 0, table - 8);
+	if (runs)
+		memcpy(p + 8, pairs, 4 * (size_t)runs);
+	for (uint32_t i = 0; i < words; i++)
+		memcpy(p + table + 8 * (size_t)i, &(uint64_t){0x1000 + i}, 8);
+	return table + 8 * (size_t)words;
+}
+
+/* One PATCH entry for pfn 5, with the payload mkpatch() makes, expected refused. */
+static void bad_patch(struct bad *b, uint32_t runs, uint32_t words, const uint16_t *pairs,
+		      const char *what)
+{
+	static uint8_t pl[2 * PG];
+	uint64_t e = ent(5, REPL_PAGE_PATCH);
+
+	one_record(b, HV_REC_PAGES, pages_body(b->body, &e, 1, pl, mkpatch(pl, runs, words, pairs)),
+		   what);
+}
+
+static void bad_patches(void **state)
+{
+	struct bad *b = *state;
+	static uint8_t pl[3 * PG];
+	static uint16_t many[2 * 257];
+	uint8_t *twin = malloc(MEM);
+	uint64_t e[3], v;
+	struct sb s = {0};
+	size_t len, n;
+
+	assert_non_null(twin);
+	/* sanity: PATCH, ZERO, RAW in one record: the patch is set aside, the rest decodes */
+	e[0] = ent(5, REPL_PAGE_PATCH);
+	e[1] = ent(6, HV_PAGE_ZERO);
+	e[2] = ent(7, HV_PAGE_RAW);
+	n = mkpatch(pl, 2, 3, (uint16_t[]){3, 2, 500, 1});
+	memset(pl + n, 0xcd, PG);
+	len = pages_body(b->body, e, 3, pl, n + PG);
+	sb_header(&s, 2);
+	sb_rec(&s, HV_REC_PAGES, b->body, len);
+	sb_end(&s);
+	accepted(b, s.buf, s.len);
+	assert_int_equal(b->patches.n, 1);
+	assert_int_equal(b->patches.v[0].pfn, 5);
+	memcpy(twin, b->base, MEM);
+	repl_patches_apply(&b->patches, twin);
+	for (unsigned w = 0; w < PG / 8; w++) {
+		uint64_t want, got;
+
+		memcpy(&want, page(b->base, 5) + 8 * w, 8);
+		want = w == 3 ? 0x1000 : w == 4 ? 0x1001 : w == 500 ? 0x1002 : want;
+		memcpy(&got, page(twin, 5) + 8 * w, 8);
+		assert_int_equal(got, want);
+	}
+	/* the revision-1 record holds 6 and 7 only */
+	memcpy(&v, b->dec.data + 72 + 8 + 8, 8);
+	assert_int_equal(v, ent(6, HV_PAGE_ZERO));
+	assert_int_equal(b->dec.data[72 + 8 + 8 + 16 + 9], 0xcd);
+	/* a record of PATCH entries only leaves no PAGES record behind */
+	len = pages_body(b->body, e, 1, pl, n);
+	free(s.buf);
+	memset(&s, 0, sizeof(s));
+	sb_header(&s, 2);
+	sb_rec(&s, HV_REC_PAGES, b->body, len);
+	sb_end(&s);
+	accepted(b, s.buf, s.len);
+	assert_int_equal(b->patches.n, 1);
+	assert_int_equal(b->dec.len, 72 + 32); /* HEADER, END */
+	/* without a base, or a place for patches: refused */
+	b->why[0] = 0;
+	assert_int_equal(
+		repl_decode(s.buf, s.len, NULL, MEM, &b->dec, &b->patches, b->why, sizeof(b->why)),
+		-EBADMSG);
+	assert_non_null(strstr(b->why, "PATCH for pfn 5 with no base RAM"));
+	assert_int_equal(
+		repl_decode(s.buf, s.len, b->base, MEM, &b->dec, NULL, b->why, sizeof(b->why)),
+		-EBADMSG);
+	assert_non_null(strstr(b->why, "PATCH for pfn 5 with no base RAM"));
+	free(s.buf);
+	memset(&s, 0, sizeof(s));
+	/* in a full stream */
+	refused_in_full(b, len, "PATCH for pfn 5 in a full stream");
+	/* in PAGES_ZSTD (judged before the frame) */
+	one_record(b, REPL_REC_PAGES_ZSTD, zstd_body(b->body, e, 1, PG, pl, 16),
+		   "entry 0: PATCH for pfn 5 in PAGES_ZSTD");
+	/* for a pfn seen earlier in the stream */
+	e[0] = ent(5, HV_PAGE_ZERO);
+	e[1] = ent(5, REPL_PAGE_PATCH);
+	one_record(b, HV_REC_PAGES, pages_body(b->body, e, 2, pl, n),
+		   "entry 1: PATCH for pfn 5, which appeared earlier");
+	/* cut off: no room for its header, then one word short */
+	e[0] = ent(7, HV_PAGE_RAW);
+	one_record(b, HV_REC_PAGES, pages_body(b->body, e, 2, pl, PG + 4), "cut off");
+	e[0] = ent(5, REPL_PAGE_PATCH);
+	one_record(b, HV_REC_PAGES, pages_body(b->body, e, 1, pl, n - 8), "left in the record");
+	/* ... and a byte too many */
+	one_record(b, HV_REC_PAGES, pages_body(b->body, e, 1, pl, n + 8), "its entries make");
+	/* the header's counts */
+	for (unsigned i = 0; i < 257; i++) {
+		many[2 * i] = (uint16_t)(2 * i);
+		many[2 * i + 1] = 1;
+	}
+	bad_patch(b, 257, 257, many, "a PATCH of 257 runs");
+	bad_patch(b, 1, 512, (uint16_t[]){0, 512}, "a PATCH of 1 runs and 512 words");
+	bad_patch(b, 0, 1, NULL, "a PATCH of 0 runs and 1 words");
+	bad_patch(b, 1, 0, (uint16_t[]){0, 1}, "a PATCH of 1 runs and 0 words");
+	bad_patch(b, 1, 511, (uint16_t[]){0, 511}, "(at most 4096)");
+	/* the runs */
+	bad_patch(b, 1, 0 + 1, (uint16_t[]){3, 0}, "PATCH run 0 (words 3..3) is empty");
+	bad_patch(b, 2, 3, (uint16_t[]){5, 2, 6, 1},
+		  "PATCH run 1 (words 6..7) is empty, out of order");
+	bad_patch(b, 2, 2, (uint16_t[]){5, 1, 2, 1}, "out of order");
+	bad_patch(b, 1, 3, (uint16_t[]){510, 3}, "past the page");
+	bad_patch(b, 2, 3, (uint16_t[]){3, 2, 9, 2}, "runs of 4 words, its header says 3");
+	n = mkpatch(pl, 1, 1, (uint16_t[]){3, 1});
+	pl[12] = 1; /* the padding after an odd number of runs */
+	e[0] = ent(5, REPL_PAGE_PATCH);
+	one_record(b, HV_REC_PAGES, pages_body(b->body, e, 1, pl, n), "non-zero padding after");
+	free(twin);
 }
 
 /* Compress `len` bytes into `frame` (content size in the header unless told not). */
@@ -1170,6 +1482,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(random_epochs),
 		cmocka_unit_test(encoder_choices),
+		cmocka_unit_test(patch_choices),
 		cmocka_unit_test(cache_eviction),
 		cmocka_unit_test(test_guest_ratio),
 		cmocka_unit_test(revision1_passes),
@@ -1177,6 +1490,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(truncated_and_flipped, setup_bad, teardown_bad),
 		cmocka_unit_test_setup_teardown(reordered_and_duplicated, setup_bad, teardown_bad),
 		cmocka_unit_test_setup_teardown(bad_pages, setup_bad, teardown_bad),
+		cmocka_unit_test_setup_teardown(bad_patches, setup_bad, teardown_bad),
 		cmocka_unit_test_setup_teardown(bad_zstd, setup_bad, teardown_bad),
 		cmocka_unit_test_setup_teardown(decoded_size_capped, setup_bad, teardown_bad),
 		cmocka_unit_test_setup_teardown(header_fields, setup_bad, teardown_bad),

@@ -47,6 +47,7 @@ struct ck_opts {
 	const char *csv;
 	bool json, exact_dirty;
 	int nice; /* of both replication threads */
+	int rt;	  /* their SCHED_FIFO priority: as repl_primary_opts.thread_rt */
 };
 
 struct ck_cell {
@@ -216,10 +217,12 @@ static int run_cell(const struct ck_opts *o, struct hv_vm *vm, struct ck_cell *c
 {
 	struct repl_secondary_opts so = {.listen = "127.0.0.1:0",
 					 .vm = {.name = "bench-twin", .serial_fd = -1},
-					 .thread_nice = o->nice};
+					 .thread_nice = o->nice,
+					 .thread_rt = o->rt};
 	struct repl_primary_opts po = {.interval_ms = (uint32_t)c->interval_ms,
 				       .exact_dirty = o->exact_dirty,
-				       .thread_nice = o->nice};
+				       .thread_nice = o->nice,
+				       .thread_rt = o->rt};
 	struct repl_secondary *sec = NULL;
 	struct repl_primary *pri = NULL;
 	uint64_t e0, t0, deadline;
@@ -309,7 +312,7 @@ static void csv_header(FILE *f)
 	      "bare_sum_ms,"
 	      "pause_over_bare,epochs_per_s,pages_per_epoch,raw_bytes_per_epoch,"
 	      "wire_bytes_per_epoch,wire_over_raw,guest_rate_unprotected,guest_rate_protected,"
-	      "guest_throughput,ack_rtt_p50_ms,host_steal,status\n",
+	      "guest_throughput,ack_rtt_p50_ms,encode_p50_ms,host_steal,status\n",
 	      f);
 }
 
@@ -330,7 +333,7 @@ static void csv_row(FILE *f, const struct ck_cell *c)
 	fprintf(f,
 		"%s,%" PRIu64 ",%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%" PRIu64
 		",%.3f,%.2f,%.1f,%.0f,%.0f,"
-		"%.0f,%.3f,%.0f,%.0f,%.3f,%.3f,%.3f,%s\n",
+		"%.0f,%.3f,%.0f,%.0f,%.3f,%.3f,%.3f,%.3f,%s\n",
 		rate, c->interval_ms, ms(c->st.pause_p50_ns), ms(c->st.pause_p99_ns),
 		ms(c->st.harvest_p50_ns), ms(c->st.copy_p50_ns), ms(c->st.state_p50_ns),
 		ms(c->kick_ns), ms(c->dirty_bare_ns), ms(c->memcpy_ns), c->bare_pages, sum,
@@ -338,7 +341,8 @@ static void csv_row(FILE *f, const struct ck_cell *c)
 		c->raw_per_epoch, c->wire_per_epoch,
 		c->raw_per_epoch > 0 ? c->wire_per_epoch / c->raw_per_epoch : 0, c->base_rate,
 		c->prot_rate, c->base_rate > 0 ? c->prot_rate / c->base_rate : 0,
-		ms(c->st.ack_rtt_p50_ns), c->steal, c->error ? c->error : "ok");
+		ms(c->st.ack_rtt_p50_ns), ms(c->st.encode_p50_ns), c->steal,
+		c->error ? c->error : "ok");
 }
 
 void cli_bench_checkpoint_usage(FILE *f);
@@ -347,7 +351,7 @@ void cli_bench_checkpoint_usage(FILE *f)
 	fputs("usage: castor bench checkpoint [--intervals 5,10,25,50,100] [--rates max,100,10]\n"
 	      "                               [--secs N] [--mem SIZE] [--wss SIZE] [--cpus N]\n"
 	      "                               [--csv FILE] [--exact-dirty] [--repl-nice N]\n"
-	      "                               [--json] [--guest-image FILE]\n"
+	      "                               [--repl-rt N] [--json] [--guest-image FILE]\n"
 	      "  rates are the guest's pages per ms per vCPU (--cpus, default 2), 'max'\n"
 	      "  unthrottled;\n"
 	      "  --wss is each vCPU's work region (default 8M: a 16 MiB hot set)\n",
@@ -365,6 +369,7 @@ int cli_bench_checkpoint(int argc, char **argv)
 		{"cpus", required_argument, NULL, 'C'},
 		{"exact-dirty", no_argument, NULL, 'E'},
 		{"repl-nice", required_argument, NULL, 'N'},
+		{"repl-rt", required_argument, NULL, 'T'},
 		{"csv", required_argument, NULL, 'c'},
 		{"json", no_argument, NULL, 'j'},
 		{"guest-image", required_argument, NULL, 'i'},
@@ -431,6 +436,18 @@ int cli_bench_checkpoint(int argc, char **argv)
 			o.nice = (int)n;
 			break;
 		}
+		case 'T': {
+			int64_t n;
+
+			if (util_parse_i64(optarg, &n) < 0 || n < 0 || n > 99) {
+				cli_err("bench checkpoint: --repl-rt wants 1..99 (0: none), not "
+					"'%s'",
+					optarg);
+				return CLI_EXIT_USAGE;
+			}
+			o.rt = n ? (int)n : -1;
+			break;
+		}
 		case 'C':
 			if (util_parse_u64(optarg, &v) < 0 || !v || v > HV_MAX_VCPUS) {
 				cli_err("bench checkpoint: --cpus wants 1-%u, not '%s'",
@@ -468,8 +485,11 @@ int cli_bench_checkpoint(int argc, char **argv)
 	if (!o.json) {
 		printf("castor bench checkpoint: %" PRIu64 " MiB guest, %u vCPUs, %" PRIu64
 		       " KiB work region each, %" PRIu64 " s per run; loopback TCP, both ends in "
-		       "this process\n",
-		       o.mem >> 20, o.cpus, o.wss >> 10, (uint64_t)(o.secs_ns / SEC));
+		       "this process; replication threads at nice %d, %s\n",
+		       o.mem >> 20, o.cpus, o.wss >> 10, (uint64_t)(o.secs_ns / SEC), o.nice,
+		       o.rt < 0 ? "SCHED_OTHER"
+		       : o.rt	? "SCHED_FIFO (--repl-rt)"
+				: "SCHED_FIFO 1");
 		csv_header(stdout);
 	}
 	for (i = 0; i < o.nrates; i++) {

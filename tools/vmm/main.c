@@ -128,6 +128,8 @@ static void usage(FILE *f)
 		"  --repl-nice N         nice value of the replication thread, -20..19 (run and\n"
 		"                        replica; default 0): lower gets more CPU beside the "
 		"vCPUs\n"
+		"  --repl-rt N           its SCHED_FIFO priority, 1..99, or 0 for normal\n"
+		"                        scheduling (run and replica; default 1)\n"
 		"  --listen HOST:PORT    (replica) where the primary connects\n",
 		HV_MAX_VCPUS, HV_MAX_DEVICES, HV_MAX_DEVICES);
 }
@@ -218,6 +220,7 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 		{"output-queue", required_argument, NULL, 0x10a},
 		{"exact-dirty", no_argument, NULL, 0x10b},
 		{"repl-nice", required_argument, NULL, 0x10c},
+		{"repl-rt", required_argument, NULL, 0x10d},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -345,6 +348,17 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 			o->ro.thread_nice = (int)n;
 			break;
 		}
+		case 0x10d: {
+			int64_t n;
+
+			if (util_parse_i64(optarg, &n) < 0 || n < 0 || n > 99)
+				return bad_usage(
+					"--repl-rt: '%s' is not a real-time priority (1..99, "
+					"0: none)",
+					optarg);
+			o->ro.thread_rt = n ? (int)n : -1;
+			break;
+		}
 		case 0x109: /* test hook: the connection dies after this many bytes */
 			if (util_parse_u64(optarg, &v) < 0)
 				return bad_usage("--test-cut-after: '%s' is not a byte count",
@@ -395,7 +409,8 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 		if (hv_vm_config_check(&o->vm, why, sizeof(why)) < 0)
 			return bad_usage("%s", why);
 		if (o->ro.verify || o->ro.exact_dirty || o->ro.max_dirty_pages ||
-		    o->ro.interval_ms || o->ro.min_spacing_ms || o->ro.thread_nice)
+		    o->ro.interval_ms || o->ro.min_spacing_ms || o->ro.thread_nice ||
+		    o->ro.thread_rt)
 			return bad_usage("%s", "replication options need --protect HOST:PORT");
 		return 0;
 	}
@@ -413,7 +428,8 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
 		    o->ro.min_spacing_ms > o->ro.interval_ms)
 			return bad_usage("%s", "--min-spacing is longer than --interval");
 	} else if (o->ro.verify || o->ro.exact_dirty || o->ro.max_dirty_pages ||
-		   o->ro.interval_ms || o->ro.min_spacing_ms || o->ro.thread_nice) {
+		   o->ro.interval_ms || o->ro.min_spacing_ms || o->ro.thread_nice ||
+		   o->ro.thread_rt) {
 		return bad_usage("%s", "replication options need --protect HOST:PORT");
 	}
 	if (o->restore) {
@@ -870,6 +886,7 @@ static int cmd_run(int argc, char **argv, enum vmm_cmd cmd)
 			.add_devices = restore_add_devices,
 			.add_devices_arg = &rctx,
 			.thread_nice = o.ro.thread_nice,
+			.thread_rt = o.ro.thread_rt,
 			.log_cb = event_line,
 		};
 
