@@ -419,6 +419,7 @@ struct hv_snapshot_stats {
 	uint64_t stream_id, parent_id;
 	uint64_t pause_ns; /* the VM was paused this long */
 	uint64_t harvest_ns, copy_ns, state_ns;
+	uint64_t stop_ns;	/* of harvest_ns: every vCPU parked and the I/O gate closed */
 	uint64_t precopy_pages; /* written by the live passes, while running */
 	uint32_t live_passes;
 	uint64_t staged_pages; /* copied during the pause */
@@ -435,7 +436,9 @@ int hv_snapshot_save(struct hv_vm *vm, int fd, enum hv_stream_kind kind,
  * while the VM is paused, after the pages and state are fixed and before
  * END: it may write optional records into `w` and seal other things that
  * belong to this point (the output queue); an error from it fails the save.
+ * A pause longer than HV_SLOW_PAUSE_MS is logged with its parts, as a warning.
  */
+#define HV_SLOW_PAUSE_MS 100u
 typedef int (*hv_snapshot_pause_fn)(void *arg, struct hv_vm *vm, struct hv_stream_writer *w);
 struct hv_snapshot_opts {
 	uint32_t live_passes;

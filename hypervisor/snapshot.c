@@ -108,6 +108,22 @@ int hv_snapshot_pending(struct hv_vm *vm, uint64_t *pages_out)
 	return hv_dirty_log_count(vm->snap_log, pages_out);
 }
 
+/*
+ * Why a pause was long. Stopping waits for every vCPU to leave KVM_RUN and for
+ * the I/O thread's current handler; the copy and the state are bounded work,
+ * so a long one there means this thread lost its CPU (host steal, preemption).
+ */
+static void slow_pause(struct hv_vm *vm, const struct hv_snapshot_stats *st, uint64_t pages)
+{
+	LOG_WARN("vm %s: a pause of %.1f ms: stopping the vCPUs and the I/O thread %.1f ms, "
+		 "dirty log %.1f ms, copying %" PRIu64 " pages %.1f ms, state %.1f ms, the rest "
+		 "%.1f ms",
+		 vm->name, (double)st->pause_ns / 1e6, (double)st->stop_ns / 1e6,
+		 (double)(st->harvest_ns - st->stop_ns) / 1e6, pages, (double)st->copy_ns / 1e6,
+		 (double)st->state_ns / 1e6,
+		 (double)(st->pause_ns - st->harvest_ns - st->copy_ns - st->state_ns) / 1e6);
+}
+
 int hv_snapshot_save_opts(struct hv_vm *vm, struct hv_stream_writer *w, enum hv_stream_kind kind,
 			  const struct hv_snapshot_opts *o, struct hv_snapshot_stats *stats)
 {
@@ -192,6 +208,7 @@ int hv_snapshot_save_opts(struct hv_vm *vm, struct hv_stream_writer *w, enum hv_
 	if (rc < 0)
 		goto out;
 	paused = true;
+	st.stop_ns = util_now_ns() - tp;
 	rc = hv_dirty_log_take(vm->snap_log, &dirty, NULL);
 	if (rc < 0)
 		goto out;
@@ -227,6 +244,8 @@ int hv_snapshot_save_opts(struct hv_vm *vm, struct hv_stream_writer *w, enum hv_
 	/* ---- running again ---- */
 	if (rc < 0)
 		goto out;
+	if (st.pause_ns > HV_SLOW_PAUSE_MS * 1000000ull)
+		slow_pause(vm, &st, n);
 	st.staged_pages = n;
 	rc = hv_stream_write_staged(w, vm->snap_pfns, n, vm->snap_stage);
 	if (!rc)

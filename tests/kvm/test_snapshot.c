@@ -160,6 +160,45 @@ static void snapshot_while_running(void **state)
 	free(b.data);
 }
 
+static int slow_cb(void *arg, struct hv_vm *vm, struct hv_stream_writer *w)
+{
+	(void)arg, (void)vm, (void)w;
+	util_sleep_ns((HV_SLOW_PAUSE_MS + 20) * 1000000ull);
+	return 0;
+}
+
+/* A pause's parts add up, and a slow one is logged with them (stderr caught in a memfd). */
+static void slow_pause_logged(void **state)
+{
+	struct hv_vm *vm = running_guest();
+	struct hv_snapshot_opts o = {.pause_cb = slow_cb};
+	struct hv_snapshot_stats st = {0};
+	struct hv_stream_writer *w = NULL;
+	int err = dup(STDERR_FILENO), mfd = memfd_create("stderr", 0);
+	char log[4096] = "";
+	ssize_t n;
+
+	assert_non_null(vm);
+	assert_true(err >= 0 && mfd >= 0);
+	assert_int_equal(hv_stream_writer_mem(&w), 0);
+	fflush(stderr);
+	dup2(mfd, STDERR_FILENO);
+	assert_int_equal(hv_snapshot_save_opts(vm, w, HV_STREAM_FULL, &o, &st), 0);
+	fflush(stderr);
+	dup2(err, STDERR_FILENO);
+	close(err);
+	n = pread(mfd, log, sizeof(log) - 1, 0);
+	close(mfd);
+	assert_true(n > 0);
+	assert_true(st.stop_ns > 0 && st.stop_ns <= st.harvest_ns);
+	assert_true(st.harvest_ns + st.copy_ns + st.state_ns <= st.pause_ns);
+	assert_true(st.pause_ns >= HV_SLOW_PAUSE_MS * 1000000ull);
+	if (!strstr(log, "a pause of") || !strstr(log, "stopping the vCPUs"))
+		fail_msg("no slow-pause warning in: %s", log);
+	hv_stream_writer_free(w);
+	hv_vm_free(vm);
+}
+
 static void chain_equals_full(void **state)
 {
 	struct hv_vm *vm = running_guest(), *a = NULL, *c = NULL;
@@ -581,6 +620,7 @@ int main(void)
 		cmocka_unit_test(chain_equals_full), cmocka_unit_test(chain_while_running),
 		cmocka_unit_test(bad_input),	     cmocka_unit_test(later_copy_wins),
 		cmocka_unit_test(lazy_restore),	     cmocka_unit_test(warm_restore),
+		cmocka_unit_test(slow_pause_logged),
 	};
 
 	kvm_test_require();

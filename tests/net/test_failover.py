@@ -50,7 +50,9 @@ def ns(name):
 
 
 class Pair:
-    def __init__(self, d, repl=(), extra_primary=(), timeout_ms=1000):
+    # A peer is dead after timeout_ms of silence. The CI host has stalled this machine for
+    # seconds (steal); 1 s made such a stall look like a dead replica and failed a test.
+    def __init__(self, d, repl=(), extra_primary=(), timeout_ms=5000):
         self.d, self.procs = d, []
         self.rsock, self.psock = f"{d}/r.sock", f"{d}/p.sock"
         self.rlog, self.plog = f"{d}/r.log", f"{d}/p.log"
