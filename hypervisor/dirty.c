@@ -12,6 +12,11 @@
 
 /* Hot pages: every this many harvests, protect everything again so cold pages drop out. */
 #define HOT_FULL_CLEAR_EVERY 16u
+/*
+ * A page dirty again within this long is worth leaving writable: a write fault
+ * under kvm_pvm costs far more than copying a page it did not write.
+ */
+#define HOT_WINDOW_NS (50 * 1000000ull)
 
 /* Turn KVM logging on (lock held); every page starts dirty (initially-all-set). */
 static int tracking_on(struct hv_vm *vm)
@@ -156,18 +161,18 @@ static int slot_get_clear(struct hv_vm *vm, struct hv_slot *s, uint64_t *words, 
 	if (vm->dirty.hot && vm->dirty.mask) {
 		uint64_t first = s->ram_off / HV_PAGE_SIZE / 64,
 			 n = UTIL_BITMAP_WORDS(clr.num_pages);
-		uint64_t *prev = vm->dirty.prev + first, *mask = vm->dirty.mask + first, i;
-		uint64_t *cool = vm->dirty.cool + first;
+		uint64_t *seen = vm->dirty.seen + first, *older = vm->dirty.older + first;
+		uint64_t *mask = vm->dirty.mask + first, i;
 		bool full = vm->dirty.harvest_no % HOT_FULL_CLEAR_EVERY == 0;
 
 		/*
-		 * Keep writable what was dirty last time too; the rest is protected
-		 * again, and so are pages found unchanged (they start over as cold).
+		 * Keep writable what was dirty before, in this window or the one
+		 * before (50-100 ms back); protect the rest again. A full clear
+		 * protects everything.
 		 */
 		for (i = 0; i < n; i++) {
-			mask[i] = full ? words[i] : (words[i] & ~prev[i]) | (words[i] & cool[i]);
-			prev[i] = words[i] & ~cool[i];
-			cool[i] = 0;
+			mask[i] = full ? words[i] : words[i] & ~(seen[i] | older[i]);
+			seen[i] |= words[i];
 		}
 		clr.dirty_bitmap = mask;
 	}
@@ -189,6 +194,14 @@ static int get_clear_slots(struct hv_vm *vm, struct util_bitmap *b, struct hv_ha
 	int rc;
 
 	vm->dirty.harvest_no++;
+	if (vm->dirty.hot && util_now_ns() - vm->dirty.window_ns >= HOT_WINDOW_NS) {
+		uint64_t *t = vm->dirty.older; /* a new window: the current one becomes the older */
+
+		vm->dirty.older = vm->dirty.seen;
+		vm->dirty.seen = t;
+		memset(t, 0, UTIL_BITMAP_WORDS(vm->mem.pages) * sizeof(uint64_t));
+		vm->dirty.window_ns = util_now_ns();
+	}
 	for (s = 0; s < vm->mem.nslots; s++) {
 		struct hv_slot *sl = &vm->mem.slots[s];
 
@@ -256,42 +269,33 @@ out:
 	return rc;
 }
 
-int hv_dirty_cool(struct hv_vm *vm, const struct util_bitmap *unchanged)
-{
-	size_t i, words = UTIL_BITMAP_WORDS(vm->mem.pages);
-
-	if (unchanged->nbits != vm->mem.pages)
-		return -EINVAL;
-	pthread_mutex_lock(&vm->dirty.lock);
-	if (vm->dirty.hot)
-		for (i = 0; i < words; i++)
-			vm->dirty.cool[i] |= unchanged->words[i];
-	pthread_mutex_unlock(&vm->dirty.lock);
-	return 0;
-}
-
 int hv_dirty_set_hot(struct hv_vm *vm, bool on)
 {
 	size_t words = UTIL_BITMAP_WORDS(vm->mem.pages);
 	int rc = 0;
 
 	pthread_mutex_lock(&vm->dirty.lock);
-	if (on && !vm->dirty.prev) {
-		vm->dirty.prev = calloc(words, sizeof(uint64_t));
-		vm->dirty.mask = calloc(words, sizeof(uint64_t));
-		vm->dirty.cool = calloc(words, sizeof(uint64_t));
-		if (!vm->dirty.prev || !vm->dirty.mask || !vm->dirty.cool) {
-			free(vm->dirty.prev);
-			free(vm->dirty.mask);
-			free(vm->dirty.cool);
-			vm->dirty.prev = vm->dirty.mask = vm->dirty.cool = NULL;
+	if (on && !vm->dirty.seen) {
+		uint64_t *seen = calloc(words, sizeof(uint64_t));
+		uint64_t *older = calloc(words, sizeof(uint64_t));
+		uint64_t *mask = calloc(words, sizeof(uint64_t));
+
+		if (seen && older && mask) {
+			vm->dirty.seen = seen;
+			vm->dirty.older = older;
+			vm->dirty.mask = mask;
+		} else {
+			free(seen);
+			free(older);
+			free(mask);
 			rc = -ENOMEM;
 		}
 	}
 	if (!rc) {
 		if (on && !vm->dirty.hot) {
-			memset(vm->dirty.prev, 0, words * sizeof(uint64_t));
-			memset(vm->dirty.cool, 0, words * sizeof(uint64_t));
+			memset(vm->dirty.seen, 0, words * sizeof(uint64_t));
+			memset(vm->dirty.older, 0, words * sizeof(uint64_t));
+			vm->dirty.window_ns = util_now_ns();
 		}
 		vm->dirty.hot = on; /* off: the next harvest protects every page it reports */
 	}
@@ -357,8 +361,8 @@ void dirty_dispose(struct hv_vm *vm)
 		log_free_locked(vm->dirty.logs);
 	pthread_mutex_unlock(&vm->dirty.lock);
 	util_bitmap_dispose(&vm->dirty.scratch);
-	free(vm->dirty.prev);
+	free(vm->dirty.seen);
+	free(vm->dirty.older);
 	free(vm->dirty.mask);
-	free(vm->dirty.cool);
-	vm->dirty.prev = vm->dirty.mask = NULL;
+	vm->dirty.seen = vm->dirty.older = vm->dirty.mask = NULL;
 }

@@ -188,22 +188,16 @@ int hv_dirty_log_take(struct hv_dirty_log *log, struct util_bitmap *out,
 		      struct hv_harvest_stats *stats);
 void hv_dirty_log_free(struct hv_dirty_log *log); /* NULL is fine */
 /*
- * Hot pages: a page found dirty in two harvests in a row is left writable in
- * KVM (not write-protected again), so the guest takes no fault on it; it is
- * then reported dirty by every harvest, written or not, until a full clear
- * every 16 harvests lets cold pages drop out. Harvests stay a superset of the
- * pages written -- what replication needs -- for far fewer write faults on a
- * guest that rewrites the same pages epoch after epoch. Off by default (exact
- * harvests). -ENOMEM.
+ * Hot pages: a page found dirty again within 50-100 ms of an earlier harvest
+ * that found it dirty is left writable in KVM (not write-protected again), so
+ * the guest takes no fault on it; it is then reported dirty by every harvest,
+ * written or not, until a full clear every 16 harvests lets cold pages drop
+ * out. Harvests stay a superset of the pages written -- what replication
+ * needs -- for far fewer write faults on a guest that rewrites the same pages,
+ * even one that sweeps them slower than one page per harvest. Off by default
+ * (exact harvests). -ENOMEM.
  */
 int hv_dirty_set_hot(struct hv_vm *vm, bool on);
-/*
- * Hot pages a consumer found unchanged since it last saw them (the replication
- * encoder compares every page it sends): the next harvest still reports them,
- * then write-protects them again, so they stop being reported until written.
- * Without hot pages this does nothing. -EINVAL: a bitmap of another size.
- */
-int hv_dirty_cool(struct hv_vm *vm, const struct util_bitmap *unchanged);
 /* Pages this log would return now, without taking them (costs a sync with KVM). */
 int hv_dirty_log_count(struct hv_dirty_log *log, uint64_t *pages_out);
 

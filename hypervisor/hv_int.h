@@ -164,14 +164,15 @@ struct hv_dirty {
 	struct hv_dirty_log *logs;	  /* every consumer */
 	struct hv_dirty_log *default_log; /* the one hv_dirty_harvest() takes */
 	/*
-	 * Hot pages (hv_dirty_set_hot): a page dirty in this harvest and the one
-	 * before is not write-protected again; it is reported dirty every time
-	 * until a periodic full clear. `prev` is the last harvest's KVM bits,
-	 * `mask` the pages to clear, `cool` the hot pages a consumer found
-	 * unchanged (hv_dirty_cool): protected again at the next harvest.
+	 * Hot pages (hv_dirty_set_hot): a page dirty in this harvest and in an
+	 * earlier one of the last 50-100 ms is not write-protected again; it is
+	 * reported dirty every time until the next full clear. `seen` is the KVM
+	 * bits of the harvests of the current 50 ms window, `older` of the one
+	 * before, `mask` the pages to clear.
 	 */
 	bool hot;
-	uint64_t *prev, *mask, *cool;
+	uint64_t *seen, *older, *mask;
+	uint64_t window_ns; /* when `seen` started */
 	uint64_t harvest_no;
 };
 

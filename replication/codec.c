@@ -132,10 +132,9 @@ struct repl_encoder {
 	bool full;	  /* the stream being encoded is a full one: no XOR */
 	size_t patch_max; /* repl_encoder_set_patch_max() */
 	ZSTD_CCtx *cctx;
-	struct repl_buf payload;       /* the payload run of the PAGES record being encoded */
-	struct repl_buf patch;	       /* its PATCH payloads */
-	uint64_t *pents, *oents;       /* its PATCH entries and the others, HV_PAGES_MAX each */
-	struct util_bitmap *unchanged; /* repl_encoder_note_unchanged(); may be NULL */
+	struct repl_buf payload; /* the payload run of the PAGES record being encoded */
+	struct repl_buf patch;	 /* its PATCH payloads */
+	uint64_t *pents, *oents; /* its PATCH entries and the others, HV_PAGES_MAX each */
 };
 
 int repl_encoder_new(uint64_t mem_bytes, uint64_t cache_pages, int zstd_level,
@@ -221,11 +220,6 @@ void repl_encoder_free(struct repl_encoder *e)
 	free(e->slots);
 	free(e->pages);
 	free(e);
-}
-
-void repl_encoder_note_unchanged(struct repl_encoder *e, struct util_bitmap *bm)
-{
-	e->unchanged = bm && bm->nbits == e->npages ? bm : NULL;
 }
 
 int repl_encoder_set_patch_max(struct repl_encoder *e, size_t bytes)
@@ -438,8 +432,6 @@ static unsigned encode_page(struct repl_encoder *e, uint64_t pfn, const uint8_t 
 	if (hit && !e->full && slot->epoch != e->epoch &&
 	    (can_xor ? nz_page && !nz_delta : slot->zero && !nz_page)) {
 		s->unchanged_pages++;
-		if (e->unchanged)
-			util_bitmap_set(e->unchanged, pfn);
 	}
 	if (!slot)
 		return enc;

@@ -76,7 +76,7 @@ struct repl_codec_stats {
 	uint64_t out_bytes;	  /* wire stream bytes out */
 	uint64_t zstd_records;	  /* PAGES records sent as PAGES_ZSTD */
 	uint64_t plain_records;	  /* PAGES records sent uncompressed */
-	uint64_t unchanged_pages; /* equal to the receiver's copy (repl_encoder_note_unchanged) */
+	uint64_t unchanged_pages; /* equal to the receiver's copy: a hot page not written */
 	uint64_t cache_pages;	  /* set, not added: pages the XOR cache holds after the call */
 };
 
@@ -90,13 +90,6 @@ struct repl_codec_stats {
 int repl_encoder_new(uint64_t mem_bytes, uint64_t cache_pages, int zstd_level,
 		     struct repl_encoder **out);
 void repl_encoder_free(struct repl_encoder *e); /* NULL is fine */
-/*
- * From now on set, in `bm` (one bit per guest page; NULL stops), every page an
- * incremental stream carries that equals the copy the receiver holds: a hot
- * page the guest did not write (hv_dirty_cool). The caller clears `bm`.
- */
-struct util_bitmap;
-void repl_encoder_note_unchanged(struct repl_encoder *e, struct util_bitmap *bm);
 /*
  * The largest PATCH payload the encoder sends, in bytes: a page whose patch
  * would be larger goes as XOR or RAW. 0 sends no PATCH; the default is

@@ -48,7 +48,6 @@ struct repl_primary {
 	struct repl_encoder *enc;
 	struct hv_stream_writer *w;
 	struct repl_buf wire;
-	struct util_bitmap unchanged; /* hot pages the encoder found unwritten (cooled) */
 	pthread_t thread;
 	bool thread_live;
 
@@ -145,11 +144,6 @@ static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 	if (rc < 0) {
 		fail(p, rc, "encoding");
 		return rc;
-	}
-	if (cst.unchanged_pages) {
-		/* hot pages the guest left alone: write-protect them again, stop resending */
-		hv_dirty_cool(p->vm, &p->unchanged);
-		util_bitmap_clear_all(&p->unchanged);
 	}
 	t0 = util_now_ns();
 	rc = repl_epoch_send(p->t, p->conn, p->wire.data, p->wire.len);
@@ -393,14 +387,6 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 			 strerror(-rc));
 		goto fail;
 	}
-	if (!p->o.exact_dirty) {
-		rc = util_bitmap_init(&p->unchanged, hv_ram_pages(vm));
-		if (rc < 0) {
-			snprintf(why, why_len, "cannot track hot pages (%s)", strerror(-rc));
-			goto fail;
-		}
-		repl_encoder_note_unchanged(p->enc, &p->unchanged);
-	}
 	/* the owner may have protected it before the VM ran: then nothing ever left unheld */
 	if (p->o.outq && !nb_queue_is_protected(p->o.outq)) {
 		rc = nb_queue_set_protected(p->o.outq, true, 0);
@@ -477,7 +463,6 @@ void repl_primary_free(struct repl_primary *p)
 	if (p->conn)
 		p->t->close(p->conn);
 	repl_encoder_free(p->enc);
-	util_bitmap_dispose(&p->unchanged);
 	hv_stream_writer_free(p->w);
 	repl_buf_dispose(&p->wire);
 	pthread_cond_destroy(&p->cond);
