@@ -12,8 +12,11 @@
  * what the guest wrote during that copy. Beside them, the unavoidable parts of a pause measured
  * bare in the same run, after replication stopped: a pause/resume cycle (the
  * vCPU kick), the bare dirty log ioctls and a memcpy of the pages the guest
- * dirties in one epoch's real length (which may exceed its interval), and
- * the state save as the pause does it.
+ * dirties in one epoch's real length (which may exceed its interval), or of
+ * as many pages as the epochs carried when hot pages made those more, and
+ * the state save as the pause does it. encode_p50_ms: the primary encoding
+ * an epoch after its pause; host_steal: the share of this machine's CPU time
+ * its host took during the protected run.
  */
 #include "tools/castor/cli.h"
 #include "tools/castor/json.h"
@@ -152,10 +155,14 @@ static uint64_t bare_kick(struct hv_vm *vm)
  * With dirty tracking on, after one interval of the guest writing each time:
  * the bare dirty-log ioctls (p50 of 5), then one real harvest whose pages are
  * copied, bare, to a staging buffer as a pause would (p50 of 5 copies, each
- * after an interval of the guest rewriting them, with the vCPUs stopped).
+ * after an interval of the guest rewriting them, with the vCPUs stopped). The
+ * copy takes at least `want` pages, as many as the protected epochs carried:
+ * hot pages make those a superset of what the guest wrote, and the pause must
+ * be weighed against copying what it copied. The extra pages are the next
+ * ones of the guest's work regions, where its hot pages are.
  */
-static void bare_dirty(struct hv_vm *vm, uint64_t interval_ms, uint64_t *ioctl_ns,
-		       uint64_t *memcpy_ns, uint64_t *pages_out)
+static void bare_dirty(struct hv_vm *vm, uint64_t interval_ms, uint64_t want,
+		       uint64_t *ioctl_ns, uint64_t *memcpy_ns, uint64_t *pages_out)
 {
 	const uint8_t *ram = hv_ram_base(vm);
 	struct util_bitmap b = {0};
@@ -181,6 +188,11 @@ static void bare_dirty(struct hv_vm *vm, uint64_t interval_ms, uint64_t *ioctl_n
 	if (hv_dirty_harvest(vm, &b, NULL) < 0)
 		goto out;
 	n = util_bitmap_count(&b);
+	for (p = TG_WORK_BASE / HV_PAGE_SIZE; n < want && p < b.nbits; p++)
+		if (!util_bitmap_is_set(&b, p)) {
+			util_bitmap_set(&b, p);
+			n++;
+		}
 	pfns = malloc((n ? n : 1) * sizeof(*pfns));
 	dst = malloc((n ? n : 1) * HV_PAGE_SIZE);
 	if (!pfns || !dst)
@@ -295,7 +307,8 @@ out:
 		uint64_t epoch_ms = c->epochs_per_s > 0 ? (uint64_t)(1000.0 / c->epochs_per_s) : 0;
 
 		bare_dirty(vm, epoch_ms > c->interval_ms ? epoch_ms : c->interval_ms,
-			   &c->dirty_bare_ns, &c->memcpy_ns, &c->bare_pages);
+			   (uint64_t)c->pages_per_epoch, &c->dirty_bare_ns, &c->memcpy_ns,
+			   &c->bare_pages);
 	}
 	return rc;
 }
