@@ -152,6 +152,9 @@ def case_verify(d, guest, repl, epochs, disk=None):
             raise Fail(f"replica digests: {r['verify_ok']} matched, {r['verify_bad']} differed")
         if p["total_wire_bytes"] >= p["total_raw_bytes"]:
             raise Fail("encoding saved nothing")
+        if not p["encode_p50_ns"] or r["encode_p50_ns"]:
+            raise Fail(f"encode p50: primary {p['encode_p50_ns']} ns, replica "
+                       f"{r['encode_p50_ns']} ns (the primary encodes, the replica does not)")
         st = vm_status(pair.psock)
         castor("vm", "quit", "--socket", pair.psock)
         pair.primary.wait(10)

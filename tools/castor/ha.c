@@ -54,6 +54,7 @@ static void ha_json(const Castor__HaStatus *h)
 	cli_json_u64(&j, "last_pages", h->last_pages);
 	cli_json_u64(&j, "ack_rtt_last_ns", h->ack_rtt_last_ns);
 	cli_json_u64(&j, "ack_rtt_p50_ns", h->ack_rtt_p50_ns);
+	cli_json_u64(&j, "encode_p50_ns", h->encode_p50_ns);
 	cli_json_u64(&j, "lag_ns", h->lag_ns);
 	cli_json_u64(&j, "early_ends", h->early_ends);
 	cli_json_u64(&j, "verify_ok", h->verify_ok);
@@ -92,9 +93,9 @@ static void ha_table(const Castor__HaStatus *h)
 	printf("last epoch: %" PRIu64 " pages, %" PRIu64 " bytes raw, %" PRIu64
 	       " on the wire; all: %.1f %% of raw\n",
 	       h->last_pages, h->last_raw_bytes, h->last_wire_bytes, ratio);
-	printf("ack rtt: last %.3f ms, p50 %.3f ms; lag %.3f ms\n",
-	       (double)h->ack_rtt_last_ns / 1e6, (double)h->ack_rtt_p50_ns / 1e6,
-	       (double)h->lag_ns / 1e6);
+	printf("encode p50 %.3f ms; ack rtt: last %.3f ms, p50 %.3f ms; lag %.3f ms\n",
+	       (double)h->encode_p50_ns / 1e6, (double)h->ack_rtt_last_ns / 1e6,
+	       (double)h->ack_rtt_p50_ns / 1e6, (double)h->lag_ns / 1e6);
 	printf("outputs: %" PRIu64 " held, %" PRIu64 " released, %" PRIu64 " discarded, %" PRIu64
 	       " dropped; delay p50 %.3f ms, p99 %.3f ms\n",
 	       h->outputs_held, h->outputs_released, h->outputs_discarded, h->outputs_dropped,

@@ -366,6 +366,7 @@ static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
 	h->last_pages = st.last_pages;
 	h->ack_rtt_last_ns = st.ack_rtt_last_ns;
 	h->ack_rtt_p50_ns = st.ack_rtt_p50_ns;
+	h->encode_p50_ns = st.encode_p50_ns;
 	h->lag_ns = st.lag_ns;
 	h->early_ends = st.early_ends;
 	h->verify_ok = st.verify_ok;
