@@ -16,6 +16,9 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +47,38 @@ static int stage_reserve(struct hv_vm *vm, uint64_t pages)
 	vm->snap_stage = p;
 	vm->snap_stage_pages = pages;
 	return 0;
+}
+
+/*
+ * From this many pages on, the pause copies with non-temporal stores (x86-64):
+ * the staging lines are not read for ownership first, which takes a quarter to
+ * a third off the copy of a large epoch (4 096 pages: 2.0 ms instead of
+ * 2.8-3.1 ms bare; the pause of a 16 MiB hot set went from 4.2 to 2.7 ms). The
+ * encoder then reads the stage from memory, after the guest has resumed; a
+ * smaller epoch (4 MiB, this machine's L2) is left in the cache for it.
+ */
+#define STAGE_STREAM_PAGES 1024u
+
+/* Copy a page into the staging buffer (both page-aligned), bypassing the cache. */
+static void stage_page_nt(uint8_t *dst, const uint8_t *src)
+{
+#if defined(__x86_64__)
+	__m128i *d = (__m128i *)(void *)dst;
+	const __m128i *s = (const __m128i *)(const void *)src;
+	unsigned i;
+
+	for (i = 0; i < HV_PAGE_SIZE / 16; i += 4) {
+		__m128i a = _mm_load_si128(s + i), b = _mm_load_si128(s + i + 1);
+		__m128i c = _mm_load_si128(s + i + 2), e = _mm_load_si128(s + i + 3);
+
+		_mm_stream_si128(d + i, a);
+		_mm_stream_si128(d + i + 1, b);
+		_mm_stream_si128(d + i + 2, c);
+		_mm_stream_si128(d + i + 3, e);
+	}
+#else
+	memcpy(dst, src, HV_PAGE_SIZE);
+#endif
 }
 
 void snapshot_dispose(struct hv_vm *vm)
@@ -218,9 +253,18 @@ int hv_snapshot_save_opts(struct hv_vm *vm, struct hv_stream_writer *w, enum hv_
 	rc = stage_reserve(vm, n); /* slow path: a larger staging buffer, faulted in now */
 	if (rc < 0)
 		goto out;
-	for (i = 0; i < n; i++)
-		memcpy(vm->snap_stage + i * HV_PAGE_SIZE,
-		       vm->mem.base + vm->snap_pfns[i] * HV_PAGE_SIZE, HV_PAGE_SIZE);
+	if (n >= STAGE_STREAM_PAGES) {
+		for (i = 0; i < n; i++)
+			stage_page_nt(vm->snap_stage + i * HV_PAGE_SIZE,
+				      vm->mem.base + vm->snap_pfns[i] * HV_PAGE_SIZE);
+#if defined(__x86_64__)
+		_mm_sfence(); /* the streamed stores are visible before anyone reads the stage */
+#endif
+	} else {
+		for (i = 0; i < n; i++)
+			memcpy(vm->snap_stage + i * HV_PAGE_SIZE,
+			       vm->mem.base + vm->snap_pfns[i] * HV_PAGE_SIZE, HV_PAGE_SIZE);
+	}
 	st.copy_ns = util_now_ns() - t1;
 	t1 = util_now_ns();
 	for (c = 0; !rc && c < vm->ncpus; c++)

@@ -199,6 +199,38 @@ static void slow_pause_logged(void **state)
 	hv_vm_free(vm);
 }
 
+/*
+ * A full snapshot with no live pass copies every page in the pause: more than
+ * the 1 024 pages from which the copy streams past the cache. Restored, the
+ * RAM is byte for byte what the paused guest had.
+ */
+static void pause_copy_exact(void **state)
+{
+	struct hv_vm *vm = running_guest(), *r = NULL;
+	struct hv_snapshot_opts o = {.live_passes = 0};
+	struct hv_snapshot_stats st = {0};
+	struct hv_stream_writer *w = NULL;
+	const uint8_t *data;
+	char why[256] = "";
+	size_t len;
+
+	assert_non_null(vm);
+	util_sleep_ns(50 * 1000000ull);
+	assert_int_equal(hv_vm_pause(vm), 0); /* the snapshot's pause nests in this one */
+	assert_int_equal(hv_stream_writer_mem(&w), 0);
+	assert_int_equal(hv_snapshot_save_opts(vm, w, HV_STREAM_FULL, &o, &st), 0);
+	assert_true(st.staged_pages >= 1024);
+	data = hv_stream_writer_data(w, &len);
+	if (hv_snapshot_restore(
+		    &(struct hv_vm_config){.name = "restored", .mem_bytes = MEM, .serial_fd = -1},
+		    &data, &len, 1, 0, NULL, NULL, &r, why, sizeof(why)) < 0)
+		fail_msg("restore: %s", why);
+	assert_memory_equal(hv_ram_base(r), hv_ram_base(vm), MEM);
+	hv_vm_free(r);
+	hv_stream_writer_free(w);
+	hv_vm_free(vm);
+}
+
 static void chain_equals_full(void **state)
 {
 	struct hv_vm *vm = running_guest(), *a = NULL, *c = NULL;
@@ -620,7 +652,7 @@ int main(void)
 		cmocka_unit_test(chain_equals_full), cmocka_unit_test(chain_while_running),
 		cmocka_unit_test(bad_input),	     cmocka_unit_test(later_copy_wins),
 		cmocka_unit_test(lazy_restore),	     cmocka_unit_test(warm_restore),
-		cmocka_unit_test(slow_pause_logged),
+		cmocka_unit_test(slow_pause_logged), cmocka_unit_test(pause_copy_exact),
 	};
 
 	kvm_test_require();
