@@ -201,7 +201,7 @@ static void slow_pause_logged(void **state)
 
 /*
  * A full snapshot with no live pass copies every page in the pause: more than
- * the 1 024 pages from which the copy streams past the cache. Restored, the
+ * the 2 560 pages from which the copy streams past the cache. Restored, the
  * RAM is byte for byte what the paused guest had.
  */
 static void pause_copy_exact(void **state)
@@ -219,7 +219,7 @@ static void pause_copy_exact(void **state)
 	assert_int_equal(hv_vm_pause(vm), 0); /* the snapshot's pause nests in this one */
 	assert_int_equal(hv_stream_writer_mem(&w), 0);
 	assert_int_equal(hv_snapshot_save_opts(vm, w, HV_STREAM_FULL, &o, &st), 0);
-	assert_true(st.staged_pages >= 1024);
+	assert_true(st.staged_pages >= 2560);
 	data = hv_stream_writer_data(w, &len);
 	if (hv_snapshot_restore(
 		    &(struct hv_vm_config){.name = "restored", .mem_bytes = MEM, .serial_fd = -1},
