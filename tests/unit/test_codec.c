@@ -410,6 +410,14 @@ static void random_epochs(void **state)
 	random_epochs_with(REPL_PATCH_MAX);
 }
 
+/* The wire's encodings are `want`, in order. */
+static void assert_encs(const unsigned *enc, const unsigned *want, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (enc[i] != want[i])
+			fail_msg("entry %zu: encoding %u, expected %u", i, enc[i], want[i]);
+}
+
 /* The stats of the last encode_pages(). */
 static struct repl_codec_stats last;
 
@@ -467,13 +475,10 @@ static void encoder_choices(void **state)
 	tg_page(st + 5 * PG, 10, 3, 64);
 	memset(st + 6 * PG, 0, PG);
 	encode_pages(e, 2, (uint64_t[]){10, 11, 12, 13, 14, 10, 13}, 7, st, twin, enc);
-	assert_int_equal(enc[0], REPL_PAGE_XOR);
-	assert_int_equal(enc[1], HV_PAGE_RAW);
-	assert_int_equal(enc[2], HV_PAGE_RAW);
-	assert_int_equal(enc[3], REPL_PAGE_XOR);
-	assert_int_equal(enc[4], HV_PAGE_RAW);
-	assert_int_equal(enc[5], HV_PAGE_RAW);
-	assert_int_equal(enc[6], HV_PAGE_ZERO);
+	assert_encs(enc,
+		    (unsigned[]){REPL_PAGE_XOR, HV_PAGE_RAW, HV_PAGE_RAW, REPL_PAGE_XOR,
+				 HV_PAGE_RAW, HV_PAGE_RAW, HV_PAGE_ZERO},
+		    7);
 	/* only 13's first entry equalled the receiver's copy: an unwritten (hot) page */
 	assert_int_equal(last.unchanged_pages, 1);
 
@@ -583,20 +588,12 @@ static void patch_choices(void **state)
 	assert_memory_equal(page(twin, 13), st + 3 * PG, PG);
 	assert_memory_equal(page(twin, 11), st + PG, PG);
 	assert_int_equal(wire_encodings(wire.data, wire.len, enc, got, 8), 7);
-	assert_int_equal(got[0], 10);
-	assert_int_equal(enc[0], REPL_PAGE_PATCH);
-	assert_int_equal(got[1], 13);
-	assert_int_equal(enc[1], REPL_PAGE_PATCH);
-	for (int i = 2; i < 7; i++) { /* the others, in their order */
-		static const uint64_t rest[] = {11, 12, 14, 15, 10};
-
-		assert_int_equal(got[i], rest[i - 2]);
-	}
-	assert_int_equal(enc[2], REPL_PAGE_XOR);
-	assert_int_equal(enc[3], HV_PAGE_RAW);
-	assert_int_equal(enc[4], HV_PAGE_RAW);
-	assert_int_equal(enc[5], HV_PAGE_ZERO);
-	assert_int_equal(enc[6], HV_PAGE_RAW);
+	/* the PATCH pages first, then the others in their order */
+	assert_memory_equal(got, ((uint64_t[]){10, 13, 11, 12, 14, 15, 10}), 7 * sizeof(uint64_t));
+	assert_encs(enc,
+		    (unsigned[]){REPL_PAGE_PATCH, REPL_PAGE_PATCH, REPL_PAGE_XOR, HV_PAGE_RAW,
+				 HV_PAGE_RAW, HV_PAGE_ZERO, HV_PAGE_RAW},
+		    7);
 	assert_int_equal(cs.patch_pages, 2);
 	assert_int_equal(cs.unchanged_pages, 1); /* 13 */
 

@@ -161,8 +161,8 @@ static uint64_t bare_kick(struct hv_vm *vm)
  * be weighed against copying what it copied. The extra pages are the next
  * ones of the guest's work regions, where its hot pages are.
  */
-static void bare_dirty(struct hv_vm *vm, uint64_t interval_ms, uint64_t want,
-		       uint64_t *ioctl_ns, uint64_t *memcpy_ns, uint64_t *pages_out)
+static void bare_dirty(struct hv_vm *vm, uint64_t interval_ms, uint64_t want, uint64_t *ioctl_ns,
+		       uint64_t *memcpy_ns, uint64_t *pages_out)
 {
 	const uint8_t *ram = hv_ram_base(vm);
 	struct util_bitmap b = {0};
