@@ -12,7 +12,7 @@
  *   2. pauses the VM for only: the dirty-log take, the copy of the dirty
  *      pages to staging, the vCPU/VM/device state, sealing epoch e of the
  *      output queue (and in verify mode the RAM digest); resumes;
- *   3. encodes the epoch (codec.c), sends it, waits for its ack;
+ *   3. encodes the epoch (codec_enc.c), sends it, waits for its ack;
  *   4. on the ack releases the outputs of epoch e.
  * The guest runs during 1, 3 and 4. A send or ack that fails leaves the
  * primary "degraded": the guest keeps running, its outputs stay held (they
@@ -350,7 +350,7 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 	if (!p->o.interval_ms)
 		p->o.interval_ms = DEFAULT_INTERVAL_MS;
 	if (!p->o.zstd_level)
-		p->o.zstd_level = -1; /* same ratio as 1 on the test guest, 30 % faster (codec.c) */
+		p->o.zstd_level = -1; /* same ratio as 1 on the test guest, 30 % faster (codec_enc.c) */
 	if (!p->o.cache_pages)
 		p->o.cache_pages = DEFAULT_CACHE_PAGES;
 	p->peer = strdup(o->peer);

@@ -1,5 +1,5 @@
 /*
- * The epoch decoder (repl_decode, replication/codec.c) on arbitrary bytes.
+ * The epoch decoder (repl_decode, replication/codec_dec.c) on arbitrary bytes.
  * Rules: never crash, leak or read out of bounds; a refusal is -EBADMSG with
  * a reason; what it accepts is a revision-1 stream hv_stream_check() accepts,
  * no larger than the documented bound, plus word patches that stay inside

@@ -1,5 +1,5 @@
 /*
- * The epoch codec (replication/codec.c, docs/stream-format.md §9): what the
+ * The epoch codec (replication/codec*.c, docs/stream-format.md §9): what the
  * encoder sends decodes to exactly the stream it was given, epoch after epoch,
  * against a twin RAM kept in step; the encoder picks ZERO, XOR and RAW as the
  * spec says (never XOR for a pfn already sent in the stream, never across an
