@@ -350,7 +350,8 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 	if (!p->o.interval_ms)
 		p->o.interval_ms = DEFAULT_INTERVAL_MS;
 	if (!p->o.zstd_level)
-		p->o.zstd_level = -1; /* same ratio as 1 on the test guest, 30 % faster (codec_enc.c) */
+		p->o.zstd_level =
+			-1; /* same ratio as 1 on the test guest, 30 % faster (codec_enc.c) */
 	if (!p->o.cache_pages)
 		p->o.cache_pages = DEFAULT_CACHE_PAGES;
 	p->peer = strdup(o->peer);
