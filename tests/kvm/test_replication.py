@@ -211,8 +211,11 @@ def thread_sched(pid, comm):
     (proc(5): fields 19, 40, 41; policy 0 is SCHED_OTHER, 1 SCHED_FIFO)."""
     out = []
     for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/stat") as f:
-            stat = f.read()
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except FileNotFoundError:  # a short-lived thread ended after the listing
+            continue
         if stat[stat.index("(") + 1:stat.rindex(")")] == comm:
             fields = stat[stat.rindex(")") + 2:].split()
             out.append((int(fields[16]), int(fields[37]), int(fields[38])))
