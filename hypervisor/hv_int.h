@@ -262,6 +262,12 @@ void lazy_dispose(struct hv_vm *vm);
 /* Apply one DEVICE record: 1 for a virtio device, 0 for another, or -errno with `why`. */
 int persist_load_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, char *why,
 			size_t why_len);
+/* Before a restored VM first runs: what the snapshot's process had been told but had not
+ * done is lost with its eventfds -- a QueueNotify caught by an ioeventfd and not yet read,
+ * an interrupt asserted through an irqfd. Re-notify every ready queue of every live
+ * virtio device (a notify with nothing new costs nothing) and re-raise a pending
+ * interrupt, so a guest that notified once and waits (EVENT_IDX) is not left waiting. */
+void persist_devices_restart(struct hv_vm *vm);
 
 /* ---- the VM ----------------------------------------------------------------------------
  */

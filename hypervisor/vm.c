@@ -265,6 +265,8 @@ int hv_vm_start(struct hv_vm *vm)
 		LOG_ERRNO(rc, "vm %s: guest RAM could not be given to KVM", vm->name);
 		goto out;
 	}
+	if (vm->restored)
+		persist_devices_restart(vm);
 	rc = io_start(&vm->io);
 	if (rc < 0)
 		goto out;

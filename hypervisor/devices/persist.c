@@ -306,3 +306,13 @@ out:
 		castor__device_state__free_unpacked(d, NULL);
 	return rc;
 }
+
+void persist_devices_restart(struct hv_vm *vm)
+{
+	unsigned i;
+
+	for (i = 0; i < vm->nnets; i++)
+		virtio_mmio_restart(net_transport(vm->nets[i]));
+	for (i = 0; i < vm->nblks; i++)
+		virtio_mmio_restart(blk_transport(vm->blks[i]));
+}

@@ -328,6 +328,28 @@ void virtio_mmio_kick(struct virtio_mmio *m, unsigned qidx)
 		LOG_WARN("%s: notify eventfd write failed", m->name);
 }
 
+void virtio_mmio_restart(struct virtio_mmio *m)
+{
+	uint64_t one = 1;
+	unsigned q, kicked = 0;
+
+	pthread_mutex_lock(&m->lock);
+	if (virtio_mmio_is_live(m)) {
+		for (q = 0; q < m->ops->nqueues; q++) {
+			if (m->queues[q].ready) {
+				virtio_mmio_kick(m, q);
+				kicked++;
+			}
+		}
+		if (m->interrupt_status && m->irq_fd >= 0 &&
+		    write(m->irq_fd, &one, sizeof(one)) < 0)
+			LOG_WARN("%s: irqfd write failed", m->name);
+		LOG_DBG("%s: restart: %u queues notified, interrupt status 0x%x", m->name, kicked,
+			m->interrupt_status);
+	}
+	pthread_mutex_unlock(&m->lock);
+}
+
 static void resample_cb(void *arg, int fd, short events)
 {
 	struct virtio_mmio *m = arg;

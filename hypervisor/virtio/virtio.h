@@ -171,6 +171,9 @@ void virtio_mmio_notify_used(struct virtio_mmio *m, unsigned qidx);
 void virtio_mmio_needs_reset(struct virtio_mmio *m, unsigned qidx);
 /* Process a notification as if the guest had written QueueNotify (lock NOT held). */
 void virtio_mmio_kick(struct virtio_mmio *m, unsigned qidx);
+/* After a restore, before the VM runs: kick every ready queue and re-raise a pending
+ * interrupt (see persist_devices_restart). */
+void virtio_mmio_restart(struct virtio_mmio *m);
 
 /* ---- device state (persist.c, net.c, blk.c) ---------------------------------------- */
 

@@ -62,6 +62,7 @@ struct drv {
 	uint64_t mem;  /* our rings and buffers, in the guest's scratch area */
 	uint16_t avail_idx, used_seen;
 	char *img;
+	char *gimg; /* the test guest's own disk */
 	bool ro;
 };
 
@@ -213,7 +214,7 @@ static struct drv *setup_drv(bool ro)
 	assert_int_equal(hv_tg_load(d->vm, &tg), 0);
 	assert_int_equal(hv_vm_start(d->vm), 0);
 	assert_int_equal(hv_tg_wait_ready(d->vm, 30 * SEC), 0);
-	unlink(guest_img);
+	d->gimg = strdup(guest_img);
 	d->base = hv_blk_mmio_base(blk1);
 	d->blk = blk1;
 	assert_int_equal(hv_tg_scratch(d->vm, &first, &end), 0);
@@ -229,6 +230,8 @@ static void free_drv(struct drv *d)
 	hv_vm_free(d->vm);
 	unlink(d->img);
 	free(d->img);
+	unlink(d->gimg);
+	free(d->gimg);
 	free(d);
 }
 
@@ -417,6 +420,85 @@ static void feature_negotiation(void **state)
 	free_drv(d);
 }
 
+static int add_disks(void *arg, struct hv_vm *vm)
+{
+	struct drv *d = arg;
+	struct hv_blk_config b0 = {.path = d->gimg}, b1 = {.path = d->img};
+	struct hv_blk *blk;
+	int rc = hv_blk_add(vm, &b0, &blk);
+
+	return rc < 0 ? rc : hv_blk_add(vm, &b1, &blk);
+}
+
+/*
+ * A notification the device had not yet acted on when the snapshot was taken
+ * is not lost with the process that caught it. The driver makes a request
+ * available and notifies while the VM is paused (the I/O thread waits behind
+ * the gate, the kick sits in the old castor-vmm's ioeventfd), the snapshot is
+ * taken, and a VM restored from it completes the request without another
+ * notification. A driver with EVENT_IDX would never notify again.
+ */
+static void notify_survives_restore(void **state)
+{
+	struct drv *d = setup_drv(false);
+	struct hv_vm_config cfg = {.name = "restored", .serial_fd = -1};
+	struct hv_vm *r = NULL, *old;
+	struct kvm_blob b;
+	const uint8_t *s[1];
+	uint8_t hdr[16] = {0}, status = 0xee;
+	uint32_t type = T_FLUSH, elem[2];
+	uint16_t head = 0, idx = 0;
+	uint64_t end;
+	char why[256] = "";
+	size_t l[1];
+
+	init(d);
+	assert_int_equal(hv_vm_pause(d->vm), 0);
+	memcpy(hdr, &type, 4);
+	put(d, HDR(d), hdr, 16);
+	put(d, STATUS(d), &status, 1);
+	desc(d, 0, HDR(d), 16, 1, 1);
+	desc(d, 1, STATUS(d), 1, 2, 0);
+	put(d, AVAIL(d) + 4, &head, 2);
+	d->avail_idx = 1;
+	put(d, AVAIL(d) + 2, &d->avail_idx, 2);
+	wr(d, R_QNOTIFY, 0);
+	util_sleep_ns(20 * 1000000ull);
+	assert_int_equal(hv_mem_read(d->vm, USED(d) + 2, &idx, 2), 0);
+	assert_int_equal(idx, 0); /* paused: the device has not run it */
+	b = kvm_snapshot(d->vm, HV_STREAM_FULL);
+	s[0] = b.data;
+	l[0] = b.len;
+	if (hv_snapshot_restore(&cfg, s, l, 1, 0, add_disks, d, &r, why, sizeof(why)) < 0)
+		fail_msg("restore: %s", why);
+	/* the old VM is gone first, as when its castor-vmm quits */
+	old = d->vm;
+	hv_vm_stop(old);
+	d->vm = r;
+	assert_int_equal(hv_vm_start(r), 0);
+	end = util_now_ns() + 10 * SEC;
+	do {
+		assert_int_equal(hv_mem_read(r, USED(d) + 2, &idx, 2), 0);
+		if (idx)
+			break;
+		util_sleep_ns(200000);
+	} while (util_now_ns() < end);
+	if (idx != 1)
+		fail_msg("the restored device never ran the request notified before the snapshot "
+			 "(used idx %u)",
+			 idx);
+	assert_int_equal(hv_mem_read(r, USED(d) + 4, elem, 8), 0);
+	assert_int_equal(elem[0], head);
+	assert_int_equal(hv_mem_read(r, STATUS(d), &status, 1), 0);
+	assert_int_equal(status, 0);
+	/* and the device goes on as usual */
+	d->used_seen = 1;
+	assert_int_equal(request(d, T_FLUSH, 0, 0, false), 0);
+	hv_vm_free(old);
+	free(b.data);
+	free_drv(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -425,6 +507,7 @@ int main(void)
 		cmocka_unit_test(read_only),
 		cmocka_unit_test(feature_negotiation),
 		cmocka_unit_test(completion_interrupts),
+		cmocka_unit_test(notify_survives_restore),
 	};
 
 	kvm_test_require();

@@ -52,12 +52,16 @@ ip netns exec "$tag-client" python3 - "$LAN_GUEST_IP" "$dir/stop" >"$dir/client.
 import os, socket, sys, time
 s = socket.create_connection((sys.argv[1], 7700), timeout=30)
 f = s.makefile("rb")
-seq, last, worst = 0, None, 0.0
+seq, last, worst, t0 = 0, None, 0.0, time.monotonic()
 while not os.path.exists(sys.argv[2]):
     seq += 1
     t = time.monotonic()
     s.sendall(b"%d\n" % seq)
-    line = f.readline()
+    try:
+        line = f.readline()
+    except TimeoutError:
+        print("FAIL: no answer to request %d in 30 s (sent %.2f s after the first)" % (seq, t - t0))
+        sys.exit(1)
     if not line:
         print("FAIL: connection closed at request", seq); sys.exit(1)
     a, c = map(int, line.split())
@@ -70,6 +74,7 @@ s.close()
 print("client: %d requests on one connection, all in order; longest stall %.0f ms" % (seq, worst * 1000))
 PY
 cpid=$!
+start=$EPOCHREALTIME
 sleep 1
 
 for round in $(seq "$ROUNDS"); do
@@ -85,12 +90,18 @@ for round in $(seq "$ROUNDS"); do
 	[ "$("$CLI" vm status --socket "$sock" --json | json 'd["run_state"]')" = running ] ||
 		bad "round $round: restored VM not running"
 	kill -0 "$cpid" 2>/dev/null || { bad "round $round: the client stopped: $(cat "$dir/client.log")"; break; }
+	awk "BEGIN { printf \"%.2f \", $EPOCHREALTIME - $start }" >>"$dir/rounds"
 done
 [ "$fails" = 0 ] && ok "$ROUNDS rounds of pause, snapshot, quit, restore"
 sleep 0.5
 touch "$dir/stop"
 wait "$cpid"; code=$?; cpid=
-if [ "$code" = 0 ]; then ok "$(tail -1 "$dir/client.log")"; else bad "client: $(cat "$dir/client.log")"; fi
+if [ "$code" = 0 ]; then ok "$(tail -1 "$dir/client.log")"; else
+	bad "client: $(cat "$dir/client.log")"
+	echo "  rounds (s after the client started): $(cat "$dir/rounds")"
+	echo "  net status: $("$CLI" vm status --socket "$sock" --json | json 'd.get("net")')"
+	echo "  castor-vmm log:"; tail -20 "$dir/vmm.log" | sed 's/^/    /'
+fi
 
 # the disk, checked with the guest stopped
 "$CLI" vm pause --socket "$sock" >/dev/null
