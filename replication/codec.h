@@ -120,8 +120,9 @@ struct repl_patch {
 	const uint8_t *payload;
 };
 struct repl_patches {
-	struct repl_patch *v;
-	size_t n, cap;
+	struct repl_patch *v; /* n of them, in `mem` */
+	size_t n;
+	struct repl_buf mem;
 };
 
 void repl_patches_init(struct repl_patches *p);	   /* empty, safe to dispose */

@@ -283,17 +283,10 @@ static void resolve_entries(struct dec *d, const uint8_t *ents, uint32_t count)
 static int patches_reserve(struct dec *d)
 {
 	struct repl_patches *p = d->patches;
-	struct repl_patch *v;
-	size_t cap;
 
-	if (p->n < p->cap)
-		return 0;
-	cap = p->cap ? p->cap * 2 : 1024;
-	v = realloc(p->v, cap * sizeof(*v));
-	if (!v)
-		return fail(d, -ENOMEM, "out of memory for %zu page patches", cap);
-	p->v = v;
-	p->cap = cap;
+	if (codec_buf_reserve(&p->mem, (p->n + 1) * sizeof(*p->v)))
+		return fail(d, -ENOMEM, "out of memory for %zu page patches", p->n + 1);
+	p->v = (struct repl_patch *)(void *)p->mem.data;
 	return 0;
 }
 
@@ -476,12 +469,12 @@ void repl_patches_init(struct repl_patches *p)
 {
 	p->v = NULL;
 	p->n = 0;
-	p->cap = 0;
+	repl_buf_init(&p->mem);
 }
 
 void repl_patches_dispose(struct repl_patches *p)
 {
-	free(p->v);
+	repl_buf_dispose(&p->mem);
 	repl_patches_init(p);
 }
 

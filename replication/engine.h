@@ -34,5 +34,7 @@ int repl_state_change(const char *vm, enum repl_state *state, enum repl_state to
  * fatal (no CAP_SYS_NICE: the thread runs as it is).
  */
 void repl_thread_sched(const char *vm_name, int nice, int rt);
+/* The two values repl_thread_sched() takes, checked: 0, or -EINVAL with one sentence in why. */
+int repl_sched_check(int nice, int rt, char *why, size_t why_len);
 
 #endif

@@ -326,11 +326,8 @@ int repl_secondary_start(const struct repl_secondary_opts *o, struct repl_second
 	*out = NULL;
 	if (!o->listen)
 		FAIL_WHY_R("no address to listen on");
-	if (o->thread_nice < -20 || o->thread_nice > 19)
-		FAIL_WHY_R("nice value %d is not in -20..19", o->thread_nice);
-	if (o->thread_rt < -1 || o->thread_rt > 99)
-		FAIL_WHY_R("real-time priority %d is not in 1..99 (0: default, -1: none)",
-			   o->thread_rt);
+	if (repl_sched_check(o->thread_nice, o->thread_rt, why, why_len) < 0)
+		return -EINVAL;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;

@@ -78,14 +78,20 @@ bool virtio_mmio_is_live(const struct virtio_mmio *m)
 	return (m->status & VIRTIO_STATUS_DRIVER_OK) && !(m->status & VIRTIO_STATUS_NEEDS_RESET);
 }
 
-static void raise_irq(struct virtio_mmio *m, uint32_t why)
+/* Assert the line through the irqfd (lock held); KVM lowers it on the guest's EOI. */
+static void assert_line(struct virtio_mmio *m)
 {
 	uint64_t one = 1;
 
-	m->interrupt_status |= why;
-	m->interrupts++;
 	if (m->irq_fd >= 0 && write(m->irq_fd, &one, sizeof(one)) < 0)
 		LOG_WARN("%s: irqfd write failed", m->name);
+}
+
+static void raise_irq(struct virtio_mmio *m, uint32_t why)
+{
+	m->interrupt_status |= why;
+	m->interrupts++;
+	assert_line(m);
 }
 
 void virtio_mmio_notify_used(struct virtio_mmio *m, unsigned qidx)
@@ -170,7 +176,6 @@ static void set_addr_half(uint64_t *addr, bool high, uint32_t v)
 static void reg_write(struct virtio_mmio *m, uint64_t off, uint32_t v)
 {
 	struct vq *q = selected(m);
-	uint64_t one = 1;
 
 	switch (off) {
 	case REG_DEVICE_FEATURES_SEL:
@@ -207,9 +212,7 @@ static void reg_write(struct virtio_mmio *m, uint64_t off, uint32_t v)
 		break;
 	case REG_QUEUE_NOTIFY:
 		/* only when no ioeventfd caught it: hand it to the I/O thread all the same */
-		if (v < m->ops->nqueues && m->notify_fd[v] >= 0 &&
-		    write(m->notify_fd[v], &one, sizeof(one)) < 0)
-			LOG_WARN("%s: notify eventfd write failed", m->name);
+		virtio_mmio_kick(m, v);
 		break;
 	case REG_INTERRUPT_ACK:
 		m->interrupt_status &= ~v;
@@ -330,22 +333,15 @@ void virtio_mmio_kick(struct virtio_mmio *m, unsigned qidx)
 
 void virtio_mmio_restart(struct virtio_mmio *m)
 {
-	uint64_t one = 1;
-	unsigned q, kicked = 0;
+	unsigned q;
 
 	pthread_mutex_lock(&m->lock);
 	if (virtio_mmio_is_live(m)) {
-		for (q = 0; q < m->ops->nqueues; q++) {
-			if (m->queues[q].ready) {
+		for (q = 0; q < m->ops->nqueues; q++)
+			if (m->queues[q].ready)
 				virtio_mmio_kick(m, q);
-				kicked++;
-			}
-		}
-		if (m->interrupt_status && m->irq_fd >= 0 &&
-		    write(m->irq_fd, &one, sizeof(one)) < 0)
-			LOG_WARN("%s: irqfd write failed", m->name);
-		LOG_DBG("%s: restart: %u queues notified, interrupt status 0x%x", m->name, kicked,
-			m->interrupt_status);
+		if (m->interrupt_status)
+			assert_line(m);
 	}
 	pthread_mutex_unlock(&m->lock);
 }
@@ -353,14 +349,14 @@ void virtio_mmio_restart(struct virtio_mmio *m)
 static void resample_cb(void *arg, int fd, short events)
 {
 	struct virtio_mmio *m = arg;
-	uint64_t n, one = 1;
+	uint64_t n;
 
 	if (read(fd, &n, sizeof(n)) < 0)
 		return;
 	/* the guest acknowledged the line at the interrupt controller: still pending? */
 	pthread_mutex_lock(&m->lock);
-	if (m->interrupt_status && write(m->irq_fd, &one, sizeof(one)) < 0)
-		LOG_WARN("%s: irqfd write failed", m->name);
+	if (m->interrupt_status)
+		assert_line(m);
 	pthread_mutex_unlock(&m->lock);
 }
 

@@ -169,7 +169,8 @@ bool virtio_mmio_is_live(const struct virtio_mmio *m); /* DRIVER_OK and not brok
 void virtio_mmio_notify_used(struct virtio_mmio *m, unsigned qidx);
 /* A queue broke a rule: set DEVICE_NEEDS_RESET and raise a config interrupt. */
 void virtio_mmio_needs_reset(struct virtio_mmio *m, unsigned qidx);
-/* Process a notification as if the guest had written QueueNotify (lock NOT held). */
+/* Process a notification as if the guest had written QueueNotify: it is queued for the
+ * I/O thread (takes no lock; an out-of-range qidx is ignored). */
 void virtio_mmio_kick(struct virtio_mmio *m, unsigned qidx);
 /* After a restore, before the VM runs: kick every ready queue and re-raise a pending
  * interrupt (see persist_devices_restart). */
