@@ -25,6 +25,9 @@
 
 #define NBQ_DELAY_WINDOW 1024
 
+struct nb_queue;
+static void account_release(struct nb_queue *q, size_t len, uint64_t delay_ns);
+
 struct nbq_entry {
 	struct nbq_entry *next;
 	uint64_t epoch;
@@ -178,6 +181,78 @@ int nb_queue_set_protected(struct nb_queue *q, bool on, uint64_t first_epoch)
 		LOG_WARN("vm %s: protection off with %llu outputs unacknowledged; discarded",
 			 q->name, (unsigned long long)n);
 	return rc;
+}
+
+/*
+ * Deliver, in queue order, the entries tagged <= limit, one at a time (so
+ * producers regain room as outputs leave), until a discard (discard_gen moves
+ * on) takes the rest. Release lock and q->lock held; q->lock is dropped around
+ * each callback. Returns how many went out.
+ */
+static int deliver(struct nb_queue *q, uint64_t limit, uint64_t gen)
+{
+	struct nbq_entry *ent;
+	uint64_t delay;
+	size_t len;
+	int n = 0;
+
+	while ((ent = q->head) && ent->epoch <= limit && q->discard_gen == gen) {
+		q->head = ent->next;
+		if (!q->head)
+			q->tail = &q->head;
+		pthread_mutex_unlock(&q->lock);
+		delay = util_now_ns() - ent->t_ns;
+		q->release_cb(q->arg, ent->kind, ent->data, ent->len);
+		len = ent->len;
+		free(ent);
+		pthread_mutex_lock(&q->lock);
+		account_release(q, len, delay);
+		n++;
+	}
+	return n;
+}
+
+int nb_queue_restart(struct nb_queue *q, uint64_t first_epoch)
+{
+	struct nbq_entry *e;
+	uint64_t n = 0;
+
+	pthread_mutex_lock(&q->lock);
+	for (e = q->head; e; e = e->next, n++)
+		e->epoch = first_epoch;
+	__atomic_store_n(&q->is_protected, true, __ATOMIC_RELEASE);
+	q->open_epoch = first_epoch;
+	q->open_count = n;
+	q->full_fired = false;
+	q->st.last_released_epoch = 0;
+	pthread_mutex_unlock(&q->lock);
+	LOG_INFO("vm %s: outputs held until acknowledged, from epoch %llu (%llu held from before)",
+		 q->name, (unsigned long long)first_epoch, (unsigned long long)n);
+	return n > INT_MAX ? INT_MAX : (int)n;
+}
+
+int nb_queue_release_all(struct nb_queue *q)
+{
+	int n;
+
+	pthread_mutex_lock(&q->release_lock);
+	pthread_mutex_lock(&q->lock);
+	/*
+	 * Later outputs pass through, and pass_through() waits for the release
+	 * lock we hold: they go out after every output held before them.
+	 */
+	__atomic_store_n(&q->is_protected, false, __ATOMIC_RELEASE);
+	n = deliver(q, UINT64_MAX, q->discard_gen);
+	q->open_count = 0;
+	if (q->waiters)
+		pthread_cond_broadcast(&q->room);
+	pthread_mutex_unlock(&q->lock);
+	pthread_mutex_unlock(&q->release_lock);
+	if (n)
+		LOG_WARN("vm %s: protection off: %d held outputs released without an "
+			 "acknowledgement",
+			 q->name, n);
+	return n;
 }
 
 /* An output of `len` fits now; q->lock held. */
@@ -385,9 +460,7 @@ static void account_release(struct nb_queue *q, size_t len, uint64_t delay_ns)
 
 int nb_epoch_release(struct nb_queue *q, uint64_t e)
 {
-	struct nbq_entry *ent;
-	uint64_t limit, delay, gen;
-	size_t len;
+	uint64_t limit, gen;
 	int n = 0;
 
 	pthread_mutex_lock(&q->release_lock);
@@ -403,19 +476,7 @@ int nb_epoch_release(struct nb_queue *q, uint64_t e)
 	 * this release: what is queued after it (maybe in a new protection
 	 * period, with epochs counted afresh) was not acknowledged by `e`.
 	 */
-	while ((ent = q->head) && ent->epoch <= limit && q->discard_gen == gen) {
-		q->head = ent->next;
-		if (!q->head)
-			q->tail = &q->head;
-		pthread_mutex_unlock(&q->lock);
-		delay = util_now_ns() - ent->t_ns;
-		q->release_cb(q->arg, ent->kind, ent->data, ent->len);
-		len = ent->len;
-		free(ent);
-		pthread_mutex_lock(&q->lock);
-		account_release(q, len, delay);
-		n++;
-	}
+	n = deliver(q, limit, gen);
 	if (limit > q->st.last_released_epoch)
 		q->st.last_released_epoch = limit;
 out:

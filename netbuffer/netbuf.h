@@ -91,7 +91,7 @@ struct hv_net *nb_tap_net(struct nb_tap *tap);
 /* Kinds of output; the queue does not interpret them, release_cb does. */
 enum nb_output_kind {
 	NB_KIND_NET_FRAME = 1, /* a guest TX frame, virtio-net header included */
-	NB_KIND_TESTDEV = 2,   /* a test-device output (a numbered value) */
+	NB_KIND_RECORD = 2,    /* a record of the owner's own (castor-vmm: a test-device output) */
 };
 
 struct nb_queue;
@@ -134,6 +134,21 @@ void nb_queue_free(struct nb_queue *q);
  * An output racing with the switch lands on either side of it.
  */
 int nb_queue_set_protected(struct nb_queue *q, bool on, uint64_t first_epoch);
+/*
+ * A new protection period on a queue that may still hold outputs of the last
+ * one (a primary whose replica was lost, protected again toward another):
+ * protection on, epoch `first_epoch` open, and every held output moved into
+ * it. They are released with that epoch, whose checkpoint captures the state
+ * that produced them. Returns the number of outputs moved.
+ */
+int nb_queue_restart(struct nb_queue *q, uint64_t first_epoch);
+/*
+ * Protection off, releasing (not discarding) every held output in queue
+ * order, the open epoch's included: for a primary that stops protecting when
+ * no replica can take over. Outputs queued meanwhile go out after them.
+ * Returns the number released.
+ */
+int nb_queue_release_all(struct nb_queue *q);
 
 /*
  * One output of `kind` (data copied when queued). 0, or: -EINVAL (len 0, NULL

@@ -50,29 +50,35 @@ const char *repl_state_str(enum repl_state s)
 		return "failed-over";
 	case REPL_S_STOPPED:
 		return "stopped";
+	case REPL_S_RELEASED:
+		return "released";
 	}
 	return "?";
 }
 
 /* from -> to, one bit per allowed target state */
 #define TO(s) (1u << (s))
-static const unsigned allowed[] = {
+static const unsigned allowed[REPL_N_STATES] = {
 	[REPL_S_IDLE] = TO(REPL_S_SYNCING) | TO(REPL_S_STOPPED),
+	/* a replica whose primary left before its initial copy was applied waits again */
 	[REPL_S_SYNCING] = TO(REPL_S_PROTECTED) | TO(REPL_S_DEGRADED) | TO(REPL_S_PRIMARY_LOST) |
-			   TO(REPL_S_STOPPED),
+			   TO(REPL_S_STOPPED) | TO(REPL_S_IDLE),
 	[REPL_S_PROTECTED] = TO(REPL_S_DEGRADED) | TO(REPL_S_PRIMARY_LOST) |
-			     TO(REPL_S_FAILED_OVER) | TO(REPL_S_STOPPED),
+			     TO(REPL_S_FAILED_OVER) | TO(REPL_S_STOPPED) | TO(REPL_S_RELEASED),
 	[REPL_S_DEGRADED] = TO(REPL_S_STOPPED),
 	[REPL_S_PRIMARY_LOST] = TO(REPL_S_FAILED_OVER) | TO(REPL_S_STOPPED),
 	[REPL_S_FAILED_OVER] = TO(REPL_S_STOPPED),
 	[REPL_S_STOPPED] = 0,
+	/* the primary said goodbye: a forced failover only */
+	[REPL_S_RELEASED] = TO(REPL_S_FAILED_OVER) | TO(REPL_S_STOPPED),
 };
 
 int repl_state_change(const char *vm, enum repl_state *state, enum repl_state to, const char *why)
 {
 	if (*state == to)
 		return 0;
-	if (!(allowed[*state] & TO(to))) {
+	if ((unsigned)*state >= REPL_N_STATES || (unsigned)to >= REPL_N_STATES ||
+	    !(allowed[*state] & TO(to))) {
 		LOG_ERR("vm %s: refused state change %s -(%s)-> %s", vm, repl_state_str(*state),
 			why, repl_state_str(to));
 		return -EINVAL;

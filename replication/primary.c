@@ -17,6 +17,10 @@
  * The guest runs during 1, 3 and 4. A send or ack that fails leaves the
  * primary "degraded": the guest keeps running, its outputs stay held (they
  * are never released without an ack), and the loop ends.
+ *
+ * While it waits in 1 longer than a quarter of the connection's timeout, the
+ * thread sends a heartbeat (PING, answered by a PONG), so a dead link is
+ * noticed within 1.25 timeouts whatever the interval.
  */
 #define LOG_TAG "primary"
 #include <errno.h>
@@ -38,6 +42,8 @@
 #define DIRTY_POLL_MS	    2u	 /* how often the dirty cap is checked */
 #define DEFAULT_CACHE_PAGES 16384u
 #define DEFAULT_INTERVAL_MS 25u
+#define SYNC_CHUNK	    (4u << 20) /* the initial copy is sent in pieces: progress */
+#define WELCOME_WAIT_MS	    5000u      /* a replica busy with a port scan answers late */
 
 struct repl_primary {
 	struct hv_vm *vm;
@@ -54,6 +60,8 @@ struct repl_primary {
 	pthread_mutex_t lock; /* guards everything below */
 	pthread_cond_t cond;
 	bool stop, kicked;
+	bool graceful;	       /* stop: finish the epoch in flight and say BYE */
+	uint64_t last_io_ns;   /* the last time the replica answered */
 	uint64_t epoch;	       /* the epoch being captured / last captured */
 	int sealed;	       /* outputs sealed into it (set in the pause) */
 	uint64_t unacked_ns;   /* pause time of the oldest unacked epoch; 0: none */
@@ -108,6 +116,16 @@ static int in_pause(void *arg, struct hv_vm *vm, struct hv_stream_writer *w)
 	return 0;
 }
 
+static void sync_progress(void *arg, uint64_t sent, uint64_t total)
+{
+	struct repl_primary *p = arg;
+
+	pthread_mutex_lock(&p->lock);
+	p->st.sync_sent_bytes = sent;
+	p->st.sync_total_bytes = total;
+	pthread_mutex_unlock(&p->lock);
+}
+
 /* Capture epoch p->epoch into p->w (full: the initial copy). */
 static int capture(struct repl_primary *p, enum hv_stream_kind kind, struct hv_snapshot_stats *st)
 {
@@ -146,7 +164,11 @@ static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 		return rc;
 	}
 	t0 = util_now_ns();
-	rc = repl_epoch_send(p->t, p->conn, p->wire.data, p->wire.len);
+	if (p->st.state == REPL_S_SYNCING)
+		rc = repl_epoch_send_progress(p->t, p->conn, p->wire.data, p->wire.len, SYNC_CHUNK,
+					      sync_progress, p);
+	else
+		rc = repl_epoch_send(p->t, p->conn, p->wire.data, p->wire.len);
 	if (rc < 0) {
 		fail(p, rc, "sending");
 		return rc;
@@ -185,6 +207,7 @@ static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 	if (p->o.verify)
 		p->st.verify_ok++;
 	p->unacked_ns = 0;
+	p->last_io_ns = util_now_ns();
 	pthread_mutex_unlock(&p->lock);
 	return 0;
 }
@@ -203,16 +226,34 @@ static void note_pause(struct repl_primary *p, const struct hv_snapshot_stats *s
 	pthread_mutex_unlock(&p->lock);
 }
 
+enum wait_end { WAIT_CAPTURE, WAIT_STOP, WAIT_LINK_DEAD };
+
+/* A heartbeat, with p->lock held (dropped around the round trip). */
+static int heartbeat(struct repl_primary *p)
+{
+	int rc;
+
+	pthread_mutex_unlock(&p->lock);
+	rc = repl_ping(p->t, p->conn);
+	pthread_mutex_lock(&p->lock);
+	if (!rc) {
+		p->st.heartbeats++;
+		p->last_io_ns = util_now_ns();
+	}
+	return rc;
+}
+
 /*
- * Wait until the epoch that began at `start` should end. false: stop asked.
- * Sets *early when it ends before its interval.
+ * Wait until the epoch that began at `start` should end. Sets *early when it
+ * ends before its interval, *err when a heartbeat found the link dead.
  */
-static bool wait_epoch_end(struct repl_primary *p, uint64_t start, bool *early)
+static enum wait_end wait_epoch_end(struct repl_primary *p, uint64_t start, bool *early, int *err)
 {
 	uint64_t interval = (uint64_t)p->o.interval_ms * MS;
 	uint64_t spacing = (uint64_t)p->o.min_spacing_ms * MS;
 	uint64_t deadline = start + interval, next_poll = start + DIRTY_POLL_MS * MS;
-	bool go = true;
+	uint64_t hb = (uint64_t)p->o.conn.timeout_ms * MS / 4;
+	enum wait_end go = WAIT_CAPTURE;
 
 	*early = false;
 	pthread_mutex_lock(&p->lock);
@@ -221,11 +262,21 @@ static bool wait_epoch_end(struct repl_primary *p, uint64_t start, bool *early)
 		struct timespec ts;
 
 		if (p->stop) {
-			go = false;
+			go = WAIT_STOP;
 			break;
 		}
 		if (now >= deadline)
 			break;
+		if (now >= p->last_io_ns + hb) {
+			*err = heartbeat(p);
+			if (*err < 0) {
+				go = p->stop ? WAIT_STOP : WAIT_LINK_DEAD;
+				break;
+			}
+			continue;
+		}
+		if (p->last_io_ns + hb < until)
+			until = p->last_io_ns + hb;
 		if (p->kicked && now >= start + spacing) {
 			*early = true;
 			break;
@@ -265,13 +316,34 @@ static bool wait_epoch_end(struct repl_primary *p, uint64_t start, bool *early)
 	return go;
 }
 
+/* The loop ends on a stop: a graceful one tells a replica that is in sync. */
+static void say_bye(struct repl_primary *p)
+{
+	bool bye;
+	int rc;
+
+	pthread_mutex_lock(&p->lock);
+	bye = p->graceful && p->st.state == REPL_S_PROTECTED;
+	pthread_mutex_unlock(&p->lock);
+	if (!bye)
+		return;
+	rc = repl_bye_send(p->t, p->conn);
+	if (rc < 0)
+		LOG_WARN("vm %s: could not tell the replica that protection ends (%s)",
+			 hv_vm_name(p->vm), strerror(-rc));
+	else
+		LOG_INFO("vm %s: protection ends after epoch %" PRIu64 "; the replica was told",
+			 hv_vm_name(p->vm), p->st.acked_epoch);
+}
+
 static void *loop(void *arg)
 {
 	struct repl_primary *p = arg;
 	struct hv_snapshot_stats sst;
+	enum wait_end we;
 	uint64_t start;
 	bool early;
-	int rc;
+	int rc, err = 0;
 
 	pthread_setname_np(pthread_self(), "castor-repl");
 	repl_thread_sched(hv_vm_name(p->vm), p->o.thread_nice, p->o.thread_rt);
@@ -307,7 +379,7 @@ static void *loop(void *arg)
 	pthread_mutex_unlock(&p->lock);
 
 	start = util_now_ns();
-	while (wait_epoch_end(p, start, &early)) {
+	while ((we = wait_epoch_end(p, start, &early, &err)) == WAIT_CAPTURE) {
 		pthread_mutex_lock(&p->lock);
 		p->epoch++;
 		pthread_mutex_unlock(&p->lock);
@@ -321,7 +393,42 @@ static void *loop(void *arg)
 		if (ship(p, &sst) < 0)
 			break;
 	}
+	if (we == WAIT_LINK_DEAD)
+		fail(p, err, "heartbeat");
+	else if (we == WAIT_STOP)
+		say_bye(p);
 	return NULL;
+}
+
+/* Connect, say hello, and hear the replica accept us (or why not). */
+static int open_session(struct repl_primary *p, char *why, size_t why_len)
+{
+	struct repl_hello h = {.mem_bytes = hv_vm_mem_bytes(p->vm), .ncpus = hv_vm_ncpus(p->vm)};
+	char what[REPL_WELCOME_TEXT + 64];
+	uint32_t tmo = p->o.conn.timeout_ms;
+	int rc;
+
+	rc = p->t->connect(p->peer, &p->o.conn, &p->conn);
+	if (rc < 0) {
+		snprintf(why, why_len, "cannot reach the replica at %s (%s)", p->peer,
+			 strerror(-rc));
+		return rc;
+	}
+	if (p->t->set_timeout && tmo < WELCOME_WAIT_MS)
+		p->t->set_timeout(p->conn, WELCOME_WAIT_MS);
+	rc = repl_hello_send(p->t, p->conn, &h);
+	if (rc < 0)
+		snprintf(what, sizeof(what), "cannot say hello (%s)", strerror(-rc));
+	else
+		rc = repl_welcome_recv(p->t, p->conn, what, sizeof(what));
+	if (rc < 0) {
+		snprintf(why, why_len, "the replica at %s refused: %s", p->peer, what);
+		return rc;
+	}
+	if (p->t->set_timeout && tmo < WELCOME_WAIT_MS)
+		p->t->set_timeout(p->conn, tmo);
+	p->last_io_ns = util_now_ns();
+	return 0;
 }
 
 int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
@@ -351,6 +458,8 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 		p->o.zstd_level = -1;
 	if (!p->o.cache_pages)
 		p->o.cache_pages = DEFAULT_CACHE_PAGES;
+	if (!p->o.conn.timeout_ms)
+		p->o.conn.timeout_ms = REPL_DEFAULT_TIMEOUT_MS;
 	p->peer = strdup(o->peer);
 	p->o.peer = p->peer;
 	pthread_mutex_init(&p->lock, NULL);
@@ -371,6 +480,7 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 		rc = -ENOMEM;
 		goto fail;
 	}
+	snprintf(p->st.peer, sizeof(p->st.peer), "%s", p->peer);
 	rc = repl_encoder_new(hv_ram_pages(vm) * HV_PAGE_SIZE, p->o.cache_pages, p->o.zstd_level,
 			      &p->enc);
 	if (!rc)
@@ -379,21 +489,17 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 		snprintf(why, why_len, "cannot set up the encoder (%s)", strerror(-rc));
 		goto fail;
 	}
-	rc = p->t->connect(p->peer, &p->o.conn, &p->conn);
-	if (rc < 0) {
-		snprintf(why, why_len, "cannot reach the secondary at %s (%s)", p->peer,
-			 strerror(-rc));
+	rc = open_session(p, why, why_len);
+	if (rc < 0)
 		goto fail;
-	}
-	/* the owner may have protected it before the VM ran: then nothing ever left unheld */
-	if (p->o.outq && !nb_queue_is_protected(p->o.outq)) {
-		rc = nb_queue_set_protected(p->o.outq, true, 0);
-		if (rc < 0) {
-			snprintf(why, why_len, "cannot protect the output queue (%s)",
-				 strerror(-rc));
-			goto fail;
-		}
-	}
+	/*
+	 * Epoch 0, the initial copy, holds every output from now on and every
+	 * output still held from before (the owner protected the queue before the
+	 * VM ran, or a replica was lost): its checkpoint covers the state that
+	 * produced them all.
+	 */
+	if (p->o.outq)
+		nb_queue_restart(p->o.outq, 0);
 	set_state(p, REPL_S_SYNCING, "start");
 	rc = pthread_create(&p->thread, NULL, loop, p);
 	if (rc) {
@@ -443,20 +549,35 @@ void repl_primary_status(struct repl_primary *p, struct repl_status *out)
 	pthread_mutex_unlock(&p->lock);
 }
 
+int64_t repl_primary_stop(struct repl_primary *p, bool graceful)
+{
+	int64_t acked;
+
+	pthread_mutex_lock(&p->lock);
+	p->stop = true;
+	p->graceful = graceful && p->st.state == REPL_S_PROTECTED;
+	graceful = p->graceful;
+	pthread_cond_signal(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	/* a send or ack wait in progress ends now, unless it is the last epoch to finish */
+	if (p->conn && p->t->abort && !graceful)
+		p->t->abort(p->conn);
+	if (p->thread_live)
+		pthread_join(p->thread, NULL);
+	p->thread_live = false;
+	pthread_mutex_lock(&p->lock);
+	if (p->st.state != REPL_S_IDLE)
+		set_state(p, REPL_S_STOPPED, graceful ? "unprotect" : "stop");
+	acked = p->st.epochs ? (int64_t)p->st.acked_epoch : -ENOENT;
+	pthread_mutex_unlock(&p->lock);
+	return acked;
+}
+
 void repl_primary_free(struct repl_primary *p)
 {
 	if (!p)
 		return;
-	pthread_mutex_lock(&p->lock);
-	p->stop = true;
-	pthread_cond_signal(&p->cond);
-	pthread_mutex_unlock(&p->lock);
-	if (p->conn && p->t->abort)
-		p->t->abort(p->conn); /* a send or ack wait in progress ends now */
-	if (p->thread_live)
-		pthread_join(p->thread, NULL);
-	if (p->st.state != REPL_S_IDLE)
-		set_state(p, REPL_S_STOPPED, "stop");
+	repl_primary_stop(p, false);
 	hv_dirty_set_hot(p->vm, false);
 	if (p->conn)
 		p->t->close(p->conn);

@@ -110,6 +110,60 @@ int repl_ack_send(const struct repl_transport_ops *t, struct repl_conn *c, uint6
 int repl_ack_recv(const struct repl_transport_ops *t, struct repl_conn *c, uint64_t *stream_id_out,
 		  int32_t *status_out);
 
+/*
+ * Send an epoch in `chunk`-byte pieces, calling progress(arg, sent, len) after
+ * each (the initial copy: `castor ha status` shows how far it is).
+ */
+typedef void (*repl_progress_fn)(void *arg, uint64_t sent, uint64_t total);
+int repl_epoch_send_progress(const struct repl_transport_ops *t, struct repl_conn *c,
+			     const uint8_t *buf, size_t len, size_t chunk,
+			     repl_progress_fn progress, void *arg);
+
+/*
+ * ---- the session layer (docs/stream-format.md §8.1) ------------------------------
+ * A primary opens a connection with a HELLO; the replica answers WELCOME with
+ * status 0 (go on: the initial copy follows) or a negative errno and a line of
+ * text (-EBUSY: it serves another primary), then closes. Between epochs an idle
+ * primary sends PING frames (an epoch header of magic "CSTRPING", length 0),
+ * which the replica answers with a PONG (an ack of magic "CSTRPONG", all else
+ * 0), so a dead link is noticed however long the interval. BYE (magic
+ * "CSTRBYE!", length 0) says the primary stops protecting on purpose.
+ */
+#define REPL_HELLO_MAGIC   0x4f4c454852545343ull /* "CSTRHELO" */
+#define REPL_WELCOME_MAGIC 0x4d434c5752545343ull /* "CSTRWLCM" */
+#define REPL_PING_MAGIC	   0x474e495052545343ull /* "CSTRPING" */
+#define REPL_PONG_MAGIC	   0x474e4f5052545343ull /* "CSTRPONG" */
+#define REPL_BYE_MAGIC	   0x2145594252545343ull /* "CSTRBYE!" */
+#define REPL_SESSION_VERSION 1u
+#define REPL_WELCOME_TEXT    112
+
+struct repl_hello {
+	uint64_t mem_bytes; /* the VM's RAM: the replica refuses what it could not hold */
+	uint32_t ncpus;
+};
+int repl_hello_send(const struct repl_transport_ops *t, struct repl_conn *c,
+		    const struct repl_hello *h);
+/* -EINVAL with `why` for anything that is not a hello of our version. */
+int repl_hello_recv(const struct repl_transport_ops *t, struct repl_conn *c,
+		    struct repl_hello *out, char *why, size_t why_len);
+int repl_welcome_send(const struct repl_transport_ops *t, struct repl_conn *c, int32_t status,
+		      const char *text);
+/* The replica's answer: 0, or its negative status with its text in `why`. */
+int repl_welcome_recv(const struct repl_transport_ops *t, struct repl_conn *c, char *why,
+		      size_t why_len);
+/* A heartbeat: PING, then wait for the PONG. */
+int repl_ping(const struct repl_transport_ops *t, struct repl_conn *c);
+int repl_bye_send(const struct repl_transport_ops *t, struct repl_conn *c);
+
+enum repl_frame { REPL_FRAME_EPOCH, REPL_FRAME_BYE };
+/*
+ * The replica's receive: the next epoch (as repl_epoch_recv_into) or a BYE;
+ * PINGs on the way are answered and skipped.
+ */
+int repl_frame_recv_into(const struct repl_transport_ops *t, struct repl_conn *c,
+			 uint64_t max_len, uint8_t **buf_io, size_t *cap_io, size_t *len_out,
+			 enum repl_frame *kind_out);
+
 /* "HOST:PORT" -> a socket address; -EINVAL with `why` for anything else. */
 struct sockaddr_storage;
 int repl_parse_addr(const char *addr, struct sockaddr_storage *ss, unsigned *len_out, char *why,
@@ -137,7 +191,9 @@ enum repl_state {
 	REPL_S_PRIMARY_LOST, /* secondary: the stream stopped; the twin waits at its last epoch */
 	REPL_S_FAILED_OVER,  /* secondary: the twin runs */
 	REPL_S_STOPPED,
+	REPL_S_RELEASED,     /* secondary: the primary stopped protecting (BYE) and runs on */
 };
+#define REPL_N_STATES (REPL_S_RELEASED + 1)
 const char *repl_state_str(enum repl_state s);
 
 /* An optional record of an epoch stream: the RAM digest of verify mode. */
@@ -192,6 +248,10 @@ struct repl_status {
 	uint64_t lag_ns;	/* primary: since the pause of the oldest epoch not yet acked */
 	uint64_t early_ends;	/* epochs ended early: output, queue full, dirty cap */
 	uint64_t verify_ok, verify_bad; /* digests compared (secondary) / acks that said so */
+	uint64_t sync_sent_bytes, sync_total_bytes; /* the initial copy, as sent (primary) */
+	uint64_t heartbeats;			    /* pings answered */
+	bool twin_unusable; /* secondary: a failover is refused (why in last_error) */
+	char peer[64];	    /* primary: the replica it protects to */
 	char last_error[160];
 };
 
@@ -212,7 +272,16 @@ void repl_primary_status(struct repl_primary *p, struct repl_status *out);
  * percentiles describe only what comes after; counters and totals go on.
  */
 void repl_primary_reset_samples(struct repl_primary *p);
-/* Stop the loop and close the connection; the guest keeps running. NULL is fine. */
+/*
+ * Stop the loop; the guest keeps running. `graceful`: a protected primary
+ * finishes the epoch in flight (its ack is waited for, within the timeout)
+ * and tells the replica with a BYE that protection ends on purpose, so that
+ * the replica refuses to take over unless forced. Otherwise the connection is
+ * cut at once. Returns the last acknowledged epoch's number, or -ENOENT when
+ * none was. Idempotent.
+ */
+int64_t repl_primary_stop(struct repl_primary *p, bool graceful);
+/* Stop (not gracefully) if still running, close the connection, free. NULL is fine. */
 void repl_primary_free(struct repl_primary *p);
 
 struct repl_secondary_opts {
@@ -236,10 +305,14 @@ uint16_t repl_secondary_port(const struct repl_secondary *s);
 /*
  * Failover: stop receiving (a partial epoch is discarded), and start the
  * twin from its last applied epoch. The running VM passes to the caller.
- * -ENOENT when no full copy ever arrived; -EALREADY after a failover.
+ * -ENOENT when no full copy ever arrived; -EALREADY after a failover;
+ * -EIO when the twin is unusable (an epoch failed half-applied, or verify
+ * found its RAM different from the primary's); -EBUSY, unless `force`, while
+ * the primary still streams or after it stopped protecting on purpose (it
+ * runs on: two copies would answer).
  */
-int repl_secondary_failover(struct repl_secondary *s, struct hv_vm **vm_out, char *why,
-			    size_t why_len);
+int repl_secondary_failover(struct repl_secondary *s, bool force, struct hv_vm **vm_out,
+			    char *why, size_t why_len);
 void repl_secondary_status(struct repl_secondary *s, struct repl_status *out);
 /* Stops the thread; frees the twin unless failover handed it out. NULL is fine. */
 void repl_secondary_free(struct repl_secondary *s);

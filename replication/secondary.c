@@ -2,7 +2,16 @@
  * The secondary: keep a twin of the primary's VM, one epoch at a time, and
  * start it on failover (design.md §4).
  *
- * A thread ("castor-twin") accepts one primary. Its first epoch is a full
+ * A thread ("castor-listen") accepts connections. Each must open with a
+ * HELLO within HELLO_WAIT_MS; anything else (a port scan, a health check,
+ * garbage, a stall) is logged and closed, and the listener goes on. The first
+ * primary that says hello is welcomed and handed to the receiving thread
+ * ("castor-twin"); later ones are refused with -EBUSY and a sentence, while
+ * the first keeps being served. A primary lost before its initial copy was
+ * applied frees the replica for the next one; after that the twin belongs to
+ * that primary, and only a failover (or quitting) ends it.
+ *
+ * The receiving thread serves one primary. Its first epoch is a full
  * stream: the twin is restored from it (not started). Every later epoch is
  * received whole into memory, decoded against the twin's RAM, checked, and
  * only then applied (hv_snapshot_apply refuses anything partial or
@@ -12,7 +21,9 @@
  * -EILSEQ.
  *
  * When the stream stops (the primary died, or went silent for the
- * connection's timeout) the twin waits in "primary-lost" for a failover,
+ * connection's timeout; an idle primary sends heartbeats) the twin waits in
+ * "primary-lost" for a failover; after a BYE (the primary stopped protecting
+ * on purpose and runs on) in "released", where a failover needs force. Either
  * which starts its vCPUs from the last applied epoch. A failover while
  * epochs still arrive cuts the connection first; the apply lock makes it
  * wait for an epoch being applied to finish.
@@ -30,24 +41,29 @@
 #include "util/util.h"
 
 #define ACCEPT_POLL_MS 200
+#define HELLO_WAIT_MS  1000 /* a connection that says nothing this long is not a primary */
 
 struct repl_secondary {
 	struct repl_secondary_opts o;
 	char *listen_addr;
 	const struct repl_transport_ops *t;
 	struct repl_listener *listener;
-	pthread_t thread;
-	bool thread_live;
+	pthread_t thread, listen_thread;
+	bool thread_live, listen_live;
 	struct repl_buf decoded;
 	struct repl_patches patches; /* the decoded epoch's PATCH pages, into rx */
 	uint8_t *rx;		     /* the epoch being received, kept across epochs */
 	size_t rx_cap;
+	uint64_t first_max; /* the largest initial copy the welcomed primary may send */
 
 	pthread_mutex_t lock; /* guards the fields below */
+	pthread_cond_t cond;  /* a primary was handed over, or stop */
 	bool stop;
-	struct repl_conn *conn;
+	bool taken;		   /* a primary's copy arrived: no other primary, ever */
+	struct repl_conn *pending; /* welcomed, not yet picked up by the receiver */
+	struct repl_conn *conn;	   /* the primary being served */
 	struct hv_vm *twin; /* NULL until the full copy is applied; handed out on failover */
-	bool twin_broken;   /* an apply failed half-way: the twin is not any epoch */
+	bool twin_broken;   /* an apply failed half-way, or verify found it different */
 	struct repl_status st;
 	/* held while an epoch is applied, and by failover: never both at once */
 	pthread_mutex_t apply_lock;
@@ -98,10 +114,13 @@ static int verify(struct repl_secondary *s, uint64_t epoch)
 		return 0;
 	mine = repl_ram_digest(s->twin);
 	pthread_mutex_lock(&s->lock);
-	if (mine == d.crc32c)
+	if (mine == d.crc32c) {
 		s->st.verify_ok++;
-	else
+	} else {
 		s->st.verify_bad++;
+		s->twin_broken = true; /* never run a twin known to differ */
+		s->st.twin_unusable = true;
+	}
 	pthread_mutex_unlock(&s->lock);
 	if (mine != d.crc32c) {
 		char what[96];
@@ -194,6 +213,7 @@ static int next_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len, 
 	if (rc == -EIO) {
 		pthread_mutex_lock(&s->lock);
 		s->twin_broken = true;
+		s->st.twin_unusable = true;
 		pthread_mutex_unlock(&s->lock);
 	}
 	if (rc < 0) {
@@ -214,26 +234,27 @@ static int next_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len, 
 }
 
 /* Serve one primary until its stream stops. */
-static void serve(struct repl_secondary *s, struct repl_conn *c)
+static void serve(struct repl_secondary *s, struct repl_conn *c, uint64_t first_max)
 {
-	uint64_t epoch = 0, max_len = hv_host_available_bytes();
-	bool refused = false;
+	uint64_t epoch = 0, max_len = first_max;
+	bool refused = false, bye = false;
 	int rc;
 
-	if (!max_len) /* unknown: the initial copy is only limited by what arrives */
-		max_len = UINT64_MAX;
-
-	set_state(s, REPL_S_SYNCING, "primary connected");
 	if (s->t->set_timeout) /* the primary builds the initial copy first: be patient */
 		s->t->set_timeout(c, REPL_SYNC_TIMEOUT_MS);
 	for (;;) {
+		enum repl_frame kind;
 		uint64_t id = 0;
 		size_t len = 0;
 		uint8_t *buf;
 
-		rc = repl_epoch_recv_into(s->t, c, max_len, &s->rx, &s->rx_cap, &len);
+		rc = repl_frame_recv_into(s->t, c, max_len, &s->rx, &s->rx_cap, &len, &kind);
 		if (rc < 0)
 			break;
+		if (kind == REPL_FRAME_BYE) {
+			bye = true;
+			break;
+		}
 		buf = s->rx;
 		pthread_mutex_lock(&s->apply_lock);
 		pthread_mutex_lock(&s->lock);
@@ -270,23 +291,129 @@ static void serve(struct repl_secondary *s, struct repl_conn *c)
 		epoch++;
 	}
 	pthread_mutex_lock(&s->lock);
-	if (!s->stop && rc != -ECANCELED && !refused) {
+	if (!s->twin && !s->stop) {
+		/* nothing of this primary was kept: the next one may come */
+		snprintf(s->st.last_error, sizeof(s->st.last_error),
+			 "a primary left before its initial copy was applied (%s)",
+			 bye ? "it said goodbye" : strerror(-rc));
+		LOG_WARN("vm %s: %s; waiting for a primary again", name_of(s), s->st.last_error);
+		repl_state_change(name_of(s), &s->st.state, REPL_S_IDLE, "primary left");
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
+	s->taken = true;
+	if (bye) {
+		snprintf(s->st.last_error, sizeof(s->st.last_error),
+			 "the primary stopped protecting after epoch %" PRIu64
+			 " and runs on: a failover needs --force",
+			 s->st.epoch);
+		LOG_WARN("vm %s: %s", name_of(s), s->st.last_error);
+	} else if (!s->stop && rc != -ECANCELED && !refused) {
 		snprintf(s->st.last_error, sizeof(s->st.last_error),
 			 "the primary's stream stopped after epoch %" PRIu64 " (%s)", s->st.epoch,
 			 strerror(-rc));
 		LOG_WARN("vm %s: %s; the twin waits at epoch %" PRIu64 " for a failover",
 			 name_of(s), s->st.last_error, s->st.epoch);
 	}
+	repl_state_change(name_of(s), &s->st.state, bye ? REPL_S_RELEASED : REPL_S_PRIMARY_LOST,
+			  bye ? "primary said goodbye" : "stream stopped");
 	pthread_mutex_unlock(&s->lock);
-	set_state(s, REPL_S_PRIMARY_LOST, "stream stopped");
 }
 
+/* The receiving thread: serve each primary the listener hands over. */
 static void *receiver(void *arg)
 {
 	struct repl_secondary *s = arg;
 
 	pthread_setname_np(pthread_self(), "castor-twin");
-	repl_thread_sched(s->o.vm.name ? s->o.vm.name : "twin", s->o.thread_nice, s->o.thread_rt);
+	repl_thread_sched(name_of(s), s->o.thread_nice, s->o.thread_rt);
+	for (;;) {
+		struct repl_conn *c;
+		uint64_t first_max;
+
+		pthread_mutex_lock(&s->lock);
+		while (!s->stop && !s->pending)
+			pthread_cond_wait(&s->cond, &s->lock);
+		if (s->stop) {
+			pthread_mutex_unlock(&s->lock);
+			break;
+		}
+		c = s->pending;
+		s->pending = NULL;
+		s->conn = c;
+		first_max = s->first_max;
+		pthread_mutex_unlock(&s->lock);
+		serve(s, c, first_max);
+		pthread_mutex_lock(&s->lock);
+		s->conn = NULL;
+		pthread_mutex_unlock(&s->lock);
+		s->t->close(c);
+	}
+	return NULL;
+}
+
+/*
+ * A new connection: it must say hello in time, and only one primary is
+ * served. Returns true when `c` was handed to the receiver (it owns it now).
+ */
+static bool greet(struct repl_secondary *s, struct repl_conn *c)
+{
+	struct repl_hello h;
+	char why[192], text[REPL_WELCOME_TEXT];
+	int32_t status = 0;
+	uint64_t first_max = hv_host_available_bytes();
+
+	if (s->t->set_timeout)
+		s->t->set_timeout(c, HELLO_WAIT_MS);
+	if (repl_hello_recv(s->t, c, &h, why, sizeof(why)) < 0) {
+		LOG_WARN("vm %s: a connection that is not a primary: %s; closed", name_of(s), why);
+		return false;
+	}
+	{
+		/* the peer names the RAM size: hold it to what a VM on this host may have */
+		struct hv_vm_config vc = {.mem_bytes = h.mem_bytes, .ncpus = h.ncpus};
+
+		if (hv_vm_config_check(&vc, why, sizeof(why)) < 0) {
+			status = -EFBIG;
+			snprintf(text, sizeof(text), "this host cannot hold the VM: %.80s", why);
+		}
+	}
+	/* the initial copy: all of RAM, encoded, with its state and a margin */
+	if (!status && (!first_max || first_max > 2 * h.mem_bytes + (64u << 20)))
+		first_max = 2 * h.mem_bytes + (64u << 20);
+	pthread_mutex_lock(&s->lock);
+	if (!status && (s->taken || s->conn || s->pending || s->stop)) {
+		status = -EBUSY;
+		snprintf(text, sizeof(text),
+			 s->taken ? "this replica holds the twin of another primary (%s): start a "
+				    "new replica"
+				  : "this replica serves another primary (%s)",
+			 repl_state_str(s->st.state));
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (status) {
+		LOG_WARN("vm %s: a primary refused: %s", name_of(s), text);
+		repl_welcome_send(s->t, c, status, text);
+		return false;
+	}
+	if (repl_welcome_send(s->t, c, 0, "welcome") < 0) {
+		LOG_WARN("vm %s: a primary went away during its hello", name_of(s));
+		return false;
+	}
+	pthread_mutex_lock(&s->lock);
+	s->pending = c;
+	s->first_max = first_max;
+	repl_state_change(name_of(s), &s->st.state, REPL_S_SYNCING, "primary connected");
+	pthread_cond_signal(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+	return true;
+}
+
+static void *listener(void *arg)
+{
+	struct repl_secondary *s = arg;
+
+	pthread_setname_np(pthread_self(), "castor-listen");
 	for (;;) {
 		struct repl_conn *c = NULL;
 		bool stop;
@@ -302,17 +429,10 @@ static void *receiver(void *arg)
 			continue;
 		if (rc < 0) {
 			LOG_ERRNO(rc, "vm %s: accept", name_of(s));
-			break;
+			continue;
 		}
-		pthread_mutex_lock(&s->lock);
-		s->conn = c;
-		pthread_mutex_unlock(&s->lock);
-		serve(s, c);
-		pthread_mutex_lock(&s->lock);
-		s->conn = NULL;
-		pthread_mutex_unlock(&s->lock);
-		s->t->close(c);
-		break; /* one primary per twin: a new one needs a new secondary */
+		if (!greet(s, c))
+			s->t->close(c);
 	}
 	return NULL;
 }
@@ -336,6 +456,7 @@ int repl_secondary_start(const struct repl_secondary_opts *o, struct repl_second
 	s->listen_addr = strdup(o->listen);
 	s->o.listen = s->listen_addr;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cond, NULL);
 	pthread_mutex_init(&s->apply_lock, NULL);
 	repl_buf_init(&s->decoded);
 	repl_patches_init(&s->patches);
@@ -354,6 +475,12 @@ int repl_secondary_start(const struct repl_secondary_opts *o, struct repl_second
 		goto fail;
 	}
 	s->thread_live = true;
+	rc = -pthread_create(&s->listen_thread, NULL, listener, s);
+	if (rc < 0) {
+		snprintf(why, why_len, "cannot start the listener (%s)", strerror(-rc));
+		goto fail;
+	}
+	s->listen_live = true;
 	LOG_INFO("vm %s: waiting for a primary on %s (port %u)", name_of(s), s->listen_addr,
 		 repl_secondary_port(s));
 	*out = s;
@@ -368,34 +495,61 @@ uint16_t repl_secondary_port(const struct repl_secondary *s)
 	return s->t->local_port(s->listener);
 }
 
-/* Stop the receiver: cut the connection, wait for the thread. */
+/* Stop both threads: cut the connection, wait for them. */
 static void stop_receiver(struct repl_secondary *s)
 {
 	pthread_mutex_lock(&s->lock);
 	s->stop = true;
 	if (s->conn && s->t->abort)
 		s->t->abort(s->conn);
+	pthread_cond_broadcast(&s->cond);
 	pthread_mutex_unlock(&s->lock);
+	if (s->listen_live)
+		pthread_join(s->listen_thread, NULL);
+	s->listen_live = false;
 	if (s->thread_live)
 		pthread_join(s->thread, NULL);
 	s->thread_live = false;
+	/* a primary welcomed after the receiver's last look is closed here */
+	if (s->pending)
+		s->t->close(s->pending);
+	s->pending = NULL;
 }
 
-int repl_secondary_failover(struct repl_secondary *s, struct hv_vm **vm_out, char *why,
-			    size_t why_len)
+int repl_secondary_failover(struct repl_secondary *s, bool force, struct hv_vm **vm_out,
+			    char *why, size_t why_len)
 {
 	uint64_t t0 = util_now_ns();
+	enum repl_state was;
 	struct hv_vm *twin;
 	int rc;
 
 	*vm_out = NULL;
 	pthread_mutex_lock(&s->lock);
-	if (s->st.state == REPL_S_FAILED_OVER) {
-		pthread_mutex_unlock(&s->lock);
-		snprintf(why, why_len, "failover already done");
-		return -EALREADY;
-	}
+	was = s->st.state;
+	rc = was == REPL_S_FAILED_OVER ? -EALREADY : !s->twin ? -ENOENT : s->twin_broken ? -EIO : 0;
+	if (!rc && !force && (was == REPL_S_PROTECTED || was == REPL_S_SYNCING))
+		rc = -EBUSY;
+	if (!rc && !force && was == REPL_S_RELEASED)
+		rc = -EBUSY;
 	pthread_mutex_unlock(&s->lock);
+	if (rc == -EALREADY)
+		snprintf(why, why_len, "failover already done");
+	else if (rc == -ENOENT)
+		snprintf(why, why_len, "no twin: the initial copy never arrived");
+	else if (rc == -EIO)
+		snprintf(why, why_len, "the twin is unusable: %s", s->st.last_error);
+	else if (rc == -EBUSY && was == REPL_S_RELEASED)
+		snprintf(why, why_len,
+			 "the primary stopped protecting on purpose and may still run: two copies "
+			 "would answer; add --force only if it is gone");
+	else if (rc == -EBUSY)
+		snprintf(why, why_len,
+			 "the primary is still streaming epochs (state %s): two copies would "
+			 "answer; add --force only if it is being fenced",
+			 repl_state_str(was));
+	if (rc < 0)
+		return rc;
 	stop_receiver(s);
 	pthread_mutex_lock(&s->apply_lock);
 	pthread_mutex_lock(&s->lock);
@@ -405,7 +559,7 @@ int repl_secondary_failover(struct repl_secondary *s, struct hv_vm **vm_out, cha
 	if (rc == -ENOENT)
 		snprintf(why, why_len, "no twin: the initial copy never arrived");
 	else if (rc == -EIO)
-		snprintf(why, why_len, "the twin is unusable: an epoch failed half-applied");
+		snprintf(why, why_len, "the twin is unusable: %s", s->st.last_error);
 	if (!rc) {
 		rc = hv_vm_start(twin);
 		if (rc < 0)
@@ -445,6 +599,7 @@ void repl_secondary_free(struct repl_secondary *s)
 	repl_patches_dispose(&s->patches);
 	free(s->rx);
 	pthread_mutex_destroy(&s->apply_lock);
+	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);
 	free(s->listen_addr);
 	free(s);

@@ -56,7 +56,8 @@ class Pair:
         gp = []
         for kv in guest:
             gp += ["--guest-param", kv]
-        cut = ["--test-cut-after", str(cut_after)] if cut_after else []
+        # the test hook lives in the environment, not on the command line
+        env = dict(os.environ, CASTOR_TEST_CUT_AFTER=str(cut_after)) if cut_after else None
         self.primary = self.spawn(
             [VMM, "run", "--mem", "32M", "--cpus", "2", "--test-guest", *gp,
              "--control", self.psock, "--serial", "none", "--name", "prim",
@@ -65,11 +66,11 @@ class Pair:
              # have shown single epochs taking over a second (the kill trials see the
              # peer's reset at once, whatever the timeout)
              "--repl-timeout", "10000", *repl,
-             *disk_args, *cut], "primary")
+             *disk_args], "primary", env)
 
-    def spawn(self, argv, name):
+    def spawn(self, argv, name, env=None):
         p = subprocess.Popen(argv, stdout=open(f"{self.d}/{name}.out", "w"),
-                             stderr=subprocess.STDOUT)
+                             stderr=subprocess.STDOUT, env=env)
         self.procs.append(p)
         return p
 

@@ -127,7 +127,31 @@ args)
 	run vm pause --socket "/$(printf '%0200d' 0)"
 	expect_rc 1
 	expect_in err "File name too long"
-	;;
+	
+	# castor ha: each command's options, and what they need
+	expect_usage_error ha protect --socket /nonexistent
+	expect_in err "--peer HOST:PORT (the replica) is required"
+	expect_usage_error ha protect --socket /x --peer a:1 --force
+	expect_in err "--force does not apply to 'castor ha protect'"
+	expect_usage_error ha unprotect --socket /x --peer a:1
+	expect_in err "--peer does not apply to 'castor ha unprotect'"
+	expect_usage_error ha failover --socket /x --mode output
+	expect_in err "--mode does not apply to 'castor ha failover'"
+	expect_usage_error ha status --socket /x --force
+	expect_in err "--force does not apply to 'castor ha status'"
+	expect_usage_error ha protect --socket /x --peer a:1 --interval 0
+	expect_in err "--interval: '0' is not a number of milliseconds"
+	expect_usage_error ha protect --socket /x --peer a:1 --mode fast
+	expect_in err "--mode: 'fast' is not interval or output"
+	expect_usage_error ha protect --socket /x --peer
+	expect_in err "option '--peer' needs a value"
+	run ha protect --socket /nonexistent/sock --peer 127.0.0.1:1
+	expect_rc 1
+	expect_in err "no reply from /nonexistent/sock"
+	run ha unprotect --socket /nonexistent/sock --force
+	expect_rc 1
+	expect_in err "no reply from /nonexistent/sock"
+;;
 
 output)
 	s="$tmp/vmm.sock"

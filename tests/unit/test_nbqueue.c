@@ -744,20 +744,20 @@ static void bad_inputs_are_refused(void **state)
 
 	assert_int_equal(nb_queue_new(&o, release_cb, full_cb, c, &q), 0);
 	/* the same refusals protected or not */
-	assert_int_equal(nb_output(q, NB_KIND_TESTDEV, big, 0), -EINVAL);
-	assert_int_equal(nb_output(q, NB_KIND_TESTDEV, NULL, 10), -EINVAL);
-	assert_int_equal(nb_output(q, NB_KIND_TESTDEV, big, sizeof(big)), -EMSGSIZE);
-	assert_int_equal(nb_output(q, NB_KIND_TESTDEV, big, SIZE_MAX), -EMSGSIZE);
+	assert_int_equal(nb_output(q, NB_KIND_RECORD, big, 0), -EINVAL);
+	assert_int_equal(nb_output(q, NB_KIND_RECORD, NULL, 10), -EINVAL);
+	assert_int_equal(nb_output(q, NB_KIND_RECORD, big, sizeof(big)), -EMSGSIZE);
+	assert_int_equal(nb_output(q, NB_KIND_RECORD, big, SIZE_MAX), -EMSGSIZE);
 	protect(q, c, 1);
 	assert_int_equal(nb_queue_set_protected(q, true, 7), -EALREADY);
-	assert_int_equal(nb_output(q, NB_KIND_TESTDEV, big, 0), -EINVAL);
-	assert_int_equal(nb_output(q, NB_KIND_TESTDEV, NULL, 10), -EINVAL);
-	assert_int_equal(nb_output(q, NB_KIND_TESTDEV, big, sizeof(big)), -EMSGSIZE);
-	assert_int_equal(nb_output(q, NB_KIND_TESTDEV, big, SIZE_MAX), -EMSGSIZE);
+	assert_int_equal(nb_output(q, NB_KIND_RECORD, big, 0), -EINVAL);
+	assert_int_equal(nb_output(q, NB_KIND_RECORD, NULL, 10), -EINVAL);
+	assert_int_equal(nb_output(q, NB_KIND_RECORD, big, sizeof(big)), -EMSGSIZE);
+	assert_int_equal(nb_output(q, NB_KIND_RECORD, big, SIZE_MAX), -EMSGSIZE);
 	assert_int_equal(nb_queue_wait_room(q, 0, 0), -EINVAL);
 	assert_int_equal(nb_queue_wait_room(q, sizeof(big), 0), -EMSGSIZE);
 	/* the largest output fits an empty queue */
-	assert_int_equal(nb_output(q, NB_KIND_TESTDEV, big, 4096), 0);
+	assert_int_equal(nb_output(q, NB_KIND_RECORD, big, 4096), 0);
 	assert_int_equal(nb_epoch_begin(q, 1), -EINVAL); /* must grow */
 	assert_int_equal(nb_epoch_begin(q, 0), -EINVAL);
 	nb_queue_stats(q, &s);
@@ -772,8 +772,82 @@ static void bad_inputs_are_refused(void **state)
 	o.max_bytes = UINT64_MAX;
 	assert_int_equal(nb_queue_new(&o, release_cb, full_cb, c, &q), 0);
 	protect(q, c, 1);
-	assert_int_equal(nb_output(q, NB_KIND_TESTDEV, big, SIZE_MAX), -EMSGSIZE);
-	assert_int_equal(nb_output(q, NB_KIND_TESTDEV, big, SIZE_MAX - 8), -EMSGSIZE);
+	assert_int_equal(nb_output(q, NB_KIND_RECORD, big, SIZE_MAX), -EMSGSIZE);
+	assert_int_equal(nb_output(q, NB_KIND_RECORD, big, SIZE_MAX - 8), -EMSGSIZE);
+	nb_queue_free(q);
+	free(c);
+}
+
+/*
+ * A primary whose replica was lost, protected again toward another: what it
+ * held is moved into the new session's first epoch and released with that
+ * epoch's ack -- never before it, never lost, in queue order.
+ */
+static void restart_moves_held_outputs_into_the_first_epoch(void **state)
+{
+	struct ctx *c = ctx_new();
+	struct nb_queue *q;
+	uint64_t seq = 0, i;
+
+	assert_int_equal(nb_queue_new(NULL, release_cb, full_cb, c, &q), 0);
+	protect(q, c, 0);
+	assert_int_equal(begin(q, c, 1), 0);
+	for (i = 0; i < 4; i++)
+		assert_int_equal(put(q, 0, seq++, 0, 80), 0); /* epoch 1: never acked */
+	assert_int_equal(begin(q, c, 2), 4);
+	for (i = 0; i < 2; i++)
+		assert_int_equal(put(q, 0, seq++, 0, 80), 0); /* epoch 2, open */
+	/* the replica is gone; a new session starts at epoch 0 */
+	assert_int_equal(nb_queue_restart(q, 0), 6);
+	c->open = 0;
+	assert_int_equal(put(q, 0, seq++, 0, 80), 0);
+	assert_int_equal(release(q, c, 0), 0); /* epoch 0 is open: nothing goes */
+	assert_int_equal(c->n, 0);
+	assert_int_equal(begin(q, c, 1), 7); /* the initial copy's pause seals all seven */
+	assert_int_equal(put(q, 0, seq++, 1, 80), 0);
+	assert_int_equal(release(q, c, 0), 7);
+	assert_int_equal(c->n, 7);
+	assert_clean(c);
+	assert_accounts(q, 1, 80);
+	nb_queue_free(q);
+	free(c);
+}
+
+/*
+ * Unprotect: every held output goes out, the open epoch's included, in
+ * queue order, and later outputs pass through after them.
+ */
+static void release_all_lets_everything_out_in_order(void **state)
+{
+	struct ctx *c = ctx_new();
+	struct nb_queue *q;
+	struct nb_queue_stats s;
+	uint64_t seq = 0, i;
+
+	assert_int_equal(nb_queue_new(NULL, release_cb, full_cb, c, &q), 0);
+	protect(q, c, 0);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(put(q, 0, seq++, 0, 64), 0);
+	assert_int_equal(begin(q, c, 1), 3);
+	for (i = 0; i < 2; i++)
+		assert_int_equal(put(q, 0, seq++, 1, 64), 0);
+	c->protected_ = 0; /* from here on releases are not acks */
+	assert_int_equal(nb_queue_release_all(q), 5);
+	assert_int_equal(c->n, 5);
+	for (i = 0; i < 5; i++)
+		assert_int_equal(c->log[i].rec.seq, i);
+	assert_int_equal(put(q, 0, seq++, 0, 64), 0); /* passes through at once */
+	assert_int_equal(c->n, 6);
+	nb_queue_stats(q, &s);
+	assert_false(s.is_protected);
+	assert_int_equal(s.discarded_outputs, 0);
+	assert_int_equal(s.released_outputs, 5);
+	assert_int_equal(s.passed_outputs, 1);
+	assert_clean(c);
+	assert_accounts(q, 0, 0);
+	/* nothing held: nothing to do, and protection can start again */
+	assert_int_equal(nb_queue_release_all(q), 0);
+	protect(q, c, 0);
 	nb_queue_free(q);
 	free(c);
 }
@@ -791,6 +865,8 @@ int main(void)
 		cmocka_unit_test(threads_keep_order_and_totals),
 		cmocka_unit_test(threads_unprotected_never_overlap),
 		cmocka_unit_test(bad_inputs_are_refused),
+		cmocka_unit_test(restart_moves_held_outputs_into_the_first_epoch),
+		cmocka_unit_test(release_all_lets_everything_out_in_order),
 	};
 
 	util_log_set_level(LOG_LVL_ERR);

@@ -2,12 +2,15 @@
  * castor ha <command>: replication of one castor-vmm (a protecting primary
  * or a replica), through its control socket.
  *
- *   castor ha status   --socket PATH [--json]
- *   castor ha failover --socket PATH [--json]
+ *   castor ha status    --socket PATH [--json]
+ *   castor ha protect   --socket PATH --peer HOST:PORT [session options] [--json]
+ *   castor ha unprotect --socket PATH [--force] [--json]
+ *   castor ha failover  --socket PATH [--force] [--json]
  */
 #include "tools/castor/cli.h"
 #include "tools/castor/json.h"
 #include "proto/pb.h"
+#include "util/util.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -18,16 +21,34 @@
 
 void cli_ha_usage(FILE *f)
 {
-	fputs("usage: castor ha <command> --socket PATH [--json]\n"
+	fputs("usage: castor ha <command> --socket PATH [options]\n"
 	      "\n"
 	      "commands:\n"
-	      "  status    replication state, epochs, pause times, bytes, ack round trip, lag\n"
-	      "  failover  (replica) start the twin from its last committed epoch\n"
+	      "  status     replication state, epochs, pause times, bytes, ack round trip, lag\n"
+	      "  protect    protect the running VM toward a replica (castor-vmm replica):\n"
+	      "             initial copy while the guest runs, then epochs\n"
+	      "  unprotect  stop protecting; held outputs are released (docs/operations.md)\n"
+	      "  failover   (replica) start the twin from its last committed epoch\n"
 	      "\n"
 	      "options:\n"
-	      "  -s, --socket PATH   control socket of the castor-vmm (required)\n"
-	      "  -j, --json          print the reply as one JSON object\n"
-	      "  -h, --help          this text\n",
+	      "  -s, --socket PATH     control socket of the castor-vmm (required)\n"
+	      "  -j, --json            print the reply as one JSON object\n"
+	      "  -h, --help            this text\n"
+	      "protect:\n"
+	      "  --peer HOST:PORT      the replica (required)\n"
+	      "  --mode interval|output  Remus epochs or Kemari (end the epoch at an output)\n"
+	      "  --interval MS         epoch length; in output mode the longest (default 25)\n"
+	      "  --min-spacing MS      output mode: the shortest epoch (default 1)\n"
+	      "  --max-dirty PAGES     end an epoch early past this many dirty pages\n"
+	      "  --verify              compare a digest of all RAM at every epoch (costly)\n"
+	      "  --exact-dirty         re-protect every page each epoch (no hot pages)\n"
+	      "  --timeout MS          a silent replica is dead after this long\n"
+	      "  --wait                return once protected (or failed), not when syncing "
+	      "starts\n"
+	      "unprotect, failover:\n"
+	      "  --force               unprotect: abandon an initial copy in progress;\n"
+	      "                        failover: even though the primary still streams or\n"
+	      "                        stopped protecting on purpose (fence it first)\n",
 	      f);
 }
 
@@ -72,6 +93,13 @@ static void ha_json(const Castor__HaStatus *h)
 	cli_json_u64(&j, "bytes_discarded", h->bytes_discarded);
 	cli_json_u64(&j, "queue_high_water_bytes", h->queue_high_water_bytes);
 	cli_json_u64(&j, "port", h->port);
+	cli_json_str(&j, "peer", h->peer ? h->peer : "");
+	cli_json_u64(&j, "sync_sent_bytes", h->sync_sent_bytes);
+	cli_json_u64(&j, "sync_total_bytes", h->sync_total_bytes);
+	cli_json_u64(&j, "heartbeats", h->heartbeats);
+	cli_json_bool(&j, "twin_unusable", h->twin_unusable);
+	cli_json_u64(&j, "sessions", h->sessions);
+	cli_json_bool(&j, "failed_over", h->failed_over);
 	cli_json_str(&j, "last_error", h->last_error ? h->last_error : "");
 	cli_json_object_end(&j);
 	cli_json_finish(&j);
@@ -111,91 +139,287 @@ static void ha_table(const Castor__HaStatus *h)
 		       h->verify_bad);
 	if (h->port)
 		printf("listening on port %u\n", h->port);
+	if (h->peer && *h->peer)
+		printf("replica %s; %" PRIu64 " heartbeats\n", h->peer, h->heartbeats);
+	if (h->sync_total_bytes && !strcmp(h->state, "syncing"))
+		printf("initial copy: %" PRIu64 " of %" PRIu64 " bytes sent (%.0f %%)\n",
+		       h->sync_sent_bytes, h->sync_total_bytes,
+		       100.0 * (double)h->sync_sent_bytes / (double)h->sync_total_bytes);
+	else if (!strcmp(h->state, "syncing") && !strcmp(h->role, "primary"))
+		printf("initial copy: being built while the guest runs\n");
+	if (h->twin_unusable)
+		printf("the twin is UNUSABLE: a failover is refused\n");
+	if (h->failed_over)
+		printf("this VMM's twin took over and runs here\n");
 	if (h->last_error && *h->last_error)
 		printf("last error: %s\n", h->last_error);
 }
 
-int cli_ha_main(int argc, char **argv)
+enum ha_opt {
+	OPT_PEER = 0x100,
+	OPT_MODE,
+	OPT_INTERVAL,
+	OPT_MIN_SPACING,
+	OPT_MAX_DIRTY,
+	OPT_VERIFY,
+	OPT_EXACT_DIRTY,
+	OPT_TIMEOUT,
+	OPT_FORCE,
+	OPT_WAIT,
+};
+
+struct ha_args {
+	const char *socket;
+	bool json, force, wait;
+	Castor__ProtectRequest pr;
+	bool have_session_opts;
+};
+
+static int parse_ms(const char *cmd, const char *name, const char *arg, uint32_t *out)
+{
+	uint64_t v;
+
+	if (util_parse_u64(arg, &v) < 0 || v == 0 || v > 600000) {
+		cli_err("ha %s: --%s: '%s' is not a number of milliseconds (1-600000)", cmd, name,
+			arg);
+		return -EINVAL;
+	}
+	*out = (uint32_t)v;
+	return 0;
+}
+
+/* One option of `cmd`; -EINVAL after a message. */
+static int ha_opt(const char *cmd, int c, const char *name, const char *arg, struct ha_args *a)
+{
+	uint64_t v;
+
+	switch (c) {
+	case OPT_PEER:
+		a->pr.peer = (char *)arg;
+		return 0;
+	case OPT_MODE:
+		if (strcmp(arg, "interval") && strcmp(arg, "output")) {
+			cli_err("ha %s: --mode: '%s' is not interval or output", cmd, arg);
+			return -EINVAL;
+		}
+		a->pr.mode = (char *)arg;
+		return 0;
+	case OPT_INTERVAL:
+		return parse_ms(cmd, name, arg, &a->pr.interval_ms);
+	case OPT_MIN_SPACING:
+		return parse_ms(cmd, name, arg, &a->pr.min_spacing_ms);
+	case OPT_TIMEOUT:
+		return parse_ms(cmd, name, arg, &a->pr.timeout_ms);
+	case OPT_MAX_DIRTY:
+		if (util_parse_u64(arg, &v) < 0 || v == 0) {
+			cli_err("ha %s: --max-dirty: '%s' is not a page count", cmd, arg);
+			return -EINVAL;
+		}
+		a->pr.max_dirty_pages = v;
+		return 0;
+	case OPT_VERIFY:
+		a->pr.verify = true;
+		return 0;
+	case OPT_EXACT_DIRTY:
+		a->pr.exact_dirty = true;
+		return 0;
+	case OPT_FORCE:
+		a->force = true;
+		return 0;
+	case OPT_WAIT:
+		a->wait = true;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* Which options each command takes, beyond --socket, --json and --help. */
+static bool opt_applies(const char *cmd, int c)
+{
+	if (!strcmp(cmd, "protect"))
+		return c != OPT_FORCE;
+	if (!strcmp(cmd, "unprotect") || !strcmp(cmd, "failover"))
+		return c == OPT_FORCE;
+	return false;
+}
+
+static int parse_args(const char *cmd, int argc, char **argv, struct ha_args *a)
 {
 	static const struct option opts[] = {
 		{"socket", required_argument, NULL, 's'},
 		{"json", no_argument, NULL, 'j'},
 		{"help", no_argument, NULL, 'h'},
+		{"peer", required_argument, NULL, OPT_PEER},
+		{"mode", required_argument, NULL, OPT_MODE},
+		{"interval", required_argument, NULL, OPT_INTERVAL},
+		{"min-spacing", required_argument, NULL, OPT_MIN_SPACING},
+		{"max-dirty", required_argument, NULL, OPT_MAX_DIRTY},
+		{"verify", no_argument, NULL, OPT_VERIFY},
+		{"exact-dirty", no_argument, NULL, OPT_EXACT_DIRTY},
+		{"timeout", required_argument, NULL, OPT_TIMEOUT},
+		{"force", no_argument, NULL, OPT_FORCE},
+		{"wait", no_argument, NULL, OPT_WAIT},
 		{NULL, 0, NULL, 0},
 	};
+	int c, idx;
+
+	opterr = 0;
+	optind = 1;
+	while ((idx = -1, c = getopt_long(argc, argv, ":s:jh", opts, &idx)) != -1) {
+		switch (c) {
+		case 's':
+			a->socket = optarg;
+			break;
+		case 'j':
+			a->json = true;
+			break;
+		case 'h':
+			cli_ha_usage(stdout);
+			return 1;
+		case ':':
+			cli_err("ha %s: option '%s' needs a value", cmd, argv[optind - 1]);
+			return -EINVAL;
+		case '?':
+			cli_err("ha %s: unknown option '%s'", cmd, argv[optind - 1]);
+			return -EINVAL;
+		default:
+			if (!opt_applies(cmd, c)) {
+				cli_err("ha %s: --%s does not apply to 'castor ha %s'", cmd,
+					opts[idx].name, cmd);
+				return -EINVAL;
+			}
+			if (ha_opt(cmd, c, opts[idx].name, optarg, a) < 0)
+				return -EINVAL;
+		}
+	}
+	if (optind < argc) {
+		cli_err("ha %s: unexpected argument '%s'", cmd, argv[optind]);
+		return -EINVAL;
+	}
+	if (!a->socket) {
+		cli_err("ha %s: --socket PATH is required", cmd);
+		return -EINVAL;
+	}
+	if (!strcmp(cmd, "protect") && (!a->pr.peer || !*a->pr.peer)) {
+		cli_err("ha protect: --peer HOST:PORT (the replica) is required");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int call(const char *cmd, const char *socket, Castor__Request *req,
+		Castor__Response **resp)
+{
+	int rc = pb_call(socket, req, resp, PB_CALL_TIMEOUT_MS);
+
+	if (rc < 0) {
+		cli_err("ha %s: no reply from %s: %s", cmd, socket, strerror(-rc));
+		return rc;
+	}
+	if ((*resp)->error) {
+		cli_err("ha %s: %s (%s)", cmd, (*resp)->message ? (*resp)->message : "",
+			strerror(-(*resp)->error));
+		return (*resp)->error;
+	}
+	return 0;
+}
+
+/* protect --wait: poll the status until the session is protected or has failed. */
+static int wait_protected(const struct ha_args *a, Castor__Response **resp)
+{
+	Castor__Request req = CASTOR__REQUEST__INIT;
+	Castor__HaStatusRequest sr = CASTOR__HA_STATUS_REQUEST__INIT;
+	int rc;
+
+	req.id = (uint64_t)getpid();
+	req.body_case = CASTOR__REQUEST__BODY_HA_STATUS;
+	req.ha_status = &sr;
+	for (;;) {
+		const char *state;
+
+		if (*resp)
+			protobuf_c_message_free_unpacked(&(*resp)->base, NULL);
+		*resp = NULL;
+		rc = call("protect", a->socket, &req, resp);
+		if (rc < 0)
+			return rc;
+		state = (*resp)->ha_status && (*resp)->ha_status->state ? (*resp)->ha_status->state
+									 : "";
+		if (strcmp(state, "syncing"))
+			return strcmp(state, "protected") ? -EIO : 0;
+		usleep(100 * 1000);
+	}
+}
+
+int cli_ha_main(int argc, char **argv)
+{
 	Castor__Request req = CASTOR__REQUEST__INIT;
 	Castor__HaStatusRequest sr = CASTOR__HA_STATUS_REQUEST__INIT;
 	Castor__FailoverRequest fr = CASTOR__FAILOVER_REQUEST__INIT;
+	Castor__UnprotectRequest ur = CASTOR__UNPROTECT_REQUEST__INIT;
 	Castor__Response *resp = NULL;
-	const Castor__HaStatus *h;
-	const char *socket = NULL, *cmd;
-	bool json = false;
-	int c, rc, ret = CLI_EXIT_FAIL;
+	const Castor__HaStatus *h = NULL;
+	struct ha_args a = {.pr = CASTOR__PROTECT_REQUEST__INIT};
+	const char *cmd;
+	int rc, ret = CLI_EXIT_FAIL;
 
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		cli_ha_usage(argc < 2 ? stderr : stdout);
 		return argc < 2 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
 	}
 	cmd = argv[1];
-	if (strcmp(cmd, "status") && strcmp(cmd, "failover")) {
+	if (strcmp(cmd, "status") && strcmp(cmd, "failover") && strcmp(cmd, "protect") &&
+	    strcmp(cmd, "unprotect")) {
 		cli_err("ha: unknown command '%s'", cmd);
 		cli_ha_usage(stderr);
 		return CLI_EXIT_USAGE;
 	}
-	argc--;
-	argv++;
-	opterr = 0;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, ":s:jh", opts, NULL)) != -1) {
-		switch (c) {
-		case 's':
-			socket = optarg;
-			break;
-		case 'j':
-			json = true;
-			break;
-		case 'h':
-			cli_ha_usage(stdout);
-			return CLI_EXIT_OK;
-		default:
-			cli_err("ha %s: bad option '%s'", cmd, argv[optind - 1]);
-			return CLI_EXIT_USAGE;
-		}
-	}
-	if (optind < argc) {
-		cli_err("ha %s: unexpected argument '%s'", cmd, argv[optind]);
-		return CLI_EXIT_USAGE;
-	}
-	if (!socket) {
-		cli_err("ha %s: --socket PATH is required", cmd);
-		return CLI_EXIT_USAGE;
-	}
+	rc = parse_args(cmd, argc - 1, argv + 1, &a);
+	if (rc)
+		return rc > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
 	req.id = (uint64_t)getpid();
 	if (!strcmp(cmd, "status")) {
 		req.body_case = CASTOR__REQUEST__BODY_HA_STATUS;
 		req.ha_status = &sr;
+	} else if (!strcmp(cmd, "protect")) {
+		req.body_case = CASTOR__REQUEST__BODY_PROTECT;
+		req.protect = &a.pr;
+	} else if (!strcmp(cmd, "unprotect")) {
+		ur.force = a.force;
+		req.body_case = CASTOR__REQUEST__BODY_UNPROTECT;
+		req.unprotect = &ur;
 	} else {
+		fr.force = a.force;
 		req.body_case = CASTOR__REQUEST__BODY_FAILOVER;
 		req.failover = &fr;
 	}
-	rc = pb_call(socket, &req, &resp, PB_CALL_TIMEOUT_MS);
-	if (rc < 0) {
-		cli_err("ha %s: no reply from %s: %s", cmd, socket, strerror(-rc));
+	if (call(cmd, a.socket, &req, &resp) < 0)
+		goto out;
+	if (!strcmp(cmd, "protect") && a.wait && wait_protected(&a, &resp) < 0) {
+		if (resp && resp->ha_status)
+			cli_err("ha protect: the session ended %s: %s", resp->ha_status->state,
+				resp->ha_status->last_error ? resp->ha_status->last_error : "");
 		goto out;
 	}
-	if (resp->error) {
-		cli_err("ha %s: %s (%s)", cmd, resp->message ? resp->message : "",
-			strerror(-resp->error));
+	if (resp->body_case == CASTOR__RESPONSE__BODY_UNPROTECT) {
+		if (a.json)
+			printf("{\"outputs_released\": %" PRIu64 "}\n",
+			       resp->unprotect->outputs_released);
+		else
+			printf("unprotected; %" PRIu64 " held outputs released\n",
+			       resp->unprotect->outputs_released);
+		ret = CLI_EXIT_OK;
 		goto out;
 	}
 	h = resp->body_case == CASTOR__RESPONSE__BODY_HA_STATUS	 ? resp->ha_status
 	    : resp->body_case == CASTOR__RESPONSE__BODY_FAILOVER ? resp->failover
+	    : resp->body_case == CASTOR__RESPONSE__BODY_PROTECT	 ? resp->protect
 								 : NULL;
 	if (!h) {
-		cli_err("ha %s: unexpected reply from %s", cmd, socket);
+		cli_err("ha %s: unexpected reply from %s", cmd, a.socket);
 		goto out;
 	}
-	if (json)
+	if (a.json)
 		ha_json(h);
 	else
 		ha_table(h);

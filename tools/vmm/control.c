@@ -27,13 +27,10 @@
 #include "replication/repl.h"
 
 #define CONTROL_MAX_CONNS 64
-#define ANNOUNCE_ROUNDS	  5 /* RARP (+ gratuitous ARP) at 0, 50, 150, 300, 500 ms */
 
 struct vmm_control {
 	struct event_base *base;
-	struct hv_vm *vm; /* NULL on a replica until failover */
-	const struct vmm_devices *devs;
-	struct vmm_ha *ha;
+	struct vmm *v;
 	struct evconnlistener *listener;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	bool user_paused; /* the control socket holds one pause */
@@ -100,7 +97,7 @@ struct status_buf {
 
 static void status_devices(struct vmm_control *ctl, struct status_buf *b)
 {
-	const struct vmm_devices *d = ctl->devs;
+	const struct vmm_devices *d = &ctl->v->devs;
 	struct tg_io_state io;
 	unsigned i;
 
@@ -156,7 +153,7 @@ static void status_devices(struct vmm_control *ctl, struct status_buf *b)
 	}
 	b->st.n_disk = d ? d->ndisks : 0;
 	b->st.disk = b->dsp;
-	if (hv_tg_is_loaded(ctl->vm) && hv_tg_io_state(ctl->vm, &io) == 0) {
+	if (hv_tg_is_loaded(ctl->v->vm) && hv_tg_io_state(ctl->v->vm, &io) == 0) {
 		castor__test_guest_io__init(&b->io);
 		b->io.net_up = io.net_up == TG_READY_MAGIC;
 		b->io.blk_up = io.blk_up == TG_READY_MAGIC;
@@ -181,22 +178,22 @@ static int do_status(struct vmm_control *ctl, Castor__Response *resp, struct sta
 	Castor__VcpuStatus *vs = b->vs, **vsp = b->vsp;
 
 	struct hv_pause_stats ps;
-	uint32_t i, n = hv_vm_ncpus(ctl->vm);
+	uint32_t i, n = hv_vm_ncpus(ctl->v->vm);
 
-	hv_vm_pause_stats(ctl->vm, &ps);
-	st->name = (char *)hv_vm_name(ctl->vm);
+	hv_vm_pause_stats(ctl->v->vm, &ps);
+	st->name = (char *)hv_vm_name(ctl->v->vm);
 	st->vcpus = n;
-	st->mem_bytes = hv_vm_mem_bytes(ctl->vm);
-	st->run_state = (char *)hv_run_state_str(hv_vm_run_state(ctl->vm));
+	st->mem_bytes = hv_vm_mem_bytes(ctl->v->vm);
+	st->run_state = (char *)hv_run_state_str(hv_vm_run_state(ctl->v->vm));
 	st->uptime_ns = ps.uptime_ns;
 	st->pauses = ps.pauses;
 	for (i = 0; i < n; i++) {
 		struct hv_vcpu_stats s;
 		struct hv_tg_vcpu t = {0};
 
-		hv_vcpu_stats(ctl->vm, i, &s);
-		if (hv_tg_is_loaded(ctl->vm))
-			hv_tg_vcpu(ctl->vm, i, &t);
+		hv_vcpu_stats(ctl->v->vm, i, &s);
+		if (hv_tg_is_loaded(ctl->v->vm))
+			hv_tg_vcpu(ctl->v->vm, i, &t);
 		castor__vcpu_status__init(&vs[i]);
 		vs[i].index = i;
 		vs[i].counter = t.counter;
@@ -225,27 +222,27 @@ static int do_dirty(struct vmm_control *ctl, bool harvest, Castor__Response *res
 	int rc;
 
 	if (harvest) {
-		if (!hv_dirty_is_tracking(ctl->vm)) {
-			rc = hv_dirty_start(ctl->vm);
+		if (!hv_dirty_is_tracking(ctl->v->vm)) {
+			rc = hv_dirty_start(ctl->v->vm);
 			if (rc < 0)
 				return rc;
 		}
 		if (!ctl->dirty.words) {
-			rc = util_bitmap_init(&ctl->dirty, hv_ram_pages(ctl->vm));
+			rc = util_bitmap_init(&ctl->dirty, hv_ram_pages(ctl->v->vm));
 			if (rc < 0)
 				return rc;
 		}
-		rc = hv_dirty_harvest(ctl->vm, &ctl->dirty, NULL);
+		rc = hv_dirty_harvest(ctl->v->vm, &ctl->dirty, NULL);
 		if (rc < 0)
 			return rc;
 	}
-	hv_dirty_totals(ctl->vm, &t);
-	ds->tracking = hv_dirty_is_tracking(ctl->vm);
+	hv_dirty_totals(ctl->v->vm, &t);
+	ds->tracking = hv_dirty_is_tracking(ctl->v->vm);
 	ds->harvests = t.harvests;
 	ds->last_dirty_pages = t.last_pages;
 	ds->last_harvest_ns = t.last_ns;
 	ds->vmm_dirty_pages = t.vmm_pages;
-	ds->ram_pages = hv_ram_pages(ctl->vm);
+	ds->ram_pages = hv_ram_pages(ctl->v->vm);
 	resp->body_case = CASTOR__RESPONSE__BODY_DIRTY_STATS;
 	resp->dirty_stats = ds;
 	return 0;
@@ -274,7 +271,7 @@ static int do_snapshot(struct vmm_control *ctl, const Castor__SnapshotRequest *s
 		*msg = why;
 		return rc;
 	}
-	rc = hv_snapshot_save(ctl->vm, fd, sr->incremental ? HV_STREAM_INCREMENTAL : HV_STREAM_FULL,
+	rc = hv_snapshot_save(ctl->v->vm, fd, sr->incremental ? HV_STREAM_INCREMENTAL : HV_STREAM_FULL,
 			      &st);
 	if (!rc && fdatasync(fd) < 0)
 		rc = -errno;
@@ -304,7 +301,7 @@ static int do_restore(struct vmm_control *ctl, const Castor__RestoreRequest *rr,
 		      Castor__Response *resp, Castor__RestoreResult *res, const char **msg)
 {
 	static char why[1024]; /* the event loop is single-threaded */
-	struct vmm_standby *sb = ctl->ha ? ctl->ha->standby : NULL;
+	struct vmm_standby *sb = ctl->v->is_standby ? &ctl->v->standby : NULL;
 	uint64_t t0 = util_now_ns(), bytes = 0;
 	int rc;
 
@@ -327,7 +324,7 @@ static int do_restore(struct vmm_control *ctl, const Castor__RestoreRequest *rr,
 		*msg = why;
 		return rc;
 	}
-	ctl->vm = sb->vm;
+	ctl->v->vm = sb->vm;
 	if (rr->paused)
 		vmm_control_hold_pause(ctl);
 	res->restore_ns = util_now_ns() - t0;
@@ -341,15 +338,15 @@ static int do_restore(struct vmm_control *ctl, const Castor__RestoreRequest *rr,
 
 static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
 {
-	struct vmm_ha *ha = ctl->ha;
+	struct vmm *v = ctl->v;
 	struct repl_status st = {0};
-	static char err[sizeof(st.last_error)];
+	static char err[sizeof(st.last_error)], peer[sizeof(st.peer)];
 
-	h->role = ha && ha->primary ? "primary" : ha && ha->secondary ? "replica" : "none";
-	if (ha && ha->primary)
-		repl_primary_status(ha->primary, &st);
-	else if (ha && ha->secondary)
-		repl_secondary_status(ha->secondary, &st);
+	h->role = v->primary ? "primary" : v->secondary ? "replica" : "none";
+	if (v->primary)
+		repl_primary_status(v->primary, &st);
+	else if (v->secondary)
+		repl_secondary_status(v->secondary, &st);
 	h->state = (char *)repl_state_str(st.state);
 	h->mode = (char *)repl_mode_str(st.mode);
 	h->interval_ms = st.interval_ms;
@@ -371,12 +368,20 @@ static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
 	h->early_ends = st.early_ends;
 	h->verify_ok = st.verify_ok;
 	h->verify_bad = st.verify_bad;
+	h->sync_sent_bytes = st.sync_sent_bytes;
+	h->sync_total_bytes = st.sync_total_bytes;
+	h->heartbeats = st.heartbeats;
+	h->twin_unusable = st.twin_unusable;
+	h->sessions = v->sessions;
+	h->failed_over = v->failed_over;
+	snprintf(peer, sizeof(peer), "%s", st.peer);
+	h->peer = peer;
 	snprintf(err, sizeof(err), "%s", st.last_error);
 	h->last_error = err;
-	if (ha && ha->outq) {
+	if (v->outq) {
 		struct nb_queue_stats q;
 
-		nb_queue_stats(ha->outq, &q);
+		nb_queue_stats(v->outq, &q);
 		h->outputs_held = q.pending_outputs;
 		h->outputs_released = q.released_outputs + q.passed_outputs;
 		h->outputs_discarded = q.discarded_outputs;
@@ -390,32 +395,67 @@ static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
 		h->queue_high_water_bytes = q.high_water_bytes;
 		h->outputs_dropped = q.refused_outputs; /* frames and test-device outputs */
 	}
-	if (ha && ha->secondary)
-		h->port = repl_secondary_port(ha->secondary);
+	if (v->secondary)
+		h->port = repl_secondary_port(v->secondary);
 }
 
-static int do_failover(struct vmm_control *ctl, const char **msg)
+static int do_failover(struct vmm_control *ctl, const Castor__FailoverRequest *fr,
+		       const char **msg)
 {
-	static char why[256];
-	struct hv_vm *vm = NULL;
+	static char why[320]; /* the event loop is single-threaded */
+	int rc = vmm_failover(ctl->v, fr->force, why, sizeof(why));
+
+	if (rc < 0)
+		*msg = why;
+	return rc;
+}
+
+/* The request's session options over the process's defaults. */
+static int protect_opts(const Castor__ProtectRequest *pr, struct repl_primary_opts *ro,
+			char *why, size_t why_len)
+{
+	memset(ro, 0, sizeof(*ro));
+	if (!pr->peer || !*pr->peer)
+		FAIL_WHY_R("protect: the replica's HOST:PORT is required");
+	ro->peer = pr->peer;
+	if (pr->mode && *pr->mode && repl_mode_parse(pr->mode, &ro->mode) < 0)
+		FAIL_WHY_R("protect: mode '%.32s' is not interval or output", pr->mode);
+	if (pr->interval_ms > 600000 || pr->min_spacing_ms > 600000 || pr->timeout_ms > 600000)
+		FAIL_WHY_R("protect: a time over 600000 ms");
+	ro->interval_ms = pr->interval_ms;
+	ro->min_spacing_ms = pr->min_spacing_ms;
+	ro->max_dirty_pages = pr->max_dirty_pages;
+	ro->verify = pr->verify;
+	ro->exact_dirty = pr->exact_dirty;
+	ro->conn.timeout_ms = pr->timeout_ms;
+	return 0;
+}
+
+static int do_protect(struct vmm_control *ctl, const Castor__ProtectRequest *pr, const char **msg)
+{
+	static char why[512];
+	struct repl_primary_opts ro;
 	int rc;
 
-	if (!ctl->ha || !ctl->ha->secondary) {
-		*msg = "this castor-vmm is not a replica";
-		return -EOPNOTSUPP;
-	}
-	rc = repl_secondary_failover(ctl->ha->secondary, &vm, why, sizeof(why));
-	if (rc < 0) {
+	rc = protect_opts(pr, &ro, why, sizeof(why));
+	if (!rc)
+		rc = vmm_protect(ctl->v, &ro, why, sizeof(why));
+	if (rc < 0)
 		*msg = why;
-		return rc;
-	}
-	ctl->ha->failed_over = vm;
-	ctl->vm = vm;
-	/* the guest's MAC now lives behind this host's taps: tell the LAN */
-	for (unsigned i = 0; ctl->devs && i < ctl->devs->ntaps; i++)
-		nb_tap_announce(ctl->devs->taps[i], ctl->devs->macs[i], hv_tg_guest_ip(vm),
-				ANNOUNCE_ROUNDS);
-	return 0;
+	return rc;
+}
+
+static int do_unprotect(struct vmm_control *ctl, const Castor__UnprotectRequest *ur,
+			Castor__UnprotectResult *res, const char **msg)
+{
+	static char why[320];
+	uint64_t released = 0;
+	int rc = vmm_unprotect(ctl->v, ur->force, &released, why, sizeof(why));
+
+	if (rc < 0)
+		*msg = why;
+	res->outputs_released = released;
+	return rc;
 }
 
 static void handle_request(struct conn *c, const Castor__Request *req)
@@ -427,16 +467,19 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 	Castor__SnapshotResult snap = CASTOR__SNAPSHOT_RESULT__INIT;
 	Castor__RestoreResult rres = CASTOR__RESTORE_RESULT__INIT;
 	Castor__HaStatus ha = CASTOR__HA_STATUS__INIT;
+	Castor__UnprotectResult unp = CASTOR__UNPROTECT_RESULT__INIT;
 	const char *msg = NULL;
 	int rc = 0;
 
 	resp.id = req->id;
-	if (!ctl->vm && req->body_case != CASTOR__REQUEST__BODY_HA_STATUS &&
+	if (!ctl->v->vm && req->body_case != CASTOR__REQUEST__BODY_HA_STATUS &&
 	    req->body_case != CASTOR__REQUEST__BODY_FAILOVER &&
 	    req->body_case != CASTOR__REQUEST__BODY_RESTORE &&
+	    req->body_case != CASTOR__REQUEST__BODY_PROTECT &&
+	    req->body_case != CASTOR__REQUEST__BODY_UNPROTECT &&
 	    req->body_case != CASTOR__REQUEST__BODY_QUIT) {
 		rc = -ENODEV;
-		msg = ctl->ha && ctl->ha->standby
+		msg = ctl->v->is_standby
 			      ? "no VM runs here yet: this is a standby waiting for 'castor vm "
 				"restore'"
 			      : "no VM runs here yet: this is a replica waiting for a failover";
@@ -449,11 +492,26 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 		resp.ha_status = &ha;
 		break;
 	case CASTOR__REQUEST__BODY_FAILOVER:
-		rc = do_failover(ctl, &msg);
+		rc = do_failover(ctl, req->failover, &msg);
 		if (!rc) {
 			ha_fill(ctl, &ha);
 			resp.body_case = CASTOR__RESPONSE__BODY_FAILOVER;
 			resp.failover = &ha;
+		}
+		break;
+	case CASTOR__REQUEST__BODY_PROTECT:
+		rc = do_protect(ctl, req->protect, &msg);
+		if (!rc) {
+			ha_fill(ctl, &ha);
+			resp.body_case = CASTOR__RESPONSE__BODY_PROTECT;
+			resp.protect = &ha;
+		}
+		break;
+	case CASTOR__REQUEST__BODY_UNPROTECT:
+		rc = do_unprotect(ctl, req->unprotect, &unp, &msg);
+		if (!rc) {
+			resp.body_case = CASTOR__RESPONSE__BODY_UNPROTECT;
+			resp.unprotect = &unp;
 		}
 		break;
 	case CASTOR__REQUEST__BODY_STATUS:
@@ -467,10 +525,10 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 		break;
 	case CASTOR__REQUEST__BODY_PAUSE:
 		if (!ctl->user_paused) {
-			rc = hv_vm_pause(ctl->vm);
+			rc = hv_vm_pause(ctl->v->vm);
 			ctl->user_paused = rc == 0;
 			if (!rc)
-				LOG_INFO("vm %s: paused by request", hv_vm_name(ctl->vm));
+				LOG_INFO("vm %s: paused by request", hv_vm_name(ctl->v->vm));
 		}
 		break;
 	case CASTOR__REQUEST__BODY_RESUME:
@@ -479,18 +537,18 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 			msg = "the VM is not paused";
 			break;
 		}
-		rc = hv_vm_resume(ctl->vm);
+		rc = hv_vm_resume(ctl->v->vm);
 		if (!rc) {
 			ctl->user_paused = false;
-			LOG_INFO("vm %s: resumed by request", hv_vm_name(ctl->vm));
+			LOG_INFO("vm %s: resumed by request", hv_vm_name(ctl->v->vm));
 		}
 		break;
 	case CASTOR__REQUEST__BODY_QUIT:
-		LOG_INFO("vm %s: quit requested", ctl->vm ? hv_vm_name(ctl->vm) : "(none yet)");
+		LOG_INFO("vm %s: quit requested", ctl->v->vm ? hv_vm_name(ctl->v->vm) : "(none yet)");
 		c->quit_after_write = true;
 		break;
 	case CASTOR__REQUEST__BODY_SNAPSHOT:
-		if (ctl->ha && ctl->ha->primary) {
+		if (ctl->v->primary) {
 			rc = -EBUSY;
 			msg = "the VM is protected: its snapshot chain belongs to replication";
 			break;
@@ -538,7 +596,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
 		fs = pb_frame_check(data, len, &flen);
 		if (fs == PB_FRAME_TOO_BIG) {
 			LOG_WARN("vm %s: control frame over %u bytes; closing the connection",
-				 hv_vm_name(c->ctl->vm), PB_FRAME_MAX);
+				 c->ctl->v->name, PB_FRAME_MAX);
 			send_error(c, 0, -EMSGSIZE, "frame too large");
 			c->close_after_write = true;
 			break;
@@ -551,7 +609,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
 		evbuffer_drain(in, flen);
 		if (rc < 0) {
 			LOG_WARN("vm %s: undecodable control request (%zu bytes)",
-				 hv_vm_name(c->ctl->vm), flen);
+				 c->ctl->v->name, flen);
 			send_error(c, 0, rc, "malformed request");
 			continue;
 		}
@@ -604,7 +662,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	struct conn *c;
 
 	if (ctl->nconns >= CONTROL_MAX_CONNS) {
-		LOG_WARN("vm %s: too many control connections; refusing one", hv_vm_name(ctl->vm));
+		LOG_WARN("vm %s: too many control connections; refusing one", ctl->v->name);
 		close(fd);
 		return;
 	}
@@ -652,8 +710,8 @@ static int clear_stale_socket(const char *path)
 	return 0;
 }
 
-int vmm_control_open(struct event_base *base, struct hv_vm *vm, const struct vmm_devices *devs,
-		     struct vmm_ha *ha, const char *path, struct vmm_control **ctl_out)
+int vmm_control_open(struct event_base *base, struct vmm *v, const char *path,
+		     struct vmm_control **ctl_out)
 {
 	struct vmm_control *ctl = NULL;
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
@@ -668,9 +726,7 @@ int vmm_control_open(struct event_base *base, struct hv_vm *vm, const struct vmm
 	if (!ctl)
 		return -ENOMEM;
 	ctl->base = base;
-	ctl->vm = vm;
-	ctl->devs = devs;
-	ctl->ha = ha;
+	ctl->v = v;
 	snprintf(ctl->path, sizeof(ctl->path), "%s", path);
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -703,7 +759,7 @@ int vmm_control_hold_pause(struct vmm_control *ctl)
 	int rc = 0;
 
 	if (!ctl->user_paused) {
-		rc = hv_vm_pause(ctl->vm);
+		rc = hv_vm_pause(ctl->v->vm);
 		ctl->user_paused = rc == 0;
 	}
 	return rc;

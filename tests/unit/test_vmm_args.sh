@@ -1,0 +1,80 @@
+#!/bin/sh
+# castor-vmm's command line, checked without a VM (no /dev/kvm needed): every
+# command refuses the options that mean nothing to it by name, a missing value
+# is named as such, and what each command requires is asked for.
+#   test_vmm_args.sh CASTOR_VMM
+set -u
+vmm=$1
+tmp=$(mktemp -d /tmp/castor-test-vmm-args.XXXXXX)
+fails=0
+trap 'rm -rf "$tmp"' EXIT
+
+# bad ARGS... -- EXPECTED: exit 2 and EXPECTED (fixed string) on stderr
+bad() {
+	args=
+	while [ "$1" != "--" ]; do
+		args="$args $1"
+		shift
+	done
+	shift
+	# shellcheck disable=SC2086
+	"$vmm" $args >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	if [ "$rc" != 2 ]; then
+		echo "FAIL: castor-vmm$args: exit status $rc, expected 2 ($(head -c 300 "$tmp/err"))"
+		fails=$((fails + 1))
+	elif ! grep -qF -- "$1" "$tmp/err"; then
+		echo "FAIL: castor-vmm$args: stderr lacks '$1': $(head -c 300 "$tmp/err")"
+		fails=$((fails + 1))
+	fi
+}
+
+c="--control $tmp/c.sock"
+r="replica --listen 127.0.0.1:0 $c"
+g="run --mem 32M --cpus 1 --test-guest $c"
+
+bad -- "missing command"
+bad nonsense -- "unknown command 'nonsense'"
+# the replica takes its guest and its session's options from the primary
+bad $r --mode output -- "--mode does not apply to 'castor-vmm replica'"
+bad $r --interval 10 -- "--interval does not apply to 'castor-vmm replica'"
+bad $r --verify -- "--verify does not apply to 'castor-vmm replica'"
+bad $r --min-spacing 2 -- "--min-spacing does not apply"
+bad $r --max-dirty 100 -- "--max-dirty does not apply"
+bad $r --exact-dirty -- "--exact-dirty does not apply"
+bad $r --mem 32M -- "--mem does not apply to 'castor-vmm replica'"
+bad $r --test-guest -- "--test-guest does not apply"
+bad $r --protect 127.0.0.1:1 -- "--protect does not apply"
+bad replica $c -- "--listen HOST:PORT is required"
+bad replica --listen nocolon $c -- "--listen:"
+# run
+bad $g --listen 127.0.0.1:1 -- "--listen does not apply to 'castor-vmm run'"
+bad $g --interval 5 -- "need --protect HOST:PORT"
+bad $g --verify -- "need --protect HOST:PORT"
+bad $g --protect nocolon -- "--protect:"
+bad $g --protect 127.0.0.1:1 --mode output --interval 5 --min-spacing 10 -- \
+	"--min-spacing is longer than --interval"
+bad run --mem 32M --cpus 1 $c -- "--test-guest is required"
+bad run --cpus 1 --test-guest $c -- "--mem is required"
+bad run --mem 32M --cpus 1 --test-guest -- "--control PATH is required"
+bad $g --mem -- "option '--mem' needs a value"
+bad $g --test-cut-after 5 -- "unknown option '--test-cut-after'"
+bad $g --repl-nice 20 -- "--repl-nice: '20' is not a nice value"
+bad $g --repl-rt 100 -- "--repl-rt: '100' is not a real-time priority"
+bad $g --interval 0 -- "is not a number of milliseconds"
+bad $g extra -- "unexpected argument 'extra'"
+# restore and standby
+bad restore $c -- "--snapshot FILE is required"
+bad restore --snapshot x $c --mem 32M -- "--mem does not apply to 'castor-vmm restore'"
+bad standby --mem 32M --cpus 1 $c --snapshot x -- "--snapshot does not apply to 'castor-vmm standby'"
+bad standby --mem 32M --cpus 1 $c --paused -- "give --paused to 'castor vm restore'"
+bad standby $c -- "a standby needs --mem and --cpus"
+# the test hook is not an option; a bad value in the environment is still refused
+CASTOR_TEST_CUT_AFTER=lots bad $g -- "CASTOR_TEST_CUT_AFTER: 'lots' is not a byte count"
+
+"$vmm" --help >"$tmp/out" 2>&1 && grep -qF "castor ha protect" "$tmp/out" ||
+	{ echo "FAIL: castor-vmm --help"; fails=$((fails + 1)); }
+
+[ "$fails" = 0 ] && echo "castor-vmm arguments: all checks passed" && exit 0
+echo "$fails failed"
+exit 1

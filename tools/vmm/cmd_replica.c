@@ -1,0 +1,54 @@
+/*
+ * castor-vmm replica: waits for a primary on --listen and keeps its twin,
+ * one epoch behind; `castor ha failover` starts the twin, which then runs
+ * here as any VM does (and can be protected in turn). The guest, its RAM size
+ * and the session's options come from the primary.
+ */
+#define LOG_TAG "castor-vmm"
+#include <errno.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include "tools/vmm/cmds.h"
+
+static int build(struct vmm *v)
+{
+	struct vmm_opts *o = v->o;
+	struct repl_secondary_opts so = {
+		.listen = o->listen,
+		.conn = o->ro.conn,
+		.vm = o->vm,
+		.add_devices = vmm_restore_add_devices,
+		.add_devices_arg = v,
+		.thread_nice = o->ro.thread_nice,
+		.thread_rt = o->ro.thread_rt,
+		.log_cb = vmm_event_line,
+	};
+	char why[512];
+	int rc;
+
+	rc = repl_secondary_start(&so, &v->secondary, why, sizeof(why));
+	if (rc < 0)
+		fprintf(stderr, "castor-vmm: replica: %s\n", why);
+	return rc;
+}
+
+static const struct vmm_role_ops replica_role = {.build = build};
+
+int vmm_cmd_replica(int argc, char **argv)
+{
+	struct vmm_opts o;
+	struct sockaddr_storage ss;
+	unsigned sslen;
+	char why[256];
+	int rc;
+
+	rc = vmm_cmd_opts(VMM_REPLICA, argc, argv, &o);
+	if (rc)
+		return rc;
+	if (!o.listen)
+		return vmm_bad_usage("--listen HOST:PORT is required");
+	if (repl_parse_addr(o.listen, &ss, &sslen, why, sizeof(why)) < 0)
+		return vmm_bad_usage("--listen: %s", why);
+	return vmm_serve(&o, &replica_role);
+}

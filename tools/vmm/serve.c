@@ -1,0 +1,104 @@
+/*
+ * What every castor-vmm command does around its VM: the serial output and
+ * the event log, the output queue, the control socket, the signals that end
+ * the process, the event loop, and the teardown in the one order that is
+ * safe (sessions stop before the VM: their threads pause it; the taps' watches
+ * live on the VM's I/O thread, so the VM stops before the taps go).
+ */
+#define LOG_TAG "castor-vmm"
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "netbuffer/netbuf.h"
+#include "tools/vmm/vmm.h"
+
+static void stop_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	LOG_INFO("signal %d: shutting down", (int)sig);
+	event_base_loopexit(arg, NULL);
+}
+
+static int open_serial(const char *path)
+{
+	if (!path || !strcmp(path, "-"))
+		return dup(STDOUT_FILENO);
+	if (!strcmp(path, "none"))
+		return -1;
+	return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+}
+
+int vmm_serve(struct vmm_opts *o, const struct vmm_role_ops *role)
+{
+	struct vmm v = {.o = o};
+	struct event_base *base = NULL;
+	struct event *sigint_ev = NULL, *sigterm_ev = NULL;
+	int rc, status = 1, serial_fd = -1;
+
+	pthread_mutex_init(&v.kick_lock, NULL);
+	v.name = o->vm.name ? o->vm.name : "vm";
+	signal(SIGPIPE, SIG_IGN);
+	serial_fd = open_serial(o->serial);
+	if (serial_fd < 0 && o->serial && strcmp(o->serial, "none")) {
+		fprintf(stderr, "castor-vmm: cannot open serial output %s: %s\n", o->serial,
+			strerror(errno));
+		goto out;
+	}
+	o->vm.serial_fd = serial_fd;
+	if (o->event_log && vmm_event_log_open(o->event_log) < 0) {
+		fprintf(stderr, "castor-vmm: --event-log %s: %s\n", o->event_log, strerror(errno));
+		goto out;
+	}
+	rc = vmm_outq_new(&v);
+	if (rc < 0) {
+		fprintf(stderr, "castor-vmm: output queue: %s\n", strerror(-rc));
+		goto out;
+	}
+	if (role->build(&v) < 0)
+		goto out;
+	base = event_base_new();
+	if (!base)
+		goto out;
+	rc = vmm_control_open(base, &v, o->control, &v.ctl);
+	if (rc < 0) {
+		fprintf(stderr, "castor-vmm: control socket %s: %s\n", o->control, strerror(-rc));
+		goto out;
+	}
+	sigint_ev = evsignal_new(base, SIGINT, stop_cb, base);
+	sigterm_ev = evsignal_new(base, SIGTERM, stop_cb, base);
+	if (!sigint_ev || !sigterm_ev || evsignal_add(sigint_ev, NULL) < 0 ||
+	    evsignal_add(sigterm_ev, NULL) < 0)
+		goto out;
+	if (role->start && role->start(&v) < 0)
+		goto out;
+	LOG_INFO("vm %s: control socket %s", v.name, o->control);
+	event_base_dispatch(base);
+	status = 0;
+out:
+	vmm_control_free(v.ctl);
+	vmm_sessions_stop(&v);
+	if (!v.vm)
+		v.vm = v.standby.vm;
+	if (v.vm)
+		hv_vm_stop(v.vm);
+	for (unsigned i = 0; i < v.devs.ntaps; i++)
+		nb_tap_free(v.devs.taps[i]);
+	hv_vm_free(v.vm);
+	nb_queue_free(v.outq);
+	if (sigint_ev)
+		event_free(sigint_ev);
+	if (sigterm_ev)
+		event_free(sigterm_ev);
+	if (base)
+		event_base_free(base);
+	if (serial_fd >= 0)
+		close(serial_fd);
+	vmm_event_log_close();
+	pthread_mutex_destroy(&v.kick_lock);
+	return status;
+}

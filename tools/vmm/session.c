@@ -1,0 +1,165 @@
+/*
+ * Replication sessions on the VM that runs here. Protection is not a start-up
+ * role: `castor ha protect` starts a session on any running VM (also a twin
+ * that took over), `castor ha unprotect` ends it, and `castor ha protect`
+ * again points a new session at another replica. `castor-vmm run --protect`
+ * is the same call made before the control socket opens.
+ *
+ * Only the main thread starts and stops sessions. The vCPU and I/O threads
+ * kick the primary (an output in output mode, a full queue) under kick_lock,
+ * so a session stopped here is never kicked after it is freed.
+ */
+#define LOG_TAG "session"
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "netbuffer/netbuf.h"
+#include "tools/vmm/vmm.h"
+
+#define ANNOUNCE_ROUNDS 5 /* RARP at 0, 50, 150, 300, 500 ms */
+
+void vmm_kick(struct vmm *v)
+{
+	pthread_mutex_lock(&v->kick_lock);
+	if (v->primary)
+		repl_primary_kick(v->primary);
+	pthread_mutex_unlock(&v->kick_lock);
+}
+
+static void set_primary(struct vmm *v, struct repl_primary *p, bool kick_on_output)
+{
+	pthread_mutex_lock(&v->kick_lock);
+	v->primary = p;
+	__atomic_store_n(&v->kick_on_output, kick_on_output, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&v->kick_lock);
+}
+
+int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, size_t why_len)
+{
+	struct repl_primary_opts ro = *o;
+	struct repl_primary *p = NULL;
+	unsigned i;
+	int rc;
+
+	if (!v->vm) {
+		snprintf(why, why_len, "no VM runs here yet (%s)",
+			 v->secondary ? "a replica protects nothing until its twin takes over"
+				      : "a standby waits for 'castor vm restore'");
+		return -ENODEV;
+	}
+	if (v->primary) {
+		struct repl_status st;
+
+		repl_primary_status(v->primary, &st);
+		snprintf(why, why_len,
+			 "already protecting to %s (%s): 'castor ha unprotect' first to point it "
+			 "elsewhere",
+			 st.peer, repl_state_str(st.state));
+		return -EALREADY;
+	}
+	for (i = 0; i < v->devs.ndisks; i++)
+		if (!v->devs.disks[i].read_only) {
+			snprintf(why, why_len,
+				 "disk %s is writable; a protected VM may have read-only disks only "
+				 "until disk replication exists",
+				 v->devs.disks[i].path);
+			return -EPERM;
+		}
+	/* the process's defaults for what the request leaves out */
+	if (!ro.conn.timeout_ms)
+		ro.conn.timeout_ms = v->o->ro.conn.timeout_ms;
+	if (!ro.conn.cut_after_bytes)
+		ro.conn.cut_after_bytes = v->o->ro.conn.cut_after_bytes;
+	ro.thread_nice = v->o->ro.thread_nice;
+	ro.thread_rt = v->o->ro.thread_rt;
+	ro.outq = v->outq;
+	ro.log_cb = vmm_event_line;
+	rc = repl_primary_start(v->vm, &ro, &p, why, why_len);
+	if (rc < 0)
+		return rc;
+	set_primary(v, p, ro.mode == REPL_MODE_OUTPUT);
+	v->sessions++;
+	vmm_event_line(NULL, "protect");
+	return 0;
+}
+
+int vmm_unprotect(struct vmm *v, bool force, uint64_t *released_out, char *why, size_t why_len)
+{
+	struct repl_primary *p = v->primary;
+	struct repl_status st;
+	int64_t acked;
+	int rc, n;
+
+	*released_out = 0;
+	if (!p) {
+		snprintf(why, why_len, "this VM is not protected");
+		return -ENOENT;
+	}
+	repl_primary_status(p, &st);
+	if (st.state == REPL_S_SYNCING && !force) {
+		snprintf(why, why_len,
+			 "the initial copy to %s is in progress (%" PRIu64 " of %" PRIu64
+			 " bytes sent): add --force to abandon it",
+			 st.peer, st.sync_sent_bytes, st.sync_total_bytes);
+		return -EBUSY;
+	}
+	set_primary(v, NULL, false);
+	acked = repl_primary_stop(p, true);
+	repl_primary_free(p);
+	/*
+	 * With the VM paused no output is produced: the held ones go out first,
+	 * then the queue passes outputs straight through.
+	 */
+	rc = hv_vm_pause(v->vm);
+	n = nb_queue_release_all(v->outq);
+	if (!rc)
+		hv_vm_resume(v->vm);
+	*released_out = (uint64_t)n;
+	LOG_INFO("vm %s: unprotected (was %s to %s; last acknowledged epoch %" PRId64
+		 "); %d held outputs released",
+		 v->name, repl_state_str(st.state), st.peer, acked, n);
+	{
+		char line[64];
+
+		snprintf(line, sizeof(line), "unprotect %d", n);
+		vmm_event_line(NULL, line);
+	}
+	return 0;
+}
+
+int vmm_failover(struct vmm *v, bool force, char *why, size_t why_len)
+{
+	struct hv_vm *vm = NULL;
+	int rc;
+
+	if (!v->secondary) {
+		snprintf(why, why_len, "this castor-vmm is not a replica");
+		return -EOPNOTSUPP;
+	}
+	rc = repl_secondary_failover(v->secondary, force, &vm, why, why_len);
+	if (rc < 0)
+		return rc;
+	v->failed_over = true;
+	v->vm = vm;
+	/*
+	 * The guest's MAC now lives behind this host's taps: a RARP from it
+	 * teaches bridges its new port, as QEMU's announce does. (A gratuitous
+	 * ARP would need the guest's IP, which the VMM does not know.)
+	 */
+	for (unsigned i = 0; i < v->devs.ntaps; i++)
+		nb_tap_announce(v->devs.taps[i], v->devs.macs[i], 0, ANNOUNCE_ROUNDS);
+	return 0;
+}
+
+void vmm_sessions_stop(struct vmm *v)
+{
+	struct repl_primary *p = v->primary;
+
+	set_primary(v, NULL, false);
+	repl_primary_free(p); /* before the VM stops: its thread pauses the VM */
+	repl_secondary_free(v->secondary);
+	v->secondary = NULL;
+}
