@@ -161,7 +161,7 @@ _Static_assert(sizeof(struct hello) == 32, "hello layout");
 struct welcome {
 	uint64_t magic;
 	int32_t status;
-	uint32_t reserved;
+	uint32_t idle_ms;
 	char text[REPL_WELCOME_TEXT];
 };
 _Static_assert(sizeof(struct welcome) == 128, "welcome layout");
@@ -202,17 +202,17 @@ int repl_hello_recv(const struct repl_transport_ops *t, struct repl_conn *c,
 }
 
 int repl_welcome_send(const struct repl_transport_ops *t, struct repl_conn *c, int32_t status,
-		      const char *text)
+		      uint32_t idle_ms, const char *text)
 {
-	struct welcome m = {.magic = REPL_WELCOME_MAGIC, .status = status};
+	struct welcome m = {.magic = REPL_WELCOME_MAGIC, .status = status, .idle_ms = idle_ms};
 	struct iovec iov = {&m, sizeof(m)};
 
 	snprintf(m.text, sizeof(m.text), "%s", text ? text : "");
 	return t->send_iov(c, &iov, 1);
 }
 
-int repl_welcome_recv(const struct repl_transport_ops *t, struct repl_conn *c, char *why,
-		      size_t why_len)
+int repl_welcome_recv(const struct repl_transport_ops *t, struct repl_conn *c,
+		      uint32_t *idle_ms_out, char *why, size_t why_len)
 {
 	struct welcome m;
 	int rc = t->recv(c, &m, sizeof(m));
@@ -221,7 +221,7 @@ int repl_welcome_recv(const struct repl_transport_ops *t, struct repl_conn *c, c
 		snprintf(why, why_len, "no answer to the hello (%s)", strerror(-rc));
 		return rc;
 	}
-	if (m.magic != REPL_WELCOME_MAGIC || m.reserved) {
+	if (m.magic != REPL_WELCOME_MAGIC) {
 		snprintf(why, why_len, "not a Castor replica (bad answer to the hello)");
 		return -EPROTO;
 	}
@@ -235,6 +235,11 @@ int repl_welcome_recv(const struct repl_transport_ops *t, struct repl_conn *c, c
 			*p = '?';
 	if (m.status)
 		snprintf(why, why_len, "%s", m.text[0] ? m.text : strerror(-m.status));
+	else if (!m.idle_ms) {
+		snprintf(why, why_len, "a replica that gives no idle time");
+		return -EPROTO;
+	}
+	*idle_ms_out = m.idle_ms;
 	return m.status;
 }
 

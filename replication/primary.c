@@ -18,9 +18,11 @@
  * primary "degraded": the guest keeps running, its outputs stay held (they
  * are never released without an ack), and the loop ends.
  *
- * While it waits in 1 longer than a quarter of the connection's timeout, the
- * thread sends a heartbeat (PING, answered by a PONG), so a dead link is
- * noticed within 1.25 timeouts whatever the interval.
+ * While it waits in 1 longer than a quarter of the connection's timeout (or
+ * of the replica's, if shorter: it says in its WELCOME), the thread sends a
+ * heartbeat (PING, answered by a PONG), so a dead link is noticed within 1.25
+ * timeouts whatever the interval, and the replica never mistakes a long
+ * interval for a dead primary.
  */
 #define LOG_TAG "primary"
 #include <errno.h>
@@ -61,6 +63,7 @@ struct repl_primary {
 	pthread_cond_t cond;
 	bool stop, kicked;
 	bool graceful;	       /* stop: finish the epoch in flight and say BYE */
+	uint32_t idle_ms;      /* the replica's idle limit: a heartbeat every quarter */
 	uint64_t last_io_ns;   /* the last time the replica answered */
 	uint64_t epoch;	       /* the epoch being captured / last captured */
 	int sealed;	       /* outputs sealed into it (set in the pause) */
@@ -252,7 +255,8 @@ static enum wait_end wait_epoch_end(struct repl_primary *p, uint64_t start, bool
 	uint64_t interval = (uint64_t)p->o.interval_ms * MS;
 	uint64_t spacing = (uint64_t)p->o.min_spacing_ms * MS;
 	uint64_t deadline = start + interval, next_poll = start + DIRTY_POLL_MS * MS;
-	uint64_t hb = (uint64_t)p->o.conn.timeout_ms * MS / 4;
+	uint32_t idle = p->idle_ms < p->o.conn.timeout_ms ? p->idle_ms : p->o.conn.timeout_ms;
+	uint64_t hb = (uint64_t)idle * MS / 4;
 	enum wait_end go = WAIT_CAPTURE;
 
 	*early = false;
@@ -420,7 +424,7 @@ static int open_session(struct repl_primary *p, char *why, size_t why_len)
 	if (rc < 0)
 		snprintf(what, sizeof(what), "cannot say hello (%s)", strerror(-rc));
 	else
-		rc = repl_welcome_recv(p->t, p->conn, what, sizeof(what));
+		rc = repl_welcome_recv(p->t, p->conn, &p->idle_ms, what, sizeof(what));
 	if (rc < 0) {
 		snprintf(why, why_len, "the replica at %s refused: %s", p->peer, what);
 		return rc;
@@ -435,6 +439,7 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 		       struct repl_primary **out, char *why, size_t why_len)
 {
 	struct repl_primary *p;
+	bool was_protected;
 	int rc = 0;
 
 	*out = NULL;
@@ -498,6 +503,7 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 	 * VM ran, or a replica was lost): its checkpoint covers the state that
 	 * produced them all.
 	 */
+	was_protected = p->o.outq && nb_queue_is_protected(p->o.outq);
 	if (p->o.outq)
 		nb_queue_restart(p->o.outq, 0);
 	set_state(p, REPL_S_SYNCING, "start");
@@ -505,6 +511,9 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 	if (rc) {
 		rc = -rc;
 		snprintf(why, why_len, "cannot start the replication thread (%s)", strerror(-rc));
+		/* no session: a queue that held nothing before holds nothing now */
+		if (p->o.outq && !was_protected)
+			nb_queue_release_all(p->o.outq);
 		goto fail;
 	}
 	p->thread_live = true;

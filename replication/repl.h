@@ -146,11 +146,15 @@ int repl_hello_send(const struct repl_transport_ops *t, struct repl_conn *c,
 /* -EINVAL with `why` for anything that is not a hello of our version. */
 int repl_hello_recv(const struct repl_transport_ops *t, struct repl_conn *c,
 		    struct repl_hello *out, char *why, size_t why_len);
+/*
+ * `idle_ms`: the replica takes a primary silent this long for dead, so the
+ * primary sends something (a heartbeat at least) every quarter of it.
+ */
 int repl_welcome_send(const struct repl_transport_ops *t, struct repl_conn *c, int32_t status,
-		      const char *text);
-/* The replica's answer: 0, or its negative status with its text in `why`. */
-int repl_welcome_recv(const struct repl_transport_ops *t, struct repl_conn *c, char *why,
-		      size_t why_len);
+		      uint32_t idle_ms, const char *text);
+/* The replica's answer: 0 and its idle time, or its negative status with its text in `why`. */
+int repl_welcome_recv(const struct repl_transport_ops *t, struct repl_conn *c,
+		      uint32_t *idle_ms_out, char *why, size_t why_len);
 /* A heartbeat: PING, then wait for the PONG. */
 int repl_ping(const struct repl_transport_ops *t, struct repl_conn *c);
 int repl_bye_send(const struct repl_transport_ops *t, struct repl_conn *c);

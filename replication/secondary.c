@@ -393,10 +393,12 @@ static bool greet(struct repl_secondary *s, struct repl_conn *c)
 	pthread_mutex_unlock(&s->lock);
 	if (status) {
 		LOG_WARN("vm %s: a primary refused: %s", name_of(s), text);
-		repl_welcome_send(s->t, c, status, text);
+		repl_welcome_send(s->t, c, status, 0, text);
 		return false;
 	}
-	if (repl_welcome_send(s->t, c, 0, "welcome") < 0) {
+	if (repl_welcome_send(s->t, c, 0,
+			      s->o.conn.timeout_ms ? s->o.conn.timeout_ms : REPL_DEFAULT_TIMEOUT_MS,
+			      "welcome") < 0) {
 		LOG_WARN("vm %s: a primary went away during its hello", name_of(s));
 		return false;
 	}
@@ -492,7 +494,7 @@ fail:
 
 uint16_t repl_secondary_port(const struct repl_secondary *s)
 {
-	return s->t->local_port(s->listener);
+	return s->listener ? s->t->local_port(s->listener) : 0;
 }
 
 /* Stop both threads: cut the connection, wait for them. */
@@ -553,6 +555,10 @@ int repl_secondary_failover(struct repl_secondary *s, bool force, struct hv_vm *
 	stop_receiver(s);
 	pthread_mutex_lock(&s->apply_lock);
 	pthread_mutex_lock(&s->lock);
+	/* the twin is taken or about to run: nobody else may connect (refused at once) */
+	if (s->listener && s->t->close_listener)
+		s->t->close_listener(s->listener);
+	s->listener = NULL;
 	twin = s->twin;
 	rc = !twin ? -ENOENT : s->twin_broken ? -EIO : 0;
 	pthread_mutex_unlock(&s->lock);

@@ -265,16 +265,14 @@ def case_cap(d):
         (base + ["--protect", "127.0.0.1:1", "--mode", "sideways"], 2, "interval or output"),
         (base + ["--protect", "127.0.0.1:1", "--interval", "0"], 2, "milliseconds"),
         (base + ["--verify"], 2, "need --protect"),
-        (base + ["--repl-nice", "-3"], 2, "need --protect"),
         (base + ["--protect", "127.0.0.1:1", "--repl-nice", "40"], 2, "not a nice value"),
-        (base + ["--repl-rt", "3"], 2, "need --protect"),
         (base + ["--protect", "127.0.0.1:1", "--repl-rt", "100"], 2, "not a real-time priority"),
-        (base + ["--protect", "127.0.0.1:1"], 1, "cannot reach the secondary"),
+        (base + ["--protect", "127.0.0.1:1"], 1, "cannot reach the replica"),
         ([VMM, "replica", "--control", f"{d}/y.sock"], 2, "--listen"),
         ([VMM, "replica", "--listen", "127.0.0.1:0", "--control", f"{d}/y.sock", "--mem",
-          "32M"], 2, "takes its guest from the primary"),
-        ([VMM, "replica", "--listen", "256.0.0.1:1", "--control", f"{d}/y.sock"], 1,
-         "cannot listen"),
+          "32M"], 2, "--mem does not apply to 'castor-vmm replica'"),
+        ([VMM, "replica", "--listen", "127.0.0.2:1", "--control", f"{d}/y.sock", "--mode",
+          "output"], 2, "--mode does not apply to 'castor-vmm replica'"),
     ]
     for argv, want_rc, want in bad:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=30)

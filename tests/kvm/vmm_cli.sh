@@ -170,10 +170,10 @@ wait "$pid"; pid=
 # standby: bad command lines, then refusals that leave it ready, then the chain
 ssock=$dir/s.sock
 expect_error "standby: no --mem" "needs --mem and --cpus" standby --cpus 2 --control "$ssock"
-expect_error "standby: --test-guest" "drop --test-guest" standby --mem 128M --cpus 2 --test-guest --control "$ssock"
+expect_error "standby: --test-guest" "--test-guest does not apply to 'castor-vmm standby'" standby --mem 128M --cpus 2 --test-guest --control "$ssock"
 expect_error "standby: --paused" "give --paused to 'castor vm restore'" standby --mem 128M --cpus 2 --paused --control "$ssock"
-expect_error "standby: --snapshot" "belongs to 'castor-vmm restore'" standby --mem 128M --cpus 2 --snapshot "$dir/full.snap" --control "$ssock"
-expect_error "run: --lazy" "--lazy belongs to" run --test-guest --mem 64M --cpus 1 --lazy --control "$ssock"
+expect_error "standby: --snapshot" "--snapshot does not apply to 'castor-vmm standby'" standby --mem 128M --cpus 2 --snapshot "$dir/full.snap" --control "$ssock"
+expect_error "run: --lazy" "--lazy does not apply to 'castor-vmm run'" run --test-guest --mem 64M --cpus 1 --lazy --control "$ssock"
 # expect_cli_error "what" "pattern" cli-args...: castor fails, naming the problem
 expect_cli_error() {
 	local what=$1 pattern=$2

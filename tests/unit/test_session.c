@@ -137,8 +137,14 @@ static int hello(struct repl_conn *c, char *why, size_t why_len)
 {
 	struct repl_hello h = {.mem_bytes = 64ull << 20, .ncpus = 1};
 
+	uint32_t idle = 0;
+	int rc;
+
 	assert_int_equal(repl_hello_send(T, c, &h), 0);
-	return repl_welcome_recv(T, c, why, why_len);
+	rc = repl_welcome_recv(T, c, &idle, why, why_len);
+	if (!rc)
+		assert_int_equal(idle, 3000); /* the replica's --repl-timeout */
+	return rc;
 }
 
 static void strangers_then_primaries(void **state)
@@ -224,8 +230,10 @@ static void bad_hellos(void **state)
 		struct iovec iov = {&bad[i], sizeof(bad[i])};
 
 		assert_int_equal(T->send_iov(c, &iov, 1), 0);
+		uint32_t idle;
+
 		/* no welcome: the connection is closed */
-		assert_int_not_equal(repl_welcome_recv(T, c, why, sizeof(why)), 0);
+		assert_int_not_equal(repl_welcome_recv(T, c, &idle, why, sizeof(why)), 0);
 		T->close(c);
 		assert_int_equal(replica_state(&r), REPL_S_IDLE);
 	}
@@ -233,9 +241,10 @@ static void bad_hellos(void **state)
 	{
 		struct repl_conn *c = dial(&r);
 		struct repl_hello h = {.mem_bytes = 1ull << 60, .ncpus = 1};
+		uint32_t idle;
 
 		assert_int_equal(repl_hello_send(T, c, &h), 0);
-		assert_int_equal(repl_welcome_recv(T, c, why, sizeof(why)), -EFBIG);
+		assert_int_equal(repl_welcome_recv(T, c, &idle, why, sizeof(why)), -EFBIG);
 		assert_non_null(strstr(why, "cannot hold"));
 		T->close(c);
 	}
