@@ -23,6 +23,11 @@ void util_sleep_ns(uint64_t ns)
 		;
 }
 
+/*
+ * Every number on a Castor command line is decimal: base 0 would read "010" as
+ * 8 and refuse "08", which no operator means. Leading zeros are allowed and
+ * ignored; a sign, space, "0x" or anything else after the digits is refused.
+ */
 int util_parse_u64(const char *s, uint64_t *out)
 {
 	unsigned long long v;
@@ -31,7 +36,7 @@ int util_parse_u64(const char *s, uint64_t *out)
 	if (!s || !*s || !isdigit((unsigned char)s[0]))
 		return -EINVAL;
 	errno = 0;
-	v = strtoull(s, &end, 0);
+	v = strtoull(s, &end, 10);
 	if (errno == ERANGE)
 		return -ERANGE;
 	if (*end)

@@ -53,6 +53,7 @@ void util_sleep_ns(uint64_t ns);
 
 /* ---- parsing: whole-string, no silent truncation; 0 or -EINVAL/-ERANGE ------------ */
 
+/* Decimal only: "010" is 10, "0x10" is -EINVAL (never octal or hex). */
 int util_parse_u64(const char *s, uint64_t *out);
 int util_parse_i64(const char *s, int64_t *out); /* decimal, optional leading '-' */
 /* "4096", "64K", "16M", "1G", "1T" (binary multiples, optional trailing 'B/iB') */

@@ -104,7 +104,7 @@ args)
 	expect_in err "--socket wants a path"
 	expect_usage_error vm status --socket "$tmp/s" --harvest
 	expect_in err "--harvest applies to 'vm dirty' only"
-	for t in 0 -1 abc 1x nan; do
+	for t in 0 -1 abc 1x nan 0x1p3 1e3 1.2.3 .5; do
 		expect_usage_error vm status --socket "$tmp/s" --timeout "$t"
 		expect_in err "--timeout wants a positive number of seconds"
 	done

@@ -108,13 +108,23 @@ static const struct vm_cmd *cmd_find(const char *name)
 	return NULL;
 }
 
-/* "5", "0.25": seconds, > 0 and small enough for an int of milliseconds. */
+/*
+ * "5", "0.25": seconds, > 0 and small enough for an int of milliseconds.
+ * Decimal digits and one '.', nothing else: strtod alone would take "0x1p3"
+ * and "1e3".
+ */
 static int parse_timeout(const char *s, int *ms_out)
 {
+	size_t digits;
 	double sec;
 	char *end;
 
 	if (!s || !*s || !(s[0] >= '0' && s[0] <= '9'))
+		return -EINVAL;
+	digits = strspn(s, "0123456789");
+	if (s[digits] == '.')
+		digits += 1 + strspn(s + digits + 1, "0123456789");
+	if (s[digits])
 		return -EINVAL;
 	errno = 0;
 	sec = strtod(s, &end);
