@@ -110,7 +110,11 @@ int repl_ack_send(const struct repl_transport_ops *t, struct repl_conn *c, uint6
 int repl_ack_recv(const struct repl_transport_ops *t, struct repl_conn *c, uint64_t *stream_id_out,
 		  int32_t *status_out);
 
-/* "HOST:PORT" -> a socket address; -EINVAL with `why` for anything else. */
+/*
+ * "HOST:PORT" -> a socket address. HOST: IPv4 address, [IPv6] or a host name
+ * (resolved now); PORT decimal 0..65535. -EINVAL (-EAGAIN for a temporary
+ * resolver failure) with `why` naming the problem.
+ */
 struct sockaddr_storage;
 int repl_parse_addr(const char *addr, struct sockaddr_storage *ss, unsigned *len_out, char *why,
 		    size_t why_len);
