@@ -7,7 +7,8 @@
 set -u
 VMM=$1
 CLI=$2
-[ -c /dev/kvm ] || { echo "skipped: /dev/kvm is absent"; exit 77; }
+. "$(dirname "$0")/../require.sh"
+[ -c /dev/kvm ] || test_skip "/dev/kvm is absent"
 
 dir=$(mktemp -d /tmp/castor-vmmcli.XXXXXX)
 pid=
