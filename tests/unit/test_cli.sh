@@ -183,6 +183,25 @@ EOF
 	expect_rc 0
 	json_check 'j == {"tracking": True, "harvests": 1, "last_dirty_pages": 345, "last_harvest_ns": 1234567, "vmm_dirty_pages": 3, "ram_pages": 262144}'
 
+	# paths go to castor-vmm absolute: its working directory is not ours
+	mkdir -p "$tmp/sub/dir"
+	: >"$tmp/sub/dir/old.snap"
+	ln -s dir "$tmp/sub/link"
+	(cd "$tmp/sub" && "$castor" vm snapshot --socket "$s" --file new.snap >"$tmp/out" 2>"$tmp/err")
+	rc=$?
+	last="(in $tmp/sub) castor vm snapshot --file new.snap"
+	expect_rc 0
+	expect_in out "snapshot $tmp/sub/new.snap: full"
+	run vm snapshot --socket "$s" --file "$tmp/abs.snap" --json
+	expect_rc 0
+	json_check "j['path'] == '$tmp/abs.snap'"
+	(cd "$tmp/sub" && "$castor" vm restore --socket "$s" --snapshot link/old.snap \
+		--snapshot ../missing.snap >"$tmp/out" 2>"$tmp/err")
+	rc=$?
+	last="(in $tmp/sub) castor vm restore --snapshot link/old.snap --snapshot ../missing.snap"
+	expect_rc 1
+	expect_in err "fake: restore of $tmp/sub/dir/old.snap $tmp/sub/../missing.snap"
+
 	run vm quit --socket "$s"
 	expect_rc 0
 	[ "$(cat "$tmp/out")" = ok ] || fail "quit did not print ok"
