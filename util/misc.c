@@ -107,6 +107,23 @@ int util_parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+/*
+ * One line per interval_ns, however often the event comes: a peer or a guest
+ * that can trigger a warning must not be able to flood the log with it.
+ */
+bool util_ratelimit_is_open(struct util_ratelimit *rl, uint64_t now_ns, uint64_t *suppressed_out)
+{
+	if (rl->primed && now_ns - rl->last_ns < rl->interval_ns) {
+		rl->suppressed++;
+		return false;
+	}
+	*suppressed_out = rl->suppressed;
+	rl->suppressed = 0;
+	rl->last_ns = now_ns;
+	rl->primed = true;
+	return true;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;

@@ -469,7 +469,7 @@ static int open_serial(const char *path)
 		return dup(STDOUT_FILENO);
 	if (!strcmp(path, "none"))
 		return -1;
-	return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 }
 
 /* Disks and NICs, before the guest is loaded (it learns their addresses). */
@@ -864,7 +864,7 @@ static int cmd_run(int argc, char **argv, enum vmm_cmd cmd)
 	}
 	o.vm.serial_fd = serial_fd;
 	if (o.event_log) {
-		event_fd = open(o.event_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+		event_fd = open(o.event_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 		if (event_fd < 0) {
 			fprintf(stderr, "castor-vmm: --event-log %s: %s\n", o.event_log,
 				strerror(errno));
