@@ -99,7 +99,20 @@ args)
 	expect_usage_error vm status --json=yes --socket "$tmp/s"
 	expect_in err "option '--json=yes' takes no argument"
 	expect_usage_error vm status --socket
-	expect_in err "option '--socket' needs an argument"
+	expect_in err "castor: vm status: option '--socket' needs a value"
+	expect_usage_error vm snapshot --socket "$tmp/s" -f
+	expect_in err "castor: vm snapshot: option '-f' needs a value"
+	# every group words a missing value the same way, never as an unknown option
+	for a in "bench pause --cpus" "bench checkpoint --intervals" "bench net --target" \
+		"bench net --count"; do
+		# shellcheck disable=SC2086
+		expect_usage_error $a
+		expect_in err "castor: ${a% *}: option '${a##* }' needs a value"
+	done
+	expect_usage_error bench pause --frobnicate
+	expect_in err "castor: bench pause: unknown option '--frobnicate'"
+	expect_usage_error stream verify --json=1 "$tmp/f"
+	expect_in err "castor: stream verify: option '--json=1' takes no argument"
 	expect_usage_error vm status --socket ""
 	expect_in err "--socket wants a path"
 	expect_usage_error vm status --socket "$tmp/s" --harvest

@@ -759,20 +759,13 @@ int cli_vm_main(int argc, char **argv)
 		case 'h':
 			cli_vm_usage(stdout);
 			return CLI_EXIT_OK;
-		case ':':
-			cli_err("vm %s: option '%s' needs an argument", cmd->name,
-				argv[optind - 1]);
+		default: { /* '?' or ':' */
+			char who[32];
+
+			snprintf(who, sizeof(who), "vm %s", cmd->name);
+			cli_opt_error(who, c, argv);
 			return usage_error();
-		default: /* '?': optopt is 0 for an unknown long option */
-			if (!optopt)
-				cli_err("vm %s: unknown option '%s'", cmd->name, argv[optind - 1]);
-			else if (!strncmp(argv[optind - 1], "--", 2) &&
-				 strchr(argv[optind - 1], '='))
-				cli_err("vm %s: option '%s' takes no argument", cmd->name,
-					argv[optind - 1]);
-			else
-				cli_err("vm %s: unknown option '-%c'", cmd->name, optopt);
-			return usage_error();
+		}
 		}
 	}
 	if (optind < argc) {
