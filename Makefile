@@ -21,13 +21,14 @@ build: deps
 demo: build
 	./scripts/demo.sh $(BUILD)
 
+# ctest-report.sh: ctest as it is, then how many tests were skipped and which
 check: build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE slow
+	cd $(BUILD) && $(CURDIR)/scripts/ctest-report.sh --output-on-failure -j $(JOBS) -LE slow
 
 test-asan: deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCASTOR_SANITIZE=ON >/dev/null
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
-	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) -L "unit|kvm"
+	cd $(ASAN_BUILD) && $(CURDIR)/scripts/ctest-report.sh --output-on-failure -j $(JOBS) -L "unit|kvm"
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

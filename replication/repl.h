@@ -168,7 +168,11 @@ int repl_frame_recv_into(const struct repl_transport_ops *t, struct repl_conn *c
 			 uint64_t max_len, uint8_t **buf_io, size_t *cap_io, size_t *len_out,
 			 enum repl_frame *kind_out);
 
-/* "HOST:PORT" -> a socket address; -EINVAL with `why` for anything else. */
+/*
+ * "HOST:PORT" -> a socket address. HOST: IPv4 address, [IPv6] or a host name
+ * (resolved now); PORT decimal 0..65535. -EINVAL (-EAGAIN for a temporary
+ * resolver failure) with `why` naming the problem.
+ */
 struct sockaddr_storage;
 int repl_parse_addr(const char *addr, struct sockaddr_storage *ss, unsigned *len_out, char *why,
 		    size_t why_len);

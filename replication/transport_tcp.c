@@ -44,47 +44,97 @@ struct repl_conn {
 	bool cut;
 };
 
+/* RFC 1123 host name: checked here so a typo is named without a DNS round trip. */
+static bool is_host_name(const char *h)
+{
+	size_t label = 0;
+
+	for (; *h; h++) {
+		if (*h == '.') {
+			if (!label || h[-1] == '-')
+				return false;
+			label = 0;
+		} else if ((*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') ||
+			   (*h >= '0' && *h <= '9') || (*h == '-' && label)) {
+			if (++label > 63)
+				return false;
+		} else {
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * HOST is an IPv4 address, a bracketed IPv6 address or a name; a name is
+ * resolved here (getaddrinfo, so /etc/hosts and DNS) and the first address in
+ * the resolver's order is used: this runs once per listen or connect, off the
+ * data path. PORT is decimal, 0..65535 (0: any free port, for listening).
+ */
 int repl_parse_addr(const char *addr, struct sockaddr_storage *ss, unsigned *len_out, char *why,
 		    size_t why_len)
 {
-	struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV,
-				 .ai_socktype = SOCK_STREAM};
+	struct addrinfo hints = {.ai_flags = AI_NUMERICSERV, .ai_socktype = SOCK_STREAM};
 	struct addrinfo *res = NULL;
-	char host[64];
-	const char *colon, *port;
+	char host[256];
+	const char *colon, *port, *h;
+	bool bracketed;
 	uint64_t p;
 	size_t hl;
+	int r;
 
-	if (!addr || !*addr)
-		goto bad;
-	colon = strrchr(addr, ':');
-	if (!colon)
-		goto bad;
-	port = colon + 1;
-	if (addr[0] == '[') { /* [v6]:port */
-		if (colon == addr || colon[-1] != ']')
-			goto bad;
-		hl = (size_t)(colon - addr) - 2;
-		addr++;
-	} else {
-		hl = (size_t)(colon - addr);
-		if (memchr(addr, ':', hl))
-			goto bad; /* a bare IPv6 address needs brackets */
+	colon = addr ? strrchr(addr, ':') : NULL;
+	if (!colon) {
+		snprintf(why, why_len, "'%s' is not HOST:PORT (an IPv6 address as [ADDR]:PORT)",
+			 addr ? addr : "");
+		return -EINVAL;
 	}
-	if (!hl || hl >= sizeof(host) || util_parse_u64(port, &p) < 0 || p > 65535)
-		goto bad;
-	memcpy(host, addr, hl);
+	port = colon + 1;
+	h = addr;
+	hl = (size_t)(colon - addr);
+	bracketed = addr[0] == '[';
+	if (bracketed) {
+		if (hl < 2 || colon[-1] != ']') {
+			snprintf(why, why_len, "'%s': an IPv6 address is written [ADDR]:PORT", addr);
+			return -EINVAL;
+		}
+		h++;
+		hl -= 2;
+	} else if (memchr(addr, ':', hl)) {
+		snprintf(why, why_len, "'%s': an IPv6 address needs brackets: [ADDR]:PORT", addr);
+		return -EINVAL;
+	}
+	if (!hl || hl >= sizeof(host)) {
+		snprintf(why, why_len, "'%s': the host is %s", addr, hl ? "too long" : "missing");
+		return -EINVAL;
+	}
+	if (util_parse_u64(port, &p) < 0 || p > 65535) {
+		snprintf(why, why_len, "'%s': port '%s' is not a number from 0 to 65535", addr, port);
+		return -EINVAL;
+	}
+	memcpy(host, h, hl);
 	host[hl] = 0;
-	if (getaddrinfo(host, port, &hints, &res) != 0 || !res)
-		goto bad;
+	if (bracketed) {
+		hints.ai_flags |= AI_NUMERICHOST;
+		hints.ai_family = AF_INET6;
+	} else if (!is_host_name(host)) {
+		snprintf(why, why_len, "'%s': '%s' is neither an IP address nor a host name", addr,
+			 host);
+		return -EINVAL;
+	}
+	r = getaddrinfo(host, port, &hints, &res);
+	if (r != 0 || !res) {
+		snprintf(why, why_len, "'%s': %s '%s': %s", addr,
+			 bracketed ? "bad IPv6 address" : "cannot resolve", host,
+			 r == EAI_SYSTEM ? strerror(errno) : gai_strerror(r));
+		if (res)
+			freeaddrinfo(res);
+		return r == EAI_AGAIN ? -EAGAIN : -EINVAL;
+	}
 	memcpy(ss, res->ai_addr, res->ai_addrlen);
 	*len_out = (unsigned)res->ai_addrlen;
 	freeaddrinfo(res);
 	return 0;
-bad:
-	snprintf(why, why_len, "'%s' is not an address (want IPV4:PORT or [IPV6]:PORT)",
-		 addr ? addr : "");
-	return -EINVAL;
 }
 
 static void tune(int fd, const struct repl_conn_opts *o)
@@ -120,7 +170,7 @@ static int tcp_listen(const char *addr, const struct repl_conn_opts *o, struct r
 {
 	struct sockaddr_storage ss;
 	unsigned len;
-	char why[128];
+	char why[512];
 	struct repl_listener *l;
 	int one = 1, rc;
 
@@ -208,7 +258,7 @@ static int tcp_connect(const char *addr, const struct repl_conn_opts *o, struct 
 	struct sockaddr_storage ss;
 	struct pollfd p;
 	unsigned len;
-	char why[128];
+	char why[512];
 	int fd, rc, err = 0;
 	socklen_t elen = sizeof(err);
 

@@ -23,6 +23,11 @@ void util_sleep_ns(uint64_t ns)
 		;
 }
 
+/*
+ * Every number on a Castor command line is decimal: base 0 would read "010" as
+ * 8 and refuse "08", which no operator means. Leading zeros are allowed and
+ * ignored; a sign, space, "0x" or anything else after the digits is refused.
+ */
 int util_parse_u64(const char *s, uint64_t *out)
 {
 	unsigned long long v;
@@ -31,7 +36,7 @@ int util_parse_u64(const char *s, uint64_t *out)
 	if (!s || !*s || !isdigit((unsigned char)s[0]))
 		return -EINVAL;
 	errno = 0;
-	v = strtoull(s, &end, 0);
+	v = strtoull(s, &end, 10);
 	if (errno == ERANGE)
 		return -ERANGE;
 	if (*end)
@@ -100,6 +105,23 @@ int util_parse_size(const char *s, uint64_t *out)
 		return -ERANGE;
 	*out = (uint64_t)v << shift;
 	return 0;
+}
+
+/*
+ * One line per interval_ns, however often the event comes: a peer or a guest
+ * that can trigger a warning must not be able to flood the log with it.
+ */
+bool util_ratelimit_is_open(struct util_ratelimit *rl, uint64_t now_ns, uint64_t *suppressed_out)
+{
+	if (rl->primed && now_ns - rl->last_ns < rl->interval_ns) {
+		rl->suppressed++;
+		return false;
+	}
+	*suppressed_out = rl->suppressed;
+	rl->suppressed = 0;
+	rl->last_ns = now_ns;
+	rl->primed = true;
+	return true;
 }
 
 static int cmp_u64(const void *a, const void *b)

@@ -53,10 +53,41 @@ void util_sleep_ns(uint64_t ns);
 
 /* ---- parsing: whole-string, no silent truncation; 0 or -EINVAL/-ERANGE ------------ */
 
+/* Decimal only: "010" is 10, "0x10" is -EINVAL (never octal or hex). */
 int util_parse_u64(const char *s, uint64_t *out);
 int util_parse_i64(const char *s, int64_t *out); /* decimal, optional leading '-' */
 /* "4096", "64K", "16M", "1G", "1T" (binary multiples, optional trailing 'B/iB') */
 int util_parse_size(const char *s, uint64_t *out);
+
+/* ---- files and sockets (files.c) ------------------------------------------------ */
+
+/*
+ * Create `path` owner-only (0600) with O_EXCL|O_NOFOLLOW: a symbolic link or
+ * anything else already at `path` is refused (-EEXIST, `why` says what is
+ * there), except a regular file we own, taken for the leftover of an
+ * interrupted run and replaced. *fd_out is write-only, close-on-exec.
+ */
+int util_file_create_private(const char *path, int *fd_out, char *why, size_t why_len);
+/* SO_PEERCRED of a connected unix socket. */
+int util_peer_cred(int fd, uint32_t *uid_out, int32_t *pid_out);
+/* Root and the uid we run as may use our sockets; nobody else. */
+bool util_uid_is_trusted(uint32_t uid);
+
+/* ---- rate limiting --------------------------------------------------------------- */
+
+/* Zero-initialise with interval_ns set. */
+struct util_ratelimit {
+	uint64_t interval_ns;
+	uint64_t last_ns;
+	uint64_t suppressed; /* events refused since the last one let through */
+	bool primed;
+};
+
+/*
+ * True at most once per interval_ns (now_ns: util_now_ns()); then
+ * *suppressed_out is the number of events refused since the previous one.
+ */
+bool util_ratelimit_is_open(struct util_ratelimit *rl, uint64_t now_ns, uint64_t *suppressed_out);
 
 /* ---- statistics ----------------------------------------------------------------- */
 

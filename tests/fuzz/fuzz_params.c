@@ -23,8 +23,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (util_parse_size(s, &v) == 0)
 		FUZZ_CHECK(s[0] >= '0' && s[0] <= '9');
-	if (util_parse_u64(s, &v) == 0)
-		FUZZ_CHECK(s[0] >= '0' && s[0] <= '9');
+	if (util_parse_u64(s, &v) == 0) /* decimal only: nothing but digits */
+		FUZZ_CHECK(strspn(s, "0123456789") == strlen(s));
 
 	hv_tg_config_default(&cfg);
 	before = cfg;

@@ -5,7 +5,8 @@
 #   bench_smoke.sh CASTOR
 set -u
 CLI=$1
-[ -c /dev/kvm ] || { echo "skipped: /dev/kvm is absent"; exit 77; }
+. "$(dirname "$0")/../require.sh"
+[ -c /dev/kvm ] || test_skip "/dev/kvm is absent"
 dir=$(mktemp -d /tmp/castor-bench.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 fails=0

@@ -12,13 +12,23 @@
 #include "hypervisor/guest/abi.h"
 #include "hypervisor/hv.h"
 
-/* Exit 77 (skipped) with a reason when /dev/kvm cannot be used. */
+/*
+ * Exit 77 (skipped) with a reason when /dev/kvm cannot be used; exit 1 (failed)
+ * instead under CASTOR_REQUIRE_KVM=1, so that CI cannot pass without a VM
+ * (tests/require.sh is the shell tests' copy of this rule).
+ */
 static inline void kvm_test_require(void)
 {
+	const char *req = getenv("CASTOR_REQUIRE_KVM");
 	char why[256];
 
 	if (hv_kvm_probe(NULL, why, sizeof(why)) < 0) {
-		fprintf(stderr, "skipped: %s\n", why);
+		if (req && !strcmp(req, "1")) {
+			fprintf(stderr, "FAIL: CASTOR_REQUIRE_KVM=1 but this test cannot run: %s\n",
+				why);
+			exit(1);
+		}
+		fprintf(stderr, "SKIP: %s\n", why);
 		exit(77);
 	}
 }

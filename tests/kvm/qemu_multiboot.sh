@@ -5,19 +5,19 @@
 # page counter advancing.
 #
 # usage: qemu_multiboot.sh <castor-tg.bin>
-# exit:  0 pass, 1 fail, 77 skipped (no qemu-system-x86_64 or no /dev/kvm)
+# exit:  0 pass, 1 fail, 77 skipped (no qemu-system-x86_64 or no /dev/kvm;
+#        a failure instead under CASTOR_REQUIRE_KVM=1, tests/require.sh)
 set -u
 
 image=${1:-}
 timeout_s=${QEMU_MULTIBOOT_TIMEOUT:-60}
 
+. "$(dirname "$0")/../require.sh"
 if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
-	echo "SKIP: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
-	exit 77
+	test_skip "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
 fi
 if [ ! -c /dev/kvm ] || [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
-	echo "SKIP: /dev/kvm is absent or not accessible"
-	exit 77
+	test_skip "/dev/kvm is absent or not accessible"
 fi
 if [ -z "$image" ] || [ ! -f "$image" ]; then
 	echo "FAIL: no guest image '$image'"

@@ -20,7 +20,8 @@
 # QMP (tgqemu.py). Nothing touches the root network namespace.
 #
 # usage: qemu_guest_net.sh <castor-tg.bin>
-# exit:  0 pass, 1 fail, 77 skipped (no qemu-system-x86_64, /dev/kvm or ip netns)
+# exit:  0 pass, 1 fail, 77 skipped (no qemu-system-x86_64, /dev/kvm or ip netns;
+#        a failure instead under CASTOR_REQUIRE_KVM=1, tests/require.sh)
 set -u
 
 image=${1:-}
@@ -33,13 +34,12 @@ seed=0x5eed
 blk_first=2048
 blk_count=256
 
+. "$here/../require.sh"
 if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
-	echo "SKIP: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
-	exit 77
+	test_skip "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
 fi
 if [ ! -c /dev/kvm ] || [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
-	echo "SKIP: /dev/kvm is absent or not accessible"
-	exit 77
+	test_skip "/dev/kvm is absent or not accessible"
 fi
 if ! command -v ip >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1; then
 	echo "SKIP: needs ip (iproute2) and python3"
@@ -71,8 +71,7 @@ trap cleanup EXIT
 trap 'exit 1' INT TERM HUP
 
 if ! ip netns add "$ns" 2>"$tmp/netns.err"; then
-	echo "SKIP: cannot create a network namespace (ip netns add): $(cat "$tmp/netns.err")"
-	exit 77
+	test_skip "cannot create a network namespace (ip netns add): $(cat "$tmp/netns.err")"
 fi
 ns_made=1
 in_ns() { ip netns exec "$ns" "$@"; }

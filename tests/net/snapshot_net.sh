@@ -13,8 +13,9 @@ CLI=$2
 ROUNDS=${3:-10}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lan.sh"
-[ -c /dev/kvm ] || { echo "skipped: /dev/kvm is absent"; exit 77; }
-why=$(lan_check) || { echo "skipped: $why"; exit 77; }
+. "$here/../require.sh"
+[ -c /dev/kvm ] || test_skip "/dev/kvm is absent"
+why=$(lan_check) || test_skip "$why"
 
 tag=csn$$
 dir=$(mktemp -d /tmp/castor-snapnet.XXXXXX)

@@ -6,8 +6,9 @@
  *   cli_fake_vmm SOCKET [normal|weird|id0|silent]
  *
  * normal: status of a 2-vCPU VM "fake-vm", pause/quit succeed, resume fails with
- *         -EALREADY "vm is not paused", dirty echoes --harvest as `tracking`;
- *         exits after answering quit.
+ *         -EALREADY "vm is not paused", dirty echoes --harvest as `tracking`,
+ *         snapshot echoes the path it was sent, restore fails with -ENOENT
+ *         naming the paths it was sent; exits after answering quit.
  * weird:  like normal, but the VM name holds quotes, control bytes and invalid UTF-8.
  * id0:    answers one request as castor-vmm answers one it cannot decode: id 0,
  *         -EBADMSG "malformed request"; then exits.
@@ -52,6 +53,8 @@ static int serve_one(int fd, const char *mode, bool *quit_out)
 	Castor__VcpuStatus v0 = CASTOR__VCPU_STATUS__INIT, v1 = CASTOR__VCPU_STATUS__INIT;
 	Castor__VcpuStatus *vs[2] = {&v0, &v1};
 	Castor__DirtyStats d = CASTOR__DIRTY_STATS__INIT;
+	Castor__SnapshotResult snap = CASTOR__SNAPSHOT_RESULT__INIT;
+	char paths[4096];
 	ProtobufCMessage *msg = NULL;
 	Castor__Request *req;
 	int rc;
@@ -117,6 +120,23 @@ static int serve_one(int fd, const char *mode, bool *quit_out)
 		resp.body_case = CASTOR__RESPONSE__BODY_DIRTY_STATS;
 		resp.dirty_stats = &d;
 		break;
+	case CASTOR__REQUEST__BODY_SNAPSHOT:
+		snap.path = req->snapshot->path;
+		snap.stream_id = 0x5eed;
+		resp.body_case = CASTOR__RESPONSE__BODY_SNAPSHOT;
+		resp.snapshot = &snap;
+		break;
+	case CASTOR__REQUEST__BODY_RESTORE: {
+		size_t i, n = 0;
+
+		n += (size_t)snprintf(paths, sizeof(paths), "fake: restore of");
+		for (i = 0; i < req->restore->n_snapshot && n < sizeof(paths); i++)
+			n += (size_t)snprintf(paths + n, sizeof(paths) - n, " %s",
+					      req->restore->snapshot[i]);
+		resp.error = -ENOENT;
+		resp.message = paths;
+		break;
+	}
 	default:
 		resp.error = -EOPNOTSUPP;
 		resp.message = "unknown request";

@@ -99,12 +99,25 @@ args)
 	expect_usage_error vm status --json=yes --socket "$tmp/s"
 	expect_in err "option '--json=yes' takes no argument"
 	expect_usage_error vm status --socket
-	expect_in err "option '--socket' needs an argument"
+	expect_in err "castor: vm status: option '--socket' needs a value"
+	expect_usage_error vm snapshot --socket "$tmp/s" -f
+	expect_in err "castor: vm snapshot: option '-f' needs a value"
+	# every group words a missing value the same way, never as an unknown option
+	for a in "bench pause --cpus" "bench checkpoint --intervals" "bench net --target" \
+		"bench net --count"; do
+		# shellcheck disable=SC2086
+		expect_usage_error $a
+		expect_in err "castor: ${a% *}: option '${a##* }' needs a value"
+	done
+	expect_usage_error bench pause --frobnicate
+	expect_in err "castor: bench pause: unknown option '--frobnicate'"
+	expect_usage_error stream verify --json=1 "$tmp/f"
+	expect_in err "castor: stream verify: option '--json=1' takes no argument"
 	expect_usage_error vm status --socket ""
 	expect_in err "--socket wants a path"
 	expect_usage_error vm status --socket "$tmp/s" --harvest
 	expect_in err "--harvest applies to 'vm dirty' only"
-	for t in 0 -1 abc 1x nan; do
+	for t in 0 -1 abc 1x nan 0x1p3 1e3 1.2.3 .5; do
 		expect_usage_error vm status --socket "$tmp/s" --timeout "$t"
 		expect_in err "--timeout wants a positive number of seconds"
 	done
@@ -206,6 +219,25 @@ EOF
 	run vm dirty --harvest --json --socket "$s"
 	expect_rc 0
 	json_check 'j == {"tracking": True, "harvests": 1, "last_dirty_pages": 345, "last_harvest_ns": 1234567, "vmm_dirty_pages": 3, "ram_pages": 262144}'
+
+	# paths go to castor-vmm absolute: its working directory is not ours
+	mkdir -p "$tmp/sub/dir"
+	: >"$tmp/sub/dir/old.snap"
+	ln -s dir "$tmp/sub/link"
+	(cd "$tmp/sub" && "$castor" vm snapshot --socket "$s" --file new.snap >"$tmp/out" 2>"$tmp/err")
+	rc=$?
+	last="(in $tmp/sub) castor vm snapshot --file new.snap"
+	expect_rc 0
+	expect_in out "snapshot $tmp/sub/new.snap: full"
+	run vm snapshot --socket "$s" --file "$tmp/abs.snap" --json
+	expect_rc 0
+	json_check "j['path'] == '$tmp/abs.snap'"
+	(cd "$tmp/sub" && "$castor" vm restore --socket "$s" --snapshot link/old.snap \
+		--snapshot ../missing.snap >"$tmp/out" 2>"$tmp/err")
+	rc=$?
+	last="(in $tmp/sub) castor vm restore --snapshot link/old.snap --snapshot ../missing.snap"
+	expect_rc 1
+	expect_in err "fake: restore of $tmp/sub/dir/old.snap $tmp/sub/../missing.snap"
 
 	run vm quit --socket "$s"
 	expect_rc 0

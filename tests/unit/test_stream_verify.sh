@@ -4,12 +4,14 @@
 # broken one breaks one rule of the spec and must be refused with the right message
 # at the right place.
 #   test_stream_verify.sh CASTOR
-# Exit 0 when every check passes, 77 (skipped) without python3; each failure is printed.
+# Exit 0 when every check passes, 77 (skipped) without python3 (a failure under
+# CASTOR_REQUIRE_KVM=1, tests/require.sh); each failure is printed.
 set -u
 
 castor=$1
 here=$(cd "$(dirname "$0")" && pwd)
-command -v python3 >/dev/null || { echo "SKIP: python3 is needed to build the streams"; exit 77; }
+. "$here/../require.sh"
+command -v python3 >/dev/null || test_skip "python3 is needed to build the streams"
 tmp=$(mktemp -d /tmp/castor-test-stream.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 s=$tmp/streams

@@ -1,8 +1,8 @@
 /*
  * The TCP transport on loopback: whole vectored sends and exact receives,
  * a silent peer reported within the timeout, a vanished peer reported (no
- * SIGPIPE), the cut-after-K-bytes hook delivering exactly K bytes, and bad
- * addresses refused.
+ * SIGPIPE), the cut-after-K-bytes hook delivering exactly K bytes, addresses
+ * by number and by name, and bad addresses refused with a message naming why.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,7 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include "replication/repl.h"
@@ -213,14 +216,85 @@ static void epochs_into_a_kept_buffer(void **state)
 	free(buf);
 }
 
+/* parse_ok ADDR FAMILY PORT: repl_parse_addr gives that family and port */
+static void parse_ok(const char *addr, int family, uint16_t port)
+{
+	struct sockaddr_storage ss;
+	unsigned len = 0;
+	char why[256] = "";
+
+	if (repl_parse_addr(addr, &ss, &len, why, sizeof(why)) != 0)
+		fail_msg("%s: %s", addr, why);
+	assert_int_equal(ss.ss_family, family);
+	if (family == AF_INET) {
+		assert_int_equal(len, sizeof(struct sockaddr_in));
+		assert_int_equal(ntohs(((struct sockaddr_in *)&ss)->sin_port), port);
+	} else {
+		assert_int_equal(len, sizeof(struct sockaddr_in6));
+		assert_int_equal(ntohs(((struct sockaddr_in6 *)&ss)->sin6_port), port);
+	}
+}
+
+/* parse_bad ADDR WHY: refused with -EINVAL and a message containing WHY */
+static void parse_bad(const char *addr, const char *want)
+{
+	struct sockaddr_storage ss;
+	unsigned len = 0;
+	char why[256] = "";
+
+	assert_int_equal(repl_parse_addr(addr, &ss, &len, why, sizeof(why)), -EINVAL);
+	if (!strstr(why, want))
+		fail_msg("%s: '%s' lacks '%s'", addr ? addr : "(null)", why, want);
+}
+
+static void addresses(void **state)
+{
+	parse_ok("127.0.0.1:0", AF_INET, 0);
+	parse_ok("127.0.0.1:7000", AF_INET, 7000);
+	parse_ok("[::1]:5", AF_INET6, 5);
+	parse_ok("[::ffff:127.0.0.1]:65535", AF_INET6, 65535);
+	/* a name, resolved through /etc/hosts; either family is right for localhost */
+	{
+		struct sockaddr_storage ss;
+		unsigned len;
+		char why[256] = "";
+
+		if (repl_parse_addr("localhost:1234", &ss, &len, why, sizeof(why)) != 0)
+			fail_msg("localhost:1234: %s", why);
+		assert_true(ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
+		assert_int_equal(ntohs(((struct sockaddr_in *)&ss)->sin_port), 1234);
+	}
+	parse_ok("127.0.0.1:0080", AF_INET, 80); /* decimal, never octal */
+
+	parse_bad(NULL, "is not HOST:PORT");
+	parse_bad("", "is not HOST:PORT");
+	parse_bad("127.0.0.1", "is not HOST:PORT");
+	parse_bad(":80", "the host is missing");
+	parse_bad("[]:80", "the host is missing");
+	parse_bad("127.0.0.1:", "port '' is not a number");
+	parse_bad("127.0.0.1:99999", "port '99999' is not a number from 0 to 65535");
+	parse_bad("127.0.0.1:8x", "port '8x'");
+	parse_bad("127.0.0.1:0x50", "port '0x50'");
+	parse_bad("localhost:-1", "port '-1'");
+	parse_bad("::1:80", "needs brackets");
+	parse_bad("[::1:80", "is written [ADDR]:PORT");
+	parse_bad("[localhost]:80", "bad IPv6 address 'localhost'");
+	parse_bad("[127.0.0.1]:80", "bad IPv6 address");
+	parse_bad("bad_host:80", "neither an IP address nor a host name");
+	parse_bad("-x:80", "neither an IP address nor a host name");
+	parse_bad("a..b:80", "neither an IP address nor a host name");
+	/* RFC 6761: .invalid never resolves */
+	parse_bad("no-such-host.invalid:80", "cannot resolve 'no-such-host.invalid'");
+}
+
 static void bad_addresses(void **state)
 {
 	struct repl_listener *l = NULL;
 	struct repl_conn *c = NULL;
 	struct repl_conn_opts o = {.timeout_ms = 500};
 	static const char *const bad[] = {
-		"",	  "127.0.0.1", "127.0.0.1:", ":80",	    "127.0.0.1:99999",
-		"::1:80", "host:80",   "[::1:80",    "127.0.0.1:8x"};
+		"",	  "127.0.0.1", "127.0.0.1:", ":80",	  "127.0.0.1:99999",
+		"::1:80", "host_:80",  "[::1:80",    "127.0.0.1:8x"};
 	size_t i;
 
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -246,6 +320,24 @@ static void bad_addresses(void **state)
 	T->close_listener(l);
 }
 
+/* A host name works end to end: listen and connect by name. */
+static void by_name(void **state)
+{
+	struct repl_conn_opts o = {.timeout_ms = 2000};
+	struct pair p;
+	char addr[64];
+	uint8_t x = 0;
+
+	assert_int_equal(T->listen("localhost:0", &o, &p.l), 0);
+	snprintf(addr, sizeof(addr), "localhost:%u", T->local_port(p.l));
+	assert_int_equal(T->connect(addr, &o, &p.a), 0);
+	assert_int_equal(T->accept(p.l, 2000, &p.b), 0);
+	assert_int_equal(T->send_iov(p.a, &(struct iovec){.iov_base = "k", .iov_len = 1}, 1), 0);
+	assert_int_equal(T->recv(p.b, &x, 1), 0);
+	assert_int_equal(x, 'k');
+	free_pair(&p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -254,7 +346,9 @@ int main(void)
 		cmocka_unit_test(vanished_peer),
 		cmocka_unit_test(peer_dies_mid_message),
 		cmocka_unit_test(cut_after_bytes),
+		cmocka_unit_test(addresses),
 		cmocka_unit_test(bad_addresses),
+		cmocka_unit_test(by_name),
 		cmocka_unit_test(epochs_into_a_kept_buffer),
 	};
 

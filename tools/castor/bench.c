@@ -576,7 +576,7 @@ int cli_bench_main(int argc, char **argv)
 	o.reps = 20;
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt_long(argc - 1, argv + 1, "", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc - 1, argv + 1, ":", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			o.cpus_list = optarg;
@@ -613,9 +613,13 @@ int cli_bench_main(int argc, char **argv)
 		case 'h':
 			cli_bench_usage(stdout);
 			return CLI_EXIT_OK;
-		default:
-			cli_err("bench %s: unknown or incomplete option '%s'", cmd, argv[optind]);
+		default: { /* '?' or ':' */
+			char who[32];
+
+			snprintf(who, sizeof(who), "bench %s", cmd);
+			cli_opt_error(who, c, argv + 1);
 			return CLI_EXIT_USAGE;
+		}
 		}
 	}
 	if (optind < argc - 1) {

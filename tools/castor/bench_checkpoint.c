@@ -404,7 +404,7 @@ int cli_bench_checkpoint(int argc, char **argv)
 	parse_list("max,100,10", o.rates, &o.nrates, true);
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
 		switch (c) {
 		case 'I':
 		case 'R':
@@ -478,9 +478,8 @@ int cli_bench_checkpoint(int argc, char **argv)
 		case 'h':
 			cli_bench_checkpoint_usage(stdout);
 			return CLI_EXIT_OK;
-		default:
-			cli_err("bench checkpoint: unknown or incomplete option '%s'",
-				argv[optind - 1]);
+		default: /* '?' or ':' */
+			cli_opt_error("bench checkpoint", c, argv);
 			return CLI_EXIT_USAGE;
 		}
 	}

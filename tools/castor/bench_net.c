@@ -304,7 +304,7 @@ int cli_bench_net(int argc, char **argv)
 
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
 		switch (c) {
 		case 't':
 			o.target = optarg;
@@ -326,8 +326,8 @@ int cli_bench_net(int argc, char **argv)
 		case 'j':
 			o.json = true;
 			break;
-		default:
-			cli_err("bench net: unknown or incomplete option '%s'", argv[optind - 1]);
+		default: /* '?' or ':' */
+			cli_opt_error("bench net", c, argv);
 			return CLI_EXIT_USAGE;
 		}
 	}

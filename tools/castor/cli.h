@@ -36,6 +36,13 @@ struct cli_group {
 
 /* "castor: " + message + newline on stderr. */
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/*
+ * getopt_long's complaint c ('?' or ':') about argv, the vector it parsed, as
+ * "castor: WHO: ..." -- "option '--mem' needs a value", "unknown option
+ * '--x'", "option '--json=1' takes no argument". The optstring must start
+ * with ':' (and opterr be 0) for a missing value to be told apart.
+ */
+void cli_opt_error(const char *who, int c, char *const *argv);
 
 /* ---- groups ---------------------------------------------------------------------- */
 

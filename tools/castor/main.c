@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <getopt.h>
 #include <string.h>
 
 static const struct cli_group groups[] = {
@@ -55,6 +56,20 @@ static void usage(FILE *f)
 static bool is_help(const char *arg)
 {
 	return !strcmp(arg, "--help") || !strcmp(arg, "-h") || !strcmp(arg, "help");
+}
+
+void cli_opt_error(const char *who, int c, char *const *argv)
+{
+	const char *arg = optind > 0 ? argv[optind - 1] : "";
+
+	if (c == ':')
+		cli_err("%s: option '%s' needs a value", who, arg);
+	else if (!optopt) /* an unknown long option */
+		cli_err("%s: unknown option '%s'", who, arg);
+	else if (!strncmp(arg, "--", 2) && strchr(arg, '='))
+		cli_err("%s: option '%s' takes no argument", who, arg);
+	else
+		cli_err("%s: unknown option '-%c'", who, optopt);
 }
 
 int main(int argc, char **argv)

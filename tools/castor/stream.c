@@ -474,17 +474,13 @@ int cli_stream_main(int argc, char **argv)
 		case 'h':
 			cli_stream_usage(stdout);
 			return CLI_EXIT_OK;
-		default: /* '?': optopt is 0 for an unknown long option */
-			if (!optopt)
-				cli_err("stream %s: unknown option '%s'", cmd->name,
-					argv[optind - 1]);
-			else if (!strncmp(argv[optind - 1], "--", 2) &&
-				 strchr(argv[optind - 1], '='))
-				cli_err("stream %s: option '%s' takes no argument", cmd->name,
-					argv[optind - 1]);
-			else
-				cli_err("stream %s: unknown option '-%c'", cmd->name, optopt);
+		default: { /* '?' or ':' */
+			char who[32];
+
+			snprintf(who, sizeof(who), "stream %s", cmd->name);
+			cli_opt_error(who, c, argv);
 			return usage_error();
+		}
 		}
 	}
 	if (optind >= argc) {

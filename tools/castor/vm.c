@@ -108,13 +108,23 @@ static const struct vm_cmd *cmd_find(const char *name)
 	return NULL;
 }
 
-/* "5", "0.25": seconds, > 0 and small enough for an int of milliseconds. */
+/*
+ * "5", "0.25": seconds, > 0 and small enough for an int of milliseconds.
+ * Decimal digits and one '.', nothing else: strtod alone would take "0x1p3"
+ * and "1e3".
+ */
 static int parse_timeout(const char *s, int *ms_out)
 {
+	size_t digits;
 	double sec;
 	char *end;
 
 	if (!s || !*s || !(s[0] >= '0' && s[0] <= '9'))
+		return -EINVAL;
+	digits = strspn(s, "0123456789");
+	if (s[digits] == '.')
+		digits += 1 + strspn(s + digits + 1, "0123456789");
+	if (s[digits])
 		return -EINVAL;
 	errno = 0;
 	sec = strtod(s, &end);
@@ -597,6 +607,31 @@ out:
 
 /* ---- argument parsing --------------------------------------------------------- */
 
+/*
+ * castor-vmm has its own working directory: a relative path is made absolute
+ * against ours before it is sent. An existing file is resolved fully
+ * (realpath); one still to be written keeps its name under our directory.
+ */
+static int abs_path(const char *in, char *out, size_t out_len)
+{
+	char buf[PATH_MAX];
+
+	if (realpath(in, buf) && strlen(buf) < out_len) {
+		memcpy(out, buf, strlen(buf) + 1);
+		return 0;
+	}
+	if (in[0] == '/') {
+		if ((size_t)snprintf(out, out_len, "%s", in) >= out_len)
+			return -ENAMETOOLONG;
+		return 0;
+	}
+	if (!getcwd(buf, sizeof(buf)))
+		return -errno;
+	if ((size_t)snprintf(out, out_len, "%s/%s", buf, in) >= out_len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
 enum { OPT_HARVEST = 0x100, OPT_INCREMENTAL, OPT_SNAPSHOT, OPT_PAUSED };
 
 /* After an option error the full usage would bury the message: point to it. */
@@ -623,10 +658,10 @@ static const struct option vm_long_opts[] = {
 
 int cli_vm_main(int argc, char **argv)
 {
-	static char resolved[VM_MAX_SNAPSHOTS][PATH_MAX];
+	static char resolved[VM_MAX_SNAPSHOTS][PATH_MAX], file[PATH_MAX];
 	struct vm_opts o = {.timeout_ms = PB_CALL_TIMEOUT_MS};
 	const struct vm_cmd *cmd;
-	int c;
+	int c, rc;
 
 	if (argc < 2) {
 		cli_err("vm: missing command");
@@ -661,8 +696,13 @@ int cli_vm_main(int argc, char **argv)
 					c == 'f' ? "--file" : "--incremental");
 				return usage_error();
 			}
+			if (c == 'f' && *optarg && (rc = abs_path(optarg, file, sizeof(file))) < 0) {
+				cli_err("vm snapshot: --file %s: cannot make it absolute: %s",
+					optarg, strerror(-rc));
+				return CLI_EXIT_FAIL;
+			}
 			if (c == 'f')
-				o.file = optarg;
+				o.file = *optarg ? file : optarg;
 			else
 				o.incremental = true;
 			break;
@@ -686,10 +726,13 @@ int cli_vm_main(int argc, char **argv)
 				cli_err("vm restore: --snapshot wants a path");
 				return usage_error();
 			}
-			/* castor-vmm has its own working directory: send a full path */
-			o.snapshots[o.nsnapshots] = realpath(optarg, resolved[o.nsnapshots]);
-			if (!o.snapshots[o.nsnapshots])
-				o.snapshots[o.nsnapshots] = optarg;
+			rc = abs_path(optarg, resolved[o.nsnapshots], PATH_MAX);
+			if (rc < 0) {
+				cli_err("vm restore: --snapshot %s: cannot make it absolute: %s",
+					optarg, strerror(-rc));
+				return CLI_EXIT_FAIL;
+			}
+			o.snapshots[o.nsnapshots] = resolved[o.nsnapshots];
 			o.nsnapshots++;
 			break;
 		case 's':
@@ -716,20 +759,13 @@ int cli_vm_main(int argc, char **argv)
 		case 'h':
 			cli_vm_usage(stdout);
 			return CLI_EXIT_OK;
-		case ':':
-			cli_err("vm %s: option '%s' needs an argument", cmd->name,
-				argv[optind - 1]);
+		default: { /* '?' or ':' */
+			char who[32];
+
+			snprintf(who, sizeof(who), "vm %s", cmd->name);
+			cli_opt_error(who, c, argv);
 			return usage_error();
-		default: /* '?': optopt is 0 for an unknown long option */
-			if (!optopt)
-				cli_err("vm %s: unknown option '%s'", cmd->name, argv[optind - 1]);
-			else if (!strncmp(argv[optind - 1], "--", 2) &&
-				 strchr(argv[optind - 1], '='))
-				cli_err("vm %s: option '%s' takes no argument", cmd->name,
-					argv[optind - 1]);
-			else
-				cli_err("vm %s: unknown option '-%c'", cmd->name, optopt);
-			return usage_error();
+		}
 		}
 	}
 	if (optind < argc) {

@@ -8,6 +8,7 @@
 #include "tools/vmm/vmm.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -37,6 +38,7 @@ struct vmm_control {
 	struct util_bitmap dirty;
 	unsigned nconns;
 	struct conn *conns; /* open connections, freed with the server */
+	struct util_ratelimit refused_log; /* connections from other uids */
 };
 
 struct conn {
@@ -248,13 +250,20 @@ static int do_dirty(struct vmm_control *ctl, bool harvest, Castor__Response *res
 	return 0;
 }
 
-/* Write to path.tmp, sync, rename: no half-written snapshot under the final name. */
+/*
+ * Write to path.tmp, sync, rename: no half-written snapshot under the final
+ * name. The file holds guest RAM, so it is 0600, and path.tmp is created
+ * O_EXCL|O_NOFOLLOW: a symbolic link planted there is refused, never written
+ * through; a stale path.tmp of ours from a crashed run is replaced
+ * (util_file_create_private). rename() replaces a link at `path` itself.
+ */
 static int do_snapshot(struct vmm_control *ctl, const Castor__SnapshotRequest *sr,
 		       Castor__Response *resp, Castor__SnapshotResult *res, const char **msg)
 {
+	static char why[4200]; /* the event loop is single-threaded */
 	struct hv_snapshot_stats st;
 	char tmp[4096];
-	int fd, rc;
+	int fd = -1, rc;
 
 	if (!sr->path || !*sr->path) {
 		*msg = "snapshot: a file path is required";
@@ -262,12 +271,14 @@ static int do_snapshot(struct vmm_control *ctl, const Castor__SnapshotRequest *s
 	}
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", sr->path) >= sizeof(tmp))
 		return -ENAMETOOLONG;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		static char why[4200]; /* the event loop is single-threaded */
-
-		rc = -errno;
-		snprintf(why, sizeof(why), "snapshot: cannot create %s", tmp);
+	if (sr->path[0] != '/') {
+		*msg = "snapshot: the path must be absolute (castor-vmm's working directory is "
+		       "not yours)";
+		return -EINVAL;
+	}
+	rc = util_file_create_private(tmp, &fd, why + 10, sizeof(why) - 10);
+	if (rc < 0) {
+		memcpy(why, "snapshot: ", 10);
 		*msg = why;
 		return rc;
 	}
@@ -660,7 +671,26 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 {
 	struct vmm_control *ctl = arg;
 	struct conn *c;
+	uint64_t more;
+	uint32_t uid = UINT32_MAX;
+	int32_t pid = -1;
 
+	/* the socket is 0600 already; this also holds where it was made looser */
+	if (util_peer_cred(fd, &uid, &pid) < 0 || !util_uid_is_trusted(uid)) {
+		if (util_ratelimit_is_open(&ctl->refused_log, util_now_ns(), &more)) {
+			char also[64] = "";
+
+			if (more)
+				snprintf(also, sizeof(also), "; %" PRIu64 " more refused before",
+					 more);
+			LOG_WARN("vm %s: refused a control connection from uid %u pid %d: only "
+				 "root and uid %u may use %s%s",
+				 ctl->v->name, uid, pid,
+				 (unsigned)geteuid(), ctl->path, also);
+		}
+		close(fd);
+		return;
+	}
 	if (ctl->nconns >= CONTROL_MAX_CONNS) {
 		LOG_WARN("vm %s: too many control connections; refusing one", ctl->v->name);
 		close(fd);
@@ -727,6 +757,7 @@ int vmm_control_open(struct event_base *base, struct vmm *v, const char *path,
 		return -ENOMEM;
 	ctl->base = base;
 	ctl->v = v;
+	ctl->refused_log.interval_ns = 1000000000ull;
 	snprintf(ctl->path, sizeof(ctl->path), "%s", path);
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -736,6 +767,12 @@ int vmm_control_open(struct event_base *base, struct vmm *v, const char *path,
 	}
 	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
 		rc = -errno;
+		goto fail;
+	}
+	/* owner-only before listen(): until then every connect is refused anyway */
+	if (chmod(path, 0600) < 0) {
+		rc = -errno;
+		unlink(path);
 		goto fail;
 	}
 	ctl->listener = evconnlistener_new(base, accept_cb, ctl,

@@ -25,7 +25,7 @@ static int event_fd = -1; /* --event-log: one line per event, appended with one 
 
 int vmm_event_log_open(const char *path)
 {
-	event_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	event_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 	return event_fd < 0 ? -errno : 0;
 }
 

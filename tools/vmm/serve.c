@@ -30,7 +30,7 @@ static int open_serial(const char *path)
 		return dup(STDOUT_FILENO);
 	if (!strcmp(path, "none"))
 		return -1;
-	return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 }
 
 int vmm_serve(struct vmm_opts *o, const struct vmm_role_ops *role)

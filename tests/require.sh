@@ -1,0 +1,16 @@
+# What a test does when something it needs is missing (sourced by the shell
+# tests). Without CASTOR_REQUIRE_KVM it is skipped: exit 77, which ctest counts
+# as "not run". With CASTOR_REQUIRE_KVM=1 (.ci/run sets it) it fails instead,
+# naming what was missing, so CI cannot pass without running its VMs.
+#
+#   . "$(dirname "$0")/../require.sh"
+#   [ -c /dev/kvm ] || test_skip "/dev/kvm is absent"
+
+test_skip() {
+	if [ "${CASTOR_REQUIRE_KVM:-}" = 1 ]; then
+		echo "FAIL: CASTOR_REQUIRE_KVM=1 but this test cannot run: $*"
+		exit 1
+	fi
+	echo "SKIP: $*"
+	exit 77
+}
