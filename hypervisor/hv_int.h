@@ -247,7 +247,17 @@ int state_load_irqchip(struct hv_vm *vm, const uint8_t *body);
 int state_load_pit(struct hv_vm *vm, const uint8_t *body);
 int state_load_clock(struct hv_vm *vm, const uint8_t *body);
 
-/* ---- persist.c: device state as castor.DeviceState records --------------------------- */
+/* ---- persist.c: device state as castor.DeviceState records (devices/persist.h) -------- */
+
+/* A device whose state goes into snapshots, in the order records are written. */
+struct persist_ops;
+struct hv_dev {
+	const struct persist_ops *ops;
+	void *dev;
+	const char *id; /* the record's id: "serial0", "testdev", "net0", ... */
+	unsigned rank;
+};
+#define HV_MAX_DEVS (2 + HV_MAX_VIRTIO) /* the 16550, the test device, virtio */
 
 int persist_save_devices(struct hv_vm *vm, struct hv_stream_writer *w);
 void snapshot_dispose(struct hv_vm *vm);
@@ -259,9 +269,15 @@ int lazy_init(struct hv_vm *vm); /* before anything touches RAM */
 void lazy_set_page(struct hv_vm *vm, uint64_t pfn, const uint8_t *data); /* NULL: zeros */
 int lazy_start(struct hv_vm *vm);
 void lazy_dispose(struct hv_vm *vm);
-/* Apply one DEVICE record: 1 for a virtio device, 0 for another, or -errno with `why`. */
-int persist_load_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, char *why,
-			size_t why_len);
+/*
+ * Apply one DEVICE record to the VM's device of the same id: 0, or -errno with
+ * `why`. `seen` (a bit per index of vm->devs, 0 before a stream's first
+ * record) gains the device, for persist_devices_check().
+ */
+int persist_load_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, uint32_t *seen,
+			char *why, size_t why_len);
+/* After a stream's records: -EINVAL with `why` naming a required device it had no record for. */
+int persist_devices_check(struct hv_vm *vm, uint32_t seen, char *why, size_t why_len);
 /* Before a restored VM first runs: what the snapshot's process had been told but had not
  * done is lost with its eventfds -- a QueueNotify caught by an ioeventfd and not yet read,
  * an interrupt asserted through an irqfd. Re-notify every ready queue of every live
@@ -291,6 +307,8 @@ struct hv_vm {
 	unsigned nnets;
 	struct hv_blk *blks[HV_MAX_VIRTIO];
 	unsigned nblks;
+	struct hv_dev devs[HV_MAX_DEVS]; /* persist_register() */
+	unsigned ndevs;
 
 	/* MSRs saved with each vCPU (state_probe_msrs) */
 	uint32_t *msrs;

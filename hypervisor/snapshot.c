@@ -450,7 +450,8 @@ static int apply_stream(struct hv_vm *vm, const uint8_t *buf, size_t len, unsign
 	struct hv_stream_iter it;
 	struct hv_stream_record r;
 	const struct hv_vcpu_rec *vrec = NULL;
-	uint32_t seen_vcpus = 0, seen_virtio = 0;
+	uint32_t seen_vcpus = 0, seen_devs = 0;
+	char what[256];
 	int rc = 0, more;
 
 	hv_stream_iter_init(&it, buf, len);
@@ -493,11 +494,9 @@ static int apply_stream(struct hv_vm *vm, const uint8_t *buf, size_t len, unsign
 			rc = state_load_clock(vm, r.body);
 			break;
 		case HV_REC_DEVICE:
-			rc = persist_load_device(vm, r.body, r.len, why, why_len);
+			rc = persist_load_device(vm, r.body, r.len, &seen_devs, why, why_len);
 			if (rc < 0)
 				goto out;
-			seen_virtio += (uint32_t)rc;
-			rc = 0;
 			break;
 		default:
 			break; /* HEADER; optional records of later revisions */
@@ -511,11 +510,8 @@ static int apply_stream(struct hv_vm *vm, const uint8_t *buf, size_t len, unsign
 		FAIL_WHY("stream %u: malformed framing", which);
 	if (seen_vcpus != (1u << vm->ncpus) - 1)
 		FAIL_WHY("stream %u: state of some vCPUs is missing", which);
-	if (seen_virtio != vm->nvirtio)
-		FAIL_WHY("stream %u: the snapshot has %u virtio devices, this VM %u (give the same "
-			 "--net "
-			 "and --disk options, in the same order)",
-			 which, seen_virtio, vm->nvirtio);
+	if (persist_devices_check(vm, seen_devs, what, sizeof(what)) < 0)
+		FAIL_WHY("stream %u: %s", which, what);
 out:
 	return rc;
 }

@@ -9,6 +9,7 @@
  */
 #define LOG_TAG "vm"
 #include "hypervisor/hv_int.h"
+#include "hypervisor/devices/persist.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -160,6 +161,11 @@ int hv_vm_create(const struct hv_vm_config *cfg, struct hv_vm **vm_out)
 	rc = bus_add(&vm->pio, TG_COM1, 8, serial_access, &vm->serial);
 	if (!rc)
 		rc = bus_add(&vm->mmio, TG_MMIO_BASE, TG_MMIO_SIZE, testdev_access, &vm->testdev);
+	/* rank 0: their records come before every virtio device's, as they always have */
+	if (!rc)
+		rc = persist_register(vm, &serial_persist_ops, &vm->serial, "serial0", 0);
+	if (!rc)
+		rc = persist_register(vm, &testdev_persist_ops, &vm->testdev, "testdev", 0);
 	if (rc < 0)
 		goto fail;
 	rc = io_init(&vm->io);
