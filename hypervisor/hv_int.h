@@ -226,6 +226,26 @@ int boot_vcpu_entry64(struct hv_vcpu *vcpu, uint64_t rip, uint64_t rdi, uint64_t
 int boot_vcpu_cpuid(struct hv_vcpu *vcpu);
 int boot_vcpu_tsc_khz(struct hv_vcpu *vcpu, uint32_t *khz_out);
 
+/*
+ * The host's view of the test guest (boot/testguest.c): struct hv_tg is
+ * private to that file; vm->tg is made by hv_tg_load() or by restoring a
+ * snapshot of a test guest, and freed by hv_vm_free() (testguest_free).
+ */
+struct hv_tg;
+/* What a snapshot keeps of that view (the test device's record carries it). */
+struct testguest_saved {
+	uint64_t state_gpa; /* the guest's vCPU state pages */
+	uint64_t rw_gpa, rw_bytes;
+	uint64_t mbox_seq; /* the host's last mailbox seq */
+};
+/* false when no test guest is loaded (nothing to save). */
+bool testguest_save(struct hv_vm *vm, struct testguest_saved *out);
+/* A restored test guest: hv_tg_* work on the VM from now on. 0 or -ENOMEM. */
+int testguest_restore(struct hv_vm *vm, const struct testguest_saved *in);
+/* A restore was refused: the VM holds no test guest again (the output callback stays). */
+void testguest_forget(struct hv_vm *vm);
+void testguest_free(struct hv_tg *tg); /* NULL is fine */
+
 /* ---- virtio devices (virtio/) ------------------------------------------------------- */
 
 #define HV_MAX_VIRTIO  8
@@ -326,12 +346,7 @@ struct hv_vm {
 	uint64_t *snap_pfns;
 	struct hv_lazy *lazy; /* a lazy restore still loading pages */
 
-	/* test guest */
-	bool tg_loaded;
-	uint64_t tg_state_gpa;
-	uint64_t tg_rw_gpa, tg_rw_bytes;
-	uint32_t tg_wss_pages_cache;
-	uint64_t tg_mbox_seq;
+	struct hv_tg *tg; /* the test guest's host side; NULL until one is loaded or restored */
 
 	/* pause protocol: see vm.c */
 	pthread_mutex_t pause_lock; /* serialises pause/resume callers */

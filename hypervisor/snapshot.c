@@ -679,7 +679,7 @@ int hv_vm_prepare(struct hv_vm *vm, bool prealloc)
 {
 	int rc;
 
-	if (atomic_load(&vm->run_state) != HV_S_CREATED || vm->restored || vm->tg_loaded)
+	if (atomic_load(&vm->run_state) != HV_S_CREATED || vm->restored || hv_tg_is_loaded(vm))
 		return -EBUSY;
 	rc = mem_slots_wait(vm);
 	if (!rc && prealloc && !vm->mem.prealloc)
@@ -694,7 +694,7 @@ int hv_snapshot_restore_into(struct hv_vm *vm, const uint8_t *const *streams, co
 	struct hv_stream_header first = {0};
 	int rc;
 
-	if (atomic_load(&vm->run_state) != HV_S_CREATED || vm->restored || vm->tg_loaded ||
+	if (atomic_load(&vm->run_state) != HV_S_CREATED || vm->restored || hv_tg_is_loaded(vm) ||
 	    vm->snap_last_id || vm->lazy || mem_written(vm))
 		FAIL_WHY_R("the VM is not blank: it has run, been loaded or restored");
 	rc = first_header(streams, lens, nstreams, &first, why, why_len);
@@ -720,7 +720,7 @@ int hv_snapshot_restore_into(struct hv_vm *vm, const uint8_t *const *streams, co
 		 */
 		lazy_dispose(vm);
 		vm->restored = false;
-		vm->tg_loaded = false;
+		testguest_forget(vm);
 		if (mem_written(vm) && mem_wipe(vm) < 0)
 			LOG_WARN("vm %s: cannot wipe RAM after a failed restore", vm->name);
 	}

@@ -223,6 +223,7 @@ void hv_vm_free(struct hv_vm *vm)
 	kvm_close(&vm->kvm);
 	serial_dispose(&vm->serial);
 	testdev_dispose(&vm->testdev);
+	testguest_free(vm->tg);
 	pthread_mutex_destroy(&vm->dirty.lock);
 	pthread_cond_destroy(&vm->resume_cond);
 	pthread_cond_destroy(&vm->parked_cond);
@@ -261,7 +262,7 @@ int hv_vm_start(struct hv_vm *vm)
 		rc = -EINVAL;
 		goto out;
 	}
-	if (!vm->tg_loaded && !vm->restored) {
+	if (!hv_tg_is_loaded(vm) && !vm->restored) {
 		LOG_ERR("vm %s: nothing to run: no guest loaded", vm->name);
 		rc = -EINVAL;
 		goto out;

@@ -121,13 +121,14 @@ static bool testdev_has_state(void *dev)
 {
 	struct hv_testdev *t = dev;
 
-	return t->vm->tg_loaded; /* no test guest, nothing to remember */
+	return hv_tg_is_loaded(t->vm); /* no test guest, nothing to remember */
 }
 
 static int testdev_save(void *dev, Castor__DeviceState *out, struct persist_mem *mem)
 {
 	struct hv_testdev *t = dev;
 	struct hv_vm *vm = t->vm;
+	struct testguest_saved g;
 	Castor__TestDevState *s = persist_new(mem, &castor__test_dev_state__descriptor);
 	Castor__TestDevVcpu *v = persist_alloc(mem, vm->ncpus * sizeof(*v));
 	Castor__TestDevVcpu **vp = persist_alloc(mem, vm->ncpus * sizeof(*vp));
@@ -135,6 +136,8 @@ static int testdev_save(void *dev, Castor__DeviceState *out, struct persist_mem 
 
 	if (!s || !v || !vp)
 		return -ENOMEM;
+	if (!testguest_save(vm, &g))
+		return -ENOENT; /* has_state said there was a test guest */
 	pthread_mutex_lock(&t->lock);
 	for (i = 0; i < vm->ncpus; i++) {
 		castor__test_dev_vcpu__init(&v[i]);
@@ -146,10 +149,10 @@ static int testdev_save(void *dev, Castor__DeviceState *out, struct persist_mem 
 	pthread_mutex_unlock(&t->lock);
 	s->n_vcpu = vm->ncpus;
 	s->vcpu = vp;
-	s->mbox_seq = vm->tg_mbox_seq;
-	s->state_gpa = vm->tg_state_gpa;
-	s->rw_gpa = vm->tg_rw_gpa;
-	s->rw_bytes = vm->tg_rw_bytes;
+	s->mbox_seq = g.mbox_seq;
+	s->state_gpa = g.state_gpa;
+	s->rw_gpa = g.rw_gpa;
+	s->rw_bytes = g.rw_bytes;
 	out->state_case = CASTOR__DEVICE_STATE__STATE_TESTDEV;
 	out->testdev = s;
 	return 0;
@@ -160,12 +163,22 @@ static int testdev_load(void *dev, const Castor__DeviceState *in, char *why, siz
 	struct hv_testdev *t = dev;
 	struct hv_vm *vm = t->vm;
 	const Castor__TestDevState *s = in->testdev;
+	struct testguest_saved g = {.state_gpa = s->state_gpa,
+				    .rw_gpa = s->rw_gpa,
+				    .rw_bytes = s->rw_bytes,
+				    .mbox_seq = s->mbox_seq};
 	uint32_t i;
+	int rc;
 
 	if (s->n_vcpu != vm->ncpus) {
 		snprintf(why, why_len, "testdev: %zu vCPUs in the snapshot, %u in the VM",
 			 s->n_vcpu, vm->ncpus);
 		return -EINVAL;
+	}
+	rc = testguest_restore(vm, &g); /* first: the one step that can fail */
+	if (rc < 0) {
+		snprintf(why, why_len, "testdev: %s", strerror(-rc));
+		return rc;
 	}
 	pthread_mutex_lock(&t->lock);
 	for (i = 0; i < vm->ncpus; i++) {
@@ -175,11 +188,6 @@ static int testdev_load(void *dev, const Castor__DeviceState *in, char *why, siz
 	t->mbox_reports = s->mbox_reports;
 	t->state_gpa = s->state_gpa;
 	pthread_mutex_unlock(&t->lock);
-	vm->tg_mbox_seq = s->mbox_seq;
-	vm->tg_state_gpa = s->state_gpa;
-	vm->tg_rw_gpa = s->rw_gpa;
-	vm->tg_rw_bytes = s->rw_bytes;
-	vm->tg_loaded = true;
 	return 0;
 }
 
