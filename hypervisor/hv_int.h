@@ -226,6 +226,26 @@ int boot_vcpu_entry64(struct hv_vcpu *vcpu, uint64_t rip, uint64_t rdi, uint64_t
 int boot_vcpu_cpuid(struct hv_vcpu *vcpu);
 int boot_vcpu_tsc_khz(struct hv_vcpu *vcpu, uint32_t *khz_out);
 
+/*
+ * The host's view of the test guest (boot/testguest.c): struct hv_tg is
+ * private to that file; vm->tg is made by hv_tg_load() or by restoring a
+ * snapshot of a test guest, and freed by hv_vm_free() (testguest_free).
+ */
+struct hv_tg;
+/* What a snapshot keeps of that view (the test device's record carries it). */
+struct testguest_saved {
+	uint64_t state_gpa; /* the guest's vCPU state pages */
+	uint64_t rw_gpa, rw_bytes;
+	uint64_t mbox_seq; /* the host's last mailbox seq */
+};
+/* false when no test guest is loaded (nothing to save). */
+bool testguest_save(struct hv_vm *vm, struct testguest_saved *out);
+/* A restored test guest: hv_tg_* work on the VM from now on. 0 or -ENOMEM. */
+int testguest_restore(struct hv_vm *vm, const struct testguest_saved *in);
+/* A restore was refused: the VM holds no test guest again (the output callback stays). */
+void testguest_forget(struct hv_vm *vm);
+void testguest_free(struct hv_tg *tg); /* NULL is fine */
+
 /* ---- virtio devices (virtio/) ------------------------------------------------------- */
 
 #define HV_MAX_VIRTIO  8
@@ -247,7 +267,17 @@ int state_load_irqchip(struct hv_vm *vm, const uint8_t *body);
 int state_load_pit(struct hv_vm *vm, const uint8_t *body);
 int state_load_clock(struct hv_vm *vm, const uint8_t *body);
 
-/* ---- persist.c: device state as castor.DeviceState records --------------------------- */
+/* ---- persist.c: device state as castor.DeviceState records (devices/persist.h) -------- */
+
+/* A device whose state goes into snapshots, in the order records are written. */
+struct persist_ops;
+struct hv_dev {
+	const struct persist_ops *ops;
+	void *dev;
+	const char *id; /* the record's id: "serial0", "testdev", "net0", ... */
+	unsigned rank;
+};
+#define HV_MAX_DEVS (2 + HV_MAX_VIRTIO) /* the 16550, the test device, virtio */
 
 int persist_save_devices(struct hv_vm *vm, struct hv_stream_writer *w);
 void snapshot_dispose(struct hv_vm *vm);
@@ -259,9 +289,15 @@ int lazy_init(struct hv_vm *vm); /* before anything touches RAM */
 void lazy_set_page(struct hv_vm *vm, uint64_t pfn, const uint8_t *data); /* NULL: zeros */
 int lazy_start(struct hv_vm *vm);
 void lazy_dispose(struct hv_vm *vm);
-/* Apply one DEVICE record: 1 for a virtio device, 0 for another, or -errno with `why`. */
-int persist_load_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, char *why,
-			size_t why_len);
+/*
+ * Apply one DEVICE record to the VM's device of the same id: 0, or -errno with
+ * `why`. `seen` (a bit per index of vm->devs, 0 before a stream's first
+ * record) gains the device, for persist_devices_check().
+ */
+int persist_load_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, uint32_t *seen,
+			char *why, size_t why_len);
+/* After a stream's records: -EINVAL with `why` naming a required device it had no record for. */
+int persist_devices_check(struct hv_vm *vm, uint32_t seen, char *why, size_t why_len);
 /* Before a restored VM first runs: what the snapshot's process had been told but had not
  * done is lost with its eventfds -- a QueueNotify caught by an ioeventfd and not yet read,
  * an interrupt asserted through an irqfd. Re-notify every ready queue of every live
@@ -291,6 +327,8 @@ struct hv_vm {
 	unsigned nnets;
 	struct hv_blk *blks[HV_MAX_VIRTIO];
 	unsigned nblks;
+	struct hv_dev devs[HV_MAX_DEVS]; /* persist_register() */
+	unsigned ndevs;
 
 	/* MSRs saved with each vCPU (state_probe_msrs) */
 	uint32_t *msrs;
@@ -308,12 +346,7 @@ struct hv_vm {
 	uint64_t *snap_pfns;
 	struct hv_lazy *lazy; /* a lazy restore still loading pages */
 
-	/* test guest */
-	bool tg_loaded;
-	uint64_t tg_state_gpa;
-	uint64_t tg_rw_gpa, tg_rw_bytes;
-	uint32_t tg_wss_pages_cache;
-	uint64_t tg_mbox_seq;
+	struct hv_tg *tg; /* the test guest's host side; NULL until one is loaded or restored */
 
 	/* pause protocol: see vm.c */
 	pthread_mutex_t pause_lock; /* serialises pause/resume callers */

@@ -450,7 +450,8 @@ static int apply_stream(struct hv_vm *vm, const uint8_t *buf, size_t len, unsign
 	struct hv_stream_iter it;
 	struct hv_stream_record r;
 	const struct hv_vcpu_rec *vrec = NULL;
-	uint32_t seen_vcpus = 0, seen_virtio = 0;
+	uint32_t seen_vcpus = 0, seen_devs = 0;
+	char what[256];
 	int rc = 0, more;
 
 	hv_stream_iter_init(&it, buf, len);
@@ -493,11 +494,9 @@ static int apply_stream(struct hv_vm *vm, const uint8_t *buf, size_t len, unsign
 			rc = state_load_clock(vm, r.body);
 			break;
 		case HV_REC_DEVICE:
-			rc = persist_load_device(vm, r.body, r.len, why, why_len);
+			rc = persist_load_device(vm, r.body, r.len, &seen_devs, why, why_len);
 			if (rc < 0)
 				goto out;
-			seen_virtio += (uint32_t)rc;
-			rc = 0;
 			break;
 		default:
 			break; /* HEADER; optional records of later revisions */
@@ -511,11 +510,8 @@ static int apply_stream(struct hv_vm *vm, const uint8_t *buf, size_t len, unsign
 		FAIL_WHY("stream %u: malformed framing", which);
 	if (seen_vcpus != (1u << vm->ncpus) - 1)
 		FAIL_WHY("stream %u: state of some vCPUs is missing", which);
-	if (seen_virtio != vm->nvirtio)
-		FAIL_WHY("stream %u: the snapshot has %u virtio devices, this VM %u (give the same "
-			 "--net "
-			 "and --disk options, in the same order)",
-			 which, seen_virtio, vm->nvirtio);
+	if (persist_devices_check(vm, seen_devs, what, sizeof(what)) < 0)
+		FAIL_WHY("stream %u: %s", which, what);
 out:
 	return rc;
 }
@@ -683,7 +679,7 @@ int hv_vm_prepare(struct hv_vm *vm, bool prealloc)
 {
 	int rc;
 
-	if (atomic_load(&vm->run_state) != HV_S_CREATED || vm->restored || vm->tg_loaded)
+	if (atomic_load(&vm->run_state) != HV_S_CREATED || vm->restored || hv_tg_is_loaded(vm))
 		return -EBUSY;
 	rc = mem_slots_wait(vm);
 	if (!rc && prealloc && !vm->mem.prealloc)
@@ -698,7 +694,7 @@ int hv_snapshot_restore_into(struct hv_vm *vm, const uint8_t *const *streams, co
 	struct hv_stream_header first = {0};
 	int rc;
 
-	if (atomic_load(&vm->run_state) != HV_S_CREATED || vm->restored || vm->tg_loaded ||
+	if (atomic_load(&vm->run_state) != HV_S_CREATED || vm->restored || hv_tg_is_loaded(vm) ||
 	    vm->snap_last_id || vm->lazy || mem_written(vm))
 		FAIL_WHY_R("the VM is not blank: it has run, been loaded or restored");
 	rc = first_header(streams, lens, nstreams, &first, why, why_len);
@@ -724,7 +720,7 @@ int hv_snapshot_restore_into(struct hv_vm *vm, const uint8_t *const *streams, co
 		 */
 		lazy_dispose(vm);
 		vm->restored = false;
-		vm->tg_loaded = false;
+		testguest_forget(vm);
 		if (mem_written(vm) && mem_wipe(vm) < 0)
 			LOG_WARN("vm %s: cannot wipe RAM after a failed restore", vm->name);
 	}

@@ -9,6 +9,7 @@
  */
 #define LOG_TAG "vm"
 #include "hypervisor/hv_int.h"
+#include "hypervisor/devices/persist.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -160,6 +161,11 @@ int hv_vm_create(const struct hv_vm_config *cfg, struct hv_vm **vm_out)
 	rc = bus_add(&vm->pio, TG_COM1, 8, serial_access, &vm->serial);
 	if (!rc)
 		rc = bus_add(&vm->mmio, TG_MMIO_BASE, TG_MMIO_SIZE, testdev_access, &vm->testdev);
+	/* rank 0: their records come before every virtio device's, as they always have */
+	if (!rc)
+		rc = persist_register(vm, &serial_persist_ops, &vm->serial, "serial0", 0);
+	if (!rc)
+		rc = persist_register(vm, &testdev_persist_ops, &vm->testdev, "testdev", 0);
 	if (rc < 0)
 		goto fail;
 	rc = io_init(&vm->io);
@@ -217,6 +223,7 @@ void hv_vm_free(struct hv_vm *vm)
 	kvm_close(&vm->kvm);
 	serial_dispose(&vm->serial);
 	testdev_dispose(&vm->testdev);
+	testguest_free(vm->tg);
 	pthread_mutex_destroy(&vm->dirty.lock);
 	pthread_cond_destroy(&vm->resume_cond);
 	pthread_cond_destroy(&vm->parked_cond);
@@ -255,7 +262,7 @@ int hv_vm_start(struct hv_vm *vm)
 		rc = -EINVAL;
 		goto out;
 	}
-	if (!vm->tg_loaded && !vm->restored) {
+	if (!hv_tg_is_loaded(vm) && !vm->restored) {
 		LOG_ERR("vm %s: nothing to run: no guest loaded", vm->name);
 		rc = -EINVAL;
 		goto out;

@@ -2,6 +2,9 @@
  * The test guest on the host side: load castor-tg.bin, fill its parameter
  * block, point every vCPU at its 64-bit entry, and talk to it through its
  * state pages, the mailbox and the test device (guest/abi.h).
+ *
+ * What the host knows of a loaded guest lives in struct hv_tg, here and
+ * nowhere else; the VM only holds a pointer to it (vm->tg).
  */
 #define LOG_TAG "tg"
 #include "hypervisor/hv_int.h"
@@ -20,6 +23,49 @@
 #include <unistd.h>
 
 #define TG_IMAGE_MAX (TG_WORK_BASE - TG_LOAD_ADDR)
+
+struct hv_tg {
+	bool loaded; /* by hv_tg_load(), or restored with a snapshot's test device */
+	struct testguest_saved s;
+};
+
+/* vm->tg, made on first use (the VM is not running yet: no thread reads it). */
+static struct hv_tg *tg_get(struct hv_vm *vm)
+{
+	if (!vm->tg)
+		vm->tg = calloc(1, sizeof(*vm->tg));
+	return vm->tg;
+}
+
+bool testguest_save(struct hv_vm *vm, struct testguest_saved *out)
+{
+	if (!hv_tg_is_loaded(vm))
+		return false;
+	*out = vm->tg->s;
+	return true;
+}
+
+int testguest_restore(struct hv_vm *vm, const struct testguest_saved *in)
+{
+	struct hv_tg *tg = tg_get(vm);
+
+	if (!tg)
+		return -ENOMEM;
+	tg->s = *in;
+	tg->loaded = true;
+	return 0;
+}
+
+void testguest_forget(struct hv_vm *vm)
+{
+	if (vm->tg)
+		vm->tg->loaded = false;
+}
+
+void testguest_free(struct hv_tg *tg)
+{
+	free(tg);
+}
 
 void hv_tg_config_default(struct hv_tg_config *cfg)
 {
@@ -208,10 +254,14 @@ int hv_tg_load(struct hv_vm *vm, const struct hv_tg_config *cfg)
 	uint8_t *img = NULL;
 	uint32_t khz = 0, i;
 	size_t len = 0;
+	struct hv_tg *tg;
 	int rc;
 
-	if (vm->tg_loaded || hv_vm_run_state(vm) != HV_S_CREATED)
+	if (hv_tg_is_loaded(vm) || hv_vm_run_state(vm) != HV_S_CREATED)
 		return -EBUSY;
+	tg = tg_get(vm);
+	if (!tg)
+		return -ENOMEM;
 	if (!wss_pages || cfg->window_words < 1 || cfg->window_words > TG_WINDOW_MAX) {
 		LOG_ERR("vm %s: bad test-guest parameters", vm->name);
 		return -EINVAL;
@@ -271,10 +321,11 @@ int hv_tg_load(struct hv_vm *vm, const struct hv_tg_config *cfg)
 		goto out;
 	}
 	vm->testdev.state_gpa = h.state_gpa;
-	vm->tg_state_gpa = h.state_gpa;
-	vm->tg_rw_gpa = h.rw_gpa;
-	vm->tg_rw_bytes = h.rw_bytes;
-	vm->tg_loaded = true;
+	/* mbox_seq goes on from any earlier (refused) restore, as testdev's mbox_done does */
+	tg->s.state_gpa = h.state_gpa;
+	tg->s.rw_gpa = h.rw_gpa;
+	tg->s.rw_bytes = h.rw_bytes;
+	tg->loaded = true;
 	LOG_INFO("vm %s: test guest loaded: %zu bytes, entry 0x%" PRIx64 ", wss %" PRIu64
 		 " pages/vCPU, tsc %u kHz",
 		 vm->name, len, h.entry64, wss_pages, khz);
@@ -285,12 +336,12 @@ out:
 
 bool hv_tg_is_loaded(struct hv_vm *vm)
 {
-	return vm->tg_loaded;
+	return vm->tg && vm->tg->loaded;
 }
 
 static int read_params(struct hv_vm *vm, struct tg_params *p)
 {
-	if (!vm->tg_loaded)
+	if (!hv_tg_is_loaded(vm))
 		return -EINVAL;
 	return hv_mem_read(vm, TG_PARAMS_GPA, p, sizeof(*p));
 }
@@ -301,9 +352,9 @@ int hv_tg_vcpu(struct hv_vm *vm, uint32_t idx, struct hv_tg_vcpu *out)
 	struct hv_testdev_vcpu *tv;
 	int rc;
 
-	if (!vm->tg_loaded || idx >= vm->ncpus)
+	if (!hv_tg_is_loaded(vm) || idx >= vm->ncpus)
 		return -EINVAL;
-	rc = hv_mem_read(vm, vm->tg_state_gpa + (uint64_t)idx * TG_PAGE_SIZE, &st, sizeof(st));
+	rc = hv_mem_read(vm, vm->tg->s.state_gpa + (uint64_t)idx * TG_PAGE_SIZE, &st, sizeof(st));
 	if (rc < 0)
 		return rc;
 	memset(out, 0, sizeof(*out));
@@ -330,7 +381,7 @@ static void deadline_after(struct timespec *ts, uint64_t ns)
 
 int hv_tg_io_state(struct hv_vm *vm, struct tg_io_state *out)
 {
-	if (!vm->tg_loaded)
+	if (!hv_tg_is_loaded(vm))
 		return -EINVAL;
 	return hv_mem_read(vm, TG_IO_STATE_GPA, out, sizeof(*out));
 }
@@ -370,7 +421,7 @@ int hv_tg_set_rates(struct hv_vm *vm, uint64_t rate, uint64_t out_rate)
 {
 	int rc;
 
-	if (!vm->tg_loaded)
+	if (!hv_tg_is_loaded(vm))
 		return -EINVAL;
 	rc = hv_mem_write(vm, TG_PARAMS_GPA + offsetof(struct tg_params, rate), &rate,
 			  sizeof(rate));
@@ -408,9 +459,9 @@ static int mailbox_run(struct hv_vm *vm, struct tg_mailbox *mb, uint64_t timeout
 	uint32_t status;
 	int rc;
 
-	if (!vm->tg_loaded)
+	if (!hv_tg_is_loaded(vm))
 		return -EINVAL;
-	seq = ++vm->tg_mbox_seq;
+	seq = ++vm->tg->s.mbox_seq;
 	/* arguments first, seq last: the guest acts when seq changes */
 	rc = hv_mem_write(vm, TG_MAILBOX_GPA + 8, (uint8_t *)mb + 8, sizeof(*mb) - 8);
 	if (rc < 0)
@@ -458,13 +509,13 @@ int hv_tg_mailbox(struct hv_vm *vm, uint32_t cmd, uint64_t timeout_ns)
 
 int hv_tg_housekeeping(struct hv_vm *vm, struct util_bitmap *out)
 {
-	if (!vm->tg_loaded || out->nbits != vm->mem.pages)
+	if (!hv_tg_is_loaded(vm) || out->nbits != vm->mem.pages)
 		return -EINVAL;
 	util_bitmap_clear_all(out);
 	/* parameter block, mailbox, boot GDT, boot stacks, page tables (A/D bits) */
 	util_bitmap_set_range(out, 0, TG_LOAD_ADDR / TG_PAGE_SIZE);
-	util_bitmap_set_range(out, vm->tg_rw_gpa / TG_PAGE_SIZE,
-			      (vm->tg_rw_bytes + TG_PAGE_SIZE - 1) / TG_PAGE_SIZE);
+	util_bitmap_set_range(out, vm->tg->s.rw_gpa / TG_PAGE_SIZE,
+			      (vm->tg->s.rw_bytes + TG_PAGE_SIZE - 1) / TG_PAGE_SIZE);
 	return 0;
 }
 

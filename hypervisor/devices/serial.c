@@ -4,6 +4,7 @@
  */
 #define LOG_TAG "serial"
 #include "hypervisor/hv_int.h"
+#include "hypervisor/devices/persist.h"
 
 #include <errno.h>
 #include <string.h>
@@ -137,3 +138,42 @@ void serial_access(void *dev, struct hv_vcpu *vcpu, uint64_t offset, uint8_t *da
 	}
 	pthread_mutex_unlock(&s->lock);
 }
+
+/* ---- state in snapshots: the registers (output only, so nothing is in flight) ---- */
+
+/* The saved registers, listed once so that save and load cannot drift apart. */
+#define SERIAL_REGS(X) X(ier) X(lcr) X(mcr) X(scr) X(dll) X(dlm) X(fcr)
+#define REG_SAVE(f)    s->f = u->f;
+#define REG_LOAD(f)    u->f = (uint8_t)s->f;
+
+static int serial_save(void *dev, Castor__DeviceState *out, struct persist_mem *mem)
+{
+	struct hv_serial *u = dev;
+	Castor__SerialState *s = persist_new(mem, &castor__serial_state__descriptor);
+
+	if (!s)
+		return -ENOMEM;
+	pthread_mutex_lock(&u->lock);
+	SERIAL_REGS(REG_SAVE)
+	pthread_mutex_unlock(&u->lock);
+	out->state_case = CASTOR__DEVICE_STATE__STATE_SERIAL;
+	out->serial = s;
+	return 0;
+}
+
+static int serial_load(void *dev, const Castor__DeviceState *in, char *why, size_t why_len)
+{
+	struct hv_serial *u = dev;
+	const Castor__SerialState *s = in->serial;
+
+	pthread_mutex_lock(&u->lock);
+	SERIAL_REGS(REG_LOAD)
+	pthread_mutex_unlock(&u->lock);
+	return 0;
+}
+
+const struct persist_ops serial_persist_ops = {
+	.kind = CASTOR__DEVICE_STATE__STATE_SERIAL,
+	.save = serial_save,
+	.load = serial_load,
+};

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hypervisor/devices/persist.h"
 #include "hypervisor/hv_int.h"
 
 #define VIRTIO_ID_BLOCK	      2
@@ -266,6 +267,37 @@ static void blk_queue_notify(void *dev, unsigned qidx)
 		virtio_mmio_notify_used(b->m, 0);
 }
 
+/* State in snapshots: nothing is in flight at a pause; the image must be the same size. */
+static int blk_save(void *dev, Castor__VirtioMmioState *out, struct persist_mem *mem)
+{
+	struct hv_blk *b = dev;
+	Castor__BlkDeviceState *s = persist_new(mem, &castor__blk_device_state__descriptor);
+
+	if (!s)
+		return -ENOMEM;
+	s->sectors = b->sectors;
+	s->read_only = b->read_only;
+	out->device_case = CASTOR__VIRTIO_MMIO_STATE__DEVICE_BLK;
+	out->blk = s;
+	return 0;
+}
+
+static int blk_load(void *dev, const Castor__VirtioMmioState *in, char *why, size_t why_len)
+{
+	struct hv_blk *b = dev;
+	int rc = 0;
+
+	if (in->device_case != CASTOR__VIRTIO_MMIO_STATE__DEVICE_BLK)
+		FAIL_WHY("device %s: no disk state in the snapshot", b->m->name);
+	if (in->blk->sectors != b->sectors)
+		FAIL_WHY("device %s: the disk has %" PRIu64 " sectors, the snapshot's had %" PRIu64,
+			 b->m->name, b->sectors, in->blk->sectors);
+	if (in->blk->read_only != b->read_only)
+		FAIL_WHY("device %s: read-only in one and writable in the other", b->m->name);
+out:
+	return rc;
+}
+
 static const struct virtio_dev_ops blk_ops = {
 	.device_id = VIRTIO_ID_BLOCK,
 	.nqueues = 1,
@@ -273,6 +305,8 @@ static const struct virtio_dev_ops blk_ops = {
 	.features = blk_features,
 	.config_read = blk_config_read,
 	.queue_notify = blk_queue_notify,
+	.save = blk_save,
+	.load = blk_load,
 };
 
 static int open_image(struct hv_blk *b, const struct hv_blk_config *cfg)
@@ -367,21 +401,6 @@ void hv_blk_stats(struct hv_blk *b, struct hv_blk_stats *out)
 uint64_t hv_blk_mmio_base(const struct hv_blk *b)
 {
 	return b->m->base;
-}
-
-uint64_t blk_sectors(const struct hv_blk *b)
-{
-	return b->sectors;
-}
-
-bool blk_read_only(const struct hv_blk *b)
-{
-	return b->read_only;
-}
-
-struct virtio_mmio *blk_transport(struct hv_blk *b)
-{
-	return b->m;
 }
 
 uint32_t hv_blk_irq(const struct hv_blk *b)

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hypervisor/devices/persist.h"
 #include "hypervisor/hv_int.h"
 
 #define VIRTIO_ID_NET	       1
@@ -133,6 +134,39 @@ static void net_reset(void *dev)
 	n->rx_blocked = false;
 }
 
+/* State in snapshots: the MAC (checked, not restored) and an owed rx_ready(). */
+static int net_save(void *dev, Castor__VirtioMmioState *out, struct persist_mem *mem)
+{
+	struct hv_net *n = dev;
+	Castor__NetDeviceState *s = persist_new(mem, &castor__net_device_state__descriptor);
+
+	if (!s)
+		return -ENOMEM;
+	s->mac.data = n->mac;
+	s->mac.len = sizeof(n->mac);
+	s->rx_blocked = n->rx_blocked;
+	out->device_case = CASTOR__VIRTIO_MMIO_STATE__DEVICE_NET;
+	out->net = s;
+	return 0;
+}
+
+static int net_load(void *dev, const Castor__VirtioMmioState *in, char *why, size_t why_len)
+{
+	struct hv_net *n = dev;
+	int rc = 0;
+
+	if (in->device_case != CASTOR__VIRTIO_MMIO_STATE__DEVICE_NET ||
+	    in->net->mac.len != sizeof(n->mac))
+		FAIL_WHY("device %s: no NIC state in the snapshot", n->m->name);
+	if (memcmp(in->net->mac.data, n->mac, sizeof(n->mac)))
+		LOG_WARN("vm %s: %s: the snapshot's MAC differs from --net's; the guest keeps its "
+			 "own",
+			 n->vm->name, n->m->name);
+	n->rx_blocked = in->net->rx_blocked;
+out:
+	return rc;
+}
+
 static const struct virtio_dev_ops net_ops = {
 	.device_id = VIRTIO_ID_NET,
 	.nqueues = 2,
@@ -142,6 +176,8 @@ static const struct virtio_dev_ops net_ops = {
 	.queue_notify = net_queue_notify,
 	.driver_ok = net_driver_ok,
 	.reset = net_reset,
+	.save = net_save,
+	.load = net_load,
 };
 
 int hv_net_rx(struct hv_net *n, const void *frame, size_t len)
@@ -263,27 +299,6 @@ void hv_net_mac(const struct hv_net *n, char out[18])
 {
 	snprintf(out, 18, "%02x:%02x:%02x:%02x:%02x:%02x", n->mac[0], n->mac[1], n->mac[2],
 		 n->mac[3], n->mac[4], n->mac[5]);
-}
-
-void net_persist_save(struct hv_net *n, uint8_t mac_out[6], bool *rx_blocked_out)
-{
-	memcpy(mac_out, n->mac, 6);
-	*rx_blocked_out = n->rx_blocked;
-}
-
-void net_persist_load(struct hv_net *n, bool rx_blocked)
-{
-	n->rx_blocked = rx_blocked;
-}
-
-const uint8_t *net_mac(const struct hv_net *n)
-{
-	return n->mac;
-}
-
-struct virtio_mmio *net_transport(struct hv_net *n)
-{
-	return n->m;
 }
 
 uint32_t hv_net_irq(const struct hv_net *n)

@@ -112,6 +112,9 @@ int vq_write_in(struct vq *q, const struct vq_elem *e, uint64_t off, const void 
 
 struct virtio_mmio;
 
+struct Castor__VirtioMmioState; /* proto/state.proto */
+struct persist_mem;		/* devices/persist.h */
+
 /* What a device model supplies. Hooks run with the device lock held. */
 struct virtio_dev_ops {
 	uint32_t device_id;
@@ -128,6 +131,17 @@ struct virtio_dev_ops {
 	void (*driver_ok)(void *dev);
 	/* The driver reset the device: drop in-flight work (may be NULL). */
 	void (*reset)(void *dev);
+	/*
+	 * The device model's own state in snapshots, beside the transport's
+	 * (mmio.c saves and checks that). save sets `out`'s device member and
+	 * device_case, with memory from persist_alloc(mem) or the device's own.
+	 * load checks the snapshot's member against this device (a disk's size)
+	 * and applies it, or leaves the device as it was and returns -EINVAL with
+	 * `why` naming the device; the transport's state is applied after it.
+	 * Both run with the VM paused or not started; both may be NULL (no state).
+	 */
+	int (*save)(void *dev, struct Castor__VirtioMmioState *out, struct persist_mem *mem);
+	int (*load)(void *dev, const struct Castor__VirtioMmioState *in, char *why, size_t why_len);
 };
 
 struct hv_vm;
@@ -172,21 +186,5 @@ void virtio_mmio_needs_reset(struct virtio_mmio *m, unsigned qidx);
 /* Process a notification as if the guest had written QueueNotify: it is queued for the
  * I/O thread (takes no lock; an out-of-range qidx is ignored). */
 void virtio_mmio_kick(struct virtio_mmio *m, unsigned qidx);
-/* After a restore, before the VM runs: kick every ready queue and re-raise a pending
- * interrupt (see persist_devices_restart). */
-void virtio_mmio_restart(struct virtio_mmio *m);
-
-/* ---- device state (persist.c, net.c, blk.c) ---------------------------------------- */
-
-struct hv_net;
-struct hv_blk;
-/* The device model's own state: what persist.c cannot see. */
-void net_persist_save(struct hv_net *n, uint8_t mac_out[6], bool *rx_blocked_out);
-void net_persist_load(struct hv_net *n, bool rx_blocked);
-const uint8_t *net_mac(const struct hv_net *n);
-struct virtio_mmio *net_transport(struct hv_net *n);
-uint64_t blk_sectors(const struct hv_blk *b);
-bool blk_read_only(const struct hv_blk *b);
-struct virtio_mmio *blk_transport(struct hv_blk *b);
 
 #endif
