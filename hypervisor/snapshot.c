@@ -556,15 +556,20 @@ static int check_chain(const uint8_t *const *streams, const size_t *lens, unsign
 			return -EBADMSG;
 		}
 		if (i == 0 && h.kind != HV_STREAM_FULL)
-			FAIL_WHY_R(
+			return util_why(
+				why, why_len, -EINVAL,
 				"snapshot 1 is incremental: a chain starts with a full snapshot");
 		if (i > 0 && (h.kind != HV_STREAM_INCREMENTAL || h.parent_id != prev_id))
-			FAIL_WHY_R("snapshot %u does not follow snapshot %u (parent %016" PRIx64
-				   ", expected %016" PRIx64 ")",
-				   i + 1, i, h.parent_id, prev_id);
+			return util_why(
+				why, why_len, -EINVAL,
+				"snapshot %u does not follow snapshot %u (parent %016" PRIx64
+				", expected %016" PRIx64 ")",
+				i + 1, i, h.parent_id, prev_id);
 		if (i > 0 && (h.mem_bytes != first->mem_bytes || h.ncpus != first->ncpus))
-			FAIL_WHY_R("snapshot %u has another RAM size or vCPU count than snapshot 1",
-				   i + 1);
+			return util_why(
+				why, why_len, -EINVAL,
+				"snapshot %u has another RAM size or vCPU count than snapshot 1",
+				i + 1);
 		prev_id = h.stream_id;
 	}
 	*last_id = prev_id;
@@ -579,7 +584,7 @@ static int first_header(const uint8_t *const *streams, const size_t *lens, unsig
 	char what[200];
 
 	if (!nstreams)
-		FAIL_WHY_R("no snapshot given");
+		return util_why(why, why_len, -EINVAL, "no snapshot given");
 	if (peek_header(streams[0], lens[0], first) == 0)
 		return 0;
 	/* a header that does not even parse: say what the full check says */
@@ -606,12 +611,14 @@ static int restore_chain(struct hv_vm *vm, const uint8_t *const *streams, const 
 	if (flags & HV_RESTORE_LAZY) {
 		rc = lazy_init(vm);
 		if (rc < 0)
-			FAIL_WHY_R("lazy restore: no userfaultfd (%s)", strerror(-rc));
+			return util_why(why, why_len, -EINVAL, "lazy restore: no userfaultfd (%s)",
+					strerror(-rc));
 	}
 	if (add_devices) {
 		rc = add_devices(arg, vm);
 		if (rc < 0)
-			FAIL_WHY_R("cannot add the devices (%s)", strerror(-rc));
+			return util_why(why, why_len, -EINVAL, "cannot add the devices (%s)",
+					strerror(-rc));
 	}
 	for (i = 0; i < nstreams; i++) {
 		rc = apply_stream(vm, streams[i], lens[i], i + 1, i == 0, why, why_len);
@@ -621,7 +628,9 @@ static int restore_chain(struct hv_vm *vm, const uint8_t *const *streams, const 
 	if (vm->lazy) {
 		rc = lazy_start(vm);
 		if (rc < 0)
-			FAIL_WHY_R("lazy restore: cannot start the loader (%s)", strerror(-rc));
+			return util_why(why, why_len, -EINVAL,
+					"lazy restore: cannot start the loader (%s)",
+					strerror(-rc));
 	}
 	vm->restored = true;
 	vm->snap_last_id = 0;	  /* a restored VM starts a new chain */
@@ -644,18 +653,21 @@ int hv_snapshot_restore(const struct hv_vm_config *cfg, const uint8_t *const *st
 	if (rc < 0)
 		return rc;
 	if (c.mem_bytes && c.mem_bytes != first.mem_bytes)
-		FAIL_WHY_R("RAM size mismatch: the snapshot holds %" PRIu64 " MiB, %" PRIu64
-			   " MiB requested",
-			   first.mem_bytes >> 20, c.mem_bytes >> 20);
+		return util_why(why, why_len, -EINVAL,
+				"RAM size mismatch: the snapshot holds %" PRIu64 " MiB, %" PRIu64
+				" MiB requested",
+				first.mem_bytes >> 20, c.mem_bytes >> 20);
 	if (c.ncpus && c.ncpus != first.ncpus)
-		FAIL_WHY_R("vCPU count mismatch: the snapshot has %u, %u requested", first.ncpus,
-			   c.ncpus);
+		return util_why(why, why_len, -EINVAL,
+				"vCPU count mismatch: the snapshot has %u, %u requested",
+				first.ncpus, c.ncpus);
 	c.mem_bytes = first.mem_bytes;
 	c.ncpus = first.ncpus;
 	rc = hv_vm_create(&c, &vm);
 	if (rc < 0)
-		FAIL_WHY_R("cannot create a VM of %" PRIu64 " MiB and %u vCPUs (%s)",
-			   c.mem_bytes >> 20, c.ncpus, strerror(-rc));
+		return util_why(why, why_len, -EINVAL,
+				"cannot create a VM of %" PRIu64 " MiB and %u vCPUs (%s)",
+				c.mem_bytes >> 20, c.ncpus, strerror(-rc));
 	rc = restore_chain(vm, streams, lens, nstreams, &first, flags, add_devices, arg, why,
 			   why_len);
 	if (rc < 0) {
@@ -696,20 +708,24 @@ int hv_snapshot_restore_into(struct hv_vm *vm, const uint8_t *const *streams, co
 
 	if (atomic_load(&vm->run_state) != HV_S_CREATED || vm->restored || hv_tg_is_loaded(vm) ||
 	    vm->snap_last_id || vm->lazy || mem_written(vm))
-		FAIL_WHY_R("the VM is not blank: it has run, been loaded or restored");
+		return util_why(why, why_len, -EINVAL,
+				"the VM is not blank: it has run, been loaded or restored");
 	rc = first_header(streams, lens, nstreams, &first, why, why_len);
 	if (rc < 0)
 		return rc;
 	if (first.mem_bytes != vm->mem.size)
-		FAIL_WHY_R("RAM size mismatch: the snapshot holds %" PRIu64
-			   " MiB, the waiting VM has %" PRIu64 " MiB",
-			   first.mem_bytes >> 20, vm->mem.size >> 20);
+		return util_why(why, why_len, -EINVAL,
+				"RAM size mismatch: the snapshot holds %" PRIu64
+				" MiB, the waiting VM has %" PRIu64 " MiB",
+				first.mem_bytes >> 20, vm->mem.size >> 20);
 	if (first.ncpus != vm->ncpus)
-		FAIL_WHY_R("vCPU count mismatch: the snapshot has %u, the waiting VM %u",
-			   first.ncpus, vm->ncpus);
+		return util_why(why, why_len, -EINVAL,
+				"vCPU count mismatch: the snapshot has %u, the waiting VM %u",
+				first.ncpus, vm->ncpus);
 	if ((flags & HV_RESTORE_LAZY) && vm->mem.prealloc)
-		FAIL_WHY_R("a lazy restore needs RAM that is not allocated yet; this VM's was "
-			   "allocated up front");
+		return util_why(why, why_len, -EINVAL,
+				"a lazy restore needs RAM that is not allocated yet; this VM's was "
+				"allocated up front");
 	rc = restore_chain(vm, streams, lens, nstreams, &first, flags, add_devices, arg, why,
 			   why_len);
 	if (rc < 0) {

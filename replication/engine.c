@@ -126,9 +126,10 @@ void repl_log_event(repl_log_fn cb, void *arg, const char *fmt, ...)
 int repl_sched_check(int nice, int rt, char *why, size_t why_len)
 {
 	if (nice < -20 || nice > 19)
-		FAIL_WHY_R("nice value %d is not in -20..19", nice);
+		return util_why(why, why_len, -EINVAL, "nice value %d is not in -20..19", nice);
 	if (rt < -1 || rt > 99)
-		FAIL_WHY_R("real-time priority %d is not in 1..99 (0: default, -1: none)", rt);
+		return util_why(why, why_len, -EINVAL,
+				"real-time priority %d is not in 1..99 (0: default, -1: none)", rt);
 	return 0;
 }
 

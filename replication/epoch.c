@@ -178,8 +178,8 @@ int repl_hello_send(const struct repl_transport_ops *t, struct repl_conn *c,
 	return t->send_iov(c, &iov, 1);
 }
 
-int repl_hello_recv(const struct repl_transport_ops *t, struct repl_conn *c,
-		    struct repl_hello *out, char *why, size_t why_len)
+int repl_hello_recv(const struct repl_transport_ops *t, struct repl_conn *c, struct repl_hello *out,
+		    char *why, size_t why_len)
 {
 	struct hello m;
 	int rc = t->recv(c, &m, sizeof(m));
@@ -189,13 +189,15 @@ int repl_hello_recv(const struct repl_transport_ops *t, struct repl_conn *c,
 		return rc;
 	}
 	if (m.magic != REPL_HELLO_MAGIC)
-		FAIL_WHY_R("not a Castor primary (bad hello magic 0x%016llx)",
-			   (unsigned long long)m.magic);
+		return util_why(why, why_len, -EPROTO,
+				"not a Castor primary (bad hello magic 0x%016llx)",
+				(unsigned long long)m.magic);
 	if (m.version != REPL_SESSION_VERSION)
-		FAIL_WHY_R("session layer version %u; this build speaks %u", m.version,
-			   REPL_SESSION_VERSION);
+		return util_why(why, why_len, -EPROTONOSUPPORT,
+				"session layer version %u; this build speaks %u", m.version,
+				REPL_SESSION_VERSION);
 	if (m.flags || m.reserved)
-		FAIL_WHY_R("hello with reserved bits set");
+		return util_why(why, why_len, -EPROTO, "hello with reserved bits set");
 	out->mem_bytes = m.mem_bytes;
 	out->ncpus = m.ncpus;
 	return 0;
@@ -268,8 +270,8 @@ int repl_bye_send(const struct repl_transport_ops *t, struct repl_conn *c)
 	return send_hdr(t, c, REPL_BYE_MAGIC);
 }
 
-int repl_frame_recv_into(const struct repl_transport_ops *t, struct repl_conn *c,
-			 uint64_t max_len, uint8_t **buf_io, size_t *cap_io, size_t *len_out,
+int repl_frame_recv_into(const struct repl_transport_ops *t, struct repl_conn *c, uint64_t max_len,
+			 uint8_t **buf_io, size_t *cap_io, size_t *len_out,
 			 enum repl_frame *kind_out)
 {
 	struct epoch_hdr h;
@@ -283,7 +285,8 @@ int repl_frame_recv_into(const struct repl_transport_ops *t, struct repl_conn *c
 		if (h.magic == REPL_EPOCH_MAGIC)
 			break;
 		if ((h.magic == REPL_PING_MAGIC || h.magic == REPL_BYE_MAGIC) && h.len) {
-			LOG_ERR("session frame 0x%016llx with a length", (unsigned long long)h.magic);
+			LOG_ERR("session frame 0x%016llx with a length",
+				(unsigned long long)h.magic);
 			return -EBADMSG;
 		}
 		if (h.magic == REPL_BYE_MAGIC) {

@@ -444,12 +444,13 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 
 	*out = NULL;
 	if (!o->peer)
-		FAIL_WHY_R("no secondary address given");
+		return util_why(why, why_len, -EINVAL, "no secondary address given");
 	if (repl_sched_check(o->thread_nice, o->thread_rt, why, why_len) < 0)
 		return -EINVAL;
 	if (o->mode == REPL_MODE_OUTPUT && o->min_spacing_ms > o->interval_ms && o->interval_ms)
-		FAIL_WHY_R("the minimum spacing (%u ms) is longer than the interval (%u ms)",
-			   o->min_spacing_ms, o->interval_ms);
+		return util_why(why, why_len, -EINVAL,
+				"the minimum spacing (%u ms) is longer than the interval (%u ms)",
+				o->min_spacing_ms, o->interval_ms);
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;

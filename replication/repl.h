@@ -129,11 +129,11 @@ int repl_epoch_send_progress(const struct repl_transport_ops *t, struct repl_con
  * 0), so a dead link is noticed however long the interval. BYE (magic
  * "CSTRBYE!", length 0) says the primary stops protecting on purpose.
  */
-#define REPL_HELLO_MAGIC   0x4f4c454852545343ull /* "CSTRHELO" */
-#define REPL_WELCOME_MAGIC 0x4d434c5752545343ull /* "CSTRWLCM" */
-#define REPL_PING_MAGIC	   0x474e495052545343ull /* "CSTRPING" */
-#define REPL_PONG_MAGIC	   0x474e4f5052545343ull /* "CSTRPONG" */
-#define REPL_BYE_MAGIC	   0x2145594252545343ull /* "CSTRBYE!" */
+#define REPL_HELLO_MAGIC     0x4f4c454852545343ull /* "CSTRHELO" */
+#define REPL_WELCOME_MAGIC   0x4d434c5752545343ull /* "CSTRWLCM" */
+#define REPL_PING_MAGIC	     0x474e495052545343ull /* "CSTRPING" */
+#define REPL_PONG_MAGIC	     0x474e4f5052545343ull /* "CSTRPONG" */
+#define REPL_BYE_MAGIC	     0x2145594252545343ull /* "CSTRBYE!" */
 #define REPL_SESSION_VERSION 1u
 #define REPL_WELCOME_TEXT    112
 
@@ -144,8 +144,8 @@ struct repl_hello {
 int repl_hello_send(const struct repl_transport_ops *t, struct repl_conn *c,
 		    const struct repl_hello *h);
 /* -EINVAL with `why` for anything that is not a hello of our version. */
-int repl_hello_recv(const struct repl_transport_ops *t, struct repl_conn *c,
-		    struct repl_hello *out, char *why, size_t why_len);
+int repl_hello_recv(const struct repl_transport_ops *t, struct repl_conn *c, struct repl_hello *out,
+		    char *why, size_t why_len);
 /*
  * `idle_ms`: the replica takes a primary silent this long for dead, so the
  * primary sends something (a heartbeat at least) every quarter of it.
@@ -164,8 +164,8 @@ enum repl_frame { REPL_FRAME_EPOCH, REPL_FRAME_BYE };
  * The replica's receive: the next epoch (as repl_epoch_recv_into) or a BYE;
  * PINGs on the way are answered and skipped.
  */
-int repl_frame_recv_into(const struct repl_transport_ops *t, struct repl_conn *c,
-			 uint64_t max_len, uint8_t **buf_io, size_t *cap_io, size_t *len_out,
+int repl_frame_recv_into(const struct repl_transport_ops *t, struct repl_conn *c, uint64_t max_len,
+			 uint8_t **buf_io, size_t *cap_io, size_t *len_out,
 			 enum repl_frame *kind_out);
 
 /*
@@ -199,7 +199,7 @@ enum repl_state {
 	REPL_S_PRIMARY_LOST, /* secondary: the stream stopped; the twin waits at its last epoch */
 	REPL_S_FAILED_OVER,  /* secondary: the twin runs */
 	REPL_S_STOPPED,
-	REPL_S_RELEASED,     /* secondary: the primary stopped protecting (BYE) and runs on */
+	REPL_S_RELEASED, /* secondary: the primary stopped protecting (BYE) and runs on */
 };
 #define REPL_N_STATES (REPL_S_RELEASED + 1)
 const char *repl_state_str(enum repl_state s);
@@ -319,8 +319,8 @@ uint16_t repl_secondary_port(const struct repl_secondary *s);
  * the primary still streams or after it stopped protecting on purpose (it
  * runs on: two copies would answer).
  */
-int repl_secondary_failover(struct repl_secondary *s, bool force, struct hv_vm **vm_out,
-			    char *why, size_t why_len);
+int repl_secondary_failover(struct repl_secondary *s, bool force, struct hv_vm **vm_out, char *why,
+			    size_t why_len);
 void repl_secondary_status(struct repl_secondary *s, struct repl_status *out);
 /* Stops the thread; frees the twin unless failover handed it out. NULL is fine. */
 void repl_secondary_free(struct repl_secondary *s);

@@ -62,8 +62,8 @@ struct repl_secondary {
 	bool taken;		   /* a primary's copy arrived: no other primary, ever */
 	struct repl_conn *pending; /* welcomed, not yet picked up by the receiver */
 	struct repl_conn *conn;	   /* the primary being served */
-	struct hv_vm *twin; /* NULL until the full copy is applied; handed out on failover */
-	bool twin_broken;   /* an apply failed half-way, or verify found it different */
+	struct hv_vm *twin;	   /* NULL until the full copy is applied; handed out on failover */
+	bool twin_broken;	   /* an apply failed half-way, or verify found it different */
 	struct repl_status st;
 	/* held while an epoch is applied, and by failover: never both at once */
 	pthread_mutex_t apply_lock;
@@ -447,7 +447,7 @@ int repl_secondary_start(const struct repl_secondary_opts *o, struct repl_second
 
 	*out = NULL;
 	if (!o->listen)
-		FAIL_WHY_R("no address to listen on");
+		return util_why(why, why_len, -EINVAL, "no address to listen on");
 	if (repl_sched_check(o->thread_nice, o->thread_rt, why, why_len) < 0)
 		return -EINVAL;
 	s = calloc(1, sizeof(*s));
@@ -518,8 +518,8 @@ static void stop_receiver(struct repl_secondary *s)
 	s->pending = NULL;
 }
 
-int repl_secondary_failover(struct repl_secondary *s, bool force, struct hv_vm **vm_out,
-			    char *why, size_t why_len)
+int repl_secondary_failover(struct repl_secondary *s, bool force, struct hv_vm **vm_out, char *why,
+			    size_t why_len)
 {
 	uint64_t t0 = util_now_ns();
 	enum repl_state was;

@@ -95,7 +95,8 @@ int repl_parse_addr(const char *addr, struct sockaddr_storage *ss, unsigned *len
 	bracketed = addr[0] == '[';
 	if (bracketed) {
 		if (hl < 2 || colon[-1] != ']') {
-			snprintf(why, why_len, "'%s': an IPv6 address is written [ADDR]:PORT", addr);
+			snprintf(why, why_len, "'%s': an IPv6 address is written [ADDR]:PORT",
+				 addr);
 			return -EINVAL;
 		}
 		h++;
@@ -109,7 +110,8 @@ int repl_parse_addr(const char *addr, struct sockaddr_storage *ss, unsigned *len
 		return -EINVAL;
 	}
 	if (util_parse_u64(port, &p) < 0 || p > 65535) {
-		snprintf(why, why_len, "'%s': port '%s' is not a number from 0 to 65535", addr, port);
+		snprintf(why, why_len, "'%s': port '%s' is not a number from 0 to 65535", addr,
+			 port);
 		return -EINVAL;
 	}
 	memcpy(host, h, hl);

@@ -1,7 +1,9 @@
+#include <stdarg.h>
 #include "util/util.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -142,4 +144,16 @@ uint64_t util_percentile(uint64_t *v, size_t n, double p)
 	if (i >= n)
 		i = n - 1;
 	return v[i];
+}
+
+int util_why(char *why, size_t why_len, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (why && why_len) {
+		va_start(ap, fmt);
+		vsnprintf(why, why_len, fmt, ap);
+		va_end(ap);
+	}
+	return rc;
 }

@@ -39,12 +39,13 @@ void util_log(enum util_log_level level, const char *tag, int err, const char *f
 #define LOG_ERRNO(rc, ...)	util_log(LOG_LVL_ERR, LOG_TAG, (rc), __VA_ARGS__)
 #define LOG_WARN_ERRNO(rc, ...) util_log(LOG_LVL_WARN, LOG_TAG, (rc), __VA_ARGS__)
 
-/* Fill `why` (a char * with why_len in scope) and return -EINVAL. */
-#define FAIL_WHY_R(...)                                                                            \
-	do {                                                                                       \
-		snprintf(why, why_len, __VA_ARGS__);                                               \
-		return -EINVAL;                                                                    \
-	} while (0)
+/*
+ * Fill `why` (why_len bytes; NULL/0 is fine) with the message and return `rc`,
+ * a negative errno: the caller's cause travels on with the text.
+ *   return util_why(why, why_len, -ERANGE, "interval %u ms is over %u", v, max);
+ */
+int util_why(char *why, size_t why_len, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 
 /* ---- time ----------------------------------------------------------------------- */
 

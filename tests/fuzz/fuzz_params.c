@@ -42,8 +42,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 void fuzz_seeds(fuzz_seed_fn add, void *ctx)
 {
-	static const char *const seeds[] = {"wss=4M", "rate=max", "rate=100", "outrate=10",
-					    "seed=0x42", "window=64", "tick=1", "1G", "64KiB"};
+	static const char *const seeds[] = {"wss=4M",	  "rate=max",  "rate=100",
+					    "outrate=10", "seed=0x42", "window=64",
+					    "tick=1",	  "1G",	       "64KiB"};
 	size_t i;
 
 	for (i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)

@@ -293,7 +293,7 @@ static void bad_addresses(void **state)
 	struct repl_conn *c = NULL;
 	struct repl_conn_opts o = {.timeout_ms = 500};
 	static const char *const bad[] = {
-		"",	  "127.0.0.1", "127.0.0.1:", ":80",	  "127.0.0.1:99999",
+		"",	  "127.0.0.1", "127.0.0.1:", ":80",	    "127.0.0.1:99999",
 		"::1:80", "host_:80",  "[::1:80",    "127.0.0.1:8x"};
 	size_t i;
 

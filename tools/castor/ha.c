@@ -307,8 +307,7 @@ static int parse_args(const char *cmd, int argc, char **argv, struct ha_args *a)
 	return 0;
 }
 
-static int call(const char *cmd, const char *socket, Castor__Request *req,
-		Castor__Response **resp)
+static int call(const char *cmd, const char *socket, Castor__Request *req, Castor__Response **resp)
 {
 	int rc = pb_call(socket, req, resp, PB_CALL_TIMEOUT_MS);
 
@@ -344,7 +343,7 @@ static int wait_protected(const struct ha_args *a, Castor__Response **resp)
 		if (rc < 0)
 			return rc;
 		state = (*resp)->ha_status && (*resp)->ha_status->state ? (*resp)->ha_status->state
-									 : "";
+									: "";
 		if (strcmp(state, "syncing"))
 			return strcmp(state, "protected") ? -EIO : 0;
 		usleep(100 * 1000);

@@ -696,7 +696,8 @@ int cli_vm_main(int argc, char **argv)
 					c == 'f' ? "--file" : "--incremental");
 				return usage_error();
 			}
-			if (c == 'f' && *optarg && (rc = abs_path(optarg, file, sizeof(file))) < 0) {
+			if (c == 'f' && *optarg &&
+			    (rc = abs_path(optarg, file, sizeof(file))) < 0) {
 				cli_err("vm snapshot: --file %s: cannot make it absolute: %s",
 					optarg, strerror(-rc));
 				return CLI_EXIT_FAIL;

@@ -37,7 +37,7 @@ struct vmm_control {
 	bool user_paused; /* the control socket holds one pause */
 	struct util_bitmap dirty;
 	unsigned nconns;
-	struct conn *conns; /* open connections, freed with the server */
+	struct conn *conns;		   /* open connections, freed with the server */
 	struct util_ratelimit refused_log; /* connections from other uids */
 };
 
@@ -282,8 +282,8 @@ static int do_snapshot(struct vmm_control *ctl, const Castor__SnapshotRequest *s
 		*msg = why;
 		return rc;
 	}
-	rc = hv_snapshot_save(ctl->v->vm, fd, sr->incremental ? HV_STREAM_INCREMENTAL : HV_STREAM_FULL,
-			      &st);
+	rc = hv_snapshot_save(ctl->v->vm, fd,
+			      sr->incremental ? HV_STREAM_INCREMENTAL : HV_STREAM_FULL, &st);
 	if (!rc && fdatasync(fd) < 0)
 		rc = -errno;
 	close(fd);
@@ -410,8 +410,7 @@ static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
 		h->port = repl_secondary_port(v->secondary);
 }
 
-static int do_failover(struct vmm_control *ctl, const Castor__FailoverRequest *fr,
-		       const char **msg)
+static int do_failover(struct vmm_control *ctl, const Castor__FailoverRequest *fr, const char **msg)
 {
 	static char why[320]; /* the event loop is single-threaded */
 	int rc = vmm_failover(ctl->v, fr->force, why, sizeof(why));
@@ -422,17 +421,19 @@ static int do_failover(struct vmm_control *ctl, const Castor__FailoverRequest *f
 }
 
 /* The request's session options over the process's defaults. */
-static int protect_opts(const Castor__ProtectRequest *pr, struct repl_primary_opts *ro,
-			char *why, size_t why_len)
+static int protect_opts(const Castor__ProtectRequest *pr, struct repl_primary_opts *ro, char *why,
+			size_t why_len)
 {
 	memset(ro, 0, sizeof(*ro));
 	if (!pr->peer || !*pr->peer)
-		FAIL_WHY_R("protect: the replica's HOST:PORT is required");
+		return util_why(why, why_len, -EINVAL,
+				"protect: the replica's HOST:PORT is required");
 	ro->peer = pr->peer;
 	if (pr->mode && *pr->mode && repl_mode_parse(pr->mode, &ro->mode) < 0)
-		FAIL_WHY_R("protect: mode '%.32s' is not interval or output", pr->mode);
+		return util_why(why, why_len, -EINVAL,
+				"protect: mode '%.32s' is not interval or output", pr->mode);
 	if (pr->interval_ms > 600000 || pr->min_spacing_ms > 600000 || pr->timeout_ms > 600000)
-		FAIL_WHY_R("protect: a time over 600000 ms");
+		return util_why(why, why_len, -EINVAL, "protect: a time over 600000 ms");
 	ro->interval_ms = pr->interval_ms;
 	ro->min_spacing_ms = pr->min_spacing_ms;
 	ro->max_dirty_pages = pr->max_dirty_pages;
@@ -555,7 +556,8 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 		}
 		break;
 	case CASTOR__REQUEST__BODY_QUIT:
-		LOG_INFO("vm %s: quit requested", ctl->v->vm ? hv_vm_name(ctl->v->vm) : "(none yet)");
+		LOG_INFO("vm %s: quit requested",
+			 ctl->v->vm ? hv_vm_name(ctl->v->vm) : "(none yet)");
 		c->quit_after_write = true;
 		break;
 	case CASTOR__REQUEST__BODY_SNAPSHOT:
@@ -619,8 +621,8 @@ static void read_cb(struct bufferevent *bev, void *arg)
 				     flen - PB_FRAME_HDR_LEN, &msg);
 		evbuffer_drain(in, flen);
 		if (rc < 0) {
-			LOG_WARN("vm %s: undecodable control request (%zu bytes)",
-				 c->ctl->v->name, flen);
+			LOG_WARN("vm %s: undecodable control request (%zu bytes)", c->ctl->v->name,
+				 flen);
 			send_error(c, 0, rc, "malformed request");
 			continue;
 		}
@@ -685,8 +687,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 					 more);
 			LOG_WARN("vm %s: refused a control connection from uid %u pid %d: only "
 				 "root and uid %u may use %s%s",
-				 ctl->v->name, uid, pid,
-				 (unsigned)geteuid(), ctl->path, also);
+				 ctl->v->name, uid, pid, (unsigned)geteuid(), ctl->path, also);
 		}
 		close(fd);
 		return;

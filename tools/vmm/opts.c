@@ -52,7 +52,7 @@ struct opt {
 	const char *name;
 	int has_arg;
 	int id;
-	unsigned cmds; /* the commands it applies to */
+	unsigned cmds;	     /* the commands it applies to */
 	const char *why_not; /* why the others refuse it (NULL: a generic sentence) */
 };
 
@@ -242,8 +242,8 @@ static int parse_ms(const char *name, const char *arg, uint32_t *out)
 	uint64_t v;
 
 	if (util_parse_u64(arg, &v) < 0 || v == 0 || v > 600000)
-		return vmm_bad_usage("--%s: '%s' is not a number of milliseconds (1-600000)",
-				     name, arg);
+		return vmm_bad_usage("--%s: '%s' is not a number of milliseconds (1-600000)", name,
+				     arg);
 	*out = (uint32_t)v;
 	return 0;
 }
@@ -350,7 +350,8 @@ static int take(const struct opt *op, char *arg, struct vmm_opts *o)
 		break;
 	case O_REPL_NICE:
 		if (util_parse_i64(arg, &n) < 0 || n < -20 || n > 19)
-			return vmm_bad_usage("--repl-nice: '%s' is not a nice value (-20..19)", arg);
+			return vmm_bad_usage("--repl-nice: '%s' is not a nice value (-20..19)",
+					     arg);
 		o->ro.thread_nice = (int)n;
 		break;
 	case O_REPL_RT:

@@ -62,10 +62,11 @@ int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, siz
 	}
 	for (i = 0; i < v->devs.ndisks; i++)
 		if (!v->devs.disks[i].read_only) {
-			snprintf(why, why_len,
-				 "disk %s is writable; a protected VM may have read-only disks only "
-				 "until disk replication exists",
-				 v->devs.disks[i].path);
+			snprintf(
+				why, why_len,
+				"disk %s is writable; a protected VM may have read-only disks only "
+				"until disk replication exists",
+				v->devs.disks[i].path);
 			return -EPERM;
 		}
 	/* the process's defaults for what the request leaves out */

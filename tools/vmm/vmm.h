@@ -25,7 +25,7 @@
 #include "hypervisor/hv.h"
 #include "replication/repl.h"
 
-#define HV_MAX_DEVICES 4 /* NICs and disks, each, on castor-vmm's command line */
+#define HV_MAX_DEVICES	 4 /* NICs and disks, each, on castor-vmm's command line */
 #define MAX_GUEST_PARAMS 32
 #define MAX_SNAPSHOTS	 64 /* a full snapshot and its incrementals */
 
@@ -124,7 +124,7 @@ struct vmm {
 	 */
 	struct hv_vm *vm;
 	struct vmm_devices devs;
-	struct nb_queue *outq; /* every output of the VM: frames and test-device records */
+	struct nb_queue *outq;	  /* every output of the VM: frames and test-device records */
 	uint64_t outputs_dropped; /* refused by a full queue (atomic) */
 
 	/*
@@ -136,7 +136,7 @@ struct vmm {
 	struct repl_primary *primary;
 	bool kick_on_output; /* output mode: an output ends the epoch */
 	struct repl_secondary *secondary;
-	bool failed_over; /* this replica's twin runs (vm is it) */
+	bool failed_over;  /* this replica's twin runs (vm is it) */
 	uint64_t sessions; /* replication sessions started here, ever */
 
 	bool is_standby;
