@@ -298,6 +298,18 @@ int persist_load_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, uin
 			char *why, size_t why_len);
 /* After a stream's records: -EINVAL with `why` naming a required device it had no record for. */
 int persist_devices_check(struct hv_vm *vm, uint32_t seen, char *why, size_t why_len);
+/* persist_load_device() without the load: the record is this VM's, once. */
+int persist_check_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, uint32_t *seen,
+			 char *why, size_t why_len);
+/*
+ * The record set of one checked stream (hv_stream_check: framing, lengths,
+ * checksum) against this VM, before anything of it is applied: every vCPU
+ * exactly once, each VCPU record followed by its VCPU_MSRS, at most one of
+ * IRQCHIP, PIT and CLOCK, every DEVICE record this VM's and only once, every
+ * required device present. `which` numbers the stream in messages.
+ */
+int snapshot_check_records(struct hv_vm *vm, const uint8_t *buf, size_t len, unsigned which,
+			   char *why, size_t why_len);
 /* Before a restored VM first runs: what the snapshot's process had been told but had not
  * done is lost with its eventfds -- a QueueNotify caught by an ioeventfd and not yet read,
  * an interrupt asserted through an irqfd. Re-notify every ready queue of every live

@@ -443,6 +443,73 @@ static int apply_pages(struct hv_vm *vm, const struct hv_stream_record *r, bool 
 	return 0;
 }
 
+int snapshot_check_records(struct hv_vm *vm, const uint8_t *buf, size_t len, unsigned which,
+			   char *why, size_t why_len)
+{
+	struct hv_stream_iter it;
+	struct hv_stream_record r;
+	uint32_t seen_vcpus = 0, seen_devs = 0, pending = UINT32_MAX;
+	unsigned chip = 0, pit = 0, clock = 0;
+	char what[256];
+	int rc = 0, more;
+
+	hv_stream_iter_init(&it, buf, len);
+	while ((more = hv_stream_next(&it, &r)) > 0) {
+		const struct hv_vcpu_rec *v = (const struct hv_vcpu_rec *)r.body;
+		uint32_t idx;
+
+		if (pending != UINT32_MAX && r.type != HV_REC_VCPU_MSRS)
+			FAIL_WHY("stream %u, offset %" PRIu64 ": VCPU %u without its VCPU_MSRS",
+				 which, r.offset, pending);
+		switch (r.type) {
+		case HV_REC_VCPU:
+			if (r.len != sizeof(*v) || v->index >= vm->ncpus ||
+			    (seen_vcpus >> v->index & 1) || v->reserved || v->reserved2)
+				FAIL_WHY("stream %u, offset %" PRIu64 ": bad or repeated VCPU record",
+					 which, r.offset);
+			pending = v->index;
+			break;
+		case HV_REC_VCPU_MSRS:
+			if (r.len >= 4)
+				memcpy(&idx, r.body, 4);
+			if (r.len < 8 || pending == UINT32_MAX || idx != pending)
+				FAIL_WHY("stream %u, offset %" PRIu64 ": VCPU_MSRS without its VCPU",
+					 which, r.offset);
+			seen_vcpus |= 1u << idx;
+			pending = UINT32_MAX;
+			break;
+		case HV_REC_IRQCHIP:
+		case HV_REC_PIT:
+		case HV_REC_CLOCK: {
+			unsigned *n = r.type == HV_REC_IRQCHIP ? &chip : r.type == HV_REC_PIT ? &pit
+											     : &clock;
+
+			if (++*n > 1)
+				FAIL_WHY("stream %u, offset %" PRIu64 ": a second %s record", which,
+					 r.offset, hv_rec_type_str(r.type));
+			break;
+		}
+		case HV_REC_DEVICE:
+			rc = persist_check_device(vm, r.body, r.len, &seen_devs, what, sizeof(what));
+			if (rc < 0)
+				FAIL_WHY("stream %u, offset %" PRIu64 ": %s", which, r.offset, what);
+			break;
+		default:
+			break; /* HEADER, PAGES; optional records of later revisions */
+		}
+	}
+	if (more < 0)
+		FAIL_WHY("stream %u: malformed framing", which);
+	if (pending != UINT32_MAX)
+		FAIL_WHY("stream %u: VCPU %u without its VCPU_MSRS", which, pending);
+	if (seen_vcpus != (1u << vm->ncpus) - 1)
+		FAIL_WHY("stream %u: state of some vCPUs is missing", which);
+	if (persist_devices_check(vm, seen_devs, what, sizeof(what)) < 0)
+		FAIL_WHY("stream %u: %s", which, what);
+out:
+	return rc;
+}
+
 /* Apply one checked stream: pages, and the state it holds. */
 static int apply_stream(struct hv_vm *vm, const uint8_t *buf, size_t len, unsigned which,
 			bool fresh, char *why, size_t why_len)
@@ -611,14 +678,20 @@ static int restore_chain(struct hv_vm *vm, const uint8_t *const *streams, const 
 	if (flags & HV_RESTORE_LAZY) {
 		rc = lazy_init(vm);
 		if (rc < 0)
-			return util_why(why, why_len, -EINVAL, "lazy restore: no userfaultfd (%s)",
+			return util_why(why, why_len, rc, "lazy restore: no userfaultfd (%s)",
 					strerror(-rc));
 	}
 	if (add_devices) {
 		rc = add_devices(arg, vm);
 		if (rc < 0)
-			return util_why(why, why_len, -EINVAL, "cannot add the devices (%s)",
+			return util_why(why, why_len, rc, "cannot add the devices (%s)",
 					strerror(-rc));
+	}
+	/* the record sets of every stream, before the first byte of RAM is written */
+	for (i = 0; i < nstreams; i++) {
+		rc = snapshot_check_records(vm, streams[i], lens[i], i + 1, why, why_len);
+		if (rc < 0)
+			return rc;
 	}
 	for (i = 0; i < nstreams; i++) {
 		rc = apply_stream(vm, streams[i], lens[i], i + 1, i == 0, why, why_len);
@@ -628,7 +701,7 @@ static int restore_chain(struct hv_vm *vm, const uint8_t *const *streams, const 
 	if (vm->lazy) {
 		rc = lazy_start(vm);
 		if (rc < 0)
-			return util_why(why, why_len, -EINVAL,
+			return util_why(why, why_len, rc,
 					"lazy restore: cannot start the loader (%s)",
 					strerror(-rc));
 	}
@@ -665,7 +738,7 @@ int hv_snapshot_restore(const struct hv_vm_config *cfg, const uint8_t *const *st
 	c.ncpus = first.ncpus;
 	rc = hv_vm_create(&c, &vm);
 	if (rc < 0)
-		return util_why(why, why_len, -EINVAL,
+		return util_why(why, why_len, rc,
 				"cannot create a VM of %" PRIu64 " MiB and %u vCPUs (%s)",
 				c.mem_bytes >> 20, c.ncpus, strerror(-rc));
 	rc = restore_chain(vm, streams, lens, nstreams, &first, flags, add_devices, arg, why,
@@ -770,6 +843,10 @@ int hv_snapshot_apply_patched(struct hv_vm *vm, const uint8_t *buf, size_t len,
 		FAIL_WHY("stream %016" PRIx64 " does not follow %016" PRIx64 " (parent %016" PRIx64
 			 ")",
 			 h.stream_id, vm->applied_id, h.parent_id);
+	/* the record set too: a malformed epoch changes nothing, RAM included */
+	rc = snapshot_check_records(vm, buf, len, 1, why, why_len);
+	if (rc < 0)
+		return rc;
 	if (patch)
 		patch(arg, vm->mem.base);
 	rc = apply_stream(vm, buf, len, 1, false, why, why_len);

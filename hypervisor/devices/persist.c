@@ -125,14 +125,21 @@ static const char *kind_str(Castor__DeviceState__StateCase kind)
 	return f ? f->name : NULL;
 }
 
-int persist_load_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, uint32_t *seen,
-			char *why, size_t why_len)
+/*
+ * Decode a DEVICE record and find this VM's device it belongs to: by id, of
+ * the same kind, not seen before in this stream. *d_out is the caller's to free
+ * (also on failure, when not NULL).
+ */
+static int match_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, uint32_t seen,
+			Castor__DeviceState **d_out, const struct hv_dev **dv_out, char *why,
+			size_t why_len)
 {
 	Castor__DeviceState *d = castor__device_state__unpack(NULL, len, body);
 	const struct hv_dev *dv = NULL;
 	unsigned i;
 	int rc = 0;
 
+	*d_out = d;
 	if (!d || !d->id)
 		FAIL_WHY("a DEVICE record does not decode");
 	if (d->state_case == CASTOR__DEVICE_STATE__STATE__NOT_SET || !kind_str(d->state_case))
@@ -147,11 +154,38 @@ int persist_load_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, uin
 	if (d->state_case != dv->ops->kind)
 		FAIL_WHY("device %s: the snapshot holds %s state, this VM's device is %s", d->id,
 			 kind_str(d->state_case), kind_str(dv->ops->kind));
-	rc = dv->ops->load(dv->dev, d, why, why_len);
-	if (rc < 0)
-		goto out;
-	*seen |= 1u << (dv - vm->devs);
+	if (seen >> (dv - vm->devs) & 1)
+		FAIL_WHY("device %s has two DEVICE records", d->id);
+	*dv_out = dv;
 out:
+	return rc;
+}
+
+int persist_check_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, uint32_t *seen,
+			 char *why, size_t why_len)
+{
+	Castor__DeviceState *d = NULL;
+	const struct hv_dev *dv = NULL;
+	int rc = match_device(vm, body, len, *seen, &d, &dv, why, why_len);
+
+	if (!rc)
+		*seen |= 1u << (dv - vm->devs);
+	if (d)
+		castor__device_state__free_unpacked(d, NULL);
+	return rc;
+}
+
+int persist_load_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, uint32_t *seen,
+			char *why, size_t why_len)
+{
+	Castor__DeviceState *d = NULL;
+	const struct hv_dev *dv = NULL;
+	int rc = match_device(vm, body, len, *seen, &d, &dv, why, why_len);
+
+	if (!rc)
+		rc = dv->ops->load(dv->dev, d, why, why_len);
+	if (!rc)
+		*seen |= 1u << (dv - vm->devs);
 	if (d)
 		castor__device_state__free_unpacked(d, NULL);
 	return rc;
