@@ -62,6 +62,17 @@ int hv_tg_vcpu(struct hv_vm *vm, uint32_t idx, struct hv_tg_vcpu *out);
 /* The guest's network and disk counters (struct tg_io_state of guest/abi.h). */
 struct tg_io_state;
 int hv_tg_io_state(struct hv_vm *vm, struct tg_io_state *out);
+/*
+ * The same counters for a host program that does not speak the guest's ABI
+ * (castor-vmm's status): the device bring-up as booleans. -EINVAL when no test
+ * guest is loaded.
+ */
+struct hv_tg_io {
+	bool net_up, blk_up;
+	uint64_t udp_answered, tcp_answered, tcp_conns, tcp_retransmits, icmp_replies;
+	uint64_t blk_written, blk_verified, blk_bad, blk_io_errors, blk_generation, blk_next;
+};
+int hv_tg_io(struct hv_vm *vm, struct hv_tg_io *out);
 /* Wait until every vCPU reported ready; -ETIMEDOUT, or -EIO when one faulted. */
 int hv_tg_wait_ready(struct hv_vm *vm, uint64_t timeout_ns);
 /* Change the dirty rate / output rate of a running guest (read every loop). */

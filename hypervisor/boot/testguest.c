@@ -386,6 +386,31 @@ int hv_tg_io_state(struct hv_vm *vm, struct tg_io_state *out)
 	return hv_mem_read(vm, TG_IO_STATE_GPA, out, sizeof(*out));
 }
 
+int hv_tg_io(struct hv_vm *vm, struct hv_tg_io *out)
+{
+	struct tg_io_state io;
+	int rc = hv_tg_io_state(vm, &io);
+
+	if (rc < 0)
+		return rc;
+	*out = (struct hv_tg_io){
+		.net_up = io.net_up == TG_READY_MAGIC,
+		.blk_up = io.blk_up == TG_READY_MAGIC,
+		.udp_answered = io.udp_answered,
+		.tcp_answered = io.tcp_answered,
+		.tcp_conns = io.tcp_conns,
+		.tcp_retransmits = io.tcp_retransmits,
+		.icmp_replies = io.icmp_replies,
+		.blk_written = io.blk_written,
+		.blk_verified = io.blk_verified,
+		.blk_bad = io.blk_bad,
+		.blk_io_errors = io.blk_io_errors,
+		.blk_generation = io.blk_generation,
+		.blk_next = io.blk_next,
+	};
+	return 0;
+}
+
 int hv_tg_wait_ready(struct hv_vm *vm, uint64_t timeout_ns)
 {
 	struct hv_testdev *t = &vm->testdev;

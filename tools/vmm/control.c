@@ -22,7 +22,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "hypervisor/guest/abi.h"
 #include "netbuffer/netbuf.h"
 #include "proto/pb.h"
 #include "replication/repl.h"
@@ -100,7 +99,7 @@ struct status_buf {
 static void status_devices(struct vmm_control *ctl, struct status_buf *b)
 {
 	const struct vmm_devices *d = &ctl->v->devs;
-	struct tg_io_state io;
+	struct hv_tg_io io;
 	unsigned i;
 
 	for (i = 0; d && i < d->ntaps; i++) {
@@ -155,10 +154,10 @@ static void status_devices(struct vmm_control *ctl, struct status_buf *b)
 	}
 	b->st.n_disk = d ? d->ndisks : 0;
 	b->st.disk = b->dsp;
-	if (hv_tg_is_loaded(ctl->v->vm) && hv_tg_io_state(ctl->v->vm, &io) == 0) {
+	if (hv_tg_is_loaded(ctl->v->vm) && hv_tg_io(ctl->v->vm, &io) == 0) {
 		castor__test_guest_io__init(&b->io);
-		b->io.net_up = io.net_up == TG_READY_MAGIC;
-		b->io.blk_up = io.blk_up == TG_READY_MAGIC;
+		b->io.net_up = io.net_up;
+		b->io.blk_up = io.blk_up;
 		b->io.udp_answered = io.udp_answered;
 		b->io.tcp_answered = io.tcp_answered;
 		b->io.tcp_conns = io.tcp_conns;
