@@ -30,6 +30,7 @@
 #include "hv_mem.h"
 #include "hv_io.h"
 #include "hv_dev.h"
+#include "hv_precopy.h"
 #include "hv_stream.h"
 #include "hv_tg.h"
 

@@ -298,6 +298,15 @@ int persist_load_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, uin
 			char *why, size_t why_len);
 /* After a stream's records: -EINVAL with `why` naming a required device it had no record for. */
 int persist_devices_check(struct hv_vm *vm, uint32_t seen, char *why, size_t why_len);
+/* The pfns set in `b`, in order, into vm->snap_pfns; returns how many. */
+uint64_t snapshot_collect(struct hv_vm *vm, const struct util_bitmap *b);
+/*
+ * The precopy loop (precopy.c) on the snapshot chain's dirty log, writing
+ * into `w`, until the policy stops it: 0 (stop and copy), -ECANCELED (the
+ * policy aborted), or a write or harvest error. `st` holds the last figures.
+ */
+int precopy_run(struct hv_vm *vm, struct hv_stream_writer *w, struct util_bitmap *dirty,
+		hv_precopy_policy_fn policy, void *arg, struct hv_precopy_stats *st);
 /* persist_load_device() without the load: the record is this VM's, once. */
 int persist_check_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, uint32_t *seen,
 			 char *why, size_t why_len);

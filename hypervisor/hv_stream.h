@@ -7,6 +7,7 @@
 #ifndef CASTOR_HV_STREAM_H
 #define CASTOR_HV_STREAM_H
 
+#include "hv_precopy.h"
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -132,6 +133,7 @@ struct hv_snapshot_stats {
 	uint64_t stop_ns;	/* of harvest_ns: every vCPU parked and the I/O gate closed */
 	uint64_t precopy_pages; /* written by the live passes, while running */
 	uint32_t live_passes;
+	uint64_t precopy_ns;   /* the live passes took this long */
 	uint64_t staged_pages; /* copied during the pause */
 	uint64_t bytes;	       /* the stream's size */
 	uint64_t total_ns;
@@ -140,9 +142,8 @@ int hv_snapshot_save(struct hv_vm *vm, int fd, enum hv_stream_kind kind,
 		     struct hv_snapshot_stats *stats);
 /*
  * The same into any writer (a memory writer for replication epochs), with
- * the live passes chosen: up to `live_passes` passes while the guest runs,
- * stopping early once a pass sends at most `live_stop_pages` pages (0 live
- * passes: every page is copied in the pause). `pause_cb` (may be NULL) runs
+ * the live passes chosen by a precopy policy (hv_precopy.h; NULL: no live
+ * pass, every page is copied in the pause). `pause_cb` (may be NULL) runs
  * while the VM is paused, after the pages and state are fixed and before
  * END: it may write optional records into `w` and seal other things that
  * belong to this point (the output queue); an error from it fails the save.
@@ -151,8 +152,8 @@ int hv_snapshot_save(struct hv_vm *vm, int fd, enum hv_stream_kind kind,
 #define HV_SLOW_PAUSE_MS 100u
 typedef int (*hv_snapshot_pause_fn)(void *arg, struct hv_vm *vm, struct hv_stream_writer *w);
 struct hv_snapshot_opts {
-	uint32_t live_passes;
-	uint64_t live_stop_pages;
+	hv_precopy_policy_fn precopy; /* NULL: no live pass */
+	void *precopy_arg;
 	hv_snapshot_pause_fn pause_cb;
 	void *pause_arg;
 };

@@ -96,7 +96,7 @@ void snapshot_dispose(struct hv_vm *vm)
 }
 
 /* The set bits of `b` as a pfn list in vm->snap_pfns; their count. */
-static uint64_t collect(struct hv_vm *vm, const struct util_bitmap *b)
+uint64_t snapshot_collect(struct hv_vm *vm, const struct util_bitmap *b)
 {
 	uint64_t p, n = 0;
 
@@ -124,7 +124,9 @@ void hv_snapshot_set_hook(struct hv_vm *vm, hv_snapshot_hook_fn fn, void *arg)
 int hv_snapshot_save(struct hv_vm *vm, int fd, enum hv_stream_kind kind,
 		     struct hv_snapshot_stats *stats)
 {
-	struct hv_snapshot_opts o = {.live_passes = 1};
+	/* one pass while the guest runs, then the pause re-sends what it wrote meanwhile */
+	struct hv_precopy_passes one = {.max_passes = 1};
+	struct hv_snapshot_opts o = {.precopy = hv_precopy_passes_policy, .precopy_arg = &one};
 	struct hv_stream_writer *w = NULL;
 	int rc;
 
@@ -171,7 +173,7 @@ int hv_snapshot_save_opts(struct hv_vm *vm, struct hv_stream_writer *w, enum hv_
 	uint64_t t0 = util_now_ns(), tp, t1, n, i;
 	struct timespec now;
 	bool paused = false;
-	uint32_t c, pass;
+	uint32_t c;
 	int rc;
 
 	if (hv_vm_run_state(vm) != HV_S_RUNNING && hv_vm_run_state(vm) != HV_S_PAUSED)
@@ -214,24 +216,22 @@ int hv_snapshot_save_opts(struct hv_vm *vm, struct hv_stream_writer *w, enum hv_
 		goto out;
 
 	/*
-	 * Live passes, while the guest runs: every page (full) or every page
-	 * written since the last snapshot (incremental) goes out now, then what
-	 * was written during that pass, and so on; the pause re-sends only what
-	 * was written during the last pass. With no live pass everything is
-	 * copied in the pause (replication epochs: one copy of each page).
+	 * Live passes, while the guest runs (precopy.c, as the policy says):
+	 * every page (full) or every page written since the last snapshot
+	 * (incremental) goes out now, then what was written during that pass,
+	 * and so on; the pause re-sends only what was written during the last
+	 * pass. With no policy everything is copied in the pause (replication
+	 * epochs: one copy of each page).
 	 */
-	for (pass = 0; pass < o->live_passes; pass++) {
-		rc = hv_dirty_log_take(vm->snap_log, &dirty, NULL);
+	if (o->precopy) {
+		struct hv_precopy_stats ps;
+
+		rc = precopy_run(vm, w, &dirty, o->precopy, o->precopy_arg, &ps);
+		st.precopy_pages = ps.total_pages;
+		st.live_passes = ps.passes;
+		st.precopy_ns = ps.total_ns;
 		if (rc < 0)
 			goto out;
-		n = collect(vm, &dirty);
-		rc = hv_stream_write_pages(w, vm->snap_pfns, n, vm->mem.base);
-		if (rc < 0)
-			goto out;
-		st.precopy_pages += n;
-		st.live_passes++;
-		if (n <= o->live_stop_pages)
-			break;
 	}
 	rc = hv_stream_flush(w);
 	if (rc < 0)
@@ -251,7 +251,7 @@ int hv_snapshot_save_opts(struct hv_vm *vm, struct hv_stream_writer *w, enum hv_
 		goto out;
 	t1 = util_now_ns();
 	st.harvest_ns = t1 - tp;
-	n = collect(vm, &dirty);
+	n = snapshot_collect(vm, &dirty);
 	rc = stage_reserve(vm, n); /* slow path: a larger staging buffer, faulted in now */
 	if (rc < 0)
 		goto out;
@@ -465,7 +465,8 @@ int snapshot_check_records(struct hv_vm *vm, const uint8_t *buf, size_t len, uns
 		case HV_REC_VCPU:
 			if (r.len != sizeof(*v) || v->index >= vm->ncpus ||
 			    (seen_vcpus >> v->index & 1) || v->reserved || v->reserved2)
-				FAIL_WHY("stream %u, offset %" PRIu64 ": bad or repeated VCPU record",
+				FAIL_WHY("stream %u, offset %" PRIu64
+					 ": bad or repeated VCPU record",
 					 which, r.offset);
 			pending = v->index;
 			break;
@@ -473,7 +474,8 @@ int snapshot_check_records(struct hv_vm *vm, const uint8_t *buf, size_t len, uns
 			if (r.len >= 4)
 				memcpy(&idx, r.body, 4);
 			if (r.len < 8 || pending == UINT32_MAX || idx != pending)
-				FAIL_WHY("stream %u, offset %" PRIu64 ": VCPU_MSRS without its VCPU",
+				FAIL_WHY("stream %u, offset %" PRIu64
+					 ": VCPU_MSRS without its VCPU",
 					 which, r.offset);
 			seen_vcpus |= 1u << idx;
 			pending = UINT32_MAX;
@@ -481,8 +483,9 @@ int snapshot_check_records(struct hv_vm *vm, const uint8_t *buf, size_t len, uns
 		case HV_REC_IRQCHIP:
 		case HV_REC_PIT:
 		case HV_REC_CLOCK: {
-			unsigned *n = r.type == HV_REC_IRQCHIP ? &chip : r.type == HV_REC_PIT ? &pit
-											     : &clock;
+			unsigned *n = r.type == HV_REC_IRQCHIP ? &chip
+				      : r.type == HV_REC_PIT   ? &pit
+							       : &clock;
 
 			if (++*n > 1)
 				FAIL_WHY("stream %u, offset %" PRIu64 ": a second %s record", which,
@@ -490,9 +493,11 @@ int snapshot_check_records(struct hv_vm *vm, const uint8_t *buf, size_t len, uns
 			break;
 		}
 		case HV_REC_DEVICE:
-			rc = persist_check_device(vm, r.body, r.len, &seen_devs, what, sizeof(what));
+			rc = persist_check_device(vm, r.body, r.len, &seen_devs, what,
+						  sizeof(what));
 			if (rc < 0)
-				FAIL_WHY("stream %u, offset %" PRIu64 ": %s", which, r.offset, what);
+				FAIL_WHY("stream %u, offset %" PRIu64 ": %s", which, r.offset,
+					 what);
 			break;
 		default:
 			break; /* HEADER, PAGES; optional records of later revisions */

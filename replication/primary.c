@@ -40,7 +40,7 @@
 
 #define MS		    1000000ull
 #define SYNC_LIVE_PASSES    8u	 /* initial copy: at most this many passes while running */
-#define SYNC_STOP_PAGES	    256u /* and stop iterating once a pass is this small */
+#define SYNC_STOP_PAGES	    256u /* and stop once this few pages are left dirty */
 #define DIRTY_POLL_MS	    2u	 /* how often the dirty cap is checked */
 #define DEFAULT_CACHE_PAGES 16384u
 #define DEFAULT_INTERVAL_MS 25u
@@ -132,9 +132,12 @@ static void sync_progress(void *arg, uint64_t sent, uint64_t total)
 /* Capture epoch p->epoch into p->w (full: the initial copy). */
 static int capture(struct repl_primary *p, enum hv_stream_kind kind, struct hv_snapshot_stats *st)
 {
+	/* the initial copy: passes while the guest runs; epochs: all in the pause */
+	static const struct hv_precopy_passes sync = {.max_passes = SYNC_LIVE_PASSES,
+						      .stop_pages = SYNC_STOP_PAGES};
 	struct hv_snapshot_opts so = {
-		.live_passes = kind == HV_STREAM_FULL ? SYNC_LIVE_PASSES : 0,
-		.live_stop_pages = SYNC_STOP_PAGES,
+		.precopy = kind == HV_STREAM_FULL ? hv_precopy_passes_policy : NULL,
+		.precopy_arg = (void *)&sync,
 		.pause_cb = in_pause,
 		.pause_arg = p,
 	};

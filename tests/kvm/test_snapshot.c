@@ -207,7 +207,7 @@ static void slow_pause_logged(void **state)
 static void pause_copy_exact(void **state)
 {
 	struct hv_vm *vm = running_guest(), *r = NULL;
-	struct hv_snapshot_opts o = {.live_passes = 0};
+	struct hv_snapshot_opts o = {.precopy = NULL}; /* no live pass */
 	struct hv_snapshot_stats st = {0};
 	struct hv_stream_writer *w = NULL;
 	const uint8_t *data;
