@@ -298,14 +298,27 @@ int persist_load_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, uin
 			char *why, size_t why_len);
 /* After a stream's records: -EINVAL with `why` naming a required device it had no record for. */
 int persist_devices_check(struct hv_vm *vm, uint32_t seen, char *why, size_t why_len);
-/* The pfns set in `b`, in order, into vm->snap_pfns; returns how many. */
-uint64_t snapshot_collect(struct hv_vm *vm, const struct util_bitmap *b);
+/*
+ * A snapshot chain (hv_stream.h): a dirty-log consumer of its own, the
+ * staging buffer its pauses copy into and the id its next incremental
+ * follows. Several may live on one VM (snapshots, replication, migration).
+ */
+struct hv_snap_chain {
+	struct hv_vm *vm;
+	struct hv_dirty_log *log; /* pages since the chain's last snapshot */
+	uint64_t last_id;	  /* stream_id of that snapshot; 0 = none yet */
+	uint8_t *stage;		  /* staging buffer, kept mapped and faulted in */
+	uint64_t stage_pages;
+	uint64_t *pfns; /* one per RAM page: the pages of a pass or a pause */
+};
+/* The pfns set in `b`, in order, into c->pfns; returns how many. */
+uint64_t snapshot_collect(struct hv_snap_chain *c, const struct util_bitmap *b);
 /*
  * The precopy loop (precopy.c) on the snapshot chain's dirty log, writing
  * into `w`, until the policy stops it: 0 (stop and copy), -ECANCELED (the
  * policy aborted), or a write or harvest error. `st` holds the last figures.
  */
-int precopy_run(struct hv_vm *vm, struct hv_stream_writer *w, struct util_bitmap *dirty,
+int precopy_run(struct hv_snap_chain *c, struct hv_stream_writer *w, struct util_bitmap *dirty,
 		hv_precopy_policy_fn policy, void *arg, struct hv_precopy_stats *st);
 /* persist_load_device() without the load: the record is this VM's, once. */
 int persist_check_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, uint32_t *seen,
@@ -357,14 +370,10 @@ struct hv_vm {
 	bool restored; /* state came from a snapshot: start without booting */
 
 	/* snapshots (snapshot.c) */
-	struct hv_dirty_log *snap_log; /* pages since the last snapshot of the chain */
-	uint64_t snap_last_id;	       /* stream_id of that snapshot; 0 = no chain */
+	struct hv_snap_chain *chain;   /* hv_snapshot_save*()'s chain; NULL until the first */
 	hv_snapshot_hook_fn snap_hook; /* test seam: after the live pass, before the pause */
 	void *snap_hook_arg;
-	uint64_t applied_id; /* a twin: the last stream applied to it */
-	uint8_t *snap_stage; /* staging buffer, kept mapped and faulted in */
-	uint64_t snap_stage_pages;
-	uint64_t *snap_pfns;
+	uint64_t applied_id;  /* a twin: the last stream applied to it */
 	struct hv_lazy *lazy; /* a lazy restore still loading pages */
 
 	struct hv_tg *tg; /* the test guest's host side; NULL until one is loaded or restored */

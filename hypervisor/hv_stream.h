@@ -161,6 +161,24 @@ int hv_snapshot_save_opts(struct hv_vm *vm, struct hv_stream_writer *w, enum hv_
 			  const struct hv_snapshot_opts *o, struct hv_snapshot_stats *stats);
 /* Pages the next incremental would carry so far (-ENOENT before a full snapshot). */
 int hv_snapshot_pending(struct hv_vm *vm, uint64_t *pages_out);
+
+/*
+ * A snapshot chain of its own: its own dirty log (hv_dirty_log_new), staging
+ * buffer and ids, so that a VM may carry several at once -- `castor vm
+ * snapshot`'s (the VM's own chain, used by hv_snapshot_save*() above), a
+ * replication session's, a migration's -- each seeing every page written
+ * since its own last snapshot. The VM must outlive it. Two chains may save at
+ * once from two threads: their pauses nest.
+ */
+struct hv_snap_chain;
+int hv_snap_chain_new(struct hv_vm *vm, struct hv_snap_chain **out);
+void hv_snap_chain_free(struct hv_snap_chain *c); /* NULL is fine */
+/* hv_snapshot_save_opts() on this chain. */
+int hv_snap_chain_save(struct hv_snap_chain *c, struct hv_stream_writer *w,
+		       enum hv_stream_kind kind, const struct hv_snapshot_opts *o,
+		       struct hv_snapshot_stats *stats);
+/* hv_snapshot_pending() of this chain. */
+int hv_snap_chain_pending(struct hv_snap_chain *c, uint64_t *pages_out);
 /*
  * Test seam: `fn` runs in hv_snapshot_save() after the live pass, before the
  * pause (`paused` false), and again with the VM paused once the snapshot's

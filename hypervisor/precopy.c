@@ -37,9 +37,10 @@ static uint64_t per_second(uint64_t n, uint64_t ns)
 	return ns ? (uint64_t)((double)n * 1e9 / (double)ns) : 0;
 }
 
-int precopy_run(struct hv_vm *vm, struct hv_stream_writer *w, struct util_bitmap *dirty,
+int precopy_run(struct hv_snap_chain *c, struct hv_stream_writer *w, struct util_bitmap *dirty,
 		hv_precopy_policy_fn policy, void *arg, struct hv_precopy_stats *st)
 {
+	struct hv_vm *vm = c->vm;
 	uint64_t t0 = util_now_ns();
 	enum hv_precopy_action a = HV_PRECOPY_CONTINUE;
 	int rc;
@@ -48,11 +49,11 @@ int precopy_run(struct hv_vm *vm, struct hv_stream_writer *w, struct util_bitmap
 	while (a == HV_PRECOPY_CONTINUE) {
 		uint64_t tp = util_now_ns(), b0 = hv_stream_writer_bytes(w), n;
 
-		rc = hv_dirty_log_take(vm->snap_log, dirty, NULL);
+		rc = hv_dirty_log_take(c->log, dirty, NULL);
 		if (rc < 0)
 			return rc;
-		n = snapshot_collect(vm, dirty);
-		rc = hv_stream_write_pages(w, vm->snap_pfns, n, vm->mem.base);
+		n = snapshot_collect(c, dirty);
+		rc = hv_stream_write_pages(w, c->pfns, n, vm->mem.base);
 		if (rc < 0)
 			return rc;
 		st->passes++;
@@ -61,7 +62,7 @@ int precopy_run(struct hv_vm *vm, struct hv_stream_writer *w, struct util_bitmap
 		st->pass_ns = util_now_ns() - tp;
 		st->total_pages += n;
 		st->total_ns = util_now_ns() - t0;
-		rc = hv_dirty_log_count(vm->snap_log, &st->pending_pages);
+		rc = hv_dirty_log_count(c->log, &st->pending_pages);
 		if (rc < 0)
 			return rc;
 		st->dirty_rate_pps = per_second(st->pending_pages, st->pass_ns);

@@ -30,22 +30,22 @@
 /* Keep the staging buffer mapped and faulted in at least this large. */
 #define STAGE_MIN_PAGES 1024u
 
-static int stage_reserve(struct hv_vm *vm, uint64_t pages)
+static int stage_reserve(struct hv_snap_chain *c, uint64_t pages)
 {
 	void *p;
 
-	if (pages <= vm->snap_stage_pages)
+	if (pages <= c->stage_pages)
 		return 0;
-	if (vm->snap_stage)
-		munmap(vm->snap_stage, vm->snap_stage_pages * HV_PAGE_SIZE);
-	vm->snap_stage = NULL;
-	vm->snap_stage_pages = 0;
+	if (c->stage)
+		munmap(c->stage, c->stage_pages * HV_PAGE_SIZE);
+	c->stage = NULL;
+	c->stage_pages = 0;
 	p = mmap(NULL, pages * HV_PAGE_SIZE, PROT_READ | PROT_WRITE,
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 	if (p == MAP_FAILED)
 		return -errno;
-	vm->snap_stage = p;
-	vm->snap_stage_pages = pages;
+	c->stage = p;
+	c->stage_pages = pages;
 	return 0;
 }
 
@@ -83,25 +83,52 @@ static void stage_page_nt(uint8_t *dst, const uint8_t *src)
 #endif
 }
 
-void snapshot_dispose(struct hv_vm *vm)
+int hv_snap_chain_new(struct hv_vm *vm, struct hv_snap_chain **out)
 {
-	if (vm->snap_stage)
-		munmap(vm->snap_stage, vm->snap_stage_pages * HV_PAGE_SIZE);
-	vm->snap_stage = NULL;
-	vm->snap_stage_pages = 0;
-	hv_dirty_log_free(vm->snap_log);
-	vm->snap_log = NULL;
-	free(vm->snap_pfns);
-	vm->snap_pfns = NULL;
+	struct hv_snap_chain *c = calloc(1, sizeof(*c));
+	int rc = -ENOMEM;
+
+	*out = NULL;
+	if (!c)
+		return -ENOMEM;
+	c->vm = vm;
+	c->pfns = malloc(vm->mem.pages * sizeof(uint64_t));
+	if (!c->pfns)
+		goto fail;
+	rc = stage_reserve(c, STAGE_MIN_PAGES);
+	if (rc < 0)
+		goto fail;
+	*out = c;
+	return 0;
+fail:
+	hv_snap_chain_free(c);
+	return rc;
 }
 
-/* The set bits of `b` as a pfn list in vm->snap_pfns; their count. */
-uint64_t snapshot_collect(struct hv_vm *vm, const struct util_bitmap *b)
+void hv_snap_chain_free(struct hv_snap_chain *c)
+{
+	if (!c)
+		return;
+	if (c->stage)
+		munmap(c->stage, c->stage_pages * HV_PAGE_SIZE);
+	hv_dirty_log_free(c->log);
+	free(c->pfns);
+	free(c);
+}
+
+void snapshot_dispose(struct hv_vm *vm)
+{
+	hv_snap_chain_free(vm->chain);
+	vm->chain = NULL;
+}
+
+/* The set bits of `b` as a pfn list in c->pfns; their count. */
+uint64_t snapshot_collect(struct hv_snap_chain *c, const struct util_bitmap *b)
 {
 	uint64_t p, n = 0;
 
 	for (p = util_bitmap_next_set(b, 0); p < b->nbits; p = util_bitmap_next_set(b, p + 1))
-		vm->snap_pfns[n++] = p;
+		c->pfns[n++] = p;
 	return n;
 }
 
@@ -139,12 +166,33 @@ int hv_snapshot_save(struct hv_vm *vm, int fd, enum hv_stream_kind kind,
 	return rc;
 }
 
+int hv_snap_chain_pending(struct hv_snap_chain *c, uint64_t *pages_out)
+{
+	*pages_out = 0;
+	if (!c->log)
+		return -ENOENT;
+	return hv_dirty_log_count(c->log, pages_out);
+}
+
 int hv_snapshot_pending(struct hv_vm *vm, uint64_t *pages_out)
 {
 	*pages_out = 0;
-	if (!vm->snap_log)
-		return -ENOENT;
-	return hv_dirty_log_count(vm->snap_log, pages_out);
+	return vm->chain ? hv_snap_chain_pending(vm->chain, pages_out) : -ENOENT;
+}
+
+int hv_snapshot_save_opts(struct hv_vm *vm, struct hv_stream_writer *w, enum hv_stream_kind kind,
+			  const struct hv_snapshot_opts *o, struct hv_snapshot_stats *stats)
+{
+	int rc = 0;
+
+	if (!vm->chain)
+		rc = hv_snap_chain_new(vm, &vm->chain);
+	if (rc < 0) {
+		if (stats)
+			memset(stats, 0, sizeof(*stats));
+		return rc;
+	}
+	return hv_snap_chain_save(vm->chain, w, kind, o, stats);
 }
 
 /*
@@ -163,9 +211,11 @@ static void slow_pause(struct hv_vm *vm, const struct hv_snapshot_stats *st, uin
 		 (double)(st->pause_ns - st->harvest_ns - st->copy_ns - st->state_ns) / 1e6);
 }
 
-int hv_snapshot_save_opts(struct hv_vm *vm, struct hv_stream_writer *w, enum hv_stream_kind kind,
-			  const struct hv_snapshot_opts *o, struct hv_snapshot_stats *stats)
+int hv_snap_chain_save(struct hv_snap_chain *chain, struct hv_stream_writer *w,
+		       enum hv_stream_kind kind, const struct hv_snapshot_opts *o,
+		       struct hv_snapshot_stats *stats)
 {
+	struct hv_vm *vm = chain->vm;
 	struct hv_snapshot_stats st = {0};
 	struct hv_stream_header h = {0};
 	struct util_bitmap dirty = {0};
@@ -178,26 +228,19 @@ int hv_snapshot_save_opts(struct hv_vm *vm, struct hv_stream_writer *w, enum hv_
 
 	if (hv_vm_run_state(vm) != HV_S_RUNNING && hv_vm_run_state(vm) != HV_S_PAUSED)
 		return -EINVAL;
-	if (kind == HV_STREAM_INCREMENTAL && (!vm->snap_log || !vm->snap_last_id)) {
+	if (kind == HV_STREAM_INCREMENTAL && (!chain->log || !chain->last_id)) {
 		LOG_ERR("vm %s: an incremental snapshot needs a full one to build on", vm->name);
 		return -ENOENT;
 	}
 	rc = util_bitmap_init(&dirty, vm->mem.pages);
-	if (!rc && !vm->snap_pfns) {
-		vm->snap_pfns = malloc(vm->mem.pages * sizeof(uint64_t));
-		if (!vm->snap_pfns)
-			rc = -ENOMEM;
-	}
-	if (!rc)
-		rc = stage_reserve(vm, STAGE_MIN_PAGES);
 	if (rc < 0)
 		goto out;
 	if (kind == HV_STREAM_FULL) {
 		/* a new chain: a fresh log counts every page as dirty */
-		hv_dirty_log_free(vm->snap_log);
-		vm->snap_log = NULL;
-		vm->snap_last_id = 0;
-		rc = hv_dirty_log_new(vm, &vm->snap_log);
+		hv_dirty_log_free(chain->log);
+		chain->log = NULL;
+		chain->last_id = 0;
+		rc = hv_dirty_log_new(vm, &chain->log);
 		if (rc < 0)
 			goto out;
 	}
@@ -209,7 +252,7 @@ int hv_snapshot_save_opts(struct hv_vm *vm, struct hv_stream_writer *w, enum hv_
 	h.page_size = HV_PAGE_SIZE;
 	h.mem_bytes = vm->mem.size;
 	h.stream_id = st.stream_id = random_id();
-	h.parent_id = st.parent_id = kind == HV_STREAM_INCREMENTAL ? vm->snap_last_id : 0;
+	h.parent_id = st.parent_id = kind == HV_STREAM_INCREMENTAL ? chain->last_id : 0;
 	h.created_ns = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
 	rc = hv_stream_write(w, HV_REC_HEADER, &iov, 1);
 	if (rc < 0)
@@ -226,7 +269,7 @@ int hv_snapshot_save_opts(struct hv_vm *vm, struct hv_stream_writer *w, enum hv_
 	if (o->precopy) {
 		struct hv_precopy_stats ps;
 
-		rc = precopy_run(vm, w, &dirty, o->precopy, o->precopy_arg, &ps);
+		rc = precopy_run(chain, w, &dirty, o->precopy, o->precopy_arg, &ps);
 		st.precopy_pages = ps.total_pages;
 		st.live_passes = ps.passes;
 		st.precopy_ns = ps.total_ns;
@@ -246,26 +289,26 @@ int hv_snapshot_save_opts(struct hv_vm *vm, struct hv_stream_writer *w, enum hv_
 		goto out;
 	paused = true;
 	st.stop_ns = util_now_ns() - tp;
-	rc = hv_dirty_log_take(vm->snap_log, &dirty, NULL);
+	rc = hv_dirty_log_take(chain->log, &dirty, NULL);
 	if (rc < 0)
 		goto out;
 	t1 = util_now_ns();
 	st.harvest_ns = t1 - tp;
-	n = snapshot_collect(vm, &dirty);
-	rc = stage_reserve(vm, n); /* slow path: a larger staging buffer, faulted in now */
+	n = snapshot_collect(chain, &dirty);
+	rc = stage_reserve(chain, n); /* slow path: a larger staging buffer, faulted in now */
 	if (rc < 0)
 		goto out;
 	if (n >= STAGE_STREAM_PAGES) {
 		for (i = 0; i < n; i++)
-			stage_page_nt(vm->snap_stage + i * HV_PAGE_SIZE,
-				      vm->mem.base + vm->snap_pfns[i] * HV_PAGE_SIZE);
+			stage_page_nt(chain->stage + i * HV_PAGE_SIZE,
+				      vm->mem.base + chain->pfns[i] * HV_PAGE_SIZE);
 #if defined(__x86_64__)
 		_mm_sfence(); /* the streamed stores are visible before anyone reads the stage */
 #endif
 	} else {
 		for (i = 0; i < n; i++)
-			memcpy(vm->snap_stage + i * HV_PAGE_SIZE,
-			       vm->mem.base + vm->snap_pfns[i] * HV_PAGE_SIZE, HV_PAGE_SIZE);
+			memcpy(chain->stage + i * HV_PAGE_SIZE,
+			       vm->mem.base + chain->pfns[i] * HV_PAGE_SIZE, HV_PAGE_SIZE);
 	}
 	st.copy_ns = util_now_ns() - t1;
 	t1 = util_now_ns();
@@ -293,14 +336,14 @@ int hv_snapshot_save_opts(struct hv_vm *vm, struct hv_stream_writer *w, enum hv_
 	if (st.pause_ns > HV_SLOW_PAUSE_MS * 1000000ull)
 		slow_pause(vm, &st, n);
 	st.staged_pages = n;
-	rc = hv_stream_write_staged(w, vm->snap_pfns, n, vm->snap_stage);
+	rc = hv_stream_write_staged(w, chain->pfns, n, chain->stage);
 	if (!rc)
 		rc = hv_stream_finish(w);
 	if (rc < 0)
 		goto out;
 	/* the next snapshot's pause should not have to grow the buffer */
-	stage_reserve(vm, n + n / 2);
-	vm->snap_last_id = h.stream_id;
+	stage_reserve(chain, n + n / 2);
+	chain->last_id = h.stream_id;
 	st.bytes = hv_stream_writer_bytes(w);
 	st.total_ns = util_now_ns() - t0;
 	LOG_INFO("vm %s: %s snapshot %016" PRIx64 ": %" PRIu64 " + %" PRIu64
@@ -315,7 +358,7 @@ out:
 		LOG_ERRNO(rc, "vm %s: snapshot", vm->name);
 		if (kind == HV_STREAM_FULL) {
 			/* no chain to build on after a failed full snapshot */
-			vm->snap_last_id = 0;
+			chain->last_id = 0;
 		}
 	}
 	util_bitmap_dispose(&dirty);
@@ -707,8 +750,9 @@ static int restore_chain(struct hv_vm *vm, const uint8_t *const *streams, const 
 					strerror(-rc));
 	}
 	vm->restored = true;
-	vm->snap_last_id = 0;	  /* a restored VM starts a new chain */
-	vm->applied_id = last_id; /* the twin's position, for hv_snapshot_apply() */
+	if (vm->chain)
+		vm->chain->last_id = 0; /* a restored VM starts a new chain */
+	vm->applied_id = last_id;	/* the twin's position, for hv_snapshot_apply() */
 	return 0;
 }
 
@@ -781,7 +825,7 @@ int hv_snapshot_restore_into(struct hv_vm *vm, const uint8_t *const *streams, co
 	int rc;
 
 	if (atomic_load(&vm->run_state) != HV_S_CREATED || vm->restored || hv_tg_is_loaded(vm) ||
-	    vm->snap_last_id || vm->lazy || mem_written(vm))
+	    (vm->chain && vm->chain->last_id) || vm->lazy || mem_written(vm))
 		return util_why(why, why_len, -EINVAL,
 				"the VM is not blank: it has run, been loaded or restored");
 	rc = first_header(streams, lens, nstreams, &first, why, why_len);

@@ -55,6 +55,7 @@ struct repl_primary {
 	struct repl_conn *conn;
 	struct repl_encoder *enc;
 	struct hv_stream_writer *w;
+	struct hv_snap_chain *chain; /* the session's own dirty log and staging */
 	struct repl_buf wire;
 	pthread_t thread;
 	bool thread_live;
@@ -144,7 +145,7 @@ static int capture(struct repl_primary *p, enum hv_stream_kind kind, struct hv_s
 	int rc;
 
 	hv_stream_writer_reset(p->w);
-	rc = hv_snapshot_save_opts(p->vm, p->w, kind, &so, st);
+	rc = hv_snap_chain_save(p->chain, p->w, kind, &so, st);
 	return rc;
 }
 
@@ -295,7 +296,7 @@ static enum wait_end wait_epoch_end(struct repl_primary *p, uint64_t start, bool
 
 			if (now >= next_poll) {
 				pthread_mutex_unlock(&p->lock);
-				hv_snapshot_pending(p->vm, &pending);
+				hv_snap_chain_pending(p->chain, &pending);
 				pthread_mutex_lock(&p->lock);
 				next_poll = now + DIRTY_POLL_MS * MS;
 				if (pending >= p->o.max_dirty_pages) {
@@ -494,6 +495,9 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 			      &p->enc);
 	if (!rc)
 		rc = hv_stream_writer_mem(&p->w);
+	/* a chain of its own: `castor vm snapshot` keeps working while protected */
+	if (!rc)
+		rc = hv_snap_chain_new(vm, &p->chain);
 	if (rc < 0) {
 		snprintf(why, why_len, "cannot set up the encoder (%s)", strerror(-rc));
 		goto fail;
@@ -596,6 +600,7 @@ void repl_primary_free(struct repl_primary *p)
 		p->t->close(p->conn);
 	repl_encoder_free(p->enc);
 	hv_stream_writer_free(p->w);
+	hv_snap_chain_free(p->chain);
 	repl_buf_dispose(&p->wire);
 	pthread_cond_destroy(&p->cond);
 	pthread_mutex_destroy(&p->lock);

@@ -18,7 +18,8 @@ usage: test_sessions.py VMM CASTOR CASE
              (heartbeats); a frozen replica (SIGSTOP) is noticed long before
              the next epoch would have noticed it
   refuse     failover is refused while the primary streams (unless --force),
-             and after the primary stopped protecting on purpose (unless --force)
+             and after the primary stopped protecting on purpose (unless --force);
+             a snapshot of the protected VM works beside the epochs
 Exit 0 pass, 1 fail, 77 skip (no usable /dev/kvm; a failure instead under
 CASTOR_REQUIRE_KVM=1).
 """
@@ -238,6 +239,14 @@ def case_refuse(pr):
     res = castor("ha", "failover", "--socket", rsock, check=False)
     if res.returncode != 1 or "still streaming" not in res.stderr:
         raise Fail(f"failover under a live primary: {res.returncode}, {res.stderr.strip()!r}")
+    # a snapshot of the protected VM: its own chain, beside replication's
+    snap = f"{pr.d}/p.snap"
+    e0 = ha(psock)["epochs"]
+    castor("vm", "snapshot", "--socket", psock, "--file", snap)
+    castor("stream", "verify", snap)
+    wait_for("epochs after the snapshot", lambda: ha(psock)["epochs"] > e0 + 20)
+    if ha(psock)["state"] != "protected":
+        raise Fail(f"after a snapshot while protected: {ha(psock)}")
     out = json.loads(castor("ha", "unprotect", "--socket", psock, "--json").stdout)
     wait_for("released", lambda: ha(rsock)["state"] == "released", timeout=10)
     res = castor("ha", "failover", "--socket", rsock, check=False)

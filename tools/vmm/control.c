@@ -560,11 +560,7 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 		c->quit_after_write = true;
 		break;
 	case CASTOR__REQUEST__BODY_SNAPSHOT:
-		if (ctl->v->primary) {
-			rc = -EBUSY;
-			msg = "the VM is protected: its snapshot chain belongs to replication";
-			break;
-		}
+		/* replication has a snapshot chain of its own: both may go on at once */
 		rc = do_snapshot(ctl, req->snapshot, &resp, &snap, &msg);
 		break;
 	case CASTOR__REQUEST__BODY_RESTORE:
