@@ -46,6 +46,7 @@ int hv_net_add(struct hv_vm *vm, const struct hv_net_config *cfg, struct hv_net 
 int hv_net_rx(struct hv_net *net, const void *frame, size_t len);
 struct hv_net_stats {
 	uint64_t tx_frames, tx_bytes, rx_frames, rx_bytes, rx_no_buffer, rx_dropped;
+	uint64_t tx_malformed; /* frames the guest queued too short or too long: dropped */
 };
 void hv_net_stats(struct hv_net *net, struct hv_net_stats *out);
 uint64_t hv_net_mmio_base(const struct hv_net *net);
@@ -77,6 +78,7 @@ struct hv_blk_config {
 int hv_blk_add(struct hv_vm *vm, const struct hv_blk_config *cfg, struct hv_blk **out);
 struct hv_blk_stats {
 	uint64_t reads, writes, flushes, discards, errors, bytes_read, bytes_written;
+	uint64_t malformed; /* requests with nowhere to put a status: returned unserved */
 };
 void hv_blk_stats(struct hv_blk *blk, struct hv_blk_stats *out);
 uint64_t hv_blk_mmio_base(const struct hv_blk *blk);

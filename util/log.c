@@ -66,3 +66,29 @@ void util_log(enum util_log_level level, const char *tag, int err, const char *f
 	fprintf(stderr, "%02d:%02d:%02d.%06ld %s %s: %s\n", tm.tm_hour, tm.tm_min, tm.tm_sec,
 		ts.tv_nsec / 1000, names[level], tag, msg);
 }
+
+void util_log_limited(struct util_ratelimit *rl, enum util_log_level level, const char *tag,
+		      const char *fmt, ...)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	uint64_t more = 0;
+	char msg[1024];
+	va_list ap;
+	bool open;
+
+	if (level > util_log_get_level())
+		return;
+	pthread_mutex_lock(&lock);
+	open = util_ratelimit_is_open(rl, util_now_ns(), &more);
+	pthread_mutex_unlock(&lock);
+	if (!open)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (more)
+		util_log(level, tag, 0, "%s (%llu more like this since)", msg,
+			 (unsigned long long)more);
+	else
+		util_log(level, tag, 0, "%s", msg);
+}

@@ -90,6 +90,23 @@ struct util_ratelimit {
  */
 bool util_ratelimit_is_open(struct util_ratelimit *rl, uint64_t now_ns, uint64_t *suppressed_out);
 
+/*
+ * util_log() through `rl` (thread-safe): a message let through after others
+ * were refused ends with "(N more like this since)".
+ */
+void util_log_limited(struct util_ratelimit *rl, enum util_log_level level, const char *tag,
+		      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/*
+ * A warning the guest can cause at will (a malformed frame or request, a
+ * broken queue): at most one line a second from each call site, so a guest
+ * cannot flood the host's log; the devices count the events themselves.
+ */
+#define LOG_GUEST_WARN(...)                                                                        \
+	do {                                                                                       \
+		static struct util_ratelimit guest_rl_ = {.interval_ns = 1000000000ull};           \
+		util_log_limited(&guest_rl_, LOG_LVL_WARN, LOG_TAG, __VA_ARGS__);                  \
+	} while (0)
+
 /* ---- statistics ----------------------------------------------------------------- */
 
 /* Percentile p (0..100) of n samples; sorts `v` in place. 0 when n == 0. */

@@ -38,8 +38,8 @@ static void on_output(struct hv_testdev *t, uint32_t idx, uint32_t low)
 
 	if (hv_mem_read(t->vm, t->state_gpa + (uint64_t)idx * TG_PAGE_SIZE, &st, sizeof(st)) < 0 ||
 	    st.out_seq == 0 || (uint32_t)(st.out_seq - 1) != low) {
-		LOG_WARN("vm %s: vcpu %u: output %u does not match its state page", t->vm->name,
-			 idx, low);
+		LOG_GUEST_WARN("vm %s: vcpu %u: output %u does not match its state page",
+			       t->vm->name, idx, low);
 		pthread_mutex_lock(&t->lock);
 		v->order_errors++;
 		pthread_mutex_unlock(&t->lock);
@@ -48,8 +48,8 @@ static void on_output(struct hv_testdev *t, uint32_t idx, uint32_t low)
 	seq = st.out_seq - 1;
 	pthread_mutex_lock(&t->lock);
 	if (seq != v->next_seq) {
-		LOG_WARN("vm %s: vcpu %u: output %llu, expected %llu", t->vm->name, idx,
-			 (unsigned long long)seq, (unsigned long long)v->next_seq);
+		LOG_GUEST_WARN("vm %s: vcpu %u: output %llu, expected %llu", t->vm->name, idx,
+			       (unsigned long long)seq, (unsigned long long)v->next_seq);
 		v->order_errors++;
 	}
 	v->next_seq = seq + 1;

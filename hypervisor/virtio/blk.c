@@ -243,7 +243,8 @@ static void blk_queue_notify(void *dev, unsigned qidx)
 
 			if (b->elem.in_bytes < 1) {
 				/* nowhere to put a status: the driver broke the protocol */
-				LOG_WARN("%s: request without a status byte", b->m->name);
+				LOG_GUEST_WARN("%s: request without a status byte", b->m->name);
+				b->stats.malformed++;
 				vq_push(q, &b->elem, 0);
 				pushed = true;
 				continue;

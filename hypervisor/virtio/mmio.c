@@ -143,9 +143,9 @@ static void set_status(struct virtio_mmio *m, uint32_t v)
 		uint64_t extra = m->drv_features & ~offered_features(m);
 
 		if (extra || !virtio_mmio_has_feature(m, VIRTIO_F_VERSION_1)) {
-			LOG_WARN("%s: driver features 0x%llx refused (%s)", m->name,
-				 (unsigned long long)m->drv_features,
-				 extra ? "not offered" : "no VIRTIO_F_VERSION_1");
+			LOG_GUEST_WARN("%s: driver features 0x%llx refused (%s)", m->name,
+				       (unsigned long long)m->drv_features,
+				       extra ? "not offered" : "no VIRTIO_F_VERSION_1");
 			v &= ~(uint32_t)VIRTIO_STATUS_FEATURES_OK;
 		}
 		for (i = 0; i < m->ops->nqueues; i++)

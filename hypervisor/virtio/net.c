@@ -65,8 +65,9 @@ static void tx_one(struct hv_net *n, struct vq *q, struct vq_elem *e)
 	unsigned i;
 
 	if (e->out_bytes < NET_HDR_LEN || e->out_bytes > NET_FRAME_MAX) {
-		LOG_WARN("%s: transmit of %llu bytes dropped", n->m->name,
-			 (unsigned long long)e->out_bytes);
+		LOG_GUEST_WARN("%s: transmit of %llu bytes dropped", n->m->name,
+			       (unsigned long long)e->out_bytes);
+		n->stats.tx_malformed++;
 		return;
 	}
 	for (i = 0; i < e->n_out; i++) {

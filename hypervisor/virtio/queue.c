@@ -51,8 +51,9 @@ void vq_reset(struct vq *q)
 static int broken(struct vq *q, const char *why, uint64_t a, uint64_t b)
 {
 	if (!q->broken)
-		LOG_ERR("%s: %s (0x%llx, 0x%llx); queue stopped until the driver resets the device",
-			q->name, why, (unsigned long long)a, (unsigned long long)b);
+		LOG_GUEST_WARN("%s: %s (0x%llx, 0x%llx); queue stopped until the driver resets the "
+			       "device",
+			       q->name, why, (unsigned long long)a, (unsigned long long)b);
 	q->broken = true;
 	return -EBADMSG;
 }

@@ -232,6 +232,7 @@ static int status_json(const Castor__VmStatus *st)
 		cli_json_u64(&j, "tx_held", n->tx_held);
 		cli_json_u64(&j, "tx_queue_full", n->tx_queue_full);
 		cli_json_u64(&j, "announces", n->announces);
+		cli_json_u64(&j, "tx_malformed", n->tx_malformed);
 		cli_json_object_end(&j);
 	}
 	cli_json_array_end(&j);
@@ -251,6 +252,7 @@ static int status_json(const Castor__VmStatus *st)
 		cli_json_u64(&j, "errors", d->errors);
 		cli_json_u64(&j, "bytes_read", d->bytes_read);
 		cli_json_u64(&j, "bytes_written", d->bytes_written);
+		cli_json_u64(&j, "malformed", d->malformed);
 		cli_json_object_end(&j);
 	}
 	cli_json_array_end(&j);

@@ -127,6 +127,7 @@ static void status_devices(struct vmm_control *ctl, struct status_buf *b)
 		n->tx_held = ts.tx_queued;
 		n->tx_queue_full = ts.tx_queue_full;
 		n->announces = ts.announces;
+		n->tx_malformed = hs.tx_malformed;
 		hv_net_mac(nb_tap_net(d->taps[i]), b->macs[i]);
 		b->nsp[i] = n;
 	}
@@ -150,6 +151,7 @@ static void status_devices(struct vmm_control *ctl, struct status_buf *b)
 		x->errors = bs.errors;
 		x->bytes_read = bs.bytes_read;
 		x->bytes_written = bs.bytes_written;
+		x->malformed = bs.malformed;
 		b->dsp[i] = x;
 	}
 	b->st.n_disk = d ? d->ndisks : 0;
