@@ -14,6 +14,8 @@ usage: test_failover.py VMM CASTOR CASE
              its epoch's ack was logged before that
   degraded   the replica stops acking (SIGSTOP): the primary becomes degraded,
              keeps the guest running and releases nothing more
+  reprotect  protection started on a running VM under a TCP connection, failover to B,
+             B protected toward a third host C, failover to C: the connection survives both
   badnet     the guest's tap disappears while protected (reported, protection
              goes on); a tiny output queue overflows (frames refused and
              counted, epochs end early, TCP still gets through)
@@ -32,7 +34,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 VMM, CASTOR, CASE = sys.argv[1:4]
 P = os.environ.get("CASTOR_NETNS_PREFIX", "castor")
-GUEST_IP, A_IP, B_IP = "10.77.0.2", "10.77.0.11", "10.77.0.12"
+GUEST_IP, A_IP, B_IP, C_IP = "10.77.0.2", "10.77.0.11", "10.77.0.12", "10.77.0.13"
 MAC = "52:54:00:12:34:56"
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
 import castortest as ct  # noqa: E402
@@ -159,6 +161,76 @@ def case_tcp(d):
         finally:
             pair.close()
     print(f"longest stall over the trials: {worst:.0f} ms")
+
+
+def case_reprotect(d):
+    """Protection started, moved and started again on running VMs, under one TCP
+    connection: A runs unprotected with the client talking to it; `castor ha protect`
+    toward B (interval mode); A is killed, B takes over; B is protected toward C
+    (output mode); B is killed, C takes over. Every request answered once, in order."""
+    procs = []
+
+    def spawn(host, argv, name):
+        p = subprocess.Popen(ns(host) + argv, stdout=open(f"{d}/{name}.out", "w"),
+                             stderr=subprocess.STDOUT)
+        procs.append(p)
+        return p
+
+    def replica(host, ip, name):
+        sock = f"{d}/{name}.sock"
+        spawn(host, [VMM, "replica", "--listen", f"{ip}:7800", "--control", sock,
+                     "--serial", "none", "--name", name, "--net", f"tap=tap0,mac={MAC}",
+                     "--repl-timeout", "5000"], name)
+        wait_for(name, lambda: os.path.exists(sock))
+        wait_for(f"{name}'s listener", lambda: ha(sock)["port"])
+        return sock
+
+    def protect(sock, ip, *mode):
+        r = castor("ha", "protect", "--socket", sock, "--peer", f"{ip}:7800", "--wait",
+                   "--timeout", "5000", *mode, check=False)
+        if r.returncode:
+            raise Fail(f"protect toward {ip}: {r.stderr.strip()}")
+
+    def take_over(victim, sock):
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        wait_for("the replica to notice", lambda: ha(sock)["state"] == "primary-lost")
+        r = json.loads(castor("ha", "failover", "--socket", sock, "--json").stdout)
+        if r["state"] != "failed-over":
+            raise Fail(f"failover: {r}")
+
+    try:
+        asock = f"{d}/a.sock"
+        a = spawn("a", [VMM, "run", "--mem", "64M", "--cpus", "1", "--test-guest",
+                        "--guest-param", f"ip={GUEST_IP}", "--guest-param", "rate=10",
+                        "--guest-param", "wss=1M", "--control", asock, "--serial", "none",
+                        "--name", "guest", "--net", f"tap=tap0,mac={MAC}",
+                        "--repl-timeout", "5000"], "primary")
+        wait_for("the VM", lambda: os.path.exists(asock))
+        wait_for("the guest's network", lambda: vm_status(asock)
+                 .get("guest_io", {}).get("net_up"))
+        bsock = replica("b", B_IP, "replica")
+        c = client(d, ["tcp", "--host", GUEST_IP, "--count", "6000", "--rate", "1000",
+                       "--window", "1", "--timeout", "20"])
+        time.sleep(0.5)
+        protect(asock, B_IP, "--interval", "20")
+        time.sleep(1.0)
+        take_over(a, bsock)
+        csock = replica("c", C_IP, "third")
+        protect(bsock, C_IP, "--mode", "output", "--min-spacing", "2", "--interval", "50")
+        time.sleep(1.0)
+        if c.poll() is not None:
+            raise Fail("the client stopped early: " + read(f"{d}/client.out"))
+        take_over(procs[1], csock)
+        rc = c.wait(60)
+        out = read(f"{d}/client.out").strip()
+        if rc:
+            raise Fail(f"the TCP client saw a violation across two failovers: {out}")
+        st = vm_status(csock)
+        print(f"protected live, failed over to B, B protected toward C, failed over to C; "
+              f"client: {out}; guest tcp_answered={st['guest_io']['tcp_answered']}")
+    finally:
+        ct.stop_procs(procs)
 
 
 def case_wire(d):
@@ -301,7 +373,7 @@ def main():
         with tempfile.TemporaryDirectory(prefix="castor-fo-") as d:
             try:
                 {"tcp": case_tcp, "wire": case_wire, "degraded": case_degraded,
-                 "badnet": case_badnet}[CASE](d)
+                 "badnet": case_badnet, "reprotect": case_reprotect}[CASE](d)
             except Fail as e:
                 print(f"FAIL: {e}")
                 for name in ("primary", "replica", "client"):

@@ -8,21 +8,23 @@
 #       P-a       host A: bridge br0 = its LAN veth + tap0 for the guest,
 #                 address 10.77.0.11/24
 #       P-b       host B: the same, 10.77.0.12/24
+#       P-c       host C: the same, 10.77.0.13/24 (a third host: re-protection)
 #       P-client  eth0 10.77.0.100/24
 #     the guest is expected at 10.77.0.2 (same MAC on either host); the
 #     replication stream runs between 10.77.0.11 and 10.77.0.12 over the LAN
-#   twohost.sh down [P]  delete the four namespaces (and everything in them)
+#   twohost.sh down [P]  delete the five namespaces (and everything in them)
 #
 # Source it (`. twohost.sh`) to get th_up/th_down/th_check and TH_* variables.
 TH_NET=10.77.0
 TH_A_IP=$TH_NET.11
 TH_B_IP=$TH_NET.12
+TH_C_IP=$TH_NET.13
 TH_CLIENT_IP=$TH_NET.100
 TH_GUEST_IP=$TH_NET.2
 
 th_down() {
 	local p=${1:-castor} n
-	for n in client a b lan; do
+	for n in client a b c lan; do
 		ip netns del "$p-$n" 2>/dev/null || true
 	done
 	return 0
@@ -46,14 +48,14 @@ th_host() {
 th_up() {
 	local p=${1:-castor} lan="${1:-castor}-lan" n
 	th_down "$p"
-	for n in lan a b client; do
+	for n in lan a b c client; do
 		ip netns add "$p-$n" || { th_down "$p"; return 1; }
 	done
 	ip -n "$lan" link add lan0 type bridge &&
 		ip netns exec "$lan" sh -c 'echo 0 > /sys/class/net/lan0/bridge/forward_delay' &&
 		ip -n "$lan" link set lo up && ip -n "$lan" link set lan0 up ||
 		{ echo "twohost.sh: could not build the LAN" >&2; th_down "$p"; return 1; }
-	for n in a b client; do
+	for n in a b c client; do
 		ip -n "$lan" link add "l$n" type veth peer name eth0 &&
 			ip -n "$lan" link set eth0 netns "$p-$n" &&
 			ip -n "$lan" link set "l$n" master lan0 &&
@@ -61,6 +63,7 @@ th_up() {
 			{ echo "twohost.sh: could not wire $p-$n" >&2; th_down "$p"; return 1; }
 	done
 	th_host "$p-a" "$TH_A_IP" 02:00:0a:4d:00:0b && th_host "$p-b" "$TH_B_IP" 02:00:0a:4d:00:0c &&
+		th_host "$p-c" "$TH_C_IP" 02:00:0a:4d:00:0d &&
 		ip -n "$p-client" addr add "$TH_CLIENT_IP/24" dev eth0 &&
 		ip -n "$p-client" link set lo up && ip -n "$p-client" link set eth0 up ||
 		{ echo "twohost.sh: could not set up the hosts" >&2; th_down "$p"; return 1; }
