@@ -155,6 +155,8 @@ static void ha_table(const Castor__HaStatus *h)
 		printf("last error: %s\n", h->last_error);
 }
 
+#define PROTECT_CALL_TIMEOUT_MS 30000
+
 enum ha_opt {
 	OPT_PEER = 0x100,
 	OPT_MODE,
@@ -309,7 +311,10 @@ static int parse_args(const char *cmd, int argc, char **argv, struct ha_args *a)
 
 static int call(const char *cmd, const char *socket, Castor__Request *req, Castor__Response **resp)
 {
-	int rc = pb_call(socket, req, resp, PB_CALL_TIMEOUT_MS);
+	/* protect answers once the replica is reached and has welcomed it: a connect
+	 * timeout and a busy replica's hello deadline may come first */
+	int rc = pb_call(socket, req, resp,
+			 strcmp(cmd, "protect") ? PB_CALL_TIMEOUT_MS : PROTECT_CALL_TIMEOUT_MS);
 
 	if (rc < 0) {
 		cli_err("ha %s: no reply from %s: %s", cmd, socket, strerror(-rc));
