@@ -1,0 +1,169 @@
+/*
+ * castor_cluster: what castord (design.md §6) decides with, kept apart from
+ * the daemon's event loop and corosync so that every rule can be tested
+ * alone:
+ *
+ *   conf.c     the line format every castord file uses ("key = value")
+ *   config.c   castord.conf: the node's identity, directories, addresses
+ *   vmdef.c    VM definition files: what a VM is and how it is protected
+ *   pair.c     the HA pair's state machine: one const table of transitions,
+ *              each guarded by the safety rules (quorum, the primary known
+ *              gone) and logged "vm3: syncing -(synced)-> protected"
+ *
+ * Parsers are strict: an unknown key, a repeated one, a bad value or a
+ * missing required one is an error naming the file, the line and what is
+ * wrong. They never allocate for what they refuse.
+ */
+#ifndef CASTOR_CLUSTER_H
+#define CASTOR_CLUSTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- the line format (conf.c) ------------------------------------------------------- */
+
+/*
+ * One "key = value" line: `key` and `value` point into a copy of the line
+ * (whitespace trimmed; value may be empty). Returns 0, or a negative errno
+ * after writing one sentence into why (the caller adds the place).
+ */
+typedef int (*cd_conf_line_fn)(void *arg, unsigned line, const char *key, const char *value,
+			       char *why, size_t why_len);
+/*
+ * Parse `text` (len bytes, not NUL-terminated, at most CD_CONF_MAX_BYTES):
+ * blank lines and lines starting with '#' are skipped; every other line is
+ * "key = value". `name` (a file name) starts every message: "NAME:LINE: ...".
+ */
+#define CD_CONF_MAX_BYTES (64u << 10)
+#define CD_CONF_MAX_LINE  1024u
+int cd_conf_parse(const char *name, const char *text, size_t len, cd_conf_line_fn fn, void *arg,
+		  char *why, size_t why_len);
+/* A regular file of at most CD_CONF_MAX_BYTES into a new buffer (the caller frees it). */
+int cd_conf_read_file(const char *path, char **buf_out, size_t *len_out, char *why,
+		      size_t why_len);
+/* A node or VM name: 1..63 of [A-Za-z0-9_-], starting with a letter or a digit. */
+bool cd_is_name(const char *s);
+
+/* ---- castord.conf (config.c) ----------------------------------------------------------- */
+
+#define CD_PATH_MAX 256
+#define CD_NAME_MAX 64
+
+struct cd_config {
+	char node[CD_NAME_MAX];		    /* this node's name (required) */
+	char state_dir[CD_PATH_MAX];	    /* definitions and pair state; default /var/lib/castor */
+	char control[CD_PATH_MAX];	    /* castord's socket; default /run/castor/castord.sock */
+	char vmm[CD_PATH_MAX];		    /* castor-vmm to start; default "castor-vmm" */
+	char replication_host[CD_NAME_MAX]; /* where this node's replicas listen; default 0.0.0.0 */
+	uint16_t port_low, port_high;	    /* their ports; default 7800-7899 */
+	char metrics[CD_NAME_MAX];	    /* HOST:PORT of the Prometheus endpoint, "" = off */
+	char key_file[CD_PATH_MAX];	    /* the replication links' key; "" = none */
+	bool witness;			    /* a quorum vote that hosts no VM */
+};
+#define CD_CONFIG_DEFAULT_PATH "/etc/castor/castord.conf"
+/* Parse castord.conf text: defaults, then the file's settings, then the checks. */
+int cd_config_parse(const char *name, const char *text, size_t len, struct cd_config *out,
+		    char *why, size_t why_len);
+int cd_config_load(const char *path, struct cd_config *out, char *why, size_t why_len);
+
+/* ---- VM definitions (vmdef.c) ------------------------------------------------------------- */
+
+#define CD_MAX_DISKS	   4
+#define CD_MAX_NICS	   4
+#define CD_MAX_HOSTS	   8
+#define CD_MAX_GUEST_PARAM 16
+
+enum cd_protection { CD_PROT_NONE = 0, CD_PROT_INTERVAL, CD_PROT_OUTPUT };
+const char *cd_protection_str(enum cd_protection p);
+
+struct cd_vmdef {
+	char name[CD_NAME_MAX];
+	char guest[16]; /* "test": the test guest (Linux guests come with issue 16) */
+	uint64_t mem_bytes;
+	uint32_t cpus;
+	char guest_param[CD_MAX_GUEST_PARAM][64]; /* test guest: "key=value" */
+	unsigned nguest_param;
+	char disk[CD_MAX_DISKS][CD_PATH_MAX]; /* "PATH" or "PATH,ro", as castor-vmm takes it */
+	unsigned ndisks;
+	char nic[CD_MAX_NICS][96]; /* "tap=NAME[,mac=MAC]" */
+	unsigned nnics;
+	enum cd_protection protection;
+	uint32_t interval_ms; /* 0: castor-vmm's default */
+	char hosts[CD_MAX_HOSTS][CD_NAME_MAX]; /* preferred hosts, in order; none: any */
+	unsigned nhosts;
+};
+int cd_vmdef_parse(const char *name, const char *text, size_t len, struct cd_vmdef *out,
+		   char *why, size_t why_len);
+int cd_vmdef_load(const char *path, struct cd_vmdef *out, char *why, size_t why_len);
+
+/* ---- the HA pair (pair.c) ------------------------------------------------------------------ */
+
+enum cd_pair_state {
+	CD_PAIR_S_DEFINED = 0,	  /* runs nowhere */
+	CD_PAIR_S_STARTING,	  /* its castor-vmm is being started on the primary host */
+	CD_PAIR_S_UNPROTECTED,	  /* runs, no twin */
+	CD_PAIR_S_PLACING,	  /* a replica is being started on another host */
+	CD_PAIR_S_SYNCING,	  /* initial copy to the replica */
+	CD_PAIR_S_PROTECTED,	  /* epochs flow */
+	CD_PAIR_S_DEGRADED,	  /* the replica is lost: output held until the majority agrees */
+	CD_PAIR_S_FAILING_OVER,	  /* the primary is gone: the replica is being promoted */
+	CD_PAIR_S_STOPPING,	  /* being stopped on purpose */
+	CD_PAIR_N_STATES,
+};
+enum cd_pair_event {
+	CD_PAIR_E_START = 0,	  /* operator: start the VM */
+	CD_PAIR_E_STARTED,	  /* its castor-vmm runs */
+	CD_PAIR_E_START_FAILED,	  /* it could not be started */
+	CD_PAIR_E_PROTECT,	  /* protection wanted and a replica host chosen */
+	CD_PAIR_E_REPLICA_READY,  /* the replica listens; the primary was told to protect */
+	CD_PAIR_E_SYNCED,	  /* the initial copy is acknowledged */
+	CD_PAIR_E_REPLICA_LOST,	  /* the replica's host left or its castor-vmm died */
+	CD_PAIR_E_PRIMARY_LOST,	  /* the primary's host left or its castor-vmm died */
+	CD_PAIR_E_PROMOTED,	  /* the twin runs on the replica's host: it is the primary now */
+	CD_PAIR_E_UNPROTECT,	  /* protection ends (operator, or the replica is gone for good) */
+	CD_PAIR_E_STOP,		  /* operator: stop the VM */
+	CD_PAIR_E_STOPPED,	  /* no castor-vmm of it runs any more */
+	CD_PAIR_N_EVENTS,
+};
+const char *cd_pair_state_str(enum cd_pair_state s);
+const char *cd_pair_event_str(enum cd_pair_event e);
+
+/*
+ * What the cluster knows when an event is applied; the safety rules are
+ * decided from this, never from how long something has been silent.
+ */
+struct cd_view {
+	bool quorate;		  /* this node is in the quorate partition */
+	bool primary_gone;	  /* the primary's node left the membership, or its
+				   * castord reported the VM's castor-vmm dead */
+	bool replica_gone;	  /* the same for the replica */
+	bool have_replica_host;	  /* a live host other than the primary's can take a replica */
+};
+
+struct cd_pair {
+	char vm[CD_NAME_MAX];
+	enum cd_pair_state state;
+	char primary[CD_NAME_MAX]; /* node names; "" = none */
+	char replica[CD_NAME_MAX];
+	uint64_t failovers;
+	char last_reason[128];
+};
+
+/* A pair in DEFINED for VM `vm` (copied). */
+void cd_pair_init(struct cd_pair *p, const char *vm);
+/*
+ * Apply `e`: the state changes as the transition table says if the event is
+ * legal in the current state and its guard holds in `v`; the change is logged
+ * "VM: from -(event: reason)-> to". Otherwise nothing changes and the refusal
+ * is logged: -EINVAL (the event means nothing in this state) or -EPERM (a
+ * safety rule forbids it now; why_out, if not NULL, says which).
+ */
+int cd_pair_apply(struct cd_pair *p, enum cd_pair_event e, const struct cd_view *v,
+		  const char *reason, const char **why_out);
+/* Whether `e` is legal from `s` (ignoring guards): for tests and the CLI's errors. */
+bool cd_pair_is_legal(enum cd_pair_state s, enum cd_pair_event e);
+/* May this node release the held outputs of its primaries now? Only with quorum. */
+bool cd_view_can_release_output(const struct cd_view *v);
+
+#endif

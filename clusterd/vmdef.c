@@ -1,0 +1,280 @@
+/*
+ * VM definition files (docs/cluster.md): what a VM is -- its guest, RAM,
+ * vCPUs, disks and NICs, as castor-vmm takes them -- and how it is
+ * protected. Repeatable keys: guest_param, disk, nic. Everything is checked
+ * here, when the definition is made, not when a host first tries to start it.
+ */
+#define LOG_TAG "vmdef"
+#include "clusterd/cluster.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hypervisor/hv.h"
+#include "netbuffer/netbuf.h"
+#include "util/util.h"
+
+#define MIN_MEM (16ull << 20)
+#define MAX_MEM (1ull << 40)
+
+enum key {
+	K_NAME,
+	K_GUEST,
+	K_MEM,
+	K_CPUS,
+	K_GUEST_PARAM,
+	K_DISK,
+	K_NIC,
+	K_PROTECTION,
+	K_INTERVAL,
+	K_HOSTS,
+	N_KEYS
+};
+
+static const char *const names[N_KEYS] = {
+	[K_NAME] = "name",	     [K_GUEST] = "guest", [K_MEM] = "mem",
+	[K_CPUS] = "cpus",	     [K_GUEST_PARAM] = "guest_param",
+	[K_DISK] = "disk",	     [K_NIC] = "nic",	  [K_PROTECTION] = "protection",
+	[K_INTERVAL] = "interval", [K_HOSTS] = "hosts",
+};
+static const bool repeatable[N_KEYS] = {[K_GUEST_PARAM] = true, [K_DISK] = true, [K_NIC] = true};
+
+struct ctx {
+	struct cd_vmdef *d;
+	unsigned seen[N_KEYS];
+};
+
+const char *cd_protection_str(enum cd_protection p)
+{
+	switch (p) {
+	case CD_PROT_NONE:
+		return "none";
+	case CD_PROT_INTERVAL:
+		return "interval";
+	case CD_PROT_OUTPUT:
+		return "output";
+	}
+	return "?";
+}
+
+/* "PATH" or "PATH,ro" / "PATH,rw", PATH absolute (a host's castor-vmm opens it) */
+static int take_disk(struct cd_vmdef *d, const char *v, char *why, size_t why_len)
+{
+	const char *comma = strrchr(v, ',');
+
+	if (d->ndisks == CD_MAX_DISKS)
+		return util_why(why, why_len, -E2BIG, "disk: at most %u disks", CD_MAX_DISKS);
+	if (*v != '/' || (comma && strcmp(comma, ",ro") && strcmp(comma, ",rw")))
+		return util_why(why, why_len, -EINVAL,
+				"disk: '%.60s' is not /ABSOLUTE/PATH[,ro|,rw]", v);
+	if (strlen(v) >= sizeof(d->disk[0]))
+		return util_why(why, why_len, -ENAMETOOLONG, "disk: a path too long");
+	snprintf(d->disk[d->ndisks++], sizeof(d->disk[0]), "%s", v);
+	return 0;
+}
+
+/* "tap=NAME[,mac=MAC]" */
+static int take_nic(struct cd_vmdef *d, const char *v, char *why, size_t why_len)
+{
+	char buf[sizeof(d->nic[0])], *save = NULL, *tok;
+	bool tap = false;
+	uint8_t mac[6];
+
+	if (d->nnics == CD_MAX_NICS)
+		return util_why(why, why_len, -E2BIG, "nic: at most %u NICs", CD_MAX_NICS);
+	if (strlen(v) >= sizeof(buf))
+		return util_why(why, why_len, -ENAMETOOLONG, "nic: too long");
+	snprintf(buf, sizeof(buf), "%s", v);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (!strncmp(tok, "tap=", 4) && tok[4] && strlen(tok + 4) < 16)
+			tap = true;
+		else if (!strncmp(tok, "mac=", 4) && nb_mac_parse(tok + 4, mac) == 0)
+			continue;
+		else
+			return util_why(why, why_len, -EINVAL,
+					"nic: '%.60s' is not tap=NAME[,mac=MAC] (a unicast MAC "
+					"like 52:54:00:12:34:56)",
+					v);
+	}
+	if (!tap)
+		return util_why(why, why_len, -EINVAL, "nic: tap=NAME is missing");
+	snprintf(d->nic[d->nnics++], sizeof(d->nic[0]), "%s", v);
+	return 0;
+}
+
+/* "a,b,c": preferred hosts, each a name, none twice */
+static int take_hosts(struct cd_vmdef *d, const char *v, char *why, size_t why_len)
+{
+	char buf[CD_MAX_HOSTS * CD_NAME_MAX], *save = NULL, *tok;
+
+	if (strlen(v) >= sizeof(buf))
+		return util_why(why, why_len, -ENAMETOOLONG, "hosts: too long");
+	snprintf(buf, sizeof(buf), "%s", v);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *t = tok;
+
+		while (*t == ' ')
+			t++;
+		for (char *e = t + strlen(t); e > t && e[-1] == ' ';)
+			*--e = 0;
+		if (!cd_is_name(t))
+			return util_why(why, why_len, -EINVAL, "hosts: '%.60s' is not a node name",
+					t);
+		for (unsigned i = 0; i < d->nhosts; i++)
+			if (!strcmp(d->hosts[i], t))
+				return util_why(why, why_len, -EINVAL, "hosts: %s is listed twice",
+						t);
+		if (d->nhosts == CD_MAX_HOSTS)
+			return util_why(why, why_len, -E2BIG, "hosts: at most %u", CD_MAX_HOSTS);
+		snprintf(d->hosts[d->nhosts++], CD_NAME_MAX, "%s", t);
+	}
+	if (!d->nhosts)
+		return util_why(why, why_len, -EINVAL, "hosts: no host named");
+	return 0;
+}
+
+static int take(struct cd_vmdef *d, enum key k, const char *v, char *why, size_t why_len)
+{
+	struct hv_tg_config tg;
+	uint64_t n;
+
+	switch (k) {
+	case K_NAME:
+		if (!cd_is_name(v))
+			return util_why(why, why_len, -EINVAL,
+					"name: '%.60s' is not a name (1-63 letters, digits, '-', "
+					"'_'; starting with a letter or digit)",
+					v);
+		snprintf(d->name, sizeof(d->name), "%s", v);
+		return 0;
+	case K_GUEST:
+		if (strcmp(v, "test"))
+			return util_why(why, why_len, -EINVAL,
+					"guest: '%.40s' is not a guest castor-vmm runs (only 'test', "
+					"the test guest, until Linux guests land)",
+					v);
+		snprintf(d->guest, sizeof(d->guest), "%s", v);
+		return 0;
+	case K_MEM:
+		if (util_parse_size(v, &n) < 0 || n < MIN_MEM || n > MAX_MEM || n % 4096)
+			return util_why(why, why_len, -EINVAL,
+					"mem: '%.40s' is not a size from 16M to 1T in whole pages", v);
+		d->mem_bytes = n;
+		return 0;
+	case K_CPUS:
+		if (util_parse_u64(v, &n) < 0 || n < 1 || n > HV_MAX_VCPUS)
+			return util_why(why, why_len, -EINVAL, "cpus: '%.40s' is not 1 to %u", v,
+					HV_MAX_VCPUS);
+		d->cpus = (uint32_t)n;
+		return 0;
+	case K_GUEST_PARAM:
+		if (d->nguest_param == CD_MAX_GUEST_PARAM)
+			return util_why(why, why_len, -E2BIG, "guest_param: at most %u",
+					CD_MAX_GUEST_PARAM);
+		hv_tg_config_default(&tg);
+		if (strlen(v) >= sizeof(d->guest_param[0]) ||
+		    hv_tg_config_set(&tg, v, why, why_len) < 0) {
+			if (!*why)
+				snprintf(why, why_len, "guest_param: too long");
+			return -EINVAL;
+		}
+		snprintf(d->guest_param[d->nguest_param++], sizeof(d->guest_param[0]), "%s", v);
+		return 0;
+	case K_DISK:
+		return take_disk(d, v, why, why_len);
+	case K_NIC:
+		return take_nic(d, v, why, why_len);
+	case K_PROTECTION:
+		if (!strcmp(v, "none"))
+			d->protection = CD_PROT_NONE;
+		else if (!strcmp(v, "interval"))
+			d->protection = CD_PROT_INTERVAL;
+		else if (!strcmp(v, "output"))
+			d->protection = CD_PROT_OUTPUT;
+		else
+			return util_why(why, why_len, -EINVAL,
+					"protection: '%.40s' is not none, interval or output", v);
+		return 0;
+	case K_INTERVAL:
+		if (util_parse_u64(v, &n) < 0 || n < 1 || n > 600000)
+			return util_why(why, why_len, -EINVAL,
+					"interval: '%.40s' is not 1 to 600000 milliseconds", v);
+		d->interval_ms = (uint32_t)n;
+		return 0;
+	case K_HOSTS:
+		return take_hosts(d, v, why, why_len);
+	case N_KEYS:
+		break;
+	}
+	return -EINVAL;
+}
+
+static int line_cb(void *arg, unsigned line, const char *key, const char *v, char *why,
+		   size_t why_len)
+{
+	struct ctx *x = arg;
+	int k;
+
+	for (k = 0; k < N_KEYS && strcmp(names[k], key); k++)
+		;
+	if (k == N_KEYS)
+		return util_why(why, why_len, -EINVAL,
+				"unknown setting '%.40s' (known: name, guest, mem, cpus, "
+				"guest_param, disk, nic, protection, interval, hosts)",
+				key);
+	if (x->seen[k] && !repeatable[k])
+		return util_why(why, why_len, -EINVAL, "%s is set again (first on line %u)", key,
+				x->seen[k]);
+	if (!x->seen[k])
+		x->seen[k] = line;
+	return take(x->d, (enum key)k, v, why, why_len);
+}
+
+static bool is_read_only(const char *disk)
+{
+	size_t n = strlen(disk);
+
+	return n > 3 && !strcmp(disk + n - 3, ",ro");
+}
+
+int cd_vmdef_parse(const char *name, const char *text, size_t len, struct cd_vmdef *out,
+		   char *why, size_t why_len)
+{
+	static const enum key required[] = {K_NAME, K_GUEST, K_MEM, K_CPUS};
+	struct ctx x = {.d = out};
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	rc = cd_conf_parse(name, text, len, line_cb, &x, why, why_len);
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++)
+		if (!x.seen[required[i]])
+			return util_why(why, why_len, -EINVAL, "%s: '%s = ...' is required", name,
+					names[required[i]]);
+	if (x.seen[K_INTERVAL] && out->protection == CD_PROT_NONE)
+		return util_why(why, why_len, -EINVAL,
+				"%s:%u: an interval for a VM with protection none", name,
+				x.seen[K_INTERVAL]);
+	for (unsigned i = 0; out->protection != CD_PROT_NONE && i < out->ndisks; i++)
+		if (!is_read_only(out->disk[i]))
+			return util_why(why, why_len, -EINVAL,
+					"%s:%u: disk %s is writable; a protected VM may have "
+					"read-only disks only (',ro') until disk replication exists",
+					name, x.seen[K_DISK], out->disk[i]);
+	return 0;
+}
+
+int cd_vmdef_load(const char *path, struct cd_vmdef *out, char *why, size_t why_len)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	int rc = cd_conf_read_file(path, &buf, &len, why, why_len);
+
+	if (!rc)
+		rc = cd_vmdef_parse(path, buf, len, out, why, why_len);
+	free(buf);
+	return rc;
+}
