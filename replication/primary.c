@@ -52,7 +52,8 @@ struct repl_primary {
 	struct repl_primary_opts o;
 	char *peer;
 	const struct repl_transport_ops *t;
-	struct repl_conn *conn;
+	struct repl_link link; /* t is the transport above; sealed after a keyed handshake */
+	struct repl_key key;   /* o.key points here (wiped on free) */
 	struct repl_encoder *enc;
 	struct hv_stream_writer *w;
 	struct hv_snap_chain *chain; /* the session's own dirty log and staging */
@@ -172,15 +173,15 @@ static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 	}
 	t0 = util_now_ns();
 	if (p->st.state == REPL_S_SYNCING)
-		rc = repl_epoch_send_progress(p->t, p->conn, p->wire.data, p->wire.len, SYNC_CHUNK,
+		rc = repl_epoch_send_progress(&p->link, p->wire.data, p->wire.len, SYNC_CHUNK,
 					      sync_progress, p);
 	else
-		rc = repl_epoch_send(p->t, p->conn, p->wire.data, p->wire.len);
+		rc = repl_epoch_send(&p->link, p->wire.data, p->wire.len);
 	if (rc < 0) {
 		fail(p, rc, "sending");
 		return rc;
 	}
-	rc = repl_ack_recv(p->t, p->conn, &acked_id, &status);
+	rc = repl_ack_recv(&p->link, &acked_id, &status);
 	if (!rc && acked_id != sst->stream_id)
 		rc = -EPROTO;
 	if (rc < 0) {
@@ -241,7 +242,7 @@ static int heartbeat(struct repl_primary *p)
 	int rc;
 
 	pthread_mutex_unlock(&p->lock);
-	rc = repl_ping(p->t, p->conn);
+	rc = repl_ping(&p->link);
 	pthread_mutex_lock(&p->lock);
 	if (!rc) {
 		p->st.heartbeats++;
@@ -335,7 +336,7 @@ static void say_bye(struct repl_primary *p)
 	pthread_mutex_unlock(&p->lock);
 	if (!bye)
 		return;
-	rc = repl_bye_send(p->t, p->conn);
+	rc = repl_bye_send(&p->link);
 	if (rc < 0)
 		LOG_WARN("vm %s: could not tell the replica that protection ends (%s)",
 			 hv_vm_name(p->vm), strerror(-rc));
@@ -368,12 +369,12 @@ static void *loop(void *arg)
 		 hv_vm_name(p->vm), sst.precopy_pages, sst.live_passes, sst.staged_pages,
 		 (double)sst.pause_ns / 1e6, (double)sst.bytes / (1 << 20));
 	if (p->t->set_timeout) /* the replica restores the whole copy before its ack */
-		p->t->set_timeout(p->conn, REPL_SYNC_TIMEOUT_MS);
+		p->t->set_timeout(p->link.c, REPL_SYNC_TIMEOUT_MS);
 	if (ship(p, &sst) < 0)
 		return NULL;
 	if (p->t->set_timeout)
-		p->t->set_timeout(p->conn, p->o.conn.timeout_ms ? p->o.conn.timeout_ms
-								: REPL_DEFAULT_TIMEOUT_MS);
+		p->t->set_timeout(p->link.c, p->o.conn.timeout_ms ? p->o.conn.timeout_ms
+								  : REPL_DEFAULT_TIMEOUT_MS);
 	/*
 	 * Hot pages from the epochs on: in the initial copy's long live passes
 	 * half the guest's pages would look hot and be resent for many epochs.
@@ -408,35 +409,44 @@ static void *loop(void *arg)
 	return NULL;
 }
 
-/* Connect, say hello, and hear the replica accept us (or why not). */
+/*
+ * Connect, say hello, and hear the replica accept us (or why not); with a
+ * key, both ends prove it and the link is sealed before anything else.
+ */
 static int open_session(struct repl_primary *p, char *why, size_t why_len)
 {
 	struct repl_hello h = {.mem_bytes = hv_vm_mem_bytes(p->vm), .ncpus = hv_vm_ncpus(p->vm)};
 	char what[REPL_WELCOME_TEXT + 64];
 	uint32_t tmo = p->o.conn.timeout_ms;
+	struct repl_handshake hs;
 	int rc;
 
-	rc = p->t->connect(p->peer, &p->o.conn, &p->conn);
+	repl_handshake_init(&hs, p->o.key, p->o.encrypt);
+	rc = p->t->connect(p->peer, &p->o.conn, &p->link.c);
 	if (rc < 0) {
 		snprintf(why, why_len, "cannot reach the replica at %s (%s)", p->peer,
 			 strerror(-rc));
-		return rc;
+		goto out;
 	}
 	if (p->t->set_timeout && tmo < WELCOME_WAIT_MS)
-		p->t->set_timeout(p->conn, WELCOME_WAIT_MS);
-	rc = repl_hello_send(p->t, p->conn, &h);
+		p->t->set_timeout(p->link.c, WELCOME_WAIT_MS);
+	rc = repl_hello_send(&p->link, &hs, &h);
 	if (rc < 0)
 		snprintf(what, sizeof(what), "cannot say hello (%s)", strerror(-rc));
 	else
-		rc = repl_welcome_recv(p->t, p->conn, &p->idle_ms, what, sizeof(what));
+		rc = repl_welcome_recv(&p->link, &hs, &p->idle_ms, what, sizeof(what));
 	if (rc < 0) {
 		snprintf(why, why_len, "the replica at %s refused: %s", p->peer, what);
-		return rc;
+		goto out;
 	}
 	if (p->t->set_timeout && tmo < WELCOME_WAIT_MS)
-		p->t->set_timeout(p->conn, tmo);
+		p->t->set_timeout(p->link.c, tmo);
 	p->last_io_ns = util_now_ns();
-	return 0;
+	p->st.link_authenticated = repl_link_is_sealed(&p->link);
+	p->st.link_encrypted = repl_link_is_encrypted(&p->link);
+out:
+	repl_handshake_dispose(&hs);
+	return rc;
 }
 
 int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
@@ -461,6 +471,11 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 	p->vm = vm;
 	p->o = *o;
 	p->t = o->transport ? o->transport : &repl_tcp_ops;
+	p->link.t = p->t;
+	if (o->key) {
+		p->key = *o->key;
+		p->o.key = &p->key;
+	}
 	if (!p->o.interval_ms)
 		p->o.interval_ms = DEFAULT_INTERVAL_MS;
 	/* zstd -1: the same ratio as 1 on the test guest, 30 % faster (codec_enc.c) */
@@ -525,8 +540,11 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 		goto fail;
 	}
 	p->thread_live = true;
-	LOG_INFO("vm %s: protecting to %s, %s mode, %u ms epochs%s", hv_vm_name(vm), p->peer,
-		 repl_mode_str(p->o.mode), p->o.interval_ms, p->o.verify ? ", verify" : "");
+	LOG_INFO("vm %s: protecting to %s, %s mode, %u ms epochs%s, link %s", hv_vm_name(vm),
+		 p->peer, repl_mode_str(p->o.mode), p->o.interval_ms, p->o.verify ? ", verify" : "",
+		 p->st.link_encrypted	    ? "authenticated and encrypted"
+		 : p->st.link_authenticated ? "authenticated"
+					    : "unauthenticated (no key)");
 	*out = p;
 	return 0;
 fail:
@@ -577,8 +595,8 @@ int64_t repl_primary_stop(struct repl_primary *p, bool graceful)
 	pthread_cond_signal(&p->cond);
 	pthread_mutex_unlock(&p->lock);
 	/* a send or ack wait in progress ends now, unless it is the last epoch to finish */
-	if (p->conn && p->t->abort && !graceful)
-		p->t->abort(p->conn);
+	if (p->link.c && p->t->abort && !graceful)
+		p->t->abort(p->link.c);
 	if (p->thread_live)
 		pthread_join(p->thread, NULL);
 	p->thread_live = false;
@@ -596,8 +614,10 @@ void repl_primary_free(struct repl_primary *p)
 		return;
 	repl_primary_stop(p, false);
 	hv_dirty_set_hot(p->vm, false);
-	if (p->conn)
-		p->t->close(p->conn);
+	repl_link_dispose(&p->link);
+	if (p->link.c)
+		p->t->close(p->link.c);
+	repl_key_wipe(&p->key);
 	repl_encoder_free(p->enc);
 	hv_stream_writer_free(p->w);
 	hv_snap_chain_free(p->chain);

@@ -73,12 +73,71 @@ struct repl_transport_ops {
 	 * May be NULL: TCP copies.
 	 */
 	int (*register_region)(struct repl_conn *c, void *addr, size_t len);
+	/*
+	 * The other end's address as text ("ADDR:PORT"), for logs of refused
+	 * peers. May be NULL; -errno when it cannot be told.
+	 */
+	int (*peer_name)(struct repl_conn *c, char *buf, size_t len);
 };
 
 extern const struct repl_transport_ops repl_tcp_ops;
 
 /*
- * ---- epochs on a transport (docs/stream-format.md §8) ----------------------------
+ * ---- links: a connection, plain or sealed (seal.c, docs/stream-format.md §8.2) ----
+ * Everything above the transport speaks through a link. A plain link passes
+ * bytes straight through. After an authenticated handshake (§8.1) the link is
+ * sealed: each send becomes records of at most REPL_SEAL_RECORD_MAX bytes,
+ * each authenticated (and encrypted, if the ends agreed to) under a key of
+ * its own connection and direction, with the record's sequence number as
+ * the nonce. A record injected, altered, replayed, reordered or dropped fails
+ * the receiver's check: -EBADMSG, and the link refuses everything after.
+ */
+struct repl_seal;
+struct repl_link {
+	const struct repl_transport_ops *t;
+	struct repl_conn *c;
+	struct repl_seal *seal; /* NULL: plain. Owned by the link: repl_link_dispose frees it */
+};
+#define REPL_SEAL_RECORD_MAX (1u << 20)
+#define REPL_SEAL_TAG	     16u
+
+/* Every byte, or fail as the transport does. */
+int repl_link_send_iov(struct repl_link *l, const struct iovec *iov, int iovcnt);
+/* Exactly len bytes, each authenticated before it is returned when sealed. */
+int repl_link_recv(struct repl_link *l, void *buf, size_t len);
+bool repl_link_is_sealed(const struct repl_link *l);
+bool repl_link_is_encrypted(const struct repl_link *l);
+/* Frees the seal and wipes its keys; the connection stays the caller's. Idempotent. */
+void repl_link_dispose(struct repl_link *l);
+
+/*
+ * The record primitives on their own, for `castor bench seal` and tests: a
+ * pair of seals sharing a random key, `tx` sealing what `rx` opens, in order.
+ * Sealing is in place (encrypted or only tagged); opening checks the tag and
+ * decrypts in place, -EBADMSG when the record is not the next one of `tx`.
+ */
+int repl_seal_pair_new(bool encrypt, struct repl_seal **tx_out, struct repl_seal **rx_out);
+int repl_seal_record(struct repl_seal *s, uint8_t *buf, size_t len, uint8_t tag[REPL_SEAL_TAG]);
+int repl_seal_open(struct repl_seal *s, uint8_t *buf, size_t len, const uint8_t tag[REPL_SEAL_TAG]);
+void repl_seal_free(struct repl_seal *s); /* NULL is fine */
+
+/*
+ * ---- pre-shared keys (key.c) ------------------------------------------------------
+ * A key file holds 32 random bytes as 64 hex digits and a newline, owner-only
+ * (0600). Loading refuses a file that is a symbolic link, readable or writable
+ * by group or others, or not exactly that, with a sentence naming the file.
+ */
+#define REPL_KEY_BYTES 32u
+struct repl_key {
+	uint8_t k[REPL_KEY_BYTES];
+};
+/* Create `path` (O_EXCL|O_NOFOLLOW, 0600) with a fresh key; -EEXIST if it exists. */
+int repl_key_generate(const char *path, char *why, size_t why_len);
+int repl_key_load(const char *path, struct repl_key *out, char *why, size_t why_len);
+void repl_key_wipe(struct repl_key *k);
+
+/*
+ * ---- epochs on a link (docs/stream-format.md §8) ----------------------------------
  * An epoch is one stream (hypervisor/stream.c: HEADER ... END), sent as
  * { u64 magic "CSTREPCH", u64 length } then the stream's bytes. The receiver
  * answers each with an ack { u64 magic "CSTRACK1", u64 stream_id, s32 status,
@@ -87,86 +146,125 @@ extern const struct repl_transport_ops repl_tcp_ops;
 #define REPL_EPOCH_MAGIC 0x4843504552545343ull /* "CSTREPCH" */
 #define REPL_ACK_MAGIC	 0x314b434152545343ull /* "CSTRACK1" */
 
-int repl_epoch_send(const struct repl_transport_ops *t, struct repl_conn *c, const uint8_t *buf,
-		    size_t len);
+int repl_epoch_send(struct repl_link *l, const uint8_t *buf, size_t len);
 /*
  * Receive one epoch into a new buffer (the caller frees it). The length is
  * checked against max_len before anything is allocated: -EMSGSIZE. A wrong
- * magic is -EBADMSG; transport errors pass through (-ECONNRESET, -ETIMEDOUT):
- * whatever part of an epoch arrived is then discarded.
+ * magic is -EBADMSG; link errors pass through (-ECONNRESET, -ETIMEDOUT,
+ * -EBADMSG for a record that fails authentication): whatever part of an
+ * epoch arrived is then discarded.
  */
-int repl_epoch_recv(const struct repl_transport_ops *t, struct repl_conn *c, uint64_t max_len,
-		    uint8_t **buf_out, size_t *len_out);
+int repl_epoch_recv(struct repl_link *l, uint64_t max_len, uint8_t **buf_out, size_t *len_out);
 /*
  * The same into a buffer kept across epochs (no allocation per epoch once it
  * is large enough): *buf_io (malloc'd by us, may start NULL with *cap_io 0)
  * grows to the epoch's length and stays the caller's to free. On failure
  * *len_out is 0 and the buffer holds nothing usable.
  */
-int repl_epoch_recv_into(const struct repl_transport_ops *t, struct repl_conn *c, uint64_t max_len,
-			 uint8_t **buf_io, size_t *cap_io, size_t *len_out);
-int repl_ack_send(const struct repl_transport_ops *t, struct repl_conn *c, uint64_t stream_id,
-		  int32_t status);
-int repl_ack_recv(const struct repl_transport_ops *t, struct repl_conn *c, uint64_t *stream_id_out,
-		  int32_t *status_out);
+int repl_epoch_recv_into(struct repl_link *l, uint64_t max_len, uint8_t **buf_io, size_t *cap_io,
+			 size_t *len_out);
+int repl_ack_send(struct repl_link *l, uint64_t stream_id, int32_t status);
+int repl_ack_recv(struct repl_link *l, uint64_t *stream_id_out, int32_t *status_out);
 
 /*
  * Send an epoch in `chunk`-byte pieces, calling progress(arg, sent, len) after
  * each (the initial copy: `castor ha status` shows how far it is).
  */
 typedef void (*repl_progress_fn)(void *arg, uint64_t sent, uint64_t total);
-int repl_epoch_send_progress(const struct repl_transport_ops *t, struct repl_conn *c,
-			     const uint8_t *buf, size_t len, size_t chunk,
+int repl_epoch_send_progress(struct repl_link *l, const uint8_t *buf, size_t len, size_t chunk,
 			     repl_progress_fn progress, void *arg);
 
 /*
- * ---- the session layer (docs/stream-format.md §8.1) ------------------------------
+ * ---- the session layer (session.c, docs/stream-format.md §8.1) -------------------
  * A primary opens a connection with a HELLO; the replica answers WELCOME with
  * status 0 (go on: the initial copy follows) or a negative errno and a line of
- * text (-EBUSY: it serves another primary), then closes. Between epochs an idle
- * primary sends PING frames (an epoch header of magic "CSTRPING", length 0),
- * which the replica answers with a PONG (an ack of magic "CSTRPONG", all else
- * 0), so a dead link is noticed however long the interval. BYE (magic
- * "CSTRBYE!", length 0) says the primary stops protecting on purpose.
+ * text (-EBUSY: it serves another primary; -EACCES: one end has a key and the
+ * other has none), then closes. With a key, HELLO and WELCOME carry each
+ * end's fresh nonce, WELCOME the replica's proof that it holds the key, and a
+ * PROOF from the primary answers it; each end checks the other's proof and
+ * then both seal the link with keys derived from the key and both nonces.
+ * Between epochs an idle primary sends PING frames (an epoch header of magic
+ * "CSTRPING", length 0), which the replica answers with a PONG (an ack of
+ * magic "CSTRPONG", all else 0), so a dead link is noticed however long the
+ * interval. BYE (magic "CSTRBYE!", length 0) says the primary stops
+ * protecting on purpose.
  */
 #define REPL_HELLO_MAGIC     0x4f4c454852545343ull /* "CSTRHELO" */
 #define REPL_WELCOME_MAGIC   0x4d434c5752545343ull /* "CSTRWLCM" */
+#define REPL_PROOF_MAGIC     0x464f525052545343ull /* "CSTRPROF" */
 #define REPL_PING_MAGIC	     0x474e495052545343ull /* "CSTRPING" */
 #define REPL_PONG_MAGIC	     0x474e4f5052545343ull /* "CSTRPONG" */
 #define REPL_BYE_MAGIC	     0x2145594252545343ull /* "CSTRBYE!" */
-#define REPL_SESSION_VERSION 1u
+#define REPL_SESSION_VERSION 2u
 #define REPL_WELCOME_TEXT    112
+#define REPL_NONCE_BYTES     32u
+#define REPL_PROOF_BYTES     32u
+#define REPL_HELLO_F_AUTH    0x1u /* HELLO, WELCOME: this end holds a key; nonces follow */
+#define REPL_HELLO_F_ENCRYPT 0x2u /* HELLO: encrypt, please; WELCOME: the link is encrypted */
+#define REPL_HELLO_BYTES     64u
+#define REPL_WELCOME_BYTES   200u
+
+/*
+ * One handshake's state on either end (on the stack, wiped by
+ * repl_handshake_dispose): the key, whether to ask for encryption, and the
+ * messages both proofs and the link's keys are computed over.
+ */
+struct repl_handshake {
+	struct repl_key key;
+	bool has_key;
+	bool encrypt;  /* asked for by this end; after WELCOME: agreed */
+	bool peer_key; /* the hello said it has a key (replica side) */
+	uint8_t hello[REPL_HELLO_BYTES];
+	uint8_t welcome[REPL_WELCOME_BYTES];
+};
+/* key may be NULL (no key: a plain link, which `encrypt` cannot change). */
+void repl_handshake_init(struct repl_handshake *hs, const struct repl_key *key, bool encrypt);
+void repl_handshake_dispose(struct repl_handshake *hs);
 
 struct repl_hello {
 	uint64_t mem_bytes; /* the VM's RAM: the replica refuses what it could not hold */
 	uint32_t ncpus;
 };
-int repl_hello_send(const struct repl_transport_ops *t, struct repl_conn *c,
-		    const struct repl_hello *h);
-/* -EINVAL with `why` for anything that is not a hello of our version. */
-int repl_hello_recv(const struct repl_transport_ops *t, struct repl_conn *c, struct repl_hello *out,
+int repl_hello_send(struct repl_link *l, struct repl_handshake *hs, const struct repl_hello *h);
+/* -EPROTO / -EPROTONOSUPPORT with `why` for anything that is not a hello of our version. */
+int repl_hello_recv(struct repl_link *l, struct repl_handshake *hs, struct repl_hello *out,
 		    char *why, size_t why_len);
 /*
- * `idle_ms`: the replica takes a primary silent this long for dead, so the
- * primary sends something (a heartbeat at least) every quarter of it.
+ * After repl_hello_recv: -EACCES and a sentence for the WELCOME when one end
+ * has a key and the other none; else 0.
  */
-int repl_welcome_send(const struct repl_transport_ops *t, struct repl_conn *c, int32_t status,
+int repl_handshake_check(const struct repl_handshake *hs, char *text, size_t text_len);
+/*
+ * `idle_ms`: the replica takes a primary silent this long for dead, so the
+ * primary sends something (a heartbeat at least) every quarter of it. A
+ * welcome of status 0 with a key carries the replica's nonce and proof.
+ */
+int repl_welcome_send(struct repl_link *l, struct repl_handshake *hs, int32_t status,
 		      uint32_t idle_ms, const char *text);
-/* The replica's answer: 0 and its idle time, or its negative status with its text in `why`. */
-int repl_welcome_recv(const struct repl_transport_ops *t, struct repl_conn *c,
-		      uint32_t *idle_ms_out, char *why, size_t why_len);
+/*
+ * The primary's end: the replica's answer: 0 and its idle time, or its
+ * negative status with its text in `why`. With a key it also checks the
+ * replica's proof (-EACCES: the keys differ), sends its own and seals `l`.
+ */
+int repl_welcome_recv(struct repl_link *l, struct repl_handshake *hs, uint32_t *idle_ms_out,
+		      char *why, size_t why_len);
+/*
+ * The replica's end, after a welcome of status 0: with a key, receive and
+ * check the primary's proof (-EACCES: a wrong key) and seal `l`; without one,
+ * 0 at once.
+ */
+int repl_proof_recv(struct repl_link *l, struct repl_handshake *hs, char *why, size_t why_len);
 /* A heartbeat: PING, then wait for the PONG. */
-int repl_ping(const struct repl_transport_ops *t, struct repl_conn *c);
-int repl_bye_send(const struct repl_transport_ops *t, struct repl_conn *c);
+int repl_ping(struct repl_link *l);
+int repl_bye_send(struct repl_link *l);
 
 enum repl_frame { REPL_FRAME_EPOCH, REPL_FRAME_BYE };
 /*
  * The replica's receive: the next epoch (as repl_epoch_recv_into) or a BYE;
  * PINGs on the way are answered and skipped.
  */
-int repl_frame_recv_into(const struct repl_transport_ops *t, struct repl_conn *c, uint64_t max_len,
-			 uint8_t **buf_io, size_t *cap_io, size_t *len_out,
-			 enum repl_frame *kind_out);
+int repl_frame_recv_into(struct repl_link *l, uint64_t max_len, uint8_t **buf_io, size_t *cap_io,
+			 size_t *len_out, enum repl_frame *kind_out);
 
 /*
  * "HOST:PORT" -> a socket address. HOST: IPv4 address, [IPv6] or a host name
@@ -220,6 +318,8 @@ struct repl_primary_opts {
 	const struct repl_transport_ops *transport; /* NULL: TCP */
 	const char *peer;			    /* the secondary's HOST:PORT */
 	struct repl_conn_opts conn;
+	const struct repl_key *key; /* NULL: an unauthenticated link; copied at start */
+	bool encrypt;		    /* with a key: encrypt the link too */
 	enum repl_mode mode;
 	uint32_t interval_ms;	  /* interval: epoch length; output: the longest epoch */
 	uint32_t min_spacing_ms;  /* output: the shortest epoch */
@@ -259,7 +359,8 @@ struct repl_status {
 	uint64_t sync_sent_bytes, sync_total_bytes; /* the initial copy, as sent (primary) */
 	uint64_t heartbeats;			    /* pings answered */
 	bool twin_unusable; /* secondary: a failover is refused (why in last_error) */
-	char peer[64];	    /* primary: the replica it protects to */
+	bool link_authenticated, link_encrypted; /* the session's link (sealed, §8.2) */
+	char peer[64];				 /* primary: the replica it protects to */
 	char last_error[160];
 };
 
@@ -296,6 +397,8 @@ struct repl_secondary_opts {
 	const struct repl_transport_ops *transport; /* NULL: TCP */
 	const char *listen;			    /* HOST:PORT */
 	struct repl_conn_opts conn;
+	const struct repl_key *key;	   /* NULL: primaries need none (and may have none) */
+	bool encrypt;			   /* with a key: encrypt every link, asked or not */
 	struct hv_vm_config vm;		   /* name, serial, kvm path of the twin */
 	hv_restore_devices_fn add_devices; /* the twin's devices (same as the primary's) */
 	void *add_devices_arg;

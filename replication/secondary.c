@@ -45,6 +45,7 @@
 
 struct repl_secondary {
 	struct repl_secondary_opts o;
+	struct repl_key key; /* o.key points here (wiped on free) */
 	char *listen_addr;
 	const struct repl_transport_ops *t;
 	struct repl_listener *listener;
@@ -59,11 +60,12 @@ struct repl_secondary {
 	pthread_mutex_t lock; /* guards the fields below */
 	pthread_cond_t cond;  /* a primary was handed over, or stop */
 	bool stop;
-	bool taken;		   /* a primary's copy arrived: no other primary, ever */
-	struct repl_conn *pending; /* welcomed, not yet picked up by the receiver */
-	struct repl_conn *conn;	   /* the primary being served */
-	struct hv_vm *twin;	   /* NULL until the full copy is applied; handed out on failover */
-	bool twin_broken;	   /* an apply failed half-way, or verify found it different */
+	bool taken;			/* a primary's copy arrived: no other primary, ever */
+	struct repl_conn *pending;	/* welcomed, not yet picked up by the receiver */
+	struct repl_seal *pending_seal; /* its link's seal (NULL: plain), handed over with it */
+	struct repl_conn *conn;		/* the primary being served */
+	struct hv_vm *twin; /* NULL until the full copy is applied; handed out on failover */
+	bool twin_broken;   /* an apply failed half-way, or verify found it different */
 	struct repl_status st;
 	/* held while an epoch is applied, and by failover: never both at once */
 	pthread_mutex_t apply_lock;
@@ -234,21 +236,21 @@ static int next_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len, 
 }
 
 /* Serve one primary until its stream stops. */
-static void serve(struct repl_secondary *s, struct repl_conn *c, uint64_t first_max)
+static void serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_max)
 {
 	uint64_t epoch = 0, max_len = first_max;
 	bool refused = false, bye = false;
 	int rc;
 
 	if (s->t->set_timeout) /* the primary builds the initial copy first: be patient */
-		s->t->set_timeout(c, REPL_SYNC_TIMEOUT_MS);
+		s->t->set_timeout(l->c, REPL_SYNC_TIMEOUT_MS);
 	for (;;) {
 		enum repl_frame kind;
 		uint64_t id = 0;
 		size_t len = 0;
 		uint8_t *buf;
 
-		rc = repl_frame_recv_into(s->t, c, max_len, &s->rx, &s->rx_cap, &len, &kind);
+		rc = repl_frame_recv_into(l, max_len, &s->rx, &s->rx_cap, &len, &kind);
 		if (rc < 0)
 			break;
 		if (kind == REPL_FRAME_BYE) {
@@ -268,10 +270,10 @@ static void serve(struct repl_secondary *s, struct repl_conn *c, uint64_t first_
 			break;
 		if (rc < 0) {
 			refused = true; /* last_error already says why */
-			repl_ack_send(s->t, c, id, rc);
+			repl_ack_send(l, id, rc);
 			break;
 		}
-		if (repl_ack_send(s->t, c, id, 0) < 0)
+		if (repl_ack_send(l, id, 0) < 0)
 			break;
 		repl_log_event(s->o.log_cb, s->o.log_arg, "applied %" PRIu64, epoch);
 		if (epoch == 0) {
@@ -282,9 +284,9 @@ static void serve(struct repl_secondary *s, struct repl_conn *c, uint64_t first_
 			s->rx_cap = 0;
 			repl_buf_dispose(&s->decoded);
 			if (s->t->set_timeout)
-				s->t->set_timeout(c, s->o.conn.timeout_ms
-							     ? s->o.conn.timeout_ms
-							     : REPL_DEFAULT_TIMEOUT_MS);
+				s->t->set_timeout(l->c, s->o.conn.timeout_ms
+								? s->o.conn.timeout_ms
+								: REPL_DEFAULT_TIMEOUT_MS);
 			set_state(s, REPL_S_PROTECTED, "synced");
 			max_len = 2 * hv_ram_pages(s->twin) * HV_PAGE_SIZE + (64u << 20);
 		}
@@ -328,7 +330,7 @@ static void *receiver(void *arg)
 	pthread_setname_np(pthread_self(), "castor-twin");
 	repl_thread_sched(name_of(s), s->o.thread_nice, s->o.thread_rt);
 	for (;;) {
-		struct repl_conn *c;
+		struct repl_link l = {.t = s->t};
 		uint64_t first_max;
 
 		pthread_mutex_lock(&s->lock);
@@ -338,38 +340,50 @@ static void *receiver(void *arg)
 			pthread_mutex_unlock(&s->lock);
 			break;
 		}
-		c = s->pending;
+		l.c = s->pending;
+		l.seal = s->pending_seal;
 		s->pending = NULL;
-		s->conn = c;
+		s->pending_seal = NULL;
+		s->conn = l.c;
 		first_max = s->first_max;
 		pthread_mutex_unlock(&s->lock);
-		serve(s, c, first_max);
+		serve(s, &l, first_max);
 		pthread_mutex_lock(&s->lock);
 		s->conn = NULL;
 		pthread_mutex_unlock(&s->lock);
-		s->t->close(c);
+		repl_link_dispose(&l);
+		s->t->close(l.c);
 	}
 	return NULL;
 }
 
 /*
- * A new connection: it must say hello in time, and only one primary is
- * served. Returns true when `c` was handed to the receiver (it owns it now).
+ * A new connection: it must say hello in time -- and, with a key, prove it
+ * holds the key -- and only one primary is served. Returns true when `c` was
+ * handed to the receiver (it owns it now). Every refusal is logged with the
+ * peer's address, and the listener goes on.
  */
 static bool greet(struct repl_secondary *s, struct repl_conn *c)
 {
+	struct repl_link l = {.t = s->t, .c = c};
+	struct repl_handshake hs;
 	struct repl_hello h;
-	char why[192], text[REPL_WELCOME_TEXT];
+	char why[192], text[REPL_WELCOME_TEXT], peer[64] = "a peer";
 	int32_t status = 0;
 	uint64_t first_max = hv_host_available_bytes();
+	bool handed = false;
 
+	if (s->t->peer_name && s->t->peer_name(c, peer, sizeof(peer)) < 0)
+		snprintf(peer, sizeof(peer), "a peer (address unknown)");
+	repl_handshake_init(&hs, s->o.key, s->o.encrypt);
 	if (s->t->set_timeout)
 		s->t->set_timeout(c, HELLO_WAIT_MS);
-	if (repl_hello_recv(s->t, c, &h, why, sizeof(why)) < 0) {
-		LOG_WARN("vm %s: a connection that is not a primary: %s; closed", name_of(s), why);
-		return false;
+	if (repl_hello_recv(&l, &hs, &h, why, sizeof(why)) < 0) {
+		LOG_WARN("vm %s: %s is not a primary: %s; closed", name_of(s), peer, why);
+		goto out;
 	}
-	{
+	status = repl_handshake_check(&hs, text, sizeof(text));
+	if (!status) {
 		/* the peer names the RAM size: hold it to what a VM on this host may have */
 		struct hv_vm_config vc = {.mem_bytes = h.mem_bytes, .ncpus = h.ncpus};
 
@@ -392,23 +406,43 @@ static bool greet(struct repl_secondary *s, struct repl_conn *c)
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (status) {
-		LOG_WARN("vm %s: a primary refused: %s", name_of(s), text);
-		repl_welcome_send(s->t, c, status, 0, text);
-		return false;
+		LOG_WARN("vm %s: primary %s refused: %s", name_of(s), peer, text);
+		repl_welcome_send(&l, &hs, status, 0, text);
+		goto out;
 	}
-	if (repl_welcome_send(s->t, c, 0,
+	if (repl_welcome_send(&l, &hs, 0,
 			      s->o.conn.timeout_ms ? s->o.conn.timeout_ms : REPL_DEFAULT_TIMEOUT_MS,
 			      "welcome") < 0) {
-		LOG_WARN("vm %s: a primary went away during its hello", name_of(s));
-		return false;
+		LOG_WARN("vm %s: primary %s went away during its hello", name_of(s), peer);
+		goto out;
+	}
+	if (repl_proof_recv(&l, &hs, why, sizeof(why)) < 0) {
+		LOG_WARN("vm %s: primary %s failed the handshake: %s; closed", name_of(s), peer,
+			 why);
+		goto out;
 	}
 	pthread_mutex_lock(&s->lock);
-	s->pending = c;
-	s->first_max = first_max;
-	repl_state_change(name_of(s), &s->st.state, REPL_S_SYNCING, "primary connected");
-	pthread_cond_signal(&s->cond);
+	if (!s->stop) { /* nobody else got in: this thread is the only one that greets */
+		s->pending = c;
+		s->pending_seal = l.seal;
+		l.seal = NULL;
+		s->first_max = first_max;
+		s->st.link_authenticated = s->pending_seal != NULL;
+		s->st.link_encrypted = hs.encrypt && s->pending_seal;
+		repl_state_change(name_of(s), &s->st.state, REPL_S_SYNCING, "primary connected");
+		pthread_cond_signal(&s->cond);
+		handed = true;
+	}
 	pthread_mutex_unlock(&s->lock);
-	return true;
+	if (handed)
+		LOG_INFO("vm %s: primary %s welcomed, link %s", name_of(s), peer,
+			 hs.encrypt && s->o.key ? "authenticated and encrypted"
+			 : s->o.key		? "authenticated"
+						: "unauthenticated (no key)");
+out:
+	repl_handshake_dispose(&hs);
+	repl_link_dispose(&l);
+	return handed;
 }
 
 static void *listener(void *arg)
@@ -454,6 +488,10 @@ int repl_secondary_start(const struct repl_secondary_opts *o, struct repl_second
 	if (!s)
 		return -ENOMEM;
 	s->o = *o;
+	if (o->key) {
+		s->key = *o->key;
+		s->o.key = &s->key;
+	}
 	s->t = o->transport ? o->transport : &repl_tcp_ops;
 	s->listen_addr = strdup(o->listen);
 	s->o.listen = s->listen_addr;
@@ -516,6 +554,8 @@ static void stop_receiver(struct repl_secondary *s)
 	if (s->pending)
 		s->t->close(s->pending);
 	s->pending = NULL;
+	repl_seal_free(s->pending_seal);
+	s->pending_seal = NULL;
 }
 
 int repl_secondary_failover(struct repl_secondary *s, bool force, struct hv_vm **vm_out, char *why,
@@ -608,5 +648,6 @@ void repl_secondary_free(struct repl_secondary *s)
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);
 	free(s->listen_addr);
+	repl_key_wipe(&s->key);
 	free(s);
 }

@@ -441,6 +441,32 @@ static void tcp_close(struct repl_conn *c)
 	free(c);
 }
 
+/* "ADDR:PORT" or "[V6]:PORT" of the other end, for the logs. */
+static int tcp_peer_name(struct repl_conn *c, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[INET6_ADDRSTRLEN];
+	const void *a;
+	unsigned port;
+
+	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) < 0)
+		return -errno;
+	if (ss.ss_family == AF_INET) {
+		a = &((struct sockaddr_in *)&ss)->sin_addr;
+		port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	} else if (ss.ss_family == AF_INET6) {
+		a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+		port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	} else {
+		return -EAFNOSUPPORT;
+	}
+	if (!inet_ntop(ss.ss_family, a, host, sizeof(host)))
+		return -errno;
+	snprintf(buf, len, ss.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
+	return 0;
+}
+
 const struct repl_transport_ops repl_tcp_ops = {
 	.name = "tcp",
 	.listen = tcp_listen,
@@ -454,4 +480,5 @@ const struct repl_transport_ops repl_tcp_ops = {
 	.abort = tcp_abort,
 	.set_timeout = tcp_set_timeout,
 	.register_region = NULL,
+	.peer_name = tcp_peer_name,
 };

@@ -11,6 +11,7 @@ libevent-dev
 libprotobuf-c-dev protobuf-c-compiler
 libcmocka-dev
 libzstd-dev
+libsodium-dev
 libcpg-dev libquorum-dev libvotequorum-dev libcmap-dev libcorosync-common-dev libcfg-dev corosync
 libibverbs-dev librdmacm-dev
 qemu-system-x86

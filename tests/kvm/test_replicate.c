@@ -31,6 +31,8 @@
 #define MEM (64ull << 20)
 
 static const struct repl_transport_ops *T = &repl_tcp_ops;
+/* A plain link over a connection (plain links hold no state: one per call will do). */
+#define PLAIN(conn) (&(struct repl_link){.t = T, .c = (conn)})
 
 struct secondary {
 	struct repl_listener *l;
@@ -57,7 +59,7 @@ static void *secondary_main(void *arg)
 	for (;;) {
 		struct hv_stream_header h = {0};
 
-		rc = repl_epoch_recv(T, c, 1ull << 30, &buf, &len);
+		rc = repl_epoch_recv(PLAIN(c), 1ull << 30, &buf, &len);
 		if (rc < 0)
 			break; /* the primary is gone: whatever arrived of this epoch is dropped */
 		if (len >= 8 + sizeof(h)) /* HEADER's body, for the ack; applying checks it */
@@ -73,7 +75,7 @@ static void *secondary_main(void *arg)
 		free(buf);
 		if (rc == 0)
 			s->applied++;
-		if (repl_ack_send(T, c, h.stream_id, rc) < 0 || rc < 0)
+		if (repl_ack_send(PLAIN(c), h.stream_id, rc) < 0 || rc < 0)
 			break;
 	}
 	s->end_rc = rc;
@@ -144,9 +146,9 @@ static void replicate_then_die_mid_epoch(void **state)
 			free(buf);
 			break;
 		}
-		assert_int_equal(repl_epoch_send(T, c, buf, len), 0);
+		assert_int_equal(repl_epoch_send(PLAIN(c), buf, len), 0);
 		free(buf);
-		assert_int_equal(repl_ack_recv(T, c, &acked, &status), 0);
+		assert_int_equal(repl_ack_recv(PLAIN(c), &acked, &status), 0);
 		if (status)
 			fail_msg("epoch %u refused: %s", e, s.why);
 		assert_true(acked == id);
@@ -199,14 +201,14 @@ static void bad_framing(void **state)
 	h[0] = 0x1234;
 	h[1] = 10;
 	assert_int_equal(T->send_iov(a, &iov, 1), 0);
-	assert_int_equal(repl_epoch_recv(T, b, 1 << 20, &buf, &len), -EBADMSG);
+	assert_int_equal(repl_epoch_recv(PLAIN(b), 1 << 20, &buf, &len), -EBADMSG);
 	h[0] = REPL_EPOCH_MAGIC;
 	h[1] = 1ull << 62;
 	assert_int_equal(T->send_iov(a, &iov, 1), 0);
-	assert_int_equal(repl_epoch_recv(T, b, 1 << 20, &buf, &len), -EMSGSIZE);
+	assert_int_equal(repl_epoch_recv(PLAIN(b), 1 << 20, &buf, &len), -EMSGSIZE);
 	h[1] = 0;
 	assert_int_equal(T->send_iov(a, &iov, 1), 0);
-	assert_int_equal(repl_epoch_recv(T, b, 1 << 20, &buf, &len), -EMSGSIZE);
+	assert_int_equal(repl_epoch_recv(PLAIN(b), 1 << 20, &buf, &len), -EMSGSIZE);
 	assert_null(buf);
 	T->close(a);
 	T->close(b);

@@ -164,6 +164,20 @@ args)
 	run ha unprotect --socket /nonexistent/sock --force
 	expect_rc 1
 	expect_in err "no reply from /nonexistent/sock"
+
+	# castor key generate: 0600, 65 bytes, never overwritten
+	expect_usage_error key
+	expect_usage_error key generate
+	expect_usage_error key rotate "$tmp/k"
+	run key generate "$tmp/k"
+	expect_rc 0
+	expect_in out "$tmp/k"
+	[ "$(stat -c %a "$tmp/k")" = 600 ] || fail "key file mode $(stat -c %a "$tmp/k"), not 600"
+	[ "$(stat -c %s "$tmp/k")" = 65 ] || fail "key file of $(stat -c %s "$tmp/k") bytes, not 65"
+	run key generate "$tmp/k"
+	expect_rc 1
+	expect_in err "never overwritten"
+	expect_usage_error bench seal --size 1
 ;;
 
 output)

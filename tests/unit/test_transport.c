@@ -23,6 +23,8 @@
 #include "replication/repl.h"
 
 static const struct repl_transport_ops *T = &repl_tcp_ops;
+/* A plain link over a connection (plain links hold no state: one per call will do). */
+#define PLAIN(conn) (&(struct repl_link){.t = T, .c = (conn)})
 
 struct pair {
 	struct repl_listener *l;
@@ -174,19 +176,19 @@ static void epochs_into_a_kept_buffer(void **state)
 	memset(e1, 0x11, sizeof(e1));
 	memset(e2, 0x22, sizeof(e2));
 	make_pair(&p, &o);
-	assert_int_equal(repl_epoch_send(T, p.a, e1, sizeof(e1)), 0);
-	assert_int_equal(repl_epoch_recv_into(T, p.b, 1 << 20, &buf, &cap, &len), 0);
+	assert_int_equal(repl_epoch_send(PLAIN(p.a), e1, sizeof(e1)), 0);
+	assert_int_equal(repl_epoch_recv_into(PLAIN(p.b), 1 << 20, &buf, &cap, &len), 0);
 	assert_int_equal(len, sizeof(e1));
 	assert_memory_equal(buf, e1, sizeof(e1));
 	first = buf;
-	assert_int_equal(repl_epoch_send(T, p.a, e2, sizeof(e2)), 0);
-	assert_int_equal(repl_epoch_recv_into(T, p.b, 1 << 20, &buf, &cap, &len), 0);
+	assert_int_equal(repl_epoch_send(PLAIN(p.a), e2, sizeof(e2)), 0);
+	assert_int_equal(repl_epoch_recv_into(PLAIN(p.b), 1 << 20, &buf, &cap, &len), 0);
 	assert_int_equal(len, sizeof(e2));
 	assert_ptr_equal(buf, first); /* no new allocation for a smaller epoch */
 	assert_memory_equal(buf, e2, sizeof(e2));
 	/* over the limit: refused before anything is read into the buffer */
-	assert_int_equal(repl_epoch_send(T, p.a, e1, sizeof(e1)), 0);
-	assert_int_equal(repl_epoch_recv_into(T, p.b, 1000, &buf, &cap, &len), -EMSGSIZE);
+	assert_int_equal(repl_epoch_send(PLAIN(p.a), e1, sizeof(e1)), 0);
+	assert_int_equal(repl_epoch_recv_into(PLAIN(p.b), 1000, &buf, &cap, &len), -EMSGSIZE);
 	assert_int_equal(len, 0);
 	free_pair(&p);
 
@@ -195,7 +197,7 @@ static void epochs_into_a_kept_buffer(void **state)
 	T->set_timeout(p.b, 5000);
 	t0 = (uint64_t)time(NULL);
 	T->abort(p.b);
-	assert_int_not_equal(repl_epoch_recv_into(T, p.b, 1 << 20, &buf, &cap, &len), 0);
+	assert_int_not_equal(repl_epoch_recv_into(PLAIN(p.b), 1 << 20, &buf, &cap, &len), 0);
 	assert_true((uint64_t)time(NULL) - t0 < 3);
 	assert_int_equal(len, 0);
 	free_pair(&p);
@@ -210,7 +212,7 @@ static void epochs_into_a_kept_buffer(void **state)
 		T->close(p.a);
 		p.a = NULL;
 	}
-	assert_int_equal(repl_epoch_recv_into(T, p.b, 1 << 20, &buf, &cap, &len), -ECONNRESET);
+	assert_int_equal(repl_epoch_recv_into(PLAIN(p.b), 1 << 20, &buf, &cap, &len), -ECONNRESET);
 	assert_int_equal(len, 0);
 	free_pair(&p);
 	free(buf);
@@ -338,6 +340,95 @@ static void by_name(void **state)
 	free_pair(&p);
 }
 
+/* The receiving end of sealed_epochs: one epoch on link b. */
+struct sealed_rx {
+	struct repl_link *l;
+	uint8_t *buf;
+	size_t cap, len;
+	int rc;
+};
+
+static void *sealed_receiver(void *arg)
+{
+	struct sealed_rx *x = arg;
+
+	x->rc = repl_epoch_recv_into(x->l, 64 << 20, &x->buf, &x->cap, &x->len);
+	return NULL;
+}
+
+/*
+ * A sealed link (both modes) carries epochs of any size whole: across
+ * records, straight into the caller's buffer and through the record buffer,
+ * and the peer's name is told for the logs.
+ */
+static void sealed_epochs(void **state)
+{
+	static const size_t sizes[] = {1, 4095, REPL_SEAL_RECORD_MAX - 16, REPL_SEAL_RECORD_MAX,
+				       3 * REPL_SEAL_RECORD_MAX + 12345};
+	struct repl_conn_opts o = {.timeout_ms = 5000};
+	struct repl_key k;
+	char why[256], name[64];
+	uint8_t *data;
+
+	(void)state;
+	memset(k.k, 0x42, sizeof(k.k));
+	data = malloc(sizes[4]);
+	assert_non_null(data);
+	for (size_t i = 0; i < sizes[4]; i++)
+		data[i] = (uint8_t)(i * 7 + (i >> 13));
+	for (int enc = 0; enc < 2; enc++) {
+		struct repl_link a = {.t = T}, b = {.t = T};
+		struct repl_handshake ha, hb;
+		struct repl_hello h = {.mem_bytes = 1 << 20, .ncpus = 1}, got;
+		struct sealed_rx x = {.l = &b};
+		uint32_t idle;
+		struct pair p;
+
+		make_pair(&p, &o);
+		a.c = p.a;
+		b.c = p.b;
+		assert_int_equal(T->peer_name(p.b, name, sizeof(name)), 0);
+		assert_true(!strncmp(name, "127.0.0.1:", 10));
+		/* the handshake fits the sockets' buffers: one thread plays both ends */
+		repl_handshake_init(&ha, &k, enc);
+		repl_handshake_init(&hb, &k, false);
+		assert_int_equal(repl_hello_send(&a, &ha, &h), 0);
+		assert_int_equal(repl_hello_recv(&b, &hb, &got, why, sizeof(why)), 0);
+		assert_int_equal(repl_handshake_check(&hb, why, sizeof(why)), 0);
+		assert_int_equal(repl_welcome_send(&b, &hb, 0, 1000, "welcome"), 0);
+		assert_int_equal(repl_welcome_recv(&a, &ha, &idle, why, sizeof(why)), 0);
+		assert_int_equal(repl_proof_recv(&b, &hb, why, sizeof(why)), 0);
+		assert_int_equal(repl_link_is_encrypted(&a), enc);
+		assert_int_equal(repl_link_is_encrypted(&b), enc);
+		for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+			pthread_t th;
+
+			assert_int_equal(pthread_create(&th, NULL, sealed_receiver, &x), 0);
+			assert_int_equal(repl_epoch_send(&a, data, sizes[i]), 0);
+			pthread_join(th, NULL);
+			assert_int_equal(x.rc, 0);
+			assert_int_equal(x.len, sizes[i]);
+			assert_memory_equal(x.buf, data, sizes[i]);
+			/* and the ack the other way */
+			assert_int_equal(repl_ack_send(&b, i, 0), 0);
+			{
+				uint64_t id;
+				int32_t st;
+
+				assert_int_equal(repl_ack_recv(&a, &id, &st), 0);
+				assert_int_equal(id, i);
+			}
+		}
+		free(x.buf);
+		repl_handshake_dispose(&ha);
+		repl_handshake_dispose(&hb);
+		repl_link_dispose(&a);
+		repl_link_dispose(&b);
+		free_pair(&p);
+	}
+	free(data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -350,6 +441,7 @@ int main(void)
 		cmocka_unit_test(bad_addresses),
 		cmocka_unit_test(by_name),
 		cmocka_unit_test(epochs_into_a_kept_buffer),
+		cmocka_unit_test(sealed_epochs),
 	};
 
 	signal(SIGPIPE,

@@ -60,12 +60,18 @@ int cli_bench_net(int argc, char **argv);
 struct hv_vm;
 struct hv_vm *cli_bench_vm(const char *image, uint64_t mem, uint32_t ncpus, uint64_t rate,
 			   uint64_t wss);
+/* bench_seal.c: `castor bench seal` (argv[0] is "seal") */
+int cli_bench_seal(int argc, char **argv);
 /* bench_checkpoint.c: `castor bench checkpoint` (argv[0] is "checkpoint") */
 int cli_bench_checkpoint(int argc, char **argv);
 
 /* ha.c: `castor ha status|failover` (replication of one castor-vmm) */
 int cli_ha_main(int argc, char **argv);
 void cli_ha_usage(FILE *f);
+
+/* key.c: `castor key generate FILE` (pre-shared keys of replication links) */
+int cli_key_main(int argc, char **argv);
+void cli_key_usage(FILE *f);
 
 /* stream.c: `castor stream verify|dump FILE`, the independent stream verifier */
 int cli_stream_main(int argc, char **argv);

@@ -100,6 +100,8 @@ static void ha_json(const Castor__HaStatus *h)
 	cli_json_bool(&j, "twin_unusable", h->twin_unusable);
 	cli_json_u64(&j, "sessions", h->sessions);
 	cli_json_bool(&j, "failed_over", h->failed_over);
+	cli_json_str(&j, "link", h->link ? h->link : "");
+	cli_json_bool(&j, "insecure", h->insecure);
 	cli_json_str(&j, "last_error", h->last_error ? h->last_error : "");
 	cli_json_object_end(&j);
 	cli_json_finish(&j);
@@ -147,6 +149,14 @@ static void ha_table(const Castor__HaStatus *h)
 		       100.0 * (double)h->sync_sent_bytes / (double)h->sync_total_bytes);
 	else if (!strcmp(h->state, "syncing") && !strcmp(h->role, "primary"))
 		printf("initial copy: being built while the guest runs\n");
+	if (h->link && *h->link)
+		printf("link: %s\n",
+		       !strcmp(h->link, "plain")
+			       ? "PLAIN: neither authenticated nor encrypted (no --key)"
+		       : !strcmp(h->link, "encrypted") ? "authenticated and encrypted (--key)"
+						       : "authenticated, not encrypted (--key)");
+	if (h->insecure)
+		printf("INSECURE: castor-vmm runs with --insecure (no key needed off loopback)\n");
 	if (h->twin_unusable)
 		printf("the twin is UNUSABLE: a failover is refused\n");
 	if (h->failed_over)

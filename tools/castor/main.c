@@ -12,6 +12,7 @@ static const struct cli_group groups[] = {
 	{"bench", "measure Castor (pause, dirty tracking, ...)", cli_bench_main, cli_bench_usage},
 	{"stream", "verify or dump a snapshot in the stream format", cli_stream_main,
 	 cli_stream_usage},
+	{"key", "pre-shared keys of replication links: generate", cli_key_main, cli_key_usage},
 };
 
 #define N_GROUPS (sizeof(groups) / sizeof(groups[0]))

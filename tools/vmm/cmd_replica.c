@@ -17,6 +17,8 @@ static int build(struct vmm *v)
 	struct repl_secondary_opts so = {
 		.listen = o->listen,
 		.conn = o->ro.conn,
+		.key = o->ro.key,
+		.encrypt = o->ro.encrypt,
 		.vm = o->vm,
 		.add_devices = vmm_restore_add_devices,
 		.add_devices_arg = v,
@@ -50,5 +52,9 @@ int vmm_cmd_replica(int argc, char **argv)
 		return vmm_bad_usage("--listen HOST:PORT is required");
 	if (repl_parse_addr(o.listen, &ss, &sslen, why, sizeof(why)) < 0)
 		return vmm_bad_usage("--listen: %s", why);
-	return vmm_serve(&o, &replica_role);
+	if (vmm_link_allowed(&o, "--listen", o.listen, why, sizeof(why)) < 0)
+		return vmm_bad_usage("%s", why);
+	rc = vmm_serve(&o, &replica_role);
+	repl_key_wipe(&o.key);
+	return rc;
 }

@@ -91,6 +91,10 @@ int vmm_cmd_run(int argc, char **argv)
 			return vmm_bad_usage("--min-spacing is longer than --interval");
 		if (repl_parse_addr(o.protect, &ss, &sslen, why, sizeof(why)) < 0)
 			return vmm_bad_usage("--protect: %s", why);
+		if (vmm_link_allowed(&o, "--protect", o.protect, why, sizeof(why)) < 0)
+			return vmm_bad_usage("%s", why);
 	}
-	return vmm_serve(&o, &run_role);
+	rc = vmm_serve(&o, &run_role);
+	repl_key_wipe(&o.key);
+	return rc;
 }

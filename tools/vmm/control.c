@@ -386,6 +386,11 @@ static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
 	h->twin_unusable = st.twin_unusable;
 	h->sessions = v->sessions;
 	h->failed_over = v->failed_over;
+	h->link = (char *)(st.link_encrypted	   ? "encrypted"
+			   : st.link_authenticated ? "authenticated"
+			   : st.state == REPL_S_IDLE || (!v->primary && !v->secondary) ? ""
+										       : "plain");
+	h->insecure = v->o->insecure;
 	snprintf(peer, sizeof(peer), "%s", st.peer);
 	h->peer = peer;
 	snprintf(err, sizeof(err), "%s", st.last_error);

@@ -6,7 +6,9 @@
  */
 #define LOG_TAG "castor-vmm"
 #include <errno.h>
+#include <arpa/inet.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +16,7 @@
 
 #include "netbuffer/netbuf.h"
 #include "tools/vmm/vmm.h"
+#include "util/util.h"
 
 #define ALL (VMM_RUN | VMM_RESTORE | VMM_REPLICA | VMM_STANDBY)
 
@@ -45,6 +48,9 @@ enum opt_id {
 	O_EVENT_LOG,
 	O_OUTPUT_QUEUE,
 	O_LISTEN,
+	O_KEY,
+	O_ENCRYPT,
+	O_INSECURE,
 	O_HELP,
 };
 
@@ -94,6 +100,9 @@ static const struct opt table[] = {
 	{"output-queue", required_argument, O_OUTPUT_QUEUE, ALL, NULL},
 	{"listen", required_argument, O_LISTEN, VMM_REPLICA,
 	 "--listen is where a replica waits for its primary"},
+	{"key", required_argument, O_KEY, ALL, NULL},
+	{"encrypt", no_argument, O_ENCRYPT, ALL, NULL},
+	{"insecure", no_argument, O_INSECURE, ALL, NULL},
 	{"help", no_argument, O_HELP, ALL, NULL},
 };
 
@@ -174,7 +183,14 @@ void vmm_usage(FILE *f)
 		"                        (default 0): lower gets more CPU beside the vCPUs\n"
 		"  --repl-rt N           its SCHED_FIFO priority, 1..99, or 0 for normal\n"
 		"                        scheduling (default 1)\n"
-		"  --listen HOST:PORT    (replica) where the primary connects\n",
+		"  --listen HOST:PORT    (replica) where the primary connects\n"
+		"  --key FILE            a pre-shared key (castor key generate): every session of\n"
+		"                        this process is authenticated with it, both ends the "
+		"same\n"
+		"  --encrypt             with --key: encrypt the link too (a replica: every link)\n"
+		"  --insecure            allow sessions without a key off loopback (anyone who\n"
+		"                        reaches the port can feed or read the twin: "
+		"docs/security.md)\n",
 		HV_MAX_VCPUS, HV_MAX_DEVICES, HV_MAX_DEVICES);
 }
 
@@ -373,6 +389,15 @@ static int take(const struct opt *op, char *arg, struct vmm_opts *o)
 	case O_LISTEN:
 		o->listen = arg;
 		break;
+	case O_KEY:
+		o->key_file = arg;
+		break;
+	case O_ENCRYPT:
+		o->ro.encrypt = true;
+		break;
+	case O_INSECURE:
+		o->insecure = true;
+		break;
 	case O_HELP:
 		vmm_usage(stdout);
 		exit(0);
@@ -434,5 +459,49 @@ int vmm_opts_parse(int argc, char **argv, struct vmm_opts *o)
 	if (o->have_session_opts && !o->protect)
 		return vmm_bad_usage("--mode, --interval, --min-spacing, --max-dirty, --verify and "
 				     "--exact-dirty need --protect HOST:PORT");
+	if (o->ro.encrypt && !o->key_file)
+		return vmm_bad_usage("--encrypt needs --key FILE (castor key generate)");
+	if (o->key_file && o->insecure)
+		return vmm_bad_usage(
+			"--insecure with --key: a keyed link is not insecure; give one");
+	if (o->key_file) {
+		char why[320];
+
+		if (repl_key_load(o->key_file, &o->key, why, sizeof(why)) < 0)
+			return vmm_bad_usage("--key: %s", why);
+		o->ro.key = &o->key;
+	}
 	return test_hooks(o);
+}
+
+static bool is_loopback(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+	if (ss->ss_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+
+		return IN6_IS_ADDR_LOOPBACK(a) ||
+		       (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+	}
+	return false;
+}
+
+int vmm_link_allowed(const struct vmm_opts *o, const char *what, const char *addr, char *why,
+		     size_t why_len)
+{
+	struct sockaddr_storage ss;
+	char pwhy[192];
+	unsigned len;
+
+	if (repl_parse_addr(addr, &ss, &len, pwhy, sizeof(pwhy)) < 0)
+		return util_why(why, why_len, -EINVAL, "%s: %s", what, pwhy);
+	if (o->ro.key || o->insecure || is_loopback(&ss))
+		return 0;
+	/* a wildcard listen (0.0.0.0, ::) is reachable from everywhere: not loopback */
+	return util_why(why, why_len, -EACCES,
+			"%s %s is not a loopback address and there is no key: give --key FILE "
+			"(castor key generate; the same file on both ends) or, on a network you "
+			"trust, --insecure",
+			what, addr);
 }

@@ -69,6 +69,12 @@ int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, siz
 				v->devs.disks[i].path);
 			return -EPERM;
 		}
+	/* the process's key, and its rule for links without one, hold for every session */
+	rc = ro.peer ? vmm_link_allowed(v->o, "the replica", ro.peer, why, why_len) : 0;
+	if (rc < 0)
+		return rc;
+	ro.key = v->o->ro.key;
+	ro.encrypt = v->o->ro.encrypt;
 	/* the process's defaults for what the request leaves out */
 	if (!ro.conn.timeout_ms)
 		ro.conn.timeout_ms = v->o->ro.conn.timeout_ms;

@@ -80,6 +80,15 @@ struct vmm_opts {
 	 */
 	struct repl_primary_opts ro;
 	bool have_session_opts; /* --mode, --interval, ... were given */
+	/*
+	 * --key: every session of this process (a replica's primaries, run
+	 * --protect, castor ha protect) is authenticated with it (ro.key points
+	 * here); --encrypt asks for encryption too. Without a key only loopback
+	 * addresses are allowed, unless --insecure (vmm_link_allowed).
+	 */
+	const char *key_file;
+	struct repl_key key;
+	bool insecure;
 };
 
 /* Print the usage of every command. */
@@ -91,6 +100,13 @@ void vmm_usage(FILE *f);
  * message on stderr.
  */
 int vmm_opts_parse(int argc, char **argv, struct vmm_opts *o);
+/*
+ * May a session use `addr` (HOST:PORT)? With a key, or --insecure, any
+ * address; without, only a loopback one: -EACCES and a sentence naming the
+ * options that would allow it. -EINVAL for an address that does not parse.
+ */
+int vmm_link_allowed(const struct vmm_opts *o, const char *what, const char *addr, char *why,
+		     size_t why_len);
 /* castor-vmm: <message>; try --help. Returns 2, the exit status of a bad command line. */
 int vmm_bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
