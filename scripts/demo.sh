@@ -103,14 +103,16 @@ echo "   a client in castor-client, all on one LAN bridge (tests/net/twohost.sh)
 . "$here/tests/net/twohost.sh"
 th_up castor
 rsock=$dir/twin.sock psock=$dir/prim.sock
+echo "   castor key generate pair.key   (the link between the hosts is authenticated)"
+"$cli" key generate "$dir/pair.key" >/dev/null
 ip netns exec castor-b "$vmm" replica --listen "$TH_B_IP:7800" --control "$rsock" --name demo \
-	--serial none --net tap=tap0 2>"$dir/replica.log" &
+	--serial none --net tap=tap0 --key "$dir/pair.key" 2>"$dir/replica.log" &
 rpid=$!
 for _ in $(seq 100); do [ -S "$rsock" ] && break; sleep 0.05; done
-echo "   castor-vmm run ... --net tap=tap0 --protect $TH_B_IP:7800 --interval 20   (on castor-a)"
+echo "   castor-vmm run ... --net tap=tap0 --protect $TH_B_IP:7800 --interval 20 --key pair.key   (on castor-a)"
 ip netns exec castor-a "$vmm" run --mem 256M --cpus 1 --test-guest --name demo --control "$psock" \
 	--serial none --net tap=tap0 --guest-param "ip=$TH_GUEST_IP" --guest-param rate=50 \
-	--protect "$TH_B_IP:7800" --interval 20 2>"$dir/primary.log" &
+	--protect "$TH_B_IP:7800" --interval 20 --key "$dir/pair.key" 2>"$dir/primary.log" &
 pid=$!
 for _ in $(seq 100); do "$cli" ha status --socket "$psock" 2>/dev/null | grep -q protected && break; sleep 0.1; done
 sleep 1

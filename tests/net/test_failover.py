@@ -53,6 +53,15 @@ def ns(name):
     return ["ip", "netns", "exec", f"{P}-{name}"]
 
 
+def keyfile(d):
+    """The pair's pre-shared key: replication between the namespaces' (non-loopback)
+    addresses is authenticated, as it must be off loopback (docs/security.md)."""
+    path = f"{d}/pair.key"
+    if not os.path.exists(path):
+        castor("key", "generate", path)
+    return path
+
+
 class Pair:
     # A peer is dead after timeout_ms of silence. The CI host has stalled this machine for
     # seconds (steal); 1 s made such a stall look like a dead replica and failed a test.
@@ -66,7 +75,8 @@ class Pair:
         self.replica = self.spawn(ns("b") + [
             VMM, "replica", "--listen", f"{B_IP}:7800", "--control", self.rsock,
             "--serial", "none", "--name", "twin", "--event-log", self.rlog,
-            "--net", f"tap=tap0,mac={MAC}", "--repl-timeout", str(timeout_ms)], "replica")
+            "--net", f"tap=tap0,mac={MAC}", "--repl-timeout", str(timeout_ms),
+            "--key", keyfile(d)], "replica")
         wait_for("the replica", lambda: os.path.exists(self.rsock))
         wait_for("the replica's listener", lambda: ha(self.rsock)["port"])
         self.primary = self.spawn(ns("a") + [
@@ -74,7 +84,7 @@ class Pair:
             "--guest-param", f"ip={GUEST_IP}", "--guest-param", "rate=10",
             "--guest-param", "wss=1M", "--control", self.psock, "--serial", "none",
             "--name", "guest", "--net", f"tap=tap0,mac={MAC}",
-            "--protect", f"{B_IP}:7800", "--event-log", self.plog,
+            "--protect", f"{B_IP}:7800", "--event-log", self.plog, "--key", keyfile(d),
             "--repl-timeout", str(timeout_ms), *repl, *extra_primary], "primary")
         wait_for("the primary", lambda: os.path.exists(self.psock))
         wait_for("protection", lambda: ha(self.psock)["state"] in ("protected", "degraded")
@@ -180,7 +190,7 @@ def case_reprotect(d):
         sock = f"{d}/{name}.sock"
         spawn(host, [VMM, "replica", "--listen", f"{ip}:7800", "--control", sock,
                      "--serial", "none", "--name", name, "--net", f"tap=tap0,mac={MAC}",
-                     "--repl-timeout", "5000"], name)
+                     "--repl-timeout", "5000", "--key", keyfile(d)], name)
         wait_for(name, lambda: os.path.exists(sock))
         wait_for(f"{name}'s listener", lambda: ha(sock)["port"])
         return sock
@@ -205,7 +215,7 @@ def case_reprotect(d):
                         "--guest-param", f"ip={GUEST_IP}", "--guest-param", "rate=10",
                         "--guest-param", "wss=1M", "--control", asock, "--serial", "none",
                         "--name", "guest", "--net", f"tap=tap0,mac={MAC}",
-                        "--repl-timeout", "5000"], "primary")
+                        "--repl-timeout", "5000", "--key", keyfile(d)], "primary")
         wait_for("the VM", lambda: os.path.exists(asock))
         wait_for("the guest's network", lambda: vm_status(asock)
                  .get("guest_io", {}).get("net_up"))
