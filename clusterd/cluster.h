@@ -40,8 +40,7 @@ typedef int (*cd_conf_line_fn)(void *arg, unsigned line, const char *key, const 
 int cd_conf_parse(const char *name, const char *text, size_t len, cd_conf_line_fn fn, void *arg,
 		  char *why, size_t why_len);
 /* A regular file of at most CD_CONF_MAX_BYTES into a new buffer (the caller frees it). */
-int cd_conf_read_file(const char *path, char **buf_out, size_t *len_out, char *why,
-		      size_t why_len);
+int cd_conf_read_file(const char *path, char **buf_out, size_t *len_out, char *why, size_t why_len);
 /* A node or VM name: 1..63 of [A-Za-z0-9_-], starting with a letter or a digit. */
 bool cd_is_name(const char *s);
 
@@ -51,10 +50,10 @@ bool cd_is_name(const char *s);
 #define CD_NAME_MAX 64
 
 struct cd_config {
-	char node[CD_NAME_MAX];		    /* this node's name (required) */
-	char state_dir[CD_PATH_MAX];	    /* definitions and pair state; default /var/lib/castor */
-	char control[CD_PATH_MAX];	    /* castord's socket; default /run/castor/castord.sock */
-	char vmm[CD_PATH_MAX];		    /* castor-vmm to start; default "castor-vmm" */
+	char node[CD_NAME_MAX];	     /* this node's name (required) */
+	char state_dir[CD_PATH_MAX]; /* definitions and pair state; default /var/lib/castor */
+	char control[CD_PATH_MAX];   /* castord's socket; default /run/castor/castord.sock */
+	char vmm[CD_PATH_MAX];	     /* castor-vmm to start; default "castor-vmm" */
 	char replication_host[CD_NAME_MAX]; /* where this node's replicas listen; default 0.0.0.0 */
 	uint16_t port_low, port_high;	    /* their ports; default 7800-7899 */
 	char metrics[CD_NAME_MAX];	    /* HOST:PORT of the Prometheus endpoint, "" = off */
@@ -89,41 +88,41 @@ struct cd_vmdef {
 	char nic[CD_MAX_NICS][96]; /* "tap=NAME[,mac=MAC]" */
 	unsigned nnics;
 	enum cd_protection protection;
-	uint32_t interval_ms; /* 0: castor-vmm's default */
+	uint32_t interval_ms;		       /* 0: castor-vmm's default */
 	char hosts[CD_MAX_HOSTS][CD_NAME_MAX]; /* preferred hosts, in order; none: any */
 	unsigned nhosts;
 };
-int cd_vmdef_parse(const char *name, const char *text, size_t len, struct cd_vmdef *out,
-		   char *why, size_t why_len);
+int cd_vmdef_parse(const char *name, const char *text, size_t len, struct cd_vmdef *out, char *why,
+		   size_t why_len);
 int cd_vmdef_load(const char *path, struct cd_vmdef *out, char *why, size_t why_len);
 
 /* ---- the HA pair (pair.c) ------------------------------------------------------------------ */
 
 enum cd_pair_state {
-	CD_PAIR_S_DEFINED = 0,	  /* runs nowhere */
-	CD_PAIR_S_STARTING,	  /* its castor-vmm is being started on the primary host */
-	CD_PAIR_S_UNPROTECTED,	  /* runs, no twin */
-	CD_PAIR_S_PLACING,	  /* a replica is being started on another host */
-	CD_PAIR_S_SYNCING,	  /* initial copy to the replica */
-	CD_PAIR_S_PROTECTED,	  /* epochs flow */
-	CD_PAIR_S_DEGRADED,	  /* the replica is lost: output held until the majority agrees */
-	CD_PAIR_S_FAILING_OVER,	  /* the primary is gone: the replica is being promoted */
-	CD_PAIR_S_STOPPING,	  /* being stopped on purpose */
+	CD_PAIR_S_DEFINED = 0,	/* runs nowhere */
+	CD_PAIR_S_STARTING,	/* its castor-vmm is being started on the primary host */
+	CD_PAIR_S_UNPROTECTED,	/* runs, no twin */
+	CD_PAIR_S_PLACING,	/* a replica is being started on another host */
+	CD_PAIR_S_SYNCING,	/* initial copy to the replica */
+	CD_PAIR_S_PROTECTED,	/* epochs flow */
+	CD_PAIR_S_DEGRADED,	/* the replica is lost: output held until the majority agrees */
+	CD_PAIR_S_FAILING_OVER, /* the primary is gone: the replica is being promoted */
+	CD_PAIR_S_STOPPING,	/* being stopped on purpose */
 	CD_PAIR_N_STATES,
 };
 enum cd_pair_event {
-	CD_PAIR_E_START = 0,	  /* operator: start the VM */
-	CD_PAIR_E_STARTED,	  /* its castor-vmm runs */
-	CD_PAIR_E_START_FAILED,	  /* it could not be started */
-	CD_PAIR_E_PROTECT,	  /* protection wanted and a replica host chosen */
-	CD_PAIR_E_REPLICA_READY,  /* the replica listens; the primary was told to protect */
-	CD_PAIR_E_SYNCED,	  /* the initial copy is acknowledged */
-	CD_PAIR_E_REPLICA_LOST,	  /* the replica's host left or its castor-vmm died */
-	CD_PAIR_E_PRIMARY_LOST,	  /* the primary's host left or its castor-vmm died */
-	CD_PAIR_E_PROMOTED,	  /* the twin runs on the replica's host: it is the primary now */
-	CD_PAIR_E_UNPROTECT,	  /* protection ends (operator, or the replica is gone for good) */
-	CD_PAIR_E_STOP,		  /* operator: stop the VM */
-	CD_PAIR_E_STOPPED,	  /* no castor-vmm of it runs any more */
+	CD_PAIR_E_START = 0,	 /* operator: start the VM */
+	CD_PAIR_E_STARTED,	 /* its castor-vmm runs */
+	CD_PAIR_E_START_FAILED,	 /* it could not be started */
+	CD_PAIR_E_PROTECT,	 /* protection wanted and a replica host chosen */
+	CD_PAIR_E_REPLICA_READY, /* the replica listens; the primary was told to protect */
+	CD_PAIR_E_SYNCED,	 /* the initial copy is acknowledged */
+	CD_PAIR_E_REPLICA_LOST,	 /* the replica's host left or its castor-vmm died */
+	CD_PAIR_E_PRIMARY_LOST,	 /* the primary's host left or its castor-vmm died */
+	CD_PAIR_E_PROMOTED,	 /* the twin runs on the replica's host: it is the primary now */
+	CD_PAIR_E_UNPROTECT,	 /* protection ends (operator, or the replica is gone for good) */
+	CD_PAIR_E_STOP,		 /* operator: stop the VM */
+	CD_PAIR_E_STOPPED,	 /* no castor-vmm of it runs any more */
 	CD_PAIR_N_EVENTS,
 };
 const char *cd_pair_state_str(enum cd_pair_state s);
@@ -134,11 +133,11 @@ const char *cd_pair_event_str(enum cd_pair_event e);
  * decided from this, never from how long something has been silent.
  */
 struct cd_view {
-	bool quorate;		  /* this node is in the quorate partition */
-	bool primary_gone;	  /* the primary's node left the membership, or its
-				   * castord reported the VM's castor-vmm dead */
-	bool replica_gone;	  /* the same for the replica */
-	bool have_replica_host;	  /* a live host other than the primary's can take a replica */
+	bool quorate;		/* this node is in the quorate partition */
+	bool primary_gone;	/* the primary's node left the membership, or its
+				 * castord reported the VM's castor-vmm dead */
+	bool replica_gone;	/* the same for the replica */
+	bool have_replica_host; /* a live host other than the primary's can take a replica */
 };
 
 struct cd_pair {
@@ -165,5 +164,37 @@ int cd_pair_apply(struct cd_pair *p, enum cd_pair_event e, const struct cd_view 
 bool cd_pair_is_legal(enum cd_pair_state s, enum cd_pair_event e);
 /* May this node release the held outputs of its primaries now? Only with quorum. */
 bool cd_view_can_release_output(const struct cd_view *v);
+
+/* ---- membership and quorum from corosync (membership.c) ---------------------------------- */
+
+#define CD_MAX_NODES 32 /* corosync's token must visit every node: clusters stay small */
+
+struct cd_node_info {
+	uint32_t nodeid;
+	char name[CD_NAME_MAX]; /* "" until its castord announced itself */
+	bool member;		/* in the CPG group now */
+	bool witness;
+};
+struct cd_view_nodes {
+	bool connected; /* corosync is reachable */
+	bool quorate;	/* votequorum says this partition has quorum (false when not connected) */
+	uint32_t local_nodeid;
+	uint32_t total_votes, expected_votes, quorum;
+	unsigned n;
+	struct cd_node_info node[CD_MAX_NODES]; /* every node seen, members or not */
+};
+/* Something in the view changed (runs on the event loop). */
+typedef void (*cd_membership_fn)(void *arg);
+struct event_base;
+struct cd_membership;
+/*
+ * Join the CPG group "castor" and track votequorum from `base`'s loop; the
+ * first attempt runs from the loop, and while corosync is unreachable or
+ * after it is lost, one every second. `conf` must outlive the object.
+ */
+int cd_membership_open(struct event_base *base, const struct cd_config *conf, cd_membership_fn cb,
+		       void *arg, struct cd_membership **out);
+void cd_membership_view(const struct cd_membership *m, struct cd_view_nodes *out);
+void cd_membership_free(struct cd_membership *m); /* NULL is fine */
 
 #endif

@@ -56,8 +56,7 @@ int cd_conf_parse(const char *name, const char *text, size_t len, cd_conf_line_f
 	int rc = 0;
 
 	if (len > CD_CONF_MAX_BYTES)
-		return util_why(why, why_len, -EFBIG, "%s: over %u bytes", name,
-				CD_CONF_MAX_BYTES);
+		return util_why(why, why_len, -EFBIG, "%s: over %u bytes", name, CD_CONF_MAX_BYTES);
 	if (memchr(text, 0, len))
 		return util_why(why, why_len, -EINVAL, "%s: a NUL byte: not a text file", name);
 	while (off < len) {
@@ -93,8 +92,7 @@ int cd_conf_parse(const char *name, const char *text, size_t len, cd_conf_line_f
 	return 0;
 }
 
-int cd_conf_read_file(const char *path, char **buf_out, size_t *len_out, char *why,
-		      size_t why_len)
+int cd_conf_read_file(const char *path, char **buf_out, size_t *len_out, char *why, size_t why_len)
 {
 	char *buf = NULL;
 	struct stat st;

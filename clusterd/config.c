@@ -154,8 +154,10 @@ static int line_cb(void *arg, unsigned line, const char *key, const char *v, cha
 		return set_str(c->vmm, sizeof(c->vmm), key, v, why, why_len);
 	case K_REPL_HOST:
 		if (strchr(v, ' ') || strchr(v, '\t'))
-			return util_why(why, why_len, -EINVAL, "replication_host: '%.60s' is not "
-					"an address or a host name", v);
+			return util_why(why, why_len, -EINVAL,
+					"replication_host: '%.60s' is not "
+					"an address or a host name",
+					v);
 		return set_str(c->replication_host, sizeof(c->replication_host), key, v, why,
 			       why_len);
 	case K_REPL_PORTS:

@@ -78,8 +78,7 @@ static const char *replica_known_gone(const struct cd_view *v)
 {
 	if (!v->quorate)
 		return "this node has no quorum: it never releases held output";
-	return v->replica_gone ? NULL
-			       : "the replica is not known gone: it could still take over";
+	return v->replica_gone ? NULL : "the replica is not known gone: it could still take over";
 }
 
 static const char *replica_host(const struct cd_view *v)
@@ -198,8 +197,8 @@ int cd_pair_apply(struct cd_pair *p, enum cd_pair_event e, const struct cd_view 
 			*why_out = rule;
 		return -EPERM;
 	}
-	LOG_INFO("%s: %s -(%s: %s)-> %s", p->vm, cd_pair_state_str(p->state),
-		 cd_pair_event_str(e), reason ? reason : "", cd_pair_state_str(t->to));
+	LOG_INFO("%s: %s -(%s: %s)-> %s", p->vm, cd_pair_state_str(p->state), cd_pair_event_str(e),
+		 reason ? reason : "", cd_pair_state_str(t->to));
 	if (e == CD_PAIR_E_PROMOTED) {
 		/* the replica's host runs the VM now; the next replica goes elsewhere */
 		snprintf(p->primary, sizeof(p->primary), "%s", p->replica);

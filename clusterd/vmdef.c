@@ -34,10 +34,16 @@ enum key {
 };
 
 static const char *const names[N_KEYS] = {
-	[K_NAME] = "name",	     [K_GUEST] = "guest", [K_MEM] = "mem",
-	[K_CPUS] = "cpus",	     [K_GUEST_PARAM] = "guest_param",
-	[K_DISK] = "disk",	     [K_NIC] = "nic",	  [K_PROTECTION] = "protection",
-	[K_INTERVAL] = "interval", [K_HOSTS] = "hosts",
+	[K_NAME] = "name",
+	[K_GUEST] = "guest",
+	[K_MEM] = "mem",
+	[K_CPUS] = "cpus",
+	[K_GUEST_PARAM] = "guest_param",
+	[K_DISK] = "disk",
+	[K_NIC] = "nic",
+	[K_PROTECTION] = "protection",
+	[K_INTERVAL] = "interval",
+	[K_HOSTS] = "hosts",
 };
 static const bool repeatable[N_KEYS] = {[K_GUEST_PARAM] = true, [K_DISK] = true, [K_NIC] = true};
 
@@ -151,16 +157,18 @@ static int take(struct cd_vmdef *d, enum key k, const char *v, char *why, size_t
 		return 0;
 	case K_GUEST:
 		if (strcmp(v, "test"))
-			return util_why(why, why_len, -EINVAL,
-					"guest: '%.40s' is not a guest castor-vmm runs (only 'test', "
-					"the test guest, until Linux guests land)",
-					v);
+			return util_why(
+				why, why_len, -EINVAL,
+				"guest: '%.40s' is not a guest castor-vmm runs (only 'test', "
+				"the test guest, until Linux guests land)",
+				v);
 		snprintf(d->guest, sizeof(d->guest), "%s", v);
 		return 0;
 	case K_MEM:
 		if (util_parse_size(v, &n) < 0 || n < MIN_MEM || n > MAX_MEM || n % 4096)
 			return util_why(why, why_len, -EINVAL,
-					"mem: '%.40s' is not a size from 16M to 1T in whole pages", v);
+					"mem: '%.40s' is not a size from 16M to 1T in whole pages",
+					v);
 		d->mem_bytes = n;
 		return 0;
 	case K_CPUS:
@@ -239,8 +247,8 @@ static bool is_read_only(const char *disk)
 	return n > 3 && !strcmp(disk + n - 3, ",ro");
 }
 
-int cd_vmdef_parse(const char *name, const char *text, size_t len, struct cd_vmdef *out,
-		   char *why, size_t why_len)
+int cd_vmdef_parse(const char *name, const char *text, size_t len, struct cd_vmdef *out, char *why,
+		   size_t why_len)
 {
 	static const enum key required[] = {K_NAME, K_GUEST, K_MEM, K_CPUS};
 	struct ctx x = {.d = out};
@@ -260,10 +268,11 @@ int cd_vmdef_parse(const char *name, const char *text, size_t len, struct cd_vmd
 				x.seen[K_INTERVAL]);
 	for (unsigned i = 0; out->protection != CD_PROT_NONE && i < out->ndisks; i++)
 		if (!is_read_only(out->disk[i]))
-			return util_why(why, why_len, -EINVAL,
-					"%s:%u: disk %s is writable; a protected VM may have "
-					"read-only disks only (',ro') until disk replication exists",
-					name, x.seen[K_DISK], out->disk[i]);
+			return util_why(
+				why, why_len, -EINVAL,
+				"%s:%u: disk %s is writable; a protected VM may have "
+				"read-only disks only (',ro') until disk replication exists",
+				name, x.seen[K_DISK], out->disk[i]);
 	return 0;
 }
 

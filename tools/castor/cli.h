@@ -70,6 +70,9 @@ int cli_ha_main(int argc, char **argv);
 void cli_ha_usage(FILE *f);
 
 /* key.c: `castor key generate FILE` (pre-shared keys of replication links) */
+int cli_node_main(int argc, char **argv);
+void cli_node_usage(FILE *f);
+
 int cli_key_main(int argc, char **argv);
 void cli_key_usage(FILE *f);
 

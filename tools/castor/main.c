@@ -13,6 +13,8 @@ static const struct cli_group groups[] = {
 	{"stream", "verify or dump a snapshot in the stream format", cli_stream_main,
 	 cli_stream_usage},
 	{"key", "pre-shared keys of replication links: generate", cli_key_main, cli_key_usage},
+	{"node", "the cluster's nodes, from the local castord: list", cli_node_main,
+	 cli_node_usage},
 };
 
 #define N_GROUPS (sizeof(groups) / sizeof(groups[0]))

@@ -1,0 +1,316 @@
+/*
+ * castord: the cluster daemon, one per host (design.md §6, docs/cluster.md).
+ *
+ *   castord [--config FILE]
+ *
+ * Built so far: the configuration, membership and quorum from corosync
+ * (membership.c), and the control socket serving `castor node list`. The
+ * supervision of castor-vmm processes, the VM definitions and pairs shared
+ * over CPG, failover and metrics come next (docs/cluster.md says what exists).
+ *
+ * One libevent loop runs everything; corosync's fds join it. The control
+ * socket is a unix socket, mode 0600, and a peer other than root or our own
+ * uid is refused (SO_PEERCRED). Exit status: 0 on SIGTERM/SIGINT, 1 when the
+ * daemon could not start, 2 for a bad command line or configuration.
+ */
+#define LOG_TAG "castord"
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "clusterd/cluster.h"
+#include "proto/pb.h"
+#include "util/util.h"
+
+#define MAX_CONNS 64
+
+struct daemon {
+	struct event_base *base;
+	struct cd_config conf;
+	struct cd_membership *members;
+	struct evconnlistener *listener;
+	unsigned nconns;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: castord [--config FILE]\n"
+		   "\n"
+		   "  --config FILE   castord.conf (default " CD_CONFIG_DEFAULT_PATH ")\n"
+		   "  --help          this text\n"
+		   "docs/cluster.md describes the file and what castord does.\n");
+}
+
+/* ---- the control socket ------------------------------------------------------------------ */
+
+static void node_list(struct daemon *d, Castor__Response *resp, Castor__NodeList *nl,
+		      Castor__NodeInfo *infos, Castor__NodeInfo **ptrs, struct cd_view_nodes *v)
+{
+	cd_membership_view(d->members, v);
+	nl->connected = v->connected;
+	nl->quorate = v->quorate;
+	nl->local_nodeid = v->local_nodeid;
+	nl->local_name = d->conf.node;
+	nl->total_votes = v->total_votes;
+	nl->expected_votes = v->expected_votes;
+	nl->quorum = v->quorum;
+	for (unsigned i = 0; i < v->n; i++) {
+		castor__node_info__init(&infos[i]);
+		infos[i].nodeid = v->node[i].nodeid;
+		infos[i].name = v->node[i].name;
+		infos[i].member = v->node[i].member && v->connected;
+		infos[i].witness = v->node[i].witness;
+		infos[i].local = v->node[i].nodeid == v->local_nodeid;
+		ptrs[i] = &infos[i];
+	}
+	nl->n_node = v->n;
+	nl->node = ptrs;
+	resp->body_case = CASTOR__RESPONSE__BODY_NODE_LIST;
+	resp->node_list = nl;
+}
+
+static void answer(struct daemon *d, struct bufferevent *bev, const Castor__Request *req)
+{
+	Castor__Response resp = CASTOR__RESPONSE__INIT;
+	Castor__NodeList nl = CASTOR__NODE_LIST__INIT;
+	static Castor__NodeInfo infos[CD_MAX_NODES];
+	static Castor__NodeInfo *ptrs[CD_MAX_NODES];
+	static struct cd_view_nodes v;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+
+	resp.id = req ? req->id : 0;
+	if (!req) {
+		resp.error = -EBADMSG;
+		resp.message = "malformed request";
+	} else if (req->body_case == CASTOR__REQUEST__BODY_NODE_LIST) {
+		node_list(d, &resp, &nl, infos, ptrs, &v);
+	} else {
+		resp.error = -EOPNOTSUPP;
+		resp.message = "castord does not serve this request (yet): see docs/cluster.md";
+	}
+	if (pb_frame_pack(&resp.base, &buf, &len) == 0)
+		bufferevent_write(bev, buf, len);
+	free(buf);
+}
+
+static void conn_close(struct daemon *d, struct bufferevent *bev)
+{
+	bufferevent_free(bev);
+	d->nconns--;
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+	struct daemon *d = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	for (;;) {
+		size_t len = evbuffer_get_length(in), flen = 0;
+		ProtobufCMessage *msg = NULL;
+		enum pb_frame_status fs;
+		uint8_t *data;
+
+		if (!len)
+			return;
+		data = evbuffer_pullup(in, len < PB_FRAME_HDR_LEN ? -1 : (ssize_t)PB_FRAME_HDR_LEN);
+		fs = pb_frame_check(data, len, &flen);
+		if (fs == PB_FRAME_TOO_BIG) {
+			conn_close(d, bev);
+			return;
+		}
+		if (fs == PB_FRAME_NEED_MORE || len < flen)
+			return;
+		data = evbuffer_pullup(in, (ssize_t)flen);
+		if (pb_frame_decode(&castor__request__descriptor, data + PB_FRAME_HDR_LEN,
+				    flen - PB_FRAME_HDR_LEN, &msg) < 0)
+			msg = NULL;
+		evbuffer_drain(in, flen);
+		answer(d, bev, (const Castor__Request *)msg);
+		if (msg)
+			protobuf_c_message_free_unpacked(msg, NULL);
+	}
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+		conn_close(arg, bev);
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+		      void *arg)
+{
+	static struct util_ratelimit refused = {.interval_ns = 1000000000ull};
+	struct daemon *d = arg;
+	struct bufferevent *bev;
+	uint32_t uid = 0;
+	int32_t pid = 0;
+
+	(void)l, (void)sa, (void)len;
+	if (util_peer_cred(fd, &uid, &pid) < 0 || !util_uid_is_trusted(uid) ||
+	    d->nconns >= MAX_CONNS) {
+		util_log_limited(&refused, LOG_LVL_WARN, LOG_TAG,
+				 "control connection refused (uid %u, pid %d)", uid, pid);
+		close(fd);
+		return;
+	}
+	bev = bufferevent_socket_new(d->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (!bev) {
+		close(fd);
+		return;
+	}
+	d->nconns++;
+	bufferevent_setwatermark(bev, EV_READ, 0, PB_FRAME_MAX + PB_FRAME_HDR_LEN);
+	bufferevent_setcb(bev, read_cb, NULL, event_cb, d);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+/* A socket file nobody answers on is stale; one that answers is another castord. */
+static int control_open(struct daemon *d, char *why, size_t why_len)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	const char *path = d->conf.control;
+	struct stat st;
+	int fd, probe;
+
+	if (strlen(path) >= sizeof(sun.sun_path))
+		return util_why(why, why_len, -ENAMETOOLONG, "control socket %s: path too long",
+				path);
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			return util_why(why, why_len, -EEXIST,
+					"control socket %s: a file that is not a socket is there",
+					path);
+		if (pb_unix_connect(path, &probe) == 0) {
+			close(probe);
+			return util_why(why, why_len, -EADDRINUSE,
+					"control socket %s: another castord answers there", path);
+		}
+		unlink(path);
+	}
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return util_why(why, why_len, -errno, "control socket: %s", strerror(errno));
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || chmod(path, 0600) < 0) {
+		int rc = -errno;
+
+		close(fd);
+		return util_why(why, why_len, rc, "control socket %s: %s", path, strerror(-rc));
+	}
+	d->listener = evconnlistener_new(d->base, accept_cb, d,
+					 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16, fd);
+	if (!d->listener) {
+		close(fd);
+		unlink(path);
+		return util_why(why, why_len, -ENOMEM, "control socket %s: cannot listen", path);
+	}
+	return 0;
+}
+
+/* ---- main --------------------------------------------------------------------------------- */
+
+static void stop_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	LOG_INFO("signal %d: shutting down", (int)sig);
+	event_base_loopexit(arg, NULL);
+}
+
+static void view_changed(void *arg)
+{
+	struct daemon *d = arg;
+	struct cd_view_nodes v;
+	unsigned members = 0;
+
+	cd_membership_view(d->members, &v);
+	for (unsigned i = 0; i < v.n; i++)
+		members += v.node[i].member;
+	LOG_DBG("view: %s, %s, %u members", v.connected ? "connected" : "no corosync",
+		v.quorate ? "quorate" : "no quorum", members);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *config = CD_CONFIG_DEFAULT_PATH;
+	struct event *sigint_ev = NULL, *sigterm_ev = NULL;
+	struct daemon d = {0};
+	char why[512];
+	int c, status = 1;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			config = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case ':':
+			fprintf(stderr, "castord: option '%s' needs a value\n", argv[optind - 1]);
+			return 2;
+		default:
+			fprintf(stderr, "castord: unknown option '%s'\n", argv[optind - 1]);
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "castord: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	if (cd_config_load(config, &d.conf, why, sizeof(why)) < 0) {
+		fprintf(stderr, "castord: %s\n", why);
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	d.base = event_base_new();
+	if (!d.base)
+		goto out;
+	if (control_open(&d, why, sizeof(why)) < 0) {
+		fprintf(stderr, "castord: %s\n", why);
+		goto out;
+	}
+	if (cd_membership_open(d.base, &d.conf, view_changed, &d, &d.members) < 0)
+		goto out;
+	sigint_ev = evsignal_new(d.base, SIGINT, stop_cb, d.base);
+	sigterm_ev = evsignal_new(d.base, SIGTERM, stop_cb, d.base);
+	if (!sigint_ev || !sigterm_ev || evsignal_add(sigint_ev, NULL) < 0 ||
+	    evsignal_add(sigterm_ev, NULL) < 0)
+		goto out;
+	LOG_INFO("node %s%s: control socket %s", d.conf.node, d.conf.witness ? " (witness)" : "",
+		 d.conf.control);
+	event_base_dispatch(d.base);
+	status = 0;
+out:
+	cd_membership_free(d.members);
+	if (d.listener) {
+		evconnlistener_free(d.listener);
+		unlink(d.conf.control);
+	}
+	if (sigint_ev)
+		event_free(sigint_ev);
+	if (sigterm_ev)
+		event_free(sigterm_ev);
+	if (d.base)
+		event_base_free(d.base);
+	return status;
+}

@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""castord on real corosync: three hosts in network namespaces (tests/net/twohost.sh's
+castor-a, -b, -c on one LAN bridge), each with its own corosync (knet over the
+namespaces' addresses, token 300 ms, consensus 360, token_coefficient 0) and its own
+castord. `castor node list` must follow corosync as daemons stop and start:
+
+  - all three up: each castord lists a, b and c by name, members, quorate (3 of 3 votes);
+  - c's corosync killed (kill -9): a and b list c as gone and stay quorate (2 of 3);
+    c's castord reports corosync lost and is not quorate;
+  - b's corosync killed too: a alone is not quorate;
+  - b's corosync started again: a and b quorate again, b's castord reconnected by itself.
+
+usage: test_membership.py CASTORD CASTOR
+Exit 0 pass, 1 fail, 77 skip (not root, no corosync, no namespaces; a failure instead
+under CASTOR_REQUIRE_KVM=1). Everything it starts is stopped by PID, and the corosync
+daemons' /dev/shm leftovers are removed, also when it fails.
+"""
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CASTORD, CASTOR = sys.argv[1:3]
+P = os.environ.get("CASTOR_NETNS_PREFIX", "ccl")
+NODES = {"a": ("10.77.0.11", 1), "b": ("10.77.0.12", 2), "c": ("10.77.0.13", 3)}
+sys.path.insert(0, os.path.join(HERE, "..", "pylib"))
+import castortest as ct  # noqa: E402
+from castortest import Fail, wait_for  # noqa: E402
+ct.CASTOR = CASTOR
+
+COROSYNC_CONF = """totem {
+	version: 2
+	cluster_name: castor-test
+	transport: knet
+	crypto_cipher: none
+	crypto_hash: none
+	token: 300
+	consensus: 360
+	token_coefficient: 0
+}
+nodelist {
+%(nodes)s
+}
+quorum {
+	provider: corosync_votequorum
+}
+system {
+	state_dir: %(state)s
+}
+logging {
+	to_logfile: yes
+	logfile: %(log)s
+	to_stderr: no
+	to_syslog: no
+}
+"""
+
+
+def ns(name):
+    return ["ip", "netns", "exec", f"{P}-{name}"]
+
+
+class Cluster:
+    def __init__(self, d):
+        self.d = d
+        self.corosync = {}  # node -> Popen
+        self.castord = {}
+        self.dead_corosync_pids = []
+
+    def corosync_conf(self, n):
+        nodes = "\n".join(
+            f"\tnode {{\n\t\tnodeid: {nid}\n\t\tname: {name}\n\t\tring0_addr: {ip}\n\t}}"
+            for name, (ip, nid) in NODES.items())
+        state = f"{self.d}/{n}-corosync"
+        os.makedirs(state, exist_ok=True)
+        path = f"{self.d}/{n}-corosync.conf"
+        with open(path, "w") as f:
+            f.write(COROSYNC_CONF % {"nodes": nodes, "state": state,
+                                     "log": f"{self.d}/{n}-corosync.log"})
+        return path
+
+    def start_corosync(self, n):
+        conf = self.corosync_conf(n)
+        # corosync's pid file is fixed at /run/corosync.pid: a /run of its own
+        self.corosync[n] = subprocess.Popen(
+            ns(n) + ["sh", "-c", f"mount -t tmpfs none /run && exec corosync -f -c {conf}"],
+            stdout=open(f"{self.d}/{n}-corosync.out", "a"), stderr=subprocess.STDOUT)
+
+    def kill_corosync(self, n):
+        p = self.corosync.pop(n)
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+        self.dead_corosync_pids.append(p.pid)
+
+    def start_castord(self, n):
+        conf = f"{self.d}/{n}.conf"
+        with open(conf, "w") as f:
+            f.write(f"node = {n}\nstate_dir = {self.d}/{n}-state\n"
+                    f"control = {self.d}/{n}.sock\nmetrics = off\n")
+        self.castord[n] = subprocess.Popen(ns(n) + [CASTORD, "--config", conf],
+                                           stdout=open(f"{self.d}/{n}-castord.out", "w"),
+                                           stderr=subprocess.STDOUT)
+        wait_for(f"castord {n}'s socket", lambda: os.path.exists(f"{self.d}/{n}.sock"))
+
+    def nodes(self, n):
+        r = subprocess.run([CASTOR, "node", "list", "--socket", f"{self.d}/{n}.sock", "--json"],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode:
+            raise Fail(f"castor node list on {n}: {r.stderr.strip()}")
+        return json.loads(r.stdout)
+
+    def close(self):
+        procs = list(self.castord.values()) + list(self.corosync.values())
+        ct.stop_procs(procs)
+        for p in self.corosync.values():
+            self.dead_corosync_pids.append(p.pid)
+        # each corosync leaves ~8 MiB of libqb files in /dev/shm, named by its pid
+        for pid in self.dead_corosync_pids:
+            for f in glob.glob(f"/dev/shm/qb-{pid}-*") + glob.glob(f"/dev/shm/qb-*-{pid}-*"):
+                shutil.rmtree(f, ignore_errors=True) if os.path.isdir(f) else os.unlink(f)
+
+
+def view(cl, n):
+    """(connected, quorate, {name: member}) as node n's castord sees it."""
+    v = cl.nodes(n)
+    return v["connected"], v["quorate"], {x["name"]: x["member"] for x in v["nodes"]}
+
+
+def expect(cl, n, connected, quorate, members, what):
+    want = (connected, quorate, members)
+
+    def ok():
+        c, q, m = view(cl, n)
+        return (c, q, {k for k, v in m.items() if v}) == want
+    try:
+        wait_for(f"{n}: {what}", ok, timeout=60, step=0.2)
+    except Fail:
+        raise Fail(f"{n} sees {cl.nodes(n)}; expected connected={connected}, "
+                   f"quorate={quorate}, members={sorted(members)} ({what})")
+
+
+def run(d):
+    cl = Cluster(d)
+    try:
+        for n in NODES:
+            cl.start_corosync(n)
+        for n in NODES:
+            cl.start_castord(n)
+        for n in NODES:
+            expect(cl, n, True, True, {"a", "b", "c"}, "all three up")
+        v = cl.nodes("a")
+        if (v["total_votes"], v["expected_votes"]) != (3, 3) or v["local_name"] != "a":
+            raise Fail(f"votes: {v}")
+        cl.kill_corosync("c")
+        for n in ("a", "b"):
+            expect(cl, n, True, True, {"a", "b"}, "c's corosync killed")
+        expect(cl, "c", False, False, set(), "its corosync is gone")
+        cl.kill_corosync("b")
+        expect(cl, "a", True, False, {"a"}, "a alone")
+        cl.start_corosync("b")
+        for n in ("a", "b"):
+            expect(cl, n, True, True, {"a", "b"}, "b's corosync back")
+        print("membership and quorum followed corosync: 3 up, c lost (2 quorate, c not), "
+              "a alone (not quorate), b back (reconnected by itself)")
+    finally:
+        cl.close()
+
+
+def main():
+    if os.geteuid() != 0:
+        return ct.skip("needs root (network namespaces)")
+    if not shutil.which("corosync"):
+        return ct.skip("corosync is not installed (scripts/install-deps.sh installs it)")
+    r = subprocess.run(["bash", "-c", f". {HERE}/../net/twohost.sh && th_check"],
+                       capture_output=True, text=True)
+    if r.returncode:
+        return ct.skip(f"the namespaces need: {r.stdout.strip()} {r.stderr.strip()}")
+    r = subprocess.run(["bash", "-c", f". {HERE}/../net/twohost.sh && th_up {P}"],
+                       capture_output=True, text=True)
+    if r.returncode:
+        print(f"FAIL: cannot build the hosts' network: {r.stdout.strip()} {r.stderr.strip()}")
+        subprocess.run(["bash", f"{HERE}/../net/twohost.sh", "down", P])
+        return 1
+    try:
+        with tempfile.TemporaryDirectory(prefix="castor-cluster-") as d:
+            try:
+                run(d)
+            except Fail as e:
+                print(f"FAIL: {e}")
+                for f in sorted(os.listdir(d)):
+                    if f.endswith((".out", ".log")):
+                        print(f"--- {f} (tail)\n" + open(f"{d}/{f}").read()[-1500:])
+                return 1
+    finally:
+        subprocess.run(["bash", f"{HERE}/../net/twohost.sh", "down", P])
+    print("PASS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

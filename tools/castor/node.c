@@ -1,0 +1,154 @@
+/*
+ * castor node <command>: the cluster's nodes, from the local castord.
+ *
+ *   castor node list [--socket PATH] [--json]
+ */
+#include "tools/castor/cli.h"
+#include "tools/castor/json.h"
+#include "proto/pb.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CASTORD_SOCKET "/run/castor/castord.sock"
+
+void cli_node_usage(FILE *f)
+{
+	fputs("usage: castor node list [--socket PATH] [--json]\n"
+	      "\n"
+	      "  list    every node castord knows: name, corosync node id, member or not,\n"
+	      "          witness; this partition's quorum\n"
+	      "\n"
+	      "options:\n"
+	      "  -s, --socket PATH   castord's control socket (default " CASTORD_SOCKET ")\n"
+	      "  -j, --json          print the reply as one JSON object\n"
+	      "  -h, --help          this text\n",
+	      f);
+}
+
+static void list_json(const Castor__NodeList *l)
+{
+	struct cli_json j;
+
+	cli_json_init(&j, stdout);
+	cli_json_object_begin(&j, NULL);
+	cli_json_bool(&j, "connected", l->connected);
+	cli_json_bool(&j, "quorate", l->quorate);
+	cli_json_str(&j, "local_name", l->local_name ? l->local_name : "");
+	cli_json_u64(&j, "local_nodeid", l->local_nodeid);
+	cli_json_u64(&j, "total_votes", l->total_votes);
+	cli_json_u64(&j, "expected_votes", l->expected_votes);
+	cli_json_u64(&j, "quorum", l->quorum);
+	cli_json_array_begin(&j, "nodes");
+	for (size_t i = 0; i < l->n_node; i++) {
+		const Castor__NodeInfo *n = l->node[i];
+
+		cli_json_object_begin(&j, NULL);
+		cli_json_str(&j, "name", n->name ? n->name : "");
+		cli_json_u64(&j, "nodeid", n->nodeid);
+		cli_json_bool(&j, "member", n->member);
+		cli_json_bool(&j, "witness", n->witness);
+		cli_json_bool(&j, "local", n->local);
+		cli_json_object_end(&j);
+	}
+	cli_json_array_end(&j);
+	cli_json_object_end(&j);
+	cli_json_finish(&j);
+}
+
+static void list_table(const Castor__NodeList *l)
+{
+	printf("node %s: %s, %s", l->local_name, l->connected ? "corosync up" : "NO COROSYNC",
+	       l->quorate ? "quorate" : "NOT QUORATE (nothing is promoted or released here)");
+	if (l->connected)
+		printf(" (%u of %u votes, %u needed)", l->total_votes, l->expected_votes,
+		       l->quorum);
+	printf("\n%-20s %8s  %-8s %s\n", "NAME", "NODEID", "STATE", "");
+	for (size_t i = 0; i < l->n_node; i++) {
+		const Castor__NodeInfo *n = l->node[i];
+
+		printf("%-20s %8u  %-8s %s%s\n", n->name && *n->name ? n->name : "?", n->nodeid,
+		       n->member ? "member" : "gone", n->witness ? "witness " : "",
+		       n->local ? "(this node)" : "");
+	}
+}
+
+int cli_node_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"socket", required_argument, NULL, 's'},
+		{"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	Castor__Request req = CASTOR__REQUEST__INIT;
+	Castor__NodeListRequest nr = CASTOR__NODE_LIST_REQUEST__INIT;
+	Castor__Response *resp = NULL;
+	const char *socket = CASTORD_SOCKET;
+	bool json = false;
+	int c, rc, ret = CLI_EXIT_FAIL;
+
+	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		cli_node_usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
+	}
+	if (strcmp(argv[1], "list")) {
+		cli_err("node: unknown command '%s'", argv[1]);
+		cli_node_usage(stderr);
+		return CLI_EXIT_USAGE;
+	}
+	argc--;
+	argv++;
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, ":s:jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			socket = optarg;
+			break;
+		case 'j':
+			json = true;
+			break;
+		case 'h':
+			cli_node_usage(stdout);
+			return CLI_EXIT_OK;
+		default:
+			cli_opt_error("node list", c, argv);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		cli_err("node list: unexpected argument '%s'", argv[optind]);
+		return CLI_EXIT_USAGE;
+	}
+	req.id = (uint64_t)getpid();
+	req.body_case = CASTOR__REQUEST__BODY_NODE_LIST;
+	req.node_list = &nr;
+	rc = pb_call(socket, &req, &resp, PB_CALL_TIMEOUT_MS);
+	if (rc < 0) {
+		cli_err("node list: no reply from castord at %s: %s (is castord running?)", socket,
+			strerror(-rc));
+		goto out;
+	}
+	if (resp->error) {
+		cli_err("node list: %s (%s)", resp->message ? resp->message : "",
+			strerror(-resp->error));
+		goto out;
+	}
+	if (resp->body_case != CASTOR__RESPONSE__BODY_NODE_LIST) {
+		cli_err("node list: unexpected reply from %s", socket);
+		goto out;
+	}
+	if (json)
+		list_json(resp->node_list);
+	else
+		list_table(resp->node_list);
+	ret = CLI_EXIT_OK;
+out:
+	if (resp)
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
+	return ret;
+}
