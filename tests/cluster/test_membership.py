@@ -176,16 +176,9 @@ def main():
         return ct.skip("needs root (network namespaces)")
     if not shutil.which("corosync"):
         return ct.skip("corosync is not installed (scripts/install-deps.sh installs it)")
-    r = subprocess.run(["bash", "-c", f". {HERE}/../net/twohost.sh && th_check"],
-                       capture_output=True, text=True)
-    if r.returncode:
-        return ct.skip(f"the namespaces need: {r.stdout.strip()} {r.stderr.strip()}")
-    r = subprocess.run(["bash", "-c", f". {HERE}/../net/twohost.sh && th_up {P}"],
-                       capture_output=True, text=True)
-    if r.returncode:
-        print(f"FAIL: cannot build the hosts' network: {r.stdout.strip()} {r.stderr.strip()}")
-        subprocess.run(["bash", f"{HERE}/../net/twohost.sh", "down", P])
-        return 1
+    rc = ct.twohost_up(P)
+    if rc is not None:
+        return rc
     try:
         with tempfile.TemporaryDirectory(prefix="castor-cluster-") as d:
             try:
@@ -197,7 +190,7 @@ def main():
                         print(f"--- {f} (tail)\n" + open(f"{d}/{f}").read()[-1500:])
                 return 1
     finally:
-        subprocess.run(["bash", f"{HERE}/../net/twohost.sh", "down", P])
+        ct.twohost_down(P)
     print("PASS")
     return 0
 

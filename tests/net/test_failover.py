@@ -367,18 +367,9 @@ def main():
         return ct.skip("needs root (network namespaces, taps)")
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return ct.skip("/dev/kvm is not usable here")
-    r = subprocess.run(["bash", "-c", f". {HERE}/twohost.sh && th_check"],
-                       capture_output=True, text=True)
-    if r.returncode:
-        return ct.skip(f"the two-host network needs: {r.stdout.strip()} {r.stderr.strip()}")
-    # what it needs is here: a network that still cannot be built is a failure
-    r = subprocess.run(["bash", "-c", f". {HERE}/twohost.sh && th_up {P}"],
-                       capture_output=True, text=True)
-    if r.returncode:
-        print(f"FAIL: cannot build the two-host network: {r.stdout.strip()} {r.stderr.strip()}")
-        subprocess.run(["bash", "-c", f". {HERE}/twohost.sh && th_down {P}"],
-                       capture_output=True)
-        return 1
+    rc = ct.twohost_up(P)
+    if rc is not None:
+        return rc
     try:
         with tempfile.TemporaryDirectory(prefix="castor-fo-") as d:
             try:
@@ -393,7 +384,7 @@ def main():
                         pass
                 return 1
     finally:
-        subprocess.run(["bash", f"{HERE}/twohost.sh", "down", P])
+        ct.twohost_down(P)
     print("PASS")
     return 0
 

@@ -66,3 +66,27 @@ def stop_procs(procs):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+TWOHOST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "net", "twohost.sh")
+
+
+def twohost_up(prefix):
+    """Build tests/net/twohost.sh's hosts under `prefix`: None when up; else the exit
+    status the test should return -- a skip when this machine lacks what the network
+    needs, a failure (1) when everything is here and it still cannot be built."""
+    r = subprocess.run(["bash", "-c", f". {TWOHOST} && th_check"], capture_output=True,
+                       text=True)
+    if r.returncode:
+        return skip(f"the hosts' network needs: {r.stdout.strip()} {r.stderr.strip()}")
+    r = subprocess.run(["bash", "-c", f". {TWOHOST} && th_up {prefix}"], capture_output=True,
+                       text=True)
+    if r.returncode:
+        print(f"FAIL: cannot build the hosts' network: {r.stdout.strip()} {r.stderr.strip()}")
+        twohost_down(prefix)
+        return 1
+    return None
+
+
+def twohost_down(prefix):
+    subprocess.run(["bash", TWOHOST, "down", prefix], capture_output=True)
