@@ -4,7 +4,8 @@
  *   castord [--config FILE]
  *
  * Built so far: the configuration, membership and quorum from corosync
- * (membership.c), and the control socket serving `castor node list`. The
+ * (membership.c), the control socket serving `castor node list`, and the
+ * Prometheus endpoint (metrics.c). The
  * supervision of castor-vmm processes, the VM definitions and pairs shared
  * over CPG, failover and metrics come next (docs/cluster.md says what exists).
  *
@@ -41,6 +42,7 @@ struct daemon {
 	struct cd_membership *members;
 	struct evconnlistener *listener;
 	unsigned nconns;
+	struct cd_metrics *metrics;
 };
 
 static void usage(FILE *f)
@@ -220,6 +222,15 @@ static int control_open(struct daemon *d, char *why, size_t why_len)
 	return 0;
 }
 
+static void fill_metrics(void *arg, struct evbuffer *b)
+{
+	struct daemon *d = arg;
+	struct cd_view_nodes v;
+
+	cd_membership_view(d->members, &v);
+	cd_metrics_render(d->conf.node, &v, b);
+}
+
 /* ---- main --------------------------------------------------------------------------------- */
 
 static void stop_cb(evutil_socket_t sig, short what, void *arg)
@@ -291,6 +302,11 @@ int main(int argc, char **argv)
 	}
 	if (cd_membership_open(d.base, &d.conf, view_changed, &d, &d.members) < 0)
 		goto out;
+	if (d.conf.metrics[0] && cd_metrics_open(d.base, d.conf.metrics, fill_metrics, &d,
+						 &d.metrics, why, sizeof(why)) < 0) {
+		fprintf(stderr, "castord: %s\n", why);
+		goto out;
+	}
 	sigint_ev = evsignal_new(d.base, SIGINT, stop_cb, d.base);
 	sigterm_ev = evsignal_new(d.base, SIGTERM, stop_cb, d.base);
 	if (!sigint_ev || !sigterm_ev || evsignal_add(sigint_ev, NULL) < 0 ||
@@ -301,6 +317,7 @@ int main(int argc, char **argv)
 	event_base_dispatch(d.base);
 	status = 0;
 out:
+	cd_metrics_free(d.metrics);
 	cd_membership_free(d.members);
 	if (d.listener) {
 		evconnlistener_free(d.listener);

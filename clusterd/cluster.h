@@ -197,4 +197,17 @@ int cd_membership_open(struct event_base *base, const struct cd_config *conf, cd
 void cd_membership_view(const struct cd_membership *m, struct cd_view_nodes *out);
 void cd_membership_free(struct cd_membership *m); /* NULL is fine */
 
+/* ---- Prometheus metrics (metrics.c) ------------------------------------------------------ */
+
+struct evbuffer;
+struct cd_metrics;
+/* Append the exposition of one request to `b` (runs on the event loop). */
+typedef void (*cd_metrics_fill_fn)(void *arg, struct evbuffer *b);
+/* Serve GET /metrics on `addr` ("HOST:PORT") from `base`'s loop. */
+int cd_metrics_open(struct event_base *base, const char *addr, cd_metrics_fill_fn fill, void *arg,
+		    struct cd_metrics **out, char *why, size_t why_len);
+void cd_metrics_free(struct cd_metrics *m); /* NULL is fine */
+/* The node-level metrics of `v` as node `node` sees them. */
+void cd_metrics_render(const char *node, const struct cd_view_nodes *v, struct evbuffer *b);
+
 #endif

@@ -2,7 +2,8 @@
 """castord on real corosync: three hosts in network namespaces (tests/net/twohost.sh's
 castor-a, -b, -c on one LAN bridge), each with its own corosync (knet over the
 namespaces' addresses, token 300 ms, consensus 360, token_coefficient 0) and its own
-castord. `castor node list` must follow corosync as daemons stop and start:
+castord. `castor node list` and each castord's Prometheus endpoint (scraped and parsed
+as the text exposition format) must follow corosync as daemons stop and start:
 
   - all three up: each castord lists a, b and c by name, members, quorate (3 of 3 votes);
   - c's corosync killed (kill -9): a and b list c as gone and stay quorate (2 of 3);
@@ -101,7 +102,7 @@ class Cluster:
         conf = f"{self.d}/{n}.conf"
         with open(conf, "w") as f:
             f.write(f"node = {n}\nstate_dir = {self.d}/{n}-state\n"
-                    f"control = {self.d}/{n}.sock\nmetrics = off\n")
+                    f"control = {self.d}/{n}.sock\nmetrics = {NODES[n][0]}:9477\n")
         self.castord[n] = subprocess.Popen(ns(n) + [CASTORD, "--config", conf],
                                            stdout=open(f"{self.d}/{n}-castord.out", "w"),
                                            stderr=subprocess.STDOUT)
@@ -123,6 +124,36 @@ class Cluster:
         for pid in self.dead_corosync_pids:
             for f in glob.glob(f"/dev/shm/qb-{pid}-*") + glob.glob(f"/dev/shm/qb-*-{pid}-*"):
                 shutil.rmtree(f, ignore_errors=True) if os.path.isdir(f) else os.unlink(f)
+
+
+SCRAPE = """
+import sys, urllib.request
+r = urllib.request.urlopen(f"http://{sys.argv[1]}:9477/metrics", timeout=10)
+assert r.headers["Content-Type"].startswith("text/plain"), r.headers["Content-Type"]
+sys.stdout.write(r.read().decode())
+"""
+
+
+def scrape(n):
+    """node n's /metrics, parsed from the exposition format: {(name, labels): value}."""
+    r = subprocess.run(ns(n) + [sys.executable, "-c", SCRAPE, NODES[n][0]], capture_output=True,
+                       text=True, timeout=30)
+    if r.returncode:
+        raise Fail(f"scraping {n}: {r.stderr.strip()}")
+    out, types = {}, {}
+    for line in r.stdout.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            types[name] = kind
+            continue
+        if not line or line.startswith("#"):
+            continue
+        metric, value = line.rsplit(" ", 1)
+        name, _, labels = metric.partition("{")
+        if name not in types:
+            raise Fail(f"{n}: metric {name} has no TYPE line")
+        out[(name, labels.rstrip("}"))] = float(value)
+    return out
 
 
 def view(cl, n):
@@ -156,9 +187,19 @@ def run(d):
         v = cl.nodes("a")
         if (v["total_votes"], v["expected_votes"]) != (3, 3) or v["local_name"] != "a":
             raise Fail(f"votes: {v}")
+        m = scrape("a")
+        if (m[("castor_quorate", 'node="a"')], m[("castor_members", 'node="a"')],
+                m[("castor_node_member", 'node="a",peer="c",nodeid="3"')]) != (1, 3, 1):
+            raise Fail(f"a's metrics with all three up: {m}")
         cl.kill_corosync("c")
         for n in ("a", "b"):
             expect(cl, n, True, True, {"a", "b"}, "c's corosync killed")
+        m = scrape("b")
+        if (m[("castor_members", 'node="b"')],
+                m[("castor_node_member", 'node="b",peer="c",nodeid="3"')]) != (2, 0):
+            raise Fail(f"b's metrics with c gone: {m}")
+        if scrape("c")[("castor_corosync_connected", 'node="c"')] != 0:
+            raise Fail("c's metrics: corosync still connected")
         expect(cl, "c", False, False, set(), "its corosync is gone")
         cl.kill_corosync("b")
         expect(cl, "a", True, False, {"a"}, "a alone")
