@@ -96,6 +96,40 @@ int cd_vmdef_parse(const char *name, const char *text, size_t len, struct cd_vmd
 		   size_t why_len);
 int cd_vmdef_load(const char *path, struct cd_vmdef *out, char *why, size_t why_len);
 
+/* ---- the cluster's definitions, replicated (defs.c) ---------------------------------------- */
+
+#define CD_MAX_DEFS 256
+
+/* One VM's definition as every node holds it, or its tombstone once undefined. */
+struct cd_def {
+	struct cd_vmdef vm; /* parsed (only the name when removed) */
+	char *text;	    /* the file as defined; NULL when removed */
+	bool removed;
+	uint64_t generation; /* version: (generation, origin); the higher wins */
+	uint32_t origin;     /* corosync node id of the node that made the change */
+};
+struct cd_defs {
+	char dir[CD_PATH_MAX]; /* where the entries are kept; "" = memory only */
+	bool loading;	       /* cd_defs_load(): the files are not written back */
+	unsigned n;
+	struct cd_def def[CD_MAX_DEFS];
+};
+void cd_defs_init(struct cd_defs *s, const char *dir);
+void cd_defs_dispose(struct cd_defs *s);
+/* Read every entry kept in s->dir (created 0700 if missing); bad files are logged, skipped. */
+int cd_defs_load(struct cd_defs *s);
+/*
+ * A DEFINE (text, len bytes: a VM definition file named `name`) or, with
+ * text NULL, an UNDEFINE of `name`, at version (gen, origin): applied when
+ * newer than what is held for that name, ignored otherwise (0 both ways).
+ * A definition that does not parse is refused with why, nothing changed.
+ */
+int cd_defs_apply(struct cd_defs *s, const char *name, const char *text, size_t len,
+		  uint64_t gen, uint32_t origin, char *why, size_t why_len);
+const struct cd_def *cd_defs_find(const struct cd_defs *s, const char *name);
+/* A generation above every one held: the version of this node's next change. */
+uint64_t cd_defs_next_generation(const struct cd_defs *s);
+
 /* ---- the HA pair (pair.c) ------------------------------------------------------------------ */
 
 enum cd_pair_state {
