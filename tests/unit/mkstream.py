@@ -16,7 +16,7 @@ REC_MAX_LEN = 16 * 1024 * 1024 + 65536  # holds the largest PAGES record (revisi
 
 HEADER, PAGES, VCPU, VCPU_MSRS = 0x0001, 0x0002, 0x0010, 0x0011
 IRQCHIP, PIT, CLOCK, DEVICE, END = 0x0020, 0x0021, 0x0022, 0x0030, 0x00FF
-RAW, ZERO, XOR_ZSTD, ZSTD = 0, 1, 2, 3
+RAW, ZERO, XOR, PATCH = 0, 1, 2, 3
 
 MEM = 16 << 20  # the standard test VM: 16 MiB, 4096 pages
 NPAGES = MEM // 4096
@@ -283,7 +283,7 @@ CASES = {
     "empty": lambda: b"",
     "not-a-stream": lambda: b"#!/bin/sh\necho this is no stream\n" * 3,
     "bad-magic": lambda: stream(replace(F, 0, header(magic=MAGIC ^ 1 << 56))),
-    "rev-newer": lambda: stream(replace(F, 0, header(ver=2, extra=bytes(16)))),
+    "rev-newer": lambda: stream(replace(F, 0, header(ver=3, extra=bytes(16)))),
     "rev-zero": lambda: stream(replace(F, 0, header(ver=0))),
     "bad-kind": lambda: stream(replace(F, 0, header(kind=3))),
     "ncpus-0": lambda: stream(replace(F, 0, header(ncpus=0))),
@@ -318,8 +318,8 @@ CASES = {
                                                             for p in range(4097)]))),
     "pfn-out-of-range": lambda: stream(insert(F, 3, pages([(NPAGES, ZERO)]))),
     "pfn-huge": lambda: stream(insert(F, 3, pages([((1 << 52) - 1, ZERO)]))),
-    "enc-xor-zstd": lambda: stream(insert(F, 3, pages([(3, XOR_ZSTD)]))),
-    "enc-zstd": lambda: stream(insert(F, 3, pages([(3, ZSTD)]))),
+    "enc-xor-rev1": lambda: stream(insert(F, 3, pages([(3, XOR)]))),
+    "enc-patch-rev1": lambda: stream(insert(F, 3, pages([(3, PATCH)]))),
     "enc-unknown": lambda: stream(insert(F, 3, pages([(3, 9)]))),
     "pages-length-long": lambda: stream(insert(F, 3, pages([(3, ZERO)], extra=bytes(8)))),
     "pages-length-short": lambda: stream(insert(F, 3, pages([(3, RAW)], cut=8))),
