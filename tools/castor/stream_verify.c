@@ -125,8 +125,12 @@ int sv_fail(struct verifier *v, const char *fmt, ...)
 	res->offset = v->off;
 	res->has_type = v->in_rec;
 	res->type = v->type;
+	res->state_rule = false;
 	return -EBADMSG;
 }
+
+/* A rule about the record set or a state record's contents: see stream_verify_result. */
+#define sv_fail_state(v, ...) (sv_fail(v, __VA_ARGS__), (v)->res->state_rule = true, -EBADMSG)
 
 /* Text of an untrusted string for a message: printable ASCII, cut at 48 bytes. */
 static const char *safe_str(const char *s, char *buf, size_t size)
@@ -331,14 +335,14 @@ static int check_vcpu(struct verifier *v, uint32_t *index_out)
 		return rc;
 	*index_out = le32(b);
 	if (*index_out >= v->res->ncpus)
-		return sv_fail(v, "vCPU index %" PRIu32 " >= ncpus %" PRIu32, *index_out,
-			       v->res->ncpus);
+		return sv_fail_state(v, "vCPU index %" PRIu32 " >= ncpus %" PRIu32, *index_out,
+				     v->res->ncpus);
 	if (le32(b + 4))
-		return sv_fail(v, "reserved field (offset 4) is 0x%" PRIx32 ", must be 0",
-			       le32(b + 4));
+		return sv_fail_state(v, "reserved field (offset 4) is 0x%" PRIx32 ", must be 0",
+				     le32(b + 4));
 	if (le32(b + SV_VCPU_RSVD2_OFF))
-		return sv_fail(v, "reserved field (offset %u) is 0x%" PRIx32 ", must be 0",
-			       SV_VCPU_RSVD2_OFF, le32(b + SV_VCPU_RSVD2_OFF));
+		return sv_fail_state(v, "reserved field (offset %u) is 0x%" PRIx32 ", must be 0",
+				     SV_VCPU_RSVD2_OFF, le32(b + SV_VCPU_RSVD2_OFF));
 	return 0;
 }
 
@@ -357,32 +361,34 @@ static int check_msrs(struct verifier *v, uint32_t *index_out)
 	uint32_t count, i;
 
 	if (v->length < 8)
-		return sv_fail(v, "length %" PRIu32 " cannot hold index and count (8 bytes)",
-			       v->length);
+		return sv_fail_state(v, "length %" PRIu32 " cannot hold index and count (8 bytes)",
+				     v->length);
 	*index_out = le32(b);
 	count = le32(b + 4);
 	if (*index_out >= v->res->ncpus)
-		return sv_fail(v, "vCPU index %" PRIu32 " >= ncpus %" PRIu32, *index_out,
-			       v->res->ncpus);
+		return sv_fail_state(v, "vCPU index %" PRIu32 " >= ncpus %" PRIu32, *index_out,
+				     v->res->ncpus);
 	if (count > SV_MSRS_MAX)
-		return sv_fail(v, "count %" PRIu32 " over %u", count, SV_MSRS_MAX);
+		return sv_fail_state(v, "count %" PRIu32 " over %u", count, SV_MSRS_MAX);
 	if (v->length != 8 + 16 * count)
-		return sv_fail(v, "length %" PRIu32 ", expected 8 + 16 x %" PRIu32 " = %" PRIu32,
-			       v->length, count, 8 + 16 * count);
+		return sv_fail_state(v,
+				     "length %" PRIu32 ", expected 8 + 16 x %" PRIu32 " = %" PRIu32,
+				     v->length, count, 8 + 16 * count);
 	for (i = 0; i < count; i++) {
 		e = b + 8 + 16 * (size_t)i;
 		msr[i] = le32(e);
 		if (le32(e + 4))
-			return sv_fail(v,
-				       "MSR entry %" PRIu32 " (0x%" PRIx32 "): reserved field is "
-				       "0x%" PRIx32 ", must be 0",
-				       i, msr[i], le32(e + 4));
+			return sv_fail_state(v,
+					     "MSR entry %" PRIu32 " (0x%" PRIx32
+					     "): reserved field is "
+					     "0x%" PRIx32 ", must be 0",
+					     i, msr[i], le32(e + 4));
 	}
 	/* strict: KVM_SET_MSRS would take a repeated MSR, but a list of "every MSR" has none */
 	qsort(msr, count, sizeof(msr[0]), cmp_u32);
 	for (i = 1; i < count; i++)
 		if (msr[i] == msr[i - 1])
-			return sv_fail(v, "MSR 0x%" PRIx32 " listed twice", msr[i]);
+			return sv_fail_state(v, "MSR 0x%" PRIx32 " listed twice", msr[i]);
 	return 0;
 }
 
@@ -398,10 +404,11 @@ static int check_irqchip(struct verifier *v)
 	for (i = 0; i < 3; i++) {
 		id = le32(v->body + SV_IRQCHIP_ONE * i);
 		if (id != i)
-			return sv_fail(v,
-				       "chip %" PRIu32 " has chip_id %" PRIu32 ", expected %" PRIu32
-				       " (PIC master, PIC slave, IOAPIC in this order)",
-				       i, id, i);
+			return sv_fail_state(v,
+					     "chip %" PRIu32 " has chip_id %" PRIu32
+					     ", expected %" PRIu32
+					     " (PIC master, PIC slave, IOAPIC in this order)",
+					     i, id, i);
 	}
 	return 0;
 }
@@ -485,9 +492,9 @@ static int check_device(struct verifier *v, struct stream_verify_record *rec)
 
 	ds = castor__device_state__unpack(NULL, v->length, v->body);
 	if (!ds)
-		return sv_fail(v, "body does not decode as castor.DeviceState");
+		return sv_fail_state(v, "body does not decode as castor.DeviceState");
 	if (!ds->id || !ds->id[0]) {
-		rc = sv_fail(v, "DeviceState.id is empty");
+		rc = sv_fail_state(v, "DeviceState.id is empty");
 		goto out;
 	}
 	rc = devices_reserve(v);
@@ -495,8 +502,9 @@ static int check_device(struct verifier *v, struct stream_verify_record *rec)
 		goto out;
 	slot = id_slot(v->id_slot, v->id_cap, res->devices, ds->id);
 	if (*slot) {
-		rc = sv_fail(v, "device id \"%s\" appears twice (first at offset %" PRIu64 ")",
-			     safe_str(ds->id, safe, sizeof(safe)), res->devices[*slot - 1].offset);
+		rc = sv_fail_state(
+			v, "device id \"%s\" appears twice (first at offset %" PRIu64 ")",
+			safe_str(ds->id, safe, sizeof(safe)), res->devices[*slot - 1].offset);
 		goto out;
 	}
 	d = &res->devices[res->n_devices];
@@ -552,8 +560,9 @@ static int check_end(struct verifier *v)
 	if (res->kind == SV_KIND_FULL && v->pfns.distinct != v->mem_pages) {
 		res->missing_pages = v->mem_pages - v->pfns.distinct;
 		pfn_set_describe_missing(&v->pfns, v->mem_pages, ranges, sizeof(ranges));
-		return sv_fail(v, "full snapshot lacks %" PRIu64 " of %" PRIu64 " pages: pfn %s",
-			       res->missing_pages, v->mem_pages, ranges);
+		return sv_fail_state(v,
+				     "full snapshot lacks %" PRIu64 " of %" PRIu64 " pages: pfn %s",
+				     res->missing_pages, v->mem_pages, ranges);
 	}
 	/*
 	 * strict: §9.5 bounds the revision-1 stream a receiver decodes this one
@@ -577,7 +586,8 @@ static int order_error(struct verifier *v, const char *what)
 {
 	char buf[48];
 
-	return sv_fail(v, "%s out of order: expected %s", what, expected(v, buf, sizeof(buf)));
+	return sv_fail_state(v, "%s out of order: expected %s", what,
+			     expected(v, buf, sizeof(buf)));
 }
 
 /* index: the vCPU of a VCPU or VCPU_MSRS record. */
@@ -594,19 +604,19 @@ static int check_order(struct verifier *v, uint32_t base, uint32_t index)
 			v->phase = PH_TAIL;
 			return 0;
 		}
-		return sv_fail(v, "%s among the state records: expected %s",
-			       stream_verify_type_name(base), expected(v, buf, sizeof(buf)));
+		return sv_fail_state(v, "%s among the state records: expected %s",
+				     stream_verify_type_name(base), expected(v, buf, sizeof(buf)));
 	case SV_REC_VCPU:
 		if (index < v->vcpus_done || (v->phase == PH_MSRS && index == v->vcpus_done) ||
 		    v->phase > PH_MSRS)
-			return sv_fail(v, "vCPU %" PRIu32 " appears twice", index);
+			return sv_fail_state(v, "vCPU %" PRIu32 " appears twice", index);
 		if (v->phase != PH_PAGES && v->phase != PH_VCPU)
 			return order_error(v, "VCPU");
 		if (index != v->vcpus_done)
-			return sv_fail(v,
-				       "VCPU %" PRIu32 " out of order: expected VCPU %" PRIu32
-				       " (vCPUs come in index order)",
-				       index, v->vcpus_done);
+			return sv_fail_state(v,
+					     "VCPU %" PRIu32 " out of order: expected VCPU %" PRIu32
+					     " (vCPUs come in index order)",
+					     index, v->vcpus_done);
 		v->phase = PH_MSRS;
 		return 0;
 	case SV_REC_VCPU_MSRS:
@@ -616,14 +626,15 @@ static int check_order(struct verifier *v, uint32_t base, uint32_t index)
 			return 0;
 		}
 		if (index < v->vcpus_done)
-			return sv_fail(v, "VCPU_MSRS of vCPU %" PRIu32 " appears twice", index);
+			return sv_fail_state(v, "VCPU_MSRS of vCPU %" PRIu32 " appears twice",
+					     index);
 		if (v->phase == PH_MSRS)
-			return sv_fail(v, "VCPU_MSRS of vCPU %" PRIu32 " after VCPU %" PRIu32,
-				       index, v->vcpus_done);
-		return sv_fail(v,
-			       "VCPU_MSRS of vCPU %" PRIu32 " without its VCPU before it: "
-			       "expected %s",
-			       index, expected(v, buf, sizeof(buf)));
+			return sv_fail_state(v, "VCPU_MSRS of vCPU %" PRIu32 " after VCPU %" PRIu32,
+					     index, v->vcpus_done);
+		return sv_fail_state(v,
+				     "VCPU_MSRS of vCPU %" PRIu32 " without its VCPU before it: "
+				     "expected %s",
+				     index, expected(v, buf, sizeof(buf)));
 	case SV_REC_IRQCHIP:
 	case SV_REC_PIT:
 	case SV_REC_CLOCK: {
@@ -636,21 +647,23 @@ static int check_order(struct verifier *v, uint32_t base, uint32_t index)
 			return 0;
 		}
 		if (v->phase > want)
-			return sv_fail(v, "%s appears twice", stream_verify_type_name(base));
+			return sv_fail_state(v, "%s appears twice", stream_verify_type_name(base));
 		return order_error(v, stream_verify_type_name(base));
 	}
 	case SV_REC_DEVICE:
 		if (v->phase == PH_DEVICES)
 			return 0;
 		if (v->phase == PH_TAIL)
-			return sv_fail(v, "DEVICE after the PAGES that follow the state records");
+			return sv_fail_state(
+				v, "DEVICE after the PAGES that follow the state records");
 		return order_error(v, "DEVICE");
 	case SV_REC_END:
 		if (v->phase == PH_DEVICES || v->phase == PH_TAIL) {
 			v->phase = PH_DONE;
 			return 0;
 		}
-		return sv_fail(v, "END too early: expected %s", expected(v, buf, sizeof(buf)));
+		return sv_fail_state(v, "END too early: expected %s",
+				     expected(v, buf, sizeof(buf)));
 	}
 	return 0;
 }

@@ -117,6 +117,15 @@ struct stream_verify_result {
 				     bytes or the premature end of the input are */
 	bool has_type;		  /* invalid: the error is about a record whose header was read */
 	uint32_t type;		  /* ... and this is its type field */
+	/*
+	 * invalid: the broken rule is about which records the stream holds and
+	 * in what order (§3, a full snapshot's coverage) or what a state record
+	 * holds beyond its length (§2.3-§2.6: vCPU indexes, MSRs, chip ids,
+	 * DEVICE). A receiver checks those against its VM when it applies the
+	 * stream, not when it decodes it; false for framing, HEADER, lengths,
+	 * page batches and END. tests/fuzz/fuzz_differential.c relies on it.
+	 */
+	bool state_rule;
 
 	uint64_t records;		    /* records read and accepted, END included */
 	uint64_t pages;			    /* PAGES and PAGES_ZSTD entries accepted */
