@@ -16,7 +16,7 @@ libcpg-dev libquorum-dev libvotequorum-dev libcmap-dev libcorosync-common-dev li
 libibverbs-dev librdmacm-dev
 qemu-system-x86
 iproute2 procps psmisc iputils-ping
-python3
+python3 python3-zstandard zstd
 gnuplot-nox
 "
 

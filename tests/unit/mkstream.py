@@ -1,22 +1,25 @@
 #!/usr/bin/env python3
-"""Castor streams built by hand from docs/stream-format.md (revision 1), valid and
-broken, for test_stream_verify.sh. Nothing here comes from hypervisor/stream.c or
-from the verifier: the point is a third reading of the spec.
+"""Castor streams built by hand from docs/stream-format.md (revisions 1 and 2), valid
+and broken, for test_stream_verify.sh. Nothing here comes from hypervisor/stream.c,
+replication/codec*.c or the verifier: the point is a third reading of the spec.
+Compressed zstd frames come from python3-zstandard, or the zstd command where that
+module is missing; the malformed frames are put together by hand (RFC 8878).
 
 usage: mkstream.py OUTDIR    write OUTDIR/NAME.cst for every case in CASES
        mkstream.py --list    print the case names, valid ones first
 """
 import os
 import struct
+import subprocess
 import sys
 
 MAGIC = 0x4D52545352545343  # "CSTRSTRM" read as a little-endian u64
 REC_F_OPTIONAL = 0x80000000
 REC_MAX_LEN = 16 * 1024 * 1024 + 65536  # holds the largest PAGES record (revision 1, corrected)
 
-HEADER, PAGES, VCPU, VCPU_MSRS = 0x0001, 0x0002, 0x0010, 0x0011
+HEADER, PAGES, PAGES_ZSTD, VCPU, VCPU_MSRS = 0x0001, 0x0002, 0x0003, 0x0010, 0x0011
 IRQCHIP, PIT, CLOCK, DEVICE, END = 0x0020, 0x0021, 0x0022, 0x0030, 0x00FF
-RAW, ZERO, XOR_ZSTD, ZSTD = 0, 1, 2, 3
+RAW, ZERO, XOR, PATCH = 0, 1, 2, 3
 
 MEM = 16 << 20  # the standard test VM: 16 MiB, 4096 pages
 NPAGES = MEM // 4096
@@ -69,20 +72,139 @@ def page_payload(pfn):
     return bytes((pfn * 7 + i) & 0xFF for i in range(256)) * 16
 
 
+def default_payload(pfn, enc):
+    if enc == RAW:
+        return page_payload(pfn)
+    if enc == XOR:  # a sparse delta: a few bytes differ from the receiver's copy
+        return bytes(1000) + bytes([pfn & 0xFF | 1]) * 24 + bytes(3072)
+    if enc == PATCH:
+        return patch([(3, [0x1111, 0x2222]), (100, [pfn])])
+    return b""
+
+
 def pages(entries, count=None, reserved=0, extra=b"", cut=0):
-    """entries: (pfn, encoding[, reserved bits]); RAW pages get a 4096-byte payload."""
+    """entries: (pfn, encoding[, reserved bits[, payload]]); RAW and XOR pages get a
+    4096-byte payload, PATCH a small patch, unless the payload is given."""
     table = [struct.pack("<II", len(entries) if count is None else count, reserved)]
     payload = []
     for e in entries:
         pfn, enc = e[0], e[1]
         rsv = e[2] if len(e) > 2 else 0
         table.append(struct.pack("<Q", pfn | rsv << 52 | enc << 60))
-        if enc == RAW:
-            payload.append(page_payload(pfn))
+        payload.append(e[3] if len(e) > 3 else default_payload(pfn, enc))
     body = b"".join(table + payload) + extra
     if cut:
         body = body[:-cut]
     return Rec(PAGES, body, pages=len(entries))
+
+
+# ---- revision 2 (§9): PATCH payloads and PAGES_ZSTD ----------------------------------
+
+
+def patch(runs, nruns=None, nwords=None, pad=0):
+    """A PATCH payload: runs is [(first word, [new values])]; nruns and nwords override
+    the counts written, pad the 4 padding bytes after an odd number of runs."""
+    values = [v for _, vals in runs for v in vals]
+    out = struct.pack("<II", len(runs) if nruns is None else nruns,
+                      len(values) if nwords is None else nwords)
+    for first, vals in runs:
+        out += struct.pack("<HH", first, len(vals))
+    if len(runs) % 2:
+        out += struct.pack("<I", pad)
+    return out + b"".join(struct.pack("<Q", v) for v in values)
+
+
+def zstd_compress(data):
+    """One zstd frame of data, with Frame_Content_Size and a content checksum."""
+    try:
+        import zstandard
+        return zstandard.ZstdCompressor(level=3, write_content_size=True,
+                                        write_checksum=True).compress(data)
+    except ImportError:
+        return subprocess.run(["zstd", "-q", "-c", "-3", "--stream-size=%d" % len(data)],
+                              input=data, stdout=subprocess.PIPE, check=True).stdout
+
+
+ZSTD_MAGIC = 0xFD2FB528
+
+
+def zstd_raw_frame(data, fcs=None, with_fcs=True, dict_id=0, magic=ZSTD_MAGIC):
+    """A frame by hand (RFC 8878 §3.1.1): raw blocks of up to 128 KiB, no checksum.
+    fcs: the Frame_Content_Size written (default len(data)); with_fcs False leaves it out
+    (a Window_Descriptor of 16 MiB instead); dict_id: a 1-byte Dictionary_ID."""
+    fhd = 1 if dict_id else 0
+    if with_fcs:
+        head = bytes([2 << 6 | 1 << 5 | fhd])  # 4-byte FCS, Single_Segment
+        head += bytes([dict_id]) if dict_id else b""
+        head += struct.pack("<I", len(data) if fcs is None else fcs)
+    else:
+        head = bytes([fhd, 14 << 3]) + (bytes([dict_id]) if dict_id else b"")
+    blocks = b""
+    chunks = [data[i:i + 128 * 1024] for i in range(0, len(data), 128 * 1024)] or [b""]
+    for i, chunk in enumerate(chunks):
+        last = 1 if i == len(chunks) - 1 else 0
+        blocks += struct.pack("<I", len(chunk) << 3 | last)[:3] + chunk
+    return struct.pack("<I", magic) + head + blocks
+
+
+def pages_zstd(entries, count=None, reserved=0, raw_len=None, frame=None, tail=b"",
+               rtype=PAGES_ZSTD):
+    """entries: (pfn, encoding[, reserved bits]); the payloads of RAW and XOR entries,
+    compressed as one frame unless frame is given; tail follows the frame."""
+    table = struct.pack("<II", len(entries) if count is None else count, reserved)
+    raw = b""
+    for e in entries:
+        rsv = e[2] if len(e) > 2 else 0
+        table += struct.pack("<Q", e[0] | rsv << 52 | e[1] << 60)
+        if e[1] != PATCH:
+            raw += default_payload(e[0], e[1])
+    frame = zstd_compress(raw) if frame is None else frame
+    body = table + struct.pack("<Q", len(raw) if raw_len is None else raw_len) + frame + tail
+    return Rec(rtype, body, pages=len(entries))
+
+
+def header2(**hdr):
+    """A revision-2 incremental HEADER unless told otherwise."""
+    hdr.setdefault("ver", 2)
+    hdr.setdefault("kind", 2)
+    hdr.setdefault("parent", PARENT if hdr["kind"] == 2 else 0)
+    hdr.setdefault("ncpus", 1)
+    return header(**hdr)
+
+
+def epoch2(*batches, **hdr):
+    """A revision-2 epoch: HEADER, the batches, one vCPU's state and a serial port."""
+    h = header2(**hdr)
+    return [h] + list(batches) + state(hdr.get("ncpus", 1), [device("serial0")])
+
+
+def zbatch(*entries, **kw):
+    return epoch2(pages_zstd(list(entries), **kw))
+
+
+def pbatch(*entries, **kw):
+    return epoch2(pages(list(entries), **kw))
+
+
+def patched(payload, pfn=5):
+    return pbatch((pfn, PATCH, 0, payload))
+
+
+TWO_RAW = [(9, RAW), (10, RAW)]
+
+
+def full2():
+    """A revision-2 full stream: the first half of the pages in PAGES, the rest in PAGES_ZSTD."""
+    ents = [(p, RAW if p in (0, 1, 2, 4095) else ZERO) for p in range(NPAGES)]
+    half = len(ents) // 2
+    return ([header2(kind=1, ncpus=2), pages(ents[:half]), pages_zstd(ents[half:])] +
+            state(2))
+
+
+def bound(n):
+    """A one-page VM whose stream sends pfn 0 n times in one frame: decoded, it grows by
+    4096 x n less the frame, against a bound of the wire size + 2 x 4096."""
+    return stream([header2(kind=1, mem=4096), pages_zstd([(0, RAW)] * n)] + state(1, []))
 
 
 def vcpu(index, length=6176, rsvd1=0, rsvd2=0):
@@ -283,7 +405,7 @@ CASES = {
     "empty": lambda: b"",
     "not-a-stream": lambda: b"#!/bin/sh\necho this is no stream\n" * 3,
     "bad-magic": lambda: stream(replace(F, 0, header(magic=MAGIC ^ 1 << 56))),
-    "rev-newer": lambda: stream(replace(F, 0, header(ver=2, extra=bytes(16)))),
+    "rev-newer": lambda: stream(replace(F, 0, header(ver=3, extra=bytes(16)))),
     "rev-zero": lambda: stream(replace(F, 0, header(ver=0))),
     "bad-kind": lambda: stream(replace(F, 0, header(kind=3))),
     "ncpus-0": lambda: stream(replace(F, 0, header(ncpus=0))),
@@ -318,8 +440,8 @@ CASES = {
                                                             for p in range(4097)]))),
     "pfn-out-of-range": lambda: stream(insert(F, 3, pages([(NPAGES, ZERO)]))),
     "pfn-huge": lambda: stream(insert(F, 3, pages([((1 << 52) - 1, ZERO)]))),
-    "enc-xor-zstd": lambda: stream(insert(F, 3, pages([(3, XOR_ZSTD)]))),
-    "enc-zstd": lambda: stream(insert(F, 3, pages([(3, ZSTD)]))),
+    "enc-xor-rev1": lambda: stream(insert(F, 3, pages([(3, XOR)]))),
+    "enc-patch-rev1": lambda: stream(insert(F, 3, pages([(3, PATCH)]))),
     "enc-unknown": lambda: stream(insert(F, 3, pages([(3, 9)]))),
     "pages-length-long": lambda: stream(insert(F, 3, pages([(3, ZERO)], extra=bytes(8)))),
     "pages-length-short": lambda: stream(insert(F, 3, pages([(3, RAW)], cut=8))),
@@ -362,6 +484,79 @@ CASES = {
     "device-duplicate-id": lambda: stream(replace(F, I_DEV0 + 1, device("serial0", "testdev"))),
     "device-before-clock": lambda: stream(insert(F, I_CLOCK, device("extra0"))),
     "device-after-tail": lambda: stream(F + [device("late0")]),
+    # ---- revision 2 (§9): valid ----
+    "valid-rev2-incr": lambda: stream(epoch2(
+        pages([(5, PATCH), (6, XOR), (7, RAW), (8, ZERO)]),
+        pages_zstd([(9, RAW), (10, XOR), (11, ZERO)]),
+        pages([(5, RAW), (9, ZERO)]))),  # a later RAW or ZERO copy of any pfn is fine
+    "valid-rev2-full": lambda: stream(full2()),
+    "valid-rev2-patch-edges": lambda: stream(epoch2(pages([
+        (1, PATCH, 0, patch([])),  # runs 0, words 0: the page is unchanged
+        (2, PATCH, 0, patch([(0, [1, 2]), (2, [3]), (511, [4])])),  # adjacent runs, odd count
+        (3, PATCH, 0, patch([(2, list(range(510)))])),  # 4096 bytes, the largest
+        (4, PATCH, 0, patch([(i * 2, [i]) for i in range(256)]))]))),  # 256 runs
+    # revision 1 does not define 0x0003: with the optional flag, it is skipped (§1)
+    "valid-rev1-optional-0003": lambda: stream(insert(F, 3, Rec(REC_F_OPTIONAL | PAGES_ZSTD,
+                                                                b"x"))),
+    "valid-rev2-bound": lambda: bound(2),
+    # ---- revision 2: HEADER, types, entries ----
+    "rev1-pages-zstd": lambda: stream(insert(F, 3, pages_zstd([(3, RAW)]))),
+    "rev2-zstd-optional": lambda: stream(zbatch((9, RAW), rtype=REC_F_OPTIONAL | PAGES_ZSTD)),
+    "rev2-zstd-among-state": lambda: stream(insert(epoch2(), 2, pages_zstd([(9, RAW)]))),
+    "rev2-enc-unknown": lambda: stream(pbatch((5, 4))),
+    "rev2-xor-in-full": lambda: stream(epoch2(pages_zstd([(9, XOR)]), kind=1)),
+    "rev2-patch-in-full": lambda: stream(epoch2(pages([(9, PATCH)]), kind=1)),
+    "rev2-xor-pfn-range": lambda: stream(pbatch((NPAGES, XOR))),
+    "rev2-xor-repeat": lambda: stream(epoch2(pages([(5, RAW)]), pages_zstd([(5, XOR)]))),
+    "rev2-patch-repeat": lambda: stream(epoch2(pages_zstd([(5, ZERO), (6, RAW)]),
+                                               pages([(5, PATCH)]))),
+    "rev2-xor-repeat-in-record": lambda: stream(pbatch((5, ZERO), (5, XOR))),
+    "rev2-patch-twice": lambda: stream(pbatch((5, PATCH), (5, PATCH))),
+    "rev2-patch-in-zstd": lambda: stream(zbatch((9, RAW), (5, PATCH))),
+    # ---- revision 2: PATCH payloads ----
+    "patch-runs-257": lambda: stream(patched(patch([(i * 2, [i]) for i in range(257)]))),
+    "patch-words-512": lambda: stream(patched(patch([(0, list(range(512)))]))),
+    "patch-runs-no-words": lambda: stream(patched(patch([(3, [7])], nwords=0))),
+    "patch-words-no-runs": lambda: stream(patched(patch([], nwords=1) + bytes(8))),
+    "patch-too-big": lambda: stream(patched(patch([(0, list(range(170))), (171, [0] * 170),
+                                                    (342, [0] * 170)]))),
+    "patch-count-0": lambda: stream(patched(patch([(3, [7]), (9, [])], nwords=1))),
+    "patch-overlap": lambda: stream(patched(patch([(0, [1, 2, 3, 4]), (2, [5, 6])]))),
+    "patch-order": lambda: stream(patched(patch([(10, [1, 2]), (0, [3, 4])]))),
+    "patch-past-page": lambda: stream(patched(patch([(510, [1, 2, 3])]))),
+    "patch-padding": lambda: stream(patched(patch([(3, [7])], pad=0xABCD))),
+    "patch-sum": lambda: stream(patched(patch([(3, [7, 8, 9])], nwords=4) + bytes(8))),
+    "patch-cut": lambda: stream(patched(patch([(3, [7, 8, 9])])[:-8])),
+    "patch-no-header": lambda: stream(patched(b"")),
+    "patch-length-long": lambda: stream(pbatch((5, PATCH), extra=bytes(8))),
+    # ---- revision 2: PAGES_ZSTD ----
+    "zstd-count-0": lambda: stream(zbatch(raw_len=0, frame=zstd_raw_frame(b""))),
+    "zstd-count-4097": lambda: stream(zbatch(*[(p, ZERO) for p in range(4096)], (1, RAW))),
+    "zstd-reserved": lambda: stream(zbatch((9, RAW), reserved=1)),
+    "zstd-entry-reserved": lambda: stream(zbatch((9, RAW), (10, ZERO, 0x10))),
+    "zstd-short": lambda: stream(epoch2(Rec(PAGES_ZSTD, struct.pack("<IIQ", 1, 0, 9)))),
+    "zstd-raw-len-wrong": lambda: stream(zbatch(*TWO_RAW, raw_len=4096)),
+    "zstd-raw-len-zero": lambda: stream(zbatch((9, ZERO), frame=zstd_raw_frame(b""))),
+    "zstd-no-frame": lambda: stream(zbatch(*TWO_RAW, frame=b"")),
+    "zstd-skippable": lambda: stream(zbatch(*TWO_RAW, frame=zstd_raw_frame(
+        bytes(8192), magic=0x184D2A50))),
+    "zstd-no-fcs": lambda: stream(zbatch(*TWO_RAW, frame=zstd_raw_frame(
+        bytes(8192), with_fcs=False))),
+    "zstd-fcs-wrong": lambda: stream(zbatch(*TWO_RAW, frame=zstd_raw_frame(bytes(12288)))),
+    "zstd-dict": lambda: stream(zbatch(*TWO_RAW, frame=zstd_raw_frame(bytes(8192), dict_id=7))),
+    "zstd-two-frames": lambda: stream(zbatch(*TWO_RAW, tail=zstd_compress(b"x" * 100))),
+    "zstd-cut": lambda: stream(zbatch(*TWO_RAW, frame=zstd_compress(bytes(8192))[:-5])),
+    "zstd-content-short": lambda: stream(zbatch(*TWO_RAW, frame=zstd_raw_frame(
+        bytes(4096), fcs=8192))),
+    "zstd-checksum": lambda: stream(zbatch(*TWO_RAW, frame=zstd_compress(
+        page_payload(9) + page_payload(10))[:-1] + b"\x00")),
+    # ---- revision 2: END over the wire bytes, and §9.5's bound ----
+    "rev2-end-pages": lambda: stream(epoch2(pages([(5, PATCH)]), pages_zstd(TWO_RAW)),
+                                     pages_=1),
+    "rev2-end-records": lambda: stream(epoch2(pages([(5, PATCH)]), pages_zstd(TWO_RAW)),
+                                       records=5),
+    "rev2-end-crc": lambda: stream(epoch2(pages_zstd(TWO_RAW)), crc=0),
+    "rev2-decoded-bound": lambda: bound(3),
     # ---- END ----
     "missing-end": lambda: stream(F, with_end=False),
     "end-records": lambda: stream(F, records=len(F) + 1),

@@ -1,6 +1,6 @@
 #!/bin/sh
 # castor stream verify|dump against streams built by hand from docs/stream-format.md
-# by mkstream.py -- never by hypervisor/stream.c. The valid streams must pass; each
+# by mkstream.py -- never by hypervisor/stream.c nor replication/codec*.c. The valid streams must pass; each
 # broken one breaks one rule of the spec and must be refused with the right message
 # at the right place.
 #   test_stream_verify.sh CASTOR
@@ -25,12 +25,12 @@ size() {
 	wc -c <"$1" | tr -d ' '
 }
 
-# valid NAME: exit 0 and the summary line
+# valid NAME [REVISION]: exit 0 and the summary line
 valid() {
 	checked="$checked$1 "
 	run stream verify "$s/$1.cst"
 	expect_rc 0
-	expect_in out "$s/$1.cst: valid, revision 1"
+	expect_in out "$s/$1.cst: valid, revision ${2:-1} "
 	expect_empty err
 }
 
@@ -68,7 +68,7 @@ invalid empty 0 "empty input: no HEADER"
 invalid not-a-stream 0 "the first record is not HEADER: not a Castor stream"
 invalid header-first-missing 0 "record 0x0002(PAGES): the first record is not HEADER"
 invalid bad-magic 0 "record 0x0001(HEADER): bad magic 0x4c52545352545343"
-invalid rev-newer 0 "revision 2 is newer than this verifier's (1)"
+invalid rev-newer 0 "revision 3 is newer than this verifier's (2)"
 invalid rev-zero 0 "revision 0 does not exist"
 invalid bad-kind 0 "kind 3 unknown"
 invalid ncpus-0 0 "ncpus 0 out of range 1-8"
@@ -99,8 +99,8 @@ invalid pages-count-0 49256 "count 0 out of range 1-4096"
 invalid pages-count-4097 49256 "count 4097 out of range 1-4096"
 invalid pfn-out-of-range 49256 "entry 0: pfn 4096 out of range (the RAM has 4096 pages)"
 invalid pfn-huge 49256 "pfn 4503599627370495 out of range"
-invalid enc-xor-zstd 49256 "encoding 2 (XOR_ZSTD) is reserved for revision 2, refused in revision 1"
-invalid enc-zstd 49256 "encoding 3 (ZSTD) is reserved for revision 2, refused in revision 1"
+invalid enc-xor-rev1 49256 "entry 0 (pfn 3): encoding 2 (XOR) is reserved for revision 2, refused in revision 1"
+invalid enc-patch-rev1 49256 "entry 0 (pfn 3): encoding 3 (PATCH) is reserved for revision 2, refused in revision 1"
 invalid enc-unknown 49256 "entry 0 (pfn 3): unknown encoding 9"
 invalid pages-length-long 49256 "length 24, but 1 entries and their payloads make 16"
 invalid pages-length-short 49256 "length 4104, but 1 entries and their payloads make 4112"
@@ -158,6 +158,70 @@ invalid end-crc "$end" "checksum 0x"
 invalid crc-flip "$end" "but the records before END have CRC-32C"
 invalid data-after-end "$full" "data after END"
 invalid record-after-end "$full" "data after END"
+
+# ---- revision 2 (§9): valid -------------------------------------------------------------
+valid valid-rev2-incr 2
+expect_in out "page entries 9 (RAW 3, ZERO 3, XOR 2, PATCH 1; in PAGES_ZSTD records 1), devices 1, records 11"
+valid valid-rev2-full 2 # RAW and ZERO in PAGES and PAGES_ZSTD cover every page
+expect_in out "full snapshot"
+expect_in out "page entries 4096 (RAW 4, ZERO 4092, XOR 0, PATCH 0; in PAGES_ZSTD records 1)"
+valid valid-rev2-patch-edges 2 # runs 0; adjacent and odd runs; 4096 bytes; 256 runs
+valid valid-rev2-bound 2       # decoded: wire + 8192 - 8 - the frame, within the bound
+valid valid-rev1-optional-0003 # revision 1 does not define 0x0003: optional, it is skipped
+
+# ---- revision 2: HEADER, types, entries (§9.1-§9.3) -----------------------------------------
+invalid rev1-pages-zstd 49256 "record 0x0003(PAGES_ZSTD): record type 0x0003 (PAGES_ZSTD) is revision 2's, refused in revision 1"
+invalid rev2-zstd-optional 72 "REC_F_OPTIONAL set on PAGES_ZSTD, a mandatory type"
+invalid rev2-zstd-among-state 6256 "PAGES_ZSTD among the state records: expected VCPU_MSRS of vCPU 0"
+invalid rev2-enc-unknown 72 "entry 0 (pfn 5): unknown encoding 4"
+invalid rev2-xor-in-full 72 "record 0x0003(PAGES_ZSTD): entry 0 (pfn 9): XOR in a full snapshot"
+invalid rev2-patch-in-full 72 "record 0x0002(PAGES): entry 0 (pfn 9): PATCH in a full snapshot"
+invalid rev2-xor-pfn-range 72 "entry 0: pfn 4096 out of range (the RAM has 4096 pages)"
+invalid rev2-xor-repeat 4192 "record 0x0003(PAGES_ZSTD): entry 0: pfn 5 is XOR-encoded but appeared earlier in the stream"
+invalid rev2-patch-repeat 392 "record 0x0002(PAGES): entry 0: pfn 5 is PATCH-encoded but appeared earlier in the stream"
+invalid rev2-xor-repeat-in-record 72 "entry 1: pfn 5 is XOR-encoded but appeared earlier"
+invalid rev2-patch-twice 72 "entry 1: pfn 5 is PATCH-encoded but appeared earlier"
+invalid rev2-patch-in-zstd 72 "entry 1 (pfn 5): PATCH in PAGES_ZSTD"
+
+# ---- revision 2: PATCH payloads (§9.2) --------------------------------------------------------
+invalid patch-runs-257 72 "entry 0 (pfn 5): PATCH runs 257 over 256"
+invalid patch-words-512 72 "PATCH words 512 over 511"
+invalid patch-runs-no-words 72 "PATCH of 1 runs and 0 words (words is 0 exactly when runs is 0)"
+invalid patch-words-no-runs 72 "PATCH of 0 runs and 1 words"
+invalid patch-too-big 72 "PATCH payload of 4104 bytes over 4096"
+invalid patch-count-0 72 "PATCH run 1 has count 0"
+invalid patch-overlap 72 "PATCH run 1 starts at word 2, before word 4"
+invalid patch-order 72 "PATCH run 1 starts at word 0, before word 12"
+invalid patch-past-page 72 "PATCH run 0 (words 510-512) ends past word 511"
+invalid patch-padding 72 "PATCH padding after the runs is 0xabcd, must be 0"
+invalid patch-sum 72 "PATCH runs cover 3 words, but words is 4"
+invalid patch-cut 72 "length 48 ends inside the PATCH payload of entry 0 (pfn 5, 40 bytes)"
+invalid patch-no-header 72 "length 16 ends inside the PATCH payload of entry 0 (pfn 5)"
+invalid patch-length-long 72 "length 64, but 1 entries and their payloads make 56"
+
+# ---- revision 2: PAGES_ZSTD (§9.3) ------------------------------------------------------------
+invalid zstd-count-0 72 "record 0x0003(PAGES_ZSTD): count 0 out of range 1-4096"
+invalid zstd-count-4097 72 "count 4097 out of range 1-4096"
+invalid zstd-reserved 72 "reserved field is 0x1, must be 0"
+invalid zstd-entry-reserved 72 "entry 1 (pfn 10): reserved bits 52-59 are 0x10, must be 0"
+invalid zstd-short 72 "length 16 cannot hold 1 entries and raw_len"
+invalid zstd-raw-len-wrong 72 "raw_len 4096, but the entries' payloads make 8192"
+invalid zstd-raw-len-zero 72 "raw_len 0: a batch without payloads goes as PAGES"
+invalid zstd-no-frame 72 "no zstd frame after raw_len: 0 bytes"
+invalid zstd-skippable 72 "the frame starts with 0x184d2a50, not the zstd magic 0xfd2fb528"
+invalid zstd-no-fcs 72 "the zstd frame header has no Frame_Content_Size"
+invalid zstd-fcs-wrong 72 "the zstd frame's Frame_Content_Size is 12288, but raw_len 8192"
+invalid zstd-dict 72 "the zstd frame needs dictionary 7 (none is allowed)"
+invalid zstd-two-frames 72 "the zstd frame ends 21 bytes before the body does"
+invalid zstd-cut 72 "the zstd frame is cut short or malformed"
+invalid zstd-content-short 72 "the zstd frame does not decompress to raw_len 8192 bytes"
+invalid zstd-checksum 72 "the zstd frame does not decompress to raw_len 8192 bytes"
+
+# ---- revision 2: END over the wire bytes, the decoded bound (§9.4, §9.5) ----------------------
+invalid rev2-end-pages - "record 0x00ff(END): pages 1, but the stream has 3 page entries"
+invalid rev2-end-records - "record 0x00ff(END): records 5, but 9 records precede END"
+invalid rev2-end-crc - "record 0x00ff(END): checksum 0x00000000, but the records before END"
+invalid rev2-decoded-bound - "decoded, the stream would be 20456 bytes: over the wire size 8456 + 2 x mem_bytes"
 
 # every case mkstream.py writes has been checked above
 for name in $(python3 "$here/mkstream.py" --list); do
@@ -274,6 +338,13 @@ grep -q "^ *49256  0x0010(VCPU) *6176  vcpu 0, rip 0x100000" "$tmp/out" || fail 
 run stream dump "$s/valid-optional.cst"
 expect_rc 0
 expect_in out "0x80000777(unknown, optional)"
+run stream dump "$s/valid-rev2-incr.cst"
+expect_rc 0
+expect_in out "revision 2, kind 2 (incremental)"
+expect_in out "0x0002(PAGES)               8272  count 4: RAW 1 ZERO 1 XOR 1 PATCH 1 (3 words)"
+grep -q "0x0003(PAGES_ZSTD) .*count 3: RAW 1 ZERO 1 XOR 1, raw_len 8192 in a zstd frame of [0-9]* bytes" \
+	"$tmp/out" || fail "dump: PAGES_ZSTD line"
+expect_in out "records 10, checksum 0x"
 run stream dump "$s/msrs-index.cst"
 expect_rc 1
 [ "$(wc -l <"$tmp/out")" = 4 ] || fail "dump: the records before the error"

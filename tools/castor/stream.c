@@ -6,6 +6,8 @@
  *   castor stream dump FILE                        one line per record, then the verdict
  *
  * FILE "-" is standard input, so a stream can be checked as it comes off a pipe.
+ * Revision 1 (files, snapshots, migration) and revision 2 (replication epochs as
+ * they are on the wire, §9) are both understood.
  */
 #include "tools/castor/cli.h"
 
@@ -79,8 +81,9 @@ void cli_stream_usage(FILE *f)
 	for (i = 0; i < N_STREAM_CMDS; i++)
 		fprintf(f, "  %-8s %s\n", stream_cmds[i].name, stream_cmds[i].summary);
 	fputs("\n"
-	      "FILE is a snapshot in the Castor stream format, revision 1; '-' reads standard\n"
-	      "input. Both commands exit 0 when the stream is valid and 1 when it is not; the\n"
+	      "FILE is a stream in the Castor stream format: revision 1 (a snapshot) or 2 (a\n"
+	      "replication epoch as sent on the wire); '-' reads standard input. Both\n"
+	      "commands exit 0 when the stream is valid and 1 when it is not; the\n"
 	      "first broken rule is printed as 'castor: FILE: offset N: record TYPE(name): ...'.\n"
 	      "\n"
 	      "options (verify only):\n"
@@ -237,9 +240,13 @@ static void verify_summary(const char *file, const struct stream_verify_result *
 	if (res->kind == SV_KIND_INCREMENTAL)
 		printf(", parent_id 0x%016" PRIx64, res->parent_id);
 	printf("\n  ncpus %" PRIu32 ", mem_bytes %" PRIu64 " (%s), page entries %" PRIu64
-	       " (RAW %" PRIu64 ", ZERO %" PRIu64 "), devices %zu, records %" PRIu64 "\n",
+	       " (RAW %" PRIu64 ", ZERO %" PRIu64,
 	       res->ncpus, res->mem_bytes, mem, res->pages, res->enc_pages[SV_ENC_RAW],
-	       res->enc_pages[SV_ENC_ZERO], res->n_devices, res->records);
+	       res->enc_pages[SV_ENC_ZERO]);
+	if (res->version >= 2)
+		printf(", XOR %" PRIu64 ", PATCH %" PRIu64 "; in PAGES_ZSTD records %" PRIu64,
+		       res->enc_pages[SV_ENC_XOR], res->enc_pages[SV_ENC_PATCH], res->zstd_records);
+	printf("), devices %zu, records %" PRIu64 "\n", res->n_devices, res->records);
 }
 
 static int stream_verify_cmd(const struct stream_opts *o)
@@ -312,6 +319,11 @@ static void dump_pages(const struct stream_verify_record *rec)
 	for (e = 0; e < SV_N_ENCODINGS; e++)
 		if (rec->page_enc[e])
 			printf(" %s %" PRIu32, stream_verify_encoding_name(e), rec->page_enc[e]);
+	if (rec->page_enc[SV_ENC_PATCH])
+		printf(" (%" PRIu32 " words)", rec->patch_words);
+	if (rec->type == SV_REC_PAGES_ZSTD)
+		printf(", raw_len %" PRIu64 " in a zstd frame of %" PRIu32 " bytes", rec->raw_len,
+		       rec->length - 16 - 8 * count);
 }
 
 static void dump_vcpu(const struct stream_verify_record *rec)
@@ -351,6 +363,7 @@ static void dump_record_cb(void *ctx, const struct stream_verify_record *rec)
 		dump_header(rec);
 		break;
 	case SV_REC_PAGES:
+	case SV_REC_PAGES_ZSTD:
 		dump_pages(rec);
 		break;
 	case SV_REC_VCPU:

@@ -3,7 +3,7 @@
  * docs/stream-format.md states; the § numbers point there. Where the spec leaves a
  * question open, the strictest reasonable reading is taken and marked "strict:".
  */
-#include "tools/castor/stream_verify.h"
+#include "tools/castor/stream_verify_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -13,19 +13,6 @@
 #include <string.h>
 
 #include "state.pb-c.h"
-#include "tools/castor/stream_verify_pfns.h"
-
-/* ---- little-endian loads (the format is little-endian whatever the host) ------ */
-
-static uint32_t le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t le64(const uint8_t *p)
-{
-	return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
-}
 
 /* ---- CRC-32C, table-driven, eight bytes per step ------------------------------- */
 
@@ -71,9 +58,12 @@ uint32_t stream_verify_crc32c(uint32_t crc, const void *buf, size_t len)
 
 /* ---- names --------------------------------------------------------------------- */
 
-static bool is_known_type(uint32_t base)
+/* Whether a stream of revision ver defines the type (bits 0-30 of the field). */
+static bool is_known_type(uint32_t base, uint32_t ver)
 {
 	switch (base) {
+	case SV_REC_PAGES_ZSTD:
+		return ver >= 2;
 	case SV_REC_HEADER:
 	case SV_REC_PAGES:
 	case SV_REC_VCPU:
@@ -95,6 +85,8 @@ const char *stream_verify_type_name(uint32_t type)
 		return "HEADER";
 	case SV_REC_PAGES:
 		return "PAGES";
+	case SV_REC_PAGES_ZSTD:
+		return "PAGES_ZSTD";
 	case SV_REC_VCPU:
 		return "VCPU";
 	case SV_REC_VCPU_MSRS:
@@ -115,54 +107,14 @@ const char *stream_verify_type_name(uint32_t type)
 
 const char *stream_verify_encoding_name(unsigned enc)
 {
-	static const char *const names[] = {"RAW", "ZERO", "XOR_ZSTD", "ZSTD"};
+	static const char *const names[] = {"RAW", "ZERO", "XOR", "PATCH"};
 
 	return enc < sizeof(names) / sizeof(names[0]) ? names[enc] : "unknown";
 }
 
 /* ---- the verifier ---------------------------------------------------------------- */
 
-/* Where the stream is in the §3 grammar: what may come next. */
-enum sv_phase {
-	PH_START,   /* HEADER is due */
-	PH_PAGES,   /* after HEADER: PAGES, or VCPU 0 */
-	PH_VCPU,    /* VCPU of vCPU vcpus_done is due */
-	PH_MSRS,    /* VCPU_MSRS of vCPU vcpus_done is due */
-	PH_IRQCHIP, /* then PIT, then CLOCK */
-	PH_PIT,
-	PH_CLOCK,
-	PH_DEVICES, /* after CLOCK: DEVICE, PAGES or END */
-	PH_TAIL,    /* PAGES after the state: PAGES or END */
-	PH_DONE,    /* END has been read */
-};
-
-struct verifier {
-	stream_verify_read_fn read_cb;
-	void *read_ctx;
-	stream_verify_record_fn record_cb;
-	void *record_ctx;
-	struct stream_verify_result *res;
-
-	uint8_t *buf; /* the current record's body and padding */
-	size_t cap;
-	const uint8_t *body; /* buf, or a static empty array before the first allocation */
-
-	uint64_t off; /* of the current record */
-	bool in_rec;  /* its header has been read */
-	uint32_t type, length;
-	uint8_t hdr[SV_REC_HDR_LEN];
-
-	uint32_t crc; /* over every record before END */
-	enum sv_phase phase;
-	uint32_t vcpus_done; /* vCPUs with both VCPU and VCPU_MSRS read */
-	uint64_t mem_pages;
-	struct pfn_set pfns; /* full snapshots only */
-
-	size_t *id_slot; /* hash set of device ids: index into res->devices + 1 */
-	size_t id_cap;
-};
-
-__attribute__((format(printf, 2, 3))) static int fail(struct verifier *v, const char *fmt, ...)
+int sv_fail(struct verifier *v, const char *fmt, ...)
 {
 	struct stream_verify_result *res = v->res;
 	va_list ap;
@@ -173,8 +125,12 @@ __attribute__((format(printf, 2, 3))) static int fail(struct verifier *v, const 
 	res->offset = v->off;
 	res->has_type = v->in_rec;
 	res->type = v->type;
+	res->state_rule = false;
 	return -EBADMSG;
 }
+
+/* A rule about the record set or a state record's contents: see stream_verify_result. */
+#define sv_fail_state(v, ...) (sv_fail(v, __VA_ARGS__), (v)->res->state_rule = true, -EBADMSG)
 
 /* Text of an untrusted string for a message: printable ASCII, cut at 48 bytes. */
 static const char *safe_str(const char *s, char *buf, size_t size)
@@ -292,7 +248,7 @@ static const char *expected(const struct verifier *v, char *buf, size_t size)
 static int check_length(struct verifier *v, uint32_t want)
 {
 	if (v->length != want)
-		return fail(v, "length %" PRIu32 ", expected %" PRIu32, v->length, want);
+		return sv_fail(v, "length %" PRIu32 ", expected %" PRIu32, v->length, want);
 	return 0;
 }
 
@@ -306,21 +262,21 @@ static int check_header(struct verifier *v)
 
 	/* magic and revision first: a newer revision may well have another length */
 	if (v->length < 8)
-		return fail(v, "length %" PRIu32 ", expected %u", v->length, SV_HEADER_LEN);
+		return sv_fail(v, "length %" PRIu32 ", expected %u", v->length, SV_HEADER_LEN);
 	magic = le64(b);
 	if (magic != SV_MAGIC)
-		return fail(v, "bad magic 0x%016" PRIx64 ", expected 0x%016llx (\"CSTRSTRM\")",
-			    magic, SV_MAGIC);
+		return sv_fail(v, "bad magic 0x%016" PRIx64 ", expected 0x%016llx (\"CSTRSTRM\")",
+			       magic, SV_MAGIC);
 	if (v->length >= 12) {
 		ver = le32(b + 8);
 		if (ver > SV_REVISION)
-			return fail(v, "revision %" PRIu32 " is newer than this verifier's (%u)",
-				    ver, SV_REVISION);
+			return sv_fail(v, "revision %" PRIu32 " is newer than this verifier's (%u)",
+				       ver, SV_REVISION);
 		if (ver == 0)
-			return fail(v, "revision 0 does not exist");
+			return sv_fail(v, "revision 0 does not exist");
 	}
 	if (v->length != SV_HEADER_LEN)
-		return fail(v, "length %" PRIu32 ", expected %u", v->length, SV_HEADER_LEN);
+		return sv_fail(v, "length %" PRIu32 ", expected %u", v->length, SV_HEADER_LEN);
 	ver = le32(b + 8);
 	kind = le32(b + 12);
 	ncpus = le32(b + 16);
@@ -329,30 +285,31 @@ static int check_header(struct verifier *v)
 	sid = le64(b + 32);
 	parent = le64(b + 40);
 	if (le64(b + 56))
-		return fail(v, "reserved field (offset 56) is 0x%" PRIx64 ", must be 0",
-			    le64(b + 56));
+		return sv_fail(v, "reserved field (offset 56) is 0x%" PRIx64 ", must be 0",
+			       le64(b + 56));
 	if (kind != SV_KIND_FULL && kind != SV_KIND_INCREMENTAL)
-		return fail(v,
-			    "kind %" PRIu32 " unknown: revision 1 knows 1 (full) and "
-			    "2 (incremental)",
-			    kind);
+		return sv_fail(v,
+			       "kind %" PRIu32 " unknown: the format knows 1 (full) and "
+			       "2 (incremental)",
+			       kind);
 	if (ncpus < 1 || ncpus > SV_MAX_NCPUS)
-		return fail(v, "ncpus %" PRIu32 " out of range 1-%u", ncpus, SV_MAX_NCPUS);
+		return sv_fail(v, "ncpus %" PRIu32 " out of range 1-%u", ncpus, SV_MAX_NCPUS);
 	if (pgsz != SV_PAGE_SIZE)
-		return fail(v, "page size %" PRIu32 ", must be %u", pgsz, SV_PAGE_SIZE);
+		return sv_fail(v, "page size %" PRIu32 ", must be %u", pgsz, SV_PAGE_SIZE);
 	/* strict: RAM is whole pages, so mem_bytes is a non-zero multiple of 4096 */
 	if (mem == 0 || mem % SV_PAGE_SIZE)
-		return fail(v, "mem_bytes %" PRIu64 " is not a non-zero multiple of %u", mem,
-			    SV_PAGE_SIZE);
+		return sv_fail(v, "mem_bytes %" PRIu64 " is not a non-zero multiple of %u", mem,
+			       SV_PAGE_SIZE);
 	/* strict: 0 is "no parent" in parent_id, so no stream may be called 0 */
 	if (sid == 0)
-		return fail(v, "stream_id is 0");
+		return sv_fail(v, "stream_id is 0");
 	if (kind == SV_KIND_FULL && parent != 0)
-		return fail(v, "full snapshot with parent_id 0x%016" PRIx64 ", must be 0", parent);
+		return sv_fail(v, "full snapshot with parent_id 0x%016" PRIx64 ", must be 0",
+			       parent);
 	if (kind == SV_KIND_INCREMENTAL && parent == 0)
-		return fail(v, "incremental snapshot with parent_id 0");
+		return sv_fail(v, "incremental snapshot with parent_id 0");
 	if (kind == SV_KIND_INCREMENTAL && parent == sid)
-		return fail(v, "incremental snapshot whose parent_id is its own stream_id");
+		return sv_fail(v, "incremental snapshot whose parent_id is its own stream_id");
 
 	res->has_header = true;
 	res->version = ver;
@@ -367,75 +324,6 @@ static int check_header(struct verifier *v)
 	return 0;
 }
 
-/* §2.2 */
-static int check_pages(struct verifier *v, struct stream_verify_record *rec)
-{
-	struct stream_verify_result *res = v->res;
-	const uint8_t *b = v->body;
-	uint64_t e, pfn, want, payload = 0;
-	uint32_t count, i;
-	unsigned enc;
-	int rc;
-
-	if (v->length < 8)
-		return fail(v, "length %" PRIu32 " cannot hold count and reserved (8 bytes)",
-			    v->length);
-	count = le32(b);
-	if (le32(b + 4))
-		return fail(v, "reserved field is 0x%" PRIx32 ", must be 0", le32(b + 4));
-	if (count < 1 || count > SV_PAGES_MAX)
-		return fail(v, "count %" PRIu32 " out of range 1-%u", count, SV_PAGES_MAX);
-	if (v->length < 8 + 8 * (uint64_t)count)
-		return fail(v, "length %" PRIu32 " cannot hold %" PRIu32 " entries", v->length,
-			    count);
-	for (i = 0; i < count; i++) {
-		e = le64(b + 8 + 8 * (size_t)i);
-		pfn = e & SV_PFN_MASK;
-		enc = SV_ENTRY_ENC(e);
-		if (SV_ENTRY_RSVD(e))
-			return fail(v,
-				    "entry %" PRIu32 " (pfn %" PRIu64 "): reserved bits 52-59 "
-				    "are 0x%02x, must be 0",
-				    i, pfn, SV_ENTRY_RSVD(e));
-		switch (enc) {
-		case SV_ENC_RAW:
-			payload += SV_PAGE_SIZE;
-			break;
-		case SV_ENC_ZERO:
-			break;
-		case SV_ENC_XOR_ZSTD:
-		case SV_ENC_ZSTD:
-			return fail(v,
-				    "entry %" PRIu32 " (pfn %" PRIu64 "): encoding %u (%s) is "
-				    "reserved for revision 2, refused in revision 1",
-				    i, pfn, enc, stream_verify_encoding_name(enc));
-		default:
-			return fail(v, "entry %" PRIu32 " (pfn %" PRIu64 "): unknown encoding %u",
-				    i, pfn, enc);
-		}
-		if (pfn >= v->mem_pages)
-			return fail(v,
-				    "entry %" PRIu32 ": pfn %" PRIu64 " out of range (the "
-				    "RAM has %" PRIu64 " pages)",
-				    i, pfn, v->mem_pages);
-		rec->page_enc[enc]++;
-	}
-	want = 8 + 8 * (uint64_t)count + payload;
-	if (v->length != want)
-		return fail(v,
-			    "length %" PRIu32 ", but %" PRIu32 " entries and their payloads "
-			    "make %" PRIu64,
-			    v->length, count, want);
-	if (res->kind == SV_KIND_FULL) {
-		for (i = 0; i < count; i++) {
-			rc = pfn_set_add(&v->pfns, le64(b + 8 + 8 * (size_t)i) & SV_PFN_MASK);
-			if (rc < 0)
-				return rc;
-		}
-	}
-	return 0;
-}
-
 /* §2.3: the body alone; the order of vCPUs is check_order()'s. */
 static int check_vcpu(struct verifier *v, uint32_t *index_out)
 {
@@ -447,14 +335,14 @@ static int check_vcpu(struct verifier *v, uint32_t *index_out)
 		return rc;
 	*index_out = le32(b);
 	if (*index_out >= v->res->ncpus)
-		return fail(v, "vCPU index %" PRIu32 " >= ncpus %" PRIu32, *index_out,
-			    v->res->ncpus);
+		return sv_fail_state(v, "vCPU index %" PRIu32 " >= ncpus %" PRIu32, *index_out,
+				     v->res->ncpus);
 	if (le32(b + 4))
-		return fail(v, "reserved field (offset 4) is 0x%" PRIx32 ", must be 0",
-			    le32(b + 4));
+		return sv_fail_state(v, "reserved field (offset 4) is 0x%" PRIx32 ", must be 0",
+				     le32(b + 4));
 	if (le32(b + SV_VCPU_RSVD2_OFF))
-		return fail(v, "reserved field (offset %u) is 0x%" PRIx32 ", must be 0",
-			    SV_VCPU_RSVD2_OFF, le32(b + SV_VCPU_RSVD2_OFF));
+		return sv_fail_state(v, "reserved field (offset %u) is 0x%" PRIx32 ", must be 0",
+				     SV_VCPU_RSVD2_OFF, le32(b + SV_VCPU_RSVD2_OFF));
 	return 0;
 }
 
@@ -473,32 +361,34 @@ static int check_msrs(struct verifier *v, uint32_t *index_out)
 	uint32_t count, i;
 
 	if (v->length < 8)
-		return fail(v, "length %" PRIu32 " cannot hold index and count (8 bytes)",
-			    v->length);
+		return sv_fail_state(v, "length %" PRIu32 " cannot hold index and count (8 bytes)",
+				     v->length);
 	*index_out = le32(b);
 	count = le32(b + 4);
 	if (*index_out >= v->res->ncpus)
-		return fail(v, "vCPU index %" PRIu32 " >= ncpus %" PRIu32, *index_out,
-			    v->res->ncpus);
+		return sv_fail_state(v, "vCPU index %" PRIu32 " >= ncpus %" PRIu32, *index_out,
+				     v->res->ncpus);
 	if (count > SV_MSRS_MAX)
-		return fail(v, "count %" PRIu32 " over %u", count, SV_MSRS_MAX);
+		return sv_fail_state(v, "count %" PRIu32 " over %u", count, SV_MSRS_MAX);
 	if (v->length != 8 + 16 * count)
-		return fail(v, "length %" PRIu32 ", expected 8 + 16 x %" PRIu32 " = %" PRIu32,
-			    v->length, count, 8 + 16 * count);
+		return sv_fail_state(v,
+				     "length %" PRIu32 ", expected 8 + 16 x %" PRIu32 " = %" PRIu32,
+				     v->length, count, 8 + 16 * count);
 	for (i = 0; i < count; i++) {
 		e = b + 8 + 16 * (size_t)i;
 		msr[i] = le32(e);
 		if (le32(e + 4))
-			return fail(v,
-				    "MSR entry %" PRIu32 " (0x%" PRIx32 "): reserved field is "
-				    "0x%" PRIx32 ", must be 0",
-				    i, msr[i], le32(e + 4));
+			return sv_fail_state(v,
+					     "MSR entry %" PRIu32 " (0x%" PRIx32
+					     "): reserved field is "
+					     "0x%" PRIx32 ", must be 0",
+					     i, msr[i], le32(e + 4));
 	}
 	/* strict: KVM_SET_MSRS would take a repeated MSR, but a list of "every MSR" has none */
 	qsort(msr, count, sizeof(msr[0]), cmp_u32);
 	for (i = 1; i < count; i++)
 		if (msr[i] == msr[i - 1])
-			return fail(v, "MSR 0x%" PRIx32 " listed twice", msr[i]);
+			return sv_fail_state(v, "MSR 0x%" PRIx32 " listed twice", msr[i]);
 	return 0;
 }
 
@@ -514,10 +404,11 @@ static int check_irqchip(struct verifier *v)
 	for (i = 0; i < 3; i++) {
 		id = le32(v->body + SV_IRQCHIP_ONE * i);
 		if (id != i)
-			return fail(v,
-				    "chip %" PRIu32 " has chip_id %" PRIu32 ", expected %" PRIu32
-				    " (PIC master, PIC slave, IOAPIC in this order)",
-				    i, id, i);
+			return sv_fail_state(v,
+					     "chip %" PRIu32 " has chip_id %" PRIu32
+					     ", expected %" PRIu32
+					     " (PIC master, PIC slave, IOAPIC in this order)",
+					     i, id, i);
 	}
 	return 0;
 }
@@ -601,9 +492,9 @@ static int check_device(struct verifier *v, struct stream_verify_record *rec)
 
 	ds = castor__device_state__unpack(NULL, v->length, v->body);
 	if (!ds)
-		return fail(v, "body does not decode as castor.DeviceState");
+		return sv_fail_state(v, "body does not decode as castor.DeviceState");
 	if (!ds->id || !ds->id[0]) {
-		rc = fail(v, "DeviceState.id is empty");
+		rc = sv_fail_state(v, "DeviceState.id is empty");
 		goto out;
 	}
 	rc = devices_reserve(v);
@@ -611,8 +502,9 @@ static int check_device(struct verifier *v, struct stream_verify_record *rec)
 		goto out;
 	slot = id_slot(v->id_slot, v->id_cap, res->devices, ds->id);
 	if (*slot) {
-		rc = fail(v, "device id \"%s\" appears twice (first at offset %" PRIu64 ")",
-			  safe_str(ds->id, safe, sizeof(safe)), res->devices[*slot - 1].offset);
+		rc = sv_fail_state(
+			v, "device id \"%s\" appears twice (first at offset %" PRIu64 ")",
+			safe_str(ds->id, safe, sizeof(safe)), res->devices[*slot - 1].offset);
 		goto out;
 	}
 	d = &res->devices[res->n_devices];
@@ -632,12 +524,15 @@ out:
 	return rc;
 }
 
-/* §2.7, and what only the end can tell: the checksum, the counts, the coverage. */
+/*
+ * §2.7, and what only the end can tell: the checksum, the counts, the coverage,
+ * and §9.5's bound on the decoded size.
+ */
 static int check_end(struct verifier *v)
 {
 	struct stream_verify_result *res = v->res;
 	const uint8_t *b = v->body;
-	uint64_t records, pages;
+	uint64_t records, pages, wire, decoded;
 	uint32_t crc;
 	char ranges[160];
 	int rc;
@@ -649,25 +544,39 @@ static int check_end(struct verifier *v)
 	crc = le32(b + 8);
 	pages = le64(b + 16);
 	if (le32(b + 12))
-		return fail(v, "reserved field (offset 12) is 0x%" PRIx32 ", must be 0",
-			    le32(b + 12));
+		return sv_fail(v, "reserved field (offset 12) is 0x%" PRIx32 ", must be 0",
+			       le32(b + 12));
 	if (records != res->records)
-		return fail(v, "records %" PRIu64 ", but %" PRIu64 " records precede END", records,
-			    res->records);
+		return sv_fail(v, "records %" PRIu64 ", but %" PRIu64 " records precede END",
+			       records, res->records);
 	if (pages != res->pages)
-		return fail(v, "pages %" PRIu64 ", but the stream has %" PRIu64 " page entries",
-			    pages, res->pages);
+		return sv_fail(v, "pages %" PRIu64 ", but the stream has %" PRIu64 " page entries",
+			       pages, res->pages);
 	if (crc != v->crc)
-		return fail(v,
-			    "checksum 0x%08" PRIx32 ", but the records before END have "
-			    "CRC-32C 0x%08" PRIx32,
-			    crc, v->crc);
+		return sv_fail(v,
+			       "checksum 0x%08" PRIx32 ", but the records before END have "
+			       "CRC-32C 0x%08" PRIx32,
+			       crc, v->crc);
 	if (res->kind == SV_KIND_FULL && v->pfns.distinct != v->mem_pages) {
 		res->missing_pages = v->mem_pages - v->pfns.distinct;
 		pfn_set_describe_missing(&v->pfns, v->mem_pages, ranges, sizeof(ranges));
-		return fail(v, "full snapshot lacks %" PRIu64 " of %" PRIu64 " pages: pfn %s",
-			    res->missing_pages, v->mem_pages, ranges);
+		return sv_fail_state(v,
+				     "full snapshot lacks %" PRIu64 " of %" PRIu64 " pages: pfn %s",
+				     res->missing_pages, v->mem_pages, ranges);
 	}
+	/*
+	 * strict: §9.5 bounds the revision-1 stream a receiver decodes this one
+	 * into, END included (it is as long in both), by the wire size plus
+	 * 2 x mem_bytes; a receiver refuses a stream past it, so a verdict of
+	 * "valid" must not be given to one. Never reached by revision 1.
+	 */
+	wire = v->wire + SV_REC_HDR_LEN + SV_END_LEN;
+	decoded = v->decoded + SV_REC_HDR_LEN + SV_END_LEN;
+	if (decoded > wire + 2 * res->mem_bytes)
+		return sv_fail(v,
+			       "decoded, the stream would be %" PRIu64 " bytes: over the "
+			       "wire size %" PRIu64 " + 2 x mem_bytes (§9.5)",
+			       decoded, wire);
 	return 0;
 }
 
@@ -677,7 +586,8 @@ static int order_error(struct verifier *v, const char *what)
 {
 	char buf[48];
 
-	return fail(v, "%s out of order: expected %s", what, expected(v, buf, sizeof(buf)));
+	return sv_fail_state(v, "%s out of order: expected %s", what,
+			     expected(v, buf, sizeof(buf)));
 }
 
 /* index: the vCPU of a VCPU or VCPU_MSRS record. */
@@ -687,25 +597,26 @@ static int check_order(struct verifier *v, uint32_t base, uint32_t index)
 
 	switch (base) {
 	case SV_REC_PAGES:
+	case SV_REC_PAGES_ZSTD: /* strict: §9.3 makes it a page batch, placed as PAGES */
 		if (v->phase == PH_PAGES || v->phase == PH_TAIL)
 			return 0;
 		if (v->phase == PH_DEVICES) {
 			v->phase = PH_TAIL;
 			return 0;
 		}
-		return fail(v, "PAGES among the state records: expected %s",
-			    expected(v, buf, sizeof(buf)));
+		return sv_fail_state(v, "%s among the state records: expected %s",
+				     stream_verify_type_name(base), expected(v, buf, sizeof(buf)));
 	case SV_REC_VCPU:
 		if (index < v->vcpus_done || (v->phase == PH_MSRS && index == v->vcpus_done) ||
 		    v->phase > PH_MSRS)
-			return fail(v, "vCPU %" PRIu32 " appears twice", index);
+			return sv_fail_state(v, "vCPU %" PRIu32 " appears twice", index);
 		if (v->phase != PH_PAGES && v->phase != PH_VCPU)
 			return order_error(v, "VCPU");
 		if (index != v->vcpus_done)
-			return fail(v,
-				    "VCPU %" PRIu32 " out of order: expected VCPU %" PRIu32
-				    " (vCPUs come in index order)",
-				    index, v->vcpus_done);
+			return sv_fail_state(v,
+					     "VCPU %" PRIu32 " out of order: expected VCPU %" PRIu32
+					     " (vCPUs come in index order)",
+					     index, v->vcpus_done);
 		v->phase = PH_MSRS;
 		return 0;
 	case SV_REC_VCPU_MSRS:
@@ -715,14 +626,15 @@ static int check_order(struct verifier *v, uint32_t base, uint32_t index)
 			return 0;
 		}
 		if (index < v->vcpus_done)
-			return fail(v, "VCPU_MSRS of vCPU %" PRIu32 " appears twice", index);
+			return sv_fail_state(v, "VCPU_MSRS of vCPU %" PRIu32 " appears twice",
+					     index);
 		if (v->phase == PH_MSRS)
-			return fail(v, "VCPU_MSRS of vCPU %" PRIu32 " after VCPU %" PRIu32, index,
-				    v->vcpus_done);
-		return fail(v,
-			    "VCPU_MSRS of vCPU %" PRIu32 " without its VCPU before it: "
-			    "expected %s",
-			    index, expected(v, buf, sizeof(buf)));
+			return sv_fail_state(v, "VCPU_MSRS of vCPU %" PRIu32 " after VCPU %" PRIu32,
+					     index, v->vcpus_done);
+		return sv_fail_state(v,
+				     "VCPU_MSRS of vCPU %" PRIu32 " without its VCPU before it: "
+				     "expected %s",
+				     index, expected(v, buf, sizeof(buf)));
 	case SV_REC_IRQCHIP:
 	case SV_REC_PIT:
 	case SV_REC_CLOCK: {
@@ -735,21 +647,23 @@ static int check_order(struct verifier *v, uint32_t base, uint32_t index)
 			return 0;
 		}
 		if (v->phase > want)
-			return fail(v, "%s appears twice", stream_verify_type_name(base));
+			return sv_fail_state(v, "%s appears twice", stream_verify_type_name(base));
 		return order_error(v, stream_verify_type_name(base));
 	}
 	case SV_REC_DEVICE:
 		if (v->phase == PH_DEVICES)
 			return 0;
 		if (v->phase == PH_TAIL)
-			return fail(v, "DEVICE after the PAGES that follow the state records");
+			return sv_fail_state(
+				v, "DEVICE after the PAGES that follow the state records");
 		return order_error(v, "DEVICE");
 	case SV_REC_END:
 		if (v->phase == PH_DEVICES || v->phase == PH_TAIL) {
 			v->phase = PH_DONE;
 			return 0;
 		}
-		return fail(v, "END too early: expected %s", expected(v, buf, sizeof(buf)));
+		return sv_fail_state(v, "END too early: expected %s",
+				     expected(v, buf, sizeof(buf)));
 	}
 	return 0;
 }
@@ -764,20 +678,28 @@ static int check_record(struct verifier *v, struct stream_verify_record *rec)
 
 	if (v->phase == PH_START)
 		return check_header(v);
-	if (!is_known_type(base)) {
+	if (!is_known_type(base, v->res->version)) {
 		if (v->type & SV_REC_F_OPTIONAL)
 			return 0; /* §1: skipped, but counted and checksummed */
-		return fail(v, "unknown mandatory record type 0x%04" PRIx32, v->type);
+		if (is_known_type(base, SV_REVISION))
+			return sv_fail(v,
+				       "record type 0x%04" PRIx32 " (%s) is revision 2's, "
+				       "refused in revision %" PRIu32,
+				       v->type, stream_verify_type_name(base), v->res->version);
+		return sv_fail(v, "unknown mandatory record type 0x%04" PRIx32, v->type);
 	}
 	/* strict: the flag is for types a reader may not know; revision 1's are all mandatory */
 	if (v->type & SV_REC_F_OPTIONAL)
-		return fail(v, "REC_F_OPTIONAL set on %s, a mandatory type",
-			    stream_verify_type_name(base));
+		return sv_fail(v, "REC_F_OPTIONAL set on %s, a mandatory type",
+			       stream_verify_type_name(base));
 	switch (base) {
 	case SV_REC_HEADER:
-		return fail(v, "a second HEADER");
+		return sv_fail(v, "a second HEADER");
 	case SV_REC_PAGES:
-		rc = check_pages(v, rec);
+		rc = sv_check_pages(v, rec);
+		break;
+	case SV_REC_PAGES_ZSTD:
+		rc = sv_check_pages_zstd(v, rec);
 		break;
 	case SV_REC_VCPU:
 		rc = check_vcpu(v, &index);
@@ -826,15 +748,15 @@ static int next_record(struct verifier *v, bool *eof_out)
 		return 0;
 	}
 	if (got < SV_REC_HDR_LEN)
-		return fail(v, "truncated record header: %zu of %u bytes", got, SV_REC_HDR_LEN);
+		return sv_fail(v, "truncated record header: %zu of %u bytes", got, SV_REC_HDR_LEN);
 	v->in_rec = true;
 	v->type = le32(v->hdr);
 	v->length = le32(v->hdr + 4);
 	if (v->phase == PH_START && v->type != SV_REC_HEADER)
-		return fail(v, "the first record is not HEADER: not a Castor stream");
+		return sv_fail(v, "the first record is not HEADER: not a Castor stream");
 	if (v->length > SV_REC_MAX_LEN) /* §1: before anything is allocated */
-		return fail(v, "length %" PRIu32 " exceeds REC_MAX_LEN (%u)", v->length,
-			    SV_REC_MAX_LEN);
+		return sv_fail(v, "length %" PRIu32 " exceeds REC_MAX_LEN (%u)", v->length,
+			       SV_REC_MAX_LEN);
 	pad = pad_len(v->length);
 	need = (size_t)v->length + pad;
 	rc = read_body(v, need, &got);
@@ -842,18 +764,19 @@ static int next_record(struct verifier *v, bool *eof_out)
 		return rc;
 	v->body = v->buf ? v->buf : empty_body; /* never NULL, even for length 0 */
 	if (got < need)
-		return fail(v, "truncated: body and padding need %zu bytes, %zu present", need,
-			    got);
+		return sv_fail(v, "truncated: body and padding need %zu bytes, %zu present", need,
+			       got);
 	for (i = 0; i < pad; i++)
 		if (v->body[v->length + i])
-			return fail(v, "padding byte %" PRIu32 " is 0x%02x, must be 0", i,
-				    v->body[v->length + i]);
+			return sv_fail(v, "padding byte %" PRIu32 " is 0x%02x, must be 0", i,
+				       v->body[v->length + i]);
 
 	memset(&rec, 0, sizeof(rec));
 	rec.offset = v->off;
 	rec.type = v->type;
 	rec.length = v->length;
 	rec.body = v->body;
+	v->decoded_rec = SV_REC_HDR_LEN + need;
 	rc = check_record(v, &rec);
 	if (rc < 0)
 		return rc;
@@ -861,7 +784,11 @@ static int next_record(struct verifier *v, bool *eof_out)
 	if (v->phase != PH_DONE) {
 		v->crc = stream_verify_crc32c(v->crc, v->hdr, SV_REC_HDR_LEN);
 		v->crc = stream_verify_crc32c(v->crc, v->body, need);
+		v->wire += SV_REC_HDR_LEN + need;
+		v->decoded += v->decoded_rec;
 	}
+	if (rec.type == SV_REC_PAGES_ZSTD)
+		v->res->zstd_records++;
 	for (i = 0; i < SV_N_ENCODINGS; i++) {
 		v->res->enc_pages[i] += rec.page_enc[i];
 		v->res->pages += rec.page_enc[i];
@@ -879,6 +806,7 @@ static void verifier_dispose(struct verifier *v)
 	v->buf = NULL;
 	v->cap = 0;
 	pfn_set_dispose(&v->pfns);
+	sv_pages_dispose(v);
 	free(v->id_slot);
 	v->id_slot = NULL;
 	v->id_cap = 0;
@@ -909,11 +837,12 @@ int stream_verify_read(stream_verify_read_fn read_cb, void *read_ctx,
 		if (eof) {
 			v.in_rec = false;
 			if (v.off == 0)
-				rc = fail(&v, "empty input: no HEADER");
+				rc = sv_fail(&v, "empty input: no HEADER");
 			else
-				rc = fail(&v,
-					  "the stream ends without END, after %" PRIu64 " records",
-					  res->records);
+				rc = sv_fail(&v,
+					     "the stream ends without END, after %" PRIu64
+					     " records",
+					     res->records);
 			goto out;
 		}
 	}
@@ -922,7 +851,7 @@ int stream_verify_read(stream_verify_read_fn read_cb, void *read_ctx,
 	if (rc < 0)
 		goto out;
 	if (got) {
-		rc = fail(&v, "data after END");
+		rc = sv_fail(&v, "data after END");
 		goto out;
 	}
 	res->valid = true;
@@ -932,9 +861,9 @@ out:
 		/* the input could not be read to a verdict */
 		v.in_rec = false;
 		if (rc == -ENOMEM)
-			fail(&v, "out of memory");
+			sv_fail(&v, "out of memory");
 		else
-			fail(&v, "read error: %s", strerror(-rc));
+			sv_fail(&v, "read error: %s", strerror(-rc));
 	}
 	verifier_dispose(&v);
 	return rc;

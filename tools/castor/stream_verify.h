@@ -1,17 +1,18 @@
 /*
- * An independent verifier of the Castor stream format, revision 1
- * (docs/stream-format.md). It is written from the specification alone and shares
- * no code with the writer and reader in hypervisor/, so that a mistake in either
- * shows up as a disagreement. `castor stream verify|dump` (stream.c) and
+ * An independent verifier of the Castor stream format, revisions 1 and 2
+ * (docs/stream-format.md; revision 2, §9, is what replication sends on the wire). It is written
+ *from the specification alone and shares no code with the writer and reader in hypervisor/, so that
+ *a mistake in either shows up as a disagreement. `castor stream verify|dump` (stream.c) and
  * tests/fuzz/fuzz_stream_verify.c are its users.
  *
  * The verifier pulls the stream through a read function one record at a time. A
  * record's body goes into a buffer that grows only as bytes actually arrive and
  * never beyond REC_MAX_LEN (plus padding), so no length field can make it
  * allocate; a stream of any size is checked in bounded memory, apart from the
- * set of page numbers seen that a full snapshot needs (at most ~150 bytes per
- * 512 pages present). It stops at the first broken rule and describes it in the
- * result: what is wrong, at which offset, in which record.
+ * set of page numbers seen (at most ~150 bytes per 512 pages present), and,
+ * for a PAGES_ZSTD record, its raw_len (at most 16 MiB, checked against the
+ * entries before the frame is decompressed). It stops at the first broken rule and describes it in
+ *the result: what is wrong, at which offset, in which record.
  *
  *	struct stream_verify_result res;
  *	rc = stream_verify_buf(buf, len, &res);   // 0 valid, -EBADMSG not, or -errno
@@ -33,7 +34,7 @@
 
 /* ---- the format, as docs/stream-format.md states it --------------------------- */
 
-#define SV_REVISION	  1u
+#define SV_REVISION	  2u			/* the newest this verifier knows */
 #define SV_MAGIC	  0x4d52545352545343ull /* "CSTRSTRM" */
 #define SV_REC_HDR_LEN	  8u
 #define SV_REC_ALIGN	  8u
@@ -47,6 +48,7 @@
 enum sv_rec_type {
 	SV_REC_HEADER = 0x0001,
 	SV_REC_PAGES = 0x0002,
+	SV_REC_PAGES_ZSTD = 0x0003, /* revision 2 (§9.3) */
 	SV_REC_VCPU = 0x0010,
 	SV_REC_VCPU_MSRS = 0x0011,
 	SV_REC_IRQCHIP = 0x0020,
@@ -84,9 +86,19 @@ enum sv_header_kind {
 enum sv_page_encoding {
 	SV_ENC_RAW = 0,
 	SV_ENC_ZERO = 1,
-	SV_ENC_XOR_ZSTD = 2, /* revision 2 */
-	SV_ENC_ZSTD = 3,     /* revision 2 */
+	SV_ENC_XOR = 2,	  /* revision 2: the page XOR the receiver's copy (§9.2) */
+	SV_ENC_PATCH = 3, /* revision 2: words of the receiver's copy replaced (§9.2) */
 };
+
+/* A PATCH payload (§9.2): u32 runs, u32 words, runs x {u16 first, u16 count}, pad, words x u64. */
+#define SV_PATCH_MAX	   4096u /* bytes */
+#define SV_PATCH_RUNS_MAX  256u
+#define SV_PATCH_WORDS_MAX 511u
+#define SV_PAGE_WORDS	   (SV_PAGE_SIZE / 8)
+
+/* PAGES_ZSTD (§9.3): raw_len is at least one page and at most SV_PAGES_MAX pages. */
+#define SV_ZSTD_MAGIC  0xfd2fb528u
+#define SV_RAW_LEN_MAX ((uint64_t)SV_PAGES_MAX * SV_PAGE_SIZE)
 
 /* ---- results ------------------------------------------------------------------ */
 
@@ -105,11 +117,21 @@ struct stream_verify_result {
 				     bytes or the premature end of the input are */
 	bool has_type;		  /* invalid: the error is about a record whose header was read */
 	uint32_t type;		  /* ... and this is its type field */
+	/*
+	 * invalid: the broken rule is about which records the stream holds and
+	 * in what order (§3, a full snapshot's coverage) or what a state record
+	 * holds beyond its length (§2.3-§2.6: vCPU indexes, MSRs, chip ids,
+	 * DEVICE). A receiver checks those against its VM when it applies the
+	 * stream, not when it decodes it; false for framing, HEADER, lengths,
+	 * page batches and END. tests/fuzz/fuzz_differential.c relies on it.
+	 */
+	bool state_rule;
 
 	uint64_t records;		    /* records read and accepted, END included */
-	uint64_t pages;			    /* PAGES entries accepted */
+	uint64_t pages;			    /* PAGES and PAGES_ZSTD entries accepted */
 	uint64_t enc_pages[SV_N_ENCODINGS]; /* ... by encoding */
 	uint64_t missing_pages;		    /* full snapshot: pages no PAGES entry covers */
+	uint64_t zstd_records;		    /* PAGES_ZSTD records accepted */
 
 	bool has_header; /* a HEADER was accepted; the fields below are valid */
 	uint32_t version;
@@ -131,7 +153,9 @@ struct stream_verify_record {
 	uint32_t type;			   /* the type field as written, REC_F_OPTIONAL included */
 	uint32_t length;		   /* body length, without padding */
 	const uint8_t *body;		   /* length bytes, valid during the call only */
-	uint32_t page_enc[SV_N_ENCODINGS]; /* PAGES: entries by encoding */
+	uint32_t page_enc[SV_N_ENCODINGS]; /* PAGES, PAGES_ZSTD: entries by encoding */
+	uint32_t patch_words;		   /* PAGES: words the PATCH entries replace */
+	uint64_t raw_len;		   /* PAGES_ZSTD: the decompressed size */
 	const struct stream_verify_device *device; /* DEVICE: the decoded id and kind */
 };
 
@@ -158,7 +182,7 @@ void stream_verify_result_dispose(struct stream_verify_result *res);
 /* "PAGES", ... for a type field (REC_F_OPTIONAL ignored); "unknown" otherwise. */
 const char *stream_verify_type_name(uint32_t type);
 
-/* "RAW", "ZERO", "XOR_ZSTD", "ZSTD", or "unknown". */
+/* "RAW", "ZERO", "XOR", "PATCH", or "unknown". */
 const char *stream_verify_encoding_name(unsigned enc);
 
 /*

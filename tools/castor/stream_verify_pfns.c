@@ -69,6 +69,18 @@ int pfn_set_add(struct pfn_set *s, uint64_t pfn)
 	return 0;
 }
 
+bool pfn_set_has(const struct pfn_set *s, uint64_t pfn)
+{
+	const struct pfn_leaf *leaf;
+	uint64_t key = pfn / LEAF_PAGES + 1;
+	unsigned bit = (unsigned)(pfn % LEAF_PAGES);
+
+	if (!s->cap)
+		return false;
+	leaf = pfn_set_slot(s->slot, s->cap, key);
+	return leaf->key && (leaf->bits[bit / 64] & 1ull << (bit % 64));
+}
+
 void pfn_set_dispose(struct pfn_set *s)
 {
 	free(s->slot);
