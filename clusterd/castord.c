@@ -4,8 +4,10 @@
  *   castord [--config FILE]
  *
  * Built so far: the configuration, membership and quorum from corosync
- * (membership.c), the control socket serving `castor node list`, and the
- * Prometheus endpoint (metrics.c). The
+ * (membership.c), the control socket serving `castor node list` and the
+ * cluster's VM definitions (`castor vm define|undefine|list|show`: defs.c,
+ * replicated over CPG, kept in state_dir/vms), and the Prometheus endpoint
+ * (metrics.c). The
  * supervision of castor-vmm processes, the VM definitions and pairs shared
  * over CPG, failover and metrics come next (docs/cluster.md says what exists).
  *
@@ -40,6 +42,8 @@ struct daemon {
 	struct event_base *base;
 	struct cd_config conf;
 	struct cd_membership *members;
+	struct cd_defs *defs;	 /* the cluster's VM definitions (large: on the heap) */
+	uint64_t replayed_joins; /* the view's join count when the table was last replayed */
 	struct evconnlistener *listener;
 	unsigned nconns;
 	struct cd_metrics *metrics;
@@ -82,15 +86,222 @@ static void node_list(struct daemon *d, Castor__Response *resp, Castor__NodeList
 	resp->node_list = nl;
 }
 
+/* ---- VM definitions, cluster-wide ----------------------------------------------------------- */
+
+/* Multicast one change; it takes effect when CPG delivers it, here as everywhere. */
+static int send_change(struct daemon *d, const struct cd_defmsg *msg)
+{
+	struct cd_defmsg_hdr hdr;
+	struct iovec iov[2];
+	unsigned n = cd_defmsg_encode(msg, &hdr, iov);
+
+	return cd_membership_send(d->members, iov, n);
+}
+
+static void defs_msg(void *arg, uint32_t from, const void *buf, size_t len)
+{
+	struct daemon *d = arg;
+	struct cd_defmsg m;
+	char why[512];
+
+	if (cd_defmsg_decode(buf, len, &m) < 0) {
+		LOG_WARN("node %u sent a malformed message (%zu bytes); ignored", from, len);
+		return;
+	}
+	if (cd_defs_apply(d->defs, m.name, m.text, m.text_len, m.generation, m.origin, why,
+			  sizeof(why)) < 0)
+		LOG_WARN("node %u: vm %s: %s; ignored", from, m.name, why);
+}
+
+/* A node joined: replay the whole table, so it catches up (versions decide). */
+static void replay_defs(struct daemon *d)
+{
+	for (unsigned i = 0; i < d->defs->n; i++) {
+		const struct cd_def *e = &d->defs->def[i];
+		struct cd_defmsg m = {.kind = e->removed ? CD_DEFMSG_UNDEFINE : CD_DEFMSG_DEFINE,
+				      .text = e->text,
+				      .text_len = e->text ? strlen(e->text) : 0,
+				      .generation = e->generation,
+				      .origin = e->origin};
+		int rc;
+
+		snprintf(m.name, sizeof(m.name), "%s", e->vm.name);
+		rc = send_change(d, &m);
+		if (rc < 0)
+			LOG_WARN("vm %s: cannot replay its definition to the group (%s)", m.name,
+				 strerror(-rc));
+	}
+}
+
+static void fill_def(Castor__VmDefinition *o, const struct cd_def *e, bool text)
+{
+	const struct cd_vmdef *v = &e->vm;
+	static char *hosts[CD_MAX_HOSTS];
+
+	o->name = (char *)v->name;
+	o->guest = (char *)v->guest;
+	o->mem_bytes = v->mem_bytes;
+	o->cpus = v->cpus;
+	o->protection = (char *)cd_protection_str(v->protection);
+	o->interval_ms = v->interval_ms;
+	for (unsigned i = 0; i < v->nhosts; i++)
+		hosts[i] = (char *)v->hosts[i];
+	o->n_hosts = v->nhosts;
+	o->hosts = hosts;
+	o->disks = v->ndisks;
+	o->nics = v->nnics;
+	o->generation = e->generation;
+	o->origin = e->origin;
+	if (text && e->text)
+		o->text = e->text;
+}
+
+/* The change needs quorum: a partition must not rewrite what the majority holds. */
+static int need_quorum(struct daemon *d, const char **msg)
+{
+	struct cd_view_nodes v;
+
+	cd_membership_view(d->members, &v);
+	if (v.quorate)
+		return 0;
+	*msg = v.connected ? "no quorum: definitions change only in the quorate partition"
+			   : "castord cannot reach corosync: no quorum, no change";
+	return -EPERM;
+}
+
+static int vm_define(struct daemon *d, const Castor__VmDefineRequest *r, Castor__VmDefinition *o,
+		     const char **msg)
+{
+	static char why[600];
+	static struct cd_def parsed;
+	const struct cd_def *old;
+	struct cd_view_nodes v;
+	const char *file = r->file && *r->file ? r->file : "definition";
+	int rc;
+
+	rc = cd_vmdef_parse(file, r->text, strlen(r->text), &parsed.vm, why, sizeof(why));
+	if (rc < 0) {
+		*msg = why;
+		return rc;
+	}
+	old = cd_defs_find(d->defs, parsed.vm.name);
+	if (old && !old->removed) {
+		snprintf(why, sizeof(why), "vm %s is defined already: undefine it first",
+			 parsed.vm.name);
+		*msg = why;
+		return -EEXIST;
+	}
+	rc = need_quorum(d, msg);
+	if (rc < 0)
+		return rc;
+	cd_membership_view(d->members, &v);
+	parsed.generation = cd_defs_next_generation(d->defs);
+	parsed.origin = v.local_nodeid;
+	parsed.text = (char *)r->text;
+	{
+		struct cd_defmsg m = {.kind = CD_DEFMSG_DEFINE,
+				      .text = r->text,
+				      .text_len = strlen(r->text),
+				      .generation = parsed.generation,
+				      .origin = parsed.origin};
+
+		snprintf(m.name, sizeof(m.name), "%s", parsed.vm.name);
+		rc = send_change(d, &m);
+	}
+	if (rc < 0) {
+		snprintf(why, sizeof(why), "cannot send the definition to the cluster (%s)%s",
+			 strerror(-rc), rc == -EAGAIN ? ": the group is syncing, try again" : "");
+		*msg = why;
+		return rc;
+	}
+	fill_def(o, &parsed, false);
+	return 0;
+}
+
+static int vm_undefine(struct daemon *d, const Castor__VmUndefineRequest *r,
+		       Castor__VmDefinition *o, const char **msg)
+{
+	static char why[300];
+	const struct cd_def *e = r->name ? cd_defs_find(d->defs, r->name) : NULL;
+	struct cd_view_nodes v;
+	int rc;
+
+	if (!e || e->removed) {
+		snprintf(why, sizeof(why), "no VM named '%.64s' is defined",
+			 r->name ? r->name : "");
+		*msg = why;
+		return -ENOENT;
+	}
+	rc = need_quorum(d, msg);
+	if (rc < 0)
+		return rc;
+	cd_membership_view(d->members, &v);
+	{
+		struct cd_defmsg m = {.kind = CD_DEFMSG_UNDEFINE,
+				      .generation = cd_defs_next_generation(d->defs),
+				      .origin = v.local_nodeid};
+
+		snprintf(m.name, sizeof(m.name), "%s", e->vm.name);
+		rc = send_change(d, &m);
+	}
+	if (rc < 0) {
+		snprintf(why, sizeof(why), "cannot send the change to the cluster (%s)",
+			 strerror(-rc));
+		*msg = why;
+		return rc;
+	}
+	fill_def(o, e, false);
+	return 0;
+}
+
+static int vm_list(struct daemon *d, Castor__VmList *l)
+{
+	static Castor__VmDefinition defs[CD_MAX_DEFS];
+	static Castor__VmDefinition *ptrs[CD_MAX_DEFS];
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < d->defs->n; i++) {
+		if (d->defs->def[i].removed)
+			continue;
+		castor__vm_definition__init(&defs[n]);
+		fill_def(&defs[n], &d->defs->def[i], false);
+		ptrs[n] = &defs[n];
+		n++;
+	}
+	l->n_vm = n;
+	l->vm = ptrs;
+	return 0;
+}
+
+static int vm_show(struct daemon *d, const Castor__VmShowRequest *r, Castor__VmDefinition *o,
+		   const char **msg)
+{
+	static char why[200];
+	const struct cd_def *e = r->name ? cd_defs_find(d->defs, r->name) : NULL;
+
+	if (!e || e->removed) {
+		snprintf(why, sizeof(why), "no VM named '%.64s' is defined",
+			 r->name ? r->name : "");
+		*msg = why;
+		return -ENOENT;
+	}
+	fill_def(o, e, true);
+	return 0;
+}
+
 static void answer(struct daemon *d, struct bufferevent *bev, const Castor__Request *req)
 {
 	Castor__Response resp = CASTOR__RESPONSE__INIT;
 	Castor__NodeList nl = CASTOR__NODE_LIST__INIT;
+	Castor__VmDefinition def = CASTOR__VM_DEFINITION__INIT;
+	Castor__VmList vl = CASTOR__VM_LIST__INIT;
 	static Castor__NodeInfo infos[CD_MAX_NODES];
 	static Castor__NodeInfo *ptrs[CD_MAX_NODES];
 	static struct cd_view_nodes v;
+	const char *msg = NULL;
 	uint8_t *buf = NULL;
 	size_t len = 0;
+	int rc = 0;
 
 	resp.id = req ? req->id : 0;
 	if (!req) {
@@ -98,9 +309,30 @@ static void answer(struct daemon *d, struct bufferevent *bev, const Castor__Requ
 		resp.message = "malformed request";
 	} else if (req->body_case == CASTOR__REQUEST__BODY_NODE_LIST) {
 		node_list(d, &resp, &nl, infos, ptrs, &v);
+	} else if (req->body_case == CASTOR__REQUEST__BODY_VM_DEFINE) {
+		rc = vm_define(d, req->vm_define, &def, &msg);
+		resp.body_case = CASTOR__RESPONSE__BODY_VM_DEFINE;
+		resp.vm_define = &def;
+	} else if (req->body_case == CASTOR__REQUEST__BODY_VM_UNDEFINE) {
+		rc = vm_undefine(d, req->vm_undefine, &def, &msg);
+		resp.body_case = CASTOR__RESPONSE__BODY_VM_UNDEFINE;
+		resp.vm_undefine = &def;
+	} else if (req->body_case == CASTOR__REQUEST__BODY_VM_LIST) {
+		rc = vm_list(d, &vl);
+		resp.body_case = CASTOR__RESPONSE__BODY_VM_LIST;
+		resp.vm_list = &vl;
+	} else if (req->body_case == CASTOR__REQUEST__BODY_VM_SHOW) {
+		rc = vm_show(d, req->vm_show, &def, &msg);
+		resp.body_case = CASTOR__RESPONSE__BODY_VM_SHOW;
+		resp.vm_show = &def;
 	} else {
 		resp.error = -EOPNOTSUPP;
 		resp.message = "castord does not serve this request (yet): see docs/cluster.md";
+	}
+	if (rc < 0) {
+		resp.body_case = CASTOR__RESPONSE__BODY__NOT_SET;
+		resp.error = rc;
+		resp.message = (char *)(msg ? msg : strerror(-rc));
 	}
 	if (pb_frame_pack(&resp.base, &buf, &len) == 0)
 		bufferevent_write(bev, buf, len);
@@ -249,6 +481,10 @@ static void view_changed(void *arg)
 	cd_membership_view(d->members, &v);
 	for (unsigned i = 0; i < v.n; i++)
 		members += v.node[i].member;
+	if (v.connected && v.joins != d->replayed_joins) {
+		d->replayed_joins = v.joins;
+		replay_defs(d);
+	}
 	LOG_DBG("view: %s, %s, %u members", v.connected ? "connected" : "no corosync",
 		v.quorate ? "quorate" : "no quorum", members);
 }
@@ -300,7 +536,25 @@ int main(int argc, char **argv)
 		fprintf(stderr, "castord: %s\n", why);
 		goto out;
 	}
-	if (cd_membership_open(d.base, &d.conf, view_changed, &d, &d.members) < 0)
+	d.defs = calloc(1, sizeof(*d.defs));
+	if (!d.defs)
+		goto out;
+	{
+		char dir[CD_PATH_MAX + 8];
+
+		snprintf(dir, sizeof(dir), "%s/vms", d.conf.state_dir);
+		cd_defs_init(d.defs, dir);
+		if (mkdir(d.conf.state_dir, 0700) < 0 && errno != EEXIST) {
+			fprintf(stderr, "castord: state_dir %s: %s\n", d.conf.state_dir,
+				strerror(errno));
+			goto out;
+		}
+		if (cd_defs_load(d.defs) < 0) {
+			fprintf(stderr, "castord: %s: %s\n", dir, strerror(errno));
+			goto out;
+		}
+	}
+	if (cd_membership_open(d.base, &d.conf, view_changed, defs_msg, &d, &d.members) < 0)
 		goto out;
 	if (d.conf.metrics[0] && cd_metrics_open(d.base, d.conf.metrics, fill_metrics, &d,
 						 &d.metrics, why, sizeof(why)) < 0) {
@@ -319,6 +573,9 @@ int main(int argc, char **argv)
 out:
 	cd_metrics_free(d.metrics);
 	cd_membership_free(d.members);
+	if (d.defs)
+		cd_defs_dispose(d.defs);
+	free(d.defs);
 	if (d.listener) {
 		evconnlistener_free(d.listener);
 		unlink(d.conf.control);

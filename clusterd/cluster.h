@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 /* ---- the line format (conf.c) ------------------------------------------------------- */
 
@@ -124,11 +125,42 @@ int cd_defs_load(struct cd_defs *s);
  * newer than what is held for that name, ignored otherwise (0 both ways).
  * A definition that does not parse is refused with why, nothing changed.
  */
-int cd_defs_apply(struct cd_defs *s, const char *name, const char *text, size_t len,
-		  uint64_t gen, uint32_t origin, char *why, size_t why_len);
+int cd_defs_apply(struct cd_defs *s, const char *name, const char *text, size_t len, uint64_t gen,
+		  uint32_t origin, char *why, size_t why_len);
 const struct cd_def *cd_defs_find(const struct cd_defs *s, const char *name);
 /* A generation above every one held: the version of this node's next change. */
 uint64_t cd_defs_next_generation(const struct cd_defs *s);
+
+/*
+ * DEFINE and UNDEFINE on CPG (defs.c): a 96-byte header (magic "CDVMDEF1",
+ * kind, text length, generation, origin node id, the VM's name) and, for a
+ * DEFINE, the definition's text.
+ */
+enum cd_defmsg_kind { CD_DEFMSG_DEFINE = 1, CD_DEFMSG_UNDEFINE = 2 };
+struct cd_defmsg {
+	enum cd_defmsg_kind kind;
+	char name[CD_NAME_MAX];
+	const char *text; /* DEFINE: the file (points into the message); else NULL */
+	size_t text_len;
+	uint64_t generation;
+	uint32_t origin;
+};
+struct cd_defmsg_hdr {
+	uint64_t magic;
+	uint32_t kind;
+	uint32_t text_len;
+	uint64_t generation;
+	uint32_t origin;
+	uint32_t reserved;
+	char name[CD_NAME_MAX];
+};
+_Static_assert(sizeof(struct cd_defmsg_hdr) == 96, "defmsg layout");
+#define CD_DEFMSG_MAGIC 0x3146454d44564443ull /* "CDVMDEF1" */
+/* The message of `m` as iov[0] (hdr, filled here) and iov[1] (the text); returns iovcnt. */
+unsigned cd_defmsg_encode(const struct cd_defmsg *m, struct cd_defmsg_hdr *hdr,
+			  struct iovec iov[2]);
+/* -EBADMSG for anything that is not a well-formed DEFINE or UNDEFINE. */
+int cd_defmsg_decode(const void *buf, size_t len, struct cd_defmsg *out);
 
 /* ---- the HA pair (pair.c) ------------------------------------------------------------------ */
 
@@ -214,11 +246,18 @@ struct cd_view_nodes {
 	bool quorate;	/* votequorum says this partition has quorum (false when not connected) */
 	uint32_t local_nodeid;
 	uint32_t total_votes, expected_votes, quorum;
+	uint64_t joins; /* group changes that brought a node in (this one's joins too) */
 	unsigned n;
 	struct cd_node_info node[CD_MAX_NODES]; /* every node seen, members or not */
 };
 /* Something in the view changed (runs on the event loop). */
 typedef void (*cd_membership_fn)(void *arg);
+/*
+ * A message from a member, other than castord's own ANNOUNCE, in the group's
+ * agreed order (every member gets the same sequence, this node's own
+ * messages included).
+ */
+typedef void (*cd_membership_msg_fn)(void *arg, uint32_t from, const void *msg, size_t len);
 struct event_base;
 struct cd_membership;
 /*
@@ -227,7 +266,13 @@ struct cd_membership;
  * after it is lost, one every second. `conf` must outlive the object.
  */
 int cd_membership_open(struct event_base *base, const struct cd_config *conf, cd_membership_fn cb,
-		       void *arg, struct cd_membership **out);
+		       cd_membership_msg_fn msg_cb, void *arg, struct cd_membership **out);
+/*
+ * Multicast `len` bytes to the group, agreed order. -ENOTCONN without
+ * corosync; -EAGAIN when corosync still holds it back after a few short tries
+ * (flow control while the group syncs): the caller says "try again".
+ */
+int cd_membership_send(struct cd_membership *m, const struct iovec *iov, unsigned iovcnt);
 void cd_membership_view(const struct cd_membership *m, struct cd_view_nodes *out);
 void cd_membership_free(struct cd_membership *m); /* NULL is fine */
 

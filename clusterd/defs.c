@@ -115,8 +115,8 @@ out:
 	return rc;
 }
 
-int cd_defs_apply(struct cd_defs *s, const char *name, const char *text, size_t len,
-		  uint64_t gen, uint32_t origin, char *why, size_t why_len)
+int cd_defs_apply(struct cd_defs *s, const char *name, const char *text, size_t len, uint64_t gen,
+		  uint32_t origin, char *why, size_t why_len)
 {
 	struct cd_vmdef vm;
 	struct cd_def *d;
@@ -220,5 +220,43 @@ int cd_defs_load(struct cd_defs *s)
 			load_one(s, e->d_name);
 	s->loading = false;
 	closedir(dir);
+	return 0;
+}
+
+unsigned cd_defmsg_encode(const struct cd_defmsg *m, struct cd_defmsg_hdr *hdr, struct iovec iov[2])
+{
+	*hdr = (struct cd_defmsg_hdr){.magic = CD_DEFMSG_MAGIC,
+				      .kind = m->kind,
+				      .text_len = (uint32_t)m->text_len,
+				      .generation = m->generation,
+				      .origin = m->origin};
+	snprintf(hdr->name, sizeof(hdr->name), "%s", m->name);
+	iov[0] = (struct iovec){hdr, sizeof(*hdr)};
+	iov[1] = (struct iovec){(void *)m->text, m->text_len};
+	return m->text_len ? 2 : 1;
+}
+
+int cd_defmsg_decode(const void *buf, size_t len, struct cd_defmsg *out)
+{
+	struct cd_defmsg_hdr h;
+
+	if (len < sizeof(h))
+		return -EBADMSG;
+	memcpy(&h, buf, sizeof(h));
+	if (h.magic != CD_DEFMSG_MAGIC || h.reserved || !h.generation)
+		return -EBADMSG;
+	if (h.kind != CD_DEFMSG_DEFINE && h.kind != CD_DEFMSG_UNDEFINE)
+		return -EBADMSG;
+	if (h.text_len != len - sizeof(h) || h.text_len > CD_CONF_MAX_BYTES ||
+	    (h.kind == CD_DEFMSG_DEFINE) != (h.text_len > 0))
+		return -EBADMSG;
+	if (!memchr(h.name, 0, sizeof(h.name)) || !cd_is_name(h.name))
+		return -EBADMSG;
+	*out = (struct cd_defmsg){.kind = h.kind,
+				  .text = h.text_len ? (const char *)buf + sizeof(h) : NULL,
+				  .text_len = h.text_len,
+				  .generation = h.generation,
+				  .origin = h.origin};
+	snprintf(out->name, sizeof(out->name), "%s", h.name);
 	return 0;
 }

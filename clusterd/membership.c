@@ -45,6 +45,7 @@ struct cd_membership {
 	struct event_base *base;
 	const struct cd_config *conf;
 	cd_membership_fn cb;
+	cd_membership_msg_fn msg_cb;
 	void *arg;
 	cpg_handle_t cpg;
 	votequorum_handle_t vq;
@@ -126,8 +127,17 @@ static void deliver_cb(cpg_handle_t h, const struct cpg_name *group, uint32_t no
 
 	(void)group, (void)pid;
 	cpg_context_get(h, (void **)&m);
-	if (!m || len != sizeof(a))
+	if (!m)
 		return;
+	if (len < sizeof(uint64_t) || memcmp(msg, &(uint64_t){ANNOUNCE_MAGIC}, 8)) {
+		if (m->msg_cb)
+			m->msg_cb(m->arg, nodeid, msg, len);
+		return;
+	}
+	if (len != sizeof(a)) {
+		LOG_WARN("node %u sent an ANNOUNCE of %zu bytes; ignored", nodeid, len);
+		return;
+	}
 	memcpy(&a, msg, sizeof(a));
 	a.name[sizeof(a.name) - 1] = 0;
 	if (a.magic != ANNOUNCE_MAGIC || a.version != 1 || !cd_is_name(a.name)) {
@@ -169,8 +179,10 @@ static void confchg_cb(cpg_handle_t h, const struct cpg_name *group,
 			 node_slot(m, left[i].nodeid, false)
 				 ? node_slot(m, left[i].nodeid, false)->name
 				 : "?");
-	if (njoined)
+	if (njoined) {
+		m->view.joins++;
 		announce(m); /* newcomers learn our name */
+	}
 	changed(m);
 }
 
@@ -316,8 +328,21 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 	changed(m);
 }
 
+int cd_membership_send(struct cd_membership *m, const struct iovec *iov, unsigned iovcnt)
+{
+	cs_error_t e = CS_ERR_LIBRARY;
+
+	for (int i = 0; m->have_cpg && i < 10; i++) {
+		e = cpg_mcast_joined(m->cpg, CPG_TYPE_AGREED, iov, iovcnt);
+		if (e != CS_ERR_TRY_AGAIN)
+			break;
+		util_sleep_ns(20 * 1000000ull); /* flow control: corosync drains it by itself */
+	}
+	return m->have_cpg ? cs_errno(e) : -ENOTCONN;
+}
+
 int cd_membership_open(struct event_base *base, const struct cd_config *conf, cd_membership_fn cb,
-		       void *arg, struct cd_membership **out)
+		       cd_membership_msg_fn msg_cb, void *arg, struct cd_membership **out)
 {
 	struct cd_membership *m = calloc(1, sizeof(*m));
 
@@ -327,6 +352,7 @@ int cd_membership_open(struct event_base *base, const struct cd_config *conf, cd
 	m->base = base;
 	m->conf = conf;
 	m->cb = cb;
+	m->msg_cb = msg_cb;
 	m->arg = arg;
 	m->retry_ev = evtimer_new(base, retry_cb, m);
 	m->announce_ev = evtimer_new(base, announce_cb, m);

@@ -108,6 +108,21 @@ class Cluster:
                                            stderr=subprocess.STDOUT)
         wait_for(f"castord {n}'s socket", lambda: os.path.exists(f"{self.d}/{n}.sock"))
 
+    def castor(self, n, *args, check=True):
+        r = subprocess.run([CASTOR, *args, "--castord", f"{self.d}/{n}.sock"],
+                           capture_output=True, text=True, timeout=30)
+        if check and r.returncode:
+            raise Fail(f"castor {' '.join(args)} on {n}: {r.stderr.strip()}")
+        return r
+
+    def vms(self, n):
+        return {v["name"] for v in json.loads(self.castor(n, "vm", "list", "--json").stdout)["vms"]}
+
+    def restart_castord(self, n):
+        p = self.castord.pop(n)
+        ct.stop_procs([p])
+        self.start_castord(n)
+
     def nodes(self, n):
         r = subprocess.run([CASTOR, "node", "list", "--socket", f"{self.d}/{n}.sock", "--json"],
                            capture_output=True, text=True, timeout=30)
@@ -175,6 +190,65 @@ def expect(cl, n, connected, quorate, members, what):
                    f"quorate={quorate}, members={sorted(members)} ({what})")
 
 
+VM1 = """# a protected test guest
+name = vm1
+guest = test
+mem = 64M
+cpus = 1
+protection = interval
+interval = 20
+hosts = a, b
+"""
+
+
+def definitions(cl, d):
+    """VM definitions are the same on every node, change only with quorum, and a node that
+    was away catches up -- a removal made meanwhile included -- and keeps them on disk."""
+    with open(f"{d}/vm1.conf", "w") as f:
+        f.write(VM1)
+    with open(f"{d}/vm2.conf", "w") as f:
+        f.write(VM1.replace("vm1", "vm2"))
+    with open(f"{d}/bad.conf", "w") as f:
+        f.write(VM1.replace("mem = 64M", "mem = 8M"))
+    cl.castor("a", "vm", "define", f"{d}/vm1.conf")
+    for n in NODES:
+        wait_for(f"vm1 defined on {n}", lambda: cl.vms(n) == {"vm1"})
+    r = cl.castor("b", "vm", "define", f"{d}/bad.conf", check=False)
+    if r.returncode != 1 or f"{d}/bad.conf:4: mem: '8M' is not a size" not in r.stderr:
+        raise Fail(f"a bad definition: {r.returncode}, {r.stderr.strip()!r}")
+    r = cl.castor("c", "vm", "define", f"{d}/vm1.conf", check=False)
+    if r.returncode != 1 or "defined already" not in r.stderr:
+        raise Fail(f"vm1 defined twice: {r.returncode}, {r.stderr.strip()!r}")
+    show = json.loads(cl.castor("c", "vm", "show", "vm1", "--json").stdout)
+    if show["text"] != VM1 or show["mem_bytes"] != 64 << 20 or show["hosts"] != ["a", "b"]:
+        raise Fail(f"vm show on c: {show}")
+    # c is cut off: the others change the definitions; c cannot
+    cl.kill_corosync("c")
+    expect(cl, "a", True, True, {"a", "b"}, "c away")
+    cl.castor("a", "vm", "undefine", "vm1")
+    cl.castor("b", "vm", "define", f"{d}/vm2.conf")
+    for n in ("a", "b"):
+        wait_for(f"vm2 only on {n}", lambda: cl.vms(n) == {"vm2"})
+    if cl.vms("c") != {"vm1"}:
+        raise Fail(f"c changed while cut off: {cl.vms('c')}")
+    r = cl.castor("c", "vm", "undefine", "vm1", check=False)
+    if r.returncode != 1 or "no quorum" not in r.stderr:
+        raise Fail(f"a change without quorum: {r.returncode}, {r.stderr.strip()!r}")
+    # c returns: it catches up, the removal of vm1 included
+    cl.start_corosync("c")
+    expect(cl, "c", True, True, {"a", "b", "c"}, "c back")
+    wait_for("c caught up", lambda: cl.vms("c") == {"vm2"})
+    for n in ("a", "b"):
+        if cl.vms(n) != {"vm2"}:
+            raise Fail(f"{n} after c's return: {cl.vms(n)} (c's stale vm1 came back?)")
+    # c's castord restarts: it still knows them, from its state directory
+    cl.restart_castord("c")
+    if cl.vms("c") != {"vm2"}:
+        raise Fail(f"c's castord after a restart: {cl.vms('c')}")
+    print("definitions: the same on every node, refused without quorum, a bad file refused "
+          "by line, a node cut off caught up (a removal included), kept across a restart")
+
+
 def run(d):
     cl = Cluster(d)
     try:
@@ -191,6 +265,7 @@ def run(d):
         if (m[("castor_quorate", 'node="a"')], m[("castor_members", 'node="a"')],
                 m[("castor_node_member", 'node="a",peer="c",nodeid="3"')]) != (1, 3, 1):
             raise Fail(f"a's metrics with all three up: {m}")
+        definitions(cl, d)
         cl.kill_corosync("c")
         for n in ("a", "b"):
             expect(cl, n, True, True, {"a", "b"}, "c's corosync killed")

@@ -1,6 +1,7 @@
 /*
  * castord's files: castord.conf (cd_config_parse) and VM definitions
- * (cd_vmdef_parse) on arbitrary bytes. Rules: never crash or read past the
+ * (cd_vmdef_parse) on arbitrary bytes, and the same bytes as a definition
+ * message from another node (cd_defmsg_decode). Rules: never crash or read past the
  * input; a refusal explains itself with the file name first; what is
  * accepted holds the documented bounds (a node name, absolute paths, a port
  * range in order, at most 4 disks and NICs, an interval only with protection).
@@ -34,6 +35,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(!d.interval_ms || d.protection != CD_PROT_NONE);
 	} else {
 		FUZZ_CHECK(!strncmp(why, "f.vm", 4));
+	}
+	/* the same bytes as a DEFINE/UNDEFINE from another node (CPG) */
+	{
+		struct cd_defmsg m;
+
+		if (cd_defmsg_decode(data, size, &m) == 0) {
+			FUZZ_CHECK(cd_is_name(m.name) && m.generation > 0);
+			FUZZ_CHECK((m.kind == CD_DEFMSG_DEFINE) == (m.text != NULL));
+			FUZZ_CHECK(m.text_len == size - sizeof(struct cd_defmsg_hdr));
+		}
 	}
 	return 0;
 }

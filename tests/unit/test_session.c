@@ -128,7 +128,7 @@ static enum repl_state replica_state(struct replica *r)
 /* Wait (bounded) until the replica is in `want`. */
 static void wait_state(struct replica *r, enum repl_state want)
 {
-	for (int i = 0; i < 500 && replica_state(r) != want; i++)
+	for (int i = 0; i < 1500 && replica_state(r) != want; i++)
 		usleep(10000);
 	assert_string_equal(repl_state_str(replica_state(r)), repl_state_str(want));
 }
@@ -359,7 +359,7 @@ static const char *log_capture_wait(const char *want)
 {
 	size_t n = 0;
 
-	for (int i = 0; i < 300; i++) {
+	for (int i = 0; i < 1000; i++) {
 		fflush(stderr);
 		n = (size_t)pread(fileno(log_file), logbuf, sizeof(logbuf) - 1, 0);
 		logbuf[n < sizeof(logbuf) ? n : 0] = 0;

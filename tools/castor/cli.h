@@ -14,6 +14,7 @@
 #define CASTOR_CLI_H
 
 #include <stdint.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 enum cli_exit {
@@ -70,6 +71,20 @@ int cli_ha_main(int argc, char **argv);
 void cli_ha_usage(FILE *f);
 
 /* key.c: `castor key generate FILE` (pre-shared keys of replication links) */
+/* castor vm define|undefine|list|show (vm_cluster.c): through castord. */
+bool cli_vm_is_cluster_cmd(const char *cmd);
+int cli_vm_cluster_main(int argc, char **argv); /* argv[1] is the command */
+void cli_vm_cluster_usage(FILE *f);
+
+/*
+ * One request to castord (node.c): the reply, or -errno after a message as
+ * "castor: WHO: ..." (no castord, its refusal, an unexpected reply body).
+ */
+struct Castor__Request;
+struct Castor__Response;
+int cli_castord_call(const char *who, const char *socket, struct Castor__Request *req,
+		     struct Castor__Response **resp_out);
+
 int cli_node_main(int argc, char **argv);
 void cli_node_usage(FILE *f);
 

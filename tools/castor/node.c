@@ -29,6 +29,34 @@ void cli_node_usage(FILE *f)
 	      f);
 }
 
+int cli_castord_call(const char *who, const char *socket, Castor__Request *req,
+		     Castor__Response **resp_out)
+{
+	Castor__Response *resp = NULL;
+	int rc = pb_call(socket, req, &resp, PB_CALL_TIMEOUT_MS);
+
+	*resp_out = NULL;
+	if (rc < 0) {
+		cli_err("%s: no reply from castord at %s: %s (is castord running?)", who, socket,
+			strerror(-rc));
+		return rc;
+	}
+	if (resp->error) {
+		cli_err("%s: %s (%s)", who, resp->message ? resp->message : "",
+			strerror(-resp->error));
+		rc = resp->error;
+	} else if ((int)resp->body_case != (int)req->body_case) {
+		cli_err("%s: unexpected reply from %s", who, socket);
+		rc = -EPROTO;
+	}
+	if (rc < 0) {
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
+		return rc;
+	}
+	*resp_out = resp;
+	return 0;
+}
+
 static void list_json(const Castor__NodeList *l)
 {
 	struct cli_json j;
@@ -127,21 +155,9 @@ int cli_node_main(int argc, char **argv)
 	req.id = (uint64_t)getpid();
 	req.body_case = CASTOR__REQUEST__BODY_NODE_LIST;
 	req.node_list = &nr;
-	rc = pb_call(socket, &req, &resp, PB_CALL_TIMEOUT_MS);
-	if (rc < 0) {
-		cli_err("node list: no reply from castord at %s: %s (is castord running?)", socket,
-			strerror(-rc));
+	rc = cli_castord_call("node list", socket, &req, &resp);
+	if (rc < 0)
 		goto out;
-	}
-	if (resp->error) {
-		cli_err("node list: %s (%s)", resp->message ? resp->message : "",
-			strerror(-resp->error));
-		goto out;
-	}
-	if (resp->body_case != CASTOR__RESPONSE__BODY_NODE_LIST) {
-		cli_err("node list: unexpected reply from %s", socket);
-		goto out;
-	}
 	if (json)
 		list_json(resp->node_list);
 	else

@@ -94,8 +94,9 @@ void cli_vm_usage(FILE *f)
 		"      --snapshot PATH (restore only) a full snapshot, then its incrementals in\n"
 		"                      order (repeat it); files on the standby's host\n"
 		"      --paused        (restore only) leave the restored VM paused\n"
-		"  -h, --help          this text\n",
+		"  -h, --help          this text\n\n",
 		PB_CALL_TIMEOUT_MS / 1000);
+	cli_vm_cluster_usage(f);
 }
 
 static const struct vm_cmd *cmd_find(const char *name)
@@ -674,6 +675,8 @@ int cli_vm_main(int argc, char **argv)
 		cli_vm_usage(stdout);
 		return CLI_EXIT_OK;
 	}
+	if (cli_vm_is_cluster_cmd(argv[1]))
+		return cli_vm_cluster_main(argc, argv);
 	cmd = cmd_find(argv[1]);
 	if (!cmd) {
 		if (argv[1][0] == '-')
