@@ -434,7 +434,7 @@ static int control_open(struct daemon *d, char *why, size_t why_len)
 		}
 		unlink(path);
 	}
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	memcpy(sun.sun_path, path, strlen(path) + 1); /* its length was checked above */
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return util_why(why, why_len, -errno, "control socket: %s", strerror(errno));
