@@ -241,6 +241,10 @@ def definitions(cl, d):
     for n in ("a", "b"):
         if cl.vms(n) != {"vm2"}:
             raise Fail(f"{n} after c's return: {cl.vms(n)} (c's stale vm1 came back?)")
+    st = json.loads(cl.castor("b", "status", "--json").stdout)
+    if ([v["name"] for v in st["vms"]] != ["vm2"] or not st["quorate"]
+            or sorted(n["name"] for n in st["nodes"] if n["member"]) != ["a", "b", "c"]):
+        raise Fail(f"castor status on b: {st}")
     # c's castord restarts: it still knows them, from its state directory
     cl.restart_castord("c")
     if cl.vms("c") != {"vm2"}:

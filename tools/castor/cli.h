@@ -85,6 +85,9 @@ struct Castor__Response;
 int cli_castord_call(const char *who, const char *socket, struct Castor__Request *req,
 		     struct Castor__Response **resp_out);
 
+int cli_status_main(int argc, char **argv);
+void cli_status_usage(FILE *f);
+
 int cli_node_main(int argc, char **argv);
 void cli_node_usage(FILE *f);
 

@@ -15,6 +15,8 @@ static const struct cli_group groups[] = {
 	{"key", "pre-shared keys of replication links: generate", cli_key_main, cli_key_usage},
 	{"node", "the cluster's nodes, from the local castord: list", cli_node_main,
 	 cli_node_usage},
+	{"status", "the cluster at a glance: nodes, quorum, VMs (from castord)", cli_status_main,
+	 cli_status_usage},
 };
 
 #define N_GROUPS (sizeof(groups) / sizeof(groups[0]))
