@@ -27,7 +27,8 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CASTORD, CASTOR = sys.argv[1:3]
-P = os.environ.get("CASTOR_NETNS_PREFIX", "ccl")
+# a prefix of its own: two runs at once (two checkouts) must not tear down each other's hosts
+P = os.environ.get("CASTOR_NETNS_PREFIX", f"ccl{os.getpid()}")
 NODES = {"a": ("10.77.0.11", 1), "b": ("10.77.0.12", 2), "c": ("10.77.0.13", 3)}
 sys.path.insert(0, os.path.join(HERE, "..", "pylib"))
 import castortest as ct  # noqa: E402
