@@ -44,6 +44,7 @@ struct daemon {
 	struct cd_membership *members;
 	struct cd_defs *defs;	 /* the cluster's VM definitions (large: on the heap) */
 	uint64_t replayed_joins; /* the view's join count when the table was last replayed */
+	bool layout_logged;	 /* the layout refusal was logged (once per refusal) */
 	struct evconnlistener *listener;
 	unsigned nconns;
 	struct cd_metrics *metrics;
@@ -71,6 +72,9 @@ static void node_list(struct daemon *d, Castor__Response *resp, Castor__NodeList
 	nl->total_votes = v->total_votes;
 	nl->expected_votes = v->expected_votes;
 	nl->quorum = v->quorum;
+	nl->layout_problem = (char *)cd_layout_problem(v, d->conf.allow_two_node);
+	if (!nl->layout_problem)
+		nl->layout_problem = "";
 	for (unsigned i = 0; i < v->n; i++) {
 		castor__node_info__init(&infos[i]);
 		infos[i].nodeid = v->node[i].nodeid;
@@ -162,6 +166,9 @@ static int need_quorum(struct daemon *d, const char **msg)
 	struct cd_view_nodes v;
 
 	cd_membership_view(d->members, &v);
+	*msg = cd_layout_problem(&v, d->conf.allow_two_node);
+	if (*msg)
+		return -EPERM;
 	if (v.quorate)
 		return 0;
 	*msg = v.connected ? "no quorum: definitions change only in the quorate partition"
@@ -481,6 +488,13 @@ static void view_changed(void *arg)
 	cd_membership_view(d->members, &v);
 	for (unsigned i = 0; i < v.n; i++)
 		members += v.node[i].member;
+	{
+		const char *layout = cd_layout_problem(&v, d->conf.allow_two_node);
+
+		if (layout && !d->layout_logged)
+			LOG_ERR("this cluster's layout is refused: %s", layout);
+		d->layout_logged = layout != NULL;
+	}
 	if (v.connected && v.joins != d->replayed_joins) {
 		d->replayed_joins = v.joins;
 		replay_defs(d);

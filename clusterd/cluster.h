@@ -60,6 +60,7 @@ struct cd_config {
 	char metrics[CD_NAME_MAX];	    /* HOST:PORT of the Prometheus endpoint, "" = off */
 	char key_file[CD_PATH_MAX];	    /* the replication links' key; "" = none */
 	bool witness;			    /* a quorum vote that hosts no VM */
+	bool allow_two_node;		    /* run two voting nodes without a witness (forced) */
 };
 #define CD_CONFIG_DEFAULT_PATH "/etc/castor/castord.conf"
 /* Parse castord.conf text: defaults, then the file's settings, then the checks. */
@@ -230,6 +231,15 @@ int cd_pair_apply(struct cd_pair *p, enum cd_pair_event e, const struct cd_view 
 bool cd_pair_is_legal(enum cd_pair_state s, enum cd_pair_event e);
 /* May this node release the held outputs of its primaries now? Only with quorum. */
 bool cd_view_can_release_output(const struct cd_view *v);
+/*
+ * Is the cluster's layout one Castor runs in? Three or more voting nodes, or
+ * two and a witness. Two voting nodes alone (or votequorum's two_node mode)
+ * cannot tell a dead peer from a partition: refused unless `allow_two_node`
+ * (castord.conf), returning the sentence to print; NULL when the layout is fine
+ * (or not known yet: no corosync).
+ */
+struct cd_view_nodes;
+const char *cd_layout_problem(const struct cd_view_nodes *v, bool allow_two_node);
 
 /* ---- membership and quorum from corosync (membership.c) ---------------------------------- */
 
@@ -246,6 +256,7 @@ struct cd_view_nodes {
 	bool quorate;	/* votequorum says this partition has quorum (false when not connected) */
 	uint32_t local_nodeid;
 	uint32_t total_votes, expected_votes, quorum;
+	bool two_node;	/* votequorum's two_node mode: one node of two is quorate alone */
 	uint64_t joins; /* group changes that brought a node in (this one's joins too) */
 	unsigned n;
 	struct cd_node_info node[CD_MAX_NODES]; /* every node seen, members or not */

@@ -23,6 +23,7 @@ enum key {
 	K_METRICS,
 	K_KEY_FILE,
 	K_WITNESS,
+	K_ALLOW_TWO_NODE,
 	N_KEYS
 };
 
@@ -36,6 +37,7 @@ static const char *const names[N_KEYS] = {
 	[K_METRICS] = "metrics",
 	[K_KEY_FILE] = "key_file",
 	[K_WITNESS] = "witness",
+	[K_ALLOW_TWO_NODE] = "allow_two_node",
 };
 
 struct ctx {
@@ -132,7 +134,8 @@ static int line_cb(void *arg, unsigned line, const char *key, const char *v, cha
 	if (k == N_KEYS)
 		return util_why(why, why_len, -EINVAL,
 				"unknown setting '%.40s' (known: node, state_dir, control, vmm, "
-				"replication_host, replication_ports, metrics, key_file, witness)",
+				"replication_host, replication_ports, metrics, key_file, witness, "
+				"allow_two_node)",
 				key);
 	if (x->seen[k])
 		return util_why(why, why_len, -EINVAL, "%s is set again (first on line %u)", key,
@@ -168,6 +171,8 @@ static int line_cb(void *arg, unsigned line, const char *key, const char *v, cha
 		return set_path(c->key_file, key, v, why, why_len);
 	case K_WITNESS:
 		return set_bool(&c->witness, key, v, why, why_len);
+	case K_ALLOW_TWO_NODE:
+		return set_bool(&c->allow_two_node, key, v, why, why_len);
 	case N_KEYS:
 		break;
 	}

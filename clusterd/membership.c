@@ -203,6 +203,7 @@ static void quorum_cb(votequorum_handle_t h, uint64_t context, uint32_t quorate,
 		m->view.total_votes = info.total_votes;
 		m->view.expected_votes = info.node_expected_votes;
 		m->view.quorum = info.quorum;
+		m->view.two_node = info.flags & VOTEQUORUM_INFO_TWONODE;
 	}
 	changed(m);
 }

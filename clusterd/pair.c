@@ -165,6 +165,27 @@ bool cd_view_can_release_output(const struct cd_view *v)
 	return v->quorate;
 }
 
+const char *cd_layout_problem(const struct cd_view_nodes *v, bool allow_two_node)
+{
+	bool witness = false;
+
+	if (!v->connected || allow_two_node)
+		return NULL;
+	for (unsigned i = 0; i < v->n; i++)
+		witness |= v->node[i].witness;
+	if (v->two_node)
+		return "corosync runs votequorum's two_node mode: either node alone is quorate, so "
+		       "a partition makes two primaries; use a witness (a third castord with "
+		       "witness = yes) instead, or set allow_two_node = yes in castord.conf to "
+		       "force it";
+	if (v->expected_votes == 2 && !witness)
+		return "a two-node cluster without a witness cannot tell a dead peer from a "
+		       "partition (either way it loses quorum and nothing fails over); add a "
+		       "witness (a third castord with witness = yes), or set allow_two_node = "
+		       "yes in castord.conf to force it";
+	return NULL;
+}
+
 void cd_pair_init(struct cd_pair *p, const char *vm)
 {
 	memset(p, 0, sizeof(*p));

@@ -68,8 +68,10 @@ def ns(name):
 
 
 class Cluster:
-    def __init__(self, d):
+    def __init__(self, d, nodes=None, extra_conf=""):
         self.d = d
+        self.nodes_ = nodes or NODES  # the corosync nodelist
+        self.extra_conf = extra_conf  # more castord.conf lines
         self.corosync = {}  # node -> Popen
         self.castord = {}
         self.dead_corosync_pids = []
@@ -77,7 +79,7 @@ class Cluster:
     def corosync_conf(self, n):
         nodes = "\n".join(
             f"\tnode {{\n\t\tnodeid: {nid}\n\t\tname: {name}\n\t\tring0_addr: {ip}\n\t}}"
-            for name, (ip, nid) in NODES.items())
+            for name, (ip, nid) in self.nodes_.items())
         state = f"{self.d}/{n}-corosync"
         os.makedirs(state, exist_ok=True)
         path = f"{self.d}/{n}-corosync.conf"
@@ -103,7 +105,8 @@ class Cluster:
         conf = f"{self.d}/{n}.conf"
         with open(conf, "w") as f:
             f.write(f"node = {n}\nstate_dir = {self.d}/{n}-state\n"
-                    f"control = {self.d}/{n}.sock\nmetrics = {NODES[n][0]}:9477\n")
+                    f"control = {self.d}/{n}.sock\nmetrics = {NODES[n][0]}:9477\n"
+                    f"{self.extra_conf}")
         self.castord[n] = subprocess.Popen(ns(n) + [CASTORD, "--config", conf],
                                            stdout=open(f"{self.d}/{n}-castord.out", "w"),
                                            stderr=subprocess.STDOUT)
@@ -254,6 +257,34 @@ def definitions(cl, d):
           "by line, a node cut off caught up (a removal included), kept across a restart")
 
 
+def two_nodes(d):
+    """Two voting nodes and no witness: castord says why the layout is refused and changes
+    nothing, until allow_two_node = yes forces it."""
+    for extra, refused in (("", True), ("allow_two_node = yes\n", False)):
+        sub = f"{d}/two-{int(refused)}"
+        os.makedirs(sub)
+        cl = Cluster(sub, {n: NODES[n] for n in ("a", "b")}, extra)
+        try:
+            for n in ("a", "b"):
+                cl.start_corosync(n)
+                cl.start_castord(n)
+            expect(cl, "a", True, True, {"a", "b"}, "two nodes up")
+            problem = cl.nodes("a")["layout_problem"]
+            with open(f"{sub}/vm1.conf", "w") as f:
+                f.write(VM1)
+            r = cl.castor("a", "vm", "define", f"{sub}/vm1.conf", check=False)
+            if refused:
+                if "without a witness" not in problem or r.returncode != 1 or \
+                        "without a witness" not in r.stderr:
+                    raise Fail(f"two nodes, no witness: layout '{problem}', define "
+                               f"{r.returncode} {r.stderr.strip()!r}")
+            elif problem or r.returncode:
+                raise Fail(f"allow_two_node: layout '{problem}', define {r.stderr.strip()!r}")
+        finally:
+            cl.close()
+    print("two nodes without a witness: refused with the reason; allow_two_node forces it")
+
+
 def run(d):
     cl = Cluster(d)
     try:
@@ -290,6 +321,7 @@ def run(d):
               "a alone (not quorate), b back (reconnected by itself)")
     finally:
         cl.close()
+    two_nodes(d)
 
 
 def main():

@@ -6,6 +6,7 @@
  * accepted holds the documented bounds (a node name, absolute paths, a port
  * range in order, at most 4 disks and NICs, an interval only with protection).
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "clusterd/cluster.h"
@@ -47,4 +48,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}
 	return 0;
+}
+
+void fuzz_seeds(fuzz_seed_fn add, void *ctx)
+{
+	static const char *const seeds[] = {
+		"node = a\nstate_dir = /var/lib/castor\ncontrol = /run/c.sock\n"
+		"replication_ports = 7000-7010\nmetrics = 10.0.0.1:9477\nwitness = yes\n",
+		"# vm\nname = vm3\nguest = test\nmem = 256M\ncpus = 2\nguest_param = rate=100\n"
+		"disk = /srv/a.img,ro\nnic = tap=tap0,mac=52:54:00:12:34:56\n"
+		"protection = output\ninterval = 50\nhosts = a, b\n",
+	};
+	struct cd_defmsg m = {.kind = CD_DEFMSG_DEFINE, .generation = 3, .origin = 1};
+	struct cd_defmsg_hdr hdr;
+	struct iovec iov[2];
+	uint8_t buf[1024];
+	size_t len = 0;
+	unsigned n;
+
+	for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)
+		add(ctx, (const uint8_t *)seeds[i], strlen(seeds[i]));
+	snprintf(m.name, sizeof(m.name), "vm3");
+	m.text = seeds[1];
+	m.text_len = strlen(seeds[1]);
+	n = cd_defmsg_encode(&m, &hdr, iov);
+	for (unsigned i = 0; i < n && len + iov[i].iov_len <= sizeof(buf); i++) {
+		memcpy(buf + len, iov[i].iov_base, iov[i].iov_len);
+		len += iov[i].iov_len;
+	}
+	add(ctx, buf, len);
 }

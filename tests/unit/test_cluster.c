@@ -29,7 +29,8 @@ static void config_good(void **state)
 				   "replication_ports = 7000-7010\n"
 				   "metrics = 10.77.0.11:9100\n"
 				   "key_file = /etc/castor/pair.key\n"
-				   "witness = no\n";
+				   "witness = no\n"
+				   "allow_two_node = yes\n";
 	struct cd_config c;
 	char why[256];
 
@@ -44,6 +45,7 @@ static void config_good(void **state)
 	assert_string_equal(c.metrics, "10.77.0.11:9100");
 	assert_string_equal(c.key_file, "/etc/castor/pair.key");
 	assert_false(c.witness);
+	assert_true(c.allow_two_node);
 	/* defaults */
 	{
 		static const char t2[] = "node = b\nwitness = yes\nmetrics = off\n";
@@ -85,8 +87,8 @@ static void config_bad(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		why[0] = 0;
-		assert_int_not_equal(cd_config_parse("x.conf", bad[i].text, strlen(bad[i].text),
-						     &c, why, sizeof(why)),
+		assert_int_not_equal(cd_config_parse("x.conf", bad[i].text, strlen(bad[i].text), &c,
+						     why, sizeof(why)),
 				     0);
 		if (!strstr(why, bad[i].want))
 			fail_msg("case %zu: '%s' lacks '%s'", i, why, bad[i].want);
@@ -99,9 +101,9 @@ static void config_bad(void **state)
 		static char longline[CD_CONF_MAX_LINE + 10];
 
 		memset(longline, 'a', sizeof(longline) - 1);
-		assert_int_not_equal(cd_config_parse("x.conf", longline, strlen(longline), &c, why,
-						     sizeof(why)),
-				     0);
+		assert_int_not_equal(
+			cd_config_parse("x.conf", longline, strlen(longline), &c, why, sizeof(why)),
+			0);
 		assert_non_null(strstr(why, "x.conf:1: a line over"));
 	}
 }
@@ -168,9 +170,8 @@ static void vmdef_bad(void **state)
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		snprintf(text, sizeof(text), "%s%s", base, bad[i].extra);
 		why[0] = 0;
-		assert_int_not_equal(cd_vmdef_parse("d.conf", text, strlen(text), &d, why,
-						    sizeof(why)),
-				     0);
+		assert_int_not_equal(
+			cd_vmdef_parse("d.conf", text, strlen(text), &d, why, sizeof(why)), 0);
 		if (!strstr(why, bad[i].want))
 			fail_msg("case %zu: '%s' lacks '%s'", i, why, bad[i].want);
 	}
@@ -352,13 +353,38 @@ static void promotion_moves_the_vm(void **state)
 	assert_non_null(strstr(p.last_reason, "promoted: twin runs"));
 }
 
+/* Two voting nodes need a witness, or an explicit allow_two_node. */
+static void layouts(void **state)
+{
+	struct cd_view_nodes v = {.connected = true, .expected_votes = 3, .n = 3};
+
+	(void)state;
+	assert_null(cd_layout_problem(&v, false)); /* three nodes */
+	v.expected_votes = 2;
+	v.n = 2;
+	assert_non_null(strstr(cd_layout_problem(&v, false), "without a witness"));
+	assert_null(cd_layout_problem(&v, true)); /* forced */
+	v.expected_votes = 3;
+	v.n = 3;
+	v.node[2].witness = true; /* two hosts and a witness */
+	assert_null(cd_layout_problem(&v, false));
+	v.two_node = true; /* votequorum's two_node mode: either node alone is quorate */
+	assert_non_null(strstr(cd_layout_problem(&v, false), "two_node mode"));
+	v.connected = false; /* nothing known yet: no complaint, and no quorum anyway */
+	assert_null(cd_layout_problem(&v, false));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(config_good),	   cmocka_unit_test(config_bad),
-		cmocka_unit_test(vmdef_good),	   cmocka_unit_test(vmdef_bad),
-		cmocka_unit_test(every_transition), cmocka_unit_test(safety_rules),
+		cmocka_unit_test(config_good),
+		cmocka_unit_test(config_bad),
+		cmocka_unit_test(vmdef_good),
+		cmocka_unit_test(vmdef_bad),
+		cmocka_unit_test(every_transition),
+		cmocka_unit_test(safety_rules),
 		cmocka_unit_test(promotion_moves_the_vm),
+		cmocka_unit_test(layouts),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -70,6 +70,7 @@ static void list_json(const Castor__NodeList *l)
 	cli_json_u64(&j, "total_votes", l->total_votes);
 	cli_json_u64(&j, "expected_votes", l->expected_votes);
 	cli_json_u64(&j, "quorum", l->quorum);
+	cli_json_str(&j, "layout_problem", l->layout_problem ? l->layout_problem : "");
 	cli_json_array_begin(&j, "nodes");
 	for (size_t i = 0; i < l->n_node; i++) {
 		const Castor__NodeInfo *n = l->node[i];
@@ -94,6 +95,8 @@ static void list_table(const Castor__NodeList *l)
 	if (l->connected)
 		printf(" (%u of %u votes, %u needed)", l->total_votes, l->expected_votes,
 		       l->quorum);
+	if (l->layout_problem && *l->layout_problem)
+		printf("\nLAYOUT REFUSED: %s\n", l->layout_problem);
 	printf("\n%-20s %8s  %-8s %s\n", "NAME", "NODEID", "STATE", "");
 	for (size_t i = 0; i < l->n_node; i++) {
 		const Castor__NodeInfo *n = l->node[i];

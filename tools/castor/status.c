@@ -41,6 +41,7 @@ static void print_json(const Castor__NodeList *n, const Castor__VmList *v)
 	cli_json_str(&j, "node", n->local_name ? n->local_name : "");
 	cli_json_bool(&j, "connected", n->connected);
 	cli_json_bool(&j, "quorate", n->quorate);
+	cli_json_str(&j, "layout_problem", n->layout_problem ? n->layout_problem : "");
 	cli_json_array_begin(&j, "nodes");
 	for (size_t i = 0; i < n->n_node; i++) {
 		cli_json_object_begin(&j, NULL);
@@ -68,6 +69,8 @@ static void print_tables(const Castor__NodeList *n, const Castor__VmList *v)
 	printf("cluster seen from %s: %s, %s\n\n", n->local_name,
 	       n->connected ? "corosync up" : "NO COROSYNC",
 	       n->quorate ? "quorate" : "NOT QUORATE (nothing is promoted or released here)");
+	if (n->layout_problem && *n->layout_problem)
+		printf("LAYOUT REFUSED: %s\n\n", n->layout_problem);
 	printf("%-20s %-8s %s\n", "NODE", "STATE", "");
 	for (size_t i = 0; i < n->n_node; i++)
 		printf("%-20s %-8s %s\n",
