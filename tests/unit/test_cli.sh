@@ -178,6 +178,35 @@ args)
 	expect_rc 1
 	expect_in err "never overwritten"
 	expect_usage_error bench seal --size 1
+
+	# the cluster commands (through castord)
+	expect_usage_error vm define
+	expect_in err "vm define: FILE is required"
+	expect_usage_error vm show
+	expect_in err "vm show: VM is required"
+	expect_usage_error vm list extra
+	expect_in err "vm list: unexpected argument 'extra'"
+	expect_usage_error vm undefine a b
+	expect_in err "unexpected argument 'b'"
+	expect_usage_error vm list --castord
+	expect_in err "option '--castord' needs a value"
+	expect_usage_error node list --frob
+	expect_in err "unknown option '--frob'"
+	expect_usage_error node list extra
+	expect_in err "node list: unexpected argument 'extra'"
+	expect_usage_error node show
+	expect_in err "node: unknown command 'show'"
+	expect_usage_error status extra
+	expect_in err "status: unexpected argument 'extra'"
+	run status --castord "$tmp/none.sock"
+	expect_rc 1
+	expect_in err "no reply from castord at $tmp/none.sock"
+	run vm list --castord "$tmp/none.sock"
+	expect_rc 1
+	expect_in err "is castord running?"
+	run vm define "$tmp/missing.conf" --castord "$tmp/none.sock"
+	expect_rc 1
+	expect_in err "vm define: $tmp/missing.conf: No such file or directory"
 ;;
 
 output)
