@@ -137,10 +137,10 @@ static void replay_defs(struct daemon *d)
 	}
 }
 
-static void fill_def(Castor__VmDefinition *o, const struct cd_def *e, bool text)
+/* `hosts` (CD_MAX_HOSTS pointers) must live as long as `o`: one array per reply entry. */
+static void fill_def(Castor__VmDefinition *o, const struct cd_def *e, bool text, char **hosts)
 {
 	const struct cd_vmdef *v = &e->vm;
-	static char *hosts[CD_MAX_HOSTS];
 
 	o->name = (char *)v->name;
 	o->guest = (char *)v->guest;
@@ -159,6 +159,9 @@ static void fill_def(Castor__VmDefinition *o, const struct cd_def *e, bool text)
 	if (text && e->text)
 		o->text = e->text;
 }
+
+/* The hosts of a reply that carries one definition (the loop is single-threaded). */
+static char *one_hosts[CD_MAX_HOSTS];
 
 /* The change needs quorum: a partition must not rewrite what the majority holds. */
 static int need_quorum(struct daemon *d, const char **msg)
@@ -221,7 +224,7 @@ static int vm_define(struct daemon *d, const Castor__VmDefineRequest *r, Castor_
 		*msg = why;
 		return rc;
 	}
-	fill_def(o, &parsed, false);
+	fill_def(o, &parsed, false, one_hosts);
 	return 0;
 }
 
@@ -257,7 +260,7 @@ static int vm_undefine(struct daemon *d, const Castor__VmUndefineRequest *r,
 		*msg = why;
 		return rc;
 	}
-	fill_def(o, e, false);
+	fill_def(o, e, false, one_hosts);
 	return 0;
 }
 
@@ -265,13 +268,14 @@ static int vm_list(struct daemon *d, Castor__VmList *l)
 {
 	static Castor__VmDefinition defs[CD_MAX_DEFS];
 	static Castor__VmDefinition *ptrs[CD_MAX_DEFS];
+	static char *hosts[CD_MAX_DEFS][CD_MAX_HOSTS];
 	unsigned n = 0;
 
 	for (unsigned i = 0; i < d->defs->n; i++) {
 		if (d->defs->def[i].removed)
 			continue;
 		castor__vm_definition__init(&defs[n]);
-		fill_def(&defs[n], &d->defs->def[i], false);
+		fill_def(&defs[n], &d->defs->def[i], false, hosts[n]);
 		ptrs[n] = &defs[n];
 		n++;
 	}
@@ -292,7 +296,7 @@ static int vm_show(struct daemon *d, const Castor__VmShowRequest *r, Castor__VmD
 		*msg = why;
 		return -ENOENT;
 	}
-	fill_def(o, e, true);
+	fill_def(o, e, true, one_hosts);
 	return 0;
 }
 

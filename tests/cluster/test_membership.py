@@ -245,6 +245,17 @@ def definitions(cl, d):
     for n in ("a", "b"):
         if cl.vms(n) != {"vm2"}:
             raise Fail(f"{n} after c's return: {cl.vms(n)} (c's stale vm1 came back?)")
+    # two VMs listed at once: each with its own hosts
+    with open(f"{d}/vm3.conf", "w") as f:
+        f.write(VM1.replace("vm1", "vm3").replace("hosts = a, b", "hosts = c"))
+    cl.castor("a", "vm", "define", f"{d}/vm3.conf")
+    wait_for("vm3 on b", lambda: cl.vms("b") == {"vm2", "vm3"})
+    hosts = {v["name"]: v["hosts"]
+             for v in json.loads(cl.castor("b", "vm", "list", "--json").stdout)["vms"]}
+    if hosts != {"vm2": ["a", "b"], "vm3": ["c"]}:
+        raise Fail(f"vm list's hosts: {hosts}")
+    cl.castor("b", "vm", "undefine", "vm3")
+    wait_for("vm3 gone on b", lambda: cl.vms("b") == {"vm2"})
     st = json.loads(cl.castor("b", "status", "--json").stdout)
     if ([v["name"] for v in st["vms"]] != ["vm2"] or not st["quorate"]
             or sorted(n["name"] for n in st["nodes"] if n["member"]) != ["a", "b", "c"]):
