@@ -128,7 +128,7 @@ class Cluster:
         self.start_castord(n)
 
     def nodes(self, n):
-        r = subprocess.run([CASTOR, "node", "list", "--socket", f"{self.d}/{n}.sock", "--json"],
+        r = subprocess.run([CASTOR, "node", "list", "--castord", f"{self.d}/{n}.sock", "--json"],
                            capture_output=True, text=True, timeout=30)
         if r.returncode:
             raise Fail(f"castor node list on {n}: {r.stderr.strip()}")

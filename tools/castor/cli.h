@@ -76,8 +76,16 @@ bool cli_vm_is_cluster_cmd(const char *cmd);
 int cli_vm_cluster_main(int argc, char **argv); /* argv[1] is the command */
 void cli_vm_cluster_usage(FILE *f);
 
+#define CLI_CASTORD_SOCKET "/run/castor/castord.sock"
 /*
- * One request to castord (node.c): the reply, or -errno after a message as
+ * The options of a command that talks to castord (castord_client.c):
+ * --castord PATH (or --socket PATH), --json, --help. 0, 1 after --help was
+ * printed, or -EINVAL after a message; optind is left after the options.
+ */
+int cli_castord_opts(const char *who, int argc, char **argv, const char **socket, bool *json,
+		     void (*usage)(FILE *f));
+/*
+ * One request to castord (castord_client.c): the reply, or -errno after a message as
  * "castor: WHO: ..." (no castord, its refusal, an unexpected reply body).
  */
 struct Castor__Request;

@@ -13,48 +13,18 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CASTORD_SOCKET "/run/castor/castord.sock"
-
 void cli_node_usage(FILE *f)
 {
-	fputs("usage: castor node list [--socket PATH] [--json]\n"
+	fputs("usage: castor node list [--castord PATH] [--json]\n"
 	      "\n"
 	      "  list    every node castord knows: name, corosync node id, member or not,\n"
 	      "          witness; this partition's quorum\n"
 	      "\n"
 	      "options:\n"
-	      "  -s, --socket PATH   castord's control socket (default " CASTORD_SOCKET ")\n"
+	      "  --castord PATH      castord's control socket (default " CLI_CASTORD_SOCKET ")\n"
 	      "  -j, --json          print the reply as one JSON object\n"
 	      "  -h, --help          this text\n",
 	      f);
-}
-
-int cli_castord_call(const char *who, const char *socket, Castor__Request *req,
-		     Castor__Response **resp_out)
-{
-	Castor__Response *resp = NULL;
-	int rc = pb_call(socket, req, &resp, PB_CALL_TIMEOUT_MS);
-
-	*resp_out = NULL;
-	if (rc < 0) {
-		cli_err("%s: no reply from castord at %s: %s (is castord running?)", who, socket,
-			strerror(-rc));
-		return rc;
-	}
-	if (resp->error) {
-		cli_err("%s: %s (%s)", who, resp->message ? resp->message : "",
-			strerror(-resp->error));
-		rc = resp->error;
-	} else if ((int)resp->body_case != (int)req->body_case) {
-		cli_err("%s: unexpected reply from %s", who, socket);
-		rc = -EPROTO;
-	}
-	if (rc < 0) {
-		protobuf_c_message_free_unpacked(&resp->base, NULL);
-		return rc;
-	}
-	*resp_out = resp;
-	return 0;
 }
 
 static void list_json(const Castor__NodeList *l)
@@ -109,18 +79,12 @@ static void list_table(const Castor__NodeList *l)
 
 int cli_node_main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"socket", required_argument, NULL, 's'},
-		{"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
 	Castor__Request req = CASTOR__REQUEST__INIT;
 	Castor__NodeListRequest nr = CASTOR__NODE_LIST_REQUEST__INIT;
 	Castor__Response *resp = NULL;
-	const char *socket = CASTORD_SOCKET;
-	bool json = false;
-	int c, rc, ret = CLI_EXIT_FAIL;
+	const char *socket;
+	bool json;
+	int rc, ret = CLI_EXIT_FAIL;
 
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		cli_node_usage(argc < 2 ? stderr : stdout);
@@ -131,26 +95,11 @@ int cli_node_main(int argc, char **argv)
 		cli_node_usage(stderr);
 		return CLI_EXIT_USAGE;
 	}
+	rc = cli_castord_opts("node list", argc - 1, argv + 1, &socket, &json, cli_node_usage);
+	if (rc)
+		return rc > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
 	argc--;
 	argv++;
-	opterr = 0;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, ":s:jh", opts, NULL)) != -1) {
-		switch (c) {
-		case 's':
-			socket = optarg;
-			break;
-		case 'j':
-			json = true;
-			break;
-		case 'h':
-			cli_node_usage(stdout);
-			return CLI_EXIT_OK;
-		default:
-			cli_opt_error("node list", c, argv);
-			return CLI_EXIT_USAGE;
-		}
-	}
 	if (optind < argc) {
 		cli_err("node list: unexpected argument '%s'", argv[optind]);
 		return CLI_EXIT_USAGE;

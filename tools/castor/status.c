@@ -8,20 +8,17 @@
 #include "tools/castor/json.h"
 #include "proto/pb.h"
 
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
-
-#define CASTORD_SOCKET "/run/castor/castord.sock"
 
 void cli_status_usage(FILE *f)
 {
 	fputs("usage: castor status [--castord PATH] [--json]\n"
 	      "\n"
 	      "  the cluster's nodes (member or gone, witness, quorum) and its VMs\n"
-	      "  --castord PATH   castord's control socket (default " CASTORD_SOCKET ")\n"
+	      "  --castord PATH   castord's control socket (default " CLI_CASTORD_SOCKET ")\n"
 	      "  --json           one JSON object: {\"nodes\": ..., \"vms\": ...}\n",
 	      f);
 }
@@ -91,38 +88,17 @@ static void print_tables(const Castor__NodeList *n, const Castor__VmList *v)
 
 int cli_status_main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"castord", required_argument, NULL, 'c'},
-		{"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
 	Castor__Request nreq = CASTOR__REQUEST__INIT, vreq = CASTOR__REQUEST__INIT;
 	Castor__NodeListRequest nr = CASTOR__NODE_LIST_REQUEST__INIT;
 	Castor__VmListRequest vr = CASTOR__VM_LIST_REQUEST__INIT;
 	Castor__Response *nresp = NULL, *vresp = NULL;
-	const char *socket = CASTORD_SOCKET;
-	bool json = false;
-	int c, ret = CLI_EXIT_FAIL;
+	const char *socket;
+	bool json;
+	int rc, ret = CLI_EXIT_FAIL;
 
-	opterr = 0;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, ":jh", opts, NULL)) != -1) {
-		switch (c) {
-		case 'c':
-			socket = optarg;
-			break;
-		case 'j':
-			json = true;
-			break;
-		case 'h':
-			cli_status_usage(stdout);
-			return CLI_EXIT_OK;
-		default:
-			cli_opt_error("status", c, argv);
-			return CLI_EXIT_USAGE;
-		}
-	}
+	rc = cli_castord_opts("status", argc, argv, &socket, &json, cli_status_usage);
+	if (rc)
+		return rc > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
 	if (optind < argc) {
 		cli_err("status: unexpected argument '%s'", argv[optind]);
 		return CLI_EXIT_USAGE;

@@ -14,7 +14,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -22,8 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define CASTORD_SOCKET "/run/castor/castord.sock"
-#define MAX_DEF_BYTES  (64u << 10)
+#define MAX_DEF_BYTES (64u << 10)
 
 bool cli_vm_is_cluster_cmd(const char *cmd)
 {
@@ -38,7 +36,7 @@ void cli_vm_cluster_usage(FILE *f)
 	      "  undefine VM   remove its definition\n"
 	      "  list          every defined VM\n"
 	      "  show VM       one VM's definition, as defined\n"
-	      "  --castord PATH  castord's control socket (default " CASTORD_SOCKET ")\n",
+	      "  --castord PATH  castord's control socket (default " CLI_CASTORD_SOCKET ")\n",
 	      f);
 }
 
@@ -151,43 +149,22 @@ static int print(const char *cmd, bool json, const Castor__Response *resp)
 
 int cli_vm_cluster_main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"castord", required_argument, NULL, 'c'},
-		{"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
 	Castor__Request req = CASTOR__REQUEST__INIT;
 	Castor__VmDefineRequest dr = CASTOR__VM_DEFINE_REQUEST__INIT;
 	Castor__VmUndefineRequest ur = CASTOR__VM_UNDEFINE_REQUEST__INIT;
 	Castor__VmListRequest lr = CASTOR__VM_LIST_REQUEST__INIT;
 	Castor__VmShowRequest sr = CASTOR__VM_SHOW_REQUEST__INIT;
 	Castor__Response *resp = NULL;
-	const char *socket = CASTORD_SOCKET, *cmd = argv[1], *arg = NULL;
+	const char *socket, *cmd = argv[1], *arg = NULL;
 	char *text = NULL;
-	bool json = false, takes_arg = strcmp(cmd, "list") != 0;
-	int c, rc, ret = CLI_EXIT_FAIL;
+	bool json, takes_arg = strcmp(cmd, "list") != 0;
+	int rc, ret = CLI_EXIT_FAIL;
 
 	argc--;
 	argv++;
-	opterr = 0;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, ":jh", opts, NULL)) != -1) {
-		switch (c) {
-		case 'c':
-			socket = optarg;
-			break;
-		case 'j':
-			json = true;
-			break;
-		case 'h':
-			cli_vm_cluster_usage(stdout);
-			return CLI_EXIT_OK;
-		default:
-			cli_opt_error(cmd, c, argv);
-			return CLI_EXIT_USAGE;
-		}
-	}
+	rc = cli_castord_opts(cmd, argc, argv, &socket, &json, cli_vm_cluster_usage);
+	if (rc)
+		return rc > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
 	if (takes_arg && optind < argc)
 		arg = argv[optind++];
 	if (optind < argc) {
