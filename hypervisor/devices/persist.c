@@ -161,13 +161,16 @@ out:
 	return rc;
 }
 
-int persist_check_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, uint32_t *seen,
-			 char *why, size_t why_len)
+/* A DEVICE record matched to this VM's device and, when `apply`, loaded into it. */
+static int take_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, uint32_t *seen,
+		       bool apply, char *why, size_t why_len)
 {
 	Castor__DeviceState *d = NULL;
 	const struct hv_dev *dv = NULL;
 	int rc = match_device(vm, body, len, *seen, &d, &dv, why, why_len);
 
+	if (!rc && apply)
+		rc = dv->ops->load(dv->dev, d, why, why_len);
 	if (!rc)
 		*seen |= 1u << (dv - vm->devs);
 	if (d)
@@ -175,20 +178,16 @@ int persist_check_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, ui
 	return rc;
 }
 
+int persist_check_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, uint32_t *seen,
+			 char *why, size_t why_len)
+{
+	return take_device(vm, body, len, seen, false, why, why_len);
+}
+
 int persist_load_device(struct hv_vm *vm, const uint8_t *body, uint32_t len, uint32_t *seen,
 			char *why, size_t why_len)
 {
-	Castor__DeviceState *d = NULL;
-	const struct hv_dev *dv = NULL;
-	int rc = match_device(vm, body, len, *seen, &d, &dv, why, why_len);
-
-	if (!rc)
-		rc = dv->ops->load(dv->dev, d, why, why_len);
-	if (!rc)
-		*seen |= 1u << (dv - vm->devs);
-	if (d)
-		castor__device_state__free_unpacked(d, NULL);
-	return rc;
+	return take_device(vm, body, len, seen, true, why, why_len);
 }
 
 int persist_devices_check(struct hv_vm *vm, uint32_t seen, char *why, size_t why_len)
