@@ -1,6 +1,7 @@
 /*
- * What the castor commands that talk to castord share (node.c, status.c,
- * vm_cluster.c): their options and one request/reply exchange.
+ * One request/reply exchange with a castor-vmm or castord, its failures said
+ * once (cli_call: ha.c, and the castord commands), and the options the
+ * commands that talk to castord share (node.c, status.c, vm_cluster.c).
  */
 #include "tools/castor/cli.h"
 #include "proto/pb.h"
@@ -45,16 +46,16 @@ int cli_castord_opts(const char *who, int argc, char **argv, const char **socket
 	return 0;
 }
 
-int cli_castord_call(const char *who, const char *socket, Castor__Request *req,
-		     Castor__Response **resp_out)
+int cli_call(const char *who, const char *socket, int timeout_ms, bool castord,
+	     Castor__Request *req, Castor__Response **resp_out)
 {
 	Castor__Response *resp = NULL;
-	int rc = pb_call(socket, req, &resp, PB_CALL_TIMEOUT_MS);
+	int rc = pb_call(socket, req, &resp, timeout_ms);
 
 	*resp_out = NULL;
 	if (rc < 0) {
-		cli_err("%s: no reply from castord at %s: %s (is castord running?)", who, socket,
-			strerror(-rc));
+		cli_err("%s: no reply from %s%s: %s%s", who, castord ? "castord at " : "", socket,
+			strerror(-rc), castord ? " (is castord running?)" : "");
 		return rc;
 	}
 	if (resp->error) {
@@ -62,6 +63,7 @@ int cli_castord_call(const char *who, const char *socket, Castor__Request *req,
 			strerror(-resp->error));
 		rc = resp->error;
 	} else if ((int)resp->body_case != (int)req->body_case) {
+		/* the reply to request body N carries body N (control.proto) */
 		cli_err("%s: unexpected reply from %s", who, socket);
 		rc = -EPROTO;
 	}
@@ -71,4 +73,10 @@ int cli_castord_call(const char *who, const char *socket, Castor__Request *req,
 	}
 	*resp_out = resp;
 	return 0;
+}
+
+int cli_castord_call(const char *who, const char *socket, Castor__Request *req,
+		     Castor__Response **resp_out)
+{
+	return cli_call(who, socket, PB_CALL_TIMEOUT_MS, true, req, resp_out);
 }

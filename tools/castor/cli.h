@@ -76,6 +76,16 @@ bool cli_vm_is_cluster_cmd(const char *cmd);
 int cli_vm_cluster_main(int argc, char **argv); /* argv[1] is the command */
 void cli_vm_cluster_usage(FILE *f);
 
+/*
+ * One request (castord_client.c): the reply, whose body answers the request's,
+ * or -errno after one message "castor: WHO: ..." (no reply -- naming castord
+ * when `castord` --, the server's refusal, an unexpected reply).
+ */
+struct Castor__Request;
+struct Castor__Response;
+int cli_call(const char *who, const char *socket, int timeout_ms, bool castord,
+	     struct Castor__Request *req, struct Castor__Response **resp_out);
+
 #define CLI_CASTORD_SOCKET "/run/castor/castord.sock"
 /*
  * The options of a command that talks to castord (castord_client.c):
@@ -88,8 +98,6 @@ int cli_castord_opts(const char *who, int argc, char **argv, const char **socket
  * One request to castord (castord_client.c): the reply, or -errno after a message as
  * "castor: WHO: ..." (no castord, its refusal, an unexpected reply body).
  */
-struct Castor__Request;
-struct Castor__Response;
 int cli_castord_call(const char *who, const char *socket, struct Castor__Request *req,
 		     struct Castor__Response **resp_out);
 

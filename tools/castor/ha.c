@@ -321,21 +321,14 @@ static int parse_args(const char *cmd, int argc, char **argv, struct ha_args *a)
 
 static int call(const char *cmd, const char *socket, Castor__Request *req, Castor__Response **resp)
 {
+	char who[32];
+
+	snprintf(who, sizeof(who), "ha %s", cmd);
 	/* protect answers once the replica is reached and has welcomed it: a connect
 	 * timeout and a busy replica's hello deadline may come first */
-	int rc = pb_call(socket, req, resp,
-			 strcmp(cmd, "protect") ? PB_CALL_TIMEOUT_MS : PROTECT_CALL_TIMEOUT_MS);
-
-	if (rc < 0) {
-		cli_err("ha %s: no reply from %s: %s", cmd, socket, strerror(-rc));
-		return rc;
-	}
-	if ((*resp)->error) {
-		cli_err("ha %s: %s (%s)", cmd, (*resp)->message ? (*resp)->message : "",
-			strerror(-(*resp)->error));
-		return (*resp)->error;
-	}
-	return 0;
+	return cli_call(who, socket,
+			strcmp(cmd, "protect") ? PB_CALL_TIMEOUT_MS : PROTECT_CALL_TIMEOUT_MS,
+			false, req, resp);
 }
 
 /* protect --wait: poll the status until the session is protected or has failed. */
