@@ -362,26 +362,16 @@ static void read_cb(struct bufferevent *bev, void *arg)
 	struct evbuffer *in = bufferevent_get_input(bev);
 
 	for (;;) {
-		size_t len = evbuffer_get_length(in), flen = 0;
 		ProtobufCMessage *msg = NULL;
-		enum pb_frame_status fs;
-		uint8_t *data;
+		size_t flen = 0;
+		int rc = pb_evbuffer_next(in, &castor__request__descriptor, &msg, &flen);
 
-		if (!len)
-			return;
-		data = evbuffer_pullup(in, len < PB_FRAME_HDR_LEN ? -1 : (ssize_t)PB_FRAME_HDR_LEN);
-		fs = pb_frame_check(data, len, &flen);
-		if (fs == PB_FRAME_TOO_BIG) {
+		if (rc < 0) {
 			conn_close(d, bev);
 			return;
 		}
-		if (fs == PB_FRAME_NEED_MORE || len < flen)
+		if (rc == 0)
 			return;
-		data = evbuffer_pullup(in, (ssize_t)flen);
-		if (pb_frame_decode(&castor__request__descriptor, data + PB_FRAME_HDR_LEN,
-				    flen - PB_FRAME_HDR_LEN, &msg) < 0)
-			msg = NULL;
-		evbuffer_drain(in, flen);
 		answer(d, bev, (const Castor__Request *)msg);
 		if (msg)
 			protobuf_c_message_free_unpacked(msg, NULL);

@@ -103,4 +103,15 @@ int pb_unix_connect(const char *path, int *fd_out);
 int pb_call(const char *socket_path, const Castor__Request *req, Castor__Response **resp_out,
 	    int timeout_ms);
 
+/*
+ * The next whole frame of a libevent input buffer (evframe.c): 0 when none is
+ * complete yet; 1 when one was taken off the buffer (*frame_len_out bytes),
+ * *msg_out then holding the message, or NULL when it does not decode (the
+ * caller answers "malformed" and goes on); -EMSGSIZE when the next frame
+ * announces more than PB_FRAME_MAX (drop the peer). The caller frees *msg_out.
+ */
+struct evbuffer;
+int pb_evbuffer_next(struct evbuffer *in, const ProtobufCMessageDescriptor *desc,
+		     ProtobufCMessage **msg_out, size_t *frame_len_out);
+
 #endif

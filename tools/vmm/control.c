@@ -599,33 +599,23 @@ static void read_cb(struct bufferevent *bev, void *arg)
 	struct evbuffer *in = bufferevent_get_input(bev);
 
 	while (!c->close_after_write && !c->quit_after_write) {
-		size_t len = evbuffer_get_length(in), flen = 0;
 		ProtobufCMessage *msg = NULL;
-		enum pb_frame_status fs;
-		uint8_t *data;
-		int rc;
+		size_t flen = 0;
+		int rc = pb_evbuffer_next(in, &castor__request__descriptor, &msg, &flen);
 
-		if (!len)
-			break;
-		data = evbuffer_pullup(in, len < PB_FRAME_HDR_LEN ? -1 : (ssize_t)PB_FRAME_HDR_LEN);
-		fs = pb_frame_check(data, len, &flen);
-		if (fs == PB_FRAME_TOO_BIG) {
+		if (rc == -EMSGSIZE) {
 			LOG_WARN("vm %s: control frame over %u bytes; closing the connection",
 				 c->ctl->v->name, PB_FRAME_MAX);
 			send_error(c, 0, -EMSGSIZE, "frame too large");
 			c->close_after_write = true;
 			break;
 		}
-		if (fs == PB_FRAME_NEED_MORE || len < flen)
+		if (rc == 0)
 			break;
-		data = evbuffer_pullup(in, (ssize_t)flen);
-		rc = pb_frame_decode(&castor__request__descriptor, data + PB_FRAME_HDR_LEN,
-				     flen - PB_FRAME_HDR_LEN, &msg);
-		evbuffer_drain(in, flen);
-		if (rc < 0) {
+		if (!msg) {
 			LOG_WARN("vm %s: undecodable control request (%zu bytes)", c->ctl->v->name,
 				 flen);
-			send_error(c, 0, rc, "malformed request");
+			send_error(c, 0, -EBADMSG, "malformed request");
 			continue;
 		}
 		handle_request(c, (const Castor__Request *)msg);
