@@ -223,6 +223,14 @@ void io_gate_open(struct hv_io *io);
 /* Identity page tables, GDT, and a vCPU's 64-bit entry state (boot/entry64.c). */
 int boot_build_page_tables(struct hv_vm *vm);
 int boot_vcpu_entry64(struct hv_vcpu *vcpu, uint64_t rip, uint64_t rdi, uint64_t rsi, uint64_t rdx);
+/* A vCPU's first state in general: long mode on the boot page tables, or PVH's flat
+ * 32-bit protected mode without paging. Selectors index the GDT at 0x3000. */
+struct boot_entry {
+	bool protected32;
+	uint16_t cs, ds, gdt_limit;
+	uint64_t rip, rdi, rsi, rdx, rbx;
+};
+int boot_vcpu_enter(struct hv_vcpu *vcpu, const struct boot_entry *e);
 int boot_vcpu_cpuid(struct hv_vcpu *vcpu);
 int boot_vcpu_tsc_khz(struct hv_vcpu *vcpu, uint32_t *khz_out);
 

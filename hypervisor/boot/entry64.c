@@ -132,7 +132,7 @@ static void seg_flat(struct kvm_segment *s, uint16_t sel, uint8_t type, bool cod
 	s->g = 1;
 }
 
-int boot_vcpu_entry64(struct hv_vcpu *v, uint64_t rip, uint64_t rdi, uint64_t rsi, uint64_t rdx)
+int boot_vcpu_enter(struct hv_vcpu *v, const struct boot_entry *e)
 {
 	struct kvm_mp_state mp = {.mp_state = KVM_MP_STATE_RUNNABLE};
 	struct kvm_sregs sregs;
@@ -141,33 +141,42 @@ int boot_vcpu_entry64(struct hv_vcpu *v, uint64_t rip, uint64_t rdi, uint64_t rs
 
 	if (ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0)
 		return -errno;
-	seg_flat(&sregs.cs, 0x08, 0xb, true);
-	seg_flat(&sregs.ds, 0x10, 0x3, false);
+	seg_flat(&sregs.cs, e->cs, 0xb, !e->protected32);
+	seg_flat(&sregs.ds, e->ds, 0x3, false);
 	sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
 	memset(&sregs.tr, 0, sizeof(sregs.tr));
 	sregs.tr.limit = 0x67;
-	sregs.tr.type = 0xb; /* busy 64-bit TSS */
+	sregs.tr.type = 0xb; /* busy TSS: 64-bit in long mode, 32-bit in protected mode */
 	sregs.tr.present = 1;
 	memset(&sregs.ldt, 0, sizeof(sregs.ldt));
 	sregs.ldt.type = 0x2;
 	sregs.ldt.unusable = 1;
 	sregs.gdt.base = BOOT_GDT_GPA;
-	sregs.gdt.limit = 3 * 8 - 1;
+	sregs.gdt.limit = e->gdt_limit;
 	sregs.idt.base = 0;
 	sregs.idt.limit = 0;
-	sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
-	sregs.cr3 = BOOT_PML4_GPA;
-	sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
-	sregs.efer = EFER_LME | EFER_LMA;
+	if (e->protected32) {
+		/* PVH: flat 32-bit protected mode, paging off (xen/arch-x86/hvm/start_info.h) */
+		sregs.cr0 = CR0_PE | CR0_ET;
+		sregs.cr3 = 0;
+		sregs.cr4 = 0;
+		sregs.efer = 0;
+	} else {
+		sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+		sregs.cr3 = BOOT_PML4_GPA;
+		sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+		sregs.efer = EFER_LME | EFER_LMA;
+	}
 	if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0)
 		return -errno;
 
 	memset(&regs, 0, sizeof(regs));
 	regs.rflags = 0x2;
-	regs.rip = rip;
-	regs.rdi = rdi;
-	regs.rsi = rsi;
-	regs.rdx = rdx;
+	regs.rip = e->rip;
+	regs.rdi = e->rdi;
+	regs.rsi = e->rsi;
+	regs.rdx = e->rdx;
+	regs.rbx = e->rbx;
 	regs.rsp = BOOT_STACKS_TOP - (uint64_t)v->idx * HV_PAGE_SIZE;
 	if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0)
 		return -errno;
@@ -181,6 +190,19 @@ int boot_vcpu_entry64(struct hv_vcpu *v, uint64_t rip, uint64_t rdi, uint64_t rs
 	if (ioctl(v->fd, KVM_SET_MP_STATE, &mp) < 0)
 		return -errno;
 	return 0;
+}
+
+int boot_vcpu_entry64(struct hv_vcpu *v, uint64_t rip, uint64_t rdi, uint64_t rsi, uint64_t rdx)
+{
+	const struct boot_entry e = {.cs = 0x08,
+				     .ds = 0x10,
+				     .gdt_limit = 3 * 8 - 1,
+				     .rip = rip,
+				     .rdi = rdi,
+				     .rsi = rsi,
+				     .rdx = rdx};
+
+	return boot_vcpu_enter(v, &e);
 }
 
 int boot_vcpu_tsc_khz(struct hv_vcpu *v, uint32_t *khz_out)
