@@ -36,6 +36,11 @@ struct hv_kvm {
 	int vcpu_mmap_size;
 	struct kvm_cpuid2 *cpuid; /* KVM_GET_SUPPORTED_CPUID */
 	uint32_t tsc_khz;
+	/*
+	 * No kvm_intel or kvm_amd: /dev/kvm is kvm_pvm, which emulates guest
+	 * ring 0 and cannot run `lock cmpxchg16b` there (CX16 is hidden).
+	 */
+	bool ring0_emulated;
 };
 int kvm_open(const char *path, struct hv_kvm *kvm, char *why, size_t why_len);
 void kvm_close(struct hv_kvm *kvm);
@@ -69,14 +74,25 @@ bool bus_dispatch(struct hv_bus *bus, struct hv_vcpu *vcpu, uint64_t addr, uint8
 
 /* ---- devices -------------------------------------------------------------------------- */
 
+/* Drives the UART's interrupt line (IRQ 4) to `level`; called with the UART's lock held. */
+typedef void (*serial_irq_fn)(void *arg, bool level);
 struct hv_serial {
 	pthread_mutex_t lock;
 	int out_fd;
 	uint8_t ier, lcr, mcr, scr, dll, dlm, fcr;
+	/*
+	 * The transmitter is always empty (bytes leave at once), so the one
+	 * interrupt is "THR empty": pending after a byte is written or THRI is
+	 * enabled, cleared by reading IIR, as a 16550 does.
+	 */
+	bool thre_pending, irq_level;
+	serial_irq_fn irq_cb; /* NULL: no line (polled guests) */
+	void *irq_arg;
 	char line[256];
 	size_t line_len;
 };
 void serial_init(struct hv_serial *s, int out_fd);
+void serial_set_irq(struct hv_serial *s, serial_irq_fn cb, void *arg);
 void serial_dispose(struct hv_serial *s);
 void serial_access(void *dev, struct hv_vcpu *vcpu, uint64_t offset, uint8_t *data, uint32_t len,
 		   bool is_write);

@@ -107,6 +107,8 @@ int kvm_open(const char *path, struct hv_kvm *kvm, char *why, size_t why_len)
 		rc = -ENOTSUP;
 		goto fail;
 	}
+	kvm->ring0_emulated = access("/sys/module/kvm_intel", F_OK) != 0 &&
+			      access("/sys/module/kvm_amd", F_OK) != 0;
 	rc = get_supported_cpuid(kvm);
 	if (rc < 0) {
 		snprintf(why, why_len, "%s: KVM_GET_SUPPORTED_CPUID: %s", path, strerror(-rc));

@@ -104,6 +104,16 @@ static int vm_ioctls(struct hv_vm *vm)
 	return 0;
 }
 
+/* COM1's IRQ 4, through the in-kernel PIC and IOAPIC (serial.c calls it on edges). */
+static void serial_irq_line(void *arg, bool level)
+{
+	struct hv_vm *vm = arg;
+	struct kvm_irq_level l = {.irq = 4, .level = level};
+
+	if (ioctl(vm->fd, KVM_IRQ_LINE, &l) < 0)
+		LOG_GUEST_WARN("vm %s: raising COM1's interrupt: %s", vm->name, strerror(errno));
+}
+
 int hv_vm_create(const struct hv_vm_config *cfg, struct hv_vm **vm_out)
 {
 	struct hv_vm *vm;
@@ -152,6 +162,7 @@ int hv_vm_create(const struct hv_vm_config *cfg, struct hv_vm **vm_out)
 		LOG_ERRNO(rc, "vm %s: setting up the VM", vm->name);
 		goto fail;
 	}
+	serial_set_irq(&vm->serial, serial_irq_line, vm);
 	rc = mem_init(vm, cfg->mem_bytes);
 	if (rc < 0) {
 		LOG_ERRNO(rc, "vm %s: guest RAM of %" PRIu64 " MiB", vm->name,

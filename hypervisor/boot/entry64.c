@@ -100,8 +100,9 @@ int boot_vcpu_cpuid(struct hv_vcpu *v)
 		switch (e->function) {
 		case 1:
 			e->ebx = (e->ebx & 0x00ffffffu) | (v->idx << 24); /* initial APIC id */
-			e->ecx &= ~(1u << 13); /* CX16: kvm_pvm cannot emulate it in ring 0 */
-			e->ecx |= 1u << 31;    /* running under a hypervisor */
+			if (v->vm->kvm.ring0_emulated)
+				e->ecx &= ~(1u << 13); /* CX16: kvm_pvm cannot emulate it */
+			e->ecx |= 1u << 31;	       /* running under a hypervisor */
 			break;
 		case 0xb:
 		case 0x1f:

@@ -1,6 +1,8 @@
 /*
  * A 16550 UART on COM1, output only: enough for a guest that polls the line
- * status register and writes bytes. Output is written a line at a time.
+ * status register and writes bytes, and for Linux's 8250 driver, which also
+ * probes the modem-control loopback and sends with the "THR empty" interrupt
+ * on IRQ 4. Output is written a line at a time.
  */
 #define LOG_TAG "serial"
 #include "hypervisor/hv_int.h"
@@ -24,6 +26,9 @@ enum {
 #define UART_LSR_THRE	0x20
 #define UART_LSR_TEMT	0x40
 #define UART_IIR_NO_INT 0x01
+#define UART_IIR_THRI	0x02
+#define UART_IER_THRI	0x02
+#define UART_MCR_LOOP	0x10
 
 void serial_init(struct hv_serial *s, int out_fd)
 {
@@ -31,6 +36,40 @@ void serial_init(struct hv_serial *s, int out_fd)
 	pthread_mutex_init(&s->lock, NULL);
 	s->out_fd = out_fd;
 	s->dll = 12; /* 9600 baud, as firmware leaves it */
+}
+
+void serial_set_irq(struct hv_serial *s, serial_irq_fn cb, void *arg)
+{
+	pthread_mutex_lock(&s->lock);
+	s->irq_cb = cb;
+	s->irq_arg = arg;
+	pthread_mutex_unlock(&s->lock);
+}
+
+static bool thre_irq(const struct hv_serial *s)
+{
+	return (s->ier & UART_IER_THRI) && s->thre_pending;
+}
+
+/* Move the line on its edges only; the caller holds the lock. */
+static void update_irq(struct hv_serial *s)
+{
+	bool level = thre_irq(s);
+
+	if (level == s->irq_level)
+		return;
+	s->irq_level = level;
+	if (s->irq_cb)
+		s->irq_cb(s->irq_arg, level);
+}
+
+/* MSR: in loopback, the modem outputs come back as inputs (DTR->DSR, RTS->CTS, ...). */
+static uint8_t msr(const struct hv_serial *s)
+{
+	if (!(s->mcr & UART_MCR_LOOP))
+		return 0xb0; /* CTS, DSR, DCD: a cable that is always ready */
+	return (uint8_t)((s->mcr & 0x02 ? 0x10 : 0) | (s->mcr & 0x01 ? 0x20 : 0) |
+			 (s->mcr & 0x04 ? 0x40 : 0) | (s->mcr & 0x08 ? 0x80 : 0));
 }
 
 static void flush_line(struct hv_serial *s)
@@ -80,16 +119,21 @@ void serial_access(void *dev, struct hv_vcpu *vcpu, uint64_t offset, uint8_t *da
 	if (is_write) {
 		switch (offset) {
 		case UART_RBR_THR:
-			if (dlab)
+			if (dlab) {
 				s->dll = data[0];
-			else
+			} else {
 				put_byte(s, data[0]);
+				s->thre_pending = true; /* sent already: empty again */
+			}
 			break;
 		case UART_IER:
-			if (dlab)
+			if (dlab) {
 				s->dlm = data[0];
-			else
-				s->ier = data[0] & 0x0f;
+				break;
+			}
+			if (!(s->ier & UART_IER_THRI) && (data[0] & UART_IER_THRI))
+				s->thre_pending = true;
+			s->ier = data[0] & 0x0f;
 			break;
 		case UART_IIR_FCR:
 			s->fcr = data[0];
@@ -115,7 +159,10 @@ void serial_access(void *dev, struct hv_vcpu *vcpu, uint64_t offset, uint8_t *da
 			data[0] = dlab ? s->dlm : s->ier;
 			break;
 		case UART_IIR_FCR:
-			data[0] = UART_IIR_NO_INT | (s->fcr & 1 ? 0xc0 : 0);
+			data[0] = (thre_irq(s) ? UART_IIR_THRI : UART_IIR_NO_INT) |
+				  (s->fcr & 1 ? 0xc0 : 0);
+			if (thre_irq(s))
+				s->thre_pending = false; /* reading IIR acknowledges it */
 			break;
 		case UART_LCR:
 			data[0] = s->lcr;
@@ -127,7 +174,7 @@ void serial_access(void *dev, struct hv_vcpu *vcpu, uint64_t offset, uint8_t *da
 			data[0] = UART_LSR_THRE | UART_LSR_TEMT;
 			break;
 		case UART_MSR:
-			data[0] = 0xb0; /* CTS, DSR, DCD */
+			data[0] = msr(s);
 			break;
 		case UART_SCR:
 			data[0] = s->scr;
@@ -136,6 +183,7 @@ void serial_access(void *dev, struct hv_vcpu *vcpu, uint64_t offset, uint8_t *da
 			data[0] = 0xff;
 		}
 	}
+	update_irq(s);
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -168,6 +216,9 @@ static int serial_load(void *dev, const Castor__DeviceState *in, char *why, size
 
 	pthread_mutex_lock(&u->lock);
 	SERIAL_REGS(REG_LOAD)
+	/* the transmitter was empty; the line's level came back with the irqchip's state */
+	u->thre_pending = u->ier & UART_IER_THRI;
+	u->irq_level = thre_irq(u);
 	pthread_mutex_unlock(&u->lock);
 	return 0;
 }
