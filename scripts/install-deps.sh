@@ -15,6 +15,7 @@ libsodium-dev
 libcpg-dev libquorum-dev libvotequorum-dev libcmap-dev libcorosync-common-dev libcfg-dev corosync
 libibverbs-dev librdmacm-dev
 qemu-system-x86
+acpica-tools
 iproute2 procps psmisc iputils-ping
 python3 python3-zstandard zstd
 gnuplot-nox

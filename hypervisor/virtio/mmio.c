@@ -56,6 +56,12 @@ enum {
 /* Legacy-free IRQ lines for up to HV_MAX_VIRTIO devices. */
 static const uint32_t virtio_gsi[HV_MAX_VIRTIO] = {5, 6, 7, 9, 10, 11, 12, 14};
 
+void virtio_mmio_slot(unsigned idx, uint64_t *base_out, uint32_t *gsi_out)
+{
+	*base_out = HV_VIRTIO_BASE + (uint64_t)idx * VIRTIO_MMIO_SIZE;
+	*gsi_out = virtio_gsi[idx];
+}
+
 static const uint8_t *mem_ptr_cb(void *ctx, uint64_t gpa, uint64_t len)
 {
 	return mem_ptr(ctx, gpa, len);
@@ -531,8 +537,7 @@ int virtio_mmio_create(struct hv_vm *vm, const struct virtio_dev_ops *ops, void 
 	m->vm = vm;
 	m->ops = ops;
 	m->dev = dev;
-	m->base = HV_VIRTIO_BASE + (uint64_t)vm->nvirtio * VIRTIO_MMIO_SIZE;
-	m->gsi = virtio_gsi[vm->nvirtio];
+	virtio_mmio_slot(vm->nvirtio, &m->base, &m->gsi);
 	m->irq_fd = m->resample_fd = -1;
 	snprintf(m->name, sizeof(m->name), "%s", name);
 	m->mem = (struct vq_mem){.ctx = vm, .ptr = mem_ptr_cb, .write = mem_write_cb};

@@ -173,6 +173,11 @@ struct virtio_mmio {
 	uint64_t interrupts;
 };
 
+/*
+ * Slot idx (< HV_MAX_VIRTIO): where the idx-th device of a VM sits and the GSI
+ * it raises, for the transport and for whoever describes it (ACPI tables).
+ */
+void virtio_mmio_slot(unsigned idx, uint64_t *base_out, uint32_t *gsi_out);
 /* Create the transport at the next free slot, register MMIO, ioeventfds and irqfd. */
 int virtio_mmio_create(struct hv_vm *vm, const struct virtio_dev_ops *ops, void *dev,
 		       const char *name, struct virtio_mmio **out);
