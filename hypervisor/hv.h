@@ -15,7 +15,8 @@
  *   - hv_mem_write(): the one way the VMM writes guest RAM; it marks the pages
  *     dirty. Writing guest RAM any other way is a bug that corrupts replicas.
  *
- * Typical use: hv_vm_create(), hv_tg_load() (the test guest), hv_vm_start(),
+ * Typical use: hv_vm_create(), hv_tg_load() (the test guest) or hv_linux_load()
+ * (a Linux kernel), hv_vm_start(),
  * then pause/harvest/resume at will, hv_vm_free() at the end.
  *
  * Threads: every function may be called from any thread that is not a vCPU
@@ -33,5 +34,6 @@
 #include "hv_precopy.h"
 #include "hv_stream.h"
 #include "hv_tg.h"
+#include "hv_linux.h"
 
 #endif

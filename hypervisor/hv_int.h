@@ -41,6 +41,8 @@ struct hv_kvm {
 	 * ring 0 and cannot run `lock cmpxchg16b` there (CX16 is hidden).
 	 */
 	bool ring0_emulated;
+	/* KVM_CAP_TSC_DEADLINE_TIMER: the in-kernel LAPIC emulates TSC-deadline mode */
+	bool tsc_deadline;
 };
 int kvm_open(const char *path, struct hv_kvm *kvm, char *why, size_t why_len);
 void kvm_close(struct hv_kvm *kvm);

@@ -107,6 +107,7 @@ int kvm_open(const char *path, struct hv_kvm *kvm, char *why, size_t why_len)
 		rc = -ENOTSUP;
 		goto fail;
 	}
+	kvm->tsc_deadline = ioctl(kvm->fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0;
 	kvm->ring0_emulated = access("/sys/module/kvm_intel", F_OK) != 0 &&
 			      access("/sys/module/kvm_amd", F_OK) != 0;
 	rc = get_supported_cpuid(kvm);

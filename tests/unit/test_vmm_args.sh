@@ -74,7 +74,7 @@ bad $g --verify -- "need --protect HOST:PORT"
 bad $g --protect nocolon -- "--protect:"
 bad $g --protect 127.0.0.1:1 --mode output --interval 5 --min-spacing 10 -- \
 	"--min-spacing is longer than --interval"
-bad run --mem 32M --cpus 1 $c -- "--test-guest is required"
+bad run --mem 32M --cpus 1 $c -- "give the guest: --test-guest or --kernel FILE"
 bad run --cpus 1 --test-guest $c -- "--mem is required"
 bad run --mem 32M --cpus 1 --test-guest -- "--control PATH is required"
 bad $g --mem -- "option '--mem' needs a value"
@@ -83,6 +83,55 @@ bad $g --repl-nice 20 -- "--repl-nice: '20' is not a nice value"
 bad $g --repl-rt 100 -- "--repl-rt: '100' is not a real-time priority"
 bad $g --interval 0 -- "is not a number of milliseconds"
 bad $g extra -- "unexpected argument 'extra'"
+# run --kernel: the files are read and checked before any VM exists
+k="run --mem 64M --cpus 1 $c --kernel"
+bad $g --kernel /x -- "--test-guest and --kernel exclude each other"
+bad $g --initrd /x -- "--initrd and --cmdline go with --kernel"
+bad $g --cmdline quiet -- "--initrd and --cmdline go with --kernel"
+bad restore --snapshot x $c --kernel /x -- "--kernel does not apply to 'castor-vmm restore'"
+bad $k "$tmp/none" -- "kernel $tmp/none: No such file or directory"
+bad $k "$tmp" -- "kernel $tmp: not a regular file"
+: >"$tmp/empty"
+bad $k "$tmp/empty" -- "kernel $tmp/empty: the file is empty"
+head -c 8192 /dev/urandom >"$tmp/junk"
+printf 'not a kernel' | dd of="$tmp/junk" conv=notrunc 2>/dev/null
+bad $k "$tmp/junk" -- "neither an ELF vmlinux nor a bzImage"
+# kernels made to the boot protocol and the ELF spec (python3 is a build dependency)
+python3 - "$tmp" <<'PY'
+import struct, sys
+d = sys.argv[1]
+b = bytearray(64 * 1024)
+b[0x1f1] = 4                                   # setup_sects
+struct.pack_into("<H", b, 0x1fe, 0xaa55)
+b[0x201] = 0x6a
+b[0x202:0x206] = b"HdrS"
+struct.pack_into("<H", b, 0x206, 0x020f)       # protocol 2.15
+b[0x211] = 1                                   # LOADED_HIGH
+struct.pack_into("<I", b, 0x22c, 0x7fffffff)   # initrd_addr_max
+struct.pack_into("<H", b, 0x236, 1)            # XLF_KERNEL_64
+struct.pack_into("<I", b, 0x238, 2047)         # cmdline_size
+struct.pack_into("<Q", b, 0x258, 0x1000000)    # pref_address
+struct.pack_into("<I", b, 0x260, 1 << 20)      # init_size
+open(d + "/bz", "wb").write(b)
+open(d + "/bz-cut", "wb").write(b[:0x240])
+old = bytearray(b); struct.pack_into("<H", old, 0x206, 0x020a)
+open(d + "/bz-old", "wb").write(old)
+k32 = bytearray(b); struct.pack_into("<H", k32, 0x236, 0)
+open(d + "/bz-32", "wb").write(k32)
+e = bytearray(4096)
+e[0:4] = b"\x7fELF"; e[4] = 1; e[5] = 1       # ELFCLASS32
+open(d + "/elf32", "wb").write(e)
+PY
+bad $k "$tmp/bz-cut" -- "the setup header ends at byte 620, past the end of the file (576 bytes): truncated"
+bad $k "$tmp/bz-old" -- "boot protocol 2.10 is older than 2.12"
+bad $k "$tmp/bz-32" -- "XLF_KERNEL_64 unset"
+bad $k "$tmp/elf32" -- "not a 64-bit little-endian file"
+truncate -s 80M "$tmp/initrd"
+bad $k "$tmp/bz" --initrd "$tmp/initrd" -- "the initrd (80 MiB) is larger than the guest's RAM (64 MiB)"
+bad $k "$tmp/bz" --initrd "$tmp/empty" -- "initrd $tmp/empty: the file is empty"
+bad $k "$tmp/bz" --cmdline "$(head -c 3000 /dev/zero | tr '\0' x)" -- \
+	"the command line is 3000 bytes; this kernel takes at most 2047"
+bad run --mem 16M --cpus 1 $c --kernel "$tmp/bz" -- "the kernel needs RAM up to 17 MiB"
 # restore and standby
 bad restore $c -- "--snapshot FILE is required"
 bad restore --snapshot x $c --mem 32M -- "--mem does not apply to 'castor-vmm restore'"

@@ -1,5 +1,5 @@
 /*
- * castor-vmm run: a new VM of the test guest, started at once; with
+ * castor-vmm run: a new VM of the test guest or of a Linux kernel, started at once; with
  * --protect, protected from its first instruction (no output ever leaves it
  * unheld), as `castor ha protect` would protect it later.
  */
@@ -25,11 +25,21 @@ static int build(struct vmm *v)
 	rc = vmm_add_devices(v, v->vm);
 	if (rc < 0)
 		return rc;
-	rc = hv_tg_load(v->vm, &o->tg);
-	if (rc < 0) {
-		fprintf(stderr, "castor-vmm: cannot load the test guest %s: %s\n", o->tg.image_path,
-			strerror(-rc));
-		return rc;
+	if (o->kernel.kernel) {
+		char why[512];
+
+		rc = hv_linux_load(v->vm, &o->kernel, why, sizeof(why));
+		if (rc < 0) {
+			fprintf(stderr, "castor-vmm: cannot load the kernel: %s\n", why);
+			return rc;
+		}
+	} else {
+		rc = hv_tg_load(v->vm, &o->tg);
+		if (rc < 0) {
+			fprintf(stderr, "castor-vmm: cannot load the test guest %s: %s\n",
+				o->tg.image_path, strerror(-rc));
+			return rc;
+		}
 	}
 	/* a protected VM never emits unheld output, not even before the first epoch */
 	if (o->protect)
@@ -64,7 +74,7 @@ int vmm_cmd_run(int argc, char **argv)
 	struct vmm_opts o;
 	struct sockaddr_storage ss;
 	unsigned sslen;
-	char why[256];
+	char why[512];
 	int rc;
 
 	rc = vmm_cmd_opts(VMM_RUN, argc, argv, &o);
@@ -74,10 +84,20 @@ int vmm_cmd_run(int argc, char **argv)
 		return vmm_bad_usage("--mem is required");
 	if (!o.have_cpus)
 		return vmm_bad_usage("--cpus is required");
-	if (!o.test_guest)
-		return vmm_bad_usage("--test-guest is required (no other guest is supported yet)");
+	if (o.test_guest && o.kernel.kernel)
+		return vmm_bad_usage(
+			"--test-guest and --kernel exclude each other: one guest per VM");
+	if (!o.test_guest && !o.kernel.kernel)
+		return vmm_bad_usage("give the guest: --test-guest or --kernel FILE");
+	if (!o.kernel.kernel && (o.kernel.initrd || o.kernel.cmdline))
+		return vmm_bad_usage("--initrd and --cmdline go with --kernel");
 	if (hv_vm_config_check(&o.vm, why, sizeof(why)) < 0)
 		return vmm_bad_usage("%s", why);
+	/* the files are read and checked now: a bad kernel is refused before any VM exists */
+	if (o.kernel.kernel && hv_linux_check(&o.kernel, o.vm.mem_bytes, why, sizeof(why)) < 0) {
+		fprintf(stderr, "castor-vmm: %s\n", why);
+		return 2; /* like any bad command line */
+	}
 	if (o.protect) {
 		for (unsigned i = 0; i < o.ndisks; i++)
 			if (!o.disks[i].read_only)

@@ -26,6 +26,9 @@ enum opt_id {
 	O_TEST_GUEST,
 	O_GUEST_PARAM,
 	O_GUEST_IMAGE,
+	O_KERNEL,
+	O_INITRD,
+	O_CMDLINE,
 	O_CONTROL,
 	O_SERIAL,
 	O_NAME,
@@ -74,6 +77,9 @@ static const struct opt table[] = {
 	{"test-guest", no_argument, O_TEST_GUEST, VMM_RUN, from_snapshot},
 	{"guest-param", required_argument, O_GUEST_PARAM, VMM_RUN, from_snapshot},
 	{"guest-image", required_argument, O_GUEST_IMAGE, VMM_RUN, from_snapshot},
+	{"kernel", required_argument, O_KERNEL, VMM_RUN, from_snapshot},
+	{"initrd", required_argument, O_INITRD, VMM_RUN, from_snapshot},
+	{"cmdline", required_argument, O_CMDLINE, VMM_RUN, from_snapshot},
 	{"control", required_argument, O_CONTROL, ALL, NULL},
 	{"serial", required_argument, O_SERIAL, ALL, NULL},
 	{"name", required_argument, O_NAME, ALL, NULL},
@@ -127,6 +133,10 @@ void vmm_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: castor-vmm run --mem SIZE --cpus N --test-guest --control PATH [options]\n"
+		"       castor-vmm run --mem SIZE --cpus N --kernel FILE [--initrd FILE] "
+		"[--cmdline "
+		"TEXT]\n"
+		"                      --control PATH [options]\n"
 		"       castor-vmm restore --snapshot FILE [--snapshot INCREMENTAL ...] --control "
 		"PATH\n"
 		"                          [--net ...] [--disk ...] [--paused] [--serial ...]\n"
@@ -138,7 +148,12 @@ void vmm_usage(FILE *f)
 		"  --mem SIZE            guest RAM: 16M up to the host's available memory "
 		"(K/M/G/T)\n"
 		"  --cpus N              vCPUs, 1 to %u\n"
-		"  --test-guest          run Castor's test guest (the only guest so far)\n"
+		"  --test-guest          run Castor's test guest (docs/test-guest.md)\n"
+		"  --kernel FILE         boot a Linux kernel: a vmlinux (PVH entry) or a bzImage\n"
+		"                        (docs/guests.md; `castor mkguest` builds one)\n"
+		"  --initrd FILE         (with --kernel) the initramfs\n"
+		"  --cmdline TEXT        (with --kernel) the kernel command line, e.g.\n"
+		"                        \"console=ttyS0 castor.ip=10.0.0.2/24\"\n"
 		"  --guest-param K=V     test-guest parameter, repeatable: wss=SIZE rate=N|max\n"
 		"                        outrate=N seed=N window=N tick=0|1 (docs/test-guest.md)\n"
 		"  --guest-image FILE    test-guest image (default: the one built with "
@@ -293,6 +308,15 @@ static int take(const struct opt *op, char *arg, struct vmm_opts *o)
 		break;
 	case O_GUEST_IMAGE:
 		o->tg.image_path = arg;
+		break;
+	case O_KERNEL:
+		o->kernel.kernel = arg;
+		break;
+	case O_INITRD:
+		o->kernel.initrd = arg;
+		break;
+	case O_CMDLINE:
+		o->kernel.cmdline = arg;
 		break;
 	case O_CONTROL:
 		o->control = arg;

@@ -59,6 +59,7 @@ struct vmm_opts {
 	unsigned cmd; /* one enum vmm_cmd_bit */
 	struct hv_vm_config vm;
 	struct hv_tg_config tg;
+	struct hv_linux_config kernel; /* run --kernel: a Linux guest instead of the test guest */
 	bool have_mem, have_cpus, test_guest;
 	const char *control;
 	const char *serial;
