@@ -6,10 +6,11 @@
  * Built so far: the configuration, membership and quorum from corosync
  * (membership.c), the control socket serving `castor node list` and the
  * cluster's VM definitions (`castor vm define|undefine|list|show`: defs.c,
- * replicated over CPG, kept in state_dir/vms), and the Prometheus endpoint
- * (metrics.c). The
- * supervision of castor-vmm processes, the VM definitions and pairs shared
- * over CPG, failover and metrics come next (docs/cluster.md says what exists).
+ * replicated over CPG, kept in state_dir/vms), the pairs (pairs.c: `castor
+ * vm start|stop`, every event over CPG), the castor-vmm processes of the VMs
+ * that run on this host (supervise.c: a crash is reported to the cluster at
+ * once), and the Prometheus endpoint (metrics.c). Protection, failover and
+ * re-protection come next (docs/cluster.md says what exists).
  *
  * One libevent loop runs everything; corosync's fds join it. The control
  * socket is a unix socket, mode 0600, and a peer other than root or our own
@@ -32,23 +33,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "clusterd/castord.h"
 #include "clusterd/cluster.h"
 #include "proto/pb.h"
 #include "util/util.h"
-
-#define MAX_CONNS 64
-
-struct daemon {
-	struct event_base *base;
-	struct cd_config conf;
-	struct cd_membership *members;
-	struct cd_defs *defs;	 /* the cluster's VM definitions (large: on the heap) */
-	uint64_t replayed_joins; /* the view's join count when the table was last replayed */
-	bool layout_logged;	 /* the layout refusal was logged (once per refusal) */
-	struct evconnlistener *listener;
-	unsigned nconns;
-	struct cd_metrics *metrics;
-};
 
 static void usage(FILE *f)
 {
@@ -102,9 +90,8 @@ static int send_change(struct daemon *d, const struct cd_defmsg *msg)
 	return cd_membership_send(d->members, iov, n);
 }
 
-static void defs_msg(void *arg, uint32_t from, const void *buf, size_t len)
+static void defs_msg(struct daemon *d, uint32_t from, const void *buf, size_t len)
 {
-	struct daemon *d = arg;
 	struct cd_defmsg m;
 	char why[512];
 
@@ -115,6 +102,20 @@ static void defs_msg(void *arg, uint32_t from, const void *buf, size_t len)
 	if (cd_defs_apply(d->defs, m.name, m.text, m.text_len, m.generation, m.origin, why,
 			  sizeof(why)) < 0)
 		LOG_WARN("node %u: vm %s: %s; ignored", from, m.name, why);
+}
+
+/* Every message from the group, in agreed order: definitions or pairs, by magic. */
+static void group_msg(void *arg, uint32_t from, const void *buf, size_t len)
+{
+	struct daemon *d = arg;
+	uint64_t magic = 0;
+
+	if (len >= sizeof(magic))
+		memcpy(&magic, buf, sizeof(magic));
+	if (magic == CD_PAIRMSG_MAGIC)
+		vms_msg(d, from, buf, len);
+	else
+		defs_msg(d, from, buf, len);
 }
 
 /* A node joined: replay the whole table, so it catches up (versions decide). */
@@ -164,7 +165,7 @@ static void fill_def(Castor__VmDefinition *o, const struct cd_def *e, bool text,
 static char *one_hosts[CD_MAX_HOSTS];
 
 /* The change needs quorum: a partition must not rewrite what the majority holds. */
-static int need_quorum(struct daemon *d, const char **msg)
+int castord_need_quorum(struct daemon *d, const char **msg)
 {
 	struct cd_view_nodes v;
 
@@ -201,7 +202,7 @@ static int vm_define(struct daemon *d, const Castor__VmDefineRequest *r, Castor_
 		*msg = why;
 		return -EEXIST;
 	}
-	rc = need_quorum(d, msg);
+	rc = castord_need_quorum(d, msg);
 	if (rc < 0)
 		return rc;
 	cd_membership_view(d->members, &v);
@@ -242,7 +243,17 @@ static int vm_undefine(struct daemon *d, const Castor__VmUndefineRequest *r,
 		*msg = why;
 		return -ENOENT;
 	}
-	rc = need_quorum(d, msg);
+	{
+		struct cd_pair_entry *p = cd_pairs_find(d->pairs, e->vm.name);
+
+		if (p && p->pair.state != CD_PAIR_S_DEFINED) {
+			snprintf(why, sizeof(why), "vm %s is %s on %s: stop it first", e->vm.name,
+				 cd_pair_state_str(p->pair.state), p->pair.primary);
+			*msg = why;
+			return -EBUSY;
+		}
+	}
+	rc = castord_need_quorum(d, msg);
 	if (rc < 0)
 		return rc;
 	cd_membership_view(d->members, &v);
@@ -276,6 +287,7 @@ static int vm_list(struct daemon *d, Castor__VmList *l)
 			continue;
 		castor__vm_definition__init(&defs[n]);
 		fill_def(&defs[n], &d->defs->def[i], false, hosts[n]);
+		vms_fill(d, &defs[n], d->defs->def[i].vm.name);
 		ptrs[n] = &defs[n];
 		n++;
 	}
@@ -297,6 +309,7 @@ static int vm_show(struct daemon *d, const Castor__VmShowRequest *r, Castor__VmD
 		return -ENOENT;
 	}
 	fill_def(o, e, true, one_hosts);
+	vms_fill(d, o, e->vm.name);
 	return 0;
 }
 
@@ -336,6 +349,14 @@ static void answer(struct daemon *d, struct bufferevent *bev, const Castor__Requ
 		rc = vm_show(d, req->vm_show, &def, &msg);
 		resp.body_case = CASTOR__RESPONSE__BODY_VM_SHOW;
 		resp.vm_show = &def;
+	} else if (req->body_case == CASTOR__REQUEST__BODY_VM_START) {
+		rc = vms_start(d, req->vm_start, &def, &msg);
+		resp.body_case = CASTOR__RESPONSE__BODY_VM_START;
+		resp.vm_start = &def;
+	} else if (req->body_case == CASTOR__REQUEST__BODY_VM_STOP) {
+		rc = vms_stop(d, req->vm_stop, &def, &msg);
+		resp.body_case = CASTOR__RESPONSE__BODY_VM_STOP;
+		resp.vm_stop = &def;
 	} else {
 		resp.error = -EOPNOTSUPP;
 		resp.message = "castord does not serve this request (yet): see docs/cluster.md";
@@ -492,7 +513,9 @@ static void view_changed(void *arg)
 	if (v.connected && v.joins != d->replayed_joins) {
 		d->replayed_joins = v.joins;
 		replay_defs(d);
+		vms_replay(d);
 	}
+	vms_view_changed(d, &v);
 	LOG_DBG("view: %s, %s, %u members", v.connected ? "connected" : "no corosync",
 		v.quorate ? "quorate" : "no quorum", members);
 }
@@ -545,8 +568,10 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	d.defs = calloc(1, sizeof(*d.defs));
-	if (!d.defs)
+	d.pairs = calloc(1, sizeof(*d.pairs));
+	if (!d.defs || !d.pairs)
 		goto out;
+	cd_pairs_init(d.pairs);
 	{
 		char dir[CD_PATH_MAX + 8];
 
@@ -562,7 +587,7 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
-	if (cd_membership_open(d.base, &d.conf, view_changed, defs_msg, &d, &d.members) < 0)
+	if (cd_membership_open(d.base, &d.conf, view_changed, group_msg, &d, &d.members) < 0)
 		goto out;
 	if (d.conf.metrics[0] && cd_metrics_open(d.base, d.conf.metrics, fill_metrics, &d,
 						 &d.metrics, why, sizeof(why)) < 0) {
@@ -579,11 +604,13 @@ int main(int argc, char **argv)
 	event_base_dispatch(d.base);
 	status = 0;
 out:
+	vms_shutdown(&d);
 	cd_metrics_free(d.metrics);
 	cd_membership_free(d.members);
 	if (d.defs)
 		cd_defs_dispose(d.defs);
 	free(d.defs);
+	free(d.pairs);
 	if (d.listener) {
 		evconnlistener_free(d.listener);
 		unlink(d.conf.control);

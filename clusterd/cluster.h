@@ -9,6 +9,8 @@
  *   pair.c     the HA pair's state machine: one const table of transitions,
  *              each guarded by the safety rules (quorum, the primary known
  *              gone) and logged "vm3: syncing -(synced)-> protected"
+ *   pairs.c    every VM's pair, the same on every node: events over CPG
+ *   supervise.c  the castor-vmm processes castord starts on its host
  *
  * Parsers are strict: an unknown key, a repeated one, a bad value or a
  * missing required one is an error naming the file, the line and what is
@@ -20,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 /* ---- the line format (conf.c) ------------------------------------------------------- */
@@ -240,6 +243,106 @@ bool cd_view_can_release_output(const struct cd_view *v);
  */
 struct cd_view_nodes;
 const char *cd_layout_problem(const struct cd_view_nodes *v, bool allow_two_node);
+
+/* ---- the cluster's pairs, replicated (pairs.c) ---------------------------------------------- */
+
+/* One VM's pair as every node holds it; `generation` counts the events applied to it. */
+struct cd_pair_entry {
+	struct cd_pair pair;
+	uint64_t generation;
+};
+struct cd_pairs {
+	unsigned n;
+	struct cd_pair_entry e[CD_MAX_DEFS];
+};
+void cd_pairs_init(struct cd_pairs *s);
+struct cd_pair_entry *cd_pairs_find(struct cd_pairs *s, const char *vm);
+
+/*
+ * EVENT and SYNC on CPG: a 368-byte message (magic "CDPAIRM1"). An EVENT is
+ * one cd_pair_event for one VM with the view its sender decided on (the
+ * guards are evaluated on it, the same on every node) and the host it is
+ * about (START: the chosen primary); a SYNC is a whole entry, replayed when a
+ * node joins (the higher generation wins).
+ */
+enum cd_pairmsg_kind { CD_PAIRMSG_EVENT = 1, CD_PAIRMSG_SYNC = 2 };
+struct cd_pairmsg {
+	enum cd_pairmsg_kind kind;
+	enum cd_pair_event event; /* EVENT */
+	enum cd_pair_state state; /* SYNC */
+	uint32_t flags;		  /* EVENT: the sender's view */
+	uint64_t generation;	  /* SYNC */
+	uint32_t failovers;	  /* SYNC */
+	char vm[CD_NAME_MAX];
+	char primary[CD_NAME_MAX]; /* EVENT: the host it is about; SYNC: the entry's */
+	char replica[CD_NAME_MAX];
+	char reason[128];
+};
+struct cd_pairmsg_hdr {
+	uint64_t magic;
+	uint32_t kind, event, state, flags;
+	uint64_t generation;
+	uint32_t failovers, reserved;
+	char vm[CD_NAME_MAX];
+	char primary[CD_NAME_MAX];
+	char replica[CD_NAME_MAX];
+	char reason[128];
+};
+_Static_assert(sizeof(struct cd_pairmsg_hdr) == 360, "pairmsg layout");
+#define CD_PAIRMSG_MAGIC 0x314d524941504443ull /* "CDPAIRM1" */
+/* An EVENT about `vm` and `host` decided on view `v`. */
+void cd_pairmsg_event(struct cd_pairmsg *m, const char *vm, enum cd_pair_event e, const char *host,
+		      const struct cd_view *v, const char *reason);
+void cd_pairmsg_sync(struct cd_pairmsg *m, const struct cd_pair_entry *e);
+/* Fill `h`, the whole message; returns its length. */
+unsigned cd_pairmsg_encode(const struct cd_pairmsg *m, struct cd_pairmsg_hdr *h);
+/* -EBADMSG for anything that is not a well-formed EVENT or SYNC. */
+int cd_pairmsg_decode(const void *buf, size_t len, struct cd_pairmsg *out);
+/*
+ * Apply a delivered message. EVENT: through cd_pair_apply() with the
+ * message's view (-EINVAL/-EPERM as it returns, nothing changed), -ESTALE for
+ * an event about a host that is not the VM's primary any more. SYNC: taken
+ * when newer. 0 when applied (or an older SYNC ignored).
+ */
+int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **why_out);
+
+/* ---- the processes castord starts (supervise.c) --------------------------------------------- */
+
+struct event_base;
+struct cd_proc;
+/* The child is ready: its ready_path exists as a socket (castor-vmm's control socket). */
+typedef void (*cd_proc_ready_fn)(void *arg, struct cd_proc *p);
+/*
+ * The child ended: its wait status (-1 when unknown) and the last line of its
+ * log. Call cd_proc_free(p) from here or later; nothing else of p is used.
+ */
+typedef void (*cd_proc_exit_fn)(void *arg, struct cd_proc *p, int wstatus, const char *last_line);
+struct cd_proc_spec {
+	const char *name;	/* the VM, for logs */
+	char *const *argv;	/* argv[0] is the program; PATH is searched */
+	const char *log_path;	/* its stdout and stderr, appended (0600) */
+	const char *ready_path; /* a socket the child makes when it is ready */
+	cd_proc_ready_fn ready_cb;
+	cd_proc_exit_fn exit_cb;
+	void *arg;
+};
+/*
+ * Spawn the child (its own process group, stdin /dev/null, default signal
+ * handling) and watch it on `base`'s loop through a pidfd. 0, or -errno with
+ * why (a program that cannot be run is an error here, not an exit later).
+ */
+int cd_proc_start(struct event_base *base, const struct cd_proc_spec *spec, struct cd_proc **out,
+		  char *why, size_t why_len);
+pid_t cd_proc_pid(const struct cd_proc *p);
+/* Not ended yet (a child that ended but was not reported is not running). */
+bool cd_proc_is_running(const struct cd_proc *p);
+const char *cd_proc_name(const struct cd_proc *p);
+/* A signal through the pidfd (never a recycled pid); -ESRCH once it ended. */
+int cd_proc_kill(struct cd_proc *p, int sig);
+/* Stops watching; a child still running is killed (SIGKILL) and reaped. NULL is fine. */
+void cd_proc_free(struct cd_proc *p);
+/* "exited with status 1", "killed by signal 9 (Killed)" */
+void cd_wait_status_str(int wstatus, char *buf, size_t len);
 
 /* ---- membership and quorum from corosync (membership.c) ---------------------------------- */
 

@@ -11,7 +11,14 @@ as the text exposition format) must follow corosync as daemons stop and start:
   - b's corosync killed too: a alone is not quorate;
   - b's corosync started again: a and b quorate again, b's castord reconnected by itself.
 
-usage: test_membership.py CASTORD CASTOR
+Also the cluster's VM definitions (the same everywhere, changed only with quorum, caught
+up by a node that was away) and starting and stopping VMs: castord on the chosen host
+runs castor-vmm, and every node sees its state; a castor-vmm that cannot start or that
+dies is reported at once with its exit status and last words, on every node. Without
+/dev/kvm (castor-vmm cannot create a VM) the start is seen failing that way; with it, the
+VM is seen running, killed (kill -9), started again and stopped.
+
+usage: test_membership.py CASTORD CASTOR CASTOR_VMM
 Exit 0 pass, 1 fail, 77 skip (not root, no corosync, no namespaces; a failure instead
 under CASTOR_REQUIRE_KVM=1). Everything it starts is stopped by PID, and the corosync
 daemons' /dev/shm leftovers are removed, also when it fails.
@@ -26,7 +33,7 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CASTORD, CASTOR = sys.argv[1:3]
+CASTORD, CASTOR, VMM = sys.argv[1:4]
 # a prefix of its own: two runs at once (two checkouts) must not tear down each other's hosts
 P = os.environ.get("CASTOR_NETNS_PREFIX", f"ccl{os.getpid()}")
 NODES = {"a": ("10.77.0.11", 1), "b": ("10.77.0.12", 2), "c": ("10.77.0.13", 3)}
@@ -106,7 +113,7 @@ class Cluster:
         with open(conf, "w") as f:
             f.write(f"node = {n}\nstate_dir = {self.d}/{n}-state\n"
                     f"control = {self.d}/{n}.sock\nmetrics = {NODES[n][0]}:9477\n"
-                    f"{self.extra_conf}")
+                    f"vmm = {VMM}\n{self.extra_conf}")
         self.castord[n] = subprocess.Popen(ns(n) + [CASTORD, "--config", conf],
                                            stdout=open(f"{self.d}/{n}-castord.out", "w"),
                                            stderr=subprocess.STDOUT)
@@ -268,6 +275,82 @@ def definitions(cl, d):
           "by line, a node cut off caught up (a removal included), kept across a restart")
 
 
+def vm_state(cl, n, name):
+    """(state, primary, last_event) of VM `name` as node n sees it."""
+    for v in json.loads(cl.castor(n, "vm", "list", "--json").stdout)["vms"]:
+        if v["name"] == name:
+            return v["state"], v["primary"], v["last_event"]
+    raise Fail(f"{n} does not list {name}")
+
+
+def expect_vm(cl, name, state, primary, what, event=None):
+    """Every node lists `name` in `state` on `primary` (and `event` in its last event)."""
+    for n in NODES:
+        def ok():
+            s, p, e = vm_state(cl, n, name)
+            return s == state and p == primary and (event is None or event in e)
+        try:
+            wait_for(f"{name} {state} on {n}: {what}", ok, timeout=30, step=0.1)
+        except Fail:
+            raise Fail(f"{n} sees {name} as {vm_state(cl, n, name)}; expected {state} on "
+                       f"'{primary}' with '{event}' ({what})")
+
+
+def vmm_pid(cl, n, name):
+    """The pid of the castor-vmm castord `n` runs for `name` (from its log line)."""
+    out = open(f"{cl.d}/{n}-castord.out").read()
+    pids = [line.split("pid ")[1].split(",")[0] for line in out.splitlines()
+            if f"supervise: {name}: castor-vmm started, pid " in line]
+    if not pids:
+        raise Fail(f"castord {n} never started {name}")
+    return int(pids[-1])
+
+
+def vm_runs(cl, d):
+    """castor vm start|stop: the chosen host's castord runs castor-vmm and every node
+    follows its state; a castor-vmm that cannot start or dies is reported at once."""
+    with open(f"{d}/vm5.conf", "w") as f:
+        f.write(VM1.replace("vm1", "vm5").replace("hosts = a, b", "hosts = b")
+                .replace("protection = interval\ninterval = 20\n", ""))
+    cl.castor("a", "vm", "define", f"{d}/vm5.conf")
+    wait_for("vm5 defined on c", lambda: "vm5" in cl.vms("c"))
+    for args, words in ((("vm", "start", "vm9"), "no VM named 'vm9' is defined"),
+                        (("vm", "start", "vm5", "--host", "zz"), "host 'zz' is not a live"),
+                        (("vm", "stop", "vm5"), "vm5 is defined: nothing to stop")):
+        r = cl.castor("c", *args, check=False)
+        if r.returncode != 1 or words not in r.stderr:
+            raise Fail(f"castor {' '.join(args)}: {r.returncode} {r.stderr.strip()!r}")
+    r = cl.castor("a", "vm", "start", "vm5")
+    if r.stdout.strip() != "vm5 starting on b":
+        raise Fail(f"castor vm start: {r.stdout.strip()!r}")
+    if not os.path.exists("/dev/kvm"):
+        # castor-vmm on b cannot create a VM here: every node hears why, at once
+        expect_vm(cl, "vm5", "defined", "", "castor-vmm could not start",
+                  "start-failed: castor-vmm on b exited with status 1: castor-vmm: cannot "
+                  "create the VM: /dev/kvm does not exist")
+        print("vm start: castor-vmm on b failed to start (no /dev/kvm here); every node "
+              "showed why at once")
+        cl.castor("a", "vm", "undefine", "vm5")
+        return
+    expect_vm(cl, "vm5", "unprotected", "b", "castor-vmm runs")
+    r = cl.castor("c", "vm", "start", "vm5", check=False)
+    if r.returncode != 1 or "vm5 is unprotected on b: stop it first" not in r.stderr:
+        raise Fail(f"a second start: {r.returncode} {r.stderr.strip()!r}")
+    r = cl.castor("c", "vm", "undefine", "vm5", check=False)
+    if r.returncode != 1 or "stop it first" not in r.stderr:
+        raise Fail(f"undefine while it runs: {r.returncode} {r.stderr.strip()!r}")
+    os.kill(vmm_pid(cl, "b", "vm5"), signal.SIGKILL)
+    expect_vm(cl, "vm5", "defined", "", "castor-vmm killed",
+              "primary-lost: castor-vmm on b killed by signal 9")
+    cl.castor("b", "vm", "start", "vm5", "--host", "c")
+    expect_vm(cl, "vm5", "unprotected", "c", "started again, on c")
+    cl.castor("a", "vm", "stop", "vm5")
+    expect_vm(cl, "vm5", "defined", "", "stopped", "stopped: castor-vmm on c exited")
+    cl.castor("a", "vm", "undefine", "vm5")
+    print("vm start/stop: ran on b, a kill -9 seen at once everywhere, started on c, "
+          "stopped")
+
+
 def two_nodes(d):
     """Two voting nodes and no witness: castord says why the layout is refused and changes
     nothing, until allow_two_node = yes forces it."""
@@ -313,6 +396,7 @@ def run(d):
                 m[("castor_node_member", 'node="a",peer="c",nodeid="3"')]) != (1, 3, 1):
             raise Fail(f"a's metrics with all three up: {m}")
         definitions(cl, d)
+        vm_runs(cl, d)
         cl.kill_corosync("c")
         for n in ("a", "b"):
             expect(cl, n, True, True, {"a", "b"}, "c's corosync killed")

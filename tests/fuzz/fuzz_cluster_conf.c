@@ -1,7 +1,8 @@
 /*
  * castord's files: castord.conf (cd_config_parse) and VM definitions
  * (cd_vmdef_parse) on arbitrary bytes, and the same bytes as a definition
- * message from another node (cd_defmsg_decode). Rules: never crash or read past the
+ * message or a pair message from another node (cd_defmsg_decode,
+ * cd_pairmsg_decode, then applied to a pair table). Rules: never crash or read past the
  * input; a refusal explains itself with the file name first; what is
  * accepted holds the documented bounds (a node name, absolute paths, a port
  * range in order, at most 4 disks and NICs, an interval only with protection).
@@ -47,6 +48,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_CHECK(m.text_len == size - sizeof(struct cd_defmsg_hdr));
 		}
 	}
+	/* ... and as a pair EVENT or SYNC: decoded, then applied, twice (a replay) */
+	{
+		static struct cd_pairs t;
+		struct cd_pairmsg m;
+		const char *w;
+
+		if (cd_pairmsg_decode(data, size, &m) == 0) {
+			FUZZ_CHECK(cd_is_name(m.vm));
+			FUZZ_CHECK(!m.primary[0] || cd_is_name(m.primary));
+			cd_pairs_init(&t);
+			cd_pairs_apply(&t, &m, &w);
+			cd_pairs_apply(&t, &m, &w);
+			FUZZ_CHECK(t.n == 1 && t.e[0].pair.state < CD_PAIR_N_STATES);
+		}
+	}
 	return 0;
 }
 
@@ -68,6 +84,14 @@ void fuzz_seeds(fuzz_seed_fn add, void *ctx)
 
 	for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)
 		add(ctx, (const uint8_t *)seeds[i], strlen(seeds[i]));
+	{
+		const struct cd_view v = {.quorate = true};
+		struct cd_pairmsg pm;
+		struct cd_pairmsg_hdr ph;
+
+		cd_pairmsg_event(&pm, "vm3", CD_PAIR_E_START, "b", &v, "castor vm start");
+		add(ctx, (const uint8_t *)&ph, cd_pairmsg_encode(&pm, &ph));
+	}
 	snprintf(m.name, sizeof(m.name), "vm3");
 	m.text = seeds[1];
 	m.text_len = strlen(seeds[1]);

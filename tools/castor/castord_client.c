@@ -11,12 +11,13 @@
 #include <string.h>
 
 int cli_castord_opts(const char *who, int argc, char **argv, const char **socket, bool *json,
-		     void (*usage)(FILE *f))
+		     const char **host, void (*usage)(FILE *f))
 {
 	static const struct option opts[] = {
 		{"castord", required_argument, NULL, 'c'},
 		{"socket", required_argument, NULL, 'c'}, /* as the per-VMM commands name it */
 		{"json", no_argument, NULL, 'j'},
+		{"host", required_argument, NULL, 'H'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -24,6 +25,8 @@ int cli_castord_opts(const char *who, int argc, char **argv, const char **socket
 
 	*socket = CLI_CASTORD_SOCKET;
 	*json = false;
+	if (host)
+		*host = NULL;
 	opterr = 0;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, ":s:jh", opts, NULL)) != -1) {
@@ -34,6 +37,13 @@ int cli_castord_opts(const char *who, int argc, char **argv, const char **socket
 			break;
 		case 'j':
 			*json = true;
+			break;
+		case 'H':
+			if (!host) {
+				cli_err("%s: --host does not apply here", who);
+				return -EINVAL;
+			}
+			*host = optarg;
 			break;
 		case 'h':
 			usage(stdout);

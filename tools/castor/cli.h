@@ -89,11 +89,12 @@ int cli_call(const char *who, const char *socket, int timeout_ms, bool castord,
 #define CLI_CASTORD_SOCKET "/run/castor/castord.sock"
 /*
  * The options of a command that talks to castord (castord_client.c):
- * --castord PATH (or --socket PATH), --json, --help. 0, 1 after --help was
- * printed, or -EINVAL after a message; optind is left after the options.
+ * --castord PATH (or --socket PATH), --json, --help, and --host H where
+ * `host` is not NULL. 0, 1 after --help was printed, or -EINVAL after a
+ * message; optind is left after the options.
  */
 int cli_castord_opts(const char *who, int argc, char **argv, const char **socket, bool *json,
-		     void (*usage)(FILE *f));
+		     const char **host, void (*usage)(FILE *f));
 /*
  * One request to castord (castord_client.c): the reply, or -errno after a message as
  * "castor: WHO: ..." (no castord, its refusal, an unexpected reply body).

@@ -96,7 +96,7 @@ int cli_status_main(int argc, char **argv)
 	bool json;
 	int rc, ret = CLI_EXIT_FAIL;
 
-	rc = cli_castord_opts("status", argc, argv, &socket, &json, cli_status_usage);
+	rc = cli_castord_opts("status", argc, argv, &socket, &json, NULL, cli_status_usage);
 	if (rc)
 		return rc > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
 	if (optind < argc) {

@@ -1,5 +1,5 @@
 /*
- * castor vm define|undefine|list|show: the cluster's VM definitions, through
+ * castor vm define|undefine|list|show|start|stop: the cluster's VMs, through
  * the local castord (docs/cluster.md). The other `castor vm` commands talk to
  * one castor-vmm (vm.c).
  *
@@ -7,6 +7,8 @@
  *   castor vm undefine VM      [--castord PATH] [--json]
  *   castor vm list             [--castord PATH] [--json]
  *   castor vm show VM          [--castord PATH] [--json]
+ *   castor vm start VM         [--host H] [--castord PATH] [--json]
+ *   castor vm stop VM          [--castord PATH] [--json]
  */
 #include "tools/castor/cli.h"
 #include "tools/castor/json.h"
@@ -26,7 +28,7 @@
 bool cli_vm_is_cluster_cmd(const char *cmd)
 {
 	return !strcmp(cmd, "define") || !strcmp(cmd, "undefine") || !strcmp(cmd, "list") ||
-	       !strcmp(cmd, "show");
+	       !strcmp(cmd, "show") || !strcmp(cmd, "start") || !strcmp(cmd, "stop");
 }
 
 void cli_vm_cluster_usage(FILE *f)
@@ -36,6 +38,9 @@ void cli_vm_cluster_usage(FILE *f)
 	      "  undefine VM   remove its definition\n"
 	      "  list          every defined VM\n"
 	      "  show VM       one VM's definition, as defined\n"
+	      "  start VM      run it: on --host H, else its first live host, else the\n"
+	      "                least loaded (castord starts and watches its castor-vmm)\n"
+	      "  stop VM       stop it, wherever it runs\n"
 	      "  --castord PATH  castord's control socket (default " CLI_CASTORD_SOCKET ")\n",
 	      f);
 }
@@ -90,6 +95,11 @@ static void def_json(struct cli_json *j, const Castor__VmDefinition *v, bool tex
 	cli_json_u64(j, "nics", v->nics);
 	cli_json_u64(j, "generation", v->generation);
 	cli_json_u64(j, "origin", v->origin);
+	cli_json_str(j, "state", v->state ? v->state : "");
+	cli_json_str(j, "primary", v->primary ? v->primary : "");
+	cli_json_str(j, "replica", v->replica ? v->replica : "");
+	cli_json_str(j, "last_event", v->last_event ? v->last_event : "");
+	cli_json_u64(j, "failovers", v->failovers);
 	if (text)
 		cli_json_str(j, "text", v->text ? v->text : "");
 	cli_json_object_end(j);
@@ -97,11 +107,14 @@ static void def_json(struct cli_json *j, const Castor__VmDefinition *v, bool tex
 
 static void def_line(const Castor__VmDefinition *v)
 {
-	printf("%-20s %-6s %6" PRIu64 "M %4u  %-9s %6u  ", v->name, v->guest, v->mem_bytes >> 20,
-	       v->cpus, v->protection, v->interval_ms);
+	printf("%-20s %-12s %-8s %-6s %6" PRIu64 "M %4u  %-9s %6u  ", v->name, v->state,
+	       v->primary && *v->primary ? v->primary : "-", v->guest, v->mem_bytes >> 20, v->cpus,
+	       v->protection, v->interval_ms);
 	for (size_t i = 0; i < v->n_hosts; i++)
 		printf("%s%s", i ? "," : "", v->hosts[i]);
 	printf("%s\n", v->n_hosts ? "" : "any");
+	if (v->last_event && *v->last_event && !strcmp(v->state, "defined"))
+		printf("%-20s last: %s\n", "", v->last_event);
 }
 
 static int print(const char *cmd, bool json, const Castor__Response *resp)
@@ -122,8 +135,8 @@ static int print(const char *cmd, bool json, const Castor__Response *resp)
 			cli_json_finish(&j);
 			return CLI_EXIT_OK;
 		}
-		printf("%-20s %-6s %7s %4s  %-9s %6s  %s\n", "NAME", "GUEST", "MEM", "CPUS",
-		       "PROTECT", "MS", "HOSTS");
+		printf("%-20s %-12s %-8s %-6s %7s %4s  %-9s %6s  %s\n", "NAME", "STATE", "HOST",
+		       "GUEST", "MEM", "CPUS", "PROTECT", "MS", "HOSTS");
 		for (size_t i = 0; i < l->n_vm; i++)
 			def_line(l->vm[i]);
 		return CLI_EXIT_OK;
@@ -131,6 +144,8 @@ static int print(const char *cmd, bool json, const Castor__Response *resp)
 	{
 		const Castor__VmDefinition *v = !strcmp(cmd, "define")	   ? resp->vm_define
 						: !strcmp(cmd, "undefine") ? resp->vm_undefine
+						: !strcmp(cmd, "start")	   ? resp->vm_start
+						: !strcmp(cmd, "stop")	   ? resp->vm_stop
 									   : resp->vm_show;
 
 		if (json) {
@@ -139,6 +154,9 @@ static int print(const char *cmd, bool json, const Castor__Response *resp)
 			cli_json_finish(&j);
 		} else if (!strcmp(cmd, "show")) {
 			fputs(v->text ? v->text : "", stdout);
+		} else if (!strcmp(cmd, "start") || !strcmp(cmd, "stop")) {
+			/* the request is sent; the state follows in `castor vm list` */
+			printf("%s %s on %s\n", v->name, v->state, v->primary);
 		} else {
 			printf("%s %s\n", v->name,
 			       !strcmp(cmd, "define") ? "defined" : "undefined");
@@ -154,15 +172,18 @@ int cli_vm_cluster_main(int argc, char **argv)
 	Castor__VmUndefineRequest ur = CASTOR__VM_UNDEFINE_REQUEST__INIT;
 	Castor__VmListRequest lr = CASTOR__VM_LIST_REQUEST__INIT;
 	Castor__VmShowRequest sr = CASTOR__VM_SHOW_REQUEST__INIT;
+	Castor__VmStartRequest str = CASTOR__VM_START_REQUEST__INIT;
+	Castor__VmStopRequest stp = CASTOR__VM_STOP_REQUEST__INIT;
 	Castor__Response *resp = NULL;
-	const char *socket, *cmd = argv[1], *arg = NULL;
+	const char *socket, *cmd = argv[1], *arg = NULL, *host = NULL;
 	char *text = NULL;
 	bool json, takes_arg = strcmp(cmd, "list") != 0;
 	int rc, ret = CLI_EXIT_FAIL;
 
 	argc--;
 	argv++;
-	rc = cli_castord_opts(cmd, argc, argv, &socket, &json, cli_vm_cluster_usage);
+	rc = cli_castord_opts(cmd, argc, argv, &socket, &json, !strcmp(cmd, "start") ? &host : NULL,
+			      cli_vm_cluster_usage);
 	if (rc)
 		return rc > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
 	if (takes_arg && optind < argc)
@@ -192,6 +213,15 @@ int cli_vm_cluster_main(int argc, char **argv)
 		sr.name = (char *)arg;
 		req.body_case = CASTOR__REQUEST__BODY_VM_SHOW;
 		req.vm_show = &sr;
+	} else if (!strcmp(cmd, "start")) {
+		str.name = (char *)arg;
+		str.host = (char *)(host ? host : "");
+		req.body_case = CASTOR__REQUEST__BODY_VM_START;
+		req.vm_start = &str;
+	} else if (!strcmp(cmd, "stop")) {
+		stp.name = (char *)arg;
+		req.body_case = CASTOR__REQUEST__BODY_VM_STOP;
+		req.vm_stop = &stp;
 	} else {
 		req.body_case = CASTOR__REQUEST__BODY_VM_LIST;
 		req.vm_list = &lr;

@@ -19,7 +19,15 @@ static int build(struct vmm *v)
 
 	rc = hv_vm_create(&o->vm, &v->vm);
 	if (rc < 0) {
-		fprintf(stderr, "castor-vmm: cannot create the VM: %s\n", strerror(-rc));
+		const char *kvm = o->vm.kvm_path ? o->vm.kvm_path : "/dev/kvm";
+
+		if (rc == -ENOENT)
+			fprintf(stderr,
+				"castor-vmm: cannot create the VM: %s does not exist (no KVM "
+				"on this host)\n",
+				kvm);
+		else
+			fprintf(stderr, "castor-vmm: cannot create the VM: %s\n", strerror(-rc));
 		return rc;
 	}
 	rc = vmm_add_devices(v, v->vm);

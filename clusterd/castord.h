@@ -1,0 +1,60 @@
+/*
+ * castord's insides, shared by its files (castord.c: the daemon, its control
+ * socket and the definitions; castord_vms.c: starting, stopping and watching
+ * VMs through the pairs). Not a library header: only castord includes it.
+ */
+#ifndef CASTOR_CASTORD_H
+#define CASTOR_CASTORD_H
+
+#include <stdbool.h>
+
+#include "clusterd/cluster.h"
+#include "proto/pb.h"
+
+#define MAX_CONNS    64
+#define STOP_GRACE_S 10 /* SIGTERM, then SIGKILL after this long */
+
+/* A castor-vmm this castord started: the VM runs (or starts, or stops) here. */
+struct local_vm {
+	char name[CD_NAME_MAX];
+	struct cd_proc *proc; /* NULL: the slot is free */
+	bool stopping;	      /* asked to stop: its exit is STOPPED, not a loss */
+	struct event *kill_ev;
+};
+
+struct daemon {
+	struct event_base *base;
+	struct cd_config conf;
+	struct cd_membership *members;
+	struct cd_defs *defs;	/* the cluster's VM definitions (large: on the heap) */
+	struct cd_pairs *pairs; /* every VM's pair, the same on every node (heap too) */
+	struct local_vm local[CD_MAX_DEFS];
+	uint64_t replayed_joins; /* the view's join count when the table was last replayed */
+	bool layout_logged;	 /* the layout refusal was logged (once per refusal) */
+	struct evconnlistener *listener;
+	unsigned nconns;
+	struct cd_metrics *metrics;
+};
+
+/* 0, or -EPERM with the sentence to print: no quorum, or a layout castord refuses. */
+int castord_need_quorum(struct daemon *d, const char **msg);
+
+/* ---- castord_vms.c --------------------------------------------------------------------------- */
+
+/* A CPG message about pairs (magic CD_PAIRMSG_MAGIC), in agreed order. */
+void vms_msg(struct daemon *d, uint32_t from, const void *buf, size_t len);
+/* Membership changed: pairs whose primary's host left are reported lost (by one node). */
+void vms_view_changed(struct daemon *d, const struct cd_view_nodes *v);
+/* A node joined: replay every pair entry (SYNC), so it catches up. */
+void vms_replay(struct daemon *d);
+/* castor vm start|stop: 0 with `o` filled, or -errno with the sentence in *msg. */
+int vms_start(struct daemon *d, const Castor__VmStartRequest *r, Castor__VmDefinition *o,
+	      const char **msg);
+int vms_stop(struct daemon *d, const Castor__VmStopRequest *r, Castor__VmDefinition *o,
+	     const char **msg);
+/* The pair's fields of a definition reply (state, primary, ...); strings point into d. */
+void vms_fill(struct daemon *d, Castor__VmDefinition *o, const char *name);
+/* castord exits: stop every castor-vmm it started (SIGTERM, then SIGKILL). */
+void vms_shutdown(struct daemon *d);
+
+#endif

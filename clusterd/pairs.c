@@ -1,0 +1,197 @@
+/*
+ * The cluster's pairs: one struct cd_pair per VM that has ever run, the same
+ * on every node (docs/cluster.md, "Starting and stopping VMs").
+ *
+ * A pair changes only through an EVENT message delivered to every member in
+ * CPG's agreed order. The sender decides: it checks the safety rules against
+ * its own view before sending, and the message carries that view (quorate,
+ * primary gone, ...) so that every receiver evaluates the same guard on the
+ * same facts and reaches the same state -- a receiver whose quorum callback
+ * happens to lag a message behind does not fork the table. Each applied event
+ * bumps the entry's generation; when a node joins, every member replays its
+ * entries as SYNC messages and the highest generation wins, as with the
+ * definitions (defs.c).
+ */
+#define LOG_TAG "pairs"
+#include "clusterd/cluster.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "util/util.h"
+
+#define F_QUORATE      0x1u
+#define F_PRIMARY_GONE 0x2u
+#define F_REPLICA_GONE 0x4u
+#define F_REPLICA_HOST 0x8u
+#define F_ALL	       0xfu
+
+void cd_pairs_init(struct cd_pairs *s)
+{
+	memset(s, 0, sizeof(*s));
+}
+
+struct cd_pair_entry *cd_pairs_find(struct cd_pairs *s, const char *vm)
+{
+	for (unsigned i = 0; i < s->n; i++)
+		if (!strcmp(s->e[i].pair.vm, vm))
+			return &s->e[i];
+	return NULL;
+}
+
+/* The entry of `vm`, made in DEFINED if there is none yet; NULL when the table is full. */
+static struct cd_pair_entry *get(struct cd_pairs *s, const char *vm)
+{
+	struct cd_pair_entry *e = cd_pairs_find(s, vm);
+
+	if (e || s->n == CD_MAX_DEFS)
+		return e;
+	e = &s->e[s->n++];
+	memset(e, 0, sizeof(*e));
+	cd_pair_init(&e->pair, vm);
+	return e;
+}
+
+static void copy_name(char *dst, const char *src)
+{
+	snprintf(dst, CD_NAME_MAX, "%s", src ? src : "");
+}
+
+int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **why_out)
+{
+	struct cd_pair_entry *e;
+	struct cd_view v = {
+		.quorate = m->flags & F_QUORATE,
+		.primary_gone = m->flags & F_PRIMARY_GONE,
+		.replica_gone = m->flags & F_REPLICA_GONE,
+		.have_replica_host = m->flags & F_REPLICA_HOST,
+	};
+	int rc;
+
+	if (why_out)
+		*why_out = NULL;
+	e = get(s, m->vm);
+	if (!e) {
+		if (why_out)
+			*why_out = "the pair table is full";
+		return -ENOSPC;
+	}
+	if (m->kind == CD_PAIRMSG_SYNC) {
+		if (m->generation <= e->generation)
+			return 0; /* what we hold is as new or newer */
+		e->generation = m->generation;
+		e->pair.state = m->state;
+		copy_name(e->pair.primary, m->primary);
+		copy_name(e->pair.replica, m->replica);
+		e->pair.failovers = m->failovers;
+		snprintf(e->pair.last_reason, sizeof(e->pair.last_reason), "%s", m->reason);
+		return 0;
+	}
+	/* the event names the host it is about: a stale one (another host's) is ignored */
+	if (m->event != CD_PAIR_E_START && m->primary[0] && e->pair.primary[0] &&
+	    strcmp(m->primary, e->pair.primary)) {
+		LOG_INFO("%s: %s about host %s ignored: the VM's primary is %s now", m->vm,
+			 cd_pair_event_str(m->event), m->primary, e->pair.primary);
+		if (why_out)
+			*why_out = "the event is about a host that is not the VM's primary";
+		return -ESTALE;
+	}
+	rc = cd_pair_apply(&e->pair, m->event, &v, m->reason, why_out);
+	if (rc < 0)
+		return rc;
+	if (m->event == CD_PAIR_E_START)
+		copy_name(e->pair.primary, m->primary);
+	e->generation++;
+	return 0;
+}
+
+/* ---- the messages ------------------------------------------------------------------------ */
+
+unsigned cd_pairmsg_encode(const struct cd_pairmsg *m, struct cd_pairmsg_hdr *h)
+{
+	memset(h, 0, sizeof(*h));
+	h->magic = CD_PAIRMSG_MAGIC;
+	h->kind = m->kind;
+	h->event = m->event;
+	h->state = m->state;
+	h->flags = m->flags;
+	h->generation = m->generation;
+	h->failovers = m->failovers;
+	copy_name(h->vm, m->vm);
+	copy_name(h->primary, m->primary);
+	copy_name(h->replica, m->replica);
+	snprintf(h->reason, sizeof(h->reason), "%s", m->reason);
+	return sizeof(*h);
+}
+
+static bool is_string(const char *s, size_t cap)
+{
+	return memchr(s, 0, cap) != NULL;
+}
+
+static bool is_host(const char *s)
+{
+	return !s[0] || cd_is_name(s);
+}
+
+int cd_pairmsg_decode(const void *buf, size_t len, struct cd_pairmsg *out)
+{
+	struct cd_pairmsg_hdr h;
+
+	if (len != sizeof(h))
+		return -EBADMSG;
+	memcpy(&h, buf, sizeof(h));
+	if (h.magic != CD_PAIRMSG_MAGIC || h.reserved || (h.flags & ~F_ALL))
+		return -EBADMSG;
+	if (h.kind != CD_PAIRMSG_EVENT && h.kind != CD_PAIRMSG_SYNC)
+		return -EBADMSG;
+	if (h.kind == CD_PAIRMSG_EVENT && h.event >= CD_PAIR_N_EVENTS)
+		return -EBADMSG;
+	if (h.kind == CD_PAIRMSG_SYNC && (h.state >= CD_PAIR_N_STATES || !h.generation))
+		return -EBADMSG;
+	if (!is_string(h.vm, sizeof(h.vm)) || !is_string(h.primary, sizeof(h.primary)) ||
+	    !is_string(h.replica, sizeof(h.replica)) || !is_string(h.reason, sizeof(h.reason)))
+		return -EBADMSG;
+	if (!cd_is_name(h.vm) || !is_host(h.primary) || !is_host(h.replica))
+		return -EBADMSG;
+	memset(out, 0, sizeof(*out));
+	out->kind = h.kind;
+	out->event = h.event;
+	out->state = h.state;
+	out->flags = h.flags;
+	out->generation = h.generation;
+	out->failovers = h.failovers;
+	copy_name(out->vm, h.vm);
+	copy_name(out->primary, h.primary);
+	copy_name(out->replica, h.replica);
+	snprintf(out->reason, sizeof(out->reason), "%s", h.reason);
+	return 0;
+}
+
+void cd_pairmsg_event(struct cd_pairmsg *m, const char *vm, enum cd_pair_event e, const char *host,
+		      const struct cd_view *v, const char *reason)
+{
+	memset(m, 0, sizeof(*m));
+	m->kind = CD_PAIRMSG_EVENT;
+	m->event = e;
+	copy_name(m->vm, vm);
+	copy_name(m->primary, host);
+	m->flags = (v->quorate ? F_QUORATE : 0) | (v->primary_gone ? F_PRIMARY_GONE : 0) |
+		   (v->replica_gone ? F_REPLICA_GONE : 0) |
+		   (v->have_replica_host ? F_REPLICA_HOST : 0);
+	snprintf(m->reason, sizeof(m->reason), "%s", reason ? reason : "");
+}
+
+void cd_pairmsg_sync(struct cd_pairmsg *m, const struct cd_pair_entry *e)
+{
+	memset(m, 0, sizeof(*m));
+	m->kind = CD_PAIRMSG_SYNC;
+	m->state = e->pair.state;
+	m->generation = e->generation;
+	m->failovers = (uint32_t)e->pair.failovers;
+	copy_name(m->vm, e->pair.vm);
+	copy_name(m->primary, e->pair.primary);
+	copy_name(m->replica, e->pair.replica);
+	snprintf(m->reason, sizeof(m->reason), "%s", e->pair.last_reason);
+}

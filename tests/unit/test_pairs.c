@@ -1,0 +1,201 @@
+/*
+ * The cluster's pairs (clusterd/pairs.c): messages that survive encoding and
+ * refuse malformations, and tables on several "nodes" that apply the same
+ * messages in the same order and end the same -- with the guard decided on
+ * the view the sender put in the message, stale events about a former
+ * primary ignored, and SYNC replays won by the higher generation.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clusterd/cluster.h"
+
+static const struct cd_view quorate = {.quorate = true};
+static const struct cd_view lost = {.quorate = true, .primary_gone = true};
+static const struct cd_view alone = {.quorate = false};
+
+static struct cd_pairmsg roundtrip(const struct cd_pairmsg *m)
+{
+	struct cd_pairmsg_hdr h;
+	struct cd_pairmsg out;
+
+	assert_int_equal(cd_pairmsg_encode(m, &h), sizeof(h));
+	assert_int_equal(cd_pairmsg_decode(&h, sizeof(h), &out), 0);
+	return out;
+}
+
+static void encode_decode(void **state)
+{
+	struct cd_pairmsg m, out;
+
+	(void)state;
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_START, "b", &quorate, "operator");
+	out = roundtrip(&m);
+	assert_int_equal(out.kind, CD_PAIRMSG_EVENT);
+	assert_int_equal(out.event, CD_PAIR_E_START);
+	assert_string_equal(out.vm, "vm1");
+	assert_string_equal(out.primary, "b");
+	assert_string_equal(out.reason, "operator");
+	assert_int_equal(out.flags, 1);
+}
+
+static void malformed(void **state)
+{
+	struct cd_pairmsg m, out;
+	struct cd_pairmsg_hdr h, bad;
+
+	(void)state;
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_STOP, "b", &quorate, "x");
+	cd_pairmsg_encode(&m, &h);
+	assert_int_equal(cd_pairmsg_decode(&h, sizeof(h) - 1, &out), -EBADMSG);
+	bad = h;
+	bad.magic ^= 1;
+	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
+	bad = h;
+	bad.event = CD_PAIR_N_EVENTS;
+	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
+	bad = h;
+	memset(bad.vm, 'x', sizeof(bad.vm)); /* no NUL */
+	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
+	bad = h;
+	strcpy(bad.primary, "../etc");
+	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
+	bad = h;
+	bad.flags = 0x100;
+	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
+	bad = h;
+	bad.kind = CD_PAIRMSG_SYNC; /* a SYNC needs a generation */
+	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
+	bad = h;
+	bad.kind = 7;
+	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
+}
+
+/* Deliver one message to every table, as CPG does: same message, same order. */
+static int deliver(struct cd_pairs *t, unsigned n, const struct cd_pairmsg *m)
+{
+	struct cd_pairmsg copy = roundtrip(m);
+	int rc = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		int r = cd_pairs_apply(&t[i], &copy, NULL);
+
+		if (i && r != rc)
+			fail_msg("node %u applied differently: %d vs %d", i, r, rc);
+		rc = r;
+	}
+	return rc;
+}
+
+static void same_everywhere(void **state)
+{
+	struct cd_pairs *t = calloc(3, sizeof(*t));
+	struct cd_pairmsg m;
+	struct cd_pair_entry *e;
+
+	(void)state;
+	for (int i = 0; i < 3; i++)
+		cd_pairs_init(&t[i]);
+	/* a start decided without quorum is refused everywhere */
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_START, "b", &alone, "operator");
+	assert_int_equal(deliver(t, 3, &m), -EPERM);
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_START, "b", &quorate, "operator");
+	assert_int_equal(deliver(t, 3, &m), 0);
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_STARTED, "b", &quorate, "pid 42");
+	assert_int_equal(deliver(t, 3, &m), 0);
+	for (int i = 0; i < 3; i++) {
+		e = cd_pairs_find(&t[i], "vm1");
+		assert_non_null(e);
+		assert_int_equal(e->pair.state, CD_PAIR_S_UNPROTECTED);
+		assert_string_equal(e->pair.primary, "b");
+		assert_int_equal(e->generation, 2);
+	}
+	/* a second start while it runs means nothing */
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_START, "c", &quorate, "operator");
+	assert_int_equal(deliver(t, 3, &m), -EINVAL);
+	/* an event about another host is stale */
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_PRIMARY_LOST, "c", &lost, "host c left");
+	assert_int_equal(deliver(t, 3, &m), -ESTALE);
+	/* the primary's castor-vmm died: only a definition again, with the reason */
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_PRIMARY_LOST, "b", &quorate, "crashed");
+	assert_int_equal(deliver(t, 3, &m), -EPERM); /* not known gone: refused */
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_PRIMARY_LOST, "b", &lost,
+			 "castor-vmm on b killed by signal 9");
+	assert_int_equal(deliver(t, 3, &m), 0);
+	for (int i = 0; i < 3; i++) {
+		e = cd_pairs_find(&t[i], "vm1");
+		assert_int_equal(e->pair.state, CD_PAIR_S_DEFINED);
+		assert_string_equal(e->pair.primary, "");
+		assert_non_null(strstr(e->pair.last_reason, "killed by signal 9"));
+	}
+	free(t);
+}
+
+static void sync_newer_wins(void **state)
+{
+	struct cd_pairs *t = calloc(2, sizeof(*t));
+	struct cd_pairmsg m;
+	struct cd_pair_entry *e;
+
+	(void)state;
+	cd_pairs_init(&t[0]);
+	cd_pairs_init(&t[1]);
+	/* node 0 saw vm1 start and run; node 1 was away */
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_START, "a", &quorate, "operator");
+	assert_int_equal(cd_pairs_apply(&t[0], &m, NULL), 0);
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_STARTED, "a", &quorate, "");
+	assert_int_equal(cd_pairs_apply(&t[0], &m, NULL), 0);
+	/* both replay: node 1's empty entry cannot win, node 0's does */
+	cd_pairmsg_sync(&m, cd_pairs_find(&t[0], "vm1"));
+	assert_int_equal(deliver(t, 2, &m), 0);
+	e = cd_pairs_find(&t[1], "vm1");
+	assert_non_null(e);
+	assert_int_equal(e->pair.state, CD_PAIR_S_UNPROTECTED);
+	assert_string_equal(e->pair.primary, "a");
+	assert_int_equal(e->generation, 2);
+	/* an older replay changes nothing */
+	m.generation = 1;
+	m.state = CD_PAIR_S_STARTING;
+	assert_int_equal(deliver(t, 2, &m), 0);
+	assert_int_equal(cd_pairs_find(&t[0], "vm1")->pair.state, CD_PAIR_S_UNPROTECTED);
+	assert_int_equal(cd_pairs_find(&t[1], "vm1")->pair.state, CD_PAIR_S_UNPROTECTED);
+	free(t);
+}
+
+static void stop_cycle(void **state)
+{
+	struct cd_pairs *t = calloc(1, sizeof(*t));
+	struct cd_pairmsg m;
+
+	(void)state;
+	cd_pairs_init(t);
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_START, "a", &quorate, "");
+	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
+	/* stopping needs no quorum: it only makes the VM quieter */
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_STOP, "a", &alone, "operator");
+	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_STOPPED, "a", &alone, "exited with status 0");
+	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
+	assert_int_equal(cd_pairs_find(t, "vm1")->pair.state, CD_PAIR_S_DEFINED);
+	/* and it can start again, elsewhere */
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_START, "c", &quorate, "");
+	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
+	assert_string_equal(cd_pairs_find(t, "vm1")->pair.primary, "c");
+	free(t);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(encode_decode),   cmocka_unit_test(malformed),
+		cmocka_unit_test(same_everywhere), cmocka_unit_test(sync_newer_wins),
+		cmocka_unit_test(stop_cycle),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
