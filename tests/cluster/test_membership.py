@@ -328,6 +328,9 @@ def vm_runs(cl, d):
         expect_vm(cl, "vm5", "defined", "", "castor-vmm could not start",
                   "start-failed: castor-vmm on b exited with status 1: castor-vmm: cannot "
                   "create the VM: /dev/kvm does not exist")
+        st = {v["name"]: v for v in json.loads(cl.castor("c", "status", "--json").stdout)["vms"]}
+        if st["vm5"]["state"] != "defined" or "start-failed" not in st["vm5"]["last_event"]:
+            raise Fail(f"castor status on c: {st['vm5']}")
         print("vm start: castor-vmm on b failed to start (no /dev/kvm here); every node "
               "showed why at once")
         cl.castor("a", "vm", "undefine", "vm5")

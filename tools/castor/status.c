@@ -52,7 +52,11 @@ static void print_json(const Castor__NodeList *n, const Castor__VmList *v)
 	for (size_t i = 0; i < v->n_vm; i++) {
 		cli_json_object_begin(&j, NULL);
 		cli_json_str(&j, "name", v->vm[i]->name);
-		cli_json_str(&j, "state", "defined");
+		cli_json_str(&j, "state", v->vm[i]->state);
+		cli_json_str(&j, "host", v->vm[i]->primary);
+		cli_json_str(&j, "replica", v->vm[i]->replica);
+		cli_json_str(&j, "last_event", v->vm[i]->last_event);
+		cli_json_u64(&j, "failovers", v->vm[i]->failovers);
 		cli_json_str(&j, "protection", v->vm[i]->protection);
 		cli_json_object_end(&j);
 	}
@@ -75,12 +79,19 @@ static void print_tables(const Castor__NodeList *n, const Castor__VmList *v)
 		       n->node[i]->member ? "member" : "gone",
 		       n->node[i]->witness ? "witness" : "");
 	/* pairs are not run by castord yet: every VM is only defined (docs/cluster.md) */
-	printf("\n%-20s %-10s %-10s %s\n", "VM", "STATE", "PROTECT", "HOSTS");
+	printf("\n%-20s %-12s %-8s %-8s %-10s %s\n", "VM", "STATE", "HOST", "REPLICA", "PROTECT",
+	       "HOSTS");
 	for (size_t i = 0; i < v->n_vm; i++) {
-		printf("%-20s %-10s %-10s ", v->vm[i]->name, "defined", v->vm[i]->protection);
+		const Castor__VmDefinition *m = v->vm[i];
+
+		printf("%-20s %-12s %-8s %-8s %-10s ", m->name, m->state,
+		       *m->primary ? m->primary : "-", *m->replica ? m->replica : "-",
+		       m->protection);
 		for (size_t h = 0; h < v->vm[i]->n_hosts; h++)
 			printf("%s%s", h ? "," : "", v->vm[i]->hosts[h]);
 		printf("%s\n", v->vm[i]->n_hosts ? "" : "any");
+		if (*m->last_event && !strcmp(m->state, "defined"))
+			printf("%-20s last: %s\n", "", m->last_event);
 	}
 	if (!v->n_vm)
 		printf("(none defined: castor vm define FILE)\n");
