@@ -478,11 +478,20 @@ static int control_open(struct daemon *d, char *why, size_t why_len)
 
 static void fill_metrics(void *arg, struct evbuffer *b)
 {
+	static struct cd_pairs shown; /* the pairs of VMs still defined */
 	struct daemon *d = arg;
 	struct cd_view_nodes v;
 
 	cd_membership_view(d->members, &v);
 	cd_metrics_render(d->conf.node, &v, b);
+	shown.n = 0;
+	for (unsigned i = 0; i < d->pairs->n; i++) {
+		const struct cd_def *e = cd_defs_find(d->defs, d->pairs->e[i].pair.vm);
+
+		if (e && !e->removed)
+			shown.e[shown.n++] = d->pairs->e[i];
+	}
+	cd_metrics_render_pairs(d->conf.node, &shown, b);
 }
 
 /* ---- main --------------------------------------------------------------------------------- */

@@ -402,5 +402,7 @@ int cd_metrics_open(struct event_base *base, const char *addr, cd_metrics_fill_f
 void cd_metrics_free(struct cd_metrics *m); /* NULL is fine */
 /* The node-level metrics of `v` as node `node` sees them. */
 void cd_metrics_render(const char *node, const struct cd_view_nodes *v, struct evbuffer *b);
+/* The per-VM metrics of the pairs (names are [A-Za-z0-9_-]: nothing to escape). */
+void cd_metrics_render_pairs(const char *node, const struct cd_pairs *p, struct evbuffer *b);
 
 #endif

@@ -1,9 +1,11 @@
 /*
  * castord's Prometheus endpoint: GET /metrics on the `metrics` address of
  * castord.conf, in the text exposition format (version 0.0.4), served by
- * libevent's evhttp on castord's loop. Node-level figures for now: corosync
- * reachable, quorum, votes, each known node's membership. Per-VM figures
- * (state, epochs/s, pause, lag, failovers) join when castord runs pairs.
+ * libevent's evhttp on castord's loop. Node-level figures: corosync
+ * reachable, quorum, votes, each known node's membership; per VM, from the
+ * pairs every node holds: its state (one series per state, 1 for the current
+ * one) and failovers. Replication figures (epochs/s, pause, lag) join when
+ * castord protects VMs.
  */
 #define LOG_TAG "metrics"
 #include "clusterd/cluster.h"
@@ -116,4 +118,23 @@ void cd_metrics_free(struct cd_metrics *m)
 		return;
 	evhttp_free(m->http);
 	free(m);
+}
+
+void cd_metrics_render_pairs(const char *node, const struct cd_pairs *p, struct evbuffer *b)
+{
+	gauge(b, "castor_vm_state", "1 for the VM's current pair state, 0 for the others");
+	for (unsigned i = 0; i < p->n; i++)
+		for (int s = 0; s < CD_PAIR_N_STATES; s++)
+			evbuffer_add_printf(b,
+					    "castor_vm_state{node=\"%s\",vm=\"%s\",state=\"%s\","
+					    "host=\"%s\"} %d\n",
+					    node, p->e[i].pair.vm, cd_pair_state_str(s),
+					    p->e[i].pair.primary,
+					    p->e[i].pair.state == (enum cd_pair_state)s);
+	evbuffer_add_printf(b, "# HELP castor_vm_failovers_total failovers of the VM since it was "
+			       "defined\n# TYPE castor_vm_failovers_total counter\n");
+	for (unsigned i = 0; i < p->n; i++)
+		evbuffer_add_printf(b, "castor_vm_failovers_total{node=\"%s\",vm=\"%s\"} %llu\n",
+				    node, p->e[i].pair.vm,
+				    (unsigned long long)p->e[i].pair.failovers);
 }

@@ -331,6 +331,11 @@ def vm_runs(cl, d):
         st = {v["name"]: v for v in json.loads(cl.castor("c", "status", "--json").stdout)["vms"]}
         if st["vm5"]["state"] != "defined" or "start-failed" not in st["vm5"]["last_event"]:
             raise Fail(f"castor status on c: {st['vm5']}")
+        m = scrape("b")
+        if (m[("castor_vm_state", 'node="b",vm="vm5",state="defined",host=""')],
+                m[("castor_vm_state", 'node="b",vm="vm5",state="starting",host=""')],
+                m[("castor_vm_failovers_total", 'node="b",vm="vm5"')]) != (1, 0, 0):
+            raise Fail(f"b's per-VM metrics: {m}")
         print("vm start: castor-vmm on b failed to start (no /dev/kvm here); every node "
               "showed why at once")
         cl.castor("a", "vm", "undefine", "vm5")
