@@ -119,13 +119,13 @@ static void vm_exited(void *arg, struct cd_proc *p, int wstatus, const char *las
 	struct daemon *d = arg;
 	struct local_vm *l = local_find(d, cd_proc_name(p));
 	struct cd_pair_entry *e = cd_pairs_find(d->pairs, cd_proc_name(p));
-	char st[96], reason[320]; /* cut to the message's 128 bytes when sent */
+	char st[96], reason[384]; /* cut to the message's 256 bytes when sent */
 	char vm[CD_NAME_MAX];
 	bool stopping = l && l->stopping;
 
 	snprintf(vm, sizeof(vm), "%s", cd_proc_name(p));
 	cd_wait_status_str(wstatus, st, sizeof(st));
-	snprintf(reason, sizeof(reason), "castor-vmm on %s %s%s%.60s", d->conf.node, st,
+	snprintf(reason, sizeof(reason), "castor-vmm on %s %s%s%.150s", d->conf.node, st,
 		 last[0] ? ": " : "", last);
 	if (l)
 		local_release(l); /* p is freed with it */
@@ -138,8 +138,8 @@ static void vm_exited(void *arg, struct cd_proc *p, int wstatus, const char *las
 }
 
 /* castor-vmm's command line for a definition (strings point into `def` and `bufs`). */
-static int vm_argv(struct daemon *d, const struct cd_vmdef *def, char *argv[ARGV_MAX],
-		   char bufs[4][CD_PATH_MAX + CD_NAME_MAX + 16])
+static void vm_argv(struct daemon *d, const struct cd_vmdef *def, char *argv[ARGV_MAX],
+		    char bufs[4][CD_PATH_MAX + CD_NAME_MAX + 16])
 {
 	unsigned n = 0, i;
 
@@ -147,8 +147,6 @@ static int vm_argv(struct daemon *d, const struct cd_vmdef *def, char *argv[ARGV
 	snprintf(bufs[1], sizeof(bufs[1]), "%u", def->cpus);
 	snprintf(bufs[2], sizeof(bufs[2]), "%s/run/%s.sock", d->conf.state_dir, def->name);
 	snprintf(bufs[3], sizeof(bufs[3]), "%s/log/%s.console", d->conf.state_dir, def->name);
-	if (strcmp(def->guest, "test"))
-		return -ENOTSUP;
 	argv[n++] = d->conf.vmm;
 	argv[n++] = "run";
 	argv[n++] = "--name";
@@ -157,7 +155,20 @@ static int vm_argv(struct daemon *d, const struct cd_vmdef *def, char *argv[ARGV
 	argv[n++] = bufs[0];
 	argv[n++] = "--cpus";
 	argv[n++] = bufs[1];
-	argv[n++] = "--test-guest";
+	if (!strcmp(def->guest, "linux")) {
+		argv[n++] = "--kernel";
+		argv[n++] = (char *)def->kernel;
+		if (def->initrd[0]) {
+			argv[n++] = "--initrd";
+			argv[n++] = (char *)def->initrd;
+		}
+		if (def->cmdline[0]) {
+			argv[n++] = "--cmdline";
+			argv[n++] = (char *)def->cmdline;
+		}
+	} else {
+		argv[n++] = "--test-guest";
+	}
 	for (i = 0; i < def->nguest_param; i++) {
 		argv[n++] = "--guest-param";
 		argv[n++] = (char *)def->guest_param[i];
@@ -175,7 +186,6 @@ static int vm_argv(struct daemon *d, const struct cd_vmdef *def, char *argv[ARGV
 	argv[n++] = "--serial";
 	argv[n++] = bufs[3];
 	argv[n] = NULL;
-	return 0;
 }
 
 static int make_dir(const char *state_dir, const char *sub, char *why, size_t why_len)
@@ -212,12 +222,7 @@ static void start_here(struct daemon *d, const char *vm)
 		rc = util_why(why, sizeof(why), -ENOSPC, "%s runs too many VMs", d->conf.node);
 		goto fail;
 	}
-	rc = vm_argv(d, &def->vm, argv, bufs);
-	if (rc < 0) {
-		util_why(why, sizeof(why), rc, "guest '%s' cannot be started by castord yet",
-			 def->vm.guest);
-		goto fail;
-	}
+	vm_argv(d, &def->vm, argv, bufs);
 	rc = make_dir(d->conf.state_dir, "run", why, sizeof(why));
 	if (!rc)
 		rc = make_dir(d->conf.state_dir, "log", why, sizeof(why));
@@ -243,7 +248,7 @@ static void start_here(struct daemon *d, const char *vm)
 fail:
 	LOG_ERR("vm %s: cannot start here: %s", vm, why);
 	{
-		char reason[384]; /* cut to the message's 128 bytes when sent */
+		char reason[384]; /* cut to the message's 256 bytes when sent */
 
 		snprintf(reason, sizeof(reason), "on %s: %s", d->conf.node, why);
 		report(d, vm, CD_PAIR_E_START_FAILED, true, reason);
@@ -440,8 +445,8 @@ static int request(struct daemon *d, const char *vm, enum cd_pair_event ev, cons
 	int rc;
 
 	view_of(d, &v);
-	rc = send_event(d, vm, ev, host, &v, ev == CD_PAIR_E_START ? "castor vm start"
-								  : "castor vm stop");
+	rc = send_event(d, vm, ev, host, &v,
+			ev == CD_PAIR_E_START ? "castor vm start" : "castor vm stop");
 	if (rc < 0)
 		return util_why(why, why_len, rc, "cannot send the %s to the cluster (%s)%s",
 				cd_pair_event_str(ev), strerror(-rc),

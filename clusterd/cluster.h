@@ -83,11 +83,14 @@ const char *cd_protection_str(enum cd_protection p);
 
 struct cd_vmdef {
 	char name[CD_NAME_MAX];
-	char guest[16]; /* "test": the test guest (Linux guests come with issue 16) */
+	char guest[16]; /* "test": the test guest; "linux": kernel, initrd, cmdline */
 	uint64_t mem_bytes;
 	uint32_t cpus;
 	char guest_param[CD_MAX_GUEST_PARAM][64]; /* test guest: "key=value" */
 	unsigned nguest_param;
+	char kernel[CD_PATH_MAX];	      /* linux: castor-vmm's --kernel, absolute */
+	char initrd[CD_PATH_MAX];	      /* linux: --initrd, "" = none */
+	char cmdline[1024];		      /* linux: --cmdline */
 	char disk[CD_MAX_DISKS][CD_PATH_MAX]; /* "PATH" or "PATH,ro", as castor-vmm takes it */
 	unsigned ndisks;
 	char nic[CD_MAX_NICS][96]; /* "tap=NAME[,mac=MAC]" */
@@ -216,7 +219,7 @@ struct cd_pair {
 	char primary[CD_NAME_MAX]; /* node names; "" = none */
 	char replica[CD_NAME_MAX];
 	uint64_t failovers;
-	char last_reason[128];
+	char last_reason[256];
 };
 
 /* A pair in DEFINED for VM `vm` (copied). */
@@ -259,7 +262,7 @@ void cd_pairs_init(struct cd_pairs *s);
 struct cd_pair_entry *cd_pairs_find(struct cd_pairs *s, const char *vm);
 
 /*
- * EVENT and SYNC on CPG: a 368-byte message (magic "CDPAIRM1"). An EVENT is
+ * EVENT and SYNC on CPG: a 488-byte message (magic "CDPAIRM1"). An EVENT is
  * one cd_pair_event for one VM with the view its sender decided on (the
  * guards are evaluated on it, the same on every node) and the host it is
  * about (START: the chosen primary); a SYNC is a whole entry, replayed when a
@@ -276,7 +279,7 @@ struct cd_pairmsg {
 	char vm[CD_NAME_MAX];
 	char primary[CD_NAME_MAX]; /* EVENT: the host it is about; SYNC: the entry's */
 	char replica[CD_NAME_MAX];
-	char reason[128];
+	char reason[256];
 };
 struct cd_pairmsg_hdr {
 	uint64_t magic;
@@ -286,9 +289,9 @@ struct cd_pairmsg_hdr {
 	char vm[CD_NAME_MAX];
 	char primary[CD_NAME_MAX];
 	char replica[CD_NAME_MAX];
-	char reason[128];
+	char reason[256];
 };
-_Static_assert(sizeof(struct cd_pairmsg_hdr) == 360, "pairmsg layout");
+_Static_assert(sizeof(struct cd_pairmsg_hdr) == 488, "pairmsg layout");
 #define CD_PAIRMSG_MAGIC 0x314d524941504443ull /* "CDPAIRM1" */
 /* An EVENT about `vm` and `host` decided on view `v`. */
 void cd_pairmsg_event(struct cd_pairmsg *m, const char *vm, enum cd_pair_event e, const char *host,

@@ -30,6 +30,9 @@ enum key {
 	K_PROTECTION,
 	K_INTERVAL,
 	K_HOSTS,
+	K_KERNEL,
+	K_INITRD,
+	K_CMDLINE,
 	N_KEYS
 };
 
@@ -44,6 +47,9 @@ static const char *const names[N_KEYS] = {
 	[K_PROTECTION] = "protection",
 	[K_INTERVAL] = "interval",
 	[K_HOSTS] = "hosts",
+	[K_KERNEL] = "kernel",
+	[K_INITRD] = "initrd",
+	[K_CMDLINE] = "cmdline",
 };
 static const bool repeatable[N_KEYS] = {[K_GUEST_PARAM] = true, [K_DISK] = true, [K_NIC] = true};
 
@@ -156,13 +162,27 @@ static int take(struct cd_vmdef *d, enum key k, const char *v, char *why, size_t
 		snprintf(d->name, sizeof(d->name), "%s", v);
 		return 0;
 	case K_GUEST:
-		if (strcmp(v, "test"))
+		if (strcmp(v, "test") && strcmp(v, "linux"))
 			return util_why(
 				why, why_len, -EINVAL,
-				"guest: '%.40s' is not a guest castor-vmm runs (only 'test', "
-				"the test guest, until Linux guests land)",
+				"guest: '%.40s' is not a guest castor-vmm runs ('test', the "
+				"test guest, or 'linux', a kernel)",
 				v);
 		snprintf(d->guest, sizeof(d->guest), "%s", v);
+		return 0;
+	case K_KERNEL:
+	case K_INITRD:
+		/* absolute: the chosen host's castor-vmm opens it, in its own directory */
+		if (*v != '/' || strlen(v) >= sizeof(d->kernel))
+			return util_why(why, why_len, -EINVAL, "%s: '%.60s' is not /ABSOLUTE/PATH",
+					names[k], v);
+		snprintf(k == K_KERNEL ? d->kernel : d->initrd, sizeof(d->kernel), "%s", v);
+		return 0;
+	case K_CMDLINE:
+		if (strlen(v) >= sizeof(d->cmdline))
+			return util_why(why, why_len, -E2BIG, "cmdline: longer than %zu bytes",
+					sizeof(d->cmdline) - 1);
+		snprintf(d->cmdline, sizeof(d->cmdline), "%s", v);
 		return 0;
 	case K_MEM:
 		if (util_parse_size(v, &n) < 0 || n < MIN_MEM || n > MAX_MEM || n % 4096)
@@ -230,7 +250,8 @@ static int line_cb(void *arg, unsigned line, const char *key, const char *v, cha
 	if (k == N_KEYS)
 		return util_why(why, why_len, -EINVAL,
 				"unknown setting '%.40s' (known: name, guest, mem, cpus, "
-				"guest_param, disk, nic, protection, interval, hosts)",
+				"guest_param, kernel, initrd, cmdline, disk, nic, protection, "
+				"interval, hosts)",
 				key);
 	if (x->seen[k] && !repeatable[k])
 		return util_why(why, why_len, -EINVAL, "%s is set again (first on line %u)", key,
@@ -262,6 +283,23 @@ int cd_vmdef_parse(const char *name, const char *text, size_t len, struct cd_vmd
 		if (!x.seen[required[i]])
 			return util_why(why, why_len, -EINVAL, "%s: '%s = ...' is required", name,
 					names[required[i]]);
+	if (!strcmp(out->guest, "linux") && !x.seen[K_KERNEL])
+		return util_why(why, why_len, -EINVAL, "%s: a linux guest needs 'kernel = PATH'",
+				name);
+	if (!strcmp(out->guest, "test")) {
+		static const enum key linux_only[] = {K_KERNEL, K_INITRD, K_CMDLINE};
+
+		for (size_t i = 0; i < sizeof(linux_only) / sizeof(linux_only[0]); i++)
+			if (x.seen[linux_only[i]])
+				return util_why(
+					why, why_len, -EINVAL,
+					"%s:%u: %s is for a linux guest, not the test guest", name,
+					x.seen[linux_only[i]], names[linux_only[i]]);
+	} else if (x.seen[K_GUEST_PARAM]) {
+		return util_why(why, why_len, -EINVAL,
+				"%s:%u: guest_param is for the test guest, not a linux guest", name,
+				x.seen[K_GUEST_PARAM]);
+	}
 	if (x.seen[K_INTERVAL] && out->protection == CD_PROT_NONE)
 		return util_why(why, why_len, -EINVAL,
 				"%s:%u: an interval for a VM with protection none", name,

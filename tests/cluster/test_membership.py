@@ -320,6 +320,17 @@ def vm_runs(cl, d):
         r = cl.castor("c", *args, check=False)
         if r.returncode != 1 or words not in r.stderr:
             raise Fail(f"castor {' '.join(args)}: {r.returncode} {r.stderr.strip()!r}")
+    # a linux guest: castord passes its kernel to castor-vmm, which checks it before any VM
+    with open(f"{d}/lx.conf", "w") as f:
+        f.write("name = lx\nguest = linux\nmem = 128M\ncpus = 1\nhosts = c\n"
+                f"kernel = {d}/no-such-vmlinux\ncmdline = console=ttyS0 quiet\n")
+    cl.castor("a", "vm", "define", f"{d}/lx.conf")
+    wait_for("lx defined on c", lambda: "lx" in cl.vms("c"))
+    cl.castor("b", "vm", "start", "lx")
+    expect_vm(cl, "lx", "defined", "", "its kernel is missing",
+              f"start-failed: castor-vmm on c exited with status 2: castor-vmm: kernel "
+              f"{d}/no-such-vmlinux: No such file")
+    cl.castor("a", "vm", "undefine", "lx")
     r = cl.castor("a", "vm", "start", "vm5")
     if r.stdout.strip() != "vm5 starting on b":
         raise Fail(f"castor vm start: {r.stdout.strip()!r}")

@@ -142,6 +142,23 @@ static void vmdef_good(void **state)
 	assert_string_equal(cd_protection_str(d.protection), "output");
 }
 
+static void vmdef_linux(void **state)
+{
+	static const char text[] = "name = deb1\nguest = linux\nmem = 512M\ncpus = 2\n"
+				   "kernel = /var/lib/castor/guest/vmlinux\n"
+				   "initrd = /var/lib/castor/guest/initramfs.cpio.gz\n"
+				   "cmdline = console=ttyS0 castor.ip=10.0.0.2/24\n";
+	struct cd_vmdef d;
+	char why[256];
+
+	(void)state;
+	assert_int_equal(cd_vmdef_parse("l.conf", text, strlen(text), &d, why, sizeof(why)), 0);
+	assert_string_equal(d.guest, "linux");
+	assert_string_equal(d.kernel, "/var/lib/castor/guest/vmlinux");
+	assert_string_equal(d.initrd, "/var/lib/castor/guest/initramfs.cpio.gz");
+	assert_string_equal(d.cmdline, "console=ttyS0 castor.ip=10.0.0.2/24");
+}
+
 static void vmdef_bad(void **state)
 {
 	static const char base[] = "name = v\nguest = test\nmem = 64M\ncpus = 1\n";
@@ -162,6 +179,8 @@ static void vmdef_bad(void **state)
 		{"hosts = a,a\n", "hosts: a is listed twice"},
 		{"hosts = a,-b\n", "hosts: '-b' is not a node name"},
 		{"guest_param = colour=red\n", "d.conf:5:"},
+		{"kernel = /boot/vmlinux\n", "d.conf:5: kernel is for a linux guest"},
+		{"cmdline = quiet\n", "d.conf:5: cmdline is for a linux guest"},
 	};
 	struct cd_vmdef d;
 	char text[512], why[256];
@@ -179,7 +198,14 @@ static void vmdef_bad(void **state)
 		const char *text, *want;
 	} bare[] = {
 		{"guest = test\nmem = 64M\ncpus = 1\n", "'name = ...' is required"},
-		{"name = v\nguest = linux\n", "d.conf:2: guest: 'linux' is not a guest"},
+		{"name = v\nguest = windows\n", "d.conf:2: guest: 'windows' is not a guest"},
+		{"name = v\nguest = linux\nmem = 64M\ncpus = 1\n",
+		 "a linux guest needs 'kernel = PATH'"},
+		{"name = v\nguest = linux\nmem = 64M\ncpus = 1\nkernel = vmlinux\n",
+		 "d.conf:5: kernel: 'vmlinux' is not /ABSOLUTE/PATH"},
+		{"name = v\nguest = linux\nmem = 64M\ncpus = 1\nkernel = /k\nguest_param = "
+		 "rate=1\n",
+		 "d.conf:6: guest_param is for the test guest, not a linux guest"},
 		{"name = v\nguest = test\nmem = 8M\n", "mem: '8M' is not a size from 16M"},
 		{"name = v\nguest = test\nmem = 64M\ncpus = 99\n", "cpus: '99' is not 1 to"},
 		{"name = v\nguest = test\nmem = 64M\n", "'cpus = ...' is required"},
@@ -377,13 +403,10 @@ static void layouts(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(config_good),
-		cmocka_unit_test(config_bad),
-		cmocka_unit_test(vmdef_good),
-		cmocka_unit_test(vmdef_bad),
-		cmocka_unit_test(every_transition),
-		cmocka_unit_test(safety_rules),
-		cmocka_unit_test(promotion_moves_the_vm),
+		cmocka_unit_test(config_good),	cmocka_unit_test(config_bad),
+		cmocka_unit_test(vmdef_good),	cmocka_unit_test(vmdef_bad),
+		cmocka_unit_test(vmdef_linux),	cmocka_unit_test(every_transition),
+		cmocka_unit_test(safety_rules), cmocka_unit_test(promotion_moves_the_vm),
 		cmocka_unit_test(layouts),
 	};
 
