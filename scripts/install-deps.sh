@@ -4,6 +4,10 @@
 # apt-get for what is absent. Must run as root on Debian 12.
 set -eu
 
+# castor mkguest (tools/guest/mkguest.sh) fetches Debian's kernel and
+# busybox-static with apt-get download and never installs them; it needs cpio,
+# lz4 / xz-utils (the kernel's compression), binutils (objcopy, readelf) and
+# perl-base besides; qemu-system-x86 boots the image in its test.
 PKGS="
 build-essential cmake pkg-config git
 clang llvm libclang-rt-14-dev clang-format
@@ -16,6 +20,7 @@ libcpg-dev libquorum-dev libvotequorum-dev libcmap-dev libcorosync-common-dev li
 libibverbs-dev librdmacm-dev
 qemu-system-x86
 acpica-tools
+cpio lz4 xz-utils gzip binutils apt dpkg perl-base
 iproute2 procps psmisc iputils-ping
 python3 python3-zstandard zstd
 gnuplot-nox

@@ -207,6 +207,36 @@ args)
 	run vm define "$tmp/missing.conf" --castord "$tmp/none.sock"
 	expect_rc 1
 	expect_in err "vm define: $tmp/missing.conf: No such file or directory"
+
+	# castor mkguest: refusals before anything is fetched or written
+	run mkguest --help
+	expect_rc 0
+	expect_in out "--kernel-package NAME"
+	expect_usage_error mkguest --bogus
+	expect_in err "mkguest: unknown option '--bogus'"
+	expect_usage_error mkguest --out
+	expect_in err "option '--out' needs a value"
+	expect_usage_error mkguest extra
+	expect_in err "mkguest: unexpected argument 'extra'"
+	: >"$tmp/afile"
+	expect_usage_error mkguest --out "$tmp/afile"
+	expect_in err "--out '$tmp/afile' exists and is not a folder"
+	expect_usage_error mkguest --out ""
+	expect_in err "--out: empty path"
+	expect_usage_error mkguest --cache "$tmp/afile"
+	expect_in err "--cache '$tmp/afile' exists and is not a folder"
+	for bad in 'Linux-image-amd64' 'linux-image-amd64;reboot' 'busybox-static' 'linux-image-'; do
+		expect_usage_error mkguest --kernel-package "$bad" --out "$tmp/g" --cache "$tmp/c"
+		expect_in err "--kernel-package '$bad': not a Debian kernel image package name"
+	done
+	# well formed, unknown to apt: the builder says so (apt-cache only, no network)
+	if command -v apt-cache >/dev/null; then
+		run mkguest --kernel-package linux-image-castor-nosuch --out "$tmp/g" --cache "$tmp/c"
+		expect_rc 1
+		expect_in err "castor: mkguest: package 'linux-image-castor-nosuch' is unknown to apt"
+		[ ! -e "$tmp/g" ] || fail "mkguest made $tmp/g for an unknown package"
+		[ ! -e "$tmp/c" ] || fail "mkguest made $tmp/c for an unknown package"
+	fi
 ;;
 
 output)

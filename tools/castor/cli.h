@@ -115,4 +115,8 @@ void cli_key_usage(FILE *f);
 int cli_stream_main(int argc, char **argv);
 void cli_stream_usage(FILE *f);
 
+/* mkguest.c: `castor mkguest [options]` builds the Linux guest image (no command word) */
+int cli_mkguest_main(int argc, char **argv);
+void cli_mkguest_usage(FILE *f);
+
 #endif
