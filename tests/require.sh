@@ -14,3 +14,11 @@ test_skip() {
 	echo "SKIP: $*"
 	exit 77
 }
+
+# For what no machine of this project's CI has (hardware virtualization for the
+# `linux` tests, an RDMA device): skipped even under CASTOR_REQUIRE_KVM=1, with
+# the reason, because requiring it would fail every run rather than catch a gap.
+test_not_here() {
+	echo "SKIP: $*"
+	exit 77
+}

@@ -102,6 +102,10 @@ khz=$(awk '/^cpu MHz/ { printf "%d", $4 * 1000; exit }' /proc/cpuinfo)
 disk=$work/disk.raw
 rm -f "$disk"
 truncate -s 8M "$disk"
+# MiB 0: bytes the guest must read as the host wrote them (castor.disktest=1)
+head -c 1048576 /dev/urandom | dd of="$disk" conv=notrunc 2>/dev/null
+md5_0=$(head -c 1048576 "$disk" | md5sum | cut -d' ' -f1)
+md5_pattern=$(yes castor-disk-pattern | head -c 1048576 | md5sum | cut -d' ' -f1)
 
 free_port() {
 	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -154,7 +158,7 @@ wait_line() {
 port=$(free_port)
 log1=$work/console1.log
 t0=$(date +%s.%N)
-boot "$log1" "-serial file:$log1" "castor.ip=10.0.2.15/24 castor.gw=10.0.2.2" \
+boot "$log1" "-serial file:$log1" "castor.ip=10.0.2.15/24 castor.gw=10.0.2.2 castor.disktest=1" \
 	-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$port-:7700" -device virtio-net-device,netdev=n0 \
 	-drive "file=$disk,format=raw,if=none,id=d0" -device virtio-blk-device,drive=d0
 wait_line "$log1" '^CASTOR-GUEST-READY ' 180
@@ -173,6 +177,12 @@ echo "$devices" | grep -qE ' virtio[0-9]+:virtio_net:eth0( |$)' ||
 echo "$devices" | grep -qE ' virtio[0-9]+:virtio_blk:/dev/vda( |$)' ||
 	fail "no virtio-blk device bound to virtio_blk as /dev/vda: $devices"
 grep -q '^castor-init: eth0 10.0.2.15/24' "$log1" || fail "eth0 was not configured from castor.ip"
+disk_line=$(grep -m1 '^CASTOR-GUEST-DISK ' "$log1" | tr -d '\r')
+[ "$disk_line" = "CASTOR-GUEST-DISK $md5_0 $md5_pattern" ] ||
+	fail "disk round trip: '$disk_line', expected MiB 0 $md5_0 and the pattern $md5_pattern"
+[ "$(dd if="$disk" bs=1048576 skip=1 count=1 2>/dev/null | md5sum | cut -d' ' -f1)" = "$md5_pattern" ] ||
+	fail "the pattern the guest wrote is not in MiB 1 of $disk"
+echo "disk round trip: MiB 0 read as written by the host, MiB 1 written by the guest found in the file"
 
 # One counter across connections: 1..10 on the first, 11..20 on the second.
 first=1

@@ -9,9 +9,13 @@
 #   3. lo up; eth0 from the kernel command line:
 #        castor.ip=A.B.C.D/NN   address of eth0 (default: none, eth0 left down)
 #        castor.gw=A.B.C.D      default route (optional; needs castor.ip)
+#        castor.disktest=1      the disk round trip of the Linux-guest tests (step 5)
 #   4. castor-reqd on TCP port 7700 (listening before the next line)
 #   5. prints, on the console:
 #        CASTOR-GUEST-DEVICES <dev>:<driver>:<what> ...   (or "none")
+#        CASTOR-GUEST-DISK <md5 of MiB 0> <md5 of MiB 1>  (castor.disktest=1: MiB 0
+#          of /dev/vda as the host wrote it; MiB 1 after writing "castor-disk-pattern"
+#          lines to it and reading it back from the device; "none" without /dev/vda)
 #        CASTOR-GUEST-READY <kernel version> <ncpus> <memKiB>
 #      one entry per /sys/bus/virtio/devices/<dev>; <what> is the network
 #      interface or /dev node it made, "-" if none
@@ -43,10 +47,12 @@ fi
 
 ip=
 gw=
+disktest=
 for word in $(cat /proc/cmdline); do
 	case $word in
 	castor.ip=*) ip=${word#castor.ip=} ;;
 	castor.gw=*) gw=${word#castor.gw=} ;;
+	castor.disktest=*) disktest=${word#castor.disktest=} ;;
 	esac
 done
 
@@ -96,6 +102,20 @@ for d in /sys/bus/virtio/devices/*; do
 	devices="$devices $name:$drv:$what"
 done
 echo "CASTOR-GUEST-DEVICES${devices:- none}"
+
+if [ "$disktest" = 1 ]; then
+	if [ -b /dev/vda ]; then
+		before=$(dd if=/dev/vda bs=65536 count=16 2>/dev/null | md5sum | cut -d' ' -f1)
+		yes castor-disk-pattern | head -c 1048576 |
+			dd of=/dev/vda bs=65536 seek=16 2>/dev/null && sync
+		# read it back from the device, not from the page cache
+		echo 3 >/proc/sys/vm/drop_caches
+		after=$(dd if=/dev/vda bs=65536 skip=16 count=16 2>/dev/null | md5sum | cut -d' ' -f1)
+		echo "CASTOR-GUEST-DISK $before $after"
+	else
+		echo "CASTOR-GUEST-DISK none"
+	fi
+fi
 
 ncpus=$(nproc)
 memkib=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)
