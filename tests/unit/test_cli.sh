@@ -111,6 +111,14 @@ args)
 	done
 	expect_usage_error bench pause --frobnicate
 	expect_in err "castor: bench pause: unknown option '--frobnicate'"
+	for n in 0 51 x -1; do
+		expect_usage_error bench checkpoint --repeat "$n"
+		expect_in err "castor: bench checkpoint: --repeat wants 1-50, not '$n'"
+	done
+	expect_usage_error vm start
+	expect_in err "castor: vm start: VM is required"
+	expect_usage_error vm stop vm1 --host a
+	expect_in err "castor: stop: --host does not apply here"
 	expect_usage_error stream verify --json=1 "$tmp/f"
 	expect_in err "castor: stream verify: option '--json=1' takes no argument"
 	expect_usage_error vm status --socket ""

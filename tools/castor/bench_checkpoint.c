@@ -17,6 +17,12 @@
  * the state save as the pause does it. encode_p50_ms: the primary encoding
  * an epoch after its pause; host_steal: the share of this machine's CPU time
  * its host took during the protected run.
+ *
+ * --repeat N runs every cell N times, each run its own unprotected measure
+ * followed by its protected one (so a slow moment of the host hits both), and
+ * ends with one summary line per cell: the median guest throughput with its
+ * min and max, and the median pause p50 -- a cliff shows as spread, never as
+ * one lucky or unlucky figure.
  */
 #include "tools/castor/cli.h"
 #include "tools/castor/json.h"
@@ -37,9 +43,10 @@
 #define CASTOR_GUEST_BIN "castor-tg.bin"
 #endif
 
-#define SEC	  ((uint64_t)1000000000)
-#define MAX_LIST  16
-#define WARMUP_NS (SEC / 2) /* protected, before the samples start */
+#define SEC	   ((uint64_t)1000000000)
+#define MAX_LIST   16
+#define MAX_REPEAT 50
+#define WARMUP_NS  (SEC / 2) /* protected, before the samples start */
 
 struct ck_opts {
 	const char *image;
@@ -48,6 +55,7 @@ struct ck_opts {
 	uint64_t intervals[MAX_LIST], rates[MAX_LIST];
 	unsigned nintervals, nrates;
 	const char *csv;
+	unsigned repeat; /* runs per cell */
 	bool json, exact_dirty;
 	int nice; /* of both replication threads */
 	int rt;	  /* their SCHED_FIFO priority: as repl_primary_opts.thread_rt */
@@ -358,16 +366,123 @@ static void csv_row(FILE *f, const struct ck_cell *c)
 		c->error ? c->error : "ok");
 }
 
+/* The median of n values (sorted in place); 0 when n is 0. */
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static double median(double *v, unsigned n)
+{
+	if (!n)
+		return 0;
+	qsort(v, n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* One cell's runs: the figures its summary is made of. */
+struct ck_runs {
+	double throughput[MAX_REPEAT], pause_p50_ms[MAX_REPEAT], pages[MAX_REPEAT];
+	unsigned n, failed;
+};
+
+static void runs_add(struct ck_runs *r, const struct ck_cell *c)
+{
+	if (c->error || c->base_rate <= 0) {
+		r->failed++;
+		return;
+	}
+	r->throughput[r->n] = c->prot_rate / c->base_rate;
+	r->pause_p50_ms[r->n] = ms(c->st.pause_p50_ns);
+	r->pages[r->n] = c->pages_per_epoch;
+	r->n++;
+}
+
+static void runs_print(const struct ck_opts *o, const struct ck_cell *c, struct ck_runs *r)
+{
+	double tmed = median(r->throughput, r->n);
+	double tmin = r->n ? r->throughput[0] : 0, tmax = r->n ? r->throughput[r->n - 1] : 0;
+	double pmed = median(r->pause_p50_ms, r->n), gmed = median(r->pages, r->n);
+	char rate[24];
+
+	if (c->rate == TG_RATE_MAX)
+		snprintf(rate, sizeof(rate), "max");
+	else
+		snprintf(rate, sizeof(rate), "%" PRIu64, c->rate);
+	if (o->json) {
+		struct cli_json js;
+
+		cli_json_init(&js, stdout);
+		cli_json_object_begin(&js, NULL);
+		cli_json_str(&js, "bench", "checkpoint-summary");
+		cli_json_u64(&js, "rate", c->rate);
+		cli_json_u64(&js, "interval_ms", c->interval_ms);
+		cli_json_u64(&js, "runs", r->n);
+		cli_json_u64(&js, "failed_runs", r->failed);
+		cli_json_double(&js, "guest_throughput_median", tmed);
+		cli_json_double(&js, "guest_throughput_min", tmin);
+		cli_json_double(&js, "guest_throughput_max", tmax);
+		cli_json_double(&js, "pause_p50_ms_median", pmed);
+		cli_json_double(&js, "pages_per_epoch_median", gmed);
+		cli_json_object_end(&js);
+		cli_json_finish(&js);
+		return;
+	}
+	printf("# summary rate=%s interval=%" PRIu64 " ms: guest throughput median %.3f (min %.3f, "
+	       "max %.3f, spread %.3f) over %u runs%s; pause p50 median %.3f ms; %.0f pages per "
+	       "epoch (median)\n",
+	       rate, c->interval_ms, tmed, tmin, tmax, tmax - tmin, r->n,
+	       r->failed ? " (some runs failed)" : "", pmed, gmed);
+}
+
+/* One run of a cell: a CSV row on stdout (or a JSON object) and in --csv. */
+static void print_run(const struct ck_opts *o, const struct ck_cell *cell, FILE *csv)
+{
+	if (o->json) {
+		struct cli_json js;
+
+		cli_json_init(&js, stdout);
+		cli_json_object_begin(&js, NULL);
+		cli_json_str(&js, "bench", "checkpoint");
+		cli_json_u64(&js, "rate", cell->rate);
+		cli_json_u64(&js, "interval_ms", cell->interval_ms);
+		cli_json_double(&js, "pause_p50_ms", ms(cell->st.pause_p50_ns));
+		cli_json_double(&js, "pause_p99_ms", ms(cell->st.pause_p99_ns));
+		cli_json_double(&js, "bare_sum_ms", bare_sum(cell));
+		cli_json_double(&js, "epochs_per_s", cell->epochs_per_s);
+		cli_json_double(&js, "host_steal", cell->steal);
+		cli_json_double(&js, "raw_bytes_per_epoch", cell->raw_per_epoch);
+		cli_json_double(&js, "wire_bytes_per_epoch", cell->wire_per_epoch);
+		cli_json_double(&js, "guest_throughput",
+				cell->base_rate > 0 ? cell->prot_rate / cell->base_rate : 0);
+		cli_json_str(&js, "status", cell->error ? cell->error : "ok");
+		cli_json_object_end(&js);
+		cli_json_finish(&js);
+	} else {
+		csv_row(stdout, cell);
+	}
+	fflush(stdout);
+	if (csv) {
+		csv_row(csv, cell);
+		fflush(csv);
+	}
+}
+
 void cli_bench_checkpoint_usage(FILE *f);
 void cli_bench_checkpoint_usage(FILE *f)
 {
 	fputs("usage: castor bench checkpoint [--intervals 5,10,25,50,100] [--rates max,100,10]\n"
 	      "                               [--secs N] [--mem SIZE] [--wss SIZE] [--cpus N]\n"
 	      "                               [--csv FILE] [--exact-dirty] [--repl-nice N]\n"
-	      "                               [--repl-rt N] [--json] [--guest-image FILE]\n"
+	      "                               [--repl-rt N] [--repeat N] [--json]\n"
+	      "                               [--guest-image FILE]\n"
 	      "  rates are the guest's pages per ms per vCPU (--cpus, default 2), 'max'\n"
 	      "  unthrottled;\n"
-	      "  --wss is each vCPU's work region (default 8M: a 16 MiB hot set)\n",
+	      "  --wss is each vCPU's work region (default 8M: a 16 MiB hot set)\n"
+	      "  --repeat N runs each cell N times (1-50), each with its own unprotected run,\n"
+	      "  and ends each cell with its median, min and max (docs/benchmarks.md)\n",
 	      f);
 }
 
@@ -386,6 +501,7 @@ int cli_bench_checkpoint(int argc, char **argv)
 		{"csv", required_argument, NULL, 'c'},
 		{"json", no_argument, NULL, 'j'},
 		{"guest-image", required_argument, NULL, 'i'},
+		{"repeat", required_argument, NULL, 'r'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -393,7 +509,8 @@ int cli_bench_checkpoint(int argc, char **argv)
 			    .mem = 1ull << 30,
 			    .wss = 8ull << 20,
 			    .secs_ns = 3 * SEC,
-			    .cpus = 2};
+			    .cpus = 2,
+			    .repeat = 1};
 	struct hv_vm *vm = NULL;
 	FILE *csv = NULL;
 	unsigned i, j;
@@ -475,6 +592,14 @@ int cli_bench_checkpoint(int argc, char **argv)
 		case 'i':
 			o.image = optarg;
 			break;
+		case 'r':
+			if (util_parse_u64(optarg, &v) < 0 || !v || v > MAX_REPEAT) {
+				cli_err("bench checkpoint: --repeat wants 1-%u, not '%s'",
+					MAX_REPEAT, optarg);
+				return CLI_EXIT_USAGE;
+			}
+			o.repeat = (unsigned)v;
+			break;
 		case 'h':
 			cli_bench_checkpoint_usage(stdout);
 			return CLI_EXIT_OK;
@@ -506,40 +631,20 @@ int cli_bench_checkpoint(int argc, char **argv)
 	}
 	for (i = 0; i < o.nrates; i++) {
 		for (j = 0; j < o.nintervals; j++) {
-			struct ck_cell cell = {.rate = o.rates[i], .interval_ms = o.intervals[j]};
+			struct ck_runs runs = {0};
+			struct ck_cell cell;
 
-			rc = run_cell(&o, vm, &cell);
-			if (rc < 0 && !cell.error)
-				cell.error = "failed";
-			if (o.json) {
-				struct cli_json js;
-
-				cli_json_init(&js, stdout);
-				cli_json_object_begin(&js, NULL);
-				cli_json_str(&js, "bench", "checkpoint");
-				cli_json_u64(&js, "rate", cell.rate);
-				cli_json_u64(&js, "interval_ms", cell.interval_ms);
-				cli_json_double(&js, "pause_p50_ms", ms(cell.st.pause_p50_ns));
-				cli_json_double(&js, "pause_p99_ms", ms(cell.st.pause_p99_ns));
-				cli_json_double(&js, "bare_sum_ms", bare_sum(&cell));
-				cli_json_double(&js, "epochs_per_s", cell.epochs_per_s);
-				cli_json_double(&js, "host_steal", cell.steal);
-				cli_json_double(&js, "raw_bytes_per_epoch", cell.raw_per_epoch);
-				cli_json_double(&js, "wire_bytes_per_epoch", cell.wire_per_epoch);
-				cli_json_double(&js, "guest_throughput",
-						cell.base_rate > 0 ? cell.prot_rate / cell.base_rate
-								   : 0);
-				cli_json_str(&js, "status", cell.error ? cell.error : "ok");
-				cli_json_object_end(&js);
-				cli_json_finish(&js);
-			} else {
-				csv_row(stdout, &cell);
+			for (unsigned k = 0; k < o.repeat; k++) {
+				cell = (struct ck_cell){.rate = o.rates[i],
+							.interval_ms = o.intervals[j]};
+				rc = run_cell(&o, vm, &cell);
+				if (rc < 0 && !cell.error)
+					cell.error = "failed";
+				print_run(&o, &cell, csv);
+				runs_add(&runs, &cell);
 			}
-			fflush(stdout);
-			if (csv) {
-				csv_row(csv, &cell);
-				fflush(csv);
-			}
+			if (o.repeat > 1)
+				runs_print(&o, &cell, &runs);
 		}
 	}
 	ret = CLI_EXIT_OK;
