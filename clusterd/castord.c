@@ -598,6 +598,8 @@ int main(int argc, char **argv)
 	}
 	if (cd_membership_open(d.base, &d.conf, view_changed, group_msg, &d, &d.members) < 0)
 		goto out;
+	if (vms_init(&d) < 0)
+		goto out;
 	if (d.conf.metrics[0] && cd_metrics_open(d.base, d.conf.metrics, fill_metrics, &d,
 						 &d.metrics, why, sizeof(why)) < 0) {
 		fprintf(stderr, "castord: %s\n", why);

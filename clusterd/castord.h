@@ -14,11 +14,19 @@
 #define MAX_CONNS    64
 #define STOP_GRACE_S 10 /* SIGTERM, then SIGKILL after this long */
 
-/* A castor-vmm this castord started: the VM runs (or starts, or stops) here. */
+/* What a castor-vmm this castord started is to its VM. */
+enum local_role {
+	LOCAL_PRIMARY = 0, /* castor-vmm run: the VM runs here */
+	LOCAL_REPLICA,	   /* castor-vmm replica: its twin is kept here */
+};
 struct local_vm {
 	char name[CD_NAME_MAX];
-	struct cd_proc *proc; /* NULL: the slot is free */
-	bool stopping;	      /* asked to stop: its exit is STOPPED, not a loss */
+	struct cd_proc *proc;			   /* NULL: the slot is free */
+	enum local_role role;			   /* a replica whose twin took over is a primary */
+	char sock[CD_PATH_MAX + CD_NAME_MAX + 24]; /* its control socket */
+	uint16_t port;				   /* a replica's listening port */
+	bool ready;				   /* its control socket exists */
+	bool stopping; /* asked to stop: its exit is STOPPED, not a loss */
 	struct event *kill_ev;
 };
 
@@ -29,6 +37,13 @@ struct daemon {
 	struct cd_defs *defs;	/* the cluster's VM definitions (large: on the heap) */
 	struct cd_pairs *pairs; /* every VM's pair, the same on every node (heap too) */
 	struct local_vm local[CD_MAX_DEFS];
+	struct event *tick_ev; /* castord_vms.c: duties, sync progress, reconciling */
+	/* what the policy sent last, per pair (index as d->pairs), and when */
+	struct {
+		uint64_t gen;
+		int event;
+		uint64_t at_ns;
+	} sent[CD_MAX_DEFS];
 	uint64_t replayed_joins; /* the view's join count when the table was last replayed */
 	bool layout_logged;	 /* the layout refusal was logged (once per refusal) */
 	struct evconnlistener *listener;
@@ -41,9 +56,11 @@ int castord_need_quorum(struct daemon *d, const char **msg);
 
 /* ---- castord_vms.c --------------------------------------------------------------------------- */
 
+/* The duty timer (once a second); before the loop runs. 0 or -ENOMEM. */
+int vms_init(struct daemon *d);
 /* A CPG message about pairs (magic CD_PAIRMSG_MAGIC), in agreed order. */
 void vms_msg(struct daemon *d, uint32_t from, const void *buf, size_t len);
-/* Membership changed: pairs whose primary's host left are reported lost (by one node). */
+/* Membership changed: this node's duties now (a host's VMs lost, replicas to place). */
 void vms_view_changed(struct daemon *d, const struct cd_view_nodes *v);
 /* A node joined: replay every pair entry (SYNC), so it catches up. */
 void vms_replay(struct daemon *d);

@@ -10,6 +10,20 @@
  * wait status and last words in the reason), STOPPED after a stop. A host
  * that leaves the membership takes its VMs with it: the lowest-numbered
  * member that still has quorum reports them lost, once.
+ *
+ * Protection (a definition with protection interval or output): the
+ * primary's castord asks for a replica (PROTECT, pair_policy.c); the chosen
+ * host's castord starts `castor-vmm replica` on a port of its range and
+ * reports REPLICA_READY with its address; the primary's castord then sends
+ * castor-vmm a ProtectRequest toward it and reports SYNCED once castor-vmm
+ * says protected. A primary lost while protected makes the replica's castord
+ * ask its castor-vmm to fail over and report PROMOTED: the twin runs, and the
+ * same castord (now the primary's) asks for a new replica. A replica lost
+ * (REPLICA_LOST) leaves the pair degraded until it is re-protected elsewhere
+ * or, with no host left, unprotected (its held output released). Once a
+ * second, each castord also stops any castor-vmm of its own that the pairs
+ * no longer place here -- so after a partition heals, a VM the majority moved
+ * away never runs twice.
  */
 #define LOG_TAG "castord"
 #include <errno.h>
@@ -25,7 +39,9 @@
 #include "clusterd/castord.h"
 #include "util/util.h"
 
-#define ARGV_MAX (16 + 2 * (CD_MAX_GUEST_PARAM + CD_MAX_DISKS + CD_MAX_NICS))
+#define ARGV_MAX  (20 + 2 * (CD_MAX_GUEST_PARAM + CD_MAX_DISKS + CD_MAX_NICS))
+#define RESEND_NS (5ull * 1000000000ull) /* the same duty is sent again after this long */
+#define CALL_MS	  5000			 /* castor-vmm control requests */
 
 /* ---- messages out ------------------------------------------------------------------------ */
 
@@ -38,26 +54,33 @@ static void view_of(struct daemon *d, struct cd_view *out)
 	out->quorate = v.quorate && !cd_layout_problem(&v, d->conf.allow_two_node);
 }
 
-/* Multicast one event about `vm` on `host`; it takes effect when delivered, here too. */
-static int send_event(struct daemon *d, const char *vm, enum cd_pair_event e, const char *host,
-		      const struct cd_view *v, const char *reason)
+/* Multicast one event; it takes effect when delivered, here too. */
+static int send_msg(struct daemon *d, const struct cd_pairmsg *m)
 {
-	struct cd_pairmsg m;
 	struct cd_pairmsg_hdr h;
 	struct iovec iov;
 	int rc;
 
-	cd_pairmsg_event(&m, vm, e, host, v, reason);
 	iov.iov_base = &h;
-	iov.iov_len = cd_pairmsg_encode(&m, &h);
+	iov.iov_len = cd_pairmsg_encode(m, &h);
 	rc = cd_membership_send(d->members, &iov, 1);
 	if (rc < 0)
-		LOG_WARN("vm %s: cannot send %s to the cluster (%s)", vm, cd_pair_event_str(e),
-			 strerror(-rc));
+		LOG_WARN("vm %s: cannot send %s to the cluster (%s)", m->vm,
+			 cd_pair_event_str(m->event), strerror(-rc));
 	return rc;
 }
 
-/* An event this node witnessed about its own VM: with its view, and the host gone if lost. */
+/* An event about `vm` whose primary is `host` (replica and addr "" when not about one). */
+static int send_event(struct daemon *d, const char *vm, enum cd_pair_event e, const char *host,
+		      const struct cd_view *v, const char *reason)
+{
+	struct cd_pairmsg m;
+
+	cd_pairmsg_event(&m, vm, e, host, v, reason);
+	return send_msg(d, &m);
+}
+
+/* An event this node witnessed about its own primary: with its view, the host gone if lost. */
 static void report(struct daemon *d, const char *vm, enum cd_pair_event e, bool gone,
 		   const char *reason)
 {
@@ -66,6 +89,22 @@ static void report(struct daemon *d, const char *vm, enum cd_pair_event e, bool 
 	view_of(d, &v);
 	v.primary_gone = gone;
 	send_event(d, vm, e, d->conf.node, &v, reason);
+}
+
+/* The same about the replica this node keeps (addr: REPLICA_READY's). */
+static void report_replica(struct daemon *d, const char *vm, enum cd_pair_event e, const char *addr,
+			   const char *reason)
+{
+	struct cd_pair_entry *p = cd_pairs_find(d->pairs, vm);
+	struct cd_pairmsg m;
+	struct cd_view v;
+
+	view_of(d, &v);
+	v.replica_gone = e == CD_PAIR_E_REPLICA_LOST;
+	cd_pairmsg_event(&m, vm, e, p ? p->pair.primary : "", &v, reason);
+	snprintf(m.replica, sizeof(m.replica), "%s", d->conf.node);
+	snprintf(m.addr, sizeof(m.addr), "%s", addr ? addr : "");
+	send_msg(d, &m);
 }
 
 void vms_replay(struct daemon *d)
@@ -86,10 +125,18 @@ void vms_replay(struct daemon *d)
 
 /* ---- the castor-vmm processes of this host ------------------------------------------------- */
 
-static struct local_vm *local_find(struct daemon *d, const char *vm)
+static struct local_vm *local_find(struct daemon *d, const char *vm, enum local_role role)
 {
 	for (unsigned i = 0; i < CD_MAX_DEFS; i++)
-		if (d->local[i].proc && !strcmp(d->local[i].name, vm))
+		if (d->local[i].proc && d->local[i].role == role && !strcmp(d->local[i].name, vm))
+			return &d->local[i];
+	return NULL;
+}
+
+static struct local_vm *local_of(struct daemon *d, const struct cd_proc *p)
+{
+	for (unsigned i = 0; i < CD_MAX_DEFS; i++)
+		if (d->local[i].proc == p)
 			return &d->local[i];
 	return NULL;
 }
@@ -102,13 +149,47 @@ static void local_release(struct local_vm *l)
 	cd_proc_free(l->proc);
 	l->proc = NULL;
 	l->stopping = false;
+	l->ready = false;
+}
+
+/* One request to a local castor-vmm: 0, or -errno with its message in why. */
+static int vmm_call(struct local_vm *l, Castor__Request *req, Castor__Response **resp_out,
+		    char *why, size_t why_len)
+{
+	Castor__Response *resp = NULL;
+	int rc;
+
+	req->id = 1;
+	rc = pb_call(l->sock, req, &resp, CALL_MS);
+	if (rc < 0)
+		return util_why(why, why_len, rc, "castor-vmm of %s does not answer (%s)", l->name,
+				strerror(-rc));
+	if (resp->error) {
+		rc = resp->error < 0 && resp->error > -4096 ? resp->error : -EPROTO;
+		util_why(why, why_len, rc, "castor-vmm of %s: %s", l->name,
+			 resp->message && *resp->message ? resp->message : strerror(-rc));
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
+		return rc;
+	}
+	*resp_out = resp;
+	return 0;
 }
 
 static void vm_ready(void *arg, struct cd_proc *p)
 {
 	struct daemon *d = arg;
-	char reason[96];
+	struct local_vm *l = local_of(d, p);
+	char reason[160], addr[96];
 
+	if (!l)
+		return;
+	l->ready = true;
+	if (l->role == LOCAL_REPLICA) {
+		snprintf(addr, sizeof(addr), "%s:%u", d->conf.replication_host, l->port);
+		snprintf(reason, sizeof(reason), "replica listens on %s", addr);
+		report_replica(d, l->name, CD_PAIR_E_REPLICA_READY, addr, reason);
+		return;
+	}
 	snprintf(reason, sizeof(reason), "castor-vmm runs on %s, pid %d", d->conf.node,
 		 (int)cd_proc_pid(p));
 	report(d, cd_proc_name(p), CD_PAIR_E_STARTED, false, reason);
@@ -117,18 +198,29 @@ static void vm_ready(void *arg, struct cd_proc *p)
 static void vm_exited(void *arg, struct cd_proc *p, int wstatus, const char *last)
 {
 	struct daemon *d = arg;
-	struct local_vm *l = local_find(d, cd_proc_name(p));
+	struct local_vm *l = local_of(d, p);
 	struct cd_pair_entry *e = cd_pairs_find(d->pairs, cd_proc_name(p));
 	char st[96], reason[384]; /* cut to the message's 256 bytes when sent */
 	char vm[CD_NAME_MAX];
 	bool stopping = l && l->stopping;
+	enum local_role role = l ? l->role : LOCAL_PRIMARY;
 
 	snprintf(vm, sizeof(vm), "%s", cd_proc_name(p));
 	cd_wait_status_str(wstatus, st, sizeof(st));
-	snprintf(reason, sizeof(reason), "castor-vmm on %s %s%s%.150s", d->conf.node, st,
-		 last[0] ? ": " : "", last);
+	snprintf(reason, sizeof(reason), "castor-vmm%s on %s %s%s%.150s",
+		 role == LOCAL_REPLICA ? " replica" : "", d->conf.node, st, last[0] ? ": " : "",
+		 last);
 	if (l)
 		local_release(l); /* p is freed with it */
+	if (role == LOCAL_REPLICA) {
+		/* a replica the pairs still count on: lost; one stopped on purpose: nothing */
+		if (!stopping && e && !strcmp(e->pair.replica, d->conf.node) &&
+		    e->pair.state != CD_PAIR_S_STOPPING && e->pair.state != CD_PAIR_S_DEGRADED)
+			report_replica(d, vm, CD_PAIR_E_REPLICA_LOST, NULL, reason);
+		return;
+	}
+	if (e && strcmp(e->pair.primary, d->conf.node))
+		return; /* stopped because the VM runs elsewhere now */
 	if (stopping || (e && e->pair.state == CD_PAIR_S_STOPPING))
 		report(d, vm, CD_PAIR_E_STOPPED, true, reason);
 	else if (e && e->pair.state == CD_PAIR_S_STARTING)
@@ -185,6 +277,10 @@ static void vm_argv(struct daemon *d, const struct cd_vmdef *def, char *argv[ARG
 	argv[n++] = bufs[2];
 	argv[n++] = "--serial";
 	argv[n++] = bufs[3];
+	if (d->conf.key_file[0]) { /* its sessions to replicas on other hosts */
+		argv[n++] = "--key";
+		argv[n++] = d->conf.key_file;
+	}
 	argv[n] = NULL;
 }
 
@@ -198,61 +294,206 @@ static int make_dir(const char *state_dir, const char *sub, char *why, size_t wh
 	return 0;
 }
 
+static struct local_vm *free_slot(struct daemon *d)
+{
+	for (unsigned i = 0; i < CD_MAX_DEFS; i++)
+		if (!d->local[i].proc)
+			return &d->local[i];
+	return NULL;
+}
+
+/* Spawn castor-vmm with `argv` into `slot`, logging to state_dir/log/NAME.log. */
+static int spawn(struct daemon *d, struct local_vm *slot, const char *vm, enum local_role role,
+		 char *const argv[], const char *sock, char *why, size_t why_len)
+{
+	char log[CD_PATH_MAX + CD_NAME_MAX + 24];
+	int rc;
+
+	rc = make_dir(d->conf.state_dir, "run", why, why_len);
+	if (!rc)
+		rc = make_dir(d->conf.state_dir, "log", why, why_len);
+	if (rc < 0)
+		return rc;
+	snprintf(log, sizeof(log), "%s/log/%s%s.log", d->conf.state_dir, vm,
+		 role == LOCAL_REPLICA ? ".replica" : "");
+	unlink(sock); /* a socket left by an earlier run is not a sign of readiness */
+	{
+		const struct cd_proc_spec spec = {.name = vm,
+						  .argv = argv,
+						  .log_path = log,
+						  .ready_path = sock,
+						  .ready_cb = vm_ready,
+						  .exit_cb = vm_exited,
+						  .arg = d};
+
+		rc = cd_proc_start(d->base, &spec, &slot->proc, why, why_len);
+	}
+	if (rc < 0)
+		return rc;
+	snprintf(slot->name, sizeof(slot->name), "%s", vm);
+	snprintf(slot->sock, sizeof(slot->sock), "%s", sock);
+	slot->role = role;
+	slot->ready = false;
+	slot->stopping = false;
+	return 0;
+}
+
 /* START delivered for this host: run castor-vmm, or say at once why it cannot run. */
 static void start_here(struct daemon *d, const char *vm)
 {
 	const struct cd_def *def = cd_defs_find(d->defs, vm);
 	char *argv[ARGV_MAX], bufs[4][CD_PATH_MAX + CD_NAME_MAX + 16];
-	char log[CD_PATH_MAX + CD_NAME_MAX + 16], why[256];
-	struct local_vm *slot = NULL;
+	char why[256], reason[384]; /* cut to the message's 256 bytes when sent */
+	struct local_vm *slot = free_slot(d);
 	int rc;
 
-	if (local_find(d, vm)) {
+	if (local_find(d, vm, LOCAL_PRIMARY)) {
 		LOG_WARN("vm %s: a castor-vmm of it runs here already; not started twice", vm);
 		return;
 	}
-	for (unsigned i = 0; i < CD_MAX_DEFS && !slot; i++)
-		if (!d->local[i].proc)
-			slot = &d->local[i];
-	if (!def || def->removed) {
+	if (!def || def->removed)
 		rc = util_why(why, sizeof(why), -ENOENT, "%s has no definition here", d->conf.node);
-		goto fail;
-	}
-	if (!slot) {
+	else if (!slot)
 		rc = util_why(why, sizeof(why), -ENOSPC, "%s runs too many VMs", d->conf.node);
-		goto fail;
+	else {
+		vm_argv(d, &def->vm, argv, bufs);
+		rc = spawn(d, slot, vm, LOCAL_PRIMARY, argv, bufs[2], why, sizeof(why));
 	}
-	vm_argv(d, &def->vm, argv, bufs);
-	rc = make_dir(d->conf.state_dir, "run", why, sizeof(why));
 	if (!rc)
-		rc = make_dir(d->conf.state_dir, "log", why, sizeof(why));
-	if (rc < 0)
-		goto fail;
-	snprintf(log, sizeof(log), "%s/log/%s.log", d->conf.state_dir, vm);
-	unlink(bufs[2]); /* a socket left by an earlier run is not a sign of readiness */
-	{
-		const struct cd_proc_spec spec = {.name = vm,
-						  .argv = argv,
-						  .log_path = log,
-						  .ready_path = bufs[2],
-						  .ready_cb = vm_ready,
-						  .exit_cb = vm_exited,
-						  .arg = d};
-
-		rc = cd_proc_start(d->base, &spec, &slot->proc, why, sizeof(why));
-	}
-	if (rc < 0)
-		goto fail;
-	snprintf(slot->name, sizeof(slot->name), "%s", vm);
-	return;
-fail:
+		return;
 	LOG_ERR("vm %s: cannot start here: %s", vm, why);
-	{
-		char reason[384]; /* cut to the message's 256 bytes when sent */
+	snprintf(reason, sizeof(reason), "on %s: %s", d->conf.node, why);
+	report(d, vm, CD_PAIR_E_START_FAILED, true, reason);
+}
 
-		snprintf(reason, sizeof(reason), "on %s: %s", d->conf.node, why);
-		report(d, vm, CD_PAIR_E_START_FAILED, true, reason);
+/* A port of castord.conf's range that no replica of this host listens on; 0: none. */
+static uint16_t free_port(struct daemon *d)
+{
+	for (uint32_t port = d->conf.port_low; port <= d->conf.port_high; port++) {
+		bool used = false;
+
+		for (unsigned i = 0; i < CD_MAX_DEFS && !used; i++)
+			used = d->local[i].proc && d->local[i].role == LOCAL_REPLICA &&
+			       d->local[i].port == port;
+		if (!used)
+			return (uint16_t)port;
 	}
+	return 0;
+}
+
+/* PROTECT delivered naming this host: start the replica, or say why it cannot run. */
+static void replica_here(struct daemon *d, const char *vm)
+{
+	char sock[CD_PATH_MAX + CD_NAME_MAX + 24], listen[96], why[256], reason[384];
+	char *argv[12];
+	struct local_vm *slot = free_slot(d);
+	unsigned n = 0;
+	uint16_t port = free_port(d);
+	int rc = 0;
+
+	if (local_find(d, vm, LOCAL_REPLICA)) {
+		LOG_WARN("vm %s: a replica of it runs here already; not started twice", vm);
+		return;
+	}
+	if (!strcmp(d->conf.replication_host, "0.0.0.0") || !strcmp(d->conf.replication_host, "::"))
+		rc = util_why(why, sizeof(why), -EADDRNOTAVAIL,
+			      "replication_host of %s is %s: primaries need this node's address "
+			      "there (castord.conf)",
+			      d->conf.node, d->conf.replication_host);
+	else if (!slot || !port)
+		rc = util_why(why, sizeof(why), -ENOSPC,
+			      "%s has no free slot or port (replication_ports %u-%u)", d->conf.node,
+			      d->conf.port_low, d->conf.port_high);
+	if (!rc) {
+		snprintf(sock, sizeof(sock), "%s/run/%s.replica.sock", d->conf.state_dir, vm);
+		snprintf(listen, sizeof(listen), "%s:%u", d->conf.replication_host, port);
+		argv[n++] = d->conf.vmm;
+		argv[n++] = "replica";
+		argv[n++] = "--name";
+		argv[n++] = (char *)vm;
+		argv[n++] = "--listen";
+		argv[n++] = listen;
+		argv[n++] = "--control";
+		argv[n++] = sock;
+		if (d->conf.key_file[0]) {
+			argv[n++] = "--key";
+			argv[n++] = d->conf.key_file;
+		}
+		argv[n] = NULL;
+		rc = spawn(d, slot, vm, LOCAL_REPLICA, argv, sock, why, sizeof(why));
+		if (!rc)
+			slot->port = port;
+	}
+	if (!rc)
+		return;
+	LOG_ERR("vm %s: cannot keep its replica here: %s", vm, why);
+	snprintf(reason, sizeof(reason), "replica on %s: %s", d->conf.node, why);
+	report_replica(d, vm, CD_PAIR_E_REPLICA_LOST, NULL, reason);
+}
+
+/* REPLICA_READY delivered for this node's primary: protect toward it. */
+static void protect_toward(struct daemon *d, const struct cd_pair *p)
+{
+	const struct cd_def *def = cd_defs_find(d->defs, p->vm);
+	struct local_vm *l = local_find(d, p->vm, LOCAL_PRIMARY);
+	Castor__Request req = CASTOR__REQUEST__INIT;
+	Castor__ProtectRequest pr = CASTOR__PROTECT_REQUEST__INIT;
+	Castor__Response *resp = NULL;
+	char why[300];
+	struct cd_view v;
+	int rc;
+
+	if (!l || !def || def->removed)
+		return; /* its loss is reported by its exit */
+	pr.peer = (char *)p->replica_addr;
+	pr.mode = def->vm.protection == CD_PROT_OUTPUT ? "output" : "interval";
+	pr.interval_ms = def->vm.interval_ms;
+	req.body_case = CASTOR__REQUEST__BODY_PROTECT;
+	req.protect = &pr;
+	rc = vmm_call(l, &req, &resp, why, sizeof(why));
+	if (resp)
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
+	if (!rc) {
+		LOG_INFO("vm %s: protecting toward %s (%s)", p->vm, p->replica, p->replica_addr);
+		return;
+	}
+	/* castor-vmm holds nothing for a session that never began: unprotected again */
+	LOG_ERR("vm %s: cannot protect toward %s: %s", p->vm, p->replica_addr, why);
+	view_of(d, &v);
+	send_event(d, p->vm, CD_PAIR_E_UNPROTECT, d->conf.node, &v, why);
+}
+
+/* FAILING_OVER with the twin here: ask the replica to take over. */
+static void promote_here(struct daemon *d, const struct cd_pair *p)
+{
+	struct local_vm *l = local_find(d, p->vm, LOCAL_REPLICA);
+	Castor__Request req = CASTOR__REQUEST__INIT;
+	Castor__FailoverRequest fr = CASTOR__FAILOVER_REQUEST__INIT;
+	Castor__Response *resp = NULL;
+	char why[300], reason[384];
+	int rc;
+
+	if (!l) {
+		report_replica(d, p->vm, CD_PAIR_E_REPLICA_LOST, NULL,
+			       "the twin to promote does not run here");
+		return;
+	}
+	/* the primary is known gone (the guard of FAILING_OVER): nothing streams any more */
+	fr.force = true;
+	req.body_case = CASTOR__REQUEST__BODY_FAILOVER;
+	req.failover = &fr;
+	rc = vmm_call(l, &req, &resp, why, sizeof(why));
+	if (resp)
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
+	if (rc < 0) {
+		LOG_ERR("vm %s: the twin here cannot take over: %s", p->vm, why);
+		snprintf(reason, sizeof(reason), "failover refused: %s", why);
+		report_replica(d, p->vm, CD_PAIR_E_REPLICA_LOST, NULL, reason);
+		return;
+	}
+	l->role = LOCAL_PRIMARY; /* the same castor-vmm runs the VM now */
+	snprintf(reason, sizeof(reason), "the twin runs on %s", d->conf.node);
+	report_replica(d, p->vm, CD_PAIR_E_PROMOTED, NULL, reason);
 }
 
 static void kill_cb(evutil_socket_t fd, short what, void *arg)
@@ -268,16 +509,13 @@ static void kill_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* STOP delivered for this host. */
-static void stop_here(struct daemon *d, const char *vm)
+/* SIGTERM, then SIGKILL after the grace period. */
+static void local_stop(struct daemon *d, struct local_vm *l)
 {
-	struct local_vm *l = local_find(d, vm);
 	const struct timeval grace = {STOP_GRACE_S, 0};
 
-	if (!l) {
-		report(d, vm, CD_PAIR_E_STOPPED, true, "no castor-vmm of it ran here");
+	if (l->stopping)
 		return;
-	}
 	l->stopping = true;
 	cd_proc_kill(l->proc, SIGTERM);
 	if (!l->kill_ev)
@@ -286,14 +524,60 @@ static void stop_here(struct daemon *d, const char *vm)
 		evtimer_add(l->kill_ev, &grace);
 }
 
+/* STOP delivered: the primary here stops (STOPPED follows its exit); a replica here too. */
+static void stop_here(struct daemon *d, const struct cd_pairmsg *m)
+{
+	struct local_vm *l = local_find(d, m->vm, LOCAL_PRIMARY);
+	struct local_vm *r = local_find(d, m->vm, LOCAL_REPLICA);
+
+	if (r)
+		local_stop(d, r);
+	if (strcmp(m->primary, d->conf.node))
+		return;
+	if (!l) {
+		report(d, m->vm, CD_PAIR_E_STOPPED, true, "no castor-vmm of it ran here");
+		return;
+	}
+	local_stop(d, l);
+}
+
 /* ---- messages in --------------------------------------------------------------------------- */
+
+/* What this node does about an event just applied to pair `p`. */
+static void react(struct daemon *d, const struct cd_pairmsg *m, const struct cd_pair *p)
+{
+	const char *me = d->conf.node;
+
+	switch (m->event) {
+	case CD_PAIR_E_START:
+		if (!strcmp(p->primary, me))
+			start_here(d, m->vm);
+		break;
+	case CD_PAIR_E_PROTECT:
+		if (!strcmp(p->replica, me))
+			replica_here(d, m->vm);
+		break;
+	case CD_PAIR_E_REPLICA_READY:
+		if (!strcmp(p->primary, me))
+			protect_toward(d, p);
+		break;
+	case CD_PAIR_E_PRIMARY_LOST:
+		if (p->state == CD_PAIR_S_FAILING_OVER && !strcmp(p->replica, me))
+			promote_here(d, p);
+		break;
+	case CD_PAIR_E_STOP:
+		stop_here(d, m);
+		break;
+	default:
+		break; /* the others change the table only; the duty timer does the rest */
+	}
+}
 
 void vms_msg(struct daemon *d, uint32_t from, const void *buf, size_t len)
 {
 	struct cd_pairmsg m;
 	struct cd_pair_entry *e;
 	const char *why = NULL;
-	bool mine;
 
 	if (cd_pairmsg_decode(buf, len, &m) < 0) {
 		LOG_WARN("node %u sent a malformed pair message (%zu bytes); ignored", from, len);
@@ -307,10 +591,12 @@ void vms_msg(struct daemon *d, uint32_t from, const void *buf, size_t len)
 		return;
 	}
 	e = cd_pairs_find(d->pairs, m.vm);
-	mine = e && !strcmp(e->pair.primary, d->conf.node);
+	if (!e)
+		return;
 	if (m.kind == CD_PAIRMSG_SYNC) {
 		/* the cluster thinks it runs here, but this castord has no such process */
-		if (mine && e->pair.state != CD_PAIR_S_DEFINED && !local_find(d, m.vm))
+		if (!strcmp(e->pair.primary, d->conf.node) && e->pair.state != CD_PAIR_S_DEFINED &&
+		    !local_find(d, m.vm, LOCAL_PRIMARY))
 			report(d, m.vm,
 			       e->pair.state == CD_PAIR_S_STOPPING   ? CD_PAIR_E_STOPPED
 			       : e->pair.state == CD_PAIR_S_STARTING ? CD_PAIR_E_START_FAILED
@@ -318,46 +604,129 @@ void vms_msg(struct daemon *d, uint32_t from, const void *buf, size_t len)
 			       true, "castord restarted: no castor-vmm of it runs here");
 		return;
 	}
-	if (m.event == CD_PAIR_E_START && mine)
-		start_here(d, m.vm);
-	else if (m.event == CD_PAIR_E_STOP && !strcmp(m.primary, d->conf.node))
-		stop_here(d, m.vm);
+	react(d, &m, &e->pair);
 }
 
-/* Is `host` a node that was seen and is no member now? Unknown names are not "gone". */
-static bool host_left(const struct cd_view_nodes *v, const char *host)
+/* ---- the duty timer ------------------------------------------------------------------------- */
+
+/* This node's duties (pair_policy.c), each sent once per pair generation (again after 5 s). */
+static void duties(struct daemon *d, const struct cd_view_nodes *v)
 {
-	for (unsigned i = 0; i < v->n; i++)
-		if (!strcmp(v->node[i].name, host))
-			return !v->node[i].member;
-	return false;
+	uint64_t now = util_now_ns();
+
+	for (unsigned i = 0; i < d->pairs->n; i++) {
+		const struct cd_pair_entry *e = &d->pairs->e[i];
+		const struct cd_def *def = cd_defs_find(d->defs, e->pair.vm);
+		struct cd_pairmsg m;
+
+		if (!cd_pair_next(&e->pair, def && !def->removed ? &def->vm : NULL, v, d->pairs,
+				  d->conf.node, d->conf.allow_two_node, &m))
+			continue;
+		if (d->sent[i].gen == e->generation && d->sent[i].event == (int)m.event &&
+		    now - d->sent[i].at_ns < RESEND_NS)
+			continue;
+		if (send_msg(d, &m) == 0) {
+			d->sent[i].gen = e->generation;
+			d->sent[i].event = (int)m.event;
+			d->sent[i].at_ns = now;
+		}
+	}
+}
+
+/* A primary here that is syncing: SYNCED once castor-vmm says protected. */
+static void sync_progress(struct daemon *d, const struct cd_pair *p)
+{
+	struct local_vm *l = local_find(d, p->vm, LOCAL_PRIMARY);
+	Castor__Request req = CASTOR__REQUEST__INIT;
+	Castor__HaStatusRequest hr = CASTOR__HA_STATUS_REQUEST__INIT;
+	Castor__Response *resp = NULL;
+	char why[300];
+	struct cd_view v;
+
+	if (!l || !l->ready)
+		return;
+	req.body_case = CASTOR__REQUEST__BODY_HA_STATUS;
+	req.ha_status = &hr;
+	if (vmm_call(l, &req, &resp, why, sizeof(why)) < 0) {
+		LOG_WARN("vm %s: %s", p->vm, why);
+		return;
+	}
+	if (resp->ha_status && resp->ha_status->state &&
+	    !strcmp(resp->ha_status->state, "protected")) {
+		view_of(d, &v);
+		send_event(d, p->vm, CD_PAIR_E_SYNCED, d->conf.node, &v,
+			   "the initial copy is acknowledged");
+	}
+	protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+
+/*
+ * Stop every castor-vmm of this host that the pairs no longer place here: a
+ * primary of a VM that runs elsewhere now (a partition healed), a replica of a
+ * pair that has another replica or none.
+ */
+static void reconcile(struct daemon *d)
+{
+	for (unsigned i = 0; i < CD_MAX_DEFS; i++) {
+		struct local_vm *l = &d->local[i];
+		struct cd_pair_entry *e;
+		bool wanted;
+
+		if (!l->proc || l->stopping)
+			continue;
+		e = cd_pairs_find(d->pairs, l->name);
+		if (!e)
+			continue; /* not heard of yet (just started): nothing to go by */
+		if (l->role == LOCAL_PRIMARY)
+			wanted = !strcmp(e->pair.primary, d->conf.node) &&
+				 e->pair.state != CD_PAIR_S_DEFINED;
+		else
+			wanted = !strcmp(e->pair.replica, d->conf.node) &&
+				 (e->pair.state == CD_PAIR_S_PLACING ||
+				  e->pair.state == CD_PAIR_S_SYNCING ||
+				  e->pair.state == CD_PAIR_S_PROTECTED ||
+				  e->pair.state == CD_PAIR_S_FAILING_OVER);
+		if (wanted)
+			continue;
+		LOG_WARN("vm %s: its %s here is not wanted any more (%s on '%s'): stopped", l->name,
+			 l->role == LOCAL_PRIMARY ? "castor-vmm" : "replica",
+			 cd_pair_state_str(e->pair.state),
+			 l->role == LOCAL_PRIMARY ? e->pair.primary : e->pair.replica);
+		local_stop(d, l);
+	}
+}
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	struct cd_view_nodes v;
+
+	(void)fd;
+	(void)what;
+	cd_membership_view(d->members, &v);
+	duties(d, &v);
+	for (unsigned i = 0; i < d->pairs->n; i++) {
+		const struct cd_pair *p = &d->pairs->e[i].pair;
+
+		if (p->state == CD_PAIR_S_SYNCING && !strcmp(p->primary, d->conf.node))
+			sync_progress(d, p);
+	}
+	reconcile(d);
+}
+
+int vms_init(struct daemon *d)
+{
+	const struct timeval second = {1, 0};
+
+	d->tick_ev = event_new(d->base, -1, EV_PERSIST, tick_cb, d);
+	if (!d->tick_ev || event_add(d->tick_ev, &second) < 0)
+		return -ENOMEM;
+	return 0;
 }
 
 void vms_view_changed(struct daemon *d, const struct cd_view_nodes *v)
 {
-	uint32_t lowest = UINT32_MAX;
-	struct cd_view cv = {.quorate = v->quorate, .primary_gone = true};
-
-	if (!v->connected || !v->quorate || cd_layout_problem(v, d->conf.allow_two_node))
-		return;
-	for (unsigned i = 0; i < v->n; i++)
-		if (v->node[i].member && v->node[i].nodeid < lowest)
-			lowest = v->node[i].nodeid;
-	if (lowest != v->local_nodeid)
-		return; /* one node speaks for the cluster: the lowest id */
-	for (unsigned i = 0; i < d->pairs->n; i++) {
-		const struct cd_pair *p = &d->pairs->e[i].pair;
-		char reason[128];
-
-		if (p->state == CD_PAIR_S_DEFINED || !p->primary[0] || !host_left(v, p->primary))
-			continue;
-		snprintf(reason, sizeof(reason), "host %s left the cluster", p->primary);
-		send_event(d, p->vm,
-			   p->state == CD_PAIR_S_STOPPING   ? CD_PAIR_E_STOPPED
-			   : p->state == CD_PAIR_S_STARTING ? CD_PAIR_E_START_FAILED
-							    : CD_PAIR_E_PRIMARY_LOST,
-			   p->primary, &cv, reason);
-	}
+	duties(d, v);
 }
 
 /* ---- requests ------------------------------------------------------------------------------ */
@@ -373,26 +742,16 @@ void vms_fill(struct daemon *d, Castor__VmDefinition *o, const char *name)
 	o->failovers = e ? e->pair.failovers : 0;
 }
 
-/* May `host` run a VM: a member (by name) that is not a witness? */
-static bool can_host(const struct cd_view_nodes *v, const char *host)
-{
-	for (unsigned i = 0; i < v->n; i++)
-		if (!strcmp(v->node[i].name, host))
-			return v->node[i].member && !v->node[i].witness;
-	return false;
-}
-
 /* The host for a start: the one asked for, else the definition's first live host, else
  * the live host with the fewest VMs (the lowest name on a tie). */
 static int choose_host(struct daemon *d, const struct cd_vmdef *def, const char *asked, char *out,
 		       char *why, size_t why_len)
 {
 	struct cd_view_nodes v;
-	unsigned best_load = UINT32_MAX;
 
 	cd_membership_view(d->members, &v);
 	if (asked && *asked) {
-		if (!can_host(&v, asked))
+		if (!cd_host_can_run(&v, asked))
 			return util_why(why, why_len, -EHOSTUNREACH,
 					"host '%.64s' is not a live member that hosts VMs (see "
 					"castor node list)",
@@ -400,25 +759,7 @@ static int choose_host(struct daemon *d, const struct cd_vmdef *def, const char 
 		snprintf(out, CD_NAME_MAX, "%s", asked);
 		return 0;
 	}
-	for (unsigned i = 0; i < def->nhosts; i++)
-		if (can_host(&v, def->hosts[i])) {
-			snprintf(out, CD_NAME_MAX, "%s", def->hosts[i]);
-			return 0;
-		}
-	out[0] = 0;
-	for (unsigned i = 0; i < v.n; i++) {
-		unsigned load = 0;
-
-		if (!v.node[i].name[0] || !can_host(&v, v.node[i].name))
-			continue;
-		for (unsigned j = 0; j < d->pairs->n; j++)
-			load += !strcmp(d->pairs->e[j].pair.primary, v.node[i].name);
-		if (load < best_load || (load == best_load && strcmp(v.node[i].name, out) < 0)) {
-			best_load = load;
-			snprintf(out, CD_NAME_MAX, "%s", v.node[i].name);
-		}
-	}
-	if (out[0])
+	if (cd_choose_host(def, &v, d->pairs, "", "", out))
 		return 0;
 	return util_why(why, why_len, -EHOSTUNREACH,
 			def->nhosts ? "none of the VM's hosts is a live member, and no other "
@@ -510,6 +851,9 @@ int vms_stop(struct daemon *d, const Castor__VmStopRequest *r, Castor__VmDefinit
 
 void vms_shutdown(struct daemon *d)
 {
+	if (d->tick_ev)
+		event_free(d->tick_ev);
+	d->tick_ev = NULL;
 	uint64_t deadline = util_now_ns() + (uint64_t)STOP_GRACE_S * 1000000000ull;
 	bool any = false;
 

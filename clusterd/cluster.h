@@ -218,6 +218,7 @@ struct cd_pair {
 	enum cd_pair_state state;
 	char primary[CD_NAME_MAX]; /* node names; "" = none */
 	char replica[CD_NAME_MAX];
+	char replica_addr[64]; /* HOST:PORT the replica listens on, once it is ready */
 	uint64_t failovers;
 	char last_reason[256];
 };
@@ -262,7 +263,7 @@ void cd_pairs_init(struct cd_pairs *s);
 struct cd_pair_entry *cd_pairs_find(struct cd_pairs *s, const char *vm);
 
 /*
- * EVENT and SYNC on CPG: a 488-byte message (magic "CDPAIRM1"). An EVENT is
+ * EVENT and SYNC on CPG: a 552-byte message (magic "CDPAIRM1"). An EVENT is
  * one cd_pair_event for one VM with the view its sender decided on (the
  * guards are evaluated on it, the same on every node) and the host it is
  * about (START: the chosen primary); a SYNC is a whole entry, replayed when a
@@ -277,8 +278,9 @@ struct cd_pairmsg {
 	uint64_t generation;	  /* SYNC */
 	uint32_t failovers;	  /* SYNC */
 	char vm[CD_NAME_MAX];
-	char primary[CD_NAME_MAX]; /* EVENT: the host it is about; SYNC: the entry's */
-	char replica[CD_NAME_MAX];
+	char primary[CD_NAME_MAX]; /* EVENT: the primary it is about; SYNC: the entry's */
+	char replica[CD_NAME_MAX]; /* EVENT: the replica host it is about (PROTECT: chosen) */
+	char addr[64];		   /* REPLICA_READY: where it listens; SYNC: the entry's */
 	char reason[256];
 };
 struct cd_pairmsg_hdr {
@@ -289,9 +291,10 @@ struct cd_pairmsg_hdr {
 	char vm[CD_NAME_MAX];
 	char primary[CD_NAME_MAX];
 	char replica[CD_NAME_MAX];
+	char addr[64];
 	char reason[256];
 };
-_Static_assert(sizeof(struct cd_pairmsg_hdr) == 488, "pairmsg layout");
+_Static_assert(sizeof(struct cd_pairmsg_hdr) == 552, "pairmsg layout");
 #define CD_PAIRMSG_MAGIC 0x314d524941504443ull /* "CDPAIRM1" */
 /* An EVENT about `vm` and `host` decided on view `v`. */
 void cd_pairmsg_event(struct cd_pairmsg *m, const char *vm, enum cd_pair_event e, const char *host,
@@ -308,6 +311,28 @@ int cd_pairmsg_decode(const void *buf, size_t len, struct cd_pairmsg *out);
  * when newer. 0 when applied (or an older SYNC ignored).
  */
 int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **why_out);
+
+/* ---- what to do next (pair_policy.c) ------------------------------------------------------- */
+
+/* A member (by name) that may run VMs: not a witness. */
+bool cd_host_can_run(const struct cd_view_nodes *v, const char *host);
+/*
+ * A host for a VM: the definition's hosts in order, else the live host that
+ * runs the fewest primaries and replicas (the lowest name on a tie); never
+ * `avoid` or `avoid2` ("" = none). false when no host can.
+ */
+bool cd_choose_host(const struct cd_vmdef *def, const struct cd_view_nodes *v,
+		    const struct cd_pairs *all, const char *avoid, const char *avoid2,
+		    char out[CD_NAME_MAX]);
+/*
+ * The event node `me` must send now about pair `p` (false: none): as the
+ * speaker, the loss of a host that left; as the primary's host, a replica
+ * to place (PROTECT) or, in DEGRADED with nowhere to re-protect, UNPROTECT.
+ * Nothing without quorum. `def` may be NULL (undefined: no protection).
+ */
+bool cd_pair_next(const struct cd_pair *p, const struct cd_vmdef *def,
+		  const struct cd_view_nodes *v, const struct cd_pairs *all, const char *me,
+		  bool allow_two_node, struct cd_pairmsg *out);
 
 /* ---- the processes castord starts (supervise.c) --------------------------------------------- */
 

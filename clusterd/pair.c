@@ -226,8 +226,10 @@ int cd_pair_apply(struct cd_pair *p, enum cd_pair_event e, const struct cd_view 
 		p->replica[0] = 0;
 		p->failovers++;
 	}
-	if (t->to == CD_PAIR_S_DEFINED || t->to == CD_PAIR_S_UNPROTECTED)
+	if (t->to == CD_PAIR_S_DEFINED || t->to == CD_PAIR_S_UNPROTECTED) {
 		p->replica[0] = 0;
+		p->replica_addr[0] = 0;
+	}
 	if (t->to == CD_PAIR_S_DEFINED)
 		p->primary[0] = 0;
 	snprintf(p->last_reason, sizeof(p->last_reason), "%s: %s", cd_pair_event_str(e),

@@ -84,17 +84,25 @@ int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **
 		e->pair.state = m->state;
 		copy_name(e->pair.primary, m->primary);
 		copy_name(e->pair.replica, m->replica);
+		snprintf(e->pair.replica_addr, sizeof(e->pair.replica_addr), "%s", m->addr);
 		e->pair.failovers = m->failovers;
 		snprintf(e->pair.last_reason, sizeof(e->pair.last_reason), "%s", m->reason);
 		return 0;
 	}
-	/* the event names the host it is about: a stale one (another host's) is ignored */
+	/* the event names the hosts it is about: a stale one (other hosts') is ignored */
 	if (m->event != CD_PAIR_E_START && m->primary[0] && e->pair.primary[0] &&
 	    strcmp(m->primary, e->pair.primary)) {
-		LOG_INFO("%s: %s about host %s ignored: the VM's primary is %s now", m->vm,
+		LOG_INFO("%s: %s about primary %s ignored: the VM's primary is %s now", m->vm,
 			 cd_pair_event_str(m->event), m->primary, e->pair.primary);
 		if (why_out)
 			*why_out = "the event is about a host that is not the VM's primary";
+		return -ESTALE;
+	}
+	if (m->event != CD_PAIR_E_PROTECT && m->replica[0] && strcmp(m->replica, e->pair.replica)) {
+		LOG_INFO("%s: %s about replica %s ignored: the VM's replica is '%s' now", m->vm,
+			 cd_pair_event_str(m->event), m->replica, e->pair.replica);
+		if (why_out)
+			*why_out = "the event is about a host that is not the VM's replica";
 		return -ESTALE;
 	}
 	rc = cd_pair_apply(&e->pair, m->event, &v, m->reason, why_out);
@@ -102,6 +110,12 @@ int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **
 		return rc;
 	if (m->event == CD_PAIR_E_START)
 		copy_name(e->pair.primary, m->primary);
+	if (m->event == CD_PAIR_E_PROTECT) {
+		copy_name(e->pair.replica, m->replica);
+		e->pair.replica_addr[0] = 0;
+	}
+	if (m->event == CD_PAIR_E_REPLICA_READY)
+		snprintf(e->pair.replica_addr, sizeof(e->pair.replica_addr), "%s", m->addr);
 	e->generation++;
 	return 0;
 }
@@ -121,6 +135,7 @@ unsigned cd_pairmsg_encode(const struct cd_pairmsg *m, struct cd_pairmsg_hdr *h)
 	copy_name(h->vm, m->vm);
 	copy_name(h->primary, m->primary);
 	copy_name(h->replica, m->replica);
+	snprintf(h->addr, sizeof(h->addr), "%s", m->addr);
 	snprintf(h->reason, sizeof(h->reason), "%s", m->reason);
 	return sizeof(*h);
 }
@@ -151,7 +166,8 @@ int cd_pairmsg_decode(const void *buf, size_t len, struct cd_pairmsg *out)
 	if (h.kind == CD_PAIRMSG_SYNC && (h.state >= CD_PAIR_N_STATES || !h.generation))
 		return -EBADMSG;
 	if (!is_string(h.vm, sizeof(h.vm)) || !is_string(h.primary, sizeof(h.primary)) ||
-	    !is_string(h.replica, sizeof(h.replica)) || !is_string(h.reason, sizeof(h.reason)))
+	    !is_string(h.replica, sizeof(h.replica)) || !is_string(h.addr, sizeof(h.addr)) ||
+	    !is_string(h.reason, sizeof(h.reason)))
 		return -EBADMSG;
 	if (!cd_is_name(h.vm) || !is_host(h.primary) || !is_host(h.replica))
 		return -EBADMSG;
@@ -165,6 +181,7 @@ int cd_pairmsg_decode(const void *buf, size_t len, struct cd_pairmsg *out)
 	copy_name(out->vm, h.vm);
 	copy_name(out->primary, h.primary);
 	copy_name(out->replica, h.replica);
+	snprintf(out->addr, sizeof(out->addr), "%s", h.addr);
 	snprintf(out->reason, sizeof(out->reason), "%s", h.reason);
 	return 0;
 }
@@ -193,5 +210,6 @@ void cd_pairmsg_sync(struct cd_pairmsg *m, const struct cd_pair_entry *e)
 	copy_name(m->vm, e->pair.vm);
 	copy_name(m->primary, e->pair.primary);
 	copy_name(m->replica, e->pair.replica);
+	snprintf(m->addr, sizeof(m->addr), "%s", e->pair.replica_addr);
 	snprintf(m->reason, sizeof(m->reason), "%s", e->pair.last_reason);
 }

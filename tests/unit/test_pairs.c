@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -189,12 +190,194 @@ static void stop_cycle(void **state)
 	free(t);
 }
 
+/* ---- the policy (pair_policy.c) ----------------------------------------------------------- */
+
+/* Nodes a(1), b(2), c(3) and a witness w(4); `members` like "abc". */
+static void view_nodes(struct cd_view_nodes *v, const char *members, uint32_t local)
+{
+	static const char *const names[] = {"a", "b", "c", "w"};
+
+	memset(v, 0, sizeof(*v));
+	v->connected = v->quorate = true;
+	v->local_nodeid = local;
+	v->expected_votes = 4;
+	v->n = 4;
+	for (unsigned i = 0; i < 4; i++) {
+		v->node[i].nodeid = i + 1;
+		strcpy(v->node[i].name, names[i]);
+		v->node[i].member = strchr(members, names[i][0]) != NULL;
+		v->node[i].witness = i == 3;
+	}
+}
+
+static struct cd_vmdef vmdef(const char *hosts, enum cd_protection prot)
+{
+	struct cd_vmdef d;
+
+	memset(&d, 0, sizeof(d));
+	strcpy(d.name, "vm1");
+	strcpy(d.guest, "test");
+	d.protection = prot;
+	for (const char *h = hosts; *h; h++)
+		snprintf(d.hosts[d.nhosts++], CD_NAME_MAX, "%c", *h);
+	return d;
+}
+
+static void choose_host(void **state)
+{
+	struct cd_pairs *t = calloc(1, sizeof(*t));
+	struct cd_view_nodes v;
+	struct cd_vmdef d = vmdef("cb", CD_PROT_INTERVAL);
+	char out[CD_NAME_MAX];
+
+	(void)state;
+	cd_pairs_init(t);
+	view_nodes(&v, "abcw", 1);
+	/* the definition's order first, skipping what is avoided */
+	assert_true(cd_choose_host(&d, &v, t, "", "", out));
+	assert_string_equal(out, "c");
+	assert_true(cd_choose_host(&d, &v, t, "c", "", out));
+	assert_string_equal(out, "b");
+	/* none of its hosts live: the least loaded other host, never the witness */
+	view_nodes(&v, "aw", 1);
+	assert_true(cd_choose_host(&d, &v, t, "", "", out));
+	assert_string_equal(out, "a");
+	assert_false(cd_choose_host(&d, &v, t, "a", "", out));
+	/* no preference: the least loaded, then the lowest name */
+	d = vmdef("", CD_PROT_NONE);
+	view_nodes(&v, "abcw", 1);
+	t->n = 1;
+	cd_pair_init(&t->e[0].pair, "other");
+	strcpy(t->e[0].pair.primary, "a");
+	assert_true(cd_choose_host(&d, &v, t, "", "", out));
+	assert_string_equal(out, "b");
+	free(t);
+}
+
+static void policy_protects(void **state)
+{
+	struct cd_pairs *t = calloc(1, sizeof(*t));
+	struct cd_vmdef d = vmdef("ab", CD_PROT_INTERVAL);
+	struct cd_view_nodes v;
+	struct cd_pairmsg m;
+	struct cd_pair_entry *e;
+
+	(void)state;
+	cd_pairs_init(t);
+	view_nodes(&v, "abcw", 1);
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_START, "a", &quorate, "");
+	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
+	e = cd_pairs_find(t, "vm1");
+	/* starting: nothing to do yet */
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, &m));
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_STARTED, "a", &quorate, "");
+	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
+	/* only the primary's host asks for a replica, on b (its definition's next host) */
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "b", false, &m));
+	assert_true(cd_pair_next(&e->pair, &d, &v, t, "a", false, &m));
+	assert_int_equal(m.event, CD_PAIR_E_PROTECT);
+	assert_string_equal(m.replica, "b");
+	/* not without quorum, not for an unprotected definition */
+	v.quorate = false;
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, &m));
+	v.quorate = true;
+	{
+		struct cd_vmdef none = vmdef("ab", CD_PROT_NONE);
+
+		assert_false(cd_pair_next(&e->pair, &none, &v, t, "a", false, &m));
+	}
+	/* placing, syncing, protected: the events of the replica's castord and the primary's */
+	assert_true(cd_pair_next(&e->pair, &d, &v, t, "a", false, &m));
+	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
+	assert_int_equal(e->pair.state, CD_PAIR_S_PLACING);
+	assert_string_equal(e->pair.replica, "b");
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_REPLICA_READY, "a", &quorate, "");
+	strcpy(m.replica, "b");
+	strcpy(m.addr, "10.0.0.2:7800");
+	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
+	assert_string_equal(e->pair.replica_addr, "10.0.0.2:7800");
+	/* a REPLICA_READY about another replica host is stale */
+	strcpy(m.replica, "c");
+	assert_int_equal(cd_pairs_apply(t, &m, NULL), -ESTALE);
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_SYNCED, "a", &quorate, "");
+	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
+	assert_int_equal(e->pair.state, CD_PAIR_S_PROTECTED);
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, &m));
+
+	/* host a leaves: the speaker (b, now the lowest) reports the primary lost ... */
+	view_nodes(&v, "bcw", 3); /* as c sees it: not the speaker */
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "c", false, &m));
+	view_nodes(&v, "bcw", 2);
+	assert_true(cd_pair_next(&e->pair, &d, &v, t, "b", false, &m));
+	assert_int_equal(m.event, CD_PAIR_E_PRIMARY_LOST);
+	assert_string_equal(m.primary, "a");
+	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
+	assert_int_equal(e->pair.state, CD_PAIR_S_FAILING_OVER);
+	/* ... the twin on b takes over, and its castord asks for a new replica on c */
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_PROMOTED, "a", &quorate, "the twin runs on b");
+	strcpy(m.replica, "b");
+	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
+	assert_int_equal(e->pair.state, CD_PAIR_S_UNPROTECTED);
+	assert_string_equal(e->pair.primary, "b");
+	assert_int_equal(e->pair.failovers, 1);
+	assert_true(cd_pair_next(&e->pair, &d, &v, t, "b", false, &m));
+	assert_int_equal(m.event, CD_PAIR_E_PROTECT);
+	assert_string_equal(m.replica, "c");
+	free(t);
+}
+
+static void policy_replica_lost(void **state)
+{
+	struct cd_pairs *t = calloc(1, sizeof(*t));
+	struct cd_vmdef d = vmdef("ab", CD_PROT_INTERVAL);
+	struct cd_view_nodes v;
+	struct cd_pairmsg m;
+	struct cd_pair_entry *e;
+	static const enum cd_pair_event flow[] = {CD_PAIR_E_START, CD_PAIR_E_STARTED,
+						  CD_PAIR_E_PROTECT, CD_PAIR_E_REPLICA_READY,
+						  CD_PAIR_E_SYNCED};
+
+	(void)state;
+	cd_pairs_init(t);
+	for (unsigned i = 0; i < sizeof(flow) / sizeof(flow[0]); i++) {
+		cd_pairmsg_event(&m, "vm1", flow[i], "a", &quorate, "");
+		if (flow[i] == CD_PAIR_E_PROTECT || flow[i] == CD_PAIR_E_REPLICA_READY)
+			strcpy(m.replica, "b");
+		m.flags |= 8; /* a replica host exists */
+		assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
+	}
+	e = cd_pairs_find(t, "vm1");
+	assert_int_equal(e->pair.state, CD_PAIR_S_PROTECTED);
+	/* b leaves: the speaker (a) reports the replica lost */
+	view_nodes(&v, "acw", 1);
+	assert_true(cd_pair_next(&e->pair, &d, &v, t, "a", false, &m));
+	assert_int_equal(m.event, CD_PAIR_E_REPLICA_LOST);
+	assert_string_equal(m.replica, "b");
+	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
+	assert_int_equal(e->pair.state, CD_PAIR_S_DEGRADED);
+	/* degraded on a: re-protect on c (b is gone) */
+	assert_true(cd_pair_next(&e->pair, &d, &v, t, "a", false, &m));
+	assert_int_equal(m.event, CD_PAIR_E_PROTECT);
+	assert_string_equal(m.replica, "c");
+	/* with no other host: go on unprotected, releasing the held output */
+	view_nodes(&v, "aw", 1);
+	assert_true(cd_pair_next(&e->pair, &d, &v, t, "a", false, &m));
+	assert_int_equal(m.event, CD_PAIR_E_UNPROTECT);
+	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
+	assert_int_equal(e->pair.state, CD_PAIR_S_UNPROTECTED);
+	assert_string_equal(e->pair.replica, "");
+	/* and nothing more to do until a host comes back */
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, &m));
+	free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(encode_decode),   cmocka_unit_test(malformed),
 		cmocka_unit_test(same_everywhere), cmocka_unit_test(sync_newer_wins),
-		cmocka_unit_test(stop_cycle),
+		cmocka_unit_test(stop_cycle),	   cmocka_unit_test(choose_host),
+		cmocka_unit_test(policy_protects), cmocka_unit_test(policy_replica_lost),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
