@@ -110,6 +110,10 @@ void cli_node_usage(FILE *f);
 int cli_key_main(int argc, char **argv);
 void cli_key_usage(FILE *f);
 
+/* disk.c: `castor disk sync|receive|log`, disk images between hosts without a VM */
+int cli_disk_main(int argc, char **argv);
+void cli_disk_usage(FILE *f);
+
 /* stream.c: `castor stream verify|dump FILE`, the independent stream verifier */
 int cli_stream_main(int argc, char **argv);
 void cli_stream_usage(FILE *f);
