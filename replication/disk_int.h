@@ -83,7 +83,9 @@ const char *dsync_type_str(uint32_t type);
 #define DSYNC_RANGE_MIN	   4096u
 #define DSYNC_RANGE_MAX	   (1u << 20)
 #define DSYNC_F_VERIFY	   0x1u
-#define DSYNC_TEXT	   120u
+/* an image's most: range arithmetic (ranges x range size) never wraps */
+#define DSYNC_IMAGE_MAX (1ull << 60)
+#define DSYNC_TEXT	120u
 /* SUMS of a full batch: 16 + 8 * 8 + 512 * 32 */
 #define DSYNC_SUMS_MAX (16u + 8u * (DSYNC_BATCH_RANGES / 64) + DSYNC_BATCH_RANGES * 32u)
 /* the largest record of §11 (DATA of the largest range); unknown optional ones too */

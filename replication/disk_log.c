@@ -13,7 +13,6 @@
  * every region dirty: a log that claims too little would make a resync skip
  * writes, one that claims too much only costs bytes.
  */
-#define LOG_TAG "disk-log"
 #include "replication/disk_int.h"
 
 #include <errno.h>
@@ -169,9 +168,8 @@ int repl_disk_log_open(const char *path, uint64_t image_bytes, uint32_t region_b
 				sizeof(pwhy));
 	l->complete = !rc;
 	if (rc < 0) {
-		/* never "nothing dirty" from a log we cannot trust */
+		/* never "nothing dirty" from a log we cannot trust; the caller says so */
 		util_bitmap_set_all(&l->bm);
-		LOG_WARN("dirty-region log %s: %s; every region is taken as dirty", path, pwhy);
 		util_why(why, why_len, rc, "%s: %s; every region is taken as dirty", path, pwhy);
 	}
 	rc = 0;

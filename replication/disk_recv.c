@@ -64,7 +64,6 @@ static int digest_range(struct dst *d, uint64_t r, uint8_t out[REPL_DISK_DIGEST_
 				off, strerror(-rc));
 	dsync_digest(d->e.buf, (size_t)len, out);
 	*zero = !memcmp(out, zd, REPL_DISK_DIGEST_BYTES);
-	d->e.st->compared_bytes += len;
 	return 0;
 }
 
@@ -86,6 +85,7 @@ static int put_sums(struct dst *d, uint64_t k)
 		rc = digest_range(d, k * DSYNC_BATCH_RANGES + i, s->d[i], &zero);
 		if (rc < 0)
 			return rc;
+		d->e.st->compared_bytes += dsync_range_len(&d->e.p, k * DSYNC_BATCH_RANGES + i);
 		if (zero) {
 			set_bit(s->zero, i);
 			continue;
@@ -210,6 +210,10 @@ static int finish_batch(struct dst *d, uint64_t k)
 			rc = digest_range(d, k * DSYNC_BATCH_RANGES + i, digest, &zero);
 			if (rc < 0)
 				return rc;
+			/* checksum mode compared in put_sums: this is a read-back */
+			if (d->e.p.mode != REPL_DISK_SYNC_CHECKSUM)
+				d->e.st->compared_bytes +=
+					dsync_range_len(&d->e.p, k * DSYNC_BATCH_RANGES + i);
 		}
 		dsync_image_digest_add(&d->e.img, digest);
 	}

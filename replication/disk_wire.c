@@ -134,8 +134,10 @@ int dsync_begin_check(const struct dsync_begin *b, char *why, size_t why_len)
 {
 	uint32_t r = b->range_bytes;
 
-	if (!b->image_bytes)
-		return util_why(why, why_len, -EPROTO, "BEGIN of an empty image");
+	if (!b->image_bytes || b->image_bytes > DSYNC_IMAGE_MAX)
+		return util_why(why, why_len, -EPROTO,
+				"BEGIN of an image of %" PRIu64 " bytes (1 to 2^60)",
+				b->image_bytes);
 	if (r < DSYNC_RANGE_MIN || r > DSYNC_RANGE_MAX || (r & (r - 1)))
 		return util_why(why, why_len, -EPROTO,
 				"BEGIN: ranges of %u bytes (a power of two, 4 KiB to 1 MiB)", r);

@@ -410,7 +410,8 @@ struct repl_disk_log;
  * Load the log at `path` for an image of image_bytes in regions of
  * region_bytes (0: REPL_DISK_REGION; a power of two, 4 KiB to 1 MiB). A file
  * that is missing, unreadable, damaged or made for another size loads as all
- * dirty: 0, with the reason in why and repl_disk_log_is_complete() false.
+ * dirty: 0, with the reason in why (not logged: the caller knows whether it
+ * matters) and repl_disk_log_is_complete() false.
  * -EINVAL for bad arguments, -ENOMEM.
  */
 int repl_disk_log_open(const char *path, uint64_t image_bytes, uint32_t region_bytes,

@@ -63,6 +63,8 @@ struct hv_vm *cli_bench_vm(const char *image, uint64_t mem, uint32_t ncpus, uint
 			   uint64_t wss);
 /* bench_seal.c: `castor bench seal` (argv[0] is "seal") */
 int cli_bench_seal(int argc, char **argv);
+/* bench_resync.c: `castor bench resync` (argv[0] is "resync") */
+int cli_bench_resync(int argc, char **argv);
 /* bench_checkpoint.c: `castor bench checkpoint` (argv[0] is "checkpoint") */
 int cli_bench_checkpoint(int argc, char **argv);
 
