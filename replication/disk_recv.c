@@ -57,6 +57,7 @@ static int digest_range(struct dst *d, uint64_t r, uint8_t out[REPL_DISK_DIGEST_
 		*zero = true;
 		return 0;
 	}
+	d->e.st->read_bytes += len;
 	rc = disk_read_full(d->e.fd, d->e.buf, (size_t)len, off);
 	if (rc < 0)
 		return util_why(d->e.why, d->e.why_len, rc,

@@ -301,6 +301,7 @@ static int do_range(struct src *s, uint64_t r, uint32_t i)
 	if (zero) {
 		memcpy(digest, dsync_zero_digest(&s->e.zd, len), sizeof(digest));
 	} else {
+		s->e.st->read_bytes += len;
 		rc = disk_read_full(s->e.fd, s->e.buf, (size_t)len, off);
 		if (rc < 0)
 			return util_why(s->e.why, s->e.why_len, rc,

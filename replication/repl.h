@@ -467,6 +467,7 @@ struct repl_disk_sync_stats {
 	uint64_t ranges, batches;    /* of the image */
 	uint64_t batches_done;	     /* acknowledged */
 	uint64_t compared_bytes;     /* of the image, examined so far */
+	uint64_t read_bytes;	     /* of the image, read (holes are examined, not read) */
 	uint64_t ranges_sent;	     /* DATA, and ranges under ZERO */
 	uint64_t data_bytes;	     /* DATA payloads */
 	uint64_t zero_bytes;	     /* covered by ZERO */

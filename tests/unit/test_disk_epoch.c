@@ -3,7 +3,8 @@
  *   - nothing reaches the image before its epoch commits; a commit applies
  *     its writes in order (a later overlapping write wins), zeroings punch
  *     holes, and ends with fdatasync only when the epoch had a flush or FUA;
- *   - discard(e) forgets e and later epochs, keeps earlier ones;
+ *   - a commit stops at its epoch; discard(e) forgets e and later epochs and
+ *     keeps earlier ones;
  *   - epochs in order only; ranges inside the image only;
  *   - a cap on buffered memory: past it a record is refused (-ENOBUFS) and
  *     nothing of it is kept;
@@ -150,6 +151,26 @@ static void discard_forgets_the_epoch_and_later(void **state)
 	assert_int_equal(st.buffered_ops, 0);
 	assert_int_equal(repl_disk_epoch_commit(f->b, 8), 0);
 	assert_true(holds(f->img, 4096, 4096, 1));
+}
+
+/* A commit applies its epoch and those before it, never a later one already buffered. */
+static void commit_stops_at_its_epoch(void **state)
+{
+	struct fixture *f = *state;
+	struct repl_disk_epoch_stats st;
+
+	put(f->b, 5, 0, 4096, 15, 0, 0);
+	put(f->b, 6, 0, 4096, 16, 0, 0);
+	put(f->b, 6, 8192, 4096, 17, 0, 0);
+	assert_int_equal(repl_disk_epoch_commit(f->b, 5), 0);
+	assert_true(holds(f->img, 0, 4096, 15));
+	assert_true(holds(f->img, 8192, 4096, 1)); /* epoch 6 is still only buffered */
+	repl_disk_epoch_stats(f->b, &st);
+	assert_int_equal(st.buffered_ops, 2);
+	assert_int_equal(st.buffered_bytes, 8192);
+	assert_int_equal(repl_disk_epoch_commit(f->b, 6), 0);
+	assert_true(holds(f->img, 0, 4096, 16));
+	assert_true(holds(f->img, 8192, 4096, 17));
 }
 
 static void order_and_range_are_checked(void **state)
@@ -397,6 +418,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(commit_applies_in_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(discard_forgets_the_epoch_and_later, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(commit_stops_at_its_epoch, setup, teardown),
 		cmocka_unit_test_setup_teardown(order_and_range_are_checked, setup, teardown),
 		cmocka_unit_test_setup_teardown(the_cap_bounds_memory, setup, teardown),
 		cmocka_unit_test(a_full_disk_fails_the_commit),

@@ -215,6 +215,8 @@ static void holes_stay_holes(void **state)
 	assert_int_equal(r.src.data_bytes, 2 * RANGE);
 	assert_int_equal(r.src.zero_bytes, SIZE - 2 * RANGE);
 	/* the source read only its two data ranges; the holes were known without reading */
+	assert_int_equal(r.src.read_bytes, 2 * RANGE);
+	assert_int_equal(r.src.compared_bytes, SIZE);
 	assert_true(dt_is_hole(f->dst, 8 * RANGE, 400 * RANGE));
 	/* a full copy into an empty file: sparse where the source is */
 	dt_image(f->dst, SIZE, true, 0);
@@ -224,11 +226,13 @@ static void holes_stay_holes(void **state)
 	assert_int_equal(r.src.ranges_sent, 641);
 	assert_int_equal(r.src.data_bytes, 2 * RANGE);
 	assert_true(dt_is_hole(f->dst, 8 * RANGE, 400 * RANGE));
-	/* the destination marked its zero ranges in SUMS: a few bytes each, not 32 */
+	/* the destination marked its zero ranges in SUMS: a few bytes each, not 32; it read
+	 * nothing for them, only the two ranges it wrote, back for the digest */
 	dt_image(f->dst, SIZE, true, 0);
 	sync_pair(f->src, f->dst, &checksum, NULL, &r);
 	expect_ok(&r);
 	assert_true(r.src.rx_bytes < 1024);
+	assert_int_equal(r.dst.read_bytes, 2 * RANGE);
 }
 
 static void dirty_mode_sends_what_the_log_marks(void **state)

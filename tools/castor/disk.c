@@ -269,6 +269,7 @@ void cli_disk_summary(const char *who, const char *image, const char *peer, bool
 		cli_json_u64(&j, "range_bytes", st->range_bytes);
 		cli_json_u64(&j, "ranges", st->ranges);
 		cli_json_u64(&j, "compared_bytes", st->compared_bytes);
+		cli_json_u64(&j, "read_bytes", st->read_bytes);
 		cli_json_u64(&j, "ranges_sent", st->ranges_sent);
 		cli_json_u64(&j, "data_bytes", st->data_bytes);
 		cli_json_u64(&j, "zero_bytes", st->zero_bytes);
@@ -290,8 +291,8 @@ void cli_disk_summary(const char *who, const char *image, const char *peer, bool
 	printf("castor: %s: %s %s %s (%s, ranges of %u KiB)%s\n", who, image, source ? "->" : "<-",
 	       peer, repl_disk_sync_mode_str(st->mode), st->range_bytes >> 10,
 	       rc ? ": FAILED" : "");
-	printf("  image     %.1f MiB in %" PRIu64 " ranges, %.1f MiB compared\n",
-	       mib(st->image_bytes), st->ranges, mib(st->compared_bytes));
+	printf("  image     %.1f MiB in %" PRIu64 " ranges, %.1f MiB compared, %.1f MiB read\n",
+	       mib(st->image_bytes), st->ranges, mib(st->compared_bytes), mib(st->read_bytes));
 	printf("  %s  %.1f MiB of data and %.1f MiB of zeros in %" PRIu64 " ranges\n",
 	       source ? "sent    " : "received", mib(st->data_bytes), mib(st->zero_bytes),
 	       st->ranges_sent);
