@@ -341,6 +341,9 @@ static int do_batch(struct src *s, uint64_t k)
 		rc = put_zero_run(s); /* a ZERO never crosses a batch */
 	if (!rc)
 		rc = dsync_put(&s->e.io, DSYNC_MARK, &k, sizeof(k), NULL, 0);
+	/* out now, so the destination writes batch k while we read k + 1 */
+	if (!rc)
+		rc = dsync_flush(&s->e.io);
 	s->sums[k % 2].have = false;
 	return rc;
 }
