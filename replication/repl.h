@@ -2,7 +2,9 @@
  * castor_repl: checkpoint replication (design.md §4): the transport
  * interface and its TCP implementation, epochs on a connection, page
  * encoding (codec.h, private), the primary's epoch loop (primary.c) and the
- * secondary with failover (secondary.c).
+ * secondary with failover (secondary.c); for disks, the replica's epoch
+ * buffer (disk.c), the dirty-region log (disk_log.c) and the resync of an
+ * image between two hosts (disk_sync.c).
  *
  * A transport moves a replication stream between two hosts. It is a const
  * ops table (style.md) so TCP and RDMA are interchangeable: listen/accept on
@@ -97,6 +99,7 @@ struct repl_link {
 	const struct repl_transport_ops *t;
 	struct repl_conn *c;
 	struct repl_seal *seal; /* NULL: plain. Owned by the link: repl_link_dispose frees it */
+	uint64_t tx_bytes, rx_bytes; /* carried by the transport, seal headers and tags included */
 };
 #define REPL_SEAL_RECORD_MAX (1u << 20)
 #define REPL_SEAL_TAG	     16u
@@ -201,6 +204,7 @@ int repl_epoch_send_progress(struct repl_link *l, const uint8_t *buf, size_t len
 #define REPL_PROOF_BYTES     32u
 #define REPL_HELLO_F_AUTH    0x1u /* HELLO, WELCOME: this end holds a key; nonces follow */
 #define REPL_HELLO_F_ENCRYPT 0x2u /* HELLO: encrypt, please; WELCOME: the link is encrypted */
+#define REPL_HELLO_F_DISK    0x4u /* HELLO: a disk resync (§11), mem_bytes the image's size */
 #define REPL_HELLO_BYTES     64u
 #define REPL_WELCOME_BYTES   200u
 
@@ -214,6 +218,7 @@ struct repl_handshake {
 	bool has_key;
 	bool encrypt;  /* asked for by this end; after WELCOME: agreed */
 	bool peer_key; /* the hello said it has a key (replica side) */
+	bool disk;     /* a disk resync session: the HELLO carries REPL_HELLO_F_DISK */
 	uint8_t hello[REPL_HELLO_BYTES];
 	uint8_t welcome[REPL_WELCOME_BYTES];
 };
@@ -226,7 +231,11 @@ struct repl_hello {
 	uint32_t ncpus;
 };
 int repl_hello_send(struct repl_link *l, struct repl_handshake *hs, const struct repl_hello *h);
-/* -EPROTO / -EPROTONOSUPPORT with `why` for anything that is not a hello of our version. */
+/*
+ * -EPROTO / -EPROTONOSUPPORT with `why` for anything that is not a hello of
+ * our version, or of the other kind of session (the DISK flag differs from
+ * hs->disk: a disk resync at a VM replica, or a VM at a disk destination).
+ */
 int repl_hello_recv(struct repl_link *l, struct repl_handshake *hs, struct repl_hello *out,
 		    char *why, size_t why_len);
 /*
@@ -274,6 +283,240 @@ int repl_frame_recv_into(struct repl_link *l, uint64_t max_len, uint8_t **buf_io
 struct sockaddr_storage;
 int repl_parse_addr(const char *addr, struct sockaddr_storage *ss, unsigned *len_out, char *why,
 		    size_t why_len);
+/*
+ * 127.0.0.0/8, ::1 or a v4-mapped 127.x: the only addresses a link without a
+ * key may use unless the operator says --insecure (docs/security.md). A
+ * wildcard (0.0.0.0, ::) is reachable from everywhere: not loopback.
+ */
+bool repl_addr_is_loopback(const struct sockaddr_storage *ss);
+
+/*
+ * ---- disks: the replica's epoch buffer (disk.c, docs/stream-format.md §10) --------
+ * A protected VM's disk writes travel during their epoch; the replica keeps
+ * them aside and writes them to its copy of the image only when the epoch
+ * commits, so its image is always that of its last committed epoch. An epoch
+ * that does not complete is discarded whole. Memory is bounded: an epoch
+ * whose writes would pass the buffer's cap is refused (-ENOBUFS) rather than
+ * grown without end, and an apply that fails (-ENOSPC, -EIO, -EFBIG) is
+ * returned so the caller reports the disk degraded; once an apply failed the
+ * image is half an epoch ahead and every later call fails the same way until
+ * repl_disk_epoch_reset() (after a resync).
+ */
+#define REPL_DISK_MAX	    4u		   /* disks of one VM */
+#define REPL_DISK_EPOCH_CAP (256ull << 20) /* default cap of buffered bytes */
+#define REPL_DISK_WRITE_MAX (4u << 20)	   /* one write's data, as virtio-blk's */
+#define REPL_DISK_W_FUA	    0x1u	   /* durable once the epoch commits */
+#define REPL_DISK_REC_WRITE 0x0050u
+#define REPL_DISK_REC_ZERO  0x0051u
+#define REPL_DISK_REC_FLUSH 0x0052u
+#define REPL_DISK_REC_SEAL  0x0053u
+
+enum repl_disk_op_kind {
+	REPL_DISK_OP_WRITE = 1,
+	REPL_DISK_OP_ZERO,
+	REPL_DISK_OP_FLUSH,
+	REPL_DISK_OP_SEAL,
+};
+const char *repl_disk_op_kind_str(enum repl_disk_op_kind k);
+
+/* One record of §10, decoded. `data` points into the record's body. */
+struct repl_disk_op {
+	enum repl_disk_op_kind kind;
+	uint64_t epoch;
+	uint32_t disk;
+	uint32_t flags;	     /* WRITE: REPL_DISK_W_FUA */
+	uint64_t offset;     /* WRITE, ZERO */
+	uint64_t len;	     /* WRITE: data bytes; ZERO: bytes zeroed */
+	const uint8_t *data; /* WRITE */
+	uint64_t ops, bytes; /* SEAL: the epoch's records and data bytes for the disk */
+};
+
+/*
+ * Check and decode one §10 record (type without framing, its body and
+ * length): -EPROTO with a sentence in why for anything the spec refuses,
+ * -EPROTONOSUPPORT for a type that is not one of §10's.
+ */
+int repl_disk_op_parse(uint32_t type, const uint8_t *body, size_t len, struct repl_disk_op *out,
+		       char *why, size_t why_len);
+/*
+ * Encode `op` as a record: the header and fixed fields into head (at most
+ * REPL_DISK_OP_HEAD bytes; returns how many), then the caller sends op->data
+ * (WRITE) and repl_disk_op_pad(op) zero bytes. -EINVAL for what the spec refuses.
+ */
+#define REPL_DISK_OP_HEAD 40u
+int repl_disk_op_encode(const struct repl_disk_op *op, uint8_t head[REPL_DISK_OP_HEAD]);
+size_t repl_disk_op_pad(const struct repl_disk_op *op);
+
+struct repl_disk_epoch;
+struct repl_disk_epoch_stats {
+	uint64_t buffered_bytes, buffered_ops; /* now, every epoch not committed */
+	uint64_t committed_epochs, applied_bytes, syncs;
+	uint64_t last_committed; /* valid when committed_epochs */
+	int error;		 /* 0, or the failure every call now returns */
+	uint64_t failed_epoch;	 /* the epoch whose apply failed */
+};
+/*
+ * A buffer for the image open at `fd` (read-write; stays the caller's) of
+ * image_bytes; cap_bytes: the most data buffered at once (0: REPL_DISK_EPOCH_CAP).
+ * `name` names it in logs ("vm3 disk 0"), copied.
+ */
+int repl_disk_epoch_new(int fd, uint64_t image_bytes, uint64_t cap_bytes, const char *name,
+			struct repl_disk_epoch **out);
+/*
+ * Keep a write (data copied), a zeroing, or a flush for epoch e. Epochs come in
+ * order: -ESTALE for an epoch already committed or older than one buffered;
+ * -EINVAL for a range past the image; -ENOBUFS when the cap would be passed
+ * (nothing of this call is kept; the caller fails the epoch). FUA and flush
+ * make the epoch's commit end with fdatasync.
+ */
+int repl_disk_epoch_write(struct repl_disk_epoch *b, uint64_t epoch, uint64_t offset,
+			  const void *data, size_t len, uint32_t flags);
+int repl_disk_epoch_zero(struct repl_disk_epoch *b, uint64_t epoch, uint64_t offset, uint64_t len);
+int repl_disk_epoch_flush(struct repl_disk_epoch *b, uint64_t epoch);
+/* The same from a decoded §10 record (SEAL: -EINVAL, see repl_disk_epoch_check). */
+int repl_disk_epoch_add(struct repl_disk_epoch *b, const struct repl_disk_op *op);
+/* SEAL: 0 when the buffer holds exactly `ops` records and `bytes` data bytes of epoch e, else
+ * -EBADMSG. */
+int repl_disk_epoch_check(struct repl_disk_epoch *b, uint64_t epoch, uint64_t ops, uint64_t bytes);
+/*
+ * Apply every buffered record of epochs <= e in order (pwrite; a punched
+ * hole, or zeros, for a zeroing), then fdatasync if one of them was a flush
+ * or a FUA write, and forget them. An epoch with nothing buffered commits
+ * too. On failure (-ENOSPC, -EIO, -EFBIG, ...) the buffer is failed: see above.
+ */
+int repl_disk_epoch_commit(struct repl_disk_epoch *b, uint64_t epoch);
+/* Forget every buffered record of epoch e and of later epochs (an epoch that did not complete). */
+void repl_disk_epoch_discard(struct repl_disk_epoch *b, uint64_t epoch);
+/* Forget everything and the failure (the image was resynchronised meanwhile). */
+void repl_disk_epoch_reset(struct repl_disk_epoch *b);
+void repl_disk_epoch_stats(const struct repl_disk_epoch *b, struct repl_disk_epoch_stats *out);
+void repl_disk_epoch_free(struct repl_disk_epoch *b); /* NULL is fine */
+
+/*
+ * ---- disks: the dirty-region log (disk_log.c, docs/disks.md) ----------------------
+ * Which regions (REPL_DISK_REGION bytes each) of an image were written since
+ * a point -- the last time a replica was known to hold the same image -- so a
+ * resync sends only those. The log lives in a file next to the image, saved
+ * atomically (a new file renamed over the old): a restart of the primary
+ * keeps it. Its rule is write-intent: a region's bit reaches the file before
+ * any write to the region reaches the image (repl_disk_log_mark() says when a
+ * save is due), so a crash can leave bits set for writes that never happened
+ * but never a write without its bit. A log file that is missing or damaged
+ * loads as "everything dirty", never as "nothing dirty".
+ */
+#define REPL_DISK_REGION (64u << 10)
+struct repl_disk_log;
+/*
+ * Load the log at `path` for an image of image_bytes in regions of
+ * region_bytes (0: REPL_DISK_REGION; a power of two, 4 KiB to 1 MiB). A file
+ * that is missing, unreadable, damaged or made for another size loads as all
+ * dirty: 0, with the reason in why (not logged: the caller knows whether it
+ * matters) and repl_disk_log_is_complete() false.
+ * -EINVAL for bad arguments, -ENOMEM.
+ */
+int repl_disk_log_open(const char *path, uint64_t image_bytes, uint32_t region_bytes,
+		       struct repl_disk_log **out, char *why, size_t why_len);
+/* False when the log was loaded as "everything dirty" (missing or damaged file). */
+bool repl_disk_log_is_complete(const struct repl_disk_log *l);
+/*
+ * Mark [offset, offset + len) written: 1 when a region was not marked yet
+ * (save before the write reaches the image), 0 when all were, -EINVAL past
+ * the image.
+ */
+int repl_disk_log_mark(struct repl_disk_log *l, uint64_t offset, uint64_t len);
+/* Write the log to its file atomically (path.tmp, fdatasync, rename, fsync of the folder). */
+int repl_disk_log_save(struct repl_disk_log *l, char *why, size_t why_len);
+/* Everything clean: the replica holds this image now (save to keep it). */
+void repl_disk_log_clear(struct repl_disk_log *l);
+uint32_t repl_disk_log_region_bytes(const struct repl_disk_log *l);
+uint64_t repl_disk_log_regions(const struct repl_disk_log *l);
+uint64_t repl_disk_log_count(const struct repl_disk_log *l); /* regions marked */
+bool repl_disk_log_is_dirty(const struct repl_disk_log *l, uint64_t region);
+/* Next marked region at or after `from`, or repl_disk_log_regions() when none. */
+uint64_t repl_disk_log_next(const struct repl_disk_log *l, uint64_t from);
+void repl_disk_log_free(struct repl_disk_log *l); /* NULL is fine */
+
+/*
+ * ---- disks: resync between two hosts (disk_sync.c, docs/stream-format.md §11) ------
+ * The source connects, the destination listens; after the session layer's
+ * handshake (HELLO with the DISK flag, keys and sealing as for VMs) the
+ * destination's image becomes the source's, sending what differs: every
+ * range (full), the ranges whose BLAKE2b digests differ (checksum; holes are
+ * found with SEEK_DATA and never read), or the regions a dirty-region log
+ * marks (dirty). With verify (the default) both ends then compare a digest
+ * of the whole image. Every failure -- a wrong size, an image that cannot be
+ * written or fills up, a peer that dies or goes silent at any byte, a
+ * protocol breach -- ends both ends with -errno and a sentence, within the
+ * timeout.
+ */
+#define REPL_DISK_SYNC_TIMEOUT_MS 30000u
+#define REPL_DISK_DIGEST_BYTES	  32u
+
+enum repl_disk_sync_mode {
+	REPL_DISK_SYNC_FULL = 1,
+	REPL_DISK_SYNC_CHECKSUM = 2,
+	REPL_DISK_SYNC_DIRTY = 3,
+};
+const char *repl_disk_sync_mode_str(enum repl_disk_sync_mode m);
+int repl_disk_sync_mode_parse(const char *s, enum repl_disk_sync_mode *out);
+
+struct repl_disk_sync_stats {
+	enum repl_disk_sync_mode mode;
+	uint64_t image_bytes;
+	uint32_t range_bytes;
+	uint64_t ranges, batches;    /* of the image */
+	uint64_t batches_done;	     /* acknowledged */
+	uint64_t compared_bytes;     /* of the image, examined so far */
+	uint64_t read_bytes;	     /* of the image, read (holes are examined, not read) */
+	uint64_t ranges_sent;	     /* DATA, and ranges under ZERO */
+	uint64_t data_bytes;	     /* DATA payloads */
+	uint64_t zero_bytes;	     /* covered by ZERO */
+	uint64_t written_bytes;	     /* destination: written and zeroed */
+	uint64_t tx_bytes, rx_bytes; /* this end's link, handshake included, seals included */
+	uint64_t elapsed_ns;	     /* from the connection to the RESULT */
+	char peer[64];		     /* the other end ("ADDR:PORT") */
+	bool verified;		     /* the image digests were compared and are equal */
+	uint8_t digest[REPL_DISK_DIGEST_BYTES]; /* this end's image digest (with verify) */
+};
+/* After each acknowledged batch, and once at the end. */
+typedef void (*repl_disk_progress_fn)(void *arg, const struct repl_disk_sync_stats *st);
+
+struct repl_disk_sync_opts {
+	const struct repl_transport_ops *transport; /* NULL: TCP */
+	struct repl_conn_opts conn;		    /* timeout_ms 0: REPL_DISK_SYNC_TIMEOUT_MS */
+	const struct repl_key *key;		    /* NULL: a plain link */
+	bool encrypt;				    /* with a key */
+	/* the source's choices (the destination follows the source's BEGIN) */
+	enum repl_disk_sync_mode mode;
+	uint32_t range_bytes; /* 0: REPL_DISK_REGION; dirty mode: the log's region size */
+	bool no_verify; /* skip the image digests (dirty mode then reads only what it sends) */
+	struct repl_disk_log *log; /* dirty mode: the regions to send; the caller clears it */
+	repl_disk_progress_fn progress;
+	void *progress_arg;
+};
+
+/*
+ * The source: connect to `peer` (HOST:PORT) and make its image (`fd`, opened
+ * for reading, image_bytes long) the source's. 0 only when the destination
+ * reported success (and, with verify, equal digests).
+ */
+int repl_disk_sync_send(const char *peer, int fd, uint64_t image_bytes,
+			const struct repl_disk_sync_opts *o, struct repl_disk_sync_stats *st,
+			char *why, size_t why_len);
+/*
+ * The destination: accept on `l` until a disk source passes the handshake
+ * (others are logged, answered if they said hello, and closed), waiting at
+ * most wait_ms for it (< 0: for ever), then receive into `fd` (read-write,
+ * image_bytes long).
+ */
+int repl_disk_sync_receive(const struct repl_transport_ops *t, struct repl_listener *l, int wait_ms,
+			   int fd, uint64_t image_bytes, const struct repl_disk_sync_opts *o,
+			   struct repl_disk_sync_stats *st, char *why, size_t why_len);
+/*
+ * An image's size: a regular file's length, or a block device's. -EINVAL
+ * (with why) for anything else.
+ */
+int repl_disk_image_size(int fd, uint64_t *out, char *why, size_t why_len);
 
 /* ---- the checkpoint engine (primary.c, secondary.c) ----------------------------- */
 

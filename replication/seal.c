@@ -164,6 +164,8 @@ static int send_record(struct repl_link *l, uint8_t *buf, size_t len)
 		rc = l->t->send_iov(l->c, iov, 3);
 	if (rc < 0)
 		l->seal->broken = true; /* the peer's next record would not be this one */
+	else
+		l->tx_bytes += sizeof(hdr) + len + sizeof(tag);
 	return rc;
 }
 
@@ -173,8 +175,12 @@ int repl_link_send_iov(struct repl_link *l, const struct iovec *iov, int iovcnt)
 	size_t fill = 0;
 	int rc = 0;
 
-	if (!s)
-		return l->t->send_iov(l->c, iov, iovcnt);
+	if (!s) {
+		rc = l->t->send_iov(l->c, iov, iovcnt);
+		for (int i = 0; !rc && i < iovcnt; i++)
+			l->tx_bytes += iov[i].iov_len;
+		return rc;
+	}
 	if (s->broken)
 		return -EPIPE;
 	for (int i = 0; i < iovcnt && !rc; i++) {
@@ -216,8 +222,10 @@ static int recv_record_into(struct repl_link *l, uint8_t *buf, size_t len)
 	rc = l->t->recv(l->c, buf, len);
 	if (!rc)
 		rc = l->t->recv(l->c, tag, sizeof(tag));
-	if (!rc)
+	if (!rc) {
+		l->rx_bytes += sizeof(uint32_t) + len + sizeof(tag);
 		rc = repl_seal_open(l->seal, buf, len, tag);
+	}
 	return rc;
 }
 
@@ -227,8 +235,12 @@ int repl_link_recv(struct repl_link *l, void *buf, size_t len)
 	uint8_t *p = buf;
 	int rc = 0;
 
-	if (!s)
-		return l->t->recv(l->c, buf, len);
+	if (!s) {
+		rc = l->t->recv(l->c, buf, len);
+		if (!rc)
+			l->rx_bytes += len;
+		return rc;
+	}
 	while (len && !rc) {
 		uint32_t n;
 

@@ -129,6 +129,8 @@ int repl_hello_send(struct repl_link *l, struct repl_handshake *hs, const struct
 		m.flags = REPL_HELLO_F_AUTH | (hs->encrypt ? REPL_HELLO_F_ENCRYPT : 0);
 		randombytes_buf(m.nonce, sizeof(m.nonce));
 	}
+	if (hs->disk)
+		m.flags |= REPL_HELLO_F_DISK;
 	memcpy(hs->hello, &m, sizeof(m));
 	return repl_link_send_iov(l, &iov, 1);
 }
@@ -156,9 +158,16 @@ int repl_hello_recv(struct repl_link *l, struct repl_handshake *hs, struct repl_
 		snprintf(why, why_len, "a hello cut short (%s)", strerror(-rc));
 		return rc;
 	}
-	if ((m.flags & ~(REPL_HELLO_F_AUTH | REPL_HELLO_F_ENCRYPT)) || m.reserved ||
-	    (!(m.flags & REPL_HELLO_F_AUTH) && (m.flags || !is_zero(m.nonce, sizeof(m.nonce)))))
+	if ((m.flags & ~(REPL_HELLO_F_AUTH | REPL_HELLO_F_ENCRYPT | REPL_HELLO_F_DISK)) ||
+	    m.reserved ||
+	    (!(m.flags & REPL_HELLO_F_AUTH) &&
+	     ((m.flags & ~REPL_HELLO_F_DISK) || !is_zero(m.nonce, sizeof(m.nonce)))))
 		return util_why(why, why_len, -EPROTO, "hello with reserved bits set");
+	/* the two kinds of session never pass for each other (docs/stream-format.md §8.1) */
+	if (!(m.flags & REPL_HELLO_F_DISK) != !hs->disk)
+		return util_why(why, why_len, -EPROTO,
+				hs->disk ? "a VM primary, not a disk source (castor disk sync)"
+					 : "a disk source (castor disk sync), not a VM primary");
 	memcpy(hs->hello, &m, sizeof(m));
 	hs->peer_key = m.flags & REPL_HELLO_F_AUTH;
 	out->mem_bytes = m.mem_bytes;
@@ -166,16 +175,22 @@ int repl_hello_recv(struct repl_link *l, struct repl_handshake *hs, struct repl_
 	return 0;
 }
 
+/* The ends' names in messages: a disk resync has a source and a destination. */
+#define REPLICA(hs) ((hs)->disk ? "destination" : "replica")
+#define PRIMARY(hs) ((hs)->disk ? "source" : "primary")
+
 int repl_handshake_check(const struct repl_handshake *hs, char *text, size_t text_len)
 {
 	if (hs->has_key && !hs->peer_key)
 		return util_why(text, text_len, -EACCES,
-				"this replica has a key and the primary none: give the primary "
-				"the same key (--key)");
+				"this %s has a key and the %s none: give the %s the same key "
+				"(--key)",
+				REPLICA(hs), PRIMARY(hs), PRIMARY(hs));
 	if (!hs->has_key && hs->peer_key)
 		return util_why(text, text_len, -EACCES,
-				"this replica has no key and the primary one: give the replica "
-				"the same key (--key)");
+				"this %s has no key and the %s one: give the %s the same key "
+				"(--key)",
+				REPLICA(hs), PRIMARY(hs), REPLICA(hs));
 	return 0;
 }
 
@@ -212,7 +227,8 @@ static int prove(struct repl_link *l, struct repl_handshake *hs, struct welcome 
 
 	if (!(m->flags & REPL_HELLO_F_AUTH))
 		return util_why(why, why_len, -EACCES,
-				"the replica runs without a key: it would take any primary");
+				"the %s runs without a key: it would take any %s", REPLICA(hs),
+				PRIMARY(hs));
 	memcpy(theirs, m->proof, sizeof(theirs));
 	memset(m->proof, 0, sizeof(m->proof));
 	memcpy(hs->welcome, m, sizeof(*m));
@@ -221,7 +237,8 @@ static int prove(struct repl_link *l, struct repl_handshake *hs, struct welcome 
 	sodium_memzero(want, sizeof(want));
 	if (rc)
 		return util_why(why, why_len, -EACCES,
-				"the replica could not prove it holds our key: the keys differ");
+				"the %s could not prove it holds our key: the keys differ",
+				REPLICA(hs));
 	hs->encrypt = m->flags & REPL_HELLO_F_ENCRYPT;
 	keyed(hs, LABEL_PRIMARY, p.proof);
 	rc = repl_link_send_iov(l, &iov, 1);
@@ -267,7 +284,8 @@ int repl_welcome_recv(struct repl_link *l, struct repl_handshake *hs, uint32_t *
 	if (hs->has_key)
 		rc = prove(l, hs, &m, why, why_len);
 	else if (m.flags)
-		rc = util_why(why, why_len, -EACCES, "the replica expects a key and we have none");
+		rc = util_why(why, why_len, -EACCES, "the %s expects a key and we have none",
+			      REPLICA(hs));
 	if (rc < 0)
 		return rc;
 	*idle_ms_out = m.idle_ms;
@@ -285,8 +303,8 @@ int repl_proof_recv(struct repl_link *l, struct repl_handshake *hs, char *why, s
 	rc = repl_link_recv(l, &p, sizeof(p));
 	if (rc < 0)
 		return util_why(why, why_len, rc,
-				"no proof of the key from the primary (%s): it holds another key?",
-				strerror(-rc));
+				"no proof of the key from the %s (%s): it holds another key?",
+				PRIMARY(hs), strerror(-rc));
 	if (p.magic != REPL_PROOF_MAGIC)
 		return util_why(why, why_len, -EPROTO, "not a proof (magic 0x%016llx)",
 				(unsigned long long)p.magic);
@@ -295,7 +313,7 @@ int repl_proof_recv(struct repl_link *l, struct repl_handshake *hs, char *why, s
 	sodium_memzero(want, sizeof(want));
 	if (rc)
 		return util_why(why, why_len, -EACCES,
-				"the primary's proof does not match our key: a wrong key");
+				"the %s's proof does not match our key: a wrong key", PRIMARY(hs));
 	rc = seal_link(l, hs, false);
 	if (rc < 0)
 		return util_why(why, why_len, rc, "cannot seal the link (%s)", strerror(-rc));

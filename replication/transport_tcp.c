@@ -139,6 +139,19 @@ int repl_parse_addr(const char *addr, struct sockaddr_storage *ss, unsigned *len
 	return 0;
 }
 
+bool repl_addr_is_loopback(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+	if (ss->ss_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+
+		return IN6_IS_ADDR_LOOPBACK(a) ||
+		       (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+	}
+	return false;
+}
+
 static void tune(int fd, const struct repl_conn_opts *o)
 {
 	int one = 1, idle, intvl, cnt = 3;

@@ -53,6 +53,10 @@ void cli_bench_usage(FILE *f)
 	      "          dirty rates: pause and its parts beside their bare cost, epochs/s,\n"
 	      "          bytes per epoch raw and encoded, guest throughput (castor bench\n"
 	      "          checkpoint --help)\n"
+	      "  resync  re-protecting a disk after part of it was rewritten: full copy,\n"
+	      "          checksum resync, dirty-log resync over loopback; bytes and time\n"
+	      "          --size SIZE (4G)  --changed PCT (1%)  --piece SIZE (64K)\n"
+	      "          --align SIZE (64K)  --range SIZE (64K)  --dir DIR (/var/tmp)  --keep\n"
 	      "  seal    cost of sealing a replication link (authenticate-only, encrypted):\n"
 	      "          GB/s and ns per 4 KiB page, beside memcpy; no VM\n"
 	      "          --size SIZE (256M)  --reps N (5)\n"
@@ -571,6 +575,8 @@ int cli_bench_main(int argc, char **argv)
 		return cli_bench_checkpoint(argc - 1, argv + 1);
 	if (!strcmp(cmd, "seal"))
 		return cli_bench_seal(argc - 1, argv + 1);
+	if (!strcmp(cmd, "resync"))
+		return cli_bench_resync(argc - 1, argv + 1);
 	if (strcmp(cmd, "pause") && strcmp(cmd, "dirty") && strcmp(cmd, "snapshot")) {
 		cli_err("bench: unknown command '%s'", cmd);
 		cli_bench_usage(stderr);

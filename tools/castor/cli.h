@@ -63,6 +63,8 @@ struct hv_vm *cli_bench_vm(const char *image, uint64_t mem, uint32_t ncpus, uint
 			   uint64_t wss);
 /* bench_seal.c: `castor bench seal` (argv[0] is "seal") */
 int cli_bench_seal(int argc, char **argv);
+/* bench_resync.c: `castor bench resync` (argv[0] is "resync") */
+int cli_bench_resync(int argc, char **argv);
 /* bench_checkpoint.c: `castor bench checkpoint` (argv[0] is "checkpoint") */
 int cli_bench_checkpoint(int argc, char **argv);
 
@@ -110,6 +112,10 @@ void cli_node_usage(FILE *f);
 
 int cli_key_main(int argc, char **argv);
 void cli_key_usage(FILE *f);
+
+/* disk.c: `castor disk sync|receive|log`, disk images between hosts without a VM */
+int cli_disk_main(int argc, char **argv);
+void cli_disk_usage(FILE *f);
 
 /* stream.c: `castor stream verify|dump FILE`, the independent stream verifier */
 int cli_stream_main(int argc, char **argv);

@@ -13,6 +13,8 @@ static const struct cli_group groups[] = {
 	{"stream", "verify or dump a snapshot in the stream format", cli_stream_main,
 	 cli_stream_usage},
 	{"key", "pre-shared keys of replication links: generate", cli_key_main, cli_key_usage},
+	{"disk", "disk images between hosts without a VM: sync, receive, log", cli_disk_main,
+	 cli_disk_usage},
 	{"node", "the cluster's nodes, from the local castord: list", cli_node_main,
 	 cli_node_usage},
 	{"status", "the cluster at a glance: nodes, quorum, VMs (from castord)", cli_status_main,

@@ -6,9 +6,8 @@
  */
 #define LOG_TAG "castor-vmm"
 #include <errno.h>
-#include <arpa/inet.h>
 #include <getopt.h>
-#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -498,19 +497,6 @@ int vmm_opts_parse(int argc, char **argv, struct vmm_opts *o)
 	return test_hooks(o);
 }
 
-static bool is_loopback(const struct sockaddr_storage *ss)
-{
-	if (ss->ss_family == AF_INET)
-		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
-	if (ss->ss_family == AF_INET6) {
-		const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
-
-		return IN6_IS_ADDR_LOOPBACK(a) ||
-		       (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
-	}
-	return false;
-}
-
 int vmm_link_allowed(const struct vmm_opts *o, const char *what, const char *addr, char *why,
 		     size_t why_len)
 {
@@ -520,7 +506,7 @@ int vmm_link_allowed(const struct vmm_opts *o, const char *what, const char *add
 
 	if (repl_parse_addr(addr, &ss, &len, pwhy, sizeof(pwhy)) < 0)
 		return util_why(why, why_len, -EINVAL, "%s: %s", what, pwhy);
-	if (o->ro.key || o->insecure || is_loopback(&ss))
+	if (o->ro.key || o->insecure || repl_addr_is_loopback(&ss))
 		return 0;
 	/* a wildcard listen (0.0.0.0, ::) is reachable from everywhere: not loopback */
 	return util_why(why, why_len, -EACCES,

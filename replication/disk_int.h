@@ -1,0 +1,329 @@
+/*
+ * Private to replication/ (and its tests and fuzzers): the wire layouts of
+ * docs/stream-format.md §10 and §11 in the order the spec gives them, the
+ * checks of §11's records as pure functions over bytes (so a fuzzer reaches
+ * them without a socket), the dirty-region log's file format and the image
+ * helpers the resync's two ends share.
+ */
+#ifndef CASTOR_REPL_DISK_INT_H
+#define CASTOR_REPL_DISK_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "replication/repl.h"
+#include "util/util.h"
+
+#define DISK_SECTOR	    512u
+#define DISK_ZERO_MAX	    (1ull << 40) /* one DISK_ZERO's most: 1 TiB */
+#define DISK_REC_F_OPTIONAL 0x80000000u	 /* as HV_REC_F_OPTIONAL (§1) */
+
+/* ---- §10: disk writes of an epoch ------------------------------------------------ */
+
+struct disk_rec_write {
+	uint64_t epoch;
+	uint32_t disk;
+	uint32_t flags;
+	uint64_t offset;
+	/* data follows */
+};
+_Static_assert(sizeof(struct disk_rec_write) == 24, "DISK_WRITE layout");
+
+struct disk_rec_zero {
+	uint64_t epoch;
+	uint32_t disk;
+	uint32_t reserved;
+	uint64_t offset;
+	uint64_t length;
+};
+_Static_assert(sizeof(struct disk_rec_zero) == 32, "DISK_ZERO layout");
+
+struct disk_rec_flush {
+	uint64_t epoch;
+	uint32_t disk;
+	uint32_t reserved;
+};
+_Static_assert(sizeof(struct disk_rec_flush) == 16, "DISK_FLUSH layout");
+
+struct disk_rec_seal {
+	uint64_t epoch;
+	uint32_t disk;
+	uint32_t reserved;
+	uint64_t ops;
+	uint64_t bytes;
+};
+_Static_assert(sizeof(struct disk_rec_seal) == 32, "DISK_SEAL layout");
+
+/* The record header of §1. */
+struct disk_rec_hdr {
+	uint32_t type;
+	uint32_t length;
+};
+_Static_assert(sizeof(struct disk_rec_hdr) == 8, "record header layout");
+_Static_assert(REPL_DISK_OP_HEAD >= sizeof(struct disk_rec_hdr) + sizeof(struct disk_rec_zero),
+	       "REPL_DISK_OP_HEAD holds the largest fixed part");
+
+/* ---- §11: disk resync ------------------------------------------------------------ */
+
+enum dsync_type {
+	DSYNC_BEGIN = 0x0100,
+	DSYNC_SUMS = 0x0101,
+	DSYNC_DATA = 0x0102,
+	DSYNC_ZERO = 0x0103,
+	DSYNC_MARK = 0x0104,
+	DSYNC_ACK = 0x0105,
+	DSYNC_END = 0x0106,
+	DSYNC_RESULT = 0x0107,
+	DSYNC_ERROR = 0x0108,
+};
+const char *dsync_type_str(uint32_t type);
+
+#define DSYNC_BATCH_RANGES 512u
+#define DSYNC_RANGE_MIN	   4096u
+#define DSYNC_RANGE_MAX	   (1u << 20)
+#define DSYNC_F_VERIFY	   0x1u
+/* an image's most: range arithmetic (ranges x range size) never wraps */
+#define DSYNC_IMAGE_MAX (1ull << 60)
+#define DSYNC_TEXT	120u
+/* SUMS of a full batch: 16 + 8 * 8 + 512 * 32 */
+#define DSYNC_SUMS_MAX (16u + 8u * (DSYNC_BATCH_RANGES / 64) + DSYNC_BATCH_RANGES * 32u)
+/* the largest record of §11 (DATA of the largest range); unknown optional ones too */
+#define DSYNC_REC_MAX (8u + DSYNC_RANGE_MAX)
+
+struct dsync_begin {
+	uint64_t image_bytes;
+	uint32_t range_bytes;
+	uint32_t batch_ranges;
+	uint32_t mode;
+	uint32_t flags;
+	uint64_t reserved;
+};
+_Static_assert(sizeof(struct dsync_begin) == 32, "BEGIN layout");
+
+struct dsync_sums_head {
+	uint64_t batch;
+	uint32_t count;
+	uint32_t reserved;
+	/* the zero bitmap, then the digests */
+};
+_Static_assert(sizeof(struct dsync_sums_head) == 16, "SUMS layout");
+
+struct dsync_zero {
+	uint64_t offset;
+	uint64_t length;
+};
+_Static_assert(sizeof(struct dsync_zero) == 16, "ZERO layout");
+
+struct dsync_end {
+	uint64_t ranges;
+	uint64_t data_bytes;
+	uint64_t zero_bytes;
+	uint8_t digest[REPL_DISK_DIGEST_BYTES];
+};
+_Static_assert(sizeof(struct dsync_end) == 56, "END layout");
+
+struct dsync_result {
+	int32_t status;
+	uint32_t reserved;
+	uint8_t digest[REPL_DISK_DIGEST_BYTES];
+	uint64_t written;
+};
+_Static_assert(sizeof(struct dsync_result) == 48, "RESULT layout");
+
+struct dsync_error {
+	int32_t status;
+	uint32_t reserved;
+	char text[DSYNC_TEXT];
+};
+_Static_assert(sizeof(struct dsync_error) == 128, "ERROR layout");
+
+/* What BEGIN fixed: every later record is checked against it. */
+struct dsync_params {
+	uint64_t image_bytes;
+	uint32_t range_bytes;
+	uint32_t mode;
+	uint32_t flags;
+	uint64_t nranges, nbatches;
+};
+
+/* One §11 record, decoded; pointers point into the body. */
+struct dsync_rec {
+	uint32_t type; /* without the optional flag; 0: an unknown optional record (skip it) */
+	union {
+		struct dsync_begin begin;
+		struct {
+			uint64_t batch;
+			uint32_t count;
+			const uint8_t *zero_bits; /* ceil(count / 64) u64 words, little-endian */
+			const uint8_t *digests;	  /* 32 bytes per range not marked */
+		} sums;
+		struct {
+			uint64_t offset;
+			const uint8_t *data;
+			uint32_t len;
+		} data;
+		struct dsync_zero zero;
+		uint64_t batch; /* MARK, ACK */
+		struct dsync_end end;
+		struct dsync_result result;
+		struct dsync_error error; /* text made one printable line */
+	} u;
+};
+
+/*
+ * Check a record's header before its body is read: -EPROTO (with why) for a
+ * length over what its type may have -- `p` NULL before BEGIN, when only
+ * BEGIN and ERROR fit -- or a known type with the optional flag; an unknown
+ * optional type passes (its body is read and skipped).
+ */
+int dsync_hdr_check(const struct dsync_params *p, uint32_t type, uint32_t length, char *why,
+		    size_t why_len);
+/*
+ * Check and decode a whole record (body without its padding): lengths,
+ * reserved fields, ranges against `p` (NULL: only BEGIN and ERROR). -EPROTO
+ * with a sentence for anything §11 refuses. Ordering is the ends' business.
+ */
+int dsync_rec_parse(const struct dsync_params *p, uint32_t type, const uint8_t *body, uint32_t len,
+		    struct dsync_rec *out, char *why, size_t why_len);
+/* BEGIN's fields alone (the source checks its own choices with it too). */
+int dsync_begin_check(const struct dsync_begin *b, char *why, size_t why_len);
+/* SUMS: is range i of the batch marked as reading zeros? */
+bool dsync_sums_is_zero(const struct dsync_rec *r, uint32_t i);
+/* BEGIN's values into params (after dsync_rec_parse accepted it). */
+void dsync_params_from_begin(const struct dsync_begin *b, struct dsync_params *out);
+/* Ranges in batch k, and the byte length of range r. */
+uint32_t dsync_batch_count(const struct dsync_params *p, uint64_t batch);
+uint64_t dsync_range_len(const struct dsync_params *p, uint64_t range);
+
+/* ---- digests (disk_wire.c) --------------------------------------------------------- */
+
+/* BLAKE2b-256 of `len` zero bytes (cached for the two lengths a sync uses). */
+struct dsync_zero_digest {
+	uint64_t len[2];
+	uint8_t d[2][REPL_DISK_DIGEST_BYTES];
+	uint8_t *zeros; /* DSYNC_RANGE_MAX zero bytes */
+};
+int dsync_zero_digest_init(struct dsync_zero_digest *z);
+void dsync_zero_digest_dispose(struct dsync_zero_digest *z);
+const uint8_t *dsync_zero_digest(struct dsync_zero_digest *z, uint64_t len);
+void dsync_digest(const uint8_t *buf, size_t len, uint8_t out[REPL_DISK_DIGEST_BYTES]);
+
+/* ---- the image (disk_image.c) ------------------------------------------------------ */
+
+/*
+ * Where data lies: the next data at or after an offset (SEEK_DATA), cached so
+ * that scanning an image costs one lseek per data extent. A file system
+ * without SEEK_DATA, or a block device, is all data.
+ */
+struct disk_holes {
+	int fd;
+	uint64_t size;
+	uint64_t asked;	    /* the offset of the last lseek */
+	uint64_t next_data; /* its answer: no data in [asked, next_data) */
+	bool valid;
+};
+void disk_holes_init(struct disk_holes *h, int fd, uint64_t size);
+/* True when [off, off + len) holds no data (reads as zeros without being read). */
+bool disk_is_hole(struct disk_holes *h, uint64_t off, uint64_t len);
+
+/* pread / pwrite of exactly len bytes: -errno; -EIO for an image that ended early. */
+int disk_read_full(int fd, uint8_t *buf, size_t len, uint64_t off);
+int disk_write_full(int fd, const uint8_t *buf, size_t len, uint64_t off);
+/* Make [off, off + len) read as zeros: a punched hole, else written zeros. */
+int disk_zero_range(int fd, uint64_t off, uint64_t len);
+
+/* The image digest of §11.1, fed one range digest at a time in range order. */
+struct dsync_image_digest {
+	_Alignas(64) uint8_t state[384]; /* a crypto_generichash_state, kept opaque here */
+};
+void dsync_image_digest_init(struct dsync_image_digest *g, const struct dsync_params *p);
+void dsync_image_digest_add(struct dsync_image_digest *g, const uint8_t d[REPL_DISK_DIGEST_BYTES]);
+void dsync_image_digest_final(struct dsync_image_digest *g, uint8_t out[REPL_DISK_DIGEST_BYTES]);
+
+/* ---- records on a link (disk_sync.c), shared by both ends ------------------------- */
+
+/*
+ * Records go out through a buffer (one seal per buffer, not per record) that
+ * is flushed before every wait for the peer, so neither end ever waits for an
+ * answer to something it has not sent.
+ */
+struct dsync_io {
+	struct repl_link *l;
+	const struct dsync_params *p; /* NULL until BEGIN */
+	uint8_t *out;		      /* DSYNC_OUT_BYTES */
+	size_t out_len;
+	uint8_t *in; /* the body of the last record received: DSYNC_REC_MAX + 8 */
+};
+#define DSYNC_OUT_BYTES (256u << 10)
+int dsync_io_init(struct dsync_io *io, struct repl_link *l);
+void dsync_io_dispose(struct dsync_io *io);
+/* Queue a record whose body is a (alen bytes) then b (blen, may be 0); sends when full. */
+int dsync_put(struct dsync_io *io, uint32_t type, const void *a, size_t alen, const void *b,
+	      size_t blen);
+int dsync_flush(struct dsync_io *io);
+/*
+ * Flush, then the peer's next record (unknown optional ones skipped): 0, a
+ * link error (-ECONNRESET, -ETIMEDOUT, -EBADMSG), or -EPROTO for a record
+ * that breaks §11 (why says which). An ERROR from the peer is returned as a
+ * record: the caller reports the peer's words.
+ */
+int dsync_get(struct dsync_io *io, struct dsync_rec *out, char *why, size_t why_len);
+/*
+ * Both ends' last steps: the link's byte counts and the time since t0 (0:
+ * none) into st, a last progress call, the buffers freed, the link closed.
+ */
+void dsync_io_finish(struct dsync_io *io, const struct repl_disk_sync_opts *o,
+		     struct repl_disk_sync_stats *st, uint64_t t0);
+/* A failure of the link itself (the peer cannot hear an ERROR any more). */
+bool dsync_is_link_error(int rc);
+/* Best effort: tell the peer why we stop (an ERROR record), flushed. */
+void dsync_put_error(struct dsync_io *io, int status, const char *text);
+
+/* What either end of a sync holds (disk_sync.c's source, disk_recv.c's destination). */
+struct dsync_side {
+	struct dsync_io io;
+	struct dsync_params p;
+	const struct repl_disk_sync_opts *o;
+	struct repl_disk_sync_stats *st;
+	int fd; /* the image */
+	struct disk_holes holes;
+	struct dsync_zero_digest zd;
+	struct dsync_image_digest img; /* with VERIFY */
+	uint8_t *buf;		       /* one range */
+	char *why;
+	size_t why_len;
+};
+
+/* One batch's range digests, and which ranges read as zeros (their digests unset). */
+struct dsync_batch_sums {
+	uint64_t zero[DSYNC_BATCH_RANGES / 64];
+	uint8_t d[DSYNC_BATCH_RANGES][REPL_DISK_DIGEST_BYTES];
+};
+
+/* ---- the dirty-region log's file (disk_log.c) ------------------------------------ */
+
+#define DLOG_MAGIC   0x474f4c4452545343ull /* "CSTRDLOG" */
+#define DLOG_VERSION 1u
+struct dlog_header {
+	uint64_t magic;
+	uint32_t version;
+	uint32_t region_bytes;
+	uint64_t image_bytes;
+	uint64_t regions;
+	uint64_t generation; /* saves so far: for people reading the file */
+	uint32_t crc32c;     /* of the header with this field 0, then the bitmap */
+	uint32_t reserved;
+	/* ceil(regions / 64) little-endian u64 words follow */
+};
+_Static_assert(sizeof(struct dlog_header) == 48, "dirty log header layout");
+
+/*
+ * Check a log file's bytes against the image it should describe and fill
+ * `bm` (initialised with the image's region count): 0, or -EBADMSG with the
+ * reason in why (the caller then takes everything as dirty).
+ */
+int dlog_parse(const uint8_t *buf, size_t len, uint64_t image_bytes, uint32_t region_bytes,
+	       struct util_bitmap *bm, uint64_t *generation_out, char *why, size_t why_len);
+
+#endif
