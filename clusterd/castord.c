@@ -357,6 +357,18 @@ static void answer(struct daemon *d, struct bufferevent *bev, const Castor__Requ
 		rc = vms_stop(d, req->vm_stop, &def, &msg);
 		resp.body_case = CASTOR__RESPONSE__BODY_VM_STOP;
 		resp.vm_stop = &def;
+	} else if (req->body_case == CASTOR__REQUEST__BODY_VM_PROTECT) {
+		rc = vms_protect(d, req->vm_protect, &def, &msg);
+		resp.body_case = CASTOR__RESPONSE__BODY_VM_PROTECT;
+		resp.vm_protect = &def;
+	} else if (req->body_case == CASTOR__REQUEST__BODY_VM_UNPROTECT) {
+		rc = vms_unprotect(d, req->vm_unprotect, &def, &msg);
+		resp.body_case = CASTOR__RESPONSE__BODY_VM_UNPROTECT;
+		resp.vm_unprotect = &def;
+	} else if (req->body_case == CASTOR__REQUEST__BODY_VM_FAILOVER) {
+		rc = vms_failover(d, req->vm_failover, &def, &msg);
+		resp.body_case = CASTOR__RESPONSE__BODY_VM_FAILOVER;
+		resp.vm_failover = &def;
 	} else {
 		resp.error = -EOPNOTSUPP;
 		resp.message = "castord does not serve this request (yet): see docs/cluster.md";

@@ -54,6 +54,11 @@ struct daemon {
 /* 0, or -EPERM with the sentence to print: no quorum, or a layout castord refuses. */
 int castord_need_quorum(struct daemon *d, const char **msg);
 
+/* This node's view for an event it sends: quorate only without a layout problem. */
+void castord_view_of(struct daemon *d, struct cd_view *out);
+/* Multicast one pair message; it takes effect when delivered, here too. */
+int castord_send_msg(struct daemon *d, const struct cd_pairmsg *m);
+
 /* ---- castord_vms.c --------------------------------------------------------------------------- */
 
 /* The duty timer (once a second); before the loop runs. 0 or -ENOMEM. */
@@ -69,6 +74,13 @@ int vms_start(struct daemon *d, const Castor__VmStartRequest *r, Castor__VmDefin
 	      const char **msg);
 int vms_stop(struct daemon *d, const Castor__VmStopRequest *r, Castor__VmDefinition *o,
 	     const char **msg);
+/* castor ha protect|unprotect|failover VM: as vms_start. */
+int vms_protect(struct daemon *d, const Castor__VmProtectRequest *r, Castor__VmDefinition *o,
+		const char **msg);
+int vms_unprotect(struct daemon *d, const Castor__VmUnprotectRequest *r, Castor__VmDefinition *o,
+		  const char **msg);
+int vms_failover(struct daemon *d, const Castor__VmFailoverRequest *r, Castor__VmDefinition *o,
+		 const char **msg);
 /* The pair's fields of a definition reply (state, primary, ...); strings point into d. */
 void vms_fill(struct daemon *d, Castor__VmDefinition *o, const char *name);
 /* castord exits: stop every castor-vmm it started (SIGTERM, then SIGKILL). */

@@ -45,7 +45,7 @@
 
 /* ---- messages out ------------------------------------------------------------------------ */
 
-static void view_of(struct daemon *d, struct cd_view *out)
+void castord_view_of(struct daemon *d, struct cd_view *out)
 {
 	struct cd_view_nodes v;
 
@@ -55,7 +55,7 @@ static void view_of(struct daemon *d, struct cd_view *out)
 }
 
 /* Multicast one event; it takes effect when delivered, here too. */
-static int send_msg(struct daemon *d, const struct cd_pairmsg *m)
+int castord_send_msg(struct daemon *d, const struct cd_pairmsg *m)
 {
 	struct cd_pairmsg_hdr h;
 	struct iovec iov;
@@ -77,7 +77,7 @@ static int send_event(struct daemon *d, const char *vm, enum cd_pair_event e, co
 	struct cd_pairmsg m;
 
 	cd_pairmsg_event(&m, vm, e, host, v, reason);
-	return send_msg(d, &m);
+	return castord_send_msg(d, &m);
 }
 
 /* An event this node witnessed about its own primary: with its view, the host gone if lost. */
@@ -86,7 +86,7 @@ static void report(struct daemon *d, const char *vm, enum cd_pair_event e, bool 
 {
 	struct cd_view v;
 
-	view_of(d, &v);
+	castord_view_of(d, &v);
 	v.primary_gone = gone;
 	send_event(d, vm, e, d->conf.node, &v, reason);
 }
@@ -99,12 +99,12 @@ static void report_replica(struct daemon *d, const char *vm, enum cd_pair_event 
 	struct cd_pairmsg m;
 	struct cd_view v;
 
-	view_of(d, &v);
+	castord_view_of(d, &v);
 	v.replica_gone = e == CD_PAIR_E_REPLICA_LOST;
 	cd_pairmsg_event(&m, vm, e, p ? p->pair.primary : "", &v, reason);
 	snprintf(m.replica, sizeof(m.replica), "%s", d->conf.node);
 	snprintf(m.addr, sizeof(m.addr), "%s", addr ? addr : "");
-	send_msg(d, &m);
+	castord_send_msg(d, &m);
 }
 
 void vms_replay(struct daemon *d)
@@ -459,7 +459,7 @@ static void protect_toward(struct daemon *d, const struct cd_pair *p)
 	}
 	/* castor-vmm holds nothing for a session that never began: unprotected again */
 	LOG_ERR("vm %s: cannot protect toward %s: %s", p->vm, p->replica_addr, why);
-	view_of(d, &v);
+	castord_view_of(d, &v);
 	send_event(d, p->vm, CD_PAIR_E_UNPROTECT, d->conf.node, &v, why);
 }
 
@@ -494,6 +494,31 @@ static void promote_here(struct daemon *d, const struct cd_pair *p)
 	l->role = LOCAL_PRIMARY; /* the same castor-vmm runs the VM now */
 	snprintf(reason, sizeof(reason), "the twin runs on %s", d->conf.node);
 	report_replica(d, p->vm, CD_PAIR_E_PROMOTED, NULL, reason);
+}
+
+/* UNPROTECT delivered for this node's primary: castor-vmm stops replicating and lets its
+ * held output go (the cluster decided, with quorum, that no twin can take over). */
+static void unprotect_here(struct daemon *d, const struct cd_pair *p)
+{
+	struct local_vm *l = local_find(d, p->vm, LOCAL_PRIMARY);
+	Castor__Request req = CASTOR__REQUEST__INIT;
+	Castor__UnprotectRequest ur = CASTOR__UNPROTECT_REQUEST__INIT;
+	Castor__Response *resp = NULL;
+	char why[300];
+
+	if (!l)
+		return;
+	ur.force = true; /* an initial copy in progress is abandoned too */
+	req.body_case = CASTOR__REQUEST__BODY_UNPROTECT;
+	req.unprotect = &ur;
+	if (vmm_call(l, &req, &resp, why, sizeof(why)) < 0) {
+		/* -ENOENT: it was not protecting (the session never began): nothing held */
+		LOG_WARN("vm %s: unprotect: %s", p->vm, why);
+		return;
+	}
+	LOG_INFO("vm %s: unprotected; %llu held outputs released", p->vm,
+		 resp->unprotect ? (unsigned long long)resp->unprotect->outputs_released : 0ull);
+	protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
 static void kill_cb(evutil_socket_t fd, short what, void *arg)
@@ -562,8 +587,15 @@ static void react(struct daemon *d, const struct cd_pairmsg *m, const struct cd_
 			protect_toward(d, p);
 		break;
 	case CD_PAIR_E_PRIMARY_LOST:
+		/* declared lost while it still runs here (a forced failover): fence it first */
+		if (!strcmp(m->primary, me) && local_find(d, m->vm, LOCAL_PRIMARY))
+			local_stop(d, local_find(d, m->vm, LOCAL_PRIMARY));
 		if (p->state == CD_PAIR_S_FAILING_OVER && !strcmp(p->replica, me))
 			promote_here(d, p);
+		break;
+	case CD_PAIR_E_UNPROTECT:
+		if (!strcmp(p->primary, me))
+			unprotect_here(d, p);
 		break;
 	case CD_PAIR_E_STOP:
 		stop_here(d, m);
@@ -625,7 +657,7 @@ static void duties(struct daemon *d, const struct cd_view_nodes *v)
 		if (d->sent[i].gen == e->generation && d->sent[i].event == (int)m.event &&
 		    now - d->sent[i].at_ns < RESEND_NS)
 			continue;
-		if (send_msg(d, &m) == 0) {
+		if (castord_send_msg(d, &m) == 0) {
 			d->sent[i].gen = e->generation;
 			d->sent[i].event = (int)m.event;
 			d->sent[i].at_ns = now;
@@ -653,7 +685,7 @@ static void sync_progress(struct daemon *d, const struct cd_pair *p)
 	}
 	if (resp->ha_status && resp->ha_status->state &&
 	    !strcmp(resp->ha_status->state, "protected")) {
-		view_of(d, &v);
+		castord_view_of(d, &v);
 		send_event(d, p->vm, CD_PAIR_E_SYNCED, d->conf.node, &v,
 			   "the initial copy is acknowledged");
 	}
@@ -727,126 +759,6 @@ int vms_init(struct daemon *d)
 void vms_view_changed(struct daemon *d, const struct cd_view_nodes *v)
 {
 	duties(d, v);
-}
-
-/* ---- requests ------------------------------------------------------------------------------ */
-
-void vms_fill(struct daemon *d, Castor__VmDefinition *o, const char *name)
-{
-	struct cd_pair_entry *e = cd_pairs_find(d->pairs, name);
-
-	o->state = (char *)cd_pair_state_str(e ? e->pair.state : CD_PAIR_S_DEFINED);
-	o->primary = e ? e->pair.primary : "";
-	o->replica = e ? e->pair.replica : "";
-	o->last_event = e ? e->pair.last_reason : "";
-	o->failovers = e ? e->pair.failovers : 0;
-}
-
-/* The host for a start: the one asked for, else the definition's first live host, else
- * the live host with the fewest VMs (the lowest name on a tie). */
-static int choose_host(struct daemon *d, const struct cd_vmdef *def, const char *asked, char *out,
-		       char *why, size_t why_len)
-{
-	struct cd_view_nodes v;
-
-	cd_membership_view(d->members, &v);
-	if (asked && *asked) {
-		if (!cd_host_can_run(&v, asked))
-			return util_why(why, why_len, -EHOSTUNREACH,
-					"host '%.64s' is not a live member that hosts VMs (see "
-					"castor node list)",
-					asked);
-		snprintf(out, CD_NAME_MAX, "%s", asked);
-		return 0;
-	}
-	if (cd_choose_host(def, &v, d->pairs, "", "", out))
-		return 0;
-	return util_why(why, why_len, -EHOSTUNREACH,
-			def->nhosts ? "none of the VM's hosts is a live member, and no other "
-				      "host can run it"
-				    : "no live member can run VMs");
-}
-
-static const struct cd_def *defined(struct daemon *d, const char *name, char *why, size_t why_len)
-{
-	const struct cd_def *e = name ? cd_defs_find(d->defs, name) : NULL;
-
-	if (!e || e->removed) {
-		util_why(why, why_len, -ENOENT, "no VM named '%.64s' is defined", name ? name : "");
-		return NULL;
-	}
-	return e;
-}
-
-/* Send the operator's event and fill the reply with what will follow once it is delivered. */
-static int request(struct daemon *d, const char *vm, enum cd_pair_event ev, const char *host,
-		   enum cd_pair_state next, Castor__VmDefinition *o, char *why, size_t why_len)
-{
-	struct cd_view v;
-	int rc;
-
-	view_of(d, &v);
-	rc = send_event(d, vm, ev, host, &v,
-			ev == CD_PAIR_E_START ? "castor vm start" : "castor vm stop");
-	if (rc < 0)
-		return util_why(why, why_len, rc, "cannot send the %s to the cluster (%s)%s",
-				cd_pair_event_str(ev), strerror(-rc),
-				rc == -EAGAIN ? ": the group is syncing, try again" : "");
-	o->name = (char *)vm;
-	o->state = (char *)cd_pair_state_str(next);
-	o->primary = (char *)host;
-	return 0;
-}
-
-int vms_start(struct daemon *d, const Castor__VmStartRequest *r, Castor__VmDefinition *o,
-	      const char **msg)
-{
-	static char why[300];
-	static char host[CD_NAME_MAX];
-	const struct cd_def *e = defined(d, r->name, why, sizeof(why));
-	struct cd_pair_entry *p;
-	int rc;
-
-	*msg = why;
-	if (!e)
-		return -ENOENT;
-	p = cd_pairs_find(d->pairs, e->vm.name);
-	if (p && !cd_pair_is_legal(p->pair.state, CD_PAIR_E_START)) {
-		snprintf(why, sizeof(why), "vm %s is %s%s%s: stop it first", e->vm.name,
-			 cd_pair_state_str(p->pair.state), p->pair.primary[0] ? " on " : "",
-			 p->pair.primary);
-		return -EBUSY;
-	}
-	rc = castord_need_quorum(d, msg);
-	if (rc < 0)
-		return rc;
-	*msg = why;
-	rc = choose_host(d, &e->vm, r->host, host, why, sizeof(why));
-	if (rc < 0)
-		return rc;
-	return request(d, e->vm.name, CD_PAIR_E_START, host, CD_PAIR_S_STARTING, o, why,
-		       sizeof(why));
-}
-
-int vms_stop(struct daemon *d, const Castor__VmStopRequest *r, Castor__VmDefinition *o,
-	     const char **msg)
-{
-	static char why[300];
-	const struct cd_def *e = defined(d, r->name, why, sizeof(why));
-	struct cd_pair_entry *p;
-
-	*msg = why;
-	if (!e)
-		return -ENOENT;
-	p = cd_pairs_find(d->pairs, e->vm.name);
-	if (!p || !cd_pair_is_legal(p->pair.state, CD_PAIR_E_STOP)) {
-		snprintf(why, sizeof(why), "vm %s is %s: nothing to stop", e->vm.name,
-			 cd_pair_state_str(p ? p->pair.state : CD_PAIR_S_DEFINED));
-		return -EALREADY;
-	}
-	/* stopping needs no quorum: it only makes the VM quieter */
-	return request(d, e->vm.name, CD_PAIR_E_STOP, p->pair.primary, CD_PAIR_S_STOPPING, o, why,
-		       sizeof(why));
 }
 
 void vms_shutdown(struct daemon *d)

@@ -219,6 +219,7 @@ struct cd_pair {
 	char primary[CD_NAME_MAX]; /* node names; "" = none */
 	char replica[CD_NAME_MAX];
 	char replica_addr[64]; /* HOST:PORT the replica listens on, once it is ready */
+	bool held; /* unprotected by the operator: not re-protected by castord until asked */
 	uint64_t failovers;
 	char last_reason[256];
 };
@@ -262,6 +263,12 @@ struct cd_pairs {
 void cd_pairs_init(struct cd_pairs *s);
 struct cd_pair_entry *cd_pairs_find(struct cd_pairs *s, const char *vm);
 
+/* flags of a pair message: the sender's view (EVENT), and the operator's hold */
+#define CD_PAIRMSG_F_QUORATE	  0x01u
+#define CD_PAIRMSG_F_PRIMARY_GONE 0x02u
+#define CD_PAIRMSG_F_REPLICA_GONE 0x04u
+#define CD_PAIRMSG_F_REPLICA_HOST 0x08u
+#define CD_PAIRMSG_F_HELD	  0x10u /* EVENT UNPROTECT: by the operator; SYNC: held */
 /*
  * EVENT and SYNC on CPG: a 552-byte message (magic "CDPAIRM1"). An EVENT is
  * one cd_pair_event for one VM with the view its sender decided on (the

@@ -8,7 +8,8 @@
  *   - the speaker (the quorate partition's lowest node id) reports the VMs
  *     of a host that left: its primaries lost, its replicas lost;
  *   - the primary's host asks for a replica when the VM should be protected
- *     and has none (after a start, a failover or a replica loss), or, with
+ *     and has none (after a start, a failover or a replica loss; not after the
+ *     operator's `castor ha unprotect`), or, with
  *     no host left to take one, lets the VM go on unprotected.
  * The rest (starting the replica, protecting, promoting the twin) are
  * reactions of the named host to the events themselves (castord_vms.c).
@@ -130,7 +131,7 @@ bool cd_pair_next(const struct cd_pair *p, const struct cd_vmdef *def,
 	}
 	if (strcmp(p->primary, me) || !def || def->protection == CD_PROT_NONE)
 		return false;
-	if (p->state == CD_PAIR_S_UNPROTECTED) {
+	if (p->state == CD_PAIR_S_UNPROTECTED && !p->held) {
 		if (!cd_choose_host(def, v, all, me, "", host))
 			return false; /* no host can take a replica: it runs unprotected */
 		view.have_replica_host = true;

@@ -86,6 +86,7 @@ int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **
 		copy_name(e->pair.replica, m->replica);
 		snprintf(e->pair.replica_addr, sizeof(e->pair.replica_addr), "%s", m->addr);
 		e->pair.failovers = m->failovers;
+		e->pair.held = m->flags & CD_PAIRMSG_F_HELD;
 		snprintf(e->pair.last_reason, sizeof(e->pair.last_reason), "%s", m->reason);
 		return 0;
 	}
@@ -110,6 +111,10 @@ int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **
 		return rc;
 	if (m->event == CD_PAIR_E_START)
 		copy_name(e->pair.primary, m->primary);
+	if (m->event == CD_PAIR_E_START || m->event == CD_PAIR_E_PROTECT)
+		e->pair.held = false;
+	if (m->event == CD_PAIR_E_UNPROTECT && (m->flags & CD_PAIRMSG_F_HELD))
+		e->pair.held = true;
 	if (m->event == CD_PAIR_E_PROTECT) {
 		copy_name(e->pair.replica, m->replica);
 		e->pair.replica_addr[0] = 0;
@@ -205,6 +210,7 @@ void cd_pairmsg_sync(struct cd_pairmsg *m, const struct cd_pair_entry *e)
 	memset(m, 0, sizeof(*m));
 	m->kind = CD_PAIRMSG_SYNC;
 	m->state = e->pair.state;
+	m->flags = e->pair.held ? CD_PAIRMSG_F_HELD : 0;
 	m->generation = e->generation;
 	m->failovers = (uint32_t)e->pair.failovers;
 	copy_name(m->vm, e->pair.vm);

@@ -316,7 +316,11 @@ def vm_runs(cl, d):
     wait_for("vm5 defined on c", lambda: "vm5" in cl.vms("c"))
     for args, words in ((("vm", "start", "vm9"), "no VM named 'vm9' is defined"),
                         (("vm", "start", "vm5", "--host", "zz"), "host 'zz' is not a live"),
-                        (("vm", "stop", "vm5"), "vm5 is defined: nothing to stop")):
+                        (("vm", "stop", "vm5"), "vm5 is defined: nothing to stop"),
+                        (("ha", "protect", "vm5"), "vm5 is not running: castor vm start vm5"),
+                        (("ha", "unprotect", "vm5"), "vm5 is not running"),
+                        (("ha", "failover", "vm5"), "vm5 is not running"),
+                        (("ha", "protect", "vm9"), "no VM named 'vm9' is defined")):
         r = cl.castor("c", *args, check=False)
         if r.returncode != 1 or words not in r.stderr:
             raise Fail(f"castor {' '.join(args)}: {r.returncode} {r.stderr.strip()!r}")

@@ -119,6 +119,15 @@ args)
 	expect_in err "castor: vm start: VM is required"
 	expect_usage_error vm stop vm1 --host a
 	expect_in err "castor: stop: --host does not apply here"
+	# castor ha without --socket: a cluster VM, through castord
+	expect_usage_error ha protect
+	expect_in err "castor: ha protect: VM is required (or --socket PATH for one castor-vmm)"
+	expect_usage_error ha unprotect vm1 --host a
+	expect_in err "castor: ha unprotect: --host goes with 'ha protect'"
+	expect_usage_error ha protect vm1 --force
+	expect_in err "castor: ha protect: --force goes with 'ha failover'"
+	expect_usage_error ha failover vm1 extra
+	expect_in err "castor: ha failover: unexpected argument 'extra'"
 	expect_usage_error stream verify --json=1 "$tmp/f"
 	expect_in err "castor: stream verify: option '--json=1' takes no argument"
 	expect_usage_error vm status --socket ""

@@ -326,6 +326,23 @@ static void policy_protects(void **state)
 	free(t);
 }
 
+/* A fresh table with vm1 taken through `flow` on primary a, its replica on b. */
+static struct cd_pair_entry *apply_flow(struct cd_pairs *t, const enum cd_pair_event *flow,
+					unsigned n)
+{
+	struct cd_pairmsg m;
+
+	cd_pairs_init(t);
+	for (unsigned i = 0; i < n; i++) {
+		cd_pairmsg_event(&m, "vm1", flow[i], "a", &quorate, "");
+		if (flow[i] == CD_PAIR_E_PROTECT || flow[i] == CD_PAIR_E_REPLICA_READY)
+			strcpy(m.replica, "b");
+		m.flags |= CD_PAIRMSG_F_REPLICA_HOST;
+		assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
+	}
+	return cd_pairs_find(t, "vm1");
+}
+
 static void policy_replica_lost(void **state)
 {
 	struct cd_pairs *t = calloc(1, sizeof(*t));
@@ -338,15 +355,7 @@ static void policy_replica_lost(void **state)
 						  CD_PAIR_E_SYNCED};
 
 	(void)state;
-	cd_pairs_init(t);
-	for (unsigned i = 0; i < sizeof(flow) / sizeof(flow[0]); i++) {
-		cd_pairmsg_event(&m, "vm1", flow[i], "a", &quorate, "");
-		if (flow[i] == CD_PAIR_E_PROTECT || flow[i] == CD_PAIR_E_REPLICA_READY)
-			strcpy(m.replica, "b");
-		m.flags |= 8; /* a replica host exists */
-		assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
-	}
-	e = cd_pairs_find(t, "vm1");
+	e = apply_flow(t, flow, sizeof(flow) / sizeof(flow[0]));
 	assert_int_equal(e->pair.state, CD_PAIR_S_PROTECTED);
 	/* b leaves: the speaker (a) reports the replica lost */
 	view_nodes(&v, "acw", 1);
@@ -371,6 +380,45 @@ static void policy_replica_lost(void **state)
 	free(t);
 }
 
+static void policy_held(void **state)
+{
+	struct cd_pairs *t = calloc(1, sizeof(*t));
+	struct cd_vmdef d = vmdef("ab", CD_PROT_INTERVAL);
+	struct cd_view_nodes v;
+	struct cd_pairmsg m;
+	struct cd_pair_entry *e;
+	static const enum cd_pair_event flow[] = {CD_PAIR_E_START, CD_PAIR_E_STARTED,
+						  CD_PAIR_E_PROTECT};
+
+	(void)state;
+	view_nodes(&v, "abcw", 1);
+	e = apply_flow(t, flow, sizeof(flow) / sizeof(flow[0]));
+	/* the operator's unprotect holds it: castord does not protect it again by itself */
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_UNPROTECT, "a", &quorate, "castor ha unprotect");
+	m.flags |= CD_PAIRMSG_F_HELD;
+	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
+	assert_true(e->pair.held);
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, &m));
+	/* the hold travels with the replay */
+	{
+		struct cd_pairs *u = calloc(1, sizeof(*u));
+
+		cd_pairs_init(u);
+		cd_pairmsg_sync(&m, e);
+		assert_int_equal(cd_pairs_apply(u, &m, NULL), 0);
+		assert_true(cd_pairs_find(u, "vm1")->pair.held);
+		free(u);
+	}
+	/* the operator's protect lifts it */
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_PROTECT, "a", &quorate, "castor ha protect");
+	strcpy(m.replica, "c");
+	m.flags |= CD_PAIRMSG_F_REPLICA_HOST;
+	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
+	assert_false(e->pair.held);
+	assert_string_equal(e->pair.replica, "c");
+	free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -378,6 +426,7 @@ int main(void)
 		cmocka_unit_test(same_everywhere), cmocka_unit_test(sync_newer_wins),
 		cmocka_unit_test(stop_cycle),	   cmocka_unit_test(choose_host),
 		cmocka_unit_test(policy_protects), cmocka_unit_test(policy_replica_lost),
+		cmocka_unit_test(policy_held),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -70,6 +70,9 @@ int cli_bench_checkpoint(int argc, char **argv);
 
 /* ha.c: `castor ha status|failover` (replication of one castor-vmm) */
 int cli_ha_main(int argc, char **argv);
+/* `castor ha protect|unprotect|failover VM` (no --socket): through castord (ha_cluster.c) */
+bool cli_ha_is_cluster_call(int argc, char **argv);
+int cli_ha_cluster_main(int argc, char **argv); /* argv[1] is the command */
 void cli_ha_usage(FILE *f);
 
 /* key.c: `castor key generate FILE` (pre-shared keys of replication links) */

@@ -6,6 +6,9 @@
  *   castor ha protect   --socket PATH --peer HOST:PORT [session options] [--json]
  *   castor ha unprotect --socket PATH [--force] [--json]
  *   castor ha failover  --socket PATH [--force] [--json]
+ *
+ * Without --socket, protect/unprotect/failover name a cluster VM and go to
+ * castord (ha_cluster.c).
  */
 #include "tools/castor/cli.h"
 #include "tools/castor/json.h"
@@ -22,6 +25,9 @@
 void cli_ha_usage(FILE *f)
 {
 	fputs("usage: castor ha <command> --socket PATH [options]\n"
+	      "       castor ha protect VM [--host H] | unprotect VM | failover VM [--force]\n"
+	      "                 [--castord PATH] [--json]     (through castord: the cluster's "
+	      "VMs)\n"
 	      "\n"
 	      "commands:\n"
 	      "  status     replication state, epochs, pause times, bytes, ack round trip, lag\n"
@@ -375,6 +381,8 @@ int cli_ha_main(int argc, char **argv)
 		return argc < 2 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
 	}
 	cmd = argv[1];
+	if (cli_ha_is_cluster_call(argc, argv))
+		return cli_ha_cluster_main(argc, argv);
 	if (strcmp(cmd, "status") && strcmp(cmd, "failover") && strcmp(cmd, "protect") &&
 	    strcmp(cmd, "unprotect")) {
 		cli_err("ha: unknown command '%s'", cmd);

@@ -1,0 +1,284 @@
+/*
+ * castord's answers to the CLI about VMs (docs/cluster.md): `castor vm start|stop`,
+ * `castor ha protect|unprotect|failover VM`, and the pair's fields of `vm list|show`.
+ * Each request is checked here (the VM defined, the event legal now, quorum, a host
+ * that can take it) and becomes one event sent to the group: it takes effect when
+ * CPG delivers it, on every node alike (castord_vms.c).
+ */
+#define LOG_TAG "castord"
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "clusterd/castord.h"
+#include "util/util.h"
+
+void vms_fill(struct daemon *d, Castor__VmDefinition *o, const char *name)
+{
+	struct cd_pair_entry *e = cd_pairs_find(d->pairs, name);
+
+	o->state = (char *)cd_pair_state_str(e ? e->pair.state : CD_PAIR_S_DEFINED);
+	o->primary = e ? e->pair.primary : "";
+	o->replica = e ? e->pair.replica : "";
+	o->last_event = e ? e->pair.last_reason : "";
+	o->failovers = e ? e->pair.failovers : 0;
+	o->held = e && e->pair.held;
+}
+
+/* The host for a start: the one asked for, else the definition's first live host, else
+ * the live host with the fewest VMs (the lowest name on a tie). */
+static int choose_host(struct daemon *d, const struct cd_vmdef *def, const char *asked, char *out,
+		       char *why, size_t why_len)
+{
+	struct cd_view_nodes v;
+
+	cd_membership_view(d->members, &v);
+	if (asked && *asked) {
+		if (!cd_host_can_run(&v, asked))
+			return util_why(why, why_len, -EHOSTUNREACH,
+					"host '%.64s' is not a live member that hosts VMs (see "
+					"castor node list)",
+					asked);
+		snprintf(out, CD_NAME_MAX, "%s", asked);
+		return 0;
+	}
+	if (cd_choose_host(def, &v, d->pairs, "", "", out))
+		return 0;
+	return util_why(why, why_len, -EHOSTUNREACH,
+			def->nhosts ? "none of the VM's hosts is a live member, and no other "
+				      "host can run it"
+				    : "no live member can run VMs");
+}
+
+static const struct cd_def *defined(struct daemon *d, const char *name, char *why, size_t why_len)
+{
+	const struct cd_def *e = name ? cd_defs_find(d->defs, name) : NULL;
+
+	if (!e || e->removed) {
+		util_why(why, why_len, -ENOENT, "no VM named '%.64s' is defined", name ? name : "");
+		return NULL;
+	}
+	return e;
+}
+
+/* Send the operator's event and fill the reply with what will follow once it is delivered. */
+/*
+ * Send the operator's event and fill the reply with what follows once it is
+ * delivered. The reply's strings point into a static copy of the message: the
+ * loop packs the reply before it reads the next request.
+ */
+static int request(struct daemon *d, const struct cd_pairmsg *m, enum cd_pair_state next,
+		   Castor__VmDefinition *o, char *why, size_t why_len)
+{
+	static struct cd_pairmsg sent;
+	int rc;
+
+	sent = *m;
+	rc = castord_send_msg(d, &sent);
+	if (rc < 0)
+		return util_why(why, why_len, rc, "cannot send the %s to the cluster (%s)%s",
+				cd_pair_event_str(m->event), strerror(-rc),
+				rc == -EAGAIN ? ": the group is syncing, try again" : "");
+	o->name = sent.vm;
+	o->state = (char *)cd_pair_state_str(next);
+	o->primary = sent.primary;
+	o->replica = sent.replica;
+	return 0;
+}
+
+/* The operator's event about `vm` on its primary `host`, decided on this node's view. */
+static void operator_event(struct daemon *d, struct cd_pairmsg *m, const char *vm,
+			   enum cd_pair_event e, const char *host, const char *what)
+{
+	struct cd_view v;
+
+	castord_view_of(d, &v);
+	cd_pairmsg_event(m, vm, e, host, &v, what);
+}
+
+int vms_start(struct daemon *d, const Castor__VmStartRequest *r, Castor__VmDefinition *o,
+	      const char **msg)
+{
+	static char why[300];
+	static char host[CD_NAME_MAX];
+	const struct cd_def *e = defined(d, r->name, why, sizeof(why));
+	struct cd_pair_entry *p;
+	struct cd_pairmsg m;
+	int rc;
+
+	*msg = why;
+	if (!e)
+		return -ENOENT;
+	p = cd_pairs_find(d->pairs, e->vm.name);
+	if (p && !cd_pair_is_legal(p->pair.state, CD_PAIR_E_START)) {
+		snprintf(why, sizeof(why), "vm %s is %s%s%s: stop it first", e->vm.name,
+			 cd_pair_state_str(p->pair.state), p->pair.primary[0] ? " on " : "",
+			 p->pair.primary);
+		return -EBUSY;
+	}
+	rc = castord_need_quorum(d, msg);
+	if (rc < 0)
+		return rc;
+	*msg = why;
+	rc = choose_host(d, &e->vm, r->host, host, why, sizeof(why));
+	if (rc < 0)
+		return rc;
+	operator_event(d, &m, e->vm.name, CD_PAIR_E_START, host, "castor vm start");
+	return request(d, &m, CD_PAIR_S_STARTING, o, why, sizeof(why));
+}
+
+int vms_stop(struct daemon *d, const Castor__VmStopRequest *r, Castor__VmDefinition *o,
+	     const char **msg)
+{
+	static char why[300];
+	const struct cd_def *e = defined(d, r->name, why, sizeof(why));
+	struct cd_pair_entry *p;
+	struct cd_pairmsg m;
+
+	*msg = why;
+	if (!e)
+		return -ENOENT;
+	p = cd_pairs_find(d->pairs, e->vm.name);
+	if (!p || !cd_pair_is_legal(p->pair.state, CD_PAIR_E_STOP)) {
+		snprintf(why, sizeof(why), "vm %s is %s: nothing to stop", e->vm.name,
+			 cd_pair_state_str(p ? p->pair.state : CD_PAIR_S_DEFINED));
+		return -EALREADY;
+	}
+	/* stopping needs no quorum: it only makes the VM quieter */
+	operator_event(d, &m, e->vm.name, CD_PAIR_E_STOP, p->pair.primary, "castor vm stop");
+	return request(d, &m, CD_PAIR_S_STOPPING, o, why, sizeof(why));
+}
+
+/* The pair of a defined VM, and its entry; NULL with why when it has none in use. */
+static struct cd_pair_entry *pair_of(struct daemon *d, const char *name, char *why, size_t why_len)
+{
+	const struct cd_def *e = defined(d, name, why, why_len);
+	struct cd_pair_entry *p;
+
+	if (!e)
+		return NULL;
+	p = cd_pairs_find(d->pairs, e->vm.name);
+	if (!p || p->pair.state == CD_PAIR_S_DEFINED) {
+		util_why(why, why_len, -ENOENT, "vm %s is not running: castor vm start %s first",
+			 e->vm.name, e->vm.name);
+		return NULL;
+	}
+	return p;
+}
+
+int vms_protect(struct daemon *d, const Castor__VmProtectRequest *r, Castor__VmDefinition *o,
+		const char **msg)
+{
+	static char why[300];
+	static char host[CD_NAME_MAX];
+	struct cd_pair_entry *p = pair_of(d, r->name, why, sizeof(why));
+	const struct cd_def *def;
+	struct cd_view_nodes nv;
+	struct cd_pairmsg m;
+	int rc;
+
+	*msg = why;
+	if (!p)
+		return -ENOENT;
+	if (!cd_pair_is_legal(p->pair.state, CD_PAIR_E_PROTECT)) {
+		snprintf(why, sizeof(why), "vm %s is %s%s%s: nothing to protect now", p->pair.vm,
+			 cd_pair_state_str(p->pair.state),
+			 p->pair.replica[0] ? ", replica on " : "", p->pair.replica);
+		return -EALREADY;
+	}
+	rc = castord_need_quorum(d, msg);
+	if (rc < 0)
+		return rc;
+	*msg = why;
+	def = cd_defs_find(d->defs, p->pair.vm);
+	cd_membership_view(d->members, &nv);
+	if (r->host && *r->host) {
+		if (!cd_host_can_run(&nv, r->host) || !strcmp(r->host, p->pair.primary)) {
+			snprintf(why, sizeof(why),
+				 "host '%.64s' cannot take the replica: it must be a live member "
+				 "that "
+				 "hosts VMs, other than the primary (%s)",
+				 r->host, p->pair.primary);
+			return -EHOSTUNREACH;
+		}
+		snprintf(host, sizeof(host), "%s", r->host);
+	} else if (!cd_choose_host(&def->vm, &nv, d->pairs, p->pair.primary, "", host)) {
+		snprintf(why, sizeof(why), "no live host other than %s can take a replica",
+			 p->pair.primary);
+		return -EHOSTUNREACH;
+	}
+	operator_event(d, &m, p->pair.vm, CD_PAIR_E_PROTECT, p->pair.primary, "castor ha protect");
+	m.flags |= CD_PAIRMSG_F_REPLICA_HOST;
+	snprintf(m.replica, sizeof(m.replica), "%s", host);
+	return request(d, &m, CD_PAIR_S_PLACING, o, why, sizeof(why));
+}
+
+int vms_unprotect(struct daemon *d, const Castor__VmUnprotectRequest *r, Castor__VmDefinition *o,
+		  const char **msg)
+{
+	static char why[300];
+	struct cd_pair_entry *p = pair_of(d, r->name, why, sizeof(why));
+	struct cd_pairmsg m;
+	int rc;
+
+	*msg = why;
+	if (!p)
+		return -ENOENT;
+	if (!cd_pair_is_legal(p->pair.state, CD_PAIR_E_UNPROTECT)) {
+		snprintf(why, sizeof(why), "vm %s is %s: not protected", p->pair.vm,
+			 cd_pair_state_str(p->pair.state));
+		return -EALREADY;
+	}
+	/* releasing held output needs quorum: a partition must not let a primary speak */
+	rc = castord_need_quorum(d, msg);
+	if (rc < 0)
+		return rc;
+	*msg = why;
+	operator_event(d, &m, p->pair.vm, CD_PAIR_E_UNPROTECT, p->pair.primary,
+		       "castor ha unprotect");
+	/* degraded is entered only for a replica known gone (REPLICA_LOST) */
+	if (p->pair.state == CD_PAIR_S_DEGRADED)
+		m.flags |= CD_PAIRMSG_F_REPLICA_GONE;
+	m.flags |= CD_PAIRMSG_F_HELD;
+	rc = request(d, &m, CD_PAIR_S_UNPROTECTED, o, why, sizeof(why));
+	o->held = true;
+	return rc;
+}
+
+int vms_failover(struct daemon *d, const Castor__VmFailoverRequest *r, Castor__VmDefinition *o,
+		 const char **msg)
+{
+	static char why[300];
+	struct cd_pair_entry *p = pair_of(d, r->name, why, sizeof(why));
+	struct cd_view_nodes nv;
+	struct cd_pairmsg m;
+	int rc;
+
+	*msg = why;
+	if (!p)
+		return -ENOENT;
+	if (p->pair.state != CD_PAIR_S_PROTECTED) {
+		snprintf(why, sizeof(why),
+			 "vm %s is %s: only a protected VM has a twin to fail over to", p->pair.vm,
+			 cd_pair_state_str(p->pair.state));
+		return -EALREADY;
+	}
+	rc = castord_need_quorum(d, msg);
+	if (rc < 0)
+		return rc;
+	*msg = why;
+	cd_membership_view(d->members, &nv);
+	if (cd_host_can_run(&nv, p->pair.primary) && !r->force) {
+		snprintf(why, sizeof(why),
+			 "vm %s runs on %s, a live member: add --force to stop it there and start "
+			 "the twin on %s",
+			 p->pair.vm, p->pair.primary, p->pair.replica);
+		return -EBUSY;
+	}
+	/* the operator's word, with quorum: the primary's castord fences it */
+	operator_event(d, &m, p->pair.vm, CD_PAIR_E_PRIMARY_LOST, p->pair.primary,
+		       "castor ha failover");
+	m.flags |= CD_PAIRMSG_F_PRIMARY_GONE;
+	snprintf(m.replica, sizeof(m.replica), "%s", p->pair.replica);
+	return request(d, &m, CD_PAIR_S_FAILING_OVER, o, why, sizeof(why));
+}
