@@ -10,7 +10,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 secs=${1:?usage: fuzz-campaign.sh SECONDS [NAME ...]}
 shift
-all="fuzz_frame fuzz_json fuzz_params fuzz_stream fuzz_stream_verify fuzz_codec fuzz_differential fuzz_cluster_conf fuzz_kernel fuzz_handshake fuzz_disk"
+all="fuzz_frame fuzz_json fuzz_params fuzz_stream fuzz_stream_verify fuzz_codec fuzz_differential fuzz_cluster_conf fuzz_kernel fuzz_handshake fuzz_disk fuzz_session_verify"
 names=${*:-$all}
 build=$here/build-fuzz
 CC=clang cmake -S "$here" -B "$build" -DCASTOR_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

@@ -387,6 +387,47 @@ def raw_batch(n):
     return stream([header(), pages([(p, RAW) for p in range(n)])], with_end=False)
 
 
+# ---- captured replication connections (§8-§8.2): the primary's side ------------------
+
+HELLO_MAGIC, PROOF_MAGIC = 0x4F4C454852545343, 0x464F525052545343
+EPCH, PING, BYE = 0x4843504552545343, 0x474E495052545343, 0x2145594252545343
+S0, S1, S2 = 0x5EED000000000A00, 0x5EED000000000A01, 0x5EED000000000A02
+
+
+def hello(flags=0, version=2, mem=MEM, ncpus=2, reserved=0, nonce=None):
+    if nonce is None:
+        nonce = bytes(range(1, 33)) if flags & 1 else bytes(32)
+    return struct.pack("<QIIQII", HELLO_MAGIC, version, flags, mem, ncpus, reserved) + nonce
+
+
+def frame(magic, body=b"", length=None):
+    return struct.pack("<QQ", magic, len(body) if length is None else length) + body
+
+
+def epochs(parent1=S0, first_kind=1):
+    """Epoch 0 the full stream (the initial copy), then two incrementals, chained."""
+    e0 = stream(full(sid=S0, kind=first_kind, parent=0 if first_kind == 1 else PARENT))
+    e1 = stream(incremental(sid=S1, parent=parent1, ncpus=2))
+    e2 = stream(incremental(sid=S2, parent=S1, ncpus=2))
+    return [frame(EPCH, e0), frame(PING), frame(EPCH, e1), frame(EPCH, e2)]
+
+
+def session(frames, flags=0, bye=True, **kw):
+    return hello(flags, **kw) + b"".join(frames) + (frame(BYE) if bye else b"")
+
+
+def sealed(frames, flags=1, chunk=1000, bad_length=None):
+    """A keyed session: PROOF, then the frames as one byte stream cut into sealed records
+    (u32 length, body, a 16-byte tag -- zeros here: checking tags takes the key)."""
+    data = b"".join(frames) + frame(BYE)
+    out = hello(flags) + struct.pack("<Q", PROOF_MAGIC) + bytes(32)
+    for i in range(0, len(data), chunk):
+        body = data[i:i + chunk]
+        n = len(body) if bad_length is None or i else bad_length
+        out += struct.pack("<I", n) + body + bytes(16)
+    return out
+
+
 CASES = {
     # ---- valid ----
     "valid-full": lambda: stream(F),
@@ -569,6 +610,24 @@ CASES = {
     "crc-flip": flip_in_raw_payload,
     "data-after-end": lambda: stream(F) + b"\0",
     "record-after-end": lambda: stream(F) + device("ghost0").data,
+    # ---- session captures (§8.1): valid first ----
+    "session-valid": lambda: session(epochs()),
+    "session-keyed": lambda: sealed(epochs()),
+    "session-no-bye": lambda: session(epochs(), bye=False),
+    "session-cut": lambda: session(epochs(), bye=False)[:-3000],
+    "session-unchained": lambda: session(epochs(parent1=S2)),
+    "session-first-incremental": lambda: session(epochs(first_kind=2)),
+    "session-ping-length": lambda: session([frame(PING, length=4)]),
+    "session-bad-frame": lambda: session([frame(0x4B43414252545343)]),
+    "session-after-bye": lambda: session(epochs()) + b"\0",
+    "session-encrypted": lambda: sealed(epochs(), flags=3),
+    "session-version1": lambda: session(epochs(), version=1),
+    "session-reserved-flags": lambda: session(epochs(), flags=8),
+    "session-nonce-no-auth": lambda: session(epochs(), nonce=b"\1" * 32),
+    "session-seal-length": lambda: sealed(epochs(), bad_length=0),
+    "session-mem": lambda: session(epochs(), mem=MEM * 2),
+    "session-bad-epoch": lambda: session([frame(EPCH, stream(F, crc=0))]),
+    "session-epoch-tail": lambda: session([frame(EPCH, stream(F) + bytes(8))]),
 }
 
 

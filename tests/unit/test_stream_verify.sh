@@ -223,6 +223,39 @@ invalid rev2-end-records - "record 0x00ff(END): records 5, but 9 records precede
 invalid rev2-end-crc - "record 0x00ff(END): checksum 0x00000000, but the records before END"
 invalid rev2-decoded-bound - "decoded, the stream would be 20456 bytes: over the wire size 8456 + 2 x mem_bytes"
 
+# ---- captured replication connections (§8-§8.2) ----------------------------------
+session_valid() {
+	checked="$checked$1 "
+	run stream verify "$s/$1.cst"
+	expect_rc 0
+	expect_in out "$s/$1.cst: valid replication session capture, session layer 2"
+	expect_in out "16 MiB of RAM, 2 vCPUs; 3 epochs (the first full, the rest incremental, chained)"
+	expect_empty err
+}
+session_valid session-valid
+expect_in out "1 heartbeats, then BYE"
+expect_in out ", no key"
+session_valid session-keyed
+expect_in out "keyed (sealed records read, tags not checked: that takes the key)"
+session_valid session-no-bye
+run stream verify --json "$s/session-valid.cst"
+expect_rc 0
+json_check 'j["kind"] == "session" and j["epochs"] == 3 and j["valid"]'
+invalid session-cut - "epoch 2: the capture ends"
+invalid session-unchained - "epoch 1: parent 0x5eed000000000a02, the previous epoch was 0x5eed000000000a00"
+invalid session-first-incremental 64 "epoch 0 is not a full stream (the initial copy)"
+invalid session-ping-length 72 "PING with a length of 4 (0 is the only one)"
+invalid session-bad-frame 64 "frame with magic 0x4b43414252545343: not EPCH, PING or BYE"
+invalid session-after-bye - "bytes after BYE: the connection closes there"
+invalid session-encrypted 104 "the link is encrypted (the HELLO asked for it)"
+invalid session-version1 8 "HELLO: session layer version 1; this verifier knows 2"
+invalid session-reserved-flags 12 "HELLO: reserved flag bits 0x8"
+invalid session-nonce-no-auth 32 "HELLO: a nonce without AUTH"
+invalid session-seal-length - "sealed record 0: length 0 (1 to 1048576 bytes)"
+invalid session-mem 64 "epoch 0: 16777216 bytes of RAM, the HELLO said 33554432"
+invalid session-bad-epoch - "epoch 0, its offset"
+invalid session-epoch-tail 67960 "epoch 0, its offset 67880: data after END"
+
 # every case mkstream.py writes has been checked above
 for name in $(python3 "$here/mkstream.py" --list); do
 	case $checked in

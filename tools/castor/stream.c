@@ -23,6 +23,7 @@
 
 #include "tools/castor/json.h"
 #include "tools/castor/stream_verify.h"
+#include "tools/castor/stream_verify_session.h"
 
 /* The sizes §2.3 and §2.5 give; dump reads these structures out of the records. */
 _Static_assert(sizeof(struct kvm_regs) == 144, "kvm_regs: §2.3 says 144 bytes");
@@ -249,15 +250,115 @@ static void verify_summary(const char *file, const struct stream_verify_result *
 	printf("), devices %zu, records %" PRIu64 "\n", res->n_devices, res->records);
 }
 
+/* The input with its first bytes read ahead, to tell a session capture from a stream. */
+struct peek {
+	int fd;
+	uint8_t head[8];
+	size_t len, pos;
+};
+
+static ssize_t peek_read(void *ctx, uint8_t *buf, size_t len)
+{
+	struct peek *p = ctx;
+
+	if (p->pos < p->len) {
+		size_t n = len < p->len - p->pos ? len : p->len - p->pos;
+
+		memcpy(buf, p->head + p->pos, n);
+		p->pos += n;
+		return (ssize_t)n;
+	}
+	return fd_read(&p->fd, buf, len);
+}
+
+static int peek_head(struct peek *p)
+{
+	while (p->len < sizeof(p->head)) {
+		ssize_t n = fd_read(&p->fd, p->head + p->len, sizeof(p->head) - p->len);
+
+		if (n < 0)
+			return (int)n;
+		if (!n)
+			break;
+		p->len += (size_t)n;
+	}
+	return 0;
+}
+
+static bool is_session_capture(const struct peek *p)
+{
+	return p->len == 8 && !memcmp(p->head, "CSTRHELO", 8);
+}
+
+/* A captured replication connection (stream_verify_session.c). */
+static int session_verify_cmd(const struct stream_opts *o, struct peek *p)
+{
+	struct stream_verify_session s;
+	int rc = stream_verify_session(peek_read, p, &s);
+
+	if (rc != 0 && rc != -EBADMSG) {
+		cli_err("%s: cannot read it to its end: %s", o->file, strerror(-rc));
+		return CLI_EXIT_FAIL;
+	}
+	if (o->json) {
+		struct cli_json j;
+
+		cli_json_init(&j, stdout);
+		cli_json_object_begin(&j, NULL);
+		cli_json_bool(&j, "valid", s.valid);
+		cli_json_str(&j, "error", s.valid ? NULL : s.error);
+		cli_json_str(&j, "kind", "session");
+		cli_json_u64(&j, "offset", s.offset);
+		cli_json_u64(&j, "session_version", s.version);
+		cli_json_u64(&j, "flags", s.flags);
+		cli_json_u64(&j, "mem_bytes", s.mem_bytes);
+		cli_json_u64(&j, "ncpus", s.ncpus);
+		cli_json_bool(&j, "sealed", s.sealed);
+		cli_json_u64(&j, "sealed_records", s.records);
+		cli_json_u64(&j, "epochs", s.epochs);
+		cli_json_u64(&j, "pages", s.pages);
+		cli_json_u64(&j, "pings", s.pings);
+		cli_json_bool(&j, "bye", s.bye);
+		cli_json_object_end(&j);
+		if (cli_json_finish(&j) < 0)
+			return CLI_EXIT_FAIL;
+	}
+	if (rc) {
+		if (!o->quiet)
+			cli_err("%s: offset %" PRIu64 ": %s", o->file, s.offset, s.error);
+		return CLI_EXIT_FAIL;
+	}
+	if (!o->quiet && !o->json)
+		printf("%s: valid replication session capture, session layer %u%s\n"
+		       "  %" PRIu64 " MiB of RAM, %u vCPUs; %" PRIu64 " epochs (the first full, "
+		       "the rest incremental, chained), %" PRIu64 " page entries, %" PRIu64
+		       " heartbeats%s\n",
+		       o->file, s.version,
+		       s.sealed ? ", keyed (sealed records read, tags not checked: that takes "
+				  "the key)"
+				: ", no key",
+		       s.mem_bytes >> 20, s.ncpus, s.epochs, s.pages, s.pings,
+		       s.bye ? ", then BYE" : "");
+	return CLI_EXIT_OK;
+}
+
 static int stream_verify_cmd(const struct stream_opts *o)
 {
 	struct stream_verify_result res = {0};
+	struct peek p = {0};
 	int fd, rc, ret;
 
 	fd = open_input(o->file);
 	if (fd < 0)
 		return CLI_EXIT_FAIL;
-	rc = stream_verify_read(fd_read, &fd, NULL, NULL, &res);
+	p.fd = fd;
+	rc = peek_head(&p);
+	if (!rc && is_session_capture(&p)) {
+		ret = session_verify_cmd(o, &p);
+		close_input(fd);
+		return ret;
+	}
+	rc = rc ? rc : stream_verify_read(peek_read, &p, NULL, NULL, &res);
 	close_input(fd);
 	if (rc != 0 && rc != -EBADMSG) {
 		/* no verdict: the file could not be read to its end */

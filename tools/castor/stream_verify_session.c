@@ -1,0 +1,358 @@
+/*
+ * The independent verifier on a captured replication connection: the bytes the
+ * primary sent (docs/stream-format.md §8-§8.2), from its HELLO on. Written from
+ * the specification alone, like the rest of the verifier, and sharing no code
+ * with replication/: each epoch's stream is handed to stream_verify_read(), and
+ * the epochs must chain (the first a full stream, each later one an
+ * incremental whose parent is the previous stream).
+ *
+ * Layers, innermost last: the capture; after a PROOF (a keyed session), the
+ * sealed records of §8.2, whose bodies are read as one byte stream -- their tags
+ * are not checked, which takes the key, and an encrypted link cannot be read
+ * at all; the frames of §8.1 (EPCH with its stream, PING, BYE).
+ */
+#include "tools/castor/stream_verify_session.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define HELLO_MAGIC 0x4f4c454852545343ull /* "CSTRHELO" */
+#define PROOF_MAGIC 0x464f525052545343ull /* "CSTRPROF" */
+#define EPCH_MAGIC  0x4843504552545343ull /* "CSTREPCH" */
+#define PING_MAGIC  0x474e495052545343ull /* "CSTRPING" */
+#define BYE_MAGIC   0x2145594252545343ull /* "CSTRBYE!" */
+#define HELLO_LEN   64u
+#define PROOF_LEN   40u
+#define FRAME_LEN   16u
+#define SESSION_V   2u
+#define F_AUTH	    0x1u
+#define F_ENCRYPT   0x2u
+#define F_DISK	    0x4u
+#define SEAL_MAX    (1u << 20)
+#define SEAL_TAG    16u
+
+struct reader {
+	stream_verify_read_fn read;
+	void *ctx;
+	uint64_t offset; /* bytes of the capture consumed */
+	bool sealed;
+	uint64_t record_left; /* sealed: body bytes left in the current record */
+	uint64_t records;
+	uint64_t frame_left; /* inside an epoch: its stream's bytes not read yet */
+	bool in_frame;
+	int err; /* the capture's own read error */
+	char why[SV_ERROR_MAX];
+};
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, 8);
+	return v;
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, 4);
+	return v;
+}
+
+/* Exactly len bytes of the capture itself: 0, 1 at its end before any, or -EBADMSG. */
+static int raw_exact(struct reader *r, uint8_t *buf, size_t len, bool end_ok)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = r->read(r->ctx, buf + got, len - got);
+
+		if (n < 0) {
+			r->err = (int)n;
+			return (int)n;
+		}
+		if (n == 0) {
+			if (!got && end_ok)
+				return 1;
+			snprintf(r->why, sizeof(r->why),
+				 "the capture ends %zu bytes into a %zu-byte %s", got, len,
+				 r->sealed ? "sealed record" : "field");
+			return -EBADMSG;
+		}
+		got += (size_t)n;
+		r->offset += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* Up to len bytes of the session's byte stream (record bodies once sealed); 0 at the end. */
+static ssize_t session_read(struct reader *r, uint8_t *buf, size_t len)
+{
+	if (!r->sealed) {
+		ssize_t n = r->read(r->ctx, buf, len);
+
+		if (n > 0)
+			r->offset += (uint64_t)n;
+		if (n < 0)
+			r->err = (int)n;
+		return n;
+	}
+	if (!r->record_left) {
+		uint8_t tag[SEAL_TAG], hdr[4];
+		uint32_t length;
+		int rc;
+
+		if (r->records) {
+			rc = raw_exact(r, tag, SEAL_TAG, false); /* the previous record's tag */
+			if (rc)
+				return rc < 0 ? rc : -EBADMSG;
+		}
+		rc = raw_exact(r, hdr, 4, true);
+		if (rc)
+			return rc > 0 ? 0 : rc;
+		length = get32(hdr);
+		if (!length || length > SEAL_MAX) {
+			snprintf(r->why, sizeof(r->why),
+				 "sealed record %llu: length %u (1 to %u bytes)",
+				 (unsigned long long)r->records, length, SEAL_MAX);
+			return -EBADMSG;
+		}
+		r->record_left = length;
+		r->records++;
+	}
+	if (len > r->record_left)
+		len = (size_t)r->record_left;
+	{
+		ssize_t n = r->read(r->ctx, buf, len);
+
+		if (n < 0)
+			r->err = (int)n;
+		if (n <= 0) {
+			if (!n)
+				snprintf(r->why, sizeof(r->why),
+					 "the capture ends inside sealed record %llu",
+					 (unsigned long long)r->records - 1);
+			return n ? n : -EBADMSG;
+		}
+		r->offset += (uint64_t)n;
+		r->record_left -= (uint64_t)n;
+		return n;
+	}
+}
+
+/* Exactly len bytes of the session stream: 0, 1 at its clean end before any, or -errno. */
+static int session_exact(struct reader *r, uint8_t *buf, size_t len, bool end_ok)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = session_read(r, buf + got, len - got);
+
+		if (n < 0)
+			return (int)n;
+		if (n == 0) {
+			if (!got && end_ok)
+				return 1;
+			snprintf(r->why, sizeof(r->why), "the capture ends %zu bytes into a frame",
+				 got);
+			return -EBADMSG;
+		}
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+/* The verifier's read function: the epoch's stream, no further than its frame says. */
+static ssize_t epoch_read(void *ctx, uint8_t *buf, size_t len)
+{
+	struct reader *r = ctx;
+	ssize_t n;
+
+	if (!r->frame_left)
+		return 0;
+	if (len > r->frame_left)
+		len = (size_t)r->frame_left;
+	n = session_read(r, buf, len);
+	if (n > 0)
+		r->frame_left -= (uint64_t)n;
+	if (n == 0) {
+		snprintf(r->why, sizeof(r->why),
+			 "the capture ends %llu bytes before the epoch's end",
+			 (unsigned long long)r->frame_left);
+		return -EBADMSG;
+	}
+	return n;
+}
+
+static int fail(struct stream_verify_session *s, uint64_t offset, const char *fmt, ...)
+{
+	va_list ap;
+
+	s->valid = false;
+	s->offset = offset;
+	va_start(ap, fmt);
+	vsnprintf(s->error, sizeof(s->error), fmt, ap);
+	va_end(ap);
+	return -EBADMSG;
+}
+
+static int check_hello(struct stream_verify_session *s, struct reader *r)
+{
+	uint8_t h[HELLO_LEN];
+	static const uint8_t zero[32];
+	int rc = raw_exact(r, h, HELLO_LEN, false);
+
+	if (rc)
+		return rc == -EBADMSG ? fail(s, r->offset, "HELLO: %s", r->why) : rc;
+	if (get64(h) != HELLO_MAGIC)
+		return fail(s, 0, "not a session capture: no HELLO magic");
+	s->version = get32(h + 8);
+	s->flags = get32(h + 12);
+	s->mem_bytes = get64(h + 16);
+	s->ncpus = get32(h + 24);
+	if (s->version != SESSION_V)
+		return fail(s, 8, "HELLO: session layer version %u; this verifier knows %u",
+			    s->version, SESSION_V);
+	if (s->flags & ~(F_AUTH | F_ENCRYPT | F_DISK))
+		return fail(s, 12, "HELLO: reserved flag bits 0x%x", s->flags);
+	if ((s->flags & F_ENCRYPT) && !(s->flags & F_AUTH))
+		return fail(s, 12, "HELLO: ENCRYPT without AUTH");
+	if (get32(h + 28))
+		return fail(s, 28, "HELLO: reserved field not 0");
+	if (!(s->flags & F_AUTH) && memcmp(h + 32, zero, 32))
+		return fail(s, 32, "HELLO: a nonce without AUTH");
+	if (s->flags & F_DISK)
+		return fail(s, 12,
+			    "HELLO: a disk resync (DISK, §11), not a VM's epochs: not "
+			    "checked by this verifier");
+	if (!s->mem_bytes || s->mem_bytes % SV_PAGE_SIZE || !s->ncpus || s->ncpus > SV_MAX_NCPUS)
+		return fail(s, 16, "HELLO: %llu bytes of RAM and %u vCPUs is no VM",
+			    (unsigned long long)s->mem_bytes, s->ncpus);
+	return 0;
+}
+
+static int check_proof(struct stream_verify_session *s, struct reader *r)
+{
+	uint8_t p[PROOF_LEN];
+	int rc = raw_exact(r, p, PROOF_LEN, false);
+
+	if (rc)
+		return rc == -EBADMSG ? fail(s, r->offset, "PROOF: %s", r->why) : rc;
+	if (get64(p) != PROOF_MAGIC)
+		return fail(s, HELLO_LEN, "no PROOF after a HELLO with AUTH");
+	if (s->flags & F_ENCRYPT)
+		return fail(s, HELLO_LEN + PROOF_LEN,
+			    "the link is encrypted (the HELLO asked for it): its records cannot "
+			    "be read without the key");
+	r->sealed = true;
+	s->sealed = true;
+	return 0;
+}
+
+/* One epoch's stream through the verifier, and its place in the chain. */
+static int check_epoch(struct stream_verify_session *s, struct reader *r, uint64_t length,
+		       uint64_t at)
+{
+	struct stream_verify_result res = {0};
+	int rc;
+
+	if (!length || length > 2 * s->mem_bytes + (64ull << 20)) {
+		return fail(s, at, "epoch %llu: a stream of %llu bytes for %llu bytes of RAM",
+			    (unsigned long long)s->epochs, (unsigned long long)length,
+			    (unsigned long long)s->mem_bytes);
+	}
+	r->frame_left = length;
+	r->why[0] = 0;
+	rc = stream_verify_read(epoch_read, r, NULL, NULL, &res);
+	if (rc == -EBADMSG && r->why[0])
+		rc = fail(s, r->offset, "epoch %llu: %s", (unsigned long long)s->epochs, r->why);
+	else if (rc == -EBADMSG)
+		rc = fail(s, at + FRAME_LEN + res.offset, "epoch %llu, its offset %llu: %s",
+			  (unsigned long long)s->epochs, (unsigned long long)res.offset, res.error);
+	else if (rc == 0 && res.mem_bytes != s->mem_bytes)
+		rc = fail(s, at, "epoch %llu: %llu bytes of RAM, the HELLO said %llu",
+			  (unsigned long long)s->epochs, (unsigned long long)res.mem_bytes,
+			  (unsigned long long)s->mem_bytes);
+	else if (rc == 0 && !s->epochs && res.kind != SV_KIND_FULL)
+		rc = fail(s, at, "epoch 0 is not a full stream (the initial copy)");
+	else if (rc == 0 && s->epochs && res.kind != SV_KIND_INCREMENTAL)
+		rc = fail(s, at, "epoch %llu is not an incremental stream",
+			  (unsigned long long)s->epochs);
+	else if (rc == 0 && s->epochs && res.parent_id != s->last_stream_id)
+		rc = fail(s, at, "epoch %llu: parent 0x%016llx, the previous epoch was 0x%016llx",
+			  (unsigned long long)s->epochs, (unsigned long long)res.parent_id,
+			  (unsigned long long)s->last_stream_id);
+	if (rc == 0) {
+		s->last_stream_id = res.stream_id;
+		s->pages += res.pages;
+		s->epochs++;
+	}
+	stream_verify_result_dispose(&res);
+	return rc;
+}
+
+int stream_verify_session(stream_verify_read_fn read_cb, void *read_ctx,
+			  struct stream_verify_session *s)
+{
+	struct reader r = {.read = read_cb, .ctx = read_ctx};
+	int rc;
+
+	memset(s, 0, sizeof(*s));
+	rc = check_hello(s, &r);
+	if (!rc && (s->flags & F_AUTH))
+		rc = check_proof(s, &r);
+	while (!rc) {
+		uint8_t f[FRAME_LEN];
+		uint64_t at = r.offset, magic, length;
+
+		rc = session_exact(&r, f, FRAME_LEN, true);
+		if (rc == 1) { /* the capture ends between frames: fine */
+			rc = 0;
+			break;
+		}
+		if (rc == -EBADMSG) {
+			rc = fail(s, r.offset, "%s", r.why);
+			break;
+		}
+		if (rc)
+			break;
+		magic = get64(f);
+		length = get64(f + 8);
+		if (magic == EPCH_MAGIC) {
+			rc = check_epoch(s, &r, length, at);
+		} else if (magic == PING_MAGIC || magic == BYE_MAGIC) {
+			if (length)
+				rc = fail(s, at + 8, "%s with a length of %llu (0 is the only one)",
+					  magic == PING_MAGIC ? "PING" : "BYE",
+					  (unsigned long long)length);
+			else if (magic == PING_MAGIC)
+				s->pings++;
+			else
+				s->bye = true;
+			if (!rc && s->bye) {
+				uint8_t one;
+
+				rc = session_exact(&r, &one, 1, true);
+				rc = rc == 1 ? 0
+					     : fail(s, r.offset,
+						    "bytes after BYE: the connection closes there");
+				break;
+			}
+		} else {
+			rc = fail(s, at, "frame with magic 0x%016llx: not EPCH, PING or BYE%s",
+				  (unsigned long long)magic,
+				  r.sealed ? " (if the replica runs with --encrypt, the link is "
+					     "encrypted and cannot be read without the key)"
+					   : "");
+		}
+	}
+	if (r.err && !rc)
+		rc = r.err;
+	s->valid = rc == 0;
+	s->records = r.records;
+	s->bytes = r.offset;
+	return rc;
+}
