@@ -267,6 +267,12 @@ def definitions(cl, d):
     if ([v["name"] for v in st["vms"]] != ["vm2"] or not st["quorate"]
             or sorted(n["name"] for n in st["nodes"] if n["member"]) != ["a", "b", "c"]):
         raise Fail(f"castor status on b: {st}")
+    # --watch: a snapshot a second, each after a dated line when not on a terminal
+    r = subprocess.run(["timeout", "2.5", CASTOR, "status", "--watch", "--castord",
+                        f"{d}/b.sock"], capture_output=True, text=True, timeout=30)
+    if r.returncode != 124 or r.stdout.count("--- castor status at ") < 2 or \
+            r.stdout.count("vm2 ") < 2:
+        raise Fail(f"castor status --watch: {r.returncode} {r.stdout!r} {r.stderr!r}")
     # c's castord restarts: it still knows them, from its state directory
     cl.restart_castord("c")
     if cl.vms("c") != {"vm2"}:

@@ -2,7 +2,10 @@
  * castor status: the cluster at a glance, from the local castord -- its nodes
  * (membership, quorum) and its VMs -- as aligned tables, or one JSON object.
  *
- *   castor status [--castord PATH] [--json]
+ *   castor status [--castord PATH] [--json] [--watch]
+ *
+ * --watch asks again every second: on a terminal the tables are redrawn in
+ * place; otherwise each snapshot follows the last, after a dated line.
  */
 #include "tools/castor/cli.h"
 #include "tools/castor/json.h"
@@ -11,15 +14,18 @@
 #include <inttypes.h>
 #include <stdbool.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 void cli_status_usage(FILE *f)
 {
-	fputs("usage: castor status [--castord PATH] [--json]\n"
+	fputs("usage: castor status [--castord PATH] [--json] [--watch]\n"
 	      "\n"
 	      "  the cluster's nodes (member or gone, witness, quorum) and its VMs\n"
 	      "  --castord PATH   castord's control socket (default " CLI_CASTORD_SOCKET ")\n"
-	      "  --json           one JSON object: {\"nodes\": ..., \"vms\": ...}\n",
+	      "  --json           one JSON object: {\"nodes\": ..., \"vms\": ...}\n"
+	      "  --watch          ask again every second (Ctrl-C ends it); redrawn in place on a\n"
+	      "                   terminal\n",
 	      f);
 }
 
@@ -97,38 +103,71 @@ static void print_tables(const Castor__NodeList *n, const Castor__VmList *v)
 		printf("(none defined: castor vm define FILE)\n");
 }
 
-int cli_status_main(int argc, char **argv)
+/* One snapshot: both questions, then the tables or the JSON. 0, or -errno after a message. */
+static int snapshot(const char *socket, bool json)
 {
 	Castor__Request nreq = CASTOR__REQUEST__INIT, vreq = CASTOR__REQUEST__INIT;
 	Castor__NodeListRequest nr = CASTOR__NODE_LIST_REQUEST__INIT;
 	Castor__VmListRequest vr = CASTOR__VM_LIST_REQUEST__INIT;
 	Castor__Response *nresp = NULL, *vresp = NULL;
-	const char *socket;
-	bool json;
-	int rc, ret = CLI_EXIT_FAIL;
+	int rc;
 
-	rc = cli_castord_opts("status", argc, argv, &socket, &json, NULL, cli_status_usage);
-	if (rc)
-		return rc > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
-	if (optind < argc) {
-		cli_err("status: unexpected argument '%s'", argv[optind]);
-		return CLI_EXIT_USAGE;
-	}
 	nreq.body_case = CASTOR__REQUEST__BODY_NODE_LIST;
 	nreq.node_list = &nr;
 	vreq.body_case = CASTOR__REQUEST__BODY_VM_LIST;
 	vreq.vm_list = &vr;
-	if (ask(socket, &nreq, &nresp) < 0 || ask(socket, &vreq, &vresp) < 0)
-		goto out;
-	if (json)
+	rc = ask(socket, &nreq, &nresp);
+	if (!rc)
+		rc = ask(socket, &vreq, &vresp);
+	if (!rc && json)
 		print_json(nresp->node_list, vresp->vm_list);
-	else
+	else if (!rc)
 		print_tables(nresp->node_list, vresp->vm_list);
-	ret = CLI_EXIT_OK;
-out:
 	if (nresp)
 		protobuf_c_message_free_unpacked(&nresp->base, NULL);
 	if (vresp)
 		protobuf_c_message_free_unpacked(&vresp->base, NULL);
-	return ret;
+	return rc;
+}
+
+int cli_status_main(int argc, char **argv)
+{
+	char *args[64];
+	const char *socket;
+	bool json, watch = false, tty = isatty(STDOUT_FILENO);
+	int n = 0, rc;
+
+	/* --watch is status's own; the rest are every castord command's options */
+	for (int i = 0; i < argc && n < (int)(sizeof(args) / sizeof(args[0])) - 1; i++) {
+		if (i && !strcmp(argv[i], "--watch"))
+			watch = true;
+		else
+			args[n++] = argv[i];
+	}
+	args[n] = NULL;
+	rc = cli_castord_opts("status", n, args, &socket, &json, NULL, cli_status_usage);
+	if (rc)
+		return rc > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+	if (optind < n) {
+		cli_err("status: unexpected argument '%s'", args[optind]);
+		return CLI_EXIT_USAGE;
+	}
+	if (!watch)
+		return snapshot(socket, json) < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+	for (unsigned k = 0;; k++) {
+		if (tty && !json) {
+			printf("\033[H\033[2J"); /* home, clear: redrawn in place */
+		} else {
+			time_t now = time(NULL);
+			char when[32];
+
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime(&now));
+			if (!json)
+				printf("%s--- castor status at %s\n", k ? "\n" : "", when);
+		}
+		if (snapshot(socket, json) < 0)
+			return CLI_EXIT_FAIL;
+		fflush(stdout);
+		sleep(1);
+	}
 }
