@@ -268,7 +268,7 @@ def definitions(cl, d):
             or sorted(n["name"] for n in st["nodes"] if n["member"]) != ["a", "b", "c"]):
         raise Fail(f"castor status on b: {st}")
     # --watch: a snapshot a second, each after a dated line when not on a terminal
-    r = subprocess.run(["timeout", "2.5", CASTOR, "status", "--watch", "--castord",
+    r = subprocess.run(["timeout", "5", CASTOR, "status", "--watch", "--castord",
                         f"{d}/b.sock"], capture_output=True, text=True, timeout=30)
     if r.returncode != 124 or r.stdout.count("--- castor status at ") < 2 or \
             r.stdout.count("vm2 ") < 2:
