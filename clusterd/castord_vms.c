@@ -219,6 +219,12 @@ static void vm_exited(void *arg, struct cd_proc *p, int wstatus, const char *las
 			report_replica(d, vm, CD_PAIR_E_REPLICA_LOST, NULL, reason);
 		return;
 	}
+	if (e && e->pair.state == CD_PAIR_S_FAILING_OVER &&
+	    !strcmp(e->pair.replica, d->conf.node)) {
+		/* the twin promoted here died before its PROMOTED was delivered: both gone */
+		report_replica(d, vm, CD_PAIR_E_REPLICA_LOST, NULL, reason);
+		return;
+	}
 	if (e && strcmp(e->pair.primary, d->conf.node))
 		return; /* stopped because the VM runs elsewhere now */
 	if (stopping || (e && e->pair.state == CD_PAIR_S_STOPPING))
@@ -642,6 +648,26 @@ void vms_msg(struct daemon *d, uint32_t from, const void *buf, size_t len)
 /* ---- the duty timer ------------------------------------------------------------------------- */
 
 /* This node's duties (pair_policy.c), each sent once per pair generation (again after 5 s). */
+/*
+ * The pairs say this VM runs here, but no castor-vmm of it does (it ended in a way
+ * no event reported, e.g. a twin that died before its PROMOTED came back): lost.
+ */
+static bool runs_here_without_process(struct daemon *d, const struct cd_pair *p,
+				      struct cd_pairmsg *m)
+{
+	struct cd_view v;
+
+	if (strcmp(p->primary, d->conf.node) || p->state == CD_PAIR_S_DEFINED ||
+	    p->state == CD_PAIR_S_STARTING || p->state == CD_PAIR_S_STOPPING ||
+	    p->state == CD_PAIR_S_FAILING_OVER || local_find(d, p->vm, LOCAL_PRIMARY))
+		return false;
+	castord_view_of(d, &v);
+	v.primary_gone = true;
+	cd_pairmsg_event(m, p->vm, CD_PAIR_E_PRIMARY_LOST, p->primary, &v,
+			 "no castor-vmm of it runs on its host any more");
+	return true;
+}
+
 static void duties(struct daemon *d, const struct cd_view_nodes *v)
 {
 	uint64_t now = util_now_ns();
@@ -651,7 +677,8 @@ static void duties(struct daemon *d, const struct cd_view_nodes *v)
 		const struct cd_def *def = cd_defs_find(d->defs, e->pair.vm);
 		struct cd_pairmsg m;
 
-		if (!cd_pair_next(&e->pair, def && !def->removed ? &def->vm : NULL, v, d->pairs,
+		if (!runs_here_without_process(d, &e->pair, &m) &&
+		    !cd_pair_next(&e->pair, def && !def->removed ? &def->vm : NULL, v, d->pairs,
 				  d->conf.node, d->conf.allow_two_node, &m))
 			continue;
 		if (d->sent[i].gen == e->generation && d->sent[i].event == (int)m.event &&
@@ -710,8 +737,11 @@ static void reconcile(struct daemon *d)
 		if (!e)
 			continue; /* not heard of yet (just started): nothing to go by */
 		if (l->role == LOCAL_PRIMARY)
-			wanted = !strcmp(e->pair.primary, d->conf.node) &&
-				 e->pair.state != CD_PAIR_S_DEFINED;
+			wanted = (!strcmp(e->pair.primary, d->conf.node) &&
+				  e->pair.state != CD_PAIR_S_DEFINED) ||
+				 /* a twin promoted here, before its PROMOTED comes back */
+				 (e->pair.state == CD_PAIR_S_FAILING_OVER &&
+				  !strcmp(e->pair.replica, d->conf.node));
 		else
 			wanted = !strcmp(e->pair.replica, d->conf.node) &&
 				 (e->pair.state == CD_PAIR_S_PLACING ||
