@@ -38,6 +38,8 @@ struct daemon {
 	struct cd_pairs *pairs; /* every VM's pair, the same on every node (heap too) */
 	struct local_vm local[CD_MAX_DEFS];
 	struct event *tick_ev; /* castord_vms.c: duties, sync progress, reconciling */
+	/* ticks in a row a pair placed here had no castor-vmm here (index as d->pairs) */
+	uint8_t orphan[CD_MAX_DEFS];
 	/* what the policy sent last, per pair (index as d->pairs), and when */
 	struct {
 		uint64_t gen;

@@ -631,17 +631,8 @@ void vms_msg(struct daemon *d, uint32_t from, const void *buf, size_t len)
 	e = cd_pairs_find(d->pairs, m.vm);
 	if (!e)
 		return;
-	if (m.kind == CD_PAIRMSG_SYNC) {
-		/* the cluster thinks it runs here, but this castord has no such process */
-		if (!strcmp(e->pair.primary, d->conf.node) && e->pair.state != CD_PAIR_S_DEFINED &&
-		    !local_find(d, m.vm, LOCAL_PRIMARY))
-			report(d, m.vm,
-			       e->pair.state == CD_PAIR_S_STOPPING   ? CD_PAIR_E_STOPPED
-			       : e->pair.state == CD_PAIR_S_STARTING ? CD_PAIR_E_START_FAILED
-								     : CD_PAIR_E_PRIMARY_LOST,
-			       true, "castord restarted: no castor-vmm of it runs here");
-		return;
-	}
+	if (m.kind == CD_PAIRMSG_SYNC)
+		return; /* a VM placed here without a process: the duty timer reports it */
 	react(d, &m, &e->pair);
 }
 
@@ -649,22 +640,33 @@ void vms_msg(struct daemon *d, uint32_t from, const void *buf, size_t len)
 
 /* This node's duties (pair_policy.c), each sent once per pair generation (again after 5 s). */
 /*
- * The pairs say this VM runs here, but no castor-vmm of it does (it ended in a way
- * no event reported, e.g. a twin that died before its PROMOTED came back): lost.
+ * The pairs say this VM runs here, but no castor-vmm of it does -- for 3 ticks in a
+ * row, so that a report already on its way (a castor-vmm that just ended) goes first:
+ * it ended in a way no event reported (castord restarted; a twin that died before its
+ * PROMOTED came back). Reported lost, or its start failed, or its stop done.
  */
-static bool runs_here_without_process(struct daemon *d, const struct cd_pair *p,
-				      struct cd_pairmsg *m)
+#define ORPHAN_TICKS 3
+
+static bool runs_here_without_process(struct daemon *d, unsigned i, struct cd_pairmsg *m)
 {
+	const struct cd_pair *p = &d->pairs->e[i].pair;
 	struct cd_view v;
 
 	if (strcmp(p->primary, d->conf.node) || p->state == CD_PAIR_S_DEFINED ||
-	    p->state == CD_PAIR_S_STARTING || p->state == CD_PAIR_S_STOPPING ||
-	    p->state == CD_PAIR_S_FAILING_OVER || local_find(d, p->vm, LOCAL_PRIMARY))
+	    p->state == CD_PAIR_S_FAILING_OVER || local_find(d, p->vm, LOCAL_PRIMARY)) {
+		d->orphan[i] = 0;
+		return false;
+	}
+	if (++d->orphan[i] < ORPHAN_TICKS)
 		return false;
 	castord_view_of(d, &v);
 	v.primary_gone = true;
-	cd_pairmsg_event(m, p->vm, CD_PAIR_E_PRIMARY_LOST, p->primary, &v,
-			 "no castor-vmm of it runs on its host any more");
+	cd_pairmsg_event(m, p->vm,
+			 p->state == CD_PAIR_S_STOPPING	  ? CD_PAIR_E_STOPPED
+			 : p->state == CD_PAIR_S_STARTING ? CD_PAIR_E_START_FAILED
+							  : CD_PAIR_E_PRIMARY_LOST,
+			 p->primary, &v,
+			 "no castor-vmm of it runs on its host (castord restarted?)");
 	return true;
 }
 
@@ -677,7 +679,7 @@ static void duties(struct daemon *d, const struct cd_view_nodes *v)
 		const struct cd_def *def = cd_defs_find(d->defs, e->pair.vm);
 		struct cd_pairmsg m;
 
-		if (!runs_here_without_process(d, &e->pair, &m) &&
+		if (!runs_here_without_process(d, i, &m) &&
 		    !cd_pair_next(&e->pair, def && !def->removed ? &def->vm : NULL, v, d->pairs,
 				  d->conf.node, d->conf.allow_two_node, &m))
 			continue;
