@@ -316,7 +316,7 @@ def vmm_pid(cl, n, name):
 
 def start_fails(cl, name, on, reason, what):
     """Start `name` from node `on` and see it fail on every node with `reason`. The test
-    corosync (token 300 ms on two loaded cores) sometimes loses a node for a moment; a
+    corosync (on two loaded cores, more so with a short token) may lose a node for a moment; a
     start that such a partition overtook fails with another reason (the VM was placed on
     a host that never heard of it: "no castor-vmm of it runs on its host"). That is
     castord doing its job, so the start is tried again, up to three times."""
