@@ -504,6 +504,7 @@ static void fill_metrics(void *arg, struct evbuffer *b)
 			shown.e[shown.n++] = d->pairs->e[i];
 	}
 	cd_metrics_render_pairs(d->conf.node, &shown, b);
+	vms_render_metrics(d, b);
 }
 
 /* ---- main --------------------------------------------------------------------------------- */

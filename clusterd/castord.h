@@ -11,6 +11,8 @@
 #include "clusterd/cluster.h"
 #include "proto/pb.h"
 
+struct evbuffer;
+
 #define MAX_CONNS    64
 #define STOP_GRACE_S 10 /* SIGTERM, then SIGKILL after this long */
 
@@ -28,6 +30,12 @@ struct local_vm {
 	bool ready;				   /* its control socket exists */
 	bool stopping; /* asked to stop: its exit is STOPPED, not a loss */
 	struct event *kill_ev;
+	/* a protecting primary's replication, as castor-vmm said at the last tick (metrics) */
+	struct local_repl {
+		bool valid;
+		uint64_t epochs, pause_p50_ns, pause_p99_ns, lag_ns, wire_bytes;
+		uint64_t output_delay_p50_ns, output_delay_p99_ns, outputs_held;
+	} repl;
 };
 
 struct daemon {
@@ -85,6 +93,8 @@ int vms_failover(struct daemon *d, const Castor__VmFailoverRequest *r, Castor__V
 		 const char **msg);
 /* The pair's fields of a definition reply (state, primary, ...); strings point into d. */
 void vms_fill(struct daemon *d, Castor__VmDefinition *o, const char *name);
+/* Replication metrics of the primaries protected from this host (castord.c's /metrics). */
+void vms_render_metrics(struct daemon *d, struct evbuffer *b);
 /* castord exits: stop every castor-vmm it started (SIGTERM, then SIGKILL). */
 void vms_shutdown(struct daemon *d);
 

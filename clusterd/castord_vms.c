@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <unistd.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <signal.h>
 #include <stdio.h>
@@ -341,6 +342,7 @@ static int spawn(struct daemon *d, struct local_vm *slot, const char *vm, enum l
 	slot->role = role;
 	slot->ready = false;
 	slot->stopping = false;
+	slot->repl.valid = false;
 	return 0;
 }
 
@@ -694,8 +696,11 @@ static void duties(struct daemon *d, const struct cd_view_nodes *v)
 	}
 }
 
-/* A primary here that is syncing: SYNCED once castor-vmm says protected. */
-static void sync_progress(struct daemon *d, const struct cd_pair *p)
+/*
+ * A primary here that replicates: its figures for /metrics, and while it syncs, SYNCED
+ * once castor-vmm says protected.
+ */
+static void repl_progress(struct daemon *d, const struct cd_pair *p)
 {
 	struct local_vm *l = local_find(d, p->vm, LOCAL_PRIMARY);
 	Castor__Request req = CASTOR__REQUEST__INIT;
@@ -712,7 +717,20 @@ static void sync_progress(struct daemon *d, const struct cd_pair *p)
 		LOG_WARN("vm %s: %s", p->vm, why);
 		return;
 	}
-	if (resp->ha_status && resp->ha_status->state &&
+	if (resp->ha_status) {
+		const Castor__HaStatus *h = resp->ha_status;
+
+		l->repl = (struct local_repl){.valid = true,
+					      .epochs = h->epochs,
+					      .pause_p50_ns = h->pause_p50_ns,
+					      .pause_p99_ns = h->pause_p99_ns,
+					      .lag_ns = h->lag_ns,
+					      .wire_bytes = h->total_wire_bytes,
+					      .output_delay_p50_ns = h->output_delay_p50_ns,
+					      .output_delay_p99_ns = h->output_delay_p99_ns,
+					      .outputs_held = h->outputs_held};
+	}
+	if (p->state == CD_PAIR_S_SYNCING && resp->ha_status && resp->ha_status->state &&
 	    !strcmp(resp->ha_status->state, "protected")) {
 		castord_view_of(d, &v);
 		send_event(d, p->vm, CD_PAIR_E_SYNCED, d->conf.node, &v,
@@ -772,8 +790,10 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 	for (unsigned i = 0; i < d->pairs->n; i++) {
 		const struct cd_pair *p = &d->pairs->e[i].pair;
 
-		if (p->state == CD_PAIR_S_SYNCING && !strcmp(p->primary, d->conf.node))
-			sync_progress(d, p);
+		if ((p->state == CD_PAIR_S_SYNCING || p->state == CD_PAIR_S_PROTECTED ||
+		     p->state == CD_PAIR_S_DEGRADED) &&
+		    !strcmp(p->primary, d->conf.node))
+			repl_progress(d, p);
 	}
 	reconcile(d);
 }
@@ -791,6 +811,65 @@ int vms_init(struct daemon *d)
 void vms_view_changed(struct daemon *d, const struct cd_view_nodes *v)
 {
 	duties(d, v);
+}
+
+static void family(struct evbuffer *b, const char *name, const char *type, const char *help)
+{
+	evbuffer_add_printf(b, "# HELP %s %s (primaries protected from this host)\n# TYPE %s %s\n",
+			    name, help, name, type);
+}
+
+/* The primaries replicating from here that castor-vmm has reported on, one at a time. */
+static const struct local_vm *next_repl(const struct daemon *d, unsigned *i)
+{
+	for (; *i < CD_MAX_DEFS; (*i)++) {
+		const struct local_vm *l = &d->local[*i];
+
+		if (l->proc && l->role == LOCAL_PRIMARY && l->repl.valid)
+			return &d->local[(*i)++];
+	}
+	return NULL;
+}
+
+#define EACH_REPL(d, l, i) for (unsigned i = 0; ((l) = next_repl((d), &i));)
+
+void vms_render_metrics(struct daemon *d, struct evbuffer *b)
+{
+	const char *node = d->conf.node;
+	const struct local_vm *l;
+
+	family(b, "castor_vm_epochs_total", "counter", "epochs acknowledged by the replica");
+	EACH_REPL(d, l, i)
+	evbuffer_add_printf(b, "castor_vm_epochs_total{node=\"%s\",vm=\"%s\"} %llu\n", node,
+			    l->name, (unsigned long long)l->repl.epochs);
+	family(b, "castor_vm_pause_seconds", "gauge", "checkpoint pause, by quantile");
+	EACH_REPL(d, l, i)
+	evbuffer_add_printf(
+		b,
+		"castor_vm_pause_seconds{node=\"%s\",vm=\"%s\",quantile=\"0.5\"} %.6f\n"
+		"castor_vm_pause_seconds{node=\"%s\",vm=\"%s\",quantile=\"0.99\"} %.6f\n",
+		node, l->name, (double)l->repl.pause_p50_ns / 1e9, node, l->name,
+		(double)l->repl.pause_p99_ns / 1e9);
+	family(b, "castor_vm_lag_seconds", "gauge", "since the pause of the oldest unacked epoch");
+	EACH_REPL(d, l, i)
+	evbuffer_add_printf(b, "castor_vm_lag_seconds{node=\"%s\",vm=\"%s\"} %.6f\n", node, l->name,
+			    (double)l->repl.lag_ns / 1e9);
+	family(b, "castor_vm_wire_bytes_total", "counter", "replication bytes sent");
+	EACH_REPL(d, l, i)
+	evbuffer_add_printf(b, "castor_vm_wire_bytes_total{node=\"%s\",vm=\"%s\"} %llu\n", node,
+			    l->name, (unsigned long long)l->repl.wire_bytes);
+	family(b, "castor_vm_output_delay_seconds", "gauge", "held output's delay, by quantile");
+	EACH_REPL(d, l, i)
+	evbuffer_add_printf(
+		b,
+		"castor_vm_output_delay_seconds{node=\"%s\",vm=\"%s\",quantile=\"0.5\"} %.6f\n"
+		"castor_vm_output_delay_seconds{node=\"%s\",vm=\"%s\",quantile=\"0.99\"} %.6f\n",
+		node, l->name, (double)l->repl.output_delay_p50_ns / 1e9, node, l->name,
+		(double)l->repl.output_delay_p99_ns / 1e9);
+	family(b, "castor_vm_outputs_held", "gauge", "outputs waiting for their epoch's ack");
+	EACH_REPL(d, l, i)
+	evbuffer_add_printf(b, "castor_vm_outputs_held{node=\"%s\",vm=\"%s\"} %llu\n", node,
+			    l->name, (unsigned long long)l->repl.outputs_held);
 }
 
 void vms_shutdown(struct daemon *d)
