@@ -813,12 +813,6 @@ void vms_view_changed(struct daemon *d, const struct cd_view_nodes *v)
 	duties(d, v);
 }
 
-static void family(struct evbuffer *b, const char *name, const char *type, const char *help)
-{
-	evbuffer_add_printf(b, "# HELP %s %s (primaries protected from this host)\n# TYPE %s %s\n",
-			    name, help, name, type);
-}
-
 /* The primaries replicating from here that castor-vmm has reported on, one at a time. */
 static const struct local_vm *next_repl(const struct daemon *d, unsigned *i)
 {
@@ -833,43 +827,60 @@ static const struct local_vm *next_repl(const struct daemon *d, unsigned *i)
 
 #define EACH_REPL(d, l, i) for (unsigned i = 0; ((l) = next_repl((d), &i));)
 
+/* One series of a VM; with `quantile` set, its 0.5 and 0.99 values (v, v99). */
+static void series(struct evbuffer *b, const char *name, const char *node, const char *vm,
+		   bool quantile, double v, double v99)
+{
+	if (!quantile) {
+		evbuffer_add_printf(b, "%s{node=\"%s\",vm=\"%s\"} %.9g\n", name, node, vm, v);
+		return;
+	}
+	evbuffer_add_printf(b, "%s{node=\"%s\",vm=\"%s\",quantile=\"0.5\"} %.6f\n", name, node, vm,
+			    v);
+	evbuffer_add_printf(b, "%s{node=\"%s\",vm=\"%s\",quantile=\"0.99\"} %.6f\n", name, node, vm,
+			    v99);
+}
+
 void vms_render_metrics(struct daemon *d, struct evbuffer *b)
 {
-	const char *node = d->conf.node;
+	static const struct {
+		const char *name, *type, *help;
+		bool quantile;
+	} fam[] = {
+		{"castor_vm_epochs_total", "counter", "epochs acknowledged by the replica", false},
+		{"castor_vm_pause_seconds", "gauge", "checkpoint pause, by quantile", true},
+		{"castor_vm_lag_seconds", "gauge", "since the pause of the oldest unacked epoch",
+		 false},
+		{"castor_vm_wire_bytes_total", "counter", "replication bytes sent", false},
+		{"castor_vm_output_delay_seconds", "gauge", "held output's delay, by quantile",
+		 true},
+		{"castor_vm_outputs_held", "gauge", "outputs waiting for their epoch's ack", false},
+	};
 	const struct local_vm *l;
 
-	family(b, "castor_vm_epochs_total", "counter", "epochs acknowledged by the replica");
-	EACH_REPL(d, l, i)
-	evbuffer_add_printf(b, "castor_vm_epochs_total{node=\"%s\",vm=\"%s\"} %llu\n", node,
-			    l->name, (unsigned long long)l->repl.epochs);
-	family(b, "castor_vm_pause_seconds", "gauge", "checkpoint pause, by quantile");
-	EACH_REPL(d, l, i)
-	evbuffer_add_printf(
-		b,
-		"castor_vm_pause_seconds{node=\"%s\",vm=\"%s\",quantile=\"0.5\"} %.6f\n"
-		"castor_vm_pause_seconds{node=\"%s\",vm=\"%s\",quantile=\"0.99\"} %.6f\n",
-		node, l->name, (double)l->repl.pause_p50_ns / 1e9, node, l->name,
-		(double)l->repl.pause_p99_ns / 1e9);
-	family(b, "castor_vm_lag_seconds", "gauge", "since the pause of the oldest unacked epoch");
-	EACH_REPL(d, l, i)
-	evbuffer_add_printf(b, "castor_vm_lag_seconds{node=\"%s\",vm=\"%s\"} %.6f\n", node, l->name,
-			    (double)l->repl.lag_ns / 1e9);
-	family(b, "castor_vm_wire_bytes_total", "counter", "replication bytes sent");
-	EACH_REPL(d, l, i)
-	evbuffer_add_printf(b, "castor_vm_wire_bytes_total{node=\"%s\",vm=\"%s\"} %llu\n", node,
-			    l->name, (unsigned long long)l->repl.wire_bytes);
-	family(b, "castor_vm_output_delay_seconds", "gauge", "held output's delay, by quantile");
-	EACH_REPL(d, l, i)
-	evbuffer_add_printf(
-		b,
-		"castor_vm_output_delay_seconds{node=\"%s\",vm=\"%s\",quantile=\"0.5\"} %.6f\n"
-		"castor_vm_output_delay_seconds{node=\"%s\",vm=\"%s\",quantile=\"0.99\"} %.6f\n",
-		node, l->name, (double)l->repl.output_delay_p50_ns / 1e9, node, l->name,
-		(double)l->repl.output_delay_p99_ns / 1e9);
-	family(b, "castor_vm_outputs_held", "gauge", "outputs waiting for their epoch's ack");
-	EACH_REPL(d, l, i)
-	evbuffer_add_printf(b, "castor_vm_outputs_held{node=\"%s\",vm=\"%s\"} %llu\n", node,
-			    l->name, (unsigned long long)l->repl.outputs_held);
+	for (size_t k = 0; k < sizeof(fam) / sizeof(fam[0]); k++) {
+		evbuffer_add_printf(b,
+				    "# HELP %s %s (primaries protected from this host)\n"
+				    "# TYPE %s %s\n",
+				    fam[k].name, fam[k].help, fam[k].name, fam[k].type);
+		EACH_REPL(d, l, i)
+		{
+			const struct local_repl *r = &l->repl;
+			/* in the order of fam[]: value, and the 0.99 quantile where there is one */
+			const double v[][2] = {
+				{(double)r->epochs, 0},
+				{(double)r->pause_p50_ns / 1e9, (double)r->pause_p99_ns / 1e9},
+				{(double)r->lag_ns / 1e9, 0},
+				{(double)r->wire_bytes, 0},
+				{(double)r->output_delay_p50_ns / 1e9,
+				 (double)r->output_delay_p99_ns / 1e9},
+				{(double)r->outputs_held, 0},
+			};
+
+			series(b, fam[k].name, d->conf.node, l->name, fam[k].quantile, v[k][0],
+			       v[k][1]);
+		}
+	}
 }
 
 void vms_shutdown(struct daemon *d)

@@ -95,7 +95,8 @@ int cli_node_main(int argc, char **argv)
 		cli_node_usage(stderr);
 		return CLI_EXIT_USAGE;
 	}
-	rc = cli_castord_opts("node list", argc - 1, argv + 1, &socket, &json, NULL, cli_node_usage);
+	rc = cli_castord_opts("node list", argc - 1, argv + 1, &socket, &json, NULL,
+			      cli_node_usage);
 	if (rc)
 		return rc > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
 	argc--;
