@@ -185,7 +185,7 @@ printf '\x55' | dd of="$dir/flip.snap" bs=1 seek=$(( $(stat -c %s "$dir/full.sna
 expect_error "restore: flipped byte" "checksum|malformed|bad" restore --snapshot "$dir/flip.snap" --control "$rsock" --serial none
 expect_error "restore: incremental alone" "starts with a full snapshot" restore --snapshot "$dir/inc.snap" --control "$rsock" --serial none
 expect_error "restore: missing file" "No such file" restore --snapshot "$dir/none.snap" --control "$rsock" --serial none
-expect_error "restore: with --mem" "drop --test-guest, --mem, --cpus" restore --snapshot "$dir/full.snap" --mem 64M --control "$rsock"
+expect_error "restore: with --mem" "--mem does not apply to .castor-vmm restore." restore --snapshot "$dir/full.snap" --mem 64M --control "$rsock"
 "$VMM" restore --snapshot "$dir/full.snap" --snapshot "$dir/inc.snap" --control "$rsock" --serial none 2>"$dir/r.log" &
 pid=$!
 for _ in $(seq 100); do [ -S "$rsock" ] && break; sleep 0.1; done

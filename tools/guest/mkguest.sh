@@ -3,12 +3,18 @@
 # a Linux guest image from Debian's stock packages, for the Linux-guest tests.
 #
 #   mkguest.sh --progs DIR [--out DIR] [--kernel-package NAME] [--cache DIR]
+#              [--modules "NAME ..."] [--init FILE]
 #
 # --progs DIR            where castor-reqd and castor-dirty were built (static)
 # --out DIR              output folder (default build/guest)
 # --kernel-package NAME  a linux-image-* package, or a metapackage that depends
 #                        on one (default linux-image-cloud-amd64)
 # --cache DIR            downloaded .debs (default /var/cache/castor/debs)
+# --modules "NAME ..."   the modules /init loads, instead of the virtio-mmio
+#                        net and block drivers (tests/nested/nest.sh asks for
+#                        kvm_amd, virtiofs and the network ones)
+# --init FILE            /init of the image, instead of init.sh beside this
+#                        script
 #
 # Writes into the output folder:
 #   vmlinuz            the package's bzImage, as shipped
@@ -28,6 +34,7 @@ out=build/guest
 pkg=linux-image-cloud-amd64
 cache=/var/cache/castor/debs
 progs=
+init=
 # virtio-mmio network and block devices; their dependencies (failover,
 # net_failover, virtio, virtio_ring) come from each module's depends=.
 MODULES="virtio_mmio virtio_net virtio_blk"
@@ -51,7 +58,8 @@ die() {
 
 usage_error() {
 	echo "castor: $me: $*" >&2
-	echo "usage: mkguest.sh --progs DIR [--out DIR] [--kernel-package NAME] [--cache DIR]" >&2
+	echo "usage: mkguest.sh --progs DIR [--out DIR] [--kernel-package NAME] [--cache DIR]" \
+		"[--modules \"NAME ...\"] [--init FILE]" >&2
 	exit 2
 }
 
@@ -75,13 +83,15 @@ since() {
 
 while [ $# -gt 0 ]; do
 	case $1 in
-	--out | --kernel-package | --cache | --progs)
+	--out | --kernel-package | --cache | --progs | --modules | --init)
 		[ $# -ge 2 ] || usage_error "option '$1' needs a value"
 		case $1 in
 		--out) out=$2 ;;
 		--kernel-package) pkg=$2 ;;
 		--cache) cache=$2 ;;
 		--progs) progs=$2 ;;
+		--modules) MODULES=$2 ;;
+		--init) init=$2 ;;
 		esac
 		shift 2
 		;;
@@ -91,6 +101,12 @@ done
 [ -n "$progs" ] || usage_error "--progs DIR is required"
 [ -n "$out" ] || usage_error "--out: empty path"
 [ -n "$cache" ] || usage_error "--cache: empty path"
+[ -n "$(echo $MODULES)" ] || usage_error "--modules: no module named"
+for m in $MODULES; do
+	printf '%s' "$m" | LC_ALL=C grep -q '^[A-Za-z0-9_-]*$' ||
+		usage_error "--modules: '$m' is not a module name"
+done
+[ -n "$init" ] || init=$here/init.sh
 [ ! -e "$out" ] || [ -d "$out" ] || usage_error "--out '$out' exists and is not a folder"
 [ ! -e "$cache" ] || [ -d "$cache" ] || usage_error "--cache '$cache' exists and is not a folder"
 case $pkg in
@@ -110,7 +126,7 @@ done
 for p in castor-reqd castor-dirty; do
 	[ -x "$progs/$p" ] || die "$progs/$p is missing (build Castor first: cmake --build build)"
 done
-[ -r "$here/init.sh" ] || die "$here/init.sh is missing"
+[ -r "$init" ] || die "$init is missing"
 
 t_start=$(now)
 
@@ -286,7 +302,7 @@ add_module() {
 	fi
 	m_file=$(modfile "$1")
 	[ -n "$m_file" ] ||
-		die "$image does not ship the module $1 (nor has it built in): a virtio-mmio guest needs it; try --kernel-package linux-image-amd64"
+		die "$image does not ship the module $1 (nor has it built in): asked for by --modules or needed by one; try --kernel-package linux-image-amd64"
 	case $m_file in
 	*.ko) cp "$m_file" "$mods/$1.ko" ;;
 	*.ko.xz) xz -dc "$m_file" >"$mods/$1.ko" ;;
@@ -320,7 +336,7 @@ cp "$tmp/busybox/bin/busybox" "$root/bin/busybox"
 	perl -ne 'chomp; -l $_ or -e $_ or symlink("/bin/busybox", $_) or die "$_: $!\n"') ||
 	die "cannot make busybox's applet links"
 cp "$progs/castor-reqd" "$progs/castor-dirty" "$root/bin/"
-cp "$here/init.sh" "$root/init"
+cp "$init" "$root/init"
 chmod 755 "$root/init" "$root/bin/castor-reqd" "$root/bin/castor-dirty"
 
 # cpio_node NAME MODE MAJOR MINOR: one newc entry (a device node or a folder)
@@ -369,6 +385,7 @@ mv "$tmp/initramfs.cpio.gz" "$stage/initramfs.cpio.gz"
 	echo "sha256 initramfs.cpio.gz $(sha "$stage/initramfs.cpio.gz")"
 	echo "sha256 castor-reqd $(sha "$progs/castor-reqd")"
 	echo "sha256 castor-dirty $(sha "$progs/castor-dirty")"
+	echo "sha256 init $(sha "$init")"
 } >"$stage/manifest"
 for f in vmlinuz vmlinux initramfs.cpio.gz manifest; do
 	mv -f "$stage/$f" "$out/$f"

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# make check-nested: the kvm, net, cluster and linux tests on the nested test
+# machine of tests/nested/nest.sh (QEMU TCG with emulated SVM: a real
+# /dev/kvm for hosts that have none), with CASTOR_REQUIRE_KVM=1 so that a
+# test that cannot run fails. Test timeouts are multiplied by 5 for the
+# run (CASTOR_TEST_TIMEOUT_SCALE) and put back after it.
+#   scripts/check-nested.sh BUILD [ctest arguments...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=$(cd "${1:?usage: check-nested.sh BUILD [ctest arguments...]}" && pwd)
+shift
+scale_back() {
+	cmake -B "$build" -DCASTOR_TEST_TIMEOUT_SCALE=1 >/dev/null
+}
+trap scale_back EXIT
+cmake -B "$build" -DCASTOR_TEST_TIMEOUT_SCALE=5 >/dev/null
+export CASTOR_REQUIRE_KVM=1
+cd "$build"
+"$OLDPWD/tests/nested/nest.sh" --build . -- "$OLDPWD/scripts/ctest-report.sh" \
+	--output-on-failure -L "kvm|net|cluster|linux" -LE slow "$@"
