@@ -394,6 +394,7 @@ struct hv_vm {
 	uint32_t *msrs;
 	uint32_t nmsrs;
 	bool restored; /* state came from a snapshot: start without booting */
+	bool booted;   /* a loader (test guest, Linux) set up RAM and vCPU 0's entry */
 
 	/* snapshots (snapshot.c) */
 	struct hv_snap_chain *chain;   /* hv_snapshot_save*()'s chain; NULL until the first */

@@ -854,6 +854,7 @@ int hv_snapshot_restore_into(struct hv_vm *vm, const uint8_t *const *streams, co
 		 */
 		lazy_dispose(vm);
 		vm->restored = false;
+		vm->booted = false;
 		testguest_forget(vm);
 		if (mem_written(vm) && mem_wipe(vm) < 0)
 			LOG_WARN("vm %s: cannot wipe RAM after a failed restore", vm->name);

@@ -273,7 +273,7 @@ int hv_vm_start(struct hv_vm *vm)
 		rc = -EINVAL;
 		goto out;
 	}
-	if (!hv_tg_is_loaded(vm) && !vm->restored) {
+	if (!vm->booted && !vm->restored) {
 		LOG_ERR("vm %s: nothing to run: no guest loaded", vm->name);
 		rc = -EINVAL;
 		goto out;

@@ -250,6 +250,7 @@ int hv_linux_load(struct hv_vm *vm, const struct hv_linux_config *cfg, char *why
 		util_why(why, why_len, rc, "setting vCPU 0's entry state: %s", strerror(-rc));
 		goto out;
 	}
+	vm->booted = true;
 	LOG_INFO("vm %s: %s %s loaded: %s entry at 0x%" PRIx64 ", kernel [0x%" PRIx64 ", 0x%" PRIx64
 		 "), initrd %zu bytes at 0x%" PRIx64 ", ACPI RSDP at 0x%" PRIx64
 		 ", %u virtio devices, command line \"%s\"",

@@ -326,6 +326,7 @@ int hv_tg_load(struct hv_vm *vm, const struct hv_tg_config *cfg)
 	tg->s.rw_gpa = h.rw_gpa;
 	tg->s.rw_bytes = h.rw_bytes;
 	tg->loaded = true;
+	vm->booted = true;
 	LOG_INFO("vm %s: test guest loaded: %zu bytes, entry 0x%" PRIx64 ", wss %" PRIu64
 		 " pages/vCPU, tsc %u kHz",
 		 vm->name, len, h.entry64, wss_pages, khz);

@@ -40,7 +40,7 @@ static void set_primary(struct vmm *v, struct repl_primary *p, bool kick_on_outp
 int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, size_t why_len)
 {
 	struct repl_primary_opts ro = *o;
-	struct repl_primary *p = NULL;
+	struct repl_primary *p = NULL, *old = NULL;
 	unsigned i;
 	int rc;
 
@@ -54,11 +54,19 @@ int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, siz
 		struct repl_status st;
 
 		repl_primary_status(v->primary, &st);
-		snprintf(why, why_len,
-			 "already protecting to %s (%s): 'castor ha unprotect' first to point it "
-			 "elsewhere",
-			 st.peer, repl_state_str(st.state));
-		return -EALREADY;
+		/*
+		 * A degraded session is over (its replica is gone): a new one
+		 * replaces it, and its initial copy takes the outputs still held
+		 * (repl_primary_start). Any other is refused: one replica at a time.
+		 */
+		if (st.state != REPL_S_DEGRADED) {
+			snprintf(why, why_len,
+				 "already protecting to %s (%s): 'castor ha unprotect' first to "
+				 "point it elsewhere",
+				 st.peer, repl_state_str(st.state));
+			return -EALREADY;
+		}
+		old = v->primary;
 	}
 	for (i = 0; i < v->devs.ndisks; i++)
 		if (!v->devs.disks[i].read_only) {
@@ -84,10 +92,23 @@ int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, siz
 	ro.thread_rt = v->o->ro.thread_rt;
 	ro.outq = v->outq;
 	ro.log_cb = vmm_event_line;
+	/*
+	 * The new session starts before a degraded one is dropped: if it cannot,
+	 * the VM stays degraded, its outputs held, rather than losing its session.
+	 */
 	rc = repl_primary_start(v->vm, &ro, &p, why, why_len);
 	if (rc < 0)
 		return rc;
 	set_primary(v, p, ro.mode == REPL_MODE_OUTPUT);
+	if (old) {
+		struct repl_status st;
+
+		repl_primary_status(old, &st);
+		LOG_INFO("vm %s: the degraded session to %s is replaced by one to %s", v->name,
+			 st.peer, ro.peer ? ro.peer : "?");
+		repl_primary_free(old);
+		/* that turned hot pages off; the new session turns them on after its copy */
+	}
 	v->sessions++;
 	vmm_event_line(NULL, "protect");
 	return 0;
