@@ -7,13 +7,14 @@
 #   scripts/check-nested.sh BUILD [ctest arguments...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+top=$PWD
 build=$(cd "${1:?usage: check-nested.sh BUILD [ctest arguments...]}" && pwd)
 shift
 scale_back() {
-	cmake -B "$build" -DCASTOR_TEST_TIMEOUT_SCALE=1 >/dev/null
+	cmake -S "$top" -B "$build" -DCASTOR_TEST_TIMEOUT_SCALE=1 >/dev/null
 }
 trap scale_back EXIT
-cmake -B "$build" -DCASTOR_TEST_TIMEOUT_SCALE=5 >/dev/null
+cmake -S "$top" -B "$build" -DCASTOR_TEST_TIMEOUT_SCALE=5 >/dev/null
 export CASTOR_REQUIRE_KVM=1
 cd "$build"
 "$OLDPWD/tests/nested/nest.sh" --build . -- "$OLDPWD/scripts/ctest-report.sh" \

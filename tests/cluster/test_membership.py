@@ -115,7 +115,7 @@ class Cluster:
         with open(conf, "w") as f:
             f.write(f"node = {n}\nstate_dir = {self.d}/{n}-state\n"
                     f"control = {self.d}/{n}.sock\nmetrics = {NODES[n][0]}:9477\n"
-                    f"vmm = {VMM}\n{self.extra_conf}")
+                    f"vmm = {VMM}\nreplication_host = {NODES[n][0]}\n{self.extra_conf}")
         self.castord[n] = subprocess.Popen(ns(n) + [CASTORD, "--config", conf],
                                            stdout=open(f"{self.d}/{n}-castord.out", "w"),
                                            stderr=subprocess.STDOUT)
@@ -291,14 +291,14 @@ def vm_state(cl, n, name):
     raise Fail(f"{n} does not list {name}")
 
 
-def expect_vm(cl, name, state, primary, what, event=None):
+def expect_vm(cl, name, state, primary, what, event=None, timeout=30):
     """Every node lists `name` in `state` on `primary` (and `event` in its last event)."""
     for n in NODES:
         def ok():
             s, p, e = vm_state(cl, n, name)
             return s == state and p == primary and (event is None or event in e)
         try:
-            wait_for(f"{name} {state} on {n}: {what}", ok, timeout=30, step=0.1)
+            wait_for(f"{name} {state} on {n}: {what}", ok, timeout=timeout, step=0.1)
         except Fail:
             raise Fail(f"{n} sees {name} as {vm_state(cl, n, name)}; expected {state} on "
                        f"'{primary}' with '{event}' ({what})")
@@ -407,6 +407,63 @@ def vm_runs(cl, d):
           "stopped")
 
 
+def replica_of(cl, name):
+    """The replica host every node agrees on for `name`, once they agree and it is
+    not "" (none)."""
+    def agreed():
+        hosts = set()
+        for n in NODES:
+            for v in json.loads(cl.castor(n, "vm", "list", "--json").stdout)["vms"]:
+                if v["name"] == name:
+                    hosts.add(v["replica"])
+        return hosts.pop() if len(hosts) == 1 and "" not in hosts else None
+    return wait_for(f"the nodes agreeing on {name}'s replica", agreed, timeout=60, step=0.1)
+
+
+def vm_protected(cl, d):
+    """A protected VM through castord, with real VMs and real replication between the
+    namespaces: started on a, its replica placed on another host and synced; the
+    primary's castor-vmm killed -> the twin promoted on the replica's host, then
+    protected again (a's castor-vmm died, a did not: it may take the replica); that
+    replica's castor-vmm killed -> the degraded primary protected again; stopped."""
+    with open(f"{d}/vm6.conf", "w") as f:
+        f.write(VM1.replace("vm1", "vm6").replace("hosts = a, b", "hosts = a, b, c"))
+    cl.castor("a", "vm", "define", f"{d}/vm6.conf")
+    wait_for("vm6 defined on c", lambda: "vm6" in cl.vms("c"))
+    cl.castor("b", "vm", "start", "vm6", "--host", "a")
+    expect_vm(cl, "vm6", "protected", "a", "its replica synced", timeout=ct.patience(60))
+    first = replica_of(cl, "vm6")
+    if first not in ("b", "c"):
+        raise Fail(f"vm6's replica is on '{first}'")
+    os.kill(vmm_pid(cl, "a", "vm6"), signal.SIGKILL)
+    expect_vm(cl, "vm6", "protected", first, "promoted, then protected again",
+              timeout=ct.patience(60))
+    second = replica_of(cl, "vm6")
+    if second == first:
+        raise Fail(f"after the failover vm6's replica is on its primary's host {first}")
+    m = scrape(first)
+    if m[("castor_vm_failovers_total", f'node="{first}",vm="vm6"')] != 1:
+        raise Fail(f"{first}'s failover count for vm6: {m}")
+    # the replica's castor-vmm dies: the primary goes degraded, and castord protects
+    # it again (toward any live host but its own) without letting its outputs out
+    pid = vmm_pid(cl, second, "vm6")
+    os.kill(pid, signal.SIGKILL)
+    wait_for("vm6's replica lost", lambda: vm_state(cl, first, "vm6")[0] != "protected",
+             timeout=30, step=0.05)
+    expect_vm(cl, "vm6", "protected", first, "protected again after its replica died",
+              timeout=ct.patience(60))
+    released = [line for line in open(f"{cl.d}/{first}-castord.out").read().splitlines()
+                if "vm vm6: unprotected;" in line]
+    if released:
+        raise Fail(f"castord let vm6's held outputs out to protect it again: {released}")
+    cl.castor("c", "vm", "stop", "vm6")
+    expect_vm(cl, "vm6", "defined", "", "stopped", timeout=60)
+    cl.castor("a", "vm", "undefine", "vm6")
+    print(f"protected vm6: synced to {first}; its primary killed -> promoted on {first} and "
+          f"protected again toward {second}; that replica killed -> degraded, then protected "
+          f"again; stopped")
+
+
 def two_nodes(d):
     """Two voting nodes and no witness: castord says why the layout is refused and changes
     nothing, until allow_two_node = yes forces it."""
@@ -436,7 +493,10 @@ def two_nodes(d):
 
 
 def run(d):
-    cl = Cluster(d)
+    # the replication links between the namespaces are authenticated (docs/security.md)
+    subprocess.run([CASTOR, "key", "generate", f"{d}/cluster.key"], check=True,
+                   capture_output=True)
+    cl = Cluster(d, extra_conf=f"key_file = {d}/cluster.key\n")
     try:
         for n in NODES:
             cl.start_corosync(n)
@@ -453,6 +513,8 @@ def run(d):
             raise Fail(f"a's metrics with all three up: {m}")
         definitions(cl, d)
         vm_runs(cl, d)
+        if os.path.exists("/dev/kvm"):
+            vm_protected(cl, d)
         cl.kill_corosync("c")
         for n in ("a", "b"):
             expect(cl, n, True, True, {"a", "b"}, "c's corosync killed")

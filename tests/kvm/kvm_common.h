@@ -34,6 +34,20 @@ static inline void kvm_test_require(void)
 }
 
 /*
+ * How many times to repeat a check that a test repeats n times: a fifth (at
+ * least one) on the nested test machine (CASTOR_NESTED=1, tests/nested/nest.sh),
+ * where everything is emulated and several times slower (castortest.reps()).
+ */
+static inline unsigned kvm_test_reps(unsigned n)
+{
+	const char *nested = getenv("CASTOR_NESTED");
+
+	if (nested && !strcmp(nested, "1"))
+		return n / 5 ? n / 5 : 1;
+	return n;
+}
+
+/*
  * A running test-guest VM. serial_fd may be -1. Returns NULL on failure (the
  * caller asserts). Waits until every vCPU reported ready.
  */

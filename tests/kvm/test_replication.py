@@ -189,8 +189,8 @@ def case_output(d):
     # an interval far longer than an epoch's pause and ack, even on the nested
     # test machine (tests/README.md): every epoch that ends is ended by an output
     p, _, _ = case_verify(d, guest, ["--mode", "output", "--interval", "2000",
-                                     "--min-spacing", "2", "--verify"], 100)
-    if p["early_ends"] < 50:
+                                     "--min-spacing", "2", "--verify"], ct.reps(100))
+    if p["early_ends"] < ct.reps(100) // 2:
         raise Fail(f"output mode: only {p['early_ends']} epochs ended by output")
 
 
@@ -370,7 +370,7 @@ def main():
         try:
             if CASE == "verify":
                 case_verify(d, ["rate=max", "wss=2M", "outrate=200"],
-                            ["--interval", "5", "--verify"], 500)
+                            ["--interval", "5", "--verify"], ct.reps(500))
             elif CASE == "disk":
                 case_disk(d)
             elif CASE == "output":
@@ -379,7 +379,7 @@ def main():
                 case_cap(d)
             elif CASE == "kill":
                 rng = random.Random(int(os.environ.get("CASTOR_SEED", time.time())))
-                for n in range(int(os.environ.get("CASTOR_TRIALS", 20))):
+                for n in range(int(os.environ.get("CASTOR_TRIALS", ct.reps(20)))):
                     trial(d, n, rng)
             else:
                 print(f"unknown case {CASE}")

@@ -9,7 +9,9 @@ usage: test_sessions.py VMM CASTOR CASE
              unprotect` releases them and outputs flow again, the guest never
              stopped; `castor ha protect` toward a second replica: protected,
              every digest matches; the primary is killed and the second replica
-             takes over; its twin is protected in turn toward a third
+             takes over; its twin is protected in turn toward a third; that
+             one is killed and the degraded survivor is protected toward a
+             fourth directly (no unprotect)
   busy       a second primary is refused by a busy replica with a reason, the
              first goes on; a primary refuses to protect twice
   scan       connect-and-close, garbage and a stalled connection before the
@@ -163,13 +165,29 @@ def case_reprotect(pr):
     c1 = counter(r2sock)
     wait_for("the twin running", lambda: counter(r2sock) > c1)
     # ... and is protected in turn, toward a third replica
-    _, r3sock, r3 = pr.replica("r3")
+    r3p, r3sock, r3 = pr.replica("r3")
     protect(r2sock, r3, "--verify", "--interval", "10")
     verify_epochs(r2sock, r3sock, 30)
+    # the third replica dies: the survivor goes degraded, and is protected toward a
+    # fourth with no unprotect between: the new session's initial copy takes the
+    # held outputs, released once it is acknowledged
+    r3p.kill()
+    r3p.wait()
+    wait_for("the survivor degraded", lambda: ha(r2sock)["state"] == "degraded", timeout=30)
+    wait_for("held outputs", lambda: ha(r2sock)["outputs_held"] > 10, timeout=30)
+    held2 = ha(r2sock)["outputs_held"]
+    _, r4sock, r4 = pr.replica("r4")
+    protect(r2sock, r4, "--verify", "--interval", "10")
+    verify_epochs(r2sock, r4sock, 30)
+    h = ha(r2sock)
+    if h["sessions"] != 2 or h["outputs_held"] >= held2:
+        raise Fail(f"after protecting a degraded survivor again: sessions {h['sessions']}, "
+                   f"{h['outputs_held']} outputs held (were {held2})")
     if r2p.poll() is not None:
         raise Fail("the survivor exited")
     print(f"protected, degraded, {released} held outputs released by unprotect, "
-          f"re-protected, failed over, survivor protected again")
+          f"re-protected, failed over, survivor protected again; its replica killed, "
+          f"protected toward a fourth without unprotect ({held2} held outputs carried)")
 
 
 def case_busy(pr):

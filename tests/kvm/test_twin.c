@@ -23,7 +23,7 @@
 
 #define SEC    1000000000ull
 #define MEM    (64ull << 20)
-#define EPOCHS 100
+#define EPOCHS kvm_test_reps(100)
 
 static void twin_stays_exact(void **state)
 {

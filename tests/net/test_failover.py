@@ -134,7 +134,7 @@ def events(path):
 
 def case_tcp(d):
     worst = 0.0
-    for n in range(int(os.environ.get("CASTOR_TRIALS", 10))):
+    for n in range(int(os.environ.get("CASTOR_TRIALS", ct.reps(10)))):
         mode = ["--mode", "output", "--min-spacing", "2", "--interval", "50"] if n % 2 \
             else ["--interval", "20"]
         pair = Pair(d, mode)
@@ -220,8 +220,9 @@ def case_reprotect(d):
         wait_for("the guest's network", lambda: vm_status(asock)
                  .get("guest_io", {}).get("net_up"))
         bsock = replica("b", B_IP, "replica")
+        # two outages, each up to --repl-timeout and a failover, and TCP's backoff
         c = client(d, ["tcp", "--host", GUEST_IP, "--count", "6000", "--rate", "1000",
-                       "--window", "1", "--timeout", "20"])
+                       "--window", "1", "--timeout", str(ct.patience(20))])
         time.sleep(0.5)
         protect(asock, B_IP, "--interval", "20")
         time.sleep(1.0)
@@ -232,7 +233,7 @@ def case_reprotect(d):
         if c.poll() is not None:
             raise Fail("the client stopped early: " + read(f"{d}/client.out"))
         take_over(procs[1], csock)
-        rc = c.wait(60)
+        rc = c.wait(ct.patience(60))
         out = read(f"{d}/client.out").strip()
         if rc:
             raise Fail(f"the TCP client saw a violation across two failovers: {out}")
@@ -377,11 +378,12 @@ def main():
                  "badnet": case_badnet, "reprotect": case_reprotect}[CASE](d)
             except Fail as e:
                 print(f"FAIL: {e}")
-                for name in ("primary", "replica", "client"):
-                    try:
-                        print(f"--- {name}.out\n" + open(f"{d}/{name}.out").read()[-2500:])
-                    except FileNotFoundError:
-                        pass
+                # every process's output, without the epochs' own lines
+                for name in sorted(f for f in os.listdir(d) if f.endswith(".out")):
+                    lines = [ln for ln in open(f"{d}/{name}").read().splitlines()
+                             if "incremental snapshot" not in ln]
+                    print(f"--- {name} (last 30 lines, epochs left out)\n" +
+                          "\n".join(lines[-30:]))
                 return 1
     finally:
         ct.twohost_down(P)

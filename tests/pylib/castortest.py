@@ -28,6 +28,19 @@ def skip(why):
     return 77
 
 
+def reps(n):
+    """How many times to repeat a check that a test repeats n times: a fifth (at
+    least one) on the nested test machine (CASTOR_NESTED=1, tests/nested/nest.sh),
+    where everything is emulated and several times slower; n elsewhere."""
+    return max(1, n // 5) if os.environ.get("CASTOR_NESTED") == "1" else n
+
+
+def patience(secs):
+    """How long to wait for something that takes a while on a real machine: three
+    times as long on the nested test machine (CASTOR_NESTED=1)."""
+    return secs * 3 if os.environ.get("CASTOR_NESTED") == "1" else secs
+
+
 def castor(*args, check=True):
     r = subprocess.run([CASTOR, *args], capture_output=True, text=True, timeout=30)
     if check and r.returncode:
