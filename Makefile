@@ -28,7 +28,7 @@ check: build
 	cd $(BUILD) && $(CURDIR)/scripts/ctest-report.sh --output-on-failure -j $(JOBS) -LE slow
 
 check-nested: build
-	./scripts/check-nested.sh $(BUILD) -j 2
+	./scripts/check-nested.sh $(BUILD)
 
 test-asan: deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCASTOR_SANITIZE=ON >/dev/null
