@@ -74,7 +74,7 @@ else
 	fi
 	# what runs, every 15 s: nest.sh prints it when the command times out
 	(while sleep 15; do
-		{ uptime; ps -o pid,ppid,stat,time,args; } >"$h$dir/ps.new" 2>&1
+		{ uptime; ps -o pid,ppid,stat,args; } >"$h$dir/ps.new" 2>&1
 		mv "$h$dir/ps.new" "$h$dir/ps"
 	done) &
 	watch=$!

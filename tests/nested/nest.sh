@@ -3,7 +3,7 @@
 # have none (tests/README.md, "Without /dev/kvm").
 #
 #   tests/nested/nest.sh [--build DIR] [--cpus N] [--mem MIB] [--timeout S]
-#                        [--env NAME]... -- COMMAND [ARG...]
+#                        [--retries N] [--env NAME]... -- COMMAND [ARG...]
 #
 # The machine is QEMU's TCG emulator with `-cpu max`, whose x86 model has SVM
 # and nested paging; Debian's kernel (the cloud image of castor mkguest) loads
@@ -23,6 +23,9 @@
 # --timeout S    stop it after S seconds (default 3600)
 # --env NAME     pass this variable on (PATH, HOME=/root, TERM and
 #                CASTOR_REQUIRE_KVM always are)
+# --retries N    when the machine freezes (no sign of life for
+#                CASTOR_NEST_FREEZE_S seconds, default 300), run the command
+#                again on a fresh one, up to N times (default 0)
 #
 # Exit status: COMMAND's; 1 when the machine could not run it (the reason is
 # printed); 2 for a usage error.
@@ -35,6 +38,7 @@ build=build
 cpus=$(nproc)
 mem=6144
 limit=3600
+retries=0
 envs=(CASTOR_REQUIRE_KVM TERM)
 MODULES="virtio_pci virtiofs kvm_amd tun veth bridge ifb sch_prio sch_tbf sch_htb sch_plug
 sch_ingress cls_u32 cls_matchall act_mirred"
@@ -45,7 +49,7 @@ die() {
 }
 usage_error() {
 	echo "castor: $me: $*" >&2
-	echo "usage: nest.sh [--build DIR] [--cpus N] [--mem MIB] [--timeout S] [--env NAME]... -- COMMAND [ARG...]" >&2
+	echo "usage: nest.sh [--build DIR] [--cpus N] [--mem MIB] [--timeout S] [--retries N] [--env NAME]... -- COMMAND [ARG...]" >&2
 	exit 2
 }
 number() { # number OPT VALUE: VALUE is a positive decimal number
@@ -54,13 +58,17 @@ number() { # number OPT VALUE: VALUE is a positive decimal number
 
 while [ $# -gt 0 ]; do
 	case $1 in
-	--build | --cpus | --mem | --timeout | --env)
+	--build | --cpus | --mem | --timeout | --env | --retries)
 		[ $# -ge 2 ] || usage_error "option '$1' needs a value"
 		case $1 in
 		--build) build=$2 ;;
 		--cpus) number "$1" "$2" && cpus=$2 ;;
 		--mem) number "$1" "$2" && mem=$2 ;;
 		--timeout) number "$1" "$2" && limit=$2 ;;
+		--retries)
+			[[ $2 =~ ^[0-9]$ ]] || usage_error "--retries '$2': not a number from 0 to 9"
+			retries=$2
+			;;
 		--env)
 			[[ $2 =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || usage_error "--env '$2': not a variable name"
 			envs+=("$2")
@@ -136,41 +144,82 @@ case $top in
 	;;
 esac
 
-# ---- virtiofsd, then QEMU ---------------------------------------------------------
+# ---- virtiofsd, then QEMU; a machine that froze is stopped (and run again) -------
 
-"$vfsd" --socket-path="$run/vfs.sock" -o source=/ -o cache=auto -o sandbox=chroot \
-	>"$run/virtiofsd.log" 2>&1 &
-vpid=$!
-for _ in $(seq 100); do
-	[ -S "$run/vfs.sock" ] && break
-	kill -0 "$vpid" 2>/dev/null || break
-	sleep 0.05
-done
-[ -S "$run/vfs.sock" ] || {
-	cat "$run/virtiofsd.log" >&2
-	die "virtiofsd did not start"
+# QEMU's TCG has been seen to stop making progress on this machine (both
+# vCPU threads busy, the guest frozen, no kernel message), about once in a
+# few long runs. The guest's /init writes $run/ps every 15 s: when it is
+# older than $freeze seconds the machine is stopped, and --retries runs the
+# whole command again on a fresh one.
+freeze=${CASTOR_NEST_FREEZE_S:-300}
+
+# boot_once: one machine runs the command; sets status; returns 0, or 3 when
+# the machine froze
+boot_once() {
+	local t_boot rc=0 last
+	rm -f "$run/rc" "$run/ps" "$run/vfs.sock"
+	"$vfsd" --socket-path="$run/vfs.sock" -o source=/ -o cache=auto -o sandbox=chroot \
+		>"$run/virtiofsd.log" 2>&1 &
+	vpid=$!
+	for _ in $(seq 100); do
+		[ -S "$run/vfs.sock" ] && break
+		kill -0 "$vpid" 2>/dev/null || break
+		sleep 0.05
+	done
+	[ -S "$run/vfs.sock" ] || {
+		cat "$run/virtiofsd.log" >&2
+		die "virtiofsd did not start"
+	}
+	t_boot=$(date +%s)
+	timeout --foreground -k 10 "$limit" "$qemu" -accel tcg,thread=multi -cpu max -smp "$cpus" \
+		-m "$mem" -object memory-backend-memfd,id=mem,size="${mem}M",share=on -numa node,memdev=mem \
+		-chardev socket,id=vfs,path="$run/vfs.sock" -device vhost-user-fs-pci,chardev=vfs,tag=hostroot \
+		-kernel "$img/vmlinuz" -initrd "$img/initramfs.cpio.gz" \
+		-append "console=ttyS0 quiet panic=-1 castor.nest=$run${keep:+ castor.keep=$keep}" \
+		-display none -serial stdio -monitor none -nic none -no-reboot </dev/null &
+	qpid=$!
+	while kill -0 "$qpid" 2>/dev/null; do
+		sleep 5
+		last=$t_boot
+		[ ! -f "$run/ps" ] || last=$(stat -c %Y "$run/ps")
+		if [ $(($(date +%s) - last)) -gt "$freeze" ] && kill -0 "$qpid" 2>/dev/null; then
+			echo "$me: the machine froze: no sign of life for $freeze s (QEMU TCG stopped" \
+				"making progress); its processes then:" >&2
+			cat "$run/ps" >&2 2>/dev/null || true
+			kill -9 "$qpid" 2>/dev/null
+			wait "$qpid" 2>/dev/null
+			qpid=
+			kill "$vpid" 2>/dev/null
+			vpid=
+			return 3
+		fi
+	done
+	wait "$qpid" || rc=$?
+	qpid=
+	vpid=
+	if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+		if [ -f "$run/ps" ]; then
+			echo "$me: the machine's processes, at most 15 s before it was stopped:" >&2
+			cat "$run/ps" >&2
+		fi
+		die "the machine ran past --timeout $limit s and was stopped"
+	fi
+	[ -f "$run/rc" ] ||
+		die "the machine stopped (QEMU status $rc) without the command's exit status; its console is above"
+	status=$(cat "$run/rc")
+	return 0
 }
 
 echo "$me: a TCG machine with nested SVM ($cpus vCPUs, $mem MiB) runs: $*"
 t0=$(date +%s)
-rc=0
-timeout --foreground -k 10 "$limit" "$qemu" -accel tcg,thread=multi -cpu max -smp "$cpus" \
-	-m "$mem" -object memory-backend-memfd,id=mem,size="${mem}M",share=on -numa node,memdev=mem \
-	-chardev socket,id=vfs,path="$run/vfs.sock" -device vhost-user-fs-pci,chardev=vfs,tag=hostroot \
-	-kernel "$img/vmlinuz" -initrd "$img/initramfs.cpio.gz" \
-	-append "console=ttyS0 quiet panic=-1 castor.nest=$run${keep:+ castor.keep=$keep}" \
-	-display none -serial stdio -monitor none -nic none -no-reboot </dev/null &
-qpid=$!
-wait "$qpid" || rc=$?
-qpid=
-if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-	if [ -f "$run/ps" ]; then
-		echo "$me: the machine's processes, at most 15 s before it was stopped:" >&2
-		cat "$run/ps" >&2
+try=0
+while :; do
+	if boot_once; then
+		break
 	fi
-	die "the machine ran past --timeout $limit s and was stopped"
-fi
-[ -f "$run/rc" ] || die "the machine stopped (QEMU status $rc) without the command's exit status; its console is above"
-status=$(cat "$run/rc")
+	try=$((try + 1))
+	[ "$try" -le "$retries" ] || die "the machine froze $try time(s); no retries left (--retries $retries)"
+	echo "$me: running the command again on a fresh machine (retry $try of $retries)"
+done
 echo "$me: the command exited with status $status after $(($(date +%s) - t0)) s"
 exit "$status"
