@@ -7,7 +7,7 @@
 #     and every range castor-vmm reserved is reserved for the kernel too;
 #   - the ACPI tables: RSDP at the address castor-vmm logged, XSDT, FACP, DSDT and APIC
 #     found, no checksum or table complaint;
-#   - the MADT: one enabled LAPIC per vCPU and the IOAPIC.
+#   - the MADT: one enabled LAPIC per vCPU (the kernel's CPU count) and the IOAPIC.
 # Under kvm_pvm (guest ring 0 emulated) this takes minutes: ctest label "slow".
 #
 #   test_boot_early.sh CASTOR_VMM CASTOR GUEST_DIR vmlinux|vmlinuz
@@ -44,9 +44,9 @@ pid=$!
 # what the kernel must print, in any order
 want=("Linux version " "Command line: $cmdline" "ACPI: RSDP 0x" "ACPI: XSDT 0x"
 	"ACPI: FACP 0x" "ACPI: DSDT 0x" "ACPI: APIC 0x" "IOAPIC[0]: apic_id $CPUS")
-for ((i = 0; i < CPUS; i++)); do
-	want+=("$(printf 'lapic_id[0x%02x] enabled' "$i")")
-done
+# the MADT's LAPICs, counted as the kernel read them (Debian's 6.1 prints each
+# entry only at debug level; prefill_possible_map prints the count, early)
+want+=("smpboot: Allowing $CPUS CPUs, 0 hotplug CPUs")
 deadline=$((SECONDS + ${LINUX_EARLY_TIMEOUT:-420}))
 missing=("${want[@]}")
 while [ "${#missing[@]}" -gt 0 ] && [ "$SECONDS" -lt "$deadline" ] && kill -0 "$pid" 2>/dev/null; do
