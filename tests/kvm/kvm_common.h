@@ -33,16 +33,22 @@ static inline void kvm_test_require(void)
 	}
 }
 
-/*
- * How many times to repeat a check that a test repeats n times: a fifth (at
- * least one) on the nested test machine (CASTOR_NESTED=1, tests/nested/nest.sh),
- * where everything is emulated and several times slower (castortest.reps()).
- */
-static inline unsigned kvm_test_reps(unsigned n)
+/* On the nested test machine (CASTOR_NESTED=1, tests/nested/nest.sh)? */
+static inline bool kvm_test_nested(void)
 {
 	const char *nested = getenv("CASTOR_NESTED");
 
-	if (nested && !strcmp(nested, "1"))
+	return nested && !strcmp(nested, "1");
+}
+
+/*
+ * How many times to repeat a check that a test repeats n times: a fifth (at
+ * least one) on the nested test machine, where everything is emulated and
+ * several times slower (castortest.reps()).
+ */
+static inline unsigned kvm_test_reps(unsigned n)
+{
+	if (kvm_test_nested())
 		return n / 5 ? n / 5 : 1;
 	return n;
 }

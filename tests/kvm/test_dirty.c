@@ -11,7 +11,6 @@
 #include <inttypes.h>
 #include <string.h>
 
-#include "hypervisor/guest/abi.h"
 #include "tests/kvm/kvm_common.h"
 
 #define SEC 1000000000ull
@@ -31,10 +30,9 @@ struct fixture {
  */
 static void nested_image_pages(struct util_bitmap *allowed)
 {
-	const char *nested = getenv("CASTOR_NESTED");
 	uint64_t p, rw;
 
-	if (!nested || strcmp(nested, "1"))
+	if (!kvm_test_nested())
 		return;
 	rw = util_bitmap_next_set(allowed, TG_LOAD_ADDR / TG_PAGE_SIZE);
 	for (p = TG_LOAD_ADDR / TG_PAGE_SIZE; p < rw && p < allowed->nbits; p++)

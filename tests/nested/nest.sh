@@ -104,7 +104,6 @@ if [ ! -f "$img/manifest" ] || ! grep -qxF "$want" "$img/manifest" ||
 		sed 's/^/  /' "$build/nest.log" >&2
 		die "cannot build the machine's image (mkguest.sh failed)"
 	}
-	echo "modules_requested $(echo $MODULES)" >>"$img/manifest"
 fi
 
 # ---- the run: its folder, its command ---------------------------------------------

@@ -11,6 +11,8 @@ import subprocess
 import time
 
 CASTOR = "castor"
+# on the nested test machine (tests/nested/nest.sh), where everything is emulated
+NESTED = os.environ.get("CASTOR_NESTED") == "1"
 
 
 class Fail(Exception):
@@ -32,13 +34,13 @@ def reps(n):
     """How many times to repeat a check that a test repeats n times: a fifth (at
     least one) on the nested test machine (CASTOR_NESTED=1, tests/nested/nest.sh),
     where everything is emulated and several times slower; n elsewhere."""
-    return max(1, n // 5) if os.environ.get("CASTOR_NESTED") == "1" else n
+    return max(1, n // 5) if NESTED else n
 
 
 def patience(secs):
     """How long to wait for something that takes a while on a real machine: three
     times as long on the nested test machine (CASTOR_NESTED=1)."""
-    return secs * 3 if os.environ.get("CASTOR_NESTED") == "1" else secs
+    return secs * 3 if NESTED else secs
 
 
 def castor(*args, check=True):

@@ -41,6 +41,7 @@ int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, siz
 {
 	struct repl_primary_opts ro = *o;
 	struct repl_primary *p = NULL, *old = NULL;
+	struct repl_status st;
 	unsigned i;
 	int rc;
 
@@ -51,8 +52,6 @@ int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, siz
 		return -ENODEV;
 	}
 	if (v->primary) {
-		struct repl_status st;
-
 		repl_primary_status(v->primary, &st);
 		/*
 		 * A degraded session is over (its replica is gone): a new one
@@ -100,10 +99,7 @@ int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, siz
 	if (rc < 0)
 		return rc;
 	set_primary(v, p, ro.mode == REPL_MODE_OUTPUT);
-	if (old) {
-		struct repl_status st;
-
-		repl_primary_status(old, &st);
+	if (old) { /* st: the degraded session's, read above */
 		LOG_INFO("vm %s: the degraded session to %s is replaced by one to %s", v->name,
 			 st.peer, ro.peer ? ro.peer : "?");
 		repl_primary_free(old);
