@@ -4,7 +4,8 @@
 #   - the marker names as many CPUs as castor-vmm gave it and about its RAM;
 #   - its NIC (virtio-mmio, found through our ACPI tables) answers ping and the TCP
 #     request/response protocol from a client namespace (tgclient.py: every request
-#     answered once, in order);
+#     answered once, in order; 30 s without an answer is a failure: a nested, emulated
+#     machine (tests/nested) has stalled a guest for over 5 s);
 #   - its disk reads what the host wrote and the host finds what it wrote
 #     (castor.disktest=1);
 # then castor-vmm quits cleanly. Then the kernel (1 vCPU, no disk) is snapshotted, quit,
@@ -85,7 +86,7 @@ for cpus in 1 2; do
 		ok "virtio-net and virtio-blk found through ACPI" || bad "devices: $(grep DEVICES "$console")"
 	C ping -c 5 -i 0.2 -W 2 "$LAN_GUEST_IP" >"$dir/ping" 2>&1 &&
 		ok "ping: $(grep -o '[0-9]* received' "$dir/ping")" || bad "ping: $(tail -2 "$dir/ping")"
-	C python3 "$TGCLIENT" tcp --host "$LAN_GUEST_IP" --count 1000 >"$dir/tcp" 2>&1 &&
+	C python3 "$TGCLIENT" tcp --host "$LAN_GUEST_IP" --count 1000 --timeout 30 >"$dir/tcp" 2>&1 &&
 		ok "tcp: $(tail -1 "$dir/tcp")" || bad "tcp: $(tail -3 "$dir/tcp")"
 	line=$(grep -m1 '^CASTOR-GUEST-DISK ' "$console" | tr -d '\r')
 	[ "$line" = "CASTOR-GUEST-DISK $md5_0 $md5_pattern" ] && ok "disk: read as the host wrote it" ||
@@ -116,7 +117,7 @@ wait_ready() { # wait_ready CONSOLE PID: the guest's marker, or fail
 	return 1
 }
 tcp() { # tcp N WHAT: N requests over one connection, every one answered once, in order
-	C python3 "$TGCLIENT" tcp --host "$LAN_GUEST_IP" --count "$1" >"$dir/tcp" 2>&1 &&
+	C python3 "$TGCLIENT" tcp --host "$LAN_GUEST_IP" --count "$1" --timeout 30 >"$dir/tcp" 2>&1 &&
 		ok "$2: tcp: $(tail -1 "$dir/tcp")" || bad "$2: tcp: $(tail -3 "$dir/tcp")"
 }
 ip netns exec "$tag-host" "$VMM" run --name lx --mem 256M --cpus 1 --kernel "$GUEST/vmlinux" \
