@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "hypervisor/hv.h"
+#include "replication/repl.h"
 
 struct mig_policy_opts {
 	uint32_t downtime_ms;	 /* the longest pause the guest may see; 0: 30 */
@@ -28,6 +29,7 @@ struct mig_policy_opts {
 	uint32_t throttle_first; /* the first throttle, percent of vCPU time taken; 0: 20 */
 	uint32_t throttle_step;	 /* added each time it still does not converge; 0: 10 */
 	uint32_t throttle_max;	 /* 0: 99 */
+	bool no_throttle; /* never throttle: a guest that does not converge meets the timeout */
 };
 
 struct mig_policy {
@@ -46,5 +48,28 @@ void mig_policy_init(struct mig_policy *p, const struct mig_policy_opts *o);
 enum hv_precopy_action mig_policy_decide(void *arg, const struct hv_precopy_stats *st);
 /* The throttle the vCPUs should run under now (0: none). */
 uint32_t mig_policy_throttle(const struct mig_policy *p);
+
+/*
+ * ---- the source (source.c) ----------------------------------------------------------
+ * What a migration's source adds to the replication session that carries it
+ * (repl_primary_opts.migrate): the policy above, asked after every round, and
+ * the throttle it calls for, applied by a thread that pauses the whole VM
+ * between 10 ms slices of running, long enough to take that share of its
+ * time (QEMU's auto-converge rule). Free it after the session.
+ */
+struct mig_source;
+struct mig_progress {
+	uint32_t throttle; /* percent of the guest's time taken now */
+	uint32_t throttle_raises;
+	uint32_t throttle_peak; /* the most it took at any time */
+	uint64_t throttled_ns;	/* paused by the throttle, in all */
+	uint64_t expected_downtime_ns;
+	enum hv_precopy_action last;
+	char why[160]; /* the policy's last reason */
+};
+int mig_source_new(struct hv_vm *vm, const struct mig_policy_opts *o, struct mig_source **out);
+const struct repl_migration *mig_source_session(struct mig_source *m);
+void mig_source_progress(struct mig_source *m, struct mig_progress *out);
+void mig_source_free(struct mig_source *m); /* stops the throttle; NULL is fine */
 
 #endif

@@ -49,6 +49,8 @@ static enum hv_precopy_action decided(struct mig_policy *p, enum hv_precopy_acti
 
 static void raise_throttle(struct mig_policy *p)
 {
+	if (p->o.no_throttle)
+		return;
 	uint32_t t = p->throttle ? p->throttle + p->o.throttle_step : p->o.throttle_first;
 
 	if (t > p->o.throttle_max)
@@ -111,7 +113,8 @@ enum hv_precopy_action mig_policy_decide(void *arg, const struct hv_precopy_stat
 	}
 	snprintf(p->why, sizeof(p->why),
 		 "not converging: the guest dirties %.0f MB/s against a %.0f MB/s link; throttle "
-		 "%u %%",
-		 dirty / 1e6, link / 1e6, p->throttle);
+		 "%u %%%s",
+		 dirty / 1e6, link / 1e6, p->throttle,
+		 p->o.no_throttle ? " (throttling is off)" : "");
 	return decided(p, HV_PRECOPY_CONTINUE);
 }

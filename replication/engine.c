@@ -52,6 +52,14 @@ const char *repl_state_str(enum repl_state s)
 		return "stopped";
 	case REPL_S_RELEASED:
 		return "released";
+	case REPL_S_MIGRATING:
+		return "migrating";
+	case REPL_S_MIGRATED:
+		return "migrated";
+	case REPL_S_IN_DOUBT:
+		return "in-doubt";
+	case REPL_S_SWITCHING:
+		return "switching";
 	}
 	return "?";
 }
@@ -62,7 +70,8 @@ static const unsigned allowed[REPL_N_STATES] = {
 	[REPL_S_IDLE] = TO(REPL_S_SYNCING) | TO(REPL_S_STOPPED),
 	/* a replica whose primary left before its initial copy was applied waits again */
 	[REPL_S_SYNCING] = TO(REPL_S_PROTECTED) | TO(REPL_S_DEGRADED) | TO(REPL_S_PRIMARY_LOST) |
-			   TO(REPL_S_STOPPED) | TO(REPL_S_IDLE),
+			   TO(REPL_S_STOPPED) | TO(REPL_S_IDLE) | TO(REPL_S_MIGRATING) |
+			   TO(REPL_S_SWITCHING),
 	[REPL_S_PROTECTED] = TO(REPL_S_DEGRADED) | TO(REPL_S_PRIMARY_LOST) |
 			     TO(REPL_S_FAILED_OVER) | TO(REPL_S_STOPPED) | TO(REPL_S_RELEASED),
 	[REPL_S_DEGRADED] = TO(REPL_S_STOPPED),
@@ -71,6 +80,12 @@ static const unsigned allowed[REPL_N_STATES] = {
 	[REPL_S_STOPPED] = 0,
 	/* the primary said goodbye: a forced failover only */
 	[REPL_S_RELEASED] = TO(REPL_S_FAILED_OVER) | TO(REPL_S_STOPPED),
+	/* a migration's source: aborted (stopped, it runs on), done, or unsure */
+	[REPL_S_MIGRATING] = TO(REPL_S_MIGRATED) | TO(REPL_S_IN_DOUBT) | TO(REPL_S_STOPPED),
+	[REPL_S_MIGRATED] = TO(REPL_S_STOPPED),
+	[REPL_S_IN_DOUBT] = TO(REPL_S_STOPPED),
+	/* a migration's destination: it runs, or it could not start (stopped) */
+	[REPL_S_SWITCHING] = TO(REPL_S_FAILED_OVER) | TO(REPL_S_STOPPED),
 };
 
 int repl_state_change(const char *vm, enum repl_state *state, enum repl_state to, const char *why)

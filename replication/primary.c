@@ -41,6 +41,7 @@
 #define MS		    1000000ull
 #define SYNC_LIVE_PASSES    8u	 /* initial copy: at most this many passes while running */
 #define SYNC_STOP_PAGES	    256u /* and stop once this few pages are left dirty */
+#define ROUND_LIVE_PASSES   2u	 /* a migration's round: its pages, then what that dirtied */
 #define DIRTY_POLL_MS	    2u	 /* how often the dirty cap is checked */
 #define DEFAULT_CACHE_PAGES 16384u
 #define DEFAULT_INTERVAL_MS 25u
@@ -71,6 +72,9 @@ struct repl_primary {
 	int sealed;	       /* outputs sealed into it (set in the pause) */
 	uint64_t unacked_ns;   /* pause time of the oldest unacked epoch; 0: none */
 	struct repl_status st; /* st.state is the state machine's */
+	uint64_t last_ship_ns; /* the last epoch's send and ack (a migration's link rate) */
+	uint64_t ship_bytes, ship_total_ns; /* a migration's rounds: wire bytes, send and ack */
+	uint64_t started_ns;
 	struct repl_window pauses, rtts, harvests, copies, states, encodes;
 };
 
@@ -90,6 +94,14 @@ static void fail(struct repl_primary *p, int rc, const char *what)
 	}
 	snprintf(p->st.last_error, sizeof(p->st.last_error), "epoch %" PRIu64 ": %s: %s", p->epoch,
 		 what, strerror(-rc));
+	if (p->o.migrate) { /* nothing is held: the migration is over, the source runs on */
+		LOG_ERR("vm %s: migration to %s aborted: %s; the VM runs on here",
+			hv_vm_name(p->vm), p->peer, p->st.last_error);
+		set_state(p, REPL_S_STOPPED, what);
+		pthread_mutex_unlock(&p->lock);
+		repl_log_event(p->o.log_cb, p->o.log_arg, "migration-aborted %" PRIu64, p->epoch);
+		return;
+	}
 	LOG_ERR("vm %s: %s; output stays held", hv_vm_name(p->vm), p->st.last_error);
 	set_state(p, REPL_S_DEGRADED, what);
 	pthread_mutex_unlock(&p->lock);
@@ -131,15 +143,21 @@ static void sync_progress(void *arg, uint64_t sent, uint64_t total)
 	pthread_mutex_unlock(&p->lock);
 }
 
-/* Capture epoch p->epoch into p->w (full: the initial copy). */
-static int capture(struct repl_primary *p, enum hv_stream_kind kind, struct hv_snapshot_stats *st)
+/*
+ * Capture epoch p->epoch into p->w (full: the initial copy). `live`: passes
+ * while the guest runs before the pause (the initial copy, a migration's
+ * rounds); else everything is copied in the pause (epochs).
+ */
+static int capture(struct repl_primary *p, enum hv_stream_kind kind, bool live,
+		   struct hv_snapshot_stats *st)
 {
-	/* the initial copy: passes while the guest runs; epochs: all in the pause */
 	static const struct hv_precopy_passes sync = {.max_passes = SYNC_LIVE_PASSES,
 						      .stop_pages = SYNC_STOP_PAGES};
+	static const struct hv_precopy_passes round = {.max_passes = ROUND_LIVE_PASSES,
+						       .stop_pages = SYNC_STOP_PAGES};
 	struct hv_snapshot_opts so = {
-		.precopy = kind == HV_STREAM_FULL ? hv_precopy_passes_policy : NULL,
-		.precopy_arg = (void *)&sync,
+		.precopy = live ? hv_precopy_passes_policy : NULL,
+		.precopy_arg = (void *)(kind == HV_STREAM_FULL ? &sync : &round),
 		.pause_cb = in_pause,
 		.pause_arg = p,
 	};
@@ -172,7 +190,7 @@ static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 		return rc;
 	}
 	t0 = util_now_ns();
-	if (p->st.state == REPL_S_SYNCING)
+	if (p->st.state == REPL_S_SYNCING || p->st.state == REPL_S_MIGRATING)
 		rc = repl_epoch_send_progress(&p->link, p->wire.data, p->wire.len, SYNC_CHUNK,
 					      sync_progress, p);
 	else
@@ -182,7 +200,8 @@ static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 		return rc;
 	}
 	rc = repl_ack_recv(&p->link, &acked_id, &status);
-	if (!rc && acked_id != sst->stream_id)
+	/* a refusal may come before the receiver could read the stream's id */
+	if (!rc && !status && acked_id != sst->stream_id)
 		rc = -EPROTO;
 	if (rc < 0) {
 		fail(p, rc, "waiting for the ack");
@@ -192,10 +211,14 @@ static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 		repl_encoder_reset(p->enc);
 		fail(p, status,
 		     status == -EILSEQ ? "verify: the secondary's RAM digest differs from ours"
-				       : "the secondary refused the epoch");
+		     : p->o.migrate
+			     ? "the destination refused it (its log says why; its --net and --disk "
+			       "must match this VM's devices)"
+			     : "the secondary refused the epoch");
 		return status;
 	}
 	rtt = util_now_ns() - t0;
+	p->last_ship_ns = rtt;
 	/* the ack is logged before any output it frees */
 	repl_log_event(p->o.log_cb, p->o.log_arg, "ack %" PRIu64, p->epoch);
 	if (p->o.outq)
@@ -345,23 +368,235 @@ static void say_bye(struct repl_primary *p)
 			 hv_vm_name(p->vm), p->st.acked_epoch);
 }
 
+/* ---- live migration: rounds after the initial copy, then the switch ---------------- */
+
+static bool stopping(struct repl_primary *p)
+{
+	bool stop;
+
+	pthread_mutex_lock(&p->lock);
+	stop = p->stop;
+	pthread_mutex_unlock(&p->lock);
+	return stop;
+}
+
+/* What the policy sees of the round just shipped (started at t0). */
+static int round_stats(struct repl_primary *p, const struct hv_snapshot_stats *sst, uint64_t t0,
+		       struct hv_precopy_stats *ps)
+{
+	uint64_t now = util_now_ns(), pending = 0;
+	int rc = hv_snap_chain_pending(p->chain, &pending);
+
+	if (rc < 0)
+		return rc;
+	ps->passes++;
+	ps->pass_pages = sst->precopy_pages + sst->staged_pages;
+	ps->pass_bytes = p->st.last_wire_bytes;
+	ps->pass_ns = now - t0;
+	ps->total_pages += ps->pass_pages;
+	ps->total_ns = now - p->started_ns;
+	ps->pending_pages = pending;
+	ps->dirty_rate_pps =
+		ps->pass_ns ? (uint64_t)((double)pending * 1e9 / (double)ps->pass_ns) : 0;
+	/*
+	 * The link over every round so far, not the last one alone: a round
+	 * also pays fixed costs (the ack's round trip, the destination's apply,
+	 * a verify digest) that would make a small round look like a slow link.
+	 */
+	p->ship_bytes += ps->pass_bytes;
+	p->ship_total_ns += p->last_ship_ns;
+	ps->link_rate_bps =
+		p->ship_total_ns
+			? (uint64_t)((double)p->ship_bytes * 1e9 / (double)p->ship_total_ns)
+			: 0;
+	pthread_mutex_lock(&p->lock);
+	p->st.rounds = ps->passes;
+	p->st.pending_pages = pending;
+	p->st.dirty_rate_pps = ps->dirty_rate_pps;
+	p->st.link_rate_bps = ps->link_rate_bps;
+	p->st.migration_ns = ps->total_ns;
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}
+
+/* The migration ends in state `to`; `msg` (may be NULL) becomes the status's last error. */
+static void migration_over(struct repl_primary *p, enum repl_state to, const char *why,
+			   const char *msg)
+{
+	pthread_mutex_lock(&p->lock);
+	if (msg)
+		snprintf(p->st.last_error, sizeof(p->st.last_error), "%s", msg);
+	set_state(p, to, why);
+	pthread_mutex_unlock(&p->lock);
+	if (msg)
+		LOG_ERR("vm %s: %s", hv_vm_name(p->vm), msg);
+}
+
+/*
+ * The final round: the VM paused for good, the last pages and the state sent
+ * and applied, then SWITCH. The VM resumes here unless the destination said
+ * it runs it (migrated) or might (in doubt: SWITCH left, no answer came).
+ */
+static void switch_over(struct repl_primary *p)
+{
+	struct hv_snapshot_stats sst;
+	uint64_t t0 = util_now_ns();
+	int32_t status = 0;
+	char msg[160];
+	int rc;
+
+	rc = hv_vm_pause(p->vm);
+	if (rc < 0) {
+		fail(p, rc, "pausing for the switch");
+		return;
+	}
+	pthread_mutex_lock(&p->lock);
+	p->epoch++;
+	pthread_mutex_unlock(&p->lock);
+	rc = capture(p, HV_STREAM_INCREMENTAL, false, &sst);
+	if (rc < 0) {
+		hv_vm_resume(p->vm);
+		fail(p, rc, "capturing the final round");
+		return;
+	}
+	note_pause(p, &sst, t0);
+	if (ship(p, &sst) < 0) { /* the destination has not run anything */
+		hv_vm_resume(p->vm);
+		return;
+	}
+	rc = repl_switch_send(&p->link);
+	if (!rc)
+		rc = repl_running_recv(&p->link, &status);
+	pthread_mutex_lock(&p->lock);
+	p->st.final_pages = sst.staged_pages;
+	p->st.downtime_ns = util_now_ns() - t0;
+	p->st.migration_ns = util_now_ns() - p->started_ns;
+	pthread_mutex_unlock(&p->lock);
+	if (rc < 0) {
+		/* it may run there or not: two copies must never run, so this one waits */
+		snprintf(msg, sizeof(msg),
+			 "the destination was told to run the VM but did not answer (%s): the VM "
+			 "stays paused here; if the destination does not run it, 'castor vm "
+			 "resume' it here",
+			 strerror(-rc));
+		migration_over(p, REPL_S_IN_DOUBT, "no answer to the switch", msg);
+		repl_log_event(p->o.log_cb, p->o.log_arg, "migration-in-doubt %" PRIu64, p->epoch);
+		return;
+	}
+	if (status < 0) {
+		hv_vm_resume(p->vm);
+		snprintf(msg, sizeof(msg),
+			 "the destination could not start the VM (%s): it runs on here",
+			 strerror(-status));
+		migration_over(p, REPL_S_STOPPED, "the destination could not start it", msg);
+		repl_log_event(p->o.log_cb, p->o.log_arg, "migration-aborted %" PRIu64, p->epoch);
+		return;
+	}
+	migration_over(p, REPL_S_MIGRATED, "the destination runs it", NULL);
+	LOG_INFO("vm %s: migrated to %s in %.1f ms: %u rounds, %" PRIu64
+		 " pages in the final pause, downtime %.3f ms",
+		 hv_vm_name(p->vm), p->peer, (double)p->st.migration_ns / 1e6, p->st.rounds,
+		 sst.staged_pages, (double)p->st.downtime_ns / 1e6);
+	repl_log_event(p->o.log_cb, p->o.log_arg, "migrated %" PRIu64, p->epoch);
+}
+
+/*
+ * After the initial copy (its stats in sst, begun at t0): rounds of what the
+ * guest dirtied meanwhile, each sent while the guest runs, until the policy
+ * says stop-and-copy (then the switch) or abort (the source runs on).
+ */
+static void migrate(struct repl_primary *p, const struct hv_snapshot_stats *sst, uint64_t t0)
+{
+	struct hv_precopy_stats ps = {.ram_pages = hv_ram_pages(p->vm)};
+	struct hv_snapshot_stats rst = *sst;
+	enum hv_precopy_action a;
+	int rc;
+
+	pthread_mutex_lock(&p->lock);
+	set_state(p, REPL_S_MIGRATING, "copied");
+	pthread_mutex_unlock(&p->lock);
+	for (;;) {
+		rc = round_stats(p, &rst, t0, &ps);
+		if (rc < 0) {
+			fail(p, rc, "counting dirty pages");
+			return;
+		}
+		if (stopping(p)) {
+			a = HV_PRECOPY_ABORT;
+			break;
+		}
+		a = p->o.migrate->policy(p->o.migrate->policy_arg, &ps);
+		LOG_INFO("vm %s: migration round %u: %" PRIu64 " pages, %" PRIu64
+			 " dirty now, link %.0f MB/s, dirtying %.0f pages/s: %s",
+			 hv_vm_name(p->vm), ps.passes, ps.pass_pages, ps.pending_pages,
+			 (double)ps.link_rate_bps / 1e6, (double)ps.dirty_rate_pps,
+			 hv_precopy_action_str(a));
+		if (a != HV_PRECOPY_CONTINUE)
+			break;
+		pthread_mutex_lock(&p->lock);
+		p->epoch++;
+		pthread_mutex_unlock(&p->lock);
+		t0 = util_now_ns();
+		rc = capture(p, HV_STREAM_INCREMENTAL, true, &rst);
+		if (rc < 0) {
+			fail(p, rc, "capturing a round");
+			return;
+		}
+		note_pause(p, &rst, t0);
+		if (ship(p, &rst) < 0)
+			return;
+	}
+	if (a == HV_PRECOPY_STOP_AND_COPY) {
+		switch_over(p);
+		return;
+	}
+	/* given up (the policy's deadline, or a cancel): tell the destination, run on */
+	if (!stopping(p) && repl_bye_send(&p->link) < 0)
+		LOG_WARN("vm %s: could not tell the destination that the migration is given up",
+			 hv_vm_name(p->vm));
+	migration_over(p, REPL_S_STOPPED, stopping(p) ? "cancelled" : "given up",
+		       stopping(p)
+			       ? "the migration was cancelled: the VM runs on here"
+			       : "the migration was given up by its policy: the VM runs on here");
+	repl_log_event(p->o.log_cb, p->o.log_arg, "migration-aborted %" PRIu64, p->epoch);
+}
+
+static void run(struct repl_primary *p);
+
 static void *loop(void *arg)
 {
 	struct repl_primary *p = arg;
+	bool open;
+
+	pthread_setname_np(pthread_self(), "castor-repl");
+	repl_thread_sched(hv_vm_name(p->vm), p->o.thread_nice, p->o.thread_rt);
+	run(p);
+	if (!p->o.migrate)
+		return NULL;
+	/* a migration cut short by a cancel ends here, where its owner can see it */
+	pthread_mutex_lock(&p->lock);
+	open = p->st.state == REPL_S_SYNCING || p->st.state == REPL_S_MIGRATING;
+	pthread_mutex_unlock(&p->lock);
+	if (open)
+		migration_over(p, REPL_S_STOPPED, "cancelled",
+			       "the migration was cancelled: the VM runs on here");
+	return NULL;
+}
+
+static void run(struct repl_primary *p)
+{
 	struct hv_snapshot_stats sst;
 	enum wait_end we;
 	uint64_t start;
 	bool early;
 	int rc, err = 0;
 
-	pthread_setname_np(pthread_self(), "castor-repl");
-	repl_thread_sched(hv_vm_name(p->vm), p->o.thread_nice, p->o.thread_rt);
 	/* epoch 0: the initial full copy */
 	start = util_now_ns();
-	rc = capture(p, HV_STREAM_FULL, &sst);
+	rc = capture(p, HV_STREAM_FULL, true, &sst);
 	if (rc < 0) {
 		fail(p, rc, "initial copy");
-		return NULL;
+		return;
 	}
 	note_pause(p, &sst, util_now_ns());
 	LOG_INFO("vm %s: initial copy: %" PRIu64 " pages in %u live passes + %" PRIu64
@@ -371,7 +606,11 @@ static void *loop(void *arg)
 	if (p->t->set_timeout) /* the replica restores the whole copy before its ack */
 		p->t->set_timeout(p->link.c, REPL_SYNC_TIMEOUT_MS);
 	if (ship(p, &sst) < 0)
-		return NULL;
+		return;
+	if (p->o.migrate) {
+		migrate(p, &sst, start);
+		return;
+	}
 	if (p->t->set_timeout)
 		p->t->set_timeout(p->link.c, p->o.conn.timeout_ms ? p->o.conn.timeout_ms
 								  : REPL_DEFAULT_TIMEOUT_MS);
@@ -393,7 +632,7 @@ static void *loop(void *arg)
 		p->epoch++;
 		pthread_mutex_unlock(&p->lock);
 		start = util_now_ns();
-		rc = capture(p, HV_STREAM_INCREMENTAL, &sst);
+		rc = capture(p, HV_STREAM_INCREMENTAL, false, &sst);
 		if (rc < 0) {
 			fail(p, rc, "capturing the epoch");
 			break;
@@ -406,7 +645,7 @@ static void *loop(void *arg)
 		fail(p, err, "heartbeat");
 	else if (we == WAIT_STOP)
 		say_bye(p);
-	return NULL;
+	return;
 }
 
 /*
@@ -422,10 +661,11 @@ static int open_session(struct repl_primary *p, char *why, size_t why_len)
 	int rc;
 
 	repl_handshake_init(&hs, p->o.key, p->o.encrypt);
+	hs.migrate = p->o.migrate != NULL;
 	rc = p->t->connect(p->peer, &p->o.conn, &p->link.c);
 	if (rc < 0) {
-		snprintf(why, why_len, "cannot reach the replica at %s (%s)", p->peer,
-			 strerror(-rc));
+		snprintf(why, why_len, "cannot reach the %s at %s (%s)",
+			 p->o.migrate ? "destination" : "replica", p->peer, strerror(-rc));
 		goto out;
 	}
 	if (p->t->set_timeout && tmo < WELCOME_WAIT_MS)
@@ -436,7 +676,8 @@ static int open_session(struct repl_primary *p, char *why, size_t why_len)
 	else
 		rc = repl_welcome_recv(&p->link, &hs, &p->idle_ms, what, sizeof(what));
 	if (rc < 0) {
-		snprintf(why, why_len, "the replica at %s refused: %s", p->peer, what);
+		snprintf(why, why_len, "the %s at %s refused: %s",
+			 p->o.migrate ? "destination" : "replica", p->peer, what);
 		goto out;
 	}
 	if (p->t->set_timeout && tmo < WELCOME_WAIT_MS)
@@ -470,6 +711,11 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 		return -ENOMEM;
 	p->vm = vm;
 	p->o = *o;
+	if (p->o.migrate) {
+		p->o.outq = NULL; /* a migrating VM is not protected: its outputs flow */
+		p->o.exact_dirty = true;
+	}
+	p->started_ns = util_now_ns();
 	p->t = o->transport ? o->transport : &repl_tcp_ops;
 	p->link.t = p->t;
 	if (o->key) {
@@ -499,6 +745,7 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 	}
 	repl_buf_init(&p->wire);
 	p->st.is_primary = true;
+	p->st.migration = p->o.migrate != NULL;
 	p->st.mode = p->o.mode;
 	p->st.interval_ms = p->o.interval_ms;
 	if (!p->peer) {
@@ -540,11 +787,19 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 		goto fail;
 	}
 	p->thread_live = true;
-	LOG_INFO("vm %s: protecting to %s, %s mode, %u ms epochs%s, link %s", hv_vm_name(vm),
-		 p->peer, repl_mode_str(p->o.mode), p->o.interval_ms, p->o.verify ? ", verify" : "",
-		 p->st.link_encrypted	    ? "authenticated and encrypted"
-		 : p->st.link_authenticated ? "authenticated"
-					    : "unauthenticated (no key)");
+	if (p->o.migrate)
+		LOG_INFO("vm %s: migrating to %s%s, link %s", hv_vm_name(vm), p->peer,
+			 p->o.verify ? ", verify" : "",
+			 p->st.link_encrypted	    ? "authenticated and encrypted"
+			 : p->st.link_authenticated ? "authenticated"
+						    : "unauthenticated (no key)");
+	else
+		LOG_INFO("vm %s: protecting to %s, %s mode, %u ms epochs%s, link %s",
+			 hv_vm_name(vm), p->peer, repl_mode_str(p->o.mode), p->o.interval_ms,
+			 p->o.verify ? ", verify" : "",
+			 p->st.link_encrypted	    ? "authenticated and encrypted"
+			 : p->st.link_authenticated ? "authenticated"
+						    : "unauthenticated (no key)");
 	*out = p;
 	return 0;
 fail:
@@ -582,6 +837,16 @@ void repl_primary_status(struct repl_primary *p, struct repl_status *out)
 	out->state_p50_ns = repl_window_pct(&p->states, 50);
 	out->lag_ns = p->unacked_ns ? util_now_ns() - p->unacked_ns : 0;
 	pthread_mutex_unlock(&p->lock);
+}
+
+void repl_primary_cancel(struct repl_primary *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->stop = true;
+	pthread_cond_signal(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	if (p->link.c && p->t->abort)
+		p->t->abort(p->link.c);
 }
 
 int64_t repl_primary_stop(struct repl_primary *p, bool graceful)

@@ -205,6 +205,7 @@ int repl_epoch_send_progress(struct repl_link *l, const uint8_t *buf, size_t len
 #define REPL_HELLO_F_AUTH    0x1u /* HELLO, WELCOME: this end holds a key; nonces follow */
 #define REPL_HELLO_F_ENCRYPT 0x2u /* HELLO: encrypt, please; WELCOME: the link is encrypted */
 #define REPL_HELLO_F_DISK    0x4u /* HELLO: a disk resync (§11), mem_bytes the image's size */
+#define REPL_HELLO_F_MIGRATE 0x8u /* HELLO: a live migration (§8.3): the destination runs it */
 #define REPL_HELLO_BYTES     64u
 #define REPL_WELCOME_BYTES   200u
 
@@ -219,6 +220,7 @@ struct repl_handshake {
 	bool encrypt;  /* asked for by this end; after WELCOME: agreed */
 	bool peer_key; /* the hello said it has a key (replica side) */
 	bool disk;     /* a disk resync session: the HELLO carries REPL_HELLO_F_DISK */
+	bool migrate;  /* a live migration: the HELLO carries REPL_HELLO_F_MIGRATE */
 	uint8_t hello[REPL_HELLO_BYTES];
 	uint8_t welcome[REPL_WELCOME_BYTES];
 };
@@ -234,7 +236,10 @@ int repl_hello_send(struct repl_link *l, struct repl_handshake *hs, const struct
 /*
  * -EPROTO / -EPROTONOSUPPORT with `why` for anything that is not a hello of
  * our version, or of the other kind of session (the DISK flag differs from
- * hs->disk: a disk resync at a VM replica, or a VM at a disk destination).
+ * hs->disk: a disk resync at a VM replica, or a VM at a disk destination; the
+ * MIGRATE flag differs from hs->migrate -- a migration at a replica, or a
+ * protecting primary at a migration destination -- is -EOPNOTSUPP, a hello
+ * worth answering with a WELCOME that says so).
  */
 int repl_hello_recv(struct repl_link *l, struct repl_handshake *hs, struct repl_hello *out,
 		    char *why, size_t why_len);
@@ -267,10 +272,25 @@ int repl_proof_recv(struct repl_link *l, struct repl_handshake *hs, char *why, s
 int repl_ping(struct repl_link *l);
 int repl_bye_send(struct repl_link *l);
 
-enum repl_frame { REPL_FRAME_EPOCH, REPL_FRAME_BYE };
 /*
- * The replica's receive: the next epoch (as repl_epoch_recv_into) or a BYE;
- * PINGs on the way are answered and skipped.
+ * Live migration (§8.3). After the final epoch of a migration is acked -- the
+ * source is paused and stays so -- the source sends SWITCH (an epoch header
+ * of magic "CSTRSWCH", length 0): run the VM now. The destination starts it
+ * and answers RUNNING (an ack of magic "CSTRRUNS", stream_id 0, status 0 when
+ * the VM runs there, else the negative errno why it could not start). Only
+ * then may the source go away; until then it may resume.
+ */
+#define REPL_SWITCH_MAGIC  0x4843575352545343ull /* "CSTRSWCH" */
+#define REPL_RUNNING_MAGIC 0x534e555252545343ull /* "CSTRRUNS" */
+int repl_switch_send(struct repl_link *l);
+int repl_running_send(struct repl_link *l, int32_t status);
+/* 0 with the destination's status, or a link error / -EBADMSG. */
+int repl_running_recv(struct repl_link *l, int32_t *status_out);
+
+enum repl_frame { REPL_FRAME_EPOCH, REPL_FRAME_BYE, REPL_FRAME_SWITCH };
+/*
+ * The replica's receive: the next epoch (as repl_epoch_recv_into), a BYE or
+ * a SWITCH; PINGs on the way are answered and skipped.
  */
 int repl_frame_recv_into(struct repl_link *l, uint64_t max_len, uint8_t **buf_io, size_t *cap_io,
 			 size_t *len_out, enum repl_frame *kind_out);
@@ -541,8 +561,13 @@ enum repl_state {
 	REPL_S_FAILED_OVER,  /* secondary: the twin runs */
 	REPL_S_STOPPED,
 	REPL_S_RELEASED, /* secondary: the primary stopped protecting (BYE) and runs on */
+	/* live migration (migrate/, docs/migration.md) */
+	REPL_S_MIGRATING, /* source: the copy is done; rounds of dirty pages until it converges */
+	REPL_S_MIGRATED,  /* source: the destination runs the VM; this copy stays paused */
+	REPL_S_IN_DOUBT,  /* source: SWITCH sent, no answer: paused until someone looks */
+	REPL_S_SWITCHING, /* destination: the source handed the VM over; it starts here */
 };
-#define REPL_N_STATES (REPL_S_RELEASED + 1)
+#define REPL_N_STATES (REPL_S_SWITCHING + 1)
 const char *repl_state_str(enum repl_state s);
 
 /* An optional record of an epoch stream: the RAM digest of verify mode. */
@@ -577,6 +602,20 @@ struct repl_primary_opts {
 	int thread_rt;		  /* its SCHED_FIFO priority, 1..99; 0: REPL_DEFAULT_RT; -1: none */
 	repl_log_fn log_cb;	  /* may be NULL */
 	void *log_arg;
+	/*
+	 * A live migration instead of protection (NULL: protection). The initial
+	 * copy is made as for protection; then, while the guest runs, rounds of
+	 * the pages dirtied meanwhile (each with live passes and a short pause),
+	 * the policy asked after each; on stop-and-copy the VM is paused for good,
+	 * the last round and SWITCH are sent, and it resumes only if the
+	 * destination says it could not start it. No output is held (outq is
+	 * ignored): the source runs unprotected until the switch.
+	 */
+	const struct repl_migration *migrate;
+};
+struct repl_migration {
+	hv_precopy_policy_fn policy; /* after each round, the initial copy counting as round 1 */
+	void *policy_arg;
 };
 
 /* Status of either end, for `castor ha status`. Times in ns. */
@@ -605,6 +644,13 @@ struct repl_status {
 	bool link_authenticated, link_encrypted; /* the session's link (sealed, §8.2) */
 	char peer[64];				 /* primary: the replica it protects to */
 	char last_error[160];
+	/* a migration's source: its last round, as the policy saw it */
+	bool migration;
+	uint32_t rounds;
+	uint64_t pending_pages, dirty_rate_pps, link_rate_bps;
+	uint64_t migration_ns; /* since the session started, until the destination ran it */
+	uint64_t downtime_ns;  /* from the final pause to the destination's RUNNING */
+	uint64_t final_pages;  /* copied in the final pause */
 };
 
 struct repl_primary;
@@ -633,6 +679,13 @@ void repl_primary_reset_samples(struct repl_primary *p);
  * none was. Idempotent.
  */
 int64_t repl_primary_stop(struct repl_primary *p, bool graceful);
+/*
+ * A migration's cancel, from any thread, without waiting: the session ends as
+ * soon as its thread sees it (a send or ack wait is cut at once), in state
+ * stopped ("cancelled"), the VM running; unless it was already past the
+ * switch. repl_primary_stop() or _free() still join the thread.
+ */
+void repl_primary_cancel(struct repl_primary *p);
 /* Stop (not gracefully) if still running, close the connection, free. NULL is fine. */
 void repl_primary_free(struct repl_primary *p);
 
@@ -649,6 +702,17 @@ struct repl_secondary_opts {
 	int thread_rt;	 /* its SCHED_FIFO priority, 1..99; 0: REPL_DEFAULT_RT; -1: none */
 	repl_log_fn log_cb;
 	void *log_arg;
+	/*
+	 * A migration destination (castor-vmm incoming): only a migrating source
+	 * is served (REPL_HELLO_F_MIGRATE), no failover is allowed but the one its
+	 * SWITCH asks for, and on_end (called from the receiving thread) says that
+	 * its stream ended: in state "switching" (call repl_secondary_failover,
+	 * which answers RUNNING) or otherwise lost (the source went away or gave
+	 * up: nothing may run here).
+	 */
+	bool incoming;
+	void (*on_end)(void *arg);
+	void *end_arg;
 };
 
 struct repl_secondary;
@@ -663,7 +727,9 @@ uint16_t repl_secondary_port(const struct repl_secondary *s);
  * -EIO when the twin is unusable (an epoch failed half-applied, or verify
  * found its RAM different from the primary's); -EBUSY, unless `force`, while
  * the primary still streams or after it stopped protecting on purpose (it
- * runs on: two copies would answer).
+ * runs on: two copies would answer). On a migration destination only after
+ * the source's SWITCH (force or not: -EPERM otherwise), and the source is
+ * told whether the VM runs.
  */
 int repl_secondary_failover(struct repl_secondary *s, bool force, struct hv_vm **vm_out, char *why,
 			    size_t why_len);

@@ -65,7 +65,9 @@ struct repl_secondary {
 	struct repl_seal *pending_seal; /* its link's seal (NULL: plain), handed over with it */
 	struct repl_conn *conn;		/* the primary being served */
 	struct hv_vm *twin; /* NULL until the full copy is applied; handed out on failover */
-	bool twin_broken;   /* an apply failed half-way, or verify found it different */
+	struct repl_link switch_link; /* a migration's source waiting for RUNNING */
+	bool switch_held;
+	bool twin_broken; /* an apply failed half-way, or verify found it different */
 	struct repl_status st;
 	/* held while an epoch is applied, and by failover: never both at once */
 	pthread_mutex_t apply_lock;
@@ -235,11 +237,15 @@ static int next_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len, 
 	return verify(s, epoch);
 }
 
-/* Serve one primary until its stream stops. */
-static void serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_max)
+/*
+ * Serve one primary until its stream stops. Returns true when a migration's
+ * source handed the VM over (SWITCH): the link is then kept in s->switch_link
+ * for the answer, and the caller must neither dispose nor close it.
+ */
+static bool serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_max)
 {
 	uint64_t epoch = 0, max_len = first_max;
-	bool refused = false, bye = false;
+	bool refused = false, bye = false, switched = false;
 	int rc;
 
 	if (s->t->set_timeout) /* the primary builds the initial copy first: be patient */
@@ -255,6 +261,17 @@ static void serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_
 			break;
 		if (kind == REPL_FRAME_BYE) {
 			bye = true;
+			break;
+		}
+		if (kind == REPL_FRAME_SWITCH) {
+			/* only a migration's source, with its copy applied, hands the VM over */
+			if (s->o.incoming && s->twin) {
+				switched = true;
+				break;
+			}
+			note_error(s, "%s", "a SWITCH where no migration was under way: refused");
+			refused = true;
+			rc = -EPROTO;
 			break;
 		}
 		buf = s->rx;
@@ -283,16 +300,29 @@ static void serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_
 			s->rx = NULL;
 			s->rx_cap = 0;
 			repl_buf_dispose(&s->decoded);
-			if (s->t->set_timeout)
+			/* a migration's rounds can be as large as the copy: stay patient */
+			if (s->t->set_timeout && !s->o.incoming)
 				s->t->set_timeout(l->c, s->o.conn.timeout_ms
 								? s->o.conn.timeout_ms
 								: REPL_DEFAULT_TIMEOUT_MS);
-			set_state(s, REPL_S_PROTECTED, "synced");
+			if (!s->o.incoming)
+				set_state(s, REPL_S_PROTECTED, "synced");
 			max_len = 2 * hv_ram_pages(s->twin) * HV_PAGE_SIZE + (64u << 20);
 		}
 		epoch++;
 	}
 	pthread_mutex_lock(&s->lock);
+	if (switched) {
+		s->taken = true;
+		s->switch_link = *l;
+		s->switch_held = true;
+		repl_state_change(name_of(s), &s->st.state, REPL_S_SWITCHING,
+				  "the source handed the VM over");
+		pthread_mutex_unlock(&s->lock);
+		LOG_INFO("vm %s: the source paused after epoch %" PRIu64 " and hands the VM over",
+			 name_of(s), s->st.epoch);
+		return true;
+	}
 	if (!s->twin && !s->stop) {
 		/* nothing of this primary was kept: the next one may come */
 		snprintf(s->st.last_error, sizeof(s->st.last_error),
@@ -301,14 +331,26 @@ static void serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_
 		LOG_WARN("vm %s: %s; waiting for a primary again", name_of(s), s->st.last_error);
 		repl_state_change(name_of(s), &s->st.state, REPL_S_IDLE, "primary left");
 		pthread_mutex_unlock(&s->lock);
-		return;
+		return false;
 	}
 	s->taken = true;
-	if (bye) {
+	if (bye && s->o.incoming) {
+		snprintf(s->st.last_error, sizeof(s->st.last_error),
+			 "the source gave the migration up after epoch %" PRIu64
+			 " and runs on: nothing runs here",
+			 s->st.epoch);
+		LOG_WARN("vm %s: %s", name_of(s), s->st.last_error);
+	} else if (bye) {
 		snprintf(s->st.last_error, sizeof(s->st.last_error),
 			 "the primary stopped protecting after epoch %" PRIu64
 			 " and runs on: a failover needs --force",
 			 s->st.epoch);
+		LOG_WARN("vm %s: %s", name_of(s), s->st.last_error);
+	} else if (!s->stop && rc != -ECANCELED && !refused && s->o.incoming) {
+		snprintf(s->st.last_error, sizeof(s->st.last_error),
+			 "the source went away before handing the VM over, after epoch %" PRIu64
+			 " (%s): nothing runs here; the source runs on if it is alive",
+			 s->st.epoch, strerror(-rc));
 		LOG_WARN("vm %s: %s", name_of(s), s->st.last_error);
 	} else if (!s->stop && rc != -ECANCELED && !refused) {
 		snprintf(s->st.last_error, sizeof(s->st.last_error),
@@ -320,6 +362,7 @@ static void serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_
 	repl_state_change(name_of(s), &s->st.state, bye ? REPL_S_RELEASED : REPL_S_PRIMARY_LOST,
 			  bye ? "primary said goodbye" : "stream stopped");
 	pthread_mutex_unlock(&s->lock);
+	return false;
 }
 
 /* The receiving thread: serve each primary the listener hands over. */
@@ -332,6 +375,7 @@ static void *receiver(void *arg)
 	for (;;) {
 		struct repl_link l = {.t = s->t};
 		uint64_t first_max;
+		bool kept, ended;
 
 		pthread_mutex_lock(&s->lock);
 		while (!s->stop && !s->pending)
@@ -347,12 +391,21 @@ static void *receiver(void *arg)
 		s->conn = l.c;
 		first_max = s->first_max;
 		pthread_mutex_unlock(&s->lock);
-		serve(s, &l, first_max);
+		kept = serve(s, &l, first_max);
 		pthread_mutex_lock(&s->lock);
 		s->conn = NULL;
+		ended = s->o.incoming && s->taken && !s->stop;
 		pthread_mutex_unlock(&s->lock);
-		repl_link_dispose(&l);
-		s->t->close(l.c);
+		if (!kept) {
+			repl_link_dispose(&l);
+			s->t->close(l.c);
+		}
+		/* a migration destination serves one source: its end is the caller's to act on */
+		if (ended) {
+			if (s->o.on_end)
+				s->o.on_end(s->o.end_arg);
+			break;
+		}
 	}
 	return NULL;
 }
@@ -376,9 +429,16 @@ static bool greet(struct repl_secondary *s, struct repl_conn *c)
 	if (s->t->peer_name && s->t->peer_name(c, peer, sizeof(peer)) < 0)
 		snprintf(peer, sizeof(peer), "a peer (address unknown)");
 	repl_handshake_init(&hs, s->o.key, s->o.encrypt);
+	hs.migrate = s->o.incoming;
 	if (s->t->set_timeout)
 		s->t->set_timeout(c, HELLO_WAIT_MS);
-	if (repl_hello_recv(&l, &hs, &h, why, sizeof(why)) < 0) {
+	status = repl_hello_recv(&l, &hs, &h, why, sizeof(why));
+	if (status == -EOPNOTSUPP) { /* a migration at a replica, or the other way round */
+		LOG_WARN("vm %s: %s refused: %s", name_of(s), peer, why);
+		repl_welcome_send(&l, &hs, status, 0, why);
+		goto out;
+	}
+	if (status < 0) {
 		LOG_WARN("vm %s: %s is not a primary: %s; closed", name_of(s), peer, why);
 		goto out;
 	}
@@ -558,6 +618,27 @@ static void stop_receiver(struct repl_secondary *s)
 	s->pending_seal = NULL;
 }
 
+/* A migration's source waits to hear whether the VM runs here: tell it, and close. */
+static void answer_switch(struct repl_secondary *s, int rc)
+{
+	int err;
+
+	if (!s->switch_held)
+		return;
+	err = repl_running_send(&s->switch_link, rc);
+	if (err < 0)
+		LOG_WARN("vm %s: could not tell the source that the VM %s (%s)", name_of(s),
+			 rc ? "did not start" : "runs here", strerror(-err));
+	if (rc < 0) {
+		pthread_mutex_lock(&s->lock);
+		repl_state_change(name_of(s), &s->st.state, REPL_S_STOPPED, "could not start");
+		pthread_mutex_unlock(&s->lock);
+	}
+	repl_link_dispose(&s->switch_link);
+	s->t->close(s->switch_link.c);
+	s->switch_held = false;
+}
+
 int repl_secondary_failover(struct repl_secondary *s, bool force, struct hv_vm **vm_out, char *why,
 			    size_t why_len)
 {
@@ -570,6 +651,10 @@ int repl_secondary_failover(struct repl_secondary *s, bool force, struct hv_vm *
 	pthread_mutex_lock(&s->lock);
 	was = s->st.state;
 	rc = was == REPL_S_FAILED_OVER ? -EALREADY : !s->twin ? -ENOENT : s->twin_broken ? -EIO : 0;
+	if (!rc && s->o.incoming && was != REPL_S_SWITCHING)
+		rc = -EPERM;
+	if (!rc && was == REPL_S_SWITCHING)
+		force = true; /* the source paused for good and asked for it */
 	if (!rc && !force && (was == REPL_S_PROTECTED || was == REPL_S_SYNCING))
 		rc = -EBUSY;
 	if (!rc && !force && was == REPL_S_RELEASED)
@@ -581,6 +666,11 @@ int repl_secondary_failover(struct repl_secondary *s, bool force, struct hv_vm *
 		snprintf(why, why_len, "no twin: the initial copy never arrived");
 	else if (rc == -EIO)
 		snprintf(why, why_len, "the twin is unusable: %s", s->st.last_error);
+	else if (rc == -EPERM)
+		snprintf(why, why_len,
+			 "a migration destination runs the VM only when its source hands it over "
+			 "(state %s%s%s)",
+			 repl_state_str(was), s->st.last_error[0] ? ": " : "", s->st.last_error);
 	else if (rc == -EBUSY && was == REPL_S_RELEASED)
 		snprintf(why, why_len,
 			 "the primary stopped protecting on purpose and may still run: two copies "
@@ -590,8 +680,14 @@ int repl_secondary_failover(struct repl_secondary *s, bool force, struct hv_vm *
 			 "the primary is still streaming epochs (state %s): two copies would "
 			 "answer; add --force only if it is being fenced",
 			 repl_state_str(was));
-	if (rc < 0)
+	if (rc < 0) {
+		if (was == REPL_S_SWITCHING) { /* the source resumes */
+			pthread_mutex_lock(&s->apply_lock);
+			answer_switch(s, rc);
+			pthread_mutex_unlock(&s->apply_lock);
+		}
 		return rc;
+	}
 	stop_receiver(s);
 	pthread_mutex_lock(&s->apply_lock);
 	pthread_mutex_lock(&s->lock);
@@ -621,6 +717,7 @@ int repl_secondary_failover(struct repl_secondary *s, bool force, struct hv_vm *
 		repl_log_event(s->o.log_cb, s->o.log_arg, "failover %" PRIu64, s->st.epoch);
 		*vm_out = twin;
 	}
+	answer_switch(s, rc);
 	pthread_mutex_unlock(&s->apply_lock);
 	return rc;
 }
@@ -638,6 +735,8 @@ void repl_secondary_free(struct repl_secondary *s)
 	if (!s)
 		return;
 	stop_receiver(s);
+	if (s->switch_held) /* the switch was never acted on: the source must resume */
+		answer_switch(s, -ECANCELED);
 	if (s->listener && s->t->close_listener)
 		s->t->close_listener(s->listener);
 	hv_vm_free(s->twin);

@@ -131,6 +131,8 @@ int repl_hello_send(struct repl_link *l, struct repl_handshake *hs, const struct
 	}
 	if (hs->disk)
 		m.flags |= REPL_HELLO_F_DISK;
+	if (hs->migrate)
+		m.flags |= REPL_HELLO_F_MIGRATE;
 	memcpy(hs->hello, &m, sizeof(m));
 	return repl_link_send_iov(l, &iov, 1);
 }
@@ -158,16 +160,26 @@ int repl_hello_recv(struct repl_link *l, struct repl_handshake *hs, struct repl_
 		snprintf(why, why_len, "a hello cut short (%s)", strerror(-rc));
 		return rc;
 	}
-	if ((m.flags & ~(REPL_HELLO_F_AUTH | REPL_HELLO_F_ENCRYPT | REPL_HELLO_F_DISK)) ||
+	if ((m.flags & ~(REPL_HELLO_F_AUTH | REPL_HELLO_F_ENCRYPT | REPL_HELLO_F_DISK |
+			 REPL_HELLO_F_MIGRATE)) ||
 	    m.reserved ||
 	    (!(m.flags & REPL_HELLO_F_AUTH) &&
-	     ((m.flags & ~REPL_HELLO_F_DISK) || !is_zero(m.nonce, sizeof(m.nonce)))))
+	     ((m.flags & ~(REPL_HELLO_F_DISK | REPL_HELLO_F_MIGRATE)) ||
+	      !is_zero(m.nonce, sizeof(m.nonce)))) ||
+	    ((m.flags & REPL_HELLO_F_DISK) && (m.flags & REPL_HELLO_F_MIGRATE)))
 		return util_why(why, why_len, -EPROTO, "hello with reserved bits set");
 	/* the two kinds of session never pass for each other (docs/stream-format.md §8.1) */
 	if (!(m.flags & REPL_HELLO_F_DISK) != !hs->disk)
 		return util_why(why, why_len, -EPROTO,
 				hs->disk ? "a VM primary, not a disk source (castor disk sync)"
 					 : "a disk source (castor disk sync), not a VM primary");
+	if (!(m.flags & REPL_HELLO_F_MIGRATE) != !hs->migrate)
+		return util_why(why, why_len, -EOPNOTSUPP,
+				hs->migrate
+					? "a protecting primary, not a migration source: "
+					  "this is a migration destination (castor-vmm incoming)"
+					: "a migration source (castor migrate), not a protecting "
+					  "primary: migrate to a 'castor-vmm incoming'");
 	memcpy(hs->hello, &m, sizeof(m));
 	hs->peer_key = m.flags & REPL_HELLO_F_AUTH;
 	out->mem_bytes = m.mem_bytes;
@@ -345,6 +357,33 @@ int repl_bye_send(struct repl_link *l)
 	return send_hdr(l, REPL_BYE_MAGIC);
 }
 
+int repl_switch_send(struct repl_link *l)
+{
+	return send_hdr(l, REPL_SWITCH_MAGIC);
+}
+
+int repl_running_send(struct repl_link *l, int32_t status)
+{
+	struct ack a = {.magic = REPL_RUNNING_MAGIC, .status = status};
+	struct iovec iov = {&a, sizeof(a)};
+
+	return repl_link_send_iov(l, &iov, 1);
+}
+
+int repl_running_recv(struct repl_link *l, int32_t *status_out)
+{
+	struct ack a;
+	int rc = repl_link_recv(l, &a, sizeof(a));
+
+	if (rc < 0)
+		return rc;
+	if (a.magic != REPL_RUNNING_MAGIC || a.stream_id || a.reserved || a.status > 0 ||
+	    a.status < -4095)
+		return -EBADMSG;
+	*status_out = a.status;
+	return 0;
+}
+
 int repl_frame_recv_into(struct repl_link *l, uint64_t max_len, uint8_t **buf_io, size_t *cap_io,
 			 size_t *len_out, enum repl_frame *kind_out)
 {
@@ -358,13 +397,15 @@ int repl_frame_recv_into(struct repl_link *l, uint64_t max_len, uint8_t **buf_io
 			return rc;
 		if (h.magic == REPL_EPOCH_MAGIC)
 			break;
-		if ((h.magic == REPL_PING_MAGIC || h.magic == REPL_BYE_MAGIC) && h.len) {
+		if ((h.magic == REPL_PING_MAGIC || h.magic == REPL_BYE_MAGIC ||
+		     h.magic == REPL_SWITCH_MAGIC) &&
+		    h.len) {
 			LOG_ERR("session frame 0x%016llx with a length",
 				(unsigned long long)h.magic);
 			return -EBADMSG;
 		}
-		if (h.magic == REPL_BYE_MAGIC) {
-			*kind_out = REPL_FRAME_BYE;
+		if (h.magic == REPL_BYE_MAGIC || h.magic == REPL_SWITCH_MAGIC) {
+			*kind_out = h.magic == REPL_BYE_MAGIC ? REPL_FRAME_BYE : REPL_FRAME_SWITCH;
 			return 0;
 		}
 		if (h.magic != REPL_PING_MAGIC) {

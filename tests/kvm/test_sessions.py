@@ -31,7 +31,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 VMM, CASTOR, CASE = sys.argv[1:4]
@@ -281,27 +280,9 @@ def case_refuse(pr):
 
 
 def main():
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return ct.skip("/dev/kvm is not usable here")
     cases = {"reprotect": case_reprotect, "busy": case_busy, "scan": case_scan,
              "heartbeat": case_heartbeat, "refuse": case_refuse}
-    if CASE not in cases:
-        print(f"unknown case {CASE}")
-        return 2
-    with tempfile.TemporaryDirectory(prefix="castor-sessions-") as d:
-        pr = Procs(d)
-        try:
-            cases[CASE](pr)
-        except Fail as e:
-            print(f"FAIL: {e}")
-            for f in sorted(os.listdir(d)):
-                if f.endswith(".out"):
-                    print(f"--- {f} (tail)\n" + open(f"{d}/{f}").read()[-2500:])
-            return 1
-        finally:
-            pr.close()
-    print("PASS")
-    return 0
+    return ct.run_kvm_case(cases, CASE, "castor-sessions-", Procs)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ usage: test_failover.py VMM CASTOR CASE
   badnet     the guest's tap disappears while protected (reported, protection
              goes on); a tiny output queue overflows (frames refused and
              counted, epochs end early, TCP still gets through)
+  migrate    live migration under one TCP connection: A to B (castor migrate to a
+             castor-vmm incoming, authenticated link), then B to C; every request
+             answered once and in order, each source ends with status 0
 Exit 0 pass, 1 fail, 77 skip (not root, no netns/tap, no /dev/kvm; a failure instead
 under CASTOR_REQUIRE_KVM=1). A two-host network that cannot be built although
 everything it needs is here is a failure.
@@ -244,6 +247,72 @@ def case_reprotect(d):
         ct.stop_procs(procs)
 
 
+def case_migrate(d):
+    """Live migration A -> B -> C with a TCP conversation going on: the guest's MAC
+    moves with it (the destination announces it), the connection never notices more
+    than a pause."""
+    procs = []
+
+    def spawn(host, argv, name):
+        p = subprocess.Popen(ns(host) + argv, stdout=open(f"{d}/{name}.out", "w"),
+                             stderr=subprocess.STDOUT)
+        procs.append(p)
+        return p
+
+    def incoming(host, ip, name):
+        sock = f"{d}/{name}.sock"
+        p = spawn(host, [VMM, "incoming", "--listen", f"{ip}:7800", "--control", sock,
+                         "--serial", "none", "--name", name, "--net", f"tap=tap0,mac={MAC}",
+                         "--key", keyfile(d)], name)
+        wait_for(name, lambda: os.path.exists(sock))
+        wait_for(f"{name}'s listener", lambda: ha(sock)["port"])
+        return p, sock
+
+    def migrate(src, sock, ip, dsock):
+        r = subprocess.run([CASTOR, "migrate", "--socket", sock, "--to", f"{ip}:7800",
+                            "--json", "--downtime", "5000" if ct.NESTED else "30"],
+                           capture_output=True, text=True, timeout=ct.patience(120))
+        if r.returncode:
+            raise Fail(f"migrate to {ip}: {r.stderr.strip()}")
+        s = json.loads(r.stdout)
+        if src.wait(ct.patience(30)) != 0:
+            raise Fail(f"the source of the migration to {ip} exited {src.returncode}")
+        if ha(dsock)["state"] != "failed-over":
+            raise Fail(f"the destination {ip}: {ha(dsock)}")
+        return s
+
+    try:
+        asock = f"{d}/a.sock"
+        a = spawn("a", [VMM, "run", "--mem", "64M", "--cpus", "2", "--test-guest",
+                        "--guest-param", f"ip={GUEST_IP}", "--guest-param", "rate=10",
+                        "--guest-param", "wss=1M", "--control", asock, "--serial", "none",
+                        "--name", "guest", "--net", f"tap=tap0,mac={MAC}",
+                        "--key", keyfile(d)], "a")
+        wait_for("the VM", lambda: os.path.exists(asock))
+        wait_for("the guest's network", lambda: vm_status(asock)
+                 .get("guest_io", {}).get("net_up"))
+        b, bsock = incoming("b", B_IP, "b")
+        c = client(d, ["tcp", "--host", GUEST_IP, "--count", "5000", "--rate", "1000",
+                       "--window", "1", "--timeout", str(ct.patience(20))])
+        time.sleep(0.5)
+        s1 = migrate(a, asock, B_IP, bsock)
+        _, csock = incoming("c", C_IP, "c")
+        time.sleep(0.5)
+        if c.poll() is not None:
+            raise Fail("the client stopped early: " + read(f"{d}/client.out"))
+        s2 = migrate(b, bsock, C_IP, csock)
+        rc = c.wait(ct.patience(60))
+        out = read(f"{d}/client.out").strip()
+        if rc:
+            raise Fail(f"the TCP client saw a violation across two migrations: {out}")
+        st = vm_status(csock)
+        print(f"migrated A -> B (downtime {s1['downtime_ns'] / 1e6:.1f} ms, {s1['rounds']} "
+              f"rounds) -> C (downtime {s2['downtime_ns'] / 1e6:.1f} ms); client: {out}; "
+              f"guest tcp_answered={st['guest_io']['tcp_answered']}")
+    finally:
+        ct.stop_procs(procs)
+
+
 def case_wire(d):
     pair = Pair(d, ["--interval", "10"])
     cap_out = f"{d}/wire.txt"
@@ -375,7 +444,8 @@ def main():
         with tempfile.TemporaryDirectory(prefix="castor-fo-") as d:
             try:
                 {"tcp": case_tcp, "wire": case_wire, "degraded": case_degraded,
-                 "badnet": case_badnet, "reprotect": case_reprotect}[CASE](d)
+                 "badnet": case_badnet, "reprotect": case_reprotect,
+                 "migrate": case_migrate}[CASE](d)
             except Fail as e:
                 print(f"FAIL: {e}")
                 # every process's output, without the epochs' own lines

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 
 CASTOR = "castor"
@@ -81,6 +82,32 @@ def stop_procs(procs):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def run_kvm_case(cases, case, prefix, procs_cls):
+    """The main() of a test of VMs on loopback: run cases[case] with a procs_cls(dir)
+    (its close() stops what it started) in a temporary folder. The exit status: 0
+    pass, 1 fail (with the tail of every *.out the processes wrote), 2 no such case,
+    77 or 1 without /dev/kvm (skip())."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return skip("/dev/kvm is not usable here")
+    if case not in cases:
+        print(f"unknown case {case}")
+        return 2
+    with tempfile.TemporaryDirectory(prefix=prefix) as d:
+        pr = procs_cls(d)
+        try:
+            cases[case](pr)
+        except Fail as e:
+            print(f"FAIL: {e}")
+            for f in sorted(os.listdir(d)):
+                if f.endswith(".out"):
+                    print(f"--- {f} (tail)\n" + open(f"{d}/{f}").read()[-2500:])
+            return 1
+        finally:
+            pr.close()
+    print("PASS")
+    return 0
 
 
 TWOHOST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "net", "twohost.sh")

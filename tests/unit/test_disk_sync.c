@@ -457,6 +457,25 @@ static void hellos_of_the_other_kind_are_refused(void **state)
 	}
 	t->close(c);
 	t->close(l.c);
+	/* a migration's source at a replica, and a protecting primary at a migration
+	 * destination: -EOPNOTSUPP, each told what it reached */
+	for (int migrating = 0; migrating < 2; migrating++) {
+		struct repl_link rl = {.t = t};
+
+		assert_int_equal(t->connect(peer, &co, &l.c), 0);
+		assert_int_equal(t->accept(ln, 2000, &rl.c), 0);
+		repl_handshake_init(&hs, NULL, false);
+		hs.migrate = migrating;
+		assert_int_equal(repl_hello_send(&l, &hs, &h), 0);
+		repl_handshake_dispose(&hs);
+		repl_handshake_init(&hs, NULL, false);
+		hs.migrate = !migrating;
+		assert_int_equal(repl_hello_recv(&rl, &hs, &h, why, sizeof(why)), -EOPNOTSUPP);
+		assert_non_null(strstr(why, migrating ? "castor-vmm incoming" : "not a migration"));
+		repl_handshake_dispose(&hs);
+		t->close(rl.c);
+		t->close(l.c);
+	}
 	t->close_listener(ln);
 }
 

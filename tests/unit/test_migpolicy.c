@@ -129,6 +129,40 @@ static void hopeless_guest_given_up(void **state)
 	assert_int_equal(o.throttle, 99); /* raised at every pass that did not converge */
 }
 
+static void no_throttle_meets_the_timeout(void **state)
+{
+	/* the guest fast_guest_throttled converges with: never throttled, it outruns the link
+	 * until the timeout, and the reason says throttling is off */
+	const struct sim s = {.ram_pages = 262144,
+			      .wss_pages = 16384,
+			      .link_bps = 5e8,
+			      .dirty_pps = 2e9 / HV_PAGE_SIZE};
+	const struct mig_policy_opts o = {
+		.downtime_ms = 30, .timeout_ns = 60ull * 1000000000, .no_throttle = true};
+	struct mig_policy p;
+	struct outcome out = run(&s, &o);
+
+	(void)state;
+	assert_int_equal(out.action, HV_PRECOPY_ABORT);
+	assert_int_equal(out.throttle, 0);
+	mig_policy_init(&p, &o);
+	{
+		struct hv_precopy_stats st = {.passes = 2,
+					      .pass_pages = 16384,
+					      .pass_bytes = 16384ull * PAGE_WIRE,
+					      .pass_ns = 1000000000,
+					      .total_ns = 2000000000,
+					      .link_rate_bps = 500000000,
+					      .dirty_rate_pps = 500000,
+					      .pending_pages = 16384};
+
+		p.last_pending = 16384;
+		assert_int_equal(mig_policy_decide(&p, &st), HV_PRECOPY_CONTINUE);
+		assert_int_equal(mig_policy_throttle(&p), 0);
+		assert_non_null(strstr(p.why, "throttling is off"));
+	}
+}
+
 static void defaults(void **state)
 {
 	const struct mig_policy_opts none = {0};
@@ -151,6 +185,7 @@ int main(void)
 		cmocka_unit_test(slow_guest_converges),
 		cmocka_unit_test(fast_guest_throttled),
 		cmocka_unit_test(hopeless_guest_given_up),
+		cmocka_unit_test(no_throttle_meets_the_timeout),
 		cmocka_unit_test(defaults),
 	};
 

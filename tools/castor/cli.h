@@ -124,6 +124,10 @@ void cli_disk_usage(FILE *f);
 int cli_stream_main(int argc, char **argv);
 void cli_stream_usage(FILE *f);
 
+/* migrate.c: `castor migrate --socket PATH --to HOST:PORT` (live migration; no command word) */
+int cli_migrate_main(int argc, char **argv);
+void cli_migrate_usage(FILE *f);
+
 /* mkguest.c: `castor mkguest [options]` builds the Linux guest image (no command word) */
 int cli_mkguest_main(int argc, char **argv);
 void cli_mkguest_usage(FILE *f);

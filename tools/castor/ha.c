@@ -108,6 +108,21 @@ static void ha_json(const Castor__HaStatus *h)
 	cli_json_bool(&j, "failed_over", h->failed_over);
 	cli_json_str(&j, "link", h->link ? h->link : "");
 	cli_json_bool(&j, "insecure", h->insecure);
+	cli_json_bool(&j, "migration", h->migration);
+	if (h->migration) {
+		cli_json_u64(&j, "rounds", h->rounds);
+		cli_json_u64(&j, "pending_pages", h->pending_pages);
+		cli_json_u64(&j, "dirty_rate_pps", h->dirty_rate_pps);
+		cli_json_u64(&j, "link_rate_bps", h->link_rate_bps);
+		cli_json_u64(&j, "expected_downtime_ns", h->expected_downtime_ns);
+		cli_json_u64(&j, "throttle_pct", h->throttle_pct);
+		cli_json_u64(&j, "throttle_peak_pct", h->throttle_peak_pct);
+		cli_json_u64(&j, "throttled_ns", h->throttled_ns);
+		cli_json_u64(&j, "downtime_ns", h->downtime_ns);
+		cli_json_u64(&j, "migration_ns", h->migration_ns);
+		cli_json_u64(&j, "final_pages", h->final_pages);
+		cli_json_str(&j, "policy", h->policy ? h->policy : "");
+	}
 	cli_json_str(&j, "last_error", h->last_error ? h->last_error : "");
 	cli_json_object_end(&j);
 	cli_json_finish(&j);

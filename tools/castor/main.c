@@ -19,6 +19,8 @@ static const struct cli_group groups[] = {
 	 cli_node_usage},
 	{"status", "the cluster at a glance: nodes, quorum, VMs (from castord)", cli_status_main,
 	 cli_status_usage},
+	{"migrate", "move a running VM to another host (live migration)", cli_migrate_main,
+	 cli_migrate_usage},
 	{"mkguest", "build the Linux guest image (kernel, initramfs) from Debian packages",
 	 cli_mkguest_main, cli_mkguest_usage},
 };

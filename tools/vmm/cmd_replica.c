@@ -11,10 +11,11 @@
 
 #include "tools/vmm/cmds.h"
 
-static int build(struct vmm *v)
+void vmm_secondary_opts(struct vmm *v, struct repl_secondary_opts *so)
 {
 	struct vmm_opts *o = v->o;
-	struct repl_secondary_opts so = {
+
+	*so = (struct repl_secondary_opts){
 		.listen = o->listen,
 		.conn = o->ro.conn,
 		.key = o->ro.key,
@@ -26,9 +27,15 @@ static int build(struct vmm *v)
 		.thread_rt = o->ro.thread_rt,
 		.log_cb = vmm_event_line,
 	};
+}
+
+static int build(struct vmm *v)
+{
+	struct repl_secondary_opts so;
 	char why[512];
 	int rc;
 
+	vmm_secondary_opts(v, &so);
 	rc = repl_secondary_start(&so, &v->secondary, why, sizeof(why));
 	if (rc < 0)
 		fprintf(stderr, "castor-vmm: replica: %s\n", why);
@@ -37,7 +44,7 @@ static int build(struct vmm *v)
 
 static const struct vmm_role_ops replica_role = {.build = build};
 
-int vmm_cmd_replica(int argc, char **argv)
+int vmm_cmd_listening(unsigned cmd, const struct vmm_role_ops *role, int argc, char **argv)
 {
 	struct vmm_opts o;
 	struct sockaddr_storage ss;
@@ -45,7 +52,7 @@ int vmm_cmd_replica(int argc, char **argv)
 	char why[256];
 	int rc;
 
-	rc = vmm_cmd_opts(VMM_REPLICA, argc, argv, &o);
+	rc = vmm_cmd_opts(cmd, argc, argv, &o);
 	if (rc)
 		return rc;
 	if (!o.listen)
@@ -54,7 +61,12 @@ int vmm_cmd_replica(int argc, char **argv)
 		return vmm_bad_usage("--listen: %s", why);
 	if (vmm_link_allowed(&o, "--listen", o.listen, why, sizeof(why)) < 0)
 		return vmm_bad_usage("%s", why);
-	rc = vmm_serve(&o, &replica_role);
+	rc = vmm_serve(&o, role);
 	repl_key_wipe(&o.key);
 	return rc;
+}
+
+int vmm_cmd_replica(int argc, char **argv)
+{
+	return vmm_cmd_listening(VMM_REPLICA, &replica_role, argc, argv);
 }

@@ -22,6 +22,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "migrate/mig.h"
 #include "netbuffer/netbuf.h"
 #include "proto/pb.h"
 #include "replication/repl.h"
@@ -414,6 +415,68 @@ static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
 	}
 	if (v->secondary)
 		h->port = repl_secondary_port(v->secondary);
+	h->migration = st.migration;
+	if (st.migration) {
+		static char policy[sizeof(((struct mig_progress *)0)->why)];
+		struct mig_progress mp = v->mig_last;
+
+		if (v->mig)
+			mig_source_progress(v->mig, &mp);
+		h->rounds = st.rounds;
+		h->pending_pages = st.pending_pages;
+		h->dirty_rate_pps = st.dirty_rate_pps;
+		h->link_rate_bps = st.link_rate_bps;
+		h->expected_downtime_ns = mp.expected_downtime_ns;
+		h->throttle_pct = mp.throttle;
+		h->throttle_raises = mp.throttle_raises;
+		h->throttle_peak_pct = mp.throttle_peak;
+		h->throttled_ns = mp.throttled_ns;
+		h->downtime_ns = st.downtime_ns;
+		h->migration_ns = st.migration_ns;
+		h->final_pages = st.final_pages;
+		snprintf(policy, sizeof(policy), "%s", mp.why);
+		h->policy = policy;
+	}
+}
+
+/* Why a VM paused by its migration is not resumed by `castor vm resume`, or NULL. */
+static const char *migration_paused(struct vmm *v)
+{
+	struct repl_status st;
+
+	if (!v->primary)
+		return NULL;
+	repl_primary_status(v->primary, &st);
+	if (st.migration && st.state == REPL_S_MIGRATED)
+		return "the VM was migrated: it runs at the destination, and this copy never "
+		       "resumes";
+	if (st.migration && st.state == REPL_S_IN_DOUBT)
+		return "the VM is paused by a migration in doubt: if the destination does not "
+		       "run it, 'castor migrate --cancel' resumes it here";
+	return NULL;
+}
+
+static int do_migrate(struct vmm_control *ctl, const Castor__MigrateRequest *mr, const char **msg)
+{
+	static char why[512];
+	struct vmm_migrate_req r = {.peer = mr->peer,
+				    .downtime_ms = mr->downtime_ms,
+				    .timeout_s = mr->timeout_s,
+				    .timeout_ms = mr->timeout_ms,
+				    .verify = mr->verify,
+				    .no_throttle = mr->no_throttle};
+	int rc;
+
+	if (mr->downtime_ms > 60000 || mr->timeout_s > 86400 || mr->timeout_ms > 600000) {
+		*msg = "migrate: downtime over 60000 ms, timeout over 86400 s or a link timeout "
+		       "over 600000 ms";
+		return -EINVAL;
+	}
+	rc = mr->cancel ? vmm_migrate_cancel(ctl->v, why, sizeof(why))
+			: vmm_migrate(ctl->v, &r, why, sizeof(why));
+	if (rc < 0)
+		*msg = why;
+	return rc;
 }
 
 static int do_failover(struct vmm_control *ctl, const Castor__FailoverRequest *fr, const char **msg)
@@ -500,6 +563,9 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 		msg = ctl->v->is_standby
 			      ? "no VM runs here yet: this is a standby waiting for 'castor vm "
 				"restore'"
+		      : ctl->v->o->cmd == VMM_INCOMING
+			      ? "no VM runs here yet: this is a migration destination waiting for "
+				"its source"
 			      : "no VM runs here yet: this is a replica waiting for a failover";
 		req = NULL;
 	}
@@ -523,6 +589,14 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 			ha_fill(ctl, &ha);
 			resp.body_case = CASTOR__RESPONSE__BODY_PROTECT;
 			resp.protect = &ha;
+		}
+		break;
+	case CASTOR__REQUEST__BODY_MIGRATE:
+		rc = do_migrate(ctl, req->migrate, &msg);
+		if (!rc) {
+			ha_fill(ctl, &ha);
+			resp.body_case = CASTOR__RESPONSE__BODY_MIGRATE;
+			resp.migrate = &ha;
 		}
 		break;
 	case CASTOR__REQUEST__BODY_UNPROTECT:
@@ -552,7 +626,7 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 	case CASTOR__REQUEST__BODY_RESUME:
 		if (!ctl->user_paused) {
 			rc = -EINVAL;
-			msg = "the VM is not paused";
+			msg = migration_paused(ctl->v) ?: "the VM is not paused";
 			break;
 		}
 		rc = hv_vm_resume(ctl->v->vm);

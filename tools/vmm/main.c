@@ -5,6 +5,7 @@
  *   castor-vmm restore --snapshot FILE ... --control PATH [...]
  *   castor-vmm replica --listen HOST:PORT --control PATH [--net/--disk as the primary]
  *   castor-vmm standby --mem SIZE --cpus N --control PATH [--lazy] [--net/--disk as the original]
+ *   castor-vmm incoming --listen HOST:PORT --control PATH [--net/--disk as the source]
  *
  * Each command lives in its own cmd_*.c; this file only finds it.
  * Exit status: 0 after a quit request or SIGTERM/SIGINT, 1 when the VM could
@@ -20,10 +21,8 @@
 #endif
 
 static const struct vmm_cmd cmds[] = {
-	{"run", vmm_cmd_run},
-	{"restore", vmm_cmd_restore},
-	{"replica", vmm_cmd_replica},
-	{"standby", vmm_cmd_standby},
+	{"run", vmm_cmd_run},	      {"restore", vmm_cmd_restore},   {"replica", vmm_cmd_replica},
+	{"standby", vmm_cmd_standby}, {"incoming", vmm_cmd_incoming},
 };
 
 int vmm_cmd_opts(unsigned cmd, int argc, char **argv, struct vmm_opts *o)

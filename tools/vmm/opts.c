@@ -17,7 +17,7 @@
 #include "tools/vmm/vmm.h"
 #include "util/util.h"
 
-#define ALL (VMM_RUN | VMM_RESTORE | VMM_REPLICA | VMM_STANDBY)
+#define ALL (VMM_RUN | VMM_RESTORE | VMM_REPLICA | VMM_STANDBY | VMM_INCOMING)
 
 enum opt_id {
 	O_MEM = 0x100,
@@ -68,7 +68,8 @@ static const char session_only[] =
 	"session options belong to the primary: give them to 'castor-vmm run --protect' or "
 	"'castor ha protect'";
 static const char from_snapshot[] = "the guest, its RAM size and vCPU count come from the "
-				    "snapshot (or, on a replica, from the primary)";
+				    "snapshot (or, on a replica, from the primary; on a migration "
+				    "destination, from the source)";
 
 static const struct opt table[] = {
 	{"mem", required_argument, O_MEM, VMM_RUN | VMM_STANDBY, from_snapshot},
@@ -103,8 +104,9 @@ static const struct opt table[] = {
 	{"repl-rt", required_argument, O_REPL_RT, ALL, NULL},
 	{"event-log", required_argument, O_EVENT_LOG, ALL, NULL},
 	{"output-queue", required_argument, O_OUTPUT_QUEUE, ALL, NULL},
-	{"listen", required_argument, O_LISTEN, VMM_REPLICA,
-	 "--listen is where a replica waits for its primary"},
+	{"listen", required_argument, O_LISTEN, VMM_REPLICA | VMM_INCOMING,
+	 "--listen is where a replica waits for its primary (or a migration destination for "
+	 "its source)"},
 	{"key", required_argument, O_KEY, ALL, NULL},
 	{"encrypt", no_argument, O_ENCRYPT, ALL, NULL},
 	{"insecure", no_argument, O_INSECURE, ALL, NULL},
@@ -122,6 +124,8 @@ static const char *cmd_name(unsigned cmd)
 		return "restore";
 	case VMM_REPLICA:
 		return "replica";
+	case VMM_INCOMING:
+		return "incoming";
 	case VMM_STANDBY:
 		return "standby";
 	}
@@ -142,6 +146,8 @@ void vmm_usage(FILE *f)
 		"       castor-vmm standby --mem SIZE --cpus N --control PATH [--lazy] [--net ...] "
 		"[--disk ...]\n"
 		"       castor-vmm replica --listen HOST:PORT --control PATH [--net ...] [--disk "
+		"...]\n"
+		"       castor-vmm incoming --listen HOST:PORT --control PATH [--net ...] [--disk "
 		"...]\n"
 		"\n"
 		"  --mem SIZE            guest RAM: 16M up to the host's available memory "
@@ -197,7 +203,9 @@ void vmm_usage(FILE *f)
 		"                        (default 0): lower gets more CPU beside the vCPUs\n"
 		"  --repl-rt N           its SCHED_FIFO priority, 1..99, or 0 for normal\n"
 		"                        scheduling (default 1)\n"
-		"  --listen HOST:PORT    (replica) where the primary connects\n"
+		"  --listen HOST:PORT    (replica) where the primary connects; (incoming) where\n"
+		"                        a live migration's source connects (castor migrate,\n"
+		"                        docs/migration.md): the VM runs here once it is moved\n"
 		"  --key FILE            a pre-shared key (castor key generate): every session of\n"
 		"                        this process is authenticated with it, both ends the "
 		"same\n"

@@ -35,7 +35,7 @@ static int open_serial(const char *path)
 
 int vmm_serve(struct vmm_opts *o, const struct vmm_role_ops *role)
 {
-	struct vmm v = {.o = o};
+	struct vmm v = {.o = o, .mig_pipe = {-1, -1}};
 	struct event_base *base = NULL;
 	struct event *sigint_ev = NULL, *sigterm_ev = NULL;
 	int rc, status = 1, serial_fd = -1;
@@ -64,6 +64,7 @@ int vmm_serve(struct vmm_opts *o, const struct vmm_role_ops *role)
 	base = event_base_new();
 	if (!base)
 		goto out;
+	v.base = base;
 	rc = vmm_control_open(base, &v, o->control, &v.ctl);
 	if (rc < 0) {
 		fprintf(stderr, "castor-vmm: control socket %s: %s\n", o->control, strerror(-rc));
@@ -78,10 +79,17 @@ int vmm_serve(struct vmm_opts *o, const struct vmm_role_ops *role)
 		goto out;
 	LOG_INFO("vm %s: control socket %s", v.name, o->control);
 	event_base_dispatch(base);
-	status = 0;
+	status = v.exit_status;
 out:
 	vmm_control_free(v.ctl);
 	vmm_sessions_stop(&v);
+	if (v.mig_watch)
+		event_free(v.mig_watch);
+	if (v.mig_end)
+		event_free(v.mig_end);
+	for (unsigned i = 0; i < 2; i++)
+		if (v.mig_pipe[i] >= 0)
+			close(v.mig_pipe[i]);
 	if (!v.vm)
 		v.vm = v.standby.vm;
 	if (v.vm)

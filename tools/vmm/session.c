@@ -16,6 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+#include <unistd.h>
+
+#include "migrate/mig.h"
 #include "netbuffer/netbuf.h"
 #include "tools/vmm/vmm.h"
 
@@ -58,7 +62,7 @@ int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, siz
 		 * replaces it, and its initial copy takes the outputs still held
 		 * (repl_primary_start). Any other is refused: one replica at a time.
 		 */
-		if (st.state != REPL_S_DEGRADED) {
+		if (st.state != REPL_S_DEGRADED && !(st.migration && st.state == REPL_S_STOPPED)) {
 			snprintf(why, why_len,
 				 "already protecting to %s (%s): 'castor ha unprotect' first to "
 				 "point it elsewhere",
@@ -99,9 +103,13 @@ int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, siz
 	if (rc < 0)
 		return rc;
 	set_primary(v, p, ro.mode == REPL_MODE_OUTPUT);
-	if (old) { /* st: the degraded session's, read above */
-		LOG_INFO("vm %s: the degraded session to %s is replaced by one to %s", v->name,
-			 st.peer, ro.peer ? ro.peer : "?");
+	if (v->mig) { /* a migration given up before: its throttle thread goes too */
+		mig_source_free(v->mig);
+		v->mig = NULL;
+	}
+	if (old) { /* st: the old session's, read above */
+		LOG_INFO("vm %s: the %s session to %s is replaced by one to %s", v->name,
+			 repl_state_str(st.state), st.peer, ro.peer ? ro.peer : "?");
 		repl_primary_free(old);
 		/* that turned hot pages off; the new session turns them on after its copy */
 	}
@@ -123,6 +131,13 @@ int vmm_unprotect(struct vmm *v, bool force, uint64_t *released_out, char *why, 
 		return -ENOENT;
 	}
 	repl_primary_status(p, &st);
+	if (st.migration) {
+		snprintf(why, why_len, "this VM is not protected but %s to %s%s",
+			 st.state == REPL_S_STOPPED ? "was migrating" : "migrating", st.peer,
+			 st.state == REPL_S_STOPPED ? ""
+						    : ": 'castor migrate --cancel' gives it up");
+		return -ENOENT;
+	}
 	if (st.state == REPL_S_SYNCING && !force) {
 		snprintf(why, why_len,
 			 "the initial copy to %s is in progress (%" PRIu64 " of %" PRIu64
@@ -183,7 +198,206 @@ void vmm_sessions_stop(struct vmm *v)
 	struct repl_primary *p = v->primary;
 
 	set_primary(v, NULL, false);
-	repl_primary_free(p); /* before the VM stops: its thread pauses the VM */
+	repl_primary_free(p);	 /* before the VM stops: its thread pauses the VM */
+	mig_source_free(v->mig); /* after the session that asks its policy */
+	v->mig = NULL;
 	repl_secondary_free(v->secondary);
 	v->secondary = NULL;
+}
+
+/* ---- live migration ------------------------------------------------------------------ */
+
+#define MIG_WATCH_MS	  50
+#define MIGRATED_LINGER_S 10 /* `castor migrate` reads the summary and quits us before */
+
+/* Source: the session's end stops the throttle; the destination running the VM ends us. */
+static void mig_watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct vmm *v = arg;
+	struct repl_status st;
+
+	(void)fd;
+	(void)what;
+	if (!v->primary)
+		return;
+	repl_primary_status(v->primary, &st);
+	if (!st.migration || st.state == REPL_S_SYNCING || st.state == REPL_S_MIGRATING)
+		return;
+	if (v->mig) { /* over: no throttle may pause the VM any more */
+		mig_source_progress(v->mig, &v->mig_last);
+		mig_source_free(v->mig);
+		v->mig = NULL;
+	}
+	if (st.state != REPL_S_MIGRATED) {
+		event_del(v->mig_watch);
+		return;
+	}
+	if (!v->migrated_ns) {
+		v->migrated_ns = util_now_ns();
+		LOG_INFO("vm %s: runs at %s now; this process ends within %d s", v->name, st.peer,
+			 MIGRATED_LINGER_S);
+	} else if (util_now_ns() - v->migrated_ns > MIGRATED_LINGER_S * 1000000000ull) {
+		event_del(v->mig_watch);
+		event_base_loopexit(v->base, NULL);
+	}
+}
+
+int vmm_migrate(struct vmm *v, const struct vmm_migrate_req *r, char *why, size_t why_len)
+{
+	struct mig_policy_opts po = {.downtime_ms = r->downtime_ms,
+				     .timeout_ns = (uint64_t)r->timeout_s * 1000000000ull,
+				     .no_throttle = r->no_throttle};
+	struct repl_primary_opts ro = {.peer = r->peer, .verify = r->verify};
+	struct repl_primary *p = NULL, *old = NULL;
+	struct mig_source *m = NULL;
+	struct repl_status st;
+	unsigned i;
+	int rc;
+
+	if (!v->vm) {
+		snprintf(why, why_len, "no VM runs here yet");
+		return -ENODEV;
+	}
+	if (!r->peer || !*r->peer) {
+		snprintf(why, why_len, "migrate: the destination's HOST:PORT is required");
+		return -EINVAL;
+	}
+	if (v->primary) {
+		repl_primary_status(v->primary, &st);
+		/* a migration that was given up may be tried again; anything else is refused */
+		if (!(st.migration && st.state == REPL_S_STOPPED)) {
+			snprintf(why, why_len,
+				 st.migration
+					 ? "already migrating to %s (%s)"
+					 : "this VM is protected toward %s (%s): 'castor ha "
+					   "unprotect' first, migrate, then protect it again from "
+					   "its new host",
+				 st.peer, repl_state_str(st.state));
+			return -EALREADY;
+		}
+		old = v->primary;
+	}
+	for (i = 0; i < v->devs.ndisks; i++)
+		if (!v->devs.disks[i].read_only) {
+			snprintf(why, why_len,
+				 "disk %s is writable; a VM migrates with read-only disks only "
+				 "until disk replication exists (docs/migration.md)",
+				 v->devs.disks[i].path);
+			return -EPERM;
+		}
+	rc = vmm_link_allowed(v->o, "the destination", r->peer, why, why_len);
+	if (rc < 0)
+		return rc;
+	ro.key = v->o->ro.key;
+	ro.encrypt = v->o->ro.encrypt;
+	ro.conn.timeout_ms = r->timeout_ms ? r->timeout_ms : v->o->ro.conn.timeout_ms;
+	ro.conn.cut_after_bytes = v->o->ro.conn.cut_after_bytes;
+	ro.thread_nice = v->o->ro.thread_nice;
+	ro.thread_rt = v->o->ro.thread_rt;
+	ro.log_cb = vmm_event_line;
+	if (!v->mig_watch) {
+		v->mig_watch = event_new(v->base, -1, EV_PERSIST, mig_watch_cb, v);
+		if (!v->mig_watch) {
+			snprintf(why, why_len, "out of memory");
+			return -ENOMEM;
+		}
+	}
+	rc = mig_source_new(v->vm, &po, &m);
+	if (rc < 0) {
+		snprintf(why, why_len, "cannot set the migration up (%s)", strerror(-rc));
+		return rc;
+	}
+	ro.migrate = mig_source_session(m);
+	if (old) { /* the session given up before: its throttle is long gone */
+		set_primary(v, NULL, false);
+		repl_primary_free(old);
+	}
+	rc = repl_primary_start(v->vm, &ro, &p, why, why_len);
+	if (rc < 0) {
+		mig_source_free(m);
+		return rc;
+	}
+	mig_source_free(v->mig);
+	v->mig = m;
+	memset(&v->mig_last, 0, sizeof(v->mig_last));
+	set_primary(v, p, false);
+	{
+		struct timeval tv = {0, MIG_WATCH_MS * 1000};
+
+		event_add(v->mig_watch, &tv);
+	}
+	vmm_event_line(NULL, "migrate");
+	return 0;
+}
+
+int vmm_migrate_cancel(struct vmm *v, char *why, size_t why_len)
+{
+	struct repl_status st;
+
+	if (!v->primary) {
+		snprintf(why, why_len, "no migration from here");
+		return -ENOENT;
+	}
+	repl_primary_status(v->primary, &st);
+	if (!st.migration) {
+		snprintf(why, why_len, "no migration from here: the VM is protected to %s",
+			 st.peer);
+		return -ENOENT;
+	}
+	switch (st.state) {
+	case REPL_S_MIGRATED:
+		snprintf(why, why_len, "too late: the VM runs at %s", st.peer);
+		return -EALREADY;
+	case REPL_S_STOPPED:
+		snprintf(why, why_len, "the migration is already over: %s", st.last_error);
+		return -EALREADY;
+	case REPL_S_IN_DOUBT:
+		/* the operator says the destination does not run it: this copy goes on */
+		repl_primary_stop(v->primary, false);
+		hv_vm_resume(v->vm);
+		LOG_WARN("vm %s: resumed here after a migration in doubt, on request", v->name);
+		vmm_event_line(NULL, "migration-resumed");
+		return 0;
+	default: /* the session's thread ends it; the main loop goes on meanwhile */
+		repl_primary_cancel(v->primary);
+		LOG_INFO("vm %s: migration to %s cancelled on request", v->name, st.peer);
+		return 0;
+	}
+}
+
+/* Incoming: the source's stream ended; act on it here, on the main thread. */
+static void incoming_end_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct vmm *v = arg;
+	struct repl_status st;
+	char why[320], c;
+
+	(void)what;
+	while (read(fd, &c, 1) > 0)
+		;
+	if (!v->secondary || v->vm)
+		return;
+	repl_secondary_status(v->secondary, &st);
+	if (st.state == REPL_S_SWITCHING && vmm_failover(v, true, why, sizeof(why)) == 0) {
+		LOG_INFO("vm %s: migrated in: the VM runs here", v->name);
+		vmm_event_line(NULL, "migrated-in");
+		return;
+	}
+	if (st.state == REPL_S_SWITCHING)
+		LOG_ERR("vm %s: the source handed the VM over but it would not start here: %s",
+			v->name, why);
+	else
+		LOG_ERR("vm %s: %s", v->name, st.last_error[0] ? st.last_error : "the source left");
+	fprintf(stderr, "castor-vmm: incoming: the migration did not complete: %s\n",
+		st.state == REPL_S_SWITCHING ? why : st.last_error);
+	v->exit_status = 1;
+	event_base_loopexit(v->base, NULL);
+}
+
+int vmm_incoming_watch(struct vmm *v)
+{
+	v->mig_end = event_new(v->base, v->mig_pipe[0], EV_READ | EV_PERSIST, incoming_end_cb, v);
+	if (!v->mig_end || event_add(v->mig_end, NULL) < 0)
+		return -ENOMEM;
+	return 0;
 }

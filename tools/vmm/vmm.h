@@ -7,6 +7,7 @@
  *   cmd_restore.c   castor-vmm restore   a VM from a snapshot chain
  *   cmd_replica.c   castor-vmm replica   a twin fed by a primary
  *   cmd_standby.c   castor-vmm standby   a VM made ready ahead of a restore
+ *   cmd_incoming.c  castor-vmm incoming  a live migration's destination
  *   opts.c          the options every command shares, refused where they do not apply
  *   serve.c         what every command does around its VM: serial, event log,
  *                   output queue, control socket, signals, teardown
@@ -23,12 +24,14 @@
 #include <stdio.h>
 
 #include "hypervisor/hv.h"
+#include "migrate/mig.h"
 #include "replication/repl.h"
 
 #define HV_MAX_DEVICES	 4 /* NICs and disks, each, on castor-vmm's command line */
 #define MAX_GUEST_PARAMS 32
 #define MAX_SNAPSHOTS	 64 /* a full snapshot and its incrementals */
 
+struct event;
 struct event_base;
 struct vmm_control;
 struct nb_tap;
@@ -42,6 +45,7 @@ enum vmm_cmd_bit {
 	VMM_RESTORE = 1u << 1,
 	VMM_REPLICA = 1u << 2,
 	VMM_STANDBY = 1u << 3,
+	VMM_INCOMING = 1u << 4,
 };
 
 struct vmm_net_opt {
@@ -159,6 +163,22 @@ struct vmm {
 	bool is_standby;
 	struct vmm_standby standby;
 	struct vmm_control *ctl;
+	struct event_base *base;
+	int exit_status; /* of the process once the loop ends (0 unless a role says otherwise) */
+
+	/*
+	 * Live migration (session.c). Source: `primary` carries it, `mig` is its
+	 * policy and throttle, `mig_watch` ends the throttle when the session
+	 * ends and the process once the destination runs the VM. Destination
+	 * (incoming): the receiving thread signals the end of its source's
+	 * stream through mig_pipe; mig_end acts on it on the main thread.
+	 */
+	struct mig_source *mig;
+	struct mig_progress mig_last; /* mig's progress when it was freed */
+	struct event *mig_watch;
+	uint64_t migrated_ns; /* when the destination said it runs the VM */
+	int mig_pipe[2];
+	struct event *mig_end;
 };
 
 /*
@@ -215,6 +235,28 @@ int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, siz
 int vmm_unprotect(struct vmm *v, bool force, uint64_t *released_out, char *why, size_t why_len);
 /* Replica: start the twin. Refused while the primary still streams unless `force`. */
 int vmm_failover(struct vmm *v, bool force, char *why, size_t why_len);
+/*
+ * Live migration of v->vm to the `castor-vmm incoming` at `peer` (migrate/,
+ * docs/migration.md): a session like protection's, but its outputs are not
+ * held, rounds follow the initial copy until the policy says stop-and-copy,
+ * then the VM pauses here for good and runs there; this process exits a while
+ * after (or on `castor vm quit`). Refused (-EALREADY) while protecting or
+ * migrating, (-ENODEV) with no VM, (-EPERM) with a writable disk.
+ */
+struct vmm_migrate_req {
+	const char *peer;
+	uint32_t downtime_ms, timeout_s, timeout_ms;
+	bool verify, no_throttle;
+};
+int vmm_migrate(struct vmm *v, const struct vmm_migrate_req *r, char *why, size_t why_len);
+/*
+ * Give the migration up: the VM runs on here. In state in-doubt (the
+ * destination did not answer the switch) this resumes the paused VM: the
+ * operator says the destination does not run it.
+ */
+int vmm_migrate_cancel(struct vmm *v, char *why, size_t why_len);
+/* Incoming: watch for the end of the source's stream (after the control socket opens). */
+int vmm_incoming_watch(struct vmm *v);
 /* Kick the primary, if any: end the epoch early. Any thread. */
 void vmm_kick(struct vmm *v);
 /* Stop every session (process exit). */
