@@ -391,6 +391,7 @@ def raw_batch(n):
 
 HELLO_MAGIC, PROOF_MAGIC = 0x4F4C454852545343, 0x464F525052545343
 EPCH, PING, BYE = 0x4843504552545343, 0x474E495052545343, 0x2145594252545343
+SWITCH = 0x4843575352545343  # "CSTRSWCH": a live migration's handover (§8.3)
 S0, S1, S2 = 0x5EED000000000A00, 0x5EED000000000A01, 0x5EED000000000A02
 
 
@@ -412,8 +413,9 @@ def epochs(parent1=S0, first_kind=1):
     return [frame(EPCH, e0), frame(PING), frame(EPCH, e1), frame(EPCH, e2)]
 
 
-def session(frames, flags=0, bye=True, **kw):
-    return hello(flags, **kw) + b"".join(frames) + (frame(BYE) if bye else b"")
+def session(frames, flags=0, bye=True, switch=False, **kw):
+    return (hello(flags, **kw) + b"".join(frames) + (frame(BYE) if bye else b"") +
+            (frame(SWITCH) if switch else b""))
 
 
 def sealed(frames, flags=1, chunk=1000, bad_length=None):
@@ -622,7 +624,14 @@ CASES = {
     "session-after-bye": lambda: session(epochs()) + b"\0",
     "session-encrypted": lambda: sealed(epochs(), flags=3),
     "session-version1": lambda: session(epochs(), version=1),
-    "session-reserved-flags": lambda: session(epochs(), flags=8),
+    "session-reserved-flags": lambda: session(epochs(), flags=16),
+    # ---- a live migration's capture (§8.3) ----
+    "session-migration": lambda: session(epochs(), flags=8, bye=False, switch=True),
+    "session-switch-not-migrating": lambda: session(epochs(), bye=False, switch=True),
+    "session-switch-first": lambda: session([], flags=8, bye=False, switch=True),
+    "session-after-switch": lambda: session(epochs(), flags=8, bye=False, switch=True) + b"\0",
+    "session-switch-length": lambda: session([frame(SWITCH, length=2)], flags=8, bye=False),
+    "session-migrate-disk": lambda: session(epochs(), flags=12),
     "session-nonce-no-auth": lambda: session(epochs(), nonce=b"\1" * 32),
     "session-seal-length": lambda: sealed(epochs(), bad_length=0),
     "session-mem": lambda: session(epochs(), mem=MEM * 2),

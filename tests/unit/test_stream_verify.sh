@@ -249,7 +249,15 @@ invalid session-bad-frame 64 "frame with magic 0x4b43414252545343: not EPCH, PIN
 invalid session-after-bye - "bytes after BYE: the connection closes there"
 invalid session-encrypted 104 "the link is encrypted (the HELLO asked for it)"
 invalid session-version1 8 "HELLO: session layer version 1; this verifier knows 2"
-invalid session-reserved-flags 12 "HELLO: reserved flag bits 0x8"
+invalid session-reserved-flags 12 "HELLO: reserved flag bits 0x10"
+session_valid session-migration
+run stream verify --json "$s/session-migration.cst"
+json_check 'j["migration"] and j["switched"] and j["epochs"] == 3'
+invalid session-switch-not-migrating - "SWITCH in a session that is no migration (its HELLO has no MIGRATE)"
+invalid session-switch-first 64 "SWITCH before any epoch: nothing to run"
+invalid session-after-switch - "bytes after SWITCH: the source sends nothing more"
+invalid session-switch-length 72 "SWITCH with a length of 2 (0 is the only one)"
+invalid session-migrate-disk 12 "HELLO: MIGRATE with DISK"
 invalid session-nonce-no-auth 32 "HELLO: a nonce without AUTH"
 invalid session-seal-length - "sealed record 0: length 0 (1 to 1048576 bytes)"
 invalid session-mem 64 "epoch 0: 16777216 bytes of RAM, the HELLO said 33554432"

@@ -319,6 +319,8 @@ static int session_verify_cmd(const struct stream_opts *o, struct peek *p)
 		cli_json_u64(&j, "pages", s.pages);
 		cli_json_u64(&j, "pings", s.pings);
 		cli_json_bool(&j, "bye", s.bye);
+		cli_json_bool(&j, "migration", s.migration);
+		cli_json_bool(&j, "switched", s.switched);
 		cli_json_object_end(&j);
 		if (cli_json_finish(&j) < 0)
 			return CLI_EXIT_FAIL;
@@ -332,13 +334,16 @@ static int session_verify_cmd(const struct stream_opts *o, struct peek *p)
 		printf("%s: valid replication session capture, session layer %u%s\n"
 		       "  %" PRIu64 " MiB of RAM, %u vCPUs; %" PRIu64 " epochs (the first full, "
 		       "the rest incremental, chained), %" PRIu64 " page entries, %" PRIu64
-		       " heartbeats%s\n",
+		       " heartbeats%s%s\n",
 		       o->file, s.version,
 		       s.sealed ? ", keyed (sealed records read, tags not checked: that takes "
 				  "the key)"
 				: ", no key",
 		       s.mem_bytes >> 20, s.ncpus, s.epochs, s.pages, s.pings,
-		       s.bye ? ", then BYE" : "");
+		       s.bye ? ", then BYE" : "",
+		       s.switched    ? ", then SWITCH (a live migration handed over)"
+		       : s.migration ? " (a live migration)"
+				     : "");
 	return CLI_EXIT_OK;
 }
 

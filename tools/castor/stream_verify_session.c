@@ -9,7 +9,8 @@
  * Layers, innermost last: the capture; after a PROOF (a keyed session), the
  * sealed records of §8.2, whose bodies are read as one byte stream -- their tags
  * are not checked, which takes the key, and an encrypted link cannot be read
- * at all; the frames of §8.1 (EPCH with its stream, PING, BYE).
+ * at all; the frames of §8.1 (EPCH with its stream, PING, BYE) and, in a
+ * live migration (§8.3, the HELLO's MIGRATE), SWITCH after its last round.
  */
 #include "tools/castor/stream_verify_session.h"
 
@@ -23,6 +24,7 @@
 #define EPCH_MAGIC  0x4843504552545343ull /* "CSTREPCH" */
 #define PING_MAGIC  0x474e495052545343ull /* "CSTRPING" */
 #define BYE_MAGIC   0x2145594252545343ull /* "CSTRBYE!" */
+#define SWCH_MAGIC  0x4843575352545343ull /* "CSTRSWCH" */
 #define HELLO_LEN   64u
 #define PROOF_LEN   40u
 #define FRAME_LEN   16u
@@ -30,6 +32,7 @@
 #define F_AUTH	    0x1u
 #define F_ENCRYPT   0x2u
 #define F_DISK	    0x4u
+#define F_MIGRATE   0x8u
 #define SEAL_MAX    (1u << 20)
 #define SEAL_TAG    16u
 
@@ -216,8 +219,12 @@ static int check_hello(struct stream_verify_session *s, struct reader *r)
 	if (s->version != SESSION_V)
 		return fail(s, 8, "HELLO: session layer version %u; this verifier knows %u",
 			    s->version, SESSION_V);
-	if (s->flags & ~(F_AUTH | F_ENCRYPT | F_DISK))
-		return fail(s, 12, "HELLO: reserved flag bits 0x%x", s->flags);
+	if (s->flags & ~(F_AUTH | F_ENCRYPT | F_DISK | F_MIGRATE))
+		return fail(s, 12, "HELLO: reserved flag bits 0x%x",
+			    s->flags & ~(F_AUTH | F_ENCRYPT | F_DISK | F_MIGRATE));
+	if ((s->flags & F_MIGRATE) && (s->flags & F_DISK))
+		return fail(s, 12, "HELLO: MIGRATE with DISK");
+	s->migration = s->flags & F_MIGRATE;
 	if ((s->flags & F_ENCRYPT) && !(s->flags & F_AUTH))
 		return fail(s, 12, "HELLO: ENCRYPT without AUTH");
 	if (get32(h + 28))
@@ -323,22 +330,36 @@ int stream_verify_session(stream_verify_read_fn read_cb, void *read_ctx,
 		length = get64(f + 8);
 		if (magic == EPCH_MAGIC) {
 			rc = check_epoch(s, &r, length, at);
-		} else if (magic == PING_MAGIC || magic == BYE_MAGIC) {
+		} else if (magic == PING_MAGIC || magic == BYE_MAGIC || magic == SWCH_MAGIC) {
+			const char *name = magic == PING_MAGIC	? "PING"
+					   : magic == BYE_MAGIC ? "BYE"
+								: "SWITCH";
+
 			if (length)
 				rc = fail(s, at + 8, "%s with a length of %llu (0 is the only one)",
-					  magic == PING_MAGIC ? "PING" : "BYE",
-					  (unsigned long long)length);
+					  name, (unsigned long long)length);
+			else if (magic == SWCH_MAGIC && !s->migration)
+				rc = fail(s, at,
+					  "SWITCH in a session that is no migration (its HELLO has "
+					  "no MIGRATE)");
+			else if (magic == SWCH_MAGIC && !s->epochs)
+				rc = fail(s, at, "SWITCH before any epoch: nothing to run");
 			else if (magic == PING_MAGIC)
 				s->pings++;
-			else
+			else if (magic == BYE_MAGIC)
 				s->bye = true;
-			if (!rc && s->bye) {
+			else
+				s->switched = true;
+			if (!rc && (s->bye || s->switched)) {
 				uint8_t one;
 
 				rc = session_exact(&r, &one, 1, true);
-				rc = rc == 1 ? 0
-					     : fail(s, r.offset,
-						    "bytes after BYE: the connection closes there");
+				rc = rc == 1  ? 0
+				     : s->bye ? fail(s, r.offset,
+						     "bytes after BYE: the connection closes there")
+					      : fail(s, r.offset,
+						     "bytes after SWITCH: the source sends nothing "
+						     "more");
 				break;
 			}
 		} else {

@@ -23,6 +23,8 @@ struct stream_verify_session {
 	/* what followed */
 	uint64_t epochs, pages, pings;
 	bool bye;
+	bool migration; /* the HELLO's MIGRATE: a live migration's source (§8.3) */
+	bool switched;	/* it ended with SWITCH: the destination was told to run the VM */
 	uint64_t last_stream_id;
 	uint64_t bytes; /* of the capture read */
 };
