@@ -365,6 +365,10 @@ static void answer(struct daemon *d, struct bufferevent *bev, const Castor__Requ
 		rc = vms_unprotect(d, req->vm_unprotect, &def, &msg);
 		resp.body_case = CASTOR__RESPONSE__BODY_VM_UNPROTECT;
 		resp.vm_unprotect = &def;
+	} else if (req->body_case == CASTOR__REQUEST__BODY_VM_MIGRATE) {
+		rc = vms_migrate(d, req->vm_migrate, &def, &msg);
+		resp.body_case = CASTOR__RESPONSE__BODY_VM_MIGRATE;
+		resp.vm_migrate = &def;
 	} else if (req->body_case == CASTOR__REQUEST__BODY_VM_FAILOVER) {
 		rc = vms_failover(d, req->vm_failover, &def, &msg);
 		resp.body_case = CASTOR__RESPONSE__BODY_VM_FAILOVER;

@@ -20,11 +20,13 @@ struct evbuffer;
 enum local_role {
 	LOCAL_PRIMARY = 0, /* castor-vmm run: the VM runs here */
 	LOCAL_REPLICA,	   /* castor-vmm replica: its twin is kept here */
+	LOCAL_INCOMING,	   /* castor-vmm incoming: a migration's destination */
 };
 struct local_vm {
 	char name[CD_NAME_MAX];
-	struct cd_proc *proc;			   /* NULL: the slot is free */
-	enum local_role role;			   /* a replica whose twin took over is a primary */
+	struct cd_proc *proc; /* NULL: the slot is free */
+	enum local_role role; /* a replica whose twin took over, or an incoming that took a
+			       * migration, is a primary */
 	char sock[CD_PATH_MAX + CD_NAME_MAX + 24]; /* its control socket */
 	uint16_t port;				   /* a replica's listening port */
 	bool ready;				   /* its control socket exists */
@@ -89,6 +91,9 @@ int vms_protect(struct daemon *d, const Castor__VmProtectRequest *r, Castor__VmD
 		const char **msg);
 int vms_unprotect(struct daemon *d, const Castor__VmUnprotectRequest *r, Castor__VmDefinition *o,
 		  const char **msg);
+/* castor migrate VM --to NODE: as vms_start. */
+int vms_migrate(struct daemon *d, const Castor__VmMigrateRequest *r, Castor__VmDefinition *o,
+		const char **msg);
 int vms_failover(struct daemon *d, const Castor__VmFailoverRequest *r, Castor__VmDefinition *o,
 		 const char **msg);
 /* The pair's fields of a definition reply (state, primary, ...); strings point into d. */

@@ -282,3 +282,63 @@ int vms_failover(struct daemon *d, const Castor__VmFailoverRequest *r, Castor__V
 	snprintf(m.replica, sizeof(m.replica), "%s", p->pair.replica);
 	return request(d, &m, CD_PAIR_S_FAILING_OVER, o, why, sizeof(why));
 }
+
+int vms_migrate(struct daemon *d, const Castor__VmMigrateRequest *r, Castor__VmDefinition *o,
+		const char **msg)
+{
+	static char why[300];
+	static char host[CD_NAME_MAX];
+	struct cd_pair_entry *p = pair_of(d, r->name, why, sizeof(why));
+	const struct cd_def *def;
+	struct cd_view_nodes nv;
+	struct cd_pairmsg m;
+	int rc;
+
+	*msg = why;
+	if (!p)
+		return -ENOENT;
+	def = cd_defs_find(d->defs, p->pair.vm);
+	if (p->pair.state == CD_PAIR_S_MOVING || p->pair.state == CD_PAIR_S_MIGRATING) {
+		snprintf(why, sizeof(why), "vm %s is already %s to %s", p->pair.vm,
+			 cd_pair_state_str(p->pair.state), p->pair.replica);
+		return -EALREADY;
+	}
+	/* a protected VM (or one about to be) moves without its twin, on the operator's word */
+	if (p->pair.state == CD_PAIR_S_PLACING || p->pair.state == CD_PAIR_S_SYNCING ||
+	    p->pair.state == CD_PAIR_S_PROTECTED || p->pair.state == CD_PAIR_S_DEGRADED ||
+	    (p->pair.state == CD_PAIR_S_UNPROTECTED && def && def->vm.protection != CD_PROT_NONE &&
+	     !p->pair.held)) {
+		snprintf(why, sizeof(why),
+			 "vm %s is protected (%s): castor ha unprotect %s, then migrate it, then "
+			 "castor ha protect %s",
+			 p->pair.vm, cd_pair_state_str(p->pair.state), p->pair.vm, p->pair.vm);
+		return -EBUSY;
+	}
+	if (!cd_pair_is_legal(p->pair.state, CD_PAIR_E_MIGRATE)) {
+		snprintf(why, sizeof(why), "vm %s is %s: only a running VM migrates", p->pair.vm,
+			 cd_pair_state_str(p->pair.state));
+		return -EBUSY;
+	}
+	rc = castord_need_quorum(d, msg);
+	if (rc < 0)
+		return rc;
+	*msg = why;
+	cd_membership_view(d->members, &nv);
+	if (r->host && *r->host) {
+		if (!cd_host_can_run(&nv, r->host) || !strcmp(r->host, p->pair.primary)) {
+			snprintf(why, sizeof(why),
+				 "host '%.64s' cannot take %s: it must be a live member that "
+				 "hosts VMs, other than where it runs (%s)",
+				 r->host, p->pair.vm, p->pair.primary);
+			return -EHOSTUNREACH;
+		}
+		snprintf(host, sizeof(host), "%s", r->host);
+	} else if (!def || !cd_choose_host(&def->vm, &nv, d->pairs, p->pair.primary, "", host)) {
+		snprintf(why, sizeof(why), "no live host other than %s can take %s",
+			 p->pair.primary, p->pair.vm);
+		return -EHOSTUNREACH;
+	}
+	operator_event(d, &m, p->pair.vm, CD_PAIR_E_MIGRATE, p->pair.primary, "castor migrate");
+	snprintf(m.replica, sizeof(m.replica), "%s", host);
+	return request(d, &m, CD_PAIR_S_MOVING, o, why, sizeof(why));
+}

@@ -185,10 +185,14 @@ static void vm_ready(void *arg, struct cd_proc *p)
 	if (!l)
 		return;
 	l->ready = true;
-	if (l->role == LOCAL_REPLICA) {
+	if (l->role == LOCAL_REPLICA || l->role == LOCAL_INCOMING) {
 		snprintf(addr, sizeof(addr), "%s:%u", d->conf.replication_host, l->port);
-		snprintf(reason, sizeof(reason), "replica listens on %s", addr);
-		report_replica(d, l->name, CD_PAIR_E_REPLICA_READY, addr, reason);
+		snprintf(reason, sizeof(reason), "%s listens on %s",
+			 l->role == LOCAL_REPLICA ? "replica" : "migration destination", addr);
+		report_replica(d, l->name,
+			       l->role == LOCAL_REPLICA ? CD_PAIR_E_REPLICA_READY
+							: CD_PAIR_E_INCOMING_READY,
+			       addr, reason);
 		return;
 	}
 	snprintf(reason, sizeof(reason), "castor-vmm runs on %s, pid %d", d->conf.node,
@@ -209,10 +213,19 @@ static void vm_exited(void *arg, struct cd_proc *p, int wstatus, const char *las
 	snprintf(vm, sizeof(vm), "%s", cd_proc_name(p));
 	cd_wait_status_str(wstatus, st, sizeof(st));
 	snprintf(reason, sizeof(reason), "castor-vmm%s on %s %s%s%.150s",
-		 role == LOCAL_REPLICA ? " replica" : "", d->conf.node, st, last[0] ? ": " : "",
-		 last);
+		 role == LOCAL_REPLICA	  ? " replica"
+		 : role == LOCAL_INCOMING ? " incoming"
+					  : "",
+		 d->conf.node, st, last[0] ? ": " : "", last);
 	if (l)
 		local_release(l); /* p is freed with it */
+	if (role == LOCAL_INCOMING) {
+		/* a migration's destination gone before it took the VM: the source runs on */
+		if (!stopping && e && !strcmp(e->pair.replica, d->conf.node) &&
+		    (e->pair.state == CD_PAIR_S_MOVING || e->pair.state == CD_PAIR_S_MIGRATING))
+			report_replica(d, vm, CD_PAIR_E_REPLICA_LOST, NULL, reason);
+		return;
+	}
 	if (role == LOCAL_REPLICA) {
 		/* a replica the pairs still count on: lost; one stopped on purpose: nothing */
 		if (!stopping && e && !strcmp(e->pair.replica, d->conf.node) &&
@@ -234,6 +247,19 @@ static void vm_exited(void *arg, struct cd_proc *p, int wstatus, const char *las
 		report(d, vm, CD_PAIR_E_START_FAILED, true, reason);
 	else
 		report(d, vm, CD_PAIR_E_PRIMARY_LOST, true, reason);
+}
+
+/* The definition's disks and NICs, as castor-vmm options, from argv[*n] on. */
+static void devices_argv(const struct cd_vmdef *def, char *argv[ARGV_MAX], unsigned *n)
+{
+	for (unsigned i = 0; i < def->ndisks; i++) {
+		argv[(*n)++] = "--disk";
+		argv[(*n)++] = (char *)def->disk[i];
+	}
+	for (unsigned i = 0; i < def->nnics; i++) {
+		argv[(*n)++] = "--net";
+		argv[(*n)++] = (char *)def->nic[i];
+	}
 }
 
 /* castor-vmm's command line for a definition (strings point into `def` and `bufs`). */
@@ -272,14 +298,7 @@ static void vm_argv(struct daemon *d, const struct cd_vmdef *def, char *argv[ARG
 		argv[n++] = "--guest-param";
 		argv[n++] = (char *)def->guest_param[i];
 	}
-	for (i = 0; i < def->ndisks; i++) {
-		argv[n++] = "--disk";
-		argv[n++] = (char *)def->disk[i];
-	}
-	for (i = 0; i < def->nnics; i++) {
-		argv[n++] = "--net";
-		argv[n++] = (char *)def->nic[i];
-	}
+	devices_argv(def, argv, &n);
 	argv[n++] = "--control";
 	argv[n++] = bufs[2];
 	argv[n++] = "--serial";
@@ -322,7 +341,9 @@ static int spawn(struct daemon *d, struct local_vm *slot, const char *vm, enum l
 	if (rc < 0)
 		return rc;
 	snprintf(log, sizeof(log), "%s/log/%s%s.log", d->conf.state_dir, vm,
-		 role == LOCAL_REPLICA ? ".replica" : "");
+		 role == LOCAL_REPLICA	  ? ".replica"
+		 : role == LOCAL_INCOMING ? ".incoming"
+					  : "");
 	unlink(sock); /* a socket left by an earlier run is not a sign of readiness */
 	{
 		const struct cd_proc_spec spec = {.name = vm,
@@ -381,7 +402,7 @@ static uint16_t free_port(struct daemon *d)
 		bool used = false;
 
 		for (unsigned i = 0; i < CD_MAX_DEFS && !used; i++)
-			used = d->local[i].proc && d->local[i].role == LOCAL_REPLICA &&
+			used = d->local[i].proc && d->local[i].role != LOCAL_PRIMARY &&
 			       d->local[i].port == port;
 		if (!used)
 			return (uint16_t)port;
@@ -389,54 +410,160 @@ static uint16_t free_port(struct daemon *d)
 	return 0;
 }
 
-/* PROTECT delivered naming this host: start the replica, or say why it cannot run. */
-static void replica_here(struct daemon *d, const char *vm)
+/*
+ * A castor-vmm that listens for a peer (`cmd` replica or incoming) on a port of
+ * this node's range, with `def`'s devices if not NULL: 0, or -errno and why.
+ */
+static int spawn_listening(struct daemon *d, const char *vm, const char *cmd, enum local_role role,
+			   const struct cd_vmdef *def, char *why, size_t why_len)
 {
-	char sock[CD_PATH_MAX + CD_NAME_MAX + 24], listen[96], why[256], reason[384];
-	char *argv[12];
+	char sock[CD_PATH_MAX + CD_NAME_MAX + 24], listen[96];
+	char *argv[ARGV_MAX];
 	struct local_vm *slot = free_slot(d);
 	unsigned n = 0;
 	uint16_t port = free_port(d);
-	int rc = 0;
+	int rc;
+
+	if (!strcmp(d->conf.replication_host, "0.0.0.0") || !strcmp(d->conf.replication_host, "::"))
+		return util_why(why, why_len, -EADDRNOTAVAIL,
+				"replication_host of %s is %s: its peer needs this node's address "
+				"there (castord.conf)",
+				d->conf.node, d->conf.replication_host);
+	if (!slot || !port)
+		return util_why(why, why_len, -ENOSPC,
+				"%s has no free slot or port (replication_ports %u-%u)",
+				d->conf.node, d->conf.port_low, d->conf.port_high);
+	snprintf(sock, sizeof(sock), "%s/run/%s.%s.sock", d->conf.state_dir, vm, cmd);
+	snprintf(listen, sizeof(listen), "%s:%u", d->conf.replication_host, port);
+	argv[n++] = d->conf.vmm;
+	argv[n++] = (char *)cmd;
+	argv[n++] = "--name";
+	argv[n++] = (char *)vm;
+	argv[n++] = "--listen";
+	argv[n++] = listen;
+	argv[n++] = "--control";
+	argv[n++] = sock;
+	if (def)
+		devices_argv(def, argv, &n);
+	if (d->conf.key_file[0]) {
+		argv[n++] = "--key";
+		argv[n++] = d->conf.key_file;
+	}
+	argv[n] = NULL;
+	rc = spawn(d, slot, vm, role, argv, sock, why, why_len);
+	if (!rc)
+		slot->port = port;
+	return rc;
+}
+
+/* PROTECT delivered naming this host: start the replica, or say why it cannot run. */
+static void replica_here(struct daemon *d, const char *vm)
+{
+	char why[256], reason[384];
 
 	if (local_find(d, vm, LOCAL_REPLICA)) {
 		LOG_WARN("vm %s: a replica of it runs here already; not started twice", vm);
 		return;
 	}
-	if (!strcmp(d->conf.replication_host, "0.0.0.0") || !strcmp(d->conf.replication_host, "::"))
-		rc = util_why(why, sizeof(why), -EADDRNOTAVAIL,
-			      "replication_host of %s is %s: primaries need this node's address "
-			      "there (castord.conf)",
-			      d->conf.node, d->conf.replication_host);
-	else if (!slot || !port)
-		rc = util_why(why, sizeof(why), -ENOSPC,
-			      "%s has no free slot or port (replication_ports %u-%u)", d->conf.node,
-			      d->conf.port_low, d->conf.port_high);
-	if (!rc) {
-		snprintf(sock, sizeof(sock), "%s/run/%s.replica.sock", d->conf.state_dir, vm);
-		snprintf(listen, sizeof(listen), "%s:%u", d->conf.replication_host, port);
-		argv[n++] = d->conf.vmm;
-		argv[n++] = "replica";
-		argv[n++] = "--name";
-		argv[n++] = (char *)vm;
-		argv[n++] = "--listen";
-		argv[n++] = listen;
-		argv[n++] = "--control";
-		argv[n++] = sock;
-		if (d->conf.key_file[0]) {
-			argv[n++] = "--key";
-			argv[n++] = d->conf.key_file;
-		}
-		argv[n] = NULL;
-		rc = spawn(d, slot, vm, LOCAL_REPLICA, argv, sock, why, sizeof(why));
-		if (!rc)
-			slot->port = port;
-	}
-	if (!rc)
+	if (!spawn_listening(d, vm, "replica", LOCAL_REPLICA, NULL, why, sizeof(why)))
 		return;
 	LOG_ERR("vm %s: cannot keep its replica here: %s", vm, why);
 	snprintf(reason, sizeof(reason), "replica on %s: %s", d->conf.node, why);
 	report_replica(d, vm, CD_PAIR_E_REPLICA_LOST, NULL, reason);
+}
+
+/*
+ * A session request (protect, migrate) to this node's primary toward the host p->replica
+ * (at p->replica_addr); refused, `fail_event` goes to the cluster with castor-vmm's reason.
+ */
+static void ask_toward(struct daemon *d, const struct cd_pair *p, struct local_vm *l,
+		       Castor__Request *req, const char *doing, enum cd_pair_event fail_event)
+{
+	Castor__Response *resp = NULL;
+	char why[300];
+	struct cd_view v;
+	int rc = vmm_call(l, req, &resp, why, sizeof(why));
+
+	if (resp)
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
+	if (!rc) {
+		LOG_INFO("vm %s: %s %s (%s)", p->vm, doing, p->replica, p->replica_addr);
+		return;
+	}
+	LOG_ERR("vm %s: %s %s refused: %s", p->vm, doing, p->replica_addr, why);
+	castord_view_of(d, &v);
+	send_event(d, p->vm, fail_event, d->conf.node, &v, why);
+}
+
+/* MIGRATE delivered naming this host: start the destination, or say why it cannot run. */
+static void incoming_here(struct daemon *d, const char *vm)
+{
+	const struct cd_def *def = cd_defs_find(d->defs, vm);
+	char why[256], reason[384];
+	int rc;
+
+	if (local_find(d, vm, LOCAL_INCOMING) || local_find(d, vm, LOCAL_PRIMARY)) {
+		LOG_WARN("vm %s: a castor-vmm of it runs here already; no destination started", vm);
+		return;
+	}
+	if (!def || def->removed)
+		rc = util_why(why, sizeof(why), -ENOENT, "%s has no definition here", d->conf.node);
+	else
+		rc = spawn_listening(d, vm, "incoming", LOCAL_INCOMING, &def->vm, why, sizeof(why));
+	if (!rc)
+		return;
+	LOG_ERR("vm %s: cannot take its migration here: %s", vm, why);
+	snprintf(reason, sizeof(reason), "destination %s: %s", d->conf.node, why);
+	report_replica(d, vm, CD_PAIR_E_REPLICA_LOST, NULL, reason);
+}
+
+/* INCOMING_READY delivered for this node's primary: migrate it there. */
+static void migrate_toward(struct daemon *d, const struct cd_pair *p)
+{
+	struct local_vm *l = local_find(d, p->vm, LOCAL_PRIMARY);
+	Castor__Request req = CASTOR__REQUEST__INIT;
+	Castor__MigrateRequest mr = CASTOR__MIGRATE_REQUEST__INIT;
+
+	if (!l)
+		return; /* its loss is reported by its exit */
+	mr.peer = (char *)p->replica_addr;
+	req.body_case = CASTOR__REQUEST__BODY_MIGRATE;
+	req.migrate = &mr;
+	ask_toward(d, p, l, &req, "migrating to", CD_PAIR_E_MIGRATE_FAILED);
+}
+
+/* MIGRATING with the source here: MIGRATED once the destination runs it, or why not. */
+static void mig_progress(struct daemon *d, const struct cd_pair *p)
+{
+	struct local_vm *l = local_find(d, p->vm, LOCAL_PRIMARY);
+	Castor__Request req = CASTOR__REQUEST__INIT;
+	Castor__HaStatusRequest hr = CASTOR__HA_STATUS_REQUEST__INIT;
+	Castor__Response *resp = NULL;
+	const Castor__HaStatus *h;
+	char why[300], reason[256];
+	struct cd_view v;
+
+	if (!l || !l->ready)
+		return;
+	req.body_case = CASTOR__REQUEST__BODY_HA_STATUS;
+	req.ha_status = &hr;
+	if (vmm_call(l, &req, &resp, why, sizeof(why)) < 0) {
+		LOG_WARN("vm %s: %s", p->vm, why);
+		return;
+	}
+	h = resp->ha_status;
+	castord_view_of(d, &v);
+	if (h && h->migration && h->state && !strcmp(h->state, "migrated")) {
+		snprintf(reason, sizeof(reason), "runs on %s; downtime %.1f ms, %u rounds",
+			 p->replica, (double)h->downtime_ns / 1e6, h->rounds);
+		send_event(d, p->vm, CD_PAIR_E_MIGRATED, d->conf.node, &v, reason);
+	} else if (h && h->migration && h->state &&
+		   (!strcmp(h->state, "stopped") || !strcmp(h->state, "in-doubt"))) {
+		snprintf(reason, sizeof(reason), "%s: %.200s", h->state,
+			 h->last_error ? h->last_error : "");
+		send_event(d, p->vm, CD_PAIR_E_MIGRATE_FAILED, d->conf.node, &v, reason);
+	}
+	protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
 /* REPLICA_READY delivered for this node's primary: protect toward it. */
@@ -446,10 +573,6 @@ static void protect_toward(struct daemon *d, const struct cd_pair *p)
 	struct local_vm *l = local_find(d, p->vm, LOCAL_PRIMARY);
 	Castor__Request req = CASTOR__REQUEST__INIT;
 	Castor__ProtectRequest pr = CASTOR__PROTECT_REQUEST__INIT;
-	Castor__Response *resp = NULL;
-	char why[300];
-	struct cd_view v;
-	int rc;
 
 	if (!l || !def || def->removed)
 		return; /* its loss is reported by its exit */
@@ -458,17 +581,8 @@ static void protect_toward(struct daemon *d, const struct cd_pair *p)
 	pr.interval_ms = def->vm.interval_ms;
 	req.body_case = CASTOR__REQUEST__BODY_PROTECT;
 	req.protect = &pr;
-	rc = vmm_call(l, &req, &resp, why, sizeof(why));
-	if (resp)
-		protobuf_c_message_free_unpacked(&resp->base, NULL);
-	if (!rc) {
-		LOG_INFO("vm %s: protecting toward %s (%s)", p->vm, p->replica, p->replica_addr);
-		return;
-	}
 	/* castor-vmm holds nothing for a session that never began: unprotected again */
-	LOG_ERR("vm %s: cannot protect toward %s: %s", p->vm, p->replica_addr, why);
-	castord_view_of(d, &v);
-	send_event(d, p->vm, CD_PAIR_E_UNPROTECT, d->conf.node, &v, why);
+	ask_toward(d, p, l, &req, "protecting toward", CD_PAIR_E_UNPROTECT);
 }
 
 /* FAILING_OVER with the twin here: ask the replica to take over. */
@@ -562,9 +676,12 @@ static void stop_here(struct daemon *d, const struct cd_pairmsg *m)
 {
 	struct local_vm *l = local_find(d, m->vm, LOCAL_PRIMARY);
 	struct local_vm *r = local_find(d, m->vm, LOCAL_REPLICA);
+	struct local_vm *in = local_find(d, m->vm, LOCAL_INCOMING);
 
 	if (r)
 		local_stop(d, r);
+	if (in)
+		local_stop(d, in);
 	if (strcmp(m->primary, d->conf.node))
 		return;
 	if (!l) {
@@ -604,6 +721,19 @@ static void react(struct daemon *d, const struct cd_pairmsg *m, const struct cd_
 	case CD_PAIR_E_UNPROTECT:
 		if (!strcmp(p->primary, me))
 			unprotect_here(d, p);
+		break;
+	case CD_PAIR_E_MIGRATE:
+		if (!strcmp(p->replica, me))
+			incoming_here(d, m->vm);
+		break;
+	case CD_PAIR_E_INCOMING_READY:
+		if (!strcmp(p->primary, me))
+			migrate_toward(d, p);
+		break;
+	case CD_PAIR_E_MIGRATED:
+		/* the same castor-vmm that took the migration runs the VM now */
+		if (!strcmp(p->primary, me) && local_find(d, m->vm, LOCAL_INCOMING))
+			local_find(d, m->vm, LOCAL_INCOMING)->role = LOCAL_PRIMARY;
 		break;
 	case CD_PAIR_E_STOP:
 		stop_here(d, m);
@@ -762,6 +892,10 @@ static void reconcile(struct daemon *d)
 				 /* a twin promoted here, before its PROMOTED comes back */
 				 (e->pair.state == CD_PAIR_S_FAILING_OVER &&
 				  !strcmp(e->pair.replica, d->conf.node));
+		else if (l->role == LOCAL_INCOMING)
+			wanted = !strcmp(e->pair.replica, d->conf.node) &&
+				 (e->pair.state == CD_PAIR_S_MOVING ||
+				  e->pair.state == CD_PAIR_S_MIGRATING);
 		else
 			wanted = !strcmp(e->pair.replica, d->conf.node) &&
 				 (e->pair.state == CD_PAIR_S_PLACING ||
@@ -771,7 +905,9 @@ static void reconcile(struct daemon *d)
 		if (wanted)
 			continue;
 		LOG_WARN("vm %s: its %s here is not wanted any more (%s on '%s'): stopped", l->name,
-			 l->role == LOCAL_PRIMARY ? "castor-vmm" : "replica",
+			 l->role == LOCAL_PRIMARY   ? "castor-vmm"
+			 : l->role == LOCAL_REPLICA ? "replica"
+						    : "migration destination",
 			 cd_pair_state_str(e->pair.state),
 			 l->role == LOCAL_PRIMARY ? e->pair.primary : e->pair.replica);
 		local_stop(d, l);
@@ -794,6 +930,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 		     p->state == CD_PAIR_S_DEGRADED) &&
 		    !strcmp(p->primary, d->conf.node))
 			repl_progress(d, p);
+		if (p->state == CD_PAIR_S_MIGRATING && !strcmp(p->primary, d->conf.node))
+			mig_progress(d, p);
 	}
 	reconcile(d);
 }

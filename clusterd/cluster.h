@@ -181,21 +181,28 @@ enum cd_pair_state {
 	CD_PAIR_S_DEGRADED,	/* the replica is lost: output held until the majority agrees */
 	CD_PAIR_S_FAILING_OVER, /* the primary is gone: the replica is being promoted */
 	CD_PAIR_S_STOPPING,	/* being stopped on purpose */
+	/* live migration (docs/migration.md); `replica` names the destination host */
+	CD_PAIR_S_MOVING,    /* a castor-vmm incoming is being started on the destination */
+	CD_PAIR_S_MIGRATING, /* the primary's castor-vmm migrates the VM to it */
 	CD_PAIR_N_STATES,
 };
 enum cd_pair_event {
-	CD_PAIR_E_START = 0,	 /* operator: start the VM */
-	CD_PAIR_E_STARTED,	 /* its castor-vmm runs */
-	CD_PAIR_E_START_FAILED,	 /* it could not be started */
-	CD_PAIR_E_PROTECT,	 /* protection wanted and a replica host chosen */
-	CD_PAIR_E_REPLICA_READY, /* the replica listens; the primary was told to protect */
-	CD_PAIR_E_SYNCED,	 /* the initial copy is acknowledged */
-	CD_PAIR_E_REPLICA_LOST,	 /* the replica's host left or its castor-vmm died */
-	CD_PAIR_E_PRIMARY_LOST,	 /* the primary's host left or its castor-vmm died */
-	CD_PAIR_E_PROMOTED,	 /* the twin runs on the replica's host: it is the primary now */
-	CD_PAIR_E_UNPROTECT,	 /* protection ends (operator, or the replica is gone for good) */
-	CD_PAIR_E_STOP,		 /* operator: stop the VM */
-	CD_PAIR_E_STOPPED,	 /* no castor-vmm of it runs any more */
+	CD_PAIR_E_START = 0,	  /* operator: start the VM */
+	CD_PAIR_E_STARTED,	  /* its castor-vmm runs */
+	CD_PAIR_E_START_FAILED,	  /* it could not be started */
+	CD_PAIR_E_PROTECT,	  /* protection wanted and a replica host chosen */
+	CD_PAIR_E_REPLICA_READY,  /* the replica listens; the primary was told to protect */
+	CD_PAIR_E_SYNCED,	  /* the initial copy is acknowledged */
+	CD_PAIR_E_REPLICA_LOST,	  /* the replica's host left or its castor-vmm died */
+	CD_PAIR_E_PRIMARY_LOST,	  /* the primary's host left or its castor-vmm died */
+	CD_PAIR_E_PROMOTED,	  /* the twin runs on the replica's host: it is the primary now */
+	CD_PAIR_E_UNPROTECT,	  /* protection ends (operator, or the replica is gone for good) */
+	CD_PAIR_E_STOP,		  /* operator: stop the VM */
+	CD_PAIR_E_STOPPED,	  /* no castor-vmm of it runs any more */
+	CD_PAIR_E_MIGRATE,	  /* operator: move the running VM to another host (named) */
+	CD_PAIR_E_INCOMING_READY, /* the destination listens; the primary was told to migrate */
+	CD_PAIR_E_MIGRATED,	  /* the VM runs on the destination: it is the primary now */
+	CD_PAIR_E_MIGRATE_FAILED, /* given up or failed: the VM runs on where it was */
 	CD_PAIR_N_EVENTS,
 };
 const char *cd_pair_state_str(enum cd_pair_state s);

@@ -30,7 +30,8 @@ const char *cd_pair_state_str(enum cd_pair_state s)
 		[CD_PAIR_S_UNPROTECTED] = "unprotected", [CD_PAIR_S_PLACING] = "placing",
 		[CD_PAIR_S_SYNCING] = "syncing",	 [CD_PAIR_S_PROTECTED] = "protected",
 		[CD_PAIR_S_DEGRADED] = "degraded",	 [CD_PAIR_S_FAILING_OVER] = "failing-over",
-		[CD_PAIR_S_STOPPING] = "stopping",
+		[CD_PAIR_S_STOPPING] = "stopping",	 [CD_PAIR_S_MOVING] = "moving",
+		[CD_PAIR_S_MIGRATING] = "migrating",
 	};
 
 	return (unsigned)s < CD_PAIR_N_STATES ? n[s] : "?";
@@ -51,6 +52,10 @@ const char *cd_pair_event_str(enum cd_pair_event e)
 		[CD_PAIR_E_UNPROTECT] = "unprotect",
 		[CD_PAIR_E_STOP] = "stop",
 		[CD_PAIR_E_STOPPED] = "stopped",
+		[CD_PAIR_E_MIGRATE] = "migrate",
+		[CD_PAIR_E_INCOMING_READY] = "incoming-ready",
+		[CD_PAIR_E_MIGRATED] = "migrated",
+		[CD_PAIR_E_MIGRATE_FAILED] = "migrate-failed",
 	};
 
 	return (unsigned)e < CD_PAIR_N_EVENTS ? n[e] : "?";
@@ -143,6 +148,23 @@ static const struct transition table[] = {
 	{CD_PAIR_S_FAILING_OVER, CD_PAIR_E_STOP, CD_PAIR_S_STOPPING, NULL},
 
 	{CD_PAIR_S_STOPPING, CD_PAIR_E_STOPPED, CD_PAIR_S_DEFINED, NULL},
+
+	/*
+	 * Live migration of an unprotected VM. The destination never runs the VM
+	 * unless the source hands it over (castor-vmm's rule), so only the start
+	 * needs quorum; every failure leaves the VM where it ran.
+	 */
+	{CD_PAIR_S_UNPROTECTED, CD_PAIR_E_MIGRATE, CD_PAIR_S_MOVING, need_quorum},
+	{CD_PAIR_S_MOVING, CD_PAIR_E_INCOMING_READY, CD_PAIR_S_MIGRATING, NULL},
+	{CD_PAIR_S_MOVING, CD_PAIR_E_REPLICA_LOST, CD_PAIR_S_UNPROTECTED, NULL},
+	{CD_PAIR_S_MOVING, CD_PAIR_E_MIGRATE_FAILED, CD_PAIR_S_UNPROTECTED, NULL},
+	{CD_PAIR_S_MOVING, CD_PAIR_E_PRIMARY_LOST, CD_PAIR_S_DEFINED, primary_known_gone},
+	{CD_PAIR_S_MOVING, CD_PAIR_E_STOP, CD_PAIR_S_STOPPING, NULL},
+	{CD_PAIR_S_MIGRATING, CD_PAIR_E_MIGRATED, CD_PAIR_S_UNPROTECTED, NULL},
+	{CD_PAIR_S_MIGRATING, CD_PAIR_E_MIGRATE_FAILED, CD_PAIR_S_UNPROTECTED, NULL},
+	{CD_PAIR_S_MIGRATING, CD_PAIR_E_REPLICA_LOST, CD_PAIR_S_UNPROTECTED, NULL},
+	{CD_PAIR_S_MIGRATING, CD_PAIR_E_PRIMARY_LOST, CD_PAIR_S_DEFINED, primary_known_gone},
+	{CD_PAIR_S_MIGRATING, CD_PAIR_E_STOP, CD_PAIR_S_STOPPING, NULL},
 };
 
 #define N_TRANSITIONS (sizeof(table) / sizeof(table[0]))
@@ -220,6 +242,8 @@ int cd_pair_apply(struct cd_pair *p, enum cd_pair_event e, const struct cd_view 
 	}
 	LOG_INFO("%s: %s -(%s: %s)-> %s", p->vm, cd_pair_state_str(p->state), cd_pair_event_str(e),
 		 reason ? reason : "", cd_pair_state_str(t->to));
+	if (e == CD_PAIR_E_MIGRATED) /* the destination runs the VM now */
+		snprintf(p->primary, sizeof(p->primary), "%s", p->replica);
 	if (e == CD_PAIR_E_PROMOTED) {
 		/* the replica's host runs the VM now; the next replica goes elsewhere */
 		snprintf(p->primary, sizeof(p->primary), "%s", p->replica);

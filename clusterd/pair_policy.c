@@ -124,7 +124,8 @@ bool cd_pair_next(const struct cd_pair *p, const struct cd_vmdef *def,
 	}
 	if (is_speaker(v) && p->replica[0] && host_left(v, p->replica) &&
 	    (p->state == CD_PAIR_S_PLACING || p->state == CD_PAIR_S_SYNCING ||
-	     p->state == CD_PAIR_S_PROTECTED || p->state == CD_PAIR_S_FAILING_OVER)) {
+	     p->state == CD_PAIR_S_PROTECTED || p->state == CD_PAIR_S_FAILING_OVER ||
+	     p->state == CD_PAIR_S_MOVING || p->state == CD_PAIR_S_MIGRATING)) {
 		view.replica_gone = true;
 		snprintf(reason, sizeof(reason), "replica host %s left the cluster", p->replica);
 		return event(out, p, CD_PAIR_E_REPLICA_LOST, &view, p->replica, reason);

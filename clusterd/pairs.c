@@ -99,7 +99,8 @@ int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **
 			*why_out = "the event is about a host that is not the VM's primary";
 		return -ESTALE;
 	}
-	if (m->event != CD_PAIR_E_PROTECT && m->replica[0] && strcmp(m->replica, e->pair.replica)) {
+	if (m->event != CD_PAIR_E_PROTECT && m->event != CD_PAIR_E_MIGRATE && m->replica[0] &&
+	    strcmp(m->replica, e->pair.replica)) {
 		LOG_INFO("%s: %s about replica %s ignored: the VM's replica is '%s' now", m->vm,
 			 cd_pair_event_str(m->event), m->replica, e->pair.replica);
 		if (why_out)
@@ -115,11 +116,11 @@ int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **
 		e->pair.held = false;
 	if (m->event == CD_PAIR_E_UNPROTECT && (m->flags & CD_PAIRMSG_F_HELD))
 		e->pair.held = true;
-	if (m->event == CD_PAIR_E_PROTECT) {
+	if (m->event == CD_PAIR_E_PROTECT || m->event == CD_PAIR_E_MIGRATE) {
 		copy_name(e->pair.replica, m->replica);
 		e->pair.replica_addr[0] = 0;
 	}
-	if (m->event == CD_PAIR_E_REPLICA_READY)
+	if (m->event == CD_PAIR_E_REPLICA_READY || m->event == CD_PAIR_E_INCOMING_READY)
 		snprintf(e->pair.replica_addr, sizeof(e->pair.replica_addr), "%s", m->addr);
 	e->generation++;
 	return 0;

@@ -270,8 +270,9 @@ def definitions(cl, d):
             or sorted(n["name"] for n in st["nodes"] if n["member"]) != ["a", "b", "c"]):
         raise Fail(f"castor status on b: {st}")
     # --watch: a snapshot a second, each after a dated line when not on a terminal
-    r = subprocess.run(["timeout", "5", CASTOR, "status", "--watch", "--castord",
-                        f"{d}/b.sock"], capture_output=True, text=True, timeout=30)
+    r = subprocess.run(["timeout", str(ct.patience(5)), CASTOR, "status", "--watch",
+                        "--castord", f"{d}/b.sock"], capture_output=True, text=True,
+                       timeout=60)
     if r.returncode != 124 or r.stdout.count("--- castor status at ") < 2 or \
             r.stdout.count("vm2 ") < 2:
         raise Fail(f"castor status --watch: {r.returncode} {r.stdout!r} {r.stderr!r}")
@@ -355,6 +356,7 @@ def vm_runs(cl, d):
                         (("ha", "protect", "vm5"), "vm5 is not running: castor vm start vm5"),
                         (("ha", "unprotect", "vm5"), "vm5 is not running"),
                         (("ha", "failover", "vm5"), "vm5 is not running"),
+                        (("migrate", "vm5"), "vm5 is not running"),
                         (("ha", "protect", "vm9"), "no VM named 'vm9' is defined")):
         r = cl.castor("c", *args, check=False)
         if r.returncode != 1 or words not in r.stderr:
@@ -400,11 +402,29 @@ def vm_runs(cl, d):
               "primary-lost: castor-vmm on b killed by signal 9")
     cl.castor("b", "vm", "start", "vm5", "--host", "c")
     expect_vm(cl, "vm5", "unprotected", "c", "started again, on c")
+    # live migration through castord, c -> a: the same guest runs on there
+    csock = f"{cl.d}/c-state/run/vm5.sock"
+    wait_for("vm5's guest on c", lambda: ct.vm_status(csock)["guest_counter"] > 0)
+    c0 = ct.vm_status(csock)["guest_counter"]
+    r = cl.castor("b", "migrate", "vm5", "--to", "c", check=False)
+    if r.returncode != 1 or "cannot take vm5" not in r.stderr:
+        raise Fail(f"a migration to its own host: {r.returncode} {r.stderr.strip()!r}")
+    r = cl.castor("b", "migrate", "vm5", "--to", "a")
+    if not r.stdout.startswith("vm5 on c: migrating to a"):
+        raise Fail(f"castor migrate vm5: {r.stdout.strip()!r}")
+    expect_vm(cl, "vm5", "unprotected", "a", "migrated to a", "migrated: runs on a",
+              timeout=ct.patience(60))
+    asock = f"{cl.d}/a-state/run/vm5.incoming.sock"
+    c1 = ct.vm_status(asock)["guest_counter"]
+    if c1 < c0:
+        raise Fail(f"vm5's guest counter on a is {c1}, it was {c0} on c before")
+    wait_for("vm5's guest on a to go on", lambda: ct.vm_status(asock)["guest_counter"] > c1)
+    wait_for("c's castor-vmm of vm5 to end", lambda: not os.path.exists(csock), timeout=30)
     cl.castor("a", "vm", "stop", "vm5")
-    expect_vm(cl, "vm5", "defined", "", "stopped", "stopped: castor-vmm on c exited")
+    expect_vm(cl, "vm5", "defined", "", "stopped", "stopped: castor-vmm on a exited")
     cl.castor("a", "vm", "undefine", "vm5")
     print("vm start/stop: ran on b, a kill -9 seen at once everywhere, started on c, "
-          "stopped")
+          "migrated live to a (castor migrate vm5), stopped")
 
 
 def replica_of(cl, name):

@@ -261,6 +261,18 @@ static const struct {
 	{S(FAILING_OVER), E(REPLICA_LOST), S(DEFINED)},
 	{S(FAILING_OVER), E(STOP), S(STOPPING)},
 	{S(STOPPING), E(STOPPED), S(DEFINED)},
+	/* live migration */
+	{S(UNPROTECTED), E(MIGRATE), S(MOVING)},
+	{S(MOVING), E(INCOMING_READY), S(MIGRATING)},
+	{S(MOVING), E(REPLICA_LOST), S(UNPROTECTED)},
+	{S(MOVING), E(MIGRATE_FAILED), S(UNPROTECTED)},
+	{S(MOVING), E(PRIMARY_LOST), S(DEFINED)},
+	{S(MOVING), E(STOP), S(STOPPING)},
+	{S(MIGRATING), E(MIGRATED), S(UNPROTECTED)},
+	{S(MIGRATING), E(MIGRATE_FAILED), S(UNPROTECTED)},
+	{S(MIGRATING), E(REPLICA_LOST), S(UNPROTECTED)},
+	{S(MIGRATING), E(PRIMARY_LOST), S(DEFINED)},
+	{S(MIGRATING), E(STOP), S(STOPPING)},
 };
 
 static int legal_to(enum cd_pair_state s, enum cd_pair_event e)
@@ -377,6 +389,28 @@ static void promotion_moves_the_vm(void **state)
 	assert_string_equal(p.replica, "");
 	assert_int_equal(p.failovers, 1);
 	assert_non_null(strstr(p.last_reason, "promoted: twin runs"));
+	/* then migrated to c: c is the primary, no replica, no failover counted */
+	assert_int_equal(cd_pair_apply(&p, E(MIGRATE), &all, "operator", NULL), 0);
+	snprintf(p.replica, sizeof(p.replica), "c");
+	assert_int_equal(cd_pair_apply(&p, E(INCOMING_READY), &all, "listening", NULL), 0);
+	assert_int_equal(cd_pair_apply(&p, E(MIGRATED), &all, "runs on c", NULL), 0);
+	assert_int_equal(p.state, S(UNPROTECTED));
+	assert_string_equal(p.primary, "c");
+	assert_string_equal(p.replica, "");
+	assert_int_equal(p.failovers, 1);
+	/* a migration that fails leaves it where it ran */
+	assert_int_equal(cd_pair_apply(&p, E(MIGRATE), &all, "operator", NULL), 0);
+	snprintf(p.replica, sizeof(p.replica), "a");
+	assert_int_equal(cd_pair_apply(&p, E(MIGRATE_FAILED), &all, "given up", NULL), 0);
+	assert_string_equal(p.primary, "c");
+	assert_string_equal(p.replica, "");
+	/* without quorum nothing starts moving */
+	{
+		const struct cd_view none = {0};
+
+		assert_int_equal(cd_pair_apply(&p, E(MIGRATE), &none, "operator", NULL), -EPERM);
+		assert_int_equal(p.state, S(UNPROTECTED));
+	}
 }
 
 /* Two voting nodes need a witness, or an explicit allow_two_node. */

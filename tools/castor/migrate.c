@@ -5,6 +5,7 @@
  *   castor migrate --socket PATH --to HOST:PORT [--downtime MS] [--timeout S]
  *                  [--verify] [--link-timeout MS] [--no-throttle] [--json]
  *   castor migrate --socket PATH --cancel
+ *   castor migrate VM [--to NODE] [--castord PATH] [--json]   (through castord)
  *
  * It starts the migration, shows its progress (refreshed in place on a
  * terminal, one line per round otherwise) and its summary; once the
@@ -28,6 +29,8 @@ void cli_migrate_usage(FILE *f)
 {
 	fputs("usage: castor migrate --socket PATH --to HOST:PORT [options]\n"
 	      "       castor migrate --socket PATH --cancel\n"
+	      "       castor migrate VM [--to NODE] [--castord PATH] [--json]  (a cluster VM,\n"
+	      "                 through castord: it starts the destination and moves it)\n"
 	      "\n"
 	      "Moves the running VM of a castor-vmm to a 'castor-vmm incoming' on another host\n"
 	      "while it runs (docs/migration.md): a copy of its RAM, rounds of what the guest\n"
@@ -228,6 +231,94 @@ static void quit_source(const char *socket)
 		protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
+/* A cluster VM through castord: no --socket, and a VM named. */
+static bool is_cluster_call(int argc, char **argv)
+{
+	bool vm = false;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--socket") || !strncmp(argv[i], "--socket=", 9) ||
+		    !strcmp(argv[i], "-s") || (!strncmp(argv[i], "-s", 2) && argv[i][2] != '-'))
+			return false;
+		if (argv[i][0] != '-' && (i == 1 || strcmp(argv[i - 1], "--to")) &&
+		    strcmp(argv[i - 1], "--castord"))
+			vm = true;
+	}
+	return vm;
+}
+
+static int cluster_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"castord", required_argument, NULL, 'c'},
+		{"to", required_argument, NULL, 't'},
+		{"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	Castor__Request req = CASTOR__REQUEST__INIT;
+	Castor__VmMigrateRequest mr = CASTOR__VM_MIGRATE_REQUEST__INIT;
+	Castor__Response *resp = NULL;
+	const Castor__VmDefinition *v;
+	const char *socket = CLI_CASTORD_SOCKET, *host = "";
+	bool json = false;
+	int c, ret = CLI_EXIT_FAIL;
+
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, ":jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			socket = optarg;
+			break;
+		case 't':
+			host = optarg;
+			break;
+		case 'j':
+			json = true;
+			break;
+		case 'h':
+			cli_migrate_usage(stdout);
+			return CLI_EXIT_OK;
+		default:
+			cli_opt_error("migrate", c, argv);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (optind + 1 != argc) {
+		cli_err("migrate: one VM, please (or --socket PATH for one castor-vmm)");
+		return CLI_EXIT_USAGE;
+	}
+	mr.name = argv[optind];
+	mr.host = (char *)host;
+	req.id = (uint64_t)getpid();
+	req.body_case = CASTOR__REQUEST__BODY_VM_MIGRATE;
+	req.vm_migrate = &mr;
+	if (cli_castord_call("migrate", socket, &req, &resp) < 0)
+		goto out;
+	v = resp->vm_migrate;
+	if (json) {
+		struct cli_json j;
+
+		cli_json_init(&j, stdout);
+		cli_json_object_begin(&j, NULL);
+		cli_json_str(&j, "name", v->name);
+		cli_json_str(&j, "state", v->state);
+		cli_json_str(&j, "primary", v->primary);
+		cli_json_str(&j, "replica", v->replica);
+		cli_json_object_end(&j);
+		cli_json_finish(&j);
+	} else {
+		printf("%s on %s: migrating to %s ('castor vm show %s' follows it)\n", v->name,
+		       v->primary, v->replica, v->name);
+	}
+	ret = CLI_EXIT_OK;
+out:
+	if (resp)
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
+	return ret;
+}
+
 int cli_migrate_main(int argc, char **argv)
 {
 	Castor__Request req = CASTOR__REQUEST__INIT;
@@ -238,6 +329,8 @@ int cli_migrate_main(int argc, char **argv)
 	uint32_t shown = 0;
 	int rc, ret = CLI_EXIT_FAIL;
 
+	if (is_cluster_call(argc, argv))
+		return cluster_main(argc, argv);
 	rc = parse_args(argc, argv, &a);
 	if (rc)
 		return rc > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
