@@ -4,8 +4,9 @@
 # /dev/kvm for hosts that have none), with CASTOR_REQUIRE_KVM=1 so that a
 # test that cannot run fails. Test timeouts are multiplied by 5 for the run
 # (CASTOR_TEST_TIMEOUT_SCALE) and put back after it. Three machines, one per
-# group (kvm, net, cluster+linux), each run again once if it froze (nest.sh
-# --retries 1): a frozen emulator costs one group, not the whole run.
+# group (kvm, net, cluster+linux), each run again up to twice if it froze
+# (nest.sh --retries 2; freezes were seen about once a run): a frozen emulator
+# costs one group, not the whole run.
 #   scripts/check-nested.sh BUILD [ctest arguments...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ cd "$build"
 failed=
 for group in kvm net "cluster|linux"; do
 	echo "check-nested: the '$group' tests"
-	"$top/tests/nested/nest.sh" --build . --retries 1 -- "$top/scripts/ctest-report.sh" \
+	"$top/tests/nested/nest.sh" --build . --retries 2 -- "$top/scripts/ctest-report.sh" \
 		--output-on-failure -L "$group" -LE slow "$@" || failed="$failed '$group'"
 done
 if [ -n "$failed" ]; then
