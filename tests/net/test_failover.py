@@ -156,7 +156,7 @@ def case_tcp(d):
             t_fo = time.time()
             if r["state"] != "failed-over":
                 raise Fail(f"failover: {r}")
-            rc = c.wait(60)
+            rc = c.wait(ct.patience(60))
             out = read(f"{d}/client.out").strip()
             if rc:
                 raise Fail(f"trial {n}: the TCP client saw a violation: {out}")
@@ -322,10 +322,10 @@ def case_wire(d):
         if cap.stdout.readline().strip() != "ready":
             raise Fail("the capture did not start")
         c = client(d, ["tcp", "--host", GUEST_IP, "--count", "2000", "--window", "8"])
-        if c.wait(60):
+        if c.wait(ct.patience(60)):
             raise Fail("client: " + read(f"{d}/client.out"))
         c = client(d, ["udp", "--host", GUEST_IP, "--count", "500"], "udp")
-        if c.wait(60):
+        if c.wait(ct.patience(60)):
             raise Fail("udp client: " + read(f"{d}/udp.out"))
         time.sleep(0.5)
     finally:
@@ -374,7 +374,7 @@ def case_degraded(d):
     pair = Pair(d, ["--interval", "10"])
     try:
         c = client(d, ["tcp", "--host", GUEST_IP, "--count", "200", "--window", "1"])
-        if c.wait(60):
+        if c.wait(ct.patience(60)):
             raise Fail("client before: " + read(f"{d}/client.out"))
         pair.replica.send_signal(signal.SIGSTOP)
         wait_for("degraded", lambda: ha(pair.psock)["state"] == "degraded", timeout=20)
