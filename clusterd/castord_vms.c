@@ -532,25 +532,42 @@ static void migrate_toward(struct daemon *d, const struct cd_pair *p)
 	ask_toward(d, p, l, &req, "migrating to", CD_PAIR_E_MIGRATE_FAILED);
 }
 
-/* MIGRATING with the source here: MIGRATED once the destination runs it, or why not. */
-static void mig_progress(struct daemon *d, const struct cd_pair *p)
+/*
+ * The replication status of this node's castor-vmm for `p` (the caller frees the
+ * reply), or NULL when it runs no ready one here or does not answer (logged).
+ */
+static Castor__Response *primary_ha_status(struct daemon *d, const struct cd_pair *p,
+					   struct local_vm **l_out)
 {
 	struct local_vm *l = local_find(d, p->vm, LOCAL_PRIMARY);
 	Castor__Request req = CASTOR__REQUEST__INIT;
 	Castor__HaStatusRequest hr = CASTOR__HA_STATUS_REQUEST__INIT;
 	Castor__Response *resp = NULL;
-	const Castor__HaStatus *h;
-	char why[300], reason[256];
-	struct cd_view v;
+	char why[300];
 
+	if (l_out)
+		*l_out = l;
 	if (!l || !l->ready)
-		return;
+		return NULL;
 	req.body_case = CASTOR__REQUEST__BODY_HA_STATUS;
 	req.ha_status = &hr;
 	if (vmm_call(l, &req, &resp, why, sizeof(why)) < 0) {
 		LOG_WARN("vm %s: %s", p->vm, why);
-		return;
+		return NULL;
 	}
+	return resp;
+}
+
+/* MIGRATING with the source here: MIGRATED once the destination runs it, or why not. */
+static void mig_progress(struct daemon *d, const struct cd_pair *p)
+{
+	Castor__Response *resp = primary_ha_status(d, p, NULL);
+	const Castor__HaStatus *h;
+	char reason[256];
+	struct cd_view v;
+
+	if (!resp)
+		return;
 	h = resp->ha_status;
 	castord_view_of(d, &v);
 	if (h && h->migration && h->state && !strcmp(h->state, "migrated")) {
@@ -832,21 +849,12 @@ static void duties(struct daemon *d, const struct cd_view_nodes *v)
  */
 static void repl_progress(struct daemon *d, const struct cd_pair *p)
 {
-	struct local_vm *l = local_find(d, p->vm, LOCAL_PRIMARY);
-	Castor__Request req = CASTOR__REQUEST__INIT;
-	Castor__HaStatusRequest hr = CASTOR__HA_STATUS_REQUEST__INIT;
-	Castor__Response *resp = NULL;
-	char why[300];
+	struct local_vm *l;
+	Castor__Response *resp = primary_ha_status(d, p, &l);
 	struct cd_view v;
 
-	if (!l || !l->ready)
+	if (!resp)
 		return;
-	req.body_case = CASTOR__REQUEST__BODY_HA_STATUS;
-	req.ha_status = &hr;
-	if (vmm_call(l, &req, &resp, why, sizeof(why)) < 0) {
-		LOG_WARN("vm %s: %s", p->vm, why);
-		return;
-	}
 	if (resp->ha_status) {
 		const Castor__HaStatus *h = resp->ha_status;
 
