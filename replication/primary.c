@@ -607,13 +607,13 @@ static void run(struct repl_primary *p)
 		p->t->set_timeout(p->link.c, REPL_SYNC_TIMEOUT_MS);
 	if (ship(p, &sst) < 0)
 		return;
+	if (p->t->set_timeout)
+		p->t->set_timeout(p->link.c, p->o.conn.timeout_ms ? p->o.conn.timeout_ms
+								  : REPL_DEFAULT_TIMEOUT_MS);
 	if (p->o.migrate) {
 		migrate(p, &sst, start);
 		return;
 	}
-	if (p->t->set_timeout)
-		p->t->set_timeout(p->link.c, p->o.conn.timeout_ms ? p->o.conn.timeout_ms
-								  : REPL_DEFAULT_TIMEOUT_MS);
 	/*
 	 * Hot pages from the epochs on: in the initial copy's long live passes
 	 * half the guest's pages would look hot and be resent for many epochs.

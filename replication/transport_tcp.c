@@ -441,9 +441,17 @@ static void tcp_abort(struct repl_conn *c)
 
 static void tcp_set_timeout(struct repl_conn *c, uint32_t timeout_ms)
 {
-	/* the poll waits; a dead peer is still found by keepalive and TCP_USER_TIMEOUT */
-	if (c && timeout_ms)
-		c->opts.timeout_ms = timeout_ms;
+	unsigned utimeout = timeout_ms;
+
+	if (!c || !timeout_ms)
+		return;
+	/*
+	 * The poll waits, and so does TCP_USER_TIMEOUT: a receiver that stops
+	 * reading (a replica creating its VM or restoring the initial copy) closes
+	 * its window, and Linux gives up on a zero window after the user timeout.
+	 */
+	c->opts.timeout_ms = timeout_ms;
+	setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &utimeout, sizeof(utimeout));
 }
 
 static void tcp_close(struct repl_conn *c)

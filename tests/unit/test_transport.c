@@ -86,6 +86,57 @@ static void round_trip(void **state)
 	free_pair(&p);
 }
 
+struct sender {
+	struct repl_conn *c;
+	const uint8_t *buf;
+	size_t len;
+	int rc;
+};
+
+static void *send_then_hear(void *arg)
+{
+	struct sender *s = arg;
+	uint8_t x;
+	struct iovec iov = {(void *)s->buf, s->len};
+
+	s->rc = T->send_iov(s->c, &iov, 1);
+	if (!s->rc)
+		s->rc = T->recv(s->c, &x, 1);
+	return NULL;
+}
+
+/*
+ * A receiver that stops reading for longer than the link's timeout (a replica
+ * creating its VM before the initial copy) closes its window; a sender that
+ * raised its timeout for that phase waits it out. The kernel would give up on
+ * the zero window after the old TCP_USER_TIMEOUT if set_timeout left it.
+ */
+static void slow_reader_within_a_raised_timeout(void **state)
+{
+	struct repl_conn_opts o = {.timeout_ms = 300};
+	static uint8_t data[8 << 20], got[8 << 20];
+	struct sender s = {.buf = data, .len = sizeof(data)};
+	struct timespec stall = {.tv_sec = 2};
+	uint8_t ack = 1;
+	struct iovec iov = {&ack, 1};
+	struct pair p;
+	pthread_t th;
+
+	memset(data, 0x5a, sizeof(data));
+	make_pair(&p, &o);
+	T->set_timeout(p.a, 10000);
+	T->set_timeout(p.b, 10000);
+	s.c = p.a;
+	assert_int_equal(pthread_create(&th, NULL, send_then_hear, &s), 0);
+	nanosleep(&stall, NULL);
+	assert_int_equal(T->recv(p.b, got, sizeof(got)), 0);
+	assert_int_equal(T->send_iov(p.b, &iov, 1), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(s.rc, 0);
+	assert_memory_equal(got, data, sizeof(data));
+	free_pair(&p);
+}
+
 static void silent_peer_times_out(void **state)
 {
 	struct repl_conn_opts o = {.timeout_ms = 200};
@@ -434,6 +485,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(round_trip),
 		cmocka_unit_test(silent_peer_times_out),
+		cmocka_unit_test(slow_reader_within_a_raised_timeout),
 		cmocka_unit_test(vanished_peer),
 		cmocka_unit_test(peer_dies_mid_message),
 		cmocka_unit_test(cut_after_bytes),
