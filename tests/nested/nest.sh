@@ -185,6 +185,9 @@ boot_once() {
 			echo "$me: the machine froze: no sign of life for $freeze s (QEMU TCG stopped" \
 				"making progress); its processes then:" >&2
 			cat "$run/ps" >&2 2>/dev/null || true
+			# $qpid is timeout(1): a SIGKILL to it would leave QEMU spinning on
+			# both cores beside the retry's machine, so QEMU goes first
+			pkill -9 -P "$qpid" 2>/dev/null
 			kill -9 "$qpid" 2>/dev/null
 			wait "$qpid" 2>/dev/null
 			qpid=
