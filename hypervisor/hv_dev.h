@@ -81,6 +81,27 @@ struct hv_blk_stats {
 	uint64_t malformed; /* requests with nowhere to put a status: returned unserved */
 };
 void hv_blk_stats(struct hv_blk *blk, struct hv_blk_stats *out);
+/*
+ * A disk's write observer (replication/ implements it: design.md §2, the
+ * hypervisor exposes backend interfaces). Told of every change the guest made
+ * to the image, after it succeeded and before the guest can see the request
+ * complete, on the I/O thread (which a pause parks between requests, so a
+ * request belongs wholly to the epoch in which its completion is visible).
+ * `data` is valid during the call only. A negative return fails the request:
+ * the guest sees an I/O error, though the image already holds the change.
+ */
+struct hv_blk_observer_ops {
+	int (*wrote)(void *arg, uint64_t offset, const void *data, size_t len);
+	int (*zeroed)(void *arg, uint64_t offset, uint64_t len);
+	int (*flushed)(void *arg);
+};
+/* Set (ops non-NULL) or clear the observer; safe while the VM runs. -EROFS on a read-only disk. */
+int hv_blk_set_observer(struct hv_blk *blk, const struct hv_blk_observer_ops *ops, void *arg);
+bool hv_blk_read_only(const struct hv_blk *blk);
+uint64_t hv_blk_bytes(const struct hv_blk *blk);
+const char *hv_blk_path(const struct hv_blk *blk);
+/* The VM's disks in the order they were added (NULL past the last). */
+struct hv_blk *hv_vm_blk(struct hv_vm *vm, unsigned idx);
 uint64_t hv_blk_mmio_base(const struct hv_blk *blk);
 
 #endif

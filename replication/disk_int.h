@@ -227,6 +227,47 @@ void disk_holes_init(struct disk_holes *h, int fd, uint64_t size);
 /* True when [off, off + len) holds no data (reads as zeros without being read). */
 bool disk_is_hole(struct disk_holes *h, uint64_t off, uint64_t len);
 
+/*
+ * ---- the primary's side of §10: a protected VM's disk writes, per epoch (disk_tx.c) ----
+ * One queue for the VM's writable disks, fed by their virtio-blk observers
+ * (disk_tx_observer with disk_tx_observer_arg(tx, i)). Records belong to the
+ * open epoch, 0 at first; disk_tx_seal(e) in the pause closes e (I/O thread
+ * parked) and opens e + 1. disk_tx_send() sends, as DISK frames, the queued
+ * records of epochs <= upto (and with seal, then upto's DISK_SEALs: call it so
+ * just before upto's epoch frame). `wake` (any thread; may be NULL) says that
+ * records piled up (send some) or, with overflow, that the epoch should end
+ * early -- or that the queue passed its cap: the session must fail (every
+ * later call returns -ENOBUFS; nothing is queued any more).
+ */
+#define DISK_TX_CAP (256ull << 20) /* as the replica's REPL_DISK_EPOCH_CAP */
+struct disk_tx;
+typedef void (*disk_tx_wake_fn)(void *arg, bool overflow);
+struct disk_tx_stats {
+	uint64_t queued_ops, queued_bytes; /* records queued, data bytes, since the start */
+	uint64_t frames, sent_bytes;	   /* DISK frames sent, their bytes */
+	uint64_t pending_bytes;		   /* data bytes queued now */
+	int error;
+};
+/* disks[i]: the index (in the VM's --disk order) of the i-th disk observed. */
+int disk_tx_new(const uint32_t *disks, unsigned n, uint64_t cap, disk_tx_wake_fn wake,
+		void *wake_arg, struct disk_tx **out);
+extern const struct hv_blk_observer_ops disk_tx_observer;
+void *disk_tx_observer_arg(struct disk_tx *tx, unsigned i);
+unsigned disk_tx_ndisks(const struct disk_tx *tx);
+int disk_tx_seal(struct disk_tx *tx, uint64_t epoch);
+int disk_tx_send(struct disk_tx *tx, struct repl_link *l, uint64_t upto, bool seal);
+/*
+ * The initial copy of observed disk i (its image open at fd for reading, of
+ * image_bytes) as epoch 0's records, sent as it goes with the guest's own.
+ */
+typedef void (*disk_tx_copy_progress_fn)(void *arg, uint64_t done, uint64_t total);
+int disk_tx_copy(struct disk_tx *tx, unsigned i, int fd, uint64_t image_bytes, struct repl_link *l,
+		 disk_tx_copy_progress_fn progress, void *arg);
+/* Stop keeping records (the session ended) and drop what is queued. */
+void disk_tx_close(struct disk_tx *tx);
+void disk_tx_stats(struct disk_tx *tx, struct disk_tx_stats *out);
+void disk_tx_free(struct disk_tx *tx); /* detach the observers first; NULL is fine */
+
 /* pread / pwrite of exactly len bytes: -errno; -EIO for an image that ended early. */
 int disk_read_full(int fd, uint8_t *buf, size_t len, uint64_t off);
 int disk_write_full(int fd, const uint8_t *buf, size_t len, uint64_t off);

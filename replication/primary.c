@@ -26,15 +26,18 @@
  */
 #define LOG_TAG "primary"
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "netbuffer/netbuf.h"
 #include "replication/codec.h"
+#include "replication/disk_int.h"
 #include "replication/engine.h"
 #include "util/util.h"
 
@@ -76,6 +79,13 @@ struct repl_primary {
 	uint64_t ship_bytes, ship_total_ns; /* a migration's rounds: wire bytes, send and ack */
 	uint64_t started_ns;
 	struct repl_window pauses, rtts, harvests, copies, states, encodes;
+	bool disk_wake; /* the disk queue asks for a send */
+
+	/* the VM's writable disks: their writes go with the epochs (disk_tx.c) */
+	struct disk_tx *dtx;
+	struct hv_blk *blks[REPL_DISK_MAX];
+	int disk_fds[REPL_DISK_MAX]; /* opened for the initial copy's reads */
+	bool observing;
 };
 
 static void set_state(struct repl_primary *p, enum repl_state to, const char *why)
@@ -118,6 +128,11 @@ static int in_pause(void *arg, struct hv_vm *vm, struct hv_stream_writer *w)
 	int rc;
 
 	p->sealed = 0;
+	if (p->dtx) {
+		rc = disk_tx_seal(p->dtx, p->epoch);
+		if (rc < 0)
+			return rc;
+	}
 	if (p->o.outq) {
 		rc = nb_epoch_begin(p->o.outq, p->epoch + 1);
 		if (rc < 0)
@@ -190,6 +205,16 @@ static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 		return rc;
 	}
 	t0 = util_now_ns();
+	/* what is left of this epoch's disk writes, and their seals, go first */
+	if (p->dtx) {
+		rc = disk_tx_send(p->dtx, &p->link, p->epoch, true);
+		if (rc < 0) {
+			fail(p, rc,
+			     rc == -ENOBUFS ? "disk writes (the replica fell behind)"
+					    : "sending disk writes");
+			return rc;
+		}
+	}
 	if (p->st.state == REPL_S_SYNCING || p->st.state == REPL_S_MIGRATING)
 		rc = repl_epoch_send_progress(&p->link, p->wire.data, p->wire.len, SYNC_CHUNK,
 					      sync_progress, p);
@@ -257,7 +282,7 @@ static void note_pause(struct repl_primary *p, const struct hv_snapshot_stats *s
 	pthread_mutex_unlock(&p->lock);
 }
 
-enum wait_end { WAIT_CAPTURE, WAIT_STOP, WAIT_LINK_DEAD };
+enum wait_end { WAIT_CAPTURE, WAIT_STOP, WAIT_LINK_DEAD, WAIT_DISK_FAILED };
 
 /* A heartbeat, with p->lock held (dropped around the round trip). */
 static int heartbeat(struct repl_primary *p)
@@ -296,6 +321,18 @@ static enum wait_end wait_epoch_end(struct repl_primary *p, uint64_t start, bool
 		if (p->stop) {
 			go = WAIT_STOP;
 			break;
+		}
+		if (p->disk_wake) {
+			/* the open epoch's disk writes go while it runs, not all after its pause */
+			p->disk_wake = false;
+			pthread_mutex_unlock(&p->lock);
+			*err = disk_tx_send(p->dtx, &p->link, p->epoch + 1, false);
+			pthread_mutex_lock(&p->lock);
+			if (*err < 0) {
+				go = p->stop ? WAIT_STOP : WAIT_DISK_FAILED;
+				break;
+			}
+			continue;
 		}
 		if (now >= deadline)
 			break;
@@ -563,6 +600,85 @@ static void migrate(struct repl_primary *p, const struct hv_snapshot_stats *sst,
 
 static void run(struct repl_primary *p);
 
+static void disk_wake(void *arg, bool overflow)
+{
+	struct repl_primary *p = arg;
+
+	pthread_mutex_lock(&p->lock);
+	p->disk_wake = true;
+	if (overflow)
+		p->kicked = true; /* end the epoch early, as a full output queue does */
+	pthread_cond_signal(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* The VM's writable disks: observed, and copied to the replica (epoch 0's first records). */
+static int disks_setup(struct repl_primary *p, char *why, size_t why_len)
+{
+	uint32_t idx[REPL_DISK_MAX];
+	struct hv_blk *b;
+	unsigned i, n = 0;
+
+	for (i = 0; (b = hv_vm_blk(p->vm, i)); i++) {
+		if (hv_blk_read_only(b))
+			continue;
+		if (i >= REPL_DISK_MAX)
+			return util_why(why, why_len, -EINVAL,
+					"disk %u: a protected VM replicates at most %u disks", i,
+					REPL_DISK_MAX);
+		p->disk_fds[n] = open(hv_blk_path(b), O_RDONLY | O_CLOEXEC);
+		if (p->disk_fds[n] < 0)
+			return util_why(why, why_len, -errno,
+					"cannot read disk %s for its initial copy (%s)",
+					hv_blk_path(b), strerror(errno));
+		p->blks[n] = b;
+		idx[n++] = i;
+	}
+	if (!n)
+		return 0;
+	return disk_tx_new(idx, n, 0, disk_wake, p, &p->dtx);
+}
+
+static int disks_start(struct repl_primary *p)
+{
+	unsigned i, n = disk_tx_ndisks(p->dtx);
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		rc = hv_blk_set_observer(p->blks[i], &disk_tx_observer,
+					 disk_tx_observer_arg(p->dtx, i));
+		if (rc < 0)
+			return rc;
+		p->observing = true;
+	}
+	for (i = 0; i < n; i++) {
+		uint64_t t0 = util_now_ns();
+		struct disk_tx_stats ds;
+
+		rc = disk_tx_copy(p->dtx, i, p->disk_fds[i], hv_blk_bytes(p->blks[i]), &p->link,
+				  NULL, NULL);
+		if (rc < 0)
+			return rc;
+		disk_tx_stats(p->dtx, &ds);
+		LOG_INFO("vm %s: disk %s copied in %.1f s (%.1f MiB sent so far)",
+			 hv_vm_name(p->vm), hv_blk_path(p->blks[i]),
+			 (double)(util_now_ns() - t0) / 1e9, (double)ds.sent_bytes / (1 << 20));
+	}
+	return 0;
+}
+
+static void disks_stop(struct repl_primary *p)
+{
+	unsigned i;
+
+	if (!p->dtx)
+		return;
+	for (i = 0; i < disk_tx_ndisks(p->dtx); i++)
+		hv_blk_set_observer(p->blks[i], NULL, NULL);
+	p->observing = false;
+	disk_tx_close(p->dtx);
+}
+
 static void *loop(void *arg)
 {
 	struct repl_primary *p = arg;
@@ -571,6 +687,7 @@ static void *loop(void *arg)
 	pthread_setname_np(pthread_self(), "castor-repl");
 	repl_thread_sched(hv_vm_name(p->vm), p->o.thread_nice, p->o.thread_rt);
 	run(p);
+	disks_stop(p); /* the session is over: its disks' writes are no longer kept */
 	if (!p->o.migrate)
 		return NULL;
 	/* a migration cut short by a cancel ends here, where its owner can see it */
@@ -591,6 +708,16 @@ static void run(struct repl_primary *p)
 	bool early;
 	int rc, err = 0;
 
+	/* the replica restores the whole copy before its ack, and writes the disks' first */
+	if (p->t->set_timeout)
+		p->t->set_timeout(p->link.c, REPL_SYNC_TIMEOUT_MS);
+	if (p->dtx) {
+		rc = disks_start(p);
+		if (rc < 0) {
+			fail(p, rc, "the disks' initial copy");
+			return;
+		}
+	}
 	/* epoch 0: the initial full copy */
 	start = util_now_ns();
 	rc = capture(p, HV_STREAM_FULL, true, &sst);
@@ -603,8 +730,6 @@ static void run(struct repl_primary *p)
 		 " in the pause (%.3f ms), %.1f MiB",
 		 hv_vm_name(p->vm), sst.precopy_pages, sst.live_passes, sst.staged_pages,
 		 (double)sst.pause_ns / 1e6, (double)sst.bytes / (1 << 20));
-	if (p->t->set_timeout) /* the replica restores the whole copy before its ack */
-		p->t->set_timeout(p->link.c, REPL_SYNC_TIMEOUT_MS);
 	if (ship(p, &sst) < 0)
 		return;
 	if (p->t->set_timeout)
@@ -643,6 +768,10 @@ static void run(struct repl_primary *p)
 	}
 	if (we == WAIT_LINK_DEAD)
 		fail(p, err, "heartbeat");
+	else if (we == WAIT_DISK_FAILED)
+		fail(p, err,
+		     err == -ENOBUFS ? "disk writes (the replica fell behind)"
+				     : "sending disk writes");
 	else if (we == WAIT_STOP)
 		say_bye(p);
 	return;
@@ -711,6 +840,8 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 		return -ENOMEM;
 	p->vm = vm;
 	p->o = *o;
+	for (unsigned i = 0; i < REPL_DISK_MAX; i++)
+		p->disk_fds[i] = -1;
 	if (p->o.migrate) {
 		p->o.outq = NULL; /* a migrating VM is not protected: its outputs flow */
 		p->o.exact_dirty = true;
@@ -764,6 +895,9 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 		snprintf(why, why_len, "cannot set up the encoder (%s)", strerror(-rc));
 		goto fail;
 	}
+	rc = disks_setup(p, why, why_len);
+	if (rc < 0)
+		goto fail;
 	rc = open_session(p, why, why_len);
 	if (rc < 0)
 		goto fail;
@@ -837,6 +971,14 @@ void repl_primary_status(struct repl_primary *p, struct repl_status *out)
 	out->state_p50_ns = repl_window_pct(&p->states, 50);
 	out->lag_ns = p->unacked_ns ? util_now_ns() - p->unacked_ns : 0;
 	pthread_mutex_unlock(&p->lock);
+	if (p->dtx) {
+		struct disk_tx_stats ds;
+
+		disk_tx_stats(p->dtx, &ds);
+		out->disks = disk_tx_ndisks(p->dtx);
+		out->disk_bytes = ds.queued_bytes;
+		out->disk_pending_bytes = ds.pending_bytes;
+	}
 }
 
 void repl_primary_cancel(struct repl_primary *p)
@@ -878,6 +1020,11 @@ void repl_primary_free(struct repl_primary *p)
 	if (!p)
 		return;
 	repl_primary_stop(p, false);
+	disks_stop(p);
+	disk_tx_free(p->dtx);
+	for (unsigned i = 0; i < REPL_DISK_MAX; i++)
+		if (p->disk_fds[i] >= 0)
+			close(p->disk_fds[i]);
 	hv_dirty_set_hot(p->vm, false);
 	repl_link_dispose(&p->link);
 	if (p->link.c)

@@ -287,7 +287,15 @@ int repl_running_send(struct repl_link *l, int32_t status);
 /* 0 with the destination's status, or a link error / -EBADMSG. */
 int repl_running_recv(struct repl_link *l, int32_t *status_out);
 
-enum repl_frame { REPL_FRAME_EPOCH, REPL_FRAME_BYE, REPL_FRAME_SWITCH };
+enum repl_frame { REPL_FRAME_EPOCH, REPL_FRAME_BYE, REPL_FRAME_SWITCH, REPL_FRAME_DISK };
+/*
+ * A DISK frame (magic "CSTRDISK", then the length of what follows): §10
+ * records of a protected VM's disk writes, sent between epoch frames
+ * (docs/stream-format.md §8.4). At most REPL_DISK_FRAME_MAX bytes.
+ */
+#define REPL_DISK_MAGIC	    0x4b53494452545343ull /* "CSTRDISK" */
+#define REPL_DISK_FRAME_MAX (REPL_DISK_WRITE_MAX + (4u << 20))
+int repl_disk_frame_send(struct repl_link *l, const uint8_t *buf, size_t len);
 /*
  * The replica's receive: the next epoch (as repl_epoch_recv_into), a BYE or
  * a SWITCH; PINGs on the way are answered and skipped.
@@ -641,6 +649,11 @@ struct repl_status {
 	uint64_t sync_sent_bytes, sync_total_bytes; /* the initial copy, as sent (primary) */
 	uint64_t heartbeats;			    /* pings answered */
 	bool twin_unusable; /* secondary: a failover is refused (why in last_error) */
+	/* writable disks replicated with the epochs; their data bytes (primary: taken
+	 * from the guest's writes; secondary: written to the copies), and the primary's
+	 * bytes not sent yet */
+	uint32_t disks;
+	uint64_t disk_bytes, disk_pending_bytes;
 	bool link_authenticated, link_encrypted; /* the session's link (sealed, §8.2) */
 	char peer[64];				 /* primary: the replica it protects to */
 	char last_error[160];
@@ -713,6 +726,16 @@ struct repl_secondary_opts {
 	bool incoming;
 	void (*on_end)(void *arg);
 	void *end_arg;
+	/*
+	 * The twin's disks in --disk order, as add_devices gives them: a writable
+	 * one is the copy the primary's writes land in, epoch by epoch (opened
+	 * here at start: an image that cannot be written is an error now).
+	 */
+	struct repl_twin_disk {
+		const char *path;
+		bool read_only;
+	} disks[REPL_DISK_MAX];
+	unsigned ndisks;
 };
 
 struct repl_secondary;

@@ -30,13 +30,16 @@
  */
 #define LOG_TAG "secondary"
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "replication/codec.h"
+#include "replication/disk_int.h"
 #include "replication/engine.h"
 #include "util/util.h"
 
@@ -71,6 +74,17 @@ struct repl_secondary {
 	struct repl_status st;
 	/* held while an epoch is applied, and by failover: never both at once */
 	pthread_mutex_t apply_lock;
+
+	/* the twin's writable disks (receiving thread only) */
+	struct twin_disk {
+		int fd; /* -1: none, or read-only */
+		uint64_t bytes;
+		struct repl_disk_epoch *buf; /* epochs from 1 on; epoch 0 is written at once */
+		bool replicated;	     /* the primary sealed epoch 0 for it */
+		uint64_t ops0, bytes0;	     /* epoch 0's records as written */
+		bool seal_valid;
+		uint64_t seal_epoch, seal_ops, seal_bytes;
+	} disks[REPL_DISK_MAX];
 };
 
 static const char *name_of(struct repl_secondary *s)
@@ -237,6 +251,176 @@ static int next_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len, 
 	return verify(s, epoch);
 }
 
+/* One record of a DISK frame, for the epoch `epoch` under way. */
+static int disk_record(struct repl_secondary *s, const struct repl_disk_op *op, uint64_t epoch,
+		       char *why, size_t why_len)
+{
+	struct twin_disk *d = &s->disks[op->disk];
+	int rc;
+
+	if (d->fd < 0)
+		return util_why(
+			why, why_len, -EPROTO,
+			"the primary replicates disk %u, which is not a writable disk here "
+			"(give the replica the same --disk list, writable where the primary's is)",
+			op->disk);
+	if (epoch > 0 && !d->replicated)
+		return util_why(why, why_len, -EPROTO,
+				"writes for disk %u, whose initial copy never came", op->disk);
+	if (op->epoch != epoch)
+		return util_why(why, why_len, -EPROTO,
+				"a %s of epoch %" PRIu64 " while epoch %" PRIu64 " is under way",
+				repl_disk_op_kind_str(op->kind), op->epoch, epoch);
+	if (op->kind == REPL_DISK_OP_SEAL) {
+		d->seal_valid = true;
+		d->seal_epoch = op->epoch;
+		d->seal_ops = op->ops;
+		d->seal_bytes = op->bytes;
+		return 0;
+	}
+	if (epoch > 0) {
+		rc = repl_disk_epoch_add(d->buf, op);
+		if (rc < 0)
+			return util_why(
+				why, why_len, rc, "disk %u: epoch %" PRIu64 ": %s", op->disk, epoch,
+				rc == -ENOBUFS	? "more writes than the replica may buffer"
+				: rc == -EINVAL ? "a write past the end of the replica's image"
+						: strerror(-rc));
+		return 0;
+	}
+	/* epoch 0, the initial copy: nothing runs from this image before it completes */
+	if ((op->kind != REPL_DISK_OP_FLUSH) &&
+	    (op->offset > d->bytes || op->len > d->bytes - op->offset))
+		return util_why(
+			why, why_len, -EFBIG,
+			"disk %u: the primary's image is larger than the replica's (%" PRIu64
+			" bytes)",
+			op->disk, d->bytes);
+	if (op->kind == REPL_DISK_OP_WRITE)
+		rc = disk_write_full(d->fd, op->data, op->len, op->offset);
+	else if (op->kind == REPL_DISK_OP_ZERO)
+		rc = disk_zero_range(d->fd, op->offset, op->len);
+	else
+		rc = 0;
+	if (rc < 0)
+		return util_why(why, why_len, rc, "disk %u: writing the initial copy: %s", op->disk,
+				strerror(-rc));
+	d->ops0++;
+	d->bytes0 += op->kind == REPL_DISK_OP_WRITE ? op->len : 0;
+	return 0;
+}
+
+/* A DISK frame: §10 records, each {u32 type, u32 length, body, pad to 8}. */
+static int disk_frame(struct repl_secondary *s, const uint8_t *buf, size_t len, uint64_t epoch)
+{
+	char why[256];
+	size_t off = 0;
+	int rc;
+
+	while (off < len) {
+		struct repl_disk_op op;
+		uint32_t type, rlen;
+
+		if (len - off < 8) {
+			note_error(s, "a DISK frame: %s", "a record cut short");
+			return -EBADMSG;
+		}
+		memcpy(&type, buf + off, 4);
+		memcpy(&rlen, buf + off + 4, 4);
+		if (rlen > len - off - 8) {
+			note_error(s, "a DISK frame: %s", "a record longer than the frame");
+			return -EBADMSG;
+		}
+		rc = repl_disk_op_parse(type, buf + off + 8, rlen, &op, why, sizeof(why));
+		if (!rc)
+			rc = disk_record(s, &op, epoch, why, sizeof(why));
+		if (rc < 0) {
+			note_error(s, "disk writes refused: %s", why);
+			return rc;
+		}
+		off += 8 + rlen + ((8 - rlen % 8) % 8);
+	}
+	return 0;
+}
+
+/*
+ * Epoch `epoch` arrived whole: every replicated disk's seal must match what
+ * arrived, and the writes land in the images (epoch 0's already did: it is
+ * made durable). Before the RAM, so an epoch is acked only with its disks.
+ * Returns the number of disks committed, or -errno (the twin is then unusable).
+ */
+static int disks_commit(struct repl_secondary *s, uint64_t epoch)
+{
+	unsigned i;
+	int rc, n = 0;
+
+	for (i = 0; i < REPL_DISK_MAX; i++) {
+		struct twin_disk *d = &s->disks[i];
+		char what[160];
+
+		if (d->fd < 0 || (!d->replicated && epoch > 0))
+			continue;
+		if (!d->seal_valid || d->seal_epoch != epoch) {
+			if (epoch == 0 && !d->ops0)
+				continue; /* the primary does not replicate this disk */
+			snprintf(what, sizeof(what), "disk %u: no seal for epoch %" PRIu64, i,
+				 epoch);
+			note_error(s, "disk writes refused: %s", what);
+			return -EBADMSG;
+		}
+		d->seal_valid = false;
+		if (epoch == 0) {
+			rc = d->ops0 == d->seal_ops && d->bytes0 == d->seal_bytes ? 0 : -EBADMSG;
+			if (!rc && fdatasync(d->fd) < 0)
+				rc = -errno;
+		} else {
+			rc = repl_disk_epoch_check(d->buf, epoch, d->seal_ops, d->seal_bytes);
+			if (!rc)
+				rc = repl_disk_epoch_commit(d->buf, epoch);
+		}
+		if (rc < 0) {
+			snprintf(what, sizeof(what), "disk %u, epoch %" PRIu64 ": %s", i, epoch,
+				 rc == -EBADMSG ? "the writes that arrived do not match the seal"
+						: strerror(-rc));
+			note_error(s, "disk writes not applied: %s", what);
+			return rc;
+		}
+		pthread_mutex_lock(&s->lock);
+		s->st.disk_bytes += epoch ? d->seal_bytes : d->bytes0;
+		s->st.disks += !d->replicated;
+		pthread_mutex_unlock(&s->lock);
+		d->replicated = true;
+		n++;
+	}
+	return n;
+}
+
+/* The stream stopped: what arrived of an epoch that did not complete is forgotten. */
+static void disks_discard(struct repl_secondary *s, uint64_t epoch)
+{
+	unsigned i;
+
+	for (i = 0; i < REPL_DISK_MAX; i++) {
+		struct twin_disk *d = &s->disks[i];
+
+		if (d->fd < 0)
+			continue;
+		if (d->buf)
+			repl_disk_epoch_discard(d->buf, epoch);
+		d->seal_valid = false;
+		if (!s->twin) { /* a new primary starts over */
+			d->ops0 = d->bytes0 = 0;
+			d->replicated = false;
+		}
+	}
+	if (!s->twin) {
+		pthread_mutex_lock(&s->lock);
+		s->st.disks = 0;
+		s->st.disk_bytes = 0;
+		pthread_mutex_unlock(&s->lock);
+	}
+}
+
 /*
  * Serve one primary until its stream stops. Returns true when a migration's
  * source handed the VM over (SWITCH): the link is then kept in s->switch_link
@@ -246,7 +430,7 @@ static bool serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_
 {
 	uint64_t epoch = 0, max_len = first_max;
 	bool refused = false, bye = false, switched = false;
-	int rc;
+	int rc, disks = 0;
 
 	if (s->t->set_timeout) /* the primary builds the initial copy first: be patient */
 		s->t->set_timeout(l->c, REPL_SYNC_TIMEOUT_MS);
@@ -263,6 +447,14 @@ static bool serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_
 			bye = true;
 			break;
 		}
+		if (kind == REPL_FRAME_DISK) {
+			rc = disk_frame(s, s->rx, len, epoch);
+			if (rc < 0) {
+				refused = true;
+				break;
+			}
+			continue;
+		}
 		if (kind == REPL_FRAME_SWITCH) {
 			/* only a migration's source, with its copy applied, hands the VM over */
 			if (s->o.incoming && s->twin) {
@@ -275,13 +467,23 @@ static bool serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_
 			break;
 		}
 		buf = s->rx;
+		disks = 0;
 		pthread_mutex_lock(&s->apply_lock);
 		pthread_mutex_lock(&s->lock);
 		rc = s->stop ? -ECANCELED : 0;
 		pthread_mutex_unlock(&s->lock);
 		if (!rc)
+			rc = disks = disks_commit(s, epoch);
+		if (rc >= 0)
 			rc = s->twin ? next_epoch(s, buf, len, epoch, &id)
 				     : first_epoch(s, buf, len, &id);
+		if (rc < 0 && epoch > 0 && (disks > 0 || (disks < 0 && disks != -EBADMSG))) {
+			/* its disks are ahead of its RAM, or between two epochs */
+			pthread_mutex_lock(&s->lock);
+			s->twin_broken = true;
+			s->st.twin_unusable = true;
+			pthread_mutex_unlock(&s->lock);
+		}
 		pthread_mutex_unlock(&s->apply_lock);
 		if (rc == -ECANCELED)
 			break;
@@ -311,6 +513,7 @@ static bool serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_
 		}
 		epoch++;
 	}
+	disks_discard(s, epoch);
 	pthread_mutex_lock(&s->lock);
 	if (switched) {
 		s->taken = true;
@@ -325,9 +528,10 @@ static bool serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_
 	}
 	if (!s->twin && !s->stop) {
 		/* nothing of this primary was kept: the next one may come */
-		snprintf(s->st.last_error, sizeof(s->st.last_error),
-			 "a primary left before its initial copy was applied (%s)",
-			 bye ? "it said goodbye" : strerror(-rc));
+		if (!refused) /* else last_error says why it was refused */
+			snprintf(s->st.last_error, sizeof(s->st.last_error),
+				 "a primary left before its initial copy was applied (%s)",
+				 bye ? "it said goodbye" : strerror(-rc));
 		LOG_WARN("vm %s: %s; waiting for a primary again", name_of(s), s->st.last_error);
 		repl_state_change(name_of(s), &s->st.state, REPL_S_IDLE, "primary left");
 		pthread_mutex_unlock(&s->lock);
@@ -533,6 +737,37 @@ static void *listener(void *arg)
 	return NULL;
 }
 
+static int disks_open(struct repl_secondary *s, char *why, size_t why_len)
+{
+	unsigned i;
+	int rc;
+
+	if (s->o.ndisks > REPL_DISK_MAX)
+		return util_why(why, why_len, -EINVAL, "at most %u disks", REPL_DISK_MAX);
+	for (i = 0; i < s->o.ndisks; i++) {
+		struct twin_disk *d = &s->disks[i];
+		const char *path = s->o.disks[i].path;
+		char name[96];
+
+		if (s->o.disks[i].read_only)
+			continue;
+		d->fd = open(path, O_RDWR | O_CLOEXEC);
+		if (d->fd < 0)
+			return util_why(why, why_len, -errno,
+					"disk %s: the replica cannot write its copy there (%s)",
+					path, strerror(errno));
+		rc = repl_disk_image_size(d->fd, &d->bytes, name, sizeof(name));
+		if (rc < 0)
+			return util_why(why, why_len, rc, "disk %s: %s", path, name);
+		d->bytes -= d->bytes % DISK_SECTOR;
+		snprintf(name, sizeof(name), "%s disk %u", name_of(s), i);
+		rc = repl_disk_epoch_new(d->fd, d->bytes, 0, name, &d->buf);
+		if (rc < 0)
+			return util_why(why, why_len, rc, "disk %s: %s", path, strerror(-rc));
+	}
+	return 0;
+}
+
 int repl_secondary_start(const struct repl_secondary_opts *o, struct repl_secondary **out,
 			 char *why, size_t why_len)
 {
@@ -548,6 +783,8 @@ int repl_secondary_start(const struct repl_secondary_opts *o, struct repl_second
 	if (!s)
 		return -ENOMEM;
 	s->o = *o;
+	for (unsigned i = 0; i < REPL_DISK_MAX; i++)
+		s->disks[i].fd = -1;
 	if (o->key) {
 		s->key = *o->key;
 		s->o.key = &s->key;
@@ -564,6 +801,9 @@ int repl_secondary_start(const struct repl_secondary_opts *o, struct repl_second
 		rc = -ENOMEM;
 		goto fail;
 	}
+	rc = disks_open(s, why, why_len);
+	if (rc < 0)
+		goto fail;
 	rc = s->t->listen(s->listen_addr, &s->o.conn, &s->listener);
 	if (rc < 0) {
 		snprintf(why, why_len, "cannot listen on %s (%s)", s->listen_addr, strerror(-rc));
@@ -740,6 +980,11 @@ void repl_secondary_free(struct repl_secondary *s)
 	if (s->listener && s->t->close_listener)
 		s->t->close_listener(s->listener);
 	hv_vm_free(s->twin);
+	for (unsigned i = 0; i < REPL_DISK_MAX; i++) {
+		repl_disk_epoch_free(s->disks[i].buf);
+		if (s->disks[i].fd >= 0)
+			close(s->disks[i].fd);
+	}
 	repl_buf_dispose(&s->decoded);
 	repl_patches_dispose(&s->patches);
 	free(s->rx);

@@ -397,6 +397,16 @@ int repl_frame_recv_into(struct repl_link *l, uint64_t max_len, uint8_t **buf_io
 			return rc;
 		if (h.magic == REPL_EPOCH_MAGIC)
 			break;
+		if (h.magic == REPL_DISK_MAGIC) {
+			if (!h.len || h.len > REPL_DISK_FRAME_MAX) {
+				LOG_ERR("a DISK frame of %llu bytes refused",
+					(unsigned long long)h.len);
+				return -EMSGSIZE;
+			}
+			*kind_out = REPL_FRAME_DISK;
+			return repl_epoch_recv_body(l, &h, REPL_DISK_FRAME_MAX, buf_io, cap_io,
+						    len_out);
+		}
 		if ((h.magic == REPL_PING_MAGIC || h.magic == REPL_BYE_MAGIC ||
 		     h.magic == REPL_SWITCH_MAGIC) &&
 		    h.len) {
@@ -424,4 +434,14 @@ int repl_frame_recv_into(struct repl_link *l, uint64_t max_len, uint8_t **buf_io
 	}
 	*kind_out = REPL_FRAME_EPOCH;
 	return repl_epoch_recv_body(l, &h, max_len, buf_io, cap_io, len_out);
+}
+
+int repl_disk_frame_send(struct repl_link *l, const uint8_t *buf, size_t len)
+{
+	struct epoch_hdr h = {.magic = REPL_DISK_MAGIC, .len = len};
+	struct iovec iov[2] = {{&h, sizeof(h)}, {(void *)buf, len}};
+
+	if (!len || len > REPL_DISK_FRAME_MAX)
+		return -EINVAL;
+	return repl_link_send_iov(l, iov, 2);
 }

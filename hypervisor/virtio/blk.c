@@ -57,6 +57,8 @@ struct hv_blk {
 	uint8_t *buf; /* BLK_REQ_MAX bounce buffer */
 	struct vq_elem elem;
 	struct hv_blk_stats stats;
+	const struct hv_blk_observer_ops *obs; /* under m->lock, as requests are served */
+	void *obs_arg;
 };
 
 struct blk_req_hdr {
@@ -168,6 +170,9 @@ static uint8_t do_discard(struct hv_blk *b, struct vq *q, struct vq_elem *e, uin
 		if (fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 			      (off_t)(seg.sector * SECTOR), (off_t)seg.num_sectors * SECTOR) < 0)
 			return VIRTIO_BLK_S_IOERR;
+		if (b->obs && b->obs->zeroed(b->obs_arg, seg.sector * SECTOR,
+					     (uint64_t)seg.num_sectors * SECTOR) < 0)
+			return VIRTIO_BLK_S_IOERR;
 	}
 	b->stats.discards++;
 	return VIRTIO_BLK_S_OK;
@@ -204,6 +209,8 @@ static uint8_t serve(struct hv_blk *b, struct vq *q, struct vq_elem *e, uint64_t
 		rc = vq_read_out(q, e, sizeof(h), b->buf, out_data);
 		if (!rc)
 			rc = full_pwrite(b->fd, b->buf, out_data, (off_t)(h.sector * SECTOR));
+		if (!rc && b->obs && out_data)
+			rc = b->obs->wrote(b->obs_arg, h.sector * SECTOR, b->buf, out_data);
 		if (rc < 0)
 			return VIRTIO_BLK_S_IOERR;
 		b->stats.writes++;
@@ -211,6 +218,8 @@ static uint8_t serve(struct hv_blk *b, struct vq *q, struct vq_elem *e, uint64_t
 		return VIRTIO_BLK_S_OK;
 	case VIRTIO_BLK_T_FLUSH:
 		if (!b->read_only && fdatasync(b->fd) < 0)
+			return VIRTIO_BLK_S_IOERR;
+		if (b->obs && b->obs->flushed(b->obs_arg) < 0)
 			return VIRTIO_BLK_S_IOERR;
 		b->stats.flushes++;
 		return VIRTIO_BLK_S_OK;
@@ -407,4 +416,35 @@ uint64_t hv_blk_mmio_base(const struct hv_blk *b)
 uint32_t hv_blk_irq(const struct hv_blk *b)
 {
 	return b->m->gsi;
+}
+
+int hv_blk_set_observer(struct hv_blk *b, const struct hv_blk_observer_ops *ops, void *arg)
+{
+	if (b->read_only && ops)
+		return -EROFS;
+	pthread_mutex_lock(&b->m->lock);
+	b->obs = ops;
+	b->obs_arg = ops ? arg : NULL;
+	pthread_mutex_unlock(&b->m->lock);
+	return 0;
+}
+
+bool hv_blk_read_only(const struct hv_blk *b)
+{
+	return b->read_only;
+}
+
+uint64_t hv_blk_bytes(const struct hv_blk *b)
+{
+	return b->sectors * SECTOR;
+}
+
+const char *hv_blk_path(const struct hv_blk *b)
+{
+	return b->path;
+}
+
+struct hv_blk *hv_vm_blk(struct hv_vm *vm, unsigned idx)
+{
+	return idx < vm->nblks ? vm->blks[idx] : NULL;
 }

@@ -16,9 +16,12 @@ usage: test_migrate.py VMM CASTOR TGCHECK_SNAP CASE
   cut       the link cut mid-copy (CASTOR_TEST_CUT_AFTER): the source runs on and
             its RAM verifies; the destination waits again and takes another source
   refuse    clear refusals: a replica is no destination, an incoming no replica,
-            a protected VM or one with a writable disk does not migrate, a
+            a protected VM does not migrate, a
             destination without the source's disk refuses the copy (the source
             runs on), an incoming refuses castor ha failover
+  disk      a writable disk copied live while the guest writes it (the
+            destination's copy starts different): the destination's disk holds
+            what its RAM says the guest wrote, and reads back right
 Exit 0 pass, 1 fail, 77 skip (no usable /dev/kvm; a failure under CASTOR_REQUIRE_KVM=1).
 """
 import json
@@ -255,6 +258,47 @@ def case_cut(pr):
           f"source ({json.loads(r.stdout)['rounds']} rounds)")
 
 
+def case_disk(pr):
+    """A writable disk that is not shared, copied live while the guest writes it."""
+    blocks, seed = 1024, 7
+    simg, dimg = f"{pr.d}/src.img", f"{pr.d}/dst.img"
+    for path in (simg, dimg):  # the destination's copy starts different
+        with open(path, "wb") as f:
+            f.write(os.urandom(8 << 20))
+    gp = ["--guest-param", "blkrate=800", "--guest-param", "blkfirst=0",
+          "--guest-param", f"blkcount={blocks}", "--guest-param", f"seed={seed}"]
+    sp, ssock = pr.source("dsrc", 50, *gp, "--disk", simg)
+    dp, dsock, addr = pr.incoming("ddst", "--disk", dimg)
+    w0 = vm_status(ssock)["guest_io"]["blk_written"]
+    r = migrate(ssock, addr, "--json", "--verify", "--downtime", DOWNTIME)
+    if r.returncode:
+        raise Fail(f"castor migrate: {r.stderr.strip()}\n{pr.tail('dsrc')}\n{pr.tail('ddst')}")
+    summ = json.loads(r.stdout)
+    exits(sp, "the source castor-vmm", 0)
+    # the disk holds what the destination's RAM says the guest wrote
+    snap = f"{pr.d}/ddst.snap"
+    castor("vm", "pause", "--socket", dsock)
+    castor("vm", "snapshot", "--socket", dsock, "--file", snap)
+    chk = subprocess.run([TGCHECK, "--disk", f"{dimg},0,{blocks},{seed}", snap],
+                         capture_output=True, text=True)
+    if chk.returncode:
+        raise Fail(f"the destination: {chk.stdout.strip()} {chk.stderr.strip()}")
+    castor("vm", "resume", "--socket", dsock)
+    io = vm_status(dsock)["guest_io"]
+    v0 = io["blk_verified"]
+    wait_for("the guest to read a whole pass back on the destination",
+             lambda: vm_status(dsock)["guest_io"]["blk_verified"] >= v0 + blocks,
+             timeout=ct.patience(60))
+    io = vm_status(dsock)["guest_io"]
+    if io["blk_bad"] or io["blk_io_errors"]:
+        raise Fail(f"the destination's guest found {io['blk_bad']} bad blocks: {io}")
+    h = ha(dsock)
+    print(f"a writable disk migrated with the guest writing ({io['blk_written'] - w0} blocks "
+          f"written since the start, {h['disk_bytes'] >> 20} MiB of disk applied at the "
+          f"destination); {summ['rounds']} rounds, downtime {summ['downtime_ns'] / 1e6:.1f} ms;"
+          f" the disk matches the guest's RAM and reads back right")
+
+
 def case_refuse(pr):
     # a replica is no migration destination, and an incoming no replica
     rsock = f"{pr.d}/rep.sock"
@@ -278,14 +322,15 @@ def case_refuse(pr):
     r = migrate(ssock, addr)
     if r.returncode != 1 or "unprotect" not in r.stderr:
         raise Fail(f"migrating a protected VM: {r.returncode} {r.stderr.strip()!r}")
-    # a writable disk does not migrate; a destination without the source's disk refuses
+    # a destination without the source's disk refuses it, writable or not
     img = f"{pr.d}/disk.img"
     with open(img, "wb") as f:
         f.truncate(1 << 20)
     wp, wsock = pr.source("rw", 10, "--disk", img)
     r = migrate(wsock, addr)
-    if r.returncode != 1 or "writable" not in r.stderr:
-        raise Fail(f"migrating a writable disk: {r.returncode} {r.stderr.strip()!r}")
+    if r.returncode != 1:
+        raise Fail(f"a destination without the source's writable disk took it: {r.stdout}")
+    runs_on(wsock, "the writable-disk source whose destination refused")
     op, osock = pr.source("ro", 10, "--disk", f"{img},ro")
     r = migrate(osock, addr)
     if r.returncode != 1:
@@ -296,7 +341,8 @@ def case_refuse(pr):
 
 def main():
     cases = {"rates": case_rates, "converge": case_converge, "deadline": case_deadline,
-             "cancel": case_cancel, "cut": case_cut, "refuse": case_refuse}
+             "cancel": case_cancel, "cut": case_cut, "refuse": case_refuse,
+             "disk": case_disk}
     return ct.run_kvm_case(cases, CASE, "castor-migrate-", Procs)
 
 

@@ -8,6 +8,13 @@ usage: test_replication.py VMM CASTOR TGCHECK_SNAP CASE
            every RAM digest of the replica equals the primary's
   disk     the guest reads a read-only disk while protected (pages the VMM
            writes): digests still match
+  diskrw   the guest writes a protected writable disk (the replica's copy
+           starts different): kill -9 the primary at random moments, fail
+           over, and the twin's disk holds exactly what its RAM says it
+           wrote; the guest's own read-backs find every block right
+  diskbad  a replica copy that cannot be written is refused at start; one
+           smaller than the primary's image ends the initial copy (the
+           primary degrades, the replica says why and takes the next primary)
   output   output (Kemari) mode: outputs end epochs early; digests match
   cap      the dirty-page cap ends long epochs early; bad command lines and an
            unreachable replica are refused with clear errors
@@ -38,7 +45,7 @@ ct.CASTOR = CASTOR
 class Pair:
     """A replica and a protected primary in `d`; stopped by PID in close()."""
 
-    def __init__(self, d, guest, repl, disk=None, cut_after=None, replica_args=()):
+    def __init__(self, d, guest, repl, disk=None, cut_after=None, replica_args=(), rw=None):
         self.d = d
         self.procs = []
         self.rsock, self.psock = f"{d}/r.sock", f"{d}/p.sock"
@@ -47,10 +54,12 @@ class Pair:
             if os.path.exists(f):
                 os.unlink(f)
         disk_args = ["--disk", f"{disk},ro"] if disk else []
+        # rw: (the primary's image, the replica's copy), both writable
+        rdisk_args = ["--disk", rw[1]] if rw else disk_args
         self.replica = self.spawn(
             [VMM, "replica", "--listen", "127.0.0.1:0", "--control", self.rsock,
              "--serial", "none", "--name", "twin", "--event-log", self.rlog,
-             "--repl-timeout", "10000", *disk_args, *replica_args],
+             "--repl-timeout", "10000", *rdisk_args, *replica_args],
             "replica")
         wait_for("the replica's control socket", lambda: os.path.exists(self.rsock))
         port = wait_for("the replica's port", lambda: ha(self.rsock)["port"])
@@ -67,7 +76,7 @@ class Pair:
              # have shown single epochs taking over a second (the kill trials see the
              # peer's reset at once, whatever the timeout)
              "--repl-timeout", "10000", *repl,
-             *disk_args], "primary", env)
+             *(["--disk", rw[0]] if rw else disk_args)], "primary", env)
 
     def spawn(self, argv, name, env=None):
         p = subprocess.Popen(argv, stdout=open(f"{self.d}/{name}.out", "w"),
@@ -184,6 +193,92 @@ def case_disk(d):
     print(f"the guest read {reads} blocks of the read-only disk while protected")
 
 
+def diskrw_trial(d, n, rng):
+    """One writable-disk trial: protect, kill -9 the primary at a random moment,
+    fail over, check the twin's disk against its RAM, and let it read back."""
+    blocks, seed = 1024, 7
+    pimg, rimg = f"{d}/p.img", f"{d}/r.img"
+    for path in (pimg, rimg):  # the replica's copy starts different: the initial copy counts
+        with open(path, "wb") as f:
+            f.write(os.urandom(8 << 20))
+    guest = ["rate=50", "wss=1M", "outrate=50", "blkrate=800", "blkfirst=0",
+             f"blkcount={blocks}", f"seed={seed}"]
+    pair = Pair(d, guest, ["--interval", str(rng.choice([5, 10, 25])), "--verify"],
+                rw=(pimg, rimg))
+    try:
+        pair.wait_protected()
+        w0 = vm_status(pair.psock)["guest_io"]["blk_written"]
+        wait_for("the guest to write while protected",
+                 lambda: vm_status(pair.psock)["guest_io"]["blk_written"] > w0 + 100,
+                 timeout=ct.patience(30))
+        time.sleep(rng.uniform(0.0, 1.0))
+        p = ha(pair.psock)
+        if p["state"] != "protected":
+            raise Fail(f"the primary is {p['state']}: {p['last_error']}")
+        pair.primary.send_signal(signal.SIGKILL)
+        pair.primary.wait(10)
+        wait_for("the replica to notice", lambda: ha(pair.rsock)["state"] == "primary-lost")
+        r = ha(pair.rsock)
+        if r["verify_bad"]:
+            raise Fail(f"{r['verify_bad']} RAM digests differed: {r['last_error']}")
+        fo = json.loads(castor("ha", "failover", "--socket", pair.rsock, "--json").stdout)
+        if fo["state"] != "failed-over":
+            raise Fail(f"failover: {fo}")
+        # at once: the disk must hold what the twin's RAM says it wrote
+        snap = f"{d}/twin.snap"
+        castor("vm", "pause", "--socket", pair.rsock)
+        castor("vm", "snapshot", "--socket", pair.rsock, "--file", snap)
+        chk = subprocess.run([TGCHECK, "--disk", f"{rimg},0,{blocks},{seed}", snap],
+                             capture_output=True, text=True)
+        if chk.returncode:
+            raise Fail(f"the twin after epoch {fo['epoch']}: {chk.stdout.strip()} "
+                       f"{chk.stderr.strip()}")
+        os.unlink(snap)
+        castor("vm", "resume", "--socket", pair.rsock)
+        # and the guest, reading back its own passes, finds every block right
+        v0 = vm_status(pair.rsock)["guest_io"]["blk_verified"]
+        wait_for("the twin's guest to read a whole pass back",
+                 lambda: vm_status(pair.rsock)["guest_io"]["blk_verified"] >= v0 + blocks,
+                 timeout=ct.patience(60))
+        io = vm_status(pair.rsock)["guest_io"]
+        if io["blk_bad"] or io["blk_io_errors"]:
+            raise Fail(f"the twin's guest found {io['blk_bad']} bad blocks, "
+                       f"{io['blk_io_errors']} I/O errors: {io}")
+        print(f"trial {n}: killed at epoch {p['epoch']}, twin at {fo['epoch']}, pass "
+              f"{io['blk_generation']}: the disk matches the twin's RAM; "
+              f"{io['blk_verified'] - v0} blocks read back right after the failover")
+    finally:
+        pair.close()
+
+
+def case_diskbad(d):
+    # a copy the replica cannot write: refused before it listens
+    r = subprocess.run([VMM, "replica", "--listen", "127.0.0.1:0", "--control", f"{d}/b.sock",
+                        "--serial", "none", "--disk", d], capture_output=True, text=True,
+                       timeout=30)
+    if r.returncode == 0 or "the replica cannot write its copy there" not in r.stderr:
+        raise Fail(f"a replica copy that is a folder: exit {r.returncode}, {r.stderr.strip()!r}")
+    # a copy smaller than the primary's image
+    pimg, rimg = f"{d}/p.img", f"{d}/r.img"
+    with open(pimg, "wb") as f:
+        f.write(os.urandom(4 << 20))
+    with open(rimg, "wb") as f:
+        f.truncate(1 << 20)
+    pair = Pair(d, ["rate=50", "wss=1M", "outrate=50"], ["--interval", "10"], rw=(pimg, rimg))
+    try:
+        wait_for("the primary's control socket", lambda: os.path.exists(pair.psock))
+        wait_for("the primary to give up", lambda: ha(pair.psock)["state"] == "degraded",
+                 timeout=ct.patience(60))
+        rs = ha(pair.rsock)
+        if "larger than the replica's" not in rs["last_error"] or rs["state"] != "idle":
+            raise Fail(f"the replica: {rs['state']}, {rs['last_error']!r}")
+        print(f"refused: {r.stderr.strip()}; a smaller copy: the replica says "
+              f"{rs['last_error']!r} and waits again, the primary says "
+              f"{ha(pair.psock)['last_error']!r}")
+    finally:
+        pair.close()
+
+
 def case_output(d):
     guest = ["rate=max", "wss=1M", "outrate=100"]
     # an interval far longer than an epoch's pause and ack, even on the nested
@@ -265,7 +360,6 @@ def case_cap(d):
     base = [VMM, "run", "--mem", "32M", "--cpus", "1", "--test-guest", "--control",
             f"{d}/x.sock", "--serial", "none"]
     bad = [
-        (base + ["--protect", "127.0.0.1:1", "--disk", img], 2, "writable"),
         (base + ["--protect", "127.0.0.1:1", "--mode", "sideways"], 2, "interval or output"),
         (base + ["--protect", "127.0.0.1:1", "--interval", "0"], 2, "milliseconds"),
         (base + ["--verify"], 2, "need --protect"),
@@ -373,6 +467,12 @@ def main():
                             ["--interval", "5", "--verify"], ct.reps(500))
             elif CASE == "disk":
                 case_disk(d)
+            elif CASE == "diskbad":
+                case_diskbad(d)
+            elif CASE == "diskrw":
+                rng = random.Random(int(os.environ.get("CASTOR_SEED", time.time())))
+                for n in range(int(os.environ.get("CASTOR_TRIALS", ct.reps(20)))):
+                    diskrw_trial(d, n, rng)
             elif CASE == "output":
                 case_output(d)
             elif CASE == "cap":

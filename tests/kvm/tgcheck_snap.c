@@ -1,7 +1,10 @@
 /*
- * tgcheck_snap SNAPSHOT [INCREMENTAL...]: restore a snapshot chain of the
- * test guest into a VM that never runs, check its RAM against the guest's own
- * rule (hv_tg_check_ram), and print one JSON line:
+ * tgcheck_snap [--disk IMAGE,FIRST,COUNT,SEED] SNAPSHOT [INCREMENTAL...]:
+ * restore a snapshot chain of the test guest into a VM that never runs, check
+ * its RAM against the guest's own rule (hv_tg_check_ram) and, with --disk, the
+ * disk workload's area of IMAGE (first sector, blocks, seed as the guest was
+ * given them) against the pass and block its RAM says it reached
+ * (hv_tg_check_disk); print one JSON line:
  *   {"ok": true|false, "why": "...", "counter": [..], "out_seq": [..]}
  * Exit 0 when the RAM verifies, 1 when it does not, 2 on a usage or restore
  * error. Used by tests that can only reach a VM through its process
@@ -20,6 +23,15 @@
 
 #define MAX_FILES 16
 
+/* The snapshot's disk, as the VM had it (writable); the VM never runs, so never writes. */
+static int add_disk(void *arg, struct hv_vm *vm)
+{
+	struct hv_blk_config bc = {.path = arg};
+	struct hv_blk *b;
+
+	return hv_blk_add(vm, &bc, &b);
+}
+
 int main(int argc, char **argv)
 {
 	const uint8_t *maps[MAX_FILES];
@@ -27,12 +39,28 @@ int main(int argc, char **argv)
 	struct hv_vm_config cfg = {.name = "check", .serial_fd = -1};
 	struct hv_tg_check chk;
 	struct hv_vm *vm = NULL;
-	char why[256] = "";
-	int i, n = argc - 1, rc;
+	char why[256] = "", disk[512] = "";
+	unsigned long long first = 0, count = 0, seed = 0;
+	int i, n, rc;
 	uint32_t c;
 
+	if (argc > 2 && !strcmp(argv[1], "--disk")) {
+		char *comma;
+
+		if (sscanf(argv[2], "%511[^,],%llu,%llu,%llu", disk, &first, &count, &seed) != 4) {
+			fprintf(stderr, "tgcheck_snap: --disk IMAGE,FIRST,COUNT,SEED\n");
+			return 2;
+		}
+		comma = strchr(disk, ',');
+		if (comma)
+			*comma = 0;
+		argv += 2;
+		argc -= 2;
+	}
+	n = argc - 1;
 	if (n < 1 || n > MAX_FILES) {
-		fprintf(stderr, "usage: tgcheck_snap SNAPSHOT [INCREMENTAL...]\n");
+		fprintf(stderr, "usage: tgcheck_snap [--disk IMAGE,FIRST,COUNT,SEED] SNAPSHOT "
+				"[INCREMENTAL...]\n");
 		return 2;
 	}
 	for (i = 0; i < n; i++) {
@@ -51,13 +79,39 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	rc = hv_snapshot_restore(&cfg, maps, lens, (unsigned)n, 0, NULL, NULL, &vm, why,
-				 sizeof(why));
+	rc = hv_snapshot_restore(&cfg, maps, lens, (unsigned)n, 0, disk[0] ? add_disk : NULL, disk,
+				 &vm, why, sizeof(why));
 	if (rc < 0) {
 		fprintf(stderr, "tgcheck_snap: restore: %s\n", why);
 		return 2;
 	}
 	rc = hv_tg_check_ram(hv_ram_base(vm), hv_vm_mem_bytes(vm), &chk);
+	if (!rc && disk[0]) {
+		struct hv_tg_disk_check dc;
+		struct hv_tg_io io;
+		struct stat st;
+		const uint8_t *img;
+		int fd = open(disk, O_RDONLY);
+
+		if (fd < 0 || fstat(fd, &st) < 0 || hv_tg_io(vm, &io) < 0) {
+			fprintf(stderr, "tgcheck_snap: %s: cannot read it\n", disk);
+			return 2;
+		}
+		img = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+		close(fd);
+		if (img == MAP_FAILED) {
+			fprintf(stderr, "tgcheck_snap: %s: %s\n", disk, strerror(errno));
+			return 2;
+		}
+		rc = hv_tg_check_disk(img, (uint64_t)st.st_size, first, count, seed,
+				      io.blk_generation, io.blk_next, &dc);
+		if (rc) {
+			printf("{\"ok\": false, \"why\": \"disk at pass %" PRIu64 ", block %" PRIu64
+			       ": %s\"}\n",
+			       io.blk_generation, io.blk_next, dc.why);
+			return 1;
+		}
+	}
 	printf("{\"ok\": %s, \"why\": \"%s\", \"counter\": [", rc ? "false" : "true",
 	       rc ? chk.why : "");
 	for (c = 0; c < hv_vm_ncpus(vm); c++) {

@@ -413,6 +413,31 @@ def epochs(parent1=S0, first_kind=1):
     return [frame(EPCH, e0), frame(PING), frame(EPCH, e1), frame(EPCH, e2)]
 
 
+DISK = 0x4B53494452545343  # "CSTRDISK": a protected VM's disk writes (§8.4)
+
+
+def drec(rtype, epoch, disk, tail=b""):
+    """A §10 record: {u32 type, u32 length, body, zero pad to 8}."""
+    body = struct.pack("<QI", epoch, disk) + tail
+    return struct.pack("<II", rtype, len(body)) + body + bytes((8 - len(body) % 8) % 8)
+
+
+def dwrite(epoch, disk=0, offset=0, data=b"\xaa" * 512):
+    return drec(0x50, epoch, disk, struct.pack("<IQ", 0, offset) + data)
+
+
+def dseal(epoch, disk=0, ops=1, nbytes=512):
+    return drec(0x53, epoch, disk, struct.pack("<IQQ", 0, ops, nbytes))
+
+
+def disk_epochs(seal1=True, epoch_of_write1=1):
+    """epochs() with a disk: epoch 0 its initial copy and seal, epoch 1 a write, epoch 2 none."""
+    e = epochs()
+    return [frame(DISK, dwrite(0) + dseal(0)), e[0], e[1],
+            frame(DISK, dwrite(epoch_of_write1, offset=4096) + (dseal(1) if seal1 else b"")),
+            e[2], frame(DISK, dseal(2, ops=0, nbytes=0)), e[3]]
+
+
 def session(frames, flags=0, bye=True, switch=False, **kw):
     return (hello(flags, **kw) + b"".join(frames) + (frame(BYE) if bye else b"") +
             (frame(SWITCH) if switch else b""))
@@ -632,6 +657,11 @@ CASES = {
     "session-after-switch": lambda: session(epochs(), flags=8, bye=False, switch=True) + b"\0",
     "session-switch-length": lambda: session([frame(SWITCH, length=2)], flags=8, bye=False),
     "session-migrate-disk": lambda: session(epochs(), flags=12),
+    # ---- DISK frames (§8.4) ----
+    "session-disks": lambda: session(disk_epochs()),
+    "session-disk-unsealed": lambda: session(disk_epochs(seal1=False)),
+    "session-disk-wrong-epoch": lambda: session(disk_epochs(epoch_of_write1=2)),
+    "session-disk-bad-type": lambda: session([frame(DISK, drec(0x54, 0, 0, bytes(8)))]),
     "session-nonce-no-auth": lambda: session(epochs(), nonce=b"\1" * 32),
     "session-seal-length": lambda: sealed(epochs(), bad_length=0),
     "session-mem": lambda: session(epochs(), mem=MEM * 2),

@@ -104,6 +104,9 @@ static void ha_json(const Castor__HaStatus *h)
 	cli_json_u64(&j, "sync_total_bytes", h->sync_total_bytes);
 	cli_json_u64(&j, "heartbeats", h->heartbeats);
 	cli_json_bool(&j, "twin_unusable", h->twin_unusable);
+	cli_json_u64(&j, "disks", h->disks);
+	cli_json_u64(&j, "disk_bytes", h->disk_bytes);
+	cli_json_u64(&j, "disk_pending_bytes", h->disk_pending_bytes);
 	cli_json_u64(&j, "sessions", h->sessions);
 	cli_json_bool(&j, "failed_over", h->failed_over);
 	cli_json_str(&j, "link", h->link ? h->link : "");
@@ -160,6 +163,11 @@ static void ha_table(const Castor__HaStatus *h)
 	if (h->verify_ok || h->verify_bad)
 		printf("verify: %" PRIu64 " digests matched, %" PRIu64 " differed\n", h->verify_ok,
 		       h->verify_bad);
+	if (h->disks)
+		printf("disks: %u replicated; %.1f MiB %s, %.1f MiB waiting to be sent\n", h->disks,
+		       (double)h->disk_bytes / (1 << 20),
+		       !strcmp(h->role, "primary") ? "written" : "applied to the copies",
+		       (double)h->disk_pending_bytes / (1 << 20));
 	if (h->port)
 		printf("listening on port %u\n", h->port);
 	if (h->peer && *h->peer)

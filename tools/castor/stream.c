@@ -321,6 +321,9 @@ static int session_verify_cmd(const struct stream_opts *o, struct peek *p)
 		cli_json_bool(&j, "bye", s.bye);
 		cli_json_bool(&j, "migration", s.migration);
 		cli_json_bool(&j, "switched", s.switched);
+		cli_json_u64(&j, "disk_frames", s.disk_frames);
+		cli_json_u64(&j, "disk_records", s.disk_records);
+		cli_json_u64(&j, "disks", (uint64_t)__builtin_popcount(s.disks));
 		cli_json_object_end(&j);
 		if (cli_json_finish(&j) < 0)
 			return CLI_EXIT_FAIL;
@@ -330,6 +333,9 @@ static int session_verify_cmd(const struct stream_opts *o, struct peek *p)
 			cli_err("%s: offset %" PRIu64 ": %s", o->file, s.offset, s.error);
 		return CLI_EXIT_FAIL;
 	}
+	if (!o->quiet && !o->json && s.disk_frames)
+		printf("%s: %" PRIu64 " DISK frames, %" PRIu64 " disk records, %d disk(s) sealed\n",
+		       o->file, s.disk_frames, s.disk_records, __builtin_popcount(s.disks));
 	if (!o->quiet && !o->json)
 		printf("%s: valid replication session capture, session layer %u%s\n"
 		       "  %" PRIu64 " MiB of RAM, %u vCPUs; %" PRIu64 " epochs (the first full, "

@@ -9,32 +9,40 @@
  * Layers, innermost last: the capture; after a PROOF (a keyed session), the
  * sealed records of §8.2, whose bodies are read as one byte stream -- their tags
  * are not checked, which takes the key, and an encrypted link cannot be read
- * at all; the frames of §8.1 (EPCH with its stream, PING, BYE) and, in a
- * live migration (§8.3, the HELLO's MIGRATE), SWITCH after its last round.
+ * at all; the frames of §8.1 (EPCH with its stream, PING, BYE), DISK frames
+ * (§8.4: §10 records of the epoch under way, each disk sealed once before its
+ * epoch's frame) and, in a live migration (§8.3, the HELLO's MIGRATE), SWITCH
+ * after its last round.
  */
 #include "tools/castor/stream_verify_session.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#define HELLO_MAGIC 0x4f4c454852545343ull /* "CSTRHELO" */
-#define PROOF_MAGIC 0x464f525052545343ull /* "CSTRPROF" */
-#define EPCH_MAGIC  0x4843504552545343ull /* "CSTREPCH" */
-#define PING_MAGIC  0x474e495052545343ull /* "CSTRPING" */
-#define BYE_MAGIC   0x2145594252545343ull /* "CSTRBYE!" */
-#define SWCH_MAGIC  0x4843575352545343ull /* "CSTRSWCH" */
-#define HELLO_LEN   64u
-#define PROOF_LEN   40u
-#define FRAME_LEN   16u
-#define SESSION_V   2u
-#define F_AUTH	    0x1u
-#define F_ENCRYPT   0x2u
-#define F_DISK	    0x4u
-#define F_MIGRATE   0x8u
-#define SEAL_MAX    (1u << 20)
-#define SEAL_TAG    16u
+#define HELLO_MAGIC    0x4f4c454852545343ull /* "CSTRHELO" */
+#define PROOF_MAGIC    0x464f525052545343ull /* "CSTRPROF" */
+#define EPCH_MAGIC     0x4843504552545343ull /* "CSTREPCH" */
+#define PING_MAGIC     0x474e495052545343ull /* "CSTRPING" */
+#define BYE_MAGIC      0x2145594252545343ull /* "CSTRBYE!" */
+#define SWCH_MAGIC     0x4843575352545343ull /* "CSTRSWCH" */
+#define DISK_MAGIC     0x4b53494452545343ull /* "CSTRDISK" */
+#define DISK_FRAME_MAX (8u << 20)
+#define DISKS_MAX      4u
+#define REC_DISK_WRITE 0x0050u
+#define REC_DISK_SEAL  0x0053u
+#define HELLO_LEN      64u
+#define PROOF_LEN      40u
+#define FRAME_LEN      16u
+#define SESSION_V      2u
+#define F_AUTH	       0x1u
+#define F_ENCRYPT      0x2u
+#define F_DISK	       0x4u
+#define F_MIGRATE      0x8u
+#define SEAL_MAX       (1u << 20)
+#define SEAL_TAG       16u
 
 struct reader {
 	stream_verify_read_fn read;
@@ -266,6 +274,17 @@ static int check_epoch(struct stream_verify_session *s, struct reader *r, uint64
 	struct stream_verify_result res = {0};
 	int rc;
 
+	/* epoch 0 names the replicated disks by sealing them; every later epoch seals the same */
+	if (s->written_now & ~s->sealed_now)
+		return fail(s, at, "epoch %llu: disk records without a seal (disks 0x%x)",
+			    (unsigned long long)s->epochs, s->written_now & ~s->sealed_now);
+	if (!s->epochs)
+		s->disks = s->sealed_now;
+	else if (s->sealed_now != s->disks)
+		return fail(s, at,
+			    "epoch %llu: its DISK frames sealed disks 0x%x, epoch 0 sealed 0x%x",
+			    (unsigned long long)s->epochs, s->sealed_now, s->disks);
+	s->sealed_now = s->written_now = 0;
 	if (!length || length > 2 * s->mem_bytes + (64ull << 20)) {
 		return fail(s, at, "epoch %llu: a stream of %llu bytes for %llu bytes of RAM",
 			    (unsigned long long)s->epochs, (unsigned long long)length,
@@ -301,6 +320,81 @@ static int check_epoch(struct stream_verify_session *s, struct reader *r, uint64
 	return rc;
 }
 
+/* A DISK frame: §10 records {u32 type, u32 length, body, zero pad}, of the epoch under way. */
+static int check_disk(struct stream_verify_session *s, struct reader *r, uint64_t length,
+		      uint64_t at)
+{
+	uint8_t *buf;
+	uint64_t off = 0;
+	int rc;
+
+	if (!length || length > DISK_FRAME_MAX)
+		return fail(s, at + 8, "a DISK frame of %llu bytes (1 to %u)",
+			    (unsigned long long)length, DISK_FRAME_MAX);
+	buf = malloc((size_t)length);
+	if (!buf)
+		return -ENOMEM;
+	rc = session_exact(r, buf, (size_t)length, false);
+	if (rc == -EBADMSG)
+		rc = fail(s, r->offset, "%s", r->why);
+	while (!rc && off < length) {
+		uint64_t rat = at + FRAME_LEN + off, epoch, pad, i;
+		uint32_t type, len, disk;
+
+		if (length - off < 8) {
+			rc = fail(s, rat, "a DISK frame ends inside a record's header");
+			break;
+		}
+		type = get32(buf + off);
+		len = get32(buf + off + 4);
+		pad = (8 - len % 8) % 8;
+		if (type < REC_DISK_WRITE || type > REC_DISK_SEAL) {
+			rc = fail(s, rat,
+				  "record type 0x%04x in a DISK frame (§10's are 0x0050-0x0053)",
+				  type);
+			break;
+		}
+		if (len < 16 || len + pad > length - off - 8) {
+			rc = fail(s, rat + 4, "a record of %u bytes where %llu are left", len,
+				  (unsigned long long)(length - off - 8));
+			break;
+		}
+		for (i = 0; i < pad; i++)
+			if (buf[off + 8 + len + i]) {
+				rc = fail(s, rat + 8 + len + i, "padding that is not zero");
+				break;
+			}
+		if (rc)
+			break;
+		epoch = get64(buf + off + 8);
+		disk = get32(buf + off + 16);
+		if (epoch != s->epochs)
+			rc = fail(s, rat + 8,
+				  "a record of epoch %llu while epoch %llu is under way",
+				  (unsigned long long)epoch, (unsigned long long)s->epochs);
+		else if (disk >= DISKS_MAX)
+			rc = fail(s, rat + 16, "disk %u (0 to %u)", disk, DISKS_MAX - 1);
+		else if (s->sealed_now & (1u << disk))
+			rc = fail(s, rat, "disk %u: a record after its seal for epoch %llu", disk,
+				  (unsigned long long)epoch);
+		else if (s->epochs && type != REC_DISK_SEAL && !(s->disks & (1u << disk)))
+			rc = fail(s, rat,
+				  "disk %u: writes without an initial copy (epoch 0 did not "
+				  "seal it)",
+				  disk);
+		if (!rc && type == REC_DISK_SEAL)
+			s->sealed_now |= 1u << disk;
+		else if (!rc)
+			s->written_now |= 1u << disk;
+		s->disk_records++;
+		off += 8 + len + pad;
+	}
+	free(buf);
+	if (!rc)
+		s->disk_frames++;
+	return rc;
+}
+
 int stream_verify_session(stream_verify_read_fn read_cb, void *read_ctx,
 			  struct stream_verify_session *s)
 {
@@ -330,6 +424,8 @@ int stream_verify_session(stream_verify_read_fn read_cb, void *read_ctx,
 		length = get64(f + 8);
 		if (magic == EPCH_MAGIC) {
 			rc = check_epoch(s, &r, length, at);
+		} else if (magic == DISK_MAGIC) {
+			rc = check_disk(s, &r, length, at);
 		} else if (magic == PING_MAGIC || magic == BYE_MAGIC || magic == SWCH_MAGIC) {
 			const char *name = magic == PING_MAGIC	? "PING"
 					   : magic == BYE_MAGIC ? "BYE"
@@ -363,7 +459,8 @@ int stream_verify_session(stream_verify_read_fn read_cb, void *read_ctx,
 				break;
 			}
 		} else {
-			rc = fail(s, at, "frame with magic 0x%016llx: not EPCH, PING or BYE%s",
+			rc = fail(s, at,
+				  "frame with magic 0x%016llx: not EPCH, DISK, PING or BYE%s",
 				  (unsigned long long)magic,
 				  r.sealed ? " (if the replica runs with --encrypt, the link is "
 					     "encrypted and cannot be read without the key)"

@@ -25,6 +25,11 @@ struct stream_verify_session {
 	bool bye;
 	bool migration; /* the HELLO's MIGRATE: a live migration's source (§8.3) */
 	bool switched;	/* it ended with SWITCH: the destination was told to run the VM */
+	/* DISK frames (§8.4): frames, §10 records, disks sealed by epoch 0 (a bit each) */
+	uint64_t disk_frames, disk_records;
+	uint32_t disks;
+	uint32_t sealed_now;  /* disks sealed for the epoch under way */
+	uint32_t written_now; /* disks with records in the epoch under way */
 	uint64_t last_stream_id;
 	uint64_t bytes; /* of the capture read */
 };

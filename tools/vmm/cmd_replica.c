@@ -27,6 +27,10 @@ void vmm_secondary_opts(struct vmm *v, struct repl_secondary_opts *so)
 		.thread_rt = o->ro.thread_rt,
 		.log_cb = vmm_event_line,
 	};
+	/* the twin's disks: the writable ones receive the primary's writes */
+	for (unsigned i = 0; i < o->ndisks && i < REPL_DISK_MAX; i++)
+		so->disks[so->ndisks++] = (struct repl_twin_disk){
+			.path = o->disks[i].path, .read_only = o->disks[i].read_only};
 }
 
 static int build(struct vmm *v)

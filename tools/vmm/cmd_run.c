@@ -107,13 +107,6 @@ int vmm_cmd_run(int argc, char **argv)
 		return 2; /* like any bad command line */
 	}
 	if (o.protect) {
-		for (unsigned i = 0; i < o.ndisks; i++)
-			if (!o.disks[i].read_only)
-				return vmm_bad_usage(
-					"--protect: disk %s is writable; a protected VM may have "
-					"read-only disks only until disk replication exists (add "
-					",ro)",
-					o.disks[i].path);
 		if (o.ro.mode == REPL_MODE_OUTPUT && o.ro.interval_ms &&
 		    o.ro.min_spacing_ms > o.ro.interval_ms)
 			return vmm_bad_usage("--min-spacing is longer than --interval");

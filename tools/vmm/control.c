@@ -385,6 +385,9 @@ static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
 	h->sync_total_bytes = st.sync_total_bytes;
 	h->heartbeats = st.heartbeats;
 	h->twin_unusable = st.twin_unusable;
+	h->disks = st.disks;
+	h->disk_bytes = st.disk_bytes;
+	h->disk_pending_bytes = st.disk_pending_bytes;
 	h->sessions = v->sessions;
 	h->failed_over = v->failed_over;
 	h->link = (char *)(st.link_encrypted	   ? "encrypted"

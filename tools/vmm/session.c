@@ -46,7 +46,6 @@ int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, siz
 	struct repl_primary_opts ro = *o;
 	struct repl_primary *p = NULL, *old = NULL;
 	struct repl_status st;
-	unsigned i;
 	int rc;
 
 	if (!v->vm) {
@@ -71,15 +70,6 @@ int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, siz
 		}
 		old = v->primary;
 	}
-	for (i = 0; i < v->devs.ndisks; i++)
-		if (!v->devs.disks[i].read_only) {
-			snprintf(
-				why, why_len,
-				"disk %s is writable; a protected VM may have read-only disks only "
-				"until disk replication exists",
-				v->devs.disks[i].path);
-			return -EPERM;
-		}
 	/* the process's key, and its rule for links without one, hold for every session */
 	rc = ro.peer ? vmm_link_allowed(v->o, "the replica", ro.peer, why, why_len) : 0;
 	if (rc < 0)
@@ -251,7 +241,6 @@ int vmm_migrate(struct vmm *v, const struct vmm_migrate_req *r, char *why, size_
 	struct repl_primary *p = NULL, *old = NULL;
 	struct mig_source *m = NULL;
 	struct repl_status st;
-	unsigned i;
 	int rc;
 
 	if (!v->vm) {
@@ -277,14 +266,6 @@ int vmm_migrate(struct vmm *v, const struct vmm_migrate_req *r, char *why, size_
 		}
 		old = v->primary;
 	}
-	for (i = 0; i < v->devs.ndisks; i++)
-		if (!v->devs.disks[i].read_only) {
-			snprintf(why, why_len,
-				 "disk %s is writable; a VM migrates with read-only disks only "
-				 "until disk replication exists (docs/migration.md)",
-				 v->devs.disks[i].path);
-			return -EPERM;
-		}
 	rc = vmm_link_allowed(v->o, "the destination", r->peer, why, why_len);
 	if (rc < 0)
 		return rc;

@@ -1,0 +1,486 @@
+/*
+ * Disk writes with epoch barriers, the primary's side (docs/stream-format.md
+ * §10, docs/disks.md).
+ *
+ * Each writable disk of a protected VM has an observer on its virtio-blk
+ * device (hv_blk_set_observer): every write, zeroing and flush the guest makes
+ * is queued as a §10 record of the open epoch, on the I/O thread, after the
+ * local image took it and before the guest sees it complete. The pause parks
+ * the I/O thread between requests, so disk_tx_seal() in the pause closes the
+ * open epoch exactly: what was queued before belongs to it, what comes after
+ * to the next. The replication thread sends queued records while the epoch
+ * runs (disk_tx_send) as DISK frames, and before epoch e's own frame it sends
+ * what is left of e and e's seals, so the replica holds e's writes whole when
+ * e's stream arrives.
+ *
+ * The queue is bounded: past half its cap the replication thread is asked to
+ * end the epoch early (as a full output queue does); past the cap the
+ * session fails (the replica would have to hold more than it may), never a
+ * write dropped silently. The observer never blocks: the I/O thread must stay
+ * free to park for a pause, or the pause would wait on the sender that waits
+ * on the pause.
+ *
+ * The initial copy of a disk (disk_tx_copy) is part of epoch 0: every range
+ * of the image, zero ranges and holes as DISK_ZERO, read while the guest
+ * writes. It needs no dirty log: a write the guest completes after a range
+ * was read is queued after that range's record, and one completed before is
+ * in what was read, so the last record for each byte the replica applies is
+ * the image's content at the seal.
+ */
+#define LOG_TAG "disk"
+#include "replication/disk_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define COPY_CHUNK   (1u << 20) /* the initial copy reads and sends this much at a time */
+#define FRAME_TARGET (4u << 20) /* a DISK frame's records, about */
+
+struct tx_rec {
+	struct tx_rec *next;
+	struct repl_disk_op op; /* op.data points at data[] */
+	uint8_t data[];
+};
+
+struct tx_disk {
+	struct disk_tx *tx;
+	uint32_t idx;
+	uint64_t ops, bytes; /* of the open epoch */
+};
+
+struct tx_seal {
+	uint64_t epoch;
+	uint64_t ops[REPL_DISK_MAX], bytes[REPL_DISK_MAX];
+	bool valid;
+};
+
+struct disk_tx {
+	unsigned n;
+	struct tx_disk disks[REPL_DISK_MAX];
+	uint64_t cap;
+	disk_tx_wake_fn wake;
+	void *wake_arg;
+
+	pthread_mutex_t lock; /* guards the fields below */
+	struct tx_rec *head, *tail;
+	uint64_t queued_bytes, woken_at;
+	uint64_t open; /* the epoch new records belong to */
+	bool closed;   /* stopped, or failed: records are no longer kept */
+	int error;     /* -ENOBUFS past the cap, -ENOMEM */
+	/* seals of epochs closed but whose seals were not sent yet (at most two: e and e+1) */
+	struct tx_seal seals[2];
+	struct disk_tx_stats st;
+};
+
+int disk_tx_new(const uint32_t *disks, unsigned n, uint64_t cap, disk_tx_wake_fn wake,
+		void *wake_arg, struct disk_tx **out)
+{
+	struct disk_tx *tx;
+	unsigned i;
+
+	if (n > REPL_DISK_MAX)
+		return -EINVAL;
+	tx = calloc(1, sizeof(*tx));
+	if (!tx)
+		return -ENOMEM;
+	tx->n = n;
+	for (i = 0; i < n; i++) {
+		if (disks[i] >= REPL_DISK_MAX) {
+			free(tx);
+			return -EINVAL;
+		}
+		tx->disks[i] = (struct tx_disk){.tx = tx, .idx = disks[i]};
+	}
+	tx->cap = cap ? cap : DISK_TX_CAP;
+	tx->wake = wake;
+	tx->wake_arg = wake_arg;
+	pthread_mutex_init(&tx->lock, NULL);
+	*out = tx;
+	return 0;
+}
+
+static void drop_all(struct disk_tx *tx)
+{
+	struct tx_rec *r = tx->head, *next;
+
+	for (; r; r = next) {
+		next = r->next;
+		free(r);
+	}
+	tx->head = tx->tail = NULL;
+	tx->queued_bytes = 0;
+}
+
+void disk_tx_free(struct disk_tx *tx)
+{
+	if (!tx)
+		return;
+	drop_all(tx);
+	pthread_mutex_destroy(&tx->lock);
+	free(tx);
+}
+
+void *disk_tx_observer_arg(struct disk_tx *tx, unsigned i)
+{
+	return i < tx->n ? &tx->disks[i] : NULL;
+}
+
+unsigned disk_tx_ndisks(const struct disk_tx *tx)
+{
+	return tx->n;
+}
+
+void disk_tx_close(struct disk_tx *tx)
+{
+	pthread_mutex_lock(&tx->lock);
+	tx->closed = true;
+	drop_all(tx);
+	pthread_mutex_unlock(&tx->lock);
+}
+
+/* Queue one record of the open epoch (the observer's three calls). */
+static int queue(struct tx_disk *d, enum repl_disk_op_kind kind, uint64_t offset, const void *data,
+		 uint64_t len)
+{
+	struct disk_tx *tx = d->tx;
+	size_t dlen = kind == REPL_DISK_OP_WRITE ? (size_t)len : 0;
+	bool wake = false, overflow = false;
+	struct tx_rec *r;
+
+	pthread_mutex_lock(&tx->lock);
+	if (tx->closed) {
+		pthread_mutex_unlock(&tx->lock);
+		return 0;
+	}
+	if (tx->queued_bytes + dlen > tx->cap) {
+		LOG_ERR("disk %u: %" PRIu64 " bytes of writes wait for the replica (the most is "
+			"%" PRIu64 "): the replica falls behind, protection stops",
+			d->idx, tx->queued_bytes, tx->cap);
+		tx->error = -ENOBUFS;
+		goto fail;
+	}
+	r = malloc(sizeof(*r) + dlen);
+	if (!r) {
+		tx->error = -ENOMEM;
+		goto fail;
+	}
+	r->next = NULL;
+	r->op = (struct repl_disk_op){
+		.kind = kind, .epoch = tx->open, .disk = d->idx, .offset = offset, .len = len};
+	if (dlen) {
+		memcpy(r->data, data, dlen);
+		r->op.data = r->data;
+	}
+	if (tx->tail)
+		tx->tail->next = r;
+	else
+		tx->head = r;
+	tx->tail = r;
+	tx->queued_bytes += dlen;
+	d->ops++;
+	d->bytes += dlen;
+	tx->st.queued_ops++;
+	tx->st.queued_bytes += dlen;
+	/* wake the sender every MiB; ask for an early epoch end past half the cap */
+	if (tx->queued_bytes >= tx->woken_at + (1u << 20)) {
+		tx->woken_at = tx->queued_bytes;
+		wake = true;
+	}
+	overflow = tx->queued_bytes > tx->cap / 2;
+	pthread_mutex_unlock(&tx->lock);
+	if ((wake || overflow) && tx->wake)
+		tx->wake(tx->wake_arg, overflow);
+	return 0;
+fail:
+	/* the guest's request succeeded locally; the session is what fails */
+	tx->closed = true;
+	drop_all(tx);
+	pthread_mutex_unlock(&tx->lock);
+	if (tx->wake)
+		tx->wake(tx->wake_arg, true);
+	return 0;
+}
+
+/*
+ * Split a request into records of at most REPL_DISK_WRITE_MAX (virtio-blk's
+ * requests are no larger, but the initial copy's and a test's may be).
+ */
+static int obs_wrote(void *arg, uint64_t offset, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+
+	while (len) {
+		size_t n = len < REPL_DISK_WRITE_MAX ? len : REPL_DISK_WRITE_MAX;
+
+		queue(arg, REPL_DISK_OP_WRITE, offset, p, n);
+		offset += n;
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int obs_zeroed(void *arg, uint64_t offset, uint64_t len)
+{
+	return queue(arg, REPL_DISK_OP_ZERO, offset, NULL, len);
+}
+
+static int obs_flushed(void *arg)
+{
+	return queue(arg, REPL_DISK_OP_FLUSH, 0, NULL, 0);
+}
+
+const struct hv_blk_observer_ops disk_tx_observer = {
+	.wrote = obs_wrote,
+	.zeroed = obs_zeroed,
+	.flushed = obs_flushed,
+};
+
+int disk_tx_seal(struct disk_tx *tx, uint64_t epoch)
+{
+	struct tx_seal *s;
+	unsigned i;
+	int rc = 0;
+
+	pthread_mutex_lock(&tx->lock);
+	if (tx->error) {
+		rc = tx->error;
+		goto out;
+	}
+	if (epoch != tx->open) {
+		rc = -EPROTO;
+		goto out;
+	}
+	s = !tx->seals[0].valid ? &tx->seals[0] : !tx->seals[1].valid ? &tx->seals[1] : NULL;
+	if (!s) {
+		rc = -EPROTO;
+		goto out;
+	}
+	s->valid = true;
+	s->epoch = epoch;
+	for (i = 0; i < tx->n; i++) {
+		s->ops[i] = tx->disks[i].ops;
+		s->bytes[i] = tx->disks[i].bytes;
+		tx->disks[i].ops = tx->disks[i].bytes = 0;
+	}
+	tx->open = epoch + 1;
+out:
+	pthread_mutex_unlock(&tx->lock);
+	return rc;
+}
+
+/* Encode r into buf at *len (the caller made room); data and padding too. */
+static int put(uint8_t *buf, size_t *len, const struct repl_disk_op *op)
+{
+	uint8_t head[REPL_DISK_OP_HEAD];
+	size_t pad = repl_disk_op_pad(op);
+	int h = repl_disk_op_encode(op, head);
+
+	if (h < 0)
+		return h;
+	memcpy(buf + *len, head, (size_t)h);
+	*len += (size_t)h;
+	if (op->kind == REPL_DISK_OP_WRITE) {
+		memcpy(buf + *len, op->data, op->len);
+		*len += op->len;
+	}
+	memset(buf + *len, 0, pad);
+	*len += pad;
+	return 0;
+}
+
+static size_t rec_size(const struct repl_disk_op *op)
+{
+	return REPL_DISK_OP_HEAD + (op->kind == REPL_DISK_OP_WRITE ? op->len : 0) + 8;
+}
+
+/* Send one DISK frame holding buf[0..len). */
+static int send_frame(struct disk_tx *tx, struct repl_link *l, const uint8_t *buf, size_t len)
+{
+	int rc = repl_disk_frame_send(l, buf, len);
+
+	if (!rc) {
+		pthread_mutex_lock(&tx->lock);
+		tx->st.frames++;
+		tx->st.sent_bytes += len;
+		pthread_mutex_unlock(&tx->lock);
+	}
+	return rc;
+}
+
+int disk_tx_send(struct disk_tx *tx, struct repl_link *l, uint64_t upto, bool seal)
+{
+	uint8_t *buf = NULL;
+	size_t cap = 0, len = 0;
+	int rc = 0;
+
+	if (seal) { /* an epoch shipped that was never sealed: nothing is taken off the queue */
+		pthread_mutex_lock(&tx->lock);
+		rc = tx->error						? tx->error
+		     : tx->seals[0].valid && tx->seals[0].epoch == upto ? 0
+									: -EPROTO;
+		pthread_mutex_unlock(&tx->lock);
+		if (rc < 0)
+			return rc;
+	}
+	for (;;) {
+		struct tx_rec *r;
+		size_t need;
+
+		pthread_mutex_lock(&tx->lock);
+		if (tx->error) {
+			rc = tx->error;
+			pthread_mutex_unlock(&tx->lock);
+			goto out;
+		}
+		r = tx->head;
+		if (!r || r->op.epoch > upto) {
+			pthread_mutex_unlock(&tx->lock);
+			break;
+		}
+		tx->head = r->next;
+		if (!tx->head)
+			tx->tail = NULL;
+		tx->queued_bytes -= r->op.kind == REPL_DISK_OP_WRITE ? r->op.len : 0;
+		if (tx->woken_at > tx->queued_bytes)
+			tx->woken_at = tx->queued_bytes;
+		pthread_mutex_unlock(&tx->lock);
+		need = rec_size(&r->op);
+		if (len && len + need > FRAME_TARGET) {
+			rc = send_frame(tx, l, buf, len);
+			len = 0;
+			if (rc < 0) {
+				free(r);
+				goto out;
+			}
+		}
+		if (len + need > cap) {
+			size_t ncap = len + need > FRAME_TARGET ? len + need : FRAME_TARGET + 64;
+			uint8_t *nb = realloc(buf, ncap);
+
+			if (!nb) {
+				free(r);
+				rc = -ENOMEM;
+				goto out;
+			}
+			buf = nb;
+			cap = ncap;
+		}
+		rc = put(buf, &len, &r->op);
+		free(r);
+		if (rc < 0)
+			goto out;
+	}
+	if (seal) {
+		struct tx_seal s = {0};
+		unsigned i;
+
+		pthread_mutex_lock(&tx->lock);
+		if (tx->seals[0].valid && tx->seals[0].epoch == upto) {
+			s = tx->seals[0];
+			tx->seals[0] = tx->seals[1];
+			tx->seals[1].valid = false;
+		}
+		pthread_mutex_unlock(&tx->lock);
+		if (!s.valid) {
+			rc = -EPROTO; /* an epoch shipped that was never sealed */
+			goto out;
+		}
+		if (len + tx->n * rec_size(&(struct repl_disk_op){.kind = REPL_DISK_OP_SEAL}) >
+		    cap) {
+			uint8_t *nb = realloc(buf, len + REPL_DISK_MAX * (REPL_DISK_OP_HEAD + 8));
+
+			if (!nb) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			buf = nb;
+			cap = len + REPL_DISK_MAX * (REPL_DISK_OP_HEAD + 8);
+		}
+		for (i = 0; i < tx->n; i++) {
+			struct repl_disk_op op = {.kind = REPL_DISK_OP_SEAL,
+						  .epoch = upto,
+						  .disk = tx->disks[i].idx,
+						  .ops = s.ops[i],
+						  .bytes = s.bytes[i]};
+
+			rc = put(buf, &len, &op);
+			if (rc < 0)
+				goto out;
+		}
+	}
+	if (len)
+		rc = send_frame(tx, l, buf, len);
+out:
+	free(buf);
+	return rc;
+}
+
+/* True when buf[0..len) is all zeros. */
+static bool all_zero(const uint8_t *buf, size_t len)
+{
+	return !len || (buf[0] == 0 && !memcmp(buf, buf + 1, len - 1));
+}
+
+int disk_tx_copy(struct disk_tx *tx, unsigned i, int fd, uint64_t image_bytes, struct repl_link *l,
+		 disk_tx_copy_progress_fn progress, void *arg)
+{
+	struct disk_holes holes;
+	struct tx_disk *d;
+	uint8_t *chunk;
+	uint64_t off = 0;
+	int rc = 0;
+
+	if (i >= tx->n)
+		return -EINVAL;
+	d = &tx->disks[i];
+	image_bytes -= image_bytes % DISK_SECTOR;
+	chunk = malloc(COPY_CHUNK);
+	if (!chunk)
+		return -ENOMEM;
+	disk_holes_init(&holes, fd, image_bytes);
+	while (off < image_bytes) {
+		uint64_t n = image_bytes - off < COPY_CHUNK ? image_bytes - off : COPY_CHUNK;
+
+		if (disk_is_hole(&holes, off, n)) {
+			/* zeros there, without reading them */
+			rc = queue(d, REPL_DISK_OP_ZERO, off, NULL, n);
+			if (rc < 0)
+				goto out;
+			off += n;
+			continue;
+		}
+		rc = disk_read_full(fd, chunk, (size_t)n, off);
+		if (rc < 0)
+			goto out;
+		rc = queue(d, all_zero(chunk, (size_t)n) ? REPL_DISK_OP_ZERO : REPL_DISK_OP_WRITE,
+			   off, chunk, n);
+		if (rc < 0)
+			goto out;
+		off += n;
+		/* the copy's records and the guest's, in queue order, as they come */
+		rc = disk_tx_send(tx, l, 0, false);
+		if (rc < 0)
+			goto out;
+		if (progress)
+			progress(arg, off, image_bytes);
+	}
+	rc = disk_tx_send(tx, l, 0, false);
+out:
+	free(chunk);
+	return rc;
+}
+
+void disk_tx_stats(struct disk_tx *tx, struct disk_tx_stats *out)
+{
+	pthread_mutex_lock(&tx->lock);
+	*out = tx->st;
+	out->pending_bytes = tx->queued_bytes;
+	out->error = tx->error;
+	pthread_mutex_unlock(&tx->lock);
+}

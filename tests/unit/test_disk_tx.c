@@ -1,0 +1,335 @@
+/*
+ * The primary's side of disk replication (replication/disk_tx.c), over a real
+ * loopback link, the far end parsing DISK frames as a replica does:
+ *   - records belong to the open epoch; a seal closes it (in order only) and
+ *     counts each disk's records and data bytes; a send up to epoch e sends
+ *     e's records and, asked to, its seals, and nothing of e + 1;
+ *   - the queue's cap: past half of it the owner is asked to end the epoch
+ *     early, past all of it the session fails (-ENOBUFS from then on), and
+ *     nothing is queued any more;
+ *   - the initial copy: every range of an image (holes and zero ranges as
+ *     DISK_ZERO, never read), with the guest writing meanwhile both where the
+ *     copy has been and where it has not: applied in order, the far image
+ *     equals the near one.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "disk_test.h"
+#include "replication/disk_int.h"
+
+#define MiB (1u << 20)
+
+static const struct repl_transport_ops *T = &repl_tcp_ops;
+
+struct link_pair {
+	struct repl_listener *l;
+	struct repl_link a, b; /* a: the primary's end, b: the replica's */
+};
+
+static void pair_open(struct link_pair *p)
+{
+	struct repl_conn_opts o = {.timeout_ms = 10000};
+	char addr[64];
+
+	memset(p, 0, sizeof(*p));
+	p->a.t = p->b.t = T;
+	assert_int_equal(T->listen("127.0.0.1:0", &o, &p->l), 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", T->local_port(p->l));
+	assert_int_equal(T->connect(addr, &o, &p->a.c), 0);
+	assert_int_equal(T->accept(p->l, 2000, &p->b.c), 0);
+}
+
+static void pair_close(struct link_pair *p)
+{
+	T->close(p->a.c);
+	T->close(p->b.c);
+	T->close_listener(p->l);
+}
+
+/* What the far end saw: records in order (data not kept), and an image written from them. */
+struct seen {
+	struct repl_disk_op ops[64];
+	unsigned n, seals, want_seals;
+	uint64_t zero_records, write_records;
+	int img_fd; /* >= 0: apply writes and zeroings here */
+	struct repl_link *l;
+	int rc;
+};
+
+/* Read DISK frames until want_seals seals came. */
+static void *reader(void *arg)
+{
+	struct seen *s = arg;
+	uint8_t *buf = NULL;
+	size_t cap = 0, len;
+
+	while (s->seals < s->want_seals) {
+		enum repl_frame kind;
+		size_t off = 0;
+
+		s->rc = repl_frame_recv_into(s->l, REPL_DISK_FRAME_MAX, &buf, &cap, &len, &kind);
+		if (s->rc < 0)
+			break;
+		if (kind != REPL_FRAME_DISK) {
+			s->rc = -EPROTO;
+			break;
+		}
+		while (off < len) {
+			struct repl_disk_op op;
+			uint32_t type, rlen;
+			char why[160];
+
+			memcpy(&type, buf + off, 4);
+			memcpy(&rlen, buf + off + 4, 4);
+			s->rc = repl_disk_op_parse(type, buf + off + 8, rlen, &op, why,
+						   sizeof(why));
+			if (s->rc < 0) {
+				fprintf(stderr, "%s\n", why);
+				goto out;
+			}
+			if (op.kind == REPL_DISK_OP_SEAL)
+				s->seals++;
+			if (op.kind == REPL_DISK_OP_ZERO)
+				s->zero_records++;
+			if (op.kind == REPL_DISK_OP_WRITE)
+				s->write_records++;
+			if (s->img_fd >= 0 && op.kind == REPL_DISK_OP_WRITE)
+				s->rc = disk_write_full(s->img_fd, op.data, op.len, op.offset);
+			if (s->img_fd >= 0 && op.kind == REPL_DISK_OP_ZERO)
+				s->rc = disk_zero_range(s->img_fd, op.offset, op.len);
+			if (s->rc < 0)
+				goto out;
+			op.data = NULL;
+			if (s->n < 64)
+				s->ops[s->n++] = op;
+			off += 8 + rlen + ((8 - rlen % 8) % 8);
+		}
+	}
+out:
+	free(buf);
+	return NULL;
+}
+
+static void expect(const struct repl_disk_op *op, enum repl_disk_op_kind kind, uint64_t epoch,
+		   uint32_t disk)
+{
+	assert_int_equal(op->kind, kind);
+	assert_int_equal(op->epoch, epoch);
+	assert_int_equal(op->disk, disk);
+}
+
+static void records_per_epoch(void **state)
+{
+	static const uint32_t disks[2] = {0, 2};
+	const struct hv_blk_observer_ops *obs = &disk_tx_observer;
+	uint8_t data[8192];
+	struct seen s = {.img_fd = -1};
+	struct link_pair p;
+	struct disk_tx *tx;
+	void *d0, *d2;
+
+	(void)state;
+	memset(data, 0xab, sizeof(data));
+	pair_open(&p);
+	assert_int_equal(disk_tx_new(disks, 2, 0, NULL, NULL, &tx), 0);
+	d0 = disk_tx_observer_arg(tx, 0);
+	d2 = disk_tx_observer_arg(tx, 1);
+	assert_null(disk_tx_observer_arg(tx, 2));
+	assert_int_equal(obs->wrote(d0, 4096, data, sizeof(data)), 0);
+	assert_int_equal(obs->zeroed(d2, 0, 65536), 0);
+	assert_int_equal(obs->flushed(d0), 0);
+	assert_int_equal(disk_tx_seal(tx, 1), -EPROTO); /* epoch 0 is open */
+	assert_int_equal(disk_tx_seal(tx, 0), 0);
+	assert_int_equal(obs->wrote(d0, 0, data, 512), 0); /* epoch 1 */
+
+	/* epoch 0 and its seals; epoch 1's write stays queued */
+	s.l = &p.b;
+	s.want_seals = 2;
+	assert_int_equal(disk_tx_send(tx, &p.a, 0, true), 0);
+	reader(&s);
+	assert_int_equal(s.rc, 0);
+	assert_int_equal(s.n, 5);
+	expect(&s.ops[0], REPL_DISK_OP_WRITE, 0, 0);
+	assert_int_equal(s.ops[0].offset, 4096);
+	assert_int_equal(s.ops[0].len, sizeof(data));
+	expect(&s.ops[1], REPL_DISK_OP_ZERO, 0, 2);
+	expect(&s.ops[2], REPL_DISK_OP_FLUSH, 0, 0);
+	expect(&s.ops[3], REPL_DISK_OP_SEAL, 0, 0);
+	assert_int_equal(s.ops[3].ops, 2);
+	assert_int_equal(s.ops[3].bytes, sizeof(data));
+	expect(&s.ops[4], REPL_DISK_OP_SEAL, 0, 2);
+	assert_int_equal(s.ops[4].ops, 1);
+	assert_int_equal(s.ops[4].bytes, 0);
+
+	/* epoch 1 while it runs, then its seals alone; an unsealed epoch has none to send */
+	assert_int_equal(disk_tx_send(tx, &p.a, 1, true), -EPROTO);
+	assert_int_equal(disk_tx_seal(tx, 1), 0);
+	assert_int_equal(disk_tx_send(tx, &p.a, 1, true), 0);
+	s = (struct seen){.img_fd = -1, .l = &p.b, .want_seals = 2};
+	reader(&s);
+	assert_int_equal(s.rc, 0);
+	assert_int_equal(s.n, 3);
+	expect(&s.ops[0], REPL_DISK_OP_WRITE, 1, 0);
+	expect(&s.ops[1], REPL_DISK_OP_SEAL, 1, 0);
+	assert_int_equal(s.ops[1].ops, 1);
+	assert_int_equal(s.ops[1].bytes, 512);
+	expect(&s.ops[2], REPL_DISK_OP_SEAL, 1, 2);
+	assert_int_equal(s.ops[2].ops, 0);
+
+	/* closed: records are no longer kept */
+	disk_tx_close(tx);
+	assert_int_equal(obs->wrote(d0, 0, data, 512), 0);
+	{
+		struct disk_tx_stats st;
+
+		disk_tx_stats(tx, &st);
+		assert_int_equal(st.queued_ops, 4);
+		assert_int_equal(st.pending_bytes, 0);
+	}
+	disk_tx_free(tx);
+	pair_close(&p);
+}
+
+struct wakes {
+	unsigned calls, overflows;
+};
+
+static void count_wake(void *arg, bool overflow)
+{
+	struct wakes *w = arg;
+
+	w->calls++;
+	w->overflows += overflow;
+}
+
+static void cap_fails_the_session(void **state)
+{
+	static const uint32_t disks[1] = {0};
+	static uint8_t data[20 << 10];
+	struct wakes w = {0};
+	struct disk_tx_stats st;
+	struct link_pair p;
+	struct disk_tx *tx;
+	void *d0;
+
+	(void)state;
+	pair_open(&p);
+	assert_int_equal(disk_tx_new(disks, 1, 64 << 10, count_wake, &w, &tx), 0);
+	d0 = disk_tx_observer_arg(tx, 0);
+	assert_int_equal(disk_tx_observer.wrote(d0, 0, data, sizeof(data)), 0);
+	assert_int_equal(w.overflows, 0);
+	assert_int_equal(disk_tx_observer.wrote(d0, 0, data, sizeof(data)), 0);
+	assert_int_equal(disk_tx_observer.wrote(d0, 0, data, sizeof(data)), 0);
+	assert_true(w.overflows >= 1); /* past half the cap: end the epoch early */
+	disk_tx_stats(tx, &st);
+	assert_int_equal(st.error, 0);
+	/* past the cap: the guest's write still succeeds; the session is what fails */
+	assert_int_equal(disk_tx_observer.wrote(d0, 0, data, sizeof(data)), 0);
+	disk_tx_stats(tx, &st);
+	assert_int_equal(st.error, -ENOBUFS);
+	assert_int_equal(st.pending_bytes, 0);
+	assert_int_equal(disk_tx_send(tx, &p.a, 0, false), -ENOBUFS);
+	assert_int_equal(disk_tx_seal(tx, 0), -ENOBUFS);
+	disk_tx_free(tx);
+	pair_close(&p);
+}
+
+struct guest {
+	int fd;
+	struct disk_tx *tx;
+	unsigned calls;
+};
+
+/* The guest writes while the copy runs: behind the copy and ahead of it. */
+static void guest_writes(void *arg, uint64_t done, uint64_t total)
+{
+	struct guest *g = arg;
+	uint8_t buf[4096];
+	uint64_t off;
+
+	(void)total;
+	if (g->calls++ % 2)
+		return;
+	for (off = 0; off < 2; off++) {
+		uint64_t at = off ? done + 4096 * g->calls : done / 2;
+
+		at -= at % 512;
+		if (at + sizeof(buf) > 4 * MiB)
+			continue;
+		dt_fill(buf, sizeof(buf), at, 900 + g->calls);
+		assert_int_equal(disk_write_full(g->fd, buf, sizeof(buf), at), 0);
+		assert_int_equal(disk_tx_observer.wrote(disk_tx_observer_arg(g->tx, 0), at, buf,
+							sizeof(buf)),
+				 0);
+	}
+}
+
+static void initial_copy_reproduces_the_image(void **state)
+{
+	static const uint32_t disks[1] = {0};
+	char dir[PATH_MAX], near[PATH_MAX], far[PATH_MAX];
+	struct seen s = {0};
+	struct link_pair p;
+	struct guest g;
+	pthread_t th;
+	struct disk_tx *tx;
+	int fd;
+
+	(void)state;
+	dt_mkdir(dir, sizeof(dir));
+	dt_path(near, sizeof(near), dir, "near.img");
+	dt_path(far, sizeof(far), dir, "far.img");
+	/* data, a hole, explicit zeros, data; the far copy starts as other data */
+	dt_image(near, 4 * MiB, true, 0);
+	dt_write(near, 0, MiB, 11);
+	dt_write(near, 2 * MiB, MiB / 2, 0);
+	dt_write(near, 3 * MiB, MiB - 4096, 12);
+	dt_image(far, 4 * MiB, false, 13);
+	fd = open(near, O_RDWR);
+	assert_true(fd >= 0);
+	s.img_fd = open(far, O_RDWR);
+	assert_true(s.img_fd >= 0);
+
+	pair_open(&p);
+	assert_int_equal(disk_tx_new(disks, 1, 0, NULL, NULL, &tx), 0);
+	g = (struct guest){.fd = fd, .tx = tx};
+	s.l = &p.b;
+	s.want_seals = 1;
+	assert_int_equal(pthread_create(&th, NULL, reader, &s), 0);
+	assert_int_equal(disk_tx_copy(tx, 0, fd, 4 * MiB, &p.a, guest_writes, &g), 0);
+	guest_writes(&g, 4 * MiB - 8192, 4 * MiB); /* one more, after the copy */
+	assert_int_equal(disk_tx_seal(tx, 0), 0);
+	assert_int_equal(disk_tx_send(tx, &p.a, 0, true), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(s.rc, 0);
+	assert_true(g.calls >= 2);
+	assert_true(s.zero_records >= 1); /* the hole and the zeros, never read */
+	assert_true(dt_same(near, far));
+	close(fd);
+	close(s.img_fd);
+	disk_tx_free(tx);
+	pair_close(&p);
+	dt_rmdir(dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(records_per_epoch),
+		cmocka_unit_test(cap_fails_the_session),
+		cmocka_unit_test(initial_copy_reproduces_the_image),
+	};
+
+	return dt_run("unit_disk_tx", tests, sizeof(tests) / sizeof(tests[0]), 0);
+}
