@@ -191,8 +191,17 @@ boot_once() {
 			kill -9 "$qpid" 2>/dev/null
 			wait "$qpid" 2>/dev/null
 			qpid=
+			# and virtiofsd is gone before the retry's starts: it holds a lock
+			# on a pid file named after the same socket
 			kill "$vpid" 2>/dev/null
+			for _ in $(seq 50); do
+				kill -0 "$vpid" 2>/dev/null || break
+				sleep 0.1
+			done
+			kill -9 "$vpid" 2>/dev/null
+			wait "$vpid" 2>/dev/null
 			vpid=
+			rm -f "$run/vfs.sock"
 			return 3
 		fi
 	done
