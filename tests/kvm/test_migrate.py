@@ -331,7 +331,11 @@ def case_refuse(pr):
     if r.returncode != 1:
         raise Fail(f"a destination without the source's writable disk took it: {r.stdout}")
     runs_on(wsock, "the writable-disk source whose destination refused")
-    op, osock = pr.source("ro", 10, "--disk", f"{img},ro")
+    # (its own image: the writable source above holds img's lock while it runs)
+    roimg = f"{pr.d}/ro.img"
+    with open(roimg, "wb") as f:
+        f.truncate(1 << 20)
+    op, osock = pr.source("ro", 10, "--disk", f"{roimg},ro")
     r = migrate(osock, addr)
     if r.returncode != 1:
         raise Fail(f"a destination without the source's disk took it: {r.stdout}")

@@ -141,6 +141,43 @@ bad standby $c -- "a standby needs --mem and --cpus"
 # the test hook is not an option; a bad value in the environment is still refused
 CASTOR_TEST_CUT_AFTER=lots bad $g -- "CASTOR_TEST_CUT_AFTER: 'lots' is not a byte count"
 
+# disks are locked for the process's life, before any VM exists: a writable one exclusively
+# (another writer or reader is refused), a read-only one shared (readers may share it)
+: >"$tmp/img"
+truncate -s 1M "$tmp/img"
+# locked(MODE EXPECT ARGS...): castor-vmm with ARGS while flock MODE holds $tmp/img
+locked() {
+	mode=$1 expect=$2
+	shift 2
+	# the holder is the process that holds the lock: killing it frees the image
+	(
+		exec 9<"$tmp/img"
+		flock "$mode" 9
+		exec sleep 30
+	) &
+	holder=$!
+	sleep 0.3
+	"$vmm" "$@" >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	kill "$holder" 2>/dev/null
+	wait "$holder" 2>/dev/null
+	if [ "$expect" = busy ] && { [ "$rc" != 1 ] || ! grep -qF "disk $tmp/img is in use" "$tmp/err"; }; then
+		echo "FAIL: castor-vmm $* with flock $mode held: exit $rc, $(head -c 300 "$tmp/err")"
+		fails=$((fails + 1))
+	elif [ "$expect" = free ] && grep -qF "is in use" "$tmp/err"; then
+		echo "FAIL: castor-vmm $* with flock $mode held: refused: $(head -c 300 "$tmp/err")"
+		fails=$((fails + 1))
+	fi
+}
+# shellcheck disable=SC2086
+locked -s busy $g --disk "$tmp/img"
+# shellcheck disable=SC2086
+locked -x busy $g --disk "$tmp/img,ro"
+# shellcheck disable=SC2086
+locked -s free $g --disk "$tmp/img,ro"
+# shellcheck disable=SC2086
+locked -x busy $r --disk "$tmp/img"
+
 "$vmm" --help >"$tmp/out" 2>&1 && grep -qF "castor ha protect" "$tmp/out" ||
 	{ echo "FAIL: castor-vmm --help"; fails=$((fails + 1)); }
 

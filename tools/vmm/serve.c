@@ -12,6 +12,8 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "netbuffer/netbuf.h"
@@ -33,8 +35,54 @@ static int open_serial(const char *path)
 	return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 }
 
+/*
+ * Every disk image of this process is locked for its lifetime (flock, as
+ * `castor disk` does): a writable one exclusively, a read-only one shared. Two
+ * writers of one image -- a replica's copy that is in fact the primary's image
+ * on shared storage, a second castor-vmm started by mistake, a `castor disk
+ * sync` into it -- would corrupt it without a word. A previous owner that is
+ * still exiting (quit, then restore) gets two seconds.
+ */
+#define LOCK_WAIT_MS 2000
+
+static int lock_disks(const struct vmm_opts *o, int *fds)
+{
+	unsigned i, waited;
+
+	for (i = 0; i < o->ndisks; i++) {
+		const struct vmm_disk *d = &o->disks[i];
+
+		fds[i] = open(d->path, O_RDONLY | O_CLOEXEC);
+		if (fds[i] < 0) {
+			fprintf(stderr, "castor-vmm: disk %s: %s\n", d->path, strerror(errno));
+			return -errno;
+		}
+		for (waited = 0;; waited += 50) {
+			struct timespec ts = {0, 50 * 1000000L};
+
+			if (!flock(fds[i], (d->read_only ? LOCK_SH : LOCK_EX) | LOCK_NB))
+				break;
+			if (errno != EWOULDBLOCK || waited >= LOCK_WAIT_MS) {
+				fprintf(stderr,
+					"castor-vmm: disk %s is in use: another process %s it (a "
+					"castor-vmm, or a castor disk command); %s\n",
+					d->path, d->read_only ? "writes" : "uses",
+					d->read_only
+						? "a read-only disk may be shared only with "
+						  "readers"
+						: "a writable disk belongs to one VM at a time, "
+						  "and a replica needs its own copy");
+				return -EBUSY;
+			}
+			nanosleep(&ts, NULL);
+		}
+	}
+	return 0;
+}
+
 int vmm_serve(struct vmm_opts *o, const struct vmm_role_ops *role)
 {
+	int lock_fds[HV_MAX_DEVICES];
 	struct vmm v = {.o = o, .mig_pipe = {-1, -1}};
 	struct event_base *base = NULL;
 	struct event *sigint_ev = NULL, *sigterm_ev = NULL;
@@ -43,6 +91,10 @@ int vmm_serve(struct vmm_opts *o, const struct vmm_role_ops *role)
 	pthread_mutex_init(&v.kick_lock, NULL);
 	v.name = o->vm.name ? o->vm.name : "vm";
 	signal(SIGPIPE, SIG_IGN);
+	for (unsigned i = 0; i < HV_MAX_DEVICES; i++)
+		lock_fds[i] = -1;
+	if (lock_disks(o, lock_fds) < 0)
+		goto out;
 	serial_fd = open_serial(o->serial);
 	if (serial_fd < 0 && o->serial && strcmp(o->serial, "none")) {
 		fprintf(stderr, "castor-vmm: cannot open serial output %s: %s\n", o->serial,
@@ -107,6 +159,9 @@ out:
 	if (serial_fd >= 0)
 		close(serial_fd);
 	vmm_event_log_close();
+	for (unsigned i = 0; i < HV_MAX_DEVICES; i++)
+		if (lock_fds[i] >= 0)
+			close(lock_fds[i]);
 	pthread_mutex_destroy(&v.kick_lock);
 	return status;
 }
