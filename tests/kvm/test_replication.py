@@ -14,7 +14,10 @@ usage: test_replication.py VMM CASTOR TGCHECK_SNAP CASE
            wrote; the guest's own read-backs find every block right
   diskbad  a replica copy that cannot be written is refused at start; one
            smaller than the primary's image ends the initial copy (the
-           primary degrades, the replica says why and takes the next primary)
+           primary degrades, the replica says why and takes the next primary);
+           a replica whose file system fills up (a 2 MiB tmpfs of its own)
+           acks the epoch with ENOSPC: the primary degrades, its outputs held,
+           and the twin is refused a failover (its copy is between epochs)
   output   output (Kemari) mode: outputs end epochs early; digests match
   cap      the dirty-page cap ends long epochs early; bad command lines and an
            unreachable replica are refused with clear errors
@@ -45,7 +48,8 @@ ct.CASTOR = CASTOR
 class Pair:
     """A replica and a protected primary in `d`; stopped by PID in close()."""
 
-    def __init__(self, d, guest, repl, disk=None, cut_after=None, replica_args=(), rw=None):
+    def __init__(self, d, guest, repl, disk=None, cut_after=None, replica_args=(), rw=None,
+                 replica_wrap=()):
         self.d = d
         self.procs = []
         self.rsock, self.psock = f"{d}/r.sock", f"{d}/p.sock"
@@ -57,7 +61,7 @@ class Pair:
         # rw: (the primary's image, the replica's copy), both writable
         rdisk_args = ["--disk", rw[1]] if rw else disk_args
         self.replica = self.spawn(
-            [VMM, "replica", "--listen", "127.0.0.1:0", "--control", self.rsock,
+            [*replica_wrap, VMM, "replica", "--listen", "127.0.0.1:0", "--control", self.rsock,
              "--serial", "none", "--name", "twin", "--event-log", self.rlog,
              "--repl-timeout", "10000", *rdisk_args, *replica_args],
             "replica")
@@ -275,6 +279,37 @@ def case_diskbad(d):
         print(f"refused: {r.stderr.strip()}; a smaller copy: the replica says "
               f"{rs['last_error']!r} and waits again, the primary says "
               f"{ha(pair.psock)['last_error']!r}")
+    finally:
+        pair.close()
+    # the replica's file system fills up: its copy (sparse: the primary's image is all
+    # zeros, sent as zeroings) takes nothing at first, then the guest's writes fill it
+    os.unlink(pimg)
+    with open(pimg, "wb") as f:
+        f.truncate(8 << 20)
+    small = f"{d}/small"
+    os.makedirs(small)
+    wrap = ["unshare", "-m", "sh", "-c",
+            f'mount -t tmpfs -o size=2m none {small} && truncate -s 8M {small}/r.img && '
+            'exec "$@"', "sh"]
+    pair = Pair(d, ["rate=50", "wss=1M", "outrate=50", "blkrate=2000", "blkfirst=0",
+                    "blkcount=2048"], ["--interval", "10"], rw=(pimg, f"{small}/r.img"),
+                replica_wrap=wrap)
+    try:
+        pair.wait_protected(cut=True)  # it may fill up and degrade at once
+        wait_for("the primary to degrade", lambda: ha(pair.psock)["state"] == "degraded",
+                 timeout=ct.patience(60))
+        p, rs = ha(pair.psock), ha(pair.rsock)
+        if "No space left on device" not in rs["last_error"] or not rs["twin_unusable"]:
+            raise Fail(f"the full replica: {rs['state']}, unusable {rs['twin_unusable']}, "
+                       f"{rs['last_error']!r}")
+        if not p["outputs_held"] and not p["outputs_queued"]:
+            raise Fail(f"the degraded primary released its outputs: {p}")
+        r = castor("ha", "failover", "--socket", pair.rsock, "--force", check=False)
+        if r.returncode == 0:
+            raise Fail("a failover to a twin whose disk is between epochs was allowed")
+        print(f"a full replica: it says {rs['last_error']!r}; the primary says "
+              f"{p['last_error']!r} and holds its outputs; failover refused: "
+              f"{r.stderr.strip()}")
     finally:
         pair.close()
 
