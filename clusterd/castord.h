@@ -1,7 +1,8 @@
 /*
  * castord's insides, shared by its files (castord.c: the daemon, its control
  * socket and the definitions; castord_vms.c: starting, stopping and watching
- * VMs through the pairs). Not a library header: only castord includes it.
+ * VMs through the pairs; castord_sessions.c: the replication and migration
+ * sessions between two hosts). Not a library header: only castord includes it.
  */
 #ifndef CASTOR_CASTORD_H
 #define CASTOR_CASTORD_H
@@ -14,6 +15,7 @@
 struct evbuffer;
 
 #define MAX_CONNS    64
+#define ARGV_MAX     (20 + 2 * (CD_MAX_GUEST_PARAM + CD_MAX_DISKS + CD_MAX_NICS))
 #define STOP_GRACE_S 10 /* SIGTERM, then SIGKILL after this long */
 
 /* What a castor-vmm this castord started is to its VM. */
@@ -102,5 +104,42 @@ void vms_fill(struct daemon *d, Castor__VmDefinition *o, const char *name);
 void vms_render_metrics(struct daemon *d, struct evbuffer *b);
 /* castord exits: stop every castor-vmm it started (SIGTERM, then SIGKILL). */
 void vms_shutdown(struct daemon *d);
+
+/* The castor-vmm processes of this host, for castord_sessions.c. */
+struct local_vm *vms_local(struct daemon *d, const char *vm, enum local_role role);
+struct local_vm *vms_free_slot(struct daemon *d); /* NULL: none */
+/* Spawn castor-vmm with `argv` into `slot` (its log in state_dir/log/); 0 or -errno and why. */
+int vms_spawn(struct daemon *d, struct local_vm *slot, const char *vm, enum local_role role,
+	      char *const argv[], const char *sock, char *why, size_t why_len);
+/* One request to a local castor-vmm: 0 with the reply (the caller frees it), or -errno and why. */
+int vms_call(struct local_vm *l, Castor__Request *req, Castor__Response **resp_out, char *why,
+	     size_t why_len);
+/* The definition's disks and NICs, as castor-vmm options, from argv[*n] on. */
+void vms_devices_argv(const struct cd_vmdef *def, char *argv[ARGV_MAX], unsigned *n);
+/* An event about `vm` whose primary is `host`, with view `v`. */
+int vms_send_event(struct daemon *d, const char *vm, enum cd_pair_event e, const char *host,
+		   const struct cd_view *v, const char *reason);
+/* An event this node witnessed about the replica (or destination) it keeps of `vm`. */
+void vms_report_replica(struct daemon *d, const char *vm, enum cd_pair_event e, const char *addr,
+			const char *reason);
+
+/* ---- castord_sessions.c: what an event asks of this host, and progress ---------------------- */
+
+/* PROTECT names this host: start the replica (REPLICA_READY), or REPLICA_LOST with why. */
+void sess_replica_here(struct daemon *d, const char *vm);
+/* REPLICA_READY for this node's primary: protect toward it (UNPROTECT if refused). */
+void sess_protect_toward(struct daemon *d, const struct cd_pair *p);
+/* FAILING_OVER with the twin here: promote it (PROMOTED), or REPLICA_LOST with why. */
+void sess_promote_here(struct daemon *d, const struct cd_pair *p);
+/* UNPROTECT for this node's primary: stop replicating, its held output released. */
+void sess_unprotect_here(struct daemon *d, const struct cd_pair *p);
+/* MIGRATE names this host: start the destination (INCOMING_READY), or REPLICA_LOST. */
+void sess_incoming_here(struct daemon *d, const char *vm);
+/* INCOMING_READY for this node's primary: migrate there (MIGRATE_FAILED if refused). */
+void sess_migrate_toward(struct daemon *d, const struct cd_pair *p);
+/* Each tick, for a primary here: its replication figures (metrics) and SYNCED. */
+void sess_repl_progress(struct daemon *d, const struct cd_pair *p);
+/* Each tick, for a migrating source here: MIGRATED or MIGRATE_FAILED once castor-vmm says. */
+void sess_mig_progress(struct daemon *d, const struct cd_pair *p);
 
 #endif

@@ -23,7 +23,8 @@
  * or, with no host left, unprotected (its held output released). Once a
  * second, each castord also stops any castor-vmm of its own that the pairs
  * no longer place here -- so after a partition heals, a VM the majority moved
- * away never runs twice.
+ * away never runs twice. The sessions themselves (replica, protect, promote,
+ * unprotect, migrate, and their progress) are castord_sessions.c's.
  */
 #define LOG_TAG "castord"
 #include <errno.h>
@@ -40,7 +41,6 @@
 #include "clusterd/castord.h"
 #include "util/util.h"
 
-#define ARGV_MAX  (20 + 2 * (CD_MAX_GUEST_PARAM + CD_MAX_DISKS + CD_MAX_NICS))
 #define RESEND_NS (5ull * 1000000000ull) /* the same duty is sent again after this long */
 #define CALL_MS	  5000			 /* castor-vmm control requests */
 
@@ -72,8 +72,8 @@ int castord_send_msg(struct daemon *d, const struct cd_pairmsg *m)
 }
 
 /* An event about `vm` whose primary is `host` (replica and addr "" when not about one). */
-static int send_event(struct daemon *d, const char *vm, enum cd_pair_event e, const char *host,
-		      const struct cd_view *v, const char *reason)
+int vms_send_event(struct daemon *d, const char *vm, enum cd_pair_event e, const char *host,
+		   const struct cd_view *v, const char *reason)
 {
 	struct cd_pairmsg m;
 
@@ -89,12 +89,12 @@ static void report(struct daemon *d, const char *vm, enum cd_pair_event e, bool 
 
 	castord_view_of(d, &v);
 	v.primary_gone = gone;
-	send_event(d, vm, e, d->conf.node, &v, reason);
+	vms_send_event(d, vm, e, d->conf.node, &v, reason);
 }
 
 /* The same about the replica this node keeps (addr: REPLICA_READY's). */
-static void report_replica(struct daemon *d, const char *vm, enum cd_pair_event e, const char *addr,
-			   const char *reason)
+void vms_report_replica(struct daemon *d, const char *vm, enum cd_pair_event e, const char *addr,
+			const char *reason)
 {
 	struct cd_pair_entry *p = cd_pairs_find(d->pairs, vm);
 	struct cd_pairmsg m;
@@ -126,7 +126,7 @@ void vms_replay(struct daemon *d)
 
 /* ---- the castor-vmm processes of this host ------------------------------------------------- */
 
-static struct local_vm *local_find(struct daemon *d, const char *vm, enum local_role role)
+struct local_vm *vms_local(struct daemon *d, const char *vm, enum local_role role)
 {
 	for (unsigned i = 0; i < CD_MAX_DEFS; i++)
 		if (d->local[i].proc && d->local[i].role == role && !strcmp(d->local[i].name, vm))
@@ -154,8 +154,8 @@ static void local_release(struct local_vm *l)
 }
 
 /* One request to a local castor-vmm: 0, or -errno with its message in why. */
-static int vmm_call(struct local_vm *l, Castor__Request *req, Castor__Response **resp_out,
-		    char *why, size_t why_len)
+int vms_call(struct local_vm *l, Castor__Request *req, Castor__Response **resp_out, char *why,
+	     size_t why_len)
 {
 	Castor__Response *resp = NULL;
 	int rc;
@@ -189,10 +189,10 @@ static void vm_ready(void *arg, struct cd_proc *p)
 		snprintf(addr, sizeof(addr), "%s:%u", d->conf.replication_host, l->port);
 		snprintf(reason, sizeof(reason), "%s listens on %s",
 			 l->role == LOCAL_REPLICA ? "replica" : "migration destination", addr);
-		report_replica(d, l->name,
-			       l->role == LOCAL_REPLICA ? CD_PAIR_E_REPLICA_READY
-							: CD_PAIR_E_INCOMING_READY,
-			       addr, reason);
+		vms_report_replica(d, l->name,
+				   l->role == LOCAL_REPLICA ? CD_PAIR_E_REPLICA_READY
+							    : CD_PAIR_E_INCOMING_READY,
+				   addr, reason);
 		return;
 	}
 	snprintf(reason, sizeof(reason), "castor-vmm runs on %s, pid %d", d->conf.node,
@@ -223,20 +223,20 @@ static void vm_exited(void *arg, struct cd_proc *p, int wstatus, const char *las
 		/* a migration's destination gone before it took the VM: the source runs on */
 		if (!stopping && e && !strcmp(e->pair.replica, d->conf.node) &&
 		    (e->pair.state == CD_PAIR_S_MOVING || e->pair.state == CD_PAIR_S_MIGRATING))
-			report_replica(d, vm, CD_PAIR_E_REPLICA_LOST, NULL, reason);
+			vms_report_replica(d, vm, CD_PAIR_E_REPLICA_LOST, NULL, reason);
 		return;
 	}
 	if (role == LOCAL_REPLICA) {
 		/* a replica the pairs still count on: lost; one stopped on purpose: nothing */
 		if (!stopping && e && !strcmp(e->pair.replica, d->conf.node) &&
 		    e->pair.state != CD_PAIR_S_STOPPING && e->pair.state != CD_PAIR_S_DEGRADED)
-			report_replica(d, vm, CD_PAIR_E_REPLICA_LOST, NULL, reason);
+			vms_report_replica(d, vm, CD_PAIR_E_REPLICA_LOST, NULL, reason);
 		return;
 	}
 	if (e && e->pair.state == CD_PAIR_S_FAILING_OVER &&
 	    !strcmp(e->pair.replica, d->conf.node)) {
 		/* the twin promoted here died before its PROMOTED was delivered: both gone */
-		report_replica(d, vm, CD_PAIR_E_REPLICA_LOST, NULL, reason);
+		vms_report_replica(d, vm, CD_PAIR_E_REPLICA_LOST, NULL, reason);
 		return;
 	}
 	if (e && strcmp(e->pair.primary, d->conf.node))
@@ -250,7 +250,7 @@ static void vm_exited(void *arg, struct cd_proc *p, int wstatus, const char *las
 }
 
 /* The definition's disks and NICs, as castor-vmm options, from argv[*n] on. */
-static void devices_argv(const struct cd_vmdef *def, char *argv[ARGV_MAX], unsigned *n)
+void vms_devices_argv(const struct cd_vmdef *def, char *argv[ARGV_MAX], unsigned *n)
 {
 	for (unsigned i = 0; i < def->ndisks; i++) {
 		argv[(*n)++] = "--disk";
@@ -298,7 +298,7 @@ static void vm_argv(struct daemon *d, const struct cd_vmdef *def, char *argv[ARG
 		argv[n++] = "--guest-param";
 		argv[n++] = (char *)def->guest_param[i];
 	}
-	devices_argv(def, argv, &n);
+	vms_devices_argv(def, argv, &n);
 	argv[n++] = "--control";
 	argv[n++] = bufs[2];
 	argv[n++] = "--serial";
@@ -320,7 +320,7 @@ static int make_dir(const char *state_dir, const char *sub, char *why, size_t wh
 	return 0;
 }
 
-static struct local_vm *free_slot(struct daemon *d)
+struct local_vm *vms_free_slot(struct daemon *d)
 {
 	for (unsigned i = 0; i < CD_MAX_DEFS; i++)
 		if (!d->local[i].proc)
@@ -329,8 +329,8 @@ static struct local_vm *free_slot(struct daemon *d)
 }
 
 /* Spawn castor-vmm with `argv` into `slot`, logging to state_dir/log/NAME.log. */
-static int spawn(struct daemon *d, struct local_vm *slot, const char *vm, enum local_role role,
-		 char *const argv[], const char *sock, char *why, size_t why_len)
+int vms_spawn(struct daemon *d, struct local_vm *slot, const char *vm, enum local_role role,
+	      char *const argv[], const char *sock, char *why, size_t why_len)
 {
 	char log[CD_PATH_MAX + CD_NAME_MAX + 24];
 	int rc;
@@ -373,10 +373,10 @@ static void start_here(struct daemon *d, const char *vm)
 	const struct cd_def *def = cd_defs_find(d->defs, vm);
 	char *argv[ARGV_MAX], bufs[4][CD_PATH_MAX + CD_NAME_MAX + 16];
 	char why[256], reason[384]; /* cut to the message's 256 bytes when sent */
-	struct local_vm *slot = free_slot(d);
+	struct local_vm *slot = vms_free_slot(d);
 	int rc;
 
-	if (local_find(d, vm, LOCAL_PRIMARY)) {
+	if (vms_local(d, vm, LOCAL_PRIMARY)) {
 		LOG_WARN("vm %s: a castor-vmm of it runs here already; not started twice", vm);
 		return;
 	}
@@ -386,278 +386,13 @@ static void start_here(struct daemon *d, const char *vm)
 		rc = util_why(why, sizeof(why), -ENOSPC, "%s runs too many VMs", d->conf.node);
 	else {
 		vm_argv(d, &def->vm, argv, bufs);
-		rc = spawn(d, slot, vm, LOCAL_PRIMARY, argv, bufs[2], why, sizeof(why));
+		rc = vms_spawn(d, slot, vm, LOCAL_PRIMARY, argv, bufs[2], why, sizeof(why));
 	}
 	if (!rc)
 		return;
 	LOG_ERR("vm %s: cannot start here: %s", vm, why);
 	snprintf(reason, sizeof(reason), "on %s: %s", d->conf.node, why);
 	report(d, vm, CD_PAIR_E_START_FAILED, true, reason);
-}
-
-/* A port of castord.conf's range that no replica of this host listens on; 0: none. */
-static uint16_t free_port(struct daemon *d)
-{
-	for (uint32_t port = d->conf.port_low; port <= d->conf.port_high; port++) {
-		bool used = false;
-
-		for (unsigned i = 0; i < CD_MAX_DEFS && !used; i++)
-			used = d->local[i].proc && d->local[i].role != LOCAL_PRIMARY &&
-			       d->local[i].port == port;
-		if (!used)
-			return (uint16_t)port;
-	}
-	return 0;
-}
-
-/*
- * A castor-vmm that listens for a peer (`cmd` replica or incoming) on a port of
- * this node's range, with `def`'s devices if not NULL: 0, or -errno and why.
- */
-static int spawn_listening(struct daemon *d, const char *vm, const char *cmd, enum local_role role,
-			   const struct cd_vmdef *def, char *why, size_t why_len)
-{
-	char sock[CD_PATH_MAX + CD_NAME_MAX + 24], listen[96];
-	char *argv[ARGV_MAX];
-	struct local_vm *slot = free_slot(d);
-	unsigned n = 0;
-	uint16_t port = free_port(d);
-	int rc;
-
-	if (!strcmp(d->conf.replication_host, "0.0.0.0") || !strcmp(d->conf.replication_host, "::"))
-		return util_why(why, why_len, -EADDRNOTAVAIL,
-				"replication_host of %s is %s: its peer needs this node's address "
-				"there (castord.conf)",
-				d->conf.node, d->conf.replication_host);
-	if (!slot || !port)
-		return util_why(why, why_len, -ENOSPC,
-				"%s has no free slot or port (replication_ports %u-%u)",
-				d->conf.node, d->conf.port_low, d->conf.port_high);
-	snprintf(sock, sizeof(sock), "%s/run/%s.%s.sock", d->conf.state_dir, vm, cmd);
-	snprintf(listen, sizeof(listen), "%s:%u", d->conf.replication_host, port);
-	argv[n++] = d->conf.vmm;
-	argv[n++] = (char *)cmd;
-	argv[n++] = "--name";
-	argv[n++] = (char *)vm;
-	argv[n++] = "--listen";
-	argv[n++] = listen;
-	argv[n++] = "--control";
-	argv[n++] = sock;
-	if (def)
-		devices_argv(def, argv, &n);
-	if (d->conf.key_file[0]) {
-		argv[n++] = "--key";
-		argv[n++] = d->conf.key_file;
-	}
-	argv[n] = NULL;
-	rc = spawn(d, slot, vm, role, argv, sock, why, why_len);
-	if (!rc)
-		slot->port = port;
-	return rc;
-}
-
-/* PROTECT delivered naming this host: start the replica, or say why it cannot run. */
-static void replica_here(struct daemon *d, const char *vm)
-{
-	char why[256], reason[384];
-
-	if (local_find(d, vm, LOCAL_REPLICA)) {
-		LOG_WARN("vm %s: a replica of it runs here already; not started twice", vm);
-		return;
-	}
-	if (!spawn_listening(d, vm, "replica", LOCAL_REPLICA, NULL, why, sizeof(why)))
-		return;
-	LOG_ERR("vm %s: cannot keep its replica here: %s", vm, why);
-	snprintf(reason, sizeof(reason), "replica on %s: %s", d->conf.node, why);
-	report_replica(d, vm, CD_PAIR_E_REPLICA_LOST, NULL, reason);
-}
-
-/*
- * A session request (protect, migrate) to this node's primary toward the host p->replica
- * (at p->replica_addr); refused, `fail_event` goes to the cluster with castor-vmm's reason.
- */
-static void ask_toward(struct daemon *d, const struct cd_pair *p, struct local_vm *l,
-		       Castor__Request *req, const char *doing, enum cd_pair_event fail_event)
-{
-	Castor__Response *resp = NULL;
-	char why[300];
-	struct cd_view v;
-	int rc = vmm_call(l, req, &resp, why, sizeof(why));
-
-	if (resp)
-		protobuf_c_message_free_unpacked(&resp->base, NULL);
-	if (!rc) {
-		LOG_INFO("vm %s: %s %s (%s)", p->vm, doing, p->replica, p->replica_addr);
-		return;
-	}
-	LOG_ERR("vm %s: %s %s refused: %s", p->vm, doing, p->replica_addr, why);
-	castord_view_of(d, &v);
-	send_event(d, p->vm, fail_event, d->conf.node, &v, why);
-}
-
-/* MIGRATE delivered naming this host: start the destination, or say why it cannot run. */
-static void incoming_here(struct daemon *d, const char *vm)
-{
-	const struct cd_def *def = cd_defs_find(d->defs, vm);
-	char why[256], reason[384];
-	int rc;
-
-	if (local_find(d, vm, LOCAL_INCOMING) || local_find(d, vm, LOCAL_PRIMARY)) {
-		LOG_WARN("vm %s: a castor-vmm of it runs here already; no destination started", vm);
-		return;
-	}
-	if (!def || def->removed)
-		rc = util_why(why, sizeof(why), -ENOENT, "%s has no definition here", d->conf.node);
-	else
-		rc = spawn_listening(d, vm, "incoming", LOCAL_INCOMING, &def->vm, why, sizeof(why));
-	if (!rc)
-		return;
-	LOG_ERR("vm %s: cannot take its migration here: %s", vm, why);
-	snprintf(reason, sizeof(reason), "destination %s: %s", d->conf.node, why);
-	report_replica(d, vm, CD_PAIR_E_REPLICA_LOST, NULL, reason);
-}
-
-/* INCOMING_READY delivered for this node's primary: migrate it there. */
-static void migrate_toward(struct daemon *d, const struct cd_pair *p)
-{
-	struct local_vm *l = local_find(d, p->vm, LOCAL_PRIMARY);
-	Castor__Request req = CASTOR__REQUEST__INIT;
-	Castor__MigrateRequest mr = CASTOR__MIGRATE_REQUEST__INIT;
-
-	if (!l)
-		return; /* its loss is reported by its exit */
-	mr.peer = (char *)p->replica_addr;
-	req.body_case = CASTOR__REQUEST__BODY_MIGRATE;
-	req.migrate = &mr;
-	ask_toward(d, p, l, &req, "migrating to", CD_PAIR_E_MIGRATE_FAILED);
-}
-
-/*
- * The replication status of this node's castor-vmm for `p` (the caller frees the
- * reply), or NULL when it runs no ready one here or does not answer (logged).
- */
-static Castor__Response *primary_ha_status(struct daemon *d, const struct cd_pair *p,
-					   struct local_vm **l_out)
-{
-	struct local_vm *l = local_find(d, p->vm, LOCAL_PRIMARY);
-	Castor__Request req = CASTOR__REQUEST__INIT;
-	Castor__HaStatusRequest hr = CASTOR__HA_STATUS_REQUEST__INIT;
-	Castor__Response *resp = NULL;
-	char why[300];
-
-	if (l_out)
-		*l_out = l;
-	if (!l || !l->ready)
-		return NULL;
-	req.body_case = CASTOR__REQUEST__BODY_HA_STATUS;
-	req.ha_status = &hr;
-	if (vmm_call(l, &req, &resp, why, sizeof(why)) < 0) {
-		LOG_WARN("vm %s: %s", p->vm, why);
-		return NULL;
-	}
-	return resp;
-}
-
-/* MIGRATING with the source here: MIGRATED once the destination runs it, or why not. */
-static void mig_progress(struct daemon *d, const struct cd_pair *p)
-{
-	Castor__Response *resp = primary_ha_status(d, p, NULL);
-	const Castor__HaStatus *h;
-	char reason[256];
-	struct cd_view v;
-
-	if (!resp)
-		return;
-	h = resp->ha_status;
-	castord_view_of(d, &v);
-	if (h && h->migration && h->state && !strcmp(h->state, "migrated")) {
-		snprintf(reason, sizeof(reason), "runs on %s; downtime %.1f ms, %u rounds",
-			 p->replica, (double)h->downtime_ns / 1e6, h->rounds);
-		send_event(d, p->vm, CD_PAIR_E_MIGRATED, d->conf.node, &v, reason);
-	} else if (h && h->migration && h->state &&
-		   (!strcmp(h->state, "stopped") || !strcmp(h->state, "in-doubt"))) {
-		snprintf(reason, sizeof(reason), "%s: %.200s", h->state,
-			 h->last_error ? h->last_error : "");
-		send_event(d, p->vm, CD_PAIR_E_MIGRATE_FAILED, d->conf.node, &v, reason);
-	}
-	protobuf_c_message_free_unpacked(&resp->base, NULL);
-}
-
-/* REPLICA_READY delivered for this node's primary: protect toward it. */
-static void protect_toward(struct daemon *d, const struct cd_pair *p)
-{
-	const struct cd_def *def = cd_defs_find(d->defs, p->vm);
-	struct local_vm *l = local_find(d, p->vm, LOCAL_PRIMARY);
-	Castor__Request req = CASTOR__REQUEST__INIT;
-	Castor__ProtectRequest pr = CASTOR__PROTECT_REQUEST__INIT;
-
-	if (!l || !def || def->removed)
-		return; /* its loss is reported by its exit */
-	pr.peer = (char *)p->replica_addr;
-	pr.mode = def->vm.protection == CD_PROT_OUTPUT ? "output" : "interval";
-	pr.interval_ms = def->vm.interval_ms;
-	req.body_case = CASTOR__REQUEST__BODY_PROTECT;
-	req.protect = &pr;
-	/* castor-vmm holds nothing for a session that never began: unprotected again */
-	ask_toward(d, p, l, &req, "protecting toward", CD_PAIR_E_UNPROTECT);
-}
-
-/* FAILING_OVER with the twin here: ask the replica to take over. */
-static void promote_here(struct daemon *d, const struct cd_pair *p)
-{
-	struct local_vm *l = local_find(d, p->vm, LOCAL_REPLICA);
-	Castor__Request req = CASTOR__REQUEST__INIT;
-	Castor__FailoverRequest fr = CASTOR__FAILOVER_REQUEST__INIT;
-	Castor__Response *resp = NULL;
-	char why[300], reason[384];
-	int rc;
-
-	if (!l) {
-		report_replica(d, p->vm, CD_PAIR_E_REPLICA_LOST, NULL,
-			       "the twin to promote does not run here");
-		return;
-	}
-	/* the primary is known gone (the guard of FAILING_OVER): nothing streams any more */
-	fr.force = true;
-	req.body_case = CASTOR__REQUEST__BODY_FAILOVER;
-	req.failover = &fr;
-	rc = vmm_call(l, &req, &resp, why, sizeof(why));
-	if (resp)
-		protobuf_c_message_free_unpacked(&resp->base, NULL);
-	if (rc < 0) {
-		LOG_ERR("vm %s: the twin here cannot take over: %s", p->vm, why);
-		snprintf(reason, sizeof(reason), "failover refused: %s", why);
-		report_replica(d, p->vm, CD_PAIR_E_REPLICA_LOST, NULL, reason);
-		return;
-	}
-	l->role = LOCAL_PRIMARY; /* the same castor-vmm runs the VM now */
-	snprintf(reason, sizeof(reason), "the twin runs on %s", d->conf.node);
-	report_replica(d, p->vm, CD_PAIR_E_PROMOTED, NULL, reason);
-}
-
-/* UNPROTECT delivered for this node's primary: castor-vmm stops replicating and lets its
- * held output go (the cluster decided, with quorum, that no twin can take over). */
-static void unprotect_here(struct daemon *d, const struct cd_pair *p)
-{
-	struct local_vm *l = local_find(d, p->vm, LOCAL_PRIMARY);
-	Castor__Request req = CASTOR__REQUEST__INIT;
-	Castor__UnprotectRequest ur = CASTOR__UNPROTECT_REQUEST__INIT;
-	Castor__Response *resp = NULL;
-	char why[300];
-
-	if (!l)
-		return;
-	ur.force = true; /* an initial copy in progress is abandoned too */
-	req.body_case = CASTOR__REQUEST__BODY_UNPROTECT;
-	req.unprotect = &ur;
-	if (vmm_call(l, &req, &resp, why, sizeof(why)) < 0) {
-		/* -ENOENT: it was not protecting (the session never began): nothing held */
-		LOG_WARN("vm %s: unprotect: %s", p->vm, why);
-		return;
-	}
-	LOG_INFO("vm %s: unprotected; %llu held outputs released", p->vm,
-		 resp->unprotect ? (unsigned long long)resp->unprotect->outputs_released : 0ull);
-	protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
 static void kill_cb(evutil_socket_t fd, short what, void *arg)
@@ -691,9 +426,9 @@ static void local_stop(struct daemon *d, struct local_vm *l)
 /* STOP delivered: the primary here stops (STOPPED follows its exit); a replica here too. */
 static void stop_here(struct daemon *d, const struct cd_pairmsg *m)
 {
-	struct local_vm *l = local_find(d, m->vm, LOCAL_PRIMARY);
-	struct local_vm *r = local_find(d, m->vm, LOCAL_REPLICA);
-	struct local_vm *in = local_find(d, m->vm, LOCAL_INCOMING);
+	struct local_vm *l = vms_local(d, m->vm, LOCAL_PRIMARY);
+	struct local_vm *r = vms_local(d, m->vm, LOCAL_REPLICA);
+	struct local_vm *in = vms_local(d, m->vm, LOCAL_INCOMING);
 
 	if (r)
 		local_stop(d, r);
@@ -722,35 +457,35 @@ static void react(struct daemon *d, const struct cd_pairmsg *m, const struct cd_
 		break;
 	case CD_PAIR_E_PROTECT:
 		if (!strcmp(p->replica, me))
-			replica_here(d, m->vm);
+			sess_replica_here(d, m->vm);
 		break;
 	case CD_PAIR_E_REPLICA_READY:
 		if (!strcmp(p->primary, me))
-			protect_toward(d, p);
+			sess_protect_toward(d, p);
 		break;
 	case CD_PAIR_E_PRIMARY_LOST:
 		/* declared lost while it still runs here (a forced failover): fence it first */
-		if (!strcmp(m->primary, me) && local_find(d, m->vm, LOCAL_PRIMARY))
-			local_stop(d, local_find(d, m->vm, LOCAL_PRIMARY));
+		if (!strcmp(m->primary, me) && vms_local(d, m->vm, LOCAL_PRIMARY))
+			local_stop(d, vms_local(d, m->vm, LOCAL_PRIMARY));
 		if (p->state == CD_PAIR_S_FAILING_OVER && !strcmp(p->replica, me))
-			promote_here(d, p);
+			sess_promote_here(d, p);
 		break;
 	case CD_PAIR_E_UNPROTECT:
 		if (!strcmp(p->primary, me))
-			unprotect_here(d, p);
+			sess_unprotect_here(d, p);
 		break;
 	case CD_PAIR_E_MIGRATE:
 		if (!strcmp(p->replica, me))
-			incoming_here(d, m->vm);
+			sess_incoming_here(d, m->vm);
 		break;
 	case CD_PAIR_E_INCOMING_READY:
 		if (!strcmp(p->primary, me))
-			migrate_toward(d, p);
+			sess_migrate_toward(d, p);
 		break;
 	case CD_PAIR_E_MIGRATED:
 		/* the same castor-vmm that took the migration runs the VM now */
-		if (!strcmp(p->primary, me) && local_find(d, m->vm, LOCAL_INCOMING))
-			local_find(d, m->vm, LOCAL_INCOMING)->role = LOCAL_PRIMARY;
+		if (!strcmp(p->primary, me) && vms_local(d, m->vm, LOCAL_INCOMING))
+			vms_local(d, m->vm, LOCAL_INCOMING)->role = LOCAL_PRIMARY;
 		break;
 	case CD_PAIR_E_STOP:
 		stop_here(d, m);
@@ -802,7 +537,7 @@ static bool runs_here_without_process(struct daemon *d, unsigned i, struct cd_pa
 	struct cd_view v;
 
 	if (strcmp(p->primary, d->conf.node) || p->state == CD_PAIR_S_DEFINED ||
-	    p->state == CD_PAIR_S_FAILING_OVER || local_find(d, p->vm, LOCAL_PRIMARY)) {
+	    p->state == CD_PAIR_S_FAILING_OVER || vms_local(d, p->vm, LOCAL_PRIMARY)) {
 		d->orphan[i] = 0;
 		return false;
 	}
@@ -841,40 +576,6 @@ static void duties(struct daemon *d, const struct cd_view_nodes *v)
 			d->sent[i].at_ns = now;
 		}
 	}
-}
-
-/*
- * A primary here that replicates: its figures for /metrics, and while it syncs, SYNCED
- * once castor-vmm says protected.
- */
-static void repl_progress(struct daemon *d, const struct cd_pair *p)
-{
-	struct local_vm *l;
-	Castor__Response *resp = primary_ha_status(d, p, &l);
-	struct cd_view v;
-
-	if (!resp)
-		return;
-	if (resp->ha_status) {
-		const Castor__HaStatus *h = resp->ha_status;
-
-		l->repl = (struct local_repl){.valid = true,
-					      .epochs = h->epochs,
-					      .pause_p50_ns = h->pause_p50_ns,
-					      .pause_p99_ns = h->pause_p99_ns,
-					      .lag_ns = h->lag_ns,
-					      .wire_bytes = h->total_wire_bytes,
-					      .output_delay_p50_ns = h->output_delay_p50_ns,
-					      .output_delay_p99_ns = h->output_delay_p99_ns,
-					      .outputs_held = h->outputs_held};
-	}
-	if (p->state == CD_PAIR_S_SYNCING && resp->ha_status && resp->ha_status->state &&
-	    !strcmp(resp->ha_status->state, "protected")) {
-		castord_view_of(d, &v);
-		send_event(d, p->vm, CD_PAIR_E_SYNCED, d->conf.node, &v,
-			   "the initial copy is acknowledged");
-	}
-	protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
 /*
@@ -937,9 +638,9 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 		if ((p->state == CD_PAIR_S_SYNCING || p->state == CD_PAIR_S_PROTECTED ||
 		     p->state == CD_PAIR_S_DEGRADED) &&
 		    !strcmp(p->primary, d->conf.node))
-			repl_progress(d, p);
+			sess_repl_progress(d, p);
 		if (p->state == CD_PAIR_S_MIGRATING && !strcmp(p->primary, d->conf.node))
-			mig_progress(d, p);
+			sess_mig_progress(d, p);
 	}
 	reconcile(d);
 }

@@ -308,8 +308,9 @@ int cd_vmdef_parse(const char *name, const char *text, size_t len, struct cd_vmd
 		if (!is_read_only(out->disk[i]))
 			return util_why(
 				why, why_len, -EINVAL,
-				"%s:%u: disk %s is writable; a protected VM may have "
-				"read-only disks only (',ro') until disk replication exists",
+				"%s:%u: disk %s is writable; castord protects VMs with "
+				"read-only disks only (',ro') for now (castor-vmm replicates "
+				"writable ones: docs/disks.md)",
 				name, x.seen[K_DISK], out->disk[i]);
 	return 0;
 }
