@@ -70,7 +70,8 @@ for cpus in 1 2; do
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.2
 	done
-	ready=$(grep -m1 '^CASTOR-GUEST-READY ' "$console" 2>/dev/null | tr -d '\r')
+	# its fields only: a kernel message may land on the same line
+	ready=$(grep -o -m1 '^CASTOR-GUEST-READY [^ ]* [0-9]* [0-9]*' "$console" 2>/dev/null)
 	if [ -z "$ready" ]; then
 		bad "$cpus vCPU(s): no CASTOR-GUEST-READY within 120 s"
 		tail -n 30 "$console" "$dir/vmm$cpus.log"

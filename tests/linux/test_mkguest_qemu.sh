@@ -165,7 +165,7 @@ wait_line "$log1" '^CASTOR-GUEST-READY ' 180
 echo "TIMING: boot 1 (TCG, net + blk) to CASTOR-GUEST-READY: $(since "$t0") s"
 grep -E '^(CASTOR-GUEST-|castor-init:|castor-reqd:)' "$log1"
 
-ready=$(grep -m1 '^CASTOR-GUEST-READY ' "$log1" | tr -d '\r')
+ready=$(grep -o -m1 '^CASTOR-GUEST-READY [^ ]* [0-9]* [0-9]*' "$log1")
 # shellcheck disable=SC2086 # split into its words on purpose
 set -- $ready
 [ "$2" = "$kver" ] || fail "READY names kernel '$2', the manifest '$kver'"

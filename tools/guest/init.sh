@@ -29,6 +29,9 @@ log() {
 }
 
 mount -t proc proc /proc
+# only errors on the console from here on: the kernel's info lines (a link that came up)
+# would land in the middle of the lines below, which the host reads
+echo 4 >/proc/sys/kernel/printk
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /tmp /run
