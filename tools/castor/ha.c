@@ -176,6 +176,9 @@ static void ha_table(const Castor__HaStatus *h)
 		printf("initial copy: %" PRIu64 " of %" PRIu64 " bytes sent (%.0f %%)\n",
 		       h->sync_sent_bytes, h->sync_total_bytes,
 		       100.0 * (double)h->sync_sent_bytes / (double)h->sync_total_bytes);
+	else if (!strcmp(h->state, "syncing") && !strcmp(h->role, "primary") && h->disks)
+		printf("initial copy: the disks first (%.1f MiB read and sent), then RAM\n",
+		       (double)h->disk_bytes / (1 << 20));
 	else if (!strcmp(h->state, "syncing") && !strcmp(h->role, "primary"))
 		printf("initial copy: being built while the guest runs\n");
 	if (h->link && *h->link)

@@ -180,7 +180,12 @@ static void progress(const Castor__HaStatus *h, bool tty)
 {
 	double mib = (double)h->total_wire_bytes / (1 << 20);
 
-	if (!strcmp(h->state, "syncing"))
+	if (!strcmp(h->state, "syncing") && !h->sync_total_bytes && h->disks)
+		printf("copy: the disks first, %.1f MiB read and sent",
+		       (double)h->disk_bytes / (1 << 20));
+	else if (!strcmp(h->state, "syncing") && !h->sync_total_bytes)
+		printf("copy: RAM being captured while the guest runs");
+	else if (!strcmp(h->state, "syncing"))
 		printf("copy: %.1f of %.1f MiB sent", (double)h->sync_sent_bytes / (1 << 20),
 		       (double)h->sync_total_bytes / (1 << 20));
 	else
@@ -227,7 +232,8 @@ static void quit_source(const char *socket)
 	req.id = (uint64_t)getpid();
 	req.body_case = CASTOR__REQUEST__BODY_QUIT;
 	req.quit = &qr;
-	if (cli_call("migrate", socket, PB_CALL_TIMEOUT_MS, false, &req, &resp) == 0)
+	/* its reply has no body; and if it is gone already, so much the better */
+	if (pb_call(socket, &req, &resp, PB_CALL_TIMEOUT_MS) == 0)
 		protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
