@@ -5,8 +5,10 @@
 # snapshot, quit, restore in a new castor-vmm -- under a TCP connection that
 # carries on, the snapshot checked by the independent verifier, a dirty-page
 # harvest, quit. Then fault tolerance on two hosts of namespaces: the guest
-# protected from host A to host B, kill -9 of the primary under a TCP
-# connection, failover, the connection goes on.
+# and its writable disk protected from host A to host B, kill -9 of the
+# primary under a TCP connection, failover, the connection goes on; then a
+# live migration of the survivor (and its disk) back to host A under another
+# TCP connection.
 #   scripts/demo.sh BUILD_DIR
 set -euo pipefail
 build=${1:-build}
@@ -105,13 +107,17 @@ th_up castor
 rsock=$dir/twin.sock psock=$dir/prim.sock
 echo "   castor key generate pair.key   (the link between the hosts is authenticated)"
 "$cli" key generate "$dir/pair.key" >/dev/null
+# each host its own copy of the VM's writable disk: B's starts empty, the protection copies it
+truncate -s 16M "$dir/a.img" "$dir/b.img"
+echo "   castor-vmm replica --listen $TH_B_IP:7800 --net tap=tap0 --disk b.img --key pair.key   (on castor-b)"
 ip netns exec castor-b "$vmm" replica --listen "$TH_B_IP:7800" --control "$rsock" --name demo \
-	--serial none --net tap=tap0 --key "$dir/pair.key" 2>"$dir/replica.log" &
+	--serial none --net tap=tap0 --disk "$dir/b.img" --key "$dir/pair.key" 2>"$dir/replica.log" &
 rpid=$!
 for _ in $(seq 100); do [ -S "$rsock" ] && break; sleep 0.05; done
-echo "   castor-vmm run ... --net tap=tap0 --protect $TH_B_IP:7800 --interval 20 --key pair.key   (on castor-a)"
+echo "   castor-vmm run ... --net tap=tap0 --disk a.img --protect $TH_B_IP:7800 --interval 20 --key pair.key   (on castor-a)"
 ip netns exec castor-a "$vmm" run --mem 256M --cpus 1 --test-guest --name demo --control "$psock" \
-	--serial none --net tap=tap0 --guest-param "ip=$TH_GUEST_IP" --guest-param rate=50 \
+	--serial none --net tap=tap0 --disk "$dir/a.img" --guest-param "ip=$TH_GUEST_IP" \
+	--guest-param rate=50 --guest-param blkcount=1024 --guest-param blkrate=500 \
 	--protect "$TH_B_IP:7800" --interval 20 --key "$dir/pair.key" 2>"$dir/primary.log" &
 pid=$!
 for _ in $(seq 100); do "$cli" ha status --socket "$psock" 2>/dev/null | grep -q protected && break; sleep 0.1; done
@@ -130,9 +136,37 @@ pid=
 step "$cli" ha failover --socket "$rsock"
 wait "$cpid" && echo "   the same TCP connection went on: every request answered once, in order"
 step "$cli" ha status --socket "$rsock"
-step "$cli" vm quit --socket "$rsock"
-wait "$rpid" 2>/dev/null || true
+sleep 2
+echo "   the twin's guest reads back what it wrote before and after the failover:"
+"$cli" vm status --socket "$rsock" --json | python3 -c '
+import json, sys
+io = json.load(sys.stdin)["guest_io"]
+print("   disk: pass %d, %d blocks written, %d read back right, %d wrong" %
+      (io["blk_generation"], io["blk_written"], io["blk_verified"], io["blk_bad"]))'
+
+echo
+echo "== live migration: the survivor moves back to host A, its disk copied live, while"
+echo "   a client keeps talking to it over one TCP connection"
+asock=$dir/back.sock
+echo "   castor-vmm incoming --listen $TH_A_IP:7801 --net tap=tap0 --disk a.img --key pair.key   (on castor-a)"
+ip netns exec castor-a "$vmm" incoming --listen "$TH_A_IP:7801" --control "$asock" --name demo \
+	--serial none --net tap=tap0 --disk "$dir/a.img" --key "$dir/pair.key" 2>"$dir/incoming.log" &
+pid=$!
+for _ in $(seq 100); do [ -S "$asock" ] && break; sleep 0.05; done
+ip netns exec castor-client python3 "$here/tests/net/tgclient.py" tcp --host "$TH_GUEST_IP" \
+	--count 2000 --rate 500 --window 1 --timeout 15 &
+cpid=$!
+sleep 1
+step "$cli" migrate --socket "$rsock" --to "$TH_A_IP:7801"
+wait "$rpid" 2>/dev/null || true # the source's castor-vmm ends once host A runs the VM
+rpid=
+wait "$cpid" && echo "   the same TCP connection went on across the move: every request answered once, in order"
+step "$cli" vm status --socket "$asock"
+step "$cli" vm quit --socket "$asock"
+wait "$pid" 2>/dev/null || true
+pid=
 th_down castor
 echo
 echo "== demo done. Measurements: castor bench pause|dirty|snapshot|checkpoint,"
+echo "   docs: docs/operations.md, docs/disks.md, docs/migration.md, docs/cluster.md"
 echo "   scripts/bench-net.sh, scripts/bench-colo.sh (docs/benchmarks.md)"
