@@ -152,8 +152,25 @@ esac
 # whole command again on a fresh one.
 freeze=${CASTOR_NEST_FREEZE_S:-120}
 
+# stop_vfsd: virtiofsd is gone before another machine's starts (it holds a lock
+# on a pid file named after the same socket)
+stop_vfsd() {
+	[ -n "$vpid" ] || return 0
+	kill "$vpid" 2>/dev/null || true
+	for _ in $(seq 50); do
+		kill -0 "$vpid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -9 "$vpid" 2>/dev/null || true
+	wait "$vpid" 2>/dev/null || true
+	vpid=
+	rm -f "$run/vfs.sock"
+}
+
 # boot_once: one machine runs the command; sets status; returns 0, or 3 when
-# the machine froze
+# the machine froze or died under the command (the emulated machine's kernel
+# has been seen to panic, "corrupted stack end detected inside scheduler", in
+# a vCPU thread of a nested VM)
 boot_once() {
 	local t_boot rc=0 last
 	rm -f "$run/rc" "$run/ps" "$run/vfs.sock"
@@ -187,27 +204,17 @@ boot_once() {
 			cat "$run/ps" >&2 2>/dev/null || true
 			# $qpid is timeout(1): a SIGKILL to it would leave QEMU spinning on
 			# both cores beside the retry's machine, so QEMU goes first
-			pkill -9 -P "$qpid" 2>/dev/null
-			kill -9 "$qpid" 2>/dev/null
-			wait "$qpid" 2>/dev/null
+			pkill -9 -P "$qpid" 2>/dev/null || true
+			kill -9 "$qpid" 2>/dev/null || true
+			wait "$qpid" 2>/dev/null || true
 			qpid=
-			# and virtiofsd is gone before the retry's starts: it holds a lock
-			# on a pid file named after the same socket
-			kill "$vpid" 2>/dev/null
-			for _ in $(seq 50); do
-				kill -0 "$vpid" 2>/dev/null || break
-				sleep 0.1
-			done
-			kill -9 "$vpid" 2>/dev/null
-			wait "$vpid" 2>/dev/null
-			vpid=
-			rm -f "$run/vfs.sock"
+			stop_vfsd
 			return 3
 		fi
 	done
 	wait "$qpid" || rc=$?
 	qpid=
-	vpid=
+	stop_vfsd
 	if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
 		if [ -f "$run/ps" ]; then
 			echo "$me: the machine's processes, at most 15 s before it was stopped:" >&2
@@ -215,8 +222,11 @@ boot_once() {
 		fi
 		die "the machine ran past --timeout $limit s and was stopped"
 	fi
-	[ -f "$run/rc" ] ||
-		die "the machine stopped (QEMU status $rc) without the command's exit status; its console is above"
+	if [ ! -f "$run/rc" ]; then
+		echo "$me: the machine stopped (QEMU status $rc) without the command's exit status;" \
+			"its console is above" >&2
+		return 3
+	fi
 	status=$(cat "$run/rc")
 	return 0
 }
@@ -229,7 +239,8 @@ while :; do
 		break
 	fi
 	try=$((try + 1))
-	[ "$try" -le "$retries" ] || die "the machine froze $try time(s); no retries left (--retries $retries)"
+	[ "$try" -le "$retries" ] ||
+		die "the machine froze or died $try time(s); no retries left (--retries $retries)"
 	echo "$me: running the command again on a fresh machine (retry $try of $retries)"
 done
 echo "$me: the command exited with status $status after $(($(date +%s) - t0)) s"
