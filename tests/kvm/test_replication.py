@@ -492,6 +492,13 @@ def trial(d, n, rng):
         pair.close()
 
 
+def trials(d, one):
+    """CASTOR_TRIALS (20, a fifth nested) runs of one(d, n, rng), seeded by CASTOR_SEED."""
+    rng = random.Random(int(os.environ.get("CASTOR_SEED", time.time())))
+    for n in range(int(os.environ.get("CASTOR_TRIALS", ct.reps(20)))):
+        one(d, n, rng)
+
+
 def main():
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return ct.skip("/dev/kvm is not usable here")
@@ -505,17 +512,13 @@ def main():
             elif CASE == "diskbad":
                 case_diskbad(d)
             elif CASE == "diskrw":
-                rng = random.Random(int(os.environ.get("CASTOR_SEED", time.time())))
-                for n in range(int(os.environ.get("CASTOR_TRIALS", ct.reps(20)))):
-                    diskrw_trial(d, n, rng)
+                trials(d, diskrw_trial)
             elif CASE == "output":
                 case_output(d)
             elif CASE == "cap":
                 case_cap(d)
             elif CASE == "kill":
-                rng = random.Random(int(os.environ.get("CASTOR_SEED", time.time())))
-                for n in range(int(os.environ.get("CASTOR_TRIALS", ct.reps(20)))):
-                    trial(d, n, rng)
+                trials(d, trial)
             else:
                 print(f"unknown case {CASE}")
                 return 2
