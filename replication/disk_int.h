@@ -265,6 +265,16 @@ int disk_tx_copy(struct disk_tx *tx, unsigned i, int fd, uint64_t image_bytes, s
 		 disk_tx_copy_progress_fn progress, void *arg);
 /* Stop keeping records (the session ended) and drop what is queued. */
 void disk_tx_close(struct disk_tx *tx);
+/*
+ * A protected VM's queue: its writable disks found and their images opened
+ * for the initial copy (*out NULL when it has none); disk_tx_start() puts the
+ * observers on the devices and sends the initial copies (epoch 0), and
+ * disk_tx_stop() takes the observers off and closes the queue (NULL is fine).
+ */
+int disk_tx_for_vm(struct hv_vm *vm, disk_tx_wake_fn wake, void *wake_arg, struct disk_tx **out,
+		   char *why, size_t why_len);
+int disk_tx_start(struct disk_tx *tx, struct repl_link *l, const char *vm);
+void disk_tx_stop(struct disk_tx *tx);
 void disk_tx_stats(struct disk_tx *tx, struct disk_tx_stats *out);
 void disk_tx_free(struct disk_tx *tx); /* detach the observers first; NULL is fine */
 

@@ -31,6 +31,7 @@
 #include "replication/disk_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -62,6 +63,10 @@ struct tx_seal {
 struct disk_tx {
 	unsigned n;
 	struct tx_disk disks[REPL_DISK_MAX];
+	/* disk_tx_for_vm: the devices observed, and their images opened for the initial copy */
+	struct hv_blk *blks[REPL_DISK_MAX];
+	int fds[REPL_DISK_MAX];
+	bool observing;
 	uint64_t cap;
 	disk_tx_wake_fn wake;
 	void *wake_arg;
@@ -96,6 +101,8 @@ int disk_tx_new(const uint32_t *disks, unsigned n, uint64_t cap, disk_tx_wake_fn
 		}
 		tx->disks[i] = (struct tx_disk){.tx = tx, .idx = disks[i]};
 	}
+	for (i = 0; i < REPL_DISK_MAX; i++)
+		tx->fds[i] = -1;
 	tx->cap = cap ? cap : DISK_TX_CAP;
 	tx->wake = wake;
 	tx->wake_arg = wake_arg;
@@ -121,6 +128,9 @@ void disk_tx_free(struct disk_tx *tx)
 	if (!tx)
 		return;
 	drop_all(tx);
+	for (unsigned i = 0; i < REPL_DISK_MAX; i++)
+		if (tx->fds[i] >= 0)
+			close(tx->fds[i]);
 	pthread_mutex_destroy(&tx->lock);
 	free(tx);
 }
@@ -483,4 +493,81 @@ void disk_tx_stats(struct disk_tx *tx, struct disk_tx_stats *out)
 	out->pending_bytes = tx->queued_bytes;
 	out->error = tx->error;
 	pthread_mutex_unlock(&tx->lock);
+}
+
+int disk_tx_for_vm(struct hv_vm *vm, disk_tx_wake_fn wake, void *wake_arg, struct disk_tx **out,
+		   char *why, size_t why_len)
+{
+	struct hv_blk *blks[REPL_DISK_MAX];
+	uint32_t idx[REPL_DISK_MAX];
+	struct hv_blk *b;
+	unsigned i, n = 0;
+	int rc;
+
+	*out = NULL;
+	for (i = 0; (b = hv_vm_blk(vm, i)); i++) {
+		if (hv_blk_read_only(b))
+			continue;
+		if (i >= REPL_DISK_MAX)
+			return util_why(why, why_len, -EINVAL,
+					"disk %u: a protected VM replicates at most %u disks", i,
+					REPL_DISK_MAX);
+		blks[n] = b;
+		idx[n++] = i;
+	}
+	if (!n)
+		return 0;
+	rc = disk_tx_new(idx, n, 0, wake, wake_arg, out);
+	if (rc < 0)
+		return util_why(why, why_len, rc, "disk replication: %s", strerror(-rc));
+	for (i = 0; i < n; i++) {
+		(*out)->blks[i] = blks[i];
+		(*out)->fds[i] = open(hv_blk_path(blks[i]), O_RDONLY | O_CLOEXEC);
+		if ((*out)->fds[i] < 0) {
+			rc = util_why(why, why_len, -errno,
+				      "cannot read disk %s for its initial copy (%s)",
+				      hv_blk_path(blks[i]), strerror(errno));
+			disk_tx_free(*out);
+			*out = NULL;
+			return rc;
+		}
+	}
+	return 0;
+}
+
+int disk_tx_start(struct disk_tx *tx, struct repl_link *l, const char *vm)
+{
+	unsigned i;
+	int rc;
+
+	for (i = 0; i < tx->n; i++) {
+		rc = hv_blk_set_observer(tx->blks[i], &disk_tx_observer, &tx->disks[i]);
+		if (rc < 0)
+			return rc;
+		tx->observing = true;
+	}
+	for (i = 0; i < tx->n; i++) {
+		uint64_t t0 = util_now_ns();
+		struct disk_tx_stats ds;
+
+		rc = disk_tx_copy(tx, i, tx->fds[i], hv_blk_bytes(tx->blks[i]), l, NULL, NULL);
+		if (rc < 0)
+			return rc;
+		disk_tx_stats(tx, &ds);
+		LOG_INFO("vm %s: disk %s copied in %.1f s (%.1f MiB sent so far)", vm,
+			 hv_blk_path(tx->blks[i]), (double)(util_now_ns() - t0) / 1e9,
+			 (double)ds.sent_bytes / (1 << 20));
+	}
+	return 0;
+}
+
+void disk_tx_stop(struct disk_tx *tx)
+{
+	if (!tx)
+		return;
+	for (unsigned i = 0; i < tx->n && tx->observing; i++)
+		if (tx->blks[i])
+			hv_blk_set_observer(tx->blks[i], NULL, NULL);
+	tx->observing = false;
+	disk_tx_close(tx);
 }

@@ -26,14 +26,12 @@
  */
 #define LOG_TAG "primary"
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "netbuffer/netbuf.h"
 #include "replication/codec.h"
@@ -81,11 +79,7 @@ struct repl_primary {
 	struct repl_window pauses, rtts, harvests, copies, states, encodes;
 	bool disk_wake; /* the disk queue asks for a send */
 
-	/* the VM's writable disks: their writes go with the epochs (disk_tx.c) */
-	struct disk_tx *dtx;
-	struct hv_blk *blks[REPL_DISK_MAX];
-	int disk_fds[REPL_DISK_MAX]; /* opened for the initial copy's reads */
-	bool observing;
+	struct disk_tx *dtx; /* the VM's writable disks: their writes go with the epochs */
 };
 
 static void set_state(struct repl_primary *p, enum repl_state to, const char *why)
@@ -612,73 +606,6 @@ static void disk_wake(void *arg, bool overflow)
 	pthread_mutex_unlock(&p->lock);
 }
 
-/* The VM's writable disks: observed, and copied to the replica (epoch 0's first records). */
-static int disks_setup(struct repl_primary *p, char *why, size_t why_len)
-{
-	uint32_t idx[REPL_DISK_MAX];
-	struct hv_blk *b;
-	unsigned i, n = 0;
-
-	for (i = 0; (b = hv_vm_blk(p->vm, i)); i++) {
-		if (hv_blk_read_only(b))
-			continue;
-		if (i >= REPL_DISK_MAX)
-			return util_why(why, why_len, -EINVAL,
-					"disk %u: a protected VM replicates at most %u disks", i,
-					REPL_DISK_MAX);
-		p->disk_fds[n] = open(hv_blk_path(b), O_RDONLY | O_CLOEXEC);
-		if (p->disk_fds[n] < 0)
-			return util_why(why, why_len, -errno,
-					"cannot read disk %s for its initial copy (%s)",
-					hv_blk_path(b), strerror(errno));
-		p->blks[n] = b;
-		idx[n++] = i;
-	}
-	if (!n)
-		return 0;
-	return disk_tx_new(idx, n, 0, disk_wake, p, &p->dtx);
-}
-
-static int disks_start(struct repl_primary *p)
-{
-	unsigned i, n = disk_tx_ndisks(p->dtx);
-	int rc;
-
-	for (i = 0; i < n; i++) {
-		rc = hv_blk_set_observer(p->blks[i], &disk_tx_observer,
-					 disk_tx_observer_arg(p->dtx, i));
-		if (rc < 0)
-			return rc;
-		p->observing = true;
-	}
-	for (i = 0; i < n; i++) {
-		uint64_t t0 = util_now_ns();
-		struct disk_tx_stats ds;
-
-		rc = disk_tx_copy(p->dtx, i, p->disk_fds[i], hv_blk_bytes(p->blks[i]), &p->link,
-				  NULL, NULL);
-		if (rc < 0)
-			return rc;
-		disk_tx_stats(p->dtx, &ds);
-		LOG_INFO("vm %s: disk %s copied in %.1f s (%.1f MiB sent so far)",
-			 hv_vm_name(p->vm), hv_blk_path(p->blks[i]),
-			 (double)(util_now_ns() - t0) / 1e9, (double)ds.sent_bytes / (1 << 20));
-	}
-	return 0;
-}
-
-static void disks_stop(struct repl_primary *p)
-{
-	unsigned i;
-
-	if (!p->dtx)
-		return;
-	for (i = 0; i < disk_tx_ndisks(p->dtx); i++)
-		hv_blk_set_observer(p->blks[i], NULL, NULL);
-	p->observing = false;
-	disk_tx_close(p->dtx);
-}
-
 static void *loop(void *arg)
 {
 	struct repl_primary *p = arg;
@@ -687,7 +614,7 @@ static void *loop(void *arg)
 	pthread_setname_np(pthread_self(), "castor-repl");
 	repl_thread_sched(hv_vm_name(p->vm), p->o.thread_nice, p->o.thread_rt);
 	run(p);
-	disks_stop(p); /* the session is over: its disks' writes are no longer kept */
+	disk_tx_stop(p->dtx); /* the session is over: its disks' writes are no longer kept */
 	if (!p->o.migrate)
 		return NULL;
 	/* a migration cut short by a cancel ends here, where its owner can see it */
@@ -712,7 +639,7 @@ static void run(struct repl_primary *p)
 	if (p->t->set_timeout)
 		p->t->set_timeout(p->link.c, REPL_SYNC_TIMEOUT_MS);
 	if (p->dtx) {
-		rc = disks_start(p);
+		rc = disk_tx_start(p->dtx, &p->link, hv_vm_name(p->vm));
 		if (rc < 0) {
 			fail(p, rc, "the disks' initial copy");
 			return;
@@ -840,8 +767,6 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 		return -ENOMEM;
 	p->vm = vm;
 	p->o = *o;
-	for (unsigned i = 0; i < REPL_DISK_MAX; i++)
-		p->disk_fds[i] = -1;
 	if (p->o.migrate) {
 		p->o.outq = NULL; /* a migrating VM is not protected: its outputs flow */
 		p->o.exact_dirty = true;
@@ -895,7 +820,7 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 		snprintf(why, why_len, "cannot set up the encoder (%s)", strerror(-rc));
 		goto fail;
 	}
-	rc = disks_setup(p, why, why_len);
+	rc = disk_tx_for_vm(vm, disk_wake, p, &p->dtx, why, why_len);
 	if (rc < 0)
 		goto fail;
 	rc = open_session(p, why, why_len);
@@ -1020,11 +945,8 @@ void repl_primary_free(struct repl_primary *p)
 	if (!p)
 		return;
 	repl_primary_stop(p, false);
-	disks_stop(p);
+	disk_tx_stop(p->dtx);
 	disk_tx_free(p->dtx);
-	for (unsigned i = 0; i < REPL_DISK_MAX; i++)
-		if (p->disk_fds[i] >= 0)
-			close(p->disk_fds[i]);
 	hv_dirty_set_hot(p->vm, false);
 	repl_link_dispose(&p->link);
 	if (p->link.c)
