@@ -75,6 +75,36 @@ static inline struct hv_vm *kvm_test_vm(uint32_t ncpus, uint64_t mem, const stru
 }
 
 /*
+ * Let `vm` (running) run until every one of its `n` vCPUs' counters is past
+ * t0's, and leave it paused; t1 gets the counters then. Progress, not time, is
+ * what the callers check: 50 ms is the usual case, but a vCPU thread on a
+ * loaded (or emulated) host may not run for a while, so this polls for up to
+ * 10 s. Returns true when all got past.
+ */
+static inline bool kvm_run_past(struct hv_vm *vm, uint32_t n, const struct hv_tg_vcpu *t0,
+				struct hv_tg_vcpu *t1)
+{
+	uint64_t end = util_now_ns() + 10ull * 1000000000ull;
+	bool past;
+
+	for (;;) {
+		util_sleep_ns(50 * 1000000ull);
+		if (hv_vm_pause(vm) < 0)
+			return false;
+		past = true;
+		for (uint32_t i = 0; i < n; i++) {
+			if (hv_tg_vcpu(vm, i, &t1[i]) < 0)
+				return false;
+			past &= t1[i].counter > t0[i].counter;
+		}
+		if (past || util_now_ns() > end)
+			return past;
+		if (hv_vm_resume(vm) < 0)
+			return false;
+	}
+}
+
+/*
  * Pages whose contents differ between `copy` (an earlier copy of the VM's RAM)
  * and its RAM now: how many; *missed_out is the first of them not set in the
  * harvest `h` (UINT64_MAX when every changed page was harvested).

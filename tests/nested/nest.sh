@@ -24,7 +24,7 @@
 # --env NAME     pass this variable on (PATH, HOME=/root, TERM and
 #                CASTOR_REQUIRE_KVM always are)
 # --retries N    when the machine freezes (no sign of life for
-#                CASTOR_NEST_FREEZE_S seconds, default 120: 8 heartbeats), run the command
+#                CASTOR_NEST_FREEZE_S seconds, default 75: 5 heartbeats), run the command
 #                again on a fresh one, up to N times (default 0)
 #
 # Exit status: COMMAND's; 1 when the machine could not run it (the reason is
@@ -150,7 +150,7 @@ esac
 # few long runs. The guest's /init writes $run/ps every 15 s: when it is
 # older than $freeze seconds the machine is stopped, and --retries runs the
 # whole command again on a fresh one.
-freeze=${CASTOR_NEST_FREEZE_S:-120}
+freeze=${CASTOR_NEST_FREEZE_S:-75}
 
 # stop_vfsd: virtiofsd is gone before another machine's starts (it holds a lock
 # on a pid file named after the same socket)
