@@ -10,13 +10,28 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
-/* Hot pages: every this many harvests, protect everything again so cold pages drop out. */
-#define HOT_FULL_CLEAR_EVERY 16u
 /*
- * A page dirty again within this long is worth leaving writable: a write fault
- * under kvm_pvm costs far more than copying a page it did not write.
+ * Hot pages (docs/architecture.md, "Hot pages"). A page is left writable in
+ * KVM -- hot -- when the guest writes it again soon after it last did, where
+ * "soon" is counted in the guest's own progress, not in time: the write
+ * faults taken in between (cold faults) plus the pages already hot must be at
+ * most the hot set's limit (hot_max), i.e. the page comes back within a
+ * working set that the hot set can hold. Faults slow the guest and stretch
+ * time, but not this count, so the same workload reaches the same hot set
+ * from any start and at any harvest interval.
+ *
+ * A cursor sweeps RAM once every HOT_RECHECK_NS, whatever the interval, and
+ * protects again the hot pages it passes: a page still written faults once and
+ * is hot again at once (its distance is a few faults); a page that cooled
+ * stays protected and stops being reported. The period must be longer than the
+ * largest hot set takes to sweep at fault speed (16384 pages x ~30 us under
+ * kvm_pvm's emulation, 0.5 s): were it shorter, a guest slowed by faults would
+ * find its pages re-checked before it came back to them, fault on every
+ * write and stay slow -- the trap of the time windows this rule replaced. It
+ * costs a fault per hot page per period, and a page that cooled is resent for
+ * at most a period.
  */
-#define HOT_WINDOW_NS (50 * 1000000ull)
+#define HOT_RECHECK_NS (2ull * 1000000000ull)
 
 /* Turn KVM logging on (lock held); every page starts dirty (initially-all-set). */
 static int tracking_on(struct hv_vm *vm)
@@ -141,6 +156,57 @@ bool hv_dirty_is_tracking(struct hv_vm *vm)
 	return atomic_load(&vm->mem.tracking);
 }
 
+/*
+ * Which of the dirty pages in words[0..n) (RAM words first..first+n) to
+ * protect again: vm->dirty.mask. A page reported because it was left
+ * writable stays hot unless the re-check cursor passes it now; a page that faulted
+ * (cold) turns hot when it comes back within hot_max pages of progress and
+ * the hot set has room. Stamps hold the cold-fault clock + 1 of a page's last
+ * report (0: never seen; the clock wraps at 2^32, which can only make a page
+ * hot early, and it cools at its next re-check).
+ */
+static void hot_masks(struct hv_vm *vm, uint64_t first, uint64_t n, const uint64_t *words)
+{
+	struct hv_dirty *d = &vm->dirty;
+	uint32_t now = d->cold_clock + 1;
+	uint64_t i, max = d->hot_max, total = UTIL_BITMAP_WORDS(vm->mem.pages);
+
+	for (i = 0; i < n; i++) {
+		uint64_t w = words[i], hot = d->hotmap[first + i], keep = 0, rest;
+		/* the words the re-check cursor passed in this harvest: [from, from + len) mod
+		 * total */
+		bool again = (first + i + total - d->recheck_from) % total < d->recheck_len;
+
+		/* a hot page is dirty in KVM until protected: one that is not was reset there */
+		d->hot_count -= (uint64_t)__builtin_popcountll(hot & ~w);
+		/* left writable and reported: still hot unless re-checked now */
+		rest = w & hot;
+		if (again) {
+			d->hot_count -= (uint64_t)__builtin_popcountll(rest);
+			rest = 0;
+		}
+		keep = rest;
+		/* faulted since the last harvest: a cold fault */
+		for (rest = w & ~hot; rest; rest &= rest - 1) {
+			uint64_t page = (first + i) * 64 + (uint64_t)__builtin_ctzll(rest);
+			uint32_t last = d->stamp[page];
+
+			if (!last)
+				continue; /* its first write: nothing to measure from */
+			d->cold_faults++;
+			if (d->hot_count < max &&
+			    (uint64_t)(uint32_t)(now - last) + d->hot_count <= max) {
+				keep |= rest & -rest;
+				d->hot_count++;
+			}
+		}
+		for (rest = w; rest; rest &= rest - 1)
+			d->stamp[(first + i) * 64 + (uint64_t)__builtin_ctzll(rest)] = now;
+		d->hotmap[first + i] = keep;
+		d->mask[first + i] = w & ~keep;
+	}
+}
+
 /* GET then CLEAR one slot; `words` is the slot's part of a RAM-indexed bitmap. */
 static int slot_get_clear(struct hv_vm *vm, struct hv_slot *s, uint64_t *words, uint64_t *get_ns,
 			  uint64_t *clear_ns)
@@ -158,23 +224,12 @@ static int slot_get_clear(struct hv_vm *vm, struct hv_slot *s, uint64_t *words, 
 	if (ioctl(vm->fd, KVM_GET_DIRTY_LOG, &get) < 0)
 		return -errno;
 	t1 = util_now_ns();
-	if (vm->dirty.hot && vm->dirty.mask) {
+	if (vm->dirty.hot && vm->dirty.mask && !vm->dirty.hot_fresh) {
 		uint64_t first = s->ram_off / HV_PAGE_SIZE / 64,
 			 n = UTIL_BITMAP_WORDS(clr.num_pages);
-		uint64_t *seen = vm->dirty.seen + first, *older = vm->dirty.older + first;
-		uint64_t *mask = vm->dirty.mask + first, i;
-		bool full = vm->dirty.harvest_no % HOT_FULL_CLEAR_EVERY == 0;
 
-		/*
-		 * Keep writable what was dirty before, in this window or the one
-		 * before (50-100 ms back); protect the rest again. A full clear
-		 * protects everything.
-		 */
-		for (i = 0; i < n; i++) {
-			mask[i] = full ? words[i] : words[i] & ~(seen[i] | older[i]);
-			seen[i] |= words[i];
-		}
-		clr.dirty_bitmap = mask;
+		hot_masks(vm, first, n, words);
+		clr.dirty_bitmap = vm->dirty.mask + first;
 	}
 	if (ioctl(vm->fd, KVM_CLEAR_DIRTY_LOG, &clr) < 0)
 		return -errno;
@@ -193,14 +248,22 @@ static int get_clear_slots(struct hv_vm *vm, struct util_bitmap *b, struct hv_ha
 	unsigned s;
 	int rc;
 
-	vm->dirty.harvest_no++;
-	if (vm->dirty.hot && util_now_ns() - vm->dirty.window_ns >= HOT_WINDOW_NS) {
-		uint64_t *t = vm->dirty.older; /* a new window: the current one becomes the older */
+	if (vm->dirty.hot) {
+		/* the re-check cursor moves over RAM's words in step with time (HOT_RECHECK_NS) */
+		uint64_t total = UTIL_BITMAP_WORDS(vm->mem.pages), now = util_now_ns();
+		uint64_t due = now - vm->dirty.recheck_ns, len = 0;
 
-		vm->dirty.older = vm->dirty.seen;
-		vm->dirty.seen = t;
-		memset(t, 0, UTIL_BITMAP_WORDS(vm->mem.pages) * sizeof(uint64_t));
-		vm->dirty.window_ns = util_now_ns();
+		if (!vm->dirty.recheck_ns) {
+			vm->dirty.recheck_ns = now;
+		} else if (due >= HOT_RECHECK_NS) {
+			len = total;
+			vm->dirty.recheck_ns = now;
+		} else {
+			len = (uint64_t)((double)total * (double)due / (double)HOT_RECHECK_NS);
+			vm->dirty.recheck_ns += len * HOT_RECHECK_NS / total;
+		}
+		vm->dirty.recheck_from = (vm->dirty.recheck_from + vm->dirty.recheck_len) % total;
+		vm->dirty.recheck_len = len;
 	}
 	for (s = 0; s < vm->mem.nslots; s++) {
 		struct hv_slot *sl = &vm->mem.slots[s];
@@ -212,6 +275,16 @@ static int get_clear_slots(struct hv_vm *vm, struct util_bitmap *b, struct hv_ha
 			return rc;
 		}
 	}
+	/*
+	 * The first harvest with hot pages on tells nothing about writes (it may be
+	 * a new log's every page): it protects all, stamps none. The clock moves by
+	 * this harvest's cold faults: the next harvest's distances.
+	 */
+	vm->dirty.hot_fresh = false;
+	vm->dirty.cold_clock += (uint32_t)(vm->dirty.cold_faults - vm->dirty.clock_faults);
+	vm->dirty.clock_faults = vm->dirty.cold_faults;
+	vm->dirty.totals.hot_pages = vm->dirty.hot ? vm->dirty.hot_count : 0;
+	vm->dirty.totals.cold_faults = vm->dirty.cold_faults;
 	return 0;
 }
 
@@ -275,32 +348,46 @@ int hv_dirty_set_hot(struct hv_vm *vm, bool on)
 	int rc = 0;
 
 	pthread_mutex_lock(&vm->dirty.lock);
-	if (on && !vm->dirty.seen) {
-		uint64_t *seen = calloc(words, sizeof(uint64_t));
-		uint64_t *older = calloc(words, sizeof(uint64_t));
+	if (on && !vm->dirty.hotmap) {
+		uint64_t *hotmap = calloc(words, sizeof(uint64_t));
 		uint64_t *mask = calloc(words, sizeof(uint64_t));
+		uint32_t *stamp = calloc(vm->mem.pages, sizeof(uint32_t));
 
-		if (seen && older && mask) {
-			vm->dirty.seen = seen;
-			vm->dirty.older = older;
+		if (hotmap && mask && stamp) {
+			vm->dirty.hotmap = hotmap;
 			vm->dirty.mask = mask;
+			vm->dirty.stamp = stamp;
 		} else {
-			free(seen);
-			free(older);
+			free(hotmap);
 			free(mask);
+			free(stamp);
 			rc = -ENOMEM;
 		}
 	}
 	if (!rc) {
-		if (on && !vm->dirty.hot) {
-			memset(vm->dirty.seen, 0, words * sizeof(uint64_t));
-			memset(vm->dirty.older, 0, words * sizeof(uint64_t));
-			vm->dirty.window_ns = util_now_ns();
+		if (on && !vm->dirty.hot) { /* a fresh start: nothing hot, nothing seen */
+			memset(vm->dirty.hotmap, 0, words * sizeof(uint64_t));
+			memset(vm->dirty.stamp, 0, vm->mem.pages * sizeof(uint32_t));
+			vm->dirty.hot_count = 0;
+			vm->dirty.hot_fresh = true;
+			vm->dirty.recheck_ns = vm->dirty.recheck_from = vm->dirty.recheck_len = 0;
+			if (!vm->dirty.hot_max)
+				vm->dirty.hot_max = HV_DIRTY_HOT_MAX_DEFAULT;
 		}
 		vm->dirty.hot = on; /* off: the next harvest protects every page it reports */
 	}
 	pthread_mutex_unlock(&vm->dirty.lock);
 	return rc;
+}
+
+int hv_dirty_set_hot_max(struct hv_vm *vm, uint64_t pages)
+{
+	if (!pages || pages > vm->mem.pages)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->dirty.lock);
+	vm->dirty.hot_max = pages; /* a smaller limit than the hot set: it shrinks at re-checks */
+	pthread_mutex_unlock(&vm->dirty.lock);
+	return 0;
 }
 
 int hv_dirty_log_count(struct hv_dirty_log *l, uint64_t *pages_out)
@@ -361,8 +448,9 @@ void dirty_dispose(struct hv_vm *vm)
 		log_free_locked(vm->dirty.logs);
 	pthread_mutex_unlock(&vm->dirty.lock);
 	util_bitmap_dispose(&vm->dirty.scratch);
-	free(vm->dirty.seen);
-	free(vm->dirty.older);
+	free(vm->dirty.hotmap);
 	free(vm->dirty.mask);
-	vm->dirty.seen = vm->dirty.older = vm->dirty.mask = NULL;
+	free(vm->dirty.stamp);
+	vm->dirty.hotmap = vm->dirty.mask = NULL;
+	vm->dirty.stamp = NULL;
 }

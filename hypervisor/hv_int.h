@@ -182,16 +182,20 @@ struct hv_dirty {
 	struct hv_dirty_log *logs;	  /* every consumer */
 	struct hv_dirty_log *default_log; /* the one hv_dirty_harvest() takes */
 	/*
-	 * Hot pages (hv_dirty_set_hot): a page dirty in this harvest and in an
-	 * earlier one of the last 50-100 ms is not write-protected again; it is
-	 * reported dirty every time until the next full clear. `seen` is the KVM
-	 * bits of the harvests of the current 50 ms window, `older` of the one
-	 * before, `mask` the pages to clear.
+	 * Hot pages (hv_dirty_set_hot; dirty.c, "Hot pages"): `hotmap` the pages
+	 * left writable at the last harvest (hot_count of them, at most hot_max), `mask` the pages
+	 * to protect again, `stamp` each page's cold-fault clock + 1 at its last
+	 * report. cold_faults counts the pages that faulted since hot went on;
+	 * cold_clock is its 32-bit reading at the last harvest (clock_faults).
 	 */
-	bool hot;
-	uint64_t *seen, *older, *mask;
-	uint64_t window_ns; /* when `seen` started */
-	uint64_t harvest_no;
+	bool hot, hot_fresh; /* hot_fresh: no harvest since hot pages went on */
+	uint64_t *hotmap, *mask;
+	uint32_t *stamp;
+	uint64_t hot_max, hot_count, cold_faults, clock_faults;
+	uint32_t cold_clock;
+	/* the re-check cursor: this harvest re-checks RAM words [from, from + len) mod all;
+	 * recheck_ns is the time the cursor has reached */
+	uint64_t recheck_from, recheck_len, recheck_ns;
 };
 
 /* ---- vcpu.c -------------------------------------------------------------------------- */

@@ -77,16 +77,27 @@ int hv_dirty_log_take(struct hv_dirty_log *log, struct util_bitmap *out,
 		      struct hv_harvest_stats *stats);
 void hv_dirty_log_free(struct hv_dirty_log *log); /* NULL is fine */
 /*
- * Hot pages: a page found dirty again within 50-100 ms of an earlier harvest
- * that found it dirty is left writable in KVM (not write-protected again), so
- * the guest takes no fault on it; it is then reported dirty by every harvest,
- * written or not, until a full clear every 16 harvests lets cold pages drop
- * out. Harvests stay a superset of the pages written -- what replication
- * needs -- for far fewer write faults on a guest that rewrites the same pages,
- * even one that sweeps them slower than one page per harvest. Off by default
- * (exact harvests). -ENOMEM.
+ * Hot pages: a page the guest writes again within a short stretch of its own
+ * progress (the write faults between its two writes, plus the pages already
+ * hot, at most hv_dirty_set_hot_max()'s limit) is left writable in KVM (not write-protected
+ * again), so the guest takes no fault on it; it is then reported dirty by
+ * every harvest, written or not. A cursor passing over all RAM every 2 s
+ * protects hot pages again: those still written come back hot after one
+ * fault, those that cooled drop out. Harvests stay a superset of the pages
+ * written -- what replication needs -- for far fewer write faults on a guest
+ * that rewrites the same pages, however slowly it sweeps them: the rule
+ * counts progress, not time, so it reaches the same hot set from a cold or a
+ * warm start. Off by default (exact harvests). -ENOMEM.
  */
 int hv_dirty_set_hot(struct hv_vm *vm, bool on);
+/*
+ * The hot set's limit in pages (default HV_DIRTY_HOT_MAX_DEFAULT, 64 MiB):
+ * hot pages are resent by every epoch, so it bounds that cost. A working set
+ * larger than about 32/33 of it does not turn hot. -EINVAL for 0 or more
+ * than the VM's pages.
+ */
+#define HV_DIRTY_HOT_MAX_DEFAULT 16384u
+int hv_dirty_set_hot_max(struct hv_vm *vm, uint64_t pages);
 /* Pages this log would return now, without taking them (costs a sync with KVM). */
 int hv_dirty_log_count(struct hv_dirty_log *log, uint64_t *pages_out);
 
@@ -94,7 +105,9 @@ struct hv_dirty_totals {
 	uint64_t harvests;
 	uint64_t last_pages;
 	uint64_t last_ns;
-	uint64_t vmm_pages; /* pages the VMM marked, over all harvests */
+	uint64_t vmm_pages;   /* pages the VMM marked, over all harvests */
+	uint64_t hot_pages;   /* hot pages (hv_dirty_set_hot) after the last harvest */
+	uint64_t cold_faults; /* pages that faulted while hot pages were on, since the VM began */
 };
 void hv_dirty_totals(struct hv_vm *vm, struct hv_dirty_totals *out);
 

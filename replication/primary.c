@@ -896,6 +896,13 @@ void repl_primary_status(struct repl_primary *p, struct repl_status *out)
 	out->state_p50_ns = repl_window_pct(&p->states, 50);
 	out->lag_ns = p->unacked_ns ? util_now_ns() - p->unacked_ns : 0;
 	pthread_mutex_unlock(&p->lock);
+	{
+		struct hv_dirty_totals dt;
+
+		hv_dirty_totals(p->vm, &dt);
+		out->hot_pages = dt.hot_pages;
+		out->cold_faults = dt.cold_faults;
+	}
 	if (p->dtx) {
 		struct disk_tx_stats ds;
 

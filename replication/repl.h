@@ -654,6 +654,9 @@ struct repl_status {
 	 * bytes not sent yet */
 	uint32_t disks;
 	uint64_t disk_bytes, disk_pending_bytes;
+	/* primary: hot pages after the last harvest, write faults counted by the hot-page
+	 * rule (docs/architecture.md, "Hot pages") */
+	uint64_t hot_pages, cold_faults;
 	bool link_authenticated, link_encrypted; /* the session's link (sealed, §8.2) */
 	char peer[64];				 /* primary: the replica it protects to */
 	char last_error[160];

@@ -333,7 +333,7 @@ static void csv_header(FILE *f)
 	      "bare_sum_ms,"
 	      "pause_over_bare,epochs_per_s,pages_per_epoch,raw_bytes_per_epoch,"
 	      "wire_bytes_per_epoch,wire_over_raw,guest_rate_unprotected,guest_rate_protected,"
-	      "guest_throughput,ack_rtt_p50_ms,encode_p50_ms,host_steal,status\n",
+	      "guest_throughput,ack_rtt_p50_ms,encode_p50_ms,host_steal,hot_pages,status\n",
 	      f);
 }
 
@@ -354,7 +354,7 @@ static void csv_row(FILE *f, const struct ck_cell *c)
 	fprintf(f,
 		"%s,%" PRIu64 ",%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%" PRIu64
 		",%.3f,%.2f,%.1f,%.0f,%.0f,"
-		"%.0f,%.3f,%.0f,%.0f,%.3f,%.3f,%.3f,%.3f,%s\n",
+		"%.0f,%.3f,%.0f,%.0f,%.3f,%.3f,%.3f,%.3f,%" PRIu64 ",%s\n",
 		rate, c->interval_ms, ms(c->st.pause_p50_ns), ms(c->st.pause_p99_ns),
 		ms(c->st.harvest_p50_ns), ms(c->st.copy_p50_ns), ms(c->st.state_p50_ns),
 		ms(c->kick_ns), ms(c->dirty_bare_ns), ms(c->memcpy_ns), c->bare_pages, sum,
@@ -362,7 +362,7 @@ static void csv_row(FILE *f, const struct ck_cell *c)
 		c->raw_per_epoch, c->wire_per_epoch,
 		c->raw_per_epoch > 0 ? c->wire_per_epoch / c->raw_per_epoch : 0, c->base_rate,
 		c->prot_rate, c->base_rate > 0 ? c->prot_rate / c->base_rate : 0,
-		ms(c->st.ack_rtt_p50_ns), ms(c->st.encode_p50_ns), c->steal,
+		ms(c->st.ack_rtt_p50_ns), ms(c->st.encode_p50_ns), c->steal, c->st.hot_pages,
 		c->error ? c->error : "ok");
 }
 
@@ -453,6 +453,7 @@ static void print_run(const struct ck_opts *o, const struct ck_cell *cell, FILE 
 		cli_json_double(&js, "bare_sum_ms", bare_sum(cell));
 		cli_json_double(&js, "epochs_per_s", cell->epochs_per_s);
 		cli_json_double(&js, "host_steal", cell->steal);
+		cli_json_u64(&js, "hot_pages", cell->st.hot_pages);
 		cli_json_double(&js, "raw_bytes_per_epoch", cell->raw_per_epoch);
 		cli_json_double(&js, "wire_bytes_per_epoch", cell->wire_per_epoch);
 		cli_json_double(&js, "guest_throughput",
