@@ -108,6 +108,8 @@ void vms_shutdown(struct daemon *d);
 /* The castor-vmm processes of this host, for castord_sessions.c. */
 struct local_vm *vms_local(struct daemon *d, const char *vm, enum local_role role);
 struct local_vm *vms_free_slot(struct daemon *d); /* NULL: none */
+/* A castor-vmm being stopped: SIGKILL, reaped within a second; its slot is free. */
+void vms_finish_stop(struct local_vm *l);
 /* Spawn castor-vmm with `argv` into `slot` (its log in state_dir/log/); 0 or -errno and why. */
 int vms_spawn(struct daemon *d, struct local_vm *slot, const char *vm, enum local_role role,
 	      char *const argv[], const char *sock, char *why, size_t why_len);

@@ -83,13 +83,25 @@ static int spawn_listening(struct daemon *d, const char *vm, const char *cmd, en
 /* PROTECT delivered naming this host: start the replica, or say why it cannot run. */
 void sess_replica_here(struct daemon *d, const char *vm)
 {
+	const struct cd_def *def = cd_defs_find(d->defs, vm);
+	struct local_vm *old = vms_local(d, vm, LOCAL_REPLICA);
 	char why[256], reason[384];
+	int rc;
 
-	if (vms_local(d, vm, LOCAL_REPLICA)) {
+	if (old && !old->stopping) {
 		LOG_WARN("vm %s: a replica of it runs here already; not started twice", vm);
 		return;
 	}
-	if (!spawn_listening(d, vm, "replica", LOCAL_REPLICA, NULL, why, sizeof(why)))
+	if (old) { /* the one the pair lost, still stopping: the new one needs its place now */
+		LOG_INFO("vm %s: the replica it lost here is killed to start a new one", vm);
+		vms_finish_stop(old);
+	}
+	/* the twin has the primary's devices: its stream names them (its NICs' taps here) */
+	if (!def || def->removed)
+		rc = util_why(why, sizeof(why), -ENOENT, "%s has no definition here", d->conf.node);
+	else
+		rc = spawn_listening(d, vm, "replica", LOCAL_REPLICA, &def->vm, why, sizeof(why));
+	if (!rc)
 		return;
 	LOG_ERR("vm %s: cannot keep its replica here: %s", vm, why);
 	snprintf(reason, sizeof(reason), "replica on %s: %s", d->conf.node, why);
@@ -285,8 +297,32 @@ void sess_unprotect_here(struct daemon *d, const struct cd_pair *p)
 }
 
 /*
- * A primary here that replicates: its figures for /metrics, and while it syncs, SYNCED
- * once castor-vmm says protected.
+ * The primary here stopped replicating (castor-vmm says degraded: its replica refused
+ * an epoch, stopped acking, or the link broke) though the replica's host and castor-vmm
+ * may live on: to the cluster its replica is lost -- REPLICA_LOST naming that replica,
+ * so the pair goes degraded, the replica's castord stops its castor-vmm (the pairs no
+ * longer place one there) and this one protects the VM again elsewhere. Its output stays
+ * held meanwhile (castor-vmm holds it).
+ */
+static void replica_stopped(struct daemon *d, const struct cd_pair *p, const char *error)
+{
+	struct cd_pairmsg m;
+	struct cd_view v;
+	char reason[300];
+
+	snprintf(reason, sizeof(reason), "castor-vmm on %s stopped replicating to %s: %s",
+		 d->conf.node, p->replica, error && *error ? error : "no reason given");
+	LOG_WARN("vm %s: %s", p->vm, reason);
+	castord_view_of(d, &v);
+	v.replica_gone = true;
+	cd_pairmsg_event(&m, p->vm, CD_PAIR_E_REPLICA_LOST, p->primary, &v, reason);
+	snprintf(m.replica, sizeof(m.replica), "%s", p->replica);
+	castord_send_msg(d, &m);
+}
+
+/*
+ * A primary here that replicates: its figures for /metrics; while it syncs, SYNCED once
+ * castor-vmm says protected; REPLICA_LOST when it says degraded.
  */
 void sess_repl_progress(struct daemon *d, const struct cd_pair *p)
 {
@@ -315,5 +351,8 @@ void sess_repl_progress(struct daemon *d, const struct cd_pair *p)
 		vms_send_event(d, p->vm, CD_PAIR_E_SYNCED, d->conf.node, &v,
 			       "the initial copy is acknowledged");
 	}
+	if ((p->state == CD_PAIR_S_SYNCING || p->state == CD_PAIR_S_PROTECTED) && resp->ha_status &&
+	    resp->ha_status->state && !strcmp(resp->ha_status->state, "degraded"))
+		replica_stopped(d, p, resp->ha_status->last_error);
 	protobuf_c_message_free_unpacked(&resp->base, NULL);
 }

@@ -153,6 +153,14 @@ static void local_release(struct local_vm *l)
 	l->ready = false;
 }
 
+void vms_finish_stop(struct local_vm *l)
+{
+	cd_proc_kill(l->proc, SIGKILL);
+	for (int i = 0; i < 100 && cd_proc_is_running(l->proc); i++)
+		util_sleep_ns(10000000ull);
+	local_release(l);
+}
+
 /* One request to a local castor-vmm: 0, or -errno with its message in why. */
 int vms_call(struct local_vm *l, Castor__Request *req, Castor__Response **resp_out, char *why,
 	     size_t why_len)

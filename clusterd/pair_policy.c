@@ -147,7 +147,12 @@ bool cd_pair_next(const struct cd_pair *p, const struct cd_vmdef *def,
 			snprintf(reason, sizeof(reason), "re-protect: a replica on %s", host);
 			return event(out, p, CD_PAIR_E_PROTECT, &view, host, reason);
 		}
-		/* DEGRADED is entered by REPLICA_LOST, sent only for a replica known gone */
+		/*
+		 * No live host can take a replica, the lost replica's host included (a
+		 * primary that stopped replicating reports a replica lost whose host may
+		 * live on, and then that host is chosen above): it is not a member, so
+		 * the replica is known gone
+		 */
 		view.replica_gone = true;
 		return event(out, p, CD_PAIR_E_UNPROTECT, &view, NULL,
 			     "no host can take a replica: the VM goes on unprotected");
