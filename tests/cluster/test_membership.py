@@ -622,6 +622,70 @@ def host_killed(cl, d):
           f"{stall:.0f} ms; a came back and runs no copy")
 
 
+def partitioned(cl, d):
+    """The primary's host is cut off (its LAN link down: corosync, the replication link and
+    the guest's tap all behind it) under a client's TCP connection: the isolated host loses
+    quorum, and its castor-vmm, whose replica went silent, releases not one output more;
+    the majority promotes the twin and protects it again; the client's connection goes on
+    with the twin. When the link comes back the old primary rejoins and castord stops its
+    castor-vmm (the pairs place the VM elsewhere): never a second primary."""
+    with open(f"{d}/vm8.conf", "w") as f:
+        f.write(VM7.replace("vm7", "vm8"))
+    cl.castor("a", "vm", "define", f"{d}/vm8.conf")
+    wait_for("vm8 defined on c", lambda: "vm8" in cl.vms("c"))
+    cl.castor("b", "vm", "start", "vm8", "--host", "a")
+    expect_vm(cl, "vm8", "protected", "a", "its replica synced", timeout=ct.patience(60))
+    twin = replica_of(cl, "vm8")
+    asock = f"{cl.d}/a-state/run/vm8.sock"
+    old_pid = vmm_pid(cl, "a", "vm8")
+    client = subprocess.Popen(
+        ns("client") + [sys.executable, f"{HERE}/../net/tgclient.py", "tcp", "--host",
+                        GUEST_IP, "--count", "300", "--rate", "50", "--window", "1",
+                        "--timeout", str(ct.patience(30))],
+        stdout=open(f"{d}/client8.out", "w"), stderr=subprocess.STDOUT)
+    try:
+        time.sleep(3)
+        if client.poll() is not None:
+            raise Fail("the client stopped before the partition: "
+                       + open(f"{d}/client8.out").read())
+        subprocess.run(["ip", "-n", f"{P}-a", "link", "set", "eth0", "down"], check=True)
+        expect(cl, "a", True, False, {"a"}, "a cut off")
+        wait_for("a's castor-vmm degraded", lambda: ct.ha(asock)["state"] == "degraded",
+                 timeout=ct.patience(30))
+        released = ct.ha(asock)["outputs_released"]
+        live = ("b", "c")
+        expect_vm(cl, "vm8", "protected", twin, "promoted and protected again by b and c",
+                  timeout=ct.patience(60), nodes=live)
+        if vm_state(cl, "a", "vm8")[1] != "a":
+            raise Fail(f"a, without quorum, changed vm8's pair: {vm_state(cl, 'a', 'vm8')}")
+        h = ct.ha(asock)
+        if h["outputs_released"] != released or h["state"] != "degraded":
+            raise Fail(f"a's castor-vmm without its replica and without quorum: {h['state']}, "
+                       f"{h['outputs_released'] - released} outputs released meanwhile")
+        rc = client.wait(ct.patience(120))
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    out = open(f"{d}/client8.out").read().strip()
+    if rc:
+        raise Fail(f"the client's TCP connection across the partition: {out}")
+    # the link comes back: a rejoins, learns vm8 runs on the twin, stops its castor-vmm
+    subprocess.run(["ip", "-n", f"{P}-a", "link", "set", "eth0", "up"], check=True)
+    for n in NODES:
+        expect(cl, n, True, True, {"a", "b", "c"}, "the partition healed")
+    wait_for("a's castor-vmm of vm8 stopped by its castord",
+             lambda: not os.path.exists(f"/proc/{old_pid}"), timeout=ct.patience(30))
+    if "vm vm8: its castor-vmm here is not wanted any more" not in \
+            open(f"{cl.d}/a-castord.out").read():
+        raise Fail("a's castord did not say why it stopped vm8's castor-vmm")
+    expect_vm(cl, "vm8", "protected", twin, "the partition healed, vm8 where it went")
+    retire(cl, "vm8")
+    print(f"a cut off under vm8: a lost quorum, its castor-vmm degraded and released no "
+          f"output; b and c promoted the twin on {twin} and protected it again; client: {out}; "
+          f"healed: a's castor-vmm stopped by its castord, vm8 stays on {twin}")
+
+
 def two_nodes(d):
     """Two voting nodes and no witness: castord says why the layout is refused and changes
     nothing, until allow_two_node = yes forces it."""
@@ -671,7 +735,7 @@ def run(d):
             raise Fail(f"a's metrics with all three up: {m}")
         # CASTOR_CLUSTER_PARTS=host_killed,... runs only those parts (while working on one)
         only = [x for x in os.environ.get("CASTOR_CLUSTER_PARTS", "").split(",") if x]
-        parts = [definitions, vm_runs] + ([vm_protected, host_killed]
+        parts = [definitions, vm_runs] + ([vm_protected, host_killed, partitioned]
                                           if os.path.exists("/dev/kvm") else [])
         for part in parts:
             if not only or part.__name__ in only:
