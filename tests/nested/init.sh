@@ -33,14 +33,6 @@ fi
 
 ip link set lo up || say "cannot bring up lo"
 
-# Transparent huge pages off. The machine has frozen (TCG making no progress)
-# about four minutes after boot in the snapshot tests, 4 times of 5 in
-# kvm_test_snapshot and once in net_snapshot, which is when khugepaged's
-# first passes reach the nested VMs' RAM; a suspect, not a proof: nest.sh
-# still retries a frozen machine. The tests use 4 KiB pages either way.
-echo never >/sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null ||
-	say "cannot turn transparent huge pages off"
-
 dir=$(sed -n 's/.*castor\.nest=\([^ ]*\).*/\1/p' /proc/cmdline)
 keep=$(sed -n 's/.*castor\.keep=\([^ ]*\).*/\1/p' /proc/cmdline)
 h=/host
