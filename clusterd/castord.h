@@ -124,6 +124,9 @@ int vms_send_event(struct daemon *d, const char *vm, enum cd_pair_event e, const
 /* An event this node witnessed about the replica (or destination) it keeps of `vm`. */
 void vms_report_replica(struct daemon *d, const char *vm, enum cd_pair_event e, const char *addr,
 			const char *reason);
+/* The same about the replica on host `replica` (a primary's castord reporting it lost). */
+void vms_report_about(struct daemon *d, const char *vm, enum cd_pair_event e, const char *replica,
+		      const char *addr, const char *reason);
 
 /* ---- castord_sessions.c: what an event asks of this host, and progress ---------------------- */
 

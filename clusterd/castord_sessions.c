@@ -306,18 +306,12 @@ void sess_unprotect_here(struct daemon *d, const struct cd_pair *p)
  */
 static void replica_stopped(struct daemon *d, const struct cd_pair *p, const char *error)
 {
-	struct cd_pairmsg m;
-	struct cd_view v;
 	char reason[300];
 
 	snprintf(reason, sizeof(reason), "castor-vmm on %s stopped replicating to %s: %s",
 		 d->conf.node, p->replica, error && *error ? error : "no reason given");
 	LOG_WARN("vm %s: %s", p->vm, reason);
-	castord_view_of(d, &v);
-	v.replica_gone = true;
-	cd_pairmsg_event(&m, p->vm, CD_PAIR_E_REPLICA_LOST, p->primary, &v, reason);
-	snprintf(m.replica, sizeof(m.replica), "%s", p->replica);
-	castord_send_msg(d, &m);
+	vms_report_about(d, p->vm, CD_PAIR_E_REPLICA_LOST, p->replica, NULL, reason);
 }
 
 /*

@@ -93,8 +93,8 @@ static void report(struct daemon *d, const char *vm, enum cd_pair_event e, bool 
 }
 
 /* The same about the replica this node keeps (addr: REPLICA_READY's). */
-void vms_report_replica(struct daemon *d, const char *vm, enum cd_pair_event e, const char *addr,
-			const char *reason)
+void vms_report_about(struct daemon *d, const char *vm, enum cd_pair_event e, const char *replica,
+		      const char *addr, const char *reason)
 {
 	struct cd_pair_entry *p = cd_pairs_find(d->pairs, vm);
 	struct cd_pairmsg m;
@@ -103,9 +103,15 @@ void vms_report_replica(struct daemon *d, const char *vm, enum cd_pair_event e, 
 	castord_view_of(d, &v);
 	v.replica_gone = e == CD_PAIR_E_REPLICA_LOST;
 	cd_pairmsg_event(&m, vm, e, p ? p->pair.primary : "", &v, reason);
-	snprintf(m.replica, sizeof(m.replica), "%s", d->conf.node);
+	snprintf(m.replica, sizeof(m.replica), "%s", replica);
 	snprintf(m.addr, sizeof(m.addr), "%s", addr ? addr : "");
 	castord_send_msg(d, &m);
+}
+
+void vms_report_replica(struct daemon *d, const char *vm, enum cd_pair_event e, const char *addr,
+			const char *reason)
+{
+	vms_report_about(d, vm, e, d->conf.node, addr, reason);
 }
 
 void vms_replay(struct daemon *d)

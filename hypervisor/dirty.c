@@ -173,8 +173,12 @@ static void hot_masks(struct hv_vm *vm, uint64_t first, uint64_t n, const uint64
 
 	for (i = 0; i < n; i++) {
 		uint64_t w = words[i], hot = d->hotmap[first + i], keep = 0, rest;
-		/* the words the re-check cursor passed in this harvest: [from, from + len) mod
-		 * total */
+
+		if (!(w | hot)) { /* most words of a large VM: nothing written, nothing hot */
+			d->mask[first + i] = 0;
+			continue;
+		}
+		/* the cursor passed this word in this harvest: [from, from + len) mod total */
 		bool again = (first + i + total - d->recheck_from) % total < d->recheck_len;
 
 		/* a hot page is dirty in KVM until protected: one that is not was reset there */
@@ -186,22 +190,22 @@ static void hot_masks(struct hv_vm *vm, uint64_t first, uint64_t n, const uint64
 			rest = 0;
 		}
 		keep = rest;
-		/* faulted since the last harvest: a cold fault */
-		for (rest = w & ~hot; rest; rest &= rest - 1) {
-			uint64_t page = (first + i) * 64 + (uint64_t)__builtin_ctzll(rest);
+		/* every reported page gets this harvest's stamp; a faulted one is a cold fault */
+		for (rest = w; rest; rest &= rest - 1) {
+			uint64_t bit = rest & -rest,
+				 page = (first + i) * 64 + (uint64_t)__builtin_ctzll(rest);
 			uint32_t last = d->stamp[page];
 
-			if (!last)
-				continue; /* its first write: nothing to measure from */
+			d->stamp[page] = now;
+			if ((hot & bit) || !last) /* left writable, or a first write */
+				continue;
 			d->cold_faults++;
 			if (d->hot_count < max &&
 			    (uint64_t)(uint32_t)(now - last) + d->hot_count <= max) {
-				keep |= rest & -rest;
+				keep |= bit;
 				d->hot_count++;
 			}
 		}
-		for (rest = w; rest; rest &= rest - 1)
-			d->stamp[(first + i) * 64 + (uint64_t)__builtin_ctzll(rest)] = now;
 		d->hotmap[first + i] = keep;
 		d->mask[first + i] = w & ~keep;
 	}

@@ -551,6 +551,50 @@ def kill_host(cl, n):
                 cl.dead_corosync_pids.append(p.pid)
 
 
+def start_on_a(cl, d, name):
+    """Define `name` (VM7's NIC and guest address), start it on a, wait until it is
+    protected; its replica's host."""
+    with open(f"{d}/{name}.conf", "w") as f:
+        f.write(VM7.replace("vm7", name))
+    cl.castor("a", "vm", "define", f"{d}/{name}.conf")
+    wait_for(f"{name} defined on c", lambda: name in cl.vms("c"))
+    cl.castor("b", "vm", "start", name, "--host", "a")
+    expect_vm(cl, name, "protected", "a", "its replica synced", timeout=ct.patience(60))
+    return replica_of(cl, name)
+
+
+class TcpClient:
+    """tgclient.py's TCP client in the client namespace, one connection of numbered
+    requests, started and seen running for 3 s; `finish()` waits for it (killing it if
+    the body failed first) and returns its summary line, or fails naming `what`."""
+
+    def __init__(self, d, name):
+        self.out = f"{d}/{name}.out"
+        self.p = subprocess.Popen(
+            ns("client") + [sys.executable, f"{HERE}/../net/tgclient.py", "tcp", "--host",
+                            GUEST_IP, "--count", "300", "--rate", "50", "--window", "1",
+                            "--timeout", str(ct.patience(30))],
+            stdout=open(self.out, "w"), stderr=subprocess.STDOUT)
+        time.sleep(3)
+        if self.p.poll() is not None:
+            raise Fail("the client stopped at once: " + open(self.out).read())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+    def finish(self, what):
+        rc = self.p.wait(ct.patience(120))
+        out = open(self.out).read().strip()
+        if rc:
+            raise Fail(f"the client's TCP connection across {what}: {out}")
+        return out
+
+
 def host_killed(cl, d):
     """Issue 13's headline: a protected VM with a client's TCP connection to it; its
     primary's whole host dies (corosync, castord, castor-vmm: kill -9 at once). The
@@ -558,13 +602,7 @@ def host_killed(cl, d):
     again on the third host, all by itself; the client's connection goes on with every
     request answered once, in order. The dead host comes back (corosync and castord
     restarted): it rejoins, and runs no copy of the VM."""
-    with open(f"{d}/vm7.conf", "w") as f:
-        f.write(VM7)
-    cl.castor("a", "vm", "define", f"{d}/vm7.conf")
-    wait_for("vm7 defined on c", lambda: "vm7" in cl.vms("c"))
-    cl.castor("b", "vm", "start", "vm7", "--host", "a")
-    expect_vm(cl, "vm7", "protected", "a", "its replica synced", timeout=ct.patience(60))
-    twin = replica_of(cl, "vm7")
+    twin = start_on_a(cl, d, "vm7")
     third = ({"b", "c"} - {twin}).pop()
     # the primary's castord exports what its castor-vmm reports (a scrape, once a tick
     # has read an acknowledged epoch)
@@ -576,16 +614,7 @@ def host_killed(cl, d):
             ("castor_vm_pause_seconds", key + ',quantile="0.99"') in m and
             ("castor_vm_outputs_held", key) in m):
         raise Fail(f"a's replication metrics for vm7: {m}")
-    client = subprocess.Popen(
-        ns("client") + [sys.executable, f"{HERE}/../net/tgclient.py", "tcp", "--host",
-                        GUEST_IP, "--count", "300", "--rate", "50", "--window", "1",
-                        "--timeout", str(ct.patience(30))],
-        stdout=open(f"{d}/client.out", "w"), stderr=subprocess.STDOUT)
-    try:
-        time.sleep(3)
-        if client.poll() is not None:
-            raise Fail("the client stopped before the host was killed: "
-                       + open(f"{d}/client.out").read())
+    with TcpClient(d, "client") as client:
         t_kill = time.time()
         kill_host(cl, "a")
         live = ("b", "c")
@@ -597,14 +626,7 @@ def host_killed(cl, d):
                   nodes=live)
         if replica_of(cl, "vm7", nodes=live) != third:
             raise Fail(f"vm7's new replica is not on {third}")
-        rc = client.wait(ct.patience(120))
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
-    out = open(f"{d}/client.out").read().strip()
-    if rc:
-        raise Fail(f"the client's TCP connection across the host kill: {out}")
+        out = client.finish("the host kill")
     stall = float(out.split(" max ")[1].split()[0]) if " max " in out else 0.0
     # the host comes back: it rejoins and keeps out of vm7's way
     cl.start_corosync("a")
@@ -629,25 +651,10 @@ def partitioned(cl, d):
     the majority promotes the twin and protects it again; the client's connection goes on
     with the twin. When the link comes back the old primary rejoins and castord stops its
     castor-vmm (the pairs place the VM elsewhere): never a second primary."""
-    with open(f"{d}/vm8.conf", "w") as f:
-        f.write(VM7.replace("vm7", "vm8"))
-    cl.castor("a", "vm", "define", f"{d}/vm8.conf")
-    wait_for("vm8 defined on c", lambda: "vm8" in cl.vms("c"))
-    cl.castor("b", "vm", "start", "vm8", "--host", "a")
-    expect_vm(cl, "vm8", "protected", "a", "its replica synced", timeout=ct.patience(60))
-    twin = replica_of(cl, "vm8")
+    twin = start_on_a(cl, d, "vm8")
     asock = f"{cl.d}/a-state/run/vm8.sock"
     old_pid = vmm_pid(cl, "a", "vm8")
-    client = subprocess.Popen(
-        ns("client") + [sys.executable, f"{HERE}/../net/tgclient.py", "tcp", "--host",
-                        GUEST_IP, "--count", "300", "--rate", "50", "--window", "1",
-                        "--timeout", str(ct.patience(30))],
-        stdout=open(f"{d}/client8.out", "w"), stderr=subprocess.STDOUT)
-    try:
-        time.sleep(3)
-        if client.poll() is not None:
-            raise Fail("the client stopped before the partition: "
-                       + open(f"{d}/client8.out").read())
+    with TcpClient(d, "client8") as client:
         subprocess.run(["ip", "-n", f"{P}-a", "link", "set", "eth0", "down"], check=True)
         expect(cl, "a", True, False, {"a"}, "a cut off")
         wait_for("a's castor-vmm degraded", lambda: ct.ha(asock)["state"] == "degraded",
@@ -662,14 +669,7 @@ def partitioned(cl, d):
         if h["outputs_released"] != released or h["state"] != "degraded":
             raise Fail(f"a's castor-vmm without its replica and without quorum: {h['state']}, "
                        f"{h['outputs_released'] - released} outputs released meanwhile")
-        rc = client.wait(ct.patience(120))
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
-    out = open(f"{d}/client8.out").read().strip()
-    if rc:
-        raise Fail(f"the client's TCP connection across the partition: {out}")
+        out = client.finish("the partition")
     # the link comes back: a rejoins, learns vm8 runs on the twin, stops its castor-vmm
     subprocess.run(["ip", "-n", f"{P}-a", "link", "set", "eth0", "up"], check=True)
     for n in NODES:
