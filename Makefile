@@ -20,8 +20,10 @@ build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCASTOR_TEST_TIMEOUT_SCALE=1 >/dev/null
 	cmake --build $(BUILD) -j $(JOBS)
 
+# the engine on one and two hosts, then the cluster of three (scripts/demo-cluster.py)
 demo: build
 	./scripts/demo.sh $(BUILD)
+	./scripts/demo-cluster.py $(BUILD)
 
 # ctest-report.sh: ctest as it is, then how many tests were skipped and which
 check: build

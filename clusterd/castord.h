@@ -39,7 +39,17 @@ struct local_vm {
 		bool valid;
 		uint64_t epochs, pause_p50_ns, pause_p99_ns, lag_ns, wire_bytes;
 		uint64_t output_delay_p50_ns, output_delay_p99_ns, outputs_held;
+		uint64_t at_ns; /* when read (monotonic) */
 	} repl;
+};
+
+/* What this node heard about a VM beyond its pair (castor status), kept by name. */
+struct vm_heard {
+	char vm[CD_NAME_MAX];	   /* "": the slot is free */
+	char primary[CD_NAME_MAX]; /* who sent the figures */
+	uint64_t epochs, epochs_milli_per_s, lag_ns;
+	uint64_t figures_at_ns;	  /* when they came (monotonic); 0: never */
+	uint64_t last_failover_s; /* wall clock of the last PROMOTED applied here; 0: none */
 };
 
 struct daemon {
@@ -58,6 +68,7 @@ struct daemon {
 		int event;
 		uint64_t at_ns;
 	} sent[CD_MAX_DEFS];
+	struct vm_heard heard[CD_MAX_DEFS];
 	uint64_t replayed_joins; /* the view's join count when the table was last replayed */
 	bool layout_logged;	 /* the layout refusal was logged (once per refusal) */
 	struct evconnlistener *listener;
@@ -100,6 +111,8 @@ int vms_failover(struct daemon *d, const Castor__VmFailoverRequest *r, Castor__V
 		 const char **msg);
 /* The pair's fields of a definition reply (state, primary, ...); strings point into d. */
 void vms_fill(struct daemon *d, Castor__VmDefinition *o, const char *name);
+/* What was heard about `vm`: NULL when nothing (and `make` false, or no slot free). */
+struct vm_heard *vms_heard(struct daemon *d, const char *vm, bool make);
 /* Replication metrics of the primaries protected from this host (castord.c's /metrics). */
 void vms_render_metrics(struct daemon *d, struct evbuffer *b);
 /* castord exits: stop every castor-vmm it started (SIGTERM, then SIGKILL). */

@@ -13,6 +13,9 @@
 #include "clusterd/castord.h"
 #include "util/util.h"
 
+/* figures older than this are not shown: their primary stopped sending them */
+#define FIGURES_FRESH_NS (3 * 1000000000ull)
+
 void vms_fill(struct daemon *d, Castor__VmDefinition *o, const char *name)
 {
 	struct cd_pair_entry *e = cd_pairs_find(d->pairs, name);
@@ -23,6 +26,20 @@ void vms_fill(struct daemon *d, Castor__VmDefinition *o, const char *name)
 	o->last_event = e ? e->pair.last_reason : "";
 	o->failovers = e ? e->pair.failovers : 0;
 	o->held = e && e->pair.held;
+	const struct vm_heard *h = vms_heard(d, name, false);
+
+	if (!h)
+		return;
+	o->last_failover_unix = h->last_failover_s;
+	if (e && h->figures_at_ns && util_now_ns() - h->figures_at_ns < FIGURES_FRESH_NS &&
+	    !strcmp(h->primary, e->pair.primary) &&
+	    (e->pair.state == CD_PAIR_S_SYNCING || e->pair.state == CD_PAIR_S_PROTECTED ||
+	     e->pair.state == CD_PAIR_S_DEGRADED)) {
+		o->has_figures = true;
+		o->epochs_per_s = (double)h->epochs_milli_per_s / 1000.0;
+		o->lag_ns = h->lag_ns;
+		o->epochs = h->epochs;
+	}
 }
 
 /* The host for a start: the one asked for, else the definition's first live host, else

@@ -328,8 +328,17 @@ void sess_repl_progress(struct daemon *d, const struct cd_pair *p)
 		return;
 	if (resp->ha_status) {
 		const Castor__HaStatus *h = resp->ha_status;
+		uint64_t now = util_now_ns(), rate = 0;
+		struct cd_pairmsg m;
 
+		/* epochs a second since the last tick, in thousandths */
+		if (l->repl.valid && h->epochs >= l->repl.epochs && now > l->repl.at_ns)
+			rate = (uint64_t)((double)(h->epochs - l->repl.epochs) * 1e12 /
+					  (double)(now - l->repl.at_ns));
+		cd_pairmsg_figures(&m, p->vm, d->conf.node, h->epochs, rate, h->lag_ns);
+		castord_send_msg(d, &m);
 		l->repl = (struct local_repl){.valid = true,
+					      .at_ns = now,
 					      .epochs = h->epochs,
 					      .pause_p50_ns = h->pause_p50_ns,
 					      .pause_p99_ns = h->pause_p99_ns,

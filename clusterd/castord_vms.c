@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "clusterd/castord.h"
 #include "util/util.h"
@@ -509,6 +510,43 @@ static void react(struct daemon *d, const struct cd_pairmsg *m, const struct cd_
 	}
 }
 
+struct vm_heard *vms_heard(struct daemon *d, const char *vm, bool make)
+{
+	struct vm_heard *free_slot = NULL;
+
+	for (unsigned i = 0; i < CD_MAX_DEFS; i++) {
+		if (!strcmp(d->heard[i].vm, vm))
+			return &d->heard[i];
+		if (!d->heard[i].vm[0] && !free_slot)
+			free_slot = &d->heard[i];
+	}
+	for (unsigned i = 0; make && !free_slot && i < CD_MAX_DEFS; i++) {
+		const struct cd_def *def = cd_defs_find(d->defs, d->heard[i].vm);
+
+		if (!def || def->removed)
+			free_slot = &d->heard[i]; /* about a VM undefined since */
+	}
+	if (!make || !free_slot)
+		return NULL;
+	memset(free_slot, 0, sizeof(*free_slot));
+	snprintf(free_slot->vm, sizeof(free_slot->vm), "%s", vm);
+	return free_slot;
+}
+
+/* A replicating primary's figures (any node's, this one's too): kept for castor status. */
+static void figures_heard(struct daemon *d, const struct cd_pairmsg *m)
+{
+	struct vm_heard *h = vms_heard(d, m->vm, true);
+
+	if (!h)
+		return;
+	snprintf(h->primary, sizeof(h->primary), "%s", m->primary);
+	h->epochs = m->epochs;
+	h->epochs_milli_per_s = m->epochs_milli_per_s;
+	h->lag_ns = m->lag_ns;
+	h->figures_at_ns = util_now_ns();
+}
+
 void vms_msg(struct daemon *d, uint32_t from, const void *buf, size_t len)
 {
 	struct cd_pairmsg m;
@@ -517,6 +555,10 @@ void vms_msg(struct daemon *d, uint32_t from, const void *buf, size_t len)
 
 	if (cd_pairmsg_decode(buf, len, &m) < 0) {
 		LOG_WARN("node %u sent a malformed pair message (%zu bytes); ignored", from, len);
+		return;
+	}
+	if (m.kind == CD_PAIRMSG_FIGURES) {
+		figures_heard(d, &m);
 		return;
 	}
 	if (cd_pairs_apply(d->pairs, &m, &why) < 0) {
@@ -531,6 +573,12 @@ void vms_msg(struct daemon *d, uint32_t from, const void *buf, size_t len)
 		return;
 	if (m.kind == CD_PAIRMSG_SYNC)
 		return; /* a VM placed here without a process: the duty timer reports it */
+	if (m.event == CD_PAIR_E_PROMOTED) {
+		struct vm_heard *h = vms_heard(d, m.vm, true);
+
+		if (h)
+			h->last_failover_s = (uint64_t)time(NULL);
+	}
 	react(d, &m, &e->pair);
 }
 

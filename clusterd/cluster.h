@@ -277,13 +277,15 @@ struct cd_pair_entry *cd_pairs_find(struct cd_pairs *s, const char *vm);
 #define CD_PAIRMSG_F_REPLICA_HOST 0x08u
 #define CD_PAIRMSG_F_HELD	  0x10u /* EVENT UNPROTECT: by the operator; SYNC: held */
 /*
- * EVENT and SYNC on CPG: a 552-byte message (magic "CDPAIRM1"). An EVENT is
- * one cd_pair_event for one VM with the view its sender decided on (the
- * guards are evaluated on it, the same on every node) and the host it is
+ * EVENT, SYNC and FIGURES on CPG: a 576-byte message (magic "CDPAIRM2"). An
+ * EVENT is one cd_pair_event for one VM with the view its sender decided on
+ * (the guards are evaluated on it, the same on every node) and the host it is
  * about (START: the chosen primary); a SYNC is a whole entry, replayed when a
- * node joins (the higher generation wins).
+ * node joins (the higher generation wins). FIGURES is what a replicating
+ * primary's castor-vmm reported at its castord's last tick, sent once a second
+ * so that `castor status` on any node shows it; it changes no pair.
  */
-enum cd_pairmsg_kind { CD_PAIRMSG_EVENT = 1, CD_PAIRMSG_SYNC = 2 };
+enum cd_pairmsg_kind { CD_PAIRMSG_EVENT = 1, CD_PAIRMSG_SYNC = 2, CD_PAIRMSG_FIGURES = 3 };
 struct cd_pairmsg {
 	enum cd_pairmsg_kind kind;
 	enum cd_pair_event event; /* EVENT */
@@ -296,33 +298,41 @@ struct cd_pairmsg {
 	char replica[CD_NAME_MAX]; /* EVENT: the replica host it is about (PROTECT: chosen) */
 	char addr[64];		   /* REPLICA_READY: where it listens; SYNC: the entry's */
 	char reason[256];
+	/* FIGURES (primary: the sender): epochs acknowledged in all, epochs a second over
+	 * the last tick (in thousandths), the replica's lag */
+	uint64_t epochs, epochs_milli_per_s, lag_ns;
 };
 struct cd_pairmsg_hdr {
 	uint64_t magic;
 	uint32_t kind, event, state, flags;
 	uint64_t generation;
 	uint32_t failovers, reserved;
+	uint64_t epochs, epochs_milli_per_s, lag_ns;
 	char vm[CD_NAME_MAX];
 	char primary[CD_NAME_MAX];
 	char replica[CD_NAME_MAX];
 	char addr[64];
 	char reason[256];
 };
-_Static_assert(sizeof(struct cd_pairmsg_hdr) == 552, "pairmsg layout");
-#define CD_PAIRMSG_MAGIC 0x314d524941504443ull /* "CDPAIRM1" */
+_Static_assert(sizeof(struct cd_pairmsg_hdr) == 576, "pairmsg layout");
+#define CD_PAIRMSG_MAGIC 0x324d524941504443ull /* "CDPAIRM2" */
 /* An EVENT about `vm` and `host` decided on view `v`. */
 void cd_pairmsg_event(struct cd_pairmsg *m, const char *vm, enum cd_pair_event e, const char *host,
 		      const struct cd_view *v, const char *reason);
 void cd_pairmsg_sync(struct cd_pairmsg *m, const struct cd_pair_entry *e);
+/* FIGURES about `vm`, whose primary `host` (this node) replicates it. */
+void cd_pairmsg_figures(struct cd_pairmsg *m, const char *vm, const char *host, uint64_t epochs,
+			uint64_t epochs_milli_per_s, uint64_t lag_ns);
 /* Fill `h`, the whole message; returns its length. */
 unsigned cd_pairmsg_encode(const struct cd_pairmsg *m, struct cd_pairmsg_hdr *h);
-/* -EBADMSG for anything that is not a well-formed EVENT or SYNC. */
+/* -EBADMSG for anything that is not a well-formed EVENT, SYNC or FIGURES. */
 int cd_pairmsg_decode(const void *buf, size_t len, struct cd_pairmsg *out);
 /*
  * Apply a delivered message. EVENT: through cd_pair_apply() with the
  * message's view (-EINVAL/-EPERM as it returns, nothing changed), -ESTALE for
  * an event about a host that is not the VM's primary any more. SYNC: taken
- * when newer. 0 when applied (or an older SYNC ignored).
+ * when newer. 0 when applied (or an older SYNC ignored). FIGURES: -EINVAL
+ * (they are not applied to pairs).
  */
 int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **why_out);
 

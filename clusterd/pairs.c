@@ -71,6 +71,11 @@ int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **
 
 	if (why_out)
 		*why_out = NULL;
+	if (m->kind == CD_PAIRMSG_FIGURES) {
+		if (why_out)
+			*why_out = "figures change no pair";
+		return -EINVAL;
+	}
 	e = get(s, m->vm);
 	if (!e) {
 		if (why_out)
@@ -138,6 +143,9 @@ unsigned cd_pairmsg_encode(const struct cd_pairmsg *m, struct cd_pairmsg_hdr *h)
 	h->flags = m->flags;
 	h->generation = m->generation;
 	h->failovers = m->failovers;
+	h->epochs = m->epochs;
+	h->epochs_milli_per_s = m->epochs_milli_per_s;
+	h->lag_ns = m->lag_ns;
 	copy_name(h->vm, m->vm);
 	copy_name(h->primary, m->primary);
 	copy_name(h->replica, m->replica);
@@ -165,7 +173,12 @@ int cd_pairmsg_decode(const void *buf, size_t len, struct cd_pairmsg *out)
 	memcpy(&h, buf, sizeof(h));
 	if (h.magic != CD_PAIRMSG_MAGIC || h.reserved || (h.flags & ~F_ALL))
 		return -EBADMSG;
-	if (h.kind != CD_PAIRMSG_EVENT && h.kind != CD_PAIRMSG_SYNC)
+	if (h.kind != CD_PAIRMSG_EVENT && h.kind != CD_PAIRMSG_SYNC && h.kind != CD_PAIRMSG_FIGURES)
+		return -EBADMSG;
+	if (h.kind == CD_PAIRMSG_FIGURES && (h.event || h.state || h.flags || h.generation ||
+					     h.failovers || !cd_is_name(h.primary)))
+		return -EBADMSG;
+	if (h.kind != CD_PAIRMSG_FIGURES && (h.epochs || h.epochs_milli_per_s || h.lag_ns))
 		return -EBADMSG;
 	if (h.kind == CD_PAIRMSG_EVENT && h.event >= CD_PAIR_N_EVENTS)
 		return -EBADMSG;
@@ -184,6 +197,9 @@ int cd_pairmsg_decode(const void *buf, size_t len, struct cd_pairmsg *out)
 	out->flags = h.flags;
 	out->generation = h.generation;
 	out->failovers = h.failovers;
+	out->epochs = h.epochs;
+	out->epochs_milli_per_s = h.epochs_milli_per_s;
+	out->lag_ns = h.lag_ns;
 	copy_name(out->vm, h.vm);
 	copy_name(out->primary, h.primary);
 	copy_name(out->replica, h.replica);
@@ -204,6 +220,18 @@ void cd_pairmsg_event(struct cd_pairmsg *m, const char *vm, enum cd_pair_event e
 		   (v->replica_gone ? F_REPLICA_GONE : 0) |
 		   (v->have_replica_host ? F_REPLICA_HOST : 0);
 	snprintf(m->reason, sizeof(m->reason), "%s", reason ? reason : "");
+}
+
+void cd_pairmsg_figures(struct cd_pairmsg *m, const char *vm, const char *host, uint64_t epochs,
+			uint64_t epochs_milli_per_s, uint64_t lag_ns)
+{
+	memset(m, 0, sizeof(*m));
+	m->kind = CD_PAIRMSG_FIGURES;
+	copy_name(m->vm, vm);
+	copy_name(m->primary, host);
+	m->epochs = epochs;
+	m->epochs_milli_per_s = epochs_milli_per_s;
+	m->lag_ns = lag_ns;
 }
 
 void cd_pairmsg_sync(struct cd_pairmsg *m, const struct cd_pair_entry *e)

@@ -4,6 +4,7 @@
   tgclient.py ping --host IP [--count N] [--timeout S]
   tgclient.py udp  --host IP [--count N] [--timeout S] [--start SEQ] [--rate R]
   tgclient.py tcp  --host IP [--count N] [--timeout S] [--start SEQ] [--rate R] [--window W]
+                   [--times FILE]
 
 udp: requests "<seq>" for seq = start .. start+N-1, one at a time; every
 answer "<seq> <count>" must arrive exactly once and in order, and the
@@ -12,6 +13,8 @@ counts must rise by exactly one from the first answer on.
 tcp: one connection; requests "<seq>\\n", up to --window in flight; every
 answer line "<seq> <count>" once, in order, counts consecutive. Then the
 client closes its side and the guest must close too, with nothing more sent.
+--times FILE writes when each answer arrived (time.monotonic(), one a line, also on
+failure): a failover benchmark reads the first answer after its kill from it.
 
 ping: `ping -c N -W 1`; every echo must be answered.
 
@@ -20,6 +23,7 @@ errors. One summary line on success: requests, time, rate, p50/p99 latency.
 Standard library only, so any test (and any machine) can use it.
 """
 import argparse
+import errno
 import re
 import select
 import socket
@@ -121,11 +125,27 @@ def run_udp(args):
 
 
 def run_tcp(args):
-    port = args.port or 7700
+    arrived = []
     try:
-        s = socket.create_connection((args.host, port), timeout=args.timeout)
-    except OSError as e:
-        raise Violation("connect to %s:%d: %s" % (args.host, port, e))
+        tcp_session(args, arrived)
+    finally:
+        if args.times:
+            with open(args.times, "w") as f:
+                f.write("".join("%.6f\n" % t for t in arrived))
+
+
+def tcp_session(args, arrived):
+    port = args.port or 7700
+    # a guest whose answers wait for their epoch's ack may miss the kernel's three ARP
+    # tries ("No route to host"): tried again until --timeout, as a real client would
+    give_up = time.monotonic() + args.timeout
+    while True:
+        try:
+            s = socket.create_connection((args.host, port), timeout=args.timeout)
+            break
+        except OSError as e:
+            if e.errno != errno.EHOSTUNREACH or time.monotonic() > give_up:
+                raise Violation("connect to %s:%d: %s" % (args.host, port, e))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s.setblocking(False)
     counts = Counts(args.start)
@@ -179,6 +199,7 @@ def run_tcp(args):
             if seq not in sent_at:
                 raise Violation("answer for seq %d, which was never sent" % seq)
             lat.append(now - sent_at.pop(seq))
+            arrived.append(now)
             answered += 1
             last_progress = now
     elapsed = time.monotonic() - t0
@@ -232,6 +253,7 @@ def main():
     ap.add_argument("--start", type=int, default=1, help="first seq")
     ap.add_argument("--rate", type=float, default=0, help="requests per second (0: no limit)")
     ap.add_argument("--window", type=int, default=16, help="tcp: requests in flight")
+    ap.add_argument("--times", help="tcp: write each answer's arrival (time.monotonic())")
     args = ap.parse_args()
     if args.count < 0 or args.window < 1 or args.timeout <= 0 or args.start < 0:
         ap.error("bad --count, --window, --timeout or --start")

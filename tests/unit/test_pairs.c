@@ -77,6 +77,43 @@ static void malformed(void **state)
 	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
 }
 
+/* FIGURES: what a primary's castor-vmm reported, carried whole; never a pair change. */
+static void figures(void **state)
+{
+	struct cd_pairmsg m, out;
+	struct cd_pairmsg_hdr h, bad;
+	struct cd_pairs *t = calloc(1, sizeof(*t));
+	const char *why = NULL;
+
+	(void)state;
+	cd_pairs_init(t);
+	cd_pairmsg_figures(&m, "vm1", "a", 1234, 49500, 21000000);
+	out = roundtrip(&m);
+	assert_int_equal(out.kind, CD_PAIRMSG_FIGURES);
+	assert_string_equal(out.vm, "vm1");
+	assert_string_equal(out.primary, "a");
+	assert_int_equal(out.epochs, 1234);
+	assert_int_equal(out.epochs_milli_per_s, 49500);
+	assert_int_equal(out.lag_ns, 21000000);
+	/* applied to no table, and no entry made for the VM */
+	assert_int_equal(cd_pairs_apply(t, &out, &why), -EINVAL);
+	assert_non_null(why);
+	assert_null(cd_pairs_find(t, "vm1"));
+	cd_pairmsg_encode(&m, &h);
+	bad = h;
+	bad.primary[0] = 0; /* figures name their primary */
+	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
+	bad = h;
+	bad.generation = 3; /* fields of the other kinds stay zero */
+	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
+	/* and an EVENT carries no figures */
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_STOP, "b", &quorate, "x");
+	cd_pairmsg_encode(&m, &h);
+	h.lag_ns = 1;
+	assert_int_equal(cd_pairmsg_decode(&h, sizeof(h), &out), -EBADMSG);
+	free(t);
+}
+
 /* Deliver one message to every table, as CPG does: same message, same order. */
 static int deliver(struct cd_pairs *t, unsigned n, const struct cd_pairmsg *m)
 {
@@ -422,10 +459,15 @@ static void policy_held(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(encode_decode),   cmocka_unit_test(malformed),
-		cmocka_unit_test(same_everywhere), cmocka_unit_test(sync_newer_wins),
-		cmocka_unit_test(stop_cycle),	   cmocka_unit_test(choose_host),
-		cmocka_unit_test(policy_protects), cmocka_unit_test(policy_replica_lost),
+		cmocka_unit_test(encode_decode),
+		cmocka_unit_test(malformed),
+		cmocka_unit_test(figures),
+		cmocka_unit_test(same_everywhere),
+		cmocka_unit_test(sync_newer_wins),
+		cmocka_unit_test(stop_cycle),
+		cmocka_unit_test(choose_host),
+		cmocka_unit_test(policy_protects),
+		cmocka_unit_test(policy_replica_lost),
 		cmocka_unit_test(policy_held),
 	};
 

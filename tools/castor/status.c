@@ -64,11 +64,39 @@ static void print_json(const Castor__NodeList *n, const Castor__VmList *v)
 		cli_json_str(&j, "last_event", v->vm[i]->last_event);
 		cli_json_u64(&j, "failovers", v->vm[i]->failovers);
 		cli_json_str(&j, "protection", v->vm[i]->protection);
+		if (v->vm[i]->has_figures) {
+			cli_json_double(&j, "epochs_per_s", v->vm[i]->epochs_per_s);
+			cli_json_double(&j, "lag_ms", (double)v->vm[i]->lag_ns / 1e6);
+			cli_json_u64(&j, "epochs", v->vm[i]->epochs);
+		} else {
+			cli_json_str(&j, "epochs_per_s", NULL);
+			cli_json_str(&j, "lag_ms", NULL);
+			cli_json_str(&j, "epochs", NULL);
+		}
+		cli_json_u64(&j, "last_failover_unix", v->vm[i]->last_failover_unix);
 		cli_json_object_end(&j);
 	}
 	cli_json_array_end(&j);
 	cli_json_object_end(&j);
 	cli_json_finish(&j);
+}
+
+/* "2 (14:03:51)": the count, and when this castord applied the last one (today), or
+ * its date; the count alone when this castord did not see it. */
+static void failovers_str(const Castor__VmDefinition *m, char *out, size_t len)
+{
+	time_t at = (time_t)m->last_failover_unix, now = time(NULL);
+	struct tm tm, today;
+	char when[24];
+
+	if (!m->last_failover_unix || !localtime_r(&at, &tm) || !localtime_r(&now, &today)) {
+		snprintf(out, len, "%" PRIu64, m->failovers);
+		return;
+	}
+	strftime(when, sizeof(when),
+		 tm.tm_yday == today.tm_yday && tm.tm_year == today.tm_year ? "%H:%M:%S" : "%m-%d",
+		 &tm);
+	snprintf(out, len, "%" PRIu64 " (%s)", m->failovers, when);
 }
 
 static void print_tables(const Castor__NodeList *n, const Castor__VmList *v)
@@ -84,15 +112,20 @@ static void print_tables(const Castor__NodeList *n, const Castor__VmList *v)
 		       n->node[i]->name && *n->node[i]->name ? n->node[i]->name : "?",
 		       n->node[i]->member ? "member" : "gone",
 		       n->node[i]->witness ? "witness" : "");
-	/* pairs are not run by castord yet: every VM is only defined (docs/cluster.md) */
-	printf("\n%-20s %-12s %-8s %-8s %-10s %s\n", "VM", "STATE", "HOST", "REPLICA", "PROTECT",
-	       "HOSTS");
+	printf("\n%-20s %-12s %-8s %-8s %-10s %8s %8s %-19s %s\n", "VM", "STATE", "HOST", "REPLICA",
+	       "PROTECT", "EPOCHS/S", "LAG", "FAILOVERS (LAST)", "HOSTS");
 	for (size_t i = 0; i < v->n_vm; i++) {
 		const Castor__VmDefinition *m = v->vm[i];
+		char rate[16] = "-", lag[16] = "-", fo[32];
 
-		printf("%-20s %-12s %-8s %-8s %-10s ", m->name, m->state,
+		if (m->has_figures) {
+			snprintf(rate, sizeof(rate), "%.1f", m->epochs_per_s);
+			snprintf(lag, sizeof(lag), "%.0fms", (double)m->lag_ns / 1e6);
+		}
+		failovers_str(m, fo, sizeof(fo));
+		printf("%-20s %-12s %-8s %-8s %-10s %8s %8s %-19s ", m->name, m->state,
 		       *m->primary ? m->primary : "-", *m->replica ? m->replica : "-",
-		       m->protection);
+		       m->protection, rate, lag, fo);
 		for (size_t h = 0; h < v->vm[i]->n_hosts; h++)
 			printf("%s%s", h ? "," : "", v->vm[i]->hosts[h]);
 		printf("%s\n", v->vm[i]->n_hosts ? "" : "any");
