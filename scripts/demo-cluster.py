@@ -76,7 +76,7 @@ def trial(cl, d, k, primary):
     twin = cc.replica_of(cl, VM)
     third = ({"a", "b", "c"} - {primary, twin}).pop()
     live = (twin, third)
-    with cc.TcpClient(d, f"client{k}", count=400, rate=50) as client:
+    with cc.TcpClient(d, f"client{k}", count=300, rate=50) as client:
         say(f"\n== trial {k + 1}: host {primary} (the primary) dies: kill -9 of its corosync, "
             f"castord and castor-vmm at once")
         t_kill = time.monotonic()

@@ -19,6 +19,14 @@ usage: test_failover.py VMM CASTOR CASE
   badnet     the guest's tap disappears while protected (reported, protection
              goes on); a tiny output queue overflows (frames refused and
              counted, epochs end early, TCP still gets through)
+  faults     faults at random (ctest label faults): CASTOR_FAULT_TRIALS trials (default
+             one of each kind), seed CASTOR_FAULT_SEED -- kill -9 of the primary under a
+             TCP connection or during its initial copy, kill -9 or SIGSTOP of the replica,
+             the replica's link cut for 0.2 s to twice the link timeout; after each, what
+             a cluster manager would do (fail over, or fence the replica and unprotect).
+             Every trial: the connection goes on with every request answered once and in
+             order, a degraded primary releases nothing, a primary that lost its place to
+             the twin releases nothing again, verify mode finds no digest mismatch
   migrate    live migration under one TCP connection: A to B (castor migrate to a
              castor-vmm incoming, authenticated link), then B to C; every request
              answered once and in order, each source ends with status 0
@@ -68,7 +76,7 @@ def keyfile(d):
 class Pair:
     # A peer is dead after timeout_ms of silence. The CI host has stalled this machine for
     # seconds (steal); 1 s made such a stall look like a dead replica and failed a test.
-    def __init__(self, d, repl=(), extra_primary=(), timeout_ms=5000):
+    def __init__(self, d, repl=(), extra_primary=(), timeout_ms=5000, wait=True):
         self.d, self.procs = d, []
         self.rsock, self.psock = f"{d}/r.sock", f"{d}/p.sock"
         self.rlog, self.plog = f"{d}/r.log", f"{d}/p.log"
@@ -89,6 +97,8 @@ class Pair:
             "--name", "guest", "--net", f"tap=tap0,mac={MAC}",
             "--protect", f"{B_IP}:7800", "--event-log", self.plog, "--key", keyfile(d),
             "--repl-timeout", str(timeout_ms), *repl, *extra_primary], "primary")
+        if not wait:
+            return
         wait_for("the primary", lambda: os.path.exists(self.psock))
         wait_for("protection", lambda: ha(self.psock)["state"] in ("protected", "degraded")
                  or self.primary.poll() is not None)
@@ -432,6 +442,174 @@ def case_badnet(d):
         pair.close()
 
 
+FAULTS = ("kill_primary", "kill_primary_early", "kill_replica", "freeze_replica", "cut_link")
+FAULT_REQUESTS = 1500  # 15 s at 100 a second: the connection outlasts each fault
+
+
+def answered(sock):
+    return vm_status(sock)["guest_io"]["tcp_answered"]
+
+
+def released(sock):
+    return ha(sock)["outputs_released"]
+
+
+def held_while_degraded(pair, what):
+    """The primary, degraded, lets no output out (for 0.5 s of its guest running)."""
+    wait_for(f"the primary degraded ({what})", lambda: ha(pair.psock)["state"] == "degraded",
+             timeout=ct.patience(30))
+    r0 = released(pair.psock)
+    time.sleep(0.5)
+    r1 = released(pair.psock)
+    if r1 != r0:
+        raise Fail(f"{what}: the degraded primary released {r1 - r0} outputs")
+    return r0
+
+
+def fault_trial(d, n, fault, rng):
+    """One trial; a line saying what happened."""
+    mode = rng.choice((["--interval", "20"],
+                       ["--mode", "output", "--min-spacing", "2", "--interval", "50"]))
+    # verify mode digests all RAM in every pause (half a second on the emulated test
+    # machine): in the first trial and a quarter of the others
+    verify = n == 0 or rng.random() < 0.25
+    mode += ["--verify"] if verify else []
+    if fault == "kill_primary_early":
+        pair = Pair(d, mode, wait=False)
+        try:
+            t0 = time.time()
+            if rng.random() < 0.5:  # while the copy streams: the replica says "syncing"
+                wait_for("the initial copy", lambda: ha(pair.rsock)["state"] != "idle",
+                         timeout=ct.patience(30), step=0.01)
+                time.sleep(rng.uniform(0.0, 0.2))
+            else:
+                time.sleep(rng.uniform(0.05, 3.0))
+            after = time.time() - t0
+            copied = os.path.exists(pair.psock) and ha(pair.psock)["state"] == "protected"
+            pair.primary.send_signal(signal.SIGKILL)
+            pair.primary.wait(10)
+            wait_for("the replica to notice", lambda: ha(pair.rsock)["state"] in
+                     ("primary-lost", "idle"), timeout=ct.patience(30))
+            r = castor("ha", "failover", "--socket", pair.rsock, "--force", "--json",
+                       check=False)
+            if r.returncode == 0:
+                if vm_status(pair.rsock)["run_state"] != "running":
+                    raise Fail("the failed-over twin does not run")
+                return f"killed {after:.2f} s into its start: the twin took over"
+            if copied or "no twin: the initial copy never arrived" not in r.stderr:
+                raise Fail(f"failover after a kill {after:.2f} s into the start "
+                           f"(protected: {copied}): {r.stderr.strip()}")
+            if ha(pair.rsock)["state"] != "idle":
+                raise Fail(f"the replica after a refused failover: {ha(pair.rsock)}")
+            return f"killed {after:.2f} s into its initial copy: failover refused (no twin)"
+        finally:
+            pair.close()
+    pair = Pair(d, mode)
+    try:
+        start = 1 + n * 100000
+        b0 = answered(pair.psock)
+        c = client(d, ["tcp", "--host", GUEST_IP, "--count", str(FAULT_REQUESTS), "--rate",
+                       "100", "--window", "1", "--timeout", str(ct.patience(30)), "--start",
+                       str(start)], f"client{n}")
+        # the fault falls inside the connection: after its first answers, at a random moment
+        wait_for("the client's first answers", lambda: answered(pair.psock) >= b0 + 30
+                 or c.poll() is not None, timeout=ct.patience(60))
+        time.sleep(rng.uniform(0.0, 1.0))
+        at = answered(pair.psock) - b0
+        if c.poll() is not None or at >= FAULT_REQUESTS:
+            raise Fail(f"the client ended before the fault ({at} answered): " +
+                       read(f"{d}/client{n}.out"))
+        if fault == "kill_primary":
+            pair.primary.send_signal(signal.SIGKILL)
+            pair.primary.wait(10)
+            wait_for("the replica to notice", lambda: ha(pair.rsock)["state"] == "primary-lost",
+                     timeout=ct.patience(30))
+            castor("ha", "failover", "--socket", pair.rsock)
+            what = "primary killed: failed over"
+        elif fault in ("kill_replica", "freeze_replica"):
+            pair.replica.send_signal(signal.SIGKILL if fault == "kill_replica" else signal.SIGSTOP)
+            held_while_degraded(pair, fault)
+            if fault == "freeze_replica":  # fenced before its outputs go out
+                pair.replica.send_signal(signal.SIGKILL)
+            castor("ha", "unprotect", "--socket", pair.psock)
+            what = f"replica {'killed' if fault == 'kill_replica' else 'frozen'}: degraded, " \
+                "nothing released, unprotected"
+        else:
+            cut = rng.uniform(0.2, 10.0)
+            sh("ip", "-n", f"{P}-b", "link", "set", "eth0", "down")
+            try:
+                time.sleep(cut)
+            finally:
+                sh("ip", "-n", f"{P}-b", "link", "set", "eth0", "up")
+            time.sleep(1.0)
+            state = ha(pair.psock)["state"]
+            if state == "protected":
+                what = f"link cut {cut:.1f} s: still protected"
+            elif state != "degraded":
+                raise Fail(f"after a link cut of {cut:.1f} s the primary is {state}")
+            elif rng.random() < 0.5:
+                r0 = held_while_degraded(pair, "link cut")
+                wait_for("the replica to notice", lambda: ha(pair.rsock)["state"] ==
+                         "primary-lost", timeout=ct.patience(30))
+                castor("ha", "failover", "--socket", pair.rsock, "--force")
+                c.wait(ct.patience(120))
+                if released(pair.psock) != r0:
+                    raise Fail("the old primary released outputs after the twin took over")
+                what = f"link cut {cut:.1f} s: degraded; the twin took over, the old " \
+                    "primary released nothing"
+            else:
+                held_while_degraded(pair, "link cut")
+                pair.replica.send_signal(signal.SIGKILL)  # fenced
+                castor("ha", "unprotect", "--socket", pair.psock)
+                what = f"link cut {cut:.1f} s: degraded; replica fenced, unprotected"
+        rc = c.wait(ct.patience(120))
+        out = read(f"{d}/client{n}.out").strip()
+        if rc:
+            raise Fail(f"trial {n} ({fault}): the TCP client saw a violation: {out}")
+        note = ""
+        if verify and pair.replica.poll() is None:
+            h = ha(pair.rsock)
+            if h["verify_bad"] or not h["verify_ok"]:
+                raise Fail(f"verify mode: {h['verify_ok']} digests matched, "
+                           f"{h['verify_bad']} differed")
+            note = f"; verify: {h['verify_ok']} digests matched, none differed"
+        return f"{what} (the fault after {at} answers){note}; client: {out}"
+    finally:
+        pair.close()
+
+
+def case_faults(d):
+    import random
+    trials = int(os.environ.get("CASTOR_FAULT_TRIALS", len(FAULTS)))
+    seed = int(os.environ.get("CASTOR_FAULT_SEED", time.time_ns() % 1000000))
+    rng = random.Random(seed)
+    print(f"faults: {trials} trials, seed {seed} (CASTOR_FAULT_SEED={seed} repeats the "
+          "choices)", flush=True)
+    # a campaign goes on after a failed trial and fails at the end (CASTOR_FAULT_KEEP_GOING=1)
+    keep_going = os.environ.get("CASTOR_FAULT_KEEP_GOING") == "1"
+    tally, failed = {}, []
+    for n in range(trials):
+        fault = FAULTS[n] if n < len(FAULTS) else rng.choice(FAULTS)
+        t0 = time.time()
+        try:
+            line = fault_trial(d, n, fault, rng)
+        except Fail as e:
+            if not keep_going:
+                raise
+            failed.append(f"trial {n} {fault}: {e}")
+            print(f"trial {n} {fault} FAILED ({time.time() - t0:.0f} s): {e}", flush=True)
+            continue
+        tally[fault] = tally.get(fault, 0) + 1
+        print(f"trial {n} {fault} ({time.time() - t0:.0f} s): {line}", flush=True)
+    if failed:
+        raise Fail(f"{len(failed)} of {trials} trials failed (seed {seed}):\n" +
+                   "\n".join(failed))
+    print(f"faults: {trials} trials, seed {seed}: " +
+          ", ".join(f"{k} {v}" for k, v in sorted(tally.items())) +
+          "; no request lost, duplicated or reordered; nothing released by a degraded or "
+          "replaced primary; no digest mismatch")
+
+
 def main():
     if os.geteuid() != 0:
         return ct.skip("needs root (network namespaces, taps)")
@@ -445,7 +623,7 @@ def main():
             try:
                 {"tcp": case_tcp, "wire": case_wire, "degraded": case_degraded,
                  "badnet": case_badnet, "reprotect": case_reprotect,
-                 "migrate": case_migrate}[CASE](d)
+                 "migrate": case_migrate, "faults": case_faults}[CASE](d)
             except Fail as e:
                 print(f"FAIL: {e}")
                 # every process's output, without the epochs' own lines
