@@ -19,6 +19,7 @@
 void vms_fill(struct daemon *d, Castor__VmDefinition *o, const char *name)
 {
 	struct cd_pair_entry *e = cd_pairs_find(d->pairs, name);
+	const struct vm_heard *h = vms_heard(d, name, false);
 
 	o->state = (char *)cd_pair_state_str(e ? e->pair.state : CD_PAIR_S_DEFINED);
 	o->primary = e ? e->pair.primary : "";
@@ -26,8 +27,6 @@ void vms_fill(struct daemon *d, Castor__VmDefinition *o, const char *name)
 	o->last_event = e ? e->pair.last_reason : "";
 	o->failovers = e ? e->pair.failovers : 0;
 	o->held = e && e->pair.held;
-	const struct vm_heard *h = vms_heard(d, name, false);
-
 	if (!h)
 		return;
 	o->last_failover_unix = h->last_failover_s;
