@@ -97,8 +97,17 @@ static inline bool kvm_run_past(struct hv_vm *vm, uint32_t n, const struct hv_tg
 				return false;
 			past &= t1[i].counter > t0[i].counter;
 		}
-		if (past || util_now_ns() > end)
-			return past;
+		if (!past && util_now_ns() > end) {
+			/* say which vCPU stood still, for the next time it happens */
+			for (uint32_t i = 0; i < n; i++)
+				fprintf(stderr, "kvm_run_past: vCPU %u: counter %llu, was %llu%s\n",
+					i, (unsigned long long)t1[i].counter,
+					(unsigned long long)t0[i].counter,
+					t1[i].counter > t0[i].counter ? "" : " (did not run)");
+			return false;
+		}
+		if (past)
+			return true;
 		if (hv_vm_resume(vm) < 0)
 			return false;
 	}
