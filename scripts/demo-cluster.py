@@ -94,7 +94,7 @@ def trial(cl, d, k, primary):
             "the kill)")
         out = client.finish(f"the kill of host {primary}")
         answer = client.answer_after(t_kill)
-    longest = float(out.split(" max ")[1].split()[0]) / 1e3
+    longest = ct.longest_wait_ms(out) / 1e3
     say(f"   the client's connection went on: {out}")
     say(f"   first answer after the kill: {answer * 1e3:.0f} ms; longest wait for an answer "
         f"{longest * 1e3:.0f} ms")

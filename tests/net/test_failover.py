@@ -36,6 +36,7 @@ everything it needs is here is a failure.
 """
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -171,7 +172,7 @@ def case_tcp(d):
             if rc:
                 raise Fail(f"trial {n}: the TCP client saw a violation: {out}")
             # "latency ... max X ms": the longest wait for one answer = the stall
-            stall = float(out.split(" max ")[1].split()[0]) if " max " in out else 0.0
+            stall = ct.longest_wait_ms(out)
             worst = max(worst, stall)
             st = vm_status(pair.rsock)
             if "announced 52:54:00:12:34:56" not in read(f"{d}/replica.out") or \
@@ -580,7 +581,6 @@ def fault_trial(d, n, fault, rng):
 
 
 def case_faults(d):
-    import random
     trials = int(os.environ.get("CASTOR_FAULT_TRIALS", len(FAULTS)))
     seed = int(os.environ.get("CASTOR_FAULT_SEED", time.time_ns() % 1000000))
     rng = random.Random(seed)

@@ -59,6 +59,12 @@ def vm_status(sock):
     return json.loads(castor("vm", "status", "--socket", sock, "--json").stdout)
 
 
+def longest_wait_ms(summary):
+    """The longest wait for one answer (ms) in tgclient.py's summary line ("... max X ms"),
+    0.0 when the line has none."""
+    return float(summary.split(" max ")[1].split()[0]) if " max " in summary else 0.0
+
+
 def wait_for(what, pred, timeout=60.0, step=0.05):
     t0 = time.time()
     while time.time() - t0 < timeout:
