@@ -228,6 +228,83 @@ void disk_holes_init(struct disk_holes *h, int fd, uint64_t size);
 bool disk_is_hole(struct disk_holes *h, uint64_t off, uint64_t len);
 
 /*
+ * ---- the replica's digests before an initial copy (disk_sums.c, stream-format.md §8.5) ----
+ * Asked for by a primary's HELLO (REPL_HELLO_F_SUMS): right after the
+ * handshake the replica sends, per writable copy, a BLAKE2b-256 digest of each
+ * range (SUMS frames of at most DISK_SUMS_FRAME_RANGES digests), then an empty
+ * SUMS frame. Ranges are the smallest power of two from 64 KiB that keeps an
+ * image within DISK_SUMS_RANGES_MAX of them, at most 1 MiB; an image larger
+ * than that (1 TiB) is not hashed and is copied whole.
+ */
+#define DISK_SUMS_MAGIC	       0x534d555352545343ull /* "CSTRSUMS" */
+#define DISK_SUMS_HEAD_BYTES   32u
+#define DISK_SUMS_FRAME_RANGES 4096u
+#define DISK_SUMS_RANGE_MIN    (64u << 10)
+#define DISK_SUMS_RANGE_MAX    (1u << 20)
+#define DISK_SUMS_RANGES_MAX   (1u << 20)
+/* A SUMS frame's head; count digests follow. */
+struct disk_sums_head {
+	uint32_t disk;
+	uint32_t range_bytes;
+	uint64_t image_bytes;
+	uint64_t first;
+	uint32_t count;
+	uint32_t reserved;
+};
+_Static_assert(sizeof(struct disk_sums_head) == DISK_SUMS_HEAD_BYTES, "SUMS frame layout");
+/* The range size for an image of image_bytes; 0 when it is too large to hash. */
+uint32_t disk_sums_range_bytes(uint64_t image_bytes);
+/* One SUMS frame's body, checked: digests point into it. */
+struct disk_sums_frame {
+	uint32_t disk, range_bytes, count;
+	uint64_t image_bytes, first, nranges;
+	const uint8_t *digests;
+};
+/* -EPROTO with why for anything §8.5 refuses. */
+int disk_sums_frame_parse(const uint8_t *body, size_t len, struct disk_sums_frame *out, char *why,
+			  size_t why_len);
+/* The replica's end: its writable copies (disk: the index in the VM's --disk order). */
+struct disk_sums_src {
+	uint32_t disk;
+	int fd;
+	uint64_t image_bytes;
+};
+/* stop (may be NULL) is asked between frames: -ECANCELED when it says so. */
+int disk_sums_send(struct repl_link *l, const struct disk_sums_src *src, unsigned n,
+		   bool (*stop)(void *), void *stop_arg, char *why, size_t why_len);
+/* The primary's end: one disk's digests (d NULL: none came). */
+struct disk_sums {
+	uint32_t range_bytes;
+	uint64_t image_bytes, nranges, got;
+	uint8_t *d; /* nranges digests */
+};
+/*
+ * Read the whole answer; keep the digests of the disks want[] names (by
+ * --disk index), check and drop the others. -EPROTO / -EBADMSG with why for
+ * a malformed answer; a link error as it is.
+ */
+int disk_sums_recv(struct repl_link *l, const bool want[REPL_DISK_MAX],
+		   struct disk_sums out[REPL_DISK_MAX], char *why, size_t why_len);
+/* Range r's digest, or NULL. */
+const uint8_t *disk_sums_get(const struct disk_sums *s, uint64_t range);
+void disk_sums_dispose(struct disk_sums *s);
+/* An image hashed range by range as §8.5 says (holes are not read). */
+struct disk_hasher {
+	int fd;
+	uint64_t image_bytes, nranges;
+	uint32_t range_bytes;
+	struct disk_holes holes;
+	struct dsync_zero_digest zd;
+	uint8_t *buf;
+};
+/* -EFBIG: an image §8.5 does not hash (over 1 TiB, or not whole sectors). */
+int disk_hasher_init(struct disk_hasher *h, int fd, uint64_t image_bytes);
+int disk_hasher_range(struct disk_hasher *h, uint64_t r, uint8_t out[REPL_DISK_DIGEST_BYTES]);
+void disk_hasher_dispose(struct disk_hasher *h);
+/* The whole image's digests into out (-ECANCELED when *stop, read atomically, turns true). */
+int disk_sums_hash(int fd, uint64_t image_bytes, const bool *stop, struct disk_sums *out);
+
+/*
  * ---- the primary's side of §10: a protected VM's disk writes, per epoch (disk_tx.c) ----
  * One queue for the VM's writable disks, fed by their virtio-blk observers
  * (disk_tx_observer with disk_tx_observer_arg(tx, i)). Records belong to the
@@ -246,6 +323,8 @@ struct disk_tx_stats {
 	uint64_t queued_ops, queued_bytes; /* records queued, data bytes, since the start */
 	uint64_t frames, sent_bytes;	   /* DISK frames sent, their bytes */
 	uint64_t pending_bytes;		   /* data bytes queued now */
+	/* the initial copies: bytes the replica held already (not sent), data bytes sent */
+	uint64_t copy_same_bytes, copy_data_bytes;
 	int error;
 };
 /* disks[i]: the index (in the VM's --disk order) of the i-th disk observed. */
@@ -263,17 +342,29 @@ int disk_tx_send(struct disk_tx *tx, struct repl_link *l, uint64_t upto, bool se
 typedef void (*disk_tx_copy_progress_fn)(void *arg, uint64_t done, uint64_t total);
 int disk_tx_copy(struct disk_tx *tx, unsigned i, int fd, uint64_t image_bytes, struct repl_link *l,
 		 disk_tx_copy_progress_fn progress, void *arg);
+/*
+ * Re-protection (§8.5): hash this end's images (fds[i], image_bytes[i] of
+ * observed disk i) on a thread of its own while the replica's digests arrive
+ * on l; disk_tx_copy then skips every range both ends hashed alike, without
+ * reading it again. Call it with the observers in place: a guest write after
+ * a range was hashed is queued, so it follows the range either way. A replica
+ * copy of another size gets the whole image (with a warning).
+ */
+int disk_tx_take_sums(struct disk_tx *tx, struct repl_link *l, const int *fds,
+		      const uint64_t *image_bytes, char *why, size_t why_len);
 /* Stop keeping records (the session ended) and drop what is queued. */
 void disk_tx_close(struct disk_tx *tx);
 /*
  * A protected VM's queue: its writable disks found and their images opened
- * for the initial copy (*out NULL when it has none); disk_tx_start() puts the
- * observers on the devices and sends the initial copies (epoch 0), and
+ * for the initial copy (*out NULL when it has none); disk_tx_start() reads the
+ * replica's digests (with sums: the HELLO asked for them), puts the observers
+ * on the devices and sends the initial copies (epoch 0), and
  * disk_tx_stop() takes the observers off and closes the queue (NULL is fine).
  */
 int disk_tx_for_vm(struct hv_vm *vm, disk_tx_wake_fn wake, void *wake_arg, struct disk_tx **out,
 		   char *why, size_t why_len);
-int disk_tx_start(struct disk_tx *tx, struct repl_link *l, const char *vm);
+int disk_tx_start(struct disk_tx *tx, struct repl_link *l, const char *vm, bool sums, char *why,
+		  size_t why_len);
 void disk_tx_stop(struct disk_tx *tx);
 void disk_tx_stats(struct disk_tx *tx, struct disk_tx_stats *out);
 void disk_tx_free(struct disk_tx *tx); /* detach the observers first; NULL is fine */

@@ -80,6 +80,13 @@ struct disk_tx {
 	/* seals of epochs closed but whose seals were not sent yet (at most two: e and e+1) */
 	struct tx_seal seals[2];
 	struct disk_tx_stats st;
+	/* per observed disk: the ranges the replica holds as this end read them (§8.5) */
+	struct tx_same {
+		struct util_bitmap bits;
+		uint32_t range_bytes;
+		uint64_t image_bytes;
+		bool valid;
+	} same[REPL_DISK_MAX];
 };
 
 int disk_tx_new(const uint32_t *disks, unsigned n, uint64_t cap, disk_tx_wake_fn wake,
@@ -128,9 +135,11 @@ void disk_tx_free(struct disk_tx *tx)
 	if (!tx)
 		return;
 	drop_all(tx);
-	for (unsigned i = 0; i < REPL_DISK_MAX; i++)
+	for (unsigned i = 0; i < REPL_DISK_MAX; i++) {
 		if (tx->fds[i] >= 0)
 			close(tx->fds[i]);
+		util_bitmap_dispose(&tx->same[i].bits);
+	}
 	pthread_mutex_destroy(&tx->lock);
 	free(tx);
 }
@@ -437,9 +446,78 @@ static bool all_zero(const uint8_t *buf, size_t len)
 	return !len || (buf[0] == 0 && !memcmp(buf, buf + 1, len - 1));
 }
 
+/* A run of ranges of one kind: skipped (the replica holds them), zeros, or data. */
+enum piece { PIECE_NONE, PIECE_SAME, PIECE_ZERO, PIECE_DATA };
+
+static int flush_piece(struct tx_disk *d, enum piece kind, uint64_t off, const uint8_t *p,
+		       uint64_t n)
+{
+	struct disk_tx *tx = d->tx;
+
+	switch (kind) {
+	case PIECE_SAME:
+		pthread_mutex_lock(&tx->lock);
+		tx->st.copy_same_bytes += n;
+		pthread_mutex_unlock(&tx->lock);
+		return 0;
+	case PIECE_ZERO:
+		return queue(d, REPL_DISK_OP_ZERO, off, NULL, n);
+	case PIECE_DATA:
+		pthread_mutex_lock(&tx->lock);
+		tx->st.copy_data_bytes += n;
+		pthread_mutex_unlock(&tx->lock);
+		return queue(d, REPL_DISK_OP_WRITE, off, p, n);
+	default:
+		return 0;
+	}
+}
+
+/*
+ * Queue [off, off + n) of an image: chunk holds its bytes (NULL: a hole, all
+ * zeros). With same, range by range: those the replica holds are skipped,
+ * the others go as zeros or data; runs of one kind as one record.
+ */
+static int queue_chunk(struct tx_disk *d, const struct tx_same *same, const uint8_t *chunk,
+		       uint64_t off, uint64_t n)
+{
+	uint64_t step = same ? same->range_bytes : n, run_at = off, at, len;
+	enum piece run = PIECE_NONE, kind;
+	int rc;
+
+	for (at = off; at < off + n; at += len) {
+		len = off + n - at < step ? off + n - at : step;
+		if (same && util_bitmap_is_set(&same->bits, at / same->range_bytes))
+			kind = PIECE_SAME;
+		else if (!chunk || all_zero(chunk + (at - off), (size_t)len))
+			kind = PIECE_ZERO;
+		else
+			kind = PIECE_DATA;
+		if (kind == run)
+			continue;
+		rc = flush_piece(d, run, run_at, run == PIECE_DATA ? chunk + (run_at - off) : NULL,
+				 at - run_at);
+		if (rc < 0)
+			return rc;
+		run = kind;
+		run_at = at;
+	}
+	return flush_piece(d, run, run_at, run == PIECE_DATA ? chunk + (run_at - off) : NULL,
+			   off + n - run_at);
+}
+
+/* Every range of [off, off + n) held by the replica: nothing to read. */
+static bool all_same(const struct tx_same *same, uint64_t off, uint64_t n)
+{
+	for (uint64_t r = off / same->range_bytes; r * same->range_bytes < off + n; r++)
+		if (!util_bitmap_is_set(&same->bits, r))
+			return false;
+	return true;
+}
+
 int disk_tx_copy(struct disk_tx *tx, unsigned i, int fd, uint64_t image_bytes, struct repl_link *l,
 		 disk_tx_copy_progress_fn progress, void *arg)
 {
+	const struct tx_same *same = NULL;
 	struct disk_holes holes;
 	struct tx_disk *d;
 	uint8_t *chunk;
@@ -450,6 +528,8 @@ int disk_tx_copy(struct disk_tx *tx, unsigned i, int fd, uint64_t image_bytes, s
 		return -EINVAL;
 	d = &tx->disks[i];
 	image_bytes -= image_bytes % DISK_SECTOR;
+	if (tx->same[i].valid && tx->same[i].image_bytes == image_bytes)
+		same = &tx->same[i];
 	chunk = malloc(COPY_CHUNK);
 	if (!chunk)
 		return -ENOMEM;
@@ -457,19 +537,15 @@ int disk_tx_copy(struct disk_tx *tx, unsigned i, int fd, uint64_t image_bytes, s
 	while (off < image_bytes) {
 		uint64_t n = image_bytes - off < COPY_CHUNK ? image_bytes - off : COPY_CHUNK;
 
-		if (disk_is_hole(&holes, off, n)) {
-			/* zeros there, without reading them */
-			rc = queue(d, REPL_DISK_OP_ZERO, off, NULL, n);
-			if (rc < 0)
-				goto out;
-			off += n;
-			continue;
+		if (same && all_same(same, off, n)) {
+			rc = flush_piece(d, PIECE_SAME, off, NULL, n);
+		} else if (disk_is_hole(&holes, off, n)) {
+			rc = queue_chunk(d, same, NULL, off, n); /* zeros, without reading them */
+		} else {
+			rc = disk_read_full(fd, chunk, (size_t)n, off);
+			if (!rc)
+				rc = queue_chunk(d, same, chunk, off, n);
 		}
-		rc = disk_read_full(fd, chunk, (size_t)n, off);
-		if (rc < 0)
-			goto out;
-		rc = queue(d, all_zero(chunk, (size_t)n) ? REPL_DISK_OP_ZERO : REPL_DISK_OP_WRITE,
-			   off, chunk, n);
 		if (rc < 0)
 			goto out;
 		off += n;
@@ -483,6 +559,97 @@ int disk_tx_copy(struct disk_tx *tx, unsigned i, int fd, uint64_t image_bytes, s
 	rc = disk_tx_send(tx, l, 0, false);
 out:
 	free(chunk);
+	return rc;
+}
+
+/* This end's images hashed on a thread of their own while the replica's digests arrive. */
+struct hash_job {
+	unsigned n;
+	const int *fds;
+	const uint64_t *image_bytes;
+	struct disk_sums mine[REPL_DISK_MAX];
+	bool stop; /* atomic: the replica's digests failed, give up */
+	int rc;
+	unsigned failed; /* the disk whose hashing failed */
+};
+
+static void *hash_main(void *arg)
+{
+	struct hash_job *j = arg;
+
+	pthread_setname_np(pthread_self(), "castor-hash");
+	for (unsigned i = 0; i < j->n && !j->rc; i++) {
+		j->rc = disk_sums_hash(j->fds[i],
+				       j->image_bytes[i] - j->image_bytes[i] % DISK_SECTOR,
+				       &j->stop, &j->mine[i]);
+		if (j->rc == -EFBIG)
+			j->rc = 0; /* not hashed at either end: copied whole */
+		j->failed = i;
+	}
+	return NULL;
+}
+
+/* Mark the ranges of observed disk i that both ends hashed alike. */
+static int compare(struct disk_tx *tx, unsigned i, const struct disk_sums *mine,
+		   const struct disk_sums *theirs)
+{
+	struct tx_same *same = &tx->same[i];
+	int rc;
+
+	util_bitmap_dispose(&same->bits);
+	same->valid = false;
+	if (!theirs->d || !mine->d)
+		return 0;
+	if (theirs->image_bytes != mine->image_bytes) {
+		LOG_WARN("disk %u: the replica's copy is %" PRIu64 " bytes, this image %" PRIu64
+			 ": its digests are of no use, the whole image is sent",
+			 tx->disks[i].idx, theirs->image_bytes, mine->image_bytes);
+		return 0;
+	}
+	rc = util_bitmap_init(&same->bits, mine->nranges);
+	if (rc < 0)
+		return rc;
+	for (uint64_t r = 0; r < mine->nranges; r++)
+		if (!memcmp(disk_sums_get(mine, r), disk_sums_get(theirs, r),
+			    REPL_DISK_DIGEST_BYTES))
+			util_bitmap_set(&same->bits, r);
+	same->range_bytes = mine->range_bytes;
+	same->image_bytes = mine->image_bytes;
+	same->valid = true;
+	return 0;
+}
+
+int disk_tx_take_sums(struct disk_tx *tx, struct repl_link *l, const int *fds,
+		      const uint64_t *image_bytes, char *why, size_t why_len)
+{
+	struct hash_job job = {.n = tx->n, .fds = fds, .image_bytes = image_bytes};
+	struct disk_sums got[REPL_DISK_MAX];
+	bool want[REPL_DISK_MAX] = {0};
+	pthread_t th;
+	unsigned i;
+	int rc;
+
+	for (i = 0; i < tx->n; i++)
+		want[tx->disks[i].idx] = true;
+	rc = pthread_create(&th, NULL, hash_main, &job);
+	if (rc)
+		return util_why(why, why_len, -rc, "a hashing thread: %s", strerror(rc));
+	rc = disk_sums_recv(l, want, got, why, why_len);
+	if (rc < 0)
+		__atomic_store_n(&job.stop, true, __ATOMIC_RELAXED);
+	pthread_join(th, NULL);
+	if (!rc && job.rc < 0)
+		rc = util_why(why, why_len, job.rc, "hashing disk %u here: %s",
+			      tx->disks[job.failed].idx, strerror(-job.rc));
+	for (i = 0; i < tx->n && !rc; i++) {
+		rc = compare(tx, i, &job.mine[i], &got[tx->disks[i].idx]);
+		if (rc < 0)
+			util_why(why, why_len, rc, "%s", strerror(-rc));
+	}
+	for (i = 0; i < REPL_DISK_MAX; i++) {
+		disk_sums_dispose(&job.mine[i]);
+		disk_sums_dispose(&got[i]); /* zeroed by disk_sums_recv when it failed */
+	}
 	return rc;
 }
 
@@ -535,16 +702,31 @@ int disk_tx_for_vm(struct hv_vm *vm, disk_tx_wake_fn wake, void *wake_arg, struc
 	return 0;
 }
 
-int disk_tx_start(struct disk_tx *tx, struct repl_link *l, const char *vm)
+int disk_tx_start(struct disk_tx *tx, struct repl_link *l, const char *vm, bool sums, char *why,
+		  size_t why_len)
 {
 	unsigned i;
 	int rc;
 
+	/* the observers first: a write after a range was read or hashed follows it */
 	for (i = 0; i < tx->n; i++) {
 		rc = hv_blk_set_observer(tx->blks[i], &disk_tx_observer, &tx->disks[i]);
 		if (rc < 0)
-			return rc;
+			return util_why(why, why_len, rc, "observing disk %s: %s",
+					hv_blk_path(tx->blks[i]), strerror(-rc));
 		tx->observing = true;
+	}
+	/* the replica's digests, while this end hashes its own images (§8.5) */
+	if (sums) {
+		uint64_t t0 = util_now_ns(), bytes[REPL_DISK_MAX];
+
+		for (i = 0; i < tx->n; i++)
+			bytes[i] = hv_blk_bytes(tx->blks[i]);
+		rc = disk_tx_take_sums(tx, l, tx->fds, bytes, why, why_len);
+		if (rc < 0)
+			return rc;
+		LOG_INFO("vm %s: both ends' disk digests in %.1f s", vm,
+			 (double)(util_now_ns() - t0) / 1e9);
 	}
 	for (i = 0; i < tx->n; i++) {
 		uint64_t t0 = util_now_ns();
@@ -552,11 +734,13 @@ int disk_tx_start(struct disk_tx *tx, struct repl_link *l, const char *vm)
 
 		rc = disk_tx_copy(tx, i, tx->fds[i], hv_blk_bytes(tx->blks[i]), l, NULL, NULL);
 		if (rc < 0)
-			return rc;
+			return util_why(why, why_len, rc, "copying disk %s: %s",
+					hv_blk_path(tx->blks[i]), strerror(-rc));
 		disk_tx_stats(tx, &ds);
-		LOG_INFO("vm %s: disk %s copied in %.1f s (%.1f MiB sent so far)", vm,
-			 hv_blk_path(tx->blks[i]), (double)(util_now_ns() - t0) / 1e9,
-			 (double)ds.sent_bytes / (1 << 20));
+		LOG_INFO("vm %s: disk %s copied in %.1f s (%.1f MiB sent so far; %.1f MiB the "
+			 "replica held already)",
+			 vm, hv_blk_path(tx->blks[i]), (double)(util_now_ns() - t0) / 1e9,
+			 (double)ds.sent_bytes / (1 << 20), (double)ds.copy_same_bytes / (1 << 20));
 	}
 	return 0;
 }

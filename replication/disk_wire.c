@@ -352,3 +352,60 @@ void dsync_image_digest_final(struct dsync_image_digest *g, uint8_t out[REPL_DIS
 {
 	crypto_generichash_final((crypto_generichash_state *)g->state, out, REPL_DISK_DIGEST_BYTES);
 }
+
+/* ---- SUMS frames (§8.5; their senders and readers: disk_sums.c) ------------------------ */
+
+uint32_t disk_sums_range_bytes(uint64_t image_bytes)
+{
+	uint32_t r = DISK_SUMS_RANGE_MIN;
+
+	while (r < DISK_SUMS_RANGE_MAX &&
+	       image_bytes / r + !!(image_bytes % r) > DISK_SUMS_RANGES_MAX)
+		r *= 2;
+	return image_bytes / r + !!(image_bytes % r) > DISK_SUMS_RANGES_MAX ? 0 : r;
+}
+
+int disk_sums_frame_parse(const uint8_t *body, size_t len, struct disk_sums_frame *out, char *why,
+			  size_t why_len)
+{
+	struct disk_sums_head h;
+	uint64_t nranges;
+
+	if (len < sizeof(h))
+		return util_why(why, why_len, -EPROTO, "a SUMS frame of %zu bytes (at least %zu)",
+				len, sizeof(h));
+	memcpy(&h, body, sizeof(h));
+	if (h.disk >= REPL_DISK_MAX)
+		return util_why(why, why_len, -EPROTO, "SUMS for disk %u (0 to %u)", h.disk,
+				REPL_DISK_MAX - 1);
+	if (h.reserved)
+		return util_why(why, why_len, -EPROTO, "a SUMS frame with reserved bits set");
+	if (!h.image_bytes || h.image_bytes % DISK_SECTOR)
+		return util_why(why, why_len, -EPROTO,
+				"SUMS of an image of %" PRIu64 " bytes (not whole sectors)",
+				h.image_bytes);
+	if (!h.range_bytes || h.range_bytes != disk_sums_range_bytes(h.image_bytes))
+		return util_why(why, why_len, -EPROTO,
+				"SUMS of a %" PRIu64
+				"-byte image in ranges of %u bytes (§8.5 says %u)",
+				h.image_bytes, h.range_bytes, disk_sums_range_bytes(h.image_bytes));
+	nranges = h.image_bytes / h.range_bytes + !!(h.image_bytes % h.range_bytes);
+	if (!h.count || h.count > DISK_SUMS_FRAME_RANGES || h.first >= nranges ||
+	    h.count > nranges - h.first)
+		return util_why(why, why_len, -EPROTO,
+				"SUMS of ranges %" PRIu64 "+%u of an image of %" PRIu64
+				" ranges (1 to %u a frame)",
+				h.first, h.count, nranges, DISK_SUMS_FRAME_RANGES);
+	if (len != sizeof(h) + (size_t)h.count * REPL_DISK_DIGEST_BYTES)
+		return util_why(why, why_len, -EPROTO,
+				"a SUMS frame of %zu bytes for %u digests (%zu expected)", len,
+				h.count, sizeof(h) + (size_t)h.count * REPL_DISK_DIGEST_BYTES);
+	*out = (struct disk_sums_frame){.disk = h.disk,
+					.range_bytes = h.range_bytes,
+					.image_bytes = h.image_bytes,
+					.first = h.first,
+					.count = h.count,
+					.nranges = nranges,
+					.digests = body + sizeof(h)};
+	return 0;
+}

@@ -639,9 +639,12 @@ static void run(struct repl_primary *p)
 	if (p->t->set_timeout)
 		p->t->set_timeout(p->link.c, REPL_SYNC_TIMEOUT_MS);
 	if (p->dtx) {
-		rc = disk_tx_start(p->dtx, &p->link, hv_vm_name(p->vm));
+		char why[200], what[240];
+
+		rc = disk_tx_start(p->dtx, &p->link, hv_vm_name(p->vm), true, why, sizeof(why));
 		if (rc < 0) {
-			fail(p, rc, "the disks' initial copy");
+			snprintf(what, sizeof(what), "the disks' initial copy (%s)", why);
+			fail(p, rc, what);
 			return;
 		}
 	}
@@ -718,6 +721,7 @@ static int open_session(struct repl_primary *p, char *why, size_t why_len)
 
 	repl_handshake_init(&hs, p->o.key, p->o.encrypt);
 	hs.migrate = p->o.migrate != NULL;
+	hs.sums = p->dtx != NULL; /* re-protection sends only what the replica lacks */
 	rc = p->t->connect(p->peer, &p->o.conn, &p->link.c);
 	if (rc < 0) {
 		snprintf(why, why_len, "cannot reach the %s at %s (%s)",
@@ -910,6 +914,8 @@ void repl_primary_status(struct repl_primary *p, struct repl_status *out)
 		out->disks = disk_tx_ndisks(p->dtx);
 		out->disk_bytes = ds.queued_bytes;
 		out->disk_pending_bytes = ds.pending_bytes;
+		out->disk_copy_bytes = ds.copy_data_bytes;
+		out->disk_copy_same_bytes = ds.copy_same_bytes;
 	}
 }
 

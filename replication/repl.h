@@ -202,10 +202,11 @@ int repl_epoch_send_progress(struct repl_link *l, const uint8_t *buf, size_t len
 #define REPL_WELCOME_TEXT    112
 #define REPL_NONCE_BYTES     32u
 #define REPL_PROOF_BYTES     32u
-#define REPL_HELLO_F_AUTH    0x1u /* HELLO, WELCOME: this end holds a key; nonces follow */
-#define REPL_HELLO_F_ENCRYPT 0x2u /* HELLO: encrypt, please; WELCOME: the link is encrypted */
-#define REPL_HELLO_F_DISK    0x4u /* HELLO: a disk resync (§11), mem_bytes the image's size */
-#define REPL_HELLO_F_MIGRATE 0x8u /* HELLO: a live migration (§8.3): the destination runs it */
+#define REPL_HELLO_F_AUTH    0x1u  /* HELLO, WELCOME: this end holds a key; nonces follow */
+#define REPL_HELLO_F_ENCRYPT 0x2u  /* HELLO: encrypt, please; WELCOME: the link is encrypted */
+#define REPL_HELLO_F_DISK    0x4u  /* HELLO: a disk resync (§11), mem_bytes the image's size */
+#define REPL_HELLO_F_MIGRATE 0x8u  /* HELLO: a live migration (§8.3): the destination runs it */
+#define REPL_HELLO_F_SUMS    0x10u /* HELLO: send your disks' digests first (§8.5); not with DISK */
 #define REPL_HELLO_BYTES     64u
 #define REPL_WELCOME_BYTES   200u
 
@@ -221,6 +222,7 @@ struct repl_handshake {
 	bool peer_key; /* the hello said it has a key (replica side) */
 	bool disk;     /* a disk resync session: the HELLO carries REPL_HELLO_F_DISK */
 	bool migrate;  /* a live migration: the HELLO carries REPL_HELLO_F_MIGRATE */
+	bool sums;     /* the primary asks for the replica's disk digests (REPL_HELLO_F_SUMS) */
 	uint8_t hello[REPL_HELLO_BYTES];
 	uint8_t welcome[REPL_WELCOME_BYTES];
 };
@@ -541,6 +543,19 @@ int repl_disk_sync_receive(const struct repl_transport_ops *t, struct repl_liste
 			   int fd, uint64_t image_bytes, const struct repl_disk_sync_opts *o,
 			   struct repl_disk_sync_stats *st, char *why, size_t why_len);
 /*
+ * The disk part of a protected VM's initial copy (disk_tx.c; docs/disks.md),
+ * between two images of this host over loopback TCP, for `castor bench
+ * resync`: the destination's digests first (§8.5; not with full), then epoch
+ * 0's records of the ranges that differ, applied as a replica does (then
+ * fdatasync). wire_bytes: both ways, as the link counted them.
+ */
+struct repl_disk_copy_stats {
+	uint64_t wire_bytes, data_bytes, same_bytes;
+	uint32_t range_bytes; /* §8.5's for this image (0: too large to hash) */
+};
+int repl_disk_copy_loopback(int src, int dst, uint64_t image_bytes, bool full,
+			    struct repl_disk_copy_stats *st, char *why, size_t why_len);
+/*
  * An image's size: a regular file's length, or a block device's. -EINVAL
  * (with why) for anything else.
  */
@@ -654,6 +669,9 @@ struct repl_status {
 	 * bytes not sent yet */
 	uint32_t disks;
 	uint64_t disk_bytes, disk_pending_bytes;
+	/* primary: the disks' initial copy -- data bytes sent, bytes the replica held already
+	 * (its digests matched: not sent) */
+	uint64_t disk_copy_bytes, disk_copy_same_bytes;
 	/* primary: hot pages after the last harvest, write faults counted by the hot-page
 	 * rule (docs/architecture.md, "Hot pages") */
 	uint64_t hot_pages, cold_faults;

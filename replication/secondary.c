@@ -59,6 +59,7 @@ struct repl_secondary {
 	uint8_t *rx;		     /* the epoch being received, kept across epochs */
 	size_t rx_cap;
 	uint64_t first_max; /* the largest initial copy the welcomed primary may send */
+	bool sums;	    /* the welcomed primary asked for the disks' digests (§8.5) */
 
 	pthread_mutex_t lock; /* guards the fields below */
 	pthread_cond_t cond;  /* a primary was handed over, or stop */
@@ -569,6 +570,55 @@ static bool serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_
 	return false;
 }
 
+static bool stopping(void *arg)
+{
+	struct repl_secondary *s = arg;
+	bool stop;
+
+	pthread_mutex_lock(&s->lock);
+	stop = s->stop;
+	pthread_mutex_unlock(&s->lock);
+	return stop;
+}
+
+/*
+ * The primary asked for the digests of our copies (§8.5): all of them,
+ * before anything of its stream is read. False when they could not be sent:
+ * the primary is then dropped and the next one may come (nothing was written).
+ */
+static bool send_sums(struct repl_secondary *s, struct repl_link *l)
+{
+	struct disk_sums_src src[REPL_DISK_MAX];
+	uint64_t t0 = util_now_ns();
+	char why[192];
+	unsigned i, n = 0;
+	int rc;
+
+	for (i = 0; i < s->o.ndisks && i < REPL_DISK_MAX; i++)
+		if (s->disks[i].fd >= 0)
+			src[n++] = (struct disk_sums_src){
+				.disk = i, .fd = s->disks[i].fd, .image_bytes = s->disks[i].bytes};
+	if (s->t->set_timeout) /* the primary reads them as they come */
+		s->t->set_timeout(l->c, REPL_SYNC_TIMEOUT_MS);
+	rc = disk_sums_send(l, src, n, stopping, s, why, sizeof(why));
+	if (rc < 0) {
+		pthread_mutex_lock(&s->lock);
+		if (rc != -ECANCELED) {
+			snprintf(s->st.last_error, sizeof(s->st.last_error),
+				 "the disks' digests for the primary: %.100s", why);
+			LOG_WARN("vm %s: %s; waiting for a primary again", name_of(s),
+				 s->st.last_error);
+		}
+		repl_state_change(name_of(s), &s->st.state, REPL_S_IDLE, "primary left");
+		pthread_mutex_unlock(&s->lock);
+		return false;
+	}
+	if (n)
+		LOG_INFO("vm %s: digests of %u disk%s sent in %.1f s", name_of(s), n,
+			 n == 1 ? "" : "s", (double)(util_now_ns() - t0) / 1e9);
+	return true;
+}
+
 /* The receiving thread: serve each primary the listener hands over. */
 static void *receiver(void *arg)
 {
@@ -579,7 +629,7 @@ static void *receiver(void *arg)
 	for (;;) {
 		struct repl_link l = {.t = s->t};
 		uint64_t first_max;
-		bool kept, ended;
+		bool kept, ended, sums;
 
 		pthread_mutex_lock(&s->lock);
 		while (!s->stop && !s->pending)
@@ -594,8 +644,9 @@ static void *receiver(void *arg)
 		s->pending_seal = NULL;
 		s->conn = l.c;
 		first_max = s->first_max;
+		sums = s->sums;
 		pthread_mutex_unlock(&s->lock);
-		kept = serve(s, &l, first_max);
+		kept = (!sums || send_sums(s, &l)) && serve(s, &l, first_max);
 		pthread_mutex_lock(&s->lock);
 		s->conn = NULL;
 		ended = s->o.incoming && s->taken && !s->stop;
@@ -691,6 +742,7 @@ static bool greet(struct repl_secondary *s, struct repl_conn *c)
 		s->pending_seal = l.seal;
 		l.seal = NULL;
 		s->first_max = first_max;
+		s->sums = hs.sums;
 		s->st.link_authenticated = s->pending_seal != NULL;
 		s->st.link_encrypted = hs.encrypt && s->pending_seal;
 		repl_state_change(name_of(s), &s->st.state, REPL_S_SYNCING, "primary connected");

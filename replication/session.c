@@ -133,6 +133,8 @@ int repl_hello_send(struct repl_link *l, struct repl_handshake *hs, const struct
 		m.flags |= REPL_HELLO_F_DISK;
 	if (hs->migrate)
 		m.flags |= REPL_HELLO_F_MIGRATE;
+	if (hs->sums && !hs->disk)
+		m.flags |= REPL_HELLO_F_SUMS;
 	memcpy(hs->hello, &m, sizeof(m));
 	return repl_link_send_iov(l, &iov, 1);
 }
@@ -161,12 +163,13 @@ int repl_hello_recv(struct repl_link *l, struct repl_handshake *hs, struct repl_
 		return rc;
 	}
 	if ((m.flags & ~(REPL_HELLO_F_AUTH | REPL_HELLO_F_ENCRYPT | REPL_HELLO_F_DISK |
-			 REPL_HELLO_F_MIGRATE)) ||
+			 REPL_HELLO_F_MIGRATE | REPL_HELLO_F_SUMS)) ||
 	    m.reserved ||
 	    (!(m.flags & REPL_HELLO_F_AUTH) &&
-	     ((m.flags & ~(REPL_HELLO_F_DISK | REPL_HELLO_F_MIGRATE)) ||
+	     ((m.flags & ~(REPL_HELLO_F_DISK | REPL_HELLO_F_MIGRATE | REPL_HELLO_F_SUMS)) ||
 	      !is_zero(m.nonce, sizeof(m.nonce)))) ||
-	    ((m.flags & REPL_HELLO_F_DISK) && (m.flags & REPL_HELLO_F_MIGRATE)))
+	    ((m.flags & REPL_HELLO_F_DISK) &&
+	     (m.flags & (REPL_HELLO_F_MIGRATE | REPL_HELLO_F_SUMS))))
 		return util_why(why, why_len, -EPROTO, "hello with reserved bits set");
 	/* the two kinds of session never pass for each other (docs/stream-format.md §8.1) */
 	if (!(m.flags & REPL_HELLO_F_DISK) != !hs->disk)
@@ -182,6 +185,7 @@ int repl_hello_recv(struct repl_link *l, struct repl_handshake *hs, struct repl_
 					  "primary: migrate to a 'castor-vmm incoming'");
 	memcpy(hs->hello, &m, sizeof(m));
 	hs->peer_key = m.flags & REPL_HELLO_F_AUTH;
+	hs->sums = m.flags & REPL_HELLO_F_SUMS;
 	out->mem_bytes = m.mem_bytes;
 	out->ncpus = m.ncpus;
 	return 0;

@@ -9,7 +9,10 @@
  *      batches, DATA holds exactly its range, SUMS exactly its digests;
  *   2: a dirty-region log file (dlog_parse) for an image size and region size
  *      taken from the input: what it accepts has no bit past the last region;
- *      what it refuses comes with a reason.
+ *      what it refuses comes with a reason;
+ *   0xff (before the modulo): a SUMS frame's body (disk_sums_frame_parse, §8.5):
+ *      what it accepts names ranges inside its image, in ranges §8.5 allows,
+ *      and exactly its digests.
  */
 #include "tests/fuzz/fuzz.h"
 #include "replication/disk_int.h"
@@ -182,10 +185,33 @@ static void log_file(const uint8_t *data, size_t size)
 	util_bitmap_dispose(&bm);
 }
 
+static void sums_frame(const uint8_t *data, size_t size)
+{
+	struct disk_sums_frame f;
+	char why[192] = "";
+
+	if (disk_sums_frame_parse(data, size, &f, why, sizeof(why)) < 0) {
+		FUZZ_CHECK(why[0]);
+		return;
+	}
+	FUZZ_CHECK(f.disk < REPL_DISK_MAX);
+	FUZZ_CHECK(f.range_bytes == disk_sums_range_bytes(f.image_bytes) && f.range_bytes);
+	FUZZ_CHECK(f.nranges == f.image_bytes / f.range_bytes + !!(f.image_bytes % f.range_bytes));
+	FUZZ_CHECK(f.nranges <= DISK_SUMS_RANGES_MAX);
+	FUZZ_CHECK(f.count && f.count <= DISK_SUMS_FRAME_RANGES);
+	FUZZ_CHECK(f.first < f.nranges && f.count <= f.nranges - f.first);
+	FUZZ_CHECK(size == DISK_SUMS_HEAD_BYTES + (size_t)f.count * REPL_DISK_DIGEST_BYTES);
+	FUZZ_CHECK(f.digests == data + DISK_SUMS_HEAD_BYTES);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (!size)
 		return 0;
+	if (data[0] == 0xff) {
+		sums_frame(data + 1, size - 1);
+		return 0;
+	}
 	switch (data[0] % 3) {
 	case 0:
 		op(data + 1, size - 1);
@@ -285,5 +311,18 @@ void fuzz_seeds(fuzz_seed_fn add, void *ctx)
 		buf[3] = 1; /* image = 1 * 4096 + 1 + 0 */
 		memcpy(buf + 4, &f, sizeof(f));
 		add(ctx, buf, 4 + sizeof(f));
+	}
+	/* SUMS: the last two ranges of a 1 MiB + 512 image (17 ranges of 64 KiB) */
+	{
+		struct disk_sums_head sh = {.disk = 1,
+					    .range_bytes = DISK_SUMS_RANGE_MIN,
+					    .image_bytes = (1u << 20) + 512,
+					    .first = 15,
+					    .count = 2};
+
+		buf[0] = 0xff;
+		memcpy(buf + 1, &sh, sizeof(sh));
+		memset(buf + 1 + sizeof(sh), 0x5a, 2 * REPL_DISK_DIGEST_BYTES);
+		add(ctx, buf, 1 + sizeof(sh) + 2 * REPL_DISK_DIGEST_BYTES);
 	}
 }

@@ -276,22 +276,8 @@ def case_disk(pr):
     summ = json.loads(r.stdout)
     exits(sp, "the source castor-vmm", 0)
     # the disk holds what the destination's RAM says the guest wrote
-    snap = f"{pr.d}/ddst.snap"
-    castor("vm", "pause", "--socket", dsock)
-    castor("vm", "snapshot", "--socket", dsock, "--file", snap)
-    chk = subprocess.run([TGCHECK, "--disk", f"{dimg},0,{blocks},{seed}", snap],
-                         capture_output=True, text=True)
-    if chk.returncode:
-        raise Fail(f"the destination: {chk.stdout.strip()} {chk.stderr.strip()}")
-    castor("vm", "resume", "--socket", dsock)
-    io = vm_status(dsock)["guest_io"]
-    v0 = io["blk_verified"]
-    wait_for("the guest to read a whole pass back on the destination",
-             lambda: vm_status(dsock)["guest_io"]["blk_verified"] >= v0 + blocks,
-             timeout=ct.patience(60))
-    io = vm_status(dsock)["guest_io"]
-    if io["blk_bad"] or io["blk_io_errors"]:
-        raise Fail(f"the destination's guest found {io['blk_bad']} bad blocks: {io}")
+    io, _ = ct.check_guest_disk(TGCHECK, dsock, dimg, blocks, seed, f"{pr.d}/ddst.snap",
+                                "the destination")
     h = ha(dsock)
     print(f"a writable disk migrated with the guest writing ({io['blk_written'] - w0} blocks "
           f"written since the start, {h['disk_bytes'] >> 20} MiB of disk applied at the "

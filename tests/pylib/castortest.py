@@ -75,6 +75,37 @@ def wait_for(what, pred, timeout=60.0, step=0.05):
     raise Fail(f"timed out waiting for {what}")
 
 
+def check_guest_disk(tgcheck, sock, img, blocks, seed, snap, who):
+    """A VM that just took over (a twin, a migration's destination): its disk holds
+    what its RAM says the test guest wrote (tgcheck on a snapshot taken paused), and
+    the guest, reading back its own passes, finds every block right. Returns the
+    guest's I/O figures and its read-back count before."""
+    castor("vm", "pause", "--socket", sock)
+    castor("vm", "snapshot", "--socket", sock, "--file", snap)
+    chk = subprocess.run([tgcheck, "--disk", f"{img},0,{blocks},{seed}", snap],
+                         capture_output=True, text=True)
+    if chk.returncode:
+        raise Fail(f"{who}: {chk.stdout.strip()} {chk.stderr.strip()}")
+    os.unlink(snap)
+    castor("vm", "resume", "--socket", sock)
+    v0 = vm_status(sock)["guest_io"]["blk_verified"]
+    wait_for(f"the guest to read a whole pass back ({who})",
+             lambda: vm_status(sock)["guest_io"]["blk_verified"] >= v0 + blocks,
+             timeout=patience(60))
+    io = vm_status(sock)["guest_io"]
+    if io["blk_bad"] or io["blk_io_errors"]:
+        raise Fail(f"{who}: the guest found {io['blk_bad']} bad blocks, "
+                   f"{io['blk_io_errors']} I/O errors: {io}")
+    return io, v0
+
+
+def blk_writes(sock, n, what):
+    """Wait for the test guest to complete n more disk writes."""
+    w0 = vm_status(sock)["guest_io"]["blk_written"]
+    wait_for(what, lambda: vm_status(sock)["guest_io"]["blk_written"] > w0 + n,
+             timeout=patience(30))
+
+
 def stop_procs(procs):
     """SIGTERM every process still running (SIGCONT first, in case a test stopped it),
     then reap them all, killing any that does not exit within 10 s."""

@@ -649,7 +649,7 @@ CASES = {
     "session-after-bye": lambda: session(epochs()) + b"\0",
     "session-encrypted": lambda: sealed(epochs(), flags=3),
     "session-version1": lambda: session(epochs(), version=1),
-    "session-reserved-flags": lambda: session(epochs(), flags=16),
+    "session-reserved-flags": lambda: session(epochs(), flags=32),
     # ---- a live migration's capture (§8.3) ----
     "session-migration": lambda: session(epochs(), flags=8, bye=False, switch=True),
     "session-switch-not-migrating": lambda: session(epochs(), bye=False, switch=True),
@@ -659,6 +659,8 @@ CASES = {
     "session-migrate-disk": lambda: session(epochs(), flags=12),
     # ---- DISK frames (§8.4) ----
     "session-disks": lambda: session(disk_epochs()),
+    "session-disks-sums": lambda: session(disk_epochs(), flags=16),  # SUMS (§8.5)
+    "session-sums-disk": lambda: session(epochs(), flags=20),
     "session-disk-unsealed": lambda: session(disk_epochs(seal1=False)),
     "session-disk-wrong-epoch": lambda: session(disk_epochs(epoch_of_write1=2)),
     "session-disk-bad-type": lambda: session([frame(DISK, drec(0x54, 0, 0, bytes(8)))]),

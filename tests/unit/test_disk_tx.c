@@ -10,7 +10,12 @@
  *   - the initial copy: every range of an image (holes and zero ranges as
  *     DISK_ZERO, never read), with the guest writing meanwhile both where the
  *     copy has been and where it has not: applied in order, the far image
- *     equals the near one.
+ *     equals the near one;
+ *   - re-protection (§8.5): the far end sends its copy's digests first and
+ *     the copy sends only the ranges that differ -- data where the near image
+ *     has data, zeros where it has a hole the far copy does not -- and the
+ *     far image still ends equal, the guest writing throughout; an answer
+ *     out of order is refused with the reason.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "disk_test.h"
@@ -65,6 +71,8 @@ struct seen {
 	int img_fd; /* >= 0: apply writes and zeroings here */
 	struct repl_link *l;
 	int rc;
+	bool sums; /* first send the digests of img_fd's image (sums_bytes long) */
+	uint64_t sums_bytes;
 };
 
 /* Read DISK frames until want_seals seals came. */
@@ -74,6 +82,17 @@ static void *reader(void *arg)
 	uint8_t *buf = NULL;
 	size_t cap = 0, len;
 
+	if (s->sums) {
+		struct disk_sums_src src = {
+			.disk = 0, .fd = s->img_fd, .image_bytes = s->sums_bytes};
+		char why[192];
+
+		s->rc = disk_sums_send(s->l, &src, 1, NULL, NULL, why, sizeof(why));
+		if (s->rc < 0) {
+			fprintf(stderr, "%s\n", why);
+			return NULL;
+		}
+	}
 	while (s->seals < s->want_seals) {
 		enum repl_frame kind;
 		size_t off = 0;
@@ -275,16 +294,57 @@ static void guest_writes(void *arg, uint64_t done, uint64_t total)
 	}
 }
 
-static void initial_copy_reproduces_the_image(void **state)
+/*
+ * Copy near onto far as a protected VM's initial copy does (with sums: the far
+ * end's digests first), the guest writing near meanwhile; the far image must
+ * end equal. What the far end saw in *s, the queue's figures in *st.
+ */
+static void copy_with_guest(const char *near, const char *far, bool sums, struct seen *s,
+			    struct disk_tx_stats *st)
 {
 	static const uint32_t disks[1] = {0};
-	char dir[PATH_MAX], near[PATH_MAX], far[PATH_MAX];
-	struct seen s = {0};
 	struct link_pair p;
 	struct guest g;
-	pthread_t th;
 	struct disk_tx *tx;
+	pthread_t th;
+	char why[192];
 	int fd;
+
+	*s = (struct seen){.want_seals = 1, .sums = sums, .sums_bytes = 4 * MiB};
+	fd = open(near, O_RDWR);
+	assert_true(fd >= 0);
+	s->img_fd = open(far, O_RDWR);
+	assert_true(s->img_fd >= 0);
+	pair_open(&p);
+	assert_int_equal(disk_tx_new(disks, 1, 0, NULL, NULL, &tx), 0);
+	g = (struct guest){.fd = fd, .tx = tx};
+	s->l = &p.b;
+	assert_int_equal(pthread_create(&th, NULL, reader, s), 0);
+	if (sums) {
+		const uint64_t bytes = 4 * MiB;
+
+		assert_int_equal(disk_tx_take_sums(tx, &p.a, &fd, &bytes, why, sizeof(why)), 0);
+	}
+	assert_int_equal(disk_tx_copy(tx, 0, fd, 4 * MiB, &p.a, guest_writes, &g), 0);
+	guest_writes(&g, 4 * MiB - 8192, 4 * MiB); /* one more, after the copy */
+	assert_int_equal(disk_tx_seal(tx, 0), 0);
+	assert_int_equal(disk_tx_send(tx, &p.a, 0, true), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(s->rc, 0);
+	assert_true(g.calls >= 2);
+	assert_true(dt_same(near, far));
+	disk_tx_stats(tx, st);
+	close(fd);
+	close(s->img_fd);
+	disk_tx_free(tx);
+	pair_close(&p);
+}
+
+static void initial_copy_reproduces_the_image(void **state)
+{
+	char dir[PATH_MAX], near[PATH_MAX], far[PATH_MAX];
+	struct disk_tx_stats st;
+	struct seen s;
 
 	(void)state;
 	dt_mkdir(dir, sizeof(dir));
@@ -296,30 +356,84 @@ static void initial_copy_reproduces_the_image(void **state)
 	dt_write(near, 2 * MiB, MiB / 2, 0);
 	dt_write(near, 3 * MiB, MiB - 4096, 12);
 	dt_image(far, 4 * MiB, false, 13);
-	fd = open(near, O_RDWR);
-	assert_true(fd >= 0);
-	s.img_fd = open(far, O_RDWR);
-	assert_true(s.img_fd >= 0);
+	copy_with_guest(near, far, false, &s, &st);
+	assert_true(s.zero_records >= 1); /* the hole and the zeros, never read */
+	assert_int_equal(st.copy_same_bytes, 0);
+	dt_rmdir(dir);
+}
 
+static void copy_sends_only_what_differs(void **state)
+{
+	char dir[PATH_MAX], near[PATH_MAX], far[PATH_MAX];
+	struct disk_tx_stats st;
+	struct seen s;
+	const uint64_t R = DISK_SUMS_RANGE_MIN;
+
+	(void)state;
+	dt_mkdir(dir, sizeof(dir));
+	dt_path(near, sizeof(near), dir, "near.img");
+	dt_path(far, sizeof(far), dir, "far.img");
+	/* both: data in the first 3 MiB with one range of zeros, a hole in the last MiB */
+	for (int i = 0; i < 2; i++) {
+		dt_image(i ? far : near, 4 * MiB, true, 0);
+		dt_write(i ? far : near, 0, 3 * MiB, 11);
+		dt_write(i ? far : near, MiB + MiB / 2, R, 0);
+	}
+	/* the far copy lost five ranges: rewritten, partly rewritten, zeroed, data in the hole */
+	dt_write(far, 2 * R, R, 21);
+	dt_write(far, MiB + R, 2 * R, 22);
+	dt_write(far, 2 * MiB + 8192, 4096, 23);
+	dt_write(far, 2 * MiB + MiB / 2, R, 0);
+	dt_write(far, 3 * MiB + 4 * R, R, 24);
+	assert_false(dt_same(near, far));
+	copy_with_guest(near, far, true, &s, &st);
+	/* the five ranges, and at most the two the guest wrote ahead of the copy */
+	assert_true(st.copy_data_bytes >= 5 * R);
+	assert_true(st.copy_data_bytes <= 7 * R);
+	assert_true(st.copy_same_bytes >= 3 * MiB - 7 * R);
+	assert_true(s.zero_records >= 1); /* the hole's MiB, which the far copy wrote in */
+	dt_rmdir(dir);
+}
+
+/* A replica whose digests come out of order: refused, with the reason. */
+static void sums_out_of_order_refused(void **state)
+{
+	static const uint32_t disks[1] = {0};
+	struct disk_sums_head h = {.disk = 0,
+				   .range_bytes = DISK_SUMS_RANGE_MIN,
+				   .image_bytes = 4 * MiB,
+				   .first = 1,
+				   .count = 1};
+	uint8_t digest[REPL_DISK_DIGEST_BYTES] = {0};
+	struct {
+		uint64_t magic, len;
+	} eh = {DISK_SUMS_MAGIC, sizeof(h) + sizeof(digest)};
+	struct iovec iov[3] = {{&eh, sizeof(eh)}, {&h, sizeof(h)}, {digest, sizeof(digest)}};
+	const uint64_t bytes = 4 * MiB;
+	char dir[PATH_MAX], near[PATH_MAX], why[192] = "";
+	struct link_pair p;
+	struct disk_tx *tx;
+	int fd;
+
+	(void)state;
+	dt_mkdir(dir, sizeof(dir));
+	dt_path(near, sizeof(near), dir, "near.img");
+	dt_image(near, 4 * MiB, false, 3);
+	fd = open(near, O_RDONLY);
+	assert_true(fd >= 0);
 	pair_open(&p);
 	assert_int_equal(disk_tx_new(disks, 1, 0, NULL, NULL, &tx), 0);
-	g = (struct guest){.fd = fd, .tx = tx};
-	s.l = &p.b;
-	s.want_seals = 1;
-	assert_int_equal(pthread_create(&th, NULL, reader, &s), 0);
-	assert_int_equal(disk_tx_copy(tx, 0, fd, 4 * MiB, &p.a, guest_writes, &g), 0);
-	guest_writes(&g, 4 * MiB - 8192, 4 * MiB); /* one more, after the copy */
-	assert_int_equal(disk_tx_seal(tx, 0), 0);
-	assert_int_equal(disk_tx_send(tx, &p.a, 0, true), 0);
-	pthread_join(th, NULL);
-	assert_int_equal(s.rc, 0);
-	assert_true(g.calls >= 2);
-	assert_true(s.zero_records >= 1); /* the hole and the zeros, never read */
-	assert_true(dt_same(near, far));
-	close(fd);
-	close(s.img_fd);
+	assert_int_equal(repl_link_send_iov(&p.b, iov, 3), 0);
+	assert_int_equal(disk_tx_take_sums(tx, &p.a, &fd, &bytes, why, sizeof(why)), -EPROTO);
+	assert_non_null(strstr(why, "start at range 1"));
+	/* a frame of another kind where the digests belong */
+	eh.magic = REPL_DISK_MAGIC;
+	assert_int_equal(repl_link_send_iov(&p.b, iov, 3), 0);
+	assert_int_equal(disk_tx_take_sums(tx, &p.a, &fd, &bytes, why, sizeof(why)), -EBADMSG);
+	assert_non_null(strstr(why, "where its disk digests belong"));
 	disk_tx_free(tx);
 	pair_close(&p);
+	close(fd);
 	dt_rmdir(dir);
 }
 
@@ -329,6 +443,8 @@ int main(void)
 		cmocka_unit_test(records_per_epoch),
 		cmocka_unit_test(cap_fails_the_session),
 		cmocka_unit_test(initial_copy_reproduces_the_image),
+		cmocka_unit_test(copy_sends_only_what_differs),
+		cmocka_unit_test(sums_out_of_order_refused),
 	};
 
 	return dt_run("unit_disk_tx", tests, sizeof(tests) / sizeof(tests[0]), 0);

@@ -249,7 +249,7 @@ invalid session-bad-frame 64 "frame with magic 0x4b43414252545343: not EPCH, DIS
 invalid session-after-bye - "bytes after BYE: the connection closes there"
 invalid session-encrypted 104 "the link is encrypted (the HELLO asked for it)"
 invalid session-version1 8 "HELLO: session layer version 1; this verifier knows 2"
-invalid session-reserved-flags 12 "HELLO: reserved flag bits 0x10"
+invalid session-reserved-flags 12 "HELLO: reserved flag bits 0x20"
 session_valid session-migration
 run stream verify --json "$s/session-migration.cst"
 json_check 'j["migration"] and j["switched"] and j["epochs"] == 3'
@@ -261,6 +261,9 @@ invalid session-migrate-disk 12 "HELLO: MIGRATE with DISK"
 session_valid session-disks
 run stream verify --json "$s/session-disks.cst"
 json_check 'j["disk_frames"] == 3 and j["disk_records"] == 5 and j["disks"] == 1'
+# a primary that asked for the replica's disk digests (SUMS, §8.5): the same stream follows
+session_valid session-disks-sums
+invalid session-sums-disk 12 "HELLO: SUMS with DISK"
 invalid session-disk-unsealed - "epoch 1: disk records without a seal (disks 0x1)"
 invalid session-disk-wrong-epoch - "a record of epoch 2 while epoch 1 is under way"
 invalid session-disk-bad-type 80 "record type 0x0054 in a DISK frame"

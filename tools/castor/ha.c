@@ -107,6 +107,8 @@ static void ha_json(const Castor__HaStatus *h)
 	cli_json_u64(&j, "disks", h->disks);
 	cli_json_u64(&j, "disk_bytes", h->disk_bytes);
 	cli_json_u64(&j, "disk_pending_bytes", h->disk_pending_bytes);
+	cli_json_u64(&j, "disk_copy_bytes", h->disk_copy_bytes);
+	cli_json_u64(&j, "disk_copy_same_bytes", h->disk_copy_same_bytes);
 	cli_json_u64(&j, "hot_pages", h->hot_pages);
 	cli_json_u64(&j, "cold_faults", h->cold_faults);
 	cli_json_u64(&j, "sessions", h->sessions);
@@ -170,6 +172,11 @@ static void ha_table(const Castor__HaStatus *h)
 		       (double)h->disk_bytes / (1 << 20),
 		       !strcmp(h->role, "primary") ? "written" : "applied to the copies",
 		       (double)h->disk_pending_bytes / (1 << 20));
+	if (h->disks && !strcmp(h->role, "primary"))
+		printf("disks' initial copy: %.1f MiB of data sent, %.1f MiB the replica held "
+		       "already\n",
+		       (double)h->disk_copy_bytes / (1 << 20),
+		       (double)h->disk_copy_same_bytes / (1 << 20));
 	if (!strcmp(h->role, "primary") && (h->hot_pages || h->cold_faults))
 		printf("hot pages: %" PRIu64 " (sent every epoch); %" PRIu64 " write faults\n",
 		       h->hot_pages, h->cold_faults);

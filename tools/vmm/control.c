@@ -388,6 +388,8 @@ static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
 	h->disks = st.disks;
 	h->disk_bytes = st.disk_bytes;
 	h->disk_pending_bytes = st.disk_pending_bytes;
+	h->disk_copy_bytes = st.disk_copy_bytes;
+	h->disk_copy_same_bytes = st.disk_copy_same_bytes;
 	h->hot_pages = st.hot_pages;
 	h->cold_faults = st.cold_faults;
 	h->sessions = v->sessions;
