@@ -130,7 +130,11 @@ int vms_spawn(struct daemon *d, struct local_vm *slot, const char *vm, enum loca
 int vms_call(struct local_vm *l, Castor__Request *req, Castor__Response **resp_out, char *why,
 	     size_t why_len);
 /* The definition's disks and NICs, as castor-vmm options, from argv[*n] on. */
-void vms_devices_argv(const struct cd_vmdef *def, char *argv[ARGV_MAX], unsigned *n);
+/* A disk argument as this node gives it: %n expanded (cd_vmdef_disk_on). */
+#define DISK_ARG_MAX (CD_PATH_MAX + 4 * CD_NAME_MAX)
+int vms_devices_argv(struct daemon *d, const struct cd_vmdef *def, char *argv[ARGV_MAX],
+		     unsigned *n, char disks[CD_MAX_DISKS][DISK_ARG_MAX], char *why,
+		     size_t why_len);
 /* An event about `vm` whose primary is `host`, with view `v`. */
 int vms_send_event(struct daemon *d, const char *vm, enum cd_pair_event e, const char *host,
 		   const struct cd_view *v, const char *reason);

@@ -42,6 +42,7 @@ static int spawn_listening(struct daemon *d, const char *vm, const char *cmd, en
 			   const struct cd_vmdef *def, char *why, size_t why_len)
 {
 	char sock[CD_PATH_MAX + CD_NAME_MAX + 24], listen[96];
+	char disks[CD_MAX_DISKS][DISK_ARG_MAX];
 	char *argv[ARGV_MAX];
 	struct local_vm *slot = vms_free_slot(d);
 	unsigned n = 0;
@@ -67,8 +68,11 @@ static int spawn_listening(struct daemon *d, const char *vm, const char *cmd, en
 	argv[n++] = listen;
 	argv[n++] = "--control";
 	argv[n++] = sock;
-	if (def)
-		vms_devices_argv(def, argv, &n);
+	if (def) {
+		rc = vms_devices_argv(d, def, argv, &n, disks, why, why_len);
+		if (rc < 0)
+			return rc;
+	}
 	if (d->conf.key_file[0]) {
 		argv[n++] = "--key";
 		argv[n++] = d->conf.key_file;

@@ -264,24 +264,35 @@ static void vm_exited(void *arg, struct cd_proc *p, int wstatus, const char *las
 		report(d, vm, CD_PAIR_E_PRIMARY_LOST, true, reason);
 }
 
-/* The definition's disks and NICs, as castor-vmm options, from argv[*n] on. */
-void vms_devices_argv(const struct cd_vmdef *def, char *argv[ARGV_MAX], unsigned *n)
+/*
+ * The definition's disks (their paths as this node names them: %n is its
+ * name) and NICs, as castor-vmm options, from argv[*n] on.
+ */
+int vms_devices_argv(struct daemon *d, const struct cd_vmdef *def, char *argv[ARGV_MAX],
+		     unsigned *n, char disks[CD_MAX_DISKS][DISK_ARG_MAX], char *why, size_t why_len)
 {
 	for (unsigned i = 0; i < def->ndisks; i++) {
+		if (cd_vmdef_disk_on(def->disk[i], d->conf.node, disks[i], DISK_ARG_MAX) < 0)
+			return util_why(why, why_len, -ENAMETOOLONG,
+					"disk %s: too long with %%n as '%s'", def->disk[i],
+					d->conf.node);
 		argv[(*n)++] = "--disk";
-		argv[(*n)++] = (char *)def->disk[i];
+		argv[(*n)++] = disks[i];
 	}
 	for (unsigned i = 0; i < def->nnics; i++) {
 		argv[(*n)++] = "--net";
 		argv[(*n)++] = (char *)def->nic[i];
 	}
+	return 0;
 }
 
-/* castor-vmm's command line for a definition (strings point into `def` and `bufs`). */
-static void vm_argv(struct daemon *d, const struct cd_vmdef *def, char *argv[ARGV_MAX],
-		    char bufs[4][CD_PATH_MAX + CD_NAME_MAX + 16])
+/* castor-vmm's command line for a definition (strings point into `def`, `bufs`, `disks`). */
+static int vm_argv(struct daemon *d, const struct cd_vmdef *def, char *argv[ARGV_MAX],
+		   char bufs[4][CD_PATH_MAX + CD_NAME_MAX + 16],
+		   char disks[CD_MAX_DISKS][DISK_ARG_MAX], char *why, size_t why_len)
 {
 	unsigned n = 0, i;
+	int rc;
 
 	snprintf(bufs[0], sizeof(bufs[0]), "%" PRIu64, def->mem_bytes);
 	snprintf(bufs[1], sizeof(bufs[1]), "%u", def->cpus);
@@ -313,7 +324,9 @@ static void vm_argv(struct daemon *d, const struct cd_vmdef *def, char *argv[ARG
 		argv[n++] = "--guest-param";
 		argv[n++] = (char *)def->guest_param[i];
 	}
-	vms_devices_argv(def, argv, &n);
+	rc = vms_devices_argv(d, def, argv, &n, disks, why, why_len);
+	if (rc < 0)
+		return rc;
 	argv[n++] = "--control";
 	argv[n++] = bufs[2];
 	argv[n++] = "--serial";
@@ -323,6 +336,7 @@ static void vm_argv(struct daemon *d, const struct cd_vmdef *def, char *argv[ARG
 		argv[n++] = d->conf.key_file;
 	}
 	argv[n] = NULL;
+	return 0;
 }
 
 static int make_dir(const char *state_dir, const char *sub, char *why, size_t why_len)
@@ -387,6 +401,7 @@ static void start_here(struct daemon *d, const char *vm)
 {
 	const struct cd_def *def = cd_defs_find(d->defs, vm);
 	char *argv[ARGV_MAX], bufs[4][CD_PATH_MAX + CD_NAME_MAX + 16];
+	char disks[CD_MAX_DISKS][DISK_ARG_MAX];
 	char why[256], reason[384]; /* cut to the message's 256 bytes when sent */
 	struct local_vm *slot = vms_free_slot(d);
 	int rc;
@@ -400,8 +415,9 @@ static void start_here(struct daemon *d, const char *vm)
 	else if (!slot)
 		rc = util_why(why, sizeof(why), -ENOSPC, "%s runs too many VMs", d->conf.node);
 	else {
-		vm_argv(d, &def->vm, argv, bufs);
-		rc = vms_spawn(d, slot, vm, LOCAL_PRIMARY, argv, bufs[2], why, sizeof(why));
+		rc = vm_argv(d, &def->vm, argv, bufs, disks, why, sizeof(why));
+		if (!rc)
+			rc = vms_spawn(d, slot, vm, LOCAL_PRIMARY, argv, bufs[2], why, sizeof(why));
 	}
 	if (!rc)
 		return;

@@ -88,10 +88,11 @@ struct cd_vmdef {
 	uint32_t cpus;
 	char guest_param[CD_MAX_GUEST_PARAM][64]; /* test guest: "key=value" */
 	unsigned nguest_param;
-	char kernel[CD_PATH_MAX];	      /* linux: castor-vmm's --kernel, absolute */
-	char initrd[CD_PATH_MAX];	      /* linux: --initrd, "" = none */
-	char cmdline[1024];		      /* linux: --cmdline */
-	char disk[CD_MAX_DISKS][CD_PATH_MAX]; /* "PATH" or "PATH,ro", as castor-vmm takes it */
+	char kernel[CD_PATH_MAX]; /* linux: castor-vmm's --kernel, absolute */
+	char initrd[CD_PATH_MAX]; /* linux: --initrd, "" = none */
+	char cmdline[1024];	  /* linux: --cmdline */
+	/* "PATH" or "PATH,ro", as castor-vmm takes it; %n in PATH: the node's name */
+	char disk[CD_MAX_DISKS][CD_PATH_MAX];
 	unsigned ndisks;
 	char nic[CD_MAX_NICS][96]; /* "tap=NAME[,mac=MAC]" */
 	unsigned nnics;
@@ -103,6 +104,11 @@ struct cd_vmdef {
 int cd_vmdef_parse(const char *name, const char *text, size_t len, struct cd_vmdef *out, char *why,
 		   size_t why_len);
 int cd_vmdef_load(const char *path, struct cd_vmdef *out, char *why, size_t why_len);
+/*
+ * A definition's disk as castor-vmm on `node` takes it: "%n" replaced by the
+ * node's name, "%%" by "%". -ENAMETOOLONG when it does not fit in out.
+ */
+int cd_vmdef_disk_on(const char *disk, const char *node, char *out, size_t out_len);
 
 /* ---- the cluster's definitions, replicated (defs.c) ---------------------------------------- */
 

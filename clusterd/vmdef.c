@@ -71,10 +71,47 @@ const char *cd_protection_str(enum cd_protection p)
 	return "?";
 }
 
-/* "PATH" or "PATH,ro" / "PATH,rw", PATH absolute (a host's castor-vmm opens it) */
+int cd_vmdef_disk_on(const char *disk, const char *node, char *out, size_t out_len)
+{
+	size_t n = 0;
+
+	for (const char *p = disk; *p; p++) {
+		const char *add = p;
+		size_t len = 1;
+
+		if (*p == '%' && p[1] == 'n') {
+			add = node;
+			len = strlen(node);
+			p++;
+		} else if (*p == '%' && p[1] == '%') {
+			p++;
+		}
+		if (n + len >= out_len)
+			return -ENAMETOOLONG;
+		memcpy(out + n, add, len);
+		n += len;
+	}
+	if (!out_len)
+		return -ENAMETOOLONG;
+	out[n] = 0;
+	return 0;
+}
+
+/*
+ * "PATH" or "PATH,ro" / "PATH,rw", PATH absolute (a host's castor-vmm opens
+ * it); "%n" in it is the node's name (a copy per host on one file system),
+ * "%%" a percent sign, any other '%' refused.
+ */
 static int take_disk(struct cd_vmdef *d, const char *v, char *why, size_t why_len)
 {
 	const char *comma = strrchr(v, ',');
+
+	for (const char *p = strchr(v, '%'); p; p = strchr(p + 2, '%'))
+		if (p[1] != 'n' && p[1] != '%')
+			return util_why(why, why_len, -EINVAL,
+					"disk: '%.60s' has a '%%' that is neither %%n (the node's "
+					"name) nor %%%%",
+					v);
 
 	if (d->ndisks == CD_MAX_DISKS)
 		return util_why(why, why_len, -E2BIG, "disk: at most %u disks", CD_MAX_DISKS);
@@ -261,13 +298,6 @@ static int line_cb(void *arg, unsigned line, const char *key, const char *v, cha
 	return take(x->d, (enum key)k, v, why, why_len);
 }
 
-static bool is_read_only(const char *disk)
-{
-	size_t n = strlen(disk);
-
-	return n > 3 && !strcmp(disk + n - 3, ",ro");
-}
-
 int cd_vmdef_parse(const char *name, const char *text, size_t len, struct cd_vmdef *out, char *why,
 		   size_t why_len)
 {
@@ -304,14 +334,6 @@ int cd_vmdef_parse(const char *name, const char *text, size_t len, struct cd_vmd
 		return util_why(why, why_len, -EINVAL,
 				"%s:%u: an interval for a VM with protection none", name,
 				x.seen[K_INTERVAL]);
-	for (unsigned i = 0; out->protection != CD_PROT_NONE && i < out->ndisks; i++)
-		if (!is_read_only(out->disk[i]))
-			return util_why(
-				why, why_len, -EINVAL,
-				"%s:%u: disk %s is writable; castord protects VMs with "
-				"read-only disks only (',ro') for now (castor-vmm replicates "
-				"writable ones: docs/disks.md)",
-				name, x.seen[K_DISK], out->disk[i]);
 	return 0;
 }
 

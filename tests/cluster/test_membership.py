@@ -245,6 +245,32 @@ def retire(cl, name):
     cl.castor("a", "vm", "undefine", name)
 
 
+# vm6's writable disk: 8 MiB per host, the test guest rewriting its first MiB
+DISK_BYTES, DISK_AREA = 8 << 20, 256 * 4096
+DISK_WORKLOAD = ("blkrate=300", "blkfirst=0", "blkcount=256", "seed=5")
+
+
+def disk_copied(sock, what):
+    """The primary's disks' initial copy sent at most the guest's area and found the
+    rest of the image already held by the replica (docs/disks.md)."""
+    h = ct.ha(sock)
+    if h["disk_copy_bytes"] > DISK_AREA or h["disk_copy_same_bytes"] < DISK_BYTES - DISK_AREA:
+        raise Fail(f"{what}: the disk's initial copy sent {h['disk_copy_bytes']} bytes and "
+                   f"found {h['disk_copy_same_bytes']} held (at most {DISK_AREA} differ)")
+
+
+def disk_reads_back(sock, what):
+    """The guest reads a whole pass of its disk area back, every block right."""
+    v0 = ct.vm_status(sock)["guest_io"]["blk_verified"]
+    wait_for(f"{what}: the guest reading its disk back",
+             lambda: ct.vm_status(sock)["guest_io"]["blk_verified"] >= v0 + 256,
+             timeout=ct.patience(60))
+    io = ct.vm_status(sock)["guest_io"]
+    if io["blk_bad"] or io["blk_io_errors"]:
+        raise Fail(f"{what}: the guest found {io['blk_bad']} bad blocks, "
+                   f"{io['blk_io_errors']} I/O errors: {io}")
+
+
 def vm_protected(cl, d):
     """A protected VM through castord, with real VMs and real replication between the
     namespaces: started on a, its replica placed on another host and synced; the
@@ -252,8 +278,16 @@ def vm_protected(cl, d):
     protected again (a's castor-vmm died, a did not: it may take the replica); that
     replica's castor-vmm killed -> the degraded primary protected again; the next
     replica's castor-vmm frozen -> the same, reported by the primary's castord; stopped."""
+    # a writable disk, a copy per host (%n: the node's name), seeded equal as an operator
+    # would with castor disk sync: every initial copy sends only what differs
+    data = os.urandom(DISK_BYTES)
+    for n in NODES:
+        with open(f"{cl.d}/{n}-vm6.img", "wb") as f:
+            f.write(data)
     with open(f"{d}/vm6.conf", "w") as f:
-        f.write(VM1.replace("vm1", "vm6").replace("hosts = a, b", "hosts = a, b, c"))
+        f.write(VM1.replace("vm1", "vm6").replace("hosts = a, b", "hosts = a, b, c") +
+                f"disk = {cl.d}/%n-vm6.img\n" +
+                "".join(f"guest_param = {p}\n" for p in DISK_WORKLOAD))
     cl.castor("a", "vm", "define", f"{d}/vm6.conf")
     wait_for("vm6 defined on c", lambda: "vm6" in cl.vms("c"))
     cl.castor("b", "vm", "start", "vm6", "--host", "a")
@@ -261,6 +295,7 @@ def vm_protected(cl, d):
     first = replica_of(cl, "vm6")
     if first not in ("b", "c"):
         raise Fail(f"vm6's replica is on '{first}'")
+    disk_copied(f"{cl.d}/a-state/run/vm6.sock", "vm6's first protection")
     # the primary's castord exports what its castor-vmm reports (a scrape, once a tick
     # has read an acknowledged epoch)
     key = 'node="a",vm="vm6"'
@@ -277,6 +312,11 @@ def vm_protected(cl, d):
     second = replica_of(cl, "vm6")
     if second == first:
         raise Fail(f"after the failover vm6's replica is on its primary's host {first}")
+    # the twin's disk is what its RAM expects (the guest reads its passes back right), and
+    # the re-protection -- toward a's old image too -- sent only the guest's area
+    psock = f"{cl.d}/{first}-state/run/vm6.replica.sock"
+    disk_reads_back(psock, f"vm6 promoted on {first}")
+    disk_copied(psock, f"vm6's re-protection from {first} to {second}")
     m = scrape(first)
     if m[("castor_vm_failovers_total", f'node="{first}",vm="vm6"')] != 1:
         raise Fail(f"{first}'s failover count for vm6: {m}")
@@ -306,8 +346,10 @@ def vm_protected(cl, d):
         raise Fail(f"{first}'s castord did not say its castor-vmm stopped replicating")
     wait_for(f"the frozen replica (pid {frozen}) stopped by {third}'s castord",
              lambda: not os.path.exists(f"/proc/{frozen}"), timeout=ct.patience(30))
+    disk_reads_back(psock, f"vm6 on {first} after three re-protections")
     retire(cl, "vm6")
-    print(f"protected vm6: synced to {first}; its primary killed -> promoted on {first} and "
+    print(f"protected vm6 (a writable disk, each initial copy only what differed): synced to "
+          f"{first}; its primary killed -> promoted on {first} and "
           f"protected again toward {second}; that replica killed -> degraded, then protected "
           f"again; its next replica frozen (SIGSTOP) -> reported lost by the primary's "
           f"castord, stopped, protected again; stopped")

@@ -159,6 +159,25 @@ static void vmdef_linux(void **state)
 	assert_string_equal(d.cmdline, "console=ttyS0 castor.ip=10.0.0.2/24");
 }
 
+/* A protected VM with a writable disk, a copy per node: %n is the node's name. */
+static void vmdef_disk_per_node(void **state)
+{
+	static const char text[] = "name = w\nguest = test\nmem = 64M\ncpus = 1\n"
+				   "protection = interval\ndisk = /srv/%n/w.img\n"
+				   "disk = /srv/100%%/%n-%n.img,ro\n";
+	char out[64], why[256];
+	struct cd_vmdef d;
+
+	(void)state;
+	assert_int_equal(cd_vmdef_parse("w.conf", text, strlen(text), &d, why, sizeof(why)), 0);
+	assert_int_equal(cd_vmdef_disk_on(d.disk[0], "b", out, sizeof(out)), 0);
+	assert_string_equal(out, "/srv/b/w.img");
+	assert_int_equal(cd_vmdef_disk_on(d.disk[1], "node2", out, sizeof(out)), 0);
+	assert_string_equal(out, "/srv/100%/node2-node2.img,ro");
+	assert_int_equal(cd_vmdef_disk_on(d.disk[0], "b", out, 12), -ENAMETOOLONG);
+	assert_int_equal(cd_vmdef_disk_on(d.disk[0], "b", out, 13), 0);
+}
+
 static void vmdef_bad(void **state)
 {
 	static const char base[] = "name = v\nguest = test\nmem = 64M\ncpus = 1\n";
@@ -175,7 +194,8 @@ static void vmdef_bad(void **state)
 		{"interval = 0\n", "interval: '0' is not 1 to 600000"},
 		{"protection = none\ninterval = 10\n", "d.conf:6: an interval for a VM with "
 						       "protection none"},
-		{"protection = interval\ndisk = /srv/a.img\n", "disk /srv/a.img is writable"},
+		{"disk = /srv/%h/a.img\n", "has a '%' that is neither %n (the node's name) nor %%"},
+		{"disk = /srv/a%\n", "has a '%' that is neither"},
 		{"hosts = a,a\n", "hosts: a is listed twice"},
 		{"hosts = a,-b\n", "hosts: '-b' is not a node name"},
 		{"guest_param = colour=red\n", "d.conf:5:"},
@@ -441,7 +461,7 @@ int main(void)
 		cmocka_unit_test(vmdef_good),	cmocka_unit_test(vmdef_bad),
 		cmocka_unit_test(vmdef_linux),	cmocka_unit_test(every_transition),
 		cmocka_unit_test(safety_rules), cmocka_unit_test(promotion_moves_the_vm),
-		cmocka_unit_test(layouts),
+		cmocka_unit_test(layouts),	cmocka_unit_test(vmdef_disk_per_node),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
