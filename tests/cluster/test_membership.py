@@ -397,6 +397,64 @@ def partitioned(cl, d):
           f"healed: a's castor-vmm stopped by its castord, vm8 stays on {twin}")
 
 
+def ex_primary_resynced(d):
+    """Two VM hosts and a witness: vm9 (a writable disk, a copy per host) runs on a,
+    protected to b. a is cut off: b and the witness promote the twin, which goes on
+    unprotected (no other host). When a comes back its castord stops its old castor-vmm
+    and a takes the replica: its stale copy is resynced, only what changed sent. Then b's
+    castor-vmm is killed and a's twin -- running from that resynced copy -- reads its disk
+    back right."""
+    sub = f"{d}/witness"
+    os.makedirs(sub)
+    subprocess.run([CASTOR, "key", "generate", f"{sub}/cluster.key"], check=True,
+                   capture_output=True)
+    cl = Cluster(sub, extra_conf=f"key_file = {sub}/cluster.key\n", witnesses=("c",))
+    try:
+        cl.up()
+        data = os.urandom(DISK_BYTES)
+        for n in ("a", "b"):
+            with open(f"{sub}/{n}-vm9.img", "wb") as f:
+                f.write(data)
+        with open(f"{sub}/vm9.conf", "w") as f:
+            f.write(VM1.replace("vm1", "vm9") + f"disk = {sub}/%n-vm9.img\n" +
+                    "".join(f"guest_param = {p}\n" for p in DISK_WORKLOAD))
+        cl.castor("a", "vm", "define", f"{sub}/vm9.conf")
+        wait_for("vm9 defined on b", lambda: "vm9" in cl.vms("b"))
+        cl.castor("b", "vm", "start", "vm9", "--host", "a")
+        expect_vm(cl, "vm9", "protected", "a", "its replica synced", timeout=ct.patience(60))
+        old_pid = vmm_pid(cl, "a", "vm9")
+        subprocess.run(["ip", "-n", f"{P}-a", "link", "set", "eth0", "down"], check=True)
+        expect(cl, "b", True, True, {"b", "c"}, "a cut off")
+        expect_vm(cl, "vm9", "unprotected", "b", "promoted on b, no host for a replica",
+                  timeout=ct.patience(60), nodes=("b", "c"))
+        bsock = f"{sub}/b-state/run/vm9.replica.sock"
+        ct.blk_writes(bsock, 300, "vm9's guest on b rewriting its area unprotected")
+        subprocess.run(["ip", "-n", f"{P}-a", "link", "set", "eth0", "up"], check=True)
+        for n in NODES:
+            expect(cl, n, True, True, {"a", "b", "c"}, "the partition healed")
+        wait_for("a's old castor-vmm of vm9 stopped by its castord",
+                 lambda: not os.path.exists(f"/proc/{old_pid}"), timeout=ct.patience(30))
+        expect_vm(cl, "vm9", "protected", "b", "protected again, toward a",
+                  timeout=ct.patience(90))
+        if replica_of(cl, "vm9") != "a":
+            raise Fail(f"vm9's replica is on {replica_of(cl, 'vm9')}, not a")
+        disk_copied(bsock, "vm9's re-protection toward a's old copy")
+        h = ct.ha(bsock)
+        # the old primary's copy was resynced from b
+        os.kill(vmm_pid(cl, "b", "vm9"), signal.SIGKILL)
+        expect_vm(cl, "vm9", "protected", "a", "promoted on a, from the resynced copy, and "
+                  "protected again toward b", timeout=ct.patience(90))
+        disk_reads_back(f"{sub}/a-state/run/vm9.replica.sock", "vm9 promoted on a")
+        retire(cl, "vm9")
+    finally:
+        cl.close()
+    print(f"two hosts and a witness: vm9's primary host a cut off -> promoted on b, "
+          f"unprotected; a back -> its old castor-vmm stopped, a resynced as the replica "
+          f"({h['disk_copy_bytes']} disk bytes sent, {h['disk_copy_same_bytes']} held); "
+          f"b's castor-vmm killed -> a's twin runs (protected again toward b), its disk "
+          f"reads back right")
+
+
 def two_nodes(d):
     """Two voting nodes and no witness: castord says why the layout is refused and changes
     nothing, until allow_two_node = yes forces it."""
@@ -471,6 +529,8 @@ def run(d):
     finally:
         cl.close()
     two_nodes(d)
+    if os.path.exists("/dev/kvm") and (not only or "ex_primary_resynced" in only):
+        ex_primary_resynced(d)
 
 
 def main():

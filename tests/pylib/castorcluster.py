@@ -68,10 +68,11 @@ def ns(name):
 
 
 class Cluster:
-    def __init__(self, d, nodes=None, extra_conf="", token=1000):
+    def __init__(self, d, nodes=None, extra_conf="", token=1000, witnesses=()):
         self.d = d
         self.nodes_ = nodes or NODES  # the corosync nodelist
         self.extra_conf = extra_conf  # more castord.conf lines
+        self.witnesses = witnesses  # nodes whose castord hosts no VMs
         self.token = token  # ms; None: corosync's defaults
         self.corosync = {}  # node -> Popen
         self.castord = {}
@@ -110,7 +111,8 @@ class Cluster:
         with open(conf, "w") as f:
             f.write(f"node = {n}\nstate_dir = {self.d}/{n}-state\n"
                     f"control = {self.d}/{n}.sock\nmetrics = {NODES[n][0]}:9477\n"
-                    f"vmm = {VMM}\nreplication_host = {NODES[n][0]}\n{self.extra_conf}")
+                    f"vmm = {VMM}\nreplication_host = {NODES[n][0]}\n{self.extra_conf}"
+                    + ("witness = yes\n" if n in self.witnesses else ""))
         sock = f"{self.d}/{n}.sock"
         if os.path.exists(sock):
             os.unlink(sock)  # a killed castord's: its successor makes its own
