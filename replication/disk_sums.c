@@ -7,22 +7,26 @@
  * writable copies range by range (holes are not read) and sends the digests
  * as SUMS frames, then an empty SUMS frame. The primary reads them all before
  * it sends anything, so neither end can wait on the other with full socket
- * buffers. Its initial copy then skips each range whose content, as read,
- * has the replica's digest: the replica holds exactly those bytes already.
- * Nothing writes the replica's copy between its hashing and the copy (it
- * serves one primary, and reads the copy's records only after the digests
- * are out), and a guest write after a range was read is sent after it, as
- * for the full copy -- so the argument of disk_tx.c's copy holds unchanged.
+ * buffers; meanwhile it hashes its own images on a thread of its own
+ * (disk_tx_take_sums), with its observers already in place. Its initial copy
+ * then skips each range both ends hashed alike. Nothing writes the replica's
+ * copy between its hashing and the copy's records (it serves one primary, and
+ * reads the records only after the digests are out), and a guest write that
+ * completes after the primary hashed a range is queued after it -- so the
+ * replica ends with the image either way, as for the full copy (disk_tx.c).
+ *
+ * Also here: the whole path between two local images for `castor bench
+ * resync` (repl_disk_copy_loopback).
  */
 #define LOG_TAG "disk"
 #include "replication/disk_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
 #include <sys/uio.h>
 #include <unistd.h>
 

@@ -26,6 +26,12 @@
  * was read is queued after that range's record, and one completed before is
  * in what was read, so the last record for each byte the replica applies is
  * the image's content at the seal.
+ *
+ * Re-protection (§8.5, disk_sums.c): with the replica's digests and this
+ * end's, taken after the observers were put in place, the copy skips each
+ * range both hashed alike, without reading it. The argument holds: the
+ * replica holds that range as this end hashed it, and every write that
+ * completed afterwards is queued.
  */
 #define LOG_TAG "disk"
 #include "replication/disk_int.h"
