@@ -95,10 +95,7 @@ def one(a, mode, d):
             raise Fail(f"{mode}: the VM stopped being protected: {ct.ha(psock)['last_error']}")
         return out
     except Fail:
-        for name in ("primary.out", "replica.out"):
-            if os.path.exists(f"{d}/{name}"):
-                print(f"--- {mode}: {name} (tail)\n" + open(f"{d}/{name}").read()[-1500:],
-                      file=sys.stderr)
+        ct.print_tails(d, ("primary.out", "replica.out"), mode)
         raise
     finally:
         ct.stop_procs(procs)

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -104,6 +105,14 @@ def blk_writes(sock, n, what):
     w0 = vm_status(sock)["guest_io"]["blk_written"]
     wait_for(what, lambda: vm_status(sock)["guest_io"]["blk_written"] > w0 + n,
              timeout=patience(30))
+
+
+def print_tails(d, names, label, n=1500):
+    """The last n characters of each of d/NAME that exists, on stderr (a failure's context)."""
+    for name in names:
+        if os.path.exists(f"{d}/{name}"):
+            print(f"--- {label}: {name} (tail)\n" + open(f"{d}/{name}").read()[-n:],
+                  file=sys.stderr)
 
 
 def stop_procs(procs):
