@@ -332,34 +332,24 @@ static void *loop_dest_main(void *arg)
 		d->rc = disk_sums_send(&d->l, &src, 1, NULL, NULL, d->why, sizeof(d->why));
 	while (!d->rc && !sealed) {
 		enum repl_frame kind;
+		struct repl_disk_op op;
 		size_t off = 0;
+		int n;
 
 		d->rc = repl_frame_recv_into(&d->l, REPL_DISK_FRAME_MAX, &buf, &cap, &len, &kind);
 		if (!d->rc && kind != REPL_FRAME_DISK)
 			d->rc = util_why(d->why, sizeof(d->why), -EPROTO,
 					 "a frame that is no DISK");
-		while (!d->rc && off + 8 <= len) {
-			struct repl_disk_op op;
-			uint32_t type, rlen;
-
-			memcpy(&type, buf + off, 4);
-			memcpy(&rlen, buf + off + 4, 4);
-			if (rlen > len - off - 8) {
-				d->rc = util_why(d->why, sizeof(d->why), -EPROTO,
-						 "a record cut short");
-				break;
-			}
-			d->rc = repl_disk_op_parse(type, buf + off + 8, rlen, &op, d->why,
-						   sizeof(d->why));
-			if (!d->rc && op.kind == REPL_DISK_OP_WRITE)
+		while (!d->rc && (n = repl_disk_frame_next(buf, len, &off, &op, d->why,
+							   sizeof(d->why))) != 0) {
+			if (n < 0)
+				d->rc = n;
+			else if (op.kind == REPL_DISK_OP_WRITE)
 				d->rc = disk_write_full(d->fd, op.data, op.len, op.offset);
-			else if (!d->rc && op.kind == REPL_DISK_OP_ZERO)
+			else if (op.kind == REPL_DISK_OP_ZERO)
 				d->rc = disk_zero_range(d->fd, op.offset, op.len);
 			sealed |= !d->rc && op.kind == REPL_DISK_OP_SEAL;
-			off += 8 + rlen + ((8 - rlen % 8) % 8);
 		}
-		if (d->rc < 0)
-			break;
 	}
 	if (!d->rc && fdatasync(d->fd) < 0)
 		d->rc = -errno;

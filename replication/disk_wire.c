@@ -409,3 +409,25 @@ int disk_sums_frame_parse(const uint8_t *body, size_t len, struct disk_sums_fram
 					.digests = body + sizeof(h)};
 	return 0;
 }
+
+int repl_disk_frame_next(const uint8_t *buf, size_t len, size_t *off, struct repl_disk_op *out,
+			 char *why, size_t why_len)
+{
+	uint32_t type, rlen;
+	int rc;
+
+	if (*off >= len)
+		return 0;
+	if (len - *off < 8)
+		return util_why(why, why_len, -EBADMSG, "a DISK frame: a record cut short");
+	memcpy(&type, buf + *off, 4);
+	memcpy(&rlen, buf + *off + 4, 4);
+	if (rlen > len - *off - 8)
+		return util_why(why, why_len, -EBADMSG,
+				"a DISK frame: a record longer than the frame");
+	rc = repl_disk_op_parse(type, buf + *off + 8, rlen, out, why, why_len);
+	if (rc < 0)
+		return rc;
+	*off += 8 + (size_t)rlen + ((8 - rlen % 8) % 8);
+	return 1;
+}

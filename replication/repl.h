@@ -369,6 +369,14 @@ struct repl_disk_op {
 int repl_disk_op_parse(uint32_t type, const uint8_t *body, size_t len, struct repl_disk_op *out,
 		       char *why, size_t why_len);
 /*
+ * Walk a DISK frame's records (§8.4: {u32 type, u32 length, body, pad to 8}):
+ * 1 with the record at *off parsed into out and *off moved past it, 0 at the
+ * frame's end, -EBADMSG (a record cut short) or repl_disk_op_parse's error,
+ * with why.
+ */
+int repl_disk_frame_next(const uint8_t *buf, size_t len, size_t *off, struct repl_disk_op *out,
+			 char *why, size_t why_len);
+/*
  * Encode `op` as a record: the header and fixed fields into head (at most
  * REPL_DISK_OP_HEAD bytes; returns how many), then the caller sends op->data
  * (WRITE) and repl_disk_op_pad(op) zero bytes. -EINVAL for what the spec refuses.

@@ -38,74 +38,30 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "replication/codec.h"
-#include "replication/disk_int.h"
-#include "replication/engine.h"
+#include "replication/secondary_int.h"
 #include "util/util.h"
 
 #define ACCEPT_POLL_MS 200
 #define HELLO_WAIT_MS  1000 /* a connection that says nothing this long is not a primary */
 
-struct repl_secondary {
-	struct repl_secondary_opts o;
-	struct repl_key key; /* o.key points here (wiped on free) */
-	char *listen_addr;
-	const struct repl_transport_ops *t;
-	struct repl_listener *listener;
-	pthread_t thread, listen_thread;
-	bool thread_live, listen_live;
-	struct repl_buf decoded;
-	struct repl_patches patches; /* the decoded epoch's PATCH pages, into rx */
-	uint8_t *rx;		     /* the epoch being received, kept across epochs */
-	size_t rx_cap;
-	uint64_t first_max; /* the largest initial copy the welcomed primary may send */
-	bool sums;	    /* the welcomed primary asked for the disks' digests (§8.5) */
-
-	pthread_mutex_t lock; /* guards the fields below */
-	pthread_cond_t cond;  /* a primary was handed over, or stop */
-	bool stop;
-	bool taken;			/* a primary's copy arrived: no other primary, ever */
-	struct repl_conn *pending;	/* welcomed, not yet picked up by the receiver */
-	struct repl_seal *pending_seal; /* its link's seal (NULL: plain), handed over with it */
-	struct repl_conn *conn;		/* the primary being served */
-	struct hv_vm *twin; /* NULL until the full copy is applied; handed out on failover */
-	struct repl_link switch_link; /* a migration's source waiting for RUNNING */
-	bool switch_held;
-	bool twin_broken; /* an apply failed half-way, or verify found it different */
-	struct repl_status st;
-	/* held while an epoch is applied, and by failover: never both at once */
-	pthread_mutex_t apply_lock;
-
-	/* the twin's writable disks (receiving thread only) */
-	struct twin_disk {
-		int fd; /* -1: none, or read-only */
-		uint64_t bytes;
-		struct repl_disk_epoch *buf; /* epochs from 1 on; epoch 0 is written at once */
-		bool replicated;	     /* the primary sealed epoch 0 for it */
-		uint64_t ops0, bytes0;	     /* epoch 0's records as written */
-		bool seal_valid;
-		uint64_t seal_epoch, seal_ops, seal_bytes;
-	} disks[REPL_DISK_MAX];
-};
-
-static const char *name_of(struct repl_secondary *s)
+const char *secondary_name(struct repl_secondary *s)
 {
 	return s->o.vm.name ? s->o.vm.name : "twin";
+}
+
+void secondary_note_error(struct repl_secondary *s, const char *fmt, const char *what)
+{
+	pthread_mutex_lock(&s->lock);
+	snprintf(s->st.last_error, sizeof(s->st.last_error), fmt, what);
+	pthread_mutex_unlock(&s->lock);
+	LOG_ERR("vm %s: %s", secondary_name(s), s->st.last_error);
 }
 
 static void set_state(struct repl_secondary *s, enum repl_state to, const char *why)
 {
 	pthread_mutex_lock(&s->lock);
-	repl_state_change(name_of(s), &s->st.state, to, why);
+	repl_state_change(secondary_name(s), &s->st.state, to, why);
 	pthread_mutex_unlock(&s->lock);
-}
-
-static void note_error(struct repl_secondary *s, const char *fmt, const char *what)
-{
-	pthread_mutex_lock(&s->lock);
-	snprintf(s->st.last_error, sizeof(s->st.last_error), fmt, what);
-	pthread_mutex_unlock(&s->lock);
-	LOG_ERR("vm %s: %s", name_of(s), s->st.last_error);
 }
 
 /* The DIGEST record of a decoded epoch, if it has one. */
@@ -147,7 +103,7 @@ static int verify(struct repl_secondary *s, uint64_t epoch)
 		snprintf(what, sizeof(what),
 			 "epoch %" PRIu64 ": RAM digest %08x, the primary's %08x", epoch, mine,
 			 d.crc32c);
-		note_error(s, "verify: %s", what);
+		secondary_note_error(s, "verify: %s", what);
 		return -EILSEQ;
 	}
 	return 0;
@@ -164,7 +120,7 @@ static int first_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len,
 	int rc;
 
 	if (len < 8 + sizeof(h)) {
-		note_error(s, "the first epoch is %s", "too short");
+		secondary_note_error(s, "the first epoch is %s", "too short");
 		return -EBADMSG;
 	}
 	memcpy(&h, buf + 8, sizeof(h));
@@ -173,18 +129,18 @@ static int first_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len,
 		struct hv_vm_config c = {.mem_bytes = h.mem_bytes, .ncpus = h.ncpus};
 
 		if (hv_vm_config_check(&c, why, sizeof(why)) < 0) {
-			note_error(s, "initial copy refused: %s", why);
+			secondary_note_error(s, "initial copy refused: %s", why);
 			return -EBADMSG;
 		}
 	}
 	rc = repl_decode(buf, len, NULL, h.mem_bytes, &s->decoded, NULL, why, sizeof(why));
 	if (rc < 0) {
-		note_error(s, "initial copy refused: %s", why);
+		secondary_note_error(s, "initial copy refused: %s", why);
 		return rc;
 	}
 	memcpy(&h, s->decoded.data + 8, sizeof(h));
 	if (h.kind != HV_STREAM_FULL) {
-		note_error(s, "initial copy refused: %s", "not a full stream");
+		secondary_note_error(s, "initial copy refused: %s", "not a full stream");
 		return -EBADMSG;
 	}
 	streams[0] = s->decoded.data;
@@ -192,7 +148,7 @@ static int first_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len,
 	rc = hv_snapshot_restore(&s->o.vm, streams, lens, 1, 0, s->o.add_devices,
 				 s->o.add_devices_arg, &twin, why, sizeof(why));
 	if (rc < 0) {
-		note_error(s, "initial copy refused: %s", why);
+		secondary_note_error(s, "initial copy refused: %s", why);
 		return rc;
 	}
 	pthread_mutex_lock(&s->lock);
@@ -222,7 +178,7 @@ static int next_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len, 
 	rc = repl_decode(buf, len, hv_ram_base(s->twin), hv_ram_pages(s->twin) * HV_PAGE_SIZE,
 			 &s->decoded, &s->patches, why, sizeof(why));
 	if (rc < 0) {
-		note_error(s, "epoch refused: %s", why);
+		secondary_note_error(s, "epoch refused: %s", why);
 		return rc;
 	}
 	memcpy(&h, s->decoded.data + 8, sizeof(h));
@@ -236,7 +192,7 @@ static int next_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len, 
 		pthread_mutex_unlock(&s->lock);
 	}
 	if (rc < 0) {
-		note_error(s, "epoch not applied: %s", why);
+		secondary_note_error(s, "epoch not applied: %s", why);
 		return rc;
 	}
 	pthread_mutex_lock(&s->lock);
@@ -253,175 +209,6 @@ static int next_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len, 
 }
 
 /* One record of a DISK frame, for the epoch `epoch` under way. */
-static int disk_record(struct repl_secondary *s, const struct repl_disk_op *op, uint64_t epoch,
-		       char *why, size_t why_len)
-{
-	struct twin_disk *d = &s->disks[op->disk];
-	int rc;
-
-	if (d->fd < 0)
-		return util_why(
-			why, why_len, -EPROTO,
-			"the primary replicates disk %u, which is not a writable disk here "
-			"(give the replica the same --disk list, writable where the primary's is)",
-			op->disk);
-	if (epoch > 0 && !d->replicated)
-		return util_why(why, why_len, -EPROTO,
-				"writes for disk %u, whose initial copy never came", op->disk);
-	if (op->epoch != epoch)
-		return util_why(why, why_len, -EPROTO,
-				"a %s of epoch %" PRIu64 " while epoch %" PRIu64 " is under way",
-				repl_disk_op_kind_str(op->kind), op->epoch, epoch);
-	if (op->kind == REPL_DISK_OP_SEAL) {
-		d->seal_valid = true;
-		d->seal_epoch = op->epoch;
-		d->seal_ops = op->ops;
-		d->seal_bytes = op->bytes;
-		return 0;
-	}
-	if (epoch > 0) {
-		rc = repl_disk_epoch_add(d->buf, op);
-		if (rc < 0)
-			return util_why(
-				why, why_len, rc, "disk %u: epoch %" PRIu64 ": %s", op->disk, epoch,
-				rc == -ENOBUFS	? "more writes than the replica may buffer"
-				: rc == -EINVAL ? "a write past the end of the replica's image"
-						: strerror(-rc));
-		return 0;
-	}
-	/* epoch 0, the initial copy: nothing runs from this image before it completes */
-	if ((op->kind != REPL_DISK_OP_FLUSH) &&
-	    (op->offset > d->bytes || op->len > d->bytes - op->offset))
-		return util_why(
-			why, why_len, -EFBIG,
-			"disk %u: the primary's image is larger than the replica's (%" PRIu64
-			" bytes)",
-			op->disk, d->bytes);
-	if (op->kind == REPL_DISK_OP_WRITE)
-		rc = disk_write_full(d->fd, op->data, op->len, op->offset);
-	else if (op->kind == REPL_DISK_OP_ZERO)
-		rc = disk_zero_range(d->fd, op->offset, op->len);
-	else
-		rc = 0;
-	if (rc < 0)
-		return util_why(why, why_len, rc, "disk %u: writing the initial copy: %s", op->disk,
-				strerror(-rc));
-	d->ops0++;
-	d->bytes0 += op->kind == REPL_DISK_OP_WRITE ? op->len : 0;
-	return 0;
-}
-
-/* A DISK frame: §10 records, each {u32 type, u32 length, body, pad to 8}. */
-static int disk_frame(struct repl_secondary *s, const uint8_t *buf, size_t len, uint64_t epoch)
-{
-	char why[256];
-	size_t off = 0;
-	int rc;
-
-	while (off < len) {
-		struct repl_disk_op op;
-		uint32_t type, rlen;
-
-		if (len - off < 8) {
-			note_error(s, "a DISK frame: %s", "a record cut short");
-			return -EBADMSG;
-		}
-		memcpy(&type, buf + off, 4);
-		memcpy(&rlen, buf + off + 4, 4);
-		if (rlen > len - off - 8) {
-			note_error(s, "a DISK frame: %s", "a record longer than the frame");
-			return -EBADMSG;
-		}
-		rc = repl_disk_op_parse(type, buf + off + 8, rlen, &op, why, sizeof(why));
-		if (!rc)
-			rc = disk_record(s, &op, epoch, why, sizeof(why));
-		if (rc < 0) {
-			note_error(s, "disk writes refused: %s", why);
-			return rc;
-		}
-		off += 8 + rlen + ((8 - rlen % 8) % 8);
-	}
-	return 0;
-}
-
-/*
- * Epoch `epoch` arrived whole: every replicated disk's seal must match what
- * arrived, and the writes land in the images (epoch 0's already did: it is
- * made durable). Before the RAM, so an epoch is acked only with its disks.
- * Returns the number of disks committed, or -errno (the twin is then unusable).
- */
-static int disks_commit(struct repl_secondary *s, uint64_t epoch)
-{
-	unsigned i;
-	int rc, n = 0;
-
-	for (i = 0; i < REPL_DISK_MAX; i++) {
-		struct twin_disk *d = &s->disks[i];
-		char what[160];
-
-		if (d->fd < 0 || (!d->replicated && epoch > 0))
-			continue;
-		if (!d->seal_valid || d->seal_epoch != epoch) {
-			if (epoch == 0 && !d->ops0)
-				continue; /* the primary does not replicate this disk */
-			snprintf(what, sizeof(what), "disk %u: no seal for epoch %" PRIu64, i,
-				 epoch);
-			note_error(s, "disk writes refused: %s", what);
-			return -EBADMSG;
-		}
-		d->seal_valid = false;
-		if (epoch == 0) {
-			rc = d->ops0 == d->seal_ops && d->bytes0 == d->seal_bytes ? 0 : -EBADMSG;
-			if (!rc && fdatasync(d->fd) < 0)
-				rc = -errno;
-		} else {
-			rc = repl_disk_epoch_check(d->buf, epoch, d->seal_ops, d->seal_bytes);
-			if (!rc)
-				rc = repl_disk_epoch_commit(d->buf, epoch);
-		}
-		if (rc < 0) {
-			snprintf(what, sizeof(what), "disk %u, epoch %" PRIu64 ": %s", i, epoch,
-				 rc == -EBADMSG ? "the writes that arrived do not match the seal"
-						: strerror(-rc));
-			note_error(s, "disk writes not applied: %s", what);
-			return rc;
-		}
-		pthread_mutex_lock(&s->lock);
-		s->st.disk_bytes += epoch ? d->seal_bytes : d->bytes0;
-		s->st.disks += !d->replicated;
-		pthread_mutex_unlock(&s->lock);
-		d->replicated = true;
-		n++;
-	}
-	return n;
-}
-
-/* The stream stopped: what arrived of an epoch that did not complete is forgotten. */
-static void disks_discard(struct repl_secondary *s, uint64_t epoch)
-{
-	unsigned i;
-
-	for (i = 0; i < REPL_DISK_MAX; i++) {
-		struct twin_disk *d = &s->disks[i];
-
-		if (d->fd < 0)
-			continue;
-		if (d->buf)
-			repl_disk_epoch_discard(d->buf, epoch);
-		d->seal_valid = false;
-		if (!s->twin) { /* a new primary starts over */
-			d->ops0 = d->bytes0 = 0;
-			d->replicated = false;
-		}
-	}
-	if (!s->twin) {
-		pthread_mutex_lock(&s->lock);
-		s->st.disks = 0;
-		s->st.disk_bytes = 0;
-		pthread_mutex_unlock(&s->lock);
-	}
-}
-
 /*
  * Serve one primary until its stream stops. Returns true when a migration's
  * source handed the VM over (SWITCH): the link is then kept in s->switch_link
@@ -449,7 +236,7 @@ static bool serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_
 			break;
 		}
 		if (kind == REPL_FRAME_DISK) {
-			rc = disk_frame(s, s->rx, len, epoch);
+			rc = twin_disk_frame(s, s->rx, len, epoch);
 			if (rc < 0) {
 				refused = true;
 				break;
@@ -462,7 +249,8 @@ static bool serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_
 				switched = true;
 				break;
 			}
-			note_error(s, "%s", "a SWITCH where no migration was under way: refused");
+			secondary_note_error(s, "%s",
+					     "a SWITCH where no migration was under way: refused");
 			refused = true;
 			rc = -EPROTO;
 			break;
@@ -474,7 +262,7 @@ static bool serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_
 		rc = s->stop ? -ECANCELED : 0;
 		pthread_mutex_unlock(&s->lock);
 		if (!rc)
-			rc = disks = disks_commit(s, epoch);
+			rc = disks = twin_disks_commit(s, epoch);
 		if (rc >= 0)
 			rc = s->twin ? next_epoch(s, buf, len, epoch, &id)
 				     : first_epoch(s, buf, len, &id);
@@ -514,17 +302,17 @@ static bool serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_
 		}
 		epoch++;
 	}
-	disks_discard(s, epoch);
+	twin_disks_discard(s, epoch);
 	pthread_mutex_lock(&s->lock);
 	if (switched) {
 		s->taken = true;
 		s->switch_link = *l;
 		s->switch_held = true;
-		repl_state_change(name_of(s), &s->st.state, REPL_S_SWITCHING,
+		repl_state_change(secondary_name(s), &s->st.state, REPL_S_SWITCHING,
 				  "the source handed the VM over");
 		pthread_mutex_unlock(&s->lock);
 		LOG_INFO("vm %s: the source paused after epoch %" PRIu64 " and hands the VM over",
-			 name_of(s), s->st.epoch);
+			 secondary_name(s), s->st.epoch);
 		return true;
 	}
 	if (!s->twin && !s->stop) {
@@ -533,8 +321,9 @@ static bool serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_
 			snprintf(s->st.last_error, sizeof(s->st.last_error),
 				 "a primary left before its initial copy was applied (%s)",
 				 bye ? "it said goodbye" : strerror(-rc));
-		LOG_WARN("vm %s: %s; waiting for a primary again", name_of(s), s->st.last_error);
-		repl_state_change(name_of(s), &s->st.state, REPL_S_IDLE, "primary left");
+		LOG_WARN("vm %s: %s; waiting for a primary again", secondary_name(s),
+			 s->st.last_error);
+		repl_state_change(secondary_name(s), &s->st.state, REPL_S_IDLE, "primary left");
 		pthread_mutex_unlock(&s->lock);
 		return false;
 	}
@@ -544,79 +333,31 @@ static bool serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_
 			 "the source gave the migration up after epoch %" PRIu64
 			 " and runs on: nothing runs here",
 			 s->st.epoch);
-		LOG_WARN("vm %s: %s", name_of(s), s->st.last_error);
+		LOG_WARN("vm %s: %s", secondary_name(s), s->st.last_error);
 	} else if (bye) {
 		snprintf(s->st.last_error, sizeof(s->st.last_error),
 			 "the primary stopped protecting after epoch %" PRIu64
 			 " and runs on: a failover needs --force",
 			 s->st.epoch);
-		LOG_WARN("vm %s: %s", name_of(s), s->st.last_error);
+		LOG_WARN("vm %s: %s", secondary_name(s), s->st.last_error);
 	} else if (!s->stop && rc != -ECANCELED && !refused && s->o.incoming) {
 		snprintf(s->st.last_error, sizeof(s->st.last_error),
 			 "the source went away before handing the VM over, after epoch %" PRIu64
 			 " (%s): nothing runs here; the source runs on if it is alive",
 			 s->st.epoch, strerror(-rc));
-		LOG_WARN("vm %s: %s", name_of(s), s->st.last_error);
+		LOG_WARN("vm %s: %s", secondary_name(s), s->st.last_error);
 	} else if (!s->stop && rc != -ECANCELED && !refused) {
 		snprintf(s->st.last_error, sizeof(s->st.last_error),
 			 "the primary's stream stopped after epoch %" PRIu64 " (%s)", s->st.epoch,
 			 strerror(-rc));
 		LOG_WARN("vm %s: %s; the twin waits at epoch %" PRIu64 " for a failover",
-			 name_of(s), s->st.last_error, s->st.epoch);
+			 secondary_name(s), s->st.last_error, s->st.epoch);
 	}
-	repl_state_change(name_of(s), &s->st.state, bye ? REPL_S_RELEASED : REPL_S_PRIMARY_LOST,
+	repl_state_change(secondary_name(s), &s->st.state,
+			  bye ? REPL_S_RELEASED : REPL_S_PRIMARY_LOST,
 			  bye ? "primary said goodbye" : "stream stopped");
 	pthread_mutex_unlock(&s->lock);
 	return false;
-}
-
-static bool stopping(void *arg)
-{
-	struct repl_secondary *s = arg;
-	bool stop;
-
-	pthread_mutex_lock(&s->lock);
-	stop = s->stop;
-	pthread_mutex_unlock(&s->lock);
-	return stop;
-}
-
-/*
- * The primary asked for the digests of our copies (§8.5): all of them,
- * before anything of its stream is read. False when they could not be sent:
- * the primary is then dropped and the next one may come (nothing was written).
- */
-static bool send_sums(struct repl_secondary *s, struct repl_link *l)
-{
-	struct disk_sums_src src[REPL_DISK_MAX];
-	uint64_t t0 = util_now_ns();
-	char why[192];
-	unsigned i, n = 0;
-	int rc;
-
-	for (i = 0; i < s->o.ndisks && i < REPL_DISK_MAX; i++)
-		if (s->disks[i].fd >= 0)
-			src[n++] = (struct disk_sums_src){
-				.disk = i, .fd = s->disks[i].fd, .image_bytes = s->disks[i].bytes};
-	if (s->t->set_timeout) /* the primary reads them as they come */
-		s->t->set_timeout(l->c, REPL_SYNC_TIMEOUT_MS);
-	rc = disk_sums_send(l, src, n, stopping, s, why, sizeof(why));
-	if (rc < 0) {
-		pthread_mutex_lock(&s->lock);
-		if (rc != -ECANCELED) {
-			snprintf(s->st.last_error, sizeof(s->st.last_error),
-				 "the disks' digests for the primary: %.100s", why);
-			LOG_WARN("vm %s: %s; waiting for a primary again", name_of(s),
-				 s->st.last_error);
-		}
-		repl_state_change(name_of(s), &s->st.state, REPL_S_IDLE, "primary left");
-		pthread_mutex_unlock(&s->lock);
-		return false;
-	}
-	if (n)
-		LOG_INFO("vm %s: digests of %u disk%s sent in %.1f s", name_of(s), n,
-			 n == 1 ? "" : "s", (double)(util_now_ns() - t0) / 1e9);
-	return true;
 }
 
 /* The receiving thread: serve each primary the listener hands over. */
@@ -625,7 +366,7 @@ static void *receiver(void *arg)
 	struct repl_secondary *s = arg;
 
 	pthread_setname_np(pthread_self(), "castor-twin");
-	repl_thread_sched(name_of(s), s->o.thread_nice, s->o.thread_rt);
+	repl_thread_sched(secondary_name(s), s->o.thread_nice, s->o.thread_rt);
 	for (;;) {
 		struct repl_link l = {.t = s->t};
 		uint64_t first_max;
@@ -646,7 +387,7 @@ static void *receiver(void *arg)
 		first_max = s->first_max;
 		sums = s->sums;
 		pthread_mutex_unlock(&s->lock);
-		kept = (!sums || send_sums(s, &l)) && serve(s, &l, first_max);
+		kept = (!sums || twin_disks_send_sums(s, &l)) && serve(s, &l, first_max);
 		pthread_mutex_lock(&s->lock);
 		s->conn = NULL;
 		ended = s->o.incoming && s->taken && !s->stop;
@@ -689,12 +430,12 @@ static bool greet(struct repl_secondary *s, struct repl_conn *c)
 		s->t->set_timeout(c, HELLO_WAIT_MS);
 	status = repl_hello_recv(&l, &hs, &h, why, sizeof(why));
 	if (status == -EOPNOTSUPP) { /* a migration at a replica, or the other way round */
-		LOG_WARN("vm %s: %s refused: %s", name_of(s), peer, why);
+		LOG_WARN("vm %s: %s refused: %s", secondary_name(s), peer, why);
 		repl_welcome_send(&l, &hs, status, 0, why);
 		goto out;
 	}
 	if (status < 0) {
-		LOG_WARN("vm %s: %s is not a primary: %s; closed", name_of(s), peer, why);
+		LOG_WARN("vm %s: %s is not a primary: %s; closed", secondary_name(s), peer, why);
 		goto out;
 	}
 	status = repl_handshake_check(&hs, text, sizeof(text));
@@ -721,19 +462,19 @@ static bool greet(struct repl_secondary *s, struct repl_conn *c)
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (status) {
-		LOG_WARN("vm %s: primary %s refused: %s", name_of(s), peer, text);
+		LOG_WARN("vm %s: primary %s refused: %s", secondary_name(s), peer, text);
 		repl_welcome_send(&l, &hs, status, 0, text);
 		goto out;
 	}
 	if (repl_welcome_send(&l, &hs, 0,
 			      s->o.conn.timeout_ms ? s->o.conn.timeout_ms : REPL_DEFAULT_TIMEOUT_MS,
 			      "welcome") < 0) {
-		LOG_WARN("vm %s: primary %s went away during its hello", name_of(s), peer);
+		LOG_WARN("vm %s: primary %s went away during its hello", secondary_name(s), peer);
 		goto out;
 	}
 	if (repl_proof_recv(&l, &hs, why, sizeof(why)) < 0) {
-		LOG_WARN("vm %s: primary %s failed the handshake: %s; closed", name_of(s), peer,
-			 why);
+		LOG_WARN("vm %s: primary %s failed the handshake: %s; closed", secondary_name(s),
+			 peer, why);
 		goto out;
 	}
 	pthread_mutex_lock(&s->lock);
@@ -745,13 +486,14 @@ static bool greet(struct repl_secondary *s, struct repl_conn *c)
 		s->sums = hs.sums;
 		s->st.link_authenticated = s->pending_seal != NULL;
 		s->st.link_encrypted = hs.encrypt && s->pending_seal;
-		repl_state_change(name_of(s), &s->st.state, REPL_S_SYNCING, "primary connected");
+		repl_state_change(secondary_name(s), &s->st.state, REPL_S_SYNCING,
+				  "primary connected");
 		pthread_cond_signal(&s->cond);
 		handed = true;
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (handed)
-		LOG_INFO("vm %s: primary %s welcomed, link %s", name_of(s), peer,
+		LOG_INFO("vm %s: primary %s welcomed, link %s", secondary_name(s), peer,
 			 hs.encrypt && s->o.key ? "authenticated and encrypted"
 			 : s->o.key		? "authenticated"
 						: "unauthenticated (no key)");
@@ -780,44 +522,13 @@ static void *listener(void *arg)
 		if (rc == -ETIMEDOUT)
 			continue;
 		if (rc < 0) {
-			LOG_ERRNO(rc, "vm %s: accept", name_of(s));
+			LOG_ERRNO(rc, "vm %s: accept", secondary_name(s));
 			continue;
 		}
 		if (!greet(s, c))
 			s->t->close(c);
 	}
 	return NULL;
-}
-
-static int disks_open(struct repl_secondary *s, char *why, size_t why_len)
-{
-	unsigned i;
-	int rc;
-
-	if (s->o.ndisks > REPL_DISK_MAX)
-		return util_why(why, why_len, -EINVAL, "at most %u disks", REPL_DISK_MAX);
-	for (i = 0; i < s->o.ndisks; i++) {
-		struct twin_disk *d = &s->disks[i];
-		const char *path = s->o.disks[i].path;
-		char name[96];
-
-		if (s->o.disks[i].read_only)
-			continue;
-		d->fd = open(path, O_RDWR | O_CLOEXEC);
-		if (d->fd < 0)
-			return util_why(why, why_len, -errno,
-					"disk %s: the replica cannot write its copy there (%s)",
-					path, strerror(errno));
-		rc = repl_disk_image_size(d->fd, &d->bytes, name, sizeof(name));
-		if (rc < 0)
-			return util_why(why, why_len, rc, "disk %s: %s", path, name);
-		d->bytes -= d->bytes % DISK_SECTOR;
-		snprintf(name, sizeof(name), "%s disk %u", name_of(s), i);
-		rc = repl_disk_epoch_new(d->fd, d->bytes, 0, name, &d->buf);
-		if (rc < 0)
-			return util_why(why, why_len, rc, "disk %s: %s", path, strerror(-rc));
-	}
-	return 0;
 }
 
 int repl_secondary_start(const struct repl_secondary_opts *o, struct repl_secondary **out,
@@ -853,7 +564,7 @@ int repl_secondary_start(const struct repl_secondary_opts *o, struct repl_second
 		rc = -ENOMEM;
 		goto fail;
 	}
-	rc = disks_open(s, why, why_len);
+	rc = twin_disks_open(s, why, why_len);
 	if (rc < 0)
 		goto fail;
 	rc = s->t->listen(s->listen_addr, &s->o.conn, &s->listener);
@@ -873,7 +584,7 @@ int repl_secondary_start(const struct repl_secondary_opts *o, struct repl_second
 		goto fail;
 	}
 	s->listen_live = true;
-	LOG_INFO("vm %s: waiting for a primary on %s (port %u)", name_of(s), s->listen_addr,
+	LOG_INFO("vm %s: waiting for a primary on %s (port %u)", secondary_name(s), s->listen_addr,
 		 repl_secondary_port(s));
 	*out = s;
 	return 0;
@@ -919,11 +630,12 @@ static void answer_switch(struct repl_secondary *s, int rc)
 		return;
 	err = repl_running_send(&s->switch_link, rc);
 	if (err < 0)
-		LOG_WARN("vm %s: could not tell the source that the VM %s (%s)", name_of(s),
+		LOG_WARN("vm %s: could not tell the source that the VM %s (%s)", secondary_name(s),
 			 rc ? "did not start" : "runs here", strerror(-err));
 	if (rc < 0) {
 		pthread_mutex_lock(&s->lock);
-		repl_state_change(name_of(s), &s->st.state, REPL_S_STOPPED, "could not start");
+		repl_state_change(secondary_name(s), &s->st.state, REPL_S_STOPPED,
+				  "could not start");
 		pthread_mutex_unlock(&s->lock);
 	}
 	repl_link_dispose(&s->switch_link);
@@ -1002,9 +714,9 @@ int repl_secondary_failover(struct repl_secondary *s, bool force, struct hv_vm *
 	if (!rc) {
 		pthread_mutex_lock(&s->lock);
 		s->twin = NULL;
-		repl_state_change(name_of(s), &s->st.state, REPL_S_FAILED_OVER, "failover");
+		repl_state_change(secondary_name(s), &s->st.state, REPL_S_FAILED_OVER, "failover");
 		pthread_mutex_unlock(&s->lock);
-		LOG_INFO("vm %s: failed over at epoch %" PRIu64 " in %.3f ms", name_of(s),
+		LOG_INFO("vm %s: failed over at epoch %" PRIu64 " in %.3f ms", secondary_name(s),
 			 s->st.epoch, (double)(util_now_ns() - t0) / 1e6);
 		repl_log_event(s->o.log_cb, s->o.log_arg, "failover %" PRIu64, s->st.epoch);
 		*vm_out = twin;
@@ -1032,11 +744,7 @@ void repl_secondary_free(struct repl_secondary *s)
 	if (s->listener && s->t->close_listener)
 		s->t->close_listener(s->listener);
 	hv_vm_free(s->twin);
-	for (unsigned i = 0; i < REPL_DISK_MAX; i++) {
-		repl_disk_epoch_free(s->disks[i].buf);
-		if (s->disks[i].fd >= 0)
-			close(s->disks[i].fd);
-	}
+	twin_disks_close(s);
 	repl_buf_dispose(&s->decoded);
 	repl_patches_dispose(&s->patches);
 	free(s->rx);

@@ -104,16 +104,15 @@ static void *reader(void *arg)
 			s->rc = -EPROTO;
 			break;
 		}
-		while (off < len) {
+		for (;;) {
 			struct repl_disk_op op;
-			uint32_t type, rlen;
 			char why[160];
+			int n = repl_disk_frame_next(buf, len, &off, &op, why, sizeof(why));
 
-			memcpy(&type, buf + off, 4);
-			memcpy(&rlen, buf + off + 4, 4);
-			s->rc = repl_disk_op_parse(type, buf + off + 8, rlen, &op, why,
-						   sizeof(why));
-			if (s->rc < 0) {
+			if (n == 0)
+				break;
+			if (n < 0) {
+				s->rc = n;
 				fprintf(stderr, "%s\n", why);
 				goto out;
 			}
@@ -132,7 +131,6 @@ static void *reader(void *arg)
 			op.data = NULL;
 			if (s->n < 64)
 				s->ops[s->n++] = op;
-			off += 8 + rlen + ((8 - rlen % 8) % 8);
 		}
 	}
 out:
