@@ -124,3 +124,27 @@ int repl_ack_recv(struct repl_link *l, uint64_t *stream_id_out, int32_t *status_
 	*status_out = a.status;
 	return 0;
 }
+
+uint32_t repl_ack_wait_ms(uint32_t timeout_ms, uint64_t stream_bytes)
+{
+	uint64_t ms = (uint64_t)timeout_ms + stream_bytes / REPL_ACK_APPLY_BYTES_PER_MS;
+
+	if (timeout_ms >= REPL_SYNC_TIMEOUT_MS)
+		return timeout_ms;
+	return ms > REPL_SYNC_TIMEOUT_MS ? REPL_SYNC_TIMEOUT_MS : (uint32_t)ms;
+}
+
+int repl_ack_recv_sized(struct repl_link *l, uint32_t timeout_ms, uint64_t stream_bytes,
+			uint64_t *stream_id_out, int32_t *status_out)
+{
+	uint32_t wait = repl_ack_wait_ms(timeout_ms, stream_bytes);
+	bool raised = wait > timeout_ms && l->t->set_timeout;
+	int rc;
+
+	if (raised)
+		l->t->set_timeout(l->c, wait);
+	rc = repl_ack_recv(l, stream_id_out, status_out);
+	if (raised)
+		l->t->set_timeout(l->c, timeout_ms);
+	return rc;
+}

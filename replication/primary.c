@@ -218,7 +218,11 @@ static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 		fail(p, rc, "sending");
 		return rc;
 	}
-	rc = repl_ack_recv(&p->link, &acked_id, &status);
+	/* the peer acks once it has applied the stream: a big one gets longer */
+	rc = repl_ack_recv_sized(&p->link,
+				 p->st.state == REPL_S_SYNCING ? REPL_SYNC_TIMEOUT_MS
+							       : p->o.conn.timeout_ms,
+				 len, &acked_id, &status);
 	/* a refusal may come before the receiver could read the stream's id */
 	if (!rc && !status && acked_id != sst->stream_id)
 		rc = -EPROTO;
@@ -663,8 +667,7 @@ static void run(struct repl_primary *p)
 	if (ship(p, &sst) < 0)
 		return;
 	if (p->t->set_timeout)
-		p->t->set_timeout(p->link.c, p->o.conn.timeout_ms ? p->o.conn.timeout_ms
-								  : REPL_DEFAULT_TIMEOUT_MS);
+		p->t->set_timeout(p->link.c, p->o.conn.timeout_ms);
 	if (p->o.migrate) {
 		migrate(p, &sst, start);
 		return;

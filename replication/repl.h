@@ -168,6 +168,19 @@ int repl_epoch_recv_into(struct repl_link *l, uint64_t max_len, uint8_t **buf_io
 			 size_t *len_out);
 int repl_ack_send(struct repl_link *l, uint64_t stream_id, int32_t status);
 int repl_ack_recv(struct repl_link *l, uint64_t *stream_id_out, int32_t *status_out);
+/*
+ * The ack of a stream of `stream_bytes`, waited for longer than the link's
+ * timeout_ms (what it is set back to after): a peer acks only once it has
+ * decoded and applied the whole stream, and a migration's round of tens of
+ * MiB takes it longer than the silence that means a dead peer. The wait is
+ * repl_ack_wait_ms(timeout_ms, stream_bytes).
+ */
+int repl_ack_recv_sized(struct repl_link *l, uint32_t timeout_ms, uint64_t stream_bytes,
+			uint64_t *stream_id_out, int32_t *status_out);
+/* timeout_ms, plus 1 ms per REPL_ACK_APPLY_BYTES_PER_MS of stream, at most REPL_SYNC_TIMEOUT_MS. */
+uint32_t repl_ack_wait_ms(uint32_t timeout_ms, uint64_t stream_bytes);
+/* 8 MiB/s: far below any host's apply rate, above an emulated test host's. */
+#define REPL_ACK_APPLY_BYTES_PER_MS 8192u
 
 /*
  * Send an epoch in `chunk`-byte pieces, calling progress(arg, sent, len) after

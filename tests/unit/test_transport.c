@@ -1,8 +1,9 @@
 /*
  * The TCP transport on loopback: whole vectored sends and exact receives,
- * a silent peer reported within the timeout, a vanished peer reported (no
- * SIGPIPE), the cut-after-K-bytes hook delivering exactly K bytes, addresses
- * by number and by name, and bad addresses refused with a message naming why.
+ * a silent peer reported within the timeout (an ack's wait grown with its
+ * stream), a vanished peer reported (no SIGPIPE), the cut-after-K-bytes hook
+ * delivering exactly K bytes, addresses by number and by name, and bad
+ * addresses refused with a message naming why.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -145,6 +146,61 @@ static void silent_peer_times_out(void **state)
 
 	make_pair(&p, &o);
 	assert_int_equal(T->recv(p.b, &x, 1), -ETIMEDOUT);
+	free_pair(&p);
+}
+
+struct late_ack {
+	struct repl_conn *c;
+	int rc;
+};
+
+static void *ack_after_a_second(void *arg)
+{
+	struct late_ack *a = arg;
+	struct timespec t = {.tv_sec = 1};
+
+	nanosleep(&t, NULL);
+	a->rc = repl_ack_send(PLAIN(a->c), 7, 0);
+	return NULL;
+}
+
+/*
+ * A peer acks a stream once it has applied it: the ack of a big stream (a
+ * migration's round) is waited for longer than the link's timeout, which holds
+ * again afterwards; a small stream's late ack is a dead peer.
+ */
+static void ack_wait_grows_with_the_stream(void **state)
+{
+	struct repl_conn_opts o = {.timeout_ms = 300};
+	struct late_ack la = {0};
+	struct pair p;
+	pthread_t th;
+	uint64_t id = 0;
+	int32_t st = 1;
+	uint8_t x;
+
+	assert_int_equal(repl_ack_wait_ms(300, 0), 300);
+	assert_int_equal(repl_ack_wait_ms(300, 64ull << 20),
+			 300 + (64u << 20) / REPL_ACK_APPLY_BYTES_PER_MS);
+	assert_int_equal(repl_ack_wait_ms(300, 1ull << 40), REPL_SYNC_TIMEOUT_MS);
+	assert_int_equal(repl_ack_wait_ms(REPL_SYNC_TIMEOUT_MS + 1, 1ull << 40),
+			 REPL_SYNC_TIMEOUT_MS + 1);
+
+	make_pair(&p, &o);
+	la.c = p.b;
+	assert_int_equal(pthread_create(&th, NULL, ack_after_a_second, &la), 0);
+	assert_int_equal(repl_ack_recv_sized(PLAIN(p.a), 300, 64ull << 20, &id, &st), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(la.rc, 0);
+	assert_int_equal(id, 7);
+	assert_int_equal(st, 0);
+	/* the link's own timeout is back: silence is a dead peer again */
+	assert_int_equal(T->recv(p.a, &x, 1), -ETIMEDOUT);
+
+	/* a small stream's ack a second late is not waited for */
+	assert_int_equal(pthread_create(&th, NULL, ack_after_a_second, &la), 0);
+	assert_int_equal(repl_ack_recv_sized(PLAIN(p.a), 300, 4096, &id, &st), -ETIMEDOUT);
+	pthread_join(th, NULL);
 	free_pair(&p);
 }
 
@@ -486,6 +542,7 @@ int main(void)
 		cmocka_unit_test(round_trip),
 		cmocka_unit_test(silent_peer_times_out),
 		cmocka_unit_test(slow_reader_within_a_raised_timeout),
+		cmocka_unit_test(ack_wait_grows_with_the_stream),
 		cmocka_unit_test(vanished_peer),
 		cmocka_unit_test(peer_dies_mid_message),
 		cmocka_unit_test(cut_after_bytes),
