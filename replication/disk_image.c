@@ -63,6 +63,36 @@ bool disk_is_hole(struct disk_holes *h, uint64_t off, uint64_t len)
 	return h->next_data >= off + len;
 }
 
+int disk_image_crc32c(int fd, uint64_t bytes, uint32_t *crc_out)
+{
+	const size_t chunk = 1u << 20;
+	uint32_t crc = UTIL_CRC32C_INIT;
+	struct disk_holes h;
+	uint8_t *buf = calloc(1, chunk);
+	uint64_t off;
+	int rc = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	disk_holes_init(&h, fd, bytes);
+	for (off = 0; off < bytes; off += chunk) {
+		size_t len = bytes - off < chunk ? (size_t)(bytes - off) : chunk;
+
+		if (disk_is_hole(&h, off, len)) {
+			memset(buf, 0, len); /* a read may have left data in it */
+		} else {
+			rc = disk_read_full(fd, buf, len, off);
+			if (rc < 0)
+				goto out;
+		}
+		crc = util_crc32c_update(crc, buf, len);
+	}
+	*crc_out = util_crc32c_final(crc);
+out:
+	free(buf);
+	return rc;
+}
+
 int disk_read_full(int fd, uint8_t *buf, size_t len, uint64_t off)
 {
 	while (len) {

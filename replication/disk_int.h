@@ -226,6 +226,11 @@ struct disk_holes {
 void disk_holes_init(struct disk_holes *h, int fd, uint64_t size);
 /* True when [off, off + len) holds no data (reads as zeros without being read). */
 bool disk_is_hole(struct disk_holes *h, uint64_t off, uint64_t len);
+/*
+ * The CRC-32C of the image's first `bytes` bytes, holes counted as the zeros
+ * they read as (verify mode's DISK_DIGEST, stream-format.md §8).
+ */
+int disk_image_crc32c(int fd, uint64_t bytes, uint32_t *crc_out);
 
 /*
  * ---- the replica's digests before an initial copy (disk_sums.c, stream-format.md §8.5) ----
@@ -353,6 +358,12 @@ int disk_tx_copy(struct disk_tx *tx, unsigned i, int fd, uint64_t image_bytes, s
 int disk_tx_take_sums(struct disk_tx *tx, struct repl_link *l, const int *fds,
 		      const uint64_t *image_bytes, char *why, size_t why_len);
 /* Stop keeping records (the session ended) and drop what is queued. */
+/*
+ * Verify mode, in the pause of epoch `epoch` (the I/O thread parked: each
+ * image is exactly that epoch's): a DISK_DIGEST record per observed disk of
+ * at most REPL_VERIFY_DISK_MAX bytes, written to w. Larger disks are left out.
+ */
+int disk_tx_write_digests(struct disk_tx *tx, uint64_t epoch, struct hv_stream_writer *w);
 void disk_tx_close(struct disk_tx *tx);
 /*
  * A protected VM's queue: its writable disks found and their images opened

@@ -751,6 +751,29 @@ int disk_tx_start(struct disk_tx *tx, struct repl_link *l, const char *vm, bool 
 	return 0;
 }
 
+int disk_tx_write_digests(struct disk_tx *tx, uint64_t epoch, struct hv_stream_writer *w)
+{
+	unsigned i;
+	int rc;
+
+	for (i = 0; i < tx->n; i++) {
+		struct repl_disk_digest_rec d = {.epoch = epoch, .disk = tx->disks[i].idx};
+		struct iovec iov = {&d, sizeof(d)};
+
+		if (!tx->blks[i] || tx->fds[i] < 0)
+			continue;
+		d.image_bytes = hv_blk_bytes(tx->blks[i]);
+		if (d.image_bytes > REPL_VERIFY_DISK_MAX)
+			continue;
+		rc = disk_image_crc32c(tx->fds[i], d.image_bytes, &d.crc32c);
+		if (!rc)
+			rc = hv_stream_write(w, REPL_REC_DISK_DIGEST, &iov, 1);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
 void disk_tx_stop(struct disk_tx *tx)
 {
 	if (!tx)

@@ -114,7 +114,8 @@ static void fail(struct repl_primary *p, int rc, const char *what)
 
 /*
  * In the pause: the content of epoch p->epoch is fixed. Seal its outputs
- * (later ones belong to the next epoch) and, in verify mode, digest RAM.
+ * (later ones belong to the next epoch) and, in verify mode, digest RAM and
+ * the replicated disks.
  */
 static int in_pause(void *arg, struct hv_vm *vm, struct hv_stream_writer *w)
 {
@@ -137,7 +138,11 @@ static int in_pause(void *arg, struct hv_vm *vm, struct hv_stream_writer *w)
 		struct repl_digest_rec d = {.epoch = p->epoch, .crc32c = repl_ram_digest(vm)};
 		struct iovec iov = {&d, sizeof(d)};
 
-		return hv_stream_write(w, REPL_REC_DIGEST, &iov, 1);
+		rc = hv_stream_write(w, REPL_REC_DIGEST, &iov, 1);
+		/* and the disks', which the replica compares once it has committed the epoch */
+		if (!rc && p->dtx)
+			rc = disk_tx_write_digests(p->dtx, p->epoch, w);
+		return rc;
 	}
 	return 0;
 }
@@ -233,7 +238,8 @@ static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 	if (status) {
 		repl_encoder_reset(p->enc);
 		fail(p, status,
-		     status == -EILSEQ ? "verify: the secondary's RAM digest differs from ours"
+		     status == -EILSEQ
+			     ? "verify: the secondary's RAM or disk digest differs from ours"
 		     : p->o.migrate
 			     ? "the destination refused it (its log says why; its --net and --disk "
 			       "must match this VM's devices)"
@@ -830,6 +836,13 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 	rc = disk_tx_for_vm(vm, disk_wake, p, &p->dtx, why, why_len);
 	if (rc < 0)
 		goto fail;
+	for (unsigned i = 0; p->o.verify && hv_vm_blk(vm, i); i++)
+		if (!hv_blk_read_only(hv_vm_blk(vm, i)) &&
+		    hv_blk_bytes(hv_vm_blk(vm, i)) > REPL_VERIFY_DISK_MAX)
+			LOG_WARN("vm %s: verify: disk %s is over %llu MiB: its image is not "
+				 "digested in the pauses (RAM is)",
+				 hv_vm_name(vm), hv_blk_path(hv_vm_blk(vm, i)),
+				 REPL_VERIFY_DISK_MAX >> 20);
 	rc = open_session(p, why, why_len);
 	if (rc < 0)
 		goto fail;

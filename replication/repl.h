@@ -622,6 +622,20 @@ struct repl_digest_rec {
 	uint32_t reserved;
 };
 _Static_assert(sizeof(struct repl_digest_rec) == 16, "DIGEST layout");
+/*
+ * Another, per replicated disk: its image's CRC-32C at the pause (holes as
+ * zeros). Disks over REPL_VERIFY_DISK_MAX are not digested: reading them
+ * would make every pause long.
+ */
+#define REPL_REC_DISK_DIGEST (0x0041u | HV_REC_F_OPTIONAL)
+struct repl_disk_digest_rec {
+	uint64_t epoch;
+	uint32_t disk; /* the device's index, as in DISK records */
+	uint32_t crc32c;
+	uint64_t image_bytes;
+};
+_Static_assert(sizeof(struct repl_disk_digest_rec) == 24, "DISK_DIGEST layout");
+#define REPL_VERIFY_DISK_MAX (256ull << 20)
 
 /* One line of the engine's event log (ack and release order, for tests and operators). */
 typedef void (*repl_log_fn)(void *arg, const char *line);
@@ -681,7 +695,9 @@ struct repl_status {
 	uint64_t encode_p50_ns; /* the sender's encoding of an epoch, after the pause */
 	uint64_t lag_ns;	/* primary: since the pause of the oldest epoch not yet acked */
 	uint64_t early_ends;	/* epochs ended early: output, queue full, dirty cap */
-	uint64_t verify_ok, verify_bad; /* digests compared (secondary) / acks that said so */
+	uint64_t verify_ok,
+		verify_bad;	 /* epochs' digests compared (secondary) / acks that said so */
+	uint64_t disk_verify_ok; /* secondary: disk images found equal to the primary's */
 	uint64_t sync_sent_bytes, sync_total_bytes; /* the initial copy, as sent (primary) */
 	uint64_t heartbeats;			    /* pings answered */
 	bool twin_unusable; /* secondary: a failover is refused (why in last_error) */

@@ -86,7 +86,7 @@ static int verify(struct repl_secondary *s, uint64_t epoch)
 	uint32_t mine;
 
 	if (!find_digest(s->decoded.data, s->decoded.len, &d))
-		return 0;
+		return twin_disks_verify(s, s->decoded.data, s->decoded.len, epoch);
 	mine = repl_ram_digest(s->twin);
 	pthread_mutex_lock(&s->lock);
 	if (mine == d.crc32c) {
@@ -106,7 +106,7 @@ static int verify(struct repl_secondary *s, uint64_t epoch)
 		secondary_note_error(s, "verify: %s", what);
 		return -EILSEQ;
 	}
-	return 0;
+	return twin_disks_verify(s, s->decoded.data, s->decoded.len, epoch);
 }
 
 /* The twin from the first (full) epoch. */

@@ -2,8 +2,9 @@
  * The twin's writable disks (docs/disks.md, docs/stream-format.md §8.4,
  * §8.5): the digests a re-protecting primary asks for, epoch 0's records
  * written at once, every later epoch's kept aside and written when the epoch
- * commits -- before its RAM is applied and acked -- or dropped with it.
- * Called from the receiving thread only (secondary.c).
+ * commits -- before its RAM is applied and acked -- or dropped with it; in
+ * verify mode each copy's digest compared with the primary's. Called from the receiving thread only
+ * (secondary.c).
  */
 #define LOG_TAG "secondary"
 #include "replication/secondary_int.h"
@@ -144,6 +145,72 @@ int twin_disks_commit(struct repl_secondary *s, uint64_t epoch)
 		n++;
 	}
 	return n;
+}
+
+static int disk_digest_check(struct repl_secondary *s, const struct repl_disk_digest_rec *r,
+			     uint64_t epoch)
+{
+	struct twin_disk *d = r->disk < REPL_DISK_MAX ? &s->disks[r->disk] : NULL;
+	char what[160];
+	uint32_t mine;
+	int rc;
+
+	if (r->epoch != epoch || !d || d->fd < 0 || !d->replicated || r->image_bytes != d->bytes) {
+		snprintf(what, sizeof(what),
+			 "epoch %" PRIu64 ": a digest of disk %u (%" PRIu64 " bytes, epoch %" PRIu64
+			 ") that names no copy this replica writes",
+			 epoch, r->disk, r->image_bytes, r->epoch);
+		secondary_note_error(s, "verify: %s", what);
+		return -EBADMSG;
+	}
+	rc = disk_image_crc32c(d->fd, d->bytes, &mine);
+	if (rc < 0) {
+		snprintf(what, sizeof(what), "disk %u: %s", r->disk, strerror(-rc));
+		secondary_note_error(s, "verify: cannot read the copy of %s", what);
+		return rc;
+	}
+	pthread_mutex_lock(&s->lock);
+	if (mine == r->crc32c) {
+		s->st.disk_verify_ok++;
+	} else {
+		s->st.verify_bad++;
+		s->twin_broken = true; /* never run a twin whose disk is known to differ */
+		s->st.twin_unusable = true;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (mine != r->crc32c) {
+		snprintf(what, sizeof(what),
+			 "epoch %" PRIu64 ": disk %u's digest %08x, the primary's %08x", epoch,
+			 r->disk, mine, r->crc32c);
+		secondary_note_error(s, "verify: %s", what);
+		return -EILSEQ;
+	}
+	return 0;
+}
+
+int twin_disks_verify(struct repl_secondary *s, const uint8_t *stream, size_t len, uint64_t epoch)
+{
+	struct hv_stream_iter it;
+	struct hv_stream_record r;
+	int rc;
+
+	hv_stream_iter_init(&it, stream, len);
+	while (hv_stream_next(&it, &r) > 0) {
+		struct repl_disk_digest_rec d;
+
+		if (!r.optional || r.type != (REPL_REC_DISK_DIGEST & ~HV_REC_F_OPTIONAL))
+			continue;
+		if (r.len != sizeof(d)) {
+			secondary_note_error(s, "verify: %s",
+					     "a disk digest record of the wrong size");
+			return -EBADMSG;
+		}
+		memcpy(&d, r.body, sizeof(d));
+		rc = disk_digest_check(s, &d, epoch);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
 }
 
 /* The stream stopped: what arrived of an epoch that did not complete is forgotten. */

@@ -72,6 +72,13 @@ int twin_disk_frame(struct repl_secondary *s, const uint8_t *buf, size_t len, ui
  * durable for epoch 0). Returns how many disks were committed, or -errno.
  */
 int twin_disks_commit(struct repl_secondary *s, uint64_t epoch);
+/*
+ * Verify mode: the epoch's DISK_DIGEST records (in its decoded stream), each
+ * compared with our copy, its writes committed. 0, -EILSEQ when a copy
+ * differs (the twin is then unusable), -EBADMSG for a record that names no
+ * copy this replica writes.
+ */
+int twin_disks_verify(struct repl_secondary *s, const uint8_t *stream, size_t len, uint64_t epoch);
 /* The stream stopped during `epoch`: its writes are dropped. */
 void twin_disks_discard(struct repl_secondary *s, uint64_t epoch);
 /* The primary asked for the copies' digests (§8.5): false when they could not go. */

@@ -18,6 +18,12 @@ usage: test_replication.py VMM CASTOR TGCHECK_SNAP CASE
            new replica on the old copy gets only the ranges that changed (the
            primary's ha status counts both); then kill -9, failover, and the
            twin's disk holds what its RAM says it wrote
+  diskverify  verify mode with the guest writing its disk as fast as it goes,
+           500 epochs: at every commit the replica's copy has the digest of
+           the primary's image at that epoch's pause (and RAM too); then a
+           range of the copy is changed behind the replica's back and the
+           next epoch's digest catches it (the primary degrades, the twin is
+           marked unusable)
   diskbad  a replica copy that cannot be written is refused at start; one
            smaller than the primary's image ends the initial copy (the
            primary degrades, the replica says why and takes the next primary);
@@ -316,6 +322,60 @@ def case_diskresync(d):
         pair.close()
 
 
+def case_diskverify(d):
+    blocks, seed = 1024, 11
+    pimg, rimg = f"{d}/p.img", f"{d}/r.img"
+    data = os.urandom(8 << 20)
+    for path in (pimg, rimg):  # equal: epoch 0's digest checks the copy that sent nothing
+        with open(path, "wb") as f:
+            f.write(data)
+    guest = ["rate=50", "wss=1M", "outrate=50", "blkrate=3000", "blkfirst=0",
+             f"blkcount={blocks}", f"seed={seed}"]
+    epochs = ct.reps(500)
+    pair = Pair(d, guest, ["--interval", "5", "--verify"], rw=(pimg, rimg))
+    try:
+        pair.wait_protected()
+        w0 = vm_status(pair.psock)["guest_io"]["blk_written"]
+
+        def enough():
+            p = ha(pair.psock)
+            if p["state"] != "protected":
+                r = ha(pair.rsock)
+                raise Fail(f"the primary is {p['state']} after {p['epochs']} epochs: "
+                           f"{p['last_error']}; replica: {r['last_error']}")
+            return p["epochs"] >= epochs
+        wait_for(f"{epochs} epochs", enough, timeout=ct.patience(300), step=0.5)
+        r = ha(pair.rsock)
+        written = vm_status(pair.psock)["guest_io"]["blk_written"] - w0
+        if r["verify_bad"] or r["disk_verify_ok"] < epochs or r["verify_ok"] < epochs:
+            raise Fail(f"replica digests: {r['verify_ok']} epochs and {r['disk_verify_ok']} "
+                       f"disk images matched, {r['verify_bad']} differed: {r['last_error']}")
+        if written < epochs or not r["disk_bytes"]:
+            raise Fail(f"the guest wrote {written} blocks in {epochs} epochs, the replica "
+                       f"applied {r['disk_bytes']} bytes: the disk was not under load")
+        print(f"{r['epochs']} epochs: {r['disk_verify_ok']} disk digests equal at commit; "
+              f"{written} blocks written, {r['disk_bytes']} bytes applied to the copy")
+        # a range of the copy changed behind the replica's back (outside the guest's area)
+        with open(rimg, "r+b") as f:
+            f.seek(7 << 20)
+            f.write(bytes(b ^ 0xff for b in data[7 << 20:(7 << 20) + 4096]))
+        wait_for("the changed copy to be caught", lambda: ha(pair.psock)["state"] != "protected",
+                 timeout=ct.patience(30))
+        p, r = ha(pair.psock), ha(pair.rsock)
+        if (p["state"] != "degraded" or "disk digest differs" not in p["last_error"]
+                or not r["verify_bad"] or "disk 0's digest" not in r["last_error"]
+                or not r["twin_unusable"]):
+            raise Fail(f"a changed copy: primary {p['state']} ({p['last_error']}); replica "
+                       f"{r['verify_bad']} differed, unusable {r['twin_unusable']} "
+                       f"({r['last_error']})")
+        print(f"a changed copy caught: {r['last_error']}")
+        castor("vm", "quit", "--socket", pair.psock)
+        pair.primary.wait(10)
+        check_order(pair.plog)
+    finally:
+        pair.close()
+
+
 def case_diskbad(d):
     # a copy the replica cannot write: refused before it listens
     r = subprocess.run([VMM, "replica", "--listen", "127.0.0.1:0", "--control", f"{d}/b.sock",
@@ -570,6 +630,8 @@ def main():
                             ["--interval", "5", "--verify"], ct.reps(500))
             elif CASE == "disk":
                 case_disk(d)
+            elif CASE == "diskverify":
+                case_diskverify(d)
             elif CASE == "diskbad":
                 case_diskbad(d)
             elif CASE == "diskresync":

@@ -15,7 +15,8 @@
  *     the copy sends only the ranges that differ -- data where the near image
  *     has data, zeros where it has a hole the far copy does not -- and the
  *     far image still ends equal, the guest writing throughout; an answer
- *     out of order is refused with the reason.
+ *     out of order is refused with the reason;
+ *   - verify mode's image digest counts holes as zeros.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -393,6 +394,55 @@ static void copy_sends_only_what_differs(void **state)
 	dt_rmdir(dir);
 }
 
+static uint32_t image_crc(const char *path, uint64_t bytes)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	uint32_t crc = 0;
+
+	assert_true(fd >= 0);
+	assert_int_equal(disk_image_crc32c(fd, bytes, &crc), 0);
+	close(fd);
+	return crc;
+}
+
+/*
+ * Verify mode's disk digest: a hole counts as the zeros it reads as, so a
+ * sparse image and a dense one with the same bytes digest alike; one changed
+ * byte does not; the whole image counts, its last partial chunk too.
+ */
+static void image_digest_reads_holes_as_zeros(void **state)
+{
+	char dir[PATH_MAX], sparse[PATH_MAX], dense[PATH_MAX];
+	const uint64_t size = 3 * MiB + 4096;
+	uint8_t *all = malloc(size);
+	int fd;
+
+	(void)state;
+	assert_non_null(all);
+	dt_mkdir(dir, sizeof(dir));
+	dt_path(sparse, sizeof(sparse), dir, "sparse.img");
+	dt_path(dense, sizeof(dense), dir, "dense.img");
+	dt_image(sparse, size, true, 0);
+	dt_write(sparse, MiB / 2, 4096, 31);
+	dt_write(sparse, 3 * MiB, 4096, 32);
+	fd = open(sparse, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, all, size, 0), (ssize_t)size);
+	close(fd);
+	dt_image(dense, size, false, 5);
+	dt_write(dense, 0, size, 0);
+	dt_write(dense, MiB / 2, 4096, 31);
+	dt_write(dense, 3 * MiB, 4096, 32);
+	assert_true(dt_same(sparse, dense));
+	assert_int_equal(image_crc(sparse, size),
+			 util_crc32c_final(util_crc32c_update(UTIL_CRC32C_INIT, all, size)));
+	assert_int_equal(image_crc(sparse, size), image_crc(dense, size));
+	dt_write(dense, size - 1, 1, 33);
+	assert_int_not_equal(image_crc(sparse, size), image_crc(dense, size));
+	free(all);
+	dt_rmdir(dir);
+}
+
 /* A replica whose digests come out of order: refused, with the reason. */
 static void sums_out_of_order_refused(void **state)
 {
@@ -443,6 +493,7 @@ int main(void)
 		cmocka_unit_test(initial_copy_reproduces_the_image),
 		cmocka_unit_test(copy_sends_only_what_differs),
 		cmocka_unit_test(sums_out_of_order_refused),
+		cmocka_unit_test(image_digest_reads_holes_as_zeros),
 	};
 
 	return dt_run("unit_disk_tx", tests, sizeof(tests) / sizeof(tests[0]), 0);

@@ -86,6 +86,7 @@ static void ha_json(const Castor__HaStatus *h)
 	cli_json_u64(&j, "early_ends", h->early_ends);
 	cli_json_u64(&j, "verify_ok", h->verify_ok);
 	cli_json_u64(&j, "verify_bad", h->verify_bad);
+	cli_json_u64(&j, "disk_verify_ok", h->disk_verify_ok);
 	cli_json_u64(&j, "outputs_held", h->outputs_held);
 	cli_json_u64(&j, "outputs_released", h->outputs_released);
 	cli_json_u64(&j, "outputs_discarded", h->outputs_discarded);
@@ -164,9 +165,13 @@ static void ha_table(const Castor__HaStatus *h)
 		       " bytes; delay max %.3f ms\n",
 		       h->outputs_queued, h->bytes_queued, h->bytes_released, h->bytes_discarded,
 		       h->queue_high_water_bytes, (double)h->output_delay_max_ns / 1e6);
-	if (h->verify_ok || h->verify_bad)
-		printf("verify: %" PRIu64 " digests matched, %" PRIu64 " differed\n", h->verify_ok,
+	if (h->verify_ok || h->verify_bad) {
+		printf("verify: %" PRIu64 " digests matched, %" PRIu64 " differed", h->verify_ok,
 		       h->verify_bad);
+		if (h->disk_verify_ok)
+			printf("; %" PRIu64 " disk images found equal", h->disk_verify_ok);
+		printf("\n");
+	}
 	if (h->disks)
 		printf("disks: %u replicated; %.1f MiB %s, %.1f MiB waiting to be sent\n", h->disks,
 		       (double)h->disk_bytes / (1 << 20),

@@ -381,6 +381,7 @@ static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
 	h->early_ends = st.early_ends;
 	h->verify_ok = st.verify_ok;
 	h->verify_bad = st.verify_bad;
+	h->disk_verify_ok = st.disk_verify_ok;
 	h->sync_sent_bytes = st.sync_sent_bytes;
 	h->sync_total_bytes = st.sync_total_bytes;
 	h->heartbeats = st.heartbeats;
