@@ -156,6 +156,13 @@ struct hv_snapshot_opts {
 	void *precopy_arg;
 	hv_snapshot_pause_fn pause_cb;
 	void *pause_arg;
+	/*
+	 * Postcopy's switch: not NULL (initialised to hv_ram_pages() bits, with
+	 * no live pass): the pages written since the chain's last snapshot are
+	 * not copied but set here, and the stream carries none of them (the
+	 * destination fetches them later, the source staying paused).
+	 */
+	struct util_bitmap *defer;
 };
 int hv_snapshot_save_opts(struct hv_vm *vm, struct hv_stream_writer *w, enum hv_stream_kind kind,
 			  const struct hv_snapshot_opts *o, struct hv_snapshot_stats *stats);
@@ -245,5 +252,37 @@ int hv_snapshot_apply_patched(struct hv_vm *vm, const uint8_t *buf, size_t len,
 			      hv_ram_patch_fn *patch, void *arg, char *why, size_t why_len);
 /* A lazy restore: true once every page is loaded (or the restore was not lazy). */
 bool hv_snapshot_lazy_done(struct hv_vm *vm, uint64_t *loaded_out, uint64_t *faults_out);
+
+/*
+ * Postcopy (lazy.c): a VM that runs before some of its RAM has arrived. Call
+ * hv_postcopy_begin() before its vCPUs start: the pages set in `missing`
+ * (hv_ram_pages() bits) are dropped from RAM and RAM is registered with a
+ * userfaultfd. A missing page touched -- by a vCPU through KVM, or by the
+ * VMM -- faults: lazy.c's thread calls request(arg, pfn) once for it, and
+ * whoever touched it waits until hv_postcopy_place() puts it in (any thread;
+ * NULL: zeros; a page already placed is left as it is). A page touched that
+ * was not missing and never written reads as zeros. Once the last missing
+ * page is in, RAM is unregistered and everything runs at full speed again.
+ */
+struct util_bitmap;
+typedef void (*hv_page_request_fn)(void *arg, uint64_t pfn);
+int hv_postcopy_begin(struct hv_vm *vm, const struct util_bitmap *missing,
+		      hv_page_request_fn request, void *arg);
+int hv_postcopy_place(struct hv_vm *vm, uint64_t pfn, const void *page);
+/*
+ * No more requests (their owner goes away): a missing page touched from now
+ * on waits until a hv_postcopy_place() or the VM's end. Waits for a request
+ * under way.
+ */
+void hv_postcopy_detach(struct hv_vm *vm);
+/* The pages still missing, into *out (initialised here). */
+int hv_postcopy_missing(struct hv_vm *vm, struct util_bitmap *out);
+/*
+ * Ask again for every page a fault asked for that is still missing (the
+ * owner's link to the source broke and came back: the waiters still wait).
+ */
+int hv_postcopy_reask(struct hv_vm *vm);
+/* Pages still missing, and the faults that asked for one (0, 0 when not postcopy). */
+void hv_postcopy_progress(struct hv_vm *vm, uint64_t *left_out, uint64_t *faults_out);
 
 #endif

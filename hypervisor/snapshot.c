@@ -228,6 +228,9 @@ int hv_snap_chain_save(struct hv_snap_chain *chain, struct hv_stream_writer *w,
 
 	if (hv_vm_run_state(vm) != HV_S_RUNNING && hv_vm_run_state(vm) != HV_S_PAUSED)
 		return -EINVAL;
+	if (o->defer &&
+	    (o->precopy || o->defer->nbits != vm->mem.pages || kind != HV_STREAM_INCREMENTAL))
+		return -EINVAL;
 	if (kind == HV_STREAM_INCREMENTAL && (!chain->log || !chain->last_id)) {
 		LOG_ERR("vm %s: an incremental snapshot needs a full one to build on", vm->name);
 		return -ENOENT;
@@ -294,7 +297,12 @@ int hv_snap_chain_save(struct hv_snap_chain *chain, struct hv_stream_writer *w,
 		goto out;
 	t1 = util_now_ns();
 	st.harvest_ns = t1 - tp;
-	n = snapshot_collect(chain, &dirty);
+	if (o->defer) { /* postcopy: their pfns only, the pages stay where they are */
+		util_bitmap_or(o->defer, &dirty);
+		n = 0;
+	} else {
+		n = snapshot_collect(chain, &dirty);
+	}
 	rc = stage_reserve(chain, n); /* slow path: a larger staging buffer, faulted in now */
 	if (rc < 0)
 		goto out;

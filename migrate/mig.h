@@ -30,6 +30,8 @@ struct mig_policy_opts {
 	uint32_t throttle_step;	 /* added each time it still does not converge; 0: 10 */
 	uint32_t throttle_max;	 /* 0: 99 */
 	bool no_throttle; /* never throttle: a guest that does not converge meets the timeout */
+	bool postcopy;	  /* switch to postcopy after the initial copy (repl_migration) */
+	uint64_t test_cut_pages; /* test hook (repl_migration) */
 };
 
 struct mig_policy {

@@ -113,6 +113,8 @@ int mig_source_new(struct hv_vm *vm, const struct mig_policy_opts *o, struct mig
 	mig_policy_init(&m->policy, o);
 	m->session.policy = decide;
 	m->session.policy_arg = m;
+	m->session.postcopy = o->postcopy;
+	m->session.test_cut_pages = o->test_cut_pages;
 	pthread_mutex_init(&m->lock, NULL);
 	{
 		pthread_condattr_t ca;

@@ -60,6 +60,10 @@ const char *repl_state_str(enum repl_state s)
 		return "in-doubt";
 	case REPL_S_SWITCHING:
 		return "switching";
+	case REPL_S_POSTCOPY:
+		return "postcopy";
+	case REPL_S_POSTCOPY_BROKEN:
+		return "postcopy-broken";
 	}
 	return "?";
 }
@@ -81,7 +85,13 @@ static const unsigned allowed[REPL_N_STATES] = {
 	/* the primary said goodbye: a forced failover only */
 	[REPL_S_RELEASED] = TO(REPL_S_FAILED_OVER) | TO(REPL_S_STOPPED),
 	/* a migration's source: aborted (stopped, it runs on), done, or unsure */
-	[REPL_S_MIGRATING] = TO(REPL_S_MIGRATED) | TO(REPL_S_IN_DOUBT) | TO(REPL_S_STOPPED),
+	[REPL_S_MIGRATING] = TO(REPL_S_MIGRATED) | TO(REPL_S_IN_DOUBT) | TO(REPL_S_STOPPED) |
+			     TO(REPL_S_POSTCOPY),
+	/* postcopy: every page sent (migrated), or the link broke first */
+	[REPL_S_POSTCOPY] = TO(REPL_S_MIGRATED) | TO(REPL_S_POSTCOPY_BROKEN) | TO(REPL_S_STOPPED) |
+			    TO(REPL_S_IN_DOUBT),
+	/* 'castor migrate --resume': the same pages, on a new connection */
+	[REPL_S_POSTCOPY_BROKEN] = TO(REPL_S_STOPPED) | TO(REPL_S_POSTCOPY),
 	[REPL_S_MIGRATED] = TO(REPL_S_STOPPED),
 	[REPL_S_IN_DOUBT] = TO(REPL_S_STOPPED),
 	/* a migration's destination: it runs, or it could not start (stopped) */

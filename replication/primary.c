@@ -25,6 +25,8 @@
  * interval for a dead primary.
  */
 #define LOG_TAG "primary"
+#include "replication/primary_int.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -49,45 +51,12 @@
 #define SYNC_CHUNK	    (4u << 20) /* the initial copy is sent in pieces: progress */
 #define WELCOME_WAIT_MS	    5000u      /* a replica busy with a port scan answers late */
 
-struct repl_primary {
-	struct hv_vm *vm;
-	struct repl_primary_opts o;
-	char *peer;
-	const struct repl_transport_ops *t;
-	struct repl_link link; /* t is the transport above; sealed after a keyed handshake */
-	struct repl_key key;   /* o.key points here (wiped on free) */
-	struct repl_encoder *enc;
-	struct hv_stream_writer *w;
-	struct hv_snap_chain *chain; /* the session's own dirty log and staging */
-	struct repl_buf wire;
-	pthread_t thread;
-	bool thread_live;
-
-	pthread_mutex_t lock; /* guards everything below */
-	pthread_cond_t cond;
-	bool stop, kicked;
-	bool graceful;	       /* stop: finish the epoch in flight and say BYE */
-	uint32_t idle_ms;      /* the replica's idle limit: a heartbeat every quarter */
-	uint64_t last_io_ns;   /* the last time the replica answered */
-	uint64_t epoch;	       /* the epoch being captured / last captured */
-	int sealed;	       /* outputs sealed into it (set in the pause) */
-	uint64_t unacked_ns;   /* pause time of the oldest unacked epoch; 0: none */
-	struct repl_status st; /* st.state is the state machine's */
-	uint64_t last_ship_ns; /* the last epoch's send and ack (a migration's link rate) */
-	uint64_t ship_bytes, ship_total_ns; /* a migration's rounds: wire bytes, send and ack */
-	uint64_t started_ns;
-	struct repl_window pauses, rtts, harvests, copies, states, encodes;
-	bool disk_wake; /* the disk queue asks for a send */
-
-	struct disk_tx *dtx; /* the VM's writable disks: their writes go with the epochs */
-};
-
-static void set_state(struct repl_primary *p, enum repl_state to, const char *why)
+void primary_set_state(struct repl_primary *p, enum repl_state to, const char *why)
 {
 	repl_state_change(hv_vm_name(p->vm), &p->st.state, to, why);
 }
 
-static void fail(struct repl_primary *p, int rc, const char *what)
+void primary_fail(struct repl_primary *p, int rc, const char *what)
 {
 	pthread_mutex_lock(&p->lock);
 	if (p->stop) { /* we cut the connection ourselves: not a failure */
@@ -101,13 +70,13 @@ static void fail(struct repl_primary *p, int rc, const char *what)
 	if (p->o.migrate) { /* nothing is held: the migration is over, the source runs on */
 		LOG_ERR("vm %s: migration to %s aborted: %s; the VM runs on here",
 			hv_vm_name(p->vm), p->peer, p->st.last_error);
-		set_state(p, REPL_S_STOPPED, what);
+		primary_set_state(p, REPL_S_STOPPED, what);
 		pthread_mutex_unlock(&p->lock);
 		repl_log_event(p->o.log_cb, p->o.log_arg, "migration-aborted %" PRIu64, p->epoch);
 		return;
 	}
 	LOG_ERR("vm %s: %s; output stays held", hv_vm_name(p->vm), p->st.last_error);
-	set_state(p, REPL_S_DEGRADED, what);
+	primary_set_state(p, REPL_S_DEGRADED, what);
 	pthread_mutex_unlock(&p->lock);
 	repl_log_event(p->o.log_cb, p->o.log_arg, "degraded %" PRIu64, p->epoch);
 }
@@ -134,7 +103,7 @@ static int in_pause(void *arg, struct hv_vm *vm, struct hv_stream_writer *w)
 			return rc;
 		p->sealed = rc;
 	}
-	if (p->o.verify) {
+	if (p->o.verify && !p->pc_switch) {
 		struct repl_digest_rec d = {.epoch = p->epoch, .crc32c = repl_ram_digest(vm)};
 		struct iovec iov = {&d, sizeof(d)};
 
@@ -162,8 +131,8 @@ static void sync_progress(void *arg, uint64_t sent, uint64_t total)
  * while the guest runs before the pause (the initial copy, a migration's
  * rounds); else everything is copied in the pause (epochs).
  */
-static int capture(struct repl_primary *p, enum hv_stream_kind kind, bool live,
-		   struct hv_snapshot_stats *st)
+int primary_capture(struct repl_primary *p, enum hv_stream_kind kind, bool live,
+		    struct util_bitmap *defer, struct hv_snapshot_stats *st)
 {
 	static const struct hv_precopy_passes sync = {.max_passes = SYNC_LIVE_PASSES,
 						      .stop_pages = SYNC_STOP_PAGES};
@@ -174,6 +143,7 @@ static int capture(struct repl_primary *p, enum hv_stream_kind kind, bool live,
 		.precopy_arg = (void *)(kind == HV_STREAM_FULL ? &sync : &round),
 		.pause_cb = in_pause,
 		.pause_arg = p,
+		.defer = defer,
 	};
 	int rc;
 
@@ -183,7 +153,7 @@ static int capture(struct repl_primary *p, enum hv_stream_kind kind, bool live,
 }
 
 /* Encode, send and wait for the ack of the epoch in p->w; then release its outputs. */
-static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
+int primary_ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 {
 	struct repl_codec_stats cst = {0};
 	uint64_t acked_id, t0, rtt, enc_ns;
@@ -200,7 +170,7 @@ static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 	rc = repl_encode(p->enc, data, len, &p->wire, &cst);
 	enc_ns = util_now_ns() - t0;
 	if (rc < 0) {
-		fail(p, rc, "encoding");
+		primary_fail(p, rc, "encoding");
 		return rc;
 	}
 	t0 = util_now_ns();
@@ -208,9 +178,9 @@ static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 	if (p->dtx) {
 		rc = disk_tx_send(p->dtx, &p->link, p->epoch, true);
 		if (rc < 0) {
-			fail(p, rc,
-			     rc == -ENOBUFS ? "disk writes (the replica fell behind)"
-					    : "sending disk writes");
+			primary_fail(p, rc,
+				     rc == -ENOBUFS ? "disk writes (the replica fell behind)"
+						    : "sending disk writes");
 			return rc;
 		}
 	}
@@ -220,7 +190,7 @@ static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 	else
 		rc = repl_epoch_send(&p->link, p->wire.data, p->wire.len);
 	if (rc < 0) {
-		fail(p, rc, "sending");
+		primary_fail(p, rc, "sending");
 		return rc;
 	}
 	/* the peer acks once it has applied the stream: a big one gets longer */
@@ -232,18 +202,19 @@ static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 	if (!rc && !status && acked_id != sst->stream_id)
 		rc = -EPROTO;
 	if (rc < 0) {
-		fail(p, rc, "waiting for the ack");
+		primary_fail(p, rc, "waiting for the ack");
 		return rc;
 	}
 	if (status) {
 		repl_encoder_reset(p->enc);
-		fail(p, status,
-		     status == -EILSEQ
-			     ? "verify: the secondary's RAM or disk digest differs from ours"
-		     : p->o.migrate
-			     ? "the destination refused it (its log says why; its --net and --disk "
-			       "must match this VM's devices)"
-			     : "the secondary refused the epoch");
+		primary_fail(
+			p, status,
+			status == -EILSEQ
+				? "verify: the secondary's RAM or disk digest differs from ours"
+			: p->o.migrate ? "the destination refused it (its log says why; its --net "
+					 "and --disk "
+					 "must match this VM's devices)"
+				       : "the secondary refused the epoch");
 		return status;
 	}
 	rtt = util_now_ns() - t0;
@@ -272,8 +243,8 @@ static int ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 	return 0;
 }
 
-static void note_pause(struct repl_primary *p, const struct hv_snapshot_stats *sst,
-		       uint64_t pause_at)
+void primary_note_pause(struct repl_primary *p, const struct hv_snapshot_stats *sst,
+			uint64_t pause_at)
 {
 	pthread_mutex_lock(&p->lock);
 	p->st.epoch = p->epoch;
@@ -409,199 +380,6 @@ static void say_bye(struct repl_primary *p)
 			 hv_vm_name(p->vm), p->st.acked_epoch);
 }
 
-/* ---- live migration: rounds after the initial copy, then the switch ---------------- */
-
-static bool stopping(struct repl_primary *p)
-{
-	bool stop;
-
-	pthread_mutex_lock(&p->lock);
-	stop = p->stop;
-	pthread_mutex_unlock(&p->lock);
-	return stop;
-}
-
-/* What the policy sees of the round just shipped (started at t0). */
-static int round_stats(struct repl_primary *p, const struct hv_snapshot_stats *sst, uint64_t t0,
-		       struct hv_precopy_stats *ps)
-{
-	uint64_t now = util_now_ns(), pending = 0;
-	int rc = hv_snap_chain_pending(p->chain, &pending);
-
-	if (rc < 0)
-		return rc;
-	ps->passes++;
-	ps->pass_pages = sst->precopy_pages + sst->staged_pages;
-	ps->pass_bytes = p->st.last_wire_bytes;
-	ps->pass_ns = now - t0;
-	ps->total_pages += ps->pass_pages;
-	ps->total_ns = now - p->started_ns;
-	ps->pending_pages = pending;
-	ps->dirty_rate_pps =
-		ps->pass_ns ? (uint64_t)((double)pending * 1e9 / (double)ps->pass_ns) : 0;
-	/*
-	 * The link over every round so far, not the last one alone: a round
-	 * also pays fixed costs (the ack's round trip, the destination's apply,
-	 * a verify digest) that would make a small round look like a slow link.
-	 */
-	p->ship_bytes += ps->pass_bytes;
-	p->ship_total_ns += p->last_ship_ns;
-	ps->link_rate_bps =
-		p->ship_total_ns
-			? (uint64_t)((double)p->ship_bytes * 1e9 / (double)p->ship_total_ns)
-			: 0;
-	pthread_mutex_lock(&p->lock);
-	p->st.rounds = ps->passes;
-	p->st.pending_pages = pending;
-	p->st.dirty_rate_pps = ps->dirty_rate_pps;
-	p->st.link_rate_bps = ps->link_rate_bps;
-	p->st.migration_ns = ps->total_ns;
-	pthread_mutex_unlock(&p->lock);
-	return 0;
-}
-
-/* The migration ends in state `to`; `msg` (may be NULL) becomes the status's last error. */
-static void migration_over(struct repl_primary *p, enum repl_state to, const char *why,
-			   const char *msg)
-{
-	pthread_mutex_lock(&p->lock);
-	if (msg)
-		snprintf(p->st.last_error, sizeof(p->st.last_error), "%s", msg);
-	set_state(p, to, why);
-	pthread_mutex_unlock(&p->lock);
-	if (msg)
-		LOG_ERR("vm %s: %s", hv_vm_name(p->vm), msg);
-}
-
-/*
- * The final round: the VM paused for good, the last pages and the state sent
- * and applied, then SWITCH. The VM resumes here unless the destination said
- * it runs it (migrated) or might (in doubt: SWITCH left, no answer came).
- */
-static void switch_over(struct repl_primary *p)
-{
-	struct hv_snapshot_stats sst;
-	uint64_t t0 = util_now_ns();
-	int32_t status = 0;
-	char msg[160];
-	int rc;
-
-	rc = hv_vm_pause(p->vm);
-	if (rc < 0) {
-		fail(p, rc, "pausing for the switch");
-		return;
-	}
-	pthread_mutex_lock(&p->lock);
-	p->epoch++;
-	pthread_mutex_unlock(&p->lock);
-	rc = capture(p, HV_STREAM_INCREMENTAL, false, &sst);
-	if (rc < 0) {
-		hv_vm_resume(p->vm);
-		fail(p, rc, "capturing the final round");
-		return;
-	}
-	note_pause(p, &sst, t0);
-	if (ship(p, &sst) < 0) { /* the destination has not run anything */
-		hv_vm_resume(p->vm);
-		return;
-	}
-	rc = repl_switch_send(&p->link);
-	if (!rc)
-		rc = repl_running_recv(&p->link, &status);
-	pthread_mutex_lock(&p->lock);
-	p->st.final_pages = sst.staged_pages;
-	p->st.downtime_ns = util_now_ns() - t0;
-	p->st.migration_ns = util_now_ns() - p->started_ns;
-	pthread_mutex_unlock(&p->lock);
-	if (rc < 0) {
-		/* it may run there or not: two copies must never run, so this one waits */
-		snprintf(msg, sizeof(msg),
-			 "the destination was told to run the VM but did not answer (%s): the VM "
-			 "stays paused here; if the destination does not run it, 'castor vm "
-			 "resume' it here",
-			 strerror(-rc));
-		migration_over(p, REPL_S_IN_DOUBT, "no answer to the switch", msg);
-		repl_log_event(p->o.log_cb, p->o.log_arg, "migration-in-doubt %" PRIu64, p->epoch);
-		return;
-	}
-	if (status < 0) {
-		hv_vm_resume(p->vm);
-		snprintf(msg, sizeof(msg),
-			 "the destination could not start the VM (%s): it runs on here",
-			 strerror(-status));
-		migration_over(p, REPL_S_STOPPED, "the destination could not start it", msg);
-		repl_log_event(p->o.log_cb, p->o.log_arg, "migration-aborted %" PRIu64, p->epoch);
-		return;
-	}
-	migration_over(p, REPL_S_MIGRATED, "the destination runs it", NULL);
-	LOG_INFO("vm %s: migrated to %s in %.1f ms: %u rounds, %" PRIu64
-		 " pages in the final pause, downtime %.3f ms",
-		 hv_vm_name(p->vm), p->peer, (double)p->st.migration_ns / 1e6, p->st.rounds,
-		 sst.staged_pages, (double)p->st.downtime_ns / 1e6);
-	repl_log_event(p->o.log_cb, p->o.log_arg, "migrated %" PRIu64, p->epoch);
-}
-
-/*
- * After the initial copy (its stats in sst, begun at t0): rounds of what the
- * guest dirtied meanwhile, each sent while the guest runs, until the policy
- * says stop-and-copy (then the switch) or abort (the source runs on).
- */
-static void migrate(struct repl_primary *p, const struct hv_snapshot_stats *sst, uint64_t t0)
-{
-	struct hv_precopy_stats ps = {.ram_pages = hv_ram_pages(p->vm)};
-	struct hv_snapshot_stats rst = *sst;
-	enum hv_precopy_action a;
-	int rc;
-
-	pthread_mutex_lock(&p->lock);
-	set_state(p, REPL_S_MIGRATING, "copied");
-	pthread_mutex_unlock(&p->lock);
-	for (;;) {
-		rc = round_stats(p, &rst, t0, &ps);
-		if (rc < 0) {
-			fail(p, rc, "counting dirty pages");
-			return;
-		}
-		if (stopping(p)) {
-			a = HV_PRECOPY_ABORT;
-			break;
-		}
-		a = p->o.migrate->policy(p->o.migrate->policy_arg, &ps);
-		LOG_INFO("vm %s: migration round %u: %" PRIu64 " pages, %" PRIu64
-			 " dirty now, link %.0f MB/s, dirtying %.0f pages/s: %s",
-			 hv_vm_name(p->vm), ps.passes, ps.pass_pages, ps.pending_pages,
-			 (double)ps.link_rate_bps / 1e6, (double)ps.dirty_rate_pps,
-			 hv_precopy_action_str(a));
-		if (a != HV_PRECOPY_CONTINUE)
-			break;
-		pthread_mutex_lock(&p->lock);
-		p->epoch++;
-		pthread_mutex_unlock(&p->lock);
-		t0 = util_now_ns();
-		rc = capture(p, HV_STREAM_INCREMENTAL, true, &rst);
-		if (rc < 0) {
-			fail(p, rc, "capturing a round");
-			return;
-		}
-		note_pause(p, &rst, t0);
-		if (ship(p, &rst) < 0)
-			return;
-	}
-	if (a == HV_PRECOPY_STOP_AND_COPY) {
-		switch_over(p);
-		return;
-	}
-	/* given up (the policy's deadline, or a cancel): tell the destination, run on */
-	if (!stopping(p) && repl_bye_send(&p->link) < 0)
-		LOG_WARN("vm %s: could not tell the destination that the migration is given up",
-			 hv_vm_name(p->vm));
-	migration_over(p, REPL_S_STOPPED, stopping(p) ? "cancelled" : "given up",
-		       stopping(p)
-			       ? "the migration was cancelled: the VM runs on here"
-			       : "the migration was given up by its policy: the VM runs on here");
-	repl_log_event(p->o.log_cb, p->o.log_arg, "migration-aborted %" PRIu64, p->epoch);
-}
-
 static void run(struct repl_primary *p);
 
 static void disk_wake(void *arg, bool overflow)
@@ -632,8 +410,8 @@ static void *loop(void *arg)
 	open = p->st.state == REPL_S_SYNCING || p->st.state == REPL_S_MIGRATING;
 	pthread_mutex_unlock(&p->lock);
 	if (open)
-		migration_over(p, REPL_S_STOPPED, "cancelled",
-			       "the migration was cancelled: the VM runs on here");
+		primary_migration_over(p, REPL_S_STOPPED, "cancelled",
+				       "the migration was cancelled: the VM runs on here");
 	return NULL;
 }
 
@@ -654,28 +432,28 @@ static void run(struct repl_primary *p)
 		rc = disk_tx_start(p->dtx, &p->link, hv_vm_name(p->vm), true, why, sizeof(why));
 		if (rc < 0) {
 			snprintf(what, sizeof(what), "the disks' initial copy (%s)", why);
-			fail(p, rc, what);
+			primary_fail(p, rc, what);
 			return;
 		}
 	}
 	/* epoch 0: the initial full copy */
 	start = util_now_ns();
-	rc = capture(p, HV_STREAM_FULL, true, &sst);
+	rc = primary_capture(p, HV_STREAM_FULL, true, NULL, &sst);
 	if (rc < 0) {
-		fail(p, rc, "initial copy");
+		primary_fail(p, rc, "initial copy");
 		return;
 	}
-	note_pause(p, &sst, util_now_ns());
+	primary_note_pause(p, &sst, util_now_ns());
 	LOG_INFO("vm %s: initial copy: %" PRIu64 " pages in %u live passes + %" PRIu64
 		 " in the pause (%.3f ms), %.1f MiB",
 		 hv_vm_name(p->vm), sst.precopy_pages, sst.live_passes, sst.staged_pages,
 		 (double)sst.pause_ns / 1e6, (double)sst.bytes / (1 << 20));
-	if (ship(p, &sst) < 0)
+	if (primary_ship(p, &sst) < 0)
 		return;
 	if (p->t->set_timeout)
 		p->t->set_timeout(p->link.c, p->o.conn.timeout_ms);
 	if (p->o.migrate) {
-		migrate(p, &sst, start);
+		primary_migrate(p, &sst, start);
 		return;
 	}
 	/*
@@ -687,7 +465,7 @@ static void run(struct repl_primary *p)
 			 "write-protected again",
 			 hv_vm_name(p->vm));
 	pthread_mutex_lock(&p->lock);
-	set_state(p, REPL_S_PROTECTED, "synced");
+	primary_set_state(p, REPL_S_PROTECTED, "synced");
 	pthread_mutex_unlock(&p->lock);
 
 	start = util_now_ns();
@@ -696,21 +474,21 @@ static void run(struct repl_primary *p)
 		p->epoch++;
 		pthread_mutex_unlock(&p->lock);
 		start = util_now_ns();
-		rc = capture(p, HV_STREAM_INCREMENTAL, false, &sst);
+		rc = primary_capture(p, HV_STREAM_INCREMENTAL, false, NULL, &sst);
 		if (rc < 0) {
-			fail(p, rc, "capturing the epoch");
+			primary_fail(p, rc, "capturing the epoch");
 			break;
 		}
-		note_pause(p, &sst, start);
-		if (ship(p, &sst) < 0)
+		primary_note_pause(p, &sst, start);
+		if (primary_ship(p, &sst) < 0)
 			break;
 	}
 	if (we == WAIT_LINK_DEAD)
-		fail(p, err, "heartbeat");
+		primary_fail(p, err, "heartbeat");
 	else if (we == WAIT_DISK_FAILED)
-		fail(p, err,
-		     err == -ENOBUFS ? "disk writes (the replica fell behind)"
-				     : "sending disk writes");
+		primary_fail(p, err,
+			     err == -ENOBUFS ? "disk writes (the replica fell behind)"
+					     : "sending disk writes");
 	else if (we == WAIT_STOP)
 		say_bye(p);
 	return;
@@ -720,7 +498,8 @@ static void run(struct repl_primary *p)
  * Connect, say hello, and hear the replica accept us (or why not); with a
  * key, both ends prove it and the link is sealed before anything else.
  */
-static int open_session(struct repl_primary *p, char *why, size_t why_len)
+int primary_open_link(struct repl_primary *p, struct repl_link *l, bool resume, char *why,
+		      size_t why_len)
 {
 	struct repl_hello h = {.mem_bytes = hv_vm_mem_bytes(p->vm), .ncpus = hv_vm_ncpus(p->vm)};
 	char what[REPL_WELCOME_TEXT + 64];
@@ -730,30 +509,31 @@ static int open_session(struct repl_primary *p, char *why, size_t why_len)
 
 	repl_handshake_init(&hs, p->o.key, p->o.encrypt);
 	hs.migrate = p->o.migrate != NULL;
-	hs.sums = p->dtx != NULL; /* re-protection sends only what the replica lacks */
-	rc = p->t->connect(p->peer, &p->o.conn, &p->link.c);
+	hs.sums = p->dtx != NULL && !resume; /* re-protection sends only what the replica lacks */
+	hs.resume = resume;
+	rc = p->t->connect(p->peer, &p->o.conn, &l->c);
 	if (rc < 0) {
 		snprintf(why, why_len, "cannot reach the %s at %s (%s)",
 			 p->o.migrate ? "destination" : "replica", p->peer, strerror(-rc));
 		goto out;
 	}
 	if (p->t->set_timeout && tmo < WELCOME_WAIT_MS)
-		p->t->set_timeout(p->link.c, WELCOME_WAIT_MS);
-	rc = repl_hello_send(&p->link, &hs, &h);
+		p->t->set_timeout(l->c, WELCOME_WAIT_MS);
+	rc = repl_hello_send(l, &hs, &h);
 	if (rc < 0)
 		snprintf(what, sizeof(what), "cannot say hello (%s)", strerror(-rc));
 	else
-		rc = repl_welcome_recv(&p->link, &hs, &p->idle_ms, what, sizeof(what));
+		rc = repl_welcome_recv(l, &hs, &p->idle_ms, what, sizeof(what));
 	if (rc < 0) {
 		snprintf(why, why_len, "the %s at %s refused: %s",
 			 p->o.migrate ? "destination" : "replica", p->peer, what);
 		goto out;
 	}
 	if (p->t->set_timeout && tmo < WELCOME_WAIT_MS)
-		p->t->set_timeout(p->link.c, tmo);
+		p->t->set_timeout(l->c, tmo);
 	p->last_io_ns = util_now_ns();
-	p->st.link_authenticated = repl_link_is_sealed(&p->link);
-	p->st.link_encrypted = repl_link_is_encrypted(&p->link);
+	p->st.link_authenticated = repl_link_is_sealed(l);
+	p->st.link_encrypted = repl_link_is_encrypted(l);
 out:
 	repl_handshake_dispose(&hs);
 	return rc;
@@ -843,7 +623,7 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 				 "digested in the pauses (RAM is)",
 				 hv_vm_name(vm), hv_blk_path(hv_vm_blk(vm, i)),
 				 REPL_VERIFY_DISK_MAX >> 20);
-	rc = open_session(p, why, why_len);
+	rc = primary_open_link(p, &p->link, false, why, why_len);
 	if (rc < 0)
 		goto fail;
 	/*
@@ -855,7 +635,7 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 	was_protected = p->o.outq && nb_queue_is_protected(p->o.outq);
 	if (p->o.outq)
 		nb_queue_restart(p->o.outq, 0);
-	set_state(p, REPL_S_SYNCING, "start");
+	primary_set_state(p, REPL_S_SYNCING, "start");
 	rc = pthread_create(&p->thread, NULL, loop, p);
 	if (rc) {
 		rc = -rc;
@@ -939,10 +719,10 @@ void repl_primary_cancel(struct repl_primary *p)
 {
 	pthread_mutex_lock(&p->lock);
 	p->stop = true;
-	pthread_cond_signal(&p->cond);
-	pthread_mutex_unlock(&p->lock);
+	pthread_cond_broadcast(&p->cond);
 	if (p->link.c && p->t->abort)
 		p->t->abort(p->link.c);
+	pthread_mutex_unlock(&p->lock);
 }
 
 int64_t repl_primary_stop(struct repl_primary *p, bool graceful)
@@ -953,17 +733,17 @@ int64_t repl_primary_stop(struct repl_primary *p, bool graceful)
 	p->stop = true;
 	p->graceful = graceful && p->st.state == REPL_S_PROTECTED;
 	graceful = p->graceful;
-	pthread_cond_signal(&p->cond);
-	pthread_mutex_unlock(&p->lock);
+	pthread_cond_broadcast(&p->cond);
 	/* a send or ack wait in progress ends now, unless it is the last epoch to finish */
 	if (p->link.c && p->t->abort && !graceful)
 		p->t->abort(p->link.c);
+	pthread_mutex_unlock(&p->lock);
 	if (p->thread_live)
 		pthread_join(p->thread, NULL);
 	p->thread_live = false;
 	pthread_mutex_lock(&p->lock);
 	if (p->st.state != REPL_S_IDLE)
-		set_state(p, REPL_S_STOPPED, graceful ? "unprotect" : "stop");
+		primary_set_state(p, REPL_S_STOPPED, graceful ? "unprotect" : "stop");
 	acked = p->st.epochs ? (int64_t)p->st.acked_epoch : -ENOENT;
 	pthread_mutex_unlock(&p->lock);
 	return acked;

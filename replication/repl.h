@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <sys/uio.h>
 
 struct repl_conn;
@@ -80,6 +81,12 @@ struct repl_transport_ops {
 	 * peers. May be NULL; -errno when it cannot be told.
 	 */
 	int (*peer_name)(struct repl_conn *c, char *buf, size_t len);
+	/*
+	 * Wait up to timeout_ms (0: just look) for something to read: 1 when
+	 * there is, 0 when not, -errno. NULL: a transport that cannot say
+	 * (postcopy, which reads and writes from one thread, needs it).
+	 */
+	int (*wait_readable)(struct repl_conn *c, int timeout_ms);
 };
 
 extern const struct repl_transport_ops repl_tcp_ops;
@@ -108,6 +115,12 @@ struct repl_link {
 int repl_link_send_iov(struct repl_link *l, const struct iovec *iov, int iovcnt);
 /* Exactly len bytes, each authenticated before it is returned when sealed. */
 int repl_link_recv(struct repl_link *l, void *buf, size_t len);
+/*
+ * 1 when a repl_link_recv would find something (opened and kept by the seal,
+ * or on the connection) within timeout_ms (0: now), 0 when not, -errno
+ * (-EOPNOTSUPP: the transport cannot tell).
+ */
+int repl_link_wait_readable(struct repl_link *l, int timeout_ms);
 bool repl_link_is_sealed(const struct repl_link *l);
 bool repl_link_is_encrypted(const struct repl_link *l);
 /* Frees the seal and wipes its keys; the connection stays the caller's. Idempotent. */
@@ -220,8 +233,11 @@ int repl_epoch_send_progress(struct repl_link *l, const uint8_t *buf, size_t len
 #define REPL_HELLO_F_DISK    0x4u  /* HELLO: a disk resync (§11), mem_bytes the image's size */
 #define REPL_HELLO_F_MIGRATE 0x8u  /* HELLO: a live migration (§8.3): the destination runs it */
 #define REPL_HELLO_F_SUMS    0x10u /* HELLO: send your disks' digests first (§8.5); not with DISK */
-#define REPL_HELLO_BYTES     64u
-#define REPL_WELCOME_BYTES   200u
+#define REPL_HELLO_F_RESUME                                                                        \
+	0x20u /* HELLO: a postcopy's source reconnecting (§8.6); MIGRATE only                     \
+	       */
+#define REPL_HELLO_BYTES   64u
+#define REPL_WELCOME_BYTES 200u
 
 /*
  * One handshake's state on either end (on the stack, wiped by
@@ -236,6 +252,7 @@ struct repl_handshake {
 	bool disk;     /* a disk resync session: the HELLO carries REPL_HELLO_F_DISK */
 	bool migrate;  /* a live migration: the HELLO carries REPL_HELLO_F_MIGRATE */
 	bool sums;     /* the primary asks for the replica's disk digests (REPL_HELLO_F_SUMS) */
+	bool resume;   /* a postcopy's source comes back (REPL_HELLO_F_RESUME) */
 	uint8_t hello[REPL_HELLO_BYTES];
 	uint8_t welcome[REPL_WELCOME_BYTES];
 };
@@ -302,7 +319,13 @@ int repl_running_send(struct repl_link *l, int32_t status);
 /* 0 with the destination's status, or a link error / -EBADMSG. */
 int repl_running_recv(struct repl_link *l, int32_t *status_out);
 
-enum repl_frame { REPL_FRAME_EPOCH, REPL_FRAME_BYE, REPL_FRAME_SWITCH, REPL_FRAME_DISK };
+enum repl_frame {
+	REPL_FRAME_EPOCH,
+	REPL_FRAME_BYE,
+	REPL_FRAME_SWITCH,
+	REPL_FRAME_DISK,
+	REPL_FRAME_POSTCOPY
+};
 /*
  * A DISK frame (magic "CSTRDISK", then the length of what follows): §10
  * records of a protected VM's disk writes, sent between epoch frames
@@ -312,8 +335,65 @@ enum repl_frame { REPL_FRAME_EPOCH, REPL_FRAME_BYE, REPL_FRAME_SWITCH, REPL_FRAM
 #define REPL_DISK_FRAME_MAX (REPL_DISK_WRITE_MAX + (4u << 20))
 int repl_disk_frame_send(struct repl_link *l, const uint8_t *buf, size_t len);
 /*
- * The replica's receive: the next epoch (as repl_epoch_recv_into), a BYE or
- * a SWITCH; PINGs on the way are answered and skipped.
+ * ---- postcopy (postcopy.c, docs/stream-format.md §8.6) ----
+ * A POSTCOPY frame (magic "CSTRPCPY", then the length of what follows: a u64
+ * page count and the bitmap of the pages the destination lacks, u64 words,
+ * bit 0 first) comes before the final epoch of a migration that switches to
+ * postcopy; that epoch carries the state and none of those pages; SWITCH
+ * follows. Then 24-byte messages: the source sends PAGE (the pfn; a page of
+ * data unless it is a zero page) and, once it has sent every page, END; the
+ * destination sends RUNNING (as for any switch), REQ (a pfn it faulted on)
+ * and DONE (every page placed).
+ */
+#define REPL_POSTCOPY_MAGIC	0x5950435052545343ull /* "CSTRPCPY" */
+#define REPL_POSTCOPY_FRAME_MAX ((32ull << 20) + 8)   /* 1 TiB of RAM */
+#define REPL_PC_PAGE_MAGIC	0x4547415052545343ull /* "CSTRPAGE" */
+#define REPL_PC_END_MAGIC	0x444e455052545343ull /* "CSTRPEND" */
+#define REPL_PC_REQ_MAGIC	0x5145525052545343ull /* "CSTRPREQ" */
+#define REPL_PC_DONE_MAGIC	0x4e4f445052545343ull /* "CSTRPDON" */
+#define REPL_PC_NOT_YET		1		      /* serve's *ran before RUNNING came */
+struct repl_pc_progress {
+	uint64_t pages;	     /* missing at the switch */
+	uint64_t sent;	     /* sent (source) / placed (destination) */
+	uint64_t zero;	     /* of them, zero pages (no data on the wire) */
+	uint64_t asked;	     /* requests (source: received; destination: faults) */
+	uint64_t on_demand;  /* source: pages sent because they were asked for */
+	uint64_t running_ns; /* source: when RUNNING came (util_now_ns), 0 before */
+};
+typedef void (*repl_pc_progress_fn)(void *arg, const struct repl_pc_progress *p);
+struct util_bitmap;
+struct hv_vm;
+int repl_postcopy_frame_send(struct repl_link *l, const struct util_bitmap *missing);
+/* A POSTCOPY frame's body for a VM of `pages` pages into *out (initialised here). */
+int repl_postcopy_frame_parse(const uint8_t *buf, size_t len, uint64_t pages,
+			      struct util_bitmap *out, char *why, size_t why_len);
+/*
+ * The source, after SWITCH: serve `missing` (cleared as pages go) from `ram`
+ * until the destination says DONE (0). Its RUNNING answer comes on the way:
+ * set *ran to REPL_PC_NOT_YET before the first call; it becomes its status
+ * (< 0: it could not start the VM; returns 0 at once). A link that fails:
+ * -errno, *ran as it was. *prog ({0} at first) carries the counts across
+ * calls (a resume), fn(arg) sees them as they go.
+ */
+int repl_postcopy_serve(struct repl_link *l, const uint8_t *ram, struct util_bitmap *missing,
+			uint32_t timeout_ms, int32_t *ran, struct repl_pc_progress *prog,
+			repl_pc_progress_fn fn, void *arg);
+/*
+ * The destination, the VM running with hv_postcopy_begin() done: place every
+ * page the source sends, then DONE (sent under send_lock, which every sender
+ * on `l` takes). 0 once every page is in; -errno when the link fails first
+ * (the pages still missing then are only at the source).
+ */
+int repl_postcopy_receive(struct repl_link *l, struct hv_vm *vm, pthread_mutex_t *send_lock,
+			  struct repl_pc_progress *prog, repl_pc_progress_fn fn, void *arg);
+/* The destination asks for a page it faulted on (the caller holds send_lock). */
+int repl_postcopy_request(struct repl_link *l, uint64_t pfn);
+int repl_postcopy_done_send(struct repl_link *l, uint64_t placed);
+
+/*
+ * The replica's receive: the next epoch (as repl_epoch_recv_into), a BYE, a
+ * SWITCH, a DISK or a POSTCOPY frame; PINGs on the way are answered and
+ * skipped.
  */
 int repl_frame_recv_into(struct repl_link *l, uint64_t max_len, uint8_t **buf_io, size_t *cap_io,
 			 size_t *len_out, enum repl_frame *kind_out);
@@ -610,8 +690,11 @@ enum repl_state {
 	REPL_S_MIGRATED,  /* source: the destination runs the VM; this copy stays paused */
 	REPL_S_IN_DOUBT,  /* source: SWITCH sent, no answer: paused until someone looks */
 	REPL_S_SWITCHING, /* destination: the source handed the VM over; it starts here */
+	/* postcopy (§8.6): source only */
+	REPL_S_POSTCOPY,	/* the destination runs the VM; the pages it lacks follow */
+	REPL_S_POSTCOPY_BROKEN, /* the link broke before they all went: they are only here */
 };
-#define REPL_N_STATES (REPL_S_SWITCHING + 1)
+#define REPL_N_STATES (REPL_S_POSTCOPY_BROKEN + 1)
 const char *repl_state_str(enum repl_state s);
 
 /* An optional record of an epoch stream: the RAM digest of verify mode. */
@@ -674,6 +757,13 @@ struct repl_primary_opts {
 struct repl_migration {
 	hv_precopy_policy_fn policy; /* after each round, the initial copy counting as round 1 */
 	void *policy_arg;
+	/*
+	 * Switch to postcopy (§8.6) right after the initial copy, instead of
+	 * rounds until the policy says stop-and-copy; repl_primary_postcopy()
+	 * asks for it mid-way.
+	 */
+	bool postcopy;
+	uint64_t test_cut_pages; /* test hook: cut the link once after this many postcopy pages */
 };
 
 /* Status of either end, for `castor ha status`. Times in ns. */
@@ -695,8 +785,8 @@ struct repl_status {
 	uint64_t encode_p50_ns; /* the sender's encoding of an epoch, after the pause */
 	uint64_t lag_ns;	/* primary: since the pause of the oldest epoch not yet acked */
 	uint64_t early_ends;	/* epochs ended early: output, queue full, dirty cap */
-	uint64_t verify_ok,
-		verify_bad;	 /* epochs' digests compared (secondary) / acks that said so */
+	/* epochs' digests compared (secondary) / acks that said so */
+	uint64_t verify_ok, verify_bad;
 	uint64_t disk_verify_ok; /* secondary: disk images found equal to the primary's */
 	uint64_t sync_sent_bytes, sync_total_bytes; /* the initial copy, as sent (primary) */
 	uint64_t heartbeats;			    /* pings answered */
@@ -722,6 +812,9 @@ struct repl_status {
 	uint64_t migration_ns; /* since the session started, until the destination ran it */
 	uint64_t downtime_ns;  /* from the final pause to the destination's RUNNING */
 	uint64_t final_pages;  /* copied in the final pause */
+	/* postcopy (both ends): the pages the destination lacked at the switch, sent (placed) */
+	bool postcopy;
+	struct repl_pc_progress pc;
 };
 
 struct repl_primary;
@@ -757,6 +850,14 @@ int64_t repl_primary_stop(struct repl_primary *p, bool graceful);
  * switch. repl_primary_stop() or _free() still join the thread.
  */
 void repl_primary_cancel(struct repl_primary *p);
+/*
+ * A migration in its copy or its rounds switches to postcopy (§8.6) at the
+ * end of the round under way. -EINVAL: not a migration; -EALREADY: past its
+ * rounds.
+ */
+int repl_primary_postcopy(struct repl_primary *p);
+/* A postcopy whose link broke reconnects (-EALREADY: it did not break). */
+int repl_primary_postcopy_resume(struct repl_primary *p);
 /* Stop (not gracefully) if still running, close the connection, free. NULL is fine. */
 void repl_primary_free(struct repl_primary *p);
 

@@ -229,6 +229,15 @@ static int recv_record_into(struct repl_link *l, uint8_t *buf, size_t len)
 	return rc;
 }
 
+int repl_link_wait_readable(struct repl_link *l, int timeout_ms)
+{
+	if (l->seal && l->seal->rx_off < l->seal->rx_len)
+		return 1;
+	if (!l->t->wait_readable)
+		return -EOPNOTSUPP;
+	return l->t->wait_readable(l->c, timeout_ms);
+}
+
 int repl_link_recv(struct repl_link *l, void *buf, size_t len)
 {
 	struct repl_seal *s = l->seal;

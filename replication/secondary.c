@@ -243,6 +243,14 @@ static bool serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_
 			}
 			continue;
 		}
+		if (kind == REPL_FRAME_POSTCOPY) {
+			rc = twin_pc_frame(s, s->rx, len);
+			if (rc < 0) {
+				refused = true;
+				break;
+			}
+			continue;
+		}
 		if (kind == REPL_FRAME_SWITCH) {
 			/* only a migration's source, with its copy applied, hands the VM over */
 			if (s->o.incoming && s->twin) {
@@ -439,6 +447,11 @@ static bool greet(struct repl_secondary *s, struct repl_conn *c)
 		goto out;
 	}
 	status = repl_handshake_check(&hs, text, sizeof(text));
+	if (!status && hs.resume) {
+		status = -ENOENT;
+		snprintf(text, sizeof(text),
+			 "a postcopy's source coming back, but no postcopy waits for it here");
+	}
 	if (!status) {
 		/* the peer names the RAM size: hold it to what a VM on this host may have */
 		struct hv_vm_config vc = {.mem_bytes = h.mem_bytes, .ncpus = h.ncpus};
@@ -558,6 +571,7 @@ int repl_secondary_start(const struct repl_secondary_opts *o, struct repl_second
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	pthread_mutex_init(&s->apply_lock, NULL);
+	pthread_mutex_init(&s->pc_send_lock, NULL);
 	repl_buf_init(&s->decoded);
 	repl_patches_init(&s->patches);
 	if (!s->listen_addr) {
@@ -624,11 +638,12 @@ static void stop_receiver(struct repl_secondary *s)
 /* A migration's source waits to hear whether the VM runs here: tell it, and close. */
 static void answer_switch(struct repl_secondary *s, int rc)
 {
+	bool kept;
 	int err;
 
 	if (!s->switch_held)
 		return;
-	err = repl_running_send(&s->switch_link, rc);
+	kept = twin_pc_answer(s, rc, &err); /* postcopy keeps the link for the pages */
 	if (err < 0)
 		LOG_WARN("vm %s: could not tell the source that the VM %s (%s)", secondary_name(s),
 			 rc ? "did not start" : "runs here", strerror(-err));
@@ -638,8 +653,10 @@ static void answer_switch(struct repl_secondary *s, int rc)
 				  "could not start");
 		pthread_mutex_unlock(&s->lock);
 	}
-	repl_link_dispose(&s->switch_link);
-	s->t->close(s->switch_link.c);
+	if (!kept) {
+		repl_link_dispose(&s->switch_link);
+		s->t->close(s->switch_link.c);
+	}
 	s->switch_held = false;
 }
 
@@ -706,6 +723,11 @@ int repl_secondary_failover(struct repl_secondary *s, bool force, struct hv_vm *
 		snprintf(why, why_len, "no twin: the initial copy never arrived");
 	else if (rc == -EIO)
 		snprintf(why, why_len, "the twin is unusable: %s", s->st.last_error);
+	if (!rc && was == REPL_S_SWITCHING) {
+		rc = twin_pc_begin(s, twin);
+		if (rc < 0)
+			snprintf(why, why_len, "postcopy could not be set up (%s)", strerror(-rc));
+	}
 	if (!rc) {
 		rc = hv_vm_start(twin);
 		if (rc < 0)
@@ -741,6 +763,7 @@ void repl_secondary_free(struct repl_secondary *s)
 	stop_receiver(s);
 	if (s->switch_held) /* the switch was never acted on: the source must resume */
 		answer_switch(s, -ECANCELED);
+	twin_pc_stop(s);
 	if (s->listener && s->t->close_listener)
 		s->t->close_listener(s->listener);
 	hv_vm_free(s->twin);
@@ -749,6 +772,7 @@ void repl_secondary_free(struct repl_secondary *s)
 	repl_patches_dispose(&s->patches);
 	free(s->rx);
 	pthread_mutex_destroy(&s->apply_lock);
+	pthread_mutex_destroy(&s->pc_send_lock);
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);
 	free(s->listen_addr);

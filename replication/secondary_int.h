@@ -1,7 +1,7 @@
 /*
  * The secondary's insides, shared by secondary.c (the connection, the twin's
- * RAM, failover) and secondary_disk.c (the twin's writable disks). Nothing
- * outside those two files includes it.
+ * RAM, failover), secondary_disk.c (the twin's writable disks) and
+ * secondary_pc.c (postcopy's destination). Nothing outside them includes it.
  */
 #ifndef CASTOR_REPLICATION_SECONDARY_INT_H
 #define CASTOR_REPLICATION_SECONDARY_INT_H
@@ -44,6 +44,22 @@ struct repl_secondary {
 	/* held while an epoch is applied, and by failover: never both at once */
 	pthread_mutex_t apply_lock;
 
+	/*
+	 * Postcopy (§8.6, secondary_pc.c): the pages the source named before
+	 * its final epoch; after the switch, the thread that places them into
+	 * the running VM (pc_vm) from pc_link. Every send on that link takes
+	 * pc_send_lock (the fault thread's requests, RUNNING, DONE).
+	 */
+	struct util_bitmap pc_missing;
+	pthread_mutex_t pc_send_lock;
+	struct repl_link pc_link;
+	struct hv_vm *pc_vm;
+	pthread_t pc_thread;
+	bool pc_live;
+	bool pc_stop;	    /* under lock: the placing thread ends */
+	bool pc_req_failed; /* under pc_send_lock: a request failed on this link (said once) */
+	uint16_t pc_port;   /* where we listened: a source that lost its link comes back there */
+
 	/* the twin's writable disks (receiving thread only) */
 	struct twin_disk {
 		int fd; /* -1: none, or read-only */
@@ -59,6 +75,21 @@ struct repl_secondary {
 const char *secondary_name(struct repl_secondary *s);
 /* last_error = fmt with what, under the lock, and logged. */
 void secondary_note_error(struct repl_secondary *s, const char *fmt, const char *what);
+
+/* ---- postcopy's destination (secondary_pc.c, docs/stream-format.md §8.6) ---- */
+
+/* A POSTCOPY frame: the pages the final epoch will not carry. */
+int twin_pc_frame(struct repl_secondary *s, const uint8_t *buf, size_t len);
+/* Before the switched twin starts: its missing pages dropped and made to fault. */
+int twin_pc_begin(struct repl_secondary *s, struct hv_vm *twin);
+/*
+ * The switch answered: RUNNING (status rc) sent; with postcopy and rc 0 the
+ * link goes to the thread that places the pages (true: the caller must
+ * neither dispose nor close it).
+ */
+bool twin_pc_answer(struct repl_secondary *s, int rc, int *send_rc);
+/* The placing thread stopped and joined; the bitmap freed. */
+void twin_pc_stop(struct repl_secondary *s);
 
 /* ---- the twin's writable disks (secondary_disk.c; docs/stream-format.md §8.4, §8.5) ---- */
 

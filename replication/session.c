@@ -135,6 +135,8 @@ int repl_hello_send(struct repl_link *l, struct repl_handshake *hs, const struct
 		m.flags |= REPL_HELLO_F_MIGRATE;
 	if (hs->sums && !hs->disk)
 		m.flags |= REPL_HELLO_F_SUMS;
+	if (hs->resume && hs->migrate)
+		m.flags |= REPL_HELLO_F_RESUME;
 	memcpy(hs->hello, &m, sizeof(m));
 	return repl_link_send_iov(l, &iov, 1);
 }
@@ -163,13 +165,16 @@ int repl_hello_recv(struct repl_link *l, struct repl_handshake *hs, struct repl_
 		return rc;
 	}
 	if ((m.flags & ~(REPL_HELLO_F_AUTH | REPL_HELLO_F_ENCRYPT | REPL_HELLO_F_DISK |
-			 REPL_HELLO_F_MIGRATE | REPL_HELLO_F_SUMS)) ||
+			 REPL_HELLO_F_MIGRATE | REPL_HELLO_F_SUMS | REPL_HELLO_F_RESUME)) ||
 	    m.reserved ||
 	    (!(m.flags & REPL_HELLO_F_AUTH) &&
-	     ((m.flags & ~(REPL_HELLO_F_DISK | REPL_HELLO_F_MIGRATE | REPL_HELLO_F_SUMS)) ||
+	     ((m.flags & ~(REPL_HELLO_F_DISK | REPL_HELLO_F_MIGRATE | REPL_HELLO_F_SUMS |
+			   REPL_HELLO_F_RESUME)) ||
 	      !is_zero(m.nonce, sizeof(m.nonce)))) ||
 	    ((m.flags & REPL_HELLO_F_DISK) &&
-	     (m.flags & (REPL_HELLO_F_MIGRATE | REPL_HELLO_F_SUMS))))
+	     (m.flags & (REPL_HELLO_F_MIGRATE | REPL_HELLO_F_SUMS))) ||
+	    ((m.flags & REPL_HELLO_F_RESUME) &&
+	     (!(m.flags & REPL_HELLO_F_MIGRATE) || (m.flags & REPL_HELLO_F_SUMS))))
 		return util_why(why, why_len, -EPROTO, "hello with reserved bits set");
 	/* the two kinds of session never pass for each other (docs/stream-format.md §8.1) */
 	if (!(m.flags & REPL_HELLO_F_DISK) != !hs->disk)
@@ -186,6 +191,7 @@ int repl_hello_recv(struct repl_link *l, struct repl_handshake *hs, struct repl_
 	memcpy(hs->hello, &m, sizeof(m));
 	hs->peer_key = m.flags & REPL_HELLO_F_AUTH;
 	hs->sums = m.flags & REPL_HELLO_F_SUMS;
+	hs->resume = m.flags & REPL_HELLO_F_RESUME;
 	out->mem_bytes = m.mem_bytes;
 	out->ncpus = m.ncpus;
 	return 0;
@@ -409,6 +415,16 @@ int repl_frame_recv_into(struct repl_link *l, uint64_t max_len, uint8_t **buf_io
 			}
 			*kind_out = REPL_FRAME_DISK;
 			return repl_epoch_recv_body(l, &h, REPL_DISK_FRAME_MAX, buf_io, cap_io,
+						    len_out);
+		}
+		if (h.magic == REPL_POSTCOPY_MAGIC) {
+			if (h.len < 8 || h.len > REPL_POSTCOPY_FRAME_MAX) {
+				LOG_ERR("a POSTCOPY frame of %llu bytes refused",
+					(unsigned long long)h.len);
+				return -EMSGSIZE;
+			}
+			*kind_out = REPL_FRAME_POSTCOPY;
+			return repl_epoch_recv_body(l, &h, REPL_POSTCOPY_FRAME_MAX, buf_io, cap_io,
 						    len_out);
 		}
 		if ((h.magic == REPL_PING_MAGIC || h.magic == REPL_BYE_MAGIC ||

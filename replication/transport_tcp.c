@@ -329,6 +329,21 @@ static int wait_fd(struct repl_conn *c, short events)
 	return 0;
 }
 
+static int tcp_wait_readable(struct repl_conn *c, int timeout_ms)
+{
+	struct pollfd p = {.fd = c->fd, .events = POLLIN};
+	int r;
+
+	if (c->cut)
+		return -ECONNRESET;
+	do
+		r = poll(&p, 1, timeout_ms);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -errno;
+	return r > 0; /* a hang-up reads as readable: the read then says what happened */
+}
+
 static int cut_now(struct repl_conn *c)
 {
 	LOG_WARN("connection cut after %llu bytes (test hook)", (unsigned long long)c->sent);
@@ -502,4 +517,5 @@ const struct repl_transport_ops repl_tcp_ops = {
 	.set_timeout = tcp_set_timeout,
 	.register_region = NULL,
 	.peer_name = tcp_peer_name,
+	.wait_readable = tcp_wait_readable,
 };

@@ -19,6 +19,16 @@ usage: test_migrate.py VMM CASTOR TGCHECK_SNAP CASE
             a protected VM does not migrate, a
             destination without the source's disk refuses the copy (the source
             runs on), an incoming refuses castor ha failover
+  postcopy  --postcopy: after the initial copy the VM runs at the destination at
+            once and the pages the guest dirtied since come after it, those it
+            touches first on request (userfaultfd); every page arrives, the
+            destination's RAM verifies and its counters go on. Then a migration
+            under way (--no-throttle, 1 ms downtime) is switched to postcopy by
+            `castor migrate --switch-to-postcopy` and completes too. Last, the link
+            cut during postcopy (CASTOR_TEST_POSTCOPY_CUT): the source says
+            postcopy-broken and keeps the pages, the destination runs and listens
+            again; `castor migrate --resume` reconnects, every page arrives and
+            the destination's RAM verifies
   disk      a writable disk copied live while the guest writes it (the
             destination's copy starts different): the destination's disk holds
             what its RAM says the guest wrote, and reads back right
@@ -258,6 +268,88 @@ def case_cut(pr):
           f"source ({json.loads(r.stdout)['rounds']} rounds)")
 
 
+def check_postcopy(summ, dsock, what):
+    # a resumed postcopy sends again what was lost with the link: the source may count more
+    if not summ["postcopy"] or not summ["postcopy_pages"] or \
+            summ["postcopy_sent"] < summ["postcopy_pages"]:
+        raise Fail(f"{what}: the summary says {summ}")
+    h = wait_for(f"{what}: every page placed at the destination",
+                 lambda: (lambda h: h if h["pc_sent"] == h["pc_pages"] else None)(ha(dsock)),
+                 timeout=ct.patience(30))
+    if not h["postcopy"] or h["pc_pages"] != summ["postcopy_pages"]:
+        raise Fail(f"{what}: the destination says postcopy {h['postcopy']}, "
+                   f"{h['pc_sent']} of {h['pc_pages']} pages placed")
+    return h
+
+
+def case_postcopy(pr):
+    # a guest that dirties 2 x 16 MiB fast: many pages are stale at the switch
+    summ, chk, _, dsock = one_migration(pr, "pc", 200, "--postcopy", wss="16M")
+    h = check_postcopy(summ, dsock, "--postcopy")
+    print(f"--postcopy: migrated in {summ['total_ns'] / 1e6:.1f} ms, the VM ran at the "
+          f"destination {summ['downtime_ns'] / 1e6:.1f} ms after the pause; "
+          f"{summ['postcopy_pages']} pages after the switch ({summ['postcopy_zero']} zero), "
+          f"{summ['postcopy_on_demand']} sent on request, {h['pc_asked']} faults there; "
+          f"its RAM verifies, counters {chk['counter']}")
+    # asked for while the migration is under way (its copy: how long a guest takes
+    # to converge, if ever, depends on the machine; the copy is long everywhere)
+    sp, ssock = pr.source("sw-src", "max", wss="16M")
+    dp, dsock, addr = pr.incoming("sw-dst")
+    m = subprocess.Popen([CASTOR, "migrate", "--socket", ssock, "--to", addr, "--json",
+                          "--no-throttle", "--downtime", "1", "--timeout", "3600"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for("the migration's copy", lambda: ha(ssock)["state"] == "syncing",
+                 timeout=ct.patience(30), step=0.05)
+        castor("migrate", "--socket", ssock, "--switch-to-postcopy")
+        out, err = m.communicate(timeout=ct.patience(120))
+    finally:
+        if m.poll() is None:
+            m.kill()
+    if m.returncode:
+        raise Fail(f"castor migrate after --switch-to-postcopy: {err.strip()}\n"
+                   f"{pr.tail('sw-src')}\n{pr.tail('sw-dst')}")
+    summ = json.loads(out)
+    check_postcopy(summ, dsock, "--switch-to-postcopy")
+    exits(sp, "the source castor-vmm", 0)
+    runs_on(dsock, "the destination")
+    chk = tgcheck(dsock, pr.d, "sw-dst")
+    print(f"--switch-to-postcopy after round {summ['rounds']}: {summ['postcopy_pages']} "
+          f"pages after the switch, {summ['postcopy_on_demand']} on request; the "
+          f"destination's RAM verifies, counters {chk['counter']}")
+    # the link cut in the middle of postcopy, then resumed
+    env = dict(os.environ, CASTOR_TEST_POSTCOPY_CUT="512")
+    sp, ssock = pr.source("cut-src", 200, wss="16M", env=env)
+    dp, dsock, addr = pr.incoming("cut-dst")
+    r = migrate(ssock, addr, "--postcopy")
+    if r.returncode != 1 or "postcopy-broken" not in r.stderr:
+        raise Fail(f"postcopy cut after 512 pages: {r.returncode} {r.stderr.strip()!r}\n"
+                   f"{pr.tail('cut-src')}")
+    h = ha(ssock)
+    if h["state"] != "postcopy-broken" or not h["pc_sent"] or h["pc_sent"] >= h["pc_pages"]:
+        raise Fail(f"the cut source: {h['state']}, {h['pc_sent']} of {h['pc_pages']} sent")
+    wait_for("the destination to notice and listen again",
+             lambda: "listens on port" in ha(dsock)["last_error"], timeout=ct.patience(30))
+    if dp.poll() is not None:
+        raise Fail(f"the destination exited: {pr.tail('cut-dst')}")
+    try:
+        r = subprocess.run([CASTOR, "migrate", "--socket", ssock, "--resume", "--json"],
+                           capture_output=True, text=True, timeout=ct.patience(120))
+    except subprocess.TimeoutExpired:
+        raise Fail(f"castor migrate --resume still at it\n{pr.tail('cut-src')}\n"
+                   f"{pr.tail('cut-dst')}")
+    if r.returncode:
+        raise Fail(f"castor migrate --resume: {r.stderr.strip()}\n{pr.tail('cut-src')}\n"
+                   f"{pr.tail('cut-dst')}")
+    summ = json.loads(r.stdout)
+    check_postcopy(summ, dsock, "--resume")
+    exits(sp, "the resumed source castor-vmm", 0)
+    runs_on(dsock, "the destination after the resume")
+    chk = tgcheck(dsock, pr.d, "cut-dst")
+    print(f"postcopy cut after {h['pc_sent']} of {h['pc_pages']} pages, resumed: every page "
+          f"there, the destination's RAM verifies, counters {chk['counter']}")
+
+
 def case_disk(pr):
     """A writable disk that is not shared, copied live while the guest writes it."""
     blocks, seed = 1024, 7
@@ -332,7 +424,7 @@ def case_refuse(pr):
 def main():
     cases = {"rates": case_rates, "converge": case_converge, "deadline": case_deadline,
              "cancel": case_cancel, "cut": case_cut, "refuse": case_refuse,
-             "disk": case_disk}
+             "disk": case_disk, "postcopy": case_postcopy}
     return ct.run_kvm_case(cases, CASE, "castor-migrate-", Procs)
 
 

@@ -649,7 +649,8 @@ CASES = {
     "session-after-bye": lambda: session(epochs()) + b"\0",
     "session-encrypted": lambda: sealed(epochs(), flags=3),
     "session-version1": lambda: session(epochs(), version=1),
-    "session-reserved-flags": lambda: session(epochs(), flags=32),
+    "session-reserved-flags": lambda: session(epochs(), flags=64),
+    "session-resume": lambda: session(epochs(), flags=8 | 32),
     # ---- a live migration's capture (§8.3) ----
     "session-migration": lambda: session(epochs(), flags=8, bye=False, switch=True),
     "session-switch-not-migrating": lambda: session(epochs(), bye=False, switch=True),

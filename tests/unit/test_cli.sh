@@ -175,6 +175,23 @@ args)
 	expect_in err "--mode: 'fast' is not interval or output"
 	expect_usage_error ha protect --socket /x --peer
 	expect_in err "option '--peer' needs a value"
+
+	# castor migrate: postcopy's switches
+	expect_usage_error migrate --socket /x --switch-to-postcopy --to a:1
+	expect_in err "--switch-to-postcopy takes no other option than --socket"
+	expect_usage_error migrate --socket /x --cancel --switch-to-postcopy
+	expect_in err "--cancel takes no other option than --socket"
+	expect_usage_error migrate --socket /x --cancel --postcopy
+	expect_in err "--cancel takes no other option than --socket"
+	expect_usage_error migrate --socket /x --resume --postcopy
+	expect_in err "--resume takes no other option than --socket and --json"
+	expect_usage_error migrate --socket /x --switch-to-postcopy --json
+	expect_in err "--switch-to-postcopy takes no other option than --socket"
+	expect_usage_error migrate --socket /x --postcopy
+	expect_in err "--to HOST:PORT (the destination's castor-vmm incoming) is required"
+	run migrate --socket /nonexistent/sock --switch-to-postcopy
+	expect_rc 1
+	expect_in err "no reply from /nonexistent/sock"
 	run ha protect --socket /nonexistent/sock --peer 127.0.0.1:1
 	expect_rc 1
 	expect_in err "no reply from /nonexistent/sock"

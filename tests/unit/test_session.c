@@ -64,6 +64,14 @@ static const enum repl_state legal[][2] = {
 	{REPL_S_IN_DOUBT, REPL_S_STOPPED},
 	{REPL_S_SWITCHING, REPL_S_FAILED_OVER},
 	{REPL_S_SWITCHING, REPL_S_STOPPED},
+	/* postcopy: the source serves the pages until the destination has them all */
+	{REPL_S_MIGRATING, REPL_S_POSTCOPY},
+	{REPL_S_POSTCOPY, REPL_S_MIGRATED},
+	{REPL_S_POSTCOPY, REPL_S_POSTCOPY_BROKEN},
+	{REPL_S_POSTCOPY, REPL_S_IN_DOUBT},
+	{REPL_S_POSTCOPY, REPL_S_STOPPED},
+	{REPL_S_POSTCOPY_BROKEN, REPL_S_STOPPED},
+	{REPL_S_POSTCOPY_BROKEN, REPL_S_POSTCOPY},
 };
 
 static bool is_legal(enum repl_state a, enum repl_state b)
@@ -278,6 +286,15 @@ static void bad_hellos(void **state)
 		/* a nonce without the flag that says a key is held */
 		{REPL_HELLO_MAGIC, REPL_SESSION_VERSION, 0, 64 << 20, 1, 0, {1}},
 		{REPL_EPOCH_MAGIC, REPL_SESSION_VERSION, 0, 64 << 20, 1, 0, {0}},
+		/* RESUME belongs to a migration (§8.6): never alone, never with SUMS */
+		{REPL_HELLO_MAGIC, REPL_SESSION_VERSION, REPL_HELLO_F_RESUME, 64 << 20, 1, 0, {0}},
+		{REPL_HELLO_MAGIC,
+		 REPL_SESSION_VERSION,
+		 REPL_HELLO_F_MIGRATE | REPL_HELLO_F_RESUME | REPL_HELLO_F_SUMS,
+		 64 << 20,
+		 1,
+		 0,
+		 {0}},
 	};
 	struct replica r;
 	char why[256];
@@ -320,6 +337,47 @@ static void bad_hellos(void **state)
 		assert_int_equal(hello(c, why, sizeof(why)), 0);
 		hang_up(c);
 	}
+	repl_secondary_free(r.s);
+}
+
+/*
+ * A postcopy's source coming back (RESUME) to a migration destination that
+ * waits for no postcopy is told so; a fresh migration is still welcome after.
+ */
+static void resume_without_postcopy(void **state)
+{
+	struct repl_secondary_opts o = {.listen = "127.0.0.1:0",
+					.conn = {.timeout_ms = 3000},
+					.vm = {.name = "unit", .serial_fd = -1},
+					.thread_rt = -1,
+					.incoming = true};
+	struct repl_hello h = {.mem_bytes = 64 << 20, .ncpus = 1};
+	struct repl_handshake hs;
+	struct replica r;
+	struct repl_link *c;
+	char why[256];
+	uint32_t idle;
+
+	(void)state;
+	assert_int_equal(repl_secondary_start(&o, &r.s, why, sizeof(why)), 0);
+	snprintf(r.addr, sizeof(r.addr), "127.0.0.1:%u", repl_secondary_port(r.s));
+	c = dial(&r);
+	repl_handshake_init(&hs, NULL, false);
+	hs.migrate = true;
+	hs.resume = true;
+	assert_int_equal(repl_hello_send(c, &hs, &h), 0);
+	assert_int_equal(repl_welcome_recv(c, &hs, &idle, why, sizeof(why)), -ENOENT);
+	assert_non_null(strstr(why, "no postcopy waits for it here"));
+	repl_handshake_dispose(&hs);
+	hang_up(c);
+	assert_int_equal(replica_state(&r), REPL_S_IDLE);
+	c = dial(&r);
+	repl_handshake_init(&hs, NULL, false);
+	hs.migrate = true;
+	assert_int_equal(repl_hello_send(c, &hs, &h), 0);
+	assert_int_equal(repl_welcome_recv(c, &hs, &idle, why, sizeof(why)), 0);
+	repl_handshake_dispose(&hs);
+	hang_up(c);
 	repl_secondary_free(r.s);
 }
 
@@ -689,11 +747,17 @@ static void key_files(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(every_transition), cmocka_unit_test(strangers_then_primaries),
-		cmocka_unit_test(bad_hellos),	    cmocka_unit_test(frames),
-		cmocka_unit_test(right_key),	    cmocka_unit_test(wrong_key),
-		cmocka_unit_test(key_on_one_end),   cmocka_unit_test(altered_record),
-		cmocka_unit_test(replayed_record),  cmocka_unit_test(key_files),
+		cmocka_unit_test(every_transition),
+		cmocka_unit_test(strangers_then_primaries),
+		cmocka_unit_test(bad_hellos),
+		cmocka_unit_test(frames),
+		cmocka_unit_test(right_key),
+		cmocka_unit_test(wrong_key),
+		cmocka_unit_test(key_on_one_end),
+		cmocka_unit_test(altered_record),
+		cmocka_unit_test(replayed_record),
+		cmocka_unit_test(key_files),
+		cmocka_unit_test(resume_without_postcopy),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

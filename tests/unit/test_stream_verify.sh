@@ -249,7 +249,8 @@ invalid session-bad-frame 64 "frame with magic 0x4b43414252545343: not EPCH, DIS
 invalid session-after-bye - "bytes after BYE: the connection closes there"
 invalid session-encrypted 104 "the link is encrypted (the HELLO asked for it)"
 invalid session-version1 8 "HELLO: session layer version 1; this verifier knows 2"
-invalid session-reserved-flags 12 "HELLO: reserved flag bits 0x20"
+invalid session-reserved-flags 12 "HELLO: reserved flag bits 0x40"
+invalid session-resume 12 "HELLO: a postcopy's source reconnecting (RESUME, §8.6)"
 session_valid session-migration
 run stream verify --json "$s/session-migration.cst"
 json_check 'j["migration"] and j["switched"] and j["epochs"] == 3'

@@ -140,6 +140,7 @@ bad standby --mem 32M --cpus 1 $c --paused -- "give --paused to 'castor vm resto
 bad standby $c -- "a standby needs --mem and --cpus"
 # the test hook is not an option; a bad value in the environment is still refused
 CASTOR_TEST_CUT_AFTER=lots bad $g -- "CASTOR_TEST_CUT_AFTER: 'lots' is not a byte count"
+CASTOR_TEST_POSTCOPY_CUT=0 bad $g -- "CASTOR_TEST_POSTCOPY_CUT: '0' is not a page count"
 
 # disks are locked for the process's life, before any VM exists: a writable one exclusively
 # (another writer or reader is refused), a read-only one shared (readers may share it)

@@ -117,6 +117,12 @@ static void ha_json(const Castor__HaStatus *h)
 	cli_json_str(&j, "link", h->link ? h->link : "");
 	cli_json_bool(&j, "insecure", h->insecure);
 	cli_json_bool(&j, "migration", h->migration);
+	cli_json_bool(&j, "postcopy", h->postcopy);
+	cli_json_u64(&j, "pc_pages", h->pc_pages);
+	cli_json_u64(&j, "pc_sent", h->pc_sent);
+	cli_json_u64(&j, "pc_zero", h->pc_zero);
+	cli_json_u64(&j, "pc_asked", h->pc_asked);
+	cli_json_u64(&j, "pc_on_demand", h->pc_on_demand);
 	if (h->migration) {
 		cli_json_u64(&j, "rounds", h->rounds);
 		cli_json_u64(&j, "pending_pages", h->pending_pages);
@@ -208,6 +214,12 @@ static void ha_table(const Castor__HaStatus *h)
 		printf("INSECURE: castor-vmm runs with --insecure (no key needed off loopback)\n");
 	if (h->twin_unusable)
 		printf("the twin is UNUSABLE: a failover is refused\n");
+	if (h->postcopy)
+		printf("postcopy: %" PRIu64 " of %" PRIu64 " pages %s (%" PRIu64 " zero), %" PRIu64
+		       " %s\n",
+		       h->pc_sent, h->pc_pages, !strcmp(h->role, "primary") ? "sent" : "placed",
+		       h->pc_zero, h->pc_asked,
+		       !strcmp(h->role, "primary") ? "requests" : "faults asked for one");
 	if (h->failed_over)
 		printf("this VMM's twin took over and runs here\n");
 	if (h->last_error && *h->last_error)

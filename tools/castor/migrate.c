@@ -3,8 +3,10 @@
  * `castor-vmm incoming` on another host (docs/migration.md).
  *
  *   castor migrate --socket PATH --to HOST:PORT [--downtime MS] [--timeout S]
- *                  [--verify] [--link-timeout MS] [--no-throttle] [--json]
+ *                  [--verify] [--link-timeout MS] [--no-throttle] [--postcopy] [--json]
  *   castor migrate --socket PATH --cancel
+ *   castor migrate --socket PATH --switch-to-postcopy
+ *   castor migrate --socket PATH --resume [--json]
  *   castor migrate VM [--to NODE] [--castord PATH] [--json]   (through castord)
  *
  * It starts the migration, shows its progress (refreshed in place on a
@@ -29,6 +31,8 @@ void cli_migrate_usage(FILE *f)
 {
 	fputs("usage: castor migrate --socket PATH --to HOST:PORT [options]\n"
 	      "       castor migrate --socket PATH --cancel\n"
+	      "       castor migrate --socket PATH --switch-to-postcopy\n"
+	      "       castor migrate --socket PATH --resume [--json]\n"
 	      "       castor migrate VM [--to NODE] [--castord PATH] [--json]  (a cluster VM,\n"
 	      "                 through castord: it starts the destination and moves it)\n"
 	      "\n"
@@ -47,6 +51,14 @@ void cli_migrate_usage(FILE *f)
 	      "  --link-timeout MS     a silent destination is dead after this long\n"
 	      "  --no-throttle         never slow the guest down (a guest that dirties faster\n"
 	      "                        than the link then meets --timeout)\n"
+	      "  --postcopy            switch to postcopy after the initial copy: the VM runs\n"
+	      "                        at the destination at once and fetches the pages it\n"
+	      "                        lacks from here (if the source is lost before they all\n"
+	      "                        arrive, the VM is lost: docs/migration.md)\n"
+	      "  --switch-to-postcopy  a migration in its rounds switches to postcopy after\n"
+	      "                        the round under way\n"
+	      "  --resume              a postcopy whose link broke (postcopy-broken) connects\n"
+	      "                        to its destination again and sends what it lacks\n"
 	      "  --cancel              give a migration in progress up (the VM runs on here);\n"
 	      "                        after 'in doubt', resume the VM here (only when the\n"
 	      "                        destination does not run it)\n"
@@ -68,7 +80,10 @@ enum {
 	OPT_VERIFY,
 	OPT_LINK_TIMEOUT,
 	OPT_CANCEL,
-	OPT_NO_THROTTLE
+	OPT_NO_THROTTLE,
+	OPT_POSTCOPY,
+	OPT_SWITCH_POSTCOPY,
+	OPT_RESUME
 };
 
 static int parse_u32(const char *name, const char *arg, uint64_t max, uint32_t *out)
@@ -96,6 +111,9 @@ static int parse_args(int argc, char **argv, struct mig_args *a)
 		{"link-timeout", required_argument, NULL, OPT_LINK_TIMEOUT},
 		{"cancel", no_argument, NULL, OPT_CANCEL},
 		{"no-throttle", no_argument, NULL, OPT_NO_THROTTLE},
+		{"postcopy", no_argument, NULL, OPT_POSTCOPY},
+		{"switch-to-postcopy", no_argument, NULL, OPT_SWITCH_POSTCOPY},
+		{"resume", no_argument, NULL, OPT_RESUME},
 		{NULL, 0, NULL, 0},
 	};
 	int c, idx, rc = 0;
@@ -134,6 +152,15 @@ static int parse_args(int argc, char **argv, struct mig_args *a)
 		case OPT_NO_THROTTLE:
 			a->mr.no_throttle = true;
 			break;
+		case OPT_POSTCOPY:
+			a->mr.postcopy = true;
+			break;
+		case OPT_SWITCH_POSTCOPY:
+			a->mr.switch_to_postcopy = true;
+			break;
+		case OPT_RESUME:
+			a->mr.resume = true;
+			break;
 		default:
 			cli_opt_error("migrate", c, argv);
 			return -EINVAL;
@@ -149,12 +176,20 @@ static int parse_args(int argc, char **argv, struct mig_args *a)
 		cli_err("migrate: --socket PATH (the source castor-vmm) is required");
 		return -EINVAL;
 	}
-	if (a->mr.cancel && ((a->mr.peer && *a->mr.peer) || a->mr.downtime_ms || a->mr.timeout_s ||
-			     a->mr.timeout_ms || a->mr.verify || a->mr.no_throttle)) {
-		cli_err("migrate: --cancel takes no other option than --socket");
+	if ((a->mr.cancel || a->mr.switch_to_postcopy || a->mr.resume) &&
+	    ((a->mr.peer && *a->mr.peer) || a->mr.downtime_ms || a->mr.timeout_s ||
+	     a->mr.timeout_ms || a->mr.verify || a->mr.no_throttle || a->mr.postcopy ||
+	     a->mr.cancel + a->mr.switch_to_postcopy + a->mr.resume > 1 ||
+	     ((a->mr.cancel || a->mr.switch_to_postcopy) && a->json))) {
+		cli_err("migrate: --%s takes no other option than --socket%s",
+			a->mr.cancel		   ? "cancel"
+			: a->mr.switch_to_postcopy ? "switch-to-postcopy"
+						   : "resume",
+			a->mr.resume ? " and --json" : "");
 		return -EINVAL;
 	}
-	if (!a->mr.cancel && (!a->mr.peer || !*a->mr.peer)) {
+	if (!a->mr.cancel && !a->mr.switch_to_postcopy && !a->mr.resume &&
+	    (!a->mr.peer || !*a->mr.peer)) {
 		cli_err("migrate: --to HOST:PORT (the destination's castor-vmm incoming) is "
 			"required");
 		return -EINVAL;
@@ -188,6 +223,10 @@ static void progress(const Castor__HaStatus *h, bool tty)
 	else if (!strcmp(h->state, "syncing"))
 		printf("copy: %.1f of %.1f MiB sent", (double)h->sync_sent_bytes / (1 << 20),
 		       (double)h->sync_total_bytes / (1 << 20));
+	else if (!strcmp(h->state, "postcopy"))
+		printf("postcopy: the VM runs at the destination; %" PRIu64 " of %" PRIu64
+		       " pages sent, %" PRIu64 " of them asked for",
+		       h->pc_sent, h->pc_pages, h->pc_on_demand);
 	else
 		printf("round %u: %.1f MiB sent, %.1f MiB left, dirty %.0f MB/s, link %.0f MB/s, "
 		       "expected downtime %.1f ms, throttle %u %%",
@@ -216,6 +255,12 @@ static void summary_json(const Castor__HaStatus *h)
 	cli_json_u64(&j, "throttle_raises", h->throttle_raises);
 	cli_json_u64(&j, "throttled_ns", h->throttled_ns);
 	cli_json_u64(&j, "verify_ok", h->verify_ok);
+	cli_json_bool(&j, "postcopy", h->postcopy);
+	cli_json_u64(&j, "postcopy_pages", h->pc_pages);
+	cli_json_u64(&j, "postcopy_sent", h->pc_sent);
+	cli_json_u64(&j, "postcopy_zero", h->pc_zero);
+	cli_json_u64(&j, "postcopy_asked", h->pc_asked);
+	cli_json_u64(&j, "postcopy_on_demand", h->pc_on_demand);
 	cli_json_str(&j, "policy", h->policy ? h->policy : "");
 	cli_json_str(&j, "last_error", h->last_error ? h->last_error : "");
 	cli_json_object_end(&j);
@@ -350,6 +395,11 @@ int cli_migrate_main(int argc, char **argv)
 		ret = CLI_EXIT_OK;
 		goto out;
 	}
+	if (a.mr.switch_to_postcopy) {
+		printf("the migration switches to postcopy after the round under way\n");
+		ret = CLI_EXIT_OK;
+		goto out;
+	}
 	for (;;) {
 		if (status(a.socket, &resp) < 0)
 			goto out;
@@ -358,11 +408,12 @@ int cli_migrate_main(int argc, char **argv)
 			cli_err("migrate: %s no longer reports the migration", a.socket);
 			goto out;
 		}
-		if (strcmp(h->state, "syncing") && strcmp(h->state, "migrating"))
+		if (strcmp(h->state, "syncing") && strcmp(h->state, "migrating") &&
+		    strcmp(h->state, "postcopy"))
 			break;
-		if (!a.json && (tty || h->rounds != shown)) {
+		if (!a.json && (tty || h->rounds + h->pc_sent / 4096 != shown)) {
 			progress(h, tty);
-			shown = h->rounds;
+			shown = h->rounds + (uint32_t)(h->pc_sent / 4096);
 		}
 		usleep(POLL_MS * 1000);
 	}
@@ -380,6 +431,10 @@ int cli_migrate_main(int argc, char **argv)
 			       (double)h->total_raw_bytes / (1 << 20), h->final_pages,
 			       h->throttle_peak_pct ? ", throttled up to " : "",
 			       h->throttle_peak_pct, h->throttle_peak_pct ? " %" : "");
+		if (!a.json && h->postcopy)
+			printf("postcopy: %" PRIu64 " pages came after the switch (%" PRIu64
+			       " zero), %" PRIu64 " of them because the VM asked for them\n",
+			       h->pc_sent, h->pc_zero, h->pc_on_demand);
 		quit_source(a.socket);
 		ret = CLI_EXIT_OK;
 	} else {

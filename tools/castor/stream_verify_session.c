@@ -42,6 +42,7 @@
 #define F_DISK	       0x4u
 #define F_MIGRATE      0x8u
 #define F_SUMS	       0x10u
+#define F_RESUME       0x20u
 #define SEAL_MAX       (1u << 20)
 #define SEAL_TAG       16u
 
@@ -228,9 +229,14 @@ static int check_hello(struct stream_verify_session *s, struct reader *r)
 	if (s->version != SESSION_V)
 		return fail(s, 8, "HELLO: session layer version %u; this verifier knows %u",
 			    s->version, SESSION_V);
-	if (s->flags & ~(F_AUTH | F_ENCRYPT | F_DISK | F_MIGRATE | F_SUMS))
+	if (s->flags & ~(F_AUTH | F_ENCRYPT | F_DISK | F_MIGRATE | F_SUMS | F_RESUME))
 		return fail(s, 12, "HELLO: reserved flag bits 0x%x",
-			    s->flags & ~(F_AUTH | F_ENCRYPT | F_DISK | F_MIGRATE | F_SUMS));
+			    s->flags &
+				    ~(F_AUTH | F_ENCRYPT | F_DISK | F_MIGRATE | F_SUMS | F_RESUME));
+	if (s->flags & F_RESUME)
+		return fail(s, 12,
+			    "HELLO: a postcopy's source reconnecting (RESUME, §8.6): its pages "
+			    "are not checked by this verifier");
 	if ((s->flags & F_MIGRATE) && (s->flags & F_DISK))
 		return fail(s, 12, "HELLO: MIGRATE with DISK");
 	if ((s->flags & F_SUMS) && (s->flags & F_DISK))

@@ -382,6 +382,12 @@ static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
 	h->verify_ok = st.verify_ok;
 	h->verify_bad = st.verify_bad;
 	h->disk_verify_ok = st.disk_verify_ok;
+	h->postcopy = st.postcopy;
+	h->pc_pages = st.pc.pages;
+	h->pc_sent = st.pc.sent;
+	h->pc_zero = st.pc.zero;
+	h->pc_asked = st.pc.asked;
+	h->pc_on_demand = st.pc.on_demand;
 	h->sync_sent_bytes = st.sync_sent_bytes;
 	h->sync_total_bytes = st.sync_total_bytes;
 	h->heartbeats = st.heartbeats;
@@ -458,6 +464,11 @@ static const char *migration_paused(struct vmm *v)
 	if (st.migration && st.state == REPL_S_MIGRATED)
 		return "the VM was migrated: it runs at the destination, and this copy never "
 		       "resumes";
+	if (st.migration && (st.state == REPL_S_POSTCOPY || st.state == REPL_S_POSTCOPY_BROKEN))
+		return "the VM runs at the destination (postcopy): this copy holds the pages it "
+		       "still lacks and never resumes (if the link broke before the destination "
+		       "answered and it does not run the VM, 'castor migrate --cancel' resumes it "
+		       "here)";
 	if (st.migration && st.state == REPL_S_IN_DOUBT)
 		return "the VM is paused by a migration in doubt: if the destination does not "
 		       "run it, 'castor migrate --cancel' resumes it here";
@@ -472,7 +483,8 @@ static int do_migrate(struct vmm_control *ctl, const Castor__MigrateRequest *mr,
 				    .timeout_s = mr->timeout_s,
 				    .timeout_ms = mr->timeout_ms,
 				    .verify = mr->verify,
-				    .no_throttle = mr->no_throttle};
+				    .no_throttle = mr->no_throttle,
+				    .postcopy = mr->postcopy};
 	int rc;
 
 	if (mr->downtime_ms > 60000 || mr->timeout_s > 86400 || mr->timeout_ms > 600000) {
@@ -480,8 +492,18 @@ static int do_migrate(struct vmm_control *ctl, const Castor__MigrateRequest *mr,
 		       "over 600000 ms";
 		return -EINVAL;
 	}
-	rc = mr->cancel ? vmm_migrate_cancel(ctl->v, why, sizeof(why))
-			: vmm_migrate(ctl->v, &r, why, sizeof(why));
+	if (mr->cancel + mr->switch_to_postcopy + mr->resume > 1) {
+		*msg = "migrate: --cancel, --switch-to-postcopy and --resume are one at a time";
+		return -EINVAL;
+	}
+	if (mr->cancel)
+		rc = vmm_migrate_cancel(ctl->v, why, sizeof(why));
+	else if (mr->switch_to_postcopy)
+		rc = vmm_migrate_postcopy(ctl->v, why, sizeof(why));
+	else if (mr->resume)
+		rc = vmm_migrate_resume(ctl->v, why, sizeof(why));
+	else
+		rc = vmm_migrate(ctl->v, &r, why, sizeof(why));
 	if (rc < 0)
 		*msg = why;
 	return rc;

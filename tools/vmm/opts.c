@@ -437,20 +437,29 @@ static int take(const struct opt *op, char *arg, struct vmm_opts *o)
 }
 
 /*
- * Test hook, kept out of the command line: CASTOR_TEST_CUT_AFTER=N cuts every
- * replication connection of this process after N bytes, as if its host died
- * mid-stream. Read by every command: it applies to every session.
+ * Test hooks, kept out of the command line: CASTOR_TEST_CUT_AFTER=N cuts
+ * every replication connection of this process after N bytes, as if its host
+ * died mid-stream (every session); CASTOR_TEST_POSTCOPY_CUT=N cuts a
+ * migration's link once, after N pages of postcopy (rounded up to 256).
  */
 static int test_hooks(struct vmm_opts *o)
 {
 	const char *cut = getenv("CASTOR_TEST_CUT_AFTER");
+	const char *pc = getenv("CASTOR_TEST_POSTCOPY_CUT");
 	uint64_t v;
 
-	if (!cut || !*cut)
-		return 0;
-	if (util_parse_u64(cut, &v) < 0)
-		return vmm_bad_usage("CASTOR_TEST_CUT_AFTER: '%s' is not a byte count", cut);
-	o->ro.conn.cut_after_bytes = v;
+	if (cut && *cut) {
+		if (util_parse_u64(cut, &v) < 0)
+			return vmm_bad_usage("CASTOR_TEST_CUT_AFTER: '%s' is not a byte count",
+					     cut);
+		o->ro.conn.cut_after_bytes = v;
+	}
+	if (pc && *pc) {
+		if (util_parse_u64(pc, &v) < 0 || !v)
+			return vmm_bad_usage("CASTOR_TEST_POSTCOPY_CUT: '%s' is not a page count",
+					     pc);
+		o->pc_test_cut_pages = v;
+	}
 	return 0;
 }
 

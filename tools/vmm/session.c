@@ -213,11 +213,13 @@ static void mig_watch_cb(evutil_socket_t fd, short what, void *arg)
 	repl_primary_status(v->primary, &st);
 	if (!st.migration || st.state == REPL_S_SYNCING || st.state == REPL_S_MIGRATING)
 		return;
-	if (v->mig) { /* over: no throttle may pause the VM any more */
+	if (v->mig) { /* past the rounds: no throttle may pause the VM any more */
 		mig_source_progress(v->mig, &v->mig_last);
 		mig_source_free(v->mig);
 		v->mig = NULL;
 	}
+	if (st.state == REPL_S_POSTCOPY) /* the pages go until the destination has them all */
+		return;
 	if (st.state != REPL_S_MIGRATED) {
 		event_del(v->mig_watch);
 		return;
@@ -236,7 +238,9 @@ int vmm_migrate(struct vmm *v, const struct vmm_migrate_req *r, char *why, size_
 {
 	struct mig_policy_opts po = {.downtime_ms = r->downtime_ms,
 				     .timeout_ns = (uint64_t)r->timeout_s * 1000000000ull,
-				     .no_throttle = r->no_throttle};
+				     .no_throttle = r->no_throttle,
+				     .postcopy = r->postcopy,
+				     .test_cut_pages = v->o->pc_test_cut_pages};
 	struct repl_primary_opts ro = {.peer = r->peer, .verify = r->verify};
 	struct repl_primary *p = NULL, *old = NULL;
 	struct mig_source *m = NULL;
@@ -311,6 +315,59 @@ int vmm_migrate(struct vmm *v, const struct vmm_migrate_req *r, char *why, size_
 	return 0;
 }
 
+/* The session of a migration from here, its status in *st; -ENOENT without one. */
+static int session_here(struct vmm *v, struct repl_status *st, char *why, size_t why_len)
+{
+	if (!v->primary) {
+		snprintf(why, why_len, "no migration from here");
+		return -ENOENT;
+	}
+	repl_primary_status(v->primary, st);
+	return 0;
+}
+
+int vmm_migrate_postcopy(struct vmm *v, char *why, size_t why_len)
+{
+	struct repl_status st;
+	int rc = session_here(v, &st, why, why_len);
+
+	if (rc < 0)
+		return rc;
+	rc = repl_primary_postcopy(v->primary);
+	if (rc == -EINVAL)
+		snprintf(why, why_len, "no migration from here: the VM is protected to %s",
+			 st.peer);
+	else if (rc < 0)
+		snprintf(why, why_len, "the migration is past its rounds (%s)",
+			 repl_state_str(st.state));
+	else
+		LOG_INFO("vm %s: the migration to %s switches to postcopy after this round",
+			 v->name, st.peer);
+	return rc;
+}
+
+int vmm_migrate_resume(struct vmm *v, char *why, size_t why_len)
+{
+	struct repl_status st;
+	int rc = session_here(v, &st, why, why_len);
+
+	if (rc < 0)
+		return rc;
+	rc = repl_primary_postcopy_resume(v->primary);
+	if (rc < 0) {
+		snprintf(why, why_len, "nothing to resume: the migration is %s",
+			 repl_state_str(st.state));
+		return rc;
+	}
+	LOG_INFO("vm %s: postcopy to %s resumes on request", v->name, st.peer);
+	if (v->mig_watch) { /* it ends us once the destination holds every page */
+		struct timeval tv = {0, MIG_WATCH_MS * 1000};
+
+		event_add(v->mig_watch, &tv);
+	}
+	return 0;
+}
+
 int vmm_migrate_cancel(struct vmm *v, char *why, size_t why_len)
 {
 	struct repl_status st;
@@ -328,6 +385,24 @@ int vmm_migrate_cancel(struct vmm *v, char *why, size_t why_len)
 	switch (st.state) {
 	case REPL_S_MIGRATED:
 		snprintf(why, why_len, "too late: the VM runs at %s", st.peer);
+		return -EALREADY;
+	case REPL_S_POSTCOPY_BROKEN:
+		if (!st.pc.running_ns) {
+			/* the destination never said it runs it: the operator says it does not */
+			repl_primary_stop(v->primary, false);
+			hv_vm_resume(v->vm);
+			LOG_WARN("vm %s: resumed here after a postcopy broken before the "
+				 "destination answered, on request",
+				 v->name);
+			vmm_event_line(NULL, "migration-resumed");
+			return 0;
+		}
+		/* fall through */
+	case REPL_S_POSTCOPY:
+		snprintf(why, why_len,
+			 "too late: the VM runs at %s (postcopy); this process holds %" PRIu64
+			 " pages it still lacks",
+			 st.peer, st.pc.pages - st.pc.sent);
 		return -EALREADY;
 	case REPL_S_STOPPED:
 		snprintf(why, why_len, "the migration is already over: %s", st.last_error);

@@ -84,7 +84,8 @@ struct vmm_opts {
 	 * (`castor ha protect`, a replica's twin).
 	 */
 	struct repl_primary_opts ro;
-	bool have_session_opts; /* --mode, --interval, ... were given */
+	uint64_t pc_test_cut_pages; /* test hook CASTOR_TEST_POSTCOPY_CUT (opts.c) */
+	bool have_session_opts;	    /* --mode, --interval, ... were given */
 	/*
 	 * --key: every session of this process (a replica's primaries, run
 	 * --protect, castor ha protect) is authenticated with it (ro.key points
@@ -247,6 +248,7 @@ struct vmm_migrate_req {
 	const char *peer;
 	uint32_t downtime_ms, timeout_s, timeout_ms;
 	bool verify, no_throttle;
+	bool postcopy; /* switch to postcopy right after the initial copy */
 };
 int vmm_migrate(struct vmm *v, const struct vmm_migrate_req *r, char *why, size_t why_len);
 /*
@@ -255,6 +257,10 @@ int vmm_migrate(struct vmm *v, const struct vmm_migrate_req *r, char *why, size_
  * operator says the destination does not run it.
  */
 int vmm_migrate_cancel(struct vmm *v, char *why, size_t why_len);
+/* The migration under way switches to postcopy at the end of its round. */
+int vmm_migrate_postcopy(struct vmm *v, char *why, size_t why_len);
+/* A postcopy whose link broke reconnects to its destination. */
+int vmm_migrate_resume(struct vmm *v, char *why, size_t why_len);
 /* Incoming: watch for the end of the source's stream (after the control socket opens). */
 int vmm_incoming_watch(struct vmm *v);
 /* Kick the primary, if any: end the epoch early. Any thread. */
