@@ -438,6 +438,40 @@ def disk_epochs(seal1=True, epoch_of_write1=1):
             e[2], frame(DISK, dseal(2, ops=0, nbytes=0)), e[3]]
 
 
+# ---- postcopy (§8.6): POSTCOPY before the switch's epoch, PAGEs and END after SWITCH ----
+PCPY, PAGE, PEND = 0x5950435052545343, 0x4547415052545343, 0x444E455052545343
+
+
+def pcmsg(magic, value, flags=0, data=b""):
+    return struct.pack("<QQII", magic, value, flags, 0) + data
+
+
+def postcopy_frame(named, pages=MEM // 4096):
+    words = [0] * ((pages + 63) // 64)
+    for p in named:
+        words[p // 64] |= 1 << (p % 64)
+    return frame(PCPY, struct.pack("<Q", pages) + b"".join(struct.pack("<Q", w) for w in words))
+
+
+def pc_pages(sent, zero=()):
+    return b"".join(pcmsg(PAGE, p, 1) if p in zero else pcmsg(PAGE, p, 0, bytes([p & 0xFF]) * 4096)
+                    for p in sent)
+
+
+def postcopy(named=(3, 5, 700), sent=None, zero=(5,), end=None, pc=None, flags=8, order=None,
+             tail=True):
+    """A migration that switches to postcopy before its last epoch: e0, e1, POSTCOPY, e2,
+    SWITCH, the named pages (zero pages as a flag), END."""
+    e = epochs()
+    sent = named if sent is None else sent
+    pcf = postcopy_frame(named) if pc is None else pc
+    frames = order(e, pcf) if order else [e[0], e[1], e[2], pcf, e[3], frame(SWITCH)]
+    out = hello(flags) + b"".join(frames)
+    if tail:
+        out += pc_pages(sent, zero) + pcmsg(PEND, len(sent) if end is None else end)
+    return out
+
+
 def session(frames, flags=0, bye=True, switch=False, **kw):
     return (hello(flags, **kw) + b"".join(frames) + (frame(BYE) if bye else b"") +
             (frame(SWITCH) if switch else b""))
@@ -650,7 +684,21 @@ CASES = {
     "session-encrypted": lambda: sealed(epochs(), flags=3),
     "session-version1": lambda: session(epochs(), version=1),
     "session-reserved-flags": lambda: session(epochs(), flags=64),
-    "session-resume": lambda: session(epochs(), flags=8 | 32),
+    "session-postcopy": lambda: postcopy(),
+    "session-postcopy-cut": lambda: postcopy()[:-24],  # the link broke before END
+    "session-postcopy-unnamed": lambda: postcopy(sent=(3, 5, 9, 700)),
+    "session-postcopy-twice": lambda: postcopy(sent=(3, 5, 5, 700)),
+    "session-postcopy-end": lambda: postcopy(end=2),
+    "session-postcopy-after-end": lambda: postcopy() + pcmsg(PAGE, 7, 1),
+    "session-postcopy-flags": lambda: postcopy(sent=())[:-24] + pcmsg(PAGE, 3, 2),
+    "session-postcopy-no-epoch": lambda: postcopy(
+        order=lambda e, pcf: [e[0], e[1], e[2], e[3], pcf, frame(SWITCH)], tail=False),
+    "session-postcopy-two-epochs": lambda: postcopy(
+        order=lambda e, pcf: [e[0], pcf, e[2], e[3], frame(SWITCH)], tail=False),
+    "session-postcopy-length": lambda: postcopy(pc=frame(PCPY, bytes(16)), tail=False),
+    "session-postcopy-not-migrating": lambda: postcopy(flags=0, tail=False),
+    "session-resume": lambda: hello(8 | 32) + pc_pages((1, 2, 4000), zero=(2,)) + pcmsg(PEND, 3),
+    "session-resume-sums": lambda: hello(8 | 32 | 16) + pc_pages((1,)),
     # ---- a live migration's capture (§8.3) ----
     "session-migration": lambda: session(epochs(), flags=8, bye=False, switch=True),
     "session-switch-not-migrating": lambda: session(epochs(), bye=False, switch=True),

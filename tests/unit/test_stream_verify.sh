@@ -245,12 +245,32 @@ invalid session-cut - "epoch 2: the capture ends"
 invalid session-unchained - "epoch 1: parent 0x5eed000000000a02, the previous epoch was 0x5eed000000000a00"
 invalid session-first-incremental 64 "epoch 0 is not a full stream (the initial copy)"
 invalid session-ping-length 72 "PING with a length of 4 (0 is the only one)"
-invalid session-bad-frame 64 "frame with magic 0x4b43414252545343: not EPCH, DISK, PING or BYE"
+invalid session-bad-frame 64 "frame with magic 0x4b43414252545343: not EPCH, DISK, POSTCOPY, PING or BYE"
 invalid session-after-bye - "bytes after BYE: the connection closes there"
 invalid session-encrypted 104 "the link is encrypted (the HELLO asked for it)"
 invalid session-version1 8 "HELLO: session layer version 1; this verifier knows 2"
 invalid session-reserved-flags 12 "HELLO: reserved flag bits 0x40"
-invalid session-resume 12 "HELLO: a postcopy's source reconnecting (RESUME, §8.6)"
+# postcopy (§8.6): POSTCOPY before the switch's epoch, then PAGEs and END after SWITCH
+session_valid session-postcopy
+expect_in out "postcopy: 3 pages named at the switch, 3 PAGEs (1 zero), then END"
+run stream verify --json "$s/session-postcopy.cst"
+json_check 'j["postcopy"] and j["switched"] and j["postcopy_named"] == 3 and j["postcopy_pages"] == 3 and j["postcopy_zero"] == 1 and j["postcopy_end"]'
+session_valid session-postcopy-cut
+expect_in out "3 PAGEs (1 zero), the capture ends before END"
+invalid session-postcopy-unnamed - "PAGE 0x9, which POSTCOPY did not name"
+invalid session-postcopy-twice - "PAGE 0x5 sent twice"
+invalid session-postcopy-end - "END says 2 pages, 3 PAGEs came"
+invalid session-postcopy-after-end - "bytes after END: the source sends nothing more"
+invalid session-postcopy-flags - "PAGE with flags 0x2 (bit 0, zero, is the only one)"
+invalid session-postcopy-no-epoch - "SWITCH right after POSTCOPY: the switch's epoch (the state) is missing"
+invalid session-postcopy-two-epochs - "a second epoch after POSTCOPY: the switch's is the last"
+invalid session-postcopy-length - "POSTCOPY of 16 bytes; a VM of 4096 pages takes 520"
+invalid session-postcopy-not-migrating - "POSTCOPY in a session that is no migration"
+checked="${checked}session-resume "
+run stream verify "$s/session-resume.cst"
+expect_rc 0
+expect_in out "postcopy resumed (RESUME: the names are the destination's): 0 pages named at the switch, 3 PAGEs (1 zero), then END"
+invalid session-resume-sums 12 "HELLO: RESUME without MIGRATE, or with SUMS"
 session_valid session-migration
 run stream verify --json "$s/session-migration.cst"
 json_check 'j["migration"] and j["switched"] and j["epochs"] == 3'

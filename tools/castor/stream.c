@@ -324,6 +324,12 @@ static int session_verify_cmd(const struct stream_opts *o, struct peek *p)
 		cli_json_u64(&j, "disk_frames", s.disk_frames);
 		cli_json_u64(&j, "disk_records", s.disk_records);
 		cli_json_u64(&j, "disks", (uint64_t)__builtin_popcount(s.disks));
+		cli_json_bool(&j, "postcopy", s.postcopy);
+		cli_json_bool(&j, "resume", s.resume);
+		cli_json_u64(&j, "postcopy_named", s.pc_named);
+		cli_json_u64(&j, "postcopy_pages", s.pc_pages);
+		cli_json_u64(&j, "postcopy_zero", s.pc_zero);
+		cli_json_bool(&j, "postcopy_end", s.pc_end);
 		cli_json_object_end(&j);
 		if (cli_json_finish(&j) < 0)
 			return CLI_EXIT_FAIL;
@@ -333,6 +339,12 @@ static int session_verify_cmd(const struct stream_opts *o, struct peek *p)
 			cli_err("%s: offset %" PRIu64 ": %s", o->file, s.offset, s.error);
 		return CLI_EXIT_FAIL;
 	}
+	if (!o->quiet && !o->json && (s.postcopy || s.resume))
+		printf("%s: postcopy%s: %" PRIu64 " pages named at the switch, %" PRIu64
+		       " PAGEs (%" PRIu64 " zero)%s\n",
+		       o->file, s.resume ? " resumed (RESUME: the names are the destination's)" : "",
+		       s.pc_named, s.pc_pages, s.pc_zero,
+		       s.pc_end ? ", then END" : ", the capture ends before END");
 	if (!o->quiet && !o->json && s.disk_frames)
 		printf("%s: %" PRIu64 " DISK frames, %" PRIu64 " disk records, %d disk(s) sealed\n",
 		       o->file, s.disk_frames, s.disk_records, __builtin_popcount(s.disks));

@@ -12,7 +12,10 @@
  * at all; the frames of §8.1 (EPCH with its stream, PING, BYE), DISK frames
  * (§8.4: §10 records of the epoch under way, each disk sealed once before its
  * epoch's frame) and, in a live migration (§8.3, the HELLO's MIGRATE), SWITCH
- * after its last round.
+ * after its last round -- and with postcopy (§8.6) a POSTCOPY frame before that
+ * round, the PAGE messages and END after SWITCH; a RESUME capture is only
+ * those messages. Not checked: that the switch's epoch carries none of the
+ * named pages (its pages are the stream verifier's business).
  */
 #include "tools/castor/stream_verify_session.h"
 
@@ -29,6 +32,10 @@
 #define BYE_MAGIC      0x2145594252545343ull /* "CSTRBYE!" */
 #define SWCH_MAGIC     0x4843575352545343ull /* "CSTRSWCH" */
 #define DISK_MAGIC     0x4b53494452545343ull /* "CSTRDISK" */
+#define PCPY_MAGIC     0x5950435052545343ull /* "CSTRPCPY" */
+#define PAGE_MAGIC     0x4547415052545343ull /* "CSTRPAGE" */
+#define PEND_MAGIC     0x444e455052545343ull /* "CSTRPEND" */
+#define PC_MSG_LEN     24u
 #define DISK_FRAME_MAX (8u << 20)
 #define DISKS_MAX      4u
 #define REC_DISK_WRITE 0x0050u
@@ -233,10 +240,9 @@ static int check_hello(struct stream_verify_session *s, struct reader *r)
 		return fail(s, 12, "HELLO: reserved flag bits 0x%x",
 			    s->flags &
 				    ~(F_AUTH | F_ENCRYPT | F_DISK | F_MIGRATE | F_SUMS | F_RESUME));
-	if (s->flags & F_RESUME)
-		return fail(s, 12,
-			    "HELLO: a postcopy's source reconnecting (RESUME, §8.6): its pages "
-			    "are not checked by this verifier");
+	if ((s->flags & F_RESUME) && (!(s->flags & F_MIGRATE) || (s->flags & F_SUMS)))
+		return fail(s, 12, "HELLO: RESUME without MIGRATE, or with SUMS");
+	s->resume = s->flags & F_RESUME;
 	if ((s->flags & F_MIGRATE) && (s->flags & F_DISK))
 		return fail(s, 12, "HELLO: MIGRATE with DISK");
 	if ((s->flags & F_SUMS) && (s->flags & F_DISK))
@@ -404,6 +410,125 @@ static int check_disk(struct stream_verify_session *s, struct reader *r, uint64_
 	return rc;
 }
 
+static uint64_t pc_pages_of(const struct stream_verify_session *s)
+{
+	return s->mem_bytes / SV_PAGE_SIZE;
+}
+
+static bool bit(const uint64_t *w, uint64_t i)
+{
+	return w[i / 64] >> (i % 64) & 1;
+}
+
+/* POSTCOPY: the pages the switch's epoch leaves out, before that epoch. */
+static int check_postcopy(struct stream_verify_session *s, struct reader *r, uint64_t length,
+			  uint64_t at)
+{
+	uint64_t pages = pc_pages_of(s), words = (pages + 63) / 64, n, i;
+	uint8_t b8[8];
+	int rc;
+
+	if (!s->migration)
+		return fail(s, at, "POSTCOPY in a session that is no migration");
+	if (!s->epochs)
+		return fail(s, at, "POSTCOPY before any epoch: the copy comes first");
+	if (s->postcopy)
+		return fail(s, at, "a second POSTCOPY frame");
+	if (length != 8 + 8 * words)
+		return fail(s, at + 8, "POSTCOPY of %llu bytes; a VM of %llu pages takes %llu",
+			    (unsigned long long)length, (unsigned long long)pages,
+			    (unsigned long long)(8 + 8 * words));
+	rc = session_exact(r, b8, 8, false);
+	if (rc)
+		return rc == -EBADMSG ? fail(s, r->offset, "%s", r->why) : rc;
+	n = get64(b8);
+	if (n != pages)
+		return fail(s, at + 16, "POSTCOPY for %llu pages; the HELLO said %llu",
+			    (unsigned long long)n, (unsigned long long)pages);
+	s->pc_named_bits = calloc(words, 8);
+	s->pc_sent_bits = calloc(words, 8);
+	if (!s->pc_named_bits || !s->pc_sent_bits)
+		return -ENOMEM;
+	for (i = 0; i < words; i++) {
+		rc = session_exact(r, b8, 8, false);
+		if (rc)
+			return rc == -EBADMSG ? fail(s, r->offset, "%s", r->why) : rc;
+		s->pc_named_bits[i] = get64(b8);
+		s->pc_named += (uint64_t)__builtin_popcountll(s->pc_named_bits[i]);
+	}
+	if (pages % 64 && s->pc_named_bits[words - 1] >> (pages % 64))
+		return fail(s, at + 16 + 8 * words, "POSTCOPY names pages past the end of RAM");
+	s->postcopy = true;
+	s->pc_epochs_at = s->epochs;
+	return 0;
+}
+
+/* After SWITCH with postcopy, or a RESUME from its HELLO on: PAGEs, then END. */
+static int check_pc_messages(struct stream_verify_session *s, struct reader *r)
+{
+	uint64_t pages = pc_pages_of(s);
+	uint8_t m[PC_MSG_LEN], page[SV_PAGE_SIZE];
+	int rc;
+
+	if (!s->pc_sent_bits) { /* a RESUME: what was named is the other end's */
+		s->pc_sent_bits = calloc((pages + 63) / 64, 8);
+		if (!s->pc_sent_bits)
+			return -ENOMEM;
+	}
+	for (;;) {
+		uint64_t at = r->offset, magic, v;
+		uint32_t flags, reserved;
+
+		rc = session_exact(r, m, PC_MSG_LEN, true);
+		if (rc == 1) /* the capture ends between messages: a link that broke */
+			return 0;
+		if (rc)
+			return rc == -EBADMSG ? fail(s, r->offset, "%s", r->why) : rc;
+		magic = get64(m);
+		v = get64(m + 8);
+		flags = get32(m + 16);
+		reserved = get32(m + 20);
+		if (reserved)
+			return fail(s, at + 20, "a postcopy message's reserved field is not 0");
+		if (s->pc_end)
+			return fail(s, at, "bytes after END: the source sends nothing more");
+		if (magic == PEND_MAGIC) {
+			if (flags)
+				return fail(s, at + 16, "END with flags 0x%x", flags);
+			if (v != s->pc_pages)
+				return fail(s, at + 8, "END says %llu pages, %llu PAGEs came",
+					    (unsigned long long)v, (unsigned long long)s->pc_pages);
+			s->pc_end = true;
+			continue;
+		}
+		if (magic != PAGE_MAGIC)
+			return fail(s, at, "magic 0x%016llx after SWITCH: not PAGE or END",
+				    (unsigned long long)magic);
+		if (flags & ~1u)
+			return fail(s, at + 16,
+				    "PAGE with flags 0x%x (bit 0, zero, is the only one)", flags);
+		if (v >= pages)
+			return fail(s, at + 8, "PAGE 0x%llx past the end of RAM",
+				    (unsigned long long)v);
+		if (s->pc_named_bits && !bit(s->pc_named_bits, v))
+			return fail(s, at + 8, "PAGE 0x%llx, which POSTCOPY did not name",
+				    (unsigned long long)v);
+		if (bit(s->pc_sent_bits, v))
+			return fail(s, at + 8, "PAGE 0x%llx sent twice", (unsigned long long)v);
+		s->pc_sent_bits[v / 64] |= 1ull << (v % 64);
+		s->pc_pages++;
+		if (flags) {
+			s->pc_zero++;
+			continue;
+		}
+		rc = session_exact(r, page, SV_PAGE_SIZE, false);
+		if (rc)
+			return rc == -EBADMSG ? fail(s, r->offset, "PAGE 0x%llx: %s",
+						     (unsigned long long)v, r->why)
+					      : rc;
+	}
+}
+
 int stream_verify_session(stream_verify_read_fn read_cb, void *read_ctx,
 			  struct stream_verify_session *s)
 {
@@ -414,7 +539,9 @@ int stream_verify_session(stream_verify_read_fn read_cb, void *read_ctx,
 	rc = check_hello(s, &r);
 	if (!rc && (s->flags & F_AUTH))
 		rc = check_proof(s, &r);
-	while (!rc) {
+	if (!rc && s->resume)
+		rc = check_pc_messages(s, &r);
+	while (!rc && !s->resume) {
 		uint8_t f[FRAME_LEN];
 		uint64_t at = r.offset, magic, length;
 
@@ -432,7 +559,14 @@ int stream_verify_session(stream_verify_read_fn read_cb, void *read_ctx,
 		magic = get64(f);
 		length = get64(f + 8);
 		if (magic == EPCH_MAGIC) {
-			rc = check_epoch(s, &r, length, at);
+			if (s->postcopy && s->epochs > s->pc_epochs_at)
+				rc = fail(s, at,
+					  "a second epoch after POSTCOPY: the switch's is the "
+					  "last");
+			else
+				rc = check_epoch(s, &r, length, at);
+		} else if (magic == PCPY_MAGIC) {
+			rc = check_postcopy(s, &r, length, at);
 		} else if (magic == DISK_MAGIC) {
 			rc = check_disk(s, &r, length, at);
 		} else if (magic == PING_MAGIC || magic == BYE_MAGIC || magic == SWCH_MAGIC) {
@@ -449,12 +583,20 @@ int stream_verify_session(stream_verify_read_fn read_cb, void *read_ctx,
 					  "no MIGRATE)");
 			else if (magic == SWCH_MAGIC && !s->epochs)
 				rc = fail(s, at, "SWITCH before any epoch: nothing to run");
+			else if (magic == SWCH_MAGIC && s->postcopy && s->epochs == s->pc_epochs_at)
+				rc = fail(s, at,
+					  "SWITCH right after POSTCOPY: the switch's epoch (the "
+					  "state) is missing");
 			else if (magic == PING_MAGIC)
 				s->pings++;
 			else if (magic == BYE_MAGIC)
 				s->bye = true;
 			else
 				s->switched = true;
+			if (!rc && s->switched && s->postcopy) {
+				rc = check_pc_messages(s, &r);
+				break;
+			}
 			if (!rc && (s->bye || s->switched)) {
 				uint8_t one;
 
@@ -469,7 +611,8 @@ int stream_verify_session(stream_verify_read_fn read_cb, void *read_ctx,
 			}
 		} else {
 			rc = fail(s, at,
-				  "frame with magic 0x%016llx: not EPCH, DISK, PING or BYE%s",
+				  "frame with magic 0x%016llx: not EPCH, DISK, POSTCOPY, PING or "
+				  "BYE%s",
 				  (unsigned long long)magic,
 				  r.sealed ? " (if the replica runs with --encrypt, the link is "
 					     "encrypted and cannot be read without the key)"
@@ -478,6 +621,9 @@ int stream_verify_session(stream_verify_read_fn read_cb, void *read_ctx,
 	}
 	if (r.err && !rc)
 		rc = r.err;
+	free(s->pc_named_bits);
+	free(s->pc_sent_bits);
+	s->pc_named_bits = s->pc_sent_bits = NULL;
 	s->valid = rc == 0;
 	s->records = r.records;
 	s->bytes = r.offset;

@@ -32,6 +32,15 @@ struct stream_verify_session {
 	uint32_t written_now; /* disks with records in the epoch under way */
 	uint64_t last_stream_id;
 	uint64_t bytes; /* of the capture read */
+	/*
+	 * Postcopy (§8.6): a POSTCOPY frame named pc_named pages before the last
+	 * epoch; after SWITCH, pc_pages PAGE messages (pc_zero of them zero
+	 * pages), then END. A RESUME capture starts with the messages.
+	 */
+	bool postcopy, resume, pc_end;
+	uint64_t pc_named, pc_pages, pc_zero;
+	uint64_t pc_epochs_at;			/* epochs before the POSTCOPY frame */
+	uint64_t *pc_named_bits, *pc_sent_bits; /* internal: freed before return */
 };
 
 /* 0 valid, -EBADMSG not (s->error says why), another -errno when it could not be read. */
