@@ -33,7 +33,10 @@ int twin_pc_frame(struct repl_secondary *s, const uint8_t *buf, size_t len)
 				     "a POSTCOPY frame outside a migration's rounds: refused");
 		return -EPROTO;
 	}
-	util_bitmap_dispose(&s->pc_missing);
+	if (s->pc_missing.nbits) {
+		secondary_note_error(s, "%s", "a second POSTCOPY frame: refused");
+		return -EPROTO;
+	}
 	s->pc_port = repl_secondary_port(s);
 	rc = repl_postcopy_frame_parse(buf, len, hv_ram_pages(s->twin), &s->pc_missing, why,
 				       sizeof(why));
@@ -236,9 +239,9 @@ static void *pc_main(void *arg)
 
 		rc = repl_postcopy_receive(&s->pc_link, s->pc_vm, &s->pc_send_lock, &pr,
 					   pc_progress, s);
-		if (!rc)
-			break;
 		hv_postcopy_progress(s->pc_vm, &left, &faults);
+		if (!rc || !left) /* every page is here: a link lost after that costs nothing */
+			break;
 		/* short: last_error holds 160 bytes */
 		snprintf(what, sizeof(what),
 			 "the source's link broke (%s), %" PRIu64
