@@ -330,6 +330,7 @@ struct disk_tx_stats {
 	uint64_t pending_bytes;		   /* data bytes queued now */
 	/* the initial copies: bytes the replica held already (not sent), data bytes sent */
 	uint64_t copy_same_bytes, copy_data_bytes;
+	uint64_t copy_rereads; /* chunks read again: a guest write raced their read */
 	int error;
 };
 /* disks[i]: the index (in the VM's --disk order) of the i-th disk observed. */

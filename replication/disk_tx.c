@@ -22,10 +22,15 @@
  *
  * The initial copy of a disk (disk_tx_copy) is part of epoch 0: every range
  * of the image, zero ranges and holes as DISK_ZERO, read while the guest
- * writes. It needs no dirty log: a write the guest completes after a range
- * was read is queued after that range's record, and one completed before is
- * in what was read, so the last record for each byte the replica applies is
- * the image's content at the seal.
+ * writes. A write the guest completes before a chunk is read is in what was
+ * read; one queued after the chunk's record is applied after it. A write
+ * that lands while the chunk is being read, and is queued before the chunk's
+ * record, would be undone at the replica by the chunk's older bytes: the
+ * observer marks the chunks it touches during the copy, and a chunk marked
+ * between the start of its read and the (locked) queueing of its record is
+ * read again (copy_chunk). So the last record for each byte the replica
+ * applies is the image's content at the seal. (Verify mode's disk digests
+ * found the race: kvm_repl_diskrw, epoch 0.)
  *
  * Re-protection (§8.5, disk_sums.c): with the replica's digests and this
  * end's, taken after the observers were put in place, the copy skips each
@@ -46,6 +51,7 @@
 #include <unistd.h>
 
 #define COPY_CHUNK   (1u << 20) /* the initial copy reads and sends this much at a time */
+#define COPY_RETRIES 4u		/* reads of a chunk the guest writes meanwhile, unlocked */
 #define FRAME_TARGET (4u << 20) /* a DISK frame's records, about */
 
 struct tx_rec {
@@ -58,6 +64,11 @@ struct tx_disk {
 	struct disk_tx *tx;
 	uint32_t idx;
 	uint64_t ops, bytes; /* of the open epoch */
+	/*
+	 * During the initial copy: the chunks (COPY_CHUNK) a guest write or
+	 * zeroing touched since the copy last looked (under tx->lock).
+	 */
+	struct util_bitmap copy_dirty;
 };
 
 struct tx_seal {
@@ -168,20 +179,33 @@ void disk_tx_close(struct disk_tx *tx)
 	pthread_mutex_unlock(&tx->lock);
 }
 
-/* Queue one record of the open epoch (the observer's three calls). */
-static int queue(struct tx_disk *d, enum repl_disk_op_kind kind, uint64_t offset, const void *data,
-		 uint64_t len)
+/* Wake the sender when a queue_locked() asked for it: after the lock is dropped. */
+struct tx_wake {
+	bool wake, overflow;
+};
+
+static void tx_wake(struct disk_tx *tx, const struct tx_wake *w)
+{
+	if ((w->wake || w->overflow) && tx->wake)
+		tx->wake(tx->wake_arg, w->overflow);
+}
+
+/*
+ * Queue one record of the open epoch, with tx->lock held. A guest's write or
+ * zeroing (guest) during the initial copy marks the chunks it touched.
+ */
+static void queue_locked(struct tx_disk *d, enum repl_disk_op_kind kind, uint64_t offset,
+			 const void *data, uint64_t len, bool guest, struct tx_wake *w)
 {
 	struct disk_tx *tx = d->tx;
 	size_t dlen = kind == REPL_DISK_OP_WRITE ? (size_t)len : 0;
-	bool wake = false, overflow = false;
 	struct tx_rec *r;
 
-	pthread_mutex_lock(&tx->lock);
-	if (tx->closed) {
-		pthread_mutex_unlock(&tx->lock);
-		return 0;
-	}
+	if (tx->closed)
+		return;
+	if (guest && d->copy_dirty.words && len)
+		util_bitmap_set_range(&d->copy_dirty, offset / COPY_CHUNK,
+				      (offset + len - 1) / COPY_CHUNK - offset / COPY_CHUNK + 1);
 	if (tx->queued_bytes + dlen > tx->cap) {
 		LOG_ERR("disk %u: %" PRIu64 " bytes of writes wait for the replica (the most is "
 			"%" PRIu64 "): the replica falls behind, protection stops",
@@ -214,20 +238,27 @@ static int queue(struct tx_disk *d, enum repl_disk_op_kind kind, uint64_t offset
 	/* wake the sender every MiB; ask for an early epoch end past half the cap */
 	if (tx->queued_bytes >= tx->woken_at + (1u << 20)) {
 		tx->woken_at = tx->queued_bytes;
-		wake = true;
+		w->wake = true;
 	}
-	overflow = tx->queued_bytes > tx->cap / 2;
-	pthread_mutex_unlock(&tx->lock);
-	if ((wake || overflow) && tx->wake)
-		tx->wake(tx->wake_arg, overflow);
-	return 0;
+	w->overflow = w->overflow || tx->queued_bytes > tx->cap / 2;
+	return;
 fail:
 	/* the guest's request succeeded locally; the session is what fails */
 	tx->closed = true;
 	drop_all(tx);
-	pthread_mutex_unlock(&tx->lock);
-	if (tx->wake)
-		tx->wake(tx->wake_arg, true);
+	w->overflow = true;
+}
+
+/* The observer's calls: one record of the open epoch. */
+static int queue(struct tx_disk *d, enum repl_disk_op_kind kind, uint64_t offset, const void *data,
+		 uint64_t len)
+{
+	struct tx_wake w = {0};
+
+	pthread_mutex_lock(&d->tx->lock);
+	queue_locked(d, kind, offset, data, len, true, &w);
+	pthread_mutex_unlock(&d->tx->lock);
+	tx_wake(d->tx, &w);
 	return 0;
 }
 
@@ -455,40 +486,39 @@ static bool all_zero(const uint8_t *buf, size_t len)
 /* A run of ranges of one kind: skipped (the replica holds them), zeros, or data. */
 enum piece { PIECE_NONE, PIECE_SAME, PIECE_ZERO, PIECE_DATA };
 
-static int flush_piece(struct tx_disk *d, enum piece kind, uint64_t off, const uint8_t *p,
-		       uint64_t n)
+/* One piece of the copy, with tx->lock held. */
+static void flush_piece(struct tx_disk *d, enum piece kind, uint64_t off, const uint8_t *p,
+			uint64_t n, struct tx_wake *w)
 {
 	struct disk_tx *tx = d->tx;
 
 	switch (kind) {
 	case PIECE_SAME:
-		pthread_mutex_lock(&tx->lock);
 		tx->st.copy_same_bytes += n;
-		pthread_mutex_unlock(&tx->lock);
-		return 0;
+		break;
 	case PIECE_ZERO:
-		return queue(d, REPL_DISK_OP_ZERO, off, NULL, n);
+		queue_locked(d, REPL_DISK_OP_ZERO, off, NULL, n, false, w);
+		break;
 	case PIECE_DATA:
-		pthread_mutex_lock(&tx->lock);
 		tx->st.copy_data_bytes += n;
-		pthread_mutex_unlock(&tx->lock);
-		return queue(d, REPL_DISK_OP_WRITE, off, p, n);
+		queue_locked(d, REPL_DISK_OP_WRITE, off, p, n, false, w);
+		break;
 	default:
-		return 0;
+		break;
 	}
 }
 
 /*
- * Queue [off, off + n) of an image: chunk holds its bytes (NULL: a hole, all
- * zeros). With same, range by range: those the replica holds are skipped,
- * the others go as zeros or data; runs of one kind as one record.
+ * Queue [off, off + n) of an image, with tx->lock held: chunk holds its bytes
+ * (NULL: a hole, all zeros). With same, range by range: those the replica
+ * holds are skipped, the others go as zeros or data; runs of one kind as one
+ * record.
  */
-static int queue_chunk(struct tx_disk *d, const struct tx_same *same, const uint8_t *chunk,
-		       uint64_t off, uint64_t n)
+static void queue_chunk(struct tx_disk *d, const struct tx_same *same, const uint8_t *chunk,
+			uint64_t off, uint64_t n, struct tx_wake *w)
 {
 	uint64_t step = same ? same->range_bytes : n, run_at = off, at, len;
 	enum piece run = PIECE_NONE, kind;
-	int rc;
 
 	for (at = off; at < off + n; at += len) {
 		len = off + n - at < step ? off + n - at : step;
@@ -500,15 +530,13 @@ static int queue_chunk(struct tx_disk *d, const struct tx_same *same, const uint
 			kind = PIECE_DATA;
 		if (kind == run)
 			continue;
-		rc = flush_piece(d, run, run_at, run == PIECE_DATA ? chunk + (run_at - off) : NULL,
-				 at - run_at);
-		if (rc < 0)
-			return rc;
+		flush_piece(d, run, run_at, run == PIECE_DATA ? chunk + (run_at - off) : NULL,
+			    at - run_at, w);
 		run = kind;
 		run_at = at;
 	}
-	return flush_piece(d, run, run_at, run == PIECE_DATA ? chunk + (run_at - off) : NULL,
-			   off + n - run_at);
+	flush_piece(d, run, run_at, run == PIECE_DATA ? chunk + (run_at - off) : NULL,
+		    off + n - run_at, w);
 }
 
 /* Every range of [off, off + n) held by the replica: nothing to read. */
@@ -520,10 +548,55 @@ static bool all_same(const struct tx_same *same, uint64_t off, uint64_t n)
 	return true;
 }
 
+/*
+ * One chunk of the copy. A guest write racing the read could land in the
+ * image while the read is under way and be queued before the chunk's record:
+ * the replica would apply the write, then the chunk's older bytes over it. So
+ * the chunk is read again when a write touched it meanwhile (the observer
+ * marks copy_dirty under the lock, and the record is queued under the same
+ * lock as the check): after COPY_RETRIES the read is made with the lock held,
+ * the guest's next write completion waiting for it.
+ */
+static int copy_chunk(struct tx_disk *d, const struct tx_same *same, int fd,
+		      struct disk_holes *holes, uint8_t *buf, uint64_t off, uint64_t n)
+{
+	struct disk_tx *tx = d->tx;
+	uint64_t c = off / COPY_CHUNK;
+	struct tx_wake w = {0};
+	unsigned tries = 0;
+	bool hole;
+	int rc;
+
+	for (;;) {
+		bool held = ++tries > COPY_RETRIES;
+
+		pthread_mutex_lock(&tx->lock);
+		util_bitmap_clear(&d->copy_dirty, c);
+		if (!held)
+			pthread_mutex_unlock(&tx->lock);
+		holes->valid = false; /* the guest may have written where there was a hole */
+		hole = disk_is_hole(holes, off, n);
+		rc = hole ? 0 : disk_read_full(fd, buf, (size_t)n, off);
+		if (!held)
+			pthread_mutex_lock(&tx->lock);
+		if (!rc && !held && util_bitmap_is_set(&d->copy_dirty, c)) {
+			tx->st.copy_rereads++;
+			pthread_mutex_unlock(&tx->lock);
+			continue;
+		}
+		if (!rc)
+			queue_chunk(d, same, hole ? NULL : buf, off, n, &w);
+		pthread_mutex_unlock(&tx->lock);
+		tx_wake(tx, &w);
+		return rc;
+	}
+}
+
 int disk_tx_copy(struct disk_tx *tx, unsigned i, int fd, uint64_t image_bytes, struct repl_link *l,
 		 disk_tx_copy_progress_fn progress, void *arg)
 {
 	const struct tx_same *same = NULL;
+	struct util_bitmap dirty = {0};
 	struct disk_holes holes;
 	struct tx_disk *d;
 	uint8_t *chunk;
@@ -537,20 +610,25 @@ int disk_tx_copy(struct disk_tx *tx, unsigned i, int fd, uint64_t image_bytes, s
 	if (tx->same[i].valid && tx->same[i].image_bytes == image_bytes)
 		same = &tx->same[i];
 	chunk = malloc(COPY_CHUNK);
-	if (!chunk)
-		return -ENOMEM;
+	if (!chunk || util_bitmap_init(&dirty, image_bytes / COPY_CHUNK + 1) < 0) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	pthread_mutex_lock(&tx->lock);
+	d->copy_dirty = dirty; /* the observer marks it from now on */
+	pthread_mutex_unlock(&tx->lock);
 	disk_holes_init(&holes, fd, image_bytes);
 	while (off < image_bytes) {
 		uint64_t n = image_bytes - off < COPY_CHUNK ? image_bytes - off : COPY_CHUNK;
 
 		if (same && all_same(same, off, n)) {
-			rc = flush_piece(d, PIECE_SAME, off, NULL, n);
-		} else if (disk_is_hole(&holes, off, n)) {
-			rc = queue_chunk(d, same, NULL, off, n); /* zeros, without reading them */
+			struct tx_wake w = {0};
+
+			pthread_mutex_lock(&tx->lock);
+			flush_piece(d, PIECE_SAME, off, NULL, n, &w);
+			pthread_mutex_unlock(&tx->lock);
 		} else {
-			rc = disk_read_full(fd, chunk, (size_t)n, off);
-			if (!rc)
-				rc = queue_chunk(d, same, chunk, off, n);
+			rc = copy_chunk(d, same, fd, &holes, chunk, off, n);
 		}
 		if (rc < 0)
 			goto out;
@@ -564,6 +642,9 @@ int disk_tx_copy(struct disk_tx *tx, unsigned i, int fd, uint64_t image_bytes, s
 	}
 	rc = disk_tx_send(tx, l, 0, false);
 out:
+	pthread_mutex_lock(&tx->lock);
+	util_bitmap_dispose(&d->copy_dirty);
+	pthread_mutex_unlock(&tx->lock);
 	free(chunk);
 	return rc;
 }
