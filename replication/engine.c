@@ -19,7 +19,7 @@
 
 const char *repl_mode_str(enum repl_mode m)
 {
-	return m == REPL_MODE_OUTPUT ? "output" : "interval";
+	return m == REPL_MODE_OUTPUT ? "output" : m == REPL_MODE_ASYNC ? "async" : "interval";
 }
 
 int repl_mode_parse(const char *s, enum repl_mode *out)
@@ -28,6 +28,8 @@ int repl_mode_parse(const char *s, enum repl_mode *out)
 		*out = REPL_MODE_INTERVAL;
 	else if (!strcmp(s, "output"))
 		*out = REPL_MODE_OUTPUT;
+	else if (!strcmp(s, "async"))
+		*out = REPL_MODE_ASYNC;
 	else
 		return -EINVAL;
 	return 0;

@@ -48,6 +48,7 @@
 #define DIRTY_POLL_MS	    2u	 /* how often the dirty cap is checked */
 #define DEFAULT_CACHE_PAGES 16384u
 #define DEFAULT_INTERVAL_MS 25u
+#define DEFAULT_RPO_MS	    5000u      /* async mode's target */
 #define SYNC_CHUNK	    (4u << 20) /* the initial copy is sent in pieces: progress */
 #define WELCOME_WAIT_MS	    5000u      /* a replica busy with a port scan answers late */
 
@@ -75,7 +76,8 @@ void primary_fail(struct repl_primary *p, int rc, const char *what)
 		repl_log_event(p->o.log_cb, p->o.log_arg, "migration-aborted %" PRIu64, p->epoch);
 		return;
 	}
-	LOG_ERR("vm %s: %s; output stays held", hv_vm_name(p->vm), p->st.last_error);
+	LOG_ERR("vm %s: %s; %s", hv_vm_name(p->vm), p->st.last_error,
+		p->o.outq ? "output stays held" : "outputs flow (no output commit: async mode)");
 	primary_set_state(p, REPL_S_DEGRADED, what);
 	pthread_mutex_unlock(&p->lock);
 	repl_log_event(p->o.log_cb, p->o.log_arg, "degraded %" PRIu64, p->epoch);
@@ -150,6 +152,33 @@ int primary_capture(struct repl_primary *p, enum hv_stream_kind kind, bool live,
 	hv_stream_writer_reset(p->w);
 	rc = hv_snap_chain_save(p->chain, p->w, kind, &so, st);
 	return rc;
+}
+
+/*
+ * Async mode, with p->lock held, once a checkpoint taken at pause_ns is
+ * acknowledged: the RPO just before it (the age of the previous one) is a
+ * sample; past the target an alert is logged, and a line when it is back.
+ */
+static void note_checkpoint(struct repl_primary *p, uint64_t pause_ns)
+{
+	uint64_t now = util_now_ns(), target = (uint64_t)p->o.rpo_ms * MS;
+
+	if (p->ckpt_ns)
+		repl_window_add(&p->rpos, now - p->ckpt_ns);
+	if (p->ckpt_ns && now - p->ckpt_ns > target && !p->rpo_over) {
+		p->rpo_over = true;
+		p->st.rpo_alerts++;
+		LOG_WARN("vm %s: RPO alert: the replica's newest checkpoint was %.1f s old "
+			 "(target %.1f s)",
+			 hv_vm_name(p->vm), (double)(now - p->ckpt_ns) / 1e9, (double)target / 1e9);
+		repl_log_event(p->o.log_cb, p->o.log_arg, "rpo-over %" PRIu64, p->epoch);
+	} else if (p->rpo_over && now - pause_ns <= target) {
+		p->rpo_over = false;
+		LOG_INFO("vm %s: RPO back within its target: the newest checkpoint is %.1f s old",
+			 hv_vm_name(p->vm), (double)(now - pause_ns) / 1e9);
+	}
+	if (pause_ns)
+		p->ckpt_ns = pause_ns;
 }
 
 /* Encode, send and wait for the ack of the epoch in p->w; then release its outputs. */
@@ -237,6 +266,8 @@ int primary_ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 	repl_window_add(&p->encodes, enc_ns);
 	if (p->o.verify)
 		p->st.verify_ok++;
+	if (p->o.mode == REPL_MODE_ASYNC)
+		note_checkpoint(p, p->unacked_ns);
 	p->unacked_ns = 0;
 	p->last_io_ns = util_now_ns();
 	pthread_mutex_unlock(&p->lock);
@@ -564,6 +595,14 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 		p->o.outq = NULL; /* a migrating VM is not protected: its outputs flow */
 		p->o.exact_dirty = true;
 	}
+	if (p->o.mode == REPL_MODE_ASYNC) {
+		/* disaster recovery: checkpoints, no output commit (docs/dr.md) */
+		p->o.outq = NULL;
+		if (!p->o.rpo_ms)
+			p->o.rpo_ms = DEFAULT_RPO_MS;
+		if (!p->o.interval_ms)
+			p->o.interval_ms = p->o.rpo_ms / 2 ? p->o.rpo_ms / 2 : 1;
+	}
 	p->started_ns = util_now_ns();
 	p->t = o->transport ? o->transport : &repl_tcp_ops;
 	p->link.t = p->t;
@@ -646,6 +685,10 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 		goto fail;
 	}
 	p->thread_live = true;
+	/* async holds nothing: what a degraded session before it still held goes out now */
+	if (o->mode == REPL_MODE_ASYNC && o->outq && nb_queue_is_protected(o->outq))
+		LOG_INFO("vm %s: async protection holds no output: %d held outputs released",
+			 hv_vm_name(vm), nb_queue_release_all(o->outq));
 	if (p->o.migrate)
 		LOG_INFO("vm %s: migrating to %s%s, link %s", hv_vm_name(vm), p->peer,
 			 p->o.verify ? ", verify" : "",
@@ -695,6 +738,12 @@ void repl_primary_status(struct repl_primary *p, struct repl_status *out)
 	out->copy_p50_ns = repl_window_pct(&p->copies, 50);
 	out->state_p50_ns = repl_window_pct(&p->states, 50);
 	out->lag_ns = p->unacked_ns ? util_now_ns() - p->unacked_ns : 0;
+	if (p->o.mode == REPL_MODE_ASYNC) {
+		out->rpo_target_ms = p->o.rpo_ms;
+		out->rpo_ns = p->ckpt_ns ? util_now_ns() - p->ckpt_ns : 0;
+		out->rpo_p50_ns = repl_window_pct(&p->rpos, 50);
+		out->rpo_p99_ns = repl_window_pct(&p->rpos, 99);
+	}
 	pthread_mutex_unlock(&p->lock);
 	{
 		struct hv_dirty_totals dt;

@@ -47,6 +47,10 @@ struct repl_primary {
 	bool pc_switch;	  /* the pause of postcopy's switch: RAM is not whole there yet */
 	bool pc_resume;	  /* after a break: 'castor migrate --resume' asked to reconnect */
 	bool pc_cut_done; /* the test hook cut the link already */
+	/* async mode: the pause of the newest acknowledged checkpoint; over the RPO target */
+	uint64_t ckpt_ns;
+	bool rpo_over;
+	struct repl_window rpos;
 
 	struct disk_tx *dtx; /* the VM's writable disks: their writes go with the epochs */
 };

@@ -671,6 +671,12 @@ struct nb_queue;
 enum repl_mode {
 	REPL_MODE_INTERVAL = 0, /* Remus: an epoch every interval_ms */
 	REPL_MODE_OUTPUT = 1,	/* Kemari: end the epoch when the guest emits output */
+	/*
+	 * Disaster recovery (issue 17): a checkpoint every interval_ms (rpo_ms / 2
+	 * by default), no output held for it -- not output commit: the replica
+	 * may be behind what clients saw, by at most the measured RPO.
+	 */
+	REPL_MODE_ASYNC = 2,
 };
 const char *repl_mode_str(enum repl_mode m);
 int repl_mode_parse(const char *s, enum repl_mode *out);
@@ -732,6 +738,7 @@ struct repl_primary_opts {
 	enum repl_mode mode;
 	uint32_t interval_ms;	  /* interval: epoch length; output: the longest epoch */
 	uint32_t min_spacing_ms;  /* output: the shortest epoch */
+	uint32_t rpo_ms;	  /* async: the RPO target (0: 5000); an alert is logged past it */
 	uint64_t max_dirty_pages; /* end an epoch early past this many dirty pages; 0: no cap */
 	bool verify;		  /* digest all RAM in every pause (costly: tests, audits) */
 	bool exact_dirty;	  /* no hot-page retention (hv_dirty_set_hot): more faults */
@@ -812,6 +819,13 @@ struct repl_status {
 	uint64_t migration_ns; /* since the session started, until the destination ran it */
 	uint64_t downtime_ns;  /* from the final pause to the destination's RUNNING */
 	uint64_t final_pages;  /* copied in the final pause */
+	/*
+	 * async mode (primary): the RPO -- the age of the newest checkpoint the
+	 * replica acknowledged -- now, its p50/p99 sampled just before each ack,
+	 * the target, and how often it went past the target
+	 */
+	uint32_t rpo_target_ms;
+	uint64_t rpo_ns, rpo_p50_ns, rpo_p99_ns, rpo_alerts;
 	/* postcopy (both ends): the pages the destination lacked at the switch, sent (placed) */
 	bool postcopy;
 	struct repl_pc_progress pc;

@@ -31,6 +31,10 @@ usage: test_replication.py VMM CASTOR TGCHECK_SNAP CASE
            acks the epoch with ENOSPC: the primary degrades, its outputs held,
            and the twin is refused a failover (its copy is between epochs)
   output   output (Kemari) mode: outputs end epochs early; digests match
+  async    async (disaster-recovery) mode: checkpoints every half RPO, no output
+           ever held; the replica frozen (SIGSTOP): outputs still flow, the RPO
+           grows past its target and an alert is logged; thawed: checkpoints
+           commit again; then kill -9 and failover from the last checkpoint
   cap      the dirty-page cap ends long epochs early; bad command lines and an
            unreachable replica are refused with clear errors
   kill     20 trials: kill -9 the primary at a random moment (every other
@@ -435,6 +439,63 @@ def case_diskbad(d):
         pair.close()
 
 
+def case_async(d):
+    rpo = 2000
+    pair = Pair(d, ["rate=50", "wss=1M", "outrate=100"],
+                ["--mode", "async", "--rpo", str(rpo), "--verify"])
+    try:
+        pair.wait_protected()
+        wait_for("three checkpoints", lambda: ha(pair.psock)["epochs"] >= 3,
+                 timeout=ct.patience(60))
+        p = ha(pair.psock)
+        if p["mode"] != "async" or p["rpo_target_ms"] != rpo or p["interval_ms"] != rpo // 2:
+            raise Fail(f"async session: mode {p['mode']}, target {p['rpo_target_ms']} ms, "
+                       f"interval {p['interval_ms']} ms")
+        if p["outputs_held"]:
+            raise Fail(f"async mode held {p['outputs_held']} outputs")
+        # a replica that answers nothing: outputs flow on, the RPO grows past its target
+        out0 = p["outputs_released"]
+        e0 = p["acked_epoch"]
+        pair.replica.send_signal(signal.SIGSTOP)
+        try:
+            wait_for("the RPO past its target",
+                     lambda: ha(pair.psock)["rpo_ns"] > 2 * rpo * 1000000,
+                     timeout=ct.patience(30))
+            p = ha(pair.psock)
+            out1 = p["outputs_released"]
+            if p["acked_epoch"] != e0 or out1 <= out0 or p["outputs_held"]:
+                raise Fail(f"the replica frozen: acked epoch {e0} -> {p['acked_epoch']}, "
+                           f"outputs {out0} -> {out1}, {p['outputs_held']} held")
+        finally:
+            pair.replica.send_signal(signal.SIGCONT)
+        wait_for("checkpoints again, and the alert",
+                 lambda: (lambda h: h["acked_epoch"] > e0 + 1 and h["rpo_alerts"] >= 1)(
+                     ha(pair.psock)), timeout=ct.patience(60))
+        if "RPO alert" not in open(f"{d}/primary.out").read():
+            raise Fail("no RPO alert in the primary's log")
+        p, r = ha(pair.psock), ha(pair.rsock)
+        if p["state"] != "protected" or r["verify_bad"]:
+            raise Fail(f"after the thaw: primary {p['state']} ({p['last_error']}), "
+                       f"{r['verify_bad']} digests differed")
+        # the primary's host dies: the replica runs from its last checkpoint
+        pair.primary.send_signal(signal.SIGKILL)
+        pair.primary.wait(10)
+        wait_for("the replica to notice", lambda: ha(pair.rsock)["state"] == "primary-lost",
+                 timeout=ct.patience(30))
+        fo = json.loads(castor("ha", "failover", "--socket", pair.rsock, "--json").stdout)
+        if fo["state"] != "failed-over":
+            raise Fail(f"failover: {fo}")
+        c0 = vm_status(pair.rsock)["guest_counter"]
+        wait_for("the twin's guest to go on", lambda: vm_status(pair.rsock)["guest_counter"] > c0,
+                 timeout=ct.patience(20))
+        print(f"async: RPO p50 {p['rpo_p50_ns'] / 1e9:.2f} s, p99 {p['rpo_p99_ns'] / 1e9:.2f} s "
+              f"(target {rpo / 1e3:.1f} s), {p['rpo_alerts']} alert(s) while the replica was "
+              f"frozen; outputs flowed ({out0} -> {out1}); the twin runs from epoch "
+              f"{fo['epoch']}")
+    finally:
+        pair.close()
+
+
 def case_output(d):
     guest = ["rate=max", "wss=1M", "outrate=100"]
     # an interval far longer than an epoch's pause and ack, even on the nested
@@ -640,6 +701,8 @@ def main():
                 trials(d, diskrw_trial)
             elif CASE == "output":
                 case_output(d)
+            elif CASE == "async":
+                case_async(d)
             elif CASE == "cap":
                 case_cap(d)
             elif CASE == "kill":

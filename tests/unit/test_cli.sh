@@ -172,7 +172,11 @@ args)
 	expect_usage_error ha protect --socket /x --peer a:1 --interval 0
 	expect_in err "--interval: '0' is not a number of milliseconds"
 	expect_usage_error ha protect --socket /x --peer a:1 --mode fast
-	expect_in err "--mode: 'fast' is not interval or output"
+	expect_in err "--mode: 'fast' is not interval, output or async"
+	expect_usage_error ha protect --socket /x --peer a:1 --mode async --rpo 0
+	expect_in err "--rpo: '0' is not a number of milliseconds"
+	expect_usage_error ha unprotect --socket /x --rpo 100
+	expect_in err "--rpo does not apply to 'castor ha unprotect'"
 	expect_usage_error ha protect --socket /x --peer
 	expect_in err "option '--peer' needs a value"
 

@@ -42,9 +42,12 @@ void cli_ha_usage(FILE *f)
 	      "  -h, --help            this text\n"
 	      "protect:\n"
 	      "  --peer HOST:PORT      the replica (required)\n"
-	      "  --mode interval|output  Remus epochs or Kemari (end the epoch at an output)\n"
+	      "  --mode interval|output|async  Remus epochs, Kemari (end the epoch at an\n"
+	      "                        output), or async: a disaster-recovery copy, no output\n"
+	      "                        held (docs/dr.md)\n"
 	      "  --interval MS         epoch length; in output mode the longest (default 25)\n"
 	      "  --min-spacing MS      output mode: the shortest epoch (default 1)\n"
+	      "  --rpo MS              async mode: the RPO target (default 5000)\n"
 	      "  --max-dirty PAGES     end an epoch early past this many dirty pages\n"
 	      "  --verify              compare a digest of all RAM at every epoch (costly)\n"
 	      "  --exact-dirty         re-protect every page each epoch (no hot pages)\n"
@@ -117,6 +120,11 @@ static void ha_json(const Castor__HaStatus *h)
 	cli_json_str(&j, "link", h->link ? h->link : "");
 	cli_json_bool(&j, "insecure", h->insecure);
 	cli_json_bool(&j, "migration", h->migration);
+	cli_json_u64(&j, "rpo_target_ms", h->rpo_target_ms);
+	cli_json_u64(&j, "rpo_ns", h->rpo_ns);
+	cli_json_u64(&j, "rpo_p50_ns", h->rpo_p50_ns);
+	cli_json_u64(&j, "rpo_p99_ns", h->rpo_p99_ns);
+	cli_json_u64(&j, "rpo_alerts", h->rpo_alerts);
 	cli_json_bool(&j, "postcopy", h->postcopy);
 	cli_json_u64(&j, "pc_pages", h->pc_pages);
 	cli_json_u64(&j, "pc_sent", h->pc_sent);
@@ -214,6 +222,11 @@ static void ha_table(const Castor__HaStatus *h)
 		printf("INSECURE: castor-vmm runs with --insecure (no key needed off loopback)\n");
 	if (h->twin_unusable)
 		printf("the twin is UNUSABLE: a failover is refused\n");
+	if (h->rpo_target_ms)
+		printf("RPO: the replica's newest checkpoint is %.1f s old (p50 %.1f s, p99 %.1f s "
+		       "before each new one; target %.1f s, %" PRIu64 " alerts)\n",
+		       (double)h->rpo_ns / 1e9, (double)h->rpo_p50_ns / 1e9,
+		       (double)h->rpo_p99_ns / 1e9, (double)h->rpo_target_ms / 1e3, h->rpo_alerts);
 	if (h->postcopy)
 		printf("postcopy: %" PRIu64 " of %" PRIu64 " pages %s (%" PRIu64 " zero), %" PRIu64
 		       " %s\n",
@@ -233,6 +246,7 @@ enum ha_opt {
 	OPT_MODE,
 	OPT_INTERVAL,
 	OPT_MIN_SPACING,
+	OPT_RPO,
 	OPT_MAX_DIRTY,
 	OPT_VERIFY,
 	OPT_EXACT_DIRTY,
@@ -271,8 +285,8 @@ static int ha_opt(const char *cmd, int c, const char *name, const char *arg, str
 		a->pr.peer = (char *)arg;
 		return 0;
 	case OPT_MODE:
-		if (strcmp(arg, "interval") && strcmp(arg, "output")) {
-			cli_err("ha %s: --mode: '%s' is not interval or output", cmd, arg);
+		if (strcmp(arg, "interval") && strcmp(arg, "output") && strcmp(arg, "async")) {
+			cli_err("ha %s: --mode: '%s' is not interval, output or async", cmd, arg);
 			return -EINVAL;
 		}
 		a->pr.mode = (char *)arg;
@@ -281,6 +295,8 @@ static int ha_opt(const char *cmd, int c, const char *name, const char *arg, str
 		return parse_ms(cmd, name, arg, &a->pr.interval_ms);
 	case OPT_MIN_SPACING:
 		return parse_ms(cmd, name, arg, &a->pr.min_spacing_ms);
+	case OPT_RPO:
+		return parse_ms(cmd, name, arg, &a->pr.rpo_ms);
 	case OPT_TIMEOUT:
 		return parse_ms(cmd, name, arg, &a->pr.timeout_ms);
 	case OPT_MAX_DIRTY:
@@ -326,6 +342,7 @@ static int parse_args(const char *cmd, int argc, char **argv, struct ha_args *a)
 		{"mode", required_argument, NULL, OPT_MODE},
 		{"interval", required_argument, NULL, OPT_INTERVAL},
 		{"min-spacing", required_argument, NULL, OPT_MIN_SPACING},
+		{"rpo", required_argument, NULL, OPT_RPO},
 		{"max-dirty", required_argument, NULL, OPT_MAX_DIRTY},
 		{"verify", no_argument, NULL, OPT_VERIFY},
 		{"exact-dirty", no_argument, NULL, OPT_EXACT_DIRTY},

@@ -49,8 +49,11 @@ static int build(struct vmm *v)
 			return rc;
 		}
 	}
-	/* a protected VM never emits unheld output, not even before the first epoch */
-	if (o->protect)
+	/*
+	 * A protected VM never emits unheld output, not even before the first
+	 * epoch; an async (disaster-recovery) copy holds none at all.
+	 */
+	if (o->protect && o->ro.mode != REPL_MODE_ASYNC)
 		nb_queue_set_protected(v->outq, true, 0);
 	return 0;
 }

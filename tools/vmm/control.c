@@ -382,6 +382,11 @@ static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
 	h->verify_ok = st.verify_ok;
 	h->verify_bad = st.verify_bad;
 	h->disk_verify_ok = st.disk_verify_ok;
+	h->rpo_target_ms = st.rpo_target_ms;
+	h->rpo_ns = st.rpo_ns;
+	h->rpo_p50_ns = st.rpo_p50_ns;
+	h->rpo_p99_ns = st.rpo_p99_ns;
+	h->rpo_alerts = st.rpo_alerts;
 	h->postcopy = st.postcopy;
 	h->pc_pages = st.pc.pages;
 	h->pc_sent = st.pc.sent;
@@ -530,11 +535,16 @@ static int protect_opts(const Castor__ProtectRequest *pr, struct repl_primary_op
 	ro->peer = pr->peer;
 	if (pr->mode && *pr->mode && repl_mode_parse(pr->mode, &ro->mode) < 0)
 		return util_why(why, why_len, -EINVAL,
-				"protect: mode '%.32s' is not interval or output", pr->mode);
-	if (pr->interval_ms > 600000 || pr->min_spacing_ms > 600000 || pr->timeout_ms > 600000)
+				"protect: mode '%.32s' is not interval, output or async", pr->mode);
+	if (pr->rpo_ms && ro->mode != REPL_MODE_ASYNC)
+		return util_why(why, why_len, -EINVAL,
+				"protect: an RPO target goes with mode async");
+	if (pr->interval_ms > 600000 || pr->min_spacing_ms > 600000 || pr->timeout_ms > 600000 ||
+	    pr->rpo_ms > 600000)
 		return util_why(why, why_len, -EINVAL, "protect: a time over 600000 ms");
 	ro->interval_ms = pr->interval_ms;
 	ro->min_spacing_ms = pr->min_spacing_ms;
+	ro->rpo_ms = pr->rpo_ms;
 	ro->max_dirty_pages = pr->max_dirty_pages;
 	ro->verify = pr->verify;
 	ro->exact_dirty = pr->exact_dirty;

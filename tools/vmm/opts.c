@@ -41,6 +41,7 @@ enum opt_id {
 	O_MODE,
 	O_INTERVAL,
 	O_MIN_SPACING,
+	O_RPO,
 	O_MAX_DIRTY,
 	O_VERIFY,
 	O_EXACT_DIRTY,
@@ -96,6 +97,7 @@ static const struct opt table[] = {
 	{"mode", required_argument, O_MODE, VMM_RUN, session_only},
 	{"interval", required_argument, O_INTERVAL, VMM_RUN, session_only},
 	{"min-spacing", required_argument, O_MIN_SPACING, VMM_RUN, session_only},
+	{"rpo", required_argument, O_RPO, VMM_RUN, session_only},
 	{"max-dirty", required_argument, O_MAX_DIRTY, VMM_RUN, session_only},
 	{"verify", no_argument, O_VERIFY, VMM_RUN, session_only},
 	{"exact-dirty", no_argument, O_EXACT_DIRTY, VMM_RUN, session_only},
@@ -188,10 +190,15 @@ void vmm_usage(FILE *f)
 		"replication (docs/operations.md); any running VM can also be protected later\n"
 		"with `castor ha protect`:\n"
 		"  --protect HOST:PORT   (run) replicate to the replica listening there\n"
-		"  --mode interval|output  Remus epochs every --interval, or Kemari: end the\n"
-		"                        epoch at the guest's output (default interval)\n"
+		"  --mode interval|output|async  Remus epochs every --interval, Kemari: end\n"
+		"                        the epoch at the guest's output (default interval), or\n"
+		"                        async: a disaster-recovery copy, checkpoints without\n"
+		"                        holding any output (docs/dr.md)\n"
 		"  --interval MS         epoch length; in output mode the longest (default 25)\n"
 		"  --min-spacing MS      output mode: the shortest epoch (default 1)\n"
+		"  --rpo MS              async mode: the RPO target, an alert logged past it\n"
+		"                        (default 5000; checkpoints every half of it unless\n"
+		"                        --interval)\n"
 		"  --max-dirty PAGES     end an epoch early past this many dirty pages\n"
 		"  --verify              compare a digest of all RAM at every epoch (costly)\n"
 		"  --repl-timeout MS     a silent peer is dead after this long (default 2000;\n"
@@ -370,7 +377,7 @@ static int take(const struct opt *op, char *arg, struct vmm_opts *o)
 		break;
 	case O_MODE:
 		if (repl_mode_parse(arg, &o->ro.mode) < 0)
-			return vmm_bad_usage("--mode: '%s' is not interval or output", arg);
+			return vmm_bad_usage("--mode: '%s' is not interval, output or async", arg);
 		o->have_session_opts = true;
 		break;
 	case O_INTERVAL:
@@ -379,6 +386,9 @@ static int take(const struct opt *op, char *arg, struct vmm_opts *o)
 	case O_MIN_SPACING:
 		o->have_session_opts = true;
 		return parse_ms(op->name, arg, &o->ro.min_spacing_ms);
+	case O_RPO:
+		o->have_session_opts = true;
+		return parse_ms(op->name, arg, &o->ro.rpo_ms);
 	case O_REPL_TIMEOUT:
 		return parse_ms(op->name, arg, &o->ro.conn.timeout_ms);
 	case O_MAX_DIRTY:
@@ -497,8 +507,11 @@ int vmm_opts_parse(int argc, char **argv, struct vmm_opts *o)
 	if (!o->control)
 		return vmm_bad_usage("--control PATH is required");
 	if (o->have_session_opts && !o->protect)
-		return vmm_bad_usage("--mode, --interval, --min-spacing, --max-dirty, --verify and "
-				     "--exact-dirty need --protect HOST:PORT");
+		return vmm_bad_usage(
+			"--mode, --interval, --min-spacing, --rpo, --max-dirty, --verify "
+			"and --exact-dirty need --protect HOST:PORT");
+	if (o->ro.rpo_ms && o->ro.mode != REPL_MODE_ASYNC)
+		return vmm_bad_usage("--rpo goes with --mode async");
 	if (o->ro.encrypt && !o->key_file)
 		return vmm_bad_usage("--encrypt needs --key FILE (castor key generate)");
 	if (o->key_file && o->insecure)
