@@ -477,12 +477,6 @@ out:
 	return rc;
 }
 
-/* True when buf[0..len) is all zeros. */
-static bool all_zero(const uint8_t *buf, size_t len)
-{
-	return !len || (buf[0] == 0 && !memcmp(buf, buf + 1, len - 1));
-}
-
 /* A run of ranges of one kind: skipped (the replica holds them), zeros, or data. */
 enum piece { PIECE_NONE, PIECE_SAME, PIECE_ZERO, PIECE_DATA };
 
@@ -524,7 +518,7 @@ static void queue_chunk(struct tx_disk *d, const struct tx_same *same, const uin
 		len = off + n - at < step ? off + n - at : step;
 		if (same && util_bitmap_is_set(&same->bits, at / same->range_bytes))
 			kind = PIECE_SAME;
-		else if (!chunk || all_zero(chunk + (at - off), (size_t)len))
+		else if (!chunk || util_is_zero(chunk + (at - off), (size_t)len))
 			kind = PIECE_ZERO;
 		else
 			kind = PIECE_DATA;

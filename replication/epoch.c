@@ -125,6 +125,8 @@ int repl_ack_recv(struct repl_link *l, uint64_t *stream_id_out, int32_t *status_
 	return 0;
 }
 
+#define ACK_RAISE_MIN_MS 100u /* a wait longer by less than this is not worth a syscall */
+
 uint32_t repl_ack_wait_ms(uint32_t timeout_ms, uint64_t stream_bytes)
 {
 	uint64_t ms = (uint64_t)timeout_ms + stream_bytes / REPL_ACK_APPLY_BYTES_PER_MS;
@@ -138,7 +140,8 @@ int repl_ack_recv_sized(struct repl_link *l, uint32_t timeout_ms, uint64_t strea
 			uint64_t *stream_id_out, int32_t *status_out)
 {
 	uint32_t wait = repl_ack_wait_ms(timeout_ms, stream_bytes);
-	bool raised = wait > timeout_ms && l->t->set_timeout;
+	/* an epoch's few hundred KiB add little: no two syscalls per epoch for them */
+	bool raised = wait >= timeout_ms + ACK_RAISE_MIN_MS && l->t->set_timeout;
 	int rc;
 
 	if (raised)

@@ -91,22 +91,12 @@ int repl_postcopy_done_send(struct repl_link *l, uint64_t placed)
 	return msg_send(l, REPL_PC_DONE_MAGIC, placed, 0, NULL);
 }
 
-static bool page_is_zero(const uint8_t *p)
-{
-	const uint64_t *w = (const uint64_t *)p;
-
-	for (size_t i = 0; i < HV_PAGE_SIZE / 8; i++)
-		if (w[i])
-			return false;
-	return true;
-}
-
 /* The source: one page out, as data or as a zero page; it is no longer missing there. */
 static int send_page(struct repl_link *l, const uint8_t *ram, uint64_t pfn,
 		     struct util_bitmap *missing, struct repl_pc_progress *pr)
 {
 	const uint8_t *page = ram + pfn * HV_PAGE_SIZE;
-	bool zero = page_is_zero(page);
+	bool zero = util_is_zero(page, HV_PAGE_SIZE);
 	int rc = msg_send(l, REPL_PC_PAGE_MAGIC, pfn, zero ? PC_PAGE_ZERO : 0, zero ? NULL : page);
 
 	if (rc < 0)

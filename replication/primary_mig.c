@@ -207,7 +207,8 @@ static int reconnect(struct repl_primary *p, const struct util_bitmap *named,
 		     struct util_bitmap *missing, char *why, size_t why_len)
 {
 	struct repl_link l = {.t = p->t};
-	struct util_bitmap got = {0}, extra = {0};
+	struct util_bitmap got = {0};
+	uint64_t pfn, unnamed = 0;
 	struct repl_conn *old;
 	uint8_t *buf = NULL;
 	size_t cap = 0, len = 0;
@@ -228,16 +229,12 @@ static int reconnect(struct repl_primary *p, const struct util_bitmap *named,
 	if (rc < 0)
 		goto out;
 	/* it may only lack what was named at the switch */
-	rc = util_bitmap_init(&extra, named->nbits);
-	if (rc < 0)
-		goto out;
-	util_bitmap_or(&extra, &got);
-	for (uint64_t i = 0; i < UTIL_BITMAP_WORDS(extra.nbits); i++)
-		extra.words[i] &= ~named->words[i];
-	if (util_bitmap_count(&extra)) {
+	for (pfn = util_bitmap_next_set(&got, 0); pfn < got.nbits;
+	     pfn = util_bitmap_next_set(&got, pfn + 1))
+		unnamed += !util_bitmap_is_set(named, pfn);
+	if (unnamed) {
 		rc = util_why(why, why_len, -EPROTO,
-			      "it says it lacks %" PRIu64 " pages that were never named",
-			      util_bitmap_count(&extra));
+			      "it says it lacks %" PRIu64 " pages that were never named", unnamed);
 		goto out;
 	}
 	util_bitmap_clear_all(missing);
@@ -257,7 +254,6 @@ out:
 	}
 	free(buf);
 	util_bitmap_dispose(&got);
-	util_bitmap_dispose(&extra);
 	return rc;
 }
 

@@ -186,7 +186,8 @@ int repl_ack_recv(struct repl_link *l, uint64_t *stream_id_out, int32_t *status_
  * timeout_ms (what it is set back to after): a peer acks only once it has
  * decoded and applied the whole stream, and a migration's round of tens of
  * MiB takes it longer than the silence that means a dead peer. The wait is
- * repl_ack_wait_ms(timeout_ms, stream_bytes).
+ * repl_ack_wait_ms(timeout_ms, stream_bytes); the link's timeout is left as
+ * it is when that adds less than 100 ms (most epochs: no syscalls for them).
  */
 int repl_ack_recv_sized(struct repl_link *l, uint32_t timeout_ms, uint64_t stream_bytes,
 			uint64_t *stream_id_out, int32_t *status_out);

@@ -157,3 +157,11 @@ int util_why(char *why, size_t why_len, int rc, const char *fmt, ...)
 	}
 	return rc;
 }
+
+bool util_is_zero(const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	/* the first byte is 0 and every byte equals the next: memcmp does the loop, fast */
+	return !len || (p[0] == 0 && !memcmp(p, p + 1, len - 1));
+}

@@ -120,6 +120,8 @@ uint64_t util_percentile(uint64_t *v, size_t n, double p);
  */
 #define UTIL_CRC32C_INIT 0xffffffffu
 uint32_t util_crc32c_update(uint32_t state, const void *buf, size_t len);
+/* True when buf[0..len) is all zeros (true for len 0). */
+bool util_is_zero(const void *buf, size_t len);
 uint32_t util_crc32c_sw_update(uint32_t state, const void *buf, size_t len);
 static inline uint32_t util_crc32c_final(uint32_t state)
 {

@@ -167,13 +167,31 @@ static void page_rule(void **state)
 	assert_int_equal(tg_word(100, 5, 9, 64, 511), 0);
 }
 
+/* util_is_zero: empty is zero; one byte set anywhere, first or last, is not. */
+static void zero_buffers(void **state)
+{
+	static uint8_t page[4096];
+
+	(void)state;
+	assert_true(util_is_zero(page, 0));
+	assert_true(util_is_zero(page, sizeof(page)));
+	page[0] = 1;
+	assert_false(util_is_zero(page, sizeof(page)));
+	assert_true(util_is_zero(page + 1, sizeof(page) - 1));
+	page[0] = 0;
+	page[sizeof(page) - 1] = 0x80;
+	assert_false(util_is_zero(page, sizeof(page)));
+	assert_true(util_is_zero(page, sizeof(page) - 1));
+	page[sizeof(page) - 1] = 0;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(sizes),	  cmocka_unit_test(numbers),
-		cmocka_unit_test(signed_numbers), cmocka_unit_test(guest_params),
-		cmocka_unit_test(vm_limits),	  cmocka_unit_test(ram_layout),
-		cmocka_unit_test(page_rule),
+		cmocka_unit_test(zero_buffers), cmocka_unit_test(sizes),
+		cmocka_unit_test(numbers),	cmocka_unit_test(signed_numbers),
+		cmocka_unit_test(guest_params), cmocka_unit_test(vm_limits),
+		cmocka_unit_test(ram_layout),	cmocka_unit_test(page_rule),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

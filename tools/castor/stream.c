@@ -342,7 +342,8 @@ static int session_verify_cmd(const struct stream_opts *o, struct peek *p)
 	if (!o->quiet && !o->json && (s.postcopy || s.resume))
 		printf("%s: postcopy%s: %" PRIu64 " pages named at the switch, %" PRIu64
 		       " PAGEs (%" PRIu64 " zero)%s\n",
-		       o->file, s.resume ? " resumed (RESUME: the names are the destination's)" : "",
+		       o->file,
+		       s.resume ? " resumed (RESUME: the names are the destination's)" : "",
 		       s.pc_named, s.pc_pages, s.pc_zero,
 		       s.pc_end ? ", then END" : ", the capture ends before END");
 	if (!o->quiet && !o->json && s.disk_frames)
