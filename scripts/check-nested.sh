@@ -29,7 +29,8 @@ export CASTOR_REQUIRE_KVM=1
 cd "$build"
 failed=
 glog=$(mktemp /tmp/castor-nested.XXXXXX)
-trap 'scale_back; rm -f "$glog"' EXIT
+said=$(mktemp /tmp/castor-nested-said.XXXXXX)
+trap 'scale_back; rm -f "$glog" "$said"' EXIT
 for group in kvm net "cluster|linux"; do
 	echo "check-nested: the '$group' tests"
 	rm -f Testing/Temporary/CTestCheckpoint.txt # a fresh start, not an old run's resume
@@ -57,7 +58,14 @@ for group in kvm net "cluster|linux"; do
 		[ -z "$bad" ] || echo "check-nested: failed and never passed:$bad"
 		failed="$failed '$group'"
 	fi
+	# what each failing try said, kept for the end of the log (CI often shows only that)
+	grep -E '^(FAIL|[A-Za-z_.]+(Error|Exception|Expired): )|\*\*\*(Failed|Timeout)' "$glog" | cut -c1-300 |
+		tail -n 20 >>"$said" || true
 done
+if [ -s "$said" ]; then
+	echo "check-nested: the failure lines of every group, in order:"
+	sed 's/^/  /' "$said"
+fi
 if [ -n "$failed" ]; then
 	echo "check-nested: FAILED:$failed"
 	exit 1

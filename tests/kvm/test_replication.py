@@ -454,13 +454,16 @@ def case_async(d):
         if p["outputs_held"]:
             raise Fail(f"async mode held {p['outputs_held']} outputs")
         # a replica that answers nothing: outputs flow on, the RPO grows past its target
-        out0 = p["outputs_released"]
-        e0 = p["acked_epoch"]
         pair.replica.send_signal(signal.SIGSTOP)
         try:
             wait_for("the RPO past its target",
                      lambda: ha(pair.psock)["rpo_ns"] > 2 * rpo * 1000000,
                      timeout=ct.patience(30))
+            # an ack the replica sent just before it stopped may still be read after the
+            # stop: the frozen stretch is measured from here, once the RPO shows it
+            p = ha(pair.psock)
+            out0, e0 = p["outputs_released"], p["acked_epoch"]
+            time.sleep(1.5)
             p = ha(pair.psock)
             out1 = p["outputs_released"]
             if p["acked_epoch"] != e0 or out1 <= out0 or p["outputs_held"]:
@@ -577,7 +580,8 @@ def case_cap(d):
     base = [VMM, "run", "--mem", "32M", "--cpus", "1", "--test-guest", "--control",
             f"{d}/x.sock", "--serial", "none"]
     bad = [
-        (base + ["--protect", "127.0.0.1:1", "--mode", "sideways"], 2, "interval or output"),
+        (base + ["--protect", "127.0.0.1:1", "--mode", "sideways"], 2,
+         "is not interval, output or async"),
         (base + ["--protect", "127.0.0.1:1", "--interval", "0"], 2, "milliseconds"),
         (base + ["--verify"], 2, "need --protect"),
         (base + ["--protect", "127.0.0.1:1", "--repl-nice", "40"], 2, "not a nice value"),
