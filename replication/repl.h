@@ -827,6 +827,8 @@ struct repl_status {
 	 */
 	uint32_t rpo_target_ms;
 	uint64_t rpo_ns, rpo_p50_ns, rpo_p99_ns, rpo_alerts;
+	/* secondary holding a twin: since its newest checkpoint was applied whole */
+	uint64_t ckpt_age_ns;
 	/* postcopy (both ends): the pages the destination lacked at the switch, sent (placed) */
 	bool postcopy;
 	struct repl_pc_progress pc;

@@ -155,6 +155,7 @@ static int first_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len,
 	s->twin = twin;
 	s->st.epoch = 0;
 	s->st.epochs = 1;
+	s->commit_ns = util_now_ns();
 	s->st.last_raw_bytes = s->decoded.len;
 	s->st.last_wire_bytes = len;
 	pthread_mutex_unlock(&s->lock);
@@ -198,6 +199,7 @@ static int next_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len, 
 	pthread_mutex_lock(&s->lock);
 	s->st.epoch = epoch;
 	s->st.epochs++;
+	s->commit_ns = util_now_ns();
 	/* raw: the revision-1 stream this epoch stands for, patched pages as RAW entries */
 	raw = s->decoded.len + s->patches.n * (8 + HV_PAGE_SIZE);
 	s->st.last_raw_bytes = raw;
@@ -753,6 +755,8 @@ void repl_secondary_status(struct repl_secondary *s, struct repl_status *out)
 	pthread_mutex_lock(&s->lock);
 	*out = s->st;
 	out->is_primary = false;
+	if (s->twin && s->commit_ns)
+		out->ckpt_age_ns = util_now_ns() - s->commit_ns;
 	pthread_mutex_unlock(&s->lock);
 }
 

@@ -40,6 +40,7 @@ struct repl_secondary {
 	struct repl_link switch_link; /* a migration's source waiting for RUNNING */
 	bool switch_held;
 	bool twin_broken; /* an apply failed half-way, or verify found it different */
+	uint64_t commit_ns; /* when the newest checkpoint (epoch) was applied whole */
 	struct repl_status st;
 	/* held while an epoch is applied, and by failover: never both at once */
 	pthread_mutex_t apply_lock;

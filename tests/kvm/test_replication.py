@@ -34,7 +34,9 @@ usage: test_replication.py VMM CASTOR TGCHECK_SNAP CASE
   async    async (disaster-recovery) mode: checkpoints every half RPO, no output
            ever held; the replica frozen (SIGSTOP): outputs still flow, the RPO
            grows past its target and an alert is logged; thawed: checkpoints
-           commit again; then kill -9 and failover from the last checkpoint
+           commit again; castor dr status at both ends, castor dr failover refused
+           while the primary streams; then kill -9 and castor dr failover from
+           the last checkpoint
   cap      the dirty-page cap ends long epochs early; bad command lines and an
            unreachable replica are refused with clear errors
   kill     20 trials: kill -9 the primary at a random moment (every other
@@ -480,21 +482,37 @@ def case_async(d):
         if p["state"] != "protected" or r["verify_bad"]:
             raise Fail(f"after the thaw: primary {p['state']} ({p['last_error']}), "
                        f"{r['verify_bad']} digests differed")
+        # castor dr at both ends: the RPO at the primary; at the replica its checkpoint,
+        # and a failover refused while the primary streams
+        dp = json.loads(castor("dr", "status", "--socket", pair.psock, "--json").stdout)
+        dr = json.loads(castor("dr", "status", "--socket", pair.rsock, "--json").stdout)
+        if not dp["dr_session"] or dp["rpo_target_ms"] != rpo or dp["role"] != "primary":
+            raise Fail(f"castor dr status at the primary: {dp}")
+        if dr["role"] != "replica" or dr["failover_ready"] or not dr["ckpt_age_ns"]:
+            raise Fail(f"castor dr status at the replica: {dr}")
+        r = castor("dr", "failover", "--socket", pair.rsock, check=False)
+        if r.returncode != 1 or "still streams checkpoints" not in r.stderr:
+            raise Fail(f"dr failover while the primary streams: exit {r.returncode}, "
+                       f"{r.stderr.strip()}")
         # the primary's host dies: the replica runs from its last checkpoint
         pair.primary.send_signal(signal.SIGKILL)
         pair.primary.wait(10)
         wait_for("the replica to notice", lambda: ha(pair.rsock)["state"] == "primary-lost",
                  timeout=ct.patience(30))
-        fo = json.loads(castor("ha", "failover", "--socket", pair.rsock, "--json").stdout)
-        if fo["state"] != "failed-over":
-            raise Fail(f"failover: {fo}")
+        dr = json.loads(castor("dr", "status", "--socket", pair.rsock, "--json").stdout)
+        if not dr["failover_ready"]:
+            raise Fail(f"castor dr status with the primary lost: {dr}")
+        fo = json.loads(castor("dr", "failover", "--socket", pair.rsock, "--json").stdout)
+        if fo["state"] != "failed-over" or fo["epoch"] != dr["epoch"] or not fo["ckpt_age_ns"]:
+            raise Fail(f"dr failover: {fo} (status before it: {dr})")
         c0 = vm_status(pair.rsock)["guest_counter"]
         wait_for("the twin's guest to go on", lambda: vm_status(pair.rsock)["guest_counter"] > c0,
                  timeout=ct.patience(20))
         print(f"async: RPO p50 {p['rpo_p50_ns'] / 1e9:.2f} s, p99 {p['rpo_p99_ns'] / 1e9:.2f} s "
               f"(target {rpo / 1e3:.1f} s), {p['rpo_alerts']} alert(s) while the replica was "
-              f"frozen; outputs flowed ({out0} -> {out1}); the twin runs from epoch "
-              f"{fo['epoch']}")
+              f"frozen; outputs flowed ({out0} -> {out1}); castor dr failover started the "
+              f"copy from checkpoint {fo['epoch']}, applied {fo['ckpt_age_ns'] / 1e9:.1f} s "
+              "before")
     finally:
         pair.close()
 

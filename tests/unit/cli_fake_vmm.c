@@ -13,6 +13,11 @@
  * id0:    answers one request as castor-vmm answers one it cannot decode: id 0,
  *         -EBADMSG "malformed request"; then exits.
  * silent: accepts one connection, never answers, exits when the client leaves.
+ * dr-primary, dr-replica, dr-streaming: like normal, and ha status answers as the
+ *         primary of an async (DR) session, its replica after the primary was lost
+ *         (checkpoint 42, applied 3.5 s ago), or its replica while the primary
+ *         still streams; a failover answers failed-over at epoch 42 -- refused
+ *         with -EBUSY in dr-streaming unless forced, as castor-vmm refuses it.
  * Exits by itself after 30 s in any case.
  */
 #include "proto/pb.h"
@@ -54,6 +59,8 @@ static int serve_one(int fd, const char *mode, bool *quit_out)
 	Castor__VcpuStatus *vs[2] = {&v0, &v1};
 	Castor__DirtyStats d = CASTOR__DIRTY_STATS__INIT;
 	Castor__SnapshotResult snap = CASTOR__SNAPSHOT_RESULT__INIT;
+	Castor__HaStatus ha = CASTOR__HA_STATUS__INIT;
+	bool primary = !strcmp(mode, "dr-primary");
 	char paths[4096];
 	ProtobufCMessage *msg = NULL;
 	Castor__Request *req;
@@ -137,6 +144,47 @@ static int serve_one(int fd, const char *mode, bool *quit_out)
 		resp.message = paths;
 		break;
 	}
+	case CASTOR__REQUEST__BODY_HA_STATUS:
+	case CASTOR__REQUEST__BODY_FAILOVER:
+		if (strncmp(mode, "dr-", 3)) {
+			resp.error = -EOPNOTSUPP;
+			resp.message = "unknown request";
+			break;
+		}
+		ha.role = primary ? "primary" : "replica";
+		ha.state = primary			   ? "protected"
+			   : !strcmp(mode, "dr-streaming") ? "protected"
+							   : "primary-lost";
+		ha.mode = primary ? "async" : "interval";
+		ha.epoch = primary ? 43 : 42;
+		ha.acked_epoch = primary ? 42 : 0;
+		ha.epochs = 43;
+		ha.peer = primary ? "192.0.2.7:7000" : "";
+		ha.last_error = "";
+		if (primary) {
+			ha.rpo_target_ms = 5000;
+			ha.rpo_ns = 1200000000ull;
+			ha.rpo_p50_ns = 2600000000ull;
+			ha.rpo_p99_ns = 4900000000ull;
+			ha.rpo_alerts = 2;
+		} else {
+			ha.ckpt_age_ns = 3500000000ull;
+		}
+		if (req->body_case == CASTOR__REQUEST__BODY_HA_STATUS) {
+			resp.body_case = CASTOR__RESPONSE__BODY_HA_STATUS;
+			resp.ha_status = &ha;
+			break;
+		}
+		if (!strcmp(mode, "dr-streaming") && !req->failover->force) {
+			resp.error = -EBUSY;
+			resp.message = "the primary is still streaming epochs";
+			break;
+		}
+		ha.state = "failed-over";
+		ha.failed_over = true;
+		resp.body_case = CASTOR__RESPONSE__BODY_FAILOVER;
+		resp.failover = &ha;
+		break;
 	default:
 		resp.error = -EOPNOTSUPP;
 		resp.message = "unknown request";
@@ -158,7 +206,9 @@ int main(int argc, char **argv)
 	int lfd, fd;
 
 	if (argc < 2) {
-		fprintf(stderr, "usage: cli_fake_vmm SOCKET [normal|weird|id0|silent]\n");
+		fprintf(stderr,
+			"usage: cli_fake_vmm SOCKET [normal|weird|id0|silent|dr-primary|dr-replica|"
+			"dr-streaming]\n");
 		return 2;
 	}
 	alarm(30);

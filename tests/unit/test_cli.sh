@@ -180,6 +180,21 @@ args)
 	expect_usage_error ha protect --socket /x --peer
 	expect_in err "option '--peer' needs a value"
 
+	# castor dr
+	expect_usage_error dr fly
+	expect_in err "castor: dr: unknown command 'fly' (status, failover)"
+	expect_usage_error dr status
+	expect_in err "castor: dr status: --socket PATH is required"
+	expect_usage_error dr status --socket /x --force
+	expect_in err "--force applies to 'castor dr failover' only"
+	expect_usage_error dr failover --socket /x extra
+	expect_in err "castor: dr failover: unexpected argument 'extra'"
+	expect_usage_error dr failover --socket /x --rpo 5
+	expect_in err "castor: dr failover: unknown option '--rpo'"
+	run dr failover --socket /nonexistent/sock
+	expect_rc 1
+	expect_in err "no reply from /nonexistent/sock"
+
 	# castor migrate: postcopy's switches
 	expect_usage_error migrate --socket /x --switch-to-postcopy --to a:1
 	expect_in err "--switch-to-postcopy takes no other option than --socket"
@@ -379,6 +394,54 @@ EOF
 	run vm status --socket "$s" --timeout 0.2
 	expect_rc 1
 	expect_in err "castor: no valid reply from $s: Connection timed out"
+	stop_fake
+
+	# castor dr: the primary of an async session, its replica with the primary lost,
+	# and with the primary still streaming (a failover refused unless forced)
+	start_fake "$s" dr-primary
+	run dr status --socket "$s"
+	expect_rc 0
+	expect_in out "DR primary, protected, toward 192.0.2.7:7000: the replica's newest checkpoint is 1.2 s old (target 5.0 s; p50 2.6 s, p99 4.9 s; 2 alerts); checkpoint 42 acknowledged"
+	run dr status --socket "$s" --json
+	expect_rc 0
+	json_check 'j["role"] == "primary" and j["dr_session"] and j["rpo_ns"] == 1200000000'
+	json_check 'j["rpo_target_ms"] == 5000 and j["rpo_alerts"] == 2 and "failover" not in j'
+	run dr failover --socket "$s"
+	expect_rc 1
+	expect_in err "castor: dr failover: $s is a primary, not a DR replica"
+	run vm quit --socket "$s"
+	stop_fake
+
+	start_fake "$s" dr-replica
+	run dr status --socket "$s"
+	expect_rc 0
+	printf '%s\n' "replica, primary-lost: checkpoint 42, applied whole 3.5 s ago (43 applied)" \
+		"failover: ready: it would start from checkpoint 42" >"$tmp/want"
+	cmp -s "$tmp/out" "$tmp/want" || fail "dr status text differs: $(diff "$tmp/want" "$tmp/out")"
+	run dr status --socket "$s" --json
+	json_check 'j["failover_ready"] and j["ckpt_age_ns"] == 3500000000 and j["epoch"] == 42'
+	run dr failover --socket "$s"
+	expect_rc 0
+	printf '%s\n' "starting the copy from checkpoint 42, applied whole 3.5 s ago" \
+		"the copy runs from checkpoint 42 (state failed-over)" >"$tmp/want"
+	cmp -s "$tmp/out" "$tmp/want" || fail "dr failover text differs: $(diff "$tmp/want" "$tmp/out")"
+	run dr failover --socket "$s" --json
+	expect_rc 0
+	json_check 'j == {"state": "failed-over", "epoch": 42, "ckpt_age_ns": 3500000000, "forced": False}'
+	run vm quit --socket "$s"
+	stop_fake
+
+	start_fake "$s" dr-streaming
+	run dr status --socket "$s" --json
+	json_check 'not j["failover_ready"] and "still streams checkpoints" in j["failover"]'
+	run dr failover --socket "$s"
+	expect_rc 1
+	expect_in err "castor: dr failover: refused without --force: the primary still streams checkpoints (state protected); fence it first"
+	expect_empty out
+	run dr failover --socket "$s" --force
+	expect_rc 0
+	expect_in out "starting the copy from checkpoint 42, applied whole 3.5 s ago (forced)"
+	run vm quit --socket "$s"
 	stop_fake
 	;;
 

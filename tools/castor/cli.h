@@ -75,6 +75,10 @@ bool cli_ha_is_cluster_call(int argc, char **argv);
 int cli_ha_cluster_main(int argc, char **argv); /* argv[1] is the command */
 void cli_ha_usage(FILE *f);
 
+/* dr.c: `castor dr status|failover` (disaster recovery at one castor-vmm) */
+int cli_dr_main(int argc, char **argv);
+void cli_dr_usage(FILE *f);
+
 /* key.c: `castor key generate FILE` (pre-shared keys of replication links) */
 /* castor vm define|undefine|list|show (vm_cluster.c): through castord. */
 bool cli_vm_is_cluster_cmd(const char *cmd);

@@ -125,6 +125,7 @@ static void ha_json(const Castor__HaStatus *h)
 	cli_json_u64(&j, "rpo_p50_ns", h->rpo_p50_ns);
 	cli_json_u64(&j, "rpo_p99_ns", h->rpo_p99_ns);
 	cli_json_u64(&j, "rpo_alerts", h->rpo_alerts);
+	cli_json_u64(&j, "ckpt_age_ns", h->ckpt_age_ns);
 	cli_json_bool(&j, "postcopy", h->postcopy);
 	cli_json_u64(&j, "pc_pages", h->pc_pages);
 	cli_json_u64(&j, "pc_sent", h->pc_sent);
@@ -227,6 +228,9 @@ static void ha_table(const Castor__HaStatus *h)
 		       "before each new one; target %.1f s, %" PRIu64 " alerts)\n",
 		       (double)h->rpo_ns / 1e9, (double)h->rpo_p50_ns / 1e9,
 		       (double)h->rpo_p99_ns / 1e9, (double)h->rpo_target_ms / 1e3, h->rpo_alerts);
+	if (h->ckpt_age_ns && !strcmp(h->role, "replica"))
+		printf("newest checkpoint: epoch %" PRIu64 ", applied whole %.1f s ago\n", h->epoch,
+		       (double)h->ckpt_age_ns / 1e9);
 	if (h->postcopy)
 		printf("postcopy: %" PRIu64 " of %" PRIu64 " pages %s (%" PRIu64 " zero), %" PRIu64
 		       " %s\n",

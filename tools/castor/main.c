@@ -9,6 +9,8 @@
 static const struct cli_group groups[] = {
 	{"vm", "control one castor-vmm through its control socket", cli_vm_main, cli_vm_usage},
 	{"ha", "replication of one castor-vmm: status, failover", cli_ha_main, cli_ha_usage},
+	{"dr", "disaster recovery at one castor-vmm: RPO, the DR copy's failover", cli_dr_main,
+	 cli_dr_usage},
 	{"bench", "measure Castor (pause, dirty tracking, ...)", cli_bench_main, cli_bench_usage},
 	{"stream", "verify or dump a snapshot in the stream format", cli_stream_main,
 	 cli_stream_usage},

@@ -387,6 +387,7 @@ static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
 	h->rpo_p50_ns = st.rpo_p50_ns;
 	h->rpo_p99_ns = st.rpo_p99_ns;
 	h->rpo_alerts = st.rpo_alerts;
+	h->ckpt_age_ns = st.ckpt_age_ns;
 	h->postcopy = st.postcopy;
 	h->pc_pages = st.pc.pages;
 	h->pc_sent = st.pc.sent;
