@@ -4,10 +4,11 @@
 # /dev/kvm for hosts that have none), with CASTOR_REQUIRE_KVM=1 so that a
 # test that cannot run fails. Test timeouts are multiplied by 5 for the run
 # (CASTOR_TEST_TIMEOUT_SCALE) and put back after it. Three machines, one per
-# group (kvm, net, cluster+linux), each run again up to twice if it froze
-# (nest.sh --retries 2; freezes were seen about once a run): a frozen emulator
-# costs the test it froze in, not the whole run -- the retry resumes the group
-# where the frozen machine stopped (ctest -F and its checkpoint file, which
+# group (kvm, net, cluster+linux), each run again up to three times if it froze
+# (nest.sh --retries 3; freezes come about once a run, and twice in one group
+# within six minutes on 2026-12-07): a frozen emulator costs the test it froze
+# in, not the whole run -- the retry resumes the group where the frozen machine
+# stopped (ctest -F and its checkpoint file, which
 # lives in the build folder the machines share), and a test that failed before
 # a freeze is caught in the group's log, since the resumed run does not see it.
 # A test that fails is run once more (ctest --repeat until-pass:2): the emulated
@@ -35,7 +36,7 @@ for group in kvm net "cluster|linux"; do
 	echo "check-nested: the '$group' tests"
 	rm -f Testing/Temporary/CTestCheckpoint.txt # a fresh start, not an old run's resume
 	set +e
-	"$top/tests/nested/nest.sh" --build . --retries 2 -- "$top/scripts/ctest-report.sh" \
+	"$top/tests/nested/nest.sh" --build . --retries 3 -- "$top/scripts/ctest-report.sh" \
 		-F --output-on-failure --repeat until-pass:2 -L "$group" -LE slow "$@" 2>&1 |
 		tee "$glog"
 	rc=${PIPESTATUS[0]}
