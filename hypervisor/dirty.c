@@ -130,6 +130,13 @@ void hv_dirty_log_free(struct hv_dirty_log *l)
 	pthread_mutex_unlock(&vm->dirty.lock);
 }
 
+void dirty_log_add(struct hv_dirty_log *l, const struct util_bitmap *b)
+{
+	pthread_mutex_lock(&l->vm->dirty.lock);
+	util_bitmap_or(&l->acc, b);
+	pthread_mutex_unlock(&l->vm->dirty.lock);
+}
+
 int hv_dirty_start(struct hv_vm *vm)
 {
 	int rc = 0;

@@ -175,6 +175,9 @@ struct hv_dirty_log {
 	struct hv_dirty_log *next;
 };
 
+/* Count the pages of `b` as dirtied again, for this consumer's next take. */
+void dirty_log_add(struct hv_dirty_log *l, const struct util_bitmap *b);
+
 struct hv_dirty {
 	pthread_mutex_t lock; /* one harvest at a time; guards the log list */
 	struct util_bitmap scratch;
@@ -340,6 +343,13 @@ struct hv_snap_chain {
 	uint8_t *stage;		  /* staging buffer, kept mapped and faulted in */
 	uint64_t stage_pages;
 	uint64_t *pfns; /* one per RAM page: the pages of a pass or a pause */
+	/*
+	 * hv_snap_chain_rewind(): after an incremental saved in the pause alone
+	 * (no live pass), the snapshot it follows and the pages it carried;
+	 * prev_id 0 when the last snapshot cannot be taken back.
+	 */
+	uint64_t prev_id;
+	struct util_bitmap last;
 };
 /* The pfns set in `b`, in order, into c->pfns; returns how many. */
 uint64_t snapshot_collect(struct hv_snap_chain *c, const struct util_bitmap *b);

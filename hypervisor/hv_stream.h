@@ -187,6 +187,16 @@ int hv_snap_chain_save(struct hv_snap_chain *c, struct hv_stream_writer *w,
 /* hv_snapshot_pending() of this chain. */
 int hv_snap_chain_pending(struct hv_snap_chain *c, uint64_t *pages_out);
 /*
+ * Take the chain's last snapshot back, as if it had never been saved: when
+ * `to_id` is the snapshot before it, its pages count as written again and
+ * the next incremental follows `to_id` (1). 0 when `to_id` is the last
+ * snapshot (nothing to take back); -ESTALE when neither, or when the last
+ * one cannot be taken back (a full one, one with live passes or deferred
+ * pages, or a second step back). A replica that lost a checkpoint in flight
+ * picks up from the one before it this way (async mode's resume).
+ */
+int hv_snap_chain_rewind(struct hv_snap_chain *c, uint64_t to_id);
+/*
  * Test seam: `fn` runs in hv_snapshot_save() after the live pass, before the
  * pause (`paused` false), and again with the VM paused once the snapshot's
  * content is fixed (`paused` true). NULL removes it. A test uses it to make

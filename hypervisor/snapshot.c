@@ -112,8 +112,39 @@ void hv_snap_chain_free(struct hv_snap_chain *c)
 	if (c->stage)
 		munmap(c->stage, c->stage_pages * HV_PAGE_SIZE);
 	hv_dirty_log_free(c->log);
+	util_bitmap_dispose(&c->last);
 	free(c->pfns);
 	free(c);
+}
+
+int hv_snap_chain_rewind(struct hv_snap_chain *c, uint64_t to_id)
+{
+	if (!to_id)
+		return -EINVAL;
+	if (to_id == c->last_id)
+		return 0;
+	if (!c->prev_id || to_id != c->prev_id || !c->log)
+		return -ESTALE;
+	dirty_log_add(c->log, &c->last);
+	LOG_INFO("vm %s: snapshot %016" PRIx64 " taken back: its %" PRIu64
+		 " pages go into the next one, which follows %016" PRIx64,
+		 c->vm->name, c->last_id, util_bitmap_count(&c->last), c->prev_id);
+	c->last_id = c->prev_id;
+	c->prev_id = 0;
+	return 1;
+}
+
+/* After a snapshot saved whole: can it be taken back (hv_snap_chain_rewind)? */
+static void note_rewind(struct hv_snap_chain *c, const struct hv_stream_header *h,
+			const struct hv_snapshot_opts *o, const struct util_bitmap *dirty)
+{
+	c->prev_id = 0;
+	if (h->kind != HV_STREAM_INCREMENTAL || o->precopy || o->defer)
+		return;
+	if (!c->last.words && util_bitmap_init(&c->last, dirty->nbits) < 0)
+		return; /* out of memory: not rewindable, the caller starts afresh */
+	memcpy(c->last.words, dirty->words, UTIL_BITMAP_WORDS(dirty->nbits) * sizeof(uint64_t));
+	c->prev_id = h->parent_id;
 }
 
 void snapshot_dispose(struct hv_vm *vm)
@@ -351,6 +382,7 @@ int hv_snap_chain_save(struct hv_snap_chain *chain, struct hv_stream_writer *w,
 		goto out;
 	/* the next snapshot's pause should not have to grow the buffer */
 	stage_reserve(chain, n + n / 2);
+	note_rewind(chain, &h, o, &dirty);
 	chain->last_id = h.stream_id;
 	st.bytes = hv_stream_writer_bytes(w);
 	st.total_ns = util_now_ns() - t0;

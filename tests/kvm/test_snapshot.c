@@ -9,7 +9,10 @@
  *     a newer revision, an unknown mandatory record, a RAM size mismatch,
  *     a broken chain;
  *   - a warm restore into a VM made ahead of time (a standby) gives the same
- *     VM, eagerly or lazily, and refuses VMs that do not fit or are not blank.
+ *     VM, eagerly or lazily, and refuses VMs that do not fit or are not blank;
+ *   - a chain's last incremental taken back (hv_snap_chain_rewind, a lost
+ *     checkpoint): the next one follows the one before and carries its pages,
+ *     and full + that one restores to the RAM of the moment it was taken.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -320,6 +323,74 @@ static void chain_while_running(void **state)
 	hv_vm_free(a);
 	for (i = 0; i < 6; i++)
 		free(chain[i].data);
+}
+
+/* One snapshot of chain `c` with no live pass (as replication's epochs), into a blob. */
+static struct kvm_blob chain_save(struct hv_snap_chain *c, enum hv_stream_kind kind,
+				  struct hv_snapshot_stats *st)
+{
+	struct hv_snapshot_opts o = {0};
+	struct hv_stream_writer *w = NULL;
+	struct kvm_blob b = {0};
+	const uint8_t *data;
+
+	assert_int_equal(hv_stream_writer_mem(&w), 0);
+	assert_int_equal(hv_snap_chain_save(c, w, kind, &o, st), 0);
+	data = hv_stream_writer_data(w, &b.len);
+	b.data = malloc(b.len);
+	assert_non_null(b.data);
+	memcpy(b.data, data, b.len);
+	hv_stream_writer_free(w);
+	return b;
+}
+
+static void chain_rewind(void **state)
+{
+	struct hv_vm *vm = running_guest(), *r = NULL;
+	struct hv_snapshot_stats s0, s1, s2, s3;
+	struct hv_snap_chain *c = NULL;
+	struct kvm_blob b[4];
+	char why[256] = "";
+	uint32_t live;
+
+	assert_non_null(vm);
+	assert_int_equal(hv_snap_chain_new(vm, &c), 0);
+	b[0] = chain_save(c, HV_STREAM_FULL, &s0);
+	assert_int_equal(hv_snap_chain_rewind(c, s0.stream_id), 0); /* nothing to take back */
+	util_sleep_ns(20 * 1000000ull);
+	b[1] = chain_save(c, HV_STREAM_INCREMENTAL, &s1);
+	assert_true(s1.staged_pages > 0);
+	/* the checkpoint s1 is lost: the next one follows s0 and carries s1's pages */
+	assert_int_equal(hv_snap_chain_rewind(c, 12345), -ESTALE);
+	assert_int_equal(hv_snap_chain_rewind(c, s0.stream_id), 1);
+	assert_int_equal(hv_snap_chain_rewind(c, s0.stream_id), 0); /* done already */
+	util_sleep_ns(20 * 1000000ull);
+	assert_int_equal(hv_vm_pause(vm), 0);
+	b[2] = chain_save(c, HV_STREAM_INCREMENTAL, &s2);
+	live = kvm_ram_hash(vm);
+	assert_int_equal(s2.parent_id, s0.stream_id);
+	assert_true(s2.staged_pages >= s1.staged_pages);
+	/* two steps back are refused: only the last one can be taken back */
+	b[3] = chain_save(c, HV_STREAM_INCREMENTAL, &s3);
+	assert_int_equal(hv_snap_chain_rewind(c, s0.stream_id), -ESTALE);
+	assert_int_equal(hv_snap_chain_rewind(c, s2.stream_id), 1);
+	hv_snap_chain_free(c);
+	hv_vm_free(vm);
+
+	/* full + the one after the lost checkpoint: the RAM of the moment it was taken */
+	struct kvm_blob pair[2] = {b[0], b[2]};
+
+	if (restore(pair, 2, 0, &r, why) < 0)
+		fail_msg("full + the checkpoint after the lost one: %s", why);
+	assert_int_equal(kvm_ram_hash(r), live);
+	hv_vm_free(r);
+	/* the lost one never fits between them */
+	struct kvm_blob bad[3] = {b[0], b[1], b[2]};
+
+	assert_int_equal(restore(bad, 3, 0, &r, why), -EINVAL);
+	assert_non_null(strstr(why, "does not follow"));
+	for (int i = 0; i < 4; i++)
+		free(b[i].data);
 }
 
 static void bad_input(void **state)
@@ -633,6 +704,7 @@ int main(void)
 		cmocka_unit_test(bad_input),	     cmocka_unit_test(later_copy_wins),
 		cmocka_unit_test(lazy_restore),	     cmocka_unit_test(warm_restore),
 		cmocka_unit_test(slow_pause_logged), cmocka_unit_test(pause_copy_exact),
+		cmocka_unit_test(chain_rewind),
 	};
 
 	kvm_test_require();
