@@ -80,8 +80,9 @@ static const unsigned allowed[REPL_N_STATES] = {
 			   TO(REPL_S_SWITCHING),
 	[REPL_S_PROTECTED] = TO(REPL_S_DEGRADED) | TO(REPL_S_PRIMARY_LOST) |
 			     TO(REPL_S_FAILED_OVER) | TO(REPL_S_STOPPED) | TO(REPL_S_RELEASED),
-	[REPL_S_DEGRADED] = TO(REPL_S_STOPPED),
-	[REPL_S_PRIMARY_LOST] = TO(REPL_S_FAILED_OVER) | TO(REPL_S_STOPPED),
+	/* async mode picks up where a broken link left it, at both ends (§8.7) */
+	[REPL_S_DEGRADED] = TO(REPL_S_STOPPED) | TO(REPL_S_PROTECTED),
+	[REPL_S_PRIMARY_LOST] = TO(REPL_S_FAILED_OVER) | TO(REPL_S_STOPPED) | TO(REPL_S_PROTECTED),
 	[REPL_S_FAILED_OVER] = TO(REPL_S_STOPPED),
 	[REPL_S_STOPPED] = 0,
 	/* the primary said goodbye: a forced failover only */

@@ -159,7 +159,7 @@ int primary_capture(struct repl_primary *p, enum hv_stream_kind kind, bool live,
  * acknowledged: the RPO just before it (the age of the previous one) is a
  * sample; past the target an alert is logged, and a line when it is back.
  */
-static void note_checkpoint(struct repl_primary *p, uint64_t pause_ns)
+void primary_note_checkpoint(struct repl_primary *p, uint64_t pause_ns)
 {
 	uint64_t now = util_now_ns(), target = (uint64_t)p->o.rpo_ms * MS;
 
@@ -219,6 +219,7 @@ int primary_ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 	else
 		rc = repl_epoch_send(&p->link, p->wire.data, p->wire.len);
 	if (rc < 0) {
+		p->lost_link = true;
 		primary_fail(p, rc, "sending");
 		return rc;
 	}
@@ -231,6 +232,7 @@ int primary_ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 	if (!rc && !status && acked_id != sst->stream_id)
 		rc = -EPROTO;
 	if (rc < 0) {
+		p->lost_link = rc != -EPROTO;
 		primary_fail(p, rc, "waiting for the ack");
 		return rc;
 	}
@@ -267,7 +269,7 @@ int primary_ship(struct repl_primary *p, const struct hv_snapshot_stats *sst)
 	if (p->o.verify)
 		p->st.verify_ok++;
 	if (p->o.mode == REPL_MODE_ASYNC)
-		note_checkpoint(p, p->unacked_ns);
+		primary_note_checkpoint(p, p->unacked_ns);
 	p->unacked_ns = 0;
 	p->last_io_ns = util_now_ns();
 	pthread_mutex_unlock(&p->lock);
@@ -499,30 +501,37 @@ static void run(struct repl_primary *p)
 	primary_set_state(p, REPL_S_PROTECTED, "synced");
 	pthread_mutex_unlock(&p->lock);
 
-	start = util_now_ns();
-	while ((we = wait_epoch_end(p, start, &early, &err)) == WAIT_CAPTURE) {
-		pthread_mutex_lock(&p->lock);
-		p->epoch++;
-		pthread_mutex_unlock(&p->lock);
+	/* async mode without disks picks up where a broken link left it (primary_resume.c) */
+	do {
+		p->lost_link = false;
 		start = util_now_ns();
-		rc = primary_capture(p, HV_STREAM_INCREMENTAL, false, NULL, &sst);
-		if (rc < 0) {
-			primary_fail(p, rc, "capturing the epoch");
-			break;
+		while ((we = wait_epoch_end(p, start, &early, &err)) == WAIT_CAPTURE) {
+			pthread_mutex_lock(&p->lock);
+			p->epoch++;
+			pthread_mutex_unlock(&p->lock);
+			start = util_now_ns();
+			rc = primary_capture(p, HV_STREAM_INCREMENTAL, false, NULL, &sst);
+			if (rc < 0) {
+				primary_fail(p, rc, "capturing the epoch");
+				break;
+			}
+			primary_note_pause(p, &sst, start);
+			if (primary_ship(p, &sst) < 0)
+				break;
 		}
-		primary_note_pause(p, &sst, start);
-		if (primary_ship(p, &sst) < 0)
-			break;
-	}
-	if (we == WAIT_LINK_DEAD)
-		primary_fail(p, err, "heartbeat");
-	else if (we == WAIT_DISK_FAILED)
-		primary_fail(p, err,
-			     err == -ENOBUFS ? "disk writes (the replica fell behind)"
-					     : "sending disk writes");
-	else if (we == WAIT_STOP)
-		say_bye(p);
-	return;
+		if (we == WAIT_LINK_DEAD) {
+			p->lost_link = true;
+			primary_fail(p, err, "heartbeat");
+		} else if (we == WAIT_DISK_FAILED) {
+			primary_fail(p, err,
+				     err == -ENOBUFS ? "disk writes (the replica fell behind)"
+						     : "sending disk writes");
+		} else if (we == WAIT_STOP) {
+			say_bye(p);
+			return;
+		}
+	} while (p->lost_link && p->o.mode == REPL_MODE_ASYNC && !p->dtx &&
+		 primary_resume_async(p) == 0);
 }
 
 /*

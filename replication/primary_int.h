@@ -51,11 +51,20 @@ struct repl_primary {
 	uint64_t ckpt_ns;
 	bool rpo_over;
 	struct repl_window rpos;
+	bool lost_link; /* the session failed on its link (not a refusal): async mode resumes */
 
 	struct disk_tx *dtx; /* the VM's writable disks: their writes go with the epochs */
 };
 
 void primary_set_state(struct repl_primary *p, enum repl_state to, const char *why);
+/* Async mode, p->lock held: the checkpoint paused at pause_ns is acknowledged (the RPO). */
+void primary_note_checkpoint(struct repl_primary *p, uint64_t pause_ns);
+/*
+ * Async mode after the link broke (primary_resume.c): connect again until the
+ * replica takes the session back from its checkpoint. 0 once resumed (state
+ * protected); -ECANCELED on stop, or -errno when it refused for good (degraded).
+ */
+int primary_resume_async(struct repl_primary *p);
 /* The session failed at `what`: degraded (protection) or stopped (a migration). */
 void primary_fail(struct repl_primary *p, int rc, const char *what);
 /*

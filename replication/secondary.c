@@ -156,6 +156,7 @@ static int first_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len,
 	s->st.epoch = 0;
 	s->st.epochs = 1;
 	s->commit_ns = util_now_ns();
+	s->applied_id = h.stream_id;
 	s->st.last_raw_bytes = s->decoded.len;
 	s->st.last_wire_bytes = len;
 	pthread_mutex_unlock(&s->lock);
@@ -200,6 +201,7 @@ static int next_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len, 
 	s->st.epoch = epoch;
 	s->st.epochs++;
 	s->commit_ns = util_now_ns();
+	s->applied_id = h.stream_id;
 	/* raw: the revision-1 stream this epoch stands for, patched pages as RAW entries */
 	raw = s->decoded.len + s->patches.n * (8 + HV_PAGE_SIZE);
 	s->st.last_raw_bytes = raw;
@@ -216,15 +218,35 @@ static int next_epoch(struct repl_secondary *s, const uint8_t *buf, size_t len, 
  * source handed the VM over (SWITCH): the link is then kept in s->switch_link
  * for the answer, and the caller must neither dispose nor close it.
  */
-static bool serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_max)
+static bool serve(struct repl_secondary *s, struct repl_link *l, uint64_t first_max, bool resume)
 {
 	uint64_t epoch = 0, max_len = first_max;
 	bool refused = false, bye = false, switched = false;
-	int rc, disks = 0;
+	int rc = 0, disks = 0;
 
-	if (s->t->set_timeout) /* the primary builds the initial copy first: be patient */
+	if (resume) {
+		/*
+		 * A primary that lost its link comes back (async mode, §8.7): the
+		 * twin stays, and an ack of the checkpoint it holds tells the
+		 * primary where to pick up; the epochs follow it.
+		 */
+		uint64_t id;
+
+		pthread_mutex_lock(&s->lock);
+		epoch = s->st.epoch + 1;
+		id = s->applied_id;
+		pthread_mutex_unlock(&s->lock);
+		max_len = 2 * hv_ram_pages(s->twin) * HV_PAGE_SIZE + (64u << 20);
+		if (s->t->set_timeout)
+			s->t->set_timeout(l->c, s->o.conn.timeout_ms ? s->o.conn.timeout_ms
+								     : REPL_DEFAULT_TIMEOUT_MS);
+		rc = repl_ack_send(l, id, 0);
+		LOG_INFO("vm %s: the primary resumes from checkpoint %" PRIu64 " (%016" PRIx64 ")",
+			 secondary_name(s), epoch - 1, id);
+	} else if (s->t->set_timeout) { /* the primary builds the initial copy first: be patient */
 		s->t->set_timeout(l->c, REPL_SYNC_TIMEOUT_MS);
-	for (;;) {
+	}
+	while (rc >= 0) {
 		enum repl_frame kind;
 		uint64_t id = 0;
 		size_t len = 0;
@@ -380,7 +402,7 @@ static void *receiver(void *arg)
 	for (;;) {
 		struct repl_link l = {.t = s->t};
 		uint64_t first_max;
-		bool kept, ended, sums;
+		bool kept, ended, sums, resume;
 
 		pthread_mutex_lock(&s->lock);
 		while (!s->stop && !s->pending)
@@ -396,8 +418,9 @@ static void *receiver(void *arg)
 		s->conn = l.c;
 		first_max = s->first_max;
 		sums = s->sums;
+		resume = s->pending_resume;
 		pthread_mutex_unlock(&s->lock);
-		kept = (!sums || twin_disks_send_sums(s, &l)) && serve(s, &l, first_max);
+		kept = (!sums || twin_disks_send_sums(s, &l)) && serve(s, &l, first_max, resume);
 		pthread_mutex_lock(&s->lock);
 		s->conn = NULL;
 		ended = s->o.incoming && s->taken && !s->stop;
@@ -414,6 +437,44 @@ static void *receiver(void *arg)
 		}
 	}
 	return NULL;
+}
+
+/*
+ * A HELLO with RESUME at the replica's port: a primary in async mode whose link
+ * broke comes back to go on from the checkpoint held here (§8.7). Only a
+ * replica that holds a usable twin, lost its primary's stream and keeps no
+ * disks takes it; the checkpoint's stream id, acked first, makes sure the
+ * epochs that follow are that primary's (an epoch that does not follow it is
+ * refused as any other). 0, or -errno with a sentence in `text`.
+ */
+static int resume_check(struct repl_secondary *s, const struct repl_hello *h, char *text,
+			size_t len)
+{
+	int rc = 0;
+
+	if (s->o.incoming)
+		return util_why(
+			text, len, -ENOENT,
+			"a postcopy's source coming back, but no postcopy waits for it here");
+	for (unsigned i = 0; i < REPL_DISK_MAX; i++)
+		if (s->disks[i].fd >= 0)
+			return util_why(text, len, -EOPNOTSUPP,
+					"this replica keeps disks, and a resume carries RAM only: "
+					"protect again");
+	pthread_mutex_lock(&s->lock);
+	if (!s->twin)
+		rc = util_why(text, len, -ENOENT, "nothing to resume here: no checkpoint held");
+	else if (s->twin_broken)
+		rc = util_why(text, len, -EIO, "the copy here is unusable: %s", s->st.last_error);
+	else if (h->mem_bytes != hv_vm_mem_bytes(s->twin) || h->ncpus != hv_vm_ncpus(s->twin))
+		rc = util_why(text, len, -EINVAL,
+			      "the copy here is of another VM (%u vCPUs, %" PRIu64 " MiB)",
+			      hv_vm_ncpus(s->twin), hv_vm_mem_bytes(s->twin) >> 20);
+	else if (s->st.state != REPL_S_PRIMARY_LOST)
+		rc = util_why(text, len, -EBUSY, "the copy here cannot be resumed (state %s)",
+			      repl_state_str(s->st.state));
+	pthread_mutex_unlock(&s->lock);
+	return rc;
 }
 
 /*
@@ -449,11 +510,8 @@ static bool greet(struct repl_secondary *s, struct repl_conn *c)
 		goto out;
 	}
 	status = repl_handshake_check(&hs, text, sizeof(text));
-	if (!status && hs.resume) {
-		status = -ENOENT;
-		snprintf(text, sizeof(text),
-			 "a postcopy's source coming back, but no postcopy waits for it here");
-	}
+	if (!status && hs.resume)
+		status = resume_check(s, &h, text, sizeof(text));
 	if (!status) {
 		/* the peer names the RAM size: hold it to what a VM on this host may have */
 		struct hv_vm_config vc = {.mem_bytes = h.mem_bytes, .ncpus = h.ncpus};
@@ -467,7 +525,7 @@ static bool greet(struct repl_secondary *s, struct repl_conn *c)
 	if (!status && (!first_max || first_max > 2 * h.mem_bytes + (64u << 20)))
 		first_max = 2 * h.mem_bytes + (64u << 20);
 	pthread_mutex_lock(&s->lock);
-	if (!status && (s->taken || s->conn || s->pending || s->stop)) {
+	if (!status && ((s->taken && !hs.resume) || s->conn || s->pending || s->stop)) {
 		status = -EBUSY;
 		snprintf(text, sizeof(text),
 			 s->taken ? "this replica holds the twin of another primary (%s): start a "
@@ -499,10 +557,14 @@ static bool greet(struct repl_secondary *s, struct repl_conn *c)
 		l.seal = NULL;
 		s->first_max = first_max;
 		s->sums = hs.sums;
+		s->pending_resume = hs.resume;
 		s->st.link_authenticated = s->pending_seal != NULL;
 		s->st.link_encrypted = hs.encrypt && s->pending_seal;
-		repl_state_change(secondary_name(s), &s->st.state, REPL_S_SYNCING,
-				  "primary connected");
+		if (hs.resume)
+			s->st.last_error[0] = '\0';
+		repl_state_change(secondary_name(s), &s->st.state,
+				  hs.resume ? REPL_S_PROTECTED : REPL_S_SYNCING,
+				  hs.resume ? "primary resumed" : "primary connected");
 		pthread_cond_signal(&s->cond);
 		handed = true;
 	}

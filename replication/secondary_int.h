@@ -39,8 +39,10 @@ struct repl_secondary {
 	struct hv_vm *twin; /* NULL until the full copy is applied; handed out on failover */
 	struct repl_link switch_link; /* a migration's source waiting for RUNNING */
 	bool switch_held;
-	bool twin_broken; /* an apply failed half-way, or verify found it different */
-	uint64_t commit_ns; /* when the newest checkpoint (epoch) was applied whole */
+	bool twin_broken;    /* an apply failed half-way, or verify found it different */
+	uint64_t commit_ns;  /* when the newest checkpoint (epoch) was applied whole */
+	uint64_t applied_id; /* its stream id: where a resumed primary picks up */
+	bool pending_resume; /* the welcomed primary resumes (async mode, §8.7) */
 	struct repl_status st;
 	/* held while an epoch is applied, and by failover: never both at once */
 	pthread_mutex_t apply_lock;

@@ -135,7 +135,7 @@ int repl_hello_send(struct repl_link *l, struct repl_handshake *hs, const struct
 		m.flags |= REPL_HELLO_F_MIGRATE;
 	if (hs->sums && !hs->disk)
 		m.flags |= REPL_HELLO_F_SUMS;
-	if (hs->resume && hs->migrate)
+	if (hs->resume && !hs->disk)
 		m.flags |= REPL_HELLO_F_RESUME;
 	memcpy(hs->hello, &m, sizeof(m));
 	return repl_link_send_iov(l, &iov, 1);
@@ -174,7 +174,7 @@ int repl_hello_recv(struct repl_link *l, struct repl_handshake *hs, struct repl_
 	    ((m.flags & REPL_HELLO_F_DISK) &&
 	     (m.flags & (REPL_HELLO_F_MIGRATE | REPL_HELLO_F_SUMS))) ||
 	    ((m.flags & REPL_HELLO_F_RESUME) &&
-	     (!(m.flags & REPL_HELLO_F_MIGRATE) || (m.flags & REPL_HELLO_F_SUMS))))
+	     (m.flags & (REPL_HELLO_F_DISK | REPL_HELLO_F_SUMS))))
 		return util_why(why, why_len, -EPROTO, "hello with reserved bits set");
 	/* the two kinds of session never pass for each other (docs/stream-format.md §8.1) */
 	if (!(m.flags & REPL_HELLO_F_DISK) != !hs->disk)

@@ -37,6 +37,12 @@ usage: test_replication.py VMM CASTOR TGCHECK_SNAP CASE
            commit again; castor dr status at both ends, castor dr failover refused
            while the primary streams; then kill -9 and castor dr failover from
            the last checkpoint
+  asyncresume  async mode's link broken twice (the replica frozen past the
+           primary's timeout): the session resumes from the replica's checkpoint
+           with no full copy, verify mode digests every checkpoint after it,
+           outputs flow meanwhile; then castor dr failover. Then every link cut
+           after 48 MiB, inside a checkpoint: the lost one is taken back and its
+           pages sent again, and every checkpoint after verifies
   cap      the dirty-page cap ends long epochs early; bad command lines and an
            unreachable replica are refused with clear errors
   kill     20 trials: kill -9 the primary at a random moment (every other
@@ -517,6 +523,97 @@ def case_async(d):
         pair.close()
 
 
+def case_asyncresume(d):
+    """A DR session whose link breaks (the replica frozen past the primary's timeout)
+    resumes from the replica's checkpoint, twice, with no full copy; verify mode
+    digests every checkpoint after it; then the DR copy takes over."""
+    pair = Pair(d, ["rate=50", "wss=1M", "outrate=100"],
+                ["--mode", "async", "--rpo", "1000", "--verify", "--repl-timeout", "3000"])
+    cycles = 2
+    try:
+        pair.wait_protected()
+        wait_for("three checkpoints", lambda: ha(pair.psock)["epochs"] >= 3,
+                 timeout=ct.patience(60))
+        rng = random.Random()
+        for n in range(cycles):
+            pair.replica.send_signal(signal.SIGSTOP)
+            try:
+                wait_for(f"cut {n}: the primary degraded",
+                         lambda: ha(pair.psock)["state"] == "degraded",
+                         timeout=ct.patience(30), step=0.05)
+                # outputs flow while the link is down (async holds none)
+                out0 = ha(pair.psock)["outputs_released"]
+                time.sleep(rng.uniform(0.2, 1.5))
+                if ha(pair.psock)["outputs_released"] <= out0:
+                    raise Fail(f"cut {n}: no output flowed while the link was down")
+            finally:
+                pair.replica.send_signal(signal.SIGCONT)
+            wait_for(f"cut {n}: resumed", lambda: ha(pair.psock)["state"] == "protected"
+                     and ha(pair.rsock)["state"] == "protected", timeout=ct.patience(60))
+            v0 = ha(pair.rsock)["verify_ok"]
+            wait_for(f"cut {n}: three checkpoints verified after the resume",
+                     lambda: ha(pair.rsock)["verify_ok"] >= v0 + 3, timeout=ct.patience(60))
+            r = ha(pair.rsock)
+            if r["verify_bad"] or r["twin_unusable"]:
+                raise Fail(f"cut {n}: after the resume {r['verify_bad']} digests differed: "
+                           f"{r['last_error']}")
+        plog = open(f"{d}/primary.out").read()
+        resumed = [ln for ln in plog.splitlines() if "async: resumed toward" in ln]
+        if len(resumed) != cycles or plog.count("initial copy:") != 1:
+            raise Fail(f"{len(resumed)} resumes and {plog.count('initial copy:')} initial "
+                       f"copies in the primary's log (want {cycles} and 1)")
+        rlog = open(f"{d}/replica.out").read()
+        if rlog.count("the primary resumes from checkpoint") != cycles:
+            raise Fail("the replica did not log each resume")
+        # the DR copy takes over from its last checkpoint
+        pair.primary.send_signal(signal.SIGKILL)
+        pair.primary.wait(10)
+        wait_for("the replica to notice", lambda: ha(pair.rsock)["state"] == "primary-lost",
+                 timeout=ct.patience(30))
+        fo = json.loads(castor("dr", "failover", "--socket", pair.rsock, "--json").stdout)
+        if fo["state"] != "failed-over":
+            raise Fail(f"dr failover: {fo}")
+        c0 = vm_status(pair.rsock)["guest_counter"]
+        wait_for("the twin's guest to go on", lambda: vm_status(pair.rsock)["guest_counter"] > c0,
+                 timeout=ct.patience(20))
+        how = [("lost in flight" if "was lost" in ln else "ack lost") for ln in resumed]
+        print(f"asyncresume: {cycles} link breaks resumed without a full copy ({', '.join(how)}); "
+              f"{ha(pair.rsock)['verify_ok']} checkpoints verified; the DR copy took over at "
+              f"checkpoint {fo['epoch']}")
+    finally:
+        pair.close()
+    # every link cut after 48 MiB (CASTOR_TEST_CUT_AFTER), inside a checkpoint of a guest
+    # rewriting 2 x 4 MiB: the replica keeps the one before, the primary takes the lost one
+    # back and sends its pages again; verify mode checks every checkpoint applied after
+    pair = Pair(d, ["rate=max", "wss=4M", "outrate=100"],
+                ["--mode", "async", "--rpo", "400", "--verify", "--repl-timeout", "3000"],
+                cut_after=48 << 20)
+    try:
+        pair.wait_protected(cut=True)
+
+        def lost_twice():
+            r = ha(pair.rsock)
+            if r["verify_bad"] or r["twin_unusable"]:
+                raise Fail(f"after a cut mid-checkpoint: {r['verify_bad']} digests differed: "
+                           f"{r['last_error']}")
+            return open(f"{d}/primary.out").read().count("the one in flight was lost") >= 2
+
+        wait_for("two checkpoints lost in flight and resumed", lost_twice,
+                 timeout=ct.patience(120), step=0.5)
+        v0 = ha(pair.rsock)["verify_ok"]
+        wait_for("a checkpoint verified after them", lambda: ha(pair.rsock)["verify_ok"] > v0,
+                 timeout=ct.patience(60))
+        lost_twice()
+        plog = open(f"{d}/primary.out").read()
+        if plog.count("initial copy:") != 1 or "taken back" not in plog:
+            raise Fail("cuts mid-checkpoint: want one initial copy and a snapshot taken back")
+        print(f"asyncresume: links cut mid-checkpoint {plog.count('was lost')} times, each "
+              f"resumed with the lost checkpoint's pages sent again; "
+              f"{ha(pair.rsock)['verify_ok']} checkpoints verified")
+    finally:
+        pair.close()
+
+
 def case_output(d):
     guest = ["rate=max", "wss=1M", "outrate=100"]
     # an interval far longer than an epoch's pause and ack, even on the nested
@@ -725,6 +822,8 @@ def main():
                 case_output(d)
             elif CASE == "async":
                 case_async(d)
+            elif CASE == "asyncresume":
+                case_asyncresume(d)
             elif CASE == "cap":
                 case_cap(d)
             elif CASE == "kill":

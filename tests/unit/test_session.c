@@ -72,6 +72,9 @@ static const enum repl_state legal[][2] = {
 	{REPL_S_POSTCOPY, REPL_S_STOPPED},
 	{REPL_S_POSTCOPY_BROKEN, REPL_S_STOPPED},
 	{REPL_S_POSTCOPY_BROKEN, REPL_S_POSTCOPY},
+	/* an async session resumed after its link broke (§8.7) */
+	{REPL_S_DEGRADED, REPL_S_PROTECTED},
+	{REPL_S_PRIMARY_LOST, REPL_S_PROTECTED},
 };
 
 static bool is_legal(enum repl_state a, enum repl_state b)
@@ -286,8 +289,21 @@ static void bad_hellos(void **state)
 		/* a nonce without the flag that says a key is held */
 		{REPL_HELLO_MAGIC, REPL_SESSION_VERSION, 0, 64 << 20, 1, 0, {1}},
 		{REPL_EPOCH_MAGIC, REPL_SESSION_VERSION, 0, 64 << 20, 1, 0, {0}},
-		/* RESUME belongs to a migration (§8.6): never alone, never with SUMS */
-		{REPL_HELLO_MAGIC, REPL_SESSION_VERSION, REPL_HELLO_F_RESUME, 64 << 20, 1, 0, {0}},
+		/* RESUME (§8.6, §8.7) never comes with DISK or SUMS */
+		{REPL_HELLO_MAGIC,
+		 REPL_SESSION_VERSION,
+		 REPL_HELLO_F_RESUME | REPL_HELLO_F_DISK,
+		 64 << 20,
+		 1,
+		 0,
+		 {0}},
+		{REPL_HELLO_MAGIC,
+		 REPL_SESSION_VERSION,
+		 REPL_HELLO_F_RESUME | REPL_HELLO_F_SUMS,
+		 64 << 20,
+		 1,
+		 0,
+		 {0}},
 		{REPL_HELLO_MAGIC,
 		 REPL_SESSION_VERSION,
 		 REPL_HELLO_F_MIGRATE | REPL_HELLO_F_RESUME | REPL_HELLO_F_SUMS,
@@ -341,9 +357,37 @@ static void bad_hellos(void **state)
 }
 
 /*
- * A postcopy's source coming back (RESUME) to a migration destination that
- * waits for no postcopy is told so; a fresh migration is still welcome after.
+ * A RESUME hello (`migrate`: a postcopy's source; else an async primary) that
+ * `r` cannot take is refused with -ENOENT and `want` in the reason; a fresh
+ * session of the same kind is still welcome after. Frees r.
  */
+static void resume_refused(struct replica *r, bool migrate, const char *want)
+{
+	struct repl_hello h = {.mem_bytes = 64 << 20, .ncpus = 1};
+	struct repl_handshake hs;
+	struct repl_link *c;
+	char why[256];
+	uint32_t idle;
+
+	for (int fresh = 0; fresh < 2; fresh++) {
+		c = dial(r);
+		repl_handshake_init(&hs, NULL, false);
+		hs.migrate = migrate;
+		hs.resume = !fresh;
+		assert_int_equal(repl_hello_send(c, &hs, &h), 0);
+		assert_int_equal(repl_welcome_recv(c, &hs, &idle, why, sizeof(why)),
+				 fresh ? 0 : -ENOENT);
+		if (!fresh)
+			assert_non_null(strstr(why, want));
+		repl_handshake_dispose(&hs);
+		hang_up(c);
+		if (!fresh)
+			assert_int_equal(replica_state(r), REPL_S_IDLE);
+	}
+	repl_secondary_free(r->s);
+}
+
+/* A postcopy's source coming back to a migration destination that waits for no postcopy. */
 static void resume_without_postcopy(void **state)
 {
 	struct repl_secondary_opts o = {.listen = "127.0.0.1:0",
@@ -351,34 +395,23 @@ static void resume_without_postcopy(void **state)
 					.vm = {.name = "unit", .serial_fd = -1},
 					.thread_rt = -1,
 					.incoming = true};
-	struct repl_hello h = {.mem_bytes = 64 << 20, .ncpus = 1};
-	struct repl_handshake hs;
 	struct replica r;
-	struct repl_link *c;
 	char why[256];
-	uint32_t idle;
 
 	(void)state;
 	assert_int_equal(repl_secondary_start(&o, &r.s, why, sizeof(why)), 0);
 	snprintf(r.addr, sizeof(r.addr), "127.0.0.1:%u", repl_secondary_port(r.s));
-	c = dial(&r);
-	repl_handshake_init(&hs, NULL, false);
-	hs.migrate = true;
-	hs.resume = true;
-	assert_int_equal(repl_hello_send(c, &hs, &h), 0);
-	assert_int_equal(repl_welcome_recv(c, &hs, &idle, why, sizeof(why)), -ENOENT);
-	assert_non_null(strstr(why, "no postcopy waits for it here"));
-	repl_handshake_dispose(&hs);
-	hang_up(c);
-	assert_int_equal(replica_state(&r), REPL_S_IDLE);
-	c = dial(&r);
-	repl_handshake_init(&hs, NULL, false);
-	hs.migrate = true;
-	assert_int_equal(repl_hello_send(c, &hs, &h), 0);
-	assert_int_equal(repl_welcome_recv(c, &hs, &idle, why, sizeof(why)), 0);
-	repl_handshake_dispose(&hs);
-	hang_up(c);
-	repl_secondary_free(r.s);
+	resume_refused(&r, true, "no postcopy waits for it here");
+}
+
+/* An async primary coming back (RESUME without MIGRATE, §8.7) to a replica that holds nothing. */
+static void resume_without_checkpoint(void **state)
+{
+	struct replica r;
+
+	(void)state;
+	replica_start(&r);
+	resume_refused(&r, false, "nothing to resume here: no checkpoint held");
 }
 
 /* The replica answers a PING between epochs and refuses frames it does not know. */
@@ -758,6 +791,7 @@ int main(void)
 		cmocka_unit_test(replayed_record),
 		cmocka_unit_test(key_files),
 		cmocka_unit_test(resume_without_postcopy),
+		cmocka_unit_test(resume_without_checkpoint),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

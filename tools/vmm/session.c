@@ -57,8 +57,9 @@ int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, siz
 	if (v->primary) {
 		repl_primary_status(v->primary, &st);
 		/*
-		 * A degraded session is over (its replica is gone): a new one
-		 * replaces it, and its initial copy takes the outputs still held
+		 * A degraded session is over (its replica is gone; an async one
+		 * may be trying to resume, and stops): a new one replaces it, and
+		 * its initial copy takes the outputs still held
 		 * (repl_primary_start). Any other is refused: one replica at a time.
 		 */
 		if (st.state != REPL_S_DEGRADED && !(st.migration && st.state == REPL_S_STOPPED)) {
