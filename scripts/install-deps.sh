@@ -21,7 +21,7 @@ libibverbs-dev librdmacm-dev
 qemu-system-x86
 acpica-tools
 cpio lz4 xz-utils gzip binutils apt dpkg perl-base
-iproute2 procps psmisc iputils-ping
+iproute2 procps psmisc iputils-ping ethtool
 python3 python3-zstandard zstd
 gnuplot-nox
 "
