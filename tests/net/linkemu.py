@@ -145,7 +145,8 @@ def main(argv):
         for d in dirs.values():
             d.flush(now)
         dues = [t for t in (d.next_due() for d in dirs.values()) if t is not None]
-        wait = min([end] + dues) - now
+        # at most 0.2 s: a signal does not end poll() (PEP 475 retries it), the loop does
+        wait = min([end, now + 0.2] + dues) - now
         try:
             events = poller.poll(max(0, int(wait * 1000) + 1))
         except InterruptedError:
