@@ -345,8 +345,8 @@ struct hv_snap_chain {
 	uint64_t *pfns; /* one per RAM page: the pages of a pass or a pause */
 	/*
 	 * hv_snap_chain_rewind(): after an incremental saved in the pause alone
-	 * (no live pass), the snapshot it follows and the pages it carried;
-	 * prev_id 0 when the last snapshot cannot be taken back.
+	 * (no live pass), the snapshot it follows and the pages it carried (the
+	 * harvest's own bitmap, swapped in); prev_id 0 when it cannot be taken back.
 	 */
 	uint64_t prev_id;
 	struct util_bitmap last;

@@ -136,14 +136,16 @@ int hv_snap_chain_rewind(struct hv_snap_chain *c, uint64_t to_id)
 
 /* After a snapshot saved whole: can it be taken back (hv_snap_chain_rewind)? */
 static void note_rewind(struct hv_snap_chain *c, const struct hv_stream_header *h,
-			const struct hv_snapshot_opts *o, const struct util_bitmap *dirty)
+			const struct hv_snapshot_opts *o, struct util_bitmap *dirty)
 {
+	struct util_bitmap old = c->last;
+
 	c->prev_id = 0;
 	if (h->kind != HV_STREAM_INCREMENTAL || o->precopy || o->defer)
 		return;
-	if (!c->last.words && util_bitmap_init(&c->last, dirty->nbits) < 0)
-		return; /* out of memory: not rewindable, the caller starts afresh */
-	memcpy(c->last.words, dirty->words, UTIL_BITMAP_WORDS(dirty->nbits) * sizeof(uint64_t));
+	/* the harvest's bitmap is kept, not copied: the caller frees the old one */
+	c->last = *dirty;
+	*dirty = old;
 	c->prev_id = h->parent_id;
 }
 

@@ -376,14 +376,7 @@ static enum wait_end wait_epoch_end(struct repl_primary *p, uint64_t start, bool
 			if (next_poll < until)
 				until = next_poll;
 		}
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		{
-			uint64_t abs = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec +
-				       (until - now);
-
-			ts.tv_sec = (time_t)(abs / 1000000000ull);
-			ts.tv_nsec = (long)(abs % 1000000000ull);
-		}
+		ts = util_mono_ts(until);
 		pthread_cond_timedwait(&p->cond, &p->lock, &ts);
 	}
 	p->kicked = false;

@@ -27,15 +27,9 @@
 /* Wait `ms` or until the session is stopped; true when stopped. */
 static bool stopped_within(struct repl_primary *p, uint32_t ms)
 {
-	struct timespec ts;
-	uint64_t abs;
+	struct timespec ts = util_mono_ts(util_now_ns() + (uint64_t)ms * 1000000ull);
 	bool stop;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	abs = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec +
-	      (uint64_t)ms * 1000000ull;
-	ts.tv_sec = (time_t)(abs / 1000000000ull);
-	ts.tv_nsec = (long)(abs % 1000000000ull);
 	pthread_mutex_lock(&p->lock);
 	while (!p->stop && pthread_cond_timedwait(&p->cond, &p->lock, &ts) != ETIMEDOUT)
 		;

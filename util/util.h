@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* ---- logging ------------------------------------------------------------------ */
 
@@ -50,6 +51,8 @@ int util_why(char *why, size_t why_len, int rc, const char *fmt, ...)
 /* ---- time ----------------------------------------------------------------------- */
 
 uint64_t util_now_ns(void); /* CLOCK_MONOTONIC */
+/* A util_now_ns() instant as a timespec, for pthread_cond_timedwait on a CLOCK_MONOTONIC cond. */
+struct timespec util_mono_ts(uint64_t ns);
 void util_sleep_ns(uint64_t ns);
 
 /* ---- parsing: whole-string, no silent truncation; 0 or -EINVAL/-ERANGE ------------ */

@@ -529,6 +529,22 @@ def case_async(d):
         pair.close()
 
 
+def dr_takeover(pair):
+    """The primary's site dies (kill -9): castor dr failover starts the DR copy from its
+    last checkpoint, and its guest goes on. The failover's JSON."""
+    pair.primary.send_signal(signal.SIGKILL)
+    pair.primary.wait(10)
+    wait_for("the replica to notice", lambda: ha(pair.rsock)["state"] == "primary-lost",
+             timeout=ct.patience(60))
+    fo = json.loads(castor("dr", "failover", "--socket", pair.rsock, "--json").stdout)
+    if fo["state"] != "failed-over":
+        raise Fail(f"dr failover: {fo}")
+    c0 = vm_status(pair.rsock)["guest_counter"]
+    wait_for("the DR copy's guest to go on", lambda: vm_status(pair.rsock)["guest_counter"] > c0,
+             timeout=ct.patience(20))
+    return fo
+
+
 def case_asyncresume(d):
     """A DR session whose link breaks (the replica frozen past the primary's timeout)
     resumes from the replica's checkpoint, twice, with no full copy; verify mode
@@ -571,17 +587,7 @@ def case_asyncresume(d):
         rlog = open(f"{d}/replica.out").read()
         if rlog.count("the primary resumes from checkpoint") != cycles:
             raise Fail("the replica did not log each resume")
-        # the DR copy takes over from its last checkpoint
-        pair.primary.send_signal(signal.SIGKILL)
-        pair.primary.wait(10)
-        wait_for("the replica to notice", lambda: ha(pair.rsock)["state"] == "primary-lost",
-                 timeout=ct.patience(30))
-        fo = json.loads(castor("dr", "failover", "--socket", pair.rsock, "--json").stdout)
-        if fo["state"] != "failed-over":
-            raise Fail(f"dr failover: {fo}")
-        c0 = vm_status(pair.rsock)["guest_counter"]
-        wait_for("the twin's guest to go on", lambda: vm_status(pair.rsock)["guest_counter"] > c0,
-                 timeout=ct.patience(20))
+        fo = dr_takeover(pair)
         how = [("lost in flight" if "was lost" in ln else "ack lost") for ln in resumed]
         print(f"asyncresume: {cycles} link breaks resumed without a full copy ({', '.join(how)}); "
               f"{ha(pair.rsock)['verify_ok']} checkpoints verified; the DR copy took over at "
@@ -620,36 +626,15 @@ def case_asyncresume(d):
         pair.close()
 
 
-WAN_NET = "10.98.0"
+WAN_SH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "net", "wan.sh")
+WAN_B_IP = "10.98.0.2"  # wan.sh's host b
 
 
-def wan_up(tag):
-    """Two hosts (TAG-a 10.98.0.1, TAG-b 10.98.0.2) joined through TAG-link, where
-    tests/net/linkemu.py will forward between a1 and b1 (the shape of net_linkemu)."""
-    a, b, ln = f"{tag}-a", f"{tag}-b", f"{tag}-link"
-    cmds = [["ip", "netns", "add", a], ["ip", "netns", "add", b], ["ip", "netns", "add", ln],
-            ["ip", "-n", ln, "link", "add", "a1", "type", "veth", "peer", "name", "a0"],
-            ["ip", "-n", ln, "link", "set", "a0", "netns", a],
-            ["ip", "-n", ln, "link", "add", "b1", "type", "veth", "peer", "name", "b0"],
-            ["ip", "-n", ln, "link", "set", "b0", "netns", b],
-            ["ip", "netns", "exec", ln, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]]
-    for ns, dev, ip in ((a, "a0", 1), (b, "b0", 2)):
-        cmds += [["ip", "-n", ns, "addr", "add", f"{WAN_NET}.{ip}/24", "dev", dev],
-                 ["ip", "-n", ns, "link", "set", dev, "up"],
-                 ["ip", "-n", ns, "link", "set", "lo", "up"]]
-    cmds += [["ip", "-n", ln, "link", "set", x, "promisc", "on", "up"] for x in ("a1", "b1")]
-    cmds += [["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "sg", "off", "tso",
-              "off", "gso", "off", "gro", "off"]
-             for ns, dev in ((a, "a0"), (b, "b0"), (ln, "a1"), (ln, "b1"))]
-    for c in cmds:
-        r = subprocess.run(c, capture_output=True, text=True)
-        if r.returncode:
-            raise Fail(f"the WAN's namespaces: {' '.join(c)}: {r.stderr.strip()}")
-
-
-def wan_down(tag):
-    for n in ("a", "b", "link"):
-        subprocess.run(["ip", "netns", "del", f"{tag}-{n}"], capture_output=True)
+def wan(cmd, tag):
+    """tests/net/wan.sh up|down TAG: two hosts joined through TAG-link (net_linkemu's)."""
+    r = subprocess.run([WAN_SH, cmd, tag], capture_output=True, text=True)
+    if r.returncode and cmd == "up":
+        raise Fail(f"wan.sh up: {r.stderr.strip()}")
 
 
 def case_asyncwan(d):
@@ -677,7 +662,7 @@ def case_asyncwan(d):
             p.terminate()
             p.wait(10)
 
-    wan_up(tag)
+    wan("up", tag)
     try:
         emu = start_emu()
         key = f"{d}/wan.key"
@@ -686,7 +671,7 @@ def case_asyncwan(d):
                     ["--mode", "async", "--rpo", "3000", "--verify", "--repl-timeout", "4000"],
                     replica_wrap=["ip", "netns", "exec", f"{tag}-b"],
                     primary_wrap=["ip", "netns", "exec", f"{tag}-a"],
-                    listen=f"{WAN_NET}.2", key=key)
+                    listen=WAN_B_IP, key=key)
         # the initial copy, about 10 MB on the wire, crawls: 1 % loss at 100 ms RTT holds
         # TCP near 1.4 Mbit/s (Mathis), whatever the cap
         wait_for("the primary's control socket", lambda: pair.dead(pair.primary) or
@@ -722,16 +707,7 @@ def case_asyncwan(d):
         if plog.count("initial copy:") != 1 or "async: resumed toward" not in plog:
             raise Fail("want one initial copy and a resume in the primary's log")
         # the primary's site is lost: the DR copy takes over, and its RAM is the guest's
-        pair.primary.send_signal(signal.SIGKILL)
-        pair.primary.wait(10)
-        wait_for("the replica to notice", lambda: ha(pair.rsock)["state"] == "primary-lost",
-                 timeout=ct.patience(60))
-        fo = json.loads(castor("dr", "failover", "--socket", pair.rsock, "--json").stdout)
-        if fo["state"] != "failed-over":
-            raise Fail(f"dr failover: {fo}")
-        c0 = vm_status(pair.rsock)["guest_counter"]
-        wait_for("the DR copy's guest to go on",
-                 lambda: vm_status(pair.rsock)["guest_counter"] > c0, timeout=ct.patience(20))
+        fo = dr_takeover(pair)
         snap = f"{d}/dr.snap"
         castor("vm", "pause", "--socket", pair.rsock)
         castor("vm", "snapshot", "--socket", pair.rsock, "--file", snap)
@@ -747,7 +723,7 @@ def case_asyncwan(d):
         if pair:
             pair.close()
         stop_emu(emu)
-        wan_down(tag)
+        wan("down", tag)
 
 
 def case_output(d):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# linkemu.py between two namespaces (no VM, no KVM): host a (10.98.0.1) and host b
-# (10.98.0.2) each hold one end of a veth pair whose other ends sit in a third
+# linkemu.py between two namespaces (no VM, no KVM): wan.sh's host a (10.98.0.1) and
+# host b (10.98.0.2) each hold one end of a veth pair whose other ends sit in a third
 # namespace, where linkemu.py forwards between them. Checks: with a 30 ms delay every
 # ping comes back, none sooner than 60 ms; with 20 % loss some frames are dropped and
 # some pass; with a 2 Mbit/s cap 256 KiB over TCP take no less than the wire needs;
@@ -11,6 +11,7 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../require.sh"
+. "$here/wan.sh"
 [ "$(id -u)" = 0 ] || test_skip "needs root (network namespaces)"
 command -v ip >/dev/null || test_skip "iproute2 is missing"
 command -v ping >/dev/null || test_skip "ping is missing (iputils-ping)"
@@ -34,33 +35,15 @@ stop_emu() {
 }
 cleanup() {
 	stop_emu
-	for n in "$A" "$B" "$L"; do ip netns del "$n" 2>/dev/null; done
+	wan_down "$P"
 	rm -rf "$dir"
 }
 trap cleanup EXIT
 
-ip netns add "$A" && ip netns add "$B" && ip netns add "$L" ||
-	test_skip "cannot create network namespaces"
-ip -n "$L" link add a1 type veth peer name a0 &&
-	ip -n "$L" link set a0 netns "$A" &&
-	ip -n "$L" link add b1 type veth peer name b0 &&
-	ip -n "$L" link set b0 netns "$B" &&
-	ip netns exec "$L" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 &&
-	ip -n "$L" link set a1 promisc on up && ip -n "$L" link set b1 promisc on up &&
-	ip -n "$A" addr add 10.98.0.1/24 dev a0 && ip -n "$A" link set a0 up &&
-	ip -n "$A" link set lo up &&
-	ip -n "$B" addr add 10.98.0.2/24 dev b0 && ip -n "$B" link set b0 up &&
-	ip -n "$B" link set lo up || {
-	bad "cannot build the namespaces' links"
+wan_up "$P" || {
+	bad "cannot build the WAN's namespaces (wan.sh)"
 	exit 1
 }
-# whole frames with their checksums: a veth leaves TCP checksums to the receiver and
-# passes 64 KiB segments, neither of which survives being re-sent from a packet socket
-for x in "$A a0" "$B b0" "$L a1" "$L b1"; do
-	set -- $x
-	ip netns exec "$1" ethtool -K "$2" tx off sg off tso off gso off gro off >/dev/null 2>&1 ||
-		test_skip "ethtool cannot turn offloads off on $2 (scripts/install-deps.sh installs ethtool)"
-done
 
 # start_emu ARGS...: linkemu.py in the link namespace, its counts to $dir/stats
 start_emu() {
@@ -85,7 +68,7 @@ stat() {
 
 # a 30 ms delay each way: every answer, none before 60 ms
 start_emu --delay-ms 30
-ip netns exec "$A" ping -c 5 -i 0.2 -W 5 10.98.0.2 >"$dir/ping" 2>&1
+ip netns exec "$A" ping -c 5 -i 0.2 -W 5 "$WAN_B_IP" >"$dir/ping" 2>&1
 got=$(grep -o '[0-9]* received' "$dir/ping" | cut -d' ' -f1)
 min=$(sed -n 's/.*= \([0-9.]*\)\/.*/\1/p' "$dir/ping")
 if [ "${got:-0}" = 5 ] && python3 -c "import sys; sys.exit(not float(sys.argv[1]) >= 60.0)" "${min:-0}"; then
@@ -98,7 +81,7 @@ stop_emu
 # 20 % loss: some frames dropped, some through (0.8^n for n frames makes none dropped
 # unthinkable: 120 frames and more cross here)
 start_emu --loss 20 --seed 7
-ip netns exec "$A" ping -c 60 -i 0.02 -W 1 10.98.0.2 >"$dir/ping" 2>&1
+ip netns exec "$A" ping -c 60 -i 0.02 -W 1 "$WAN_B_IP" >"$dir/ping" 2>&1
 stop_emu
 lost=$(stat 's["a_to_b"]["dropped_loss"] + s["b_to_a"]["dropped_loss"]')
 through=$(stat 's["a_to_b"]["forwarded"] + s["b_to_a"]["forwarded"]')
@@ -145,7 +128,7 @@ fi
 
 # no emulator: nothing crosses (last: its failed neighbour lookup would linger)
 ip -n "$A" neigh flush all
-if ip netns exec "$A" ping -c 1 -W 1 10.98.0.2 >/dev/null 2>&1; then
+if ip netns exec "$A" ping -c 1 -W 1 "$WAN_B_IP" >/dev/null 2>&1; then
 	bad "a ping crossed without the emulator: something else forwards"
 else
 	ok "nothing crosses without the emulator"

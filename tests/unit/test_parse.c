@@ -185,6 +185,20 @@ static void zero_buffers(void **state)
 	page[sizeof(page) - 1] = 0;
 }
 
+/* util_mono_ts: a util_now_ns() instant as seconds and nanoseconds, and it is monotonic time. */
+static void mono_ts(void **state)
+{
+	struct timespec ts = util_mono_ts(3000000000ull + 999999999ull), now;
+	uint64_t t = util_now_ns();
+
+	(void)state;
+	assert_int_equal(ts.tv_sec, 3);
+	assert_int_equal(ts.tv_nsec, 999999999);
+	ts = util_mono_ts(t);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	assert_true(ts.tv_sec <= now.tv_sec && now.tv_sec - ts.tv_sec <= 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -192,6 +206,7 @@ int main(void)
 		cmocka_unit_test(numbers),	cmocka_unit_test(signed_numbers),
 		cmocka_unit_test(guest_params), cmocka_unit_test(vm_limits),
 		cmocka_unit_test(ram_layout),	cmocka_unit_test(page_rule),
+		cmocka_unit_test(mono_ts),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
