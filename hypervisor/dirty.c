@@ -385,7 +385,13 @@ int hv_dirty_set_hot(struct hv_vm *vm, bool on)
 			if (!vm->dirty.hot_max)
 				vm->dirty.hot_max = HV_DIRTY_HOT_MAX_DEFAULT;
 		}
-		vm->dirty.hot = on; /* off: the next harvest protects every page it reports */
+		/* each session asks on and off for itself: hot while one still wants them */
+		if (on)
+			vm->dirty.hot_users++;
+		else if (vm->dirty.hot_users)
+			vm->dirty.hot_users--;
+		/* off: the next harvest protects every page it reports */
+		vm->dirty.hot = vm->dirty.hot_users > 0;
 	}
 	pthread_mutex_unlock(&vm->dirty.lock);
 	return rc;

@@ -192,6 +192,7 @@ struct hv_dirty {
 	 * cold_clock is its 32-bit reading at the last harvest (clock_faults).
 	 */
 	bool hot, hot_fresh; /* hot_fresh: no harvest since hot pages went on */
+	unsigned hot_users;  /* sessions that asked for them (hot while > 0) */
 	uint64_t *hotmap, *mask;
 	uint32_t *stamp;
 	uint64_t hot_max, hot_count, cold_faults, clock_faults;

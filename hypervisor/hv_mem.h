@@ -87,7 +87,9 @@ void hv_dirty_log_free(struct hv_dirty_log *log); /* NULL is fine */
  * written -- what replication needs -- for far fewer write faults on a guest
  * that rewrites the same pages, however slowly it sweeps them: the rule
  * counts progress, not time, so it reaches the same hot set from a cold or a
- * warm start. Off by default (exact harvests). -ENOMEM.
+ * warm start. Off by default (exact harvests). Counted: each user (a
+ * replication session) turns them on and off once for itself, and they stay
+ * on while one still wants them. -ENOMEM.
  */
 int hv_dirty_set_hot(struct hv_vm *vm, bool on);
 /*

@@ -168,6 +168,14 @@ int hv_snapshot_save_opts(struct hv_vm *vm, struct hv_stream_writer *w, enum hv_
 			  const struct hv_snapshot_opts *o, struct hv_snapshot_stats *stats);
 /* Pages the next incremental would carry so far (-ENOENT before a full snapshot). */
 int hv_snapshot_pending(struct hv_vm *vm, uint64_t *pages_out);
+/*
+ * A full snapshot of a twin (a VM made by hv_snapshot_restore() that has not
+ * started, kept by hv_snapshot_apply()): its RAM and state as last applied,
+ * with no pause and no chain of its own. The caller keeps epochs from being
+ * applied meanwhile. -EINVAL for any other VM. A DR replica's copy for a test
+ * boot (`castor dr test`).
+ */
+int hv_snapshot_save_twin(struct hv_vm *vm, int fd, struct hv_snapshot_stats *stats);
 
 /*
  * A snapshot chain of its own: its own dirty log (hv_dirty_log_new), staging

@@ -175,6 +175,40 @@ static uint64_t random_id(void)
 	return id;
 }
 
+/* The state records: every vCPU's, the VM's, the devices'. */
+static int save_state(struct hv_vm *vm, struct hv_stream_writer *w)
+{
+	uint32_t c;
+	int rc = 0;
+
+	for (c = 0; !rc && c < vm->ncpus; c++)
+		rc = state_save_vcpu(&vm->vcpus[c], w);
+	if (!rc)
+		rc = state_save_vm(vm, w);
+	if (!rc)
+		rc = persist_save_devices(vm, w);
+	return rc;
+}
+
+/* The HEADER of a new stream of `vm`, with a fresh id. */
+static void stream_header(const struct hv_vm *vm, enum hv_stream_kind kind, uint64_t parent_id,
+			  struct hv_stream_header *h)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	memset(h, 0, sizeof(*h));
+	h->magic = HV_STREAM_MAGIC;
+	h->version = HV_STREAM_REVISION;
+	h->kind = kind;
+	h->ncpus = vm->ncpus;
+	h->page_size = HV_PAGE_SIZE;
+	h->mem_bytes = vm->mem.size;
+	h->stream_id = random_id();
+	h->parent_id = parent_id;
+	h->created_ns = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+}
+
 void hv_snapshot_set_hook(struct hv_vm *vm, hv_snapshot_hook_fn fn, void *arg)
 {
 	vm->snap_hook = fn;
@@ -254,9 +288,7 @@ int hv_snap_chain_save(struct hv_snap_chain *chain, struct hv_stream_writer *w,
 	struct util_bitmap dirty = {0};
 	struct iovec iov = {&h, sizeof(h)};
 	uint64_t t0 = util_now_ns(), tp, t1, n, i;
-	struct timespec now;
 	bool paused = false;
-	uint32_t c;
 	int rc;
 
 	if (hv_vm_run_state(vm) != HV_S_RUNNING && hv_vm_run_state(vm) != HV_S_PAUSED)
@@ -280,16 +312,9 @@ int hv_snap_chain_save(struct hv_snap_chain *chain, struct hv_stream_writer *w,
 		if (rc < 0)
 			goto out;
 	}
-	clock_gettime(CLOCK_REALTIME, &now);
-	h.magic = HV_STREAM_MAGIC;
-	h.version = HV_STREAM_REVISION;
-	h.kind = kind;
-	h.ncpus = vm->ncpus;
-	h.page_size = HV_PAGE_SIZE;
-	h.mem_bytes = vm->mem.size;
-	h.stream_id = st.stream_id = random_id();
-	h.parent_id = st.parent_id = kind == HV_STREAM_INCREMENTAL ? chain->last_id : 0;
-	h.created_ns = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+	stream_header(vm, kind, kind == HV_STREAM_INCREMENTAL ? chain->last_id : 0, &h);
+	st.stream_id = h.stream_id;
+	st.parent_id = h.parent_id;
 	rc = hv_stream_write(w, HV_REC_HEADER, &iov, 1);
 	if (rc < 0)
 		goto out;
@@ -353,12 +378,7 @@ int hv_snap_chain_save(struct hv_snap_chain *chain, struct hv_stream_writer *w,
 	}
 	st.copy_ns = util_now_ns() - t1;
 	t1 = util_now_ns();
-	for (c = 0; !rc && c < vm->ncpus; c++)
-		rc = state_save_vcpu(&vm->vcpus[c], w);
-	if (!rc)
-		rc = state_save_vm(vm, w);
-	if (!rc)
-		rc = persist_save_devices(vm, w);
+	rc = save_state(vm, w);
 	st.state_ns = util_now_ns() - t1;
 	if (!rc && o->pause_cb)
 		rc = o->pause_cb(o->pause_arg, vm, w);
@@ -404,6 +424,58 @@ out:
 		}
 	}
 	util_bitmap_dispose(&dirty);
+	if (stats)
+		*stats = st;
+	return rc;
+}
+
+/*
+ * A twin is never run: its RAM, vCPUs and devices stand still between two
+ * applied epochs, so its full snapshot needs no pause, no dirty log and no
+ * chain -- every page as it is, then the state KVM holds.
+ */
+int hv_snapshot_save_twin(struct hv_vm *vm, int fd, struct hv_snapshot_stats *stats)
+{
+	struct hv_snapshot_stats st = {0};
+	struct hv_stream_header h = {0};
+	struct iovec iov = {&h, sizeof(h)};
+	struct hv_stream_writer *w = NULL;
+	uint64_t t0 = util_now_ns(), *pfns = NULL, i;
+	int rc;
+
+	if (hv_vm_run_state(vm) != HV_S_CREATED || vm->lazy || !vm->restored) {
+		rc = -EINVAL;
+		goto out;
+	}
+	pfns = malloc(vm->mem.pages * sizeof(*pfns));
+	if (!pfns) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < vm->mem.pages; i++)
+		pfns[i] = i;
+	rc = hv_stream_writer_fd(fd, &w);
+	if (rc < 0)
+		goto out;
+	stream_header(vm, HV_STREAM_FULL, 0, &h);
+	st.stream_id = h.stream_id;
+	rc = hv_stream_write(w, HV_REC_HEADER, &iov, 1);
+	if (!rc)
+		rc = hv_stream_write_pages(w, pfns, vm->mem.pages, vm->mem.base);
+	if (!rc)
+		rc = save_state(vm, w);
+	if (!rc)
+		rc = hv_stream_finish(w);
+	if (rc < 0)
+		goto out;
+	st.staged_pages = vm->mem.pages;
+	st.bytes = hv_stream_writer_bytes(w);
+	st.total_ns = util_now_ns() - t0;
+out:
+	if (rc < 0)
+		LOG_ERRNO(rc, "vm %s: saving the twin", vm->name);
+	hv_stream_writer_free(w);
+	free(pfns);
 	if (stats)
 		*stats = st;
 	return rc;

@@ -490,6 +490,8 @@ static void run(struct repl_primary *p)
 		LOG_WARN("vm %s: no hot pages (out of memory): every dirty page is "
 			 "write-protected again",
 			 hv_vm_name(p->vm));
+	else if (!p->o.exact_dirty)
+		p->hot_on = true;
 	pthread_mutex_lock(&p->lock);
 	primary_set_state(p, REPL_S_PROTECTED, "synced");
 	pthread_mutex_unlock(&p->lock);
@@ -807,7 +809,8 @@ void repl_primary_free(struct repl_primary *p)
 	repl_primary_stop(p, false);
 	disk_tx_stop(p->dtx);
 	disk_tx_free(p->dtx);
-	hv_dirty_set_hot(p->vm, false);
+	if (p->hot_on)
+		hv_dirty_set_hot(p->vm, false);
 	repl_link_dispose(&p->link);
 	if (p->link.c)
 		p->t->close(p->link.c);

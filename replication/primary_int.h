@@ -52,6 +52,7 @@ struct repl_primary {
 	bool rpo_over;
 	struct repl_window rpos;
 	bool lost_link; /* the session failed on its link (not a refusal): async mode resumes */
+	bool hot_on;	/* it turned hot pages on (hv_dirty_set_hot): it turns them off */
 
 	struct disk_tx *dtx; /* the VM's writable disks: their writes go with the epochs */
 };

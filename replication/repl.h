@@ -933,6 +933,22 @@ uint16_t repl_secondary_port(const struct repl_secondary *s);
 int repl_secondary_failover(struct repl_secondary *s, bool force, struct hv_vm **vm_out, char *why,
 			    size_t why_len);
 void repl_secondary_status(struct repl_secondary *s, struct repl_status *out);
+/*
+ * A DR test's copy of the newest checkpoint (`castor dr test`), while the
+ * stream goes on: the twin's RAM and state as a full snapshot into `snap_fd`,
+ * and disk i (in --disk order) into disk_fds[i] where that is >= 0, all of
+ * one checkpoint -- no epoch is applied meanwhile (it waits in the receiving
+ * thread). A copied disk must be one the primary replicates. -ENOENT before
+ * the initial copy, -EALREADY after a failover, -EIO when the twin is
+ * unusable; `why` says which.
+ */
+struct repl_ckpt_copy {
+	uint64_t epoch;	 /* the checkpoint copied */
+	uint64_t age_ns; /* how old it was */
+	uint64_t snap_bytes, disk_bytes;
+};
+int repl_secondary_copy(struct repl_secondary *s, int snap_fd, const int *disk_fds, unsigned ndisks,
+			struct repl_ckpt_copy *out, char *why, size_t why_len);
 /* Stops the thread; frees the twin unless failover handed it out. NULL is fine. */
 void repl_secondary_free(struct repl_secondary *s);
 

@@ -812,6 +812,53 @@ int repl_secondary_failover(struct repl_secondary *s, bool force, struct hv_vm *
 	return rc;
 }
 
+int repl_secondary_copy(struct repl_secondary *s, int snap_fd, const int *disk_fds, unsigned ndisks,
+			struct repl_ckpt_copy *out, char *why, size_t why_len)
+{
+	struct hv_snapshot_stats st;
+	enum repl_state state;
+	struct hv_vm *twin;
+	bool broken;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (why_len)
+		why[0] = '\0';
+	pthread_mutex_lock(&s->apply_lock); /* no epoch lands while we copy */
+	pthread_mutex_lock(&s->lock);
+	twin = s->twin;
+	broken = s->twin_broken;
+	state = s->st.state;
+	out->epoch = s->st.epoch;
+	out->age_ns = twin && s->commit_ns ? util_now_ns() - s->commit_ns : 0;
+	pthread_mutex_unlock(&s->lock);
+	if (!twin && state == REPL_S_FAILED_OVER)
+		rc = util_why(why, why_len, -EALREADY,
+			      "the twin runs already (failed over): snapshot it as any VM");
+	else if (!twin)
+		rc = util_why(why, why_len, -ENOENT,
+			      "no checkpoint yet: the initial copy has not arrived");
+	else if (broken)
+		rc = util_why(why, why_len, -EIO, "the twin is unusable: %.120s", s->st.last_error);
+	else
+		rc = hv_snapshot_save_twin(twin, snap_fd, &st);
+	if (!rc && fdatasync(snap_fd) < 0)
+		rc = -errno;
+	if (rc < 0 && !why[0])
+		snprintf(why, why_len, "writing the checkpoint: %s", strerror(-rc));
+	if (!rc) {
+		out->snap_bytes = st.bytes;
+		rc = twin_disks_copy(s, disk_fds, ndisks, &out->disk_bytes, why, why_len);
+	}
+	pthread_mutex_unlock(&s->apply_lock);
+	if (!rc)
+		LOG_INFO("vm %s: checkpoint %" PRIu64 " copied for a test boot (%.1f MiB of RAM "
+			 "and state, %.1f MiB of disks)",
+			 secondary_name(s), out->epoch, (double)out->snap_bytes / (1 << 20),
+			 (double)out->disk_bytes / (1 << 20));
+	return rc;
+}
+
 void repl_secondary_status(struct repl_secondary *s, struct repl_status *out)
 {
 	pthread_mutex_lock(&s->lock);

@@ -113,6 +113,13 @@ int twin_disks_commit(struct repl_secondary *s, uint64_t epoch);
  * copy this replica writes.
  */
 int twin_disks_verify(struct repl_secondary *s, const uint8_t *stream, size_t len, uint64_t epoch);
+/*
+ * A DR test's copy: disk i into fds[i] where that is >= 0, as the images stand
+ * (under apply_lock: the last applied epoch's). FICLONE where the file system
+ * shares extents, else copy_file_range, else read and write; made durable.
+ */
+int twin_disks_copy(struct repl_secondary *s, const int *fds, unsigned n, uint64_t *bytes_out,
+		    char *why, size_t why_len);
 /* The stream stopped during `epoch`: its writes are dropped. */
 void twin_disks_discard(struct repl_secondary *s, uint64_t epoch);
 /* The primary asked for the copies' digests (§8.5): false when they could not go. */

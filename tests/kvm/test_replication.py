@@ -47,6 +47,14 @@ usage: test_replication.py VMM CASTOR TGCHECK_SNAP CASE
            1 % loss, 20 Mbit/s): checkpoints verify across it; the link down past
            the timeout, the session resumes; the DR copy takes over and its RAM
            verifies (tgcheck_snap)
+  drtest   castor dr test: the DR replica's newest checkpoint (RAM, state, its
+           replicated disk) copied while checkpoints go on, of one checkpoint
+           (tgcheck: the disk holds what the RAM says was written); a second
+           copy booted in a network namespace of its own reads its disk back
+           right; the session never notices; refusals
+  drbeside a DR session beside the synchronous twin: both verify, output commit
+           follows the twin alone, the DR replica frozen does not slow the twin,
+           castor dr unprotect stops only the DR session; then the twin takes over
   cap      the dirty-page cap ends long epochs early; bad command lines and an
            unreachable replica are refused with clear errors
   kill     20 trials: kill -9 the primary at a random moment (every other
@@ -529,20 +537,198 @@ def case_async(d):
         pair.close()
 
 
-def dr_takeover(pair):
-    """The primary's site dies (kill -9): castor dr failover starts the DR copy from its
-    last checkpoint, and its guest goes on. The failover's JSON."""
+def dr_takeover(pair, cli="dr"):
+    """The primary's site dies (kill -9): castor dr failover (or, cli "ha", castor ha
+    failover at a synchronous twin) starts the copy from its last checkpoint, and its
+    guest goes on. The failover's JSON."""
     pair.primary.send_signal(signal.SIGKILL)
     pair.primary.wait(10)
     wait_for("the replica to notice", lambda: ha(pair.rsock)["state"] == "primary-lost",
              timeout=ct.patience(60))
-    fo = json.loads(castor("dr", "failover", "--socket", pair.rsock, "--json").stdout)
+    fo = json.loads(castor(cli, "failover", "--socket", pair.rsock, "--json").stdout)
     if fo["state"] != "failed-over":
-        raise Fail(f"dr failover: {fo}")
+        raise Fail(f"{cli} failover: {fo}")
     c0 = vm_status(pair.rsock)["guest_counter"]
-    wait_for("the DR copy's guest to go on", lambda: vm_status(pair.rsock)["guest_counter"] > c0,
+    wait_for("the copy's guest to go on", lambda: vm_status(pair.rsock)["guest_counter"] > c0,
              timeout=ct.patience(20))
     return fo
+
+
+def case_drtest(d):
+    """castor dr test: the DR replica's newest checkpoint -- RAM, state and its replicated
+    disk -- copied while checkpoints go on; the copy is of one checkpoint (tgcheck: its
+    disk holds what its RAM says the guest wrote); a second copy boots (--boot) in a
+    network namespace of its own and reads its disk back right; refusals."""
+    blocks, seed = 1024, 7
+    pimg, rimg = f"{d}/p.img", f"{d}/r.img"
+    for path in (pimg, rimg):
+        with open(path, "wb") as f:
+            f.write(os.urandom(8 << 20))
+    guest = ["rate=50", "wss=1M", "outrate=50", "blkrate=800", "blkfirst=0",
+             f"blkcount={blocks}", f"seed={seed}"]
+    pair = Pair(d, guest, ["--mode", "async", "--rpo", "1000", "--verify"], rw=(pimg, rimg))
+    pid = None
+    try:
+        # at once: refused until the initial copy is there (which may be quick)
+        r = castor("dr", "test", "--socket", pair.rsock, "--dir", f"{d}/early", check=False)
+        if r.returncode and (r.returncode != 1 or "no checkpoint yet" not in r.stderr):
+            raise Fail(f"dr test before the initial copy: exit {r.returncode}, "
+                       f"{r.stderr.strip()}")
+        pair.wait_protected()
+        wait_for("three checkpoints", lambda: ha(pair.psock)["acked_epoch"] >= 3,
+                 timeout=ct.patience(60))
+        ct.blk_writes(pair.psock, 100, "the guest to write while protected")
+        r = castor("dr", "test", "--socket", pair.psock, "--dir", f"{d}/x", check=False)
+        if r.returncode != 1 or "not a replica" not in r.stderr:
+            raise Fail(f"dr test at the primary: exit {r.returncode}, {r.stderr.strip()}")
+        # a copy, checked whole: RAM and disk of one checkpoint
+        one = json.loads(castor("dr", "test", "--socket", pair.rsock, "--dir", f"{d}/one",
+                                "--json").stdout)
+        copy = f"{d}/one/disk0.img"
+        if one["disks"] != [copy] or one["snapshot"] != f"{d}/one/checkpoint.snap" or \
+                one["disk_bytes"] != 8 << 20 or one["epoch"] < 3:
+            raise Fail(f"dr test: {one}")
+        for f in (one["snapshot"], copy):
+            if os.stat(f).st_mode & 0o777 != 0o600:
+                raise Fail(f"{f} is {oct(os.stat(f).st_mode & 0o777)}, not 0600")
+        if [f for f in os.listdir(f"{d}/one") if f.endswith(".tmp")]:
+            raise Fail(f"leftovers: {os.listdir(d + '/one')}")
+        chk = subprocess.run([TGCHECK, "--disk", f"{copy},0,{blocks},{seed}", one["snapshot"]],
+                             capture_output=True, text=True, timeout=120)
+        if chk.returncode:
+            raise Fail(f"the copy of checkpoint {one['epoch']}: {chk.stdout.strip()} "
+                       f"{chk.stderr.strip()}")
+        castor("stream", "verify", one["snapshot"])  # a full snapshot as any other
+        again = castor("dr", "test", "--socket", pair.rsock, "--dir", f"{d}/one", check=False)
+        if again.returncode != 1 or "exists already" not in again.stderr:
+            raise Fail(f"dr test into a used directory: exit {again.returncode}, "
+                       f"{again.stderr.strip()}")
+        # checkpoints went on through the copy; a second copy boots, isolated
+        e1 = one["epoch"]
+        wait_for("a checkpoint after the copy", lambda: ha(pair.rsock)["epoch"] > e1,
+                 timeout=ct.patience(60))
+        two = json.loads(castor("dr", "test", "--socket", pair.rsock, "--dir", f"{d}/two",
+                                "--boot", "--vmm", VMM, "--json").stdout)
+        pid, tsock = two["pid"], two["control"]
+        if two["epoch"] <= e1 or tsock != f"{d}/two/test.sock":
+            raise Fail(f"dr test --boot: {two} (the first copy was of checkpoint {e1})")
+        st = vm_status(tsock)
+        if st["run_state"] != "running":
+            raise Fail(f"the test copy is {st['run_state']}")
+        if subprocess.run(["ip", "link", "show", "drtest0"], capture_output=True).returncode == 0:
+            raise Fail("the test copy's tap is in the host's namespace")
+        io0 = st["guest_io"]
+        wait_for("the test copy to read a whole pass back",
+                 lambda: vm_status(tsock)["guest_io"]["blk_verified"] >= io0["blk_verified"] +
+                 blocks, timeout=ct.patience(60))
+        io = vm_status(tsock)["guest_io"]
+        if io["blk_bad"] or io["blk_io_errors"]:
+            raise Fail(f"the test copy found {io['blk_bad']} bad blocks, "
+                       f"{io['blk_io_errors']} I/O errors")
+        castor("vm", "quit", "--socket", tsock)
+        wait_for("the test copy to end", lambda: not os.path.exists(f"/proc/{pid}"),
+                 timeout=ct.patience(30))
+        pid = None
+        # the DR session never noticed
+        e2 = two["epoch"]
+        wait_for("a checkpoint after the boot", lambda: ha(pair.rsock)["epoch"] > e2,
+                 timeout=ct.patience(60))
+        p, r = ha(pair.psock), ha(pair.rsock)
+        if p["state"] != "protected" or r["verify_bad"] or not r["verify_ok"]:
+            raise Fail(f"the session after the drill: primary {p['state']} "
+                       f"({p['last_error']}), {r['verify_ok']} digests matched, "
+                       f"{r['verify_bad']} differed")
+        print(f"dr test: checkpoint {e1} copied in {one['copy_ns'] / 1e6:.0f} ms "
+              f"({one['snapshot_bytes'] >> 20} MiB RAM and state, 8 MiB disk), its disk "
+              f"matches its RAM; checkpoint {e2} booted isolated and read {blocks} blocks "
+              f"back right; the session went on to checkpoint {r['epoch']}, "
+              f"{r['verify_ok']} digests matched")
+    finally:
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        pair.close()
+
+
+def case_drbeside(d):
+    """A DR session beside the synchronous twin: both verify; output commit follows the
+    twin's acks alone; the DR replica frozen, the twin's epochs and outputs go on while
+    the DR RPO grows; a second DR session and a migration are refused meanwhile; castor
+    dr unprotect stops the DR session only; then the twin takes over as usual."""
+    pair = Pair(d, ["rate=50", "wss=1M", "outrate=100"], ["--interval", "20", "--verify"])
+    drsock = f"{d}/dr.sock"
+    try:
+        pair.wait_protected()
+        dr = pair.spawn([VMM, "replica", "--listen", "127.0.0.1:0", "--control", drsock,
+                         "--serial", "none", "--name", "drcopy", "--event-log", f"{d}/dr.log",
+                         "--repl-timeout", "10000"], "dr")
+        wait_for("the DR replica's control socket", lambda: os.path.exists(drsock))
+        port = wait_for("the DR replica's port", lambda: ha(drsock)["port"])
+        castor("ha", "protect", "--socket", pair.psock, "--peer", f"127.0.0.1:{port}",
+               "--mode", "async", "--rpo", "1000", "--verify", "--wait")
+        h = ha(pair.psock)
+        if h["mode"] != "interval" or h["state"] != "protected" or \
+                h.get("dr", {}).get("state") != "protected":
+            raise Fail(f"ha status with both sessions: {h}")
+        ds = json.loads(castor("dr", "status", "--socket", pair.psock, "--json").stdout)
+        if not ds["dr_session"] or ds["rpo_target_ms"] != 1000 or ds["state"] != "protected":
+            raise Fail(f"castor dr status beside the twin: {ds}")
+        r = castor("ha", "protect", "--socket", pair.psock, "--peer", "127.0.0.1:9",
+                   "--mode", "async", check=False)
+        if r.returncode != 1 or "already keeping a DR copy" not in r.stderr:
+            raise Fail(f"a second DR session: exit {r.returncode}, {r.stderr.strip()}")
+        r = castor("migrate", "--socket", pair.psock, "--to", "127.0.0.1:9", check=False)
+        if r.returncode != 1 or "keeps a DR copy" not in r.stderr:
+            raise Fail(f"migrate with a DR session: exit {r.returncode}, {r.stderr.strip()}")
+        wait_for("three DR checkpoints", lambda: ha(pair.psock)["dr"]["acked_epoch"] >= 3,
+                 timeout=ct.patience(60))
+        # the DR site stops answering: the twin's session does not notice
+        dr.send_signal(signal.SIGSTOP)
+        try:
+            wait_for("the DR RPO past twice its target",
+                     lambda: ha(pair.psock)["dr"]["rpo_ns"] > 2000000000,
+                     timeout=ct.patience(30))
+            p0 = ha(pair.psock)
+            time.sleep(1.5)
+            p1 = ha(pair.psock)
+            if p1["state"] != "protected" or p1["acked_epoch"] <= p0["acked_epoch"] + 2 or \
+                    p1["outputs_released"] <= p0["outputs_released"]:
+                raise Fail(f"the DR replica frozen: the twin's session acked "
+                           f"{p0['acked_epoch']} -> {p1['acked_epoch']}, outputs "
+                           f"{p0['outputs_released']} -> {p1['outputs_released']}, "
+                           f"state {p1['state']}")
+            de = p1["dr"]["acked_epoch"]
+        finally:
+            dr.send_signal(signal.SIGCONT)
+        wait_for("DR checkpoints again", lambda: ha(pair.psock)["dr"]["acked_epoch"] > de + 1,
+                 timeout=ct.patience(60))
+        castor("dr", "unprotect", "--socket", pair.psock)
+        h = ha(pair.psock)
+        if "dr" in h or h["state"] != "protected" or h["mode"] != "interval":
+            raise Fail(f"after castor dr unprotect: {h}")
+        r = castor("dr", "unprotect", "--socket", pair.psock, check=False)
+        if r.returncode != 1 or "no DR session" not in r.stderr:
+            raise Fail(f"dr unprotect twice: exit {r.returncode}, {r.stderr.strip()}")
+        for who, sock in (("twin", pair.rsock), ("DR replica", drsock)):
+            s_ = ha(sock)
+            if s_["verify_bad"] or not s_["verify_ok"]:
+                raise Fail(f"the {who}: {s_['verify_ok']} digests matched, "
+                           f"{s_['verify_bad']} differed: {s_['last_error']}")
+        nd = ha(drsock)["verify_ok"]
+        # output commit followed the twin's acks (the DR session's lines are apart)
+        check_order(pair.plog)
+        if not any(f[:2] == ["dr", "ack"] for f in read_log(pair.plog)):
+            raise Fail("no DR ack in the primary's event log")
+        fo = dr_takeover(pair, "ha")
+        print(f"DR beside the twin: both verified (DR {nd} digests); the DR replica frozen, "
+              f"the twin's session acked {p0['acked_epoch']} -> {p1['acked_epoch']} and "
+              f"released {p1['outputs_released'] - p0['outputs_released']} outputs "
+              f"meanwhile; dr unprotect left the twin protected; the twin took over at "
+              f"epoch {fo['epoch']}")
+    finally:
+        pair.close()
 
 
 def case_asyncresume(d):
@@ -938,6 +1124,10 @@ def main():
                 case_asyncresume(d)
             elif CASE == "asyncwan":
                 case_asyncwan(d)
+            elif CASE == "drtest":
+                case_drtest(d)
+            elif CASE == "drbeside":
+                case_drbeside(d)
             elif CASE == "cap":
                 case_cap(d)
             elif CASE == "kill":

@@ -18,6 +18,10 @@
  *         (checkpoint 42, applied 3.5 s ago), or its replica while the primary
  *         still streams; a failover answers failed-over at epoch 42 -- refused
  *         with -EBUSY in dr-streaming unless forced, as castor-vmm refuses it.
+ *         dr-replica answers a DR copy (castor dr test) for the directory it was
+ *         sent: checkpoint 42, a copied disk and a read-only one, one NIC;
+ *         dr-primary refuses it as a primary does, and answers an unprotect
+ *         only when it names the DR session (castor dr unprotect).
  * Exits by itself after 30 s in any case.
  */
 #include "proto/pb.h"
@@ -60,6 +64,11 @@ static int serve_one(int fd, const char *mode, bool *quit_out)
 	Castor__DirtyStats d = CASTOR__DIRTY_STATS__INIT;
 	Castor__SnapshotResult snap = CASTOR__SNAPSHOT_RESULT__INIT;
 	Castor__HaStatus ha = CASTOR__HA_STATUS__INIT;
+	Castor__DrCopyResult drc = CASTOR__DR_COPY_RESULT__INIT;
+	Castor__UnprotectResult unp = CASTOR__UNPROTECT_RESULT__INIT;
+	char snap_path[4200], disk0[4200], *disks[2] = {disk0, "/srv/base.img"};
+	char *macs[1] = {"52:54:00:12:34:56"};
+	protobuf_c_boolean ro[2] = {0, 1};
 	bool primary = !strcmp(mode, "dr-primary");
 	char paths[4096];
 	ProtobufCMessage *msg = NULL;
@@ -184,6 +193,38 @@ static int serve_one(int fd, const char *mode, bool *quit_out)
 		ha.failed_over = true;
 		resp.body_case = CASTOR__RESPONSE__BODY_FAILOVER;
 		resp.failover = &ha;
+		break;
+	case CASTOR__REQUEST__BODY_UNPROTECT:
+		/* dr-primary: only the DR session's stop (castor dr unprotect) is answered */
+		if (strcmp(mode, "dr-primary") || !req->unprotect->dr) {
+			resp.error = -ENOENT;
+			resp.message = "fake: only a DR session's unprotect is scripted";
+			break;
+		}
+		resp.body_case = CASTOR__RESPONSE__BODY_UNPROTECT;
+		resp.unprotect = &unp;
+		break;
+	case CASTOR__REQUEST__BODY_DR_COPY:
+		if (strcmp(mode, "dr-replica")) {
+			resp.error = -EOPNOTSUPP;
+			resp.message = "this castor-vmm is not a replica: a DR copy comes from one";
+			break;
+		}
+		snprintf(snap_path, sizeof(snap_path), "%s/checkpoint.snap", req->dr_copy->dir);
+		snprintf(disk0, sizeof(disk0), "%s/disk0.img", req->dr_copy->dir);
+		drc.epoch = 42;
+		drc.ckpt_age_ns = 400000000ull;
+		drc.snapshot = snap_path;
+		drc.snapshot_bytes = 32ull << 20;
+		drc.n_disks = drc.n_disks_read_only = 2;
+		drc.disks = disks;
+		drc.disks_read_only = ro;
+		drc.disk_bytes = 8ull << 20;
+		drc.n_macs = 1;
+		drc.macs = macs;
+		drc.total_ns = 35000000ull;
+		resp.body_case = CASTOR__RESPONSE__BODY_DR_COPY;
+		resp.dr_copy = &drc;
 		break;
 	default:
 		resp.error = -EOPNOTSUPP;

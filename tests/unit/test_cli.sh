@@ -182,11 +182,22 @@ args)
 
 	# castor dr
 	expect_usage_error dr fly
-	expect_in err "castor: dr: unknown command 'fly' (status, failover)"
+	expect_in err "castor: dr: unknown command 'fly' (status, failover, test, unprotect)"
+	expect_usage_error dr test --socket /x
+	expect_in err "castor: dr test: --dir DIR is required (where the copy goes)"
+	expect_usage_error dr test --socket /x --dir /tmp --vmm /bin/true
+	expect_in err "castor: dr test: --vmm goes with --boot"
+	expect_usage_error dr status --socket /x --boot
+	expect_in err "castor: dr status: --boot applies to 'castor dr test' only"
+	expect_usage_error dr failover --socket /x --dir /tmp
+	expect_in err "castor: dr failover: --dir applies to 'castor dr test' only"
+	run dr test --socket /x --dir /nonexistent/a/b
+	expect_rc 1
+	expect_in err "castor: dr test: cannot create /nonexistent/a/b: No such file or directory"
 	expect_usage_error dr status
 	expect_in err "castor: dr status: --socket PATH is required"
 	expect_usage_error dr status --socket /x --force
-	expect_in err "--force applies to 'castor dr failover' only"
+	expect_in err "--force applies to 'castor dr failover' and 'unprotect' only"
 	expect_usage_error dr failover --socket /x extra
 	expect_in err "castor: dr failover: unexpected argument 'extra'"
 	expect_usage_error dr failover --socket /x --rpo 5
@@ -409,6 +420,14 @@ EOF
 	run dr failover --socket "$s"
 	expect_rc 1
 	expect_in err "castor: dr failover: $s is a primary, not a DR replica"
+	run dr test --socket "$s" --dir "$tmp/drill0"
+	expect_rc 1
+	expect_in err "castor: dr test: this castor-vmm is not a replica: a DR copy comes from one"
+	run dr unprotect --socket "$s"
+	expect_rc 0
+	expect_in out "the DR session stopped; the DR replica keeps its last checkpoint"
+	run dr unprotect --socket "$s" --json
+	json_check 'j == {"stopped": True}'
 	run vm quit --socket "$s"
 	stop_fake
 
@@ -428,6 +447,30 @@ EOF
 	run dr failover --socket "$s" --json
 	expect_rc 0
 	json_check 'j == {"state": "failed-over", "epoch": 42, "ckpt_age_ns": 3500000000, "forced": False}'
+	# castor dr test: the directory made (0700) and sent absolute; the boot line printed
+	(cd "$tmp" && "$castor" dr test --socket "$s" --dir drill) >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	last="castor dr test --socket $s --dir drill (in $tmp)"
+	expect_rc 0
+	[ "$(stat -c %a "$tmp/drill")" = 700 ] || fail "the drill directory is $(stat -c %a "$tmp/drill")"
+	d=$(cd "$tmp/drill" && pwd -P)
+	printf '%s\n' "checkpoint 42 (applied whole 0.4 s before) copied to $d in 35 ms: RAM and state 32.0 MiB, disks 8.0 MiB; replication went on" \
+		"boot it isolated (its NICs on taps bridged nowhere) with:" \
+		"  castor-vmm restore --snapshot $d/checkpoint.snap --disk $d/disk0.img --disk /srv/base.img,ro --net tap=drtest0,mac=52:54:00:12:34:56 --name drtest --control $d/test.sock --serial $d/serial.log" >"$tmp/want"
+	cmp -s "$tmp/out" "$tmp/want" || fail "dr test text differs: $(diff "$tmp/want" "$tmp/out")"
+	run dr test --socket "$s" --dir "$tmp/drill" --json
+	expect_rc 0
+	json_check 'j["epoch"] == 42 and j["disks"][1] == "/srv/base.img" and j["copy_ns"] == 35000000'
+	json_check 'j["boot"][0] == "castor-vmm" and "--disk" in j["boot"] and "pid" not in j'
+	# --boot with a castor-vmm that cannot run: said, with where its log is (its
+	# network namespace and tap need root)
+	if [ "$(id -u)" = 0 ]; then
+		run dr test --socket "$s" --dir "$tmp/drill" --boot --vmm /nonexistent/castor-vmm
+		expect_rc 1
+		expect_in err "castor: dr test: castor-vmm restore ended (status 127) before it ran; its log is $d/vmm.log"
+		grep -q "cannot run /nonexistent/castor-vmm" "$tmp/drill/vmm.log" ||
+			fail "vmm.log: $(cat "$tmp/drill/vmm.log")"
+	fi
 	run vm quit --socket "$s"
 	stop_fake
 

@@ -147,6 +147,18 @@ static void ha_json(const Castor__HaStatus *h)
 		cli_json_str(&j, "policy", h->policy ? h->policy : "");
 	}
 	cli_json_str(&j, "last_error", h->last_error ? h->last_error : "");
+	if (h->dr && h->dr->state) { /* the DR session beside the synchronous one */
+		cli_json_object_begin(&j, "dr");
+		cli_json_str(&j, "state", h->dr->state);
+		cli_json_str(&j, "peer", h->dr->peer ? h->dr->peer : "");
+		cli_json_u64(&j, "acked_epoch", h->dr->acked_epoch);
+		cli_json_u64(&j, "rpo_target_ms", h->dr->rpo_target_ms);
+		cli_json_u64(&j, "rpo_ns", h->dr->rpo_ns);
+		cli_json_u64(&j, "rpo_alerts", h->dr->rpo_alerts);
+		cli_json_u64(&j, "verify_ok", h->dr->verify_ok);
+		cli_json_u64(&j, "verify_bad", h->dr->verify_bad);
+		cli_json_object_end(&j);
+	}
 	cli_json_object_end(&j);
 	cli_json_finish(&j);
 }
@@ -241,6 +253,11 @@ static void ha_table(const Castor__HaStatus *h)
 		printf("this VMM's twin took over and runs here\n");
 	if (h->last_error && *h->last_error)
 		printf("last error: %s\n", h->last_error);
+	if (h->dr && h->dr->state) /* beside the synchronous session (castor dr status) */
+		printf("DR session beside it: %s toward %s, the replica's newest checkpoint %.1f s "
+		       "old (target %.1f s, %" PRIu64 " alerts)\n",
+		       h->dr->state, h->dr->peer ? h->dr->peer : "", (double)h->dr->rpo_ns / 1e9,
+		       (double)h->dr->rpo_target_ms / 1e3, h->dr->rpo_alerts);
 }
 
 #define PROTECT_CALL_TIMEOUT_MS 30000
@@ -423,6 +440,8 @@ static int wait_protected(const struct ha_args *a, Castor__Response **resp)
 	req.id = (uint64_t)getpid();
 	req.body_case = CASTOR__REQUEST__BODY_HA_STATUS;
 	req.ha_status = &sr;
+	/* a DR session may start beside a synchronous one: its own state is the one */
+	sr.dr = a->pr.mode && !strcmp(a->pr.mode, "async");
 	for (;;) {
 		const char *state;
 

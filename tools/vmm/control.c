@@ -349,15 +349,24 @@ static int do_restore(struct vmm_control *ctl, const Castor__RestoreRequest *rr,
 	return 0;
 }
 
-static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
+/* What one HaStatus points into; static, as the reply is packed after the handler. */
+struct ha_bufs {
+	char err[sizeof(((struct repl_status *)0)->last_error)];
+	char peer[sizeof(((struct repl_status *)0)->peer)];
+	char policy[sizeof(((struct mig_progress *)0)->why)];
+};
+
+/* The status of session `p` (NULL: the replica's, or none). */
+static void ha_fill_one(struct vmm_control *ctl, Castor__HaStatus *h, struct repl_primary *p,
+			struct ha_bufs *b)
 {
 	struct vmm *v = ctl->v;
 	struct repl_status st = {0};
-	static char err[sizeof(st.last_error)], peer[sizeof(st.peer)];
+	char *err = b->err, *peer = b->peer;
 
-	h->role = v->primary ? "primary" : v->secondary ? "replica" : "none";
-	if (v->primary)
-		repl_primary_status(v->primary, &st);
+	h->role = p ? "primary" : v->secondary ? "replica" : "none";
+	if (p)
+		repl_primary_status(p, &st);
 	else if (v->secondary)
 		repl_secondary_status(v->secondary, &st);
 	h->state = (char *)repl_state_str(st.state);
@@ -407,16 +416,17 @@ static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
 	h->cold_faults = st.cold_faults;
 	h->sessions = v->sessions;
 	h->failed_over = v->failed_over;
-	h->link = (char *)(st.link_encrypted	   ? "encrypted"
-			   : st.link_authenticated ? "authenticated"
-			   : st.state == REPL_S_IDLE || (!v->primary && !v->secondary) ? ""
-										       : "plain");
+	h->link = (char *)(st.link_encrypted				      ? "encrypted"
+			   : st.link_authenticated			      ? "authenticated"
+			   : st.state == REPL_S_IDLE || (!p && !v->secondary) ? ""
+									      : "plain");
 	h->insecure = v->o->insecure;
-	snprintf(peer, sizeof(peer), "%s", st.peer);
+	snprintf(peer, sizeof(b->peer), "%s", st.peer);
 	h->peer = peer;
-	snprintf(err, sizeof(err), "%s", st.last_error);
+	snprintf(err, sizeof(b->err), "%s", st.last_error);
 	h->last_error = err;
-	if (v->outq) {
+	/* the queue is the synchronous session's: a DR session beside it holds none */
+	if (v->outq && !(p && p == v->dr && v->primary)) {
 		struct nb_queue_stats q;
 
 		nb_queue_stats(v->outq, &q);
@@ -437,7 +447,7 @@ static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
 		h->port = repl_secondary_port(v->secondary);
 	h->migration = st.migration;
 	if (st.migration) {
-		static char policy[sizeof(((struct mig_progress *)0)->why)];
+		char *policy = b->policy;
 		struct mig_progress mp = v->mig_last;
 
 		if (v->mig)
@@ -454,8 +464,28 @@ static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h)
 		h->downtime_ns = st.downtime_ns;
 		h->migration_ns = st.migration_ns;
 		h->final_pages = st.final_pages;
-		snprintf(policy, sizeof(policy), "%s", mp.why);
+		snprintf(policy, sizeof(b->policy), "%s", mp.why);
 		h->policy = policy;
+	}
+}
+
+/*
+ * `dr`: the DR session's status (or, without one, the synchronous session's).
+ * Otherwise the synchronous session's (or the DR session's when alone), the
+ * DR session's in h->dr when both run.
+ */
+static void ha_fill(struct vmm_control *ctl, Castor__HaStatus *h, bool dr)
+{
+	static struct ha_bufs main_bufs, dr_bufs;
+	static Castor__HaStatus dr_status;
+	struct vmm *v = ctl->v;
+
+	ha_fill_one(ctl, h, dr ? (v->dr ? v->dr : v->primary) : (v->primary ? v->primary : v->dr),
+		    &main_bufs);
+	if (!dr && v->primary && v->dr) {
+		castor__ha_status__init(&dr_status);
+		ha_fill_one(ctl, &dr_status, v->dr, &dr_bufs);
+		h->dr = &dr_status;
 	}
 }
 
@@ -525,6 +555,46 @@ static int do_failover(struct vmm_control *ctl, const Castor__FailoverRequest *f
 	return rc;
 }
 
+static int do_dr_copy(struct vmm_control *ctl, const Castor__DrCopyRequest *dr,
+		      Castor__DrCopyResult *res, const char **msg)
+{
+	/* the event loop is single-threaded: these outlive the reply's packing */
+	static char why[4200], macs[HV_MAX_DEVICES][18];
+	static char *disks[HV_MAX_DEVICES], *mac_ptrs[HV_MAX_DEVICES];
+	static protobuf_c_boolean ro[HV_MAX_DEVICES];
+	static struct vmm_dr_copy c;
+	uint64_t t0 = util_now_ns();
+	unsigned i;
+	int rc;
+
+	rc = vmm_dr_copy(ctl->v, dr->dir, &c, why, sizeof(why));
+	if (rc < 0) {
+		*msg = why;
+		return rc;
+	}
+	for (i = 0; i < c.ndisks; i++) {
+		disks[i] = c.disks[i];
+		ro[i] = c.disk_read_only[i];
+	}
+	for (i = 0; i < c.nnets; i++) {
+		nb_mac_format(c.macs[i], macs[i]);
+		mac_ptrs[i] = macs[i];
+	}
+	res->epoch = c.epoch;
+	res->ckpt_age_ns = c.age_ns;
+	res->snapshot = c.snapshot;
+	res->snapshot_bytes = c.snap_bytes;
+	res->n_disks = c.ndisks;
+	res->disks = disks;
+	res->n_disks_read_only = c.ndisks;
+	res->disks_read_only = ro;
+	res->disk_bytes = c.disk_bytes;
+	res->n_macs = c.nnets;
+	res->macs = mac_ptrs;
+	res->total_ns = util_now_ns() - t0;
+	return 0;
+}
+
 /* The request's session options over the process's defaults. */
 static int protect_opts(const Castor__ProtectRequest *pr, struct repl_primary_opts *ro, char *why,
 			size_t why_len)
@@ -572,7 +642,7 @@ static int do_unprotect(struct vmm_control *ctl, const Castor__UnprotectRequest 
 {
 	static char why[320];
 	uint64_t released = 0;
-	int rc = vmm_unprotect(ctl->v, ur->force, &released, why, sizeof(why));
+	int rc = vmm_unprotect(ctl->v, ur->force, ur->dr, &released, why, sizeof(why));
 
 	if (rc < 0)
 		*msg = why;
@@ -590,6 +660,7 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 	Castor__RestoreResult rres = CASTOR__RESTORE_RESULT__INIT;
 	Castor__HaStatus ha = CASTOR__HA_STATUS__INIT;
 	Castor__UnprotectResult unp = CASTOR__UNPROTECT_RESULT__INIT;
+	Castor__DrCopyResult drc = CASTOR__DR_COPY_RESULT__INIT;
 	const char *msg = NULL;
 	int rc = 0;
 
@@ -599,6 +670,7 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 	    req->body_case != CASTOR__REQUEST__BODY_RESTORE &&
 	    req->body_case != CASTOR__REQUEST__BODY_PROTECT &&
 	    req->body_case != CASTOR__REQUEST__BODY_UNPROTECT &&
+	    req->body_case != CASTOR__REQUEST__BODY_DR_COPY &&
 	    req->body_case != CASTOR__REQUEST__BODY_QUIT) {
 		rc = -ENODEV;
 		msg = ctl->v->is_standby
@@ -612,14 +684,14 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 	}
 	switch (req ? req->body_case : CASTOR__REQUEST__BODY__NOT_SET) {
 	case CASTOR__REQUEST__BODY_HA_STATUS:
-		ha_fill(ctl, &ha);
+		ha_fill(ctl, &ha, req->ha_status->dr);
 		resp.body_case = CASTOR__RESPONSE__BODY_HA_STATUS;
 		resp.ha_status = &ha;
 		break;
 	case CASTOR__REQUEST__BODY_FAILOVER:
 		rc = do_failover(ctl, req->failover, &msg);
 		if (!rc) {
-			ha_fill(ctl, &ha);
+			ha_fill(ctl, &ha, false);
 			resp.body_case = CASTOR__RESPONSE__BODY_FAILOVER;
 			resp.failover = &ha;
 		}
@@ -627,7 +699,8 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 	case CASTOR__REQUEST__BODY_PROTECT:
 		rc = do_protect(ctl, req->protect, &msg);
 		if (!rc) {
-			ha_fill(ctl, &ha);
+			ha_fill(ctl, &ha,
+				req->protect->mode && !strcmp(req->protect->mode, "async"));
 			resp.body_case = CASTOR__RESPONSE__BODY_PROTECT;
 			resp.protect = &ha;
 		}
@@ -635,9 +708,16 @@ static void handle_request(struct conn *c, const Castor__Request *req)
 	case CASTOR__REQUEST__BODY_MIGRATE:
 		rc = do_migrate(ctl, req->migrate, &msg);
 		if (!rc) {
-			ha_fill(ctl, &ha);
+			ha_fill(ctl, &ha, false);
 			resp.body_case = CASTOR__RESPONSE__BODY_MIGRATE;
 			resp.migrate = &ha;
+		}
+		break;
+	case CASTOR__REQUEST__BODY_DR_COPY:
+		rc = do_dr_copy(ctl, req->dr_copy, &drc, &msg);
+		if (!rc) {
+			resp.body_case = CASTOR__RESPONSE__BODY_DR_COPY;
+			resp.dr_copy = &drc;
 		}
 		break;
 	case CASTOR__REQUEST__BODY_UNPROTECT:

@@ -11,12 +11,14 @@
  */
 #define LOG_TAG "session"
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <event2/event.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "migrate/mig.h"
@@ -41,9 +43,50 @@ static void set_primary(struct vmm *v, struct repl_primary *p, bool kick_on_outp
 	pthread_mutex_unlock(&v->kick_lock);
 }
 
+/* The DR session's lines in the event log ("dr ack 5"), apart from the synchronous one's. */
+static void dr_event_line(void *arg, const char *line)
+{
+	char buf[192];
+
+	snprintf(buf, sizeof(buf), "dr %s", line);
+	vmm_event_line(arg, buf);
+}
+
+static bool has_writable_disk(struct hv_vm *vm)
+{
+	for (unsigned i = 0; hv_vm_blk(vm, i); i++)
+		if (!hv_blk_read_only(hv_vm_blk(vm, i)))
+			return true;
+	return false;
+}
+
+/* Whether a session may start beside `other` (NULL: none). */
+static int beside(struct vmm *v, struct repl_primary *other, bool dr, char *why, size_t why_len)
+{
+	struct repl_status st;
+
+	if (!other)
+		return 0;
+	repl_primary_status(other, &st);
+	if (st.migration && st.state != REPL_S_STOPPED)
+		return util_why(why, why_len, -EBUSY,
+				"migrating to %s (%s): protect the VM on the host it lands on",
+				st.peer, repl_state_str(st.state));
+	/* a disk's writes go to one session's replica (replication/disk_tx.c) */
+	if (has_writable_disk(v->vm))
+		return util_why(
+			why, why_len, -EOPNOTSUPP,
+			"the VM has a writable disk, which its %s session to %s replicates: "
+			"such a VM has one session at a time ('castor %s unprotect' first)",
+			dr ? "synchronous" : "DR", st.peer, dr ? "ha" : "dr");
+	return 0;
+}
+
 int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, size_t why_len)
 {
 	struct repl_primary_opts ro = *o;
+	bool dr = o->mode == REPL_MODE_ASYNC;
+	struct repl_primary **slot = dr ? &v->dr : &v->primary;
 	struct repl_primary *p = NULL, *old = NULL;
 	struct repl_status st;
 	int rc;
@@ -54,23 +97,29 @@ int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, siz
 				      : "a standby waits for 'castor vm restore'");
 		return -ENODEV;
 	}
-	if (v->primary) {
-		repl_primary_status(v->primary, &st);
+	if (*slot) {
+		repl_primary_status(*slot, &st);
 		/*
 		 * A degraded session is over (its replica is gone; an async one
 		 * may be trying to resume, and stops): a new one replaces it, and
-		 * its initial copy takes the outputs still held
-		 * (repl_primary_start). Any other is refused: one replica at a time.
+		 * a synchronous one's initial copy takes the outputs still held
+		 * (repl_primary_start). Any other is refused: one replica per kind.
 		 */
 		if (st.state != REPL_S_DEGRADED && !(st.migration && st.state == REPL_S_STOPPED)) {
 			snprintf(why, why_len,
-				 "already protecting to %s (%s): 'castor ha unprotect' first to "
-				 "point it elsewhere",
+				 dr ? "already keeping a DR copy at %s (%s): 'castor dr unprotect' "
+				      "first to point it elsewhere"
+				    : "already protecting to %s (%s): 'castor ha unprotect' first "
+				      "to "
+				      "point it elsewhere",
 				 st.peer, repl_state_str(st.state));
 			return -EALREADY;
 		}
-		old = v->primary;
+		old = *slot;
 	}
+	rc = beside(v, dr ? v->primary : v->dr, dr, why, why_len);
+	if (rc < 0)
+		return rc;
 	/* the process's key, and its rule for links without one, hold for every session */
 	rc = ro.peer ? vmm_link_allowed(v->o, "the replica", ro.peer, why, why_len) : 0;
 	if (rc < 0)
@@ -84,8 +133,9 @@ int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, siz
 		ro.conn.cut_after_bytes = v->o->ro.conn.cut_after_bytes;
 	ro.thread_nice = v->o->ro.thread_nice;
 	ro.thread_rt = v->o->ro.thread_rt;
-	ro.outq = v->outq;
-	ro.log_cb = vmm_event_line;
+	/* the DR session holds no output: the queue is the synchronous session's alone */
+	ro.outq = dr ? NULL : v->outq;
+	ro.log_cb = dr ? dr_event_line : vmm_event_line;
 	/*
 	 * The new session starts before a degraded one is dropped: if it cannot,
 	 * the VM stays degraded, its outputs held, rather than losing its session.
@@ -93,32 +143,55 @@ int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, siz
 	rc = repl_primary_start(v->vm, &ro, &p, why, why_len);
 	if (rc < 0)
 		return rc;
-	set_primary(v, p, ro.mode == REPL_MODE_OUTPUT);
-	if (v->mig) { /* a migration given up before: its throttle thread goes too */
-		mig_source_free(v->mig);
-		v->mig = NULL;
+	if (dr) {
+		v->dr = p;
+	} else {
+		set_primary(v, p, ro.mode == REPL_MODE_OUTPUT);
+		if (v->mig) { /* a migration given up before: its throttle thread goes too */
+			mig_source_free(v->mig);
+			v->mig = NULL;
+		}
 	}
 	if (old) { /* st: the old session's, read above */
-		LOG_INFO("vm %s: the %s session to %s is replaced by one to %s", v->name,
-			 repl_state_str(st.state), st.peer, ro.peer ? ro.peer : "?");
+		LOG_INFO("vm %s: the %s %ssession to %s is replaced by one to %s", v->name,
+			 repl_state_str(st.state), dr ? "DR " : "", st.peer,
+			 ro.peer ? ro.peer : "?");
 		repl_primary_free(old);
-		/* that turned hot pages off; the new session turns them on after its copy */
+		/* its hot pages are dropped; the new session asks for them after its copy */
 	}
 	v->sessions++;
-	vmm_event_line(NULL, "protect");
+	vmm_event_line(NULL, dr ? "dr protect" : "protect");
 	return 0;
 }
 
-int vmm_unprotect(struct vmm *v, bool force, uint64_t *released_out, char *why, size_t why_len)
+/* The DR session stops: nothing held, nothing to release. */
+static int dr_unprotect(struct vmm *v, const struct repl_status *st)
 {
-	struct repl_primary *p = v->primary;
+	struct repl_primary *p = v->dr;
+	int64_t acked;
+
+	v->dr = NULL;
+	acked = repl_primary_stop(p, true);
+	repl_primary_free(p);
+	LOG_INFO("vm %s: the DR session stopped (was %s to %s; last acknowledged checkpoint "
+		 "%" PRId64 ")",
+		 v->name, repl_state_str(st->state), st->peer, acked);
+	vmm_event_line(NULL, "dr unprotect");
+	return 0;
+}
+
+int vmm_unprotect(struct vmm *v, bool force, bool dr, uint64_t *released_out, char *why,
+		  size_t why_len)
+{
+	struct repl_primary *p = dr ? v->dr : v->primary ? v->primary : v->dr;
 	struct repl_status st;
 	int64_t acked;
 	int rc, n;
 
 	*released_out = 0;
 	if (!p) {
-		snprintf(why, why_len, "this VM is not protected");
+		snprintf(why, why_len,
+			 dr ? "this VM has no DR session" : "this VM is not protected");
 		return -ENOENT;
 	}
 	repl_primary_status(p, &st);
@@ -136,6 +209,8 @@ int vmm_unprotect(struct vmm *v, bool force, uint64_t *released_out, char *why, 
 			 st.peer, st.sync_sent_bytes, st.sync_total_bytes);
 		return -EBUSY;
 	}
+	if (p == v->dr)
+		return dr_unprotect(v, &st);
 	set_primary(v, NULL, false);
 	acked = repl_primary_stop(p, true);
 	repl_primary_free(p);
@@ -184,12 +259,121 @@ int vmm_failover(struct vmm *v, bool force, char *why, size_t why_len)
 	return 0;
 }
 
+/* DIR/name.tmp created for a DR copy; -EEXIST when DIR/name itself is there. */
+static int dr_file(const char *dir, const char *name, char *path, size_t path_len, int *fd,
+		   char *why, size_t why_len)
+{
+	char tmp[4200];
+
+	if ((size_t)snprintf(path, path_len, "%s/%s", dir, name) >= path_len)
+		return util_why(why, why_len, -ENAMETOOLONG, "the directory's name is too long");
+	if (faccessat(AT_FDCWD, path, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+		return util_why(why, why_len, -EEXIST,
+				"%.3900s exists already (a test boot may be using it): give "
+				"another directory or remove it",
+				path);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	return util_file_create_private(tmp, fd, why, why_len);
+}
+
+/* DIR/name.tmp to DIR/name, never over a file that appeared meanwhile. */
+static int dr_publish(const char *path, char *why, size_t why_len)
+{
+	char tmp[4200];
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) < 0)
+		return util_why(why, why_len, -errno, "%.3900s: %s", path, strerror(errno));
+	return 0;
+}
+
+int vmm_dr_copy(struct vmm *v, const char *dir, struct vmm_dr_copy *out, char *why, size_t why_len)
+{
+	struct vmm_opts *o = v->o;
+	int snap_fd = -1, disk_fds[REPL_DISK_MAX];
+	struct repl_ckpt_copy cc;
+	unsigned i, n = 0;
+	struct stat sb;
+	char name[32];
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	for (i = 0; i < REPL_DISK_MAX; i++)
+		disk_fds[i] = -1;
+	if (!v->secondary)
+		return util_why(why, why_len, -EOPNOTSUPP,
+				"this castor-vmm is not a replica: a DR copy comes from one");
+	if (!dir || dir[0] != '/')
+		return util_why(why, why_len, -EINVAL,
+				"the directory must be an absolute path (castor-vmm's working "
+				"directory is not yours)");
+	if (stat(dir, &sb) < 0)
+		return util_why(why, why_len, -errno, "%.3900s: %s", dir, strerror(errno));
+	if (!S_ISDIR(sb.st_mode))
+		return util_why(why, why_len, -ENOTDIR, "%.3900s is not a directory", dir);
+	if (o->ndisks > REPL_DISK_MAX)
+		return util_why(why, why_len, -E2BIG, "more disks than a replica copies");
+	rc = dr_file(dir, "checkpoint.snap", out->snapshot, sizeof(out->snapshot), &snap_fd, why,
+		     why_len);
+	for (i = 0; !rc && i < o->ndisks; i++, n++) {
+		out->disk_read_only[i] = o->disks[i].read_only;
+		if (o->disks[i].read_only) { /* the test boot reads the replica's image */
+			snprintf(out->disks[i], sizeof(out->disks[i]), "%s", o->disks[i].path);
+			continue;
+		}
+		snprintf(name, sizeof(name), "disk%u.img", i);
+		rc = dr_file(dir, name, out->disks[i], sizeof(out->disks[i]), &disk_fds[i], why,
+			     why_len);
+	}
+	out->ndisks = o->ndisks;
+	if (!rc)
+		rc = repl_secondary_copy(v->secondary, snap_fd, disk_fds, o->ndisks, &cc, why,
+					 why_len);
+	if (!rc) {
+		out->epoch = cc.epoch;
+		out->age_ns = cc.age_ns;
+		out->snap_bytes = cc.snap_bytes;
+		out->disk_bytes = cc.disk_bytes;
+	}
+	if (snap_fd >= 0 && close(snap_fd) < 0 && !rc)
+		rc = util_why(why, why_len, -errno, "closing the checkpoint: %s", strerror(errno));
+	for (i = 0; i < n; i++)
+		if (disk_fds[i] >= 0)
+			close(disk_fds[i]);
+	/* only whole copies get their names: the checkpoint last, once the disks have theirs */
+	for (i = 0; !rc && i < n; i++)
+		if (disk_fds[i] >= 0)
+			rc = dr_publish(out->disks[i], why, why_len);
+	if (!rc && snap_fd >= 0)
+		rc = dr_publish(out->snapshot, why, why_len);
+	if (rc < 0) {
+		char tmp[4200];
+
+		for (i = 0; i < n; i++)
+			if (disk_fds[i] >= 0) {
+				snprintf(tmp, sizeof(tmp), "%s.tmp", out->disks[i]);
+				unlink(tmp);
+			}
+		if (snap_fd >= 0) {
+			snprintf(tmp, sizeof(tmp), "%s.tmp", out->snapshot);
+			unlink(tmp);
+		}
+		return rc;
+	}
+	for (i = 0; i < o->nnets && i < HV_MAX_DEVICES; i++)
+		memcpy(out->macs[i], o->nets[i].mac, 6);
+	out->nnets = o->nnets;
+	return 0;
+}
+
 void vmm_sessions_stop(struct vmm *v)
 {
 	struct repl_primary *p = v->primary;
 
 	set_primary(v, NULL, false);
-	repl_primary_free(p);	 /* before the VM stops: its thread pauses the VM */
+	repl_primary_free(p); /* before the VM stops: its thread pauses the VM */
+	repl_primary_free(v->dr);
+	v->dr = NULL;
 	mig_source_free(v->mig); /* after the session that asks its policy */
 	v->mig = NULL;
 	repl_secondary_free(v->secondary);
@@ -255,6 +439,15 @@ int vmm_migrate(struct vmm *v, const struct vmm_migrate_req *r, char *why, size_
 	if (!r->peer || !*r->peer) {
 		snprintf(why, why_len, "migrate: the destination's HOST:PORT is required");
 		return -EINVAL;
+	}
+	if (v->dr) {
+		repl_primary_status(v->dr, &st);
+		snprintf(
+			why, why_len,
+			"this VM keeps a DR copy at %s (%s): 'castor dr unprotect' first, migrate, "
+			"then protect it again from its new host",
+			st.peer, repl_state_str(st.state));
+		return -EALREADY;
 	}
 	if (v->primary) {
 		repl_primary_status(v->primary, &st);

@@ -150,12 +150,17 @@ struct vmm {
 	uint64_t outputs_dropped; /* refused by a full queue (atomic) */
 
 	/*
-	 * Replication. At most one of primary / secondary. The vCPU and I/O
-	 * threads kick the primary (output mode, full queue) under kick_lock,
-	 * so a session stopped on the main thread is never kicked after free.
+	 * Replication. Either sessions from here (primary, dr) or a secondary.
+	 * `primary` is the synchronous session (interval or output mode: it owns
+	 * the output queue's commit) or a live migration; `dr` the asynchronous
+	 * (DR) session, alone or beside the synchronous one, never holding an
+	 * output (docs/dr.md). The vCPU and I/O threads kick the primary (output
+	 * mode, full queue) under kick_lock, so a session stopped on the main
+	 * thread is never kicked after free.
 	 */
 	pthread_mutex_t kick_lock;
 	struct repl_primary *primary;
+	struct repl_primary *dr;
 	bool kick_on_output; /* output mode: an output ends the epoch */
 	struct repl_secondary *secondary;
 	bool failed_over;  /* this replica's twin runs (vm is it) */
@@ -219,10 +224,13 @@ int vmm_standby_restore(struct vmm_standby *sb, char *const *paths, unsigned n, 
 
 /*
  * Protect v->vm toward the replica at o->peer: the initial copy runs while
- * the guest runs, then epochs. Refused (-EALREADY) when already protecting,
- * (-ENODEV) when no VM runs here, (-EPERM) for a VM with a writable disk.
- * The VM's held outputs (a degraded primary's) become part of the new
- * session's initial copy: released once the new replica has it.
+ * the guest runs, then epochs. A synchronous session (v->primary) or, with
+ * mode async, the DR session (v->dr), either beside the other. Refused
+ * (-EALREADY) when that session exists (a degraded one is replaced),
+ * (-ENODEV) when no VM runs here, (-EOPNOTSUPP) for a second session of a
+ * VM with a writable disk, (-EBUSY) for a DR session while migrating. A
+ * synchronous session's initial copy takes the VM's held outputs (a degraded
+ * primary's): released once the new replica has it.
  */
 int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, size_t why_len);
 /*
@@ -231,9 +239,27 @@ int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, siz
  * is released -- on a degraded primary these are outputs no replica
  * acknowledged, produced by the only copy that runs. A primary still making
  * its initial copy is stopped only with `force`. `released_out` counts the
- * outputs released. -ENOENT when not protecting.
+ * outputs released. `dr`: the DR session instead, which holds none (without
+ * it the synchronous session, or the DR session when it is the only one).
+ * -ENOENT when there is no such session.
  */
-int vmm_unprotect(struct vmm *v, bool force, uint64_t *released_out, char *why, size_t why_len);
+int vmm_unprotect(struct vmm *v, bool force, bool dr, uint64_t *released_out, char *why,
+		  size_t why_len);
+/*
+ * Replica: a copy of the twin's newest checkpoint in `dir` for a test boot
+ * (DrCopyRequest, `castor dr test`): checkpoint.snap and disk<i>.img for
+ * each writable disk; read-only disks are named as they are.
+ */
+struct vmm_dr_copy {
+	char snapshot[4096];
+	char disks[HV_MAX_DEVICES][4096];
+	bool disk_read_only[HV_MAX_DEVICES];
+	unsigned ndisks;
+	uint8_t macs[HV_MAX_DEVICES][6];
+	unsigned nnets;
+	uint64_t epoch, age_ns, snap_bytes, disk_bytes;
+};
+int vmm_dr_copy(struct vmm *v, const char *dir, struct vmm_dr_copy *out, char *why, size_t why_len);
 /* Replica: start the twin. Refused while the primary still streams unless `force`. */
 int vmm_failover(struct vmm *v, bool force, char *why, size_t why_len);
 /*
