@@ -45,8 +45,8 @@ usage: test_replication.py VMM CASTOR TGCHECK_SNAP CASE
            pages sent again, and every checkpoint after verifies
   asyncwan async mode across a WAN of namespaces (tests/net/linkemu.py: 100 ms RTT,
            1 % loss, 20 Mbit/s): checkpoints verify across it; the link down past
-           the timeout, the session resumes; the DR copy takes over and its RAM
-           verifies (tgcheck_snap)
+           the timeout, the session resumes; the DR copy takes over, answers a UDP
+           client at the DR site, and its RAM verifies (tgcheck_snap)
   drtest   castor dr test: the DR replica's newest checkpoint (RAM, state, its
            replicated disk) copied while checkpoints go on, of one checkpoint
            (tgcheck: the disk holds what the RAM says was written); a second
@@ -814,6 +814,8 @@ def case_asyncresume(d):
 
 WAN_SH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "net", "wan.sh")
 WAN_B_IP = "10.98.0.2"  # wan.sh's host b
+GUEST_NET = "10.97.0"  # the guest's own network at either site (a tap per site)
+TGCLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "net", "tgclient.py")
 
 
 def wan(cmd, tag):
@@ -853,11 +855,18 @@ def case_asyncwan(d):
         emu = start_emu()
         key = f"{d}/wan.key"
         castor("key", "generate", key)
-        pair = Pair(d, ["rate=50", "wss=1M", "outrate=100"],
-                    ["--mode", "async", "--rpo", "3000", "--verify", "--repl-timeout", "4000"],
+        # each site gives the guest a NIC on a tap of its own, host side GUEST_NET.1
+        for site in ("a", "b"):
+            for cmd in (["tuntap", "add", "gtap", "mode", "tap"],
+                        ["addr", "add", f"{GUEST_NET}.1/24", "dev", "gtap"],
+                        ["link", "set", "gtap", "up"]):
+                subprocess.run(["ip", "-n", f"{tag}-{site}", *cmd], check=True)
+        pair = Pair(d, ["rate=50", "wss=1M", "outrate=100", f"ip={GUEST_NET}.2"],
+                    ["--mode", "async", "--rpo", "3000", "--verify", "--repl-timeout", "4000",
+                     "--net", "tap=gtap"],
                     replica_wrap=["ip", "netns", "exec", f"{tag}-b"],
                     primary_wrap=["ip", "netns", "exec", f"{tag}-a"],
-                    listen=WAN_B_IP, key=key)
+                    listen=WAN_B_IP, key=key, replica_args=["--net", "tap=gtap"])
         # the initial copy, about 10 MB on the wire, crawls: 1 % loss at 100 ms RTT holds
         # TCP near 1.4 Mbit/s (Mathis), whatever the cap
         wait_for("the primary's control socket", lambda: pair.dead(pair.primary) or
@@ -892,19 +901,27 @@ def case_asyncwan(d):
         plog = open(f"{d}/primary.out").read()
         if plog.count("initial copy:") != 1 or "async: resumed toward" not in plog:
             raise Fail("want one initial copy and a resume in the primary's log")
-        # the primary's site is lost: the DR copy takes over, and its RAM is the guest's
+        # the primary's site is lost: the DR copy takes over, answers a client at the DR
+        # site, and its RAM is the guest's
         fo = dr_takeover(pair)
+        cl = subprocess.run(["ip", "netns", "exec", f"{tag}-b", sys.executable, TGCLIENT, "udp",
+                             "--host", f"{GUEST_NET}.2", "--count", "20", "--timeout",
+                             str(ct.patience(10))], capture_output=True, text=True, timeout=300)
+        if cl.returncode:
+            raise Fail(f"a client at the DR site: {cl.stdout.strip()} {cl.stderr.strip()}")
         snap = f"{d}/dr.snap"
         castor("vm", "pause", "--socket", pair.rsock)
         castor("vm", "snapshot", "--socket", pair.rsock, "--file", snap)
-        chk = subprocess.run([TGCHECK, snap], capture_output=True, text=True, timeout=120)
+        chk = subprocess.run([TGCHECK, "--nics", "1", snap], capture_output=True, text=True,
+                             timeout=120)
         if chk.returncode:
             raise Fail(f"the DR copy's RAM: {chk.stdout.strip()} {chk.stderr.strip()}")
         print(f"asyncwan: 100 ms RTT, 1 % loss, 20 Mbit/s: ack rtt p50 {rtt:.0f} ms, RPO p50 "
               f"{p['rpo_p50_ns'] / 1e9:.2f} s p99 {p['rpo_p99_ns'] / 1e9:.2f} s (target 3 s, "
               f"{p['rpo_alerts']} alerts); the link down past the timeout, resumed, "
               f"{r['verify_ok']} checkpoints verified; the DR copy took over at checkpoint "
-              f"{fo['epoch']} and its RAM verifies ({chk.stdout.strip()[:80]})")
+              f"{fo['epoch']}, answered a client there ({cl.stdout.strip()[:60]}) and its "
+              f"RAM verifies ({chk.stdout.strip()[:80]})")
     finally:
         if pair:
             pair.close()

@@ -1,10 +1,11 @@
 /*
- * tgcheck_snap [--disk IMAGE,FIRST,COUNT,SEED] SNAPSHOT [INCREMENTAL...]:
+ * tgcheck_snap [--nics N] [--disk IMAGE,FIRST,COUNT,SEED] SNAPSHOT [INCREMENTAL...]:
  * restore a snapshot chain of the test guest into a VM that never runs, check
  * its RAM against the guest's own rule (hv_tg_check_ram) and, with --disk, the
  * disk workload's area of IMAGE (first sector, blocks, seed as the guest was
  * given them) against the pass and block its RAM says it reached
- * (hv_tg_check_disk); print one JSON line:
+ * (hv_tg_check_disk); --nics: the VM had N NICs (they never send); print one
+ * JSON line:
  *   {"ok": true|false, "why": "...", "counter": [..], "out_seq": [..]}
  * Exit 0 when the RAM verifies, 1 when it does not, 2 on a usage or restore
  * error. Used by tests that can only reach a VM through its process
@@ -23,13 +24,46 @@
 
 #define MAX_FILES 16
 
-/* The snapshot's disk, as the VM had it (writable); the VM never runs, so never writes. */
-static int add_disk(void *arg, struct hv_vm *vm)
+/* A NIC's backend for a VM that never runs: nothing is ever sent. */
+static int drop_tx(void *be, const struct iovec *iov, int iovcnt, size_t len)
 {
-	struct hv_blk_config bc = {.path = arg};
-	struct hv_blk *b;
+	(void)be;
+	(void)iov;
+	(void)iovcnt;
+	(void)len;
+	return 0;
+}
 
-	return hv_blk_add(vm, &bc, &b);
+static const struct hv_net_backend_ops drop_ops = {.tx = drop_tx};
+
+struct devs {
+	const char *disk; /* "" : none */
+	unsigned nics;
+};
+
+/*
+ * The snapshot's devices in castor-vmm's order (disks, then NICs): the disk
+ * as the VM had it (writable; the VM never runs, so never writes), NICs that
+ * drop what they would send.
+ */
+static int add_devices(void *arg, struct hv_vm *vm)
+{
+	const struct devs *d = arg;
+	struct hv_blk_config bc = {.path = d->disk};
+	struct hv_blk *b;
+	struct hv_net *net;
+	unsigned i;
+	int rc = 0;
+
+	if (d->disk[0])
+		rc = hv_blk_add(vm, &bc, &b);
+	for (i = 0; !rc && i < d->nics; i++) {
+		struct hv_net_config nc = {.ops = &drop_ops,
+					   .mac = {0x52, 0x54, 0, 0x12, 0x34, (uint8_t)(0x56 + i)}};
+
+		rc = hv_net_add(vm, &nc, &net);
+	}
+	return rc;
 }
 
 int main(int argc, char **argv)
@@ -44,6 +78,16 @@ int main(int argc, char **argv)
 	int i, n, rc;
 	uint32_t c;
 
+	struct devs devs = {.disk = disk};
+
+	while (argc > 2 && !strcmp(argv[1], "--nics")) {
+		if (sscanf(argv[2], "%u", &devs.nics) != 1 || devs.nics > 4) {
+			fprintf(stderr, "tgcheck_snap: --nics N (0-4)\n");
+			return 2;
+		}
+		argv += 2;
+		argc -= 2;
+	}
 	if (argc > 2 && !strcmp(argv[1], "--disk")) {
 		char *comma;
 
@@ -59,8 +103,9 @@ int main(int argc, char **argv)
 	}
 	n = argc - 1;
 	if (n < 1 || n > MAX_FILES) {
-		fprintf(stderr, "usage: tgcheck_snap [--disk IMAGE,FIRST,COUNT,SEED] SNAPSHOT "
-				"[INCREMENTAL...]\n");
+		fprintf(stderr,
+			"usage: tgcheck_snap [--nics N] [--disk IMAGE,FIRST,COUNT,SEED] SNAPSHOT "
+			"[INCREMENTAL...]\n");
 		return 2;
 	}
 	for (i = 0; i < n; i++) {
@@ -79,8 +124,9 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	rc = hv_snapshot_restore(&cfg, maps, lens, (unsigned)n, 0, disk[0] ? add_disk : NULL, disk,
-				 &vm, why, sizeof(why));
+	rc = hv_snapshot_restore(&cfg, maps, lens, (unsigned)n, 0,
+				 disk[0] || devs.nics ? add_devices : NULL, &devs, &vm, why,
+				 sizeof(why));
 	if (rc < 0) {
 		fprintf(stderr, "tgcheck_snap: restore: %s\n", why);
 		return 2;
