@@ -465,6 +465,9 @@ EOF
 	# --boot with a castor-vmm that cannot run: said, with where its log is (its
 	# network namespace and tap need root)
 	if [ "$(id -u)" = 0 ]; then
+		# an earlier drill's socket left in the directory does not pass for this one's
+		python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' \
+			"$tmp/drill/test.sock"
 		run dr test --socket "$s" --dir "$tmp/drill" --boot --vmm /nonexistent/castor-vmm
 		expect_rc 1
 		expect_in err "castor: dr test: castor-vmm restore ended (status 127) before it ran; its log is $d/vmm.log"

@@ -473,6 +473,9 @@ static int boot_copy(const struct boot_cmd *b, const char *dir, unsigned ntaps, 
 
 	snprintf(log, sizeof(log), "%s/vmm.log", dir);
 	snprintf(sock, sizeof(sock), "%s/test.sock", dir);
+	/* an earlier drill's socket here would pass for this one's */
+	if (lstat(sock, &sb) == 0 && S_ISSOCK(sb.st_mode))
+		unlink(sock);
 	fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		cli_err("dr test: %s: %s", log, strerror(errno));
