@@ -129,6 +129,37 @@ int disk_write_full(int fd, const uint8_t *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+int disk_copy_image(int from, int to, uint64_t bytes)
+{
+	static uint8_t buf[1 << 20]; /* one copy at a time (a replica's, under its apply lock) */
+	loff_t in = 0, out = 0;
+	uint64_t done = 0;
+	ssize_t n;
+	int rc;
+
+	if (ioctl(to, FICLONE, from) == 0)
+		return 0;
+	while (done < bytes) {
+		n = copy_file_range(from, &in, to, &out, bytes - done, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break; /* another file system, or a kernel without it: ours below */
+		done += (uint64_t)n;
+	}
+	while (done < bytes) {
+		size_t want = bytes - done < sizeof(buf) ? (size_t)(bytes - done) : sizeof(buf);
+
+		rc = disk_read_full(from, buf, want, done);
+		if (!rc)
+			rc = disk_write_full(to, buf, want, done);
+		if (rc < 0)
+			return rc;
+		done += want;
+	}
+	return 0;
+}
+
 int disk_zero_range(int fd, uint64_t off, uint64_t len)
 {
 	static const uint8_t zeros[64 << 10];

@@ -384,6 +384,12 @@ void disk_tx_free(struct disk_tx *tx); /* detach the observers first; NULL is fi
 /* pread / pwrite of exactly len bytes: -errno; -EIO for an image that ended early. */
 int disk_read_full(int fd, uint8_t *buf, size_t len, uint64_t off);
 int disk_write_full(int fd, const uint8_t *buf, size_t len, uint64_t off);
+/*
+ * `bytes` of image `from` into `to` (empty, writable): shared extents
+ * (FICLONE) where the file system has them, else copy_file_range, else read
+ * and write. Not made durable.
+ */
+int disk_copy_image(int from, int to, uint64_t bytes);
 /* Make [off, off + len) read as zeros: a punched hole, else written zeros. */
 int disk_zero_range(int fd, uint64_t off, uint64_t len);
 

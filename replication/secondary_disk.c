@@ -15,8 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -216,41 +214,6 @@ int twin_disks_verify(struct repl_secondary *s, const uint8_t *stream, size_t le
 	return 0;
 }
 
-/* `bytes` of `from` into `to` (empty): shared extents, else the kernel's copy, else ours. */
-static int copy_image(int from, int to, uint64_t bytes)
-{
-	static uint8_t buf[1 << 20]; /* one copy at a time: under apply_lock */
-	loff_t in = 0, out = 0;
-	uint64_t done = 0;
-	ssize_t n;
-
-	if (ioctl(to, FICLONE, from) == 0)
-		return 0;
-	while (done < bytes) {
-		n = copy_file_range(from, &in, to, &out, bytes - done, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		done += (uint64_t)n;
-	}
-	while (done < bytes) { /* another file system, or a kernel without the call */
-		size_t want = bytes - done < sizeof(buf) ? (size_t)(bytes - done) : sizeof(buf);
-		int rc;
-
-		n = pread(from, buf, want, (off_t)done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO; /* the image shrank under us */
-		rc = disk_write_full(to, buf, (size_t)n, done);
-		if (rc < 0)
-			return rc;
-		done += (uint64_t)n;
-	}
-	return 0;
-}
-
 int twin_disks_copy(struct repl_secondary *s, const int *fds, unsigned n, uint64_t *bytes_out,
 		    char *why, size_t why_len)
 {
@@ -269,7 +232,7 @@ int twin_disks_copy(struct repl_secondary *s, const int *fds, unsigned n, uint64
 					"disk %u is not one the primary replicates here", i);
 		if (fstat(d->fd, &sb) < 0)
 			return util_why(why, why_len, -errno, "disk %u: %s", i, strerror(errno));
-		rc = copy_image(d->fd, fds[i], (uint64_t)sb.st_size);
+		rc = disk_copy_image(d->fd, fds[i], (uint64_t)sb.st_size);
 		if (!rc && ftruncate(fds[i], sb.st_size) < 0) /* the size exactly, as the image */
 			rc = -errno;
 		if (!rc && fdatasync(fds[i]) < 0)

@@ -286,6 +286,31 @@ static void dirty_mode_sends_what_the_log_marks(void **state)
 
 /* ---- refusals ----------------------------------------------------------------------------- */
 
+/* disk_copy_image (a DR test's copy of a replica's disk): byte for byte, a short last piece too */
+static void an_image_copies_whole(void **state)
+{
+	struct fixture *f = *state;
+	int from, to;
+
+	dt_image(f->src, SIZE, false, 3);
+	dt_write(f->src, SIZE - 100, 100, 4);
+	dt_image(f->dst, 0, true, 0);
+	from = open(f->src, O_RDONLY);
+	to = open(f->dst, O_WRONLY);
+	assert_true(from >= 0 && to >= 0);
+	assert_int_equal(disk_copy_image(from, to, SIZE), 0);
+	close(from);
+	close(to);
+	assert_true(dt_same(f->src, f->dst));
+	/* a source shorter than it was said to be: an error, not a short copy */
+	dt_image(f->dst, 0, true, 0);
+	from = open(f->src, O_RDONLY);
+	to = open(f->dst, O_WRONLY);
+	assert_int_not_equal(disk_copy_image(from, to, SIZE + MiB), 0);
+	close(from);
+	close(to);
+}
+
 static void another_size_is_refused(void **state)
 {
 	struct fixture *f = *state;
@@ -618,6 +643,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(dirty_mode_sends_what_the_log_marks, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(another_size_is_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(an_image_copies_whole, setup, teardown),
 		cmocka_unit_test_setup_teardown(keys, setup, teardown),
 		cmocka_unit_test_setup_teardown(cut_anywhere, setup, teardown),
 		cmocka_unit_test_setup_teardown(a_full_destination_stops_the_source, setup,
