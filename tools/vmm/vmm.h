@@ -246,7 +246,7 @@ int vmm_protect(struct vmm *v, const struct repl_primary_opts *o, char *why, siz
 int vmm_unprotect(struct vmm *v, bool force, bool dr, uint64_t *released_out, char *why,
 		  size_t why_len);
 /*
- * Replica: a copy of the twin's newest checkpoint in `dir` for a test boot
+ * Replica (dr_copy.c): a copy of the twin's newest checkpoint in `dir` for a test boot
  * (DrCopyRequest, `castor dr test`): checkpoint.snap and disk<i>.img for
  * each writable disk; read-only disks are named as they are.
  */
@@ -307,5 +307,14 @@ int vmm_control_open(struct event_base *base, struct vmm *v, const char *path,
 int vmm_control_hold_pause(struct vmm_control *ctl);
 /* Closes every connection and removes the socket file. NULL is fine. */
 void vmm_control_free(struct vmm_control *ctl);
+/*
+ * control_ha.c: a replication request (HA status, protect, unprotect,
+ * failover, migrate, DR copy) answered into `resp`, with *rc and *msg as the
+ * request's outcome; false for any other request (control.c's).
+ */
+struct Castor__Request;
+struct Castor__Response;
+bool vmm_control_ha(struct vmm *v, const struct Castor__Request *req, struct Castor__Response *resp,
+		    int *rc, const char **msg);
 
 #endif
