@@ -373,6 +373,10 @@ static void answer(struct daemon *d, struct bufferevent *bev, const Castor__Requ
 		rc = vms_failover(d, req->vm_failover, &def, &msg);
 		resp.body_case = CASTOR__RESPONSE__BODY_VM_FAILOVER;
 		resp.vm_failover = &def;
+	} else if (req->body_case == CASTOR__REQUEST__BODY_VM_DR) {
+		rc = vms_dr(d, req->vm_dr, &def, &msg);
+		resp.body_case = CASTOR__RESPONSE__BODY_VM_DR;
+		resp.vm_dr = &def;
 	} else {
 		resp.error = -EOPNOTSUPP;
 		resp.message = "castord does not serve this request (yet): see docs/cluster.md";

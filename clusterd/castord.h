@@ -41,6 +41,18 @@ struct local_vm {
 		uint64_t output_delay_p50_ns, output_delay_p99_ns, outputs_held;
 		uint64_t at_ns; /* when read (monotonic) */
 	} repl;
+	/* a primary's DR session, kept by castord toward its pair's DR target (castord_dr.c) */
+	struct local_dr {
+		bool valid;	   /* read at the last tick (metrics) */
+		bool started;	   /* castord asked for the session running now */
+		bool over;	   /* the RPO is past its target (alert logged) */
+		uint64_t asked_ns; /* the last protect asked (monotonic); 0: never */
+		char addr[64];	   /* where that session goes */
+		char state[160];   /* "protected", "degraded: WHY", "refused: WHY" */
+		char logged[160];  /* the last refusal logged (logged once) */
+		uint64_t rpo_ns, alerts, checkpoints;
+		uint32_t rpo_target_ms;
+	} dr;
 };
 
 /* What this node heard about a VM beyond its pair (castor status), kept by name. */
@@ -50,6 +62,13 @@ struct vm_heard {
 	uint64_t epochs, epochs_milli_per_s, lag_ns;
 	uint64_t figures_at_ns;	  /* when they came (monotonic); 0: never */
 	uint64_t last_failover_s; /* wall clock of the last PROMOTED applied here; 0: none */
+	/* the DR session's figures, from the primary's DR_FIGURES */
+	char dr_primary[CD_NAME_MAX];
+	char dr_addr[64];
+	char dr_state[160];
+	uint64_t dr_rpo_ns, dr_alerts, dr_checkpoints;
+	uint32_t dr_rpo_target_ms;
+	uint64_t dr_at_ns; /* when they came (monotonic); 0: never */
 };
 
 struct daemon {
@@ -109,6 +128,9 @@ int vms_migrate(struct daemon *d, const Castor__VmMigrateRequest *r, Castor__VmD
 		const char **msg);
 int vms_failover(struct daemon *d, const Castor__VmFailoverRequest *r, Castor__VmDefinition *o,
 		 const char **msg);
+/* castor dr protect|unprotect VM: as vms_start (docs/dr.md). */
+int vms_dr(struct daemon *d, const Castor__VmDrRequest *r, Castor__VmDefinition *o,
+	   const char **msg);
 /* The pair's fields of a definition reply (state, primary, ...); strings point into d. */
 void vms_fill(struct daemon *d, Castor__VmDefinition *o, const char *name);
 /* What was heard about `vm`: NULL when nothing (and `make` false, or no slot free). */
@@ -163,5 +185,20 @@ void sess_migrate_toward(struct daemon *d, const struct cd_pair *p);
 void sess_repl_progress(struct daemon *d, const struct cd_pair *p);
 /* Each tick, for a migrating source here: MIGRATED or MIGRATE_FAILED once castor-vmm says. */
 void sess_mig_progress(struct daemon *d, const struct cd_pair *p);
+
+/* ---- castord_dr.c: the DR session of a primary here (docs/dr.md) ---------------------------- */
+
+/*
+ * Each tick, for a running primary here: keep its castor-vmm's DR session as the
+ * pair's DR target says (started, replaced after it gave up, stopped once the target
+ * is cleared), log RPO alerts, and send DR_FIGURES for castor status.
+ */
+void dr_progress(struct daemon *d, const struct cd_pair *p);
+/* A DR_FIGURES message heard (any node's, this one's too): kept for castor status. */
+void dr_heard(struct daemon *d, const struct cd_pairmsg *m);
+/* The DR metrics of the primaries here (castord.c's /metrics). */
+void dr_render_metrics(struct daemon *d, struct evbuffer *b);
+/* The DR fields of a definition reply (castor status, vm show): strings point into d. */
+void dr_fill(struct daemon *d, Castor__VmDefinition *o, const struct cd_pair *p);
 
 #endif

@@ -27,6 +27,8 @@ void vms_fill(struct daemon *d, Castor__VmDefinition *o, const char *name)
 	o->last_event = e ? e->pair.last_reason : "";
 	o->failovers = e ? e->pair.failovers : 0;
 	o->held = e && e->pair.held;
+	if (e)
+		dr_fill(d, o, &e->pair);
 	if (!h)
 		return;
 	o->last_failover_unix = h->last_failover_s;
@@ -165,6 +167,18 @@ int vms_stop(struct daemon *d, const Castor__VmStopRequest *r, Castor__VmDefinit
 	return request(d, &m, CD_PAIR_S_STOPPING, o, why, sizeof(why));
 }
 
+/* Does the VM write a disk? Its writes go to one replica: a twin or a DR copy, not both. */
+static bool writes_a_disk(const struct cd_vmdef *def)
+{
+	for (unsigned i = 0; i < def->ndisks; i++) {
+		size_t n = strlen(def->disk[i]);
+
+		if (n < 3 || strcmp(def->disk[i] + n - 3, ",ro"))
+			return true;
+	}
+	return false;
+}
+
 /* The pair of a defined VM, and its entry; NULL with why when it has none in use. */
 static struct cd_pair_entry *pair_of(struct daemon *d, const char *name, char *why, size_t why_len)
 {
@@ -207,6 +221,13 @@ int vms_protect(struct daemon *d, const Castor__VmProtectRequest *r, Castor__VmD
 		return rc;
 	*msg = why;
 	def = cd_defs_find(d->defs, p->pair.vm);
+	if (p->pair.dr_addr[0] && writes_a_disk(&def->vm)) {
+		snprintf(why, sizeof(why),
+			 "vm %s writes a disk and keeps a DR copy at %s: its disk writes go to one "
+			 "replica (castor dr unprotect it first)",
+			 p->pair.vm, p->pair.dr_addr);
+		return -EOPNOTSUPP;
+	}
 	cd_membership_view(d->members, &nv);
 	if (r->host && *r->host) {
 		if (!cd_host_can_run(&nv, r->host) || !strcmp(r->host, p->pair.primary)) {
@@ -330,6 +351,13 @@ int vms_migrate(struct daemon *d, const Castor__VmMigrateRequest *r, Castor__VmD
 			 p->pair.vm, cd_pair_state_str(p->pair.state), p->pair.vm, p->pair.vm);
 		return -EBUSY;
 	}
+	if (p->pair.dr_addr[0]) {
+		snprintf(why, sizeof(why),
+			 "vm %s keeps a DR copy at %s: castor dr unprotect it, migrate it, then "
+			 "castor dr protect it again (a full copy from the new host)",
+			 p->pair.vm, p->pair.dr_addr);
+		return -EBUSY;
+	}
 	if (!cd_pair_is_legal(p->pair.state, CD_PAIR_E_MIGRATE)) {
 		snprintf(why, sizeof(why), "vm %s is %s: only a running VM migrates", p->pair.vm,
 			 cd_pair_state_str(p->pair.state));
@@ -357,4 +385,86 @@ int vms_migrate(struct daemon *d, const Castor__VmMigrateRequest *r, Castor__VmD
 	operator_event(d, &m, p->pair.vm, CD_PAIR_E_MIGRATE, p->pair.primary, "castor migrate");
 	snprintf(m.replica, sizeof(m.replica), "%s", host);
 	return request(d, &m, CD_PAIR_S_MOVING, o, why, sizeof(why));
+}
+
+/* "HOST:PORT" with a port of 1..65535 and a host that fits; the DR site resolves it. */
+static bool is_host_port(const char *s)
+{
+	const char *colon = strrchr(s, ':');
+	uint64_t port;
+
+	return colon && colon != s && strlen(s) < sizeof(((struct cd_pair *)0)->dr_addr) &&
+	       !util_parse_u64(colon + 1, &port) && port && port <= 65535 && !strchr(s, ' ');
+}
+
+int vms_dr(struct daemon *d, const Castor__VmDrRequest *r, Castor__VmDefinition *o,
+	   const char **msg)
+{
+	static char why[300], addr[64];
+	struct cd_pair_entry *p = pair_of(d, r->name, why, sizeof(why));
+	const struct cd_def *def;
+	enum cd_pair_state st;
+	struct cd_pairmsg m;
+	struct cd_view v;
+	int rc;
+
+	*msg = why;
+	if (!p)
+		return -ENOENT;
+	castord_view_of(d, &v);
+	if (!r->to || !*r->to) { /* stopping a DR copy lets no copy speak: no quorum needed */
+		if (!p->pair.dr_addr[0]) {
+			snprintf(why, sizeof(why), "vm %s keeps no DR copy", p->pair.vm);
+			return -EALREADY;
+		}
+		cd_pairmsg_dr(&m, p->pair.vm, p->pair.primary, &v, NULL, 0, "castor dr unprotect");
+		return request(d, &m, p->pair.state, o, why, sizeof(why));
+	}
+	def = cd_defs_find(d->defs, p->pair.vm);
+	st = p->pair.state;
+	if (!is_host_port(r->to)) {
+		snprintf(why, sizeof(why),
+			 "--to '%.64s' is not HOST:PORT (the DR replica's address)", r->to);
+		return -EINVAL;
+	}
+	if (r->rpo_ms > 600000) {
+		snprintf(why, sizeof(why), "an RPO target of %u ms is over 600000 ms", r->rpo_ms);
+		return -EINVAL;
+	}
+	if (p->pair.dr_addr[0]) {
+		snprintf(why, sizeof(why),
+			 "vm %s keeps a DR copy at %s already: castor dr unprotect it first to "
+			 "point it elsewhere",
+			 p->pair.vm, p->pair.dr_addr);
+		return -EALREADY;
+	}
+	if (st != CD_PAIR_S_UNPROTECTED && st != CD_PAIR_S_PLACING && st != CD_PAIR_S_SYNCING &&
+	    st != CD_PAIR_S_PROTECTED && st != CD_PAIR_S_DEGRADED) {
+		snprintf(why, sizeof(why),
+			 "vm %s is %s: a DR copy is kept of a running VM, not now", p->pair.vm,
+			 cd_pair_state_str(st));
+		return -EBUSY;
+	}
+	/* a twin now, or one castord will place by itself */
+	if (def && writes_a_disk(&def->vm) &&
+	    (st != CD_PAIR_S_UNPROTECTED ||
+	     (def->vm.protection != CD_PROT_NONE && !p->pair.held))) {
+		snprintf(
+			why, sizeof(why),
+			"vm %s writes a disk and has a twin: its disk writes go to one replica, so "
+			"it keeps a twin or a DR copy, not both (castor ha unprotect %s first)",
+			p->pair.vm, p->pair.vm);
+		return -EOPNOTSUPP;
+	}
+	rc = castord_need_quorum(d, msg);
+	if (rc < 0)
+		return rc;
+	*msg = why;
+	cd_pairmsg_dr(&m, p->pair.vm, p->pair.primary, &v, r->to, r->rpo_ms ? r->rpo_ms : 5000,
+		      "castor dr protect");
+	rc = request(d, &m, st, o, why, sizeof(why));
+	snprintf(addr, sizeof(addr), "%s", m.dr_addr);
+	o->dr_addr = addr;
+	o->dr_rpo_target_ms = m.dr_rpo_ms;
+	return rc;
 }

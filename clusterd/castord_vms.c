@@ -393,6 +393,7 @@ int vms_spawn(struct daemon *d, struct local_vm *slot, const char *vm, enum loca
 	slot->ready = false;
 	slot->stopping = false;
 	slot->repl.valid = false;
+	slot->dr = (struct local_dr){0};
 	return 0;
 }
 
@@ -577,6 +578,10 @@ void vms_msg(struct daemon *d, uint32_t from, const void *buf, size_t len)
 		figures_heard(d, &m);
 		return;
 	}
+	if (m.kind == CD_PAIRMSG_DR_FIGURES) {
+		dr_heard(d, &m);
+		return;
+	}
 	if (cd_pairs_apply(d->pairs, &m, &why) < 0) {
 		LOG_INFO("node %u: vm %s: %s %s: not applied (%s)", from, m.vm,
 			 m.kind == CD_PAIRMSG_SYNC ? "sync" : "event",
@@ -719,6 +724,11 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 			sess_repl_progress(d, p);
 		if (p->state == CD_PAIR_S_MIGRATING && !strcmp(p->primary, d->conf.node))
 			sess_mig_progress(d, p);
+		if ((p->state == CD_PAIR_S_UNPROTECTED || p->state == CD_PAIR_S_PLACING ||
+		     p->state == CD_PAIR_S_SYNCING || p->state == CD_PAIR_S_PROTECTED ||
+		     p->state == CD_PAIR_S_DEGRADED) &&
+		    !strcmp(p->primary, d->conf.node))
+			dr_progress(d, p);
 	}
 	reconcile(d);
 }
@@ -806,6 +816,7 @@ void vms_render_metrics(struct daemon *d, struct evbuffer *b)
 			       v[k][1]);
 		}
 	}
+	dr_render_metrics(d, b);
 }
 
 void vms_shutdown(struct daemon *d)

@@ -209,6 +209,10 @@ enum cd_pair_event {
 	CD_PAIR_E_INCOMING_READY, /* the destination listens; the primary was told to migrate */
 	CD_PAIR_E_MIGRATED,	  /* the VM runs on the destination: it is the primary now */
 	CD_PAIR_E_MIGRATE_FAILED, /* given up or failed: the VM runs on where it was */
+	/* disaster recovery (docs/dr.md): they set or clear the pair's DR target and change
+	 * no state; the primary's castord keeps a DR session toward the target */
+	CD_PAIR_E_DR_PROTECT,	/* operator: a DR copy at dr_addr with an RPO target */
+	CD_PAIR_E_DR_UNPROTECT, /* operator: no DR copy any more */
 	CD_PAIR_N_EVENTS,
 };
 const char *cd_pair_state_str(enum cd_pair_state s);
@@ -235,6 +239,11 @@ struct cd_pair {
 	bool held; /* unprotected by the operator: not re-protected by castord until asked */
 	uint64_t failovers;
 	char last_reason[256];
+	/* the DR target (castor dr protect VM --to): HOST:PORT of a DR replica outside the
+	 * cluster and the RPO target; "" = none. Kept across failovers and migrations,
+	 * cleared when the VM stops (the DR copy was of the run that ended) */
+	char dr_addr[64];
+	uint32_t dr_rpo_ms;
 };
 
 /* A pair in DEFINED for VM `vm` (copied). */
@@ -283,15 +292,21 @@ struct cd_pair_entry *cd_pairs_find(struct cd_pairs *s, const char *vm);
 #define CD_PAIRMSG_F_REPLICA_HOST 0x08u
 #define CD_PAIRMSG_F_HELD	  0x10u /* EVENT UNPROTECT: by the operator; SYNC: held */
 /*
- * EVENT, SYNC and FIGURES on CPG: a 576-byte message (magic "CDPAIRM2"). An
- * EVENT is one cd_pair_event for one VM with the view its sender decided on
- * (the guards are evaluated on it, the same on every node) and the host it is
- * about (START: the chosen primary); a SYNC is a whole entry, replayed when a
- * node joins (the higher generation wins). FIGURES is what a replicating
- * primary's castor-vmm reported at its castord's last tick, sent once a second
- * so that `castor status` on any node shows it; it changes no pair.
+ * EVENT, SYNC, FIGURES and DR_FIGURES on CPG: a 656-byte message (magic
+ * "CDPAIRM3"). An EVENT is one cd_pair_event for one VM with the view its
+ * sender decided on (the guards are evaluated on it, the same on every node)
+ * and the host it is about (START: the chosen primary); a SYNC is a whole
+ * entry, replayed when a node joins (the higher generation wins). FIGURES is
+ * what a replicating primary's castor-vmm reported at its castord's last
+ * tick, sent once a second so that `castor status` on any node shows it;
+ * DR_FIGURES the same of its DR session (docs/dr.md). Neither changes a pair.
  */
-enum cd_pairmsg_kind { CD_PAIRMSG_EVENT = 1, CD_PAIRMSG_SYNC = 2, CD_PAIRMSG_FIGURES = 3 };
+enum cd_pairmsg_kind {
+	CD_PAIRMSG_EVENT = 1,
+	CD_PAIRMSG_SYNC = 2,
+	CD_PAIRMSG_FIGURES = 3,
+	CD_PAIRMSG_DR_FIGURES = 4,
+};
 struct cd_pairmsg {
 	enum cd_pairmsg_kind kind;
 	enum cd_pair_event event; /* EVENT */
@@ -303,25 +318,34 @@ struct cd_pairmsg {
 	char primary[CD_NAME_MAX]; /* EVENT: the primary it is about; SYNC: the entry's */
 	char replica[CD_NAME_MAX]; /* EVENT: the replica host it is about (PROTECT: chosen) */
 	char addr[64];		   /* REPLICA_READY: where it listens; SYNC: the entry's */
+	/* EVENT DR_PROTECT, SYNC and DR_FIGURES: the DR target and its RPO target */
+	char dr_addr[64];
+	uint32_t dr_rpo_ms;
+	/* DR_FIGURES: the DR session's state as castor-vmm said it ("protected",
+	 * "degraded: WHY", "refused: WHY", ...) */
 	char reason[256];
 	/* FIGURES (primary: the sender): epochs acknowledged in all, epochs a second over
-	 * the last tick (in thousandths), the replica's lag */
+	 * the last tick (in thousandths), the replica's lag. DR_FIGURES: checkpoints
+	 * acknowledged (epochs), the RPO now and the alerts counted by castor-vmm */
 	uint64_t epochs, epochs_milli_per_s, lag_ns;
+	uint64_t dr_rpo_ns, dr_alerts;
 };
 struct cd_pairmsg_hdr {
 	uint64_t magic;
 	uint32_t kind, event, state, flags;
 	uint64_t generation;
-	uint32_t failovers, reserved;
+	uint32_t failovers, dr_rpo_ms;
 	uint64_t epochs, epochs_milli_per_s, lag_ns;
+	uint64_t dr_rpo_ns, dr_alerts;
 	char vm[CD_NAME_MAX];
 	char primary[CD_NAME_MAX];
 	char replica[CD_NAME_MAX];
 	char addr[64];
+	char dr_addr[64];
 	char reason[256];
 };
-_Static_assert(sizeof(struct cd_pairmsg_hdr) == 576, "pairmsg layout");
-#define CD_PAIRMSG_MAGIC 0x324d524941504443ull /* "CDPAIRM2" */
+_Static_assert(sizeof(struct cd_pairmsg_hdr) == 656, "pairmsg layout");
+#define CD_PAIRMSG_MAGIC 0x334d524941504443ull /* "CDPAIRM3" */
 /* An EVENT about `vm` and `host` decided on view `v`. */
 void cd_pairmsg_event(struct cd_pairmsg *m, const char *vm, enum cd_pair_event e, const char *host,
 		      const struct cd_view *v, const char *reason);
@@ -329,16 +353,26 @@ void cd_pairmsg_sync(struct cd_pairmsg *m, const struct cd_pair_entry *e);
 /* FIGURES about `vm`, whose primary `host` (this node) replicates it. */
 void cd_pairmsg_figures(struct cd_pairmsg *m, const char *vm, const char *host, uint64_t epochs,
 			uint64_t epochs_milli_per_s, uint64_t lag_ns);
+/* DR_FIGURES about `vm`'s DR session toward `dr_addr` from its primary `host` (this node):
+ * its state (text), checkpoints acknowledged, the RPO now, its target and the alerts. */
+void cd_pairmsg_dr_figures(struct cd_pairmsg *m, const char *vm, const char *host,
+			   const char *dr_addr, const char *state, uint64_t checkpoints,
+			   uint64_t rpo_ns, uint32_t rpo_target_ms, uint64_t alerts);
+/* An EVENT DR_PROTECT (dr_addr set) or DR_UNPROTECT (dr_addr NULL) about `vm` on `host`. */
+void cd_pairmsg_dr(struct cd_pairmsg *m, const char *vm, const char *host, const struct cd_view *v,
+		   const char *dr_addr, uint32_t rpo_ms, const char *reason);
 /* Fill `h`, the whole message; returns its length. */
 unsigned cd_pairmsg_encode(const struct cd_pairmsg *m, struct cd_pairmsg_hdr *h);
-/* -EBADMSG for anything that is not a well-formed EVENT, SYNC or FIGURES. */
+/* -EBADMSG for anything that is not a well-formed EVENT, SYNC, FIGURES or DR_FIGURES. */
 int cd_pairmsg_decode(const void *buf, size_t len, struct cd_pairmsg *out);
 /*
  * Apply a delivered message. EVENT: through cd_pair_apply() with the
  * message's view (-EINVAL/-EPERM as it returns, nothing changed), -ESTALE for
  * an event about a host that is not the VM's primary any more. SYNC: taken
- * when newer. 0 when applied (or an older SYNC ignored). FIGURES: -EINVAL
- * (they are not applied to pairs).
+ * when newer. 0 when applied (or an older SYNC ignored). FIGURES and
+ * DR_FIGURES: -EINVAL (they are not applied to pairs). DR_PROTECT sets the
+ * pair's DR target (-EINVAL unless the VM runs), DR_UNPROTECT clears it; the
+ * state stays. Any event that brings a pair to DEFINED clears it too.
  */
 int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **why_out);
 

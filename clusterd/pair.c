@@ -56,6 +56,8 @@ const char *cd_pair_event_str(enum cd_pair_event e)
 		[CD_PAIR_E_INCOMING_READY] = "incoming-ready",
 		[CD_PAIR_E_MIGRATED] = "migrated",
 		[CD_PAIR_E_MIGRATE_FAILED] = "migrate-failed",
+		[CD_PAIR_E_DR_PROTECT] = "dr-protect",
+		[CD_PAIR_E_DR_UNPROTECT] = "dr-unprotect",
 	};
 
 	return (unsigned)e < CD_PAIR_N_EVENTS ? n[e] : "?";

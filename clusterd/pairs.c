@@ -58,6 +58,48 @@ static void copy_name(char *dst, const char *src)
 	snprintf(dst, CD_NAME_MAX, "%s", src ? src : "");
 }
 
+/*
+ * DR_PROTECT or DR_UNPROTECT: the pair's DR target set or cleared, its state
+ * unchanged. A DR copy is kept of a running VM only, and set with quorum (as
+ * every operator change); clearing it is always allowed.
+ */
+static int dr_apply(struct cd_pair_entry *e, const struct cd_pairmsg *m, const struct cd_view *v,
+		    const char **why_out)
+{
+	enum cd_pair_state st = e->pair.state;
+
+	if (m->event == CD_PAIR_E_DR_PROTECT) {
+		const char *why = NULL;
+
+		if (st != CD_PAIR_S_UNPROTECTED && st != CD_PAIR_S_PLACING &&
+		    st != CD_PAIR_S_SYNCING && st != CD_PAIR_S_PROTECTED &&
+		    st != CD_PAIR_S_DEGRADED)
+			why = "the VM is not running (or is moving): no DR copy now";
+		else if (!v->quorate)
+			why = "this node has no quorum";
+		else if (!m->dr_addr[0])
+			why = "no DR address";
+		if (why) {
+			LOG_INFO("%s: dr-protect refused in %s: %s", m->vm, cd_pair_state_str(st),
+				 why);
+			if (why_out)
+				*why_out = why;
+			return v->quorate ? -EINVAL : -EPERM;
+		}
+		snprintf(e->pair.dr_addr, sizeof(e->pair.dr_addr), "%s", m->dr_addr);
+		e->pair.dr_rpo_ms = m->dr_rpo_ms;
+		LOG_INFO("%s: a DR copy at %s, RPO target %u ms (%s)", m->vm, e->pair.dr_addr,
+			 e->pair.dr_rpo_ms, m->reason);
+	} else {
+		LOG_INFO("%s: no DR copy any more%s%s (%s)", m->vm,
+			 e->pair.dr_addr[0] ? ": was " : "", e->pair.dr_addr, m->reason);
+		e->pair.dr_addr[0] = 0;
+		e->pair.dr_rpo_ms = 0;
+	}
+	e->generation++;
+	return 0;
+}
+
 int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **why_out)
 {
 	struct cd_pair_entry *e;
@@ -71,7 +113,7 @@ int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **
 
 	if (why_out)
 		*why_out = NULL;
-	if (m->kind == CD_PAIRMSG_FIGURES) {
+	if (m->kind == CD_PAIRMSG_FIGURES || m->kind == CD_PAIRMSG_DR_FIGURES) {
 		if (why_out)
 			*why_out = "figures change no pair";
 		return -EINVAL;
@@ -93,6 +135,8 @@ int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **
 		e->pair.failovers = m->failovers;
 		e->pair.held = m->flags & CD_PAIRMSG_F_HELD;
 		snprintf(e->pair.last_reason, sizeof(e->pair.last_reason), "%s", m->reason);
+		snprintf(e->pair.dr_addr, sizeof(e->pair.dr_addr), "%s", m->dr_addr);
+		e->pair.dr_rpo_ms = m->dr_rpo_ms;
 		return 0;
 	}
 	/* the event names the hosts it is about: a stale one (other hosts') is ignored */
@@ -112,6 +156,8 @@ int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **
 			*why_out = "the event is about a host that is not the VM's replica";
 		return -ESTALE;
 	}
+	if (m->event == CD_PAIR_E_DR_PROTECT || m->event == CD_PAIR_E_DR_UNPROTECT)
+		return dr_apply(e, m, &v, why_out);
 	rc = cd_pair_apply(&e->pair, m->event, &v, m->reason, why_out);
 	if (rc < 0)
 		return rc;
@@ -127,6 +173,13 @@ int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **
 	}
 	if (m->event == CD_PAIR_E_REPLICA_READY || m->event == CD_PAIR_E_INCOMING_READY)
 		snprintf(e->pair.replica_addr, sizeof(e->pair.replica_addr), "%s", m->addr);
+	if (e->pair.state == CD_PAIR_S_DEFINED && e->pair.dr_addr[0]) {
+		LOG_INFO("%s: its DR target %s is dropped: the VM runs nowhere (the DR copy was of "
+			 "the run that ended)",
+			 m->vm, e->pair.dr_addr);
+		e->pair.dr_addr[0] = 0;
+		e->pair.dr_rpo_ms = 0;
+	}
 	e->generation++;
 	return 0;
 }
@@ -146,6 +199,10 @@ unsigned cd_pairmsg_encode(const struct cd_pairmsg *m, struct cd_pairmsg_hdr *h)
 	h->epochs = m->epochs;
 	h->epochs_milli_per_s = m->epochs_milli_per_s;
 	h->lag_ns = m->lag_ns;
+	h->dr_rpo_ms = m->dr_rpo_ms;
+	h->dr_rpo_ns = m->dr_rpo_ns;
+	h->dr_alerts = m->dr_alerts;
+	snprintf(h->dr_addr, sizeof(h->dr_addr), "%s", m->dr_addr);
 	copy_name(h->vm, m->vm);
 	copy_name(h->primary, m->primary);
 	copy_name(h->replica, m->replica);
@@ -167,19 +224,36 @@ static bool is_host(const char *s)
 int cd_pairmsg_decode(const void *buf, size_t len, struct cd_pairmsg *out)
 {
 	struct cd_pairmsg_hdr h;
+	bool figures, dr;
 
 	if (len != sizeof(h))
 		return -EBADMSG;
 	memcpy(&h, buf, sizeof(h));
-	if (h.magic != CD_PAIRMSG_MAGIC || h.reserved || (h.flags & ~F_ALL))
+	if (h.magic != CD_PAIRMSG_MAGIC || (h.flags & ~F_ALL))
 		return -EBADMSG;
-	if (h.kind != CD_PAIRMSG_EVENT && h.kind != CD_PAIRMSG_SYNC && h.kind != CD_PAIRMSG_FIGURES)
+	if (h.kind != CD_PAIRMSG_EVENT && h.kind != CD_PAIRMSG_SYNC &&
+	    h.kind != CD_PAIRMSG_FIGURES && h.kind != CD_PAIRMSG_DR_FIGURES)
 		return -EBADMSG;
-	if (h.kind == CD_PAIRMSG_FIGURES && (h.event || h.state || h.flags || h.generation ||
-					     h.failovers || !cd_is_name(h.primary)))
+	figures = h.kind == CD_PAIRMSG_FIGURES || h.kind == CD_PAIRMSG_DR_FIGURES;
+	if (figures && (h.event || h.state || h.flags || h.generation || h.failovers ||
+			!cd_is_name(h.primary)))
 		return -EBADMSG;
-	if (h.kind != CD_PAIRMSG_FIGURES && (h.epochs || h.epochs_milli_per_s || h.lag_ns))
+	if (!figures && (h.epochs || h.epochs_milli_per_s || h.lag_ns))
 		return -EBADMSG;
+	if (h.kind != CD_PAIRMSG_DR_FIGURES && (h.dr_rpo_ns || h.dr_alerts))
+		return -EBADMSG;
+	if (h.kind == CD_PAIRMSG_DR_FIGURES && (h.epochs_milli_per_s || h.lag_ns))
+		return -EBADMSG;
+	/* a DR target travels with DR_PROTECT, SYNC and DR_FIGURES; an RPO only with one */
+	dr = h.kind == CD_PAIRMSG_SYNC || h.kind == CD_PAIRMSG_DR_FIGURES ||
+	     (h.kind == CD_PAIRMSG_EVENT && h.event == CD_PAIR_E_DR_PROTECT);
+	if (!is_string(h.dr_addr, sizeof(h.dr_addr)) || (!dr && (h.dr_addr[0] || h.dr_rpo_ms)) ||
+	    (!h.dr_addr[0] && h.dr_rpo_ms))
+		return -EBADMSG;
+	if (h.kind == CD_PAIRMSG_EVENT && h.event == CD_PAIR_E_DR_PROTECT && !h.dr_addr[0])
+		return -EBADMSG;
+	if (h.kind == CD_PAIRMSG_SYNC && h.state == CD_PAIR_S_DEFINED && h.dr_addr[0])
+		return -EBADMSG; /* a VM that runs nowhere keeps no DR copy */
 	if (h.kind == CD_PAIRMSG_EVENT && h.event >= CD_PAIR_N_EVENTS)
 		return -EBADMSG;
 	if (h.kind == CD_PAIRMSG_SYNC && (h.state >= CD_PAIR_N_STATES || !h.generation))
@@ -200,6 +274,10 @@ int cd_pairmsg_decode(const void *buf, size_t len, struct cd_pairmsg *out)
 	out->epochs = h.epochs;
 	out->epochs_milli_per_s = h.epochs_milli_per_s;
 	out->lag_ns = h.lag_ns;
+	out->dr_rpo_ms = h.dr_rpo_ms;
+	out->dr_rpo_ns = h.dr_rpo_ns;
+	out->dr_alerts = h.dr_alerts;
+	snprintf(out->dr_addr, sizeof(out->dr_addr), "%s", h.dr_addr);
 	copy_name(out->vm, h.vm);
 	copy_name(out->primary, h.primary);
 	copy_name(out->replica, h.replica);
@@ -234,6 +312,33 @@ void cd_pairmsg_figures(struct cd_pairmsg *m, const char *vm, const char *host, 
 	m->lag_ns = lag_ns;
 }
 
+void cd_pairmsg_dr_figures(struct cd_pairmsg *m, const char *vm, const char *host,
+			   const char *dr_addr, const char *state, uint64_t checkpoints,
+			   uint64_t rpo_ns, uint32_t rpo_target_ms, uint64_t alerts)
+{
+	memset(m, 0, sizeof(*m));
+	m->kind = CD_PAIRMSG_DR_FIGURES;
+	copy_name(m->vm, vm);
+	copy_name(m->primary, host);
+	snprintf(m->dr_addr, sizeof(m->dr_addr), "%s", dr_addr ? dr_addr : "");
+	m->dr_rpo_ms = m->dr_addr[0] ? rpo_target_ms : 0;
+	snprintf(m->reason, sizeof(m->reason), "%s", state ? state : "");
+	m->epochs = checkpoints;
+	m->dr_rpo_ns = rpo_ns;
+	m->dr_alerts = alerts;
+}
+
+void cd_pairmsg_dr(struct cd_pairmsg *m, const char *vm, const char *host, const struct cd_view *v,
+		   const char *dr_addr, uint32_t rpo_ms, const char *reason)
+{
+	cd_pairmsg_event(m, vm, dr_addr ? CD_PAIR_E_DR_PROTECT : CD_PAIR_E_DR_UNPROTECT, host, v,
+			 reason);
+	if (dr_addr) {
+		snprintf(m->dr_addr, sizeof(m->dr_addr), "%s", dr_addr);
+		m->dr_rpo_ms = rpo_ms;
+	}
+}
+
 void cd_pairmsg_sync(struct cd_pairmsg *m, const struct cd_pair_entry *e)
 {
 	memset(m, 0, sizeof(*m));
@@ -247,4 +352,6 @@ void cd_pairmsg_sync(struct cd_pairmsg *m, const struct cd_pair_entry *e)
 	copy_name(m->replica, e->pair.replica);
 	snprintf(m->addr, sizeof(m->addr), "%s", e->pair.replica_addr);
 	snprintf(m->reason, sizeof(m->reason), "%s", e->pair.last_reason);
+	snprintf(m->dr_addr, sizeof(m->dr_addr), "%s", e->pair.dr_addr);
+	m->dr_rpo_ms = e->pair.dr_addr[0] ? e->pair.dr_rpo_ms : 0;
 }

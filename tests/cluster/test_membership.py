@@ -42,7 +42,7 @@ import castortest as ct  # noqa: E402
 from castortest import Fail, wait_for  # noqa: E402
 import castorcluster as cc  # noqa: E402
 from castorcluster import (NODES, P, Cluster, TcpClient, expect, expect_vm,  # noqa: E402
-                           replica_of, scrape, vm_state, vmm_pid)
+                           ns, replica_of, scrape, vm_state, vmm_pid)
 cc.configure(CASTORD, CASTOR, VMM)
 
 VM1 = """# a protected test guest
@@ -355,6 +355,126 @@ def vm_protected(cl, d):
           f"castord, stopped, protected again; stopped")
 
 
+DR_ADDR = "10.77.0.100:7990"  # the DR site: the client's namespace, outside the cluster
+
+
+def dr_replica(cl, d, what):
+    """A castor-vmm replica at the DR site (the client namespace), as its operator starts
+    it: not castord's, keyed like the cluster's links."""
+    sock = f"{d}/dr.sock"
+    if os.path.exists(sock):
+        os.unlink(sock)
+    p = subprocess.Popen(ns("client") + [VMM, "replica", "--name", "vm3", "--listen", DR_ADDR,
+                                         "--control", sock, "--key", f"{d}/cluster.key"],
+                         stdout=open(f"{d}/dr-replica.log", "a"), stderr=subprocess.STDOUT)
+    wait_for(f"the DR replica ({what})", lambda: os.path.exists(sock))
+    return p
+
+
+def dr_of(cl, n, name):
+    """VM `name` as `castor status --json` on n shows it."""
+    st = json.loads(cl.castor(n, "status", "--json").stdout)
+    return next(v for v in st["vms"] if v["name"] == name)
+
+
+def dr_site(cl, d):
+    """A DR copy through castord (docs/dr.md): `castor dr protect vm3 --to` a DR replica
+    outside the cluster; the primary's castord keeps the DR session beside the twin, every
+    node shows its state and RPO in castor status, the primary's /metrics has it; after a
+    failover the twin's castord asks again from the new primary and is told why not (the
+    DR replica holds the old primary's copy) until the DR site starts a fresh replica,
+    which it then fills by itself; castor dr unprotect stops the session."""
+    with open(f"{d}/vm3.conf", "w") as f:
+        f.write(VM1.replace("vm1", "vm3"))
+    cl.castor("a", "vm", "define", f"{d}/vm3.conf")
+    wait_for("vm3 defined on c", lambda: "vm3" in cl.vms("c"))
+    for args, words in ((("dr", "protect", "vm3", "--to", DR_ADDR), "vm3 is not running"),
+                        (("dr", "unprotect", "vm3"), "vm3 is not running")):
+        r = cl.castor("c", *args, check=False)
+        if r.returncode != 1 or words not in r.stderr:
+            raise Fail(f"castor {' '.join(args)}: {r.returncode} {r.stderr.strip()!r}")
+    cl.castor("b", "vm", "start", "vm3", "--host", "a")
+    expect_vm(cl, "vm3", "protected", "a", "its replica synced", timeout=ct.patience(60))
+    twin = replica_of(cl, "vm3")
+    dr = dr_replica(cl, d, "first")
+    try:
+        for args, words in ((("dr", "protect", "vm3", "--to", "nohost"), "is not HOST:PORT"),
+                            (("dr", "unprotect", "vm3"), "vm3 keeps no DR copy")):
+            r = cl.castor("c", *args, check=False)
+            if r.returncode != 1 or words not in r.stderr:
+                raise Fail(f"castor {' '.join(args)}: {r.returncode} {r.stderr.strip()!r}")
+        r = cl.castor("b", "dr", "protect", "vm3", "--to", DR_ADDR, "--rpo", "3000")
+        if not r.stdout.startswith(f"vm3 on a: a DR copy at {DR_ADDR} (RPO target 3.0 s)"):
+            raise Fail(f"castor dr protect: {r.stdout.strip()!r}")
+        r = cl.castor("c", "dr", "protect", "vm3", "--to", DR_ADDR, check=False)
+        if r.returncode != 1 or "keeps a DR copy at" not in r.stderr:
+            raise Fail(f"a second dr protect: {r.returncode} {r.stderr.strip()!r}")
+        # every node: the DR session protected, its RPO measured (the DR replica acked)
+        for n in NODES:
+            v = wait_for(f"vm3's DR copy protected, seen from {n}",
+                         lambda: (lambda v: v if v["dr_state"] == "protected" else None)(
+                             dr_of(cl, n, "vm3")), timeout=ct.patience(60), step=0.5)
+            if v["dr_addr"] != DR_ADDR or v["dr_rpo_target_ms"] != 3000 or \
+                    v["dr_rpo_ms"] is None or v["state"] != "protected":
+                raise Fail(f"castor status on {n}: {v}")
+        line = cl.castor("c", "dr", "status", "vm3").stdout.strip()
+        if not line.startswith(f"vm3, protected on a: DR copy at {DR_ADDR}, protected: the "
+                               "newest checkpoint is"):
+            raise Fail(f"castor dr status vm3: {line!r}")
+        text = cl.castor("b", "status").stdout
+        if f"DR copy at {DR_ADDR}, protected" not in text:
+            raise Fail(f"castor status on b has no DR line: {text}")
+        key = f'node="a",vm="vm3",dr="{DR_ADDR}"'
+        m = wait_for("a's DR metrics for vm3",
+                     lambda: (lambda m: m if m.get(("castor_vm_dr_checkpoints_total", key), 0) > 0
+                              else None)(scrape("a")), timeout=ct.patience(30), step=0.5)
+        if (m[("castor_vm_dr_up", key)], m[("castor_vm_dr_rpo_target_seconds", key)]) != (1, 3) \
+                or ("castor_vm_dr_rpo_seconds", key) not in m:
+            raise Fail(f"a's DR metrics for vm3: {m}")
+        h = ct.ha(f"{d}/dr.sock")
+        if h["role"] != "replica" or h["epoch"] < 1:
+            raise Fail(f"the DR replica: {h}")
+        # the primary's castor-vmm dies: the twin takes over on its host and is protected
+        # again; its castord asks for the DR copy from there, which the DR replica refuses
+        os.kill(vmm_pid(cl, "a", "vm3"), signal.SIGKILL)
+        expect_vm(cl, "vm3", "protected", twin, "promoted, then protected again",
+                  timeout=ct.patience(60))
+        v = wait_for(f"{twin}'s castord told why the DR replica refuses",
+                     lambda: (lambda v: v if v["dr_state"] and
+                              "another primary" in v["dr_state"] else None)(
+                                  dr_of(cl, "c", "vm3")), timeout=ct.patience(60), step=0.5)
+        if v["dr_addr"] != DR_ADDR or v["host"] != twin:
+            raise Fail(f"vm3 after the failover: {v}")
+        refusal = v["dr_state"]
+        # the DR site starts a fresh replica: the new primary's castord fills it by itself
+        ct.stop_procs([dr])
+        dr = dr_replica(cl, d, "a fresh one")
+        wait_for("vm3's DR copy protected again, from the new primary",
+                 lambda: dr_of(cl, "c", "vm3")["dr_state"] == "protected",
+                 timeout=ct.patience(90), step=0.5)
+        wait_for("the fresh DR replica's first checkpoint",
+                 lambda: ct.ha(f"{d}/dr.sock")["epoch"] >= 1, timeout=ct.patience(30))
+        # castor dr unprotect: the cluster forgets the target, the session stops
+        psock = f"{cl.d}/{twin}-state/run/vm3.replica.sock"
+        cl.castor("a", "dr", "unprotect", "vm3")
+        wait_for(f"{twin}'s castor-vmm without a DR session",
+                 lambda: ct.ha(psock)["mode"] != "async" and "dr" not in ct.ha(psock),
+                 timeout=ct.patience(30), step=0.5)
+        v = dr_of(cl, "b", "vm3")
+        if v["dr_addr"] or v["state"] != "protected":
+            raise Fail(f"vm3 after castor dr unprotect: {v}")
+        if f"its DR session toward {DR_ADDR} stopped" not in \
+                open(f"{cl.d}/{twin}-castord.out").read():
+            raise Fail(f"{twin}'s castord did not say it stopped the DR session")
+    finally:
+        ct.stop_procs([dr])
+    retire(cl, "vm3")
+    print(f"vm3's DR copy through castord at {DR_ADDR}: protected beside its twin, its RPO on "
+          f"every node and in a's metrics; after the failover to {twin} the DR replica "
+          f"refused the new primary ({refusal[:70]}...), a fresh one was filled by "
+          f"itself; castor dr unprotect stopped the session")
+
+
 def partitioned(cl, d):
     """The primary's host is cut off (its LAN link down: corosync, the replication link and
     the guest's tap all behind it) under a client's TCP connection: the isolated host loses
@@ -504,7 +624,7 @@ def run(d):
             raise Fail(f"a's metrics with all three up: {m}")
         # CASTOR_CLUSTER_PARTS=partitioned,... runs only those parts (while working on one)
         only = [x for x in os.environ.get("CASTOR_CLUSTER_PARTS", "").split(",") if x]
-        parts = [definitions, vm_runs] + ([vm_protected, partitioned]
+        parts = [definitions, vm_runs] + ([vm_protected, dr_site, partitioned]
                                           if os.path.exists("/dev/kvm") else [])
         if ct.NESTED:
             # the nested machine (check-nested, after the host stage ran this test whole

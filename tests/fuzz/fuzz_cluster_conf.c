@@ -48,7 +48,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_CHECK(m.text_len == size - sizeof(struct cd_defmsg_hdr));
 		}
 	}
-	/* ... and as a pair EVENT, SYNC or FIGURES: decoded, then applied, twice (a replay) */
+	/* ... and as a pair EVENT, SYNC, FIGURES or DR_FIGURES: decoded, then applied, twice
+	 * (a replay) */
 	{
 		static struct cd_pairs t;
 		struct cd_pairmsg m;
@@ -60,10 +61,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			cd_pairs_init(&t);
 			cd_pairs_apply(&t, &m, &w);
 			cd_pairs_apply(&t, &m, &w);
-			if (m.kind == CD_PAIRMSG_FIGURES) /* never a pair change */
-				FUZZ_CHECK(t.n == 0);
+			if (m.kind == CD_PAIRMSG_FIGURES || m.kind == CD_PAIRMSG_DR_FIGURES)
+				FUZZ_CHECK(t.n == 0); /* never a pair change */
 			else
 				FUZZ_CHECK(t.n == 1 && t.e[0].pair.state < CD_PAIR_N_STATES);
+			/* a DR target only on a pair that runs */
+			if (t.n && t.e[0].pair.state == CD_PAIR_S_DEFINED)
+				FUZZ_CHECK(!t.e[0].pair.dr_addr[0]);
 		}
 	}
 	return 0;
@@ -95,6 +99,11 @@ void fuzz_seeds(fuzz_seed_fn add, void *ctx)
 		cd_pairmsg_event(&pm, "vm3", CD_PAIR_E_START, "b", &v, "castor vm start");
 		add(ctx, (const uint8_t *)&ph, cd_pairmsg_encode(&pm, &ph));
 		cd_pairmsg_figures(&pm, "vm3", "b", 4711, 49500, 21000000);
+		add(ctx, (const uint8_t *)&ph, cd_pairmsg_encode(&pm, &ph));
+		cd_pairmsg_dr(&pm, "vm3", "b", &v, "dr-site:7100", 5000, "castor dr protect");
+		add(ctx, (const uint8_t *)&ph, cd_pairmsg_encode(&pm, &ph));
+		cd_pairmsg_dr_figures(&pm, "vm3", "b", "dr-site:7100", "protected", 42, 1200000000,
+				      5000, 1);
 		add(ctx, (const uint8_t *)&ph, cd_pairmsg_encode(&pm, &ph));
 	}
 	snprintf(m.name, sizeof(m.name), "vm3");

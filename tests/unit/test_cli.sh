@@ -182,7 +182,7 @@ args)
 
 	# castor dr
 	expect_usage_error dr fly
-	expect_in err "castor: dr: unknown command 'fly' (status, failover, test, unprotect)"
+	expect_in err "castor: dr: unknown command 'fly' (status, failover, test, unprotect, protect)"
 	expect_usage_error dr test --socket /x
 	expect_in err "castor: dr test: --dir DIR is required (where the copy goes)"
 	expect_usage_error dr test --socket /x --dir /tmp --vmm /bin/true
@@ -199,7 +199,31 @@ args)
 	expect_usage_error dr status --socket /x --force
 	expect_in err "--force applies to 'castor dr failover' and 'unprotect' only"
 	expect_usage_error dr failover --socket /x extra
-	expect_in err "castor: dr failover: unexpected argument 'extra'"
+	expect_in err "castor: dr failover: it runs at the DR site, against the DR replica: give its --socket PATH, not a VM ('extra')"
+	expect_usage_error dr status --socket /x extra
+	expect_in err "castor: dr status: unexpected argument 'extra'"
+	expect_usage_error dr test vm1 --dir /tmp
+	expect_in err "give its --socket PATH, not a VM ('vm1'): the DR site is outside the cluster"
+	# castor dr through castord (a VM's name, no --socket)
+	expect_usage_error dr protect vm1
+	expect_in err "castor: dr protect: --to HOST:PORT (the DR replica) is required"
+	expect_usage_error dr protect --to a:1
+	expect_in err "castor: dr protect: VM is required"
+	expect_usage_error dr protect vm1 --to a:1 --rpo 0
+	expect_in err "castor: dr protect: --rpo: '0' is not a number of milliseconds (1-600000)"
+	expect_usage_error dr protect vm1 --to a:1 --rpo 600001
+	expect_in err "--rpo: '600001' is not a number of milliseconds"
+	expect_usage_error dr unprotect vm1 --to a:1
+	expect_in err "castor: dr unprotect: --to goes with 'dr protect'"
+	expect_usage_error dr status vm1 --rpo 5
+	expect_in err "castor: dr status: --rpo goes with 'dr protect'"
+	expect_usage_error dr protect vm1 vm2 --to a:1
+	expect_in err "castor: dr protect: unexpected argument 'vm2'"
+	expect_usage_error dr protect vm1 --to a:1 --socket /x
+	expect_in err "castor: dr protect: unknown option '--socket'"
+	run dr status vm1 --castord "$tmp/none.sock"
+	expect_rc 1
+	expect_in err "no reply from castord at $tmp/none.sock"
 	expect_usage_error dr failover --socket /x --rpo 5
 	expect_in err "castor: dr failover: unknown option '--rpo'"
 	run dr failover --socket /nonexistent/sock

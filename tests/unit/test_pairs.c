@@ -227,6 +227,110 @@ static void stop_cycle(void **state)
 	free(t);
 }
 
+/*
+ * The DR target (castor dr protect|unprotect VM): set on a running VM with quorum, the
+ * same on every node, carried by SYNC, kept across a failover, dropped when the VM
+ * stops; DR_FIGURES carry a DR session's state and change no pair.
+ */
+static void dr_target(void **state)
+{
+	struct cd_pairs *t = calloc(3, sizeof(*t));
+	struct cd_pairmsg m, out;
+	struct cd_pairmsg_hdr h, bad;
+	const struct cd_pair *p;
+
+	(void)state;
+	for (int i = 0; i < 3; i++)
+		cd_pairs_init(&t[i]);
+	/* a VM that does not run keeps no DR copy */
+	cd_pairmsg_dr(&m, "vm1", "", &quorate, "dr-site:7100", 2000, "castor dr protect");
+	assert_int_equal(deliver(t, 3, &m), -EINVAL);
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_START, "a", &quorate, "");
+	assert_int_equal(deliver(t, 3, &m), 0);
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_STARTED, "a", &quorate, "");
+	assert_int_equal(deliver(t, 3, &m), 0);
+	/* without quorum: refused everywhere */
+	cd_pairmsg_dr(&m, "vm1", "a", &alone, "dr-site:7100", 2000, "castor dr protect");
+	assert_int_equal(deliver(t, 3, &m), -EPERM);
+	assert_string_equal(cd_pairs_find(&t[0], "vm1")->pair.dr_addr, "");
+	/* an event about a former primary is stale */
+	cd_pairmsg_dr(&m, "vm1", "b", &quorate, "dr-site:7100", 2000, "castor dr protect");
+	assert_int_equal(deliver(t, 3, &m), -ESTALE);
+	cd_pairmsg_dr(&m, "vm1", "a", &quorate, "dr-site:7100", 2000, "castor dr protect");
+	assert_int_equal(deliver(t, 3, &m), 0);
+	for (int i = 0; i < 3; i++) {
+		p = &cd_pairs_find(&t[i], "vm1")->pair;
+		assert_string_equal(p->dr_addr, "dr-site:7100");
+		assert_int_equal(p->dr_rpo_ms, 2000);
+		assert_int_equal(p->state, CD_PAIR_S_UNPROTECTED); /* no state changed */
+		assert_int_equal(cd_pairs_find(&t[i], "vm1")->generation, 3);
+	}
+	/* a node that was away learns it from a SYNC */
+	cd_pairs_init(&t[2]);
+	cd_pairmsg_sync(&m, cd_pairs_find(&t[0], "vm1"));
+	out = roundtrip(&m);
+	assert_int_equal(cd_pairs_apply(&t[2], &out, NULL), 0);
+	assert_string_equal(cd_pairs_find(&t[2], "vm1")->pair.dr_addr, "dr-site:7100");
+	assert_int_equal(cd_pairs_find(&t[2], "vm1")->pair.dr_rpo_ms, 2000);
+	/* cleared (no quorum needed), set again, then the VM stops: dropped */
+	cd_pairmsg_dr(&m, "vm1", "a", &alone, NULL, 0, "castor dr unprotect");
+	assert_int_equal(deliver(t, 3, &m), 0);
+	assert_string_equal(cd_pairs_find(&t[1], "vm1")->pair.dr_addr, "");
+	cd_pairmsg_dr(&m, "vm1", "a", &quorate, "10.0.0.9:7100", 5000, "castor dr protect");
+	assert_int_equal(deliver(t, 3, &m), 0);
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_STOP, "a", &quorate, "");
+	assert_int_equal(deliver(t, 3, &m), 0);
+	assert_string_equal(cd_pairs_find(&t[1], "vm1")->pair.dr_addr, "10.0.0.9:7100");
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_STOPPED, "a", &quorate, "");
+	assert_int_equal(deliver(t, 3, &m), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_string_equal(cd_pairs_find(&t[i], "vm1")->pair.dr_addr, "");
+		assert_int_equal(cd_pairs_find(&t[i], "vm1")->pair.dr_rpo_ms, 0);
+	}
+	/* DR_FIGURES: carried whole, applied to no pair */
+	cd_pairmsg_dr_figures(&m, "vm1", "a", "dr-site:7100", "degraded: resuming: link down", 42,
+			      7200000000ull, 5000, 3);
+	out = roundtrip(&m);
+	assert_int_equal(out.kind, CD_PAIRMSG_DR_FIGURES);
+	assert_string_equal(out.dr_addr, "dr-site:7100");
+	assert_string_equal(out.reason, "degraded: resuming: link down");
+	assert_int_equal(out.epochs, 42);
+	assert_int_equal(out.dr_rpo_ns, 7200000000ull);
+	assert_int_equal(out.dr_rpo_ms, 5000);
+	assert_int_equal(out.dr_alerts, 3);
+	assert_int_equal(cd_pairs_apply(&t[0], &out, NULL), -EINVAL);
+	/* malformed: an RPO without a target, DR fields where they do not belong */
+	cd_pairmsg_encode(&m, &h);
+	bad = h;
+	bad.dr_addr[0] = 0;
+	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
+	bad = h;
+	bad.lag_ns = 1;
+	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
+	cd_pairmsg_figures(&m, "vm1", "a", 1, 1, 1);
+	cd_pairmsg_encode(&m, &h);
+	h.dr_alerts = 1;
+	assert_int_equal(cd_pairmsg_decode(&h, sizeof(h), &out), -EBADMSG);
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_STOP, "a", &quorate, "");
+	cd_pairmsg_encode(&m, &h);
+	snprintf(h.dr_addr, sizeof(h.dr_addr), "x:1");
+	assert_int_equal(cd_pairmsg_decode(&h, sizeof(h), &out), -EBADMSG);
+	cd_pairmsg_dr(&m, "vm1", "a", &quorate, "x:1", 5000, "");
+	cd_pairmsg_encode(&m, &h);
+	h.dr_addr[0] = 0; /* DR_PROTECT names its target */
+	h.dr_rpo_ms = 0;
+	assert_int_equal(cd_pairmsg_decode(&h, sizeof(h), &out), -EBADMSG);
+	memset(h.dr_addr, 'x', sizeof(h.dr_addr)); /* no NUL */
+	assert_int_equal(cd_pairmsg_decode(&h, sizeof(h), &out), -EBADMSG);
+	/* a SYNC of a VM that runs nowhere carries no DR target */
+	cd_pairmsg_sync(&m, cd_pairs_find(&t[0], "vm1"));
+	cd_pairmsg_encode(&m, &h);
+	assert_int_equal(h.state, CD_PAIR_S_DEFINED);
+	snprintf(h.dr_addr, sizeof(h.dr_addr), "x:1");
+	assert_int_equal(cd_pairmsg_decode(&h, sizeof(h), &out), -EBADMSG);
+	free(t);
+}
+
 /* ---- the policy (pair_policy.c) ----------------------------------------------------------- */
 
 /* Nodes a(1), b(2), c(3) and a witness w(4); `members` like "abc". */
@@ -459,15 +563,11 @@ static void policy_held(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(encode_decode),
-		cmocka_unit_test(malformed),
-		cmocka_unit_test(figures),
-		cmocka_unit_test(same_everywhere),
-		cmocka_unit_test(sync_newer_wins),
-		cmocka_unit_test(stop_cycle),
-		cmocka_unit_test(choose_host),
-		cmocka_unit_test(policy_protects),
-		cmocka_unit_test(policy_replica_lost),
+		cmocka_unit_test(encode_decode),   cmocka_unit_test(malformed),
+		cmocka_unit_test(figures),	   cmocka_unit_test(same_everywhere),
+		cmocka_unit_test(sync_newer_wins), cmocka_unit_test(stop_cycle),
+		cmocka_unit_test(dr_target),	   cmocka_unit_test(choose_host),
+		cmocka_unit_test(policy_protects), cmocka_unit_test(policy_replica_lost),
 		cmocka_unit_test(policy_held),
 	};
 

@@ -90,3 +90,25 @@ int cli_castord_call(const char *who, const char *socket, Castor__Request *req,
 {
 	return cli_call(who, socket, PB_CALL_TIMEOUT_MS, true, req, resp_out);
 }
+
+const char *cli_one_vm(const char *who, int argc, char **argv)
+{
+	if (optind >= argc) {
+		cli_err("%s: VM is required (or --socket PATH for one castor-vmm)", who);
+		return NULL;
+	}
+	if (optind + 1 < argc) {
+		cli_err("%s: unexpected argument '%s'", who, argv[optind + 1]);
+		return NULL;
+	}
+	return argv[optind++];
+}
+
+bool cli_names_socket(int argc, char **argv)
+{
+	for (int i = 2; i < argc; i++)
+		if (!strcmp(argv[i], "--socket") || !strncmp(argv[i], "--socket=", 9) ||
+		    !strcmp(argv[i], "-s") || (!strncmp(argv[i], "-s", 2) && argv[i][2] != '-'))
+			return true;
+	return false;
+}

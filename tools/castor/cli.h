@@ -75,9 +75,16 @@ bool cli_ha_is_cluster_call(int argc, char **argv);
 int cli_ha_cluster_main(int argc, char **argv); /* argv[1] is the command */
 void cli_ha_usage(FILE *f);
 
-/* dr.c: `castor dr status|failover` (disaster recovery at one castor-vmm) */
+/* dr.c: `castor dr status|failover|test|unprotect` (disaster recovery at one castor-vmm) */
 int cli_dr_main(int argc, char **argv);
 void cli_dr_usage(FILE *f);
+/* `castor dr protect|unprotect|status VM` (no --socket): through castord (dr_cluster.c) */
+bool cli_dr_is_cluster_call(int argc, char **argv);
+int cli_dr_cluster_main(int argc, char **argv); /* argv[1] is the command */
+void cli_dr_cluster_usage(FILE *f);
+/* A VM's DR copy in a line (castor dr status VM, castor status) */
+struct Castor__VmDefinition;
+void cli_dr_line(const struct Castor__VmDefinition *v, char *out, size_t len);
 
 /* key.c: `castor key generate FILE` (pre-shared keys of replication links) */
 /* castor vm define|undefine|list|show (vm_cluster.c): through castord. */
@@ -110,6 +117,10 @@ int cli_castord_opts(const char *who, int argc, char **argv, const char **socket
  */
 int cli_castord_call(const char *who, const char *socket, struct Castor__Request *req,
 		     struct Castor__Response **resp_out);
+/* Does a command line (argv[2] on) name a castor-vmm's --socket (else: castord's VM)? */
+bool cli_names_socket(int argc, char **argv);
+/* The one VM named after the options (argv[optind]), or NULL after a message. */
+const char *cli_one_vm(const char *who, int argc, char **argv);
 
 int cli_status_main(int argc, char **argv);
 void cli_status_usage(FILE *f);

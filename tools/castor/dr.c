@@ -77,8 +77,10 @@ void cli_dr_usage(FILE *f)
 	      "  -j, --json            print one JSON object\n"
 	      "  -h, --help            this text\n"
 	      "A DR session is started with castor ha protect --mode async --rpo MS, alone\n"
-	      "or beside a synchronous session (docs/dr.md).\n",
+	      "or beside a synchronous session (docs/dr.md), or through castord:\n"
+	      "\n",
 	      f);
+	cli_dr_cluster_usage(f);
 }
 
 struct dr_args {
@@ -142,6 +144,12 @@ static int parse_args(const char *cmd, int argc, char **argv, struct dr_args *a)
 			cli_err("dr %s: unknown option '%s'", cmd, argv[optind - 1]);
 			return -EINVAL;
 		}
+	}
+	if (optind < argc && (!strcmp(cmd, "failover") || !strcmp(cmd, "test"))) {
+		cli_err("dr %s: it runs at the DR site, against the DR replica: give its --socket "
+			"PATH, not a VM ('%s'): the DR site is outside the cluster",
+			cmd, argv[optind]);
+		return -EINVAL;
 	}
 	if (optind < argc) {
 		cli_err("dr %s: unexpected argument '%s'", cmd, argv[optind]);
@@ -634,9 +642,12 @@ int cli_dr_main(int argc, char **argv)
 		return argc < 2 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
 	}
 	cmd = argv[1];
+	if (cli_dr_is_cluster_call(argc, argv))
+		return cli_dr_cluster_main(argc, argv);
 	if (strcmp(cmd, "status") && strcmp(cmd, "failover") && strcmp(cmd, "test") &&
 	    strcmp(cmd, "unprotect")) {
-		cli_err("dr: unknown command '%s' (status, failover, test, unprotect)", cmd);
+		cli_err("dr: unknown command '%s' (status, failover, test, unprotect, protect)",
+			cmd);
 		cli_dr_usage(stderr);
 		return CLI_EXIT_USAGE;
 	}

@@ -21,11 +21,7 @@ bool cli_ha_is_cluster_call(int argc, char **argv)
 	if (argc < 2 || (strcmp(argv[1], "protect") && strcmp(argv[1], "unprotect") &&
 			 strcmp(argv[1], "failover")))
 		return false;
-	for (int i = 2; i < argc; i++)
-		if (!strcmp(argv[i], "--socket") || !strncmp(argv[i], "--socket=", 9) ||
-		    !strcmp(argv[i], "-s") || (!strncmp(argv[i], "-s", 2) && argv[i][2] != '-'))
-			return false;
-	return true;
+	return !cli_names_socket(argc, argv);
 }
 
 int cli_ha_cluster_main(int argc, char **argv)
@@ -82,15 +78,9 @@ int cli_ha_cluster_main(int argc, char **argv)
 			return CLI_EXIT_USAGE;
 		}
 	}
-	if (optind >= argc) {
-		cli_err("%s: VM is required (or --socket PATH for one castor-vmm)", who);
+	vm = cli_one_vm(who, argc, argv);
+	if (!vm)
 		return CLI_EXIT_USAGE;
-	}
-	vm = argv[optind++];
-	if (optind < argc) {
-		cli_err("%s: unexpected argument '%s'", who, argv[optind]);
-		return CLI_EXIT_USAGE;
-	}
 	req.id = (uint64_t)getpid();
 	if (!strcmp(cmd, "protect")) {
 		pr.name = (char *)vm;

@@ -74,6 +74,18 @@ static void print_json(const Castor__NodeList *n, const Castor__VmList *v)
 			cli_json_str(&j, "epochs", NULL);
 		}
 		cli_json_u64(&j, "last_failover_unix", v->vm[i]->last_failover_unix);
+		/* the DR copy: its target, and what the primary's castord said of it */
+		cli_json_str(&j, "dr_addr", v->vm[i]->dr_addr);
+		cli_json_u64(&j, "dr_rpo_target_ms", v->vm[i]->dr_rpo_target_ms);
+		if (v->vm[i]->has_dr) {
+			cli_json_str(&j, "dr_state", v->vm[i]->dr_state);
+			cli_json_double(&j, "dr_rpo_ms", (double)v->vm[i]->dr_rpo_ns / 1e6);
+			cli_json_u64(&j, "dr_rpo_alerts", v->vm[i]->dr_rpo_alerts);
+		} else {
+			cli_json_str(&j, "dr_state", NULL);
+			cli_json_str(&j, "dr_rpo_ms", NULL);
+			cli_json_str(&j, "dr_rpo_alerts", NULL);
+		}
 		cli_json_object_end(&j);
 	}
 	cli_json_array_end(&j);
@@ -131,6 +143,12 @@ static void print_tables(const Castor__NodeList *n, const Castor__VmList *v)
 		printf("%s\n", v->vm[i]->n_hosts ? "" : "any");
 		if (*m->last_event && !strcmp(m->state, "defined"))
 			printf("%-20s last: %s\n", "", m->last_event);
+		if (m->dr_addr && *m->dr_addr) {
+			char line[400];
+
+			cli_dr_line(m, line, sizeof(line));
+			printf("%-20s %s\n", "", line);
+		}
 	}
 	if (!v->n_vm)
 		printf("(none defined: castor vm define FILE)\n");
