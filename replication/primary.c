@@ -727,6 +727,7 @@ void repl_primary_reset_samples(struct repl_primary *p)
 {
 	pthread_mutex_lock(&p->lock);
 	p->pauses.n = p->rtts.n = p->harvests.n = p->copies.n = p->states.n = p->encodes.n = 0;
+	p->rpos.n = 0;
 	pthread_mutex_unlock(&p->lock);
 }
 

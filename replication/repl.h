@@ -33,6 +33,12 @@ struct repl_conn_opts {
 	 * (as if the sender's host died mid-stream). 0 = off.
 	 */
 	uint64_t cut_after_bytes;
+	/*
+	 * The most bytes a second this end sends (SO_MAX_PACING_RATE: TCP paces
+	 * its sends to it), as a WAN link's bandwidth would; 0 = no cap. A DR
+	 * link shares the site's WAN; `castor bench dr` emulates one with it.
+	 */
+	uint64_t max_rate_bytes;
 };
 
 #define REPL_DEFAULT_TIMEOUT_MS 2000u

@@ -168,6 +168,15 @@ static void tune(int fd, const struct repl_conn_opts *o)
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	if (o->max_rate_bytes) {
+		unsigned rate =
+			o->max_rate_bytes > 0xfffffffeu ? 0xfffffffeu : (unsigned)o->max_rate_bytes;
+
+		/* no fq qdisc needed: TCP paces internally once a cap is set (Linux >= 4.13) */
+		if (setsockopt(fd, SOL_SOCKET, SO_MAX_PACING_RATE, &rate, sizeof(rate)) < 0)
+			LOG_WARN("the link's rate cap (%u bytes/s) is not set: %s", rate,
+				 strerror(errno));
+	}
 }
 
 static struct repl_conn_opts opts_or_default(const struct repl_conn_opts *o)

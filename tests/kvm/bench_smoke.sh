@@ -66,5 +66,17 @@ else
 	bad "bench checkpoint: $(tail -3 "$dir/ck.log")"
 fi
 
+# bench dr: a DR session beside a twin, its link capped at 50 Mbit/s: checkpoints commit,
+# each carries bytes, the twin's epochs go on beside them (more of them, shorter)
+if "$CLI" bench dr --mem 64M --wss 1M --rates 10 --link-mbit 50 --rpo 1000 --secs 4 --json \
+	>"$dir/dr.json" 2>"$dir/dr.log"; then
+	check "bench dr" 'd["error"] is None and d["checkpoints"] > 0 and d["twin_epochs"] > d["checkpoints"]
+		and 0 < d["rpo_p50_ms"] <= d["rpo_p99_ms"] and d["dr_bytes_per_checkpoint"] > 0
+		and d["twin_bytes_per_checkpoint"] > 0
+		and d["link_mbit"] == 50' "$dir/dr.json"
+else
+	bad "bench dr: $(tail -3 "$dir/dr.log")"
+fi
+
 echo "$fails failure(s)"
 [ "$fails" = 0 ]

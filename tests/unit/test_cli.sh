@@ -104,11 +104,15 @@ args)
 	expect_in err "castor: vm snapshot: option '-f' needs a value"
 	# every group words a missing value the same way, never as an unknown option
 	for a in "bench pause --cpus" "bench checkpoint --intervals" "bench net --target" \
-		"bench net --count"; do
+		"bench net --count" "bench dr --link-mbit"; do
 		# shellcheck disable=SC2086
 		expect_usage_error $a
 		expect_in err "castor: ${a% *}: option '${a##* }' needs a value"
 	done
+	expect_usage_error bench dr --link-mbit 20,fast
+	expect_in err "castor: bench dr: bad list '20,fast'"
+	expect_usage_error bench dr --rpo 0
+	expect_in err "castor: bench dr: --rpo wants 1-600000, not '0'"
 	expect_usage_error bench pause --frobnicate
 	expect_in err "castor: bench pause: unknown option '--frobnicate'"
 	for n in 0 51 x -1; do

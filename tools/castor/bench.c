@@ -53,6 +53,9 @@ void cli_bench_usage(FILE *f)
 	      "          dirty rates: pause and its parts beside their bare cost, epochs/s,\n"
 	      "          bytes per epoch raw and encoded, guest throughput (castor bench\n"
 	      "          checkpoint --help)\n"
+	      "  dr      a DR session beside a twin, its link capped, swept over guest dirty\n"
+	      "          rates and link rates: RPO p50/p99, bytes per DR checkpoint against the\n"
+	      "          twin's epochs it coalesces (castor bench dr --help)\n"
 	      "  resync  re-protecting a disk after part of it was rewritten: full copy,\n"
 	      "          checksum resync, dirty-log resync over loopback; bytes and time\n"
 	      "          --size SIZE (4G)  --changed PCT (1%)  --piece SIZE (64K)\n"
@@ -72,6 +75,40 @@ static struct hv_vm *bench_vm(const struct bench_opts *o, uint32_t ncpus, uint64
 			      uint64_t wss)
 {
 	return cli_bench_vm(o->image, o->mem, ncpus, rate, wss);
+}
+
+int cli_bench_list(const char *s, uint64_t *out, unsigned *n, unsigned cap, const char *word,
+		   uint64_t word_value, uint64_t hi)
+{
+	char buf[256], *save = NULL, *tok;
+
+	snprintf(buf, sizeof(buf), "%s", s);
+	*n = 0;
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		uint64_t v;
+
+		if (*n == cap)
+			return -EINVAL;
+		if (word && !strcmp(tok, word))
+			v = word_value;
+		else if (util_parse_u64(tok, &v) < 0 || !v || v > hi)
+			return -EINVAL;
+		out[(*n)++] = v;
+	}
+	return *n ? 0 : -EINVAL;
+}
+
+uint64_t cli_bench_guest_pages(struct hv_vm *vm)
+{
+	uint64_t sum = 0;
+
+	for (uint32_t i = 0; i < hv_vm_ncpus(vm); i++) {
+		struct hv_tg_vcpu t = {0};
+
+		hv_tg_vcpu(vm, i, &t);
+		sum += t.counter;
+	}
+	return sum;
 }
 
 struct hv_vm *cli_bench_vm(const char *image, uint64_t mem, uint32_t ncpus, uint64_t rate,
@@ -577,6 +614,8 @@ int cli_bench_main(int argc, char **argv)
 		return cli_bench_seal(argc - 1, argv + 1);
 	if (!strcmp(cmd, "resync"))
 		return cli_bench_resync(argc - 1, argv + 1);
+	if (!strcmp(cmd, "dr"))
+		return cli_bench_dr(argc - 1, argv + 1);
 	if (strcmp(cmd, "pause") && strcmp(cmd, "dirty") && strcmp(cmd, "snapshot")) {
 		cli_err("bench: unknown command '%s'", cmd);
 		cli_bench_usage(stderr);

@@ -99,45 +99,16 @@ static bool host_ticks(uint64_t *steal, uint64_t *total)
 
 static int parse_list(const char *s, uint64_t *out, unsigned *n, bool allow_max)
 {
-	char buf[256], *save = NULL, *tok;
-
-	snprintf(buf, sizeof(buf), "%s", s);
-	*n = 0;
-	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		uint64_t v;
-
-		if (*n == MAX_LIST)
-			return -EINVAL;
-		if (allow_max && !strcmp(tok, "max"))
-			v = TG_RATE_MAX;
-		else if (util_parse_u64(tok, &v) < 0 || !v || v > 60000)
-			return -EINVAL;
-		out[(*n)++] = v;
-	}
-	return *n ? 0 : -EINVAL;
-}
-
-static uint64_t guest_counter(struct hv_vm *vm)
-{
-	uint64_t sum = 0;
-	uint32_t i;
-
-	for (i = 0; i < hv_vm_ncpus(vm); i++) {
-		struct hv_tg_vcpu t = {0};
-
-		hv_tg_vcpu(vm, i, &t);
-		sum += t.counter;
-	}
-	return sum;
+	return cli_bench_list(s, out, n, MAX_LIST, allow_max ? "max" : NULL, TG_RATE_MAX, 60000);
 }
 
 /* The guest's pages per second over `ns`. */
 static double guest_rate(struct hv_vm *vm, uint64_t ns)
 {
-	uint64_t c0 = guest_counter(vm), t0 = util_now_ns(), c1, t1;
+	uint64_t c0 = cli_bench_guest_pages(vm), t0 = util_now_ns(), c1, t1;
 
 	util_sleep_ns(ns);
-	c1 = guest_counter(vm);
+	c1 = cli_bench_guest_pages(vm);
 	t1 = util_now_ns();
 	return (double)(c1 - c0) * 1e9 / (double)(t1 - t0);
 }

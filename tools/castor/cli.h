@@ -61,12 +61,22 @@ int cli_bench_net(int argc, char **argv);
 struct hv_vm;
 struct hv_vm *cli_bench_vm(const char *image, uint64_t mem, uint32_t ncpus, uint64_t rate,
 			   uint64_t wss);
+/*
+ * "A,B,C" into out[] (at most cap values, each 1..hi, or `word` for word_value);
+ * -EINVAL for an empty or bad list.
+ */
+int cli_bench_list(const char *s, uint64_t *out, unsigned *n, unsigned cap, const char *word,
+		   uint64_t word_value, uint64_t hi);
+/* The test guest's page writes so far, all vCPUs (its counter). */
+uint64_t cli_bench_guest_pages(struct hv_vm *vm);
 /* bench_seal.c: `castor bench seal` (argv[0] is "seal") */
 int cli_bench_seal(int argc, char **argv);
 /* bench_resync.c: `castor bench resync` (argv[0] is "resync") */
 int cli_bench_resync(int argc, char **argv);
 /* bench_checkpoint.c: `castor bench checkpoint` (argv[0] is "checkpoint") */
 int cli_bench_checkpoint(int argc, char **argv);
+/* bench_dr.c: `castor bench dr` (argv[0] is "dr") */
+int cli_bench_dr(int argc, char **argv);
 
 /* ha.c: `castor ha status|failover` (replication of one castor-vmm) */
 int cli_ha_main(int argc, char **argv);
