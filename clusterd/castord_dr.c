@@ -90,6 +90,7 @@ static void dr_start(struct local_vm *l, const struct cd_pair *p)
 	pr.peer = (char *)p->dr_addr;
 	pr.mode = "async";
 	pr.rpo_ms = p->dr_rpo_ms;
+	pr.max_mbit = p->dr_max_mbit;
 	req.body_case = CASTOR__REQUEST__BODY_PROTECT;
 	req.protect = &pr;
 	l->dr.asked_ns = util_now_ns();
@@ -181,7 +182,7 @@ void dr_progress(struct daemon *d, const struct cd_pair *p)
 	if (!l->dr.rpo_target_ms)
 		l->dr.rpo_target_ms = p->dr_rpo_ms;
 	cd_pairmsg_dr_figures(&m, p->vm, d->conf.node, p->dr_addr, l->dr.state, l->dr.checkpoints,
-			      l->dr.rpo_ns, l->dr.rpo_target_ms, l->dr.alerts);
+			      l->dr.rpo_ns, l->dr.rpo_target_ms, l->dr.alerts, p->dr_max_mbit);
 	castord_send_msg(d, &m);
 out:
 	protobuf_c_message_free_unpacked(&resp->base, NULL);
@@ -209,6 +210,7 @@ void dr_fill(struct daemon *d, Castor__VmDefinition *o, const struct cd_pair *p)
 
 	o->dr_addr = (char *)p->dr_addr;
 	o->dr_rpo_target_ms = p->dr_rpo_ms;
+	o->dr_max_mbit = p->dr_max_mbit;
 	o->dr_state = "";
 	if (!p->dr_addr[0] || !h || !h->dr_at_ns || util_now_ns() - h->dr_at_ns >= DR_FRESH_NS ||
 	    strcmp(h->dr_primary, p->primary) || strcmp(h->dr_addr, p->dr_addr))

@@ -417,7 +417,8 @@ int vms_dr(struct daemon *d, const Castor__VmDrRequest *r, Castor__VmDefinition 
 			snprintf(why, sizeof(why), "vm %s keeps no DR copy", p->pair.vm);
 			return -EALREADY;
 		}
-		cd_pairmsg_dr(&m, p->pair.vm, p->pair.primary, &v, NULL, 0, "castor dr unprotect");
+		cd_pairmsg_dr(&m, p->pair.vm, p->pair.primary, &v, NULL, 0, 0,
+			      "castor dr unprotect");
 		return request(d, &m, p->pair.state, o, why, sizeof(why));
 	}
 	def = cd_defs_find(d->defs, p->pair.vm);
@@ -429,6 +430,10 @@ int vms_dr(struct daemon *d, const Castor__VmDrRequest *r, Castor__VmDefinition 
 	}
 	if (r->rpo_ms > 600000) {
 		snprintf(why, sizeof(why), "an RPO target of %u ms is over 600000 ms", r->rpo_ms);
+		return -EINVAL;
+	}
+	if (r->max_mbit > 100000) {
+		snprintf(why, sizeof(why), "a link cap of %u Mbit/s is over 100000", r->max_mbit);
 		return -EINVAL;
 	}
 	if (p->pair.dr_addr[0]) {
@@ -461,10 +466,11 @@ int vms_dr(struct daemon *d, const Castor__VmDrRequest *r, Castor__VmDefinition 
 		return rc;
 	*msg = why;
 	cd_pairmsg_dr(&m, p->pair.vm, p->pair.primary, &v, r->to, r->rpo_ms ? r->rpo_ms : 5000,
-		      "castor dr protect");
+		      r->max_mbit, "castor dr protect");
 	rc = request(d, &m, st, o, why, sizeof(why));
 	snprintf(addr, sizeof(addr), "%s", m.dr_addr);
 	o->dr_addr = addr;
 	o->dr_rpo_target_ms = m.dr_rpo_ms;
+	o->dr_max_mbit = m.dr_max_mbit;
 	return rc;
 }

@@ -244,6 +244,7 @@ struct cd_pair {
 	 * cleared when the VM stops (the DR copy was of the run that ended) */
 	char dr_addr[64];
 	uint32_t dr_rpo_ms;
+	uint32_t dr_max_mbit; /* the DR link's cap in Mbit/s; 0: none */
 };
 
 /* A pair in DEFINED for VM `vm` (copied). */
@@ -292,7 +293,7 @@ struct cd_pair_entry *cd_pairs_find(struct cd_pairs *s, const char *vm);
 #define CD_PAIRMSG_F_REPLICA_HOST 0x08u
 #define CD_PAIRMSG_F_HELD	  0x10u /* EVENT UNPROTECT: by the operator; SYNC: held */
 /*
- * EVENT, SYNC, FIGURES and DR_FIGURES on CPG: a 656-byte message (magic
+ * EVENT, SYNC, FIGURES and DR_FIGURES on CPG: a 664-byte message (magic
  * "CDPAIRM3"). An EVENT is one cd_pair_event for one VM with the view its
  * sender decided on (the guards are evaluated on it, the same on every node)
  * and the host it is about (START: the chosen primary); a SYNC is a whole
@@ -318,9 +319,10 @@ struct cd_pairmsg {
 	char primary[CD_NAME_MAX]; /* EVENT: the primary it is about; SYNC: the entry's */
 	char replica[CD_NAME_MAX]; /* EVENT: the replica host it is about (PROTECT: chosen) */
 	char addr[64];		   /* REPLICA_READY: where it listens; SYNC: the entry's */
-	/* EVENT DR_PROTECT, SYNC and DR_FIGURES: the DR target and its RPO target */
+	/* EVENT DR_PROTECT, SYNC and DR_FIGURES: the DR target, its RPO target and its
+	 * link's cap (Mbit/s, 0: none) */
 	char dr_addr[64];
-	uint32_t dr_rpo_ms;
+	uint32_t dr_rpo_ms, dr_max_mbit;
 	/* DR_FIGURES: the DR session's state as castor-vmm said it ("protected",
 	 * "degraded: WHY", "refused: WHY", ...) */
 	char reason[256];
@@ -335,6 +337,7 @@ struct cd_pairmsg_hdr {
 	uint32_t kind, event, state, flags;
 	uint64_t generation;
 	uint32_t failovers, dr_rpo_ms;
+	uint32_t dr_max_mbit, reserved;
 	uint64_t epochs, epochs_milli_per_s, lag_ns;
 	uint64_t dr_rpo_ns, dr_alerts;
 	char vm[CD_NAME_MAX];
@@ -344,7 +347,7 @@ struct cd_pairmsg_hdr {
 	char dr_addr[64];
 	char reason[256];
 };
-_Static_assert(sizeof(struct cd_pairmsg_hdr) == 656, "pairmsg layout");
+_Static_assert(sizeof(struct cd_pairmsg_hdr) == 664, "pairmsg layout");
 #define CD_PAIRMSG_MAGIC 0x334d524941504443ull /* "CDPAIRM3" */
 /* An EVENT about `vm` and `host` decided on view `v`. */
 void cd_pairmsg_event(struct cd_pairmsg *m, const char *vm, enum cd_pair_event e, const char *host,
@@ -357,10 +360,11 @@ void cd_pairmsg_figures(struct cd_pairmsg *m, const char *vm, const char *host, 
  * its state (text), checkpoints acknowledged, the RPO now, its target and the alerts. */
 void cd_pairmsg_dr_figures(struct cd_pairmsg *m, const char *vm, const char *host,
 			   const char *dr_addr, const char *state, uint64_t checkpoints,
-			   uint64_t rpo_ns, uint32_t rpo_target_ms, uint64_t alerts);
+			   uint64_t rpo_ns, uint32_t rpo_target_ms, uint64_t alerts,
+			   uint32_t max_mbit);
 /* An EVENT DR_PROTECT (dr_addr set) or DR_UNPROTECT (dr_addr NULL) about `vm` on `host`. */
 void cd_pairmsg_dr(struct cd_pairmsg *m, const char *vm, const char *host, const struct cd_view *v,
-		   const char *dr_addr, uint32_t rpo_ms, const char *reason);
+		   const char *dr_addr, uint32_t rpo_ms, uint32_t max_mbit, const char *reason);
 /* Fill `h`, the whole message; returns its length. */
 unsigned cd_pairmsg_encode(const struct cd_pairmsg *m, struct cd_pairmsg_hdr *h);
 /* -EBADMSG for anything that is not a well-formed EVENT, SYNC, FIGURES or DR_FIGURES. */

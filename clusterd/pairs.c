@@ -88,13 +88,15 @@ static int dr_apply(struct cd_pair_entry *e, const struct cd_pairmsg *m, const s
 		}
 		snprintf(e->pair.dr_addr, sizeof(e->pair.dr_addr), "%s", m->dr_addr);
 		e->pair.dr_rpo_ms = m->dr_rpo_ms;
-		LOG_INFO("%s: a DR copy at %s, RPO target %u ms (%s)", m->vm, e->pair.dr_addr,
-			 e->pair.dr_rpo_ms, m->reason);
+		e->pair.dr_max_mbit = m->dr_max_mbit;
+		LOG_INFO("%s: a DR copy at %s, RPO target %u ms, link cap %u Mbit/s (0: none) (%s)",
+			 m->vm, e->pair.dr_addr, e->pair.dr_rpo_ms, e->pair.dr_max_mbit, m->reason);
 	} else {
 		LOG_INFO("%s: no DR copy any more%s%s (%s)", m->vm,
 			 e->pair.dr_addr[0] ? ": was " : "", e->pair.dr_addr, m->reason);
 		e->pair.dr_addr[0] = 0;
 		e->pair.dr_rpo_ms = 0;
+		e->pair.dr_max_mbit = 0;
 	}
 	e->generation++;
 	return 0;
@@ -137,6 +139,7 @@ int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **
 		snprintf(e->pair.last_reason, sizeof(e->pair.last_reason), "%s", m->reason);
 		snprintf(e->pair.dr_addr, sizeof(e->pair.dr_addr), "%s", m->dr_addr);
 		e->pair.dr_rpo_ms = m->dr_rpo_ms;
+		e->pair.dr_max_mbit = m->dr_max_mbit;
 		return 0;
 	}
 	/* the event names the hosts it is about: a stale one (other hosts') is ignored */
@@ -179,6 +182,7 @@ int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **
 			 m->vm, e->pair.dr_addr);
 		e->pair.dr_addr[0] = 0;
 		e->pair.dr_rpo_ms = 0;
+		e->pair.dr_max_mbit = 0;
 	}
 	e->generation++;
 	return 0;
@@ -200,6 +204,7 @@ unsigned cd_pairmsg_encode(const struct cd_pairmsg *m, struct cd_pairmsg_hdr *h)
 	h->epochs_milli_per_s = m->epochs_milli_per_s;
 	h->lag_ns = m->lag_ns;
 	h->dr_rpo_ms = m->dr_rpo_ms;
+	h->dr_max_mbit = m->dr_max_mbit;
 	h->dr_rpo_ns = m->dr_rpo_ns;
 	h->dr_alerts = m->dr_alerts;
 	snprintf(h->dr_addr, sizeof(h->dr_addr), "%s", m->dr_addr);
@@ -247,8 +252,9 @@ int cd_pairmsg_decode(const void *buf, size_t len, struct cd_pairmsg *out)
 	/* a DR target travels with DR_PROTECT, SYNC and DR_FIGURES; an RPO only with one */
 	dr = h.kind == CD_PAIRMSG_SYNC || h.kind == CD_PAIRMSG_DR_FIGURES ||
 	     (h.kind == CD_PAIRMSG_EVENT && h.event == CD_PAIR_E_DR_PROTECT);
-	if (!is_string(h.dr_addr, sizeof(h.dr_addr)) || (!dr && (h.dr_addr[0] || h.dr_rpo_ms)) ||
-	    (!h.dr_addr[0] && h.dr_rpo_ms))
+	if (h.reserved || !is_string(h.dr_addr, sizeof(h.dr_addr)) ||
+	    (!dr && (h.dr_addr[0] || h.dr_rpo_ms || h.dr_max_mbit)) ||
+	    (!h.dr_addr[0] && (h.dr_rpo_ms || h.dr_max_mbit)))
 		return -EBADMSG;
 	if (h.kind == CD_PAIRMSG_EVENT && h.event == CD_PAIR_E_DR_PROTECT && !h.dr_addr[0])
 		return -EBADMSG;
@@ -275,6 +281,7 @@ int cd_pairmsg_decode(const void *buf, size_t len, struct cd_pairmsg *out)
 	out->epochs_milli_per_s = h.epochs_milli_per_s;
 	out->lag_ns = h.lag_ns;
 	out->dr_rpo_ms = h.dr_rpo_ms;
+	out->dr_max_mbit = h.dr_max_mbit;
 	out->dr_rpo_ns = h.dr_rpo_ns;
 	out->dr_alerts = h.dr_alerts;
 	snprintf(out->dr_addr, sizeof(out->dr_addr), "%s", h.dr_addr);
@@ -314,7 +321,8 @@ void cd_pairmsg_figures(struct cd_pairmsg *m, const char *vm, const char *host, 
 
 void cd_pairmsg_dr_figures(struct cd_pairmsg *m, const char *vm, const char *host,
 			   const char *dr_addr, const char *state, uint64_t checkpoints,
-			   uint64_t rpo_ns, uint32_t rpo_target_ms, uint64_t alerts)
+			   uint64_t rpo_ns, uint32_t rpo_target_ms, uint64_t alerts,
+			   uint32_t max_mbit)
 {
 	memset(m, 0, sizeof(*m));
 	m->kind = CD_PAIRMSG_DR_FIGURES;
@@ -322,6 +330,7 @@ void cd_pairmsg_dr_figures(struct cd_pairmsg *m, const char *vm, const char *hos
 	copy_name(m->primary, host);
 	snprintf(m->dr_addr, sizeof(m->dr_addr), "%s", dr_addr ? dr_addr : "");
 	m->dr_rpo_ms = m->dr_addr[0] ? rpo_target_ms : 0;
+	m->dr_max_mbit = m->dr_addr[0] ? max_mbit : 0;
 	snprintf(m->reason, sizeof(m->reason), "%s", state ? state : "");
 	m->epochs = checkpoints;
 	m->dr_rpo_ns = rpo_ns;
@@ -329,13 +338,14 @@ void cd_pairmsg_dr_figures(struct cd_pairmsg *m, const char *vm, const char *hos
 }
 
 void cd_pairmsg_dr(struct cd_pairmsg *m, const char *vm, const char *host, const struct cd_view *v,
-		   const char *dr_addr, uint32_t rpo_ms, const char *reason)
+		   const char *dr_addr, uint32_t rpo_ms, uint32_t max_mbit, const char *reason)
 {
 	cd_pairmsg_event(m, vm, dr_addr ? CD_PAIR_E_DR_PROTECT : CD_PAIR_E_DR_UNPROTECT, host, v,
 			 reason);
 	if (dr_addr) {
 		snprintf(m->dr_addr, sizeof(m->dr_addr), "%s", dr_addr);
 		m->dr_rpo_ms = rpo_ms;
+		m->dr_max_mbit = max_mbit;
 	}
 }
 
@@ -354,4 +364,5 @@ void cd_pairmsg_sync(struct cd_pairmsg *m, const struct cd_pair_entry *e)
 	snprintf(m->reason, sizeof(m->reason), "%s", e->pair.last_reason);
 	snprintf(m->dr_addr, sizeof(m->dr_addr), "%s", e->pair.dr_addr);
 	m->dr_rpo_ms = e->pair.dr_addr[0] ? e->pair.dr_rpo_ms : 0;
+	m->dr_max_mbit = e->pair.dr_addr[0] ? e->pair.dr_max_mbit : 0;
 }

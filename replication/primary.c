@@ -640,6 +640,7 @@ int repl_primary_start(struct hv_vm *vm, const struct repl_primary_opts *o,
 	p->st.migration = p->o.migrate != NULL;
 	p->st.mode = p->o.mode;
 	p->st.interval_ms = p->o.interval_ms;
+	p->st.max_rate_bytes = p->o.conn.max_rate_bytes;
 	if (!p->peer) {
 		rc = -ENOMEM;
 		goto fail;

@@ -833,6 +833,8 @@ struct repl_status {
 	 */
 	uint32_t rpo_target_ms;
 	uint64_t rpo_ns, rpo_p50_ns, rpo_p99_ns, rpo_alerts;
+	/* primary: the link's rate cap (repl_conn_opts.max_rate_bytes), 0: none */
+	uint64_t max_rate_bytes;
 	/* secondary holding a twin: since its newest checkpoint was applied whole */
 	uint64_t ckpt_age_ns;
 	/* postcopy (both ends): the pages the destination lacked at the switch, sent (placed) */

@@ -403,8 +403,10 @@ def dr_site(cl, d):
             r = cl.castor("c", *args, check=False)
             if r.returncode != 1 or words not in r.stderr:
                 raise Fail(f"castor {' '.join(args)}: {r.returncode} {r.stderr.strip()!r}")
-        r = cl.castor("b", "dr", "protect", "vm3", "--to", DR_ADDR, "--rpo", "3000")
-        if not r.stdout.startswith(f"vm3 on a: a DR copy at {DR_ADDR} (RPO target 3.0 s)"):
+        r = cl.castor("b", "dr", "protect", "vm3", "--to", DR_ADDR, "--rpo", "3000",
+                      "--max-mbit", "200")
+        if not r.stdout.startswith(f"vm3 on a: a DR copy at {DR_ADDR} (RPO target 3.0 s, link "
+                                   "capped at 200 Mbit/s)"):
             raise Fail(f"castor dr protect: {r.stdout.strip()!r}")
         r = cl.castor("c", "dr", "protect", "vm3", "--to", DR_ADDR, check=False)
         if r.returncode != 1 or "keeps a DR copy at" not in r.stderr:
@@ -415,6 +417,7 @@ def dr_site(cl, d):
                          lambda: (lambda v: v if v["dr_state"] == "protected" else None)(
                              dr_of(cl, n, "vm3")), timeout=ct.patience(60), step=0.5)
             if v["dr_addr"] != DR_ADDR or v["dr_rpo_target_ms"] != 3000 or \
+                    v["dr_max_mbit"] != 200 or \
                     v["dr_rpo_ms"] is None or v["state"] != "protected":
                 raise Fail(f"castor status on {n}: {v}")
         line = cl.castor("c", "dr", "status", "vm3").stdout.strip()
@@ -434,6 +437,11 @@ def dr_site(cl, d):
         h = ct.ha(f"{d}/dr.sock")
         if h["role"] != "replica" or h["epoch"] < 1:
             raise Fail(f"the DR replica: {h}")
+        # the primary's DR session runs with the cap (castor dr status at its socket)
+        h = json.loads(ct.castor("dr", "status", "--socket", f"{cl.d}/a-state/run/vm3.sock",
+                                 "--json").stdout)
+        if h.get("max_mbit") != 200:
+            raise Fail(f"a's DR session: {h}")
         # the primary's castor-vmm dies: the twin takes over on its host and is protected
         # again; its castord asks for the DR copy from there, which the DR replica refuses
         os.kill(vmm_pid(cl, "a", "vm3"), signal.SIGKILL)

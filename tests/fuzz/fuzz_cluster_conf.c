@@ -100,10 +100,10 @@ void fuzz_seeds(fuzz_seed_fn add, void *ctx)
 		add(ctx, (const uint8_t *)&ph, cd_pairmsg_encode(&pm, &ph));
 		cd_pairmsg_figures(&pm, "vm3", "b", 4711, 49500, 21000000);
 		add(ctx, (const uint8_t *)&ph, cd_pairmsg_encode(&pm, &ph));
-		cd_pairmsg_dr(&pm, "vm3", "b", &v, "dr-site:7100", 5000, "castor dr protect");
+		cd_pairmsg_dr(&pm, "vm3", "b", &v, "dr-site:7100", 5000, 20, "castor dr protect");
 		add(ctx, (const uint8_t *)&ph, cd_pairmsg_encode(&pm, &ph));
 		cd_pairmsg_dr_figures(&pm, "vm3", "b", "dr-site:7100", "protected", 42, 1200000000,
-				      5000, 1);
+				      5000, 1, 20);
 		add(ctx, (const uint8_t *)&ph, cd_pairmsg_encode(&pm, &ph));
 	}
 	snprintf(m.name, sizeof(m.name), "vm3");

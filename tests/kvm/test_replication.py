@@ -463,16 +463,18 @@ def case_diskbad(d):
 
 def case_async(d):
     rpo = 2000
+    # a link cap well above what the guest needs: it is applied and said back
     pair = Pair(d, ["rate=50", "wss=1M", "outrate=100"],
-                ["--mode", "async", "--rpo", str(rpo), "--verify"])
+                ["--mode", "async", "--rpo", str(rpo), "--verify", "--max-mbit", "500"])
     try:
         pair.wait_protected()
         wait_for("three checkpoints", lambda: ha(pair.psock)["epochs"] >= 3,
                  timeout=ct.patience(60))
         p = ha(pair.psock)
-        if p["mode"] != "async" or p["rpo_target_ms"] != rpo or p["interval_ms"] != rpo // 2:
+        if p["mode"] != "async" or p["rpo_target_ms"] != rpo or p["interval_ms"] != rpo // 2 \
+                or p["max_mbit"] != 500:
             raise Fail(f"async session: mode {p['mode']}, target {p['rpo_target_ms']} ms, "
-                       f"interval {p['interval_ms']} ms")
+                       f"interval {p['interval_ms']} ms, cap {p['max_mbit']} Mbit/s")
         if p["outputs_held"]:
             raise Fail(f"async mode held {p['outputs_held']} outputs")
         # a replica that answers nothing: outputs flow on, the RPO grows past its target

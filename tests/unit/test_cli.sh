@@ -177,6 +177,14 @@ args)
 	expect_in err "--interval: '0' is not a number of milliseconds"
 	expect_usage_error ha protect --socket /x --peer a:1 --mode fast
 	expect_in err "--mode: 'fast' is not interval, output or async"
+	expect_usage_error ha protect --socket /x --peer a:1 --max-mbit 0
+	expect_in err "castor: ha protect: --max-mbit: '0' is not a rate in Mbit/s (1-100000)"
+	expect_usage_error ha unprotect --socket /x --max-mbit 10
+	expect_in err "--max-mbit does not apply to 'castor ha unprotect'"
+	expect_usage_error dr protect vm1 --to a:1 --max-mbit x
+	expect_in err "castor: dr protect: --max-mbit: 'x' is not a rate in Mbit/s (1-100000)"
+	expect_usage_error dr status vm1 --max-mbit 5
+	expect_in err "castor: dr status: --max-mbit goes with 'dr protect'"
 	expect_usage_error ha protect --socket /x --peer a:1 --mode async --rpo 0
 	expect_in err "--rpo: '0' is not a number of milliseconds"
 	expect_usage_error ha unprotect --socket /x --rpo 100

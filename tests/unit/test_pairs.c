@@ -243,25 +243,26 @@ static void dr_target(void **state)
 	for (int i = 0; i < 3; i++)
 		cd_pairs_init(&t[i]);
 	/* a VM that does not run keeps no DR copy */
-	cd_pairmsg_dr(&m, "vm1", "", &quorate, "dr-site:7100", 2000, "castor dr protect");
+	cd_pairmsg_dr(&m, "vm1", "", &quorate, "dr-site:7100", 2000, 20, "castor dr protect");
 	assert_int_equal(deliver(t, 3, &m), -EINVAL);
 	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_START, "a", &quorate, "");
 	assert_int_equal(deliver(t, 3, &m), 0);
 	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_STARTED, "a", &quorate, "");
 	assert_int_equal(deliver(t, 3, &m), 0);
 	/* without quorum: refused everywhere */
-	cd_pairmsg_dr(&m, "vm1", "a", &alone, "dr-site:7100", 2000, "castor dr protect");
+	cd_pairmsg_dr(&m, "vm1", "a", &alone, "dr-site:7100", 2000, 20, "castor dr protect");
 	assert_int_equal(deliver(t, 3, &m), -EPERM);
 	assert_string_equal(cd_pairs_find(&t[0], "vm1")->pair.dr_addr, "");
 	/* an event about a former primary is stale */
-	cd_pairmsg_dr(&m, "vm1", "b", &quorate, "dr-site:7100", 2000, "castor dr protect");
+	cd_pairmsg_dr(&m, "vm1", "b", &quorate, "dr-site:7100", 2000, 20, "castor dr protect");
 	assert_int_equal(deliver(t, 3, &m), -ESTALE);
-	cd_pairmsg_dr(&m, "vm1", "a", &quorate, "dr-site:7100", 2000, "castor dr protect");
+	cd_pairmsg_dr(&m, "vm1", "a", &quorate, "dr-site:7100", 2000, 20, "castor dr protect");
 	assert_int_equal(deliver(t, 3, &m), 0);
 	for (int i = 0; i < 3; i++) {
 		p = &cd_pairs_find(&t[i], "vm1")->pair;
 		assert_string_equal(p->dr_addr, "dr-site:7100");
 		assert_int_equal(p->dr_rpo_ms, 2000);
+		assert_int_equal(p->dr_max_mbit, 20);
 		assert_int_equal(p->state, CD_PAIR_S_UNPROTECTED); /* no state changed */
 		assert_int_equal(cd_pairs_find(&t[i], "vm1")->generation, 3);
 	}
@@ -272,11 +273,12 @@ static void dr_target(void **state)
 	assert_int_equal(cd_pairs_apply(&t[2], &out, NULL), 0);
 	assert_string_equal(cd_pairs_find(&t[2], "vm1")->pair.dr_addr, "dr-site:7100");
 	assert_int_equal(cd_pairs_find(&t[2], "vm1")->pair.dr_rpo_ms, 2000);
+	assert_int_equal(cd_pairs_find(&t[2], "vm1")->pair.dr_max_mbit, 20);
 	/* cleared (no quorum needed), set again, then the VM stops: dropped */
-	cd_pairmsg_dr(&m, "vm1", "a", &alone, NULL, 0, "castor dr unprotect");
+	cd_pairmsg_dr(&m, "vm1", "a", &alone, NULL, 0, 0, "castor dr unprotect");
 	assert_int_equal(deliver(t, 3, &m), 0);
 	assert_string_equal(cd_pairs_find(&t[1], "vm1")->pair.dr_addr, "");
-	cd_pairmsg_dr(&m, "vm1", "a", &quorate, "10.0.0.9:7100", 5000, "castor dr protect");
+	cd_pairmsg_dr(&m, "vm1", "a", &quorate, "10.0.0.9:7100", 5000, 20, "castor dr protect");
 	assert_int_equal(deliver(t, 3, &m), 0);
 	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_STOP, "a", &quorate, "");
 	assert_int_equal(deliver(t, 3, &m), 0);
@@ -286,10 +288,11 @@ static void dr_target(void **state)
 	for (int i = 0; i < 3; i++) {
 		assert_string_equal(cd_pairs_find(&t[i], "vm1")->pair.dr_addr, "");
 		assert_int_equal(cd_pairs_find(&t[i], "vm1")->pair.dr_rpo_ms, 0);
+		assert_int_equal(cd_pairs_find(&t[i], "vm1")->pair.dr_max_mbit, 0);
 	}
 	/* DR_FIGURES: carried whole, applied to no pair */
 	cd_pairmsg_dr_figures(&m, "vm1", "a", "dr-site:7100", "degraded: resuming: link down", 42,
-			      7200000000ull, 5000, 3);
+			      7200000000ull, 5000, 3, 50);
 	out = roundtrip(&m);
 	assert_int_equal(out.kind, CD_PAIRMSG_DR_FIGURES);
 	assert_string_equal(out.dr_addr, "dr-site:7100");
@@ -298,6 +301,7 @@ static void dr_target(void **state)
 	assert_int_equal(out.dr_rpo_ns, 7200000000ull);
 	assert_int_equal(out.dr_rpo_ms, 5000);
 	assert_int_equal(out.dr_alerts, 3);
+	assert_int_equal(out.dr_max_mbit, 50);
 	assert_int_equal(cd_pairs_apply(&t[0], &out, NULL), -EINVAL);
 	/* malformed: an RPO without a target, DR fields where they do not belong */
 	cd_pairmsg_encode(&m, &h);
@@ -307,6 +311,9 @@ static void dr_target(void **state)
 	bad = h;
 	bad.lag_ns = 1;
 	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
+	bad = h;
+	bad.reserved = 1;
+	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
 	cd_pairmsg_figures(&m, "vm1", "a", 1, 1, 1);
 	cd_pairmsg_encode(&m, &h);
 	h.dr_alerts = 1;
@@ -315,7 +322,7 @@ static void dr_target(void **state)
 	cd_pairmsg_encode(&m, &h);
 	snprintf(h.dr_addr, sizeof(h.dr_addr), "x:1");
 	assert_int_equal(cd_pairmsg_decode(&h, sizeof(h), &out), -EBADMSG);
-	cd_pairmsg_dr(&m, "vm1", "a", &quorate, "x:1", 5000, "");
+	cd_pairmsg_dr(&m, "vm1", "a", &quorate, "x:1", 5000, 0, "");
 	cd_pairmsg_encode(&m, &h);
 	h.dr_addr[0] = 0; /* DR_PROTECT names its target */
 	h.dr_rpo_ms = 0;

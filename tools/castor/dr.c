@@ -251,6 +251,7 @@ static void status_json(const Castor__HaStatus *h)
 	cli_json_u64(&j, "rpo_p50_ns", h->rpo_p50_ns);
 	cli_json_u64(&j, "rpo_p99_ns", h->rpo_p99_ns);
 	cli_json_u64(&j, "rpo_alerts", h->rpo_alerts);
+	cli_json_u64(&j, "max_mbit", h->max_mbit);
 	cli_json_u64(&j, "ckpt_age_ns", h->ckpt_age_ns);
 	cli_json_str(&j, "peer", h->peer ? h->peer : "");
 	if (is_replica(h)) {

@@ -5,7 +5,7 @@
  * from whichever host runs the VM. With --socket PATH instead of a VM,
  * `castor dr` talks to one castor-vmm (dr.c).
  *
- *   castor dr protect VM --to HOST:PORT [--rpo MS] [--castord PATH] [--json]
+ *   castor dr protect VM --to HOST:PORT [--rpo MS] [--max-mbit N] [--castord PATH] [--json]
  *   castor dr unprotect VM [--castord PATH] [--json]
  *   castor dr status VM    [--castord PATH] [--json]
  */
@@ -46,6 +46,7 @@ static void print_json(const Castor__VmDefinition *v)
 	cli_json_str(&j, "primary", v->primary);
 	cli_json_str(&j, "dr_addr", v->dr_addr);
 	cli_json_u64(&j, "dr_rpo_target_ms", v->dr_rpo_target_ms);
+	cli_json_u64(&j, "dr_max_mbit", v->dr_max_mbit);
 	cli_json_bool(&j, "has_dr", v->has_dr);
 	cli_json_str(&j, "dr_state", v->has_dr ? v->dr_state : NULL);
 	if (v->has_dr) {
@@ -64,6 +65,10 @@ static void print_json(const Castor__VmDefinition *v)
 /* The DR line of castor dr status VM (and of castor status, after the VM's name). */
 void cli_dr_line(const Castor__VmDefinition *v, char *out, size_t len)
 {
+	char cap[48] = "";
+
+	if (v->dr_max_mbit)
+		snprintf(cap, sizeof(cap), "; link capped at %u Mbit/s", v->dr_max_mbit);
 	if (!v->dr_addr || !*v->dr_addr) {
 		snprintf(out, len, "no DR copy");
 		return;
@@ -78,22 +83,23 @@ void cli_dr_line(const Castor__VmDefinition *v, char *out, size_t len)
 	if (!strcmp(v->dr_state, "protected"))
 		snprintf(out, len,
 			 "DR copy at %s, protected: the newest checkpoint is %.1f s old (target "
-			 "%.1f s; %llu alerts; %llu checkpoints)",
+			 "%.1f s; %llu alerts; %llu checkpoints%s)",
 			 v->dr_addr, (double)v->dr_rpo_ns / 1e9, v->dr_rpo_target_ms / 1e3,
 			 (unsigned long long)v->dr_rpo_alerts,
-			 (unsigned long long)v->dr_checkpoints);
+			 (unsigned long long)v->dr_checkpoints, cap);
 	else
-		snprintf(out, len, "DR copy at %s (RPO target %.1f s): %s", v->dr_addr,
-			 v->dr_rpo_target_ms / 1e3, v->dr_state);
+		snprintf(out, len, "DR copy at %s (RPO target %.1f s%s): %s", v->dr_addr,
+			 v->dr_rpo_target_ms / 1e3, cap, v->dr_state);
 }
 
 void cli_dr_cluster_usage(FILE *f)
 {
 	fputs("through castord (a VM's name instead of --socket):\n"
-	      "  castor dr protect VM --to HOST:PORT [--rpo MS]\n"
+	      "  castor dr protect VM --to HOST:PORT [--rpo MS] [--max-mbit N]\n"
 	      "             keep a DR copy of the running VM at the DR replica HOST:PORT (a\n"
 	      "             castor-vmm replica at the DR site), from whichever host runs it;\n"
-	      "             --rpo: the RPO target in ms (default 5000)\n"
+	      "             --rpo: the RPO target in ms (default 5000); --max-mbit N: cap\n"
+	      "             the DR link at N Mbit/s (default: no cap)\n"
 	      "  castor dr unprotect VM    stop keeping it\n"
 	      "  castor dr status VM       its DR copy: state, RPO, alerts\n"
 	      "  --castord PATH            castord's control socket (default " CLI_CASTORD_SOCKET
@@ -110,9 +116,13 @@ static int ask(const char *who, const char *socket, Castor__Request *req, Castor
 int cli_dr_cluster_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"castord", required_argument, NULL, 'c'}, {"to", required_argument, NULL, 't'},
-		{"rpo", required_argument, NULL, 'r'},	   {"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},	   {NULL, 0, NULL, 0},
+		{"castord", required_argument, NULL, 'c'},
+		{"to", required_argument, NULL, 't'},
+		{"rpo", required_argument, NULL, 'r'},
+		{"max-mbit", required_argument, NULL, 'M'},
+		{"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
 	};
 	Castor__Request req = CASTOR__REQUEST__INIT;
 	Castor__VmDrRequest dr = CASTOR__VM_DR_REQUEST__INIT;
@@ -122,7 +132,7 @@ int cli_dr_cluster_main(int argc, char **argv)
 	const char *cmd = argv[1], *socket = CLI_CASTORD_SOCKET, *to = NULL, *vm;
 	char who[32], line[400];
 	bool json = false;
-	uint64_t rpo = 0;
+	uint64_t rpo = 0, mbit = 0;
 	int c, ret = CLI_EXIT_FAIL;
 
 	snprintf(who, sizeof(who), "dr %s", cmd);
@@ -137,16 +147,25 @@ int cli_dr_cluster_main(int argc, char **argv)
 			break;
 		case 't':
 		case 'r':
+		case 'M':
 			if (strcmp(cmd, "protect")) {
 				cli_err("%s: --%s goes with 'dr protect'", who,
-					c == 't' ? "to" : "rpo");
+					c == 't'   ? "to"
+					: c == 'r' ? "rpo"
+						   : "max-mbit");
 				return CLI_EXIT_USAGE;
 			}
 			if (c == 't') {
 				to = optarg;
-			} else if (util_parse_u64(optarg, &rpo) < 0 || !rpo || rpo > 600000) {
+			} else if (c == 'r' &&
+				   (util_parse_u64(optarg, &rpo) < 0 || !rpo || rpo > 600000)) {
 				cli_err("%s: --rpo: '%s' is not a number of milliseconds "
 					"(1-600000)",
+					who, optarg);
+				return CLI_EXIT_USAGE;
+			} else if (c == 'M' &&
+				   (util_parse_u64(optarg, &mbit) < 0 || !mbit || mbit > 100000)) {
+				cli_err("%s: --max-mbit: '%s' is not a rate in Mbit/s (1-100000)",
 					who, optarg);
 				return CLI_EXIT_USAGE;
 			}
@@ -177,6 +196,7 @@ int cli_dr_cluster_main(int argc, char **argv)
 		dr.name = (char *)vm;
 		dr.to = (char *)(to ? to : "");
 		dr.rpo_ms = (uint32_t)rpo;
+		dr.max_mbit = (uint32_t)mbit;
 		req.body_case = CASTOR__REQUEST__BODY_VM_DR;
 		req.vm_dr = &dr;
 	}
@@ -186,9 +206,11 @@ int cli_dr_cluster_main(int argc, char **argv)
 	if (json) {
 		print_json(v);
 	} else if (!strcmp(cmd, "protect")) {
-		printf("%s on %s: a DR copy at %s (RPO target %.1f s); 'castor dr status %s' "
-		       "follows it\n",
-		       v->name, v->primary, v->dr_addr, v->dr_rpo_target_ms / 1e3, v->name);
+		printf("%s on %s: a DR copy at %s (RPO target %.1f s%s%.0u%s); 'castor dr status "
+		       "%s' follows it\n",
+		       v->name, v->primary, v->dr_addr, v->dr_rpo_target_ms / 1e3,
+		       v->dr_max_mbit ? ", link capped at " : "", v->dr_max_mbit,
+		       v->dr_max_mbit ? " Mbit/s" : "", v->name);
 	} else if (!strcmp(cmd, "unprotect")) {
 		printf("%s on %s: no DR copy any more; its DR session stops\n", v->name,
 		       v->primary);

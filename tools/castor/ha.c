@@ -49,6 +49,7 @@ void cli_ha_usage(FILE *f)
 	      "  --min-spacing MS      output mode: the shortest epoch (default 1)\n"
 	      "  --rpo MS              async mode: the RPO target (default 5000)\n"
 	      "  --max-dirty PAGES     end an epoch early past this many dirty pages\n"
+	      "  --max-mbit N          cap the link at N Mbit/s (a DR link sharing a WAN)\n"
 	      "  --verify              compare a digest of all RAM at every epoch (costly)\n"
 	      "  --exact-dirty         re-protect every page each epoch (no hot pages)\n"
 	      "  --timeout MS          a silent replica is dead after this long\n"
@@ -121,6 +122,7 @@ static void ha_json(const Castor__HaStatus *h)
 	cli_json_bool(&j, "insecure", h->insecure);
 	cli_json_bool(&j, "migration", h->migration);
 	cli_json_u64(&j, "rpo_target_ms", h->rpo_target_ms);
+	cli_json_u64(&j, "max_mbit", h->max_mbit);
 	cli_json_u64(&j, "rpo_ns", h->rpo_ns);
 	cli_json_u64(&j, "rpo_p50_ns", h->rpo_p50_ns);
 	cli_json_u64(&j, "rpo_p99_ns", h->rpo_p99_ns);
@@ -231,6 +233,8 @@ static void ha_table(const Castor__HaStatus *h)
 			       ? "PLAIN: neither authenticated nor encrypted (no --key)"
 		       : !strcmp(h->link, "encrypted") ? "authenticated and encrypted (--key)"
 						       : "authenticated, not encrypted (--key)");
+	if (h->max_mbit)
+		printf("link capped at %u Mbit/s (--max-mbit)\n", h->max_mbit);
 	if (h->insecure)
 		printf("INSECURE: castor-vmm runs with --insecure (no key needed off loopback)\n");
 	if (h->twin_unusable)
@@ -268,6 +272,7 @@ enum ha_opt {
 	OPT_INTERVAL,
 	OPT_MIN_SPACING,
 	OPT_RPO,
+	OPT_MAX_MBIT,
 	OPT_MAX_DIRTY,
 	OPT_VERIFY,
 	OPT_EXACT_DIRTY,
@@ -320,6 +325,14 @@ static int ha_opt(const char *cmd, int c, const char *name, const char *arg, str
 		return parse_ms(cmd, name, arg, &a->pr.rpo_ms);
 	case OPT_TIMEOUT:
 		return parse_ms(cmd, name, arg, &a->pr.timeout_ms);
+	case OPT_MAX_MBIT:
+		if (util_parse_u64(arg, &v) < 0 || v == 0 || v > 100000) {
+			cli_err("ha %s: --max-mbit: '%s' is not a rate in Mbit/s (1-100000)", cmd,
+				arg);
+			return -EINVAL;
+		}
+		a->pr.max_mbit = (uint32_t)v;
+		return 0;
 	case OPT_MAX_DIRTY:
 		if (util_parse_u64(arg, &v) < 0 || v == 0) {
 			cli_err("ha %s: --max-dirty: '%s' is not a page count", cmd, arg);
@@ -364,6 +377,7 @@ static int parse_args(const char *cmd, int argc, char **argv, struct ha_args *a)
 		{"interval", required_argument, NULL, OPT_INTERVAL},
 		{"min-spacing", required_argument, NULL, OPT_MIN_SPACING},
 		{"rpo", required_argument, NULL, OPT_RPO},
+		{"max-mbit", required_argument, NULL, OPT_MAX_MBIT},
 		{"max-dirty", required_argument, NULL, OPT_MAX_DIRTY},
 		{"verify", no_argument, NULL, OPT_VERIFY},
 		{"exact-dirty", no_argument, NULL, OPT_EXACT_DIRTY},

@@ -77,6 +77,7 @@ static void print_json(const Castor__NodeList *n, const Castor__VmList *v)
 		/* the DR copy: its target, and what the primary's castord said of it */
 		cli_json_str(&j, "dr_addr", v->vm[i]->dr_addr);
 		cli_json_u64(&j, "dr_rpo_target_ms", v->vm[i]->dr_rpo_target_ms);
+		cli_json_u64(&j, "dr_max_mbit", v->vm[i]->dr_max_mbit);
 		if (v->vm[i]->has_dr) {
 			cli_json_str(&j, "dr_state", v->vm[i]->dr_state);
 			cli_json_double(&j, "dr_rpo_ms", (double)v->vm[i]->dr_rpo_ns / 1e6);

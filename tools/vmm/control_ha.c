@@ -63,6 +63,7 @@ static void ha_fill_one(struct vmm *v, Castor__HaStatus *h, struct repl_primary 
 	h->rpo_p50_ns = st.rpo_p50_ns;
 	h->rpo_p99_ns = st.rpo_p99_ns;
 	h->rpo_alerts = st.rpo_alerts;
+	h->max_mbit = (uint32_t)(st.max_rate_bytes / 125000u);
 	h->ckpt_age_ns = st.ckpt_age_ns;
 	h->postcopy = st.postcopy;
 	h->pc_pages = st.pc.pages;
@@ -257,6 +258,10 @@ static int protect_opts(const Castor__ProtectRequest *pr, struct repl_primary_op
 	if (pr->interval_ms > 600000 || pr->min_spacing_ms > 600000 || pr->timeout_ms > 600000 ||
 	    pr->rpo_ms > 600000)
 		return util_why(why, why_len, -EINVAL, "protect: a time over 600000 ms");
+	if (pr->max_mbit > 100000)
+		return util_why(why, why_len, -EINVAL,
+				"protect: a link cap of %u Mbit/s is over 100000", pr->max_mbit);
+	ro->conn.max_rate_bytes = (uint64_t)pr->max_mbit * 125000u;
 	ro->interval_ms = pr->interval_ms;
 	ro->min_spacing_ms = pr->min_spacing_ms;
 	ro->rpo_ms = pr->rpo_ms;

@@ -42,6 +42,7 @@ enum opt_id {
 	O_INTERVAL,
 	O_MIN_SPACING,
 	O_RPO,
+	O_MAX_MBIT,
 	O_MAX_DIRTY,
 	O_VERIFY,
 	O_EXACT_DIRTY,
@@ -98,6 +99,7 @@ static const struct opt table[] = {
 	{"interval", required_argument, O_INTERVAL, VMM_RUN, session_only},
 	{"min-spacing", required_argument, O_MIN_SPACING, VMM_RUN, session_only},
 	{"rpo", required_argument, O_RPO, VMM_RUN, session_only},
+	{"max-mbit", required_argument, O_MAX_MBIT, VMM_RUN, session_only},
 	{"max-dirty", required_argument, O_MAX_DIRTY, VMM_RUN, session_only},
 	{"verify", no_argument, O_VERIFY, VMM_RUN, session_only},
 	{"exact-dirty", no_argument, O_EXACT_DIRTY, VMM_RUN, session_only},
@@ -200,6 +202,7 @@ void vmm_usage(FILE *f)
 		"                        (default 5000; checkpoints every half of it unless\n"
 		"                        --interval)\n"
 		"  --max-dirty PAGES     end an epoch early past this many dirty pages\n"
+		"  --max-mbit N          cap the link at N Mbit/s (a DR link sharing a WAN)\n"
 		"  --verify              compare a digest of all RAM at every epoch (costly)\n"
 		"  --repl-timeout MS     a silent peer is dead after this long (default 2000;\n"
 		"                        heartbeats keep an idle link alive)\n"
@@ -389,6 +392,13 @@ static int take(const struct opt *op, char *arg, struct vmm_opts *o)
 	case O_RPO:
 		o->have_session_opts = true;
 		return parse_ms(op->name, arg, &o->ro.rpo_ms);
+	case O_MAX_MBIT:
+		if (util_parse_u64(arg, &v) < 0 || v == 0 || v > 100000)
+			return vmm_bad_usage("--max-mbit: '%s' is not a rate in Mbit/s (1-100000)",
+					     arg);
+		o->ro.conn.max_rate_bytes = v * 125000u;
+		o->have_session_opts = true;
+		break;
 	case O_REPL_TIMEOUT:
 		return parse_ms(op->name, arg, &o->ro.conn.timeout_ms);
 	case O_MAX_DIRTY:
@@ -508,8 +518,8 @@ int vmm_opts_parse(int argc, char **argv, struct vmm_opts *o)
 		return vmm_bad_usage("--control PATH is required");
 	if (o->have_session_opts && !o->protect)
 		return vmm_bad_usage(
-			"--mode, --interval, --min-spacing, --rpo, --max-dirty, --verify "
-			"and --exact-dirty need --protect HOST:PORT");
+			"--mode, --interval, --min-spacing, --rpo, --max-dirty, --max-mbit, "
+			"--verify and --exact-dirty need --protect HOST:PORT");
 	if (o->ro.rpo_ms && o->ro.mode != REPL_MODE_ASYNC)
 		return vmm_bad_usage("--rpo goes with --mode async");
 	if (o->ro.encrypt && !o->key_file)
