@@ -171,9 +171,11 @@ void dr_progress(struct daemon *d, const struct cd_pair *p)
 		l->dr.checkpoints = h->epochs;
 		dr_alert(l, p->vm);
 	}
+	/* each new refusal once; a session resuming by itself logs its own lines */
 	if (strncmp(l->dr.state, "refused", 7) && strncmp(l->dr.state, "degraded", 8))
 		l->dr.logged[0] = 0;
-	else if (strcmp(l->dr.state, l->dr.logged)) { /* each new refusal once */
+	else if (strcmp(l->dr.state, l->dr.logged) &&
+		 strncmp(l->dr.state, "degraded: resuming", 18)) {
 		LOG_WARN("vm %s: its DR copy at %s: %s (asked again every %u s)", p->vm, p->dr_addr,
 			 l->dr.state, RETRY_S);
 		snprintf(l->dr.logged, sizeof(l->dr.logged), "%s", l->dr.state);
