@@ -262,9 +262,9 @@ def disk_copied(sock, what):
 def disk_reads_back(sock, what):
     """The guest reads a whole pass of its disk area back, every block right."""
     v0 = ct.vm_status(sock)["guest_io"]["blk_verified"]
-    wait_for(f"{what}: the guest reading its disk back",
-             lambda: ct.vm_status(sock)["guest_io"]["blk_verified"] >= v0 + 256,
-             timeout=ct.patience(60))
+    ct.wait_guest(sock, f"{what}: the guest reading its disk back",
+                  lambda: ct.vm_status(sock)["guest_io"]["blk_verified"] >= v0 + 256,
+                  ct.patience(60))
     io = ct.vm_status(sock)["guest_io"]
     if io["blk_bad"] or io["blk_io_errors"]:
         raise Fail(f"{what}: the guest found {io['blk_bad']} bad blocks, "

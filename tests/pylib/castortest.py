@@ -100,11 +100,27 @@ def check_guest_disk(tgcheck, sock, img, blocks, seed, snap, who):
     return io, v0
 
 
+def wait_guest(sock, what, pred, timeout):
+    """wait_for(pred) on the VM at sock; on a timeout the failure carries its status
+    twice, 1 s apart (vCPU counters, exits, the guest's I/O figures): a guest that stalls
+    on its disk after a failover shows whether its vCPUs run and which block it waits on."""
+    try:
+        return wait_for(what, pred, timeout=timeout)
+    except Fail:
+        try:
+            a = vm_status(sock)
+            time.sleep(1)
+            b = vm_status(sock)
+        except Exception as e:  # the context must not hide the failure
+            raise Fail(f"timed out waiting for {what} (and its status: {e})")
+        raise Fail(f"timed out waiting for {what}; its status 1 s apart: {a} / {b}")
+
+
 def blk_writes(sock, n, what):
     """Wait for the test guest to complete n more disk writes."""
     w0 = vm_status(sock)["guest_io"]["blk_written"]
-    wait_for(what, lambda: vm_status(sock)["guest_io"]["blk_written"] > w0 + n,
-             timeout=patience(30))
+    wait_guest(sock, what, lambda: vm_status(sock)["guest_io"]["blk_written"] > w0 + n,
+               patience(30))
 
 
 def print_tails(d, names, label, n=1500):
