@@ -45,7 +45,6 @@ struct local_vm {
 	struct local_dr {
 		bool valid;	   /* read at the last tick (metrics) */
 		bool started;	   /* castord asked for the session running now */
-		bool over;	   /* the RPO is past its target (alert logged) */
 		uint64_t asked_ns; /* the last protect asked (monotonic); 0: never */
 		char addr[64];	   /* where that session goes */
 		char state[160];   /* "protected", "degraded: WHY", "refused: WHY" */
@@ -148,7 +147,8 @@ void vms_finish_stop(struct local_vm *l);
 /* Spawn castor-vmm with `argv` into `slot` (its log in state_dir/log/); 0 or -errno and why. */
 int vms_spawn(struct daemon *d, struct local_vm *slot, const char *vm, enum local_role role,
 	      char *const argv[], const char *sock, char *why, size_t why_len);
-/* One request to a local castor-vmm: 0 with the reply (the caller frees it), or -errno and why. */
+/* One request to a local castor-vmm: 0 with the reply (the caller frees it; resp_out NULL:
+ * not wanted), or -errno and why. */
 int vms_call(struct local_vm *l, Castor__Request *req, Castor__Response **resp_out, char *why,
 	     size_t why_len);
 /* The definition's disks and NICs, as castor-vmm options, from argv[*n] on. */
@@ -183,6 +183,13 @@ void sess_incoming_here(struct daemon *d, const char *vm);
 void sess_migrate_toward(struct daemon *d, const struct cd_pair *p);
 /* Each tick, for a primary here: its replication figures (metrics) and SYNCED. */
 void sess_repl_progress(struct daemon *d, const struct cd_pair *p);
+/*
+ * The replication status of this node's castor-vmm for `p` (`dr`: its DR session's, else
+ * the synchronous one's; the caller frees the reply), or NULL when it runs no ready one
+ * here or does not answer (logged).
+ */
+Castor__Response *sess_ha_status(struct daemon *d, const struct cd_pair *p, bool dr,
+				 struct local_vm **l_out);
 /* Each tick, for a migrating source here: MIGRATED or MIGRATE_FAILED once castor-vmm says. */
 void sess_mig_progress(struct daemon *d, const struct cd_pair *p);
 

@@ -33,35 +33,6 @@
 /* figures older than this are not shown: their primary stopped sending them */
 #define DR_FRESH_NS (3 * 1000000000ull)
 
-/* The DR session of this castor-vmm (HaStatus with dr: the DR session, else the other). */
-static Castor__Response *dr_status(struct local_vm *l, const char *vm)
-{
-	Castor__Request req = CASTOR__REQUEST__INIT;
-	Castor__HaStatusRequest hr = CASTOR__HA_STATUS_REQUEST__INIT;
-	Castor__Response *resp = NULL;
-	char why[300];
-
-	hr.dr = true;
-	req.body_case = CASTOR__REQUEST__BODY_HA_STATUS;
-	req.ha_status = &hr;
-	if (vms_call(l, &req, &resp, why, sizeof(why)) < 0) {
-		LOG_WARN("vm %s: DR status: %s", vm, why);
-		return NULL;
-	}
-	return resp;
-}
-
-/* One control request to the primary's castor-vmm; 0, or -errno with why. */
-static int dr_call(struct local_vm *l, Castor__Request *req, char *why, size_t why_len)
-{
-	Castor__Response *resp = NULL;
-	int rc = vms_call(l, req, &resp, why, why_len);
-
-	if (resp)
-		protobuf_c_message_free_unpacked(&resp->base, NULL);
-	return rc;
-}
-
 static void dr_stop(struct local_vm *l, const char *vm, const char *why_stopped)
 {
 	Castor__Request req = CASTOR__REQUEST__INIT;
@@ -72,7 +43,7 @@ static void dr_stop(struct local_vm *l, const char *vm, const char *why_stopped)
 	ur.force = true; /* an initial copy in progress too */
 	req.body_case = CASTOR__REQUEST__BODY_UNPROTECT;
 	req.unprotect = &ur;
-	if (dr_call(l, &req, why, sizeof(why)) < 0)
+	if (vms_call(l, &req, NULL, why, sizeof(why)) < 0)
 		LOG_WARN("vm %s: stopping its DR session toward %s: %s", vm, l->dr.addr, why);
 	else
 		LOG_INFO("vm %s: its DR session toward %s stopped (%s)", vm, l->dr.addr,
@@ -95,7 +66,7 @@ static void dr_start(struct local_vm *l, const struct cd_pair *p)
 	req.protect = &pr;
 	l->dr.asked_ns = util_now_ns();
 	snprintf(l->dr.addr, sizeof(l->dr.addr), "%s", p->dr_addr);
-	if (dr_call(l, &req, why, sizeof(why)) < 0) {
+	if (vms_call(l, &req, NULL, why, sizeof(why)) < 0) {
 		snprintf(l->dr.state, sizeof(l->dr.state), "refused: %.150s", why);
 		l->dr.started = false;
 		return;
@@ -106,25 +77,24 @@ static void dr_start(struct local_vm *l, const struct cd_pair *p)
 		 p->dr_addr, p->dr_rpo_ms);
 }
 
-/* The RPO against its target: one line when it crosses, either way. */
-static void dr_alert(struct local_vm *l, const char *vm)
+/*
+ * castor-vmm counts the RPO's crossings of its target (and logs them in its own log):
+ * each new one is said in castord's log too, where the cluster's operator looks.
+ */
+static void dr_alert(struct local_vm *l, const char *vm, uint64_t alerts)
 {
-	bool over = l->dr.rpo_target_ms && l->dr.rpo_ns > (uint64_t)l->dr.rpo_target_ms * 1000000u;
-
-	if (over && !l->dr.over)
-		LOG_WARN("vm %s: DR RPO alert: the DR replica's newest checkpoint is %.1f s old "
-			 "(target %.1f s)",
-			 vm, (double)l->dr.rpo_ns / 1e9, l->dr.rpo_target_ms / 1e3);
-	else if (!over && l->dr.over)
-		LOG_INFO("vm %s: DR RPO back within target: %.1f s (target %.1f s)", vm,
-			 (double)l->dr.rpo_ns / 1e9, l->dr.rpo_target_ms / 1e3);
-	l->dr.over = over;
+	if (alerts > l->dr.alerts)
+		LOG_WARN("vm %s: DR RPO alert (%" PRIu64 " so far): the DR replica's newest "
+			 "checkpoint is %.1f s old (target %.1f s)",
+			 vm, alerts, (double)l->dr.rpo_ns / 1e9, l->dr.rpo_target_ms / 1e3);
+	l->dr.alerts = alerts;
 }
 
 void dr_progress(struct daemon *d, const struct cd_pair *p)
 {
 	struct local_vm *l = vms_local(d, p->vm, LOCAL_PRIMARY);
 	Castor__Response *resp;
+	const char *err;
 	const Castor__HaStatus *h;
 	struct cd_pairmsg m;
 	bool has, given_up = false;
@@ -135,7 +105,7 @@ void dr_progress(struct daemon *d, const struct cd_pair *p)
 		l->dr.valid = false;
 		return; /* no target, and no session of castord's: nothing to keep */
 	}
-	resp = dr_status(l, p->vm);
+	resp = sess_ha_status(d, p, true, NULL);
 	if (!resp)
 		return;
 	h = resp->ha_status;
@@ -149,27 +119,24 @@ void dr_progress(struct daemon *d, const struct cd_pair *p)
 		l->dr = (struct local_dr){0};
 		goto out;
 	}
-	if (has && !strcmp(h->state, "degraded"))
-		given_up = !h->last_error || strncmp(h->last_error, "resuming", 8);
+	if (has) { /* what castor-vmm says of it, whatever follows */
+		err = h->last_error ? h->last_error : "";
+		if (!strcmp(h->state, "degraded"))
+			snprintf(l->dr.state, sizeof(l->dr.state), "degraded: %.140s", err);
+		else
+			snprintf(l->dr.state, sizeof(l->dr.state), "%s", h->state);
+		given_up = !strcmp(h->state, "degraded") && strncmp(err, "resuming", 8);
+	}
 	if (!has || given_up) {
 		if (!l->dr.asked_ns || util_now_ns() - l->dr.asked_ns >= RETRY_S * 1000000000ull)
 			dr_start(l, p);
-		else if (has)
-			snprintf(l->dr.state, sizeof(l->dr.state), "degraded: %.140s",
-				 h->last_error ? h->last_error : "");
 	} else {
 		l->dr.started = true; /* castord keeps it from now on, even if started by hand */
 		snprintf(l->dr.addr, sizeof(l->dr.addr), "%s", h->peer);
-		if (!strcmp(h->state, "degraded"))
-			snprintf(l->dr.state, sizeof(l->dr.state), "degraded: %.140s",
-				 h->last_error ? h->last_error : "");
-		else
-			snprintf(l->dr.state, sizeof(l->dr.state), "%s", h->state);
 		l->dr.rpo_ns = h->rpo_ns;
 		l->dr.rpo_target_ms = h->rpo_target_ms;
-		l->dr.alerts = h->rpo_alerts;
 		l->dr.checkpoints = h->epochs;
-		dr_alert(l, p->vm);
+		dr_alert(l, p->vm, h->rpo_alerts);
 	}
 	/* each new refusal once; a session resuming by itself logs its own lines */
 	if (strncmp(l->dr.state, "refused", 7) && strncmp(l->dr.state, "degraded", 8))

@@ -443,8 +443,7 @@ int vms_dr(struct daemon *d, const Castor__VmDrRequest *r, Castor__VmDefinition 
 			 p->pair.vm, p->pair.dr_addr);
 		return -EALREADY;
 	}
-	if (st != CD_PAIR_S_UNPROTECTED && st != CD_PAIR_S_PLACING && st != CD_PAIR_S_SYNCING &&
-	    st != CD_PAIR_S_PROTECTED && st != CD_PAIR_S_DEGRADED) {
+	if (!cd_pair_is_legal(st, CD_PAIR_E_DR_PROTECT)) {
 		snprintf(why, sizeof(why),
 			 "vm %s is %s: a DR copy is kept of a running VM, not now", p->pair.vm,
 			 cd_pair_state_str(st));

@@ -119,13 +119,10 @@ void sess_replica_here(struct daemon *d, const char *vm)
 static void ask_toward(struct daemon *d, const struct cd_pair *p, struct local_vm *l,
 		       Castor__Request *req, const char *doing, enum cd_pair_event fail_event)
 {
-	Castor__Response *resp = NULL;
 	char why[300];
 	struct cd_view v;
-	int rc = vms_call(l, req, &resp, why, sizeof(why));
+	int rc = vms_call(l, req, NULL, why, sizeof(why));
 
-	if (resp)
-		protobuf_c_message_free_unpacked(&resp->base, NULL);
 	if (!rc) {
 		LOG_INFO("vm %s: %s %s (%s)", p->vm, doing, p->replica, p->replica_addr);
 		return;
@@ -172,12 +169,8 @@ void sess_migrate_toward(struct daemon *d, const struct cd_pair *p)
 	ask_toward(d, p, l, &req, "migrating to", CD_PAIR_E_MIGRATE_FAILED);
 }
 
-/*
- * The replication status of this node's castor-vmm for `p` (the caller frees the
- * reply), or NULL when it runs no ready one here or does not answer (logged).
- */
-static Castor__Response *primary_ha_status(struct daemon *d, const struct cd_pair *p,
-					   struct local_vm **l_out)
+Castor__Response *sess_ha_status(struct daemon *d, const struct cd_pair *p, bool dr,
+				 struct local_vm **l_out)
 {
 	struct local_vm *l = vms_local(d, p->vm, LOCAL_PRIMARY);
 	Castor__Request req = CASTOR__REQUEST__INIT;
@@ -189,6 +182,7 @@ static Castor__Response *primary_ha_status(struct daemon *d, const struct cd_pai
 		*l_out = l;
 	if (!l || !l->ready)
 		return NULL;
+	hr.dr = dr;
 	req.body_case = CASTOR__REQUEST__BODY_HA_STATUS;
 	req.ha_status = &hr;
 	if (vms_call(l, &req, &resp, why, sizeof(why)) < 0) {
@@ -201,7 +195,7 @@ static Castor__Response *primary_ha_status(struct daemon *d, const struct cd_pai
 /* MIGRATING with the source here: MIGRATED once the destination runs it, or why not. */
 void sess_mig_progress(struct daemon *d, const struct cd_pair *p)
 {
-	Castor__Response *resp = primary_ha_status(d, p, NULL);
+	Castor__Response *resp = sess_ha_status(d, p, false, NULL);
 	const Castor__HaStatus *h;
 	char reason[256];
 	struct cd_view v;
@@ -248,7 +242,6 @@ void sess_promote_here(struct daemon *d, const struct cd_pair *p)
 	struct local_vm *l = vms_local(d, p->vm, LOCAL_REPLICA);
 	Castor__Request req = CASTOR__REQUEST__INIT;
 	Castor__FailoverRequest fr = CASTOR__FAILOVER_REQUEST__INIT;
-	Castor__Response *resp = NULL;
 	char why[300], reason[384];
 	int rc;
 
@@ -261,9 +254,7 @@ void sess_promote_here(struct daemon *d, const struct cd_pair *p)
 	fr.force = true;
 	req.body_case = CASTOR__REQUEST__BODY_FAILOVER;
 	req.failover = &fr;
-	rc = vms_call(l, &req, &resp, why, sizeof(why));
-	if (resp)
-		protobuf_c_message_free_unpacked(&resp->base, NULL);
+	rc = vms_call(l, &req, NULL, why, sizeof(why));
 	if (rc < 0) {
 		LOG_ERR("vm %s: the twin here cannot take over: %s", p->vm, why);
 		snprintf(reason, sizeof(reason), "failover refused: %s", why);
@@ -325,7 +316,7 @@ static void replica_stopped(struct daemon *d, const struct cd_pair *p, const cha
 void sess_repl_progress(struct daemon *d, const struct cd_pair *p)
 {
 	struct local_vm *l;
-	Castor__Response *resp = primary_ha_status(d, p, &l);
+	Castor__Response *resp = sess_ha_status(d, p, false, &l);
 	struct cd_view v;
 
 	if (!resp)

@@ -187,7 +187,10 @@ int vms_call(struct local_vm *l, Castor__Request *req, Castor__Response **resp_o
 		protobuf_c_message_free_unpacked(&resp->base, NULL);
 		return rc;
 	}
-	*resp_out = resp;
+	if (resp_out)
+		*resp_out = resp;
+	else
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
 	return 0;
 }
 
@@ -724,9 +727,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 			sess_repl_progress(d, p);
 		if (p->state == CD_PAIR_S_MIGRATING && !strcmp(p->primary, d->conf.node))
 			sess_mig_progress(d, p);
-		if ((p->state == CD_PAIR_S_UNPROTECTED || p->state == CD_PAIR_S_PLACING ||
-		     p->state == CD_PAIR_S_SYNCING || p->state == CD_PAIR_S_PROTECTED ||
-		     p->state == CD_PAIR_S_DEGRADED) &&
+		/* where a DR copy may be asked for, it is kept */
+		if (cd_pair_is_legal(p->state, CD_PAIR_E_DR_PROTECT) &&
 		    !strcmp(p->primary, d->conf.node))
 			dr_progress(d, p);
 	}

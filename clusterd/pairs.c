@@ -58,50 +58,6 @@ static void copy_name(char *dst, const char *src)
 	snprintf(dst, CD_NAME_MAX, "%s", src ? src : "");
 }
 
-/*
- * DR_PROTECT or DR_UNPROTECT: the pair's DR target set or cleared, its state
- * unchanged. A DR copy is kept of a running VM only, and set with quorum (as
- * every operator change); clearing it is always allowed.
- */
-static int dr_apply(struct cd_pair_entry *e, const struct cd_pairmsg *m, const struct cd_view *v,
-		    const char **why_out)
-{
-	enum cd_pair_state st = e->pair.state;
-
-	if (m->event == CD_PAIR_E_DR_PROTECT) {
-		const char *why = NULL;
-
-		if (st != CD_PAIR_S_UNPROTECTED && st != CD_PAIR_S_PLACING &&
-		    st != CD_PAIR_S_SYNCING && st != CD_PAIR_S_PROTECTED &&
-		    st != CD_PAIR_S_DEGRADED)
-			why = "the VM is not running (or is moving): no DR copy now";
-		else if (!v->quorate)
-			why = "this node has no quorum";
-		else if (!m->dr_addr[0])
-			why = "no DR address";
-		if (why) {
-			LOG_INFO("%s: dr-protect refused in %s: %s", m->vm, cd_pair_state_str(st),
-				 why);
-			if (why_out)
-				*why_out = why;
-			return v->quorate ? -EINVAL : -EPERM;
-		}
-		snprintf(e->pair.dr_addr, sizeof(e->pair.dr_addr), "%s", m->dr_addr);
-		e->pair.dr_rpo_ms = m->dr_rpo_ms;
-		e->pair.dr_max_mbit = m->dr_max_mbit;
-		LOG_INFO("%s: a DR copy at %s, RPO target %u ms, link cap %u Mbit/s (0: none) (%s)",
-			 m->vm, e->pair.dr_addr, e->pair.dr_rpo_ms, e->pair.dr_max_mbit, m->reason);
-	} else {
-		LOG_INFO("%s: no DR copy any more%s%s (%s)", m->vm,
-			 e->pair.dr_addr[0] ? ": was " : "", e->pair.dr_addr, m->reason);
-		e->pair.dr_addr[0] = 0;
-		e->pair.dr_rpo_ms = 0;
-		e->pair.dr_max_mbit = 0;
-	}
-	e->generation++;
-	return 0;
-}
-
 int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **why_out)
 {
 	struct cd_pair_entry *e;
@@ -159,8 +115,6 @@ int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **
 			*why_out = "the event is about a host that is not the VM's replica";
 		return -ESTALE;
 	}
-	if (m->event == CD_PAIR_E_DR_PROTECT || m->event == CD_PAIR_E_DR_UNPROTECT)
-		return dr_apply(e, m, &v, why_out);
 	rc = cd_pair_apply(&e->pair, m->event, &v, m->reason, why_out);
 	if (rc < 0)
 		return rc;
@@ -176,10 +130,21 @@ int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **
 	}
 	if (m->event == CD_PAIR_E_REPLICA_READY || m->event == CD_PAIR_E_INCOMING_READY)
 		snprintf(e->pair.replica_addr, sizeof(e->pair.replica_addr), "%s", m->addr);
-	if (e->pair.state == CD_PAIR_S_DEFINED && e->pair.dr_addr[0]) {
-		LOG_INFO("%s: its DR target %s is dropped: the VM runs nowhere (the DR copy was of "
-			 "the run that ended)",
-			 m->vm, e->pair.dr_addr);
+	/* the DR target (decode made sure DR_PROTECT names one) */
+	if (m->event == CD_PAIR_E_DR_PROTECT) {
+		snprintf(e->pair.dr_addr, sizeof(e->pair.dr_addr), "%s", m->dr_addr);
+		e->pair.dr_rpo_ms = m->dr_rpo_ms;
+		e->pair.dr_max_mbit = m->dr_max_mbit;
+		LOG_INFO("%s: a DR copy at %s, RPO target %u ms, link cap %u Mbit/s (0: none)",
+			 m->vm, e->pair.dr_addr, e->pair.dr_rpo_ms, e->pair.dr_max_mbit);
+	}
+	if (m->event == CD_PAIR_E_DR_UNPROTECT)
+		e->pair.dr_addr[0] = 0;
+	if (!e->pair.dr_addr[0] || e->pair.state == CD_PAIR_S_DEFINED) {
+		if (e->pair.dr_addr[0])
+			LOG_INFO("%s: its DR target %s is dropped: the VM runs nowhere (the DR "
+				 "copy was of the run that ended)",
+				 m->vm, e->pair.dr_addr);
 		e->pair.dr_addr[0] = 0;
 		e->pair.dr_rpo_ms = 0;
 		e->pair.dr_max_mbit = 0;
