@@ -4,9 +4,10 @@
 # /dev/kvm for hosts that have none), with CASTOR_REQUIRE_KVM=1 so that a
 # test that cannot run fails. Test timeouts are multiplied by 5 for the run
 # (CASTOR_TEST_TIMEOUT_SCALE) and put back after it. Three machines, one per
-# group (kvm, net, cluster+linux), each run again up to three times if it froze
-# (nest.sh --retries 3; freezes come about once a run, and twice in one group
-# within six minutes on 2026-12-07): a frozen emulator costs the test it froze
+# group (kvm, net, cluster+linux), each run again up to nine times if it froze
+# (nest.sh --retries 9; freezes came about once a run, then twice in one group
+# within six minutes on 2026-12-07, and four times in CI's kvm group on 2026-12-08,
+# which failed it with three retries): a frozen emulator costs the test it froze
 # in, not the whole run -- the retry resumes the group where the frozen machine
 # stopped (ctest -F and its checkpoint file, which
 # lives in the build folder the machines share), and a test that failed before
@@ -38,7 +39,7 @@ for group in kvm net "cluster|linux"; do
 	echo "check-nested: the '$group' tests"
 	rm -f Testing/Temporary/CTestCheckpoint.txt # a fresh start, not an old run's resume
 	set +e
-	"$top/tests/nested/nest.sh" --build . --retries 3 -- "$top/scripts/ctest-report.sh" \
+	"$top/tests/nested/nest.sh" --build . --retries 9 -- "$top/scripts/ctest-report.sh" \
 		-F --output-on-failure --repeat until-pass:3 -L "$group" -LE slow "$@" 2>&1 |
 		tee "$glog"
 	rc=${PIPESTATUS[0]}
@@ -61,9 +62,12 @@ for group in kvm net "cluster|linux"; do
 		[ -z "$bad" ] || echo "check-nested: failed and never passed:$bad"
 		failed="$failed '$group'"
 	fi
-	# what each failing try said, kept for the end of the log (CI often shows only that)
-	grep -E '^(FAIL|[A-Za-z_.]+(Error|Exception|Expired): )|\*\*\*(Failed|Timeout)' "$glog" | cut -c1-300 |
-		tail -n 20 >>"$said" || true
+	# what each failing try said, kept for the end of the log (CI often shows only
+	# that), with what nest.sh said of its machines (froze, died, ran out of time or
+	# retries) and, for a group that failed, its exit status
+	grep -E '^(FAIL|[A-Za-z_.]+(Error|Exception|Expired): )|\*\*\*(Failed|Timeout)|^(castor: )?nest: (the machine|running the command again|the command exited)' \
+		"$glog" | sed "s/^/[$group] /" | cut -c1-300 | tail -n 20 >>"$said" || true
+	[ "$rc" = 0 ] || echo "[$group] the group's run ended with status $rc" >>"$said"
 done
 if [ -s "$said" ]; then
 	echo "check-nested: the failure lines of every group, in order:"
