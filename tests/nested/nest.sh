@@ -167,6 +167,29 @@ stop_vfsd() {
 	rm -f "$run/vfs.sock"
 }
 
+# threads_cpu: how busy QEMU's threads are over 2 s (clock ticks used, per thread
+# name), so a freeze says whether TCG spins (vCPU threads busy: the emulator's
+# own freeze) or waits (every thread idle: the guest waits on I/O, virtiofs say)
+threads_cpu() {
+	local q t d tasks=() a=() n=0 busy=
+	q=$(pgrep -P "$qpid" 2>/dev/null | head -n 1)
+	[ -n "$q" ] || return 0
+	tasks=(/proc/"$q"/task/*)
+	for t in "${tasks[@]}"; do
+		a+=("$(awk '{ print $14 + $15 }' "$t/stat" 2>/dev/null || echo 0)")
+	done
+	sleep 2
+	echo "$me: QEMU's threads, clock ticks used in 2 s (200 is one busy core):" >&2
+	for t in "${tasks[@]}"; do
+		d=$(($(awk '{ print $14 + $15 }' "$t/stat" 2>/dev/null || echo 0) - ${a[n]}))
+		n=$((n + 1))
+		[ "$d" -gt 0 ] || continue
+		echo "  $(cat "$t/comm" 2>/dev/null) $d" >&2
+		busy=1
+	done
+	[ -n "$busy" ] || echo "  none: every thread idle" >&2
+}
+
 # boot_once: one machine runs the command; sets status; returns 0, or 3 when
 # the machine froze or died under the command (the emulated machine's kernel
 # has been seen to panic, "corrupted stack end detected inside scheduler", in
@@ -187,7 +210,8 @@ boot_once() {
 		die "virtiofsd did not start"
 	}
 	t_boot=$(date +%s)
-	timeout --foreground -k 10 "$limit" "$qemu" -accel tcg,thread=multi -cpu max -smp "$cpus" \
+	timeout --foreground -k 10 "$limit" "$qemu" -name castor-nest,debug-threads=on \
+		-accel tcg,thread=multi -cpu max -smp "$cpus" \
 		-m "$mem" -object memory-backend-memfd,id=mem,size="${mem}M",share=on -numa node,memdev=mem \
 		-chardev socket,id=vfs,path="$run/vfs.sock" -device vhost-user-fs-pci,chardev=vfs,tag=hostroot \
 		-kernel "$img/vmlinuz" -initrd "$img/initramfs.cpio.gz" \
@@ -202,6 +226,7 @@ boot_once() {
 			echo "$me: the machine froze: no sign of life for $freeze s (QEMU TCG stopped" \
 				"making progress); its processes then:" >&2
 			cat "$run/ps" >&2 2>/dev/null || true
+			threads_cpu
 			# $qpid is timeout(1): a SIGKILL to it would leave QEMU spinning on
 			# both cores beside the retry's machine, so QEMU goes first
 			pkill -9 -P "$qpid" 2>/dev/null || true
