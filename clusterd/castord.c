@@ -149,6 +149,7 @@ static void fill_def(Castor__VmDefinition *o, const struct cd_def *e, bool text,
 	o->cpus = v->cpus;
 	o->protection = (char *)cd_protection_str(v->protection);
 	o->interval_ms = v->interval_ms;
+	o->restart = (char *)cd_restart_str(v->restart);
 	for (unsigned i = 0; i < v->nhosts; i++)
 		hosts[i] = (char *)v->hosts[i];
 	o->n_hosts = v->nhosts;

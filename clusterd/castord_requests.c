@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "clusterd/castord.h"
 #include "util/util.h"
@@ -27,6 +28,20 @@ void vms_fill(struct daemon *d, Castor__VmDefinition *o, const char *name)
 	o->last_event = e ? e->pair.last_reason : "";
 	o->failovers = e ? e->pair.failovers : 0;
 	o->held = e && e->pair.held;
+	o->restarts = e ? e->pair.restarts : 0;
+	if (e && e->pair.state == CD_PAIR_S_DEFINED) {
+		const struct cd_def *def = cd_defs_find(d->defs, name);
+		struct cd_view_nodes nv;
+		uint32_t count;
+		char host[CD_NAME_MAX];
+
+		cd_membership_view(d->members, &nv);
+		o->restart_note = (char *)cd_restart_blocked(
+			&e->pair, def && !def->removed ? &def->vm : NULL, &nv, d->pairs,
+			(uint64_t)time(NULL), &count, host);
+		if (!o->restart_note)
+			o->restart_note = (char *)"due now: castord starts it again";
+	}
 	if (e)
 		dr_fill(d, o, &e->pair);
 	if (!h)
@@ -167,18 +182,6 @@ int vms_stop(struct daemon *d, const Castor__VmStopRequest *r, Castor__VmDefinit
 	return request(d, &m, CD_PAIR_S_STOPPING, o, why, sizeof(why));
 }
 
-/* Does the VM write a disk? Its writes go to one replica: a twin or a DR copy, not both. */
-static bool writes_a_disk(const struct cd_vmdef *def)
-{
-	for (unsigned i = 0; i < def->ndisks; i++) {
-		size_t n = strlen(def->disk[i]);
-
-		if (n < 3 || strcmp(def->disk[i] + n - 3, ",ro"))
-			return true;
-	}
-	return false;
-}
-
 /* The pair of a defined VM, and its entry; NULL with why when it has none in use. */
 static struct cd_pair_entry *pair_of(struct daemon *d, const char *name, char *why, size_t why_len)
 {
@@ -221,7 +224,7 @@ int vms_protect(struct daemon *d, const Castor__VmProtectRequest *r, Castor__VmD
 		return rc;
 	*msg = why;
 	def = cd_defs_find(d->defs, p->pair.vm);
-	if (p->pair.dr_addr[0] && writes_a_disk(&def->vm)) {
+	if (p->pair.dr_addr[0] && cd_vmdef_writes_disk(&def->vm)) {
 		snprintf(why, sizeof(why),
 			 "vm %s writes a disk and keeps a DR copy at %s: its disk writes go to one "
 			 "replica (castor dr unprotect it first)",
@@ -450,7 +453,7 @@ int vms_dr(struct daemon *d, const Castor__VmDrRequest *r, Castor__VmDefinition 
 		return -EBUSY;
 	}
 	/* a twin now, or one castord will place by itself */
-	if (def && writes_a_disk(&def->vm) &&
+	if (def && cd_vmdef_writes_disk(&def->vm) &&
 	    (st != CD_PAIR_S_UNPROTECTED ||
 	     (def->vm.protection != CD_PROT_NONE && !p->pair.held))) {
 		snprintf(

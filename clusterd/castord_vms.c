@@ -487,6 +487,7 @@ static void react(struct daemon *d, const struct cd_pairmsg *m, const struct cd_
 
 	switch (m->event) {
 	case CD_PAIR_E_START:
+	case CD_PAIR_E_RESTART:
 		if (!strcmp(p->primary, me))
 			start_here(d, m->vm);
 		break;
@@ -651,7 +652,7 @@ static void duties(struct daemon *d, const struct cd_view_nodes *v)
 
 		if (!runs_here_without_process(d, i, &m) &&
 		    !cd_pair_next(&e->pair, def && !def->removed ? &def->vm : NULL, v, d->pairs,
-				  d->conf.node, d->conf.allow_two_node, &m))
+				  d->conf.node, d->conf.allow_two_node, (uint64_t)time(NULL), &m))
 			continue;
 		if (d->sent[i].gen == e->generation && d->sent[i].event == (int)m.event &&
 		    now - d->sent[i].at_ns < RESEND_NS)

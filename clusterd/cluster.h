@@ -80,6 +80,14 @@ int cd_config_load(const char *path, struct cd_config *out, char *why, size_t wh
 
 enum cd_protection { CD_PROT_NONE = 0, CD_PROT_INTERVAL, CD_PROT_OUTPUT };
 const char *cd_protection_str(enum cd_protection p);
+/* What the cluster does when the VM dies and no twin takes over (docs/cluster.md) */
+enum cd_restart {
+	CD_RESTART_NO = 0,     /* it stays defined: the operator starts it */
+	CD_RESTART_ON_FAILURE, /* started again, at most CD_RESTART_MAX times a window */
+};
+const char *cd_restart_str(enum cd_restart r);
+#define CD_RESTART_MAX	    3u
+#define CD_RESTART_WINDOW_S 600u
 
 struct cd_vmdef {
 	char name[CD_NAME_MAX];
@@ -100,10 +108,13 @@ struct cd_vmdef {
 	uint32_t interval_ms;		       /* 0: castor-vmm's default */
 	char hosts[CD_MAX_HOSTS][CD_NAME_MAX]; /* preferred hosts, in order; none: any */
 	unsigned nhosts;
+	enum cd_restart restart;
 };
 int cd_vmdef_parse(const char *name, const char *text, size_t len, struct cd_vmdef *out, char *why,
 		   size_t why_len);
 int cd_vmdef_load(const char *path, struct cd_vmdef *out, char *why, size_t why_len);
+/* Does the VM write a disk (one without ",ro")? */
+bool cd_vmdef_writes_disk(const struct cd_vmdef *def);
 /*
  * A definition's disk as castor-vmm on `node` takes it: "%n" replaced by the
  * node's name, "%%" by "%". -ENAMETOOLONG when it does not fit in out.
@@ -213,6 +224,8 @@ enum cd_pair_event {
 	 * no state; the primary's castord keeps a DR session toward the target */
 	CD_PAIR_E_DR_PROTECT,	/* operator: a DR copy at dr_addr with an RPO target */
 	CD_PAIR_E_DR_UNPROTECT, /* operator: no DR copy any more */
+	/* the speaker: start a VM that died with no twin again (its restart policy) */
+	CD_PAIR_E_RESTART,
 	CD_PAIR_N_EVENTS,
 };
 const char *cd_pair_state_str(enum cd_pair_state s);
@@ -245,6 +258,16 @@ struct cd_pair {
 	char dr_addr[64];
 	uint32_t dr_rpo_ms;
 	uint32_t dr_max_mbit; /* the DR link's cap in Mbit/s; 0: none */
+	/*
+	 * Restarts (a definition's restart = on-failure): the host the VM ran on when
+	 * it died with no twin, while it is `defined` and may be started again ("" =
+	 * no restart due: never ran, stopped, failed to start); the automatic restarts
+	 * counted in the window that began at `restarted_at` (a Unix time, the
+	 * sender's clock). `castor vm start` clears the count.
+	 */
+	char restart_host[CD_NAME_MAX];
+	uint32_t restarts;
+	uint64_t restarted_at;
 };
 
 /* A pair in DEFINED for VM `vm` (copied). */
@@ -293,8 +316,8 @@ struct cd_pair_entry *cd_pairs_find(struct cd_pairs *s, const char *vm);
 #define CD_PAIRMSG_F_REPLICA_HOST 0x08u
 #define CD_PAIRMSG_F_HELD	  0x10u /* EVENT UNPROTECT: by the operator; SYNC: held */
 /*
- * EVENT, SYNC, FIGURES and DR_FIGURES on CPG: a 664-byte message (magic
- * "CDPAIRM3"). An EVENT is one cd_pair_event for one VM with the view its
+ * EVENT, SYNC, FIGURES and DR_FIGURES on CPG: a 736-byte message (magic
+ * "CDPAIRM4"). An EVENT is one cd_pair_event for one VM with the view its
  * sender decided on (the guards are evaluated on it, the same on every node)
  * and the host it is about (START: the chosen primary); a SYNC is a whole
  * entry, replayed when a node joins (the higher generation wins). FIGURES is
@@ -331,24 +354,31 @@ struct cd_pairmsg {
 	 * acknowledged (epochs), the RPO now and the alerts counted by castor-vmm */
 	uint64_t epochs, epochs_milli_per_s, lag_ns;
 	uint64_t dr_rpo_ns, dr_alerts;
+	/* EVENT RESTART: the count it makes and when (the sender's Unix time); SYNC: the
+	 * entry's, with restart_host */
+	uint32_t restarts;
+	uint64_t restarted_at;
+	char restart_host[CD_NAME_MAX];
 };
 struct cd_pairmsg_hdr {
 	uint64_t magic;
 	uint32_t kind, event, state, flags;
 	uint64_t generation;
 	uint32_t failovers, dr_rpo_ms;
-	uint32_t dr_max_mbit, reserved;
+	uint32_t dr_max_mbit, restarts;
 	uint64_t epochs, epochs_milli_per_s, lag_ns;
 	uint64_t dr_rpo_ns, dr_alerts;
+	uint64_t restarted_at;
 	char vm[CD_NAME_MAX];
 	char primary[CD_NAME_MAX];
 	char replica[CD_NAME_MAX];
+	char restart_host[CD_NAME_MAX];
 	char addr[64];
 	char dr_addr[64];
 	char reason[256];
 };
-_Static_assert(sizeof(struct cd_pairmsg_hdr) == 664, "pairmsg layout");
-#define CD_PAIRMSG_MAGIC 0x334d524941504443ull /* "CDPAIRM3" */
+_Static_assert(sizeof(struct cd_pairmsg_hdr) == 736, "pairmsg layout");
+#define CD_PAIRMSG_MAGIC 0x344d524941504443ull /* "CDPAIRM4" */
 /* An EVENT about `vm` and `host` decided on view `v`. */
 void cd_pairmsg_event(struct cd_pairmsg *m, const char *vm, enum cd_pair_event e, const char *host,
 		      const struct cd_view *v, const char *reason);
@@ -394,13 +424,24 @@ bool cd_choose_host(const struct cd_vmdef *def, const struct cd_view_nodes *v,
 		    char out[CD_NAME_MAX]);
 /*
  * The event node `me` must send now about pair `p` (false: none): as the
- * speaker, the loss of a host that left; as the primary's host, a replica
- * to place (PROTECT) or, in DEGRADED with nowhere to re-protect, UNPROTECT.
- * Nothing without quorum. `def` may be NULL (undefined: no protection).
+ * speaker, the loss of a host that left, and the RESTART of a VM that died
+ * with no twin when its definition says restart = on-failure (`now_s`: Unix
+ * time, for the restart window); as the primary's host, a replica to place
+ * (PROTECT) or, in DEGRADED with nowhere to re-protect, UNPROTECT. Nothing
+ * without quorum. `def` may be NULL (undefined: no protection, no restart).
  */
 bool cd_pair_next(const struct cd_pair *p, const struct cd_vmdef *def,
 		  const struct cd_view_nodes *v, const struct cd_pairs *all, const char *me,
-		  bool allow_two_node, struct cd_pairmsg *out);
+		  bool allow_two_node, uint64_t now_s, struct cd_pairmsg *out);
+/*
+ * For a `defined` VM whose definition says restart = on-failure: NULL when the
+ * cluster starts it again now, on `host`, as restart `*count_out` + 1 of the
+ * window; else why not ("" when no restart is due at all: it never ran, was
+ * stopped, could not start, or restart = no). The reason is a static buffer.
+ */
+const char *cd_restart_blocked(const struct cd_pair *p, const struct cd_vmdef *def,
+			       const struct cd_view_nodes *v, const struct cd_pairs *all,
+			       uint64_t now_s, uint32_t *count_out, char host[CD_NAME_MAX]);
 
 /* ---- the processes castord starts (supervise.c) --------------------------------------------- */
 

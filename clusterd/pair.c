@@ -58,6 +58,7 @@ const char *cd_pair_event_str(enum cd_pair_event e)
 		[CD_PAIR_E_MIGRATE_FAILED] = "migrate-failed",
 		[CD_PAIR_E_DR_PROTECT] = "dr-protect",
 		[CD_PAIR_E_DR_UNPROTECT] = "dr-unprotect",
+		[CD_PAIR_E_RESTART] = "restart",
 	};
 
 	return (unsigned)e < CD_PAIR_N_EVENTS ? n[e] : "?";
@@ -104,6 +105,8 @@ struct transition {
 
 static const struct transition table[] = {
 	{CD_PAIR_S_DEFINED, CD_PAIR_E_START, CD_PAIR_S_STARTING, need_quorum},
+	/* a VM that died with no twin, started again by the cluster (restart = on-failure) */
+	{CD_PAIR_S_DEFINED, CD_PAIR_E_RESTART, CD_PAIR_S_STARTING, need_quorum},
 	{CD_PAIR_S_STARTING, CD_PAIR_E_STARTED, CD_PAIR_S_UNPROTECTED, NULL},
 	{CD_PAIR_S_STARTING, CD_PAIR_E_START_FAILED, CD_PAIR_S_DEFINED, NULL},
 	{CD_PAIR_S_STARTING, CD_PAIR_E_PRIMARY_LOST, CD_PAIR_S_DEFINED, primary_known_gone},
@@ -277,6 +280,16 @@ int cd_pair_apply(struct cd_pair *p, enum cd_pair_event e, const struct cd_view 
 		p->replica[0] = 0;
 		p->replica_addr[0] = 0;
 	}
+	/*
+	 * A restart is due when the VM died with no twin to take over: its primary
+	 * lost, or its twin lost while it failed over; not when it was stopped or
+	 * could not start (castor-vmm refused it: starting it again would fail again)
+	 */
+	if (t->to == CD_PAIR_S_DEFINED &&
+	    (e == CD_PAIR_E_PRIMARY_LOST || e == CD_PAIR_E_REPLICA_LOST))
+		snprintf(p->restart_host, sizeof(p->restart_host), "%s", p->primary);
+	else
+		p->restart_host[0] = 0;
 	if (t->to == CD_PAIR_S_DEFINED)
 		p->primary[0] = 0;
 	snprintf(p->last_reason, sizeof(p->last_reason), "%s: %s", cd_pair_event_str(e),

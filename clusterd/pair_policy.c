@@ -6,7 +6,11 @@
  *
  * Duties fall to one node each, so that an event is sent once:
  *   - the speaker (the quorate partition's lowest node id) reports the VMs
- *     of a host that left: its primaries lost, its replicas lost;
+ *     of a host that left: its primaries lost, its replicas lost; and starts
+ *     again a VM that died with no twin when its definition asks for it
+ *     (restart = on-failure: at most CD_RESTART_MAX times in a window of
+ *     CD_RESTART_WINDOW_S; a VM that writes a disk only on the host it ran
+ *     on, whose disk holds its writes -- another host's copy would not);
  *   - the primary's host asks for a replica when the VM should be protected
  *     and has none (after a start, a failover or a replica loss; not after the
  *     operator's `castor ha unprotect`), or, with
@@ -101,9 +105,66 @@ static bool event(struct cd_pairmsg *out, const struct cd_pair *p, enum cd_pair_
 	return true;
 }
 
+const char *cd_restart_blocked(const struct cd_pair *p, const struct cd_vmdef *def,
+			       const struct cd_view_nodes *v, const struct cd_pairs *all,
+			       uint64_t now_s, uint32_t *count_out, char host[CD_NAME_MAX])
+{
+	static char why[200];
+	uint32_t count = p->restarts;
+
+	host[0] = 0;
+	if (p->state != CD_PAIR_S_DEFINED || !p->restart_host[0] || !def ||
+	    def->restart != CD_RESTART_ON_FAILURE)
+		return "";
+	/* a window begins at its first restart; a clock behind it is still inside it */
+	if (!p->restarted_at ||
+	    (now_s >= p->restarted_at && now_s - p->restarted_at >= CD_RESTART_WINDOW_S))
+		count = 0;
+	*count_out = count;
+	if (count >= CD_RESTART_MAX) {
+		snprintf(why, sizeof(why),
+			 "restarted %u times in %u minutes: not again until castor vm start %s",
+			 count, CD_RESTART_WINDOW_S / 60, p->vm);
+		return why;
+	}
+	if (cd_vmdef_writes_disk(def)) {
+		if (!cd_host_can_run(v, p->restart_host)) {
+			snprintf(why, sizeof(why),
+				 "it writes a disk, whose writes are on %s, and %s cannot run it "
+				 "now",
+				 p->restart_host, p->restart_host);
+			return why;
+		}
+		snprintf(host, CD_NAME_MAX, "%s", p->restart_host);
+	} else if (!cd_choose_host(def, v, all, "", "", host)) {
+		return "no live host can run it";
+	}
+	return NULL;
+}
+
+/* A VM that died with no twin, started again: the speaker's RESTART, or none. */
+static bool restart_next(const struct cd_pair *p, const struct cd_vmdef *def,
+			 const struct cd_view_nodes *v, const struct cd_pairs *all, uint64_t now_s,
+			 struct cd_pairmsg *out)
+{
+	struct cd_view view = {.quorate = true};
+	char host[CD_NAME_MAX], reason[400];
+	uint32_t count = 0;
+
+	if (!is_speaker(v) || cd_restart_blocked(p, def, v, all, now_s, &count, host))
+		return false;
+	snprintf(reason, sizeof(reason), "%u of %u in %u min, on %s, after %.180s", count + 1,
+		 CD_RESTART_MAX, CD_RESTART_WINDOW_S / 60, host, p->last_reason);
+	event(out, p, CD_PAIR_E_RESTART, &view, NULL, reason);
+	snprintf(out->primary, sizeof(out->primary), "%s", host);
+	out->restarts = count + 1;
+	out->restarted_at = count ? p->restarted_at : now_s;
+	return true;
+}
+
 bool cd_pair_next(const struct cd_pair *p, const struct cd_vmdef *def,
 		  const struct cd_view_nodes *v, const struct cd_pairs *all, const char *me,
-		  bool allow_two_node, struct cd_pairmsg *out)
+		  bool allow_two_node, uint64_t now_s, struct cd_pairmsg *out)
 {
 	struct cd_view view = {.quorate = true};
 	char host[CD_NAME_MAX], reason[160];
@@ -111,7 +172,7 @@ bool cd_pair_next(const struct cd_pair *p, const struct cd_vmdef *def,
 	if (!v->connected || !v->quorate || cd_layout_problem(v, allow_two_node))
 		return false; /* without quorum nothing is decided, nothing released */
 	if (p->state == CD_PAIR_S_DEFINED)
-		return false;
+		return restart_next(p, def, v, all, now_s, out);
 
 	if (is_speaker(v) && p->primary[0] && host_left(v, p->primary)) {
 		view.primary_gone = true;

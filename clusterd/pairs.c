@@ -21,11 +21,12 @@
 
 #include "util/util.h"
 
-#define F_QUORATE      0x1u
-#define F_PRIMARY_GONE 0x2u
-#define F_REPLICA_GONE 0x4u
-#define F_REPLICA_HOST 0x8u
-#define F_ALL	       0xfu
+#define F_QUORATE      CD_PAIRMSG_F_QUORATE
+#define F_PRIMARY_GONE CD_PAIRMSG_F_PRIMARY_GONE
+#define F_REPLICA_GONE CD_PAIRMSG_F_REPLICA_GONE
+#define F_REPLICA_HOST CD_PAIRMSG_F_REPLICA_HOST
+#define F_HELD	       CD_PAIRMSG_F_HELD
+#define F_ALL	       (F_QUORATE | F_PRIMARY_GONE | F_REPLICA_GONE | F_REPLICA_HOST | F_HELD)
 
 void cd_pairs_init(struct cd_pairs *s)
 {
@@ -96,11 +97,14 @@ int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **
 		snprintf(e->pair.dr_addr, sizeof(e->pair.dr_addr), "%s", m->dr_addr);
 		e->pair.dr_rpo_ms = m->dr_rpo_ms;
 		e->pair.dr_max_mbit = m->dr_max_mbit;
+		copy_name(e->pair.restart_host, m->restart_host);
+		e->pair.restarts = m->restarts;
+		e->pair.restarted_at = m->restarted_at;
 		return 0;
 	}
 	/* the event names the hosts it is about: a stale one (other hosts') is ignored */
-	if (m->event != CD_PAIR_E_START && m->primary[0] && e->pair.primary[0] &&
-	    strcmp(m->primary, e->pair.primary)) {
+	if (m->event != CD_PAIR_E_START && m->event != CD_PAIR_E_RESTART && m->primary[0] &&
+	    e->pair.primary[0] && strcmp(m->primary, e->pair.primary)) {
 		LOG_INFO("%s: %s about primary %s ignored: the VM's primary is %s now", m->vm,
 			 cd_pair_event_str(m->event), m->primary, e->pair.primary);
 		if (why_out)
@@ -118,9 +122,18 @@ int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **
 	rc = cd_pair_apply(&e->pair, m->event, &v, m->reason, why_out);
 	if (rc < 0)
 		return rc;
-	if (m->event == CD_PAIR_E_START)
+	if (m->event == CD_PAIR_E_START || m->event == CD_PAIR_E_RESTART)
 		copy_name(e->pair.primary, m->primary);
-	if (m->event == CD_PAIR_E_START || m->event == CD_PAIR_E_PROTECT)
+	if (m->event == CD_PAIR_E_START) { /* the operator's start: a fresh count */
+		e->pair.restarts = 0;
+		e->pair.restarted_at = 0;
+	}
+	if (m->event == CD_PAIR_E_RESTART) { /* decode made sure it carries its count */
+		e->pair.restarts = m->restarts;
+		e->pair.restarted_at = m->restarted_at;
+	}
+	if (m->event == CD_PAIR_E_START || m->event == CD_PAIR_E_RESTART ||
+	    m->event == CD_PAIR_E_PROTECT)
 		e->pair.held = false;
 	if (m->event == CD_PAIR_E_UNPROTECT && (m->flags & CD_PAIRMSG_F_HELD))
 		e->pair.held = true;
@@ -172,6 +185,9 @@ unsigned cd_pairmsg_encode(const struct cd_pairmsg *m, struct cd_pairmsg_hdr *h)
 	h->dr_max_mbit = m->dr_max_mbit;
 	h->dr_rpo_ns = m->dr_rpo_ns;
 	h->dr_alerts = m->dr_alerts;
+	h->restarts = m->restarts;
+	h->restarted_at = m->restarted_at;
+	copy_name(h->restart_host, m->restart_host);
 	snprintf(h->dr_addr, sizeof(h->dr_addr), "%s", m->dr_addr);
 	copy_name(h->vm, m->vm);
 	copy_name(h->primary, m->primary);
@@ -194,7 +210,7 @@ static bool is_host(const char *s)
 int cd_pairmsg_decode(const void *buf, size_t len, struct cd_pairmsg *out)
 {
 	struct cd_pairmsg_hdr h;
-	bool figures, dr;
+	bool figures, dr, restart;
 
 	if (len != sizeof(h))
 		return -EBADMSG;
@@ -217,7 +233,7 @@ int cd_pairmsg_decode(const void *buf, size_t len, struct cd_pairmsg *out)
 	/* a DR target travels with DR_PROTECT, SYNC and DR_FIGURES; an RPO only with one */
 	dr = h.kind == CD_PAIRMSG_SYNC || h.kind == CD_PAIRMSG_DR_FIGURES ||
 	     (h.kind == CD_PAIRMSG_EVENT && h.event == CD_PAIR_E_DR_PROTECT);
-	if (h.reserved || !is_string(h.dr_addr, sizeof(h.dr_addr)) ||
+	if (!is_string(h.dr_addr, sizeof(h.dr_addr)) ||
 	    (!dr && (h.dr_addr[0] || h.dr_rpo_ms || h.dr_max_mbit)) ||
 	    (!h.dr_addr[0] && (h.dr_rpo_ms || h.dr_max_mbit)))
 		return -EBADMSG;
@@ -226,6 +242,18 @@ int cd_pairmsg_decode(const void *buf, size_t len, struct cd_pairmsg *out)
 	if (h.kind == CD_PAIRMSG_SYNC && h.state == CD_PAIR_S_DEFINED && h.dr_addr[0])
 		return -EBADMSG; /* a VM that runs nowhere keeps no DR copy */
 	if (h.kind == CD_PAIRMSG_EVENT && h.event >= CD_PAIR_N_EVENTS)
+		return -EBADMSG;
+	/* restarts: a RESTART carries the count it makes, a SYNC the entry's */
+	restart = h.kind == CD_PAIRMSG_EVENT && h.event == CD_PAIR_E_RESTART;
+	if (!is_string(h.restart_host, sizeof(h.restart_host)) || !is_host(h.restart_host) ||
+	    h.restarts > CD_RESTART_MAX ||
+	    (!restart && h.kind != CD_PAIRMSG_SYNC && (h.restarts || h.restarted_at)) ||
+	    (restart && (!h.restarts || !h.restarted_at || !h.primary[0])) ||
+	    (h.restart_host[0] && (h.kind != CD_PAIRMSG_SYNC || h.state != CD_PAIR_S_DEFINED)))
+		return -EBADMSG;
+	/* the operator's hold: set by castor ha unprotect, kept by a replay */
+	if ((h.flags & F_HELD) && h.kind != CD_PAIRMSG_SYNC &&
+	    !(h.kind == CD_PAIRMSG_EVENT && h.event == CD_PAIR_E_UNPROTECT))
 		return -EBADMSG;
 	if (h.kind == CD_PAIRMSG_SYNC && (h.state >= CD_PAIR_N_STATES || !h.generation))
 		return -EBADMSG;
@@ -249,6 +277,9 @@ int cd_pairmsg_decode(const void *buf, size_t len, struct cd_pairmsg *out)
 	out->dr_max_mbit = h.dr_max_mbit;
 	out->dr_rpo_ns = h.dr_rpo_ns;
 	out->dr_alerts = h.dr_alerts;
+	out->restarts = h.restarts;
+	out->restarted_at = h.restarted_at;
+	copy_name(out->restart_host, h.restart_host);
 	snprintf(out->dr_addr, sizeof(out->dr_addr), "%s", h.dr_addr);
 	copy_name(out->vm, h.vm);
 	copy_name(out->primary, h.primary);
@@ -330,4 +361,7 @@ void cd_pairmsg_sync(struct cd_pairmsg *m, const struct cd_pair_entry *e)
 	snprintf(m->dr_addr, sizeof(m->dr_addr), "%s", e->pair.dr_addr);
 	m->dr_rpo_ms = e->pair.dr_addr[0] ? e->pair.dr_rpo_ms : 0;
 	m->dr_max_mbit = e->pair.dr_addr[0] ? e->pair.dr_max_mbit : 0;
+	copy_name(m->restart_host, e->pair.state == CD_PAIR_S_DEFINED ? e->pair.restart_host : "");
+	m->restarts = e->pair.restarts;
+	m->restarted_at = e->pair.restarted_at;
 }

@@ -33,6 +33,7 @@ enum key {
 	K_KERNEL,
 	K_INITRD,
 	K_CMDLINE,
+	K_RESTART,
 	N_KEYS
 };
 
@@ -50,6 +51,7 @@ static const char *const names[N_KEYS] = {
 	[K_KERNEL] = "kernel",
 	[K_INITRD] = "initrd",
 	[K_CMDLINE] = "cmdline",
+	[K_RESTART] = "restart",
 };
 static const bool repeatable[N_KEYS] = {[K_GUEST_PARAM] = true, [K_DISK] = true, [K_NIC] = true};
 
@@ -69,6 +71,22 @@ const char *cd_protection_str(enum cd_protection p)
 		return "output";
 	}
 	return "?";
+}
+
+const char *cd_restart_str(enum cd_restart r)
+{
+	return r == CD_RESTART_ON_FAILURE ? "on-failure" : "no";
+}
+
+bool cd_vmdef_writes_disk(const struct cd_vmdef *def)
+{
+	for (unsigned i = 0; i < def->ndisks; i++) {
+		size_t n = strlen(def->disk[i]);
+
+		if (n < 3 || strcmp(def->disk[i] + n - 3, ",ro"))
+			return true;
+	}
+	return false;
 }
 
 int cd_vmdef_disk_on(const char *disk, const char *node, char *out, size_t out_len)
@@ -184,6 +202,26 @@ static int take_hosts(struct cd_vmdef *d, const char *v, char *why, size_t why_l
 	return 0;
 }
 
+/* One of `n` words (their index; -EINVAL naming them all: "is not a, b or c"). */
+static int take_word(const char *key, const char *v, const char *const *words, unsigned n,
+		     char *why, size_t why_len)
+{
+	char list[128];
+	size_t len = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		if (!strcmp(v, words[i]))
+			return (int)i;
+	list[0] = 0;
+	for (unsigned i = 0; i < n && len < sizeof(list); i++)
+		len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s",
+					!i	    ? ""
+					: i + 1 < n ? ", "
+						    : " or ",
+					words[i]);
+	return util_why(why, why_len, -EINVAL, "%s: '%.40s' is not %s", key, v, list);
+}
+
 static int take(struct cd_vmdef *d, enum key k, const char *v, char *why, size_t why_len)
 {
 	struct hv_tg_config tg;
@@ -251,17 +289,14 @@ static int take(struct cd_vmdef *d, enum key k, const char *v, char *why, size_t
 		return take_disk(d, v, why, why_len);
 	case K_NIC:
 		return take_nic(d, v, why, why_len);
-	case K_PROTECTION:
-		if (!strcmp(v, "none"))
-			d->protection = CD_PROT_NONE;
-		else if (!strcmp(v, "interval"))
-			d->protection = CD_PROT_INTERVAL;
-		else if (!strcmp(v, "output"))
-			d->protection = CD_PROT_OUTPUT;
-		else
-			return util_why(why, why_len, -EINVAL,
-					"protection: '%.40s' is not none, interval or output", v);
-		return 0;
+	case K_PROTECTION: {
+		static const char *const w[] = {"none", "interval", "output"};
+		int i = take_word(names[k], v, w, 3, why, why_len);
+
+		if (i >= 0)
+			d->protection = (enum cd_protection)i;
+		return i < 0 ? i : 0;
+	}
 	case K_INTERVAL:
 		if (util_parse_u64(v, &n) < 0 || n < 1 || n > 600000)
 			return util_why(why, why_len, -EINVAL,
@@ -270,6 +305,14 @@ static int take(struct cd_vmdef *d, enum key k, const char *v, char *why, size_t
 		return 0;
 	case K_HOSTS:
 		return take_hosts(d, v, why, why_len);
+	case K_RESTART: {
+		static const char *const w[] = {"no", "on-failure"};
+		int i = take_word(names[k], v, w, 2, why, why_len);
+
+		if (i >= 0)
+			d->restart = (enum cd_restart)i;
+		return i < 0 ? i : 0;
+	}
 	case N_KEYS:
 		break;
 	}
@@ -288,7 +331,7 @@ static int line_cb(void *arg, unsigned line, const char *key, const char *v, cha
 		return util_why(why, why_len, -EINVAL,
 				"unknown setting '%.40s' (known: name, guest, mem, cpus, "
 				"guest_param, kernel, initrd, cmdline, disk, nic, protection, "
-				"interval, hosts)",
+				"interval, hosts, restart)",
 				key);
 	if (x->seen[k] && !repeatable[k])
 		return util_why(why, why_len, -EINVAL, "%s is set again (first on line %u)", key,

@@ -18,7 +18,8 @@ runs castor-vmm, and every node sees its state; a castor-vmm that cannot start o
 dies is reported at once with its exit status and last words, on every node. Without
 /dev/kvm (castor-vmm cannot create a VM) the start is seen failing that way; with it, the
 VM is seen running, killed (kill -9), started again and stopped; protected VMs through
-their replicas' and primaries' faults and a partition. The harness is
+their replicas' and primaries' faults and a partition; a VM with restart = on-failure
+started again by the cluster after each death, up to its limit. The harness is
 tests/pylib/castorcluster.py; the whole-host kill under a client's connection, twice, is
 scripts/demo-cluster.py's (`make demo`; ctest cluster_failover).
 
@@ -277,7 +278,8 @@ def vm_protected(cl, d):
     primary's castor-vmm killed -> the twin promoted on the replica's host, then
     protected again (a's castor-vmm died, a did not: it may take the replica); that
     replica's castor-vmm killed -> the degraded primary protected again; the next
-    replica's castor-vmm frozen -> the same, reported by the primary's castord; stopped."""
+    replica's castor-vmm frozen -> the same, reported by the primary's castord;
+    unprotected by hand (castor ha unprotect: held, not protected again); stopped."""
     # a writable disk, a copy per host (%n: the node's name), seeded equal as an operator
     # would with castor disk sync: every initial copy sends only what differs
     data = os.urandom(DISK_BYTES)
@@ -347,12 +349,88 @@ def vm_protected(cl, d):
     wait_for(f"the frozen replica (pid {frozen}) stopped by {third}'s castord",
              lambda: not os.path.exists(f"/proc/{frozen}"), timeout=ct.patience(30))
     disk_reads_back(psock, f"vm6 on {first} after three re-protections")
+    # the operator's unprotect through castord (the hold crosses the wire): unprotected,
+    # and castord does not protect it again by itself
+    cl.castor("b", "ha", "unprotect", "vm6")
+    expect_vm(cl, "vm6", "unprotected", first, "castor ha unprotect vm6")
+    time.sleep(3)
+    for n in NODES:
+        v = vm_json(cl, n, "vm6")
+        if v["state"] != "unprotected" or not v["held"]:
+            raise Fail(f"vm6 on {n} 3 s after castor ha unprotect: {v}")
     retire(cl, "vm6")
     print(f"protected vm6 (a writable disk, each initial copy only what differed): synced to "
           f"{first}; its primary killed -> promoted on {first} and "
           f"protected again toward {second}; that replica killed -> degraded, then protected "
           f"again; its next replica frozen (SIGSTOP) -> reported lost by the primary's "
           f"castord, stopped, protected again; stopped")
+
+
+def vm_json(cl, n, name):
+    """`castor vm list --json`'s entry for `name` on node n."""
+    for v in json.loads(cl.castor(n, "vm", "list", "--json").stdout)["vms"]:
+        if v["name"] == name:
+            return v
+    raise Fail(f"{n} does not list {name}")
+
+
+def restarted(cl, d):
+    """restart = on-failure: vm7 (it writes a disk) started on c, its second preferred
+    host; its castor-vmm killed three times -> started again each time by the cluster, on
+    c (its disk's writes are there; b, first in its hosts, would be chosen otherwise);
+    killed a fourth time inside the window -> it stays defined, and castor vm list says
+    why; castor vm start runs it again with a fresh count; stopped -> not restarted."""
+    for n in NODES:
+        with open(f"{cl.d}/{n}-vm7.img", "wb") as f:
+            f.truncate(1 << 20)
+    with open(f"{d}/vm7.conf", "w") as f:
+        f.write(VM1.replace("vm1", "vm7").replace("protection = interval\ninterval = 20\n", "")
+                .replace("hosts = a, b", "hosts = b, c") +
+                f"disk = {cl.d}/%n-vm7.img\nrestart = on-failure\n")
+    cl.castor("a", "vm", "define", f"{d}/vm7.conf")
+    wait_for("vm7 defined on c", lambda: "vm7" in cl.vms("c"))
+    if vm_json(cl, "b", "vm7")["restart"] != "on-failure":
+        raise Fail(f"vm7's restart policy on b: {vm_json(cl, 'b', 'vm7')}")
+    cl.castor("a", "vm", "start", "vm7", "--host", "c")
+    expect_vm(cl, "vm7", "unprotected", "c", "started on c")
+    lost = "primary-lost: castor-vmm on c killed by signal 9"
+    for i in (1, 2, 3):
+        pid = vmm_pid(cl, "c", "vm7")
+        os.kill(pid, signal.SIGKILL)
+        # the reason goes on with castor-vmm's last words, then ")-> starting"
+        line = f"vm7: defined -(restart: {i} of 3 in 10 min, on c, after {lost}"
+        wait_for(f"vm7's restart {i} in a's log",
+                 lambda: line in open(f"{cl.d}/a-castord.out").read(), timeout=ct.patience(30))
+        wait_for(f"a new castor-vmm of vm7 on c (restart {i})",
+                 lambda: vmm_pid(cl, "c", "vm7") != pid, timeout=ct.patience(30))
+        expect_vm(cl, "vm7", "unprotected", "c", f"restarted ({i})", timeout=ct.patience(60))
+        if vm_json(cl, "b", "vm7")["restarts"] != i:
+            raise Fail(f"vm7's restart count on b after restart {i}: {vm_json(cl, 'b', 'vm7')}")
+    os.kill(vmm_pid(cl, "c", "vm7"), signal.SIGKILL)
+    expect_vm(cl, "vm7", "defined", "", "killed a fourth time", lost)
+    note = "restarted 3 times in 10 minutes: not again until castor vm start vm7"
+    time.sleep(3)  # three ticks: a restart would have been sent by now
+    for n in NODES:
+        v = vm_json(cl, n, "vm7")
+        if v["state"] != "defined" or v["restart_note"] != note or v["restarts"] != 3:
+            raise Fail(f"vm7 on {n} after its fourth death: {v}")
+    out = cl.castor("b", "vm", "list").stdout
+    if f"restart: {note}" not in out:
+        raise Fail(f"castor vm list on b does not say why vm7 is not restarted:\n{out}")
+    cl.castor("b", "vm", "start", "vm7", "--host", "c")
+    expect_vm(cl, "vm7", "unprotected", "c", "started by hand")
+    if vm_json(cl, "a", "vm7")["restarts"] != 0:
+        raise Fail(f"vm7's restart count after castor vm start: {vm_json(cl, 'a', 'vm7')}")
+    cl.castor("c", "vm", "stop", "vm7")
+    expect_vm(cl, "vm7", "defined", "", "stopped", timeout=60)
+    time.sleep(3)
+    v = vm_json(cl, "b", "vm7")
+    if v["state"] != "defined" or v["restart_note"]:
+        raise Fail(f"vm7 3 s after castor vm stop: {v}")
+    cl.castor("a", "vm", "undefine", "vm7")
+    print("restart = on-failure: vm7's castor-vmm killed three times -> started again on c "
+          "(its disk's host) each time; a fourth time -> defined, with the reason in castor "
+          "vm list; castor vm start ran it again; stopped: not restarted")
 
 
 DR_ADDR = "10.77.0.100:7990"  # the DR site: the client's namespace, outside the cluster
@@ -632,7 +710,7 @@ def run(d):
             raise Fail(f"a's metrics with all three up: {m}")
         # CASTOR_CLUSTER_PARTS=partitioned,... runs only those parts (while working on one)
         only = [x for x in os.environ.get("CASTOR_CLUSTER_PARTS", "").split(",") if x]
-        parts = [definitions, vm_runs] + ([vm_protected, dr_site, partitioned]
+        parts = [definitions, vm_runs] + ([vm_protected, restarted, dr_site, partitioned]
                                           if os.path.exists("/dev/kvm") else [])
         if ct.NESTED:
             # the nested machine (check-nested, after the host stage ran this test whole

@@ -35,6 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(d.mem_bytes >= (16ull << 20) && d.mem_bytes % 4096 == 0);
 		FUZZ_CHECK(d.ndisks <= CD_MAX_DISKS && d.nnics <= CD_MAX_NICS);
 		FUZZ_CHECK(!d.interval_ms || d.protection != CD_PROT_NONE);
+		FUZZ_CHECK(d.restart == CD_RESTART_NO || d.restart == CD_RESTART_ON_FAILURE);
 	} else {
 		FUZZ_CHECK(!strncmp(why, "f.vm", 4));
 	}
@@ -65,9 +66,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				FUZZ_CHECK(t.n == 0); /* never a pair change */
 			else
 				FUZZ_CHECK(t.n == 1 && t.e[0].pair.state < CD_PAIR_N_STATES);
-			/* a DR target only on a pair that runs */
+			/* a DR target only on a pair that runs, a restart only on one that does not
+			 */
 			if (t.n && t.e[0].pair.state == CD_PAIR_S_DEFINED)
 				FUZZ_CHECK(!t.e[0].pair.dr_addr[0]);
+			if (t.n && t.e[0].pair.state != CD_PAIR_S_DEFINED)
+				FUZZ_CHECK(!t.e[0].pair.restart_host[0]);
+			FUZZ_CHECK(!t.n || t.e[0].pair.restarts <= CD_RESTART_MAX);
 		}
 	}
 	return 0;
@@ -80,7 +85,7 @@ void fuzz_seeds(fuzz_seed_fn add, void *ctx)
 		"replication_ports = 7000-7010\nmetrics = 10.0.0.1:9477\nwitness = yes\n",
 		"# vm\nname = vm3\nguest = test\nmem = 256M\ncpus = 2\nguest_param = rate=100\n"
 		"disk = /srv/a.img,ro\nnic = tap=tap0,mac=52:54:00:12:34:56\n"
-		"protection = output\ninterval = 50\nhosts = a, b\n",
+		"protection = output\ninterval = 50\nhosts = a, b\nrestart = on-failure\n",
 	};
 	struct cd_defmsg m = {.kind = CD_DEFMSG_DEFINE, .generation = 3, .origin = 1};
 	struct cd_defmsg_hdr hdr;
@@ -105,6 +110,20 @@ void fuzz_seeds(fuzz_seed_fn add, void *ctx)
 		cd_pairmsg_dr_figures(&pm, "vm3", "b", "dr-site:7100", "protected", 42, 1200000000,
 				      5000, 1, 20);
 		add(ctx, (const uint8_t *)&ph, cd_pairmsg_encode(&pm, &ph));
+		cd_pairmsg_event(&pm, "vm3", CD_PAIR_E_RESTART, "c", &v, "1 of 3 in 10 min");
+		pm.restarts = 1;
+		pm.restarted_at = 1800000000;
+		add(ctx, (const uint8_t *)&ph, cd_pairmsg_encode(&pm, &ph));
+		{
+			struct cd_pair_entry e = {.generation = 7};
+
+			cd_pair_init(&e.pair, "vm3");
+			snprintf(e.pair.restart_host, sizeof(e.pair.restart_host), "b");
+			e.pair.restarts = 2;
+			e.pair.restarted_at = 1800000000;
+			cd_pairmsg_sync(&pm, &e);
+			add(ctx, (const uint8_t *)&ph, cd_pairmsg_encode(&pm, &ph));
+		}
 	}
 	snprintf(m.name, sizeof(m.name), "vm3");
 	m.text = seeds[1];

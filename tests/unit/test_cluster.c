@@ -122,7 +122,8 @@ static void vmdef_good(void **state)
 				   "nic = tap=tap0,mac=52:54:00:12:34:56\n"
 				   "protection = output\n"
 				   "interval = 50\n"
-				   "hosts = a, b,c\n";
+				   "hosts = a, b,c\n"
+				   "restart = on-failure\n";
 	struct cd_vmdef d;
 	char why[256];
 
@@ -140,6 +141,8 @@ static void vmdef_good(void **state)
 	assert_int_equal(d.nhosts, 3);
 	assert_string_equal(d.hosts[2], "c");
 	assert_string_equal(cd_protection_str(d.protection), "output");
+	assert_int_equal(d.restart, CD_RESTART_ON_FAILURE);
+	assert_false(cd_vmdef_writes_disk(&d)); /* its one disk is ,ro */
 }
 
 static void vmdef_linux(void **state)
@@ -170,6 +173,8 @@ static void vmdef_disk_per_node(void **state)
 
 	(void)state;
 	assert_int_equal(cd_vmdef_parse("w.conf", text, strlen(text), &d, why, sizeof(why)), 0);
+	assert_int_equal(d.restart, CD_RESTART_NO); /* the default */
+	assert_true(cd_vmdef_writes_disk(&d));
 	assert_int_equal(cd_vmdef_disk_on(d.disk[0], "b", out, sizeof(out)), 0);
 	assert_string_equal(out, "/srv/b/w.img");
 	assert_int_equal(cd_vmdef_disk_on(d.disk[1], "node2", out, sizeof(out)), 0);
@@ -191,6 +196,7 @@ static void vmdef_bad(void **state)
 		{"nic = tap0\n", "nic: 'tap0' is not tap=NAME"},
 		{"nic = tap=t0,mac=01:00:5e:00:00:01\n", "is not tap=NAME[,mac=MAC]"},
 		{"protection = always\n", "protection: 'always' is not none, interval or output"},
+		{"restart = always\n", "d.conf:5: restart: 'always' is not no or on-failure"},
 		{"interval = 0\n", "interval: '0' is not 1 to 600000"},
 		{"protection = none\ninterval = 10\n", "d.conf:6: an interval for a VM with "
 						       "protection none"},
@@ -252,6 +258,7 @@ static const struct {
 	enum cd_pair_state to;
 } legal[] = {
 	{S(DEFINED), E(START), S(STARTING)},
+	{S(DEFINED), E(RESTART), S(STARTING)},
 	{S(STARTING), E(STARTED), S(UNPROTECTED)},
 	{S(STARTING), E(START_FAILED), S(DEFINED)},
 	{S(STARTING), E(PRIMARY_LOST), S(DEFINED)},

@@ -19,6 +19,7 @@
 static const struct cd_view quorate = {.quorate = true};
 static const struct cd_view lost = {.quorate = true, .primary_gone = true};
 static const struct cd_view alone = {.quorate = false};
+#define NOW 1800000000ull /* a Unix time for the restart window */
 
 static struct cd_pairmsg roundtrip(const struct cd_pairmsg *m)
 {
@@ -68,6 +69,26 @@ static void malformed(void **state)
 	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
 	bad = h;
 	bad.flags = 0x100;
+	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
+	bad = h;
+	bad.flags |= CD_PAIRMSG_F_HELD; /* the hold: on UNPROTECT and SYNC only */
+	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
+	bad = h;
+	bad.restarts = 1; /* a restart count: on RESTART and SYNC only */
+	bad.restarted_at = 1;
+	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
+	bad = h;
+	strcpy(bad.restart_host, "b"); /* where it ran: a SYNC of a defined VM only */
+	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
+	bad = h;
+	bad.event = CD_PAIR_E_RESTART; /* with no count */
+	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
+	bad.restarts = CD_RESTART_MAX + 1;
+	bad.restarted_at = 1;
+	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
+	bad.restarts = 1;
+	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), 0);
+	bad.primary[0] = 0; /* nowhere to start it */
 	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
 	bad = h;
 	bad.kind = CD_PAIRMSG_SYNC; /* a SYNC needs a generation */
@@ -312,7 +333,7 @@ static void dr_target(void **state)
 	bad.lag_ns = 1;
 	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
 	bad = h;
-	bad.reserved = 1;
+	bad.restarts = 1; /* a restart count on figures */
 	assert_int_equal(cd_pairmsg_decode(&bad, sizeof(bad), &out), -EBADMSG);
 	cd_pairmsg_figures(&m, "vm1", "a", 1, 1, 1);
 	cd_pairmsg_encode(&m, &h);
@@ -417,25 +438,25 @@ static void policy_protects(void **state)
 	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
 	e = cd_pairs_find(t, "vm1");
 	/* starting: nothing to do yet */
-	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, &m));
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW, &m));
 	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_STARTED, "a", &quorate, "");
 	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
 	/* only the primary's host asks for a replica, on b (its definition's next host) */
-	assert_false(cd_pair_next(&e->pair, &d, &v, t, "b", false, &m));
-	assert_true(cd_pair_next(&e->pair, &d, &v, t, "a", false, &m));
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "b", false, NOW, &m));
+	assert_true(cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW, &m));
 	assert_int_equal(m.event, CD_PAIR_E_PROTECT);
 	assert_string_equal(m.replica, "b");
 	/* not without quorum, not for an unprotected definition */
 	v.quorate = false;
-	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, &m));
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW, &m));
 	v.quorate = true;
 	{
 		struct cd_vmdef none = vmdef("ab", CD_PROT_NONE);
 
-		assert_false(cd_pair_next(&e->pair, &none, &v, t, "a", false, &m));
+		assert_false(cd_pair_next(&e->pair, &none, &v, t, "a", false, NOW, &m));
 	}
 	/* placing, syncing, protected: the events of the replica's castord and the primary's */
-	assert_true(cd_pair_next(&e->pair, &d, &v, t, "a", false, &m));
+	assert_true(cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW, &m));
 	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
 	assert_int_equal(e->pair.state, CD_PAIR_S_PLACING);
 	assert_string_equal(e->pair.replica, "b");
@@ -450,13 +471,13 @@ static void policy_protects(void **state)
 	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_SYNCED, "a", &quorate, "");
 	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
 	assert_int_equal(e->pair.state, CD_PAIR_S_PROTECTED);
-	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, &m));
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW, &m));
 
 	/* host a leaves: the speaker (b, now the lowest) reports the primary lost ... */
 	view_nodes(&v, "bcw", 3); /* as c sees it: not the speaker */
-	assert_false(cd_pair_next(&e->pair, &d, &v, t, "c", false, &m));
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "c", false, NOW, &m));
 	view_nodes(&v, "bcw", 2);
-	assert_true(cd_pair_next(&e->pair, &d, &v, t, "b", false, &m));
+	assert_true(cd_pair_next(&e->pair, &d, &v, t, "b", false, NOW, &m));
 	assert_int_equal(m.event, CD_PAIR_E_PRIMARY_LOST);
 	assert_string_equal(m.primary, "a");
 	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
@@ -468,7 +489,7 @@ static void policy_protects(void **state)
 	assert_int_equal(e->pair.state, CD_PAIR_S_UNPROTECTED);
 	assert_string_equal(e->pair.primary, "b");
 	assert_int_equal(e->pair.failovers, 1);
-	assert_true(cd_pair_next(&e->pair, &d, &v, t, "b", false, &m));
+	assert_true(cd_pair_next(&e->pair, &d, &v, t, "b", false, NOW, &m));
 	assert_int_equal(m.event, CD_PAIR_E_PROTECT);
 	assert_string_equal(m.replica, "c");
 	free(t);
@@ -507,24 +528,134 @@ static void policy_replica_lost(void **state)
 	assert_int_equal(e->pair.state, CD_PAIR_S_PROTECTED);
 	/* b leaves: the speaker (a) reports the replica lost */
 	view_nodes(&v, "acw", 1);
-	assert_true(cd_pair_next(&e->pair, &d, &v, t, "a", false, &m));
+	assert_true(cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW, &m));
 	assert_int_equal(m.event, CD_PAIR_E_REPLICA_LOST);
 	assert_string_equal(m.replica, "b");
 	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
 	assert_int_equal(e->pair.state, CD_PAIR_S_DEGRADED);
 	/* degraded on a: re-protect on c (b is gone) */
-	assert_true(cd_pair_next(&e->pair, &d, &v, t, "a", false, &m));
+	assert_true(cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW, &m));
 	assert_int_equal(m.event, CD_PAIR_E_PROTECT);
 	assert_string_equal(m.replica, "c");
 	/* with no other host: go on unprotected, releasing the held output */
 	view_nodes(&v, "aw", 1);
-	assert_true(cd_pair_next(&e->pair, &d, &v, t, "a", false, &m));
+	assert_true(cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW, &m));
 	assert_int_equal(m.event, CD_PAIR_E_UNPROTECT);
 	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
 	assert_int_equal(e->pair.state, CD_PAIR_S_UNPROTECTED);
 	assert_string_equal(e->pair.replica, "");
 	/* and nothing more to do until a host comes back */
-	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, &m));
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW, &m));
+	free(t);
+}
+
+/* The VM's castor-vmm on `on` died: primary-lost, through the wire, as its castord says it. */
+static void lose(struct cd_pairs *t, const char *on)
+{
+	struct cd_pairmsg m;
+
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_PRIMARY_LOST, on, &lost, "castor-vmm killed");
+	m = roundtrip(&m);
+	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
+}
+
+static void apply_wire(struct cd_pairs *t, struct cd_pairmsg *m)
+{
+	*m = roundtrip(m);
+	assert_int_equal(cd_pairs_apply(t, m, NULL), 0);
+}
+
+static void policy_restart(void **state)
+{
+	struct cd_pairs *t = calloc(1, sizeof(*t)), *u = calloc(1, sizeof(*u));
+	struct cd_vmdef d = vmdef("b", CD_PROT_NONE);
+	struct cd_view_nodes v;
+	struct cd_pairmsg m;
+	struct cd_pair_entry *e;
+	static const enum cd_pair_event flow[] = {CD_PAIR_E_START, CD_PAIR_E_STARTED};
+
+	(void)state;
+	view_nodes(&v, "abcw", 1); /* a is the speaker (the lowest node id) */
+	e = apply_flow(t, flow, 2);
+	lose(t, "a");
+	assert_int_equal(e->pair.state, CD_PAIR_S_DEFINED);
+	assert_string_equal(e->pair.restart_host, "a");
+	/* restart = no (the default): it stays defined */
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW, &m));
+	d.restart = CD_RESTART_ON_FAILURE;
+	/* the speaker alone sends it, and only with quorum */
+	view_nodes(&v, "abcw", 2);
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "b", false, NOW, &m));
+	view_nodes(&v, "abcw", 1);
+	v.quorate = false;
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW, &m));
+	v.quorate = true;
+	assert_false(cd_pair_next(&e->pair, NULL, &v, t, "a", false, NOW, &m));
+	/* three restarts in the window, on its preferred host, each counted */
+	for (uint32_t i = 1; i <= CD_RESTART_MAX; i++) {
+		assert_true(cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW + i, &m));
+		assert_int_equal(m.event, CD_PAIR_E_RESTART);
+		assert_string_equal(m.primary, "b");
+		assert_int_equal(m.restarts, i);
+		assert_int_equal(m.restarted_at, NOW + 1);
+		assert_non_null(strstr(m.reason, "after primary-lost: castor-vmm killed"));
+		apply_wire(t, &m);
+		assert_int_equal(e->pair.state, CD_PAIR_S_STARTING);
+		assert_string_equal(e->pair.primary, "b");
+		assert_string_equal(e->pair.restart_host, "");
+		assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW + i, &m));
+		cd_pairmsg_event(&m, "vm1", CD_PAIR_E_STARTED, "b", &quorate, "");
+		apply_wire(t, &m);
+		lose(t, "b");
+		assert_string_equal(e->pair.restart_host, "b");
+	}
+	/* a fourth death inside the window: it stays defined */
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW + CD_RESTART_WINDOW_S, &m));
+	/* the replay carries the count and where it ran */
+	cd_pairs_init(u);
+	cd_pairmsg_sync(&m, e);
+	apply_wire(u, &m);
+	assert_string_equal(cd_pairs_find(u, "vm1")->pair.restart_host, "b");
+	assert_int_equal(cd_pairs_find(u, "vm1")->pair.restarts, CD_RESTART_MAX);
+	assert_int_equal(cd_pairs_find(u, "vm1")->pair.restarted_at, NOW + 1);
+	/* the window over, a new one begins */
+	assert_true(
+		cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW + 1 + CD_RESTART_WINDOW_S, &m));
+	assert_int_equal(m.restarts, 1);
+	assert_int_equal(m.restarted_at, NOW + 1 + CD_RESTART_WINDOW_S);
+	/* a VM that could not start is not started again (it would fail again) */
+	apply_wire(t, &m);
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_START_FAILED, "b", &quorate, "status 1");
+	apply_wire(t, &m);
+	assert_string_equal(e->pair.restart_host, "");
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW + 700, &m));
+	/* the operator's start clears the count */
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_START, "c", &quorate, "castor vm start");
+	apply_wire(t, &m);
+	assert_int_equal(e->pair.restarts, 0);
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_STARTED, "c", &quorate, "");
+	apply_wire(t, &m);
+	/* a VM that writes a disk: only on the host it ran on, whose disk has its writes */
+	strcpy(d.disk[0], "/var/lib/castor/%n-vm1.img");
+	d.ndisks = 1;
+	lose(t, "c");
+	assert_true(cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW + 800, &m));
+	assert_string_equal(m.primary, "c");
+	view_nodes(&v, "abw", 1); /* c left the cluster: nowhere to restart it */
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW + 800, &m));
+	/* a read-only disk moves with it: anywhere */
+	strcat(d.disk[0], ",ro");
+	assert_true(cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW + 800, &m));
+	assert_string_equal(m.primary, "b");
+	/* stopped on purpose: no restart */
+	apply_wire(t, &m);
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_STOP, "b", &quorate, "castor vm stop");
+	apply_wire(t, &m);
+	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_STOPPED, "b", &quorate, "exited");
+	apply_wire(t, &m);
+	assert_int_equal(e->pair.state, CD_PAIR_S_DEFINED);
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW + 900, &m));
+	free(u);
 	free(t);
 }
 
@@ -544,15 +675,18 @@ static void policy_held(void **state)
 	/* the operator's unprotect holds it: castord does not protect it again by itself */
 	cd_pairmsg_event(&m, "vm1", CD_PAIR_E_UNPROTECT, "a", &quorate, "castor ha unprotect");
 	m.flags |= CD_PAIRMSG_F_HELD;
+	m = roundtrip(&m); /* the hold crosses the wire (it once did not: decode refused it) */
+	assert_true(m.flags & CD_PAIRMSG_F_HELD);
 	assert_int_equal(cd_pairs_apply(t, &m, NULL), 0);
 	assert_true(e->pair.held);
-	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, &m));
+	assert_false(cd_pair_next(&e->pair, &d, &v, t, "a", false, NOW, &m));
 	/* the hold travels with the replay */
 	{
 		struct cd_pairs *u = calloc(1, sizeof(*u));
 
 		cd_pairs_init(u);
 		cd_pairmsg_sync(&m, e);
+		m = roundtrip(&m);
 		assert_int_equal(cd_pairs_apply(u, &m, NULL), 0);
 		assert_true(cd_pairs_find(u, "vm1")->pair.held);
 		free(u);
@@ -570,12 +704,12 @@ static void policy_held(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(encode_decode),   cmocka_unit_test(malformed),
-		cmocka_unit_test(figures),	   cmocka_unit_test(same_everywhere),
-		cmocka_unit_test(sync_newer_wins), cmocka_unit_test(stop_cycle),
-		cmocka_unit_test(dr_target),	   cmocka_unit_test(choose_host),
-		cmocka_unit_test(policy_protects), cmocka_unit_test(policy_replica_lost),
-		cmocka_unit_test(policy_held),
+		cmocka_unit_test(encode_decode),       cmocka_unit_test(malformed),
+		cmocka_unit_test(policy_restart),      cmocka_unit_test(figures),
+		cmocka_unit_test(same_everywhere),     cmocka_unit_test(sync_newer_wins),
+		cmocka_unit_test(stop_cycle),	       cmocka_unit_test(dr_target),
+		cmocka_unit_test(choose_host),	       cmocka_unit_test(policy_protects),
+		cmocka_unit_test(policy_replica_lost), cmocka_unit_test(policy_held),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

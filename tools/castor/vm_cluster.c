@@ -100,6 +100,10 @@ static void def_json(struct cli_json *j, const Castor__VmDefinition *v, bool tex
 	cli_json_str(j, "replica", v->replica ? v->replica : "");
 	cli_json_str(j, "last_event", v->last_event ? v->last_event : "");
 	cli_json_u64(j, "failovers", v->failovers);
+	cli_json_bool(j, "held", v->held);
+	cli_json_str(j, "restart", v->restart ? v->restart : "");
+	cli_json_u64(j, "restarts", v->restarts);
+	cli_json_str(j, "restart_note", v->restart_note ? v->restart_note : "");
 	if (text)
 		cli_json_str(j, "text", v->text ? v->text : "");
 	cli_json_object_end(j);
@@ -115,6 +119,8 @@ static void def_line(const Castor__VmDefinition *v)
 	printf("%s\n", v->n_hosts ? "" : "any");
 	if (v->last_event && *v->last_event && !strcmp(v->state, "defined"))
 		printf("%-20s last: %s\n", "", v->last_event);
+	if (!strcmp(v->state, "defined") && v->restart_note && *v->restart_note)
+		printf("%-20s restart: %s\n", "", v->restart_note);
 }
 
 static int print(const char *cmd, bool json, const Castor__Response *resp)
