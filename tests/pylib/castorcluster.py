@@ -372,7 +372,13 @@ def run_on_hosts(prefix, body):
                 logs = sorted(glob.glob(f"{d}/*.out") + glob.glob(f"{d}/*.log") +
                               glob.glob(f"{d}/*-state/log/*.log"))
                 for f in logs:
-                    print(f"--- {os.path.relpath(f, d)} (tail)\n" + open(f).read()[-1500:])
+                    text = open(f, errors="replace").read()
+                    # a tail of epochs can hide what went wrong before it: every ERR line
+                    # too (a vCPU that failed, an apply refused), the last 15
+                    errs = [line for line in text.splitlines() if " ERR " in line][-15:]
+                    if errs:
+                        print(f"--- {os.path.relpath(f, d)} (ERR lines)\n" + "\n".join(errs))
+                    print(f"--- {os.path.relpath(f, d)} (tail)\n" + text[-1500:])
                 return 1, None
     finally:
         ct.twohost_down(P)
