@@ -155,8 +155,7 @@ static bool restart_next(const struct cd_pair *p, const struct cd_vmdef *def,
 		return false;
 	snprintf(reason, sizeof(reason), "%u of %u in %u min, on %s, after %.180s", count + 1,
 		 CD_RESTART_MAX, CD_RESTART_WINDOW_S / 60, host, p->last_reason);
-	event(out, p, CD_PAIR_E_RESTART, &view, NULL, reason);
-	snprintf(out->primary, sizeof(out->primary), "%s", host);
+	cd_pairmsg_event(out, p->vm, CD_PAIR_E_RESTART, host, &view, reason);
 	out->restarts = count + 1;
 	out->restarted_at = count ? p->restarted_at : now_s;
 	return true;

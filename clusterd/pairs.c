@@ -21,12 +21,9 @@
 
 #include "util/util.h"
 
-#define F_QUORATE      CD_PAIRMSG_F_QUORATE
-#define F_PRIMARY_GONE CD_PAIRMSG_F_PRIMARY_GONE
-#define F_REPLICA_GONE CD_PAIRMSG_F_REPLICA_GONE
-#define F_REPLICA_HOST CD_PAIRMSG_F_REPLICA_HOST
-#define F_HELD	       CD_PAIRMSG_F_HELD
-#define F_ALL	       (F_QUORATE | F_PRIMARY_GONE | F_REPLICA_GONE | F_REPLICA_HOST | F_HELD)
+#define F_ALL                                                                                      \
+	(CD_PAIRMSG_F_QUORATE | CD_PAIRMSG_F_PRIMARY_GONE | CD_PAIRMSG_F_REPLICA_GONE |            \
+	 CD_PAIRMSG_F_REPLICA_HOST | CD_PAIRMSG_F_HELD)
 
 void cd_pairs_init(struct cd_pairs *s)
 {
@@ -63,10 +60,10 @@ int cd_pairs_apply(struct cd_pairs *s, const struct cd_pairmsg *m, const char **
 {
 	struct cd_pair_entry *e;
 	struct cd_view v = {
-		.quorate = m->flags & F_QUORATE,
-		.primary_gone = m->flags & F_PRIMARY_GONE,
-		.replica_gone = m->flags & F_REPLICA_GONE,
-		.have_replica_host = m->flags & F_REPLICA_HOST,
+		.quorate = m->flags & CD_PAIRMSG_F_QUORATE,
+		.primary_gone = m->flags & CD_PAIRMSG_F_PRIMARY_GONE,
+		.replica_gone = m->flags & CD_PAIRMSG_F_REPLICA_GONE,
+		.have_replica_host = m->flags & CD_PAIRMSG_F_REPLICA_HOST,
 	};
 	int rc;
 
@@ -252,7 +249,7 @@ int cd_pairmsg_decode(const void *buf, size_t len, struct cd_pairmsg *out)
 	    (h.restart_host[0] && (h.kind != CD_PAIRMSG_SYNC || h.state != CD_PAIR_S_DEFINED)))
 		return -EBADMSG;
 	/* the operator's hold: set by castor ha unprotect, kept by a replay */
-	if ((h.flags & F_HELD) && h.kind != CD_PAIRMSG_SYNC &&
+	if ((h.flags & CD_PAIRMSG_F_HELD) && h.kind != CD_PAIRMSG_SYNC &&
 	    !(h.kind == CD_PAIRMSG_EVENT && h.event == CD_PAIR_E_UNPROTECT))
 		return -EBADMSG;
 	if (h.kind == CD_PAIRMSG_SYNC && (h.state >= CD_PAIR_N_STATES || !h.generation))
@@ -297,9 +294,10 @@ void cd_pairmsg_event(struct cd_pairmsg *m, const char *vm, enum cd_pair_event e
 	m->event = e;
 	copy_name(m->vm, vm);
 	copy_name(m->primary, host);
-	m->flags = (v->quorate ? F_QUORATE : 0) | (v->primary_gone ? F_PRIMARY_GONE : 0) |
-		   (v->replica_gone ? F_REPLICA_GONE : 0) |
-		   (v->have_replica_host ? F_REPLICA_HOST : 0);
+	m->flags = (v->quorate ? CD_PAIRMSG_F_QUORATE : 0) |
+		   (v->primary_gone ? CD_PAIRMSG_F_PRIMARY_GONE : 0) |
+		   (v->replica_gone ? CD_PAIRMSG_F_REPLICA_GONE : 0) |
+		   (v->have_replica_host ? CD_PAIRMSG_F_REPLICA_HOST : 0);
 	snprintf(m->reason, sizeof(m->reason), "%s", reason ? reason : "");
 }
 

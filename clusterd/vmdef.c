@@ -60,22 +60,18 @@ struct ctx {
 	unsigned seen[N_KEYS];
 };
 
+/* The words of the settings that take one, in their enum's order. */
+static const char *const protection_words[] = {"none", "interval", "output"};
+static const char *const restart_words[] = {"no", "on-failure"};
+
 const char *cd_protection_str(enum cd_protection p)
 {
-	switch (p) {
-	case CD_PROT_NONE:
-		return "none";
-	case CD_PROT_INTERVAL:
-		return "interval";
-	case CD_PROT_OUTPUT:
-		return "output";
-	}
-	return "?";
+	return (unsigned)p < 3 ? protection_words[p] : "?";
 }
 
 const char *cd_restart_str(enum cd_restart r)
 {
-	return r == CD_RESTART_ON_FAILURE ? "on-failure" : "no";
+	return (unsigned)r < 2 ? restart_words[r] : "?";
 }
 
 bool cd_vmdef_writes_disk(const struct cd_vmdef *def)
@@ -290,8 +286,7 @@ static int take(struct cd_vmdef *d, enum key k, const char *v, char *why, size_t
 	case K_NIC:
 		return take_nic(d, v, why, why_len);
 	case K_PROTECTION: {
-		static const char *const w[] = {"none", "interval", "output"};
-		int i = take_word(names[k], v, w, 3, why, why_len);
+		int i = take_word(names[k], v, protection_words, 3, why, why_len);
 
 		if (i >= 0)
 			d->protection = (enum cd_protection)i;
@@ -306,8 +301,7 @@ static int take(struct cd_vmdef *d, enum key k, const char *v, char *why, size_t
 	case K_HOSTS:
 		return take_hosts(d, v, why, why_len);
 	case K_RESTART: {
-		static const char *const w[] = {"no", "on-failure"};
-		int i = take_word(names[k], v, w, 2, why, why_len);
+		int i = take_word(names[k], v, restart_words, 2, why, why_len);
 
 		if (i >= 0)
 			d->restart = (enum cd_restart)i;

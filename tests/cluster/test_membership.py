@@ -43,7 +43,7 @@ import castortest as ct  # noqa: E402
 from castortest import Fail, wait_for  # noqa: E402
 import castorcluster as cc  # noqa: E402
 from castorcluster import (NODES, P, Cluster, TcpClient, expect, expect_vm,  # noqa: E402
-                           ns, replica_of, scrape, vm_state, vmm_pid)
+                           ns, replica_of, scrape, vm_json, vm_state, vmm_pid)
 cc.configure(CASTORD, CASTOR, VMM)
 
 VM1 = """# a protected test guest
@@ -364,14 +364,6 @@ def vm_protected(cl, d):
           f"protected again toward {second}; that replica killed -> degraded, then protected "
           f"again; its next replica frozen (SIGSTOP) -> reported lost by the primary's "
           f"castord, stopped, protected again; stopped")
-
-
-def vm_json(cl, n, name):
-    """`castor vm list --json`'s entry for `name` on node n."""
-    for v in json.loads(cl.castor(n, "vm", "list", "--json").stdout)["vms"]:
-        if v["name"] == name:
-            return v
-    raise Fail(f"{n} does not list {name}")
 
 
 def restarted(cl, d):

@@ -214,12 +214,18 @@ def expect(cl, n, connected, quorate, members, what):
                    f"quorate={quorate}, members={sorted(members)} ({what})")
 
 
-def vm_state(cl, n, name):
-    """(state, primary, last_event) of VM `name` as node n sees it."""
+def vm_json(cl, n, name):
+    """`castor vm list --json`'s entry for VM `name` on node n."""
     for v in json.loads(cl.castor(n, "vm", "list", "--json").stdout)["vms"]:
         if v["name"] == name:
-            return v["state"], v["primary"], v["last_event"]
+            return v
     raise Fail(f"{n} does not list {name}")
+
+
+def vm_state(cl, n, name):
+    """(state, primary, last_event) of VM `name` as node n sees it."""
+    v = vm_json(cl, n, name)
+    return v["state"], v["primary"], v["last_event"]
 
 
 def expect_vm(cl, name, state, primary, what, event=None, timeout=30, nodes=NODES):
